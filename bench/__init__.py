@@ -1,0 +1,1 @@
+"""Benchmarks run by `tracesim bench NAME` and `make bench`."""

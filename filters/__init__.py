@@ -1,0 +1,1 @@
+"""Everything that decides whether an event is kept: predicate filters and BPF programs."""

@@ -1,0 +1,1 @@
+"""eBPF: ISA, assembler/disassembler, verifier, interpreter, JIT, maps, helpers, ELF, compiler."""

@@ -1,0 +1,1 @@
+"""The modelled kernel: memory, types, CPUs, net devices and skbs, tracepoints, kprobes, ring buffers."""

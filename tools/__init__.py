@@ -1,0 +1,1 @@
+"""The `tracesim` command and example programs."""

@@ -1,0 +1,52 @@
+"""`tracesim` — one entry point; each subcommand lives in its own module ``tools/cmd_<name>.py``.
+
+Each command module exposes ``main(argv: list[str]) -> int``; it builds its own argparse parser
+(with ``prog="tracesim NAME"``), so starting one command never imports the others.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "mount": ("tools.cmd_mount", "mount the simulated tracefs on a directory (FUSE)"),
+    "umount": ("tools.cmd_mount", "unmount a tracesim mount"),
+    "ctl": ("tools.cmd_ctl", "drive the modelled kernel of a mount (send, ping, skb-bench, dmesg, maps ...)"),
+    "demo": ("tools.cmd_demo", "walk through the 2013 BPF tracing-filter story"),
+    "bench": ("tools.cmd_bench", "run a benchmark: vm, kernel, verifier, cc, tracefs, skb, rss, all"),
+    "cc": ("tools.cmd_cc", "compile restricted C to an eBPF ELF object"),
+    "objdump": ("tools.cmd_objdump", "show sections, symbols and disassembly of an eBPF object"),
+    "check": ("tools.cmd_check", "verify a BPF program offline (prints OK or the verifier log)"),
+    "conformance": ("tools.cmd_conformance", "run the eBPF conformance suite on the VM"),
+    "rss": ("tools.cmd_rss", "RSS steering with eBPF over a modelled multi-queue TUN device"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: tracesim COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"tracesim: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    if name == "umount":
+        return module.umount_main(rest)
+    try:
+        return module.main(rest) or 0
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The tracefs pseudo-filesystem: an in-process node tree and a thin FUSE adapter."""
