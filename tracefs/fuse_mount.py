@@ -1,0 +1,137 @@
+"""The FUSE adapter: fusepy calls translated one to one into :class:`tracefs.tree.Tree` calls.
+
+Everything a file does lives in the tree; this module only keeps the table of open handles,
+turns attributes into ``stat`` dicts and sets the mount options that make tracefs files work
+through FUSE:
+
+* ``direct_io`` on every open: sizes are 0, so without it the page cache would read nothing;
+* ``atomic_o_trunc``: open() receives O_TRUNC itself (``echo > set_event`` vs ``>>``) instead of
+  an open followed by a truncate;
+* ``big_writes``/``max_write``: a ``cat prog.o > filter`` arrives in 128 KiB writes, not 4 KiB;
+* zero entry/attr timeouts: directories change under the kernel model (kprobe events,
+  instances), and ``O_TRUNC`` opens stamp mtime;
+* multithreaded: a reader blocked in ``trace_pipe`` holds one libfuse worker, others go on;
+  blocked reads poll libfuse's ``fuse_interrupted()`` so Ctrl-C on ``cat trace_pipe`` ends it.
+
+Importing this module imports fusepy, which raises OSError("Unable to find libfuse") when
+libfuse2 is missing: callers catch that and say so.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import itertools
+import os
+import threading
+from typing import Any, Callable, Optional
+
+import fuse
+
+from tracefs.blocking import set_interrupt_check
+from tracefs.errors import FsError
+from tracefs.handles import Handle
+from tracefs.nodes import Attr
+from tracefs.tree import Tree
+
+MAX_WRITE = 131072
+
+
+def _fuse_interrupted() -> Callable[[], bool]:
+    func = getattr(fuse._libfuse, "fuse_interrupted", None)
+    if func is None:
+        return lambda: False
+    func.restype = ctypes.c_int
+    func.argtypes = []
+    return lambda: bool(func())
+
+
+class TracefsOperations(fuse.Operations):
+    """fusepy operations over a tree; ``on_ready`` runs once the kernel has the mount."""
+
+    use_ns = True
+
+    def __init__(self, tree: Tree, on_ready: Optional[Callable[[], None]] = None) -> None:
+        self.tree = tree
+        self.on_ready = on_ready
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = itertools.count(1)
+        self._lock = threading.Lock()
+        self._uid, self._gid = os.getuid(), os.getgid()
+
+    def _stat(self, attr: Attr) -> dict[str, Any]:
+        ns = int(attr.mtime * 1e9)
+        return {"st_mode": attr.mode, "st_nlink": attr.nlink, "st_uid": self._uid,
+                "st_gid": self._gid, "st_size": 0, "st_mtime": ns, "st_atime": ns, "st_ctime": ns,
+                "st_blksize": 4096}
+
+    def _handle(self, fi: Any) -> Handle:
+        handle = self._handles.get(fi.fh)
+        if handle is None:
+            raise FsError(errno.EBADF)
+        return handle
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def init(self, path: str) -> None:
+        set_interrupt_check(_fuse_interrupted())
+        if self.on_ready is not None:
+            self.on_ready()
+
+    # -- namespace -----------------------------------------------------------------------------
+    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        return self._stat(self.tree.getattr(path))
+
+    def readdir(self, path: str, fh: Any) -> list[str]:
+        return [".", ".."] + self.tree.readdir(path)
+
+    def mkdir(self, path: str, mode: int) -> None:
+        self.tree.mkdir(path)
+
+    def rmdir(self, path: str) -> None:
+        self.tree.rmdir(path)
+
+    def create(self, path: str, mode: int, fi: Any = None) -> int:
+        self.tree.create(path)
+        return 0
+
+    def truncate(self, path: str, length: int, fh: Any = None) -> None:
+        # Only an explicit truncate(2) gets here (O_TRUNC arrives with open): like
+        # simple_setattr on a size-0 tracefs inode, it changes nothing.
+        self.tree.getattr(path)
+
+    # -- files ---------------------------------------------------------------------------------
+    def open(self, path: str, fi: Any) -> int:
+        handle = self.tree.open(path, fi.flags)
+        with self._lock:
+            fh = next(self._next_fh)
+            self._handles[fh] = handle
+        fi.fh = fh
+        fi.direct_io = 1
+        return 0
+
+    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+        return self._handle(fi).read(size, offset)
+
+    def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
+        return self._handle(fi).write(data, offset)
+
+    def flush(self, path: str, fi: Any) -> None:
+        self._handle(fi).flush()
+
+    def release(self, path: str, fi: Any) -> None:
+        with self._lock:
+            handle = self._handles.pop(fi.fh, None)
+        if handle is not None:
+            handle.release()
+
+
+def serve(tree: Tree, mountpoint: str, *, on_ready: Optional[Callable[[], None]] = None,
+          debug: bool = False) -> None:
+    """Mount ``tree`` on ``mountpoint`` and serve until unmounted or SIGINT/SIGTERM/SIGHUP.
+
+    Runs in the calling thread (libfuse's multithreaded loop); libfuse's own signal handlers end
+    the loop on those signals, and it unmounts on the way out.
+    """
+    fuse.FUSE(TracefsOperations(tree, on_ready), mountpoint, raw_fi=True, foreground=True,
+              nothreads=False, debug=debug, fsname="tracesim", subtype="tracesim",
+              default_permissions=True, atomic_o_trunc=True, big_writes=True,
+              max_write=MAX_WRITE, entry_timeout=0, attr_timeout=0, negative_timeout=0)

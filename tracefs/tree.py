@@ -1,0 +1,117 @@
+"""The in-process filesystem: path lookup and the file operations every client goes through.
+
+The FUSE adapter calls these methods one to one; tests and the demo call them directly (with
+the ``cat``/``echo`` helpers below mimicking the shell), so both see the same semantics.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import time
+from typing import Optional
+
+from tracefs.errors import FsError
+from tracefs.handles import Handle, truncating
+from tracefs.nodes import Attr, Dir, File, Node
+
+
+
+class Tree:
+    """A tracefs tree rooted at ``root``."""
+
+    def __init__(self, root: Dir) -> None:
+        self.root = root
+
+    # -- lookup --------------------------------------------------------------------------------
+    def resolve(self, path: str) -> Node:
+        node: Node = self.root
+        for part in path.split("/"):
+            if not part or part == ".":
+                continue
+            if not isinstance(node, Dir):
+                raise FsError(errno.ENOTDIR)
+            node = node.lookup(part)
+        return node
+
+    def _parent(self, path: str) -> tuple[Dir, str]:
+        head, _, name = path.rstrip("/").rpartition("/")
+        parent = self.resolve(head)
+        if not isinstance(parent, Dir):
+            raise FsError(errno.ENOTDIR)
+        if not name:
+            raise FsError(errno.EEXIST)
+        return parent, name
+
+    # -- operations ----------------------------------------------------------------------------
+    def getattr(self, path: str) -> Attr:
+        return self.resolve(path).attr()
+
+    def readdir(self, path: str) -> list[str]:
+        node = self.resolve(path)
+        if not isinstance(node, Dir):
+            raise FsError(errno.ENOTDIR)
+        return sorted(node.entries())
+
+    def open(self, path: str, flags: int) -> Handle:
+        node = self.resolve(path)
+        if isinstance(node, Dir):
+            raise FsError(errno.EISDIR)
+        handle = node.opener(flags)
+        if truncating(flags):
+            node.mtime = time.time()   # the VFS truncates on O_TRUNC, which stamps mtime
+        return handle
+
+    def create(self, path: str) -> Handle:
+        """tracefs has no ``create``: new files cannot be made (the VFS says EACCES)."""
+        self._parent(path)
+        raise FsError(errno.EACCES)
+
+    def mkdir(self, path: str) -> None:
+        parent, name = self._parent(path)
+        if name in parent.entries():
+            raise FsError(errno.EEXIST)
+        if parent.ops is None:
+            raise FsError(errno.EPERM)
+        parent.ops.mkdir(name)
+
+    def rmdir(self, path: str) -> None:
+        parent, name = self._parent(path)
+        node = parent.lookup(name)
+        if not isinstance(node, Dir):
+            raise FsError(errno.ENOTDIR)
+        if parent.ops is None:
+            raise FsError(errno.EPERM)
+        parent.ops.rmdir(name)
+
+    # -- shell-like helpers (in-process use and tests) -----------------------------------------
+    def cat(self, path: str, *, nonblock: bool = False, chunk: int = 131072,
+            limit: Optional[int] = None) -> bytes:
+        """Read a file to its end like ``cat`` (``limit`` stops after that many bytes)."""
+        handle = self.open(path, os.O_RDONLY | (os.O_NONBLOCK if nonblock else 0))
+        out = bytearray()
+        try:
+            while limit is None or len(out) < limit:
+                data = handle.read(chunk, len(out))
+                if not data:
+                    break
+                out += data
+        finally:
+            handle.release()
+        return bytes(out)
+
+    def read_text(self, path: str) -> str:
+        return self.cat(path).decode("latin-1")
+
+    def echo(self, path: str, text: str | bytes, *, append: bool = False,
+             newline: bool = True) -> None:
+        """``echo TEXT > path`` (or ``>>`` with ``append``): one write() call, then close."""
+        data = text.encode("latin-1") if isinstance(text, str) else text
+        if newline:
+            data += b"\n"
+        flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
+        handle = self.open(path, flags)
+        try:
+            handle.write(data, 0)
+            handle.flush()
+        finally:
+            handle.release()
