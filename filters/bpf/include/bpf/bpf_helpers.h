@@ -1,0 +1,105 @@
+/* BPF helper declarations and map-definition macros, the libbpf way.
+ * Written for tracesim; the same file builds with `tracesim cc` and with `clang -target bpf`
+ * (both put kernel_model/include and filters/bpf/include on the include path). */
+#ifndef __BPF_HELPERS__
+#define __BPF_HELPERS__
+
+#include <linux/types.h>
+
+/* Where a definition lands in the object: programs, maps, the license. */
+#ifdef __TRACESIM_CC__
+#define SEC(name) [[gnu::section(name)]]
+#else
+#define SEC(name) __attribute__((section(name), used))
+#endif
+
+/* tracesim cc inlines every `inline` function and calls the others (bpf-to-bpf calls). */
+#ifndef __always_inline
+#ifdef __TRACESIM_CC__
+#define __always_inline inline
+#else
+#define __always_inline inline __attribute__((always_inline))
+#endif
+#endif
+#ifdef __TRACESIM_CC__
+#define __noinline
+#else
+#define __noinline __attribute__((noinline))
+#endif
+
+/* BTF-defined maps: struct { __uint(type, BPF_MAP_TYPE_HASH); __type(key, u32); ... } m SEC(".maps"); */
+#define __uint(name, val) int (*name)[val]
+#ifdef __TRACESIM_CC__
+#define __type(name, val) val *name
+#else
+#define __type(name, val) typeof(val) *name
+#endif
+#define __array(name, val) typeof(val) *name[]
+
+#ifndef __TRACESIM_BPF_UAPI
+#define __TRACESIM_BPF_UAPI
+/* enum bpf_map_type (uapi numbering). */
+enum bpf_map_type {
+	BPF_MAP_TYPE_UNSPEC = 0,
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PROG_ARRAY = 3,
+	BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4,
+	BPF_MAP_TYPE_PERCPU_HASH = 5,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_STACK_TRACE = 7,
+	BPF_MAP_TYPE_CGROUP_ARRAY = 8,
+	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_LRU_PERCPU_HASH = 10,
+	BPF_MAP_TYPE_LPM_TRIE = 11,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+
+/* Flags of bpf_map_update_elem. */
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
+};
+
+/* Legacy map definitions in SEC("maps"). */
+struct bpf_map_def {
+	unsigned int type;
+	unsigned int key_size;
+	unsigned int value_size;
+	unsigned int max_entries;
+	unsigned int map_flags;
+};
+#endif
+
+/* Helpers, numbered as uapi enum bpf_func_id. */
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *) 1;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *) 2;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *) 3;
+static long (*bpf_probe_read)(void *dst, __u32 size, const void *unsafe_ptr) = (void *) 4;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *) 5;
+static long (*bpf_trace_printk)(const char *fmt, __u32 fmt_size, ...) = (void *) 6;
+static __u32 (*bpf_get_prandom_u32)(void) = (void *) 7;
+static __u32 (*bpf_get_smp_processor_id)(void) = (void *) 8;
+static __u64 (*bpf_get_current_pid_tgid)(void) = (void *) 14;
+static __u64 (*bpf_get_current_uid_gid)(void) = (void *) 15;
+static long (*bpf_get_current_comm)(void *buf, __u32 size_of_buf) = (void *) 16;
+static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data, __u64 size) = (void *) 25;
+static long (*bpf_probe_read_str)(void *dst, __u32 size, const void *unsafe_ptr) = (void *) 45;
+static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *) 112;
+static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *unsafe_ptr) = (void *) 113;
+static long (*bpf_probe_read_user_str)(void *dst, __u32 size, const void *unsafe_ptr) = (void *) 114;
+static long (*bpf_probe_read_kernel_str)(void *dst, __u32 size, const void *unsafe_ptr) = (void *) 115;
+static long (*bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size, __u64 flags) = (void *) 130;
+static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *) 131;
+static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *) 132;
+static void (*bpf_ringbuf_discard)(void *data, __u64 flags) = (void *) 133;
+
+/* bpf_printk("fmt", args...): the format is copied to the stack, as the helper needs. */
+#define bpf_printk(fmt, ...)						\
+({									\
+	char ____fmt[] = fmt;						\
+	bpf_trace_printk(____fmt, sizeof(____fmt), ##__VA_ARGS__);	\
+})
+
+#endif /* __BPF_HELPERS__ */
