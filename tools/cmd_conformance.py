@@ -1,0 +1,30 @@
+"""`tracesim conformance DIR [--engine interp|jit|both]`: run the eBPF conformance suite."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from filters.bpf.conformance import ENGINES, run_dir
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tracesim conformance",
+                                     description="run every *.data file of a bpf_conformance "
+                                                 "directory on the VM")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--engine", choices=("interp", "jit", "both"), default="both")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only failures")
+    args = parser.parse_args(argv)
+    if not args.directory.is_dir():
+        parser.error(f"{args.directory}: not a directory")
+    engines = ENGINES if args.engine == "both" else (args.engine,)
+    passed = failed = 0
+    for name, engine, ok, detail in run_dir(args.directory, engines):
+        if ok:
+            passed += 1
+        else:
+            failed += 1
+        if not ok or not args.quiet:
+            print(f"{'PASS' if ok else 'FAIL'} {engine:<6} {name}: {detail}")
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
