@@ -1,0 +1,314 @@
+"""The RSS loader, after QEMU's ``ebpf/ebpf_rss.c``: load the steering program, configure its
+three maps, attach it to a TUN device — or, when the program cannot be built, loaded or verified,
+steer with the pure-Python implementation of the same algorithm (``tools/rss_software.py``).
+
+    rss = EbpfRss()                   # ebpf_rss_init
+    rss.load()                        # build tools/examples/rss.bpf.c (tracesim cc, else clang),
+                                      # verify, run with the JIT (engine="interp" for the interpreter)
+    rss.set_all(config, table, key)   # config map (key 0), table entries < indirections_len, key
+    rss.attach(tun)                   # TUNSETSTEERINGEBPF, or the software path
+    rss.steer(frame)                  # the program's u16 return value for a frame (both paths)
+    rss.deliver(frame)                # send through the TUN device; the guest queue reached
+    rss.status_line()                 # "rss: eBPF steering (jit, object built by clang)" or
+                                      # "rss: software RSS (fallback: <why>)"
+    rss.unload()
+
+``is_loaded()`` is QEMU's (the program is loaded); ``active`` says which path steers: ``"ebpf"``
+or ``"software"``.  Until ``load`` succeeds the software path is active, as QEMU's virtio-net falls
+back to in-process RSS when the eBPF program cannot be used.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filters.bpf import elf, helpers_skb  # noqa: F401  (helpers_skb registers helpers 26 and 68)
+from filters.bpf.helpers import HELPERS, VMContext, register
+from filters.bpf.memory import VMError
+from filters.bpf.program import load_program, map_from_handle
+from kernel_model.tun import TunDevice, make_skb, run_steering
+from tools import rss_software
+from tools.rss_software import INDIRECTION_TABLE_SIZE, RssConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "tools" / "examples" / "rss.bpf.c"
+INCLUDE_DIRS = (ROOT / "kernel_model" / "include", ROOT / "filters" / "bpf" / "include")
+PROGRAM_NAME = "tun_rss_steering_prog"
+MAP_CONFIG = "tap_rss_map_configurations"
+MAP_KEY = "tap_rss_map_toeplitz_key"
+MAP_TABLE = "tap_rss_map_indirection_table"
+ENGINES = ("jit", "interp")
+
+
+class RssLoadError(Exception):
+    """Why the eBPF path cannot be used (the loader then steers in software)."""
+
+
+# ---------------------------------------------------------------- building the object
+
+def build_object(compiler: str = "auto", source: Path = SOURCE) -> tuple[bytes, str]:
+    """Compile the steering program; returns (ELF bytes, "tracesim cc" | "clang").
+    ``compiler`` is "tracesim", "clang" or "auto" (tracesim cc, then clang)."""
+    order = {"auto": ("tracesim", "clang"), "tracesim": ("tracesim",), "clang": ("clang",)}[compiler]
+    errors = []
+    for name in order:
+        try:
+            return (_build_tracesim(source) if name == "tracesim" else _build_clang(source)), \
+                ("tracesim cc" if name == "tracesim" else "clang")
+        except RssLoadError as err:
+            errors.append(str(err))
+    raise RssLoadError("; ".join(errors))
+
+
+def _build_tracesim(source: Path) -> bytes:
+    try:
+        from tools import cmd_cc
+    except ImportError as err:
+        raise RssLoadError(f"tracesim cc unavailable ({err})") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rss.bpf.o"
+        argv = [str(source), "-o", str(out), "-O2"]
+        for d in INCLUDE_DIRS:
+            argv += ["-I", str(d)]
+        try:
+            rc = cmd_cc.main(argv)
+        except SystemExit as exc:          # argparse errors
+            rc = exc.code if isinstance(exc.code, int) else 1
+        if rc or not out.exists():
+            raise RssLoadError(f"tracesim cc failed (exit {rc})")
+        return out.read_bytes()
+
+
+def _build_clang(source: Path) -> bytes:
+    clang = shutil.which("clang")
+    if clang is None:
+        raise RssLoadError("clang not found (Debian package 'clang')")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rss.bpf.o"
+        cmd = [clang, "-O2", "-g", "-target", "bpf", "-nostdinc", "-c", str(source), "-o", str(out)]
+        for d in INCLUDE_DIRS:
+            cmd[1:1] = ["-I", str(d)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            raise RssLoadError(f"clang failed: {proc.stderr.strip()}")
+        return out.read_bytes()
+
+
+# ---------------------------------------------------------------- array maps
+
+@dataclass
+class ArrayMap:
+    """A BPF_MAP_TYPE_ARRAY as the loader creates it: zero-filled values at an 8-byte stride
+    (round_up(value_size, 8), as the kernel lays array elements out)."""
+    name: str
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_type: int = 2
+    flags: int = 0
+    storage: bytearray = field(default_factory=bytearray)
+
+    def __post_init__(self) -> None:
+        self.stride = (self.value_size + 7) & ~7
+        self.storage = bytearray(self.stride * self.max_entries)
+
+    def update(self, index: int, value: bytes) -> None:
+        if not 0 <= index < self.max_entries:
+            raise IndexError(f"map {self.name}: index {index} >= max_entries {self.max_entries}")
+        if len(value) != self.value_size:
+            raise ValueError(f"map {self.name}: value is {self.value_size} bytes, got {len(value)}")
+        at = index * self.stride
+        self.storage[at:at + self.value_size] = value
+
+    def lookup(self, index: int) -> bytes | None:
+        if not 0 <= index < self.max_entries:
+            return None
+        at = index * self.stride
+        return bytes(self.storage[at:at + self.value_size])
+
+
+def _array_lookup_elem(vm: VMContext, handle: int, key_ptr: int, *_unused: int) -> int:
+    """bpf_map_lookup_elem for array maps: a pointer to the element, NULL past max_entries."""
+    amap = map_from_handle(vm.program, handle)
+    if not isinstance(amap, ArrayMap):
+        raise VMError(f"map_lookup_elem: {handle:#x} is not one of this program's maps")
+    index = int.from_bytes(vm.mem.read(key_ptr, amap.key_size), "little")
+    if index >= amap.max_entries:
+        return 0
+    return vm.mem.address_of(amap.storage, name=amap.name) + index * amap.stride
+
+
+# The program's helpers: the global table (skb loads among them) with map lookups on our maps.
+_PROGRAM_HELPERS = dict(HELPERS)
+register("map_lookup_elem", _array_lookup_elem, table=_PROGRAM_HELPERS)
+
+
+# ---------------------------------------------------------------- the attached program
+
+class SteeringProgram:
+    """A loaded socket filter bound to an engine: what TUNSETSTEERINGEBPF attaches."""
+    prog_type = "socket_filter"
+
+    def __init__(self, runner, engine: str) -> None:
+        self._runner, self.engine = runner, engine
+
+    def run(self, ctx: bytearray, env: object) -> int:
+        return self._runner(ctx, env=env)
+
+
+def _make_runner(program, engine: str):
+    if engine == "interp":
+        from filters.bpf.interp import Interpreter
+        return Interpreter(program)
+    if engine == "jit":
+        try:
+            from filters.bpf import jit
+        except ImportError as err:
+            raise RssLoadError(f"the JIT is unavailable ({err})") from None
+        return jit.compile_program(program)
+    raise ValueError(f"unknown engine {engine!r} ({', '.join(ENGINES)})")
+
+
+def _verify(insns, maps) -> None:
+    try:
+        from filters.bpf.verifier import ContextSpec, verify
+    except ImportError as err:
+        raise RssLoadError(f"the verifier is unavailable ({err})") from None
+    result = verify(insns, prog_type="socket_filter", ctx=ContextSpec.sk_buff(), maps=maps)
+    if not result.ok:
+        raise RssLoadError(f"verifier rejected the program: {result.error}")
+
+
+# ---------------------------------------------------------------- the loader
+
+class EbpfRss:
+    """QEMU's EBPFRSSContext and its ebpf_rss_* functions, with the software fallback."""
+
+    def __init__(self) -> None:
+        self.init()
+
+    def init(self) -> None:
+        """ebpf_rss_init: nothing loaded; the software path steers."""
+        self.program: SteeringProgram | None = None
+        self.maps: dict[str, ArrayMap] = {}
+        self.engine = ""
+        self.built_by = ""
+        self.fallback_reason = "no program loaded"
+        self.config: RssConfig | None = None
+        self.table: list[int] = [0] * INDIRECTION_TABLE_SIZE
+        self.packed_key: bytes | None = None
+        self.tun: TunDevice | None = None
+        self.queue_packets: list[int] = []
+
+    def is_loaded(self) -> bool:
+        return self.program is not None
+
+    @property
+    def active(self) -> str:
+        return "ebpf" if self.program is not None else "software"
+
+    def status_line(self) -> str:
+        if self.program is not None:
+            return f"rss: eBPF steering ({self.engine}, object built by {self.built_by})"
+        return f"rss: software RSS (fallback: {self.fallback_reason})"
+
+    def load(self, obj: bytes | str | Path | None = None, *, engine: str = "jit",
+             compiler: str = "auto", verify: bool = True) -> bool:
+        """ebpf_rss_load: build (when ``obj`` is None) or read the object, create its maps,
+        verify the program and prepare it for ``engine``.  On any failure the software path
+        stays active, ``fallback_reason`` says why, and False is returned."""
+        self.unload()
+        try:
+            if obj is None:
+                data, self.built_by = build_object(compiler)
+            elif isinstance(obj, bytes):
+                data, self.built_by = obj, "caller"
+            else:
+                data, self.built_by = Path(obj).read_bytes(), str(obj)
+            self.program = self._load_object(data, engine, verify)
+            self.engine = engine
+        except (RssLoadError, elf.ElfLoadError, ValueError, OSError) as err:
+            self.fallback_reason = str(err)
+            self.program, self.maps = None, {}
+            return False
+        self._write_maps()
+        if self.tun is not None:
+            self.attach(self.tun)
+        return True
+
+    def _load_object(self, data: bytes, engine: str, verify: bool) -> SteeringProgram:
+        obj = elf.load_object(data)
+        spec = obj.program(PROGRAM_NAME)
+        maps = [ArrayMap(m.name, m.key_size, m.value_size, m.max_entries, m.type, m.flags)
+                for m in obj.maps]
+        self.maps = {m.name: m for m in maps}
+        expected = {MAP_CONFIG: (10, 1), MAP_KEY: (40, 1), MAP_TABLE: (2, INDIRECTION_TABLE_SIZE)}
+        for name, (vsize, entries) in expected.items():
+            m = self.maps.get(name)
+            if m is None or m.map_type != 2 or (m.value_size, m.max_entries) != (vsize, entries):
+                raise RssLoadError(f"object has no array map {name} of {entries} x {vsize} bytes")
+        if verify:
+            _verify(spec.insns, maps)
+        program = load_program(spec.insns, maps=maps, helpers=_PROGRAM_HELPERS, name=spec.name,
+                               ctx_size=helpers_skb.SK_BUFF_CTX_SIZE)
+        return SteeringProgram(_make_runner(program, engine), engine)
+
+    def set_all(self, config: RssConfig, indirection_table: list[int], toeplitz_key: bytes) -> bool:
+        """ebpf_rss_set_all: store the configuration, the first ``indirections_len`` table
+        entries (at most 128) and the key (converted as QEMU does).  False if len > 128."""
+        if config.indirections_len > INDIRECTION_TABLE_SIZE:
+            return False
+        self.config = config
+        for i in range(config.indirections_len):
+            self.table[i] = indirection_table[i] & 0xFFFF
+        self.packed_key = rss_software.pack_toeplitz_key(toeplitz_key)
+        self._write_maps()
+        return True
+
+    def _write_maps(self) -> None:
+        if not self.maps or self.config is None:
+            return
+        self.maps[MAP_CONFIG].update(0, self.config.pack())
+        self.maps[MAP_KEY].update(0, self.packed_key)
+        for i in range(self.config.indirections_len):
+            self.maps[MAP_TABLE].update(i, self.table[i].to_bytes(2, "little"))
+
+    def unload(self) -> None:
+        """ebpf_rss_unload: detach and drop the program and its maps (configuration is kept)."""
+        if self.tun is not None and self.tun.steering_prog is self.program:
+            self.tun.set_steering_ebpf(None)
+        self.program, self.maps, self.engine = None, {}, ""
+        self.fallback_reason = "no program loaded"
+
+    # -- steering --------------------------------------------------------------------------------
+    def attach(self, tun: TunDevice) -> None:
+        """Attach to ``tun``: the program via TUNSETSTEERINGEBPF, or detach it for software RSS."""
+        self.tun = tun
+        self.queue_packets = [0] * tun.numqueues
+        rc = tun.set_steering_ebpf(self.program)
+        if rc:
+            raise RssLoadError(f"TUNSETSTEERINGEBPF failed: {rc}")
+
+    def steer(self, frame: bytes) -> int:
+        """The u16 return value for ``frame`` (TUN delivers to it modulo its queue count):
+        the program's on the eBPF path, the software algorithm's otherwise."""
+        skb = make_skb(frame)
+        if self.program is not None:
+            return run_steering(self.program, skb)
+        return rss_software.steer(skb.data, skb.network_header, self.config, self.table,
+                                  self.packed_key) & 0xFFFF
+
+    def deliver(self, frame: bytes) -> int:
+        """Send ``frame`` through the attached TUN device and return the guest queue it reaches.
+        eBPF path: the device's queue, chosen by the program.  Software path: the device picks
+        its queue itself (automq) and the software result chooses the guest queue, as QEMU's
+        in-process RSS does.  ``queue_packets`` counts guest queues on both paths."""
+        if self.tun is None:
+            raise RssLoadError("not attached to a TUN device")
+        skb = self.tun.xmit(frame)
+        queue = skb.queue_mapping if self.program is not None else self.steer(frame) % self.tun.numqueues
+        self.queue_packets[queue] += 1
+        return queue
