@@ -57,8 +57,8 @@ def format_insn(insn: Insn, next_insn: Insn | None = None, *, hex: bool = False)
         if op == isa.LD_IMM64:
             hi = next_insn.imm if next_insn is not None else 0
             if s == 0:
-                value = (insn.imm & 0xFFFFFFFF) | ((hi & 0xFFFFFFFF) << 32)
-                return f"r{d} = {_num(value, hex)} ll"
+                value = isa.to_s64((insn.imm & 0xFFFFFFFF) | ((hi & 0xFFFFFFFF) << 32))
+                return f"r{d} = {_num(value, hex)} ll"       # LLVM prints it signed
             text = f"ld_pseudo\tr{d}, {s}, {_num(insn.imm, hex)}"
             return text + (f", {_num(hi, hex)}" if hi else "")
         if mode == isa.ABS and size != isa.DW:
