@@ -83,12 +83,21 @@ class Memory:
 
     # ------------------------------------------------------------------ mapping
     def map(self, size: int, name: str, obj_size: int = 0, owner: object = None,
-            text: bool = False) -> Region:
-        """Map a fresh zero-filled region of ``size`` bytes (rounded up to pages)."""
+            text: bool = False, at: int | None = None) -> Region:
+        """Map a fresh zero-filled region of ``size`` bytes (rounded up to pages).
+
+        It goes in the direct map, or in kernel text with ``text``, or at the page-aligned
+        address ``at`` (which must be free).
+        """
         if size <= 0:
             raise ValueError("region size must be positive")
         size = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-        if text:
+        if at is not None:
+            if at & (PAGE_SIZE - 1) or any((p in self._pages) for p in
+                                           range(at >> PAGE_SHIFT, (at + size) >> PAGE_SHIFT)):
+                raise ValueError(f"cannot map {size} bytes at 0x{at:x}")
+            base = at
+        elif text:
             base, self._next_text = self._next_text, self._next_text + size
         else:
             base, self._next_direct = self._next_direct, self._next_direct + size

@@ -1,0 +1,142 @@
+"""The kallsyms table: an address, a size and a type for every modelled kernel function.
+
+Functions are laid out in kernel text from ``_stext`` (0xffffffff81000000) in table order, each
+at a 16-byte aligned address; their sizes are plausible for a 6.18 x86-64 build. The text is
+mapped in simulated memory (each function starts with ``endbr64`` and is padded with ``int3``)
+so reading a function's bytes works, as ``probe_read`` of kernel text does on Linux.
+
+Names are the real 6.18 symbols: wrappers that are ``static inline`` in 6.18 have no symbol
+(``kfree_skb`` → ``sk_skb_reason_drop``, ``netdev_alloc_skb`` → ``__netdev_alloc_skb``,
+``dev_queue_xmit`` → ``__dev_queue_xmit``, ``kmalloc`` → ``__kmalloc_noprof``).
+The symbols of the 2013 RFC's benchmark module carry its module name, as /proc/kallsyms shows
+module symbols (``... t skb_bench_run\t[skb_bench]``).
+"""
+from __future__ import annotations
+
+import bisect
+from typing import Iterator, NamedTuple
+
+from kernel_model.memory import KERNEL_TEXT_BASE, Memory
+
+ENDBR64 = b"\xf3\x0f\x1e\xfa"
+INT3 = 0xcc
+
+# (name, size, type, module): type 'T' global text, 't' static text
+FUNCTIONS: tuple[tuple[str, int, str, str | None], ...] = (
+    ("_stext", 0, "T", None),
+    ("kmem_cache_alloc_noprof", 0x2b0, "T", None),
+    ("kmem_cache_free", 0x3f0, "T", None),
+    ("__kmalloc_noprof", 0x310, "T", None),
+    ("__kmalloc_large_node_noprof", 0xd0, "T", None),
+    ("kfree", 0x2e0, "T", None),
+    ("__alloc_skb", 0x2d0, "T", None),
+    ("__netdev_alloc_skb", 0x1a0, "T", None),
+    ("skb_put", 0x50, "T", None),
+    ("skb_release_data", 0x1c0, "t", None),
+    ("kfree_skbmem", 0x90, "t", None),
+    ("__kfree_skb", 0x30, "T", None),
+    ("sk_skb_reason_drop", 0x110, "T", None),
+    ("consume_skb", 0x80, "T", None),
+    ("eth_type_trans", 0x160, "T", None),
+    ("__dev_queue_xmit", 0xf10, "T", None),
+    ("dev_hard_start_xmit", 0x130, "T", None),
+    ("loopback_xmit", 0x150, "t", None),
+    ("netif_rx", 0x100, "T", None),
+    ("enqueue_to_backlog", 0x2a0, "t", None),
+    ("netif_receive_skb", 0xd0, "T", None),
+    ("__netif_receive_skb", 0x70, "t", None),
+    ("__netif_receive_skb_core", 0x1180, "t", None),
+    ("process_backlog", 0x1b0, "t", None),
+    ("napi_poll", 0x220, "t", None),
+    ("net_rx_action", 0x3a0, "t", None),
+    ("ip_rcv", 0xe0, "T", None),
+    ("ipv6_rcv", 0xf0, "T", None),
+    ("icmp_rcv", 0x370, "T", None),
+    ("virtnet_poll", 0x4e0, "t", None),
+    ("_etext", 0, "T", None),
+    ("skb_bench_run", 0x90, "t", "skb_bench"),
+    ("skb_bench_init", 0x40, "t", "skb_bench"),
+)
+MODULE_TEXT_BASE = 0xffffffffc0000000
+
+
+class Symbol(NamedTuple):
+    addr: int
+    size: int
+    type: str
+    name: str
+    module: str | None
+
+
+class Kallsyms:
+    """Lookup by name (``addr``, ``symbol``) and by address (``lookup``, ``sprint_symbol``)."""
+
+    def __init__(self, mem: Memory | None = None) -> None:
+        self._symbols: list[Symbol] = []
+        self._place([f for f in FUNCTIONS if f[3] is None], KERNEL_TEXT_BASE, mem)
+        self._place([f for f in FUNCTIONS if f[3] is not None], MODULE_TEXT_BASE, mem)
+        self._symbols.sort()
+        self._addrs = [s.addr for s in self._symbols]
+        self._by_name = {s.name: s for s in self._symbols}
+
+    def _place(self, funcs: list, base: int, mem: Memory | None) -> None:
+        """Lay ``funcs`` out from ``base``; with memory, map their text there."""
+        total = sum((size + 15) & ~15 for _, size, _, _ in funcs)
+        if mem is not None:
+            region = mem.map(total, "kernel text", at=base)
+            region.buf[:] = bytes([INT3]) * region.size
+        addr = base
+        for name, size, typ, module in funcs:
+            self._symbols.append(Symbol(addr, size, typ, name, module))
+            if mem is not None and size:
+                mem.write(addr, ENDBR64)
+            addr += (size + 15) & ~15
+
+    def symbol(self, name: str) -> Symbol:
+        """The symbol called ``name``; KeyError if there is none."""
+        return self._by_name[name]
+
+    def addr(self, name: str) -> int:
+        return self._by_name[name].addr
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def address_of(self, name: str) -> int | None:
+        """The address of ``name``, or None if there is no such symbol."""
+        s = self._by_name.get(name)
+        return None if s is None else s.addr
+
+    def find(self, addr: int) -> Symbol | None:
+        """The symbol of the function containing ``addr``, or None."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        while i >= 0 and self._symbols[i].size == 0 and self._symbols[i].addr != addr:
+            i -= 1                       # markers like _etext contain nothing
+        if i < 0:
+            return None
+        s = self._symbols[i]
+        return s if addr - s.addr < max(s.size, 1) else None
+
+    def lookup(self, addr: int) -> tuple[str, int, int] | None:
+        """``(name, offset, size)`` of the function containing ``addr``, or None."""
+        s = self.find(addr)
+        return None if s is None else (s.name, addr - s.addr, s.size)
+
+    def sprint_symbol(self, addr: int) -> str:
+        """``%pS``: ``name+0xoff/0xsize`` (`` [module]`` for module text), else ``0x...``."""
+        s = self.find(addr)
+        if s is None:
+            return f"0x{addr:x}"
+        text = f"{s.name}+0x{addr - s.addr:x}/0x{s.size:x}"
+        return f"{text} [{s.module}]" if s.module else text
+
+    def __iter__(self) -> Iterator[Symbol]:
+        return iter(self._symbols)
+
+    def proc_kallsyms(self) -> str:
+        """The text of /proc/kallsyms (addresses shown, as for root)."""
+        out = []
+        for s in self._symbols:
+            line = f"{s.addr:016x} {s.type} {s.name}"
+            out.append(f"{line}\t[{s.module}]\n" if s.module else line + "\n")
+        return "".join(out)
