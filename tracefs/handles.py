@@ -10,7 +10,8 @@ Kinds, after the kernel's file_operations:
   iterator is per open, so each reader has its own snapshot position.
 * :class:`StreamHandle` - a consuming, blocking reader (``trace_pipe``, ``trace_pipe_raw``).
 
-Text is bytes-to-str by latin-1 so any byte written reads back unchanged.
+Text is UTF-8 with surrogate escapes both ways, so any byte written reads back unchanged (the
+predicate compiler measures caret positions the same way).
 """
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ Store = Callable[[str], "int | None"]
 
 
 def to_bytes(text: str | bytes) -> bytes:
-    return text if isinstance(text, bytes) else text.encode("latin-1", "replace")
+    return text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
 
 
 def to_text(data: bytes) -> str:
-    return data.decode("latin-1")
+    return data.decode("utf-8", "surrogateescape")
 
 
 def access_mode(flags: int) -> tuple[bool, bool]:
@@ -52,6 +53,7 @@ class Handle:
         self.flags = flags
         self.nonblock = bool(flags & os.O_NONBLOCK)
         self._cancelled = False
+        self._on_release: list[Callable[[], None]] = []
 
     def read(self, size: int, offset: int) -> bytes:
         raise FsError(errno.EINVAL)
@@ -63,7 +65,14 @@ class Handle:
         """close() of one descriptor; errors raised here are close()'s errors."""
 
     def release(self) -> None:
-        """The last close of the open file description."""
+        """The last close of the open file description: runs the release callbacks once."""
+        callbacks, self._on_release = self._on_release, []
+        for callback in callbacks:
+            callback()
+
+    def on_release(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` at release (e.g. drop the trace array reference the open took)."""
+        self._on_release.append(callback)
 
     def cancel(self) -> None:
         """Interrupt a blocked read of this handle (it fails with EINTR)."""
@@ -150,12 +159,10 @@ class StreamHandle(Handle):
     """
 
     def __init__(self, flags: int, take: Callable[[int], Optional[bytes]],
-                 wait: Callable[[float], object],
-                 on_release: Callable[[], None] | None = None) -> None:
+                 wait: Callable[[float], object]) -> None:
         super().__init__(flags)
         self._take = take
         self._wait = wait
-        self._on_release = on_release
         self._lock = threading.Lock()   # one reader of this open file at a time, like iter->mutex
 
     def read(self, size: int, offset: int) -> bytes:
@@ -171,7 +178,3 @@ class StreamHandle(Handle):
 
             wait_until(ready, self._wait, nonblock=self.nonblock, cancelled=self.cancelled)
             return got[0] or b""
-
-    def release(self) -> None:
-        if self._on_release is not None:
-            self._on_release()

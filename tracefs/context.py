@@ -1,0 +1,101 @@
+"""What every part of the tree shares: the modelled kernel, the control lock and the hooks.
+
+``bpf_loader`` is the seam for BPF filters: ``loader(target, object_bytes)`` installs a program
+on ``target.files`` (see :class:`tracefs.events.BpfTarget`) or raises an OSError (EACCES for a
+program that fails to load or verify); ``bpf_unloader(file)`` removes it (``echo 0 > filter``).
+Until a loader is installed, writing a BPF object to a ``filter`` file fails with EINVAL, as a
+kernel without BPF filters would refuse it as a predicate.
+"""
+from __future__ import annotations
+
+import errno
+import threading
+from typing import Any, Callable, Optional
+
+from tracefs.errors import FsError
+
+BpfLoader = Callable[[Any, bytes], None]
+
+
+class TreeContext:
+    """The kernel behind a tree and the hooks a later layer plugs in."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.tracing = kernel.tracing
+        # Serializes control writes from concurrent FUSE threads (the kernel's event_mutex).
+        self.lock = threading.RLock()
+        self.bpf_loader: Optional[BpfLoader] = None
+        self.bpf_unloader: Optional[Callable[[Any], None]] = None
+
+    @property
+    def ncpus(self) -> int:
+        return self.tracing.ncpus
+
+    def traceable_symbols(self) -> list:
+        """Functions ftrace could trace: kallsyms text symbols ('t'/'T') with a size."""
+        return [s for s in self.kernel.kallsyms if s.type in "tT" and s.size]
+
+    def traceable_functions(self) -> list[str]:
+        return [s.name for s in self.traceable_symbols()]
+
+    def load_bpf(self, target: Any, obj: bytes) -> None:
+        if self.bpf_loader is None:
+            raise FsError(errno.EINVAL)
+        with self.lock:
+            try:
+                self.bpf_loader(target, obj)
+            except FsError:
+                raise
+            except OSError as exc:
+                raise FsError(exc.errno or errno.EINVAL, exc.strerror) from None
+
+    def unload_bpf(self, file: Any) -> None:
+        if self.bpf_unloader is not None:
+            self.bpf_unloader(file)
+        elif getattr(file, "prog", None) is not None:
+            file.set_prog(None)
+
+    def filter_compile_options(self) -> dict[str, Any]:
+        """How predicate filters reach kernel memory and symbols (strings behind char *)."""
+        options: dict[str, Any] = {"nr_cpu_ids": self.ncpus}
+        kernel = self.kernel
+        memory = getattr(kernel, "memory", None) or getattr(kernel, "mem", None)
+        if memory is not None and hasattr(memory, "read_cstr"):
+            options["read_string"] = _fault_to_none(memory.read_cstr)
+        kallsyms = getattr(kernel, "kallsyms", None)
+        if kallsyms is not None:
+            options["symbols"] = KallsymsLookup(kallsyms)
+        return options
+
+    def header_page_text(self) -> str:
+        from kernel_model.ring_buffer import HEADER_PAGE_TEXT
+        return HEADER_PAGE_TEXT
+
+    def header_event_text(self) -> str:
+        from kernel_model.ring_buffer import HEADER_EVENT_TEXT
+        return HEADER_EVENT_TEXT
+
+
+def _fault_to_none(read: Callable[[int], bytes]) -> Callable[[int], Optional[bytes]]:
+    """A string read for filters: a faulting address gives None (the predicate fails)."""
+    def read_string(addr: int) -> Optional[bytes]:
+        try:
+            return read(addr)
+        except Exception:  # KernelFault: unmapped or freed memory
+            return None
+    return read_string
+
+
+class KallsymsLookup:
+    """kallsyms as the predicate compiler asks it (``.function`` fields)."""
+
+    def __init__(self, kallsyms: Any) -> None:
+        self.kallsyms = kallsyms
+
+    def lookup_name(self, name: str) -> int:
+        return self.kallsyms.address_of(name) or 0
+
+    def lookup_size_offset(self, addr: int) -> Optional[tuple[int, int]]:
+        found = self.kallsyms.lookup(addr)
+        return None if found is None else (found[2], found[1])

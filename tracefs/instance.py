@@ -1,0 +1,258 @@
+"""The files every trace array has: the top level and each ``instances/<name>``.
+
+Each file maps to one operation of the trace array (``kernel_model.trace.TraceArray``) with the
+kernel's parsing and errno: numbers through kstrtoul (``tracing_on``, ``buffer_size_kb``),
+names stripped (``trace_clock``, ``current_tracer``), ``echo > trace`` clears the buffers,
+``echo > error_log`` clears the log. Open files of an instance hold a reference on it, so
+``rmdir`` fails with EBUSY while any is open.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Any, Callable
+
+from tracefs.errors import FsError
+from tracefs.events import EventsDir
+from tracefs.handles import Handle, LazyTextHandle, SeqHandle, truncating
+from tracefs.lists import FunctionFilter, PidList
+from tracefs.nodes import (MODE_DIR, MODE_MARKER, MODE_RO, MODE_RW, MODE_WO, Dir, File, Node)
+from tracefs.parse import kstrtoul_from_user, strstrip
+from tracefs.streams import open_trace_pipe, open_trace_pipe_raw
+
+TRACERS = ("nop",)
+TIMESTAMP_MODE = "[delta] absolute\n"
+SUBBUF_KB = 4
+
+
+def _oserror(exc: OSError) -> FsError:
+    return exc if isinstance(exc, FsError) else FsError(exc.errno or errno.EINVAL, exc.strerror)
+
+
+def kernel_call(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the kernel model's OSError into the tree's FsError (same errno)."""
+    def call(*args: Any) -> Any:
+        try:
+            return func(*args)
+        except FsError:
+            raise
+        except OSError as exc:
+            raise _oserror(exc) from None
+    return call
+
+
+class InstanceFiles:
+    """Builds the node dict of one trace array."""
+
+    def __init__(self, ctx: Any, array: Any) -> None:
+        self.ctx = ctx
+        self.array = array
+        self.tracer = "nop"
+        self.buffer_percent = 50
+        self.event_pids = PidList()
+        self.event_notrace_pids = PidList()
+        functions = ctx.traceable_functions
+        self.ftrace_filter = FunctionFilter(functions, "#### all functions enabled ####\n")
+        self.ftrace_notrace = FunctionFilter(functions)
+        self.ftrace_pids = PidList("no pid\n")
+        self.ftrace_notrace_pids = PidList("no pid\n")
+        self.events = EventsDir(ctx, array, self.counted)
+
+    # -- references ----------------------------------------------------------------------------
+    def counted(self, opener: Callable[[int], Handle]) -> Callable[[int], Handle]:
+        """Wrap an opener: the open file holds the trace array until released."""
+        array = self.array
+
+        def open_counted(flags: int) -> Handle:
+            handle = opener(flags)
+            array.get()
+            handle.on_release(array.put)
+            return handle
+        return open_counted
+
+    def file(self, mode: int, opener: Callable[[int], Handle]) -> File:
+        return File(mode, self.counted(opener))
+
+    def seq(self, mode: int, show: Callable[[], str] | None = None,
+            store: Callable[[str], Any] | None = None,
+            on_trunc: Callable[[], None] | None = None) -> File:
+        lock = self.ctx.lock
+
+        def locked_store(text: str) -> Any:
+            with lock:
+                return kernel_call(store)(text)
+        return self.file(mode, lambda f: SeqHandle(
+            f, show, locked_store if store is not None else None, on_trunc))
+
+    # -- the files -----------------------------------------------------------------------------
+    def nodes(self) -> dict[str, Node]:
+        a = self.array
+        nodes: dict[str, Node] = {
+            "available_tracers": self.seq(MODE_RO, lambda: " ".join(TRACERS) + "\n"),
+            "current_tracer": self.seq(MODE_RW, lambda: self.tracer + "\n", self._set_tracer),
+            "tracing_cpumask": self.seq(MODE_RW, self._cpumask_text, self._set_cpumask),
+            "trace_options": self.seq(MODE_RW, a.options_text,
+                                      lambda t: a.set_option(*_option_word(strstrip(t)))),
+            "trace": self.file(MODE_RW, lambda f: self._open_trace(f, None)),
+            "trace_pipe": self.file(MODE_RO, lambda f: open_trace_pipe(f, a, None)),
+            "buffer_size_kb": self.seq(MODE_RW, a.buffer_size_text,
+                                       lambda t: a.set_buffer_size_kb(kstrtoul_from_user(t))),
+            "buffer_total_size_kb": self.seq(MODE_RO, a.buffer_total_size_text),
+            "free_buffer": self.file(MODE_WO, self._open_free_buffer),
+            "trace_marker": self.seq(MODE_MARKER, None, a.trace_marker_write),
+            "trace_marker_raw": self.seq(MODE_MARKER, None, self._marker_raw),
+            "trace_clock": self.seq(MODE_RW, a.clock_text, lambda t: a.set_clock(strstrip(t))),
+            "tracing_on": self.seq(MODE_RW, lambda: f"{int(bool(a.tracing_on))}\n",
+                                   self._set_tracing_on),
+            "timestamp_mode": self.seq(MODE_RO, lambda: TIMESTAMP_MODE),
+            "buffer_percent": self.seq(MODE_RW, lambda: f"{self.buffer_percent}\n",
+                                       self._set_buffer_percent),
+            "buffer_subbuf_size_kb": self.seq(MODE_RW, lambda: f"{SUBBUF_KB}\n",
+                                              self._set_subbuf_size),
+            "options": Dir(MODE_DIR, self._options()),
+            "per_cpu": Dir(MODE_DIR, {f"cpu{c}": self._per_cpu(c)
+                                      for c in range(self.ctx.ncpus)}),
+            "set_event": self.file(MODE_RW, self._open_set_event),
+            "set_event_pid": self.file(MODE_RW, self.event_pids.open),
+            "set_event_notrace_pid": self.file(MODE_RW, self.event_notrace_pids.open),
+            "events": self.events.root,
+            "error_log": self.seq(MODE_RW, a.error_log_text, lambda t: None,
+                                  a.clear_error_log),
+            "set_ftrace_filter": self.file(MODE_RW, self.ftrace_filter.open),
+            "set_ftrace_notrace": self.file(MODE_RW, self.ftrace_notrace.open),
+            "set_ftrace_pid": self.file(MODE_RW, self.ftrace_pids.open),
+            "set_ftrace_notrace_pid": self.file(MODE_RW, self.ftrace_notrace_pids.open),
+        }
+        return nodes
+
+    def _per_cpu(self, cpu: int) -> Dir:
+        a = self.array
+        return Dir(MODE_DIR, {
+            "buffer_size_kb": self.seq(MODE_RW, lambda: a.buffer_size_text(cpu),
+                                       lambda t: a.set_buffer_size_kb(kstrtoul_from_user(t), cpu)),
+            "stats": self.seq(MODE_RO, lambda: self._stats(cpu)),
+            "trace": self.file(MODE_RW, lambda f: self._open_trace(f, cpu)),
+            "trace_pipe": self.file(MODE_RO, lambda f: open_trace_pipe(f, a, cpu)),
+            "trace_pipe_raw": self.file(MODE_RO, lambda f: open_trace_pipe_raw(f, a, cpu)),
+        })
+
+    def _options(self) -> dict[str, Node]:
+        a = self.array
+
+        def option_file(name: str) -> File:
+            def store(text: str) -> None:
+                value = kstrtoul_from_user(text)
+                if value not in (0, 1):
+                    raise FsError(errno.EINVAL)
+                a.set_option(name, bool(value))
+            return self.seq(MODE_RW, lambda: f"{int(a.options[name])}\n", store)
+        return {name: option_file(name) for name in a.options}
+
+    # -- behaviours ----------------------------------------------------------------------------
+    def _open_trace(self, flags: int, cpu: int | None) -> Handle:
+        from kernel_model.trace_output import header_text, iter_trace_lines
+        if truncating(flags):
+            with self.ctx.lock:
+                self.array.clear(cpu)
+
+        def pieces():
+            yield header_text(self.array)
+            yield from iter_trace_lines(self.array, cpu)
+        # tracing_write_stub: writes to ``trace`` are accepted and ignored.
+        return LazyTextHandle(flags, pieces, store=lambda t: None)
+
+    def _stats(self, cpu: int) -> str:
+        from kernel_model.trace_output import stats_text
+        return stats_text(self.array, cpu)
+
+    def _open_set_event(self, flags: int) -> Handle:
+        """set_event: words are parsed across writes (trace_parser); a word cut by the end of
+        a write waits for the next write, or for close."""
+        a = self.array
+        partial = {"word": ""}
+
+        def apply(text: str, truncate: bool = False) -> None:
+            with self.ctx.lock:
+                kernel_call(a.set_event_write)(text, truncate)
+
+        def store(text: str) -> None:
+            text = partial["word"] + text
+            words = text.split()
+            ends_in_word = bool(words) and not text[-1].isspace()
+            partial["word"] = words.pop() if ends_in_word else ""
+            if words:
+                apply(" ".join(words))
+
+        handle = SeqHandle(flags, a.set_event_text, store,
+                           lambda: apply("", truncate=True))
+
+        def finish() -> None:
+            if partial["word"]:
+                try:
+                    apply(partial["word"])
+                except FsError:
+                    pass      # ftrace_event_release ignores the result
+        handle.on_release(finish)
+        return handle
+
+    def _open_free_buffer(self, flags: int) -> Handle:
+        """free_buffer: writes are accepted; the release shrinks the buffer to its minimum and,
+        with the disable_on_free option, turns tracing off (tracing_free_buffer_release)."""
+        a = self.array
+        handle = SeqHandle(flags, None, lambda t: None)
+
+        def release() -> None:
+            with self.ctx.lock:
+                if a.options.get("disable_on_free"):
+                    a.set_tracing_on(False)
+                a.buffer.resize(0)
+        handle.on_release(release)
+        return handle
+
+    def _set_tracer(self, text: str) -> None:
+        name = strstrip(text)
+        if name not in TRACERS:
+            raise FsError(errno.EINVAL)
+        self.tracer = name
+
+    def _cpumask_text(self) -> str:
+        return f"{(1 << self.ctx.ncpus) - 1:x}\n"
+
+    def _set_cpumask(self, text: str) -> None:
+        """Only the full mask is accepted: the model records on every CPU."""
+        try:
+            mask = int(strstrip(text).replace(",", ""), 16)
+        except ValueError:
+            raise FsError(errno.EINVAL) from None
+        if mask & ((1 << self.ctx.ncpus) - 1) != (1 << self.ctx.ncpus) - 1:
+            raise FsError(errno.EINVAL)
+
+    def _set_tracing_on(self, text: str) -> None:
+        on = kstrtoul_from_user(text) != 0
+        self.array.set_tracing_on(on)
+        self.array.buffer.wake_all()     # trace_pipe readers see the change (EOF when off)
+
+    def _set_buffer_percent(self, text: str) -> None:
+        value = kstrtoul_from_user(text)
+        if value > 100:
+            raise FsError(errno.EINVAL)
+        self.buffer_percent = value
+
+    def _set_subbuf_size(self, text: str) -> None:
+        """Sub-buffers are one 4 KiB page in the model: 1..4 KiB round up to it, others EINVAL."""
+        value = kstrtoul_from_user(text)
+        if not 1 <= value <= SUBBUF_KB:
+            raise FsError(errno.EINVAL)
+
+    def _marker_raw(self, text: str) -> None:
+        """trace_marker_raw needs an id of at least 4 bytes (EINVAL otherwise); raw_data entries
+        are not modelled, so a well-formed write is refused with ENODEV."""
+        if len(text.encode("utf-8", "surrogateescape")) < 4:
+            raise FsError(errno.EINVAL)
+        raise FsError(errno.ENODEV)
+
+
+def _option_word(word: str) -> tuple[str, bool]:
+    """``trace_options`` takes ``NAME`` or ``noNAME``."""
+    if word.startswith("no"):
+        return word[2:], False
+    return word, True

@@ -1,0 +1,72 @@
+"""Files that hold a user-written list: pid lists and ftrace function filters.
+
+Both follow the kernel's list files: ``>`` (O_TRUNC) empties the list first, ``>>`` adds, each
+write adds its whitespace-separated words, ``!word`` removes (function filters), and a word that
+is not valid fails the write with EINVAL.
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+from typing import Callable, Iterable
+
+from tracefs.errors import FsError
+from tracefs.handles import Handle, SeqHandle
+from tracefs.parse import kstrtoul
+
+PID_MAX = 4194304     # PID_MAX_LIMIT on 64-bit
+
+
+class PidList:
+    """``set_event_pid`` and friends: reads one pid a line (``empty_text`` when empty)."""
+
+    def __init__(self, empty_text: str = "") -> None:
+        self.pids: set[int] = set()
+        self.empty_text = empty_text
+
+    def text(self) -> str:
+        if not self.pids:
+            return self.empty_text
+        return "".join(f"{pid}\n" for pid in sorted(self.pids))
+
+    def write(self, text: str) -> None:
+        new = set()
+        for word in text.split():
+            pid = kstrtoul(word, 0)
+            if pid >= PID_MAX:
+                raise FsError(errno.EINVAL)
+            new.add(pid)
+        self.pids |= new
+
+    def open(self, flags: int) -> Handle:
+        return SeqHandle(flags, self.text, self.write, self.pids.clear)
+
+
+class FunctionFilter:
+    """``set_ftrace_filter`` / ``set_ftrace_notrace``: function names or globs from kallsyms."""
+
+    def __init__(self, functions: Callable[[], Iterable[str]], empty_text: str = "") -> None:
+        self.functions = functions
+        self.selected: list[str] = []
+        self.empty_text = empty_text
+
+    def text(self) -> str:
+        if not self.selected:
+            return self.empty_text
+        return "".join(f"{name}\n" for name in self.selected)
+
+    def write(self, text: str) -> None:
+        names = list(self.functions())
+        for word in text.split():
+            remove = word.startswith("!")
+            pattern = word[1:] if remove else word
+            hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+            if not hits:
+                raise FsError(errno.EINVAL)
+            if remove:
+                self.selected = [n for n in self.selected if n not in hits]
+            else:
+                self.selected += [n for n in hits if n not in self.selected]
+
+    def open(self, flags: int) -> Handle:
+        return SeqHandle(flags, self.text, self.write, self.selected.clear)

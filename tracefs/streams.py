@@ -1,0 +1,71 @@
+"""The consuming readers: ``trace_pipe`` (text lines) and ``trace_pipe_raw`` (binary pages).
+
+Each open file has its own reader (the kernel's trace_iterator) and follows tracing_read_pipe():
+block while the buffer is empty (O_NONBLOCK: EAGAIN; a signal: EINTR), and once tracing is off
+and this reader has already returned something, report end of file (``cat`` exits).
+"""
+from __future__ import annotations
+
+import errno
+from typing import Any, Optional
+
+from tracefs.handles import StreamHandle
+
+
+class _PipeSource:
+    def __init__(self, array: Any, cpu: Optional[int]) -> None:
+        from kernel_model.trace_output import PipeReader
+        self.array = array
+        self.cpu = cpu
+        self.reader = PipeReader(array, cpu)
+        self.pending = b""
+        self.has_read = False
+
+    def take(self, size: int) -> Optional[bytes]:
+        if not self.pending:
+            try:
+                self.pending = self.reader.read(size, nonblock=True).encode(
+                    "utf-8", "surrogateescape")
+            except OSError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+                if self.has_read and not self.array.tracing_on:
+                    return None
+                return b""
+        out, self.pending = self.pending[:size], self.pending[size:]
+        self.has_read = True
+        return out
+
+    def wait(self, timeout: float) -> None:
+        self.array.buffer.wait(self.cpu, timeout)
+
+
+class _RawSource:
+    """trace_pipe_raw: one whole ring-buffer page per read (a short read gets part of it)."""
+
+    def __init__(self, array: Any, cpu: int) -> None:
+        self.array = array
+        self.cpu = cpu
+        self.pending = b""
+
+    def take(self, size: int) -> Optional[bytes]:
+        if not self.pending:
+            page = self.array.buffer.read_page(self.cpu)
+            if page is None:
+                return b""
+            self.pending = page
+        out, self.pending = self.pending[:size], self.pending[size:]
+        return out
+
+    def wait(self, timeout: float) -> None:
+        self.array.buffer.wait(self.cpu, timeout)
+
+
+def open_trace_pipe(flags: int, array: Any, cpu: Optional[int] = None) -> StreamHandle:
+    source = _PipeSource(array, cpu)
+    return StreamHandle(flags, source.take, source.wait)
+
+
+def open_trace_pipe_raw(flags: int, array: Any, cpu: int) -> StreamHandle:
+    source = _RawSource(array, cpu)
+    return StreamHandle(flags, source.take, source.wait)
