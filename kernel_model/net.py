@@ -260,6 +260,7 @@ class Net:
                                                 (packets.IPPROTO_TCP, DISCARD_PORT)}
         self.ping_sockets: dict[int, list[int]] = {}   # ICMP ident -> sequence numbers received
         self.devices: dict[str, NetDevice] = {}
+        self.select_queue: dict[str, Any] = {}      # device name -> ndo_select_queue(skb) -> queue
         for name in devices:
             self.add_device(name)
 
@@ -633,7 +634,7 @@ class Net:
         if kind == (128 if v6 else 8):           # echo request: answer on the same device
             ident, seq = int.from_bytes(icmp[4:6], "big"), int.from_bytes(icmp[6:8], "big")
             reply = build_frame(skb.dev, "icmp-reply", p.dst, p.src, ident, seq, icmp[8:],
-                                v6=v6)
+                                v6=v6, outgoing=True)
             self.consume_skb(skb, self.ip_icmp)
             self.xmit_frame(skb.dev, reply)
             return NET_RX_SUCCESS
@@ -673,7 +674,9 @@ class Net:
 
     def _dev_queue_xmit(self, skb: SkBuff, sb_dev: int) -> int:
         dev = skb.dev
-        skb.queue_mapping = 0 if dev.loopback else self.machine.current.id % dev.real_num_tx_queues
+        pick = self.select_queue.get(dev.name)      # ndo_select_queue (tun: kernel_model/tun.py)
+        skb.queue_mapping = pick(skb) if pick else (
+            0 if dev.loopback else self.machine.current.id % dev.real_num_tx_queues)
         self.sync(skb)
         tp = self.tp_net_dev_queue
         if tp.enabled:
@@ -740,9 +743,15 @@ class _Ptr:
         self.obj = obj
 
 
+def peer_mac(dev: NetDevice) -> bytes:
+    """The MAC address of the machine at the other end of ``dev``'s wire."""
+    return bytes(6) if dev.loopback else bytes([0x52, 0x54, 0, 0xab, 0xcd, dev.ifindex])
+
+
 def build_frame(dev: NetDevice, kind: str, src: str, dst: str, sport: int, dport: int,
-                payload: bytes, v6: bool = False) -> bytes:
-    """An Ethernet frame for ``dev``: kind udp/tcp/icmp (echo request) or icmp-reply."""
+                payload: bytes, v6: bool = False, outgoing: bool = False) -> bytes:
+    """An Ethernet frame on ``dev`` (to the host, or from it with ``outgoing``): kind udp, tcp,
+    icmp (an echo request; sport/dport are its ident/sequence) or icmp-reply."""
     number: int
     if kind == "icmp-reply":
         segment = packets.icmp_echo(sport, dport, payload, v6=v6)
@@ -753,9 +762,9 @@ def build_frame(dev: NetDevice, kind: str, src: str, dst: str, sport: int, dport
         number, segment = packets.l4_segment(kind, sport, dport, payload, v6)
     packet = (packets.ipv6(src, dst, number, segment) if v6
               else packets.ipv4(src, dst, number, segment))
-    mac = dev.mac if not dev.loopback else bytes(6)
-    peer = mac if dev.loopback else bytes([0x52, 0x54, 0, 0xab, 0xcd, dev.ifindex])
-    return packets.ethernet(mac, peer, ETH_P_IPV6 if v6 else ETH_P_IP, packet)
+    ours, theirs = dev.mac, peer_mac(dev)
+    dst_mac, src_mac = (theirs, ours) if outgoing else (ours, theirs)
+    return packets.ethernet(dst_mac, src_mac, ETH_P_IPV6 if v6 else ETH_P_IP, packet)
 
 
 def _fix_icmp_checksum(segment: bytes, v6: bool, src: str, dst: str) -> bytes:
@@ -782,11 +791,7 @@ def packet_frame(dev: NetDevice, proto: str, length: int, seq: int = 0, v6: bool
     src, dst = (dev.peer_ipv6, dev.ipv6) if v6 else (dev.peer_ipv4, dev.ipv4)
     if proto == "icmp":
         sport, dport = 0x7ace, seq & 0xffff
-    frame = build_frame(dev, proto, src, dst, sport, dport, payload, v6)
-    if dev.loopback:
-        return frame
-    # from the wire: addressed to the NIC's MAC, from the peer's
-    return dev.mac + bytes([0x52, 0x54, 0, 0xab, 0xcd, dev.ifindex]) + frame[12:]
+    return build_frame(dev, proto, src, dst, sport, dport, payload, v6)
 
 
 def receive_or_loop(net: Net, dev: NetDevice, frame: bytes) -> None:

@@ -1,0 +1,77 @@
+"""``tracesim bench kernel [--iterations N] [--repeat R] [--json]``.
+
+The cost of one ``netdev_alloc_skb(lo, 128); kfree_skb(skb)`` pair in the modelled kernel (the
+2013 RFC's benchmark loop, run by ``kernel_model.skb_bench``), in three configurations:
+
+* ``off``: no tracing at all (every tracepoint and kprobe site costs one attribute check);
+* ``tracepoint``: ``skb:kfree_skb`` enabled on the top-level instance, each call recording an
+  event into the ring buffer (buffer large enough, overwrite mode);
+* ``kprobe``: a raw kprobe with an empty handler on ``__netdev_alloc_skb`` (pt_regs built each
+  call), tracing off.
+
+Each figure is the median over ``--repeat`` runs of ns per pair (wall time, clock="real").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from kernel_model import skb_bench
+from kernel_model.kernel import Kernel
+
+
+def ns_per_pair(kernel: Kernel, iterations: int) -> float:
+    usecs = skb_bench.run(kernel, iterations)
+    return usecs * 1000 / iterations
+
+
+def measure(iterations: int, repeat: int) -> dict:
+    kernel = Kernel(clock="real")
+    skb_bench.run(kernel, min(iterations, 10_000))            # warm the caches and slabs
+    off = statistics.median(ns_per_pair(kernel, iterations) for _ in range(repeat))
+
+    probe = kernel.kprobes.register_kprobe("__netdev_alloc_skb", lambda regs: None)
+    kprobe = statistics.median(ns_per_pair(kernel, iterations) for _ in range(repeat))
+    kernel.kprobes.unregister_kprobe(probe)
+
+    top = kernel.tracing.top
+    top.set_buffer_size_kb(max(1410, iterations * 48 // 1024 + 64))
+    event = top.file("skb", "kfree_skb")
+    event.set_enabled(True)
+    traced = []
+    for _ in range(repeat):
+        top.clear()
+        traced.append(ns_per_pair(kernel, iterations))
+    event.set_enabled(False)
+    tracepoint = statistics.median(traced)
+    return {
+        "iterations": iterations,
+        "repeat": repeat,
+        "off_ns_per_pair": round(off, 1),
+        "tracepoint_ns_per_pair": round(tracepoint, 1),
+        "kprobe_ns_per_pair": round(kprobe, 1),
+        "tracepoint_over_off": round(tracepoint / off, 2),
+        "kprobe_over_off": round(kprobe / off, 2),
+    }
+
+
+def run(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="tracesim bench kernel", description=__doc__.split("\n")[2])
+    ap.add_argument("--iterations", type=int, default=200_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    if args.iterations <= 0 or args.repeat <= 0:
+        ap.error("--iterations and --repeat must be positive")
+    result = measure(args.iterations, args.repeat)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"skb alloc/free pair, {args.iterations} iterations, median of {args.repeat}:")
+    print(f"  tracing off          {result['off_ns_per_pair']:9.1f} ns")
+    print(f"  skb:kfree_skb on     {result['tracepoint_ns_per_pair']:9.1f} ns "
+          f"({result['tracepoint_over_off']:.2f}x)")
+    print(f"  kprobe (empty)       {result['kprobe_ns_per_pair']:9.1f} ns "
+          f"({result['kprobe_over_off']:.2f}x)")
+    return 0
