@@ -44,6 +44,7 @@ class Program:
     name: str = ""
     ctx_size: int | None = None
     ctx_writable: bool = False
+    jit_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def map_handle(self, index: int) -> int:
         return MAP_HANDLE_BASE + index * MAP_HANDLE_STRIDE
