@@ -1,0 +1,464 @@
+"""Per-CPU ring buffers storing records in the kernel's binary page format.
+
+Pages are what ``events/header_page`` and ``events/header_event`` describe, so a page can be
+handed to a ``trace_pipe_raw`` reader (trace-cmd's kbuffer) unchanged::
+
+    page:  u64 timestamp @0 | local_t commit @8 (data bytes used; bit 31 RB_MISSED_EVENTS,
+           bit 30 RB_MISSED_STORED: the lost count is stored as a u64 after the data) | data[4080]
+    event: u32 type_len:5 | time_delta:27, then
+           type_len 1..28: payload of type_len*4 bytes
+           type_len 0:     u32 array[0] = payload length + 4, then the payload
+           29 padding (time_delta 0: rest of page empty; else array[0] = bytes to skip)
+           30 time extend: delta = time_delta + array[0] << 27
+           31 absolute time stamp (not written here)
+
+Event lengths follow ``rb_calculate_event_length`` (4-byte aligned, zero-length rounded to 1, a
+12-byte event padded to 16 so it is never mistaken for a time extend). The first event on a page
+has delta 0 and the page timestamp is its time.
+
+Accounting (kernel names): ``entries`` written, ``overrun`` (lost to overwrite, including pages
+dropped by a shrink), ``read`` (consumed), ``dropped_events`` (refused in producer-drop mode),
+``commit_overrun`` (always 0: the model never nests writers). Entries in the buffer are
+``entries - overrun - read``; ``entries-written`` in the trace header is in-buffer + overrun.
+Nothing leaves the buffer without being counted in one of them.
+
+Thread model: one writer (the simulated kernel) and readers on other threads (FUSE). All state
+is guarded by ``RingBuffer.lock``; ``cond`` (on that lock) wakes blocked readers.
+"""
+from __future__ import annotations
+
+import heapq
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+PAGE_SIZE = 4096
+PAGE_HEADER = 16
+BUF_PAGE_SIZE = PAGE_SIZE - PAGE_HEADER            # 4080 data bytes per page
+TYPE_DATA_MAX = 28
+TYPE_PADDING = 29
+TYPE_TIME_EXTEND = 30
+TYPE_TIME_STAMP = 31
+TS_SHIFT = 27
+TS_MASK = (1 << TS_SHIFT) - 1
+RB_MAX_SMALL_DATA = 4 * TYPE_DATA_MAX              # 112
+RB_LEN_TIME_EXTEND = 8
+RB_MISSED_EVENTS = 1 << 31
+RB_MISSED_STORED = 1 << 30
+DEFAULT_BUFFER_BYTES = 1_441_792                    # trace_buf_size default → 1410 KiB
+
+_U32 = struct.Struct("<I")
+_U32X2 = struct.Struct("<II")
+_PAGE_HDR = struct.Struct("<Qq")
+
+HEADER_PAGE_TEXT = (
+    "\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n"
+    "\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n"
+    "\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n"
+    f"\tfield: char data;\toffset:16;\tsize:{BUF_PAGE_SIZE};\tsigned:0;\n"
+)
+HEADER_EVENT_TEXT = (
+    "# compressed entry header\n"
+    "\ttype_len    :    5 bits\n"
+    "\ttime_delta  :   27 bits\n"
+    "\tarray       :   32 bits\n"
+    "\n"
+    f"\tpadding     : type == {TYPE_PADDING}\n"
+    f"\ttime_extend : type == {TYPE_TIME_EXTEND}\n"
+    f"\ttime_stamp : type == {TYPE_TIME_STAMP}\n"
+    f"\tdata max type_len  == {TYPE_DATA_MAX}\n"
+)
+
+
+def event_length(payload: int) -> int:
+    """Total bytes of a data event with ``payload`` bytes (rb_calculate_event_length)."""
+    length = payload or 1
+    if length > RB_MAX_SMALL_DATA:
+        length += 4
+    length = (length + 4 + 3) & ~3
+    if length == RB_LEN_TIME_EXTEND + 4:
+        length += 4
+    return length
+
+
+def pages_for_kb(kb: int) -> int:
+    """Pages per CPU for a ``buffer_size_kb`` write (DIV_ROUND_UP by 4080, at least 2)."""
+    return max(2, -(-(kb << 10) // BUF_PAGE_SIZE))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event read back: its CPU, timestamp (trace clock units), payload and losses before it."""
+
+    cpu: int
+    ts: int
+    data: bytes
+    lost: int = 0
+
+
+class Page:
+    """One 4096-byte buffer page being filled or waiting to be read."""
+
+    __slots__ = ("buf", "write", "ts", "last_ts", "entries", "bytes")
+
+    def __init__(self) -> None:
+        self.buf = bytearray(PAGE_SIZE)
+        self.write = 0          # data bytes used
+        self.ts = 0             # page timestamp (first event)
+        self.last_ts = 0        # time of the last event written
+        self.entries = 0        # data events on the page
+        self.bytes = 0          # bytes of data events (with headers and extends)
+
+
+def decode_events(data: bytes | bytearray | memoryview, page_ts: int,
+                  start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int, bytes]]:
+    """Walk the events of a page's data area: yields (offset, next offset, ts, payload).
+
+    Padding and time extends advance time/offset but are not yielded.
+    """
+    end = len(data) if end is None else end
+    ts = page_ts
+    off = start
+    while off + 4 <= end:
+        (hdr,) = _U32.unpack_from(data, off)
+        type_len = hdr & 31
+        delta = hdr >> 5
+        if type_len == TYPE_PADDING:
+            if delta == 0:
+                return
+            (skip,) = _U32.unpack_from(data, off + 4)
+            off += 4 + skip
+            continue
+        if type_len == TYPE_TIME_EXTEND:
+            (hi,) = _U32.unpack_from(data, off + 4)
+            ts += delta + (hi << TS_SHIFT)
+            off += 8
+            continue
+        if type_len == TYPE_TIME_STAMP:
+            (hi,) = _U32.unpack_from(data, off + 4)
+            ts = delta + (hi << TS_SHIFT)
+            off += 8
+            continue
+        ts += delta
+        if type_len == 0:
+            (length,) = _U32.unpack_from(data, off + 4)
+            payload = bytes(data[off + 8:off + 4 + length])
+            nxt = off + 4 + length
+        else:
+            payload = bytes(data[off + 4:off + 4 + type_len * 4])
+            nxt = off + 4 + type_len * 4
+        yield off, nxt, ts, payload
+        off = nxt
+
+
+def decode_page(page: bytes | bytearray) -> tuple[int, int, int, list[tuple[int, bytes]]]:
+    """Decode a raw page: (timestamp, commit bytes, missed events or -1 if unknown/0, events)."""
+    ts, commit = _PAGE_HDR.unpack_from(page, 0)
+    size = commit & ~(RB_MISSED_EVENTS | RB_MISSED_STORED) & 0xFFFFFFFF
+    missed = 0
+    if commit & RB_MISSED_EVENTS:
+        missed = -1
+        if commit & RB_MISSED_STORED:
+            (missed,) = struct.unpack_from("<Q", page, PAGE_HEADER + size)
+    data = memoryview(page)[PAGE_HEADER:]
+    events = [(t, p) for _, _, t, p in decode_events(data, ts, 0, size)]
+    return ts, size, missed, events
+
+
+class CpuBuffer:
+    """The pages of one CPU: ``pages[0]`` is the oldest, ``pages[-1]`` the one being written."""
+
+    def __init__(self, cpu: int, nr_pages: int) -> None:
+        self.cpu = cpu
+        self.nr_pages = nr_pages
+        self.overwrite = True
+        self.reset()
+
+    def reset(self) -> None:
+        self.pages: list[Page] = [Page()]
+        self.read_off = 0          # consumer position in pages[0]
+        self.read_stamp = 0        # time of the last consumed event of pages[0]
+        self.read_entries = 0      # consumed events of pages[0]
+        self.head_read_bytes = 0   # consumed bytes of pages[0]
+        self.entries = 0
+        self.overrun = 0
+        self.read = 0
+        self.dropped_events = 0
+        self.commit_overrun = 0
+        self.bytes = 0
+        self.last_overrun = 0      # overrun already reported to the consumer
+
+    # -- writer
+    def _next_page(self, ts: int) -> Page | None:
+        tail = self.pages[-1]
+        room = BUF_PAGE_SIZE - tail.write
+        if room >= 8:      # rb_reset_tail: a discarded event covering the rest of the page
+            _U32X2.pack_into(tail.buf, PAGE_HEADER + tail.write, TYPE_PADDING | 1 << 5, room - 4)
+        elif room >= 4:
+            _U32.pack_into(tail.buf, PAGE_HEADER + tail.write, TYPE_PADDING)
+        if len(self.pages) >= self.nr_pages:
+            if not self.overwrite:
+                return None
+            self._drop_oldest()
+        page = Page()
+        page.ts = page.last_ts = ts
+        self.pages.append(page)
+        return page
+
+    def _drop_oldest(self) -> None:
+        old = self.pages.pop(0)
+        self.overrun += old.entries - self.read_entries
+        self.bytes -= old.bytes - self.head_read_bytes
+        self._head_done()
+
+    def _head_done(self) -> None:
+        self.read_off = 0
+        self.read_entries = 0
+        self.head_read_bytes = 0
+
+    def write(self, ts: int, record: bytes) -> tuple[Page, int, int, int] | None:
+        """Write one event; returns a token for ``discard`` or None when dropped (counted)."""
+        length = event_length(len(record))
+        page = self.pages[-1]
+        w = page.write
+        if page.entries == 0 and w == 0:
+            page.ts = page.last_ts = ts
+            delta = 0
+        else:
+            delta = ts - page.last_ts
+            if delta < 0:
+                delta = 0
+        need = length + RB_LEN_TIME_EXTEND if delta > TS_MASK else length
+        if w + need > BUF_PAGE_SIZE:
+            page = self._next_page(ts)
+            if page is None:
+                self.dropped_events += 1
+                return None
+            w, delta, need = 0, 0, length
+        saved = (page.write, page.last_ts)
+        off = PAGE_HEADER + w
+        buf = page.buf
+        if delta > TS_MASK:
+            _U32X2.pack_into(buf, off, TYPE_TIME_EXTEND | (delta & TS_MASK) << 5,
+                             delta >> TS_SHIFT)
+            off += RB_LEN_TIME_EXTEND
+            delta = 0
+        n = len(record)
+        if length - 4 > RB_MAX_SMALL_DATA:
+            _U32X2.pack_into(buf, off, delta << 5, length - 4)
+            buf[off + 8:off + 8 + n] = record
+        else:
+            _U32.pack_into(buf, off, (length - 4) >> 2 | delta << 5)
+            buf[off + 4:off + 4 + n] = record
+        page.write = w + need
+        page.last_ts = ts
+        page.entries += 1
+        page.bytes += need
+        self.entries += 1
+        self.bytes += need
+        return page, saved[0], saved[1], need
+
+    def discard(self, token: tuple[Page, int, int, int]) -> None:
+        """Take back the event just written (rb_try_to_discard: it is the last one)."""
+        page, write, last_ts, need = token
+        page.buf[PAGE_HEADER + write:PAGE_HEADER + page.write] = bytes(page.write - write)
+        page.write = write
+        page.last_ts = last_ts
+        page.entries -= 1
+        page.bytes -= need
+        self.entries -= 1
+        self.bytes -= need
+
+    # -- readers
+    def unread(self) -> int:
+        return self.entries - self.overrun - self.read
+
+    def peek(self) -> tuple[int, int, bytes] | None:
+        """The next unconsumed event: (next offset, ts, payload), dropping read-out pages."""
+        while True:
+            page = self.pages[0]
+            stamp = self.read_stamp if self.read_off else page.ts
+            for _, nxt, ts, payload in decode_events(memoryview(page.buf)[PAGE_HEADER:], stamp,
+                                                     self.read_off, page.write):
+                return nxt, ts, payload
+            if len(self.pages) == 1:
+                return None
+            self.pages.pop(0)
+            self._head_done()
+
+    def advance(self, nxt: int, ts: int) -> None:
+        page = self.pages[0]
+        self.head_read_bytes += nxt - self.read_off
+        self.bytes -= nxt - self.read_off
+        self.read_off = nxt
+        self.read_stamp = ts
+        self.read_entries += 1
+        self.read += 1
+        if nxt >= page.write and len(self.pages) > 1:
+            self.pages.pop(0)
+            self._head_done()
+
+    def take_lost(self) -> int:
+        lost = self.overrun - self.last_overrun
+        self.last_overrun = self.overrun
+        return lost
+
+    def snapshot(self) -> list[tuple[int, int, bytes]]:
+        """(page ts / read stamp, start offset, data bytes up to commit) of every unread page."""
+        out = []
+        for i, page in enumerate(self.pages):
+            start = self.read_off if i == 0 else 0
+            stamp = self.read_stamp if (i == 0 and self.read_off) else page.ts
+            if page.write > start:
+                out.append((stamp, start, bytes(page.buf[PAGE_HEADER:PAGE_HEADER + page.write])))
+        return out
+
+    def oldest_ts(self) -> int:
+        for i, page in enumerate(self.pages):
+            if page.write > (self.read_off if i == 0 else 0):
+                return page.ts
+        return 0
+
+
+class RingBuffer:
+    """The per-CPU buffers of one trace array, with the locks and wake-ups readers need."""
+
+    def __init__(self, ncpus: int, size_kb: int | None = None, overwrite: bool = True) -> None:
+        nr = pages_for_kb(size_kb) if size_kb is not None else \
+            -(-DEFAULT_BUFFER_BYTES // BUF_PAGE_SIZE)
+        self.cpus = [CpuBuffer(i, nr) for i in range(ncpus)]
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.waiters = 0
+        self.set_overwrite(overwrite)
+
+    # -- configuration
+    def set_overwrite(self, overwrite: bool) -> None:
+        with self.lock:
+            self.overwrite = overwrite
+            for cb in self.cpus:
+                cb.overwrite = overwrite
+
+    def size_kb(self, cpu: int) -> int:
+        return self.cpus[cpu].nr_pages * BUF_PAGE_SIZE >> 10
+
+    def resize(self, kb: int, cpu: int | None = None) -> None:
+        """Set the size of one CPU's buffer or of all; a shrink drops the oldest pages (overrun)."""
+        nr = pages_for_kb(kb)
+        with self.lock:
+            for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
+                cb.nr_pages = nr
+                while len(cb.pages) > nr:
+                    cb._drop_oldest()
+
+    def reset(self, cpu: int | None = None) -> None:
+        with self.lock:
+            for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
+                cb.reset()
+
+    # -- writer
+    def notify(self) -> None:
+        """Wake blocked readers (the writer calls this after a commit, under ``lock``)."""
+        if self.waiters:
+            self.cond.notify_all()
+
+    # -- readers
+    def wait(self, cpu: int | None = None, timeout: float | None = None) -> bool:
+        """Block until ``cpu`` (or any CPU) has unread events; False on timeout."""
+        with self.lock:
+            self.waiters += 1
+            try:
+                return self.cond.wait_for(lambda: self._has_data(cpu), timeout)
+            finally:
+                self.waiters -= 1
+
+    def wake_all(self) -> None:
+        """Wake every blocked reader (e.g. a reader being interrupted)."""
+        with self.lock:
+            self.cond.notify_all()
+
+    def _has_data(self, cpu: int | None) -> bool:
+        cbs = self.cpus if cpu is None else [self.cpus[cpu]]
+        return any(cb.unread() > 0 for cb in cbs)
+
+    def consume(self, cpu: int | None = None) -> Entry | None:
+        """Take the oldest unread event (of ``cpu``, or the earliest across CPUs); None if empty.
+
+        ``Entry.lost`` is the number of events of that CPU overwritten since the last consume.
+        """
+        with self.lock:
+            best = None
+            for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
+                nxt = cb.peek()
+                if nxt is not None and (best is None or nxt[1] < best[1][1]):
+                    best = (cb, nxt)
+            if best is None:
+                return None
+            cb, (off, ts, payload) = best
+            cb.advance(off, ts)
+            return Entry(cb.cpu, ts, payload, cb.take_lost())
+
+    def iter_entries(self, cpu: int | None = None) -> Iterator[Entry]:
+        """Non-consuming: the unread events at call time, merged across CPUs by timestamp."""
+        with self.lock:
+            snaps = [(cb.cpu, cb.snapshot()) for cb in
+                     (self.cpus if cpu is None else [self.cpus[cpu]])]
+
+        def per_cpu(c: int, pages: list[tuple[int, int, bytes]]) -> Iterator[Entry]:
+            for stamp, start, data in pages:
+                for _, _, ts, payload in decode_events(data, stamp, start):
+                    yield Entry(c, ts, payload)
+        return heapq.merge(*(per_cpu(c, p) for c, p in snaps), key=lambda e: e.ts)
+
+    def read_page(self, cpu: int) -> bytes | None:
+        """Consume one page of ``cpu`` for ``trace_pipe_raw``: 4096 bytes, or None if empty."""
+        with self.lock:
+            cb = self.cpus[cpu]
+            if cb.peek() is None:
+                return None
+            page = cb.pages[0]
+            start, stamp = cb.read_off, (cb.read_stamp if cb.read_off else page.ts)
+            data = page.buf[PAGE_HEADER + start:PAGE_HEADER + page.write]
+            n = sum(1 for _ in decode_events(memoryview(page.buf)[PAGE_HEADER:], stamp,
+                                             start, page.write))
+            # everything up to the commit is consumed in one step
+            cb.bytes -= page.write - start
+            cb.read += n
+            if len(cb.pages) > 1:
+                cb.pages.pop(0)
+                cb._head_done()
+            else:
+                cb.head_read_bytes += page.write - start
+                cb.read_entries += n
+                cb.read_off = page.write
+                cb.read_stamp = page.last_ts
+            lost = cb.take_lost()
+            out = bytearray(PAGE_SIZE)
+            out[PAGE_HEADER:PAGE_HEADER + len(data)] = data
+            commit = len(data)
+            if lost:
+                commit |= RB_MISSED_EVENTS
+                if len(data) + 8 <= BUF_PAGE_SIZE:
+                    struct.pack_into("<Q", out, PAGE_HEADER + len(data), lost)
+                    commit |= RB_MISSED_STORED
+            _PAGE_HDR.pack_into(out, 0, stamp, commit)
+            return bytes(out)
+
+    # -- statistics
+    def stats(self, cpu: int, now: int) -> dict[str, int]:
+        """The numbers of ``per_cpu/cpuN/stats`` (timestamps in trace clock units)."""
+        with self.lock:
+            cb = self.cpus[cpu]
+            return {
+                "entries": cb.unread(), "overrun": cb.overrun,
+                "commit overrun": cb.commit_overrun, "bytes": cb.bytes,
+                "oldest event ts": cb.oldest_ts(), "now ts": now,
+                "dropped events": cb.dropped_events, "read events": cb.read,
+            }
+
+    def entries(self) -> tuple[int, int]:
+        """(entries in buffer, entries written) over all CPUs, as the trace header counts them."""
+        with self.lock:
+            inbuf = sum(cb.unread() for cb in self.cpus)
+            return inbuf, inbuf + sum(cb.overrun for cb in self.cpus)
