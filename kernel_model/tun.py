@@ -20,13 +20,18 @@ What is modelled, for packets the host stack transmits to the device (towards th
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import hashlib
+import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from filters.bpf import helpers_skb
 from kernel_model import packets
+
+if TYPE_CHECKING:
+    from kernel_model.kernel import Kernel
 
 TUNSETSTEERINGEBPF = 0x800454E0          # _IOR('T', 224, int)
 TUN_FLOW_EXPIRE_NS = 3_000_000_000
@@ -93,7 +98,9 @@ class TunDevice:
     queue_packets: list = field(default_factory=list)
     queue_bytes: list = field(default_factory=list)
     clock: Callable[[], int] = lambda: 0               # ns, for flow expiry
-    on_queued: Callable[[TunSkb], None] | None = None  # tracing hook (net_dev_queue & co.)
+    net: Any = None                                    # the kernel's Net when registered there
+    netdev: Any = None                                 # ... and its net_device
+    last_skb: TunSkb | None = None
 
     def __post_init__(self) -> None:
         self.reset_counters()
@@ -137,14 +144,24 @@ class TunDevice:
 
     # -- traffic -------------------------------------------------------------------------------
     def xmit(self, frame: bytes) -> TunSkb:
-        """The host sends ``frame`` through the device: pick a queue and deliver to it."""
-        skb = make_skb(frame)
+        """The host sends ``frame`` through the device: pick a queue and deliver to it.  In a
+        kernel the frame takes the stack's transmit path (dev_queue_xmit, its tracepoints and
+        kprobes), which asks the device for the queue (``ndo_select_queue``)."""
+        if self.net is not None:
+            self.net.xmit_frame(self.netdev, frame)
+            return self.last_skb
+        return self._queue(make_skb(frame))
+
+    def ndo_select_queue(self, kskb: Any) -> int:
+        """The kernel's transmit path asks for the queue of one of its ``SkBuff``s."""
+        return self._queue(make_skb(self.net.frame_of(kskb))).queue_mapping
+
+    def _queue(self, skb: TunSkb) -> TunSkb:
         queue = self.select_queue(skb)
         skb.queue_mapping = queue
         self.queue_packets[queue] += 1
-        self.queue_bytes[queue] += len(frame)
-        if self.on_queued is not None:
-            self.on_queued(skb)
+        self.queue_bytes[queue] += len(skb.data)
+        self.last_skb = skb
         return skb
 
     def write(self, queue: int, frame: bytes) -> None:
@@ -156,3 +173,83 @@ class TunDevice:
 
     def distribution(self) -> list[int]:
         return list(self.queue_packets)
+
+
+# ---------------------------------------------------------------- TUN devices in a kernel
+
+_TUNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # Kernel -> {name: TunDevice}
+
+
+def tun_device(kernel: Kernel, name: str = "tun0", numqueues: int = DEFAULT_NUMQUEUES) -> TunDevice:
+    """The kernel's TUN device ``name``, created on first use (as ``ip tuntap add NAME mode tap
+    multi_queue`` with ``numqueues`` queues opened would): a net_device whose transmit path asks
+    the device for the queue."""
+    devices = _TUNS.setdefault(kernel, {})
+    tun = devices.get(name)
+    if tun is None:
+        netdev = kernel.net.add_device(name, rx_queues=numqueues)
+        tun = TunDevice(name, numqueues, ifindex=netdev.ifindex, clock=kernel.clock.peek_ns,
+                        net=kernel.net, netdev=netdev)
+        kernel.net.select_queue[name] = tun.ndo_select_queue
+        devices[name] = tun
+    return tun
+
+
+SEND_USAGE = ("send TUNDEV --src ADDR --dst ADDR [--proto tcp|udp|icmp] [--sport N] [--dport N] "
+              "[--vlan VID]... [--df] [--len N] [--count K]")
+SEND_COMM = "tracesim-ctl"
+
+
+class _SendParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:   # type: ignore[override]
+        raise ValueError(f"send: {message}\nusage: {SEND_USAGE}")
+
+
+def _send_parser() -> argparse.ArgumentParser:
+    p = _SendParser(prog="send", add_help=False)
+    p.add_argument("dev")
+    p.add_argument("--src", required=True)
+    p.add_argument("--dst", required=True)
+    p.add_argument("--proto", choices=("tcp", "udp", "icmp"), default="udp")
+    p.add_argument("--sport", type=int, default=0)
+    p.add_argument("--dport", type=int, default=0)
+    p.add_argument("--vlan", type=int, action="append", default=[])
+    p.add_argument("--df", action="store_true")
+    p.add_argument("--len", type=int, default=0, dest="payload_len", help="payload bytes")
+    p.add_argument("--count", type=int, default=1)
+    return p
+
+
+def send_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
+    """``send tun0 --src A --dst B ...`` of the control channel: the host transmits ``--count``
+    packets of one flow through the TUN device; prints the queue(s) they went to.
+    Returns ``(status, text)`` as ``control.run_command`` does (0 ok, 2 usage error)."""
+    try:
+        a = _send_parser().parse_args(argv)
+        for value, what in ((a.sport, "--sport"), (a.dport, "--dport")):
+            if not 0 <= value <= 0xFFFF:
+                raise ValueError(f"send: {what} {value} is not a port (0..65535)")
+        if a.count < 0 or a.payload_len < 0:
+            raise ValueError("send: --count and --len must be >= 0")
+        flow = packets.Flow(a.src, a.dst, a.proto, a.sport, a.dport, vlans=tuple(a.vlan),
+                            payload=bytes(a.payload_len), df=a.df)
+        frame = packets.flow_frame(flow)
+    except ValueError as err:
+        return 2, f"{err}\n"
+    with kernel.lock:
+        tun = tun_device(kernel, a.dev)
+        queues: dict[int, int] = {}
+        with kernel.machine.running(kernel.user_task(SEND_COMM)):
+            for _ in range(a.count):
+                q = tun.xmit(frame).queue_mapping
+                queues[q] = queues.get(q, 0) + 1
+    where = ", ".join(f"queue {q}" + (f" x{n}" if n > 1 else "") for q, n in sorted(queues.items()))
+    plural = "s" if a.count != 1 else ""
+    return 0, (f"sent {a.count} {a.proto} packet{plural} {_endpoint(a.src, a.sport, a.proto)} > "
+               f"{_endpoint(a.dst, a.dport, a.proto)} on {a.dev}: {where or 'nothing sent'}\n")
+
+
+def _endpoint(addr: str, port: int, proto: str) -> str:
+    if proto == "icmp":
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
