@@ -2,13 +2,13 @@
 
 ``tracesim ctl MOUNTPOINT ...`` talks to the modelled kernel of a running mount through it. The
 socket's path is derived from the mountpoint, so a client needs only the directory. One request
-per line, one answer per line, both JSON::
+per line, one answer per line, both JSON: the command's words in, its exit status and text out::
 
-    -> {"op": "send", "args": {"dev": "lo", "len": 128}}
-    <- {"ok": true, "output": "...text to print..."}      or     {"ok": false, "error": "..."}
+    -> {"argv": ["send", "lo", "--len", "128"]}
+    <- {"status": 0, "output": "...text to print..."}
 
-The server does not know the operations: it calls ``dispatch(op, args) -> str`` (the kernel
-model's operations, plain Python calls) in a thread per connection.
+The server does not know the commands: it calls ``run(argv) -> (status, text)`` (the kernel
+model's ``control.run_command``) in a thread per connection.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-Dispatch = Callable[[str, dict], str]
+Run = Callable[[list], "tuple[int, str]"]
 
 
 class CtlError(Exception):
@@ -48,14 +48,14 @@ def socket_path(mountpoint: str) -> Path:
 
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
-        dispatch: Dispatch = self.server.dispatch  # type: ignore[attr-defined]
+        run: Run = self.server.run  # type: ignore[attr-defined]
         for line in self.rfile:
             try:
-                req = json.loads(line)
-                output = dispatch(str(req["op"]), dict(req.get("args") or {}))
-                answer: dict[str, Any] = {"ok": True, "output": output}
+                argv = [str(word) for word in json.loads(line)["argv"]]
+                status, output = run(argv)
+                answer: dict[str, Any] = {"status": status, "output": output}
             except Exception as exc:  # the client shows the error; the mount keeps running
-                answer = {"ok": False, "error": str(exc) or type(exc).__name__}
+                answer = {"status": 1, "output": f"{type(exc).__name__}: {exc}\n"}
             self.wfile.write(json.dumps(answer).encode() + b"\n")
             self.wfile.flush()
 
@@ -65,14 +65,14 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class CtlServer:
-    """Serves ``dispatch`` on the mount's socket until :meth:`close`."""
+    """Serves ``run`` on the mount's socket until :meth:`close`."""
 
-    def __init__(self, mountpoint: str, dispatch: Dispatch) -> None:
+    def __init__(self, mountpoint: str, run: Run) -> None:
         self.path = socket_path(mountpoint)
         if self.path.exists():
             self.path.unlink()
         self._server = _Server(str(self.path), _Handler)
-        self._server.dispatch = dispatch  # type: ignore[attr-defined]
+        self._server.run = run  # type: ignore[attr-defined]
         os.chmod(self.path, 0o600)
         self._thread = threading.Thread(target=self._server.serve_forever, name="ctl",
                                         daemon=True)
@@ -87,14 +87,14 @@ class CtlServer:
             pass
 
 
-def request(mountpoint: str, op: str, args: dict | None = None, timeout: float = 600) -> str:
-    """Run ``op`` in the mount process; returns its output text or raises CtlError."""
+def request(mountpoint: str, argv: list[str], timeout: float = 600) -> tuple[int, str]:
+    """Run a control command in the mount process: ``(status, text)``; CtlError if unreachable."""
     path = socket_path(mountpoint)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
+            sock.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)
@@ -104,7 +104,7 @@ def request(mountpoint: str, op: str, args: dict | None = None, timeout: float =
     except OSError as exc:
         raise CtlError(f"no tracesim mount answers for {mountpoint} ({path}: {exc.strerror})") \
             from None
-    answer = json.loads(data or b"{}")
-    if not answer.get("ok"):
-        raise CtlError(answer.get("error", "no answer"))
-    return str(answer.get("output", ""))
+    if not data:
+        raise CtlError(f"the tracesim mount at {mountpoint} closed the connection")
+    answer = json.loads(data)
+    return int(answer["status"]), str(answer["output"])

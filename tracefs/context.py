@@ -23,8 +23,9 @@ class TreeContext:
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
         self.tracing = kernel.tracing
-        # Serializes control writes from concurrent FUSE threads (the kernel's event_mutex).
-        self.lock = threading.RLock()
+        # Control writes run the model like any other thread: under the kernel's lock (which
+        # also serializes concurrent FUSE threads, as the kernel's event_mutex does).
+        self.lock = getattr(kernel, "lock", None) or threading.RLock()
         self.bpf_loader: Optional[BpfLoader] = None
         self.bpf_unloader: Optional[Callable[[Any], None]] = None
 

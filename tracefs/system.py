@@ -2,7 +2,7 @@
 
     system = System.boot(cpus=2, seed=1, clock="real")
     system.tree.cat("/trace")
-    system.control("send", {"dev": "lo", "len": 128})     # what ``tracesim ctl`` sends
+    system.control(["send", "lo", "--len", "128"])       # what ``tracesim ctl`` sends
     system.shutdown()
 
 The mount command serves ``tree`` over FUSE and ``control`` on the control socket; the demo uses
@@ -28,19 +28,19 @@ class System:
         from kernel_model.kernel import Kernel
         return cls(Kernel(cpus=cpus, seed=seed, clock=clock), bpf_engine)
 
-    def control(self, op: str, args: dict) -> str:
-        """Run one control-channel operation of the kernel model; returns the text to print."""
+    def control(self, argv: list[str]) -> tuple[int, str]:
+        """Run one control command of the kernel model: ``(status, text to print)``."""
         from kernel_model import control
-        return control.dispatch(self.kernel, op, args)
+        return control.run_command(self.kernel, argv)
 
     def start_workload(self, name: str) -> None:
-        self.control("workload", {"action": "start", "name": name})
+        status, text = self.control(["workload", "start", name])
+        if status:
+            raise ValueError(text.strip())
         self._workload = name
 
     def shutdown(self) -> None:
+        """Stop the background workload (the mount is going away)."""
         if self._workload is not None:
-            try:
-                self.control("workload", {"action": "stop", "name": self._workload})
-            except Exception:
-                pass
+            self.control(["workload", "stop", self._workload])
             self._workload = None
