@@ -21,41 +21,44 @@ from kernel_model.memory import KERNEL_TEXT_BASE, Memory
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
 INT3 = 0xcc
 
-# (name, size, type, module): type 'T' global text, 't' static text
-FUNCTIONS: tuple[tuple[str, int, str, str | None], ...] = (
-    ("_stext", 0, "T", None),
-    ("kmem_cache_alloc_noprof", 0x2b0, "T", None),
-    ("kmem_cache_free", 0x3f0, "T", None),
-    ("__kmalloc_noprof", 0x310, "T", None),
-    ("__kmalloc_large_node_noprof", 0xd0, "T", None),
-    ("kfree", 0x2e0, "T", None),
-    ("__alloc_skb", 0x2d0, "T", None),
-    ("__netdev_alloc_skb", 0x1a0, "T", None),
-    ("skb_put", 0x50, "T", None),
-    ("skb_release_data", 0x1c0, "t", None),
-    ("kfree_skbmem", 0x90, "t", None),
-    ("__kfree_skb", 0x30, "T", None),
-    ("sk_skb_reason_drop", 0x110, "T", None),
-    ("consume_skb", 0x80, "T", None),
-    ("eth_type_trans", 0x160, "T", None),
-    ("__dev_queue_xmit", 0xf10, "T", None),
-    ("dev_hard_start_xmit", 0x130, "T", None),
-    ("loopback_xmit", 0x150, "t", None),
-    ("netif_rx", 0x100, "T", None),
-    ("enqueue_to_backlog", 0x2a0, "t", None),
-    ("netif_receive_skb", 0xd0, "T", None),
-    ("__netif_receive_skb", 0x70, "t", None),
-    ("__netif_receive_skb_core", 0x1180, "t", None),
-    ("process_backlog", 0x1b0, "t", None),
-    ("napi_poll", 0x220, "t", None),
-    ("net_rx_action", 0x3a0, "t", None),
-    ("ip_rcv", 0xe0, "T", None),
-    ("ipv6_rcv", 0xf0, "T", None),
-    ("icmp_rcv", 0x370, "T", None),
-    ("virtnet_poll", 0x4e0, "t", None),
-    ("_etext", 0, "T", None),
-    ("skb_bench_run", 0x90, "t", "skb_bench"),
-    ("skb_bench_init", 0x40, "t", "skb_bench"),
+# (name, size, type, module, nargs): type 'T' global text, 't' static text; nargs is the C
+# function's argument count when the model calls it through a kprobe site, None when the model
+# has no call site for it (it exists for addresses: call sites, drop locations), so it cannot
+# be probed
+FUNCTIONS: tuple[tuple[str, int, str, str | None, int | None], ...] = (
+    ("_stext", 0, "T", None, None),
+    ("kmem_cache_alloc_noprof", 0x2b0, "T", None, 2),
+    ("kmem_cache_free", 0x3f0, "T", None, 2),
+    ("__kmalloc_noprof", 0x310, "T", None, 2),
+    ("__kmalloc_large_node_noprof", 0xd0, "T", None, 3),
+    ("kfree", 0x2e0, "T", None, 1),
+    ("__alloc_skb", 0x2d0, "T", None, 4),
+    ("__netdev_alloc_skb", 0x1a0, "T", None, 3),
+    ("skb_put", 0x50, "T", None, None),
+    ("skb_release_data", 0x1c0, "t", None, 2),
+    ("kfree_skbmem", 0x90, "t", None, 1),
+    ("__kfree_skb", 0x30, "T", None, 1),
+    ("sk_skb_reason_drop", 0x110, "T", None, 3),
+    ("consume_skb", 0x80, "T", None, 1),
+    ("eth_type_trans", 0x160, "T", None, 2),
+    ("__dev_queue_xmit", 0xf10, "T", None, 2),
+    ("dev_hard_start_xmit", 0x130, "T", None, 4),
+    ("loopback_xmit", 0x150, "t", None, 2),
+    ("netif_rx", 0x100, "T", None, 1),
+    ("enqueue_to_backlog", 0x2a0, "t", None, 3),
+    ("netif_receive_skb", 0xd0, "T", None, 1),
+    ("__netif_receive_skb", 0x70, "t", None, 1),
+    ("__netif_receive_skb_core", 0x1180, "t", None, 3),
+    ("process_backlog", 0x1b0, "t", None, 2),
+    ("napi_poll", 0x220, "t", None, 2),
+    ("net_rx_action", 0x3a0, "t", None, 0),
+    ("ip_rcv", 0xe0, "T", None, 4),
+    ("ipv6_rcv", 0xf0, "T", None, 4),
+    ("icmp_rcv", 0x370, "T", None, 1),
+    ("virtnet_poll", 0x4e0, "t", None, 2),
+    ("_etext", 0, "T", None, None),
+    ("skb_bench_run", 0x90, "t", "skb_bench", None),
+    ("skb_bench_init", 0x40, "t", "skb_bench", None),
 )
 MODULE_TEXT_BASE = 0xffffffffc0000000
 
@@ -66,6 +69,7 @@ class Symbol(NamedTuple):
     type: str
     name: str
     module: str | None
+    nargs: int | None      # None: the model has no kprobe site for it
 
 
 class Kallsyms:
@@ -81,13 +85,13 @@ class Kallsyms:
 
     def _place(self, funcs: list, base: int, mem: Memory | None) -> None:
         """Lay ``funcs`` out from ``base``; with memory, map their text there."""
-        total = sum((size + 15) & ~15 for _, size, _, _ in funcs)
+        total = sum((f[1] + 15) & ~15 for f in funcs)
         if mem is not None:
             region = mem.map(total, "kernel text", at=base)
             region.buf[:] = bytes([INT3]) * region.size
         addr = base
-        for name, size, typ, module in funcs:
-            self._symbols.append(Symbol(addr, size, typ, name, module))
+        for name, size, typ, module, nargs in funcs:
+            self._symbols.append(Symbol(addr, size, typ, name, module, nargs))
             if mem is not None and size:
                 mem.write(addr, ENDBR64)
             addr += (size + 15) & ~15

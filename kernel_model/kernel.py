@@ -50,7 +50,7 @@ class Kernel:
         self.printk = Printk(self.clock.reader("local"))
         self.printk.printk(f"Linux version {UTS_RELEASE} (tracesim) #1 SMP PREEMPT_DYNAMIC")
         self.tracing = Tracing(self)
-        self.slab = Slab(self.mem, self.tracing.event)
+        self.slab = Slab(self.mem, self.tracing.event, self.kprobes)
         self.machine.attach_slab(self.slab)
         self.init_task = self.machine.spawn("systemd")            # pid 1
         self.kthreadd = self.machine.spawn("kthreadd", kthread=True)

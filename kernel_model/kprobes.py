@@ -107,22 +107,27 @@ class Kprobe:
 class KprobeSite:
     """The probe point of one function: ``active`` is the flag its call site checks."""
 
-    __slots__ = ("name", "addr", "size", "active", "entry", "ret", "_kprobes")
+    __slots__ = ("name", "addr", "size", "nargs", "active", "entry", "ret", "_kprobes")
 
-    def __init__(self, kprobes: Kprobes, name: str, addr: int, size: int) -> None:
+    def __init__(self, kprobes: Kprobes, name: str, addr: int, size: int, nargs: int) -> None:
         self._kprobes = kprobes
         self.name = name
         self.addr = addr
         self.size = size
+        self.nargs = nargs
         self.active = False
         self.entry: tuple[Kprobe, ...] = ()
         self.ret: tuple[Kprobe, ...] = ()
 
     def call(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run ``func(*args)`` with this site's probes around it."""
+        """Run ``func(*args)`` with this site's probes around it.
+
+        The first ``nargs`` arguments are the C function's, put in registers; any further ones
+        are the model's own (a call site address, a parsed header) and stay out of pt_regs.
+        """
         kps = self._kprobes
         values = kps.base_regs(self.addr)
-        for i, a in zip(_ARG_INDEX, args):
+        for i, a in zip(_ARG_INDEX, args[:self.nargs]):
             values[i] = reg_value(a)
         if self.entry:
             if kps.in_handler:
@@ -164,7 +169,8 @@ class Kprobes:
         self.in_handler = False
         self._this_cpu_id = this_cpu_id
         self.sites: dict[str, KprobeSite] = {
-            s.name: KprobeSite(self, s.name, s.addr, s.size) for s in kallsyms if s.size}
+            s.name: KprobeSite(self, s.name, s.addr, s.size, s.nargs)
+            for s in kallsyms if s.nargs is not None}
         # the return address return probes report: the caller is the model, not kernel code
         self.return_address = 0
         # per-CPU kernel stacks, so $stackN fetches read mapped memory
@@ -192,6 +198,9 @@ class Kprobes:
         """Probe ``symbol+offset``; ``retprobe`` probes the return instead of the entry."""
         site = self.sites.get(symbol)
         if site is None:
+            if symbol in self.kallsyms:
+                raise KprobeError(EINVAL, f"{symbol} cannot be probed: the model has no call site"
+                                  " for it")
             raise KprobeError(ENOENT, f"symbol {symbol!r} not found")
         if offset < 0 or offset >= site.size:
             raise KprobeError(EINVAL, f"offset 0x{offset:x} is outside {symbol} (size 0x{site.size:x})")

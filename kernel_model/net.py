@@ -229,6 +229,10 @@ class Net:
         self.kp_reason_drop = site("sk_skb_reason_drop")
         self.kp_consume_skb = site("consume_skb")
         self.kp_kfree_skb_core = site("__kfree_skb")
+        self.kp_release_data = site("skb_release_data")
+        self.kp_kfree_skbmem = site("kfree_skbmem")
+        self.kp_enqueue_backlog = site("enqueue_to_backlog")
+        self.kp_net_rx_action = site("net_rx_action")
         self.kp_eth_type_trans = site("eth_type_trans")
         self.kp_dev_queue_xmit = site("__dev_queue_xmit")
         self.kp_hard_start_xmit = site("dev_hard_start_xmit")
@@ -397,11 +401,25 @@ class Net:
 
     def _free_skb(self, skb: SkBuff) -> None:
         """``__kfree_skb``: release the data (skb_release_data), then the head (kfree_skbmem)."""
+        kp = self.kp_release_data
+        if kp.active:
+            kp.call(self._release_data, skb, SKB_DROP_REASON_NOT_SPECIFIED)
+        else:
+            self._release_data(skb, SKB_DROP_REASON_NOT_SPECIFIED)
+        kp = self.kp_kfree_skbmem
+        if kp.active:
+            kp.call(self._kfree_skbmem, skb)
+        else:
+            self.slab.kmem_cache_free(self.head_cache, skb.addr, self.ip_kfree_skbmem)
+
+    def _release_data(self, skb: SkBuff, reason: int) -> None:
         cache = skb.head_cache
         if cache is not None:
             self.slab.kmem_cache_free(cache, skb.head, self.ip_release_data)
         else:
             self.slab.kfree(skb.head, self.ip_release_data)
+
+    def _kfree_skbmem(self, skb: SkBuff) -> None:
         self.slab.kmem_cache_free(self.head_cache, skb.addr, self.ip_kfree_skbmem)
 
     def _reason_drop(self, sk: int, skb: SkBuff, reason: int, location: int) -> None:
@@ -495,7 +513,11 @@ class Net:
         """Run pending NET_RX work on this CPU (irq_exit / local_bh_enable)."""
         if self.poll_list[self.machine.current.id]:
             with self.machine.softirq():
-                self.net_rx_action()
+                kp = self.kp_net_rx_action
+                if kp.active:
+                    kp.call(self.net_rx_action)
+                else:
+                    self.net_rx_action()
 
     def net_rx_action(self) -> None:
         pending = self.poll_list[self.machine.current.id]
@@ -726,8 +748,14 @@ class Net:
         if tp.enabled:
             tp.fire(skb)
         cpu = self.machine.current.id
+        kp = self.kp_enqueue_backlog
+        if kp.active:
+            return kp.call(self._enqueue_to_backlog, skb, cpu, 0)
+        return self._enqueue_to_backlog(skb, cpu, 0)
+
+    def _enqueue_to_backlog(self, skb: SkBuff, cpu: int, qtail: int) -> int:
         backlog = self.backlogs[cpu]
-        backlog.queue.append(skb)                # enqueue_to_backlog
+        backlog.queue.append(skb)
         if backlog not in self.poll_list[cpu]:
             self.poll_list[cpu].append(backlog)
         return NET_RX_SUCCESS

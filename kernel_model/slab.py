@@ -14,9 +14,13 @@ kernel's ``name``, ``object_size``, ``size``, ``flags``), ``kmem:kfree(call_site
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from kernel_model.c_types import kernel_types
 from kernel_model.memory import PAGE_SIZE, Memory
+
+if TYPE_CHECKING:
+    from kernel_model.kprobes import Kprobes
 
 # gfp_t bits (include/linux/gfp_types.h, 6.18; the kernel spells the single bits __GFP_*)
 GFP_DMA = 0x01
@@ -68,7 +72,7 @@ class KmemCache:
     """One ``struct kmem_cache``: objects of ``object_size`` in slots of ``size`` bytes."""
 
     __slots__ = ("name", "object_size", "size", "align", "flags", "order", "objs_per_slab",
-                 "freelist", "slabs", "active_objs")
+                 "freelist", "slabs", "active_objs", "addr")
 
     def __init__(self, name: str, object_size: int, align: int = ARCH_KMALLOC_MINALIGN,
                  flags: int = 0) -> None:
@@ -87,6 +91,7 @@ class KmemCache:
         self.freelist: list[int] = []
         self.slabs: list = []
         self.active_objs = 0
+        self.addr = 0          # its struct kmem_cache in memory, once the allocator placed it
 
     @property
     def num_objs(self) -> int:
@@ -102,20 +107,47 @@ class LargeKmalloc:
         self.order = order
 
 
+class _Unprobed:
+    """The kprobe site of a function when the allocator runs without kprobes (never active)."""
+
+    active = False
+
+
 class Slab:
     """The allocator: ``kmalloc``/``kfree``/``kmem_cache_*`` with their tracepoints.
 
     ``event(system, name)`` returns a tracepoint object with ``.enabled`` and ``.fire(*args)``
-    (the kernel's ``Tracing.event``).
+    (the kernel's ``Tracing.event``). With ``kprobes``, the entry points are probe-able as
+    ``kmem_cache_alloc_noprof``, ``kmem_cache_free``, ``__kmalloc_noprof``,
+    ``__kmalloc_large_node_noprof`` and ``kfree``. Each cache has a ``struct kmem_cache`` in
+    memory (``object_size``, ``size``, ``align``, ``flags``, ``name``): the first one, of the
+    ``kmem_cache`` cache itself, is static (boot_kmem_cache), the others come from it; names
+    live in a read-only string area, as the kernel's string literals do.
     """
 
-    def __init__(self, mem: Memory, event: Callable[[str, str], Any]) -> None:
+    def __init__(self, mem: Memory, event: Callable[[str, str], Any],
+                 kprobes: Kprobes | None = None) -> None:
         self.mem = mem
         self.caches: dict[str, KmemCache] = {}
         self._tp_kmalloc = event("kmem", "kmalloc")
         self._tp_cache_alloc = event("kmem", "kmem_cache_alloc")
         self._tp_kfree = event("kmem", "kfree")
         self._tp_cache_free = event("kmem", "kmem_cache_free")
+        site = kprobes.site if kprobes is not None else (lambda name: _Unprobed)
+        self._kp_cache_alloc = site("kmem_cache_alloc_noprof")
+        self._kp_cache_free = site("kmem_cache_free")
+        self._kp_kmalloc = site("__kmalloc_noprof")
+        self._kp_kmalloc_large = site("__kmalloc_large_node_noprof")
+        self._kp_kfree = site("kfree")
+        st = kernel_types().struct("kmem_cache")
+        self._cache_struct = st
+        self._cache_fields = {n: st.field(n).offset for n in ("object_size", "size", "align",
+                                                                "flags", "name")}
+        self._rodata = mem.map(PAGE_SIZE, "rodata strings")
+        self._rodata_used = 0
+        boot = mem.map(st.size, "boot_kmem_cache")
+        self.kmem_cache_cache = self.kmem_cache_create("kmem_cache", st.size, 64,
+                                                       SLAB_HWCACHE_ALIGN, _at=boot.base)
         self.kmalloc_caches = [self.kmem_cache_create(kmalloc_cache_name(s), s)
                                for s in KMALLOC_SIZES]
         # size -> cache, in 8-byte steps (the kernel's size_index / kmalloc_index)
@@ -123,11 +155,27 @@ class Slab:
                          for n in range(1, KMALLOC_MAX_CACHE_SIZE // 8 + 1)]
 
     # ------------------------------------------------------------------ caches
+    def _string(self, text: str) -> int:
+        """A NUL-terminated copy of ``text`` in the read-only string area."""
+        data = text.encode() + b"\0"
+        if self._rodata_used + len(data) > self._rodata.size:
+            self._rodata = self.mem.map(max(PAGE_SIZE, len(data)), "rodata strings")
+            self._rodata_used = 0
+        addr = self._rodata.base + self._rodata_used
+        self.mem.write(addr, data)
+        self._rodata_used += len(data)
+        return addr
+
     def kmem_cache_create(self, name: str, size: int, align: int = ARCH_KMALLOC_MINALIGN,
-                          flags: int = 0) -> KmemCache:
+                          flags: int = 0, _at: int = 0) -> KmemCache:
         if name in self.caches:
             raise ValueError(f"kmem_cache {name!r} exists")
         cache = KmemCache(name, size, align, flags)
+        cache.addr = _at or self.kmem_cache_alloc(self.kmem_cache_cache, GFP_KERNEL | GFP_ZERO)
+        off = self._cache_fields
+        for field in ("object_size", "size", "align", "flags"):
+            self.mem.write_int(cache.addr + off[field], 4, getattr(cache, field))
+        self.mem.write_int(cache.addr + off["name"], 8, self._string(name))
         self.caches[name] = cache
         return cache
 
@@ -164,6 +212,12 @@ class Slab:
 
     def kmem_cache_alloc(self, cache: KmemCache, gfp: int = GFP_KERNEL, call_site: int = 0,
                          node: int = NUMA_NO_NODE) -> int:
+        kp = self._kp_cache_alloc
+        if kp.active:
+            return kp.call(self._cache_alloc, cache, gfp, call_site, node)
+        return self._cache_alloc(cache, gfp, call_site, node)
+
+    def _cache_alloc(self, cache: KmemCache, gfp: int, call_site: int, node: int) -> int:
         addr = self._take(cache, gfp)
         tp = self._tp_cache_alloc
         if tp.enabled:
@@ -171,6 +225,13 @@ class Slab:
         return addr
 
     def kmem_cache_free(self, cache: KmemCache, addr: int, call_site: int = 0) -> None:
+        kp = self._kp_cache_free
+        if kp.active:
+            kp.call(self._cache_free, cache, addr, call_site)
+        else:
+            self._cache_free(cache, addr, call_site)
+
+    def _cache_free(self, cache: KmemCache, addr: int, call_site: int) -> None:
         tp = self._tp_cache_free
         if tp.enabled:
             tp.fire(call_site, addr, cache)
@@ -186,25 +247,46 @@ class Slab:
     def kmalloc(self, size: int, gfp: int = GFP_KERNEL, call_site: int = 0,
                 node: int = NUMA_NO_NODE) -> int:
         """Allocate ``size`` bytes; returns the address (ZERO_SIZE_PTR for size 0)."""
+        kp = self._kp_kmalloc
+        if kp.active:
+            return kp.call(self._kmalloc, size, gfp, call_site, node)
+        return self._kmalloc(size, gfp, call_site, node)
+
+    def _kmalloc(self, size: int, gfp: int, call_site: int, node: int) -> int:
         if size == 0:
             return ZERO_SIZE_PTR
         cache = self.kmalloc_cache(size)
         if cache is None:
-            order = get_order(size)
-            region = self.mem.map(PAGE_SIZE << order, "kmalloc_large", owner=LargeKmalloc(order))
-            addr, bytes_alloc = region.base, PAGE_SIZE << order
-        else:
-            addr, bytes_alloc = self._take(cache, gfp), cache.size
+            kp = self._kp_kmalloc_large
+            if kp.active:
+                return kp.call(self._kmalloc_large, size, gfp, node, call_site)
+            return self._kmalloc_large(size, gfp, node, call_site)
+        addr = self._take(cache, gfp)
         tp = self._tp_kmalloc
         if tp.enabled:
-            tp.fire(call_site, addr, size, bytes_alloc, gfp, node)
+            tp.fire(call_site, addr, size, cache.size, gfp, node)
         return addr
+
+    def _kmalloc_large(self, size: int, gfp: int, node: int, call_site: int) -> int:
+        order = get_order(size)
+        region = self.mem.map(PAGE_SIZE << order, "kmalloc_large", owner=LargeKmalloc(order))
+        tp = self._tp_kmalloc
+        if tp.enabled:
+            tp.fire(call_site, region.base, size, PAGE_SIZE << order, gfp, node)
+        return region.base
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, call_site: int = 0) -> int:
         return self.kmalloc(size, gfp | GFP_ZERO, call_site)
 
     def kfree(self, addr: int, call_site: int = 0) -> None:
         """Free a kmalloc'd (or any slab) object; NULL and ZERO_SIZE_PTR are ignored."""
+        kp = self._kp_kfree
+        if kp.active:
+            kp.call(self._kfree, addr, call_site)
+        else:
+            self._kfree(addr, call_site)
+
+    def _kfree(self, addr: int, call_site: int) -> None:
         tp = self._tp_kfree
         if tp.enabled:
             tp.fire(call_site, addr)
