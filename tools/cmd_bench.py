@@ -10,7 +10,8 @@ import importlib.util
 import sys
 
 BENCHES = {"vm": "bench.vm", "kernel": "bench.kernel", "verifier": "bench.verifier",
-           "cc": "bench.cc", "tracefs": "bench.tracefs", "skb": "bench.skb", "rss": "bench.rss"}
+           "cc": "bench.cc", "tracefs": "bench.tracefs", "skb": "bench.skb", "rss": "bench.rss",
+           "predicate": "bench.predicate"}
 
 
 def available() -> list[str]:

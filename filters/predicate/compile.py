@@ -21,7 +21,7 @@ from filters.predicate import fields as F
 from filters.predicate import parser as P
 from filters.predicate.ctype import from_kernel_chars, strip_trailing, strstrip, to_kernel_chars
 from filters.predicate.errors import FilterError
-from filters.predicate.glob import make_matcher
+from filters.predicate.glob import MATCH_FRONT, MATCH_FULL, make_matcher
 
 TASK_COMM_LEN = 16
 USTRING_BUF_SIZE = 1024
@@ -195,9 +195,12 @@ class _Codegen:
         return f"{self.const(body, pred.fn)}({arg})"
 
     def _pred_string(self, pred: P.Predicate) -> str:
+        start, size = pred.field.offset, pred.field.size
+        fast = _fixed_place_matcher(pred, start, size)
+        if fast is not None:
+            return self._string_call(pred, fast, "r")
         match = make_matcher(pred.pattern)
         inverted = pred.negate
-        start, size = pred.field.offset, pred.field.size
 
         def string(r: Any) -> bool:
             return match(bytes(r[start : start + size]), size) != inverted
@@ -216,6 +219,8 @@ class _Codegen:
         offset = pred.field.offset
         base = offset + 4 if relative else 0
         u32 = _UNPACK[(4, False)]
+        pat = pred.pattern.text
+        plen = len(pat)
 
         def dynamic_string(r: Any) -> bool:
             item = u32(r, offset)[0]
@@ -224,7 +229,29 @@ class _Codegen:
             data = bytes(r[loc : loc + length] if length else r[loc:])
             return match(data, length) != inverted
 
-        return self._string_call(pred, dynamic_string, "r")
+        # Fast paths for the common == and "abc*" cases, comparing in place (same results as
+        # the generic matchers: strncmp over the pattern stops at the string's NUL).
+        def dynamic_full(r: Any) -> bool:
+            item = u32(r, offset)[0]
+            length = item >> 16
+            loc = base + (item & 0xFFFF)
+            if length > plen and loc + plen < len(r):
+                return (r[loc + plen] == 0 and r[loc : loc + plen] == pat) != inverted
+            if length and loc + length <= len(r):
+                return (r[loc : loc + length] == pat[:length]) != inverted
+            return dynamic_string(r)
+
+        def dynamic_front(r: Any) -> bool:
+            item = u32(r, offset)[0]
+            length = item >> 16
+            if length and length < plen:
+                return inverted
+            loc = base + (item & 0xFFFF)
+            return (r[loc : loc + plen] == pat) != inverted
+
+        body = {MATCH_FULL: dynamic_full, MATCH_FRONT: dynamic_front}.get(
+            pred.pattern.kind, dynamic_string)
+        return self._string_call(pred, body, "r")
 
     def _pred_pchar(self, pred: P.Predicate) -> str:
         return self._pointer_string(pred, self.read_string)
@@ -259,6 +286,37 @@ class _Codegen:
             return match(raw.ljust(TASK_COMM_LEN, b"\0"), TASK_COMM_LEN) != inverted
 
         return self._string_call(pred, comm_match, "comm")
+
+
+def _fixed_place_matcher(pred: P.Predicate, start: int, size: int) -> Callable[[Any], bool] | None:
+    """In-place == and "abc*" tests for a char[size] array at ``start`` (None: use the generic)."""
+    pat = pred.pattern.text
+    plen = len(pat)
+    inverted = pred.negate
+    if pred.pattern.kind == MATCH_FULL:
+        if size > plen:
+            end = start + plen
+
+            def fixed_full(r: Any) -> bool:
+                return (r[end] == 0 and r[start:end] == pat) != inverted
+
+            return fixed_full
+        head = pat[:size]
+
+        def fixed_full_clipped(r: Any) -> bool:
+            return (r[start : start + size] == head) != inverted
+
+        return fixed_full_clipped
+    if pred.pattern.kind == MATCH_FRONT:
+        if size < plen:
+            return lambda r: inverted
+        end = start + plen
+
+        def fixed_front(r: Any) -> bool:
+            return (r[start:end] == pat) != inverted
+
+        return fixed_front
+    return None
 
 
 def generate_source(program: Sequence[P.ProgramEntry], gen: _Codegen) -> str:
