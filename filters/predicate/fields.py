@@ -102,6 +102,3 @@ class FieldTable:
 
     def find(self, name: str) -> Field | None:
         return self._own.get(name) or GENERIC_FIELDS.get(name) or self._common.get(name)
-
-    def names(self) -> frozenset[str]:
-        return frozenset(self._own) | frozenset(GENERIC_FIELDS) | frozenset(self._common)

@@ -373,7 +373,7 @@ def _update_preds(target: dict[int, int], wtb: dict[int, int], n: int, invert: i
 
 
 def predicate_parse(
-    buf: str, length: int, nr_parens: int, nr_preds: int, table: F.FieldTable, ctx: ParseContext
+    buf: str, nr_parens: int, nr_preds: int, table: F.FieldTable, ctx: ParseContext
 ) -> tuple[ProgramEntry, ...]:
     """The kernel's three-pass program builder; ``buf`` is the text plus NUL padding."""
     nr_preds += 2  # for TRUE and FALSE
@@ -470,4 +470,4 @@ def parse(text: str, table: F.FieldTable, ctx: ParseContext) -> tuple[ProgramEnt
     """process_preds() on ``text`` (one char per byte); raises ParseFailure."""
     buf = text + "\0\0"
     nr_parens, nr_preds = calc_stack(buf, len(text))
-    return predicate_parse(buf, len(text), nr_parens, nr_preds, table, ctx)
+    return predicate_parse(buf, nr_parens, nr_preds, table, ctx)
