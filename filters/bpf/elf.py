@@ -438,7 +438,8 @@ def write_object(spec: ObjectSpec) -> bytes:
     sym_index: dict[str, int] = {}
     if spec.source_name:
         symbols.append((spec.source_name, STB_LOCAL, STT_FILE, SHN_ABS, 0, 0))
-    for name in spec.code:
+    for name in list(spec.code) + [d for d in spec.data if d != ".BTF"] + \
+            ([".bss"] if spec.bss_size else []):
         sym_index.setdefault(name, len(symbols))
         symbols.append(("", STB_LOCAL, STT_SECTION, index[name], 0, 0))
     named = [(f.name, f.is_global, STT_FUNC, index[f.section], f.slot * 8, f.count * 8)

@@ -1,0 +1,70 @@
+"""Instruction selection: the three-address IR becomes the machine's two-address form.
+
+``d = a op b`` turns into ``d = a; d op= b`` (the move disappears when the register allocator
+gives ``d`` and ``a`` the same register), immediates that an instruction cannot encode go into a
+register first, a fetching atomic reads and writes the same register, and memory offsets are kept
+within the 16-bit field.
+"""
+from __future__ import annotations
+
+from .ir import COMMUTATIVE, Function, Imm, Op
+from .opt import fits_imm
+
+
+def select(fn: Function) -> None:
+    for b in fn.blocks:
+        out: list[Op] = []
+        for op in b.ops:
+            out.extend(lower_op(fn, op))
+        b.ops = out
+
+
+def lower_op(fn: Function, op: Op) -> list[Op]:
+    k = op.kind
+    pre: list[Op] = []
+    if k in ("alu", "br") and isinstance(op.b, Imm) and not fits_imm(op.b.value, op.w32):
+        t = fn.new_vreg()
+        pre.append(Op("mov", dst=t, a=op.b))
+        op.b = t
+    if k == "alu":
+        d, a, b = op.dst, op.a, op.b
+        if a == d:
+            return pre + [op]
+        if b == d and op.alu in COMMUTATIVE:
+            op.a, op.b = d, a
+            return pre + [op]
+        if b == d:                                  # d = a - d: compute in a fresh register
+            t = fn.new_vreg()
+            return pre + [Op("mov", dst=t, a=a, w32=op.w32),
+                          Op("alu", dst=t, a=t, b=b, alu=op.alu, w32=op.w32),
+                          Op("mov", dst=d, a=t, w32=op.w32)]
+        op.a = d
+        return pre + [Op("mov", dst=d, a=a, w32=op.w32), op]
+    if k in ("neg", "end"):
+        d, a = op.dst, op.a
+        op.a = d
+        if a == d:
+            return [op]
+        return [Op("mov", dst=d, a=a, w32=op.w32 if k == "neg" else False), op]
+    if k == "br":
+        if isinstance(op.a, Imm):
+            t = fn.new_vreg()
+            pre.append(Op("mov", dst=t, a=op.a, w32=op.w32))
+            op.a = t
+        return pre + [op]
+    if k in ("ld", "st", "atomic"):
+        if isinstance(op.b, Imm):
+            t = fn.new_vreg()
+            pre.append(Op("mov", dst=t, a=op.b))
+            op.b = t
+        if not -32768 <= op.off <= 32767:
+            t = fn.new_vreg()
+            pre += [Op("mov", dst=t, a=op.a), Op("alu", dst=t, a=t, b=Imm(op.off), alu="add")]
+            op.a, op.off = t, 0
+        if k == "atomic" and op.dst is not None and op.alu != "cmpxchg":
+            # The fetched value lands in the source register.
+            t, d, src = fn.new_vreg(), op.dst, op.b
+            op.b, op.dst = t, t
+            return pre + [Op("mov", dst=t, a=src), op, Op("mov", dst=d, a=t)]
+        return pre + [op]
+    return pre + [op]
