@@ -56,6 +56,7 @@ FUNCTIONS: tuple[tuple[str, int, str, str | None, int | None], ...] = (
     ("ipv6_rcv", 0xf0, "T", None, 4),
     ("icmp_rcv", 0x370, "T", None, 1),
     ("virtnet_poll", 0x4e0, "t", None, 2),
+    ("dup_task_struct", 0x2a0, "t", None, None),
     ("tracing_mark_write", 0x1f0, "t", None, None),   # trace_marker entries' ip (trace.c)
     ("_etext", 0, "T", None, None),
     ("skb_bench_run", 0x90, "t", "skb_bench", None),

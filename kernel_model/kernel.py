@@ -51,7 +51,7 @@ class Kernel:
         self.printk.printk(f"Linux version {UTS_RELEASE} (tracesim) #1 SMP PREEMPT_DYNAMIC")
         self.tracing = Tracing(self)
         self.slab = Slab(self.mem, self.tracing.event, self.kprobes)
-        self.machine.attach_slab(self.slab)
+        self.machine.attach_slab(self.slab, self.kallsyms.addr("dup_task_struct") + 0x4a)
         self.init_task = self.machine.spawn("systemd")            # pid 1
         self.kthreadd = self.machine.spawn("kthreadd", kthread=True)
         self.ksoftirqd: list[Task] = []

@@ -187,6 +187,7 @@ class Machine:
         self.mem = mem
         self._task_cache: KmemCache | None = None
         self._slab: Slab | None = None
+        self._alloc_site = 0
         ts = kernel_types().struct("task_struct")
         self._task_size = ts.size
         self._off = {name: ts.field(name).offset for name in ("pid", "tgid", "comm", "cpu", "flags")}
@@ -272,10 +273,12 @@ class Machine:
         self.current.need_resched = self.current.need_resched_lazy = False
 
     # ------------------------------------------------------------------ tasks
-    def attach_slab(self, slab: Slab) -> None:
-        """From now on new tasks get their task_struct from the ``task_struct`` kmem_cache."""
+    def attach_slab(self, slab: Slab, call_site: int = 0) -> None:
+        """From now on new tasks get their task_struct from the ``task_struct`` kmem_cache
+        (``call_site``: the return address in dup_task_struct the kmem events show)."""
         from kernel_model.slab import SLAB_ACCOUNT, SLAB_HWCACHE_ALIGN, SLAB_PANIC
         self._slab = slab
+        self._alloc_site = call_site
         self._task_cache = slab.kmem_cache_create(
             "task_struct", self._task_size, 64, SLAB_HWCACHE_ALIGN | SLAB_PANIC | SLAB_ACCOUNT)
 
@@ -290,7 +293,7 @@ class Machine:
         task = Task(pid, pid if tgid is None else tgid, comm, PF_KTHREAD if kthread else 0,
                     self.current.id)
         if self._slab is not None and self._task_cache is not None:
-            task.addr = self._slab.kmem_cache_alloc(self._task_cache)
+            task.addr = self._slab.kmem_cache_alloc(self._task_cache, call_site=self._alloc_site)
             self._mirror(task)
         self.tasks[pid] = task
         return task
