@@ -29,7 +29,7 @@ from filters.bpf import elf, helpers_skb  # noqa: F401  (helpers_skb registers h
 from filters.bpf.helpers import HELPERS, VMContext, register
 from filters.bpf.memory import VMError
 from filters.bpf.program import load_program, map_from_handle
-from kernel_model.tun import TunDevice, make_skb, run_steering
+from kernel_model.tun import TunDevice, TunSkb, make_skb, run_steering
 from tools import rss_software
 from tools.rss_software import INDIRECTION_TABLE_SIZE, RssConfig
 
@@ -295,7 +295,10 @@ class EbpfRss:
     def steer(self, frame: bytes) -> int:
         """The u16 return value for ``frame`` (TUN delivers to it modulo its queue count):
         the program's on the eBPF path, the software algorithm's otherwise."""
-        skb = make_skb(frame)
+        return self.steer_skb(make_skb(frame))
+
+    def steer_skb(self, skb: TunSkb) -> int:
+        """``steer`` for an skb already made (``kernel_model.tun.make_skb``)."""
         if self.program is not None:
             return run_steering(self.program, skb)
         return rss_software.steer(skb.data, skb.network_header, self.config, self.table,
