@@ -439,8 +439,8 @@ class KprobeEvents:
             addr = addr_fetch(regs, cpu)
             if addr is None:
                 return None
-            err, raw = mem.probe_read_str(addr, MAX_STRING_SIZE)
-            if err:
+            n, raw = mem.probe_read_str(addr, MAX_STRING_SIZE)
+            if n < 0:
                 return None
             return raw.split(b"\0", 1)[0]
         return fetch
