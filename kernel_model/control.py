@@ -27,7 +27,7 @@ import argparse
 from typing import TYPE_CHECKING, Callable
 
 from kernel_model import net as netmod
-from kernel_model import skb_bench
+from kernel_model import skb_bench, tun
 
 if TYPE_CHECKING:
     from kernel_model.kernel import Kernel
@@ -176,6 +176,8 @@ def usage() -> str:
 
 def run_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
     """Run one control command; ``(0, output)``, ``(1, error line)`` or ``(2, usage)``."""
+    if argv[:1] == ["send"] and argv[1:2] and argv[1].startswith("tun"):   # send tun0 --src ...
+        return tun.send_command(kernel, argv[1:])
     if not argv or argv[0] not in COMMANDS:
         what = f"unknown command '{argv[0]}'\n" if argv else "no command\n"
         return 2, what + usage()

@@ -77,3 +77,12 @@ def test_the_steering_program_chooses_the_queue_inside_the_kernel(kernel):
         assert status == 0 and text.rstrip().endswith(f"queue {queue} x2"), text
     rss.unload()
     assert tun.steering_prog is None                      # back to the default selection
+
+
+def test_the_control_channel_routes_send_tun_to_the_tun_device(kernel):
+    from kernel_model.control import run_command
+    status, text = run_command(kernel, ["send", "tun0", "--src", "10.0.0.1", "--dst", "10.0.0.2",
+                                        "--proto", "tcp", "--sport", "5", "--dport", "6"])
+    assert status == 0 and text.startswith("sent 1 tcp packet 10.0.0.1:5 > 10.0.0.2:6 on tun0: queue ")
+    status, text = run_command(kernel, ["send", "lo", "--len", "100"])   # other devices: unchanged
+    assert status == 0 and "len 100 on lo" in text
