@@ -1,0 +1,261 @@
+"""Helpers for tracing programs (kprobe and tracepoint events), with the kernel's ids and semantics,
+and the map helpers every program type shares.
+
+The engine's ``vm.env`` is a ``TraceEnv``-like object built by ``filters.bpf.event_filter``: it
+gives the running CPU, the modelled kernel (memory for probe_read, clocks, current task) and the
+trace array the program runs in (for bpf_trace_printk).  Helpers never see kernel objects any other
+way, so a program reaches kernel memory only through them.
+"""
+from __future__ import annotations
+
+import errno
+import re
+from typing import Any
+
+from filters.bpf.helpers import VMContext, register
+from filters.bpf.maps import MAP_TYPE_RINGBUF, MapError
+from filters.bpf.memory import VMError
+from filters.bpf.program import map_from_handle
+
+M64 = 0xFFFFFFFFFFFFFFFF
+TRACE_PRINTK_SIZE = 1024     # BPF_TRACE_PRINTK_SIZE
+MAX_PRINTK_ARGS = 3
+
+
+def _neg(err: int) -> int:
+    return -err & M64
+
+
+def _map(vm: VMContext, handle: int) -> Any:
+    m = map_from_handle(vm.program, handle)
+    if m is None:
+        raise VMError(f"{handle:#x} is not a map of this program")
+    return m
+
+
+def _cpu(vm: VMContext) -> int:
+    env = vm.env
+    return env.cpu_id() if env is not None else 0
+
+
+# ---------------------------------------------------------------- maps (ids 1-3, ringbuf 130)
+
+def map_lookup_elem(vm: VMContext, r1: int, r2: int, *_: int) -> int:
+    m = _map(vm, r1)
+    off = m.lookup_offset(vm.mem.read(r2, m.key_size), _cpu(vm))
+    if off is None:
+        return 0
+    return vm.mem.address_of(m.values, name=m.name) + off
+
+
+def map_update_elem(vm: VMContext, r1: int, r2: int, r3: int, r4: int, *_: int) -> int:
+    m = _map(vm, r1)
+    key = vm.mem.read(r2, m.key_size)
+    value = vm.mem.read(r3, m.value_size)
+    try:
+        if m.percpu:   # a program updates only its own CPU's copy
+            off = m.lookup_offset(key, 0)
+            if off is None:
+                m.update(key, bytes(m.value_size * m.ncpus), r4)
+            elif r4 == 1:
+                return _neg(errno.EEXIST)
+            off = m.lookup_offset(key, _cpu(vm))
+            m.values[off:off + m.value_size] = value
+        else:
+            m.update(key, value, r4)
+    except MapError as e:
+        return _neg(e.errno)
+    return 0
+
+
+def map_delete_elem(vm: VMContext, r1: int, r2: int, *_: int) -> int:
+    m = _map(vm, r1)
+    try:
+        m.delete(vm.mem.read(r2, m.key_size))
+    except MapError as e:
+        return _neg(e.errno)
+    return 0
+
+
+def ringbuf_output(vm: VMContext, r1: int, r2: int, r3: int, r4: int, *_: int) -> int:
+    m = _map(vm, r1)
+    if m.map_type != MAP_TYPE_RINGBUF:
+        return _neg(errno.EINVAL)
+    return m.output(vm.mem.read(r2, r3)) & M64
+
+
+# ---------------------------------------------------------------- memory
+
+def _read_any(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
+    """probe_read semantics over both address spaces: BPF-visible memory (stack, maps, ctx) and
+    the modelled kernel's memory. A fault gives ``-EFAULT`` and zeros."""
+    try:
+        return 0, vm.mem.read(addr, size)
+    except VMError:
+        pass
+    env = vm.env
+    if env is None:
+        return -errno.EFAULT, bytes(size)
+    return env.kernel.mem.probe_read(addr, size)
+
+
+def probe_read_kernel(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
+    err, data = _read_any(vm, r3, r2)
+    vm.mem.write(r1, data)
+    return err & M64
+
+
+def _read_str(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
+    if size <= 0:
+        return 0, b""
+    try:                      # a string in BPF memory (stack, map value)
+        out = bytearray()
+        while len(out) < size - 1:
+            c = vm.mem.read(addr + len(out), 1)
+            if c == b"\0":
+                break
+            out += c
+        return len(out) + 1, bytes(out) + b"\0"
+    except VMError:
+        pass
+    env = vm.env
+    if env is None:
+        return -errno.EFAULT, bytes(size)
+    return env.kernel.mem.probe_read_str(addr, size)
+
+
+def probe_read_kernel_str(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
+    n, data = _read_str(vm, r3, r2)
+    vm.mem.write(r1, data)
+    return n & M64
+
+
+# ---------------------------------------------------------------- context
+
+def ktime_get_ns(vm: VMContext, *_: int) -> int:
+    return vm.env.ktime_ns() & M64
+
+
+def get_smp_processor_id(vm: VMContext, *_: int) -> int:
+    return _cpu(vm)
+
+
+def get_current_pid_tgid(vm: VMContext, *_: int) -> int:
+    task = vm.env.task()
+    return ((task.tgid << 32) | (task.pid & 0xFFFFFFFF)) & M64
+
+
+def get_current_comm(vm: VMContext, r1: int, r2: int, *_: int) -> int:
+    if r2 == 0:
+        return _neg(errno.EINVAL)
+    comm = vm.env.task().comm.encode()[:r2 - 1]
+    vm.mem.write(r1, comm + bytes(r2 - len(comm)))
+    return 0
+
+
+def get_prandom_u32(vm: VMContext, *_: int) -> int:
+    return vm.env.prandom_u32() if vm.env is not None else 0
+
+
+# ---------------------------------------------------------------- bpf_trace_printk
+
+# bpf_bprintf_prepare(): "[0 +-][width]" then an optional l/ll and one of d i u x X, or %c, %s,
+# or %p with the extensions the kernel accepts.
+_CONV = re.compile(r"%(?P<flags>[-+ 0]*)(?P<width>[1-9][0-9]*)?"
+                   r"(?:(?P<p>p(?P<pext>[KxBSsi]|I[46]|i[46]|ks|us)?)"
+                   r"|(?P<len>ll|l)?(?P<conv>[diuxX])|(?P<c>c)|(?P<s>s))")
+
+
+def format_printk(vm: VMContext, fmt: bytes, args: list[int]) -> str | None:
+    """The message bpf_trace_printk prints, or None where the kernel returns -EINVAL."""
+    text = fmt.decode("latin-1")
+    if any(not (ch.isprintable() or ch.isspace()) or ord(ch) > 127 for ch in text):
+        return None
+    out: list[str] = []
+    i = 0
+    argi = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "%":
+            out.append(ch)
+            i += 1
+            continue
+        if text.startswith("%%", i):
+            out.append("%")
+            i += 2
+            continue
+        m = _CONV.match(text, i)
+        if m is None or argi >= MAX_PRINTK_ARGS or argi >= len(args):
+            return None
+        val = args[argi]
+        argi += 1
+        out.append(_render(vm, m, val))
+        i = m.end()
+    return "".join(out)
+
+
+def _render(vm: VMContext, m: re.Match, val: int) -> str:
+    flags, width = m["flags"], m["width"] or ""
+    spec = "%" + flags + width
+    if m["p"]:
+        ext = m["pext"] or ""
+        if ext in ("x", "K", "B"):
+            return (spec + "s") % f"{val:016x}"
+        if ext in ("S", "s"):
+            sym = vm.env.symbol(val) if vm.env is not None else None
+            if sym is None:
+                return (spec + "s") % f"0x{val:x}"
+            name, off, size = sym
+            return (spec + "s") % (f"{name}+0x{off:x}/0x{size:x}" if ext == "S" else name)
+        if ext in ("i4", "I4"):
+            err, raw = _read_any(vm, val, 4)
+            sep = "." if ext == "I4" else ""
+            return (spec + "s") % (".".join(str(b) for b in raw) if sep else
+                                   "".join(f"{b:03d}" for b in raw))
+        if ext in ("i6", "I6"):
+            err, raw = _read_any(vm, val, 16)
+            words = [raw[k:k + 2].hex() for k in range(0, 16, 2)]
+            return (spec + "s") % (":".join(words) if ext == "I6" else "".join(words))
+        if ext in ("ks", "us"):
+            n, s = _read_str(vm, val, TRACE_PRINTK_SIZE)
+            return (spec + "s") % s.rstrip(b"\0").decode("latin-1") if n > 0 else "(efault)"
+        hashed = vm.env.hash_ptr(val) if vm.env is not None else val
+        return (spec + "s") % (f"{hashed:016x}" if val else "0000000000000000")
+    if m["c"]:
+        return (spec + "c") % chr(val & 0xFF)
+    if m["s"]:
+        n, s = _read_str(vm, val, TRACE_PRINTK_SIZE)
+        return (spec + "s") % (s.rstrip(b"\0").decode("latin-1") if n > 0 else "(efault)")
+    bits = 64 if m["len"] else 32
+    val &= (1 << bits) - 1
+    conv = m["conv"]
+    if conv in "di" and val >> (bits - 1):
+        val -= 1 << bits
+    return (spec + {"i": "d", "u": "d"}.get(conv, conv)) % val
+
+
+def trace_printk(vm: VMContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    if r2 == 0 or r2 > TRACE_PRINTK_SIZE:
+        return _neg(errno.EINVAL)
+    fmt = vm.mem.read(r1, r2)
+    nul = fmt.find(b"\0")
+    if nul < 0:
+        return _neg(errno.EINVAL)
+    msg = format_printk(vm, fmt[:nul], [r3, r4, r5])
+    if msg is None:
+        return _neg(errno.EINVAL)
+    msg = msg[:TRACE_PRINTK_SIZE - 1]
+    vm.env.trace_printk(msg)
+    return len(msg.encode("latin-1"))
+
+
+for _name, _fn in (("map_lookup_elem", map_lookup_elem), ("map_update_elem", map_update_elem),
+                   ("map_delete_elem", map_delete_elem), ("ringbuf_output", ringbuf_output),
+                   ("probe_read", probe_read_kernel), ("probe_read_kernel", probe_read_kernel),
+                   ("probe_read_str", probe_read_kernel_str),
+                   ("probe_read_kernel_str", probe_read_kernel_str),
+                   ("ktime_get_ns", ktime_get_ns), ("trace_printk", trace_printk),
+                   ("get_smp_processor_id", get_smp_processor_id),
+                   ("get_current_pid_tgid", get_current_pid_tgid),
+                   ("get_current_comm", get_current_comm), ("get_prandom_u32", get_prandom_u32)):
+    register(_name, _fn)
