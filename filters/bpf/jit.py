@@ -234,10 +234,12 @@ class _Gen:
             self.emit(1, "try:")
         else:
             entry = [UNKNOWN] * 10 + [("fp", 0)]
-            self.emit(0, f"def _f{start}(r1, r2, r3, r4, r5, fp, depth):")
+            # The callee starts with the caller's registers (as in the interpreter); only r6-r9
+            # and r10 are restored for the caller, r0-r5 come back as the callee left them.
+            self.emit(0, f"def _f{start}(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, fp, depth):")
             self.emit(1, f"if depth > {isa.MAX_CALL_DEPTH}: raise _Depth('call depth exceeds "
                          f"{isa.MAX_CALL_DEPTH} frames')")
-            self.emit(1, f"r0 = r6 = r7 = r8 = r9 = 0; r10 = fp; sb = fp - {STACK_BASE}")
+            self.emit(1, f"r10 = fp; sb = fp - {STACK_BASE}")
             self.fp, self.sb = "fp", "sb"
             body = 1
         self.states = _dataflow(insns, blocks, entry)
@@ -355,8 +357,8 @@ class _Gen:
             if insn.src == isa.PSEUDO_CALL:
                 target = pc + insn.imm + 1
                 depth_arg = "2" if self.main else "depth + 1"
-                return e(f"r0, r1, r2, r3, r4, r5 = _f{target}(r1, r2, r3, r4, r5, "
-                         f"{self.fp} - {isa.STACK_SIZE}, {depth_arg})")
+                return e(f"r0, r1, r2, r3, r4, r5 = _f{target}(r0, r1, r2, r3, r4, r5, r6, r7, "
+                         f"r8, r9, {self.fp} - {isa.STACK_SIZE}, {depth_arg})")
             fn = self.const(f"_h{insn.imm}", self.program.helpers[insn.imm])
             return e(f"r0 = {fn}(_vm, r1, r2, r3, r4, r5) & M64")
         # callx: helper id in a register
