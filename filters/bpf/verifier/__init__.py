@@ -1,0 +1,77 @@
+"""The eBPF verifier: decides, before anything runs, that a program is safe (kernel/bpf/verifier.c).
+
+    res = verify(insns, prog_type="kprobe", ctx=None, maps=[], privileged=True,
+                 strict_loops=False, log_level=1)
+    res.ok, res.error, res.log, res.insn_processed
+
+Modules: ``cfg`` (structure), ``liveness`` (static liveness/precision), ``tnum`` and ``bounds``
+(scalar tracking), ``state`` (registers, stack, frames, pruning equivalence), ``check`` (the walk),
+``context`` (what each program type's context allows), ``log`` (kernel-format messages).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from filters.bpf.isa import Insn
+from filters.bpf.verifier import cfg as cfg_mod
+from filters.bpf.verifier import liveness
+from filters.bpf.verifier.check import COMPLEXITY_LIMIT_INSNS, Walk, combined_stack_check
+from filters.bpf.verifier.context import ContextSpec, default_context
+from filters.bpf.verifier.log import Reject, insn_text
+
+PROG_TYPES = ("kprobe", "tracepoint", "socket_filter", "conformance")
+
+__all__ = ["verify", "VerifierResult", "ContextSpec", "PROG_TYPES"]
+
+
+@dataclass
+class VerifierResult:
+    ok: bool
+    log: str
+    error: str | None
+    insn_processed: int = 0
+    max_states_per_insn: int = 0
+    total_states: int = 0
+    peak_states: int = 0
+    stack_depth: list[int] = field(default_factory=list)
+
+
+def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | None = None,
+           maps: Sequence = (), privileged: bool = True, strict_loops: bool = False,
+           log_level: int = 1) -> VerifierResult:
+    """Verify ``insns`` (one ``Insn`` per 8-byte slot) for a program of ``prog_type``."""
+    if prog_type not in PROG_TYPES:
+        raise ValueError(f"unknown program type {prog_type!r} (one of {', '.join(PROG_TYPES)})")
+    insns = list(insns)
+    maps = list(maps)
+    ctx = ctx if ctx is not None else default_context(prog_type)
+    walk = None
+    error_lines: list[str] = []
+    try:
+        cfg = cfg_mod.build(insns, maps, privileged, strict_loops)
+        live, needed = liveness.analyse(cfg, prog_type)
+        walk = Walk(cfg, live, needed, prog_type, ctx, maps, privileged, log_level)
+        walk.run()
+        combined_stack_check(cfg, walk.stack_depth)
+    except Reject as e:
+        error_lines = e.lines
+    ok = not error_lines
+    lines: list[str] = []
+    if log_level and walk is not None and (not ok or log_level >= 2):
+        lines = [insn_line(insns, x) if isinstance(x, int) else x for x in walk.log]
+    lines += error_lines
+    processed = walk.insn_processed if walk else 0
+    summary = (f"processed {processed} insns (limit {COMPLEXITY_LIMIT_INSNS}) "
+               f"max_states_per_insn {walk.max_states_per_insn if walk else 0} "
+               f"total_states {walk.total_states if walk else 0} "
+               f"peak_states {walk.peak_states if walk else 0} mark_read 0")
+    log = "\n".join(lines + [summary]) + "\n" if log_level else ""
+    return VerifierResult(ok, log, error_lines[0] if error_lines else None, processed,
+                          walk.max_states_per_insn if walk else 0,
+                          walk.total_states if walk else 0, walk.peak_states if walk else 0,
+                          list(walk.stack_depth) if walk else [])
+
+
+def insn_line(insns: list[Insn], pc: int) -> str:
+    return f"{pc}: {insn_text(insns, pc)}"

@@ -1,0 +1,587 @@
+"""Scalar value tracking: a tnum plus signed/unsigned 64- and 32-bit ranges per register.
+
+The arithmetic follows kernel/bpf/verifier.c (``scalar_min_max_*``, ``reg_bounds_sync``,
+``is_branch_taken``, ``regs_refine_cond_op``): every operation keeps all five views sound, and
+``sync`` lets each view tighten the others.  Functions here only touch the scalar fields of a
+register object (``var``, ``smin``..``u32max``).
+"""
+from __future__ import annotations
+
+from filters.bpf import isa
+from filters.bpf.verifier import tnum
+
+U64 = tnum.U64
+U32 = tnum.U32
+S64_MIN, S64_MAX = -(1 << 63), (1 << 63) - 1
+S32_MIN, S32_MAX = -(1 << 31), (1 << 31) - 1
+_LIMITS = {64: (S64_MIN, S64_MAX, U64), 32: (S32_MIN, S32_MAX, U32)}
+
+
+def s64(v: int) -> int:
+    v &= U64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def s32(v: int) -> int:
+    v &= U32
+    return v - (1 << 32) if v >> 31 else v
+
+
+def mark_unknown(r) -> None:
+    r.var = tnum.UNKNOWN
+    r.smin, r.smax, r.umin, r.umax = S64_MIN, S64_MAX, 0, U64
+    r.s32min, r.s32max, r.u32min, r.u32max = S32_MIN, S32_MAX, 0, U32
+
+
+def mark_const(r, v: int) -> None:
+    v &= U64
+    r.var = (v, 0)
+    r.smin = r.smax = s64(v)
+    r.umin = r.umax = v
+    r.s32min = r.s32max = s32(v)
+    r.u32min = r.u32max = v & U32
+
+
+def mark_unsigned_max(r, umax: int) -> None:
+    """An unknown value in [0, umax] (e.g. a zero-extended load of a narrow field)."""
+    mark_unknown(r)
+    r.umax = umax
+    sync(r)
+
+
+def mark_signed_range(r, lo: int, hi: int) -> None:
+    mark_unknown(r)
+    r.smin, r.smax = lo, hi
+    sync(r)
+
+
+def is_const(r) -> bool:
+    return r.var[1] == 0
+
+
+def is_const32(r) -> bool:
+    return not (r.var[1] & U32)
+
+
+def valid(r) -> bool:
+    """False when the ranges are empty: the path that produced them cannot happen."""
+    return (r.smin <= r.smax and r.umin <= r.umax and r.s32min <= r.s32max and r.u32min <= r.u32max
+            and (r.var[0] & r.var[1]) == 0)
+
+
+def _update_bounds(r) -> None:
+    v, m = r.var
+    r.smin = max(r.smin, s64(v | (m & (1 << 63))))
+    r.smax = min(r.smax, s64(v | (m & S64_MAX)))
+    r.umin = max(r.umin, v)
+    r.umax = min(r.umax, v | m)
+    v32, m32 = v & U32, m & U32
+    r.s32min = max(r.s32min, s32(v32 | (m32 & 0x80000000)))
+    r.s32max = min(r.s32max, s32(v32 | (m32 & 0x7FFFFFFF)))
+    r.u32min = max(r.u32min, v32)
+    r.u32max = min(r.u32max, v32 | m32)
+
+
+def _deduce(r) -> None:
+    # 64-bit ranges whose upper halves agree bound the lower half.
+    if (r.umin >> 32) == (r.umax >> 32):
+        lo, hi = r.umin & U32, r.umax & U32
+        r.u32min, r.u32max = max(r.u32min, lo), min(r.u32max, hi)
+        if s32(lo) <= s32(hi):
+            r.s32min, r.s32max = max(r.s32min, s32(lo)), min(r.s32max, s32(hi))
+    if (r.smin >> 32) == (r.smax >> 32):
+        lo, hi = r.smin & U32, r.smax & U32
+        if lo <= hi:
+            r.u32min, r.u32max = max(r.u32min, lo), min(r.u32max, hi)
+        if s32(lo) <= s32(hi):
+            r.s32min, r.s32max = max(r.s32min, s32(lo)), min(r.s32max, s32(hi))
+    # signed <-> unsigned, when the range does not cross the sign boundary.
+    if s32(r.u32min) <= s32(r.u32max):
+        r.s32min, r.s32max = max(r.s32min, s32(r.u32min)), min(r.s32max, s32(r.u32max))
+    if (r.s32min & U32) <= (r.s32max & U32):
+        r.u32min, r.u32max = max(r.u32min, r.s32min & U32), min(r.u32max, r.s32max & U32)
+    if s64(r.umin) <= s64(r.umax):
+        r.smin, r.smax = max(r.smin, s64(r.umin)), min(r.smax, s64(r.umax))
+    if (r.smin & U64) <= (r.smax & U64):
+        r.umin, r.umax = max(r.umin, r.smin & U64), min(r.umax, r.smax & U64)
+    # the 32-bit ranges tighten the lower half of the 64-bit ones.
+    r.umin = max(r.umin, (r.umin & ~U32) | r.u32min)
+    r.umax = min(r.umax, (r.umax & ~U32) | r.u32max)
+    r.smin = max(r.smin, (r.smin & ~U32) | r.u32min)
+    r.smax = min(r.smax, (r.smax & ~U32) | r.u32max)
+    if S32_MIN <= r.smin and r.smax <= S32_MAX:
+        r.smin, r.smax = max(r.smin, r.s32min), min(r.smax, r.s32max)
+
+
+def _bound_offset(r) -> None:
+    if r.umin > r.umax or r.u32min > r.u32max:
+        return
+    var64 = tnum.intersect(r.var, tnum.trange(r.umin, r.umax))
+    var32 = tnum.intersect(tnum.subreg(r.var), tnum.trange(r.u32min, r.u32max))
+    r.var = tnum.or_(tnum.clear_subreg(var64), var32)
+
+
+def sync(r) -> None:
+    _update_bounds(r)
+    _deduce(r)
+    _deduce(r)
+    _bound_offset(r)
+    _update_bounds(r)
+
+
+# --- ALU -------------------------------------------------------------------------------------
+
+def _add(a, b, bits):
+    smin_l, smax_l, umax_l = _LIMITS[bits]
+    span = 1 << bits
+    smin, smax = a[0] + b[0], a[1] + b[1]
+    if smin < smin_l and smax < smin_l:
+        smin, smax = smin + span, smax + span
+    elif smin > smax_l and smax > smax_l:
+        smin, smax = smin - span, smax - span
+    elif smin < smin_l or smax > smax_l:
+        smin, smax = smin_l, smax_l
+    umin, umax = a[2] + b[2], a[3] + b[3]
+    if umin > umax_l:
+        umin, umax = umin - span, umax - span
+    elif umax > umax_l:
+        umin, umax = 0, umax_l
+    return smin, smax, umin, umax
+
+
+def _sub(a, b, bits):
+    smin_l, smax_l, umax_l = _LIMITS[bits]
+    span = 1 << bits
+    smin, smax = a[0] - b[1], a[1] - b[0]
+    if smin < smin_l and smax < smin_l:
+        smin, smax = smin + span, smax + span
+    elif smin > smax_l and smax > smax_l:
+        smin, smax = smin - span, smax - span
+    elif smin < smin_l or smax > smax_l:
+        smin, smax = smin_l, smax_l
+    umin, umax = a[2] - b[3], a[3] - b[2]
+    if umax < 0:
+        umin, umax = umin + span, umax + span
+    elif umin < 0:
+        umin, umax = 0, umax_l
+    return smin, smax, umin, umax
+
+
+def _mul(a, b, bits):
+    smin_l, smax_l, umax_l = _LIMITS[bits]
+    umin, umax = a[2] * b[2], a[3] * b[3]
+    if umax > umax_l:
+        umin, umax = 0, umax_l
+    corners = (a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1])
+    smin, smax = min(corners), max(corners)
+    if smin < smin_l or smax > smax_l:
+        smin, smax = smin_l, smax_l
+    return smin, smax, umin, umax
+
+
+def _bitwise(op, a, b, var, bits):
+    smin_l, smax_l, umax_l = _LIMITS[bits]
+    vmax = var[0] | var[1]
+    if op == isa.AND:
+        umin, umax = var[0], min(a[3], b[3], vmax)
+    elif op == isa.OR:
+        umin, umax = max(a[2], b[2], var[0]), vmax
+    else:
+        umin, umax = var[0], vmax
+    if a[0] >= 0 and b[0] >= 0 and umax <= smax_l:
+        return umin, umax, umin, umax
+    return smin_l, smax_l, umin, umax
+
+
+def _shift(op, a, k, bits):
+    smin_l, smax_l, umax_l = _LIMITS[bits]
+    if op == isa.LSH:
+        if a[3] > (umax_l >> k):
+            return smin_l, smax_l, 0, umax_l
+        return smin_l, smax_l, a[2] << k, a[3] << k
+    if op == isa.RSH:
+        return smin_l, smax_l, a[2] >> k, a[3] >> k
+    return a[0] >> k, a[1] >> k, 0, umax_l          # ARSH
+
+
+def _bounds64(r):
+    return (r.smin, r.smax, r.umin, r.umax)
+
+
+def _bounds32(r):
+    return (r.s32min, r.s32max, r.u32min, r.u32max)
+
+
+def _set64(r, t) -> None:
+    r.smin, r.smax, r.umin, r.umax = t
+
+
+def _set32(r, t) -> None:
+    r.s32min, r.s32max, r.u32min, r.u32max = t
+
+
+def _tnum_op(op, a, b, k, bits):
+    if op == isa.ADD:
+        return tnum.add(a, b)
+    if op == isa.SUB:
+        return tnum.sub(a, b)
+    if op == isa.MUL:
+        return tnum.mul(a, b)
+    if op == isa.AND:
+        return tnum.and_(a, b)
+    if op == isa.OR:
+        return tnum.or_(a, b)
+    if op == isa.XOR:
+        return tnum.xor(a, b)
+    if op == isa.LSH:
+        return tnum.lshift(a, k)
+    if op == isa.RSH:
+        return tnum.rshift(a, k)
+    return tnum.arshift(a, k, bits)
+
+
+_ARITH = (isa.ADD, isa.SUB, isa.MUL)
+_BITWISE = (isa.AND, isa.OR, isa.XOR)
+_SHIFTS = (isa.LSH, isa.RSH, isa.ARSH)
+
+
+def _const_result(op: int, a: int, b: int, bits: int, signed: bool) -> int | None:
+    """Exact result of ``a op b`` on constants for the ops tracked only when both are known."""
+    mask = (1 << bits) - 1
+    a &= mask
+    b &= mask
+    conv = s64 if bits == 64 else s32
+    if op == isa.DIV:
+        if b == 0:
+            return 0
+        if signed:
+            x, y = conv(a), conv(b)
+            q = abs(x) // abs(y)
+            return (-q if (x < 0) != (y < 0) else q) & mask
+        return a // b
+    if op == isa.MOD:
+        if b == 0:
+            return a
+        if signed:
+            x, y = conv(a), conv(b)
+            rem = abs(x) % abs(y)
+            return (-rem if x < 0 else rem) & mask
+        return a % b
+    return None
+
+
+def alu(dst, src, op: int, is64: bool, signed_divmod: bool = False) -> None:
+    """``dst = dst op src`` on two scalars (src may be a constant register built from an imm)."""
+    bits = 64 if is64 else 32
+    if op in _SHIFTS:
+        if not is_const(src) or src.umin >= bits:
+            # a shift by an unknown or too large amount: only the width survives.
+            mark_unknown(dst)
+            if not is64:
+                zext(dst)
+            return
+        k = src.umin
+    else:
+        k = 0
+    if op in (isa.DIV, isa.MOD):
+        _divmod(dst, src, op, bits, signed_divmod)
+        return
+    if is64:
+        var = _tnum_op(op, dst.var, src.var, k, 64)
+        a64, b64 = _bounds64(dst), _bounds64(src)
+        a32, b32 = _bounds32(dst), _bounds32(src)
+        if op in _ARITH:
+            n64 = (_add if op == isa.ADD else _sub if op == isa.SUB else _mul)(a64, b64, 64)
+            n32 = (_add if op == isa.ADD else _sub if op == isa.SUB else _mul)(a32, b32, 32)
+        elif op in _BITWISE:
+            n64 = _bitwise(op, a64, b64, var, 64)
+            n32 = _bitwise(op, a32, b32, tnum.subreg(var), 32)
+        else:
+            n64 = _shift(op, a64, k, 64)
+            n32 = (S32_MIN, S32_MAX, 0, U32)
+        dst.var = var
+        _set64(dst, n64)
+        _set32(dst, n32)
+    else:
+        var32 = tnum.subreg(_tnum_op(op, tnum.subreg(dst.var), tnum.subreg(src.var), k, 32))
+        a32, b32 = _bounds32(dst), _bounds32(src)
+        if op in _ARITH:
+            n32 = (_add if op == isa.ADD else _sub if op == isa.SUB else _mul)(a32, b32, 32)
+        elif op in _BITWISE:
+            n32 = _bitwise(op, a32, b32, var32, 32)
+        else:
+            n32 = _shift(op, a32, k, 32)
+        dst.var = var32
+        _set32(dst, n32)
+        dst.smin, dst.smax, dst.umin, dst.umax = 0, U32, 0, U32
+    sync(dst)
+
+
+def _divmod(dst, src, op, bits, signed) -> None:
+    if is_const(dst) and is_const(src):
+        mark_const(dst, _const_result(op, dst.var[0], src.var[0], bits, signed))
+        return
+    d = _bounds64(dst) if bits == 64 else _bounds32(dst)
+    s = _bounds64(src) if bits == 64 else _bounds32(src)
+    mark_unknown(dst)
+    if not signed and s[2] > 0:
+        # unsigned division by a divisor known non-zero
+        if op == isa.DIV:
+            lo, hi = d[2] // s[3], d[3] // s[2]
+        else:
+            lo, hi = 0, min(d[3], s[3] - 1)
+        if bits == 64:
+            dst.umin, dst.umax = lo, hi
+        else:
+            dst.u32min, dst.u32max = lo, hi
+    elif not signed and op == isa.DIV:
+        hi = d[3]           # x / 0 == 0, x / y <= x
+        if bits == 64:
+            dst.umax = hi
+        else:
+            dst.u32max = hi
+    elif not signed and op == isa.MOD:
+        hi = d[3]           # x % 0 == x, x % y <= x
+        if bits == 64:
+            dst.umax = hi
+        else:
+            dst.u32max = hi
+    if bits == 32:
+        zext(dst)
+    sync(dst)
+
+
+def zext(r) -> None:
+    """Zero-extend the 32-bit subregister into the whole register."""
+    r.var = tnum.subreg(r.var)
+    r.smin, r.smax, r.umin, r.umax = 0, U32, 0, U32
+    if r.u32min <= r.u32max:
+        r.smin, r.umin = r.u32min, r.u32min
+        r.smax, r.umax = r.u32max, r.u32max
+    sync(r)
+
+
+def neg(r, is64: bool) -> None:
+    if is_const(r):
+        mark_const(r, (-r.var[0]) & (U64 if is64 else U32))
+        return
+    var = tnum.neg(r.var if is64 else tnum.subreg(r.var))
+    mark_unknown(r)
+    r.var = var if is64 else tnum.subreg(var)
+    if not is64:
+        zext(r)
+    sync(r)
+
+
+def byteswap(r, imm: int, to_be: bool, is64: bool) -> None:
+    """END/BSWAP: to-LE on a little-endian machine truncates; a real swap keeps only the width."""
+    mask = (1 << imm) - 1
+    if is_const(r):
+        v = r.var[0] & mask
+        if to_be or is64:
+            v = int.from_bytes(v.to_bytes(imm // 8, "little"), "big")
+        mark_const(r, v)
+        return
+    if not to_be and not is64:
+        r.var = tnum.cast(r.var, imm // 8)
+        r.smin, r.smax, r.umin, r.umax = S64_MIN, S64_MAX, 0, U64
+        r.s32min, r.s32max, r.u32min, r.u32max = S32_MIN, S32_MAX, 0, U32
+        sync(r)
+        return
+    mark_unsigned_max(r, mask)
+
+
+def movsx(dst, src, bits: int, is64: bool) -> None:
+    """``dst = (s8/s16/s32) src`` sign-extended to 64 (or 32) bits."""
+    half = 1 << (bits - 1)
+    if is_const(src):
+        v = src.var[0] & ((1 << bits) - 1)
+        if v & half:
+            v -= 1 << bits
+        mark_const(dst, v & (U64 if is64 else U32))
+        return
+    if src.umax < half:
+        copy_scalar(dst, src)
+        if is64:
+            return
+        zext(dst)
+        return
+    mark_signed_range(dst, -half, half - 1)
+    if not is64:
+        lo32, hi32 = dst.s32min, dst.s32max
+        mark_unknown(dst)
+        dst.s32min, dst.s32max = lo32, hi32
+        zext(dst)
+
+
+def copy_scalar(dst, src) -> None:
+    dst.var = src.var
+    dst.smin, dst.smax, dst.umin, dst.umax = src.smin, src.smax, src.umin, src.umax
+    dst.s32min, dst.s32max, dst.u32min, dst.u32max = src.s32min, src.s32max, src.u32min, src.u32max
+
+
+# --- conditional jumps --------------------------------------------------------------------------
+
+NEGATE = {isa.JEQ: isa.JNE, isa.JNE: isa.JEQ, isa.JGT: isa.JLE, isa.JLE: isa.JGT,
+          isa.JGE: isa.JLT, isa.JLT: isa.JGE, isa.JSGT: isa.JSLE, isa.JSLE: isa.JSGT,
+          isa.JSGE: isa.JSLT, isa.JSLT: isa.JSGE}
+JSET_FALSE = 0x1000   # pseudo op: "(a & b) == 0", the fall-through of JSET
+NEGATE[isa.JSET] = JSET_FALSE
+NEGATE[JSET_FALSE] = isa.JSET
+SWAP = {isa.JEQ: isa.JEQ, isa.JNE: isa.JNE, isa.JGT: isa.JLT, isa.JLT: isa.JGT, isa.JGE: isa.JLE,
+        isa.JLE: isa.JGE, isa.JSGT: isa.JSLT, isa.JSLT: isa.JSGT, isa.JSGE: isa.JSLE,
+        isa.JSLE: isa.JSGE, isa.JSET: isa.JSET, JSET_FALSE: JSET_FALSE}
+
+
+def _view(r, is32: bool):
+    if is32:
+        return r.s32min, r.s32max, r.u32min, r.u32max, tnum.subreg(r.var)
+    return r.smin, r.smax, r.umin, r.umax, r.var
+
+
+def branch_taken(a, b, op: int, is32: bool) -> int:
+    """1 when ``a op b`` always holds, 0 when it never does, -1 when both can happen."""
+    smin1, smax1, umin1, umax1, t1 = _view(a, is32)
+    smin2, smax2, umin2, umax2, t2 = _view(b, is32)
+    if op == isa.JEQ or op == isa.JNE:
+        if t1[1] == 0 and t2[1] == 0:
+            res = int(t1[0] == t2[0])
+        elif (umin1 > umax2 or umax1 < umin2 or smin1 > smax2 or smax1 < smin2
+              or ((t1[0] ^ t2[0]) & ~(t1[1] | t2[1]))):
+            res = 0
+        else:
+            return -1
+        return res if op == isa.JEQ else 1 - res
+    if op == isa.JSET or op == JSET_FALSE:
+        if t1[0] & t2[0]:          # a bit known to be 1 on both sides
+            res = 1
+        elif not ((t1[0] | t1[1]) & (t2[0] | t2[1])):
+            res = 0
+        else:
+            return -1
+        return res if op == isa.JSET else 1 - res
+    if op == isa.JGT:
+        return 1 if umin1 > umax2 else 0 if umax1 <= umin2 else -1
+    if op == isa.JGE:
+        return 1 if umin1 >= umax2 else 0 if umax1 < umin2 else -1
+    if op == isa.JLT:
+        return 1 if umax1 < umin2 else 0 if umin1 >= umax2 else -1
+    if op == isa.JLE:
+        return 1 if umax1 <= umin2 else 0 if umin1 > umax2 else -1
+    if op == isa.JSGT:
+        return 1 if smin1 > smax2 else 0 if smax1 <= smin2 else -1
+    if op == isa.JSGE:
+        return 1 if smin1 >= smax2 else 0 if smax1 < smin2 else -1
+    if op == isa.JSLT:
+        return 1 if smax1 < smin2 else 0 if smin1 >= smax2 else -1
+    if op == isa.JSLE:
+        return 1 if smax1 <= smin2 else 0 if smin1 > smax2 else -1
+    return -1
+
+
+def refine(a, b, op: int, is32: bool) -> bool:
+    """Narrow ``a`` and ``b`` (scalars) assuming ``a op b`` holds.  False when impossible."""
+    if is32:
+        _refine32(a, b, op)
+    else:
+        _refine64(a, b, op)
+    for r in (a, b):
+        if not valid(r):
+            return False
+        sync(r)
+        if not valid(r):
+            return False
+    return True
+
+
+def _refine64(a, b, op):
+    if op == isa.JEQ:
+        a.umin = b.umin = max(a.umin, b.umin)
+        a.umax = b.umax = min(a.umax, b.umax)
+        a.smin = b.smin = max(a.smin, b.smin)
+        a.smax = b.smax = min(a.smax, b.smax)
+        if (a.var[0] ^ b.var[0]) & ~(a.var[1] | b.var[1]) & U64:
+            a.umin, a.umax = 1, 0        # contradictory known bits
+            return
+        a.var = b.var = tnum.intersect(a.var, b.var)
+    elif op == isa.JNE:
+        for x, y in ((a, b), (b, a)):
+            if is_const(y):
+                c = y.var[0]
+                if x.umin == c:
+                    x.umin += 1
+                if x.umax == c:
+                    x.umax -= 1
+                if x.smin == s64(c):
+                    x.smin += 1
+                if x.smax == s64(c):
+                    x.smax -= 1
+    elif op == isa.JSET or op == JSET_FALSE:
+        x, y = (a, b) if is_const(b) else (b, a)
+        if not is_const(y):
+            return
+        val = y.var[0]
+        if op == JSET_FALSE:
+            x.var = tnum.and_(x.var, (~val & U64, 0))
+        elif val and not (val & (val - 1)):
+            x.var = tnum.or_(x.var, (val, 0))
+    elif op in (isa.JLE, isa.JLT, isa.JGE, isa.JGT):
+        if op in (isa.JGE, isa.JGT):
+            a, b, op = b, a, SWAP[op]
+        d = 1 if op == isa.JLT else 0
+        a.umax = min(a.umax, b.umax - d)
+        b.umin = max(b.umin, a.umin + d)
+    else:
+        if op in (isa.JSGE, isa.JSGT):
+            a, b, op = b, a, SWAP[op]
+        d = 1 if op == isa.JSLT else 0
+        a.smax = min(a.smax, b.smax - d)
+        b.smin = max(b.smin, a.smin + d)
+
+
+def _refine32(a, b, op):
+    if op == isa.JEQ:
+        a.u32min = b.u32min = max(a.u32min, b.u32min)
+        a.u32max = b.u32max = min(a.u32max, b.u32max)
+        a.s32min = b.s32min = max(a.s32min, b.s32min)
+        a.s32max = b.s32max = min(a.s32max, b.s32max)
+        sa, sb = tnum.subreg(a.var), tnum.subreg(b.var)
+        if (sa[0] ^ sb[0]) & ~(sa[1] | sb[1]) & U32:
+            a.u32min, a.u32max = 1, 0
+            return
+        t = tnum.intersect(sa, sb)
+        a.var = tnum.with_subreg(a.var, t)
+        b.var = tnum.with_subreg(b.var, t)
+    elif op == isa.JNE:
+        for x, y in ((a, b), (b, a)):
+            if is_const32(y):
+                c = y.var[0] & U32
+                if x.u32min == c:
+                    x.u32min += 1
+                if x.u32max == c:
+                    x.u32max -= 1
+                if x.s32min == s32(c):
+                    x.s32min += 1
+                if x.s32max == s32(c):
+                    x.s32max -= 1
+    elif op == isa.JSET or op == JSET_FALSE:
+        x, y = (a, b) if is_const32(b) else (b, a)
+        if not is_const32(y):
+            return
+        val = y.var[0] & U32
+        if op == JSET_FALSE:
+            x.var = tnum.and_(x.var, ((~val & U64), 0))
+        elif val and not (val & (val - 1)):
+            x.var = tnum.or_(x.var, (val, 0))
+    elif op in (isa.JLE, isa.JLT, isa.JGE, isa.JGT):
+        if op in (isa.JGE, isa.JGT):
+            a, b, op = b, a, SWAP[op]
+        d = 1 if op == isa.JLT else 0
+        a.u32max = min(a.u32max, b.u32max - d)
+        b.u32min = max(b.u32min, a.u32min + d)
+    else:
+        if op in (isa.JSGE, isa.JSGT):
+            a, b, op = b, a, SWAP[op]
+        d = 1 if op == isa.JSLT else 0
+        a.s32max = min(a.s32max, b.s32max - d)
+        b.s32min = max(b.s32min, a.s32min + d)

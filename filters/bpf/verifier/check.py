@@ -1,0 +1,993 @@
+"""The main walk (do_check): abstract interpretation of every path, instruction by instruction.
+
+One ``Walk`` verifies one program.  Paths are explored depth first; at prune points the current
+state is compared with states already proven safe there (``state.states_equal``) and the path stops
+when one covers it.  Loops are explored iteration by iteration until the state repeats exactly
+(``infinite loop detected``) or the complexity limit is hit.
+"""
+from __future__ import annotations
+
+from filters.bpf import helper_protos as hp
+from filters.bpf import isa
+from filters.bpf.isa import Insn
+from filters.bpf.verifier import bounds, tnum
+from filters.bpf.verifier import state as st
+from filters.bpf.verifier.cfg import Cfg, is_pseudo_call
+from filters.bpf.verifier.context import SCALAR as CTX_SCALAR, ContextSpec
+from filters.bpf.verifier.log import Reject, annotate, fmt_frame, fmt_state, insn_text
+from filters.bpf.verifier.bounds import S64_MIN, U32, U64
+
+COMPLEXITY_LIMIT_INSNS = 1_000_000
+COMPLEXITY_LIMIT_JMP_SEQ = 8192
+MAX_CALL_FRAMES = 8
+MAX_VAR_OFF = 1 << 29
+MAX_VAR_SIZ = 1 << 29
+
+ALU_STRING = {isa.ADD: "+=", isa.SUB: "-=", isa.MUL: "*=", isa.DIV: "/=", isa.OR: "|=",
+              isa.AND: "&=", isa.LSH: "<<=", isa.RSH: ">>=", isa.NEG: "neg", isa.MOD: "%=",
+              isa.XOR: "^=", isa.MOV: "=", isa.ARSH: "s>>=", isa.END: "endian"}
+MAP_KEY_TYPES = (st.PTR_TO_STACK, st.PTR_TO_PACKET, st.PTR_TO_MAP_VALUE)
+MAP_KEY_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value"
+MEM_TYPES = (st.PTR_TO_STACK, st.PTR_TO_PACKET, st.PTR_TO_MAP_VALUE, st.PTR_TO_MEM)
+MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
+
+
+class Walk:
+    def __init__(self, cfg: Cfg, live: list[int], needed: list[int], prog_type: str,
+                 ctx: ContextSpec, maps: list, privileged: bool, log_level: int) -> None:
+        self.cfg = cfg
+        self.insns: list[Insn] = cfg.insns
+        self.live = live
+        self.needed = needed
+        self.prog_type = prog_type
+        self.ctx = ctx
+        self.maps = maps
+        self.priv = privileged
+        self.log_level = log_level
+        self.log: list = []              # str lines, or int pcs to print as instruction lines
+        self.id_gen = 0
+        self.explored: dict[int, list[st.VState]] = {}
+        self.stack: list = []
+        self.insn_processed = 0
+        self.jmps_processed = 0
+        self.prev_jmps = 0
+        self.prev_insns = 0
+        self.total_states = 0
+        self.cur_states = 0
+        self.peak_states = 0
+        self.max_states_per_insn = 0
+        self.stack_depth = [0] * len(cfg.subprog_starts)
+        self.scratched: set[int] = set()
+        self.scratched_slots: set[int] = set()
+        self.state: st.VState
+        self.pc = 0
+
+    # --- driver ------------------------------------------------------------------------------
+    def new_id(self) -> int:
+        self.id_gen += 1
+        return self.id_gen
+
+    def initial_state(self) -> st.VState:
+        f = st.Frame(0, -1, 0)
+        if self.ctx.is_memory:
+            f.regs[1] = st.pointer(st.PTR_TO_MEM, mem_size=self.ctx.size)
+            f.regs[2] = st.scalar_const(self.ctx.size)
+        else:
+            f.regs[1] = st.pointer(st.PTR_TO_CTX)
+        return st.VState([f])
+
+    def run(self) -> None:
+        if self.log_level >= 2:
+            for k, s in enumerate(self.cfg.subprog_starts):
+                self.log.append(f"func#{k} @{s}")
+        self.state = self.initial_state()
+        self.state.branches = 1
+        self.pc = 0
+        self.scratched = {1, 2, 10} if self.ctx.is_memory else {1, 10}
+        print_state = False
+        while True:
+            self.insn_processed += 1
+            if self.insn_processed > COMPLEXITY_LIMIT_INSNS:
+                raise Reject(f"BPF program is too large. Processed {self.insn_processed} insn")
+            pc = self.pc
+            if pc in self.cfg.prune_points and self.is_state_visited(pc):
+                if self.log_level:
+                    self.log.append(f"{pc}: safe")
+                if not self.pop():
+                    return
+                print_state = True
+                continue
+            if self.log_level:
+                if print_state and self.log_level >= 2:
+                    self.log.append(f"from {self.prev_pc} to {pc}:" + fmt_state(self.state,
+                                                                                 self.maps))
+                elif self.scratched and self.log_level >= 2:
+                    self.log.append(f"{pc}:" + self._scratched_text())
+                print_state = False
+                self.scratched = set()
+                self.scratched_slots = set()
+                self.log.append(pc)
+            self.prev_pc = pc
+            ended = self.step(pc)
+            if self.log_level >= 2 and (self.scratched or self.scratched_slots) and not ended:
+                line = f"{pc}: " + insn_text(self.insns, pc)
+                self.log[-1] = annotate(line, self._scratched_text())
+                self.scratched = set()
+                self.scratched_slots = set()
+            if ended:
+                if not self.pop():
+                    return
+                print_state = True
+
+    def _scratched_text(self) -> str:
+        f = self.state.cur
+        slots = self.scratched_slots if self.log_level >= 2 else set()
+        return fmt_frame(f, self.maps, self.scratched, slots)
+
+    def pop(self) -> bool:
+        """The current path is done: release its branch counts and resume a pushed one."""
+        s = self.state.parent
+        while s is not None:
+            s.branches -= 1
+            if s.branches:
+                break
+            s = s.parent
+        if not self.stack:
+            return False
+        state, pc, prev, log_pos = self.stack.pop()
+        if self.log_level == 1:
+            del self.log[log_pos:]
+        self.state, self.pc, self.prev_pc = state, pc, prev
+        return True
+
+    def push(self, pc: int, prev: int, state: st.VState) -> None:
+        if state.parent is not None:
+            state.parent.branches += 1
+        self.stack.append((state, pc, prev, len(self.log)))
+        if len(self.stack) > COMPLEXITY_LIMIT_JMP_SEQ:
+            raise Reject(f"The sequence of {len(self.stack)} jumps is too complex.")
+
+    # --- pruning --------------------------------------------------------------------------------
+    def _masks(self, cur: st.VState, pc: int):
+        frames = cur.frames
+        last = len(frames) - 1
+
+        def live_of(depth: int) -> int:
+            if depth == last:
+                return self.live[pc]
+            return self.live[frames[depth + 1].callsite + 1] & 0x3C0
+
+        def needed_of(depth: int) -> int:
+            if depth == last:
+                return self.needed[pc]
+            return self.needed[frames[depth + 1].callsite + 1] & 0x3C0
+        return live_of, needed_of
+
+    def is_state_visited(self, pc: int) -> bool:
+        cur = self.state
+        sls = self.explored.setdefault(pc, [])
+        force = pc in self.cfg.loop_headers
+        add = force or (self.jmps_processed - self.prev_jmps >= 2
+                        and self.insn_processed - self.prev_insns >= 8)
+        live_of, needed_of = self._masks(cur, pc)
+        keep = []
+        pruned = False
+        for sl in sls:
+            if pruned:
+                keep.append(sl)
+                continue
+            if sl.branches:
+                if (len(sl.frames) == len(cur.frames)
+                        and all(a.callsite == b.callsite for a, b in zip(sl.frames, cur.frames))
+                        and st.states_equal(sl, cur, live_of, needed_of, True, self.priv)):
+                    raise Reject(f"infinite loop detected at insn {pc}",
+                                 "cur state:" + fmt_state(cur, self.maps),
+                                 "old state:" + fmt_state(sl, self.maps))
+                if not force and (self.jmps_processed - self.prev_jmps < 20
+                                  and self.insn_processed - self.prev_insns < 100):
+                    add = False
+                keep.append(sl)
+                continue
+            if st.states_equal(sl, cur, live_of, needed_of, False, self.priv):
+                sl.hits += 1
+                pruned = True
+                keep.append(sl)
+                continue
+            sl.misses += 1
+            if sl.misses > sl.hits * 3 + 3 and len(sls) > 4:
+                self.cur_states -= 1     # rarely useful: forget it (kernel's miss heuristic)
+                continue
+            keep.append(sl)
+        self.explored[pc] = keep
+        if pruned:
+            return True
+        if not add:
+            return False
+        new = cur.copy()
+        new.branches = 1
+        new.insn = pc
+        new.parent = cur.parent
+        cur.parent = new
+        keep.append(new)
+        self.total_states += 1
+        self.cur_states += 1
+        self.peak_states = max(self.peak_states, self.cur_states)
+        self.max_states_per_insn = max(self.max_states_per_insn, len(keep))
+        self.prev_jmps = self.jmps_processed
+        self.prev_insns = self.insn_processed
+        return False
+
+    # --- registers --------------------------------------------------------------------------
+    def read_reg(self, regno: int) -> st.Reg:
+        if regno > 10:
+            raise Reject(f"R{regno} is invalid")
+        r = self.state.cur.regs[regno]
+        self.scratched.add(regno)
+        if r.type == st.NOT_INIT:
+            raise Reject(f"R{regno} !read_ok")
+        return r
+
+    def check_write(self, regno: int) -> None:
+        if regno > 10:
+            raise Reject(f"R{regno} is invalid")
+        if regno == 10:
+            raise Reject("frame pointer is read only")
+        self.scratched.add(regno)
+
+    def set_reg(self, regno: int, r: st.Reg) -> None:
+        self.state.cur.regs[regno] = r
+
+    def is_pointer_value(self, r: st.Reg) -> bool:
+        """A pointer whose value must not leak: only unprivileged loaders care."""
+        return not self.priv and r.type > st.SCALAR
+
+    # --- one instruction -------------------------------------------------------------------------
+    def step(self, pc: int) -> bool:
+        """Execute insn ``pc`` on the current state; True when the path ended."""
+        insn = self.insns[pc]
+        cls = insn.opcode & 7
+        if cls in (isa.ALU, isa.ALU64):
+            self.do_alu(insn)
+            self.pc = pc + 1
+        elif cls == isa.LDX:
+            self.do_load(insn)
+            self.pc = pc + 1
+        elif cls == isa.STX:
+            if insn.opcode & 0xE0 == isa.ATOMIC:
+                self.do_atomic(insn)
+            else:
+                self.do_store(insn, insn.src)
+            self.pc = pc + 1
+        elif cls == isa.ST:
+            self.do_store(insn, None)
+            self.pc = pc + 1
+        elif cls == isa.LD:
+            if insn.opcode == isa.LD_IMM64:
+                self.do_ld_imm64(insn, self.insns[pc + 1])
+                self.pc = pc + 2
+            else:
+                self.do_ld_abs(insn)
+                self.pc = pc + 1
+        else:
+            self.jmps_processed += 1
+            code = insn.opcode & 0xF0
+            if code == isa.EXIT:
+                return self.do_exit(pc)
+            if code == isa.CALL:
+                if is_pseudo_call(insn):
+                    self.do_subprog_call(pc, insn)
+                else:
+                    self.do_helper_call(pc, insn)
+                    self.pc = pc + 1
+            elif code == isa.JA:
+                self.pc = isa.jump_target(pc, insn)
+            else:
+                return self.do_cond_jmp(pc, insn)
+        return False
+
+    # --- ALU ---------------------------------------------------------------------------------------
+    def do_alu(self, insn: Insn) -> None:
+        is64 = insn.opcode & 7 == isa.ALU64
+        code = insn.opcode & 0xF0
+        x = insn.opcode & isa.X
+        regs = self.state.cur.regs
+        d = insn.dst
+        if code in (isa.NEG, isa.END):
+            dst = self.read_reg(d)
+            self.check_write(d)
+            if dst.type != st.SCALAR:
+                if self.is_pointer_value(dst):
+                    raise Reject(f"R{d} pointer arithmetic prohibited")
+                dst = st.scalar_unknown()
+            else:
+                dst = dst.copy()
+            dst.id = 0
+            if code == isa.NEG:
+                bounds.neg(dst, is64)
+            else:
+                bounds.byteswap(dst, insn.imm, bool(x), is64)
+            regs[d] = dst
+            return
+        if code == isa.MOV:
+            if x:
+                src = self.read_reg(insn.src)
+                self.check_write(d)
+                if insn.off == 0 and is64:
+                    if src.type == st.SCALAR and not src.id and src.var[1]:
+                        src.id = self.new_id()
+                    regs[d] = src.copy()
+                    return
+                if src.type != st.SCALAR:
+                    if self.is_pointer_value(src):
+                        raise Reject(f"R{insn.src} sign-extension part of pointer" if insn.off
+                                     else f"R{insn.src} partial copy of pointer")
+                    r = st.scalar_unknown()
+                    if not is64:
+                        bounds.zext(r)
+                    regs[d] = r
+                    return
+                r = st.scalar_unknown()
+                if insn.off:
+                    bounds.movsx(r, src, insn.off, is64)
+                else:
+                    bounds.copy_scalar(r, src)
+                    bounds.zext(r)
+                regs[d] = r
+                return
+            self.check_write(d)
+            regs[d] = st.scalar_const(insn.imm if is64 else insn.imm & U32)
+            return
+        dst = self.read_reg(d)
+        if x:
+            src = self.read_reg(insn.src)
+        else:
+            src = st.scalar_const(insn.imm)
+        self.check_write(d)
+        if dst.type != st.SCALAR or src.type != st.SCALAR:
+            regs[d] = self.pointer_alu(insn, dst, src, code, is64)
+            return
+        dst = dst.copy()
+        dst.id = 0
+        bounds.alu(dst, src, code, is64, signed_divmod=insn.off == 1)
+        regs[d] = dst
+
+    def pointer_alu(self, insn: Insn, dst: st.Reg, src: st.Reg, code: int, is64: bool) -> st.Reg:
+        d = insn.dst
+        if dst.type != st.SCALAR and src.type != st.SCALAR:
+            if code == isa.SUB and self.priv:
+                return st.scalar_unknown()
+            raise Reject(f"R{d} pointer {ALU_STRING[code]} pointer prohibited")
+        if not is64:
+            if code == isa.SUB and self.priv:
+                return st.scalar_unknown()
+            raise Reject(f"R{d} 32-bit pointer arithmetic prohibited")
+        if dst.type == st.SCALAR:
+            if code == isa.SUB:
+                raise Reject(f"R{d} tried to subtract pointer from scalar")
+            ptr, off = src, dst
+        else:
+            ptr, off = dst, src
+        tname = st.type_str(ptr.type)
+        if ptr.type & st.MAYBE_NULL:
+            raise Reject(f"R{d} pointer arithmetic on {tname} prohibited, null-check it first")
+        base = ptr.type & st.BASE
+        if base in (st.CONST_PTR_TO_MAP, st.PTR_TO_PACKET_END, st.PTR_TO_SOCK_COMMON):
+            raise Reject(f"R{d} pointer arithmetic on {tname} prohibited")
+        if code in (isa.AND, isa.OR, isa.XOR):
+            raise Reject(f"R{d} bitwise operator {ALU_STRING[code]} on pointer prohibited")
+        if code not in (isa.ADD, isa.SUB):
+            raise Reject(f"R{d} pointer arithmetic with {ALU_STRING[code]} operator prohibited")
+        if code == isa.SUB and base == st.PTR_TO_STACK and not off.is_const():
+            raise Reject(f"R{d} subtraction from stack pointer prohibited")
+        known = off.var[1] == 0
+        val = bounds.s64(off.var[0])
+        if known and not -MAX_VAR_OFF < val < MAX_VAR_OFF:
+            raise Reject(f"math between {tname} pointer and {val} is not allowed")
+        if off.smin == S64_MIN:
+            raise Reject(f"math between {tname} pointer and register with unbounded min value "
+                         f"is not allowed")
+        if not -MAX_VAR_OFF < off.smin < MAX_VAR_OFF:
+            raise Reject(f"value {off.smin} makes {tname} pointer be out of bounds")
+        res = ptr.copy()
+        if known:
+            res.off = ptr.off + val if code == isa.ADD else ptr.off - val
+            if not -MAX_VAR_OFF < res.off < MAX_VAR_OFF:
+                raise Reject(f"{tname} pointer offset {res.off} is not allowed")
+        else:
+            tmp = ptr.copy()
+            bounds.alu(tmp, off, code, True)
+            res.var = tmp.var
+            bounds.copy_scalar(res, tmp)
+        if not self.priv:
+            self.unpriv_ptr_checks(d, res)
+        return res
+
+    def unpriv_ptr_checks(self, d: int, r: st.Reg) -> None:
+        base = r.type & st.BASE
+        if base == st.PTR_TO_STACK:
+            if r.var[1]:
+                raise Reject(f"R{d} variable stack access prohibited for !root, "
+                             f"var_off={tnum.tstr(r.var)} off={r.off}")
+            if not -st.STACK_SIZE <= r.off + bounds.s64(r.var[0]) < 0:
+                raise Reject(f"R{d} stack pointer arithmetic goes out of range, prohibited for "
+                             f"!root; off={r.off}")
+        elif base == st.PTR_TO_MAP_VALUE:
+            vs = self.maps[r.map].value_size
+            if r.smin + r.off < 0 or r.umax + r.off > vs:
+                raise Reject(f"R{d} pointer arithmetic of map value goes out of range, "
+                             f"prohibited for !root")
+
+    # --- memory ------------------------------------------------------------------------------------
+    def do_load(self, insn: Insn) -> None:
+        base = self.read_reg(insn.src)
+        self.check_write(insn.dst)
+        size = isa.SIZE_BYTES[insn.opcode & 0x18]
+        sx = insn.opcode & 0xE0 == isa.MEMSX
+        val = self.mem_access(insn.src, base, insn.off, size, write=False, value=None, sx=sx)
+        self.set_reg(insn.dst, val)
+
+    def do_store(self, insn: Insn, value_regno: int | None) -> None:
+        size = isa.SIZE_BYTES[insn.opcode & 0x18]
+        if value_regno is not None:
+            value = self.read_reg(value_regno)
+        else:
+            value = st.scalar_const(insn.imm)
+        base = self.read_reg(insn.dst)
+        if value_regno is None and base.type & st.BASE == st.PTR_TO_CTX:
+            raise Reject(f"BPF_ST stores into R{insn.dst} {st.type_str(base.type)} is not allowed")
+        self.mem_access(insn.dst, base, insn.off, size, write=True, value=value,
+                        value_regno=value_regno)
+
+    def do_atomic(self, insn: Insn) -> None:
+        size = isa.SIZE_BYTES[insn.opcode & 0x18]
+        if size not in (4, 8):
+            raise Reject("invalid atomic operand size")
+        src = self.read_reg(insn.src)
+        base = self.read_reg(insn.dst)
+        if insn.imm == isa.CMPXCHG:
+            r0 = self.read_reg(0)
+            if self.is_pointer_value(r0):
+                raise Reject("R0 leaks addr into mem")
+        if self.is_pointer_value(src):
+            raise Reject(f"R{insn.src} leaks addr into mem")
+        if base.type & st.BASE in (st.PTR_TO_CTX, st.PTR_TO_PACKET, st.PTR_TO_SOCK_COMMON):
+            raise Reject(f"BPF_ATOMIC stores into R{insn.dst} {st.type_str(base.type)} "
+                         f"is not allowed")
+        loaded = self.mem_access(insn.dst, base, insn.off, size, write=False, value=None)
+        self.mem_access(insn.dst, base, insn.off, size, write=True, value=st.scalar_unknown())
+        if insn.imm == isa.CMPXCHG:
+            self.set_reg(0, loaded)
+            self.scratched.add(0)
+        elif insn.imm & isa.FETCH:
+            if self.is_pointer_value(loaded):
+                raise Reject(f"R{insn.src} leaks addr into mem")
+            self.check_write(insn.src)
+            self.set_reg(insn.src, loaded)
+
+    def mem_access(self, regno: int, reg: st.Reg, off: int, size: int, write: bool,
+                   value: st.Reg | None, sx: bool = False,
+                   value_regno: int | None = None) -> st.Reg:
+        """check_mem_access: returns the loaded value (reads) or the stored one (writes)."""
+        t = reg.type
+        base = t & st.BASE
+        if t & st.MAYBE_NULL or base in (st.SCALAR, st.NOT_INIT, st.CONST_PTR_TO_MAP,
+                                           st.PTR_TO_PACKET_END, st.PTR_TO_SOCK_COMMON):
+            raise Reject(f"R{regno} invalid mem access '{st.type_str(t)}'")
+        if write and value is not None and value.type > st.SCALAR and not self.priv:
+            where = {st.PTR_TO_MAP_VALUE: "map", st.PTR_TO_CTX: "ctx"}.get(base, "mem")
+            if base != st.PTR_TO_STACK:
+                raise Reject(f"R{value_regno} leaks addr into {where}")
+        if base == st.PTR_TO_STACK:
+            self.check_stack_alignment(reg, off, size)
+            if write:
+                self.stack_write(regno, reg, off, size, value, value_regno)
+                return value
+            return self.stack_read(regno, reg, off, size, sx)
+        if base == st.PTR_TO_CTX:
+            return self.ctx_access(regno, reg, off, size, write, sx)
+        if base == st.PTR_TO_MAP_VALUE:
+            m = self.maps[reg.map]
+            self.mem_region_access(regno, reg, off, size, m.value_size, "map value")
+            return value if write else self.loaded_scalar(size, sx)
+        if base == st.PTR_TO_MEM:
+            if write and t & st.MEM_RDONLY:
+                raise Reject(f"R{regno} cannot write into {st.type_str(t)}")
+            self.mem_region_access(regno, reg, off, size, reg.mem_size, "memory")
+            return value if write else self.loaded_scalar(size, sx)
+        raise Reject(f"R{regno} invalid mem access '{st.type_str(t)}'")
+
+    @staticmethod
+    def loaded_scalar(size: int, sx: bool) -> st.Reg:
+        r = st.scalar_unknown()
+        if size < 8:
+            if sx:
+                half = 1 << (size * 8 - 1)
+                bounds.mark_signed_range(r, -half, half - 1)
+            else:
+                bounds.mark_unsigned_max(r, (1 << (size * 8)) - 1)
+        return r
+
+    def mem_region_access(self, regno: int, reg: st.Reg, off: int, size: int, mem_size: int,
+                          what: str, zero_size_ok: bool = False) -> None:
+        """check_mem_region_access: [reg + off, +size) inside [0, mem_size) for every value."""
+        off += reg.off
+
+        def fail_fixed(o: int) -> str:
+            if what == "map value":
+                return f"invalid access to map value, value_size={mem_size} off={o} size={size}"
+            return f"invalid access to memory, mem_size={mem_size} off={o} size={size}"
+
+        def bad(o: int) -> bool:
+            return o < 0 or (size == 0 and not zero_size_ok) or o + size > mem_size
+        if reg.smin < 0 and (reg.smin == S64_MIN or reg.smin + off < 0
+                             or not -(1 << 31) <= off + reg.smin < (1 << 31)):
+            raise Reject(f"R{regno} min value is negative, either use unsigned index or do a "
+                         f"if (index >=0) check.")
+        if bad(reg.smin + off):
+            raise Reject(fail_fixed(reg.smin + off),
+                         f"R{regno} min value is outside of the allowed memory range")
+        if reg.umax >= MAX_VAR_OFF:
+            raise Reject(f"R{regno} unbounded memory access, make sure to bounds check any "
+                         f"such access")
+        if bad(reg.umax + off):
+            raise Reject(fail_fixed(reg.umax + off),
+                         f"R{regno} max value is outside of the allowed memory range")
+
+    def ctx_access(self, regno: int, reg: st.Reg, off: int, size: int, write: bool,
+                   sx: bool) -> st.Reg:
+        if reg.off:
+            raise Reject(f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed")
+        if reg.var != (0, 0):
+            raise Reject(f"variable ctx access var_off={tnum.tstr(reg.var)} disallowed")
+        kind = self.ctx.check(off, size, write)
+        if kind is None:
+            raise Reject(f"invalid bpf_context access off={off} size={size}")
+        if write:
+            return st.scalar_unknown()
+        if kind == CTX_SCALAR:
+            return self.loaded_scalar(size, sx)
+        return st.pointer(st.PTR_TO_SOCK_COMMON | st.MAYBE_NULL, id=self.new_id())
+
+    # --- stack -----------------------------------------------------------------------------------
+    def check_stack_alignment(self, reg: st.Reg, off: int, size: int) -> None:
+        total = tnum.add(reg.var, tnum.const(reg.off + off))
+        if not tnum.is_aligned(total, size):
+            raise Reject(f"misaligned stack access off {tnum.tstr(reg.var)}+{reg.off}+{off} "
+                         f"size {size}")
+
+    def _stack_range(self, regno: int, reg: st.Reg, off: int, size: int, what: str):
+        """check_stack_access_within_bounds: the lowest and highest byte offsets touched."""
+        if reg.var[1] == 0:
+            lo = bounds.s64(reg.var[0]) + reg.off + off
+            hi = lo + size
+        else:
+            lo = reg.smin + reg.off + off
+            hi = reg.smax + reg.off + off + size
+        if lo < -st.STACK_SIZE or hi > 0 or size <= 0 and what != " indirect access to":
+            if reg.var[1] == 0:
+                raise Reject(f"invalid{what} stack R{regno} off={off + reg.off} size={size}")
+            raise Reject(f"invalid variable-offset{what} stack R{regno} "
+                         f"var_off={tnum.tstr(reg.var)} off={off + reg.off} size={size}")
+        frame = self.state.frames[reg.frameno]
+        sp = frame.subprog
+        self.stack_depth[sp] = max(self.stack_depth[sp], -lo)
+        return frame, lo, hi
+
+    def _scrub_slot(self, frame: st.Frame, slot: int) -> None:
+        """A spilled register is partly overwritten: its remaining bytes become misc."""
+        if slot in frame.spills:
+            del frame.spills[slot]
+            b = slot * 8
+            for i in range(b, b + 8):
+                if frame.stack[i] == st.STACK_SPILL:
+                    frame.stack[i] = st.STACK_MISC
+
+    def stack_write(self, regno: int, reg: st.Reg, off: int, size: int, value: st.Reg | None,
+                    value_regno: int | None) -> None:
+        frame, lo, hi = self._stack_range(regno, reg, off, size, " write to")
+        stack = frame.stack
+        if reg.var[1] == 0:
+            b = st.STACK_SIZE + lo
+            slot = b // 8
+            self.scratched_slots.add(63 - slot)
+            if value is not None and value.type > st.SCALAR and size != 8:
+                raise Reject("invalid size of register spill")
+            old = frame.spills.get(slot)
+            if (not self.priv and old is not None and old.type != st.SCALAR and size != 8):
+                raise Reject("attempt to corrupt spilled pointer on stack")
+            spill = value is not None and size == 8 and (value.type > st.SCALAR or (
+                self.priv and not (value.is_const() and value.var[0] == 0 and value_regno is None)))
+            if spill:
+                frame.spills[slot] = value.copy()
+                stack[b:b + 8] = b"\x01" * 8
+                return
+            self._scrub_slot(frame, slot)
+            if b // 8 != (b + size - 1) // 8:
+                self._scrub_slot(frame, (b + size - 1) // 8)
+            zero = value is not None and value.is_const() and value.var[0] == 0
+            kind = st.STACK_ZERO if zero else st.STACK_MISC
+            stack[b:b + size] = bytes([kind]) * size
+            return
+        # variable offset: every byte that may be written loses what it held
+        zero = value is not None and value.is_const() and value.var[0] == 0
+        for b in range(st.STACK_SIZE + lo, st.STACK_SIZE + hi):
+            slot = b // 8
+            if slot in frame.spills:
+                if not self.priv and frame.spills[slot].type != st.SCALAR:
+                    raise Reject(f"spilled ptr in range of var-offset stack write; "
+                                 f"insn {self.pc}, ptr off: {slot * 8 - st.STACK_SIZE}")
+                self._scrub_slot(frame, slot)
+            if stack[b] == st.STACK_INVALID and not self.priv:
+                raise Reject(f"uninit stack in range of var-offset write prohibited for !root; "
+                             f"insn {self.pc}, off: {b - st.STACK_SIZE}")
+            if not (zero and stack[b] == st.STACK_ZERO):
+                stack[b] = st.STACK_MISC
+
+    def stack_read(self, regno: int, reg: st.Reg, off: int, size: int, sx: bool) -> st.Reg:
+        frame, lo, hi = self._stack_range(regno, reg, off, size, " read from")
+        stack = frame.stack
+        if reg.var[1] == 0:
+            b = st.STACK_SIZE + lo
+            slot = b // 8
+            self.scratched_slots.add(63 - slot)
+            if stack[b] == st.STACK_SPILL:
+                spilled = frame.spills[slot]
+                if size == 8:
+                    return spilled.copy()
+                if spilled.type != st.SCALAR:
+                    raise Reject("invalid size of register fill")
+                if spilled.is_const() and b % 8 == 0 and not sx:
+                    return st.scalar_const(spilled.var[0] & ((1 << (size * 8)) - 1))
+                return self.loaded_scalar(size, sx)
+            all_zero = True
+            for i in range(size):
+                k = stack[b + i]
+                if k == st.STACK_ZERO:
+                    continue
+                all_zero = False
+                if k == st.STACK_MISC or (k == st.STACK_INVALID and self.priv):
+                    continue
+                if k == st.STACK_SPILL:
+                    raise Reject("invalid size of register fill")
+                raise Reject(f"invalid read from stack off {lo}+{i} size {size}")
+            return st.scalar_const(0) if all_zero else self.loaded_scalar(size, sx)
+        self._check_stack_initialized(regno, reg, frame, lo, hi, size, " read from")
+        return self.loaded_scalar(size, sx)
+
+    def _check_stack_initialized(self, regno, reg, frame, lo, hi, size, what) -> None:
+        stack = frame.stack
+        for b in range(st.STACK_SIZE + lo, st.STACK_SIZE + hi):
+            k = stack[b]
+            if k in (st.STACK_MISC, st.STACK_ZERO):
+                continue
+            if k == st.STACK_SPILL:
+                spilled = frame.spills[b // 8]
+                if spilled.type == st.SCALAR or self.priv:
+                    continue
+            elif self.priv:
+                continue
+            if reg.var[1] == 0:
+                raise Reject(f"invalid indirect read from stack R{regno} off {lo}+"
+                             f"{b - st.STACK_SIZE - lo} size {size}")
+            raise Reject(f"invalid variable-offset{what} stack R{regno} "
+                         f"var_off={tnum.tstr(reg.var)} size={size}")
+
+    # --- helpers and memory passed to them ----------------------------------------------------------
+    def helper_mem_access(self, regno: int, reg: st.Reg, size: int, write: bool,
+                          zero_size_ok: bool) -> None:
+        base = reg.type & st.BASE
+        if base == st.PTR_TO_STACK:
+            if size == 0 and zero_size_ok:
+                return
+            frame, lo, hi = self._stack_range(regno, reg, 0, size, " indirect access to")
+            if write:
+                for b in range(st.STACK_SIZE + lo, st.STACK_SIZE + hi):
+                    self._scrub_slot(frame, b // 8)
+                if reg.var[1] == 0:
+                    frame.stack[st.STACK_SIZE + lo:st.STACK_SIZE + hi] = b"\x02" * (hi - lo)
+                else:
+                    for b in range(st.STACK_SIZE + lo, st.STACK_SIZE + hi):
+                        if frame.stack[b] != st.STACK_INVALID or self.priv:
+                            frame.stack[b] = st.STACK_MISC
+            else:
+                self._check_stack_initialized(regno, reg, frame, lo, hi, size,
+                                              " indirect access to")
+                for b in range(st.STACK_SIZE + lo, st.STACK_SIZE + hi):
+                    sp = frame.spills.get(b // 8)
+                    if sp is not None and sp.type != st.SCALAR:
+                        self._scrub_slot(frame, b // 8)
+            return
+        if base == st.PTR_TO_MAP_VALUE:
+            self.mem_region_access(regno, reg, 0, size, self.maps[reg.map].value_size,
+                                   "map value", zero_size_ok)
+            return
+        if base == st.PTR_TO_MEM:
+            if write and reg.type & st.MEM_RDONLY:
+                raise Reject(f"R{regno} cannot write into {st.type_str(reg.type)}")
+            self.mem_region_access(regno, reg, 0, size, reg.mem_size, "memory", zero_size_ok)
+            return
+        raise Reject(f"R{regno} invalid mem access '{st.type_str(reg.type)}'")
+
+    def _type_check(self, regno: int, reg: st.Reg, allowed, expected: str) -> None:
+        if reg.type & st.MAYBE_NULL or reg.type & st.BASE not in allowed:
+            raise Reject(f"R{regno} type={st.type_str(reg.type)} expected={expected}")
+
+    def do_helper_call(self, pc: int, insn: Insn) -> None:
+        fid = insn.imm
+        if not 0 <= fid < hp.FUNC_MAX_ID:
+            raise Reject(f"invalid func unknown#{fid}")
+        proto = hp.helper_proto(fid, self.prog_type, self.priv)
+        if proto is None:
+            raise Reject(f"program of this type cannot use helper {hp.helper_name(fid)}#{fid}")
+        regs = self.state.cur.regs
+        map_ = None
+        mem_size = 0
+        released = None
+        for k, kind in enumerate(proto.args):
+            regno = k + 1
+            reg = self.read_reg(regno)
+            if kind == hp.ANYTHING:
+                if self.is_pointer_value(reg):
+                    raise Reject(f"R{regno} leaks addr into helper function")
+            elif kind == hp.CONST_MAP_PTR:
+                self._type_check(regno, reg, (st.CONST_PTR_TO_MAP,), "map_ptr")
+                map_ = reg.map
+                m = self.maps[map_]
+                if not hp.map_compatible(fid, m.map_type):
+                    raise Reject(f"cannot pass map_type {m.map_type} into func "
+                                 f"{proto.name}#{fid}")
+            elif kind in (hp.MAP_KEY, hp.MAP_VALUE):
+                self._type_check(regno, reg, MAP_KEY_TYPES, MAP_KEY_EXPECTED)
+                if map_ is None:
+                    raise Reject("invalid map_ptr to access map->key")
+                m = self.maps[map_]
+                size = m.key_size if kind == hp.MAP_KEY else m.value_size
+                self.helper_mem_access(regno, reg, size, False, False)
+            elif kind == hp.CTX:
+                self._type_check(regno, reg, (st.PTR_TO_CTX,), "ctx")
+                if reg.off:
+                    raise Reject(f"dereference of modified ctx ptr R{regno} off={reg.off} "
+                                 f"disallowed")
+            elif kind in (hp.MEM, hp.UNINIT_MEM):
+                self._type_check(regno, reg, MEM_TYPES, MEM_EXPECTED)
+            elif kind in (hp.CONST_SIZE, hp.CONST_SIZE_OR_ZERO):
+                if reg.type != st.SCALAR:
+                    raise Reject(f"R{regno} type={st.type_str(reg.type)} expected=scalar")
+                zero_ok = kind == hp.CONST_SIZE_OR_ZERO
+                if reg.smin < 0:
+                    raise Reject(f"R{regno} min value is negative, either use unsigned or "
+                                 f"'var &= const'")
+                if reg.umin == 0 and not zero_ok:
+                    raise Reject(f"R{regno} invalid zero-sized read: "
+                                 f"u64=[{reg.umin},{reg.umax}]")
+                if reg.umax >= MAX_VAR_SIZ:
+                    raise Reject(f"R{regno} unbounded memory access, use 'var &= const' or "
+                                 f"'if (var < const)'")
+                mem = regs[regno - 1]
+                write = proto.args[k - 1] == hp.UNINIT_MEM
+                if reg.umax or not zero_ok:
+                    self.helper_mem_access(regno - 1, mem, reg.umax, write, zero_ok)
+            elif kind == hp.CONST_ALLOC_SIZE_OR_ZERO:
+                if reg.type != st.SCALAR or reg.var[1]:
+                    raise Reject(f"R{regno} is not a known constant'")
+                mem_size = reg.var[0]
+            elif kind == hp.RINGBUF_MEM_RELEASE:
+                if reg.type != st.PTR_TO_MEM | st.MEM_RINGBUF or not reg.ref_id:
+                    raise Reject(f"R{regno} type={st.type_str(reg.type)} expected=ringbuf_mem")
+                if reg.off or reg.var != (0, 0):
+                    raise Reject(f"R{regno} must have zero offset when passed to release func "
+                                 f"or trusted arg to kfunc")
+                released = reg.ref_id
+        if released is not None:
+            self.release_reference(released)
+        for r in range(1, 6):
+            regs[r] = st.Reg()
+        self.check_write(0)
+        if proto.ret == hp.RET_INTEGER:
+            regs[0] = st.scalar_unknown()
+        elif proto.ret == hp.RET_VOID:
+            regs[0] = st.Reg()
+        elif proto.ret == hp.RET_MAP_VALUE_OR_NULL:
+            regs[0] = st.pointer(st.PTR_TO_MAP_VALUE | st.MAYBE_NULL, map=map_, id=self.new_id())
+        else:
+            ref = self.new_id()
+            regs[0] = st.pointer(st.PTR_TO_MEM | st.MEM_RINGBUF | st.MAYBE_NULL,
+                                 mem_size=mem_size, id=self.new_id(), ref_id=ref)
+            self.state.refs.append((ref, pc))
+
+    def release_reference(self, ref: int) -> None:
+        self.state.refs = [(i, at) for i, at in self.state.refs if i != ref]
+        for f in self.state.frames:
+            for k, r in enumerate(f.regs):
+                if r.ref_id == ref:
+                    f.regs[k] = st.scalar_unknown() if self.priv else st.Reg()
+            for slot, r in list(f.spills.items()):
+                if r.ref_id == ref:
+                    f.spills[slot] = st.scalar_unknown()
+
+    # --- calls and exits -------------------------------------------------------------------------
+    def do_subprog_call(self, pc: int, insn: Insn) -> None:
+        frames = self.state.frames
+        if len(frames) >= MAX_CALL_FRAMES:
+            raise Reject(f"the call stack of {len(frames) + 1} frames is too deep !")
+        target = pc + insn.imm + 1
+        caller = frames[-1]
+        callee = st.Frame(len(frames), pc, self.cfg.subprog_of[target])
+        for r in range(1, 6):
+            callee.regs[r] = caller.regs[r].copy()
+        for r in range(0, 6):
+            caller.regs[r] = st.Reg()
+        frames.append(callee)
+        self.pc = target
+
+    def do_exit(self, pc: int) -> bool:
+        frames = self.state.frames
+        r0 = self.read_reg(0)
+        if len(frames) > 1:
+            callee = frames[-1]
+            if r0.type == st.PTR_TO_STACK and r0.frameno == callee.frameno:
+                raise Reject("cannot return stack pointer to the caller frame")
+            frames.pop()
+            caller = frames[-1]
+            caller.regs[0] = r0.copy()
+            self.pc = callee.callsite + 1
+            return False
+        if self.state.refs:
+            ref, at = self.state.refs[0]
+            raise Reject(f"Unreleased reference id={ref} alloc_insn={at}")
+        if self.is_pointer_value(r0):
+            raise Reject("R0 leaks addr as return value")
+        return True
+
+    # --- LD_IMM64 and legacy packet loads ----------------------------------------------------------
+    def do_ld_imm64(self, insn: Insn, second: Insn) -> None:
+        self.check_write(insn.dst)
+        if insn.src == 0:
+            self.set_reg(insn.dst, st.scalar_const(isa.imm64(insn, second)))
+        elif insn.src == isa.PSEUDO_MAP_FD:
+            self.set_reg(insn.dst, st.pointer(st.CONST_PTR_TO_MAP, map=insn.imm))
+        else:
+            self.set_reg(insn.dst, st.pointer(st.PTR_TO_MAP_VALUE, map=insn.imm,
+                                              off=second.imm & 0xFFFFFFFF))
+
+    def do_ld_abs(self, insn: Insn) -> None:
+        if self.prog_type != "socket_filter":
+            raise Reject("BPF_LD_[ABS|IND] instructions not allowed for this program type")
+        r6 = self.read_reg(6)
+        if insn.opcode & 0xE0 == isa.IND:
+            self.read_reg(insn.src)
+        if r6.type != st.PTR_TO_CTX:
+            raise Reject("at the time of BPF_LD_ABS|IND R6 != pointer to skb")
+        if self.state.refs:
+            raise Reject("BPF_LD_[ABS|IND] would lead to reference leak")
+        regs = self.state.cur.regs
+        for r in range(1, 6):
+            regs[r] = st.Reg()
+        self.check_write(0)
+        regs[0] = st.scalar_unknown()
+
+    # --- conditional jumps -------------------------------------------------------------------------
+    def do_cond_jmp(self, pc: int, insn: Insn) -> bool:
+        code = insn.opcode & 0xF0
+        is32 = insn.opcode & 7 == isa.JMP32
+        x = insn.opcode & isa.X
+        dst = self.read_reg(insn.dst)
+        if x:
+            src = self.read_reg(insn.src)
+            if self.is_pointer_value(src):
+                raise Reject(f"R{insn.src} pointer comparison prohibited")
+        else:
+            src = st.scalar_const(insn.imm & U32 if is32 else insn.imm)
+        target = isa.jump_target(pc, insn)
+        fall = pc + 1
+        if dst.type == st.SCALAR and src.type == st.SCALAR:
+            return self._scalar_branch(pc, insn, code, is32, target, fall)
+        # a pointer takes part
+        zero = src.type == st.SCALAR and src.var == (0, 0)
+        if (not is32 and zero and code in (isa.JEQ, isa.JNE) and dst.type & st.MAYBE_NULL):
+            other = self.state.copy()
+            self.push(target, pc, other)
+            # taken branch: JEQ -> null, JNE -> not null; fall-through the reverse
+            self._mark_null(other, dst.id, is_null=code == isa.JEQ)
+            self._mark_null(self.state, dst.id, is_null=code == isa.JNE)
+            self.pc = fall
+            return False
+        if self.is_pointer_value(dst):
+            raise Reject(f"R{insn.dst} pointer comparison prohibited")
+        if (zero and not is32 and code in (isa.JEQ, isa.JNE) and dst.type > st.SCALAR
+                and not dst.type & st.MAYBE_NULL):
+            # a valid pointer is never NULL
+            self.pc = fall if code == isa.JEQ else target
+            return False
+        self.push(target, pc, self.state.copy())
+        self.pc = fall
+        return False
+
+    def _mark_null(self, state: st.VState, id_: int, is_null: bool) -> None:
+        ref = 0
+        for f in state.frames:
+            for regs in (f.regs, f.spills):
+                for k in (range(len(regs)) if isinstance(regs, list) else list(regs)):
+                    r = regs[k]
+                    if r.id != id_ or not r.type & st.MAYBE_NULL:
+                        continue
+                    if is_null:
+                        ref = ref or r.ref_id
+                        regs[k] = st.scalar_const(0)
+                    else:
+                        r = r.copy()
+                        r.type &= ~st.MAYBE_NULL
+                        r.id = 0
+                        regs[k] = r
+        if is_null and ref:
+            state.refs = [(i, at) for i, at in state.refs if i != ref]
+
+    def _scalar_branch(self, pc, insn, code, is32, target, fall) -> bool:
+        regs = self.state.cur.regs
+        d, s = insn.dst, insn.src
+        x = insn.opcode & isa.X
+        a = regs[d]
+        b = regs[s] if x else st.scalar_const(insn.imm & U32 if is32 else insn.imm)
+        taken = bounds.branch_taken(a, b, code, is32)
+        if taken == 1:
+            self.pc = target
+            return False
+        if taken == 0:
+            self.pc = fall
+            return False
+        other = self.state.copy()
+        ok_taken = self._refine(other, d, s if x else None, b, code, is32)
+        ok_fall = self._refine(self.state, d, s if x else None, b, bounds.NEGATE[code], is32)
+        if ok_taken:
+            self.push(target, pc, other)
+        if ok_fall:
+            self.pc = fall
+            return False
+        return True
+
+    def _refine(self, state: st.VState, d: int, s: int | None, imm_reg: st.Reg, op: int,
+                is32: bool) -> bool:
+        regs = state.cur.regs
+        a = regs[d].copy()
+        b = regs[s].copy() if s is not None else imm_reg.copy()
+        if not bounds.refine(a, b, op, is32):
+            return False
+        regs[d] = a
+        if s is not None:
+            regs[s] = b
+        for r, regno in ((a, d), (b, s)):
+            if regno is not None and r.id:
+                self._sync_linked(state, r)
+        return True
+
+    @staticmethod
+    def _sync_linked(state: st.VState, src: st.Reg) -> None:
+        for f in state.frames:
+            for k, r in enumerate(f.regs):
+                if r is not src and r.type == st.SCALAR and r.id == src.id:
+                    f.regs[k] = src.copy()
+            for slot, r in list(f.spills.items()):
+                if r.type == st.SCALAR and r.id == src.id:
+                    f.spills[slot] = src.copy()
+
+
+def combined_stack_check(cfg: Cfg, depths: list[int]) -> None:
+    """check_max_stack_depth: frames of a call chain share 512 bytes (each rounded up to 32)."""
+    insns = cfg.insns
+    calls: dict[int, list[int]] = {k: [] for k in range(len(cfg.subprog_starts))}
+    for i, insn in enumerate(insns):
+        if i not in cfg.second_half and is_pseudo_call(insn):
+            calls[cfg.subprog_of[i]].append(cfg.subprog_of[i + insn.imm + 1])
+
+    def rounded(k: int) -> int:
+        return -(-max(depths[k], 1) // 32) * 32
+
+    stack = [(0, rounded(0), 1, (0,))]
+    while stack:
+        k, total, nframes, chain = stack.pop()
+        if total > st.STACK_SIZE:
+            raise Reject(f"combined stack size of {nframes} calls is {total}. Too large")
+        for callee in calls[k]:
+            if callee in chain:
+                continue
+            stack.append((callee, total + rounded(callee), nframes + 1, chain + (callee,)))

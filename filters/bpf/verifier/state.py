@@ -1,0 +1,276 @@
+"""Abstract machine state: registers, stack slots, call frames, and when two states are equivalent.
+
+Mirrors ``struct bpf_reg_state`` / ``bpf_func_state`` / ``bpf_verifier_state`` and the pruning
+checks ``regsafe``/``stacksafe``/``states_equal`` of kernel/bpf/verifier.c.  Liveness and precision
+come from the static analysis in ``liveness.py``: a register that is not live is ignored, a scalar
+that is not *needed* (its value never reaches a safety decision) matches any other scalar.
+"""
+from __future__ import annotations
+
+from filters.bpf.verifier import bounds, tnum
+
+# Register types (enum bpf_reg_type), plus flag bits as the kernel composes them.
+NOT_INIT, SCALAR, PTR_TO_CTX, CONST_PTR_TO_MAP, PTR_TO_MAP_VALUE, PTR_TO_STACK, PTR_TO_PACKET, \
+    PTR_TO_PACKET_END, PTR_TO_MEM, PTR_TO_SOCK_COMMON = range(10)
+MAYBE_NULL = 0x100
+MEM_RINGBUF = 0x200
+MEM_RDONLY = 0x400
+BASE = 0xFF
+
+_BASE_NAMES = {NOT_INIT: "?", SCALAR: "scalar", PTR_TO_CTX: "ctx", CONST_PTR_TO_MAP: "map_ptr",
+               PTR_TO_MAP_VALUE: "map_value", PTR_TO_STACK: "fp", PTR_TO_PACKET: "pkt",
+               PTR_TO_PACKET_END: "pkt_end", PTR_TO_MEM: "mem", PTR_TO_SOCK_COMMON: "sock_common"}
+
+
+def type_str(t: int) -> str:
+    """The kernel's ``reg_type_str``: ``map_value_or_null``, ``ringbuf_mem``, ``rdonly_mem``..."""
+    prefix = ("rdonly_" if t & MEM_RDONLY else "") + ("ringbuf_" if t & MEM_RINGBUF else "")
+    return prefix + _BASE_NAMES[t & BASE] + ("_or_null" if t & MAYBE_NULL else "")
+
+
+# Stack byte kinds (enum bpf_stack_slot_type) and their letters in the log.
+STACK_INVALID, STACK_SPILL, STACK_MISC, STACK_ZERO = 0, 1, 2, 3
+SLOT_CHAR = "?rm0"
+STACK_SIZE = 512
+
+
+class Reg:
+    """One register (or spilled register) of the abstract machine."""
+    __slots__ = ("type", "off", "var", "smin", "smax", "umin", "umax", "s32min", "s32max",
+                 "u32min", "u32max", "id", "ref_id", "map", "mem_size", "frameno")
+
+    def __init__(self, type_: int = NOT_INIT) -> None:
+        self.type = type_
+        self.off = 0
+        self.id = 0
+        self.ref_id = 0
+        self.map = None
+        self.mem_size = 0
+        self.frameno = 0
+        bounds.mark_unknown(self) if type_ == SCALAR else bounds.mark_const(self, 0)
+
+    def copy(self) -> "Reg":
+        r = Reg.__new__(Reg)
+        r.type, r.off, r.var = self.type, self.off, self.var
+        r.smin, r.smax, r.umin, r.umax = self.smin, self.smax, self.umin, self.umax
+        r.s32min, r.s32max, r.u32min, r.u32max = self.s32min, self.s32max, self.u32min, self.u32max
+        r.id, r.ref_id, r.map, r.mem_size, r.frameno = (self.id, self.ref_id, self.map,
+                                                         self.mem_size, self.frameno)
+        return r
+
+    def is_ptr(self) -> bool:
+        return self.type > SCALAR
+
+    def is_const(self) -> bool:
+        return self.type == SCALAR and self.var[1] == 0
+
+
+def scalar_const(v: int) -> Reg:
+    r = Reg(SCALAR)
+    bounds.mark_const(r, v)
+    return r
+
+
+def scalar_unknown() -> Reg:
+    return Reg(SCALAR)
+
+
+def pointer(type_: int, **fields) -> Reg:
+    r = Reg(type_)
+    for k, v in fields.items():
+        setattr(r, k, v)
+    return r
+
+
+class Frame:
+    """One call frame: r0-r10, 512 stack bytes (kinds), spilled registers by slot index."""
+    __slots__ = ("regs", "stack", "spills", "callsite", "frameno", "subprog")
+
+    def __init__(self, frameno: int, callsite: int, subprog: int) -> None:
+        self.regs = [Reg() for _ in range(11)]
+        self.regs[10] = pointer(PTR_TO_STACK, frameno=frameno)
+        self.stack = bytearray(STACK_SIZE)
+        self.spills: dict[int, Reg] = {}
+        self.callsite = callsite
+        self.frameno = frameno
+        self.subprog = subprog
+
+    def copy(self) -> "Frame":
+        f = Frame.__new__(Frame)
+        f.regs = [r.copy() for r in self.regs]
+        f.stack = self.stack[:]
+        f.spills = {k: v.copy() for k, v in self.spills.items()}
+        f.callsite, f.frameno, f.subprog = self.callsite, self.frameno, self.subprog
+        return f
+
+
+class VState:
+    """The whole verifier state of one path: frames, held references, pruning bookkeeping."""
+    __slots__ = ("frames", "refs", "parent", "branches", "insn", "hits", "misses")
+
+    def __init__(self, frames: list[Frame]) -> None:
+        self.frames = frames
+        self.refs: list[tuple[int, int]] = []   # (ref id, insn that acquired it)
+        self.parent: VState | None = None
+        self.branches = 0
+        self.insn = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def cur(self) -> Frame:
+        return self.frames[-1]
+
+    def copy(self) -> "VState":
+        s = VState([f.copy() for f in self.frames])
+        s.refs = list(self.refs)
+        s.parent = self.parent
+        return s
+
+    def all_regs(self):
+        """Every register and spilled register of every frame."""
+        for f in self.frames:
+            yield from f.regs
+            yield from f.spills.values()
+
+
+# --- equivalence ---------------------------------------------------------------------------------
+
+class IdMap:
+    """A one-to-one correspondence between the ids of an old and a current state."""
+    __slots__ = ("fwd", "rev", "tmp")
+
+    def __init__(self) -> None:
+        self.fwd: dict[int, int] = {}
+        self.rev: dict[int, int] = {}
+        self.tmp = 1 << 40
+
+    def check(self, old: int, cur: int) -> bool:
+        if not old and not cur:
+            return True
+        if not old:
+            old = self._fresh()
+        if not cur:
+            cur = self._fresh()
+        f = self.fwd.get(old)
+        if f is None:
+            if cur in self.rev:
+                return False
+            self.fwd[old] = cur
+            self.rev[cur] = old
+            return True
+        return f == cur
+
+    def _fresh(self) -> int:
+        self.tmp += 1
+        return self.tmp
+
+
+def _range_within(old: Reg, cur: Reg) -> bool:
+    return (old.umin <= cur.umin and cur.umax <= old.umax and old.smin <= cur.smin
+            and cur.smax <= old.smax and old.u32min <= cur.u32min and cur.u32max <= old.u32max
+            and old.s32min <= cur.s32min and cur.s32max <= old.s32max)
+
+
+def regsafe(old: Reg, cur: Reg, needed: bool, idmap: IdMap, exact: bool) -> bool:
+    """May a path from a state with ``cur`` be pruned because one with ``old`` was safe?"""
+    if exact:
+        return regs_exact(old, cur, idmap)
+    if old.type == NOT_INIT:
+        return True
+    if cur.type == NOT_INIT:
+        return False
+    if old.type == SCALAR:
+        if cur.type != SCALAR:
+            return False
+        if not needed:
+            return True
+        return (_range_within(old, cur) and tnum.contains(old.var, cur.var)
+                and idmap.check(old.id, cur.id))
+    if old.type != cur.type or old.off != cur.off:
+        return False
+    if old.map is not cur.map or old.mem_size != cur.mem_size or old.frameno != cur.frameno:
+        return False
+    if not (_range_within(old, cur) and tnum.contains(old.var, cur.var)):
+        return False
+    return idmap.check(old.id, cur.id) and idmap.check(old.ref_id, cur.ref_id)
+
+
+def regs_exact(old: Reg, cur: Reg, idmap: IdMap) -> bool:
+    if old.type != cur.type:
+        return False
+    if old.type == NOT_INIT:
+        return True
+    return (old.off == cur.off and old.var == cur.var and old.smin == cur.smin
+            and old.smax == cur.smax and old.umin == cur.umin and old.umax == cur.umax
+            and old.s32min == cur.s32min and old.s32max == cur.s32max
+            and old.u32min == cur.u32min and old.u32max == cur.u32max and old.map is cur.map
+            and old.mem_size == cur.mem_size and old.frameno == cur.frameno
+            and idmap.check(old.id, cur.id) and idmap.check(old.ref_id, cur.ref_id))
+
+
+def stacksafe(old: Frame, cur: Frame, idmap: IdMap, exact: bool, privileged: bool) -> bool:
+    ostack, cstack = old.stack, cur.stack
+    if ostack == cstack:
+        pass
+    else:
+        for i in range(STACK_SIZE):
+            o = ostack[i]
+            c = cstack[i]
+            if o == c:
+                continue
+            if exact:
+                return False
+            if o == STACK_INVALID:
+                continue
+            if o == STACK_MISC and (c == STACK_ZERO or (c == STACK_INVALID and privileged)):
+                continue
+            if o == STACK_MISC and c == STACK_SPILL and cur.spills[i // 8].type == SCALAR:
+                continue
+            if o == STACK_ZERO and c == STACK_SPILL:
+                sp = cur.spills[i // 8]
+                if sp.type == SCALAR and sp.var == (0, 0):
+                    continue
+            return False
+    for slot, oreg in old.spills.items():
+        if ostack[slot * 8] != STACK_SPILL and ostack[slot * 8 + 7] != STACK_SPILL:
+            continue
+        creg = cur.spills.get(slot)
+        if creg is None:
+            if exact:
+                return False
+            # a spilled scalar may face plain misc/zero bytes only when its value does not matter;
+            # stack slots are treated as always needed, so demand the same spill.
+            return False
+        if not regsafe(oreg, creg, True, idmap, exact):
+            return False
+    if exact and set(cur.spills) != set(old.spills):
+        return False
+    return True
+
+
+def states_equal(old: VState, cur: VState, live_of, needed_of, exact: bool,
+                 privileged: bool) -> bool:
+    """``live_of(depth)``/``needed_of(depth)`` give the bitmasks for the frame at that depth."""
+    if len(old.frames) != len(cur.frames):
+        return False
+    idmap = IdMap()
+    for depth, (of, cf) in enumerate(zip(old.frames, cur.frames)):
+        if of.callsite != cf.callsite:
+            return False
+        live = live_of(depth)
+        needed = needed_of(depth)
+        oregs, cregs = of.regs, cf.regs
+        for i in range(10):
+            if not (live >> i) & 1:
+                continue
+            if not regsafe(oregs[i], cregs[i], bool((needed >> i) & 1), idmap, exact):
+                return False
+        if not stacksafe(of, cf, idmap, exact, privileged):
+            return False
+    if len(old.refs) != len(cur.refs):
+        return False
+    for (oid, _), (cid, _) in zip(old.refs, cur.refs):
+        if not idmap.check(oid, cid):
+            return False
+    return True
