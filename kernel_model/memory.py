@@ -77,7 +77,8 @@ class Memory:
     """The kernel address space: map/unmap regions, read/write bytes and integers."""
 
     def __init__(self) -> None:
-        self._pages: dict[int, Region] = {}
+        # page number -> region; public so hot paths (slab) can look up without a call
+        self.pages: dict[int, Region] = {}
         self._next_direct = DIRECT_MAP_BASE
         self._next_text = KERNEL_TEXT_BASE
 
@@ -93,7 +94,7 @@ class Memory:
             raise ValueError("region size must be positive")
         size = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         if at is not None:
-            if at & (PAGE_SIZE - 1) or any((p in self._pages) for p in
+            if at & (PAGE_SIZE - 1) or any((p in self.pages) for p in
                                            range(at >> PAGE_SHIFT, (at + size) >> PAGE_SHIFT)):
                 raise ValueError(f"cannot map {size} bytes at 0x{at:x}")
             base = at
@@ -103,18 +104,18 @@ class Memory:
             base, self._next_direct = self._next_direct, self._next_direct + size
         region = Region(base, size, name, obj_size, owner)
         for page in range(base >> PAGE_SHIFT, region.end >> PAGE_SHIFT):
-            self._pages[page] = region
+            self.pages[page] = region
         return region
 
     def unmap(self, region: Region) -> None:
         """Remove a region: its addresses fault from now on (the address range is not reused)."""
         for page in range(region.base >> PAGE_SHIFT, region.end >> PAGE_SHIFT):
-            if self._pages.get(page) is region:
-                del self._pages[page]
+            if self.pages.get(page) is region:
+                del self.pages[page]
 
     def region_of(self, addr: int) -> Region | None:
         """The region containing ``addr`` (live or not), or None if unmapped."""
-        return self._pages.get(addr >> PAGE_SHIFT)
+        return self.pages.get(addr >> PAGE_SHIFT)
 
     def resolve(self, addr: int, size: int) -> tuple[bytearray, int]:
         """The backing buffer and offset of ``[addr, addr+size)``; raises ``KernelFault``.
@@ -122,7 +123,7 @@ class Memory:
         For callers that want to read or write in place (the VM's loads, mirrored structs). The
         range must lie inside one region.
         """
-        region = self._pages.get(addr >> PAGE_SHIFT)
+        region = self.pages.get(addr >> PAGE_SHIFT)
         if region is None:
             raise KernelFault(addr, size, "unmapped")
         off = addr - region.base
@@ -138,7 +139,7 @@ class Memory:
         """``size`` bytes at ``addr``; a range may span adjacent regions. Raises ``KernelFault``."""
         if size <= 0:
             return b""
-        region = self._pages.get(addr >> PAGE_SHIFT)
+        region = self.pages.get(addr >> PAGE_SHIFT)
         if region is not None:
             off = addr - region.base
             end = off + size
@@ -149,7 +150,7 @@ class Memory:
     def _read_slow(self, addr: int, size: int) -> bytes:
         parts = []
         while size > 0:
-            region = self._pages.get(addr >> PAGE_SHIFT)
+            region = self.pages.get(addr >> PAGE_SHIFT)
             if region is None:
                 raise KernelFault(addr, size, "unmapped")
             off = addr - region.base
@@ -200,7 +201,7 @@ class Memory:
         """The NUL-terminated string at ``addr`` (without the NUL), at most ``max_len`` bytes."""
         out = bytearray()
         while len(out) < max_len:
-            region = self._pages.get(addr >> PAGE_SHIFT)
+            region = self.pages.get(addr >> PAGE_SHIFT)
             if region is None:
                 raise KernelFault(addr, 1, "unmapped")
             off = addr - region.base

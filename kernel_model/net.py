@@ -205,6 +205,7 @@ class Net:
         self.dev_mirror = _Mirror("net_device", NETDEV_MIRROR_FIELDS)
         self.napi_mirror = _Mirror("napi_struct", NAPI_MIRROR_FIELDS)
         self.skb_zero_len = kernel_types().struct("sk_buff").field("tail").offset
+        self._skb_zeros = bytes(self.skb_zero_len)  # memset(skb, 0, offsetof(struct sk_buff, tail))
         self.head_cache = self.slab.kmem_cache_create(
             "skbuff_head_cache", self.skb_mirror.size, SMP_CACHE_BYTES, SLAB_HWCACHE_ALIGN)
         self.small_head_cache = self.slab.kmem_cache_create(
@@ -347,9 +348,9 @@ class Net:
             data = slab.kmalloc(osize, gfp | GFP_NOMEMALLOC | GFP_NOWARN, self.ip_alloc_data, node)
             osize = slab.ksize(data)
         size = osize - SKB_SHINFO_SIZE
-        region = self.mem.region_of(addr)
+        region = self.mem.pages[addr >> 12]
         off = addr - region.base
-        region.buf[off:off + self.skb_zero_len] = bytes(self.skb_zero_len)
+        region.buf[off:off + self.skb_zero_len] = self._skb_zeros
         skb = SkBuff()
         skb.addr, skb._buf, skb._off, skb.head_cache = addr, region.buf, off, cache
         skb.dev, skb.dev_addr = None, 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from kernel_model.c_types import kernel_types
-from kernel_model.memory import PAGE_SIZE, Memory
+from kernel_model.memory import PAGE_SHIFT, PAGE_SIZE, Memory
 
 if TYPE_CHECKING:
     from kernel_model.kprobes import Kprobes
@@ -128,6 +128,7 @@ class Slab:
     def __init__(self, mem: Memory, event: Callable[[str, str], Any],
                  kprobes: Kprobes | None = None) -> None:
         self.mem = mem
+        self._pages = mem.pages
         self.caches: dict[str, KmemCache] = {}
         self._tp_kmalloc = event("kmem", "kmalloc")
         self._tp_cache_alloc = event("kmem", "kmem_cache_alloc")
@@ -190,7 +191,7 @@ class Slab:
         if not cache.freelist:
             self._grow(cache)
         addr = cache.freelist.pop()
-        region = self.mem.region_of(addr)
+        region = self._pages[addr >> PAGE_SHIFT]
         off = addr - region.base
         region.live[off // cache.size] = 1
         cache.active_objs += 1
@@ -199,7 +200,7 @@ class Slab:
         return addr
 
     def _give_back(self, cache: KmemCache, addr: int) -> None:
-        region = self.mem.region_of(addr)
+        region = self._pages.get(addr >> PAGE_SHIFT)
         if region is None or region.owner is not cache:
             raise SlabError(f"0x{addr:x} is not an object of cache {cache.name}")
         off = addr - region.base
