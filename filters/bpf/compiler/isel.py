@@ -35,17 +35,18 @@ def lower_op(fn: Function, op: Op) -> list[Op]:
             return pre + [op]
         if b == d:                                  # d = a - d: compute in a fresh register
             t = fn.new_vreg()
-            return pre + [Op("mov", dst=t, a=a, w32=op.w32),
+            return pre + [Op("mov", dst=t, a=a),
                           Op("alu", dst=t, a=t, b=b, alu=op.alu, w32=op.w32),
-                          Op("mov", dst=d, a=t, w32=op.w32)]
+                          Op("mov", dst=d, a=t)]
+        # A plain 64-bit copy: a 32-bit operation that follows clears the upper half itself.
         op.a = d
-        return pre + [Op("mov", dst=d, a=a, w32=op.w32), op]
+        return pre + [Op("mov", dst=d, a=a, w32=isinstance(a, Imm) and op.w32), op]
     if k in ("neg", "end"):
         d, a = op.dst, op.a
         op.a = d
         if a == d:
             return [op]
-        return [Op("mov", dst=d, a=a, w32=op.w32 if k == "neg" else False), op]
+        return [Op("mov", dst=d, a=a), op]
     if k == "br":
         if isinstance(op.a, Imm):
             t = fn.new_vreg()

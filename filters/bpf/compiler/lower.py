@@ -927,6 +927,11 @@ class Lowerer:
         if op == "_Alignof":
             return Val(Imm(self.type_of(e.expr).align), T.ULONG)
         if op == "&":
+            if isinstance(e.expr, c_ast.ID) and e.expr.name in self.u.maps and \
+                    self.lookup(e.expr.name, e) is None:
+                r = self.vreg()
+                self.emit(Op("ldmap", dst=r, sym=e.expr.name))
+                return Val(r, Pointer(self.u.maps[e.expr.name].type))
             target = self.e_any(e.expr)
             if isinstance(target, Val):
                 if isinstance(target.v, LVal):

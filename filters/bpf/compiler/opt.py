@@ -29,6 +29,8 @@ def optimise(fn: Function) -> None:
     for _ in range(8):
         changed = simplify_cfg(fn)
         changed |= propagate(fn)
+        changed |= narrow_compares(fn)
+        changed |= drop_zero_extensions(fn)
         changed |= fold_addresses(fn)
         changed |= dce(fn)
         if not changed:
@@ -237,6 +239,83 @@ def alu_eval(alu: str, a: int, b: int, w32: bool) -> int:
     else:
         raise ValueError(alu)
     return r & mask
+
+
+def drop_zero_extensions(fn: Function) -> bool:
+    """``w = w`` copies of values whose upper half is already zero become plain copies (which
+    the register allocator can then remove)."""
+    defs: dict[int, list[Op]] = {}
+    for b in fn.blocks:
+        for op in b.ops:
+            for d in op.defs():
+                defs.setdefault(d, []).append(op)
+    clean: dict[int, bool] = {}
+
+    def is_clean(v: int, seen: frozenset = frozenset()) -> bool:
+        if v < FIRST_VREG:
+            return False
+        if v in clean:
+            return clean[v]
+        if v in seen:
+            return True                    # a cycle of copies adds no dirty bits
+        ok = True
+        for op in defs.get(v, []):
+            if op.kind == "ld" and op.size <= 4 or op.w32 and op.kind in ("alu", "neg", "mov"):
+                continue
+            if op.kind == "mov" and isinstance(op.a, Imm) and 0 <= op.a.value <= MASK32:
+                continue
+            if op.kind == "mov" and isinstance(op.a, int) and is_clean(op.a, seen | {v}):
+                continue
+            ok = False
+            break
+        if not seen:
+            clean[v] = ok
+        return ok
+
+    changed = False
+    for b in fn.blocks:
+        for op in b.ops:
+            if op.kind == "mov" and op.w32 and isinstance(op.a, int) and is_clean(op.a):
+                op.w32 = False
+                changed = True
+    return changed
+
+
+def narrow_compares(fn: Function) -> bool:
+    """``sext(x) == k`` tests ``x == k`` on the zero-extended load when ``k`` fits the narrow
+    type: a sign extension by shifts (``w <<= n; w s>>= n``) of an n-bit load goes away."""
+    changed = False
+    counts, defs = def_counts(fn)
+
+    def single(v: object) -> Op | None:
+        return defs[v] if isinstance(v, int) and v >= FIRST_VREG and counts.get(v) == 1 else None
+
+    for b in fn.blocks:
+        t = b.terminator
+        if t is None or t.kind != "br" or t.alu not in ("eq", "ne") or not t.w32 or \
+                not isinstance(t.b, Imm):
+            continue
+        sar = single(t.a)
+        if sar is None or sar.kind != "alu" or sar.alu != "arsh" or not sar.w32 or \
+                not isinstance(sar.b, Imm):
+            continue
+        shl = single(sar.a)
+        n = sar.b.value
+        if shl is None or shl.kind != "alu" or shl.alu != "lsh" or not shl.w32 or \
+                shl.b != Imm(n):
+            continue
+        load = single(shl.a)
+        bits = 32 - n
+        if load is None or load.kind != "ld" or load.size * 8 != bits:
+            continue
+        k = s32(t.b.value)
+        low = k & ((1 << bits) - 1)
+        if low - ((low >> (bits - 1)) << bits) != k:      # k is outside the narrow type
+            b.ops[-1] = Op("jmp", targets=(t.targets[1] if t.alu == "eq" else t.targets[0],))
+        else:
+            t.a, t.b = shl.a, Imm(low)
+        changed = True
+    return changed
 
 
 # ---------------------------------------------------------------- addresses

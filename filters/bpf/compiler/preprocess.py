@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 from typing import Iterable
@@ -35,7 +36,6 @@ PRELUDE = """\
 #define __volatile__ volatile
 #define __signed__ signed
 #define __always_inline inline
-#define NULL ((void *)0)
 #define bool __tracesim_bool
 """
 
@@ -78,7 +78,18 @@ def preprocess(source: str, filename: str, include_dirs: Iterable[str | Path] = 
                            _col_of(source, line, e.path)) from None
     if errors:
         raise errors[0]
-    return rewrite_attributes(out.getvalue())
+    return rewrite_attributes(restore_filename(out.getvalue(), filename))
+
+
+def restore_filename(text: str, filename: str) -> str:
+    """pcpp names the main file relative to the working directory; diagnostics should use the
+    name the user gave."""
+    target = os.path.abspath(filename)
+
+    def fix(m: re.Match) -> str:
+        name = m.group(2)
+        return f'{m.group(1)}"{filename}"' if os.path.abspath(name) == target else m.group(0)
+    return re.sub(r'^(#line \d+ )"([^"]*)"', fix, text, flags=re.M)
 
 
 class _IncludeNotFound(Exception):

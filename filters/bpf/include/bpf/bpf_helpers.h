@@ -6,6 +6,10 @@
 
 #include <linux/types.h>
 
+#ifndef NULL
+#define NULL ((void *)0)
+#endif
+
 /* Where a definition lands in the object: programs, maps, the license. */
 #ifdef __TRACESIM_CC__
 #define SEC(name) [[gnu::section(name)]]

@@ -1,0 +1,24 @@
+/* kprobe on kfree_skb: read skb->len with bpf_probe_read_kernel, keep the event for packets of
+ * at least MIN_LEN bytes and print their length. */
+#include <linux/skbuff.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#ifndef MIN_LEN
+#define MIN_LEN 64
+#endif
+
+SEC("kprobe/kfree_skb")
+int kfree_skb_len(struct pt_regs *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+	unsigned int len = 0;
+
+	bpf_probe_read_kernel(&len, sizeof(len), &skb->len);
+	if (len < MIN_LEN)
+		return 0;
+	bpf_printk("kfree_skb len %u\n", len);
+	return 1;
+}
+
+char _license[] SEC("license") = "GPL";
