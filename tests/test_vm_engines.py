@@ -1,0 +1,203 @@
+"""Behaviour of both engines seen from outside: RFC 9669 edge cases, memory faults, budget, call
+depth, helpers, legacy packet loads, map pseudo loads, load-time errors."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from filters.bpf import isa
+from filters.bpf.asm import assemble
+from filters.bpf.helpers import StopProgram, register, unregister
+from filters.bpf.interp import Interpreter
+from filters.bpf.isa import Insn
+from filters.bpf.jit import compile_program
+from filters.bpf.memory import CTX_BASE, Memory, MemoryFault
+from filters.bpf.program import ProgramError, check_reserved, load_program, map_from_handle
+
+ENGINES = {"interp": Interpreter, "jit": lambda p: compile_program(p)}
+
+
+def run(engine: str, text: str, ctx=b"", **kw):
+    program = load_program(assemble(text), ctx_size=len(ctx), **kw.pop("load", {}))
+    return ENGINES[engine](program).run(ctx, **kw)
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request):
+    return request.param
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("r0 = -1\nr0 += 1", 0),                                    # 64-bit wraparound
+    ("r0 = -1\nw0 += 1", 0),
+    ("r0 = -1\nw0 = w0", 0xFFFFFFFF),                           # 32-bit ops zero the upper half
+    ("r0 = 1\nr0 <<= 65", 2),                                   # shift counts are masked
+    ("r0 = 1\nr1 = 33\nw0 <<= w1", 2),
+    ("r0 = 7\nr1 = 0\nr0 /= r1", 0),                            # division by zero gives 0
+    ("r0 = 7\nr1 = 0\nr0 %= r1", 7),                            # modulo by zero keeps the dividend
+    ("r0 = -1\nr1 = 0\nw0 %= w1", 0xFFFFFFFF),                  # ... and ALU zeroes the top
+    ("r0 = 1 ll\nr0 <<= 63\nr1 = -1\nr0 s/= r1", 1 << 63),      # INT_MIN / -1
+    ("r0 = 1 ll\nr0 <<= 63\nr1 = -1\nr0 s%= r1", 0),
+    ("r0 = -7\nr0 s/= 2", (-3) & (2**64 - 1)),                  # truncates toward zero
+    ("r0 = -7\nr0 s%= 2", (-1) & (2**64 - 1)),
+    ("r0 = -8\nr0 s>>= 1", (-4) & (2**64 - 1)),
+    ("w0 = -8\nw0 s>>= 1", 0xFFFFFFFC),
+    ("r0 = -1\nr0 /= -1", 1),                                   # imm sign-extended then unsigned
+    ("r0 = 0x1122334455667788 ll\nr0 = be16 r0", 0x8877),
+    ("r0 = 0x1122334455667788 ll\nr0 = le32 r0", 0x55667788),
+    ("r0 = 0x1122334455667788 ll\nr0 = bswap64 r0", 0x8877665544332211),
+    ("r1 = 0x80 ll\nr0 = (s8)r1", 2**64 - 0x80),
+    ("r1 = 0x8000 ll\nw0 = (s16)w1", 0xFFFF8000),
+    ("r0 = 5\nif w0 s> -1 goto +1\nr0 = 0", 5),
+    ("r0 = 5\ngotol +1\nr0 = 0", 5),
+])
+def test_rfc9669_semantics(engine, text, expected):
+    result = run(engine, text + "\nexit")
+    assert result.ok and result.value == expected
+
+
+def test_kernel_address_faults_cleanly(engine):
+    result = run(engine, "r1 = 0xffff888000001000 ll\nr0 = *(u64 *)(r1 + 0)\nexit")
+    assert not result.ok and "invalid read of 8 bytes at 0xffff888000001000" in result.error
+
+
+def test_context_is_read_only_unless_declared(engine):
+    text = "*(u32 *)(r1 + 0) = 7\nr0 = *(u32 *)(r1 + 0)\nexit"
+    assert "read-only context" in run(engine, text, b"\0" * 8).error
+    ctx = bytearray(8)
+    assert run(engine, text, ctx, load={"ctx_writable": True}).value == 7
+    assert ctx[0] == 7
+
+
+def test_context_fields_and_out_of_bounds(engine):
+    ctx = bytes(range(16))
+    assert run(engine, "r0 = *(u16 *)(r1 + 14)\nexit", ctx).value == 0x0F0E
+    assert not run(engine, "r0 = *(u16 *)(r1 + 15)\nexit", ctx).ok
+
+
+def test_stack_frames_and_local_calls(engine):
+    text = """
+        r6 = 6
+        *(u64 *)(r10 - 8) = 41
+        r1 = 1
+        call sub
+        r0 += r6
+        r1 = *(u64 *)(r10 - 8)
+        r0 += r1
+        exit
+    sub:
+        r6 = 100
+        *(u64 *)(r10 - 8) = 1000      # the callee's own frame
+        r0 = r1
+        exit
+    """
+    assert run(engine, text).value == 1 + 6 + 41
+
+
+def test_call_depth_limit(engine):
+    text = "call f\nexit\nf:\ncall f\nexit"
+    result = run(engine, text)
+    assert not result.ok and "call depth" in result.error
+
+
+def test_budget(engine):
+    program = load_program(assemble("r0 = 0\nloop:\nr0 += 1\ngoto loop"))
+    eng = Interpreter(program, budget=1000) if engine == "interp" else compile_program(program, budget=1000)
+    result = eng.run()
+    assert not result.ok and "budget of 1000" in result.error
+
+
+def test_helpers_by_id_and_stop(engine):
+    table = {}
+    seen = []
+
+    @register("get_smp_processor_id", table=table)
+    def cpu(vm, *args):
+        seen.append(vm.env)
+        return 3
+
+    def stop(vm, r1, *args):
+        raise StopProgram(r1 + 1)
+    register(7, stop, table=table)
+    text = "call 8\nr1 = r0\ncall 7\nr0 = 99\nexit"
+    result = run(engine, text, env="event", load={"helpers": table})
+    assert result.value == 4 and seen == ["event"]
+
+
+def test_global_registry_and_unknown_helper():
+    register(5, lambda vm, *a: 11)
+    try:
+        assert load_program(assemble("call 5\nexit"))
+    finally:
+        unregister(5)
+    with pytest.raises(ProgramError, match=r"insn 0 \(call 5\): unknown helper 5"):
+        load_program(assemble("call 5\nexit"))
+
+
+def test_legacy_packet_loads(engine):
+    packet = bytes.fromhex("0800450000") + bytes(10)
+    text = "r0 = *(u16 *)skb[0]\nr6 = r0\nr0 = *(u8 *)skb[r7 + 2]\nr0 += r6\nexit"
+    assert run(engine, text, packet=packet).value == 0x0800 + 0x45
+    assert run(engine, "r0 = *(u32 *)skb[100]\nr0 = 5\nexit", packet=packet).value == 0
+
+
+def test_map_pseudo_loads(engine):
+    class ArrayMap:
+        def __init__(self):
+            self.value = bytearray(16)
+
+        def direct_value(self):
+            return self.value
+
+    m = ArrayMap()
+    insns = [*isa.ld_imm64(1, 0, isa.PSEUDO_MAP_VALUE)]
+    insns[1] = insns[1]._replace(imm=8)                     # offset 8 in the value
+    insns += assemble("*(u64 *)(r1 + 0) = 77\nr0 = 0 ll\nexit")
+    insns[3] = insns[3]._replace(src=isa.PSEUDO_MAP_FD)
+    program = load_program(insns, maps=[m])
+    eng = ENGINES[engine](program)
+    handle = eng.run().value
+    assert map_from_handle(program, handle) is m
+    assert int.from_bytes(m.value[8:16], "little") == 77
+
+
+@pytest.mark.parametrize("insns,message", [
+    ([Insn(0x07, 0, 1, 0, 1), Insn(0x95)], "insn 0 (r0 += 1): reserved field 'src' must be 0"),
+    ([Insn(0x8F), Insn(0x95)], "unknown opcode 0x8f"),
+    ([Insn(0x18, 1), Insn(0x95)], "second slot of LD_IMM64"),
+    ([Insn(0x05, off=1), Insn(0x18, 1), Insn(0), Insn(0x95)], "middle of LD_IMM64"),
+    ([Insn(0xB7, 10), Insn(0x95)], "r10 is read only"),
+    ([Insn(0xB7, 0)], "fall off the end"),
+    ([Insn(0x05, off=5), Insn(0x95)], "jump out of range"),
+    ([Insn(0xD4, 1, imm=8), Insn(0x95)], "invalid 'imm' value 8"),
+])
+def test_load_time_errors(insns, message):
+    with pytest.raises(ProgramError, match=re.escape(message)):
+        load_program(insns)
+
+
+def test_check_reserved_names_second_slot_field():
+    with pytest.raises(ProgramError, match="insn 1 .*reserved field 'dst'"):
+        check_reserved([Insn(0x18, 1), Insn(0, 3), Insn(0x95)])
+
+
+def test_memory_regions():
+    mem = Memory()
+    buf = bytearray(8)
+    addr = mem.address_of(buf, name="value")
+    assert mem.address_of(buf) == addr
+    mem.store(addr + 4, 4, 0x11223344)
+    assert buf[4:] == bytes.fromhex("44332211") and mem.load(addr, 8) == 0x1122334400000000
+    with pytest.raises(MemoryFault):
+        mem.load(addr + 6, 4)
+    with pytest.raises(MemoryFault):
+        mem.read(CTX_BASE, 1)
+
+
+def test_jit_is_cached_and_reads_context_directly():
+    program = load_program(assemble("r0 = *(u32 *)(r1 + 4)\nexit"), ctx_size=8)
+    jit = compile_program(program)
+    assert compile_program(program) is jit
+    assert "_u32(ctx, 4)" in jit.source and "_load" not in jit.source
+    assert jit.entry(bytes(4) + b"\x01\x02\x03\x04") == 0x04030201
