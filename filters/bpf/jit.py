@@ -15,6 +15,7 @@ instructions per block against the budget, exactly like the interpreter.
 """
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any, Sequence
 
@@ -225,7 +226,8 @@ class _Gen:
         if main:
             entry = [("w", 0), ("ctx", 0), UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN] + [("w", 0)] * 4 + [("fp", 0)]
             self.emit(0, "def _f0(ctx, r2=0, r3=0, r4=0, r5=0):")
-            self.emit(1, f"r0 = r6 = r7 = r8 = r9 = 0; r1 = {CTX_BASE}; r10 = {STACK_TOP}")
+            init_at = len(self.lines)
+            self.emit(1, "")                     # register set-up, filled in below
             if self.counting:
                 self.emit(1, f"_n[0] = {self.budget}")
             self.fp = str(STACK_TOP)
@@ -245,7 +247,7 @@ class _Gen:
         self.states = _dataflow(insns, blocks, entry)
         targets = {isa.jump_target(pc, insns[pc]) for pc in _slots(insns, start, end)
                    if isa.is_jump(insns[pc])}
-        if len(blocks) > 1 or looped:
+        if looped or len(blocks) > 1 and targets - {start}:
             self.emit(body, f"t = {start}")
         if looped:
             self.emit(body, "while True:")
@@ -272,11 +274,22 @@ class _Gen:
                 continue
             nested = 0
         if main:
+            self.lines[init_at] = "    " + self.main_setup("\n".join(self.lines[init_at + 1:]))
             self.emit(1, "except _Stop as stop:")
             self.emit(2, "return stop.value & M64")
             self.emit(1, "except (IndexError, _StructError):")
             self.emit(2, "raise _Fault(0, 0, False, 'context shorter than the program expects')")
         self.emit(0, "")
+
+    @staticmethod
+    def main_setup(body: str) -> str:
+        """Initial values of the entry function's registers, only for those its code reads
+        (the r2-r5 arguments default to 0 in its signature)."""
+        initial = {"r0": "0", "r1": str(CTX_BASE), "r6": "0", "r7": "0", "r8": "0", "r9": "0",
+                   "r10": str(STACK_TOP)}
+        used = [f"{name} = {value}" for name, value in initial.items()
+                if re.search(rf"\b{name}\b", body)]
+        return "; ".join(used) or "pass"
 
     def block(self, start: int, end: int, depth: int) -> tuple[bool, bool]:
         """Emit one block; returns (falls through, ends with a conditional jump)."""
