@@ -1,0 +1,122 @@
+"""``tracesim objdump prog.o [-d] [-r] [-h] [-t]``: an eBPF object's disassembly, byte for byte as
+``llvm-objdump -d`` prints it (``-r``: relocations inline), its section headers (``-h``) and its
+symbol table (``-t``)."""
+from __future__ import annotations
+
+import argparse
+import io
+import struct
+import sys
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from filters.bpf import isa
+from filters.bpf.disasm import format_insn
+from filters.bpf.isa import decode
+
+RELOC_NAMES = {0: "R_BPF_NONE", 1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "R_BPF_64_ABS32",
+               4: "R_BPF_64_NODYLD32", 10: "R_BPF_64_32"}
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="tracesim objdump", description=__doc__.split("\n\n")[0],
+                                add_help=False)
+    p.add_argument("object")
+    p.add_argument("-d", action="store_true", help="disassemble (default)")
+    p.add_argument("-r", action="store_true", help="show relocations")
+    p.add_argument("-h", dest="headers", action="store_true", help="section headers")
+    p.add_argument("-t", dest="symbols", action="store_true", help="symbol table")
+    p.add_argument("--help", action="help")
+    args = p.parse_args(argv)
+    try:
+        data = open(args.object, "rb").read()
+        text = objdump(data, args.object, disasm=args.d or not (args.headers or args.symbols),
+                       relocs=args.r, headers=args.headers, symbols=args.symbols)
+    except OSError as e:
+        print(f"tracesim objdump: error: '{args.object}': {e.strerror}", file=sys.stderr)
+        return 1
+    except (ELFError, ValueError, struct.error) as e:
+        print(f"tracesim objdump: error: '{args.object}': {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
+def objdump(data: bytes, name: str, disasm: bool = True, relocs: bool = False,
+            headers: bool = False, symbols: bool = False) -> str:
+    f = ELFFile(io.BytesIO(data))
+    out = [f"\n{name}:\tfile format elf64-bpf\n"]
+    sections = list(f.iter_sections())
+    syms = list(f.get_section_by_name(".symtab").iter_symbols()) \
+        if f.get_section_by_name(".symtab") else []
+    if headers:
+        out.append("Sections:\nIdx Name              Size     VMA              Type")
+        for i, s in enumerate(sections):
+            kind = "TEXT" if s["sh_flags"] & 4 else ("DATA" if s["sh_type"] == "SHT_PROGBITS"
+                                                     and s["sh_flags"] & 2 else
+                                                     "BSS" if s["sh_type"] == "SHT_NOBITS" else "")
+            out.append(f"{i:>3} {s.name:<17} {s['sh_size']:08x} {0:016x} {kind}".rstrip())
+        out.append("")
+    if symbols:
+        out.append("SYMBOL TABLE:")
+        for sym in syms[1:]:
+            bind = "g" if sym["st_info"]["bind"] == "STB_GLOBAL" else "l"
+            kind = {"STT_FUNC": "F", "STT_OBJECT": "O", "STT_SECTION": "d", "STT_FILE": "df"}.get(
+                sym["st_info"]["type"], " ")
+            shndx = sym["st_shndx"]
+            where = "*ABS*" if shndx == "SHN_ABS" else sections[shndx].name \
+                if isinstance(shndx, int) else "*UND*"
+            label = sym.name or (where if kind == "d" else "")
+            out.append(f"{sym['st_value']:016x} {bind}     {kind:<2} {where}\t{sym['st_size']:016x} "
+                       f"{label}")
+        out.append("")
+    if disasm:
+        for idx, s in enumerate(sections):
+            if not s["sh_flags"] & 4 or s["sh_size"] == 0:
+                continue
+            out.append(disassemble_section(f, idx, s, syms, relocs))
+    return "\n".join(out) + ("\n" if not disasm else "")
+
+
+def disassemble_section(f: ELFFile, idx: int, s, syms, show_relocs: bool) -> str:
+    lines = [f"Disassembly of section {s.name}:"]
+    labels: dict[int, str] = {}
+    for sym in syms:
+        if sym["st_shndx"] == idx and sym["st_info"]["type"] in ("STT_FUNC", "STT_NOTYPE") \
+                and sym.name:
+            if sym["st_value"] not in labels or sym["st_info"]["type"] == "STT_FUNC":
+                labels[sym["st_value"]] = sym.name
+    starts = sorted(labels)
+    rel_at: dict[int, list[tuple[int, str]]] = {}
+    if show_relocs:
+        for rs in f.iter_sections():
+            if rs["sh_type"] == "SHT_REL" and rs["sh_info"] == idx:
+                symtab = f.get_section(rs["sh_link"])
+                for r in rs.iter_relocations():
+                    sym = symtab.get_symbol(r["r_info_sym"])
+                    sname = sym.name or (f.get_section(sym["st_shndx"]).name
+                                         if isinstance(sym["st_shndx"], int) else "")
+                    rel_at.setdefault(r["r_offset"], []).append((r["r_info_type"], sname))
+    insns = decode(s.data()[:s["sh_size"] // 8 * 8])
+    pc = 0
+    while pc < len(insns):
+        addr = pc * 8
+        if addr in labels:
+            lines.append("")
+            lines.append(f"{addr:016x} <{labels[addr]}>:")
+        insn = insns[pc]
+        wide = insn.opcode == isa.LD_IMM64 and pc + 1 < len(insns)
+        raw = s.data()[addr:addr + (16 if wide else 8)]
+        text = format_insn(insn, insns[pc + 1] if wide else None)
+        if isa.is_jump(insn):
+            target = isa.jump_target(pc, insn) * 8
+            base = max((a for a in starts if a <= target), default=None)
+            if base is not None:
+                text += f" <{labels[base]}>" if base == target else \
+                    f" <{labels[base]}+{target - base:#x}>"
+        lines.append(f"{pc:>8}:\t{' '.join(f'{b:02x}' for b in raw)}\t{text}")
+        for rtype, sname in rel_at.get(addr, []):
+            lines.append(f"\t\t{addr:016x}:  {RELOC_NAMES.get(rtype, rtype)}\t{sname}")
+        pc += 2 if wide else 1
+    return "\n".join(lines) + "\n"
