@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections import Counter
 from typing import Any, Sequence
 
 from filters.bpf import alu, isa
@@ -252,19 +253,27 @@ class _Gen:
         if looped:
             self.emit(body, "while True:")
             body += 1
-        self.targets = targets
+        jumps_to = Counter(isa.jump_target(pc, insns[pc]) for pc in _slots(insns, start, end)
+                           if isa.is_jump(insns[pc]))
         depth = body
         nested = 0
+        inlined: set[int] = set()
         for i, (bstart, bend) in enumerate(blocks):
-            if bstart not in self.states:
-                continue                                   # unreachable
+            if bstart not in self.states or bstart in inlined:
+                continue                                   # unreachable, or emitted as a "then"
             if bstart in targets or nested == 0:
                 # Top level: every block but a loop-free function's entry runs only if t <= it.
                 depth, nested = body, 0
                 if bstart != start or looped:
                     self.emit(depth, f"if t <= {bstart}:")
                     depth += 1
-            falls, conditional = self.block(bstart, bend, depth)
+            then = self.then_block(blocks, i, targets, jumps_to)
+            if then is not None:
+                inlined.add(then[0])
+                targets = targets - {then[1]}          # entered only in sequence now
+            falls, conditional = self.block(bstart, bend, depth, then)
+            if then is not None:
+                i += 1
             nxt = blocks[i + 1][0] if i + 1 < len(blocks) else None
             if falls and nxt is not None and nxt not in targets and nested < MAX_NEST:
                 if conditional:                  # the successor runs when the jump is not taken
@@ -291,8 +300,30 @@ class _Gen:
                 if re.search(rf"\b{name}\b", body)]
         return "; ".join(used) or "pass"
 
-    def block(self, start: int, end: int, depth: int) -> tuple[bool, bool]:
-        """Emit one block; returns (falls through, ends with a conditional jump)."""
+    def then_block(self, blocks, i: int, targets: set, jumps_to: Counter) -> tuple[int, int] | None:
+        """Block i+1 when block i ends with "if cond goto T" that only skips it (an if-then):
+        it has no other way in, no jumps of its own, and T has no other jump to it."""
+        if i + 1 >= len(blocks):
+            return None
+        start, end = blocks[i]
+        pcs = list(_slots(self.insns, start, end))
+        last = self.insns[pcs[-1]]
+        if not isa.is_jump(last) or last.opcode in (isa.OP_JA, isa.OP_JA32):
+            return None
+        then_start, then_end = blocks[i + 1]
+        if isa.jump_target(pcs[-1], last) != then_end or then_start in targets:
+            return None
+        if jumps_to[then_end] != 1 or then_start not in self.states:
+            return None
+        tail = self.insns[list(_slots(self.insns, then_start, then_end))[-1]]
+        if isa.is_jump(tail) or tail.opcode == isa.OP_EXIT:
+            return None
+        return then_start, then_end
+
+    def block(self, start: int, end: int, depth: int,
+              then: tuple[int, int] | None = None) -> tuple[bool, bool]:
+        """Emit one block; returns (falls through, ends with a conditional jump).  ``then``: the
+        block the final conditional jump skips, emitted under ``if not cond``."""
         state = list(self.states[start])
         pcs = list(_slots(self.insns, start, end))
         if self.counting:
@@ -300,6 +331,10 @@ class _Gen:
             self.emit(depth, "if _n[0] < 0: raise _Budget")
         for pc in pcs:
             insn = self.insns[pc]
+            if isa.is_jump(insn) and then is not None:
+                self.emit(depth, f"if not ({self.condition(insn, state)}):")
+                self.block(then[0], then[1], depth + 1)
+                return True, False
             if isa.is_jump(insn):
                 return self.jump(pc, insn, state, depth)
             if insn.opcode == isa.OP_EXIT:
