@@ -687,7 +687,7 @@ class Lowerer:
                 off = arr.off + idx.v.value * elem.size
                 if -32768 <= off <= 32767:
                     return LVal("mem", elem, base=arr.base, off=off)
-            addr = self.address_of(arr, e)
+            addr = self.address_of(arr, e, Pointer(elem))
             return LVal("mem", elem, base=self.materialize(self.ptr_add(addr, idx, 1, e)), off=0)
         p = self.load(arr, e) if isinstance(arr, LVal) else arr
         if not T.is_ptr(p.type):
