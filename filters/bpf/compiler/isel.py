@@ -22,6 +22,14 @@ def select(fn: Function) -> None:
 def lower_op(fn: Function, op: Op) -> list[Op]:
     k = op.kind
     pre: list[Op] = []
+    if k == "alu" and op.alu == "mod":
+        # a % b as a - a / b * b, as clang 14 emits it: LLVM 14's tools cannot decode BPF_MOD.
+        # (Same result for b == 0: the quotient is 0 and the dividend stays.)
+        t = fn.new_vreg()
+        seq = [Op("alu", dst=t, a=op.a, b=op.b, alu="div", w32=op.w32),
+               Op("alu", dst=t, a=t, b=op.b, alu="mul", w32=op.w32),
+               Op("alu", dst=op.dst, a=op.a, b=t, alu="sub", w32=op.w32)]
+        return [x for s in seq for x in lower_op(fn, s)]
     if k in ("alu", "br") and isinstance(op.b, Imm) and not fits_imm(op.b.value, op.w32):
         t = fn.new_vreg()
         pre.append(Op("mov", dst=t, a=op.b))

@@ -55,6 +55,7 @@ class Unit:
 
     def declare(self, node: c_ast.Node) -> None:
         if isinstance(node, c_ast.Typedef):
+            strip_attributed_types(node)
             self.env.typedefs[node.name] = self.env.type_of(node.type)
         elif isinstance(node, c_ast.FuncDef):
             self.function(node)
@@ -70,6 +71,8 @@ class Unit:
 
     def function(self, node: c_ast.FuncDef) -> None:
         d = node.decl
+        section = section_of(d)
+        strip_attributed_types(d)
         ftype = self.env.type_of(d.type)
         if not isinstance(ftype, Func):
             raise error_at(d, f"'{d.name}' is not a function")
@@ -80,11 +83,12 @@ class Unit:
                 raise error_at(d, "floating point is not supported in BPF programs")
         if d.name in self.functions:
             raise error_at(d, f"redefinition of '{d.name}'")
-        section = section_of(d)
         self.functions[d.name] = FuncInfo(d.name, node, ftype, "inline" in d.funcspec and
                                           section is None, section, "static" in d.storage)
 
     def decl(self, d: c_ast.Decl) -> None:
+        section = section_of(d)
+        strip_attributed_types(d)
         t = self.env.type_of(d.type)
         if d.name is None:
             return                                     # struct/union/enum declaration
@@ -101,7 +105,6 @@ class Unit:
             raise error_at(d, "floating point is not supported in BPF programs")
         if d.name in self.globals or d.name in self.maps:
             raise error_at(d, f"redefinition of '{d.name}'")
-        section = section_of(d)
         if isinstance(t, Array) and t.count is None and d.init is not None:
             n = len(string_bytes(d.init.value)) + 1 if isinstance(d.init, c_ast.Constant) \
                 else len(d.init.exprs)
@@ -206,6 +209,18 @@ class Unit:
                 raw = self.data["license"][g.offset:g.offset + g.type.size]
                 return raw.split(b"\0")[0].decode("ascii", "replace")
         return ""
+
+
+def strip_attributed_types(node: c_ast.Node) -> None:
+    """``T [[attr]] name`` wraps T in an AttributedType; the attribute is read by section_of,
+    the type model only needs T."""
+    for name in ("type", "decl"):
+        child = getattr(node, name, None)
+        if isinstance(child, c_ast.AttributedType):
+            setattr(node, name, child.type)
+            child = child.type
+        if isinstance(child, c_ast.Node) and not isinstance(child, (c_ast.Compound,)):
+            strip_attributed_types(child)
 
 
 def section_of(d: c_ast.Decl) -> str | None:
