@@ -53,10 +53,11 @@ def compile_source(source: str, filename: str = "<stdin>",
                    opt_level: int = 2) -> CompiledObject:
     """Compile restricted C to an EM_BPF object.  Raises CompileError on any user error."""
     text = preprocess(source, filename, include_dirs, defines)
+    parser = c_parser.CParser(dialect="c23")
     try:
-        ast = c_parser.CParser(dialect="c23").parse(text, filename)
+        ast = parser.parse(text, filename)
     except c_parser.ParseError as e:
-        raise parse_error(str(e), filename) from None
+        raise parse_error(str(e), parser) from None
     unit = Unit()
     unit.add(ast)
     machine = compile_functions(unit, opt_level)
@@ -64,16 +65,23 @@ def compile_source(source: str, filename: str = "<stdin>",
                           unit.license())
 
 
-def parse_error(text: str, filename: str) -> CompileError:
+def parse_error(text: str, parser: c_parser.CParser) -> CompileError:
+    """pycparser's message as a located diagnostic; without a position in the message, where
+    the lexer stopped (the offending token)."""
     m = _PARSE_ERROR.match(text)
-    if not m:
-        return CompileError(text, filename, 0)
-    msg = m.group("msg")
+    lex = parser.clex
+    file = getattr(lex, "_filename", None) or ""
+    line = getattr(lex, "_lineno", 0)
+    col = max(getattr(lex, "_pos", 0) - getattr(lex, "_line_start", 0), 0)
+    msg = text.split(": ", 1)[-1]
+    if m:
+        file, line, col, msg = m.group("file"), int(m.group("line")), int(m.group("col") or 0), \
+            m.group("msg")
     msg = {"Invalid declaration": "expected declaration",
            "Invalid expression": "expected expression"}.get(msg, msg)
     if msg.startswith("before: "):
         msg = f"expected expression or ';' before '{msg[8:]}'"
-    return CompileError(msg, m.group("file"), int(m.group("line")), int(m.group("col") or 0))
+    return CompileError(msg, file, line, col)
 
 
 def compile_functions(unit: Unit, opt_level: int) -> list[MachineCode]:
