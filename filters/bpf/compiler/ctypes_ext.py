@@ -2,7 +2,7 @@
 arithmetic conversions, and how a value of each type sits in a 64-bit register."""
 from __future__ import annotations
 
-from kernel_model.c_types import Array, CType, Enum, Float, Func, Int, Pointer, Struct, Void, strip
+from kernel_model.c_types import CType, Enum, Float, Func, Int, Pointer, Void, strip
 
 INT = Int("int", 4, True)
 UINT = Int("unsigned int", 4, False)
@@ -27,10 +27,6 @@ def is_scalar(t: CType) -> bool:
     return isinstance(t, (Int, Enum, Pointer))
 
 
-def is_aggregate(t: CType) -> bool:
-    return isinstance(t, (Struct, Array))
-
-
 def is_float(t: CType) -> bool:
     return isinstance(t, Float)
 
@@ -38,9 +34,6 @@ def is_float(t: CType) -> bool:
 def is_void(t: CType) -> bool:
     return isinstance(t, Void)
 
-
-def is_func(t: CType) -> bool:
-    return isinstance(t, Func)
 
 
 def is_signed(t: CType) -> bool:
@@ -100,11 +93,3 @@ def is_w32(t: CType) -> bool:
     """Whether values of ``t`` live in the 32-bit subregister."""
     t = strip(t)
     return isinstance(t, Int) and t.size <= 4
-
-
-def type_name(t: CType) -> str:
-    return str(t)
-
-
-def compatible_scalars(a: CType, b: CType) -> bool:
-    return is_scalar(a) and is_scalar(b)

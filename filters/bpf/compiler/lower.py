@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 from pycparser import c_ast
 
-from kernel_model.c_types import (Array, CType, CTypeError, Enum, Float, Func, Int, Member, Pointer,
+from kernel_model.c_types import (Array, CType, CTypeError, Float, Func, Int, Member, Pointer,
                                   Struct, Void, char_value, parse_int_literal, strip)
 from . import ctypes_ext as T
-from .errors import CompileError, error_at
+from .errors import error_at
 from .ir import FP, Block, Function, Imm, Op
 
 MAX_INLINE_DEPTH = 16
