@@ -2,7 +2,7 @@
 arithmetic conversions, and how a value of each type sits in a 64-bit register."""
 from __future__ import annotations
 
-from kernel_model.c_types import CType, Enum, Float, Func, Int, Pointer, Void, strip
+from kernel_model.c_types import CType, Enum, Float, Int, Pointer, Void, strip
 
 INT = Int("int", 4, True)
 UINT = Int("unsigned int", 4, False)
@@ -33,7 +33,6 @@ def is_float(t: CType) -> bool:
 
 def is_void(t: CType) -> bool:
     return isinstance(t, Void)
-
 
 
 def is_signed(t: CType) -> bool:
