@@ -198,8 +198,13 @@ class EventsDir:
 
     # -- filters -------------------------------------------------------------------------------
     def _filter_read(self, system: str, name: str) -> str:
-        text = self._event_file(system, name).filter_text
-        return text if text.endswith("\n") else text + "\n"
+        file = self._event_file(system, name)
+        text = file.filter_text
+        text = text if text.endswith("\n") else text + "\n"
+        describe = getattr(file.prog, "describe", None)    # a BPF filter: its one-line summary,
+        if describe is not None:                            # then the predicate if one is set
+            return describe() + "\n" + (text if file.filter is not None else "")
+        return text
 
     def _compile_options(self) -> dict[str, Any]:
         return self.ctx.filter_compile_options()

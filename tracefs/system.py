@@ -6,7 +6,8 @@
     system.shutdown()
 
 The mount command serves ``tree`` over FUSE and ``control`` on the control socket; the demo uses
-the same object in process when FUSE is not available.
+the same object in process when FUSE is not available. ``bpf`` (filters.bpf.filter_registry)
+loads BPF objects written to ``filter`` files and answers the ``maps``/``map dump`` commands.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ class System:
         self.kernel = kernel
         self.bpf_engine = bpf_engine
         self.tree: TracefsTree = build_tree(kernel)
+        from filters.bpf.filter_registry import BpfFilters
+        self.bpf = BpfFilters(kernel, bpf_engine)
+        self.bpf.install(self.tree.ctx)
         self._workload: Optional[str] = None
 
     @classmethod
@@ -30,7 +34,10 @@ class System:
 
     def control(self, argv: list[str]) -> tuple[int, str]:
         """Run one control command of the kernel model: ``(status, text to print)``."""
+        from filters.bpf import map_commands
         from kernel_model import control
+        if argv[:1] and argv[0] in map_commands.COMMANDS:
+            return map_commands.run(self.bpf, argv, lock=self.kernel.lock)
         return control.run_command(self.kernel, argv)
 
     def start_workload(self, name: str) -> None:

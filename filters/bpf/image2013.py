@@ -29,19 +29,22 @@ V1_MODE_XADD = 0xE0
 V1_BSWAP32, V1_BSWAP64 = 0xD0, 0xE0
 V1_TABLE_HASH = 1
 
-# v1 helpers that have no upstream equivalent get tracesim-private ids (never valid on a real
-# kernel; only translated 2013 images can name them).
-HELPER_LOAD_POINTER = 0x7F00
-HELPER_MEMCMP = 0x7F01
-HELPER_DUMP_STACK = 0x7F02
-V1_HELPERS = {
-    "bpf_load_pointer": HELPER_LOAD_POINTER,
-    "bpf_memcmp": HELPER_MEMCMP,
-    "bpf_dump_stack": HELPER_DUMP_STACK,
-    "bpf_trace_printk": isa.HELPER_IDS["trace_printk"],
-    "bpf_table_lookup": isa.HELPER_IDS["map_lookup_elem"],
-    "bpf_table_update": isa.HELPER_IDS["map_update_elem"],
-}
+# v1 helpers by name.  The three without an upstream equivalent are lowered into today's helpers
+# (see ``lower_load_pointer``/``lower_memcmp``); the table helpers become map helpers.
+V1_HELPERS = ("bpf_load_pointer", "bpf_memcmp", "bpf_dump_stack", "bpf_trace_printk",
+              "bpf_table_lookup", "bpf_table_update")
+PROBE_READ_KERNEL = isa.HELPER_IDS["probe_read_kernel"]
+TRACE_PRINTK = isa.HELPER_IDS["trace_printk"]
+MAP_LOOKUP = isa.HELPER_IDS["map_lookup_elem"]
+MAP_UPDATE = isa.HELPER_IDS["map_update_elem"]
+
+# A v1 program may use fp-480 .. fp-1 only (the JIT kept 4 saved registers below), so the
+# lowered helpers own the 32 bytes under it: a 16-byte copy buffer and two saved pointers.
+SCRATCH_BUF = -512          # .. -497
+SAVED_UNSAFE = -496
+SAVED_SAFE = -488
+MEMCMP_CHUNK = 16
+MEMCMP_MAX = 64             # the RFC's bpf_memcmp returns -1 for size >= 64
 
 
 class ImageError(Exception):
@@ -167,33 +170,105 @@ def translate_call(pc: int, ins: Insn, v1: list[Insn], strtab: bytes,
     name = helper_name(strtab, ins.imm)
     if name not in V1_HELPERS:
         raise ImageError(errno.EINVAL, f"unknown func '{name}'")
-    call = Insn(isa.OP_CALL, 0, 0, 0, V1_HELPERS[name])
-    if name not in ("bpf_table_lookup", "bpf_table_update"):
-        return [call]
+    if name == "bpf_trace_printk":         # same arguments today: fmt, fmt_size, 3 values
+        return [_call(TRACE_PRINTK)]
+    if name == "bpf_load_pointer":
+        return lower_load_pointer()
+    if name == "bpf_memcmp":
+        size = constant_reg(pc, v1, isa.R3)
+        if size is None:
+            raise ImageError(errno.EACCES, f"insn {pc}: bpf_memcmp size must be a constant")
+        return lower_memcmp(size)
+    if name == "bpf_dump_stack":
+        # No stack unwinder in the model: the call does nothing (it returned void).
+        return [_mov_k(isa.R0, 0)]
     # bpf_table_*(ctx, table_id, key[, leaf]) → map_*(map, key[, value, flags]). The table id
     # must be a constant (the RFC's verifier required a MOV K into r2 on every path).
-    table = constant_r2(pc, v1)
+    table = constant_reg(pc, v1, isa.R2)
     if table is None or not 0 <= table < len(tables):
         raise ImageError(errno.EACCES, f"insn {pc}: table id must be a constant below "
                                        f"{len(tables)}")
-    mov = isa.ALU64 | isa.MOV | isa.X
-    seq = [Insn(mov, isa.R2, isa.R3)]
+    seq = [_mov_x(isa.R2, isa.R3)]
     if name == "bpf_table_update":
-        seq += [Insn(mov, isa.R3, isa.R4), Insn(isa.ALU64 | isa.MOV | isa.K, isa.R4, 0, 0, 0)]
+        seq += [_mov_x(isa.R3, isa.R4), _mov_k(isa.R4, 0)]
     seq += list(isa.ld_imm64(isa.R1, table, src=isa.PSEUDO_MAP_FD))
-    return seq + [call]
+    return seq + [_call(MAP_LOOKUP if name == "bpf_table_lookup" else MAP_UPDATE)]
 
 
-def constant_r2(pc: int, v1: list[Insn]) -> int | None:
-    """The value of the last ``MOV r2, K`` before ``pc`` in straight-line code, if any."""
+def _call(helper: int) -> Insn:
+    return Insn(isa.OP_CALL, 0, 0, 0, helper)
+
+
+def _mov_k(dst: int, imm: int) -> Insn:
+    return Insn(isa.ALU64 | isa.MOV | isa.K, dst, 0, 0, imm)
+
+
+def _mov_x(dst: int, src: int) -> Insn:
+    return Insn(isa.ALU64 | isa.MOV | isa.X, dst, src)
+
+
+def _add_k(dst: int, imm: int) -> Insn:
+    return Insn(isa.ALU64 | isa.ADD | isa.K, dst, 0, 0, imm)
+
+
+def _ldx(size: int, dst: int, src: int, off: int) -> Insn:
+    return Insn(isa.LDX | isa.MEM | size, dst, src, off)
+
+
+def _stx(size: int, dst: int, src: int, off: int) -> Insn:
+    return Insn(isa.STX | isa.MEM | size, dst, src, off)
+
+
+def lower_load_pointer() -> list[Insn]:
+    """``r0 = bpf_load_pointer(r1)``: 8 bytes read with probe_read_kernel into scratch stack
+    (a fault leaves zeros there, so the result is NULL as in the RFC)."""
+    return [_mov_x(isa.R3, isa.R1), _mov_x(isa.R1, isa.FP), _add_k(isa.R1, SAVED_SAFE),
+            _mov_k(isa.R2, 8), _call(PROBE_READ_KERNEL),
+            _ldx(isa.DW, isa.R0, isa.FP, SAVED_SAFE)]
+
+
+def lower_memcmp(size: int) -> list[Insn]:
+    """``r0 = bpf_memcmp(unsafe r1, stack r2, size)`` with a constant size: copy the unsafe
+    bytes in 16-byte chunks with probe_read_kernel (a fault returns its negative errno), then
+    compare byte by byte; r0 is the first difference (as the kernel's memcmp) or 0."""
+    if size >= MEMCMP_MAX or size < 0:
+        return [_mov_k(isa.R0, -1)]
+    if size == 0:
+        return [_mov_k(isa.R0, 0)]
+    seq = [_stx(isa.DW, isa.FP, isa.R2, SAVED_SAFE), _stx(isa.DW, isa.FP, isa.R1, SAVED_UNSAFE)]
+    exits: list[int] = []                    # positions of the jumps to the end
+    for start in range(0, size, MEMCMP_CHUNK):
+        n = min(MEMCMP_CHUNK, size - start)
+        seq += [_mov_x(isa.R1, isa.FP), _add_k(isa.R1, SCRATCH_BUF), _mov_k(isa.R2, n),
+                _ldx(isa.DW, isa.R3, isa.FP, SAVED_UNSAFE)]
+        if start:
+            seq.append(_add_k(isa.R3, start))
+        seq.append(_call(PROBE_READ_KERNEL))
+        exits.append(len(seq))
+        seq.append(Insn(isa.JMP | isa.JNE | isa.K, isa.R0, 0, 0, 0))
+        seq.append(_ldx(isa.DW, isa.R2, isa.FP, SAVED_SAFE))
+        for k in range(n):
+            seq += [_ldx(isa.B, isa.R0, isa.FP, SCRATCH_BUF + k),
+                    _ldx(isa.B, isa.R1, isa.R2, start + k),
+                    Insn(isa.ALU64 | isa.SUB | isa.X, isa.R0, isa.R1)]
+            exits.append(len(seq))
+            seq.append(Insn(isa.JMP | isa.JNE | isa.K, isa.R0, 0, 0, 0))
+    end = len(seq)
+    for at in exits:
+        seq[at] = seq[at]._replace(off=end - at - 1)
+    return seq
+
+
+def constant_reg(pc: int, v1: list[Insn], reg: int) -> int | None:
+    """The value of the last ``MOV reg, K`` before ``pc`` in straight-line code, if any."""
     jump_targets = {i + x.off + 1 for i, x in enumerate(v1)
                     if x.opcode & 7 == isa.JMP and x.opcode & 0xF0 not in (isa.CALL, isa.EXIT)}
     for i in range(pc - 1, -1, -1):
         if i + 1 in jump_targets:      # another path joins after this point
             return None
         x = v1[i]
-        if x.dst == isa.R2 and x.opcode == V1_ALU64 | isa.MOV | isa.K:
+        if x.dst == reg and x.opcode == V1_ALU64 | isa.MOV | isa.K:
             return x.imm
-        if x.dst == isa.R2 and x.opcode & 7 in (V1_ALU64, isa.LDX) or x.opcode == isa.OP_CALL:
+        if x.dst == reg and x.opcode & 7 in (V1_ALU64, isa.LDX) or x.opcode == isa.OP_CALL:
             return None
     return None

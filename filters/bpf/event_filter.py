@@ -1,0 +1,358 @@
+"""What happens when a BPF program is written to an event's ``filter`` file, in one place.
+
+    attached = load_event_filter(data, event, kernel=kernel, ta=trace_array, engine="jit")
+    event_file.set_prog(attached.prog)          # the emission path calls prog(ctx) per hit
+
+``data`` is an ELF object (``tracesim cc`` or ``clang -target bpf``) or a 2013 RFC image
+(``"bpf\\0"``).  Loading picks the program for the event, creates the object's maps, verifies
+the program for the event, compiles it (JIT: Python source; or the interpreter) and returns an
+``AttachedFilter`` whose ``prog`` is the fast path the kernel model calls before reserving
+anything in the ring buffer: ``prog(ctx) -> r0``; 0 drops the event.
+
+Contexts, per event kind:
+
+* kprobe events: ``struct pt_regs`` (168 bytes; the first argument in ``di``), program type
+  ``kprobe``, sections ``kprobe/<symbol>`` (``kretprobe/<symbol>`` for return probes);
+* tracepoints: the record exactly as the event's ``format`` file describes it (common fields
+  included; the verifier refuses reads of bytes 0-7 as Linux does), program type
+  ``tracepoint``, sections ``tracepoint/<sys>/<event>`` or ``tp/<sys>/<event>``;
+* 2013 images keep 2013 semantics: a ``pt_regs`` context and an event that is never recorded
+  (the translated ``RET`` returns 0; output only through ``bpf_trace_printk``).  On a kprobe
+  event the probe's own ``pt_regs`` is passed.  On a tracepoint the RFC passed the
+  tracepoint's C arguments in ``si``/``dx``/``cx``; the model has only the record, so those
+  registers hold the record's first three fields after the common ones, each widened to 64
+  bits (an approximation: it is exact when the leading fields are the arguments, as
+  ``skbaddr`` of ``net:netif_receive_skb`` is; a ``__data_loc`` field gives its loc word).
+
+A program that cannot be used raises ``BpfFilterError`` (an ``OSError`` with ``EACCES``)
+carrying a one-line ``summary`` (for ``error_log``) and the full verifier ``log``.
+"""
+from __future__ import annotations
+
+import errno
+import random
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from filters.bpf import elf as elfmod
+from filters.bpf import helpers_tracing  # noqa: F401  (registers the tracing helpers)
+from filters.bpf import image2013, isa
+from filters.bpf.helper_protos import helper_name
+from filters.bpf.interp import Interpreter
+from filters.bpf.jit import compile_program
+from filters.bpf.maps import BpfMap, MapError, create_map
+from filters.bpf.memory import VMError
+from filters.bpf.program import ProgramError, load_program
+from filters.bpf.verifier import ContextSpec, verify
+from kernel_model.trace_event import trace_ctx
+from kernel_model.trace_kprobe import KprobeEvent
+
+ENGINES = ("jit", "interp")
+PT_REGS = struct.Struct("<21Q")
+PT_REGS_SIZE = PT_REGS.size
+M64 = (1 << 64) - 1
+# pt_regs slots (x86-64, 8 bytes each) where a 2013 tracepoint program found its arguments.
+V1_TRACEPOINT_ARG_OFFSETS = (104, 96, 88)          # si, dx, cx
+GPL_ONLY_HELPERS = frozenset({4, 6, 45, 112, 113, 114, 115})     # probe_read*, trace_printk
+GPL_COMPATIBLE = ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL",
+                  "Dual MIT/GPL", "Dual MPL/GPL")                 # license_is_gpl_compatible
+TRACE_PRINTK_ID = isa.HELPER_IDS["trace_printk"]
+
+
+class BpfFilterError(OSError):
+    """A program that cannot be attached: ``errno`` EACCES, ``summary`` for ``error_log``,
+    ``log`` the verifier's full log (or the loader's message), ``command`` what was written."""
+
+    def __init__(self, summary: str, log: str = "", command: str = "bpf",
+                 err: int = errno.EACCES) -> None:
+        super().__init__(err, summary)
+        self.summary = summary
+        self.log = log or summary + "\n"
+        self.command = command
+
+
+# ---------------------------------------------------------------------------------------------
+# What helpers see of the kernel (``vm.env``)
+
+class TraceEnv:
+    """The running kernel as the tracing helpers ask it (see ``helpers_tracing``).
+
+    ``trace_printk`` writes the ``bpf_trace:bpf_trace_printk`` event into the trace array the
+    program is attached in (and only there), as ``tracing.trace_printk`` would into its array.
+    """
+
+    def __init__(self, kernel: Any, ta: Any) -> None:
+        self.kernel = kernel
+        self.ta = ta
+        self._this_cpu = kernel.machine.this_cpu
+        self._mono = kernel.clock.reader("mono")
+        self._symbols = kernel.tracing.symbols
+        self._rand = random.Random(getattr(kernel, "seed", 0))
+        self._printk_file = ta.files[("bpf_trace", "bpf_trace_printk")]
+        self._printk_event = self._printk_file.event
+
+    def cpu_id(self) -> int:
+        return self._this_cpu().id
+
+    def task(self) -> Any:
+        return self._this_cpu().task
+
+    def ktime_ns(self) -> int:
+        return self._mono()
+
+    def prandom_u32(self) -> int:
+        return self._rand.getrandbits(32)
+
+    def hash_ptr(self, addr: int) -> int:
+        return self._symbols.hash_ptr(addr)
+
+    def symbol(self, addr: int) -> tuple[str, int, int] | None:
+        return self._symbols.lookup(addr)
+
+    def trace_printk(self, msg: str) -> None:
+        cpu = self._this_cpu()
+        flags, depth = trace_ctx(cpu)
+        record = self._printk_event.build((msg,), flags, depth, cpu.task.pid)
+        self._printk_file.sink(record, cpu, record)
+
+    def enable_printk(self) -> None:
+        """The kernel enables bpf_trace_printk when a program using the helper is loaded."""
+        if not self._printk_file.enabled:
+            self._printk_file.set_enabled(True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The attached program
+
+@dataclass
+class FilterStats:
+    runs: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class AttachedFilter:
+    """A loaded, verified, compiled program attached to one event file.
+
+    ``prog`` is the fast path (a plain function); calling the AttachedFilter calls it too.
+    """
+    name: str
+    section: str
+    insn_count: int
+    engine: str
+    prog_type: str
+    origin: str                       # "elf" or "bpf-2013"
+    maps: list[BpfMap]
+    log: str
+    prog: Callable[[bytes], int] = field(repr=False, default=lambda ctx: 0)
+    stats: FilterStats = field(default_factory=FilterStats)
+    event: str = ""
+    btf: Any = field(repr=False, default=None)    # the object's BTF (map dumps), if any
+
+    def __call__(self, ctx: bytes) -> int:
+        return self.prog(ctx)
+
+    def describe(self) -> str:
+        """``cat filter``: one line naming the program, its size and how it runs."""
+        how = "jited" if self.engine == "jit" else "interpreted"
+        where = f" ({self.section})" if self.section else ""
+        maps = f" maps {','.join(m.name for m in self.maps)}" if self.maps else ""
+        return f"bpf {self.origin} {self.name}{where} {self.insn_count} insns {how}{maps}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+@dataclass
+class _Candidate:
+    name: str
+    section: str
+    insns: list[isa.Insn]
+    origin: str
+    license: str
+    map_specs: list[Any]
+    btf: Any = None
+
+
+def is_kprobe_event(event: Any) -> bool:
+    return isinstance(event, KprobeEvent)
+
+
+def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: str = "jit",
+                      maps: Sequence[BpfMap] | None = None) -> AttachedFilter:
+    """Load ``data`` as a BPF filter for ``event`` in trace array ``ta``.
+
+    ``maps`` reuses the maps of an earlier load of the same object (programs of one object
+    share its maps); otherwise they are created.  Raises ``BpfFilterError``.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    cand = _candidate(data, event)
+    command = f"{cand.name} ({cand.section})" if cand.section else cand.name
+    map_objs = list(maps) if maps is not None else _create_maps(cand, kernel, command)
+    kprobe = is_kprobe_event(event) or cand.origin == "bpf-2013"
+    if kprobe:
+        prog_type, ctx_spec, ctx_size = "kprobe", ContextSpec.pt_regs(), PT_REGS_SIZE
+    else:
+        fields = [(f.name, f.offset, f.size) for f in event.all_fields]
+        prog_type = "tracepoint"
+        ctx_spec = ContextSpec.tracepoint(fields, event.struct_size)
+        ctx_size = event.struct_size
+    res = verify(cand.insns, prog_type=prog_type, ctx=ctx_spec, maps=map_objs, privileged=True,
+                 log_level=1)
+    if not res.ok:
+        raise BpfFilterError(res.error or "verifier rejected the program", res.log, command)
+    _check_license(cand, res.log, command)
+    try:
+        program = load_program(cand.insns, maps=map_objs, name=cand.name, ctx_size=ctx_size)
+    except ProgramError as e:
+        raise BpfFilterError(str(e), command=command) from None
+    env = TraceEnv(kernel, ta)
+    if any(i.opcode == isa.OP_CALL and i.src == 0 and i.imm == TRACE_PRINTK_ID
+           for i in cand.insns):
+        env.enable_printk()
+    attached = AttachedFilter(cand.name, cand.section, len(cand.insns), engine, prog_type,
+                              cand.origin, map_objs, res.log,
+                              event=f"{event.system}:{event.name}", btf=cand.btf)
+    run = _jit_path(program, env, attached.stats) if engine == "jit" else \
+        _interp_path(program, env, attached.stats)
+    if cand.origin == "bpf-2013" and not is_kprobe_event(event):
+        run = _v1_tracepoint_path(run, event)
+    run.describe = attached.describe       # what ``cat filter`` shows (tracefs reads it)
+    run.attached = attached
+    attached.prog = run
+    return attached
+
+
+def _candidate(data: bytes, event: Any) -> _Candidate:
+    if image2013.is_image(data):
+        try:
+            image = image2013.parse_image(data)
+        except image2013.ImageError as e:
+            raise BpfFilterError(e.message, command="bpf image", err=errno.EACCES) from None
+        specs = [elfmod.MapSpec(t.name, t.map_type, t.key_size, t.value_size, t.max_entries)
+                 for t in image.tables]
+        return _Candidate("bpf_image", "", image.insns, "bpf-2013", "", specs)
+    try:
+        obj = elfmod.load_object(data)
+    except (elfmod.ElfLoadError, ValueError) as e:
+        raise BpfFilterError(f"invalid BPF object: {e}", command="bpf object") from None
+    prog = pick_program(obj.programs, event)
+    return _Candidate(prog.name, prog.section, list(prog.insns), "elf", obj.license, obj.maps,
+                      obj.btf)
+
+
+def section_matches(section: str, event: Any) -> bool:
+    """Whether ``SEC(section)`` names ``event`` exactly."""
+    kind, _, rest = section.partition("/")
+    if is_kprobe_event(event):
+        return kind == ("kretprobe" if event.is_return else "kprobe") and rest == event.symbol
+    return kind in ("tracepoint", "tp") and rest == f"{event.system}/{event.name}"
+
+
+def _kind_matches(section: str, event: Any) -> bool:
+    kind = section.partition("/")[0]
+    if is_kprobe_event(event):
+        return kind == ("kretprobe" if event.is_return else "kprobe")
+    return kind in ("tracepoint", "tp")
+
+
+def pick_program(programs: Sequence[Any], event: Any) -> Any:
+    """The program for ``event``: its exact section, else the only program of the event's kind
+    (kprobe/tracepoint), else the object's only program."""
+    exact = [p for p in programs if section_matches(p.section, event)]
+    if exact:
+        return exact[0]
+    same_kind = [p for p in programs if _kind_matches(p.section, event)]
+    if len(same_kind) == 1:
+        return same_kind[0]
+    if len(programs) == 1:
+        return programs[0]
+    names = ", ".join(p.section or p.name for p in programs) or "none"
+    raise BpfFilterError(f"no program for {event.system}:{event.name} in the object "
+                         f"(sections: {names})", command="bpf object")
+
+
+def _create_maps(cand: _Candidate, kernel: Any, command: str) -> list[BpfMap]:
+    out = []
+    for spec in cand.map_specs:
+        try:
+            m = create_map(spec.name, spec.type, spec.key_size, spec.value_size,
+                           spec.max_entries, spec.flags, kernel.ncpus, spec.initial)
+        except MapError as e:
+            raise BpfFilterError(str(e), command=command) from None
+        m.key_type = getattr(spec, "key_type", 0)      # BTF ids, for dumping
+        m.value_type = getattr(spec, "value_type", 0)
+        out.append(m)
+    return out
+
+
+def _check_license(cand: _Candidate, log: str, command: str) -> None:
+    """check_helper_call: gpl_only helpers need a GPL-compatible license (2013 images had none
+    and were not checked)."""
+    if cand.origin != "elf" or cand.license in GPL_COMPATIBLE:
+        return
+    for pc, i in enumerate(cand.insns):
+        if i.opcode == isa.OP_CALL and i.src == 0 and i.imm in GPL_ONLY_HELPERS:
+            msg = "cannot call GPL-restricted function from non-GPL compatible program"
+            raise BpfFilterError(msg, f"{pc}: call {helper_name(i.imm)}#{i.imm}\n{msg}\n",
+                                 command)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast paths: one plain function per attached program
+
+def _jit_path(program: Any, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
+    jp = compile_program(program)
+    jp.vm.env = env                    # helpers read it; constant for this attachment
+    entry = jp.entry
+    region = jp._ctx_region            # helpers that take a context pointer read through it
+    start = region.start
+
+    def prog(ctx: bytes) -> int:
+        stats.runs += 1
+        region.buf = ctx
+        region.end = start + len(ctx)
+        try:
+            return entry(ctx)
+        except VMError as e:
+            return _failed(stats, e)
+    return prog
+
+
+def _interp_path(program: Any, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
+    interp = Interpreter(program)
+
+    def prog(ctx: bytes) -> int:
+        stats.runs += 1
+        try:
+            return interp(ctx, env=env)
+        except VMError as e:
+            return _failed(stats, e)
+    return prog
+
+
+def _failed(stats: FilterStats, err: Exception) -> int:
+    """A run that faulted (the verifier cannot see everything the model allows): the event
+    is dropped and the error counted."""
+    stats.errors += 1
+    stats.last_error = str(err)
+    return 0
+
+
+def _v1_tracepoint_path(run: Callable[[bytes], int], event: Any) -> Callable[[bytes], int]:
+    """A 2013 program on a tracepoint: a pt_regs whose si/dx/cx hold the record's leading
+    fields (see the module docstring)."""
+    readers = [(f.offset, min(f.size, 8), f.is_signed) for f in event.fields[:3]]
+    slots = V1_TRACEPOINT_ARG_OFFSETS[:len(readers)]
+    pack = struct.Struct("<Q").pack_into
+
+    def prog(record: bytes) -> int:
+        regs = bytearray(PT_REGS_SIZE)
+        for slot, (off, size, signed) in zip(slots, readers):
+            pack(regs, slot, int.from_bytes(record[off:off + size], "little",
+                                            signed=signed) & M64)
+        return run(bytes(regs))
+    return prog
