@@ -19,6 +19,9 @@ from filters.bpf.program import map_from_handle
 
 M64 = 0xFFFFFFFFFFFFFFFF
 TRACE_PRINTK_SIZE = 1024     # BPF_TRACE_PRINTK_SIZE
+# x86-64 kernel half: the modelled kernel's memory lives here, the VM's own regions (stack, maps,
+# context) far below it, so an address says which side to read without trying both.
+KERNEL_HALF = 0xFFFF_8000_0000_0000
 MAX_PRINTK_ARGS = 3
 
 
@@ -89,11 +92,13 @@ def ringbuf_output(vm: VMContext, r1: int, r2: int, r3: int, r4: int, *_: int) -
 def _read_any(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
     """probe_read semantics over both address spaces: BPF-visible memory (stack, maps, ctx) and
     the modelled kernel's memory. A fault gives ``-EFAULT`` and zeros."""
+    env = vm.env
+    if addr >= KERNEL_HALF and env is not None:
+        return env.kernel.mem.probe_read(addr, size)
     try:
         return 0, vm.mem.read(addr, size)
     except VMError:
         pass
-    env = vm.env
     if env is None:
         return -errno.EFAULT, bytes(size)
     return env.kernel.mem.probe_read(addr, size)
@@ -101,13 +106,21 @@ def _read_any(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
 
 def probe_read_kernel(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
     err, data = _read_any(vm, r3, r2)
-    vm.mem.write(r1, data)
+    stack = vm.mem.regions[0]          # the usual destination: a buffer on the BPF stack
+    if stack.start <= r1 and r1 + r2 <= stack.end:
+        off = r1 - stack.start
+        stack.buf[off:off + r2] = data
+    else:
+        vm.mem.write(r1, data)
     return err & M64
 
 
 def _read_str(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
     if size <= 0:
         return 0, b""
+    env = vm.env
+    if addr >= KERNEL_HALF and env is not None:
+        return env.kernel.mem.probe_read_str(addr, size)
     try:                      # a string in BPF memory (stack, map value)
         out = bytearray()
         while len(out) < size - 1:
@@ -118,7 +131,6 @@ def _read_str(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
         return len(out) + 1, bytes(out) + b"\0"
     except VMError:
         pass
-    env = vm.env
     if env is None:
         return -errno.EFAULT, bytes(size)
     return env.kernel.mem.probe_read_str(addr, size)

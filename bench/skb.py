@@ -1,0 +1,266 @@
+"""``tracesim bench skb``: the 2013 RFC's 1M skb alloc/free measurement, through tracefs files.
+
+    tracesim bench skb [--iterations N] [--repeat R] [--json] [--plot FILE.png] [--mount DIR]
+
+Driven the way a user would drive it: writes to ``kprobe_events``, ``enable``, ``filter`` and
+``options/bpf_jit``, and the benchmark module loaded through the control channel (``skb-bench``,
+which logs ``1M skb alloc/free <usecs> (usecs)`` to dmesg).  By default on an in-process tree
+(``tracefs.system.System``, real clock); ``--mount DIR`` drives a running ``tracesim mount``
+with the same file writes and ``tracesim ctl`` requests.
+
+Phases (the sequence runs ``--repeat`` times; each phase's figure is its median):
+
+1. ``off``        no tracing
+2. ``enabled``    kprobe event on ``__netdev_alloc_skb`` with ``name=+0(%di):string``, enabled
+3. ``predicate``  plus the text filter ``name == "eth5"`` (the record is written, then discarded)
+4. ``bpf_jit``    ``eth5_filter.o`` instead (JIT): runs before anything is reserved
+5. ``bpf_interp`` the same program on the interpreter (``options/bpf_jit`` = 0, loaded again)
+6. ``off_again``  the event disabled and the filter removed
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import struct
+import sys
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+PHASES = ("off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again")
+RFC_USECS = {"off": 145179, "enabled": 240419, "predicate": 302552, "bpf_jit": 199463,
+             "off_again": 144919}
+PROBE = "skb_alloc"
+PROBE_DEF = f"p:{PROBE} __netdev_alloc_skb name=+0(%di):string"
+EVENT_DIR = f"events/kprobes/{PROBE}"
+PREDICATE = 'name == "eth5"'
+EXAMPLE = Path(__file__).resolve().parent.parent / "tools" / "examples" / "eth5_filter.c"
+LOG_LINE = re.compile(r"skb alloc/free (\d+) \(usecs\)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Two ways to reach the files: the in-process tree, or a mount
+
+class InProcess:
+    """A fresh System on the real clock; files through the tree's shell-like helpers."""
+
+    def __init__(self, cpus: int = 2) -> None:
+        from tracefs.system import System
+        self.system = System.boot(cpus=cpus, seed=1, clock="real")
+        self.where = "in-process tree"
+
+    def write(self, path: str, data: str | bytes, append: bool = False) -> None:
+        self.system.tree.echo("/" + path, data, append=append, newline=isinstance(data, str))
+
+    def read(self, path: str) -> str:
+        return self.system.tree.read_text("/" + path)
+
+    def control(self, argv: list[str]) -> tuple[int, str]:
+        return self.system.control(argv)
+
+    def close(self) -> None:
+        self.system.shutdown()
+
+
+class Mounted:
+    """A running ``tracesim mount``: plain file I/O and the control socket."""
+
+    def __init__(self, mountpoint: str) -> None:
+        self.root = Path(mountpoint)
+        self.where = f"mount {mountpoint}"
+        if not (self.root / "events").is_dir():
+            raise SystemExit(f"tracesim bench skb: {mountpoint} is not a tracesim mount")
+
+    def write(self, path: str, data: str | bytes, append: bool = False) -> None:
+        raw = (data + "\n").encode() if isinstance(data, str) else data
+        with open(self.root / path, "ab" if append else "wb", buffering=0) as f:
+            for i in range(0, len(raw), 4096):       # as cat writes it: in pieces
+                f.write(raw[i:i + 4096])
+
+    def read(self, path: str) -> str:
+        return (self.root / path).read_text(errors="replace")
+
+    def control(self, argv: list[str]) -> tuple[int, str]:
+        from tools.ctl_socket import request
+        return request(str(self.root), argv)
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+
+def filter_object() -> bytes:
+    """eth5_filter.o, compiled by tracesim's compiler."""
+    from filters.bpf.compiler.driver import compile_file
+    return compile_file(EXAMPLE).elf
+
+
+def run_module(fs: Any, iterations: int) -> tuple[int, str]:
+    """Load the benchmark module once: (usecs, the dmesg line)."""
+    status, text = fs.control(["skb-bench", str(iterations)])
+    found = LOG_LINE.search(text)
+    if status or not found:
+        raise SystemExit(f"tracesim bench skb: skb-bench failed: {text.strip()}")
+    return int(found.group(1)), text.strip()
+
+
+def measure(fs: Any, iterations: int, repeat: int,
+            progress: Callable[[str], None] = lambda phase: None,
+            log: Callable[[str], None] = lambda line: None) -> dict[str, float]:
+    """Run the six phases in order, ``repeat`` times over (so a slow moment of the machine
+    touches every phase alike); each phase's figure is its median."""
+    obj = filter_object()
+    fs.write("kprobe_events", PROBE_DEF, append=True)
+    fs.write("buffer_size_kb", "1410")
+    times: dict[str, list[int]] = {name: [] for name in PHASES}
+
+    def phase(name: str) -> None:
+        usecs, line = run_module(fs, iterations)
+        log(f"[{name:>10}] {line}")
+        times[name].append(usecs)
+        progress(name)
+
+    try:
+        run_module(fs, min(iterations, 20_000))            # warm up slabs and caches
+        for _ in range(repeat):
+            phase("off")
+            fs.write(f"{EVENT_DIR}/enable", "1")
+            phase("enabled")
+            fs.write(f"{EVENT_DIR}/filter", PREDICATE)
+            phase("predicate")
+            fs.write(f"{EVENT_DIR}/filter", "0")
+            fs.write("options/bpf_jit", "1")
+            fs.write(f"{EVENT_DIR}/filter", obj)
+            phase("bpf_jit")
+            fs.write("options/bpf_jit", "0")
+            fs.write(f"{EVENT_DIR}/filter", obj)
+            phase("bpf_interp")
+            fs.write("options/bpf_jit", "1")
+            fs.write(f"{EVENT_DIR}/enable", "0")
+            fs.write(f"{EVENT_DIR}/filter", "0")
+            phase("off_again")
+    finally:
+        fs.write("options/bpf_jit", "1")
+        fs.write(f"{EVENT_DIR}/enable", "0")
+        fs.write(f"{EVENT_DIR}/filter", "0")
+        fs.write("kprobe_events", f"-:{PROBE}", append=True)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def table(results: dict[str, float], iterations: int) -> str:
+    off = results["off"] or 1
+    lines = [f"{'phase':<11} {'usecs':>10} {'ratio':>6}   RFC 2013 (usecs, ratio)"]
+    for name in PHASES:
+        rfc = RFC_USECS.get(name)
+        ref = f"{rfc:>8} {rfc / RFC_USECS['off']:5.2f}" if rfc else f"{'-':>8} {'-':>5}"
+        lines.append(f"{name:<11} {results[name]:>10.0f} {results[name] / off:>6.2f}   {ref}")
+    pred, jit = results["predicate"] - off, results["bpf_jit"] - off
+    lines.append("")
+    lines.append(f"off_again/off = {results['off_again'] / off:.3f} (target <= 1.03); "
+                 f"(bpf_jit-off)/(predicate-off) = "
+                 f"{jit / pred if pred else float('nan'):.3f} (target <= 0.35; RFC 0.34)")
+    lines.append(f"{iterations} alloc/free pairs per run; per pair: " + ", ".join(
+        f"{n} {results[n] * 1000 / iterations:.0f} ns" for n in PHASES))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# --plot
+
+COLOURS = ((90, 90, 90), (70, 130, 180), (205, 92, 92), (60, 179, 113), (218, 165, 32),
+           (150, 150, 150))
+
+
+def plot(results: dict[str, float], path: str) -> str:
+    """Bar chart of the phases: matplotlib when installed, else a plain PNG of bars."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        write_bar_png(path, [results[p] for p in PHASES])
+        legend = ", ".join(f"{p} rgb{c}" for p, c in zip(PHASES, COLOURS))
+        return (f"matplotlib is not installed: wrote a plain bar chart without text to {path} "
+                f"(left to right: {legend})")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(PHASES, [results[p] for p in PHASES],
+           color=[tuple(c / 255 for c in col) for col in COLOURS])
+    ax.set_ylabel("usecs per run")
+    ax.set_title("skb alloc/free with tracing (tracesim)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return f"wrote {path}"
+
+
+def write_bar_png(path: str, values: list[float], width: int = 480, height: int = 240) -> None:
+    top = max(values) or 1
+    slot = width // len(values)
+    rows = []
+    for y in range(height):
+        row = bytearray(b"\0")                       # filter type 0
+        for x in range(width):
+            i = min(x // slot, len(values) - 1)
+            bar = int(values[i] / top * (height - 10))
+            inside = slot // 8 <= x % slot < slot - slot // 8 and height - y <= bar
+            row += bytes(COLOURS[i]) if inside else b"\xff\xff\xff"
+        rows.append(bytes(row))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    png = (b"\x89PNG\r\n\x1a\n"
+           + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + chunk(b"IEND", b""))
+    Path(path).write_bytes(png)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def run(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="tracesim bench skb",
+                                 description="The 2013 RFC's skb alloc/free benchmark through "
+                                             "tracefs files.")
+    ap.add_argument("--iterations", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--plot", metavar="FILE.png")
+    ap.add_argument("--mount", metavar="DIR", help="drive a running tracesim mount")
+    args = ap.parse_args(argv)
+    if args.iterations <= 0 or args.repeat <= 0:
+        ap.error("--iterations and --repeat must be positive")
+    fs: Any = Mounted(args.mount) if args.mount else InProcess()
+    total = len(PHASES) * args.repeat
+    done = [0]
+    tty = sys.stderr.isatty() and not args.json
+
+    def progress(phase: str) -> None:
+        done[0] += 1
+        if tty:
+            filled = 30 * done[0] // total
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done[0]}/{total} "
+                             f"{phase:<10}")
+            sys.stderr.flush()
+
+    lines: list[str] = []
+    try:
+        results = measure(fs, args.iterations, args.repeat, progress, lines.append)
+    finally:
+        fs.close()
+    if tty:
+        sys.stderr.write("\r" + " " * 60 + "\r")
+    if args.json:
+        print(json.dumps({"phases": {p: results[p] for p in PHASES},
+                          "iterations": args.iterations}))
+    else:
+        print(f"skb alloc/free through tracefs ({fs.where}):")
+        for line in lines:
+            print(line)
+        print()
+        print(table(results, args.iterations))
+    if args.plot:
+        print(plot(results, args.plot), file=sys.stderr if args.json else sys.stdout)
+    return 0
