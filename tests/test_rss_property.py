@@ -21,8 +21,13 @@ EXT_PROTOS = (0, 43, 44, 58, 59, 60, 135)
 
 @functools.lru_cache(maxsize=None)
 def loaders() -> tuple:
-    """(name, loader) for each eBPF engine available, plus the software path."""
-    data, _ = ebpf_rss.build_object("clang")
+    """(name, loader): the software path, and the program on each engine available, built by
+    clang and (when it can build it) by tracesim cc."""
+    objects = {"clang": ebpf_rss.build_object("clang")[0]}
+    try:
+        objects["tcc"] = ebpf_rss.build_object("tracesim")[0]
+    except ebpf_rss.RssLoadError:
+        pass
     out = [("software", ebpf_rss.EbpfRss())]
     engines = ["interp"]
     try:
@@ -30,10 +35,11 @@ def loaders() -> tuple:
         engines.append("jit")
     except ImportError:
         pass
-    for engine in engines:
-        rss = ebpf_rss.EbpfRss()
-        assert rss.load(data, engine=engine, verify=False), rss.fallback_reason
-        out.append((engine, rss))
+    for compiler, data in objects.items():
+        for engine in engines:
+            rss = ebpf_rss.EbpfRss()
+            assert rss.load(data, engine=engine, verify=False), rss.fallback_reason
+            out.append((f"{engine}-{compiler}", rss))
     return tuple(out)
 
 

@@ -29,6 +29,7 @@ from filters.bpf import elf, helpers_skb  # noqa: F401  (helpers_skb registers h
 from filters.bpf.helpers import HELPERS, VMContext, register
 from filters.bpf.memory import VMError
 from filters.bpf.program import load_program, map_from_handle
+from kernel_model import packets
 from kernel_model.tun import TunDevice, TunSkb, make_skb, run_steering
 from tools import rss_software
 from tools.rss_software import INDIRECTION_TABLE_SIZE, RssConfig
@@ -49,37 +50,34 @@ class RssLoadError(Exception):
 
 # ---------------------------------------------------------------- building the object
 
+COMPILER_ORDER = {"auto": ("tracesim", "clang"), "tracesim": ("tracesim",), "clang": ("clang",)}
+COMPILER_LABEL = {"tracesim": "tracesim cc", "clang": "clang"}
+
+
 def build_object(compiler: str = "auto", source: Path = SOURCE) -> tuple[bytes, str]:
     """Compile the steering program; returns (ELF bytes, "tracesim cc" | "clang").
-    ``compiler`` is "tracesim", "clang" or "auto" (tracesim cc, then clang)."""
-    order = {"auto": ("tracesim", "clang"), "tracesim": ("tracesim",), "clang": ("clang",)}[compiler]
+    ``compiler`` is "tracesim", "clang" or "auto" (the first of tracesim cc, clang that builds)."""
     errors = []
-    for name in order:
+    for name in COMPILER_ORDER[compiler]:
         try:
             return (_build_tracesim(source) if name == "tracesim" else _build_clang(source)), \
-                ("tracesim cc" if name == "tracesim" else "clang")
+                COMPILER_LABEL[name]
         except RssLoadError as err:
             errors.append(str(err))
     raise RssLoadError("; ".join(errors))
 
 
 def _build_tracesim(source: Path) -> bytes:
+    """What ``tracesim cc -O2`` produces (the compiler's Python entry point)."""
     try:
-        from tools import cmd_cc
+        from filters.bpf.compiler.driver import compile_file
+        from filters.bpf.compiler.errors import CompileError
     except ImportError as err:
         raise RssLoadError(f"tracesim cc unavailable ({err})") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "rss.bpf.o"
-        argv = [str(source), "-o", str(out), "-O2"]
-        for d in INCLUDE_DIRS:
-            argv += ["-I", str(d)]
-        try:
-            rc = cmd_cc.main(argv)
-        except SystemExit as exc:          # argparse errors
-            rc = exc.code if isinstance(exc.code, int) else 1
-        if rc or not out.exists():
-            raise RssLoadError(f"tracesim cc failed (exit {rc})")
-        return out.read_bytes()
+    try:
+        return compile_file(source, INCLUDE_DIRS, opt_level=2).elf
+    except CompileError as err:
+        raise RssLoadError(f"tracesim cc failed: {str(err).splitlines()[0]}") from None
 
 
 def _build_clang(source: Path) -> bytes:
@@ -184,6 +182,16 @@ def _verify(insns, maps) -> None:
 
 # ---------------------------------------------------------------- the loader
 
+# Known packets the loader steers once to check a freshly loaded program (published vectors,
+# address-only and with ports, IPv4 and IPv6 with extension headers, tagged, and non-IP).
+_SELF_TEST_FRAMES = [packets.flow_frame(f) for f in (
+    packets.Flow("66.9.149.187", "161.142.100.80", "tcp", 2794, 1766),
+    packets.Flow("199.92.111.2", "65.69.140.83", "icmp", 1, 2, vlans=(5, 6)),
+    packets.Flow("3ffe:2501:200:1fff::7", "3ffe:2501:200:3::1", "udp", 2794, 1766,
+                 ext=(packets.routing_type2("2001:db8::1"), packets.home_address_option("2001:db8::2"))),
+    packets.Flow("3ffe:501:8::260:97ff:fe40:efab", "ff02::1", "tcp", 14230, 4739, vlans=(9,)),
+)] + [packets.ethernet(packets.DEFAULT_DST_MAC, packets.DEFAULT_SRC_MAC, packets.ETH_P_ARP, bytes(28))]
+
 class EbpfRss:
     """QEMU's EBPFRSSContext and its ebpf_rss_* functions, with the software fallback."""
 
@@ -196,6 +204,7 @@ class EbpfRss:
         self.maps: dict[str, ArrayMap] = {}
         self.engine = ""
         self.built_by = ""
+        self.object = b""                   # the ELF object of the loaded program
         self.fallback_reason = "no program loaded"
         self.config: RssConfig | None = None
         self.table: list[int] = [0] * INDIRECTION_TABLE_SIZE
@@ -217,27 +226,41 @@ class EbpfRss:
 
     def load(self, obj: bytes | str | Path | None = None, *, engine: str = "jit",
              compiler: str = "auto", verify: bool = True) -> bool:
-        """ebpf_rss_load: build (when ``obj`` is None) or read the object, create its maps,
-        verify the program and prepare it for ``engine``.  On any failure the software path
-        stays active, ``fallback_reason`` says why, and False is returned."""
+        """ebpf_rss_load: build (when ``obj`` is None: tracesim cc's object, else clang's, with
+        ``compiler="auto"``) or read the object, create its maps, verify the program, prepare it
+        for ``engine`` and self-test it.  The first object that passes is used; when none does
+        the software path stays active, ``fallback_reason`` says why, and False is returned."""
         self.unload()
-        try:
-            if obj is None:
-                data, self.built_by = build_object(compiler)
-            elif isinstance(obj, bytes):
-                data, self.built_by = obj, "caller"
-            else:
-                data, self.built_by = Path(obj).read_bytes(), str(obj)
-            self.program = self._load_object(data, engine, verify)
-            self.engine = engine
-        except (RssLoadError, elf.ElfLoadError, ValueError, OSError) as err:
-            self.fallback_reason = str(err)
-            self.program, self.maps = None, {}
+        errors = []
+        for built_by, get in self._candidates(obj, compiler):
+            try:
+                data = get()
+                program = self._load_object(data, engine, verify)
+                self._self_test(program)
+            except (RssLoadError, elf.ElfLoadError, ValueError, OSError) as err:
+                errors.append(f"{built_by}: {err}")
+                self.maps = {}
+                continue
+            self.program, self.engine, self.built_by = program, engine, built_by
+            self.object = data
+            break
+        if self.program is None:
+            self.fallback_reason = "; ".join(errors)
             return False
         self._write_maps()
         if self.tun is not None:
             self.attach(self.tun)
         return True
+
+    @staticmethod
+    def _candidates(obj: bytes | str | Path | None, compiler: str) -> list:
+        """(label, fetch bytes) for each object to try, in order."""
+        if isinstance(obj, bytes):
+            return [("caller", lambda: obj)]
+        if obj is not None:
+            return [(str(obj), lambda: Path(obj).read_bytes())]
+        return [(COMPILER_LABEL[name], lambda name=name: build_object(name)[0])
+                for name in COMPILER_ORDER[compiler]]
 
     def _load_object(self, data: bytes, engine: str, verify: bool) -> SteeringProgram:
         obj = elf.load_object(data)
@@ -255,6 +278,31 @@ class EbpfRss:
         program = load_program(spec.insns, maps=maps, helpers=_PROGRAM_HELPERS, name=spec.name,
                                ctx_size=helpers_skb.SK_BUFF_CTX_SIZE)
         return SteeringProgram(_make_runner(program, engine), engine)
+
+    def _self_test(self, program: SteeringProgram) -> None:
+        """Steer a few known packets with the program and with the software algorithm under a
+        test configuration; any difference (or a fault) refuses the program — a miscompiled
+        object then leaves RSS in software instead of misrouting or crashing.  The maps are
+        zeroed afterwards; ``load`` writes the real configuration next."""
+        config, table = RssConfig(default_queue=0x7FFF), [(i * 37 + 11) % 128 for i in range(128)]
+        key = rss_software.pack_toeplitz_key(rss_software.STANDARD_KEY)
+        self.maps[MAP_CONFIG].update(0, config.pack())
+        self.maps[MAP_KEY].update(0, key)
+        for i, q in enumerate(table):
+            self.maps[MAP_TABLE].update(i, q.to_bytes(2, "little"))
+        try:
+            for frame in _SELF_TEST_FRAMES:
+                skb = make_skb(frame)
+                want = rss_software.steer(skb.data, skb.network_header, config, table, key)
+                got = run_steering(program, skb)
+                if got != want & 0xFFFF:
+                    raise RssLoadError(f"self-test failed: the program returned {got} where "
+                                       f"the algorithm gives {want}")
+        except VMError as err:
+            raise RssLoadError(f"self-test failed: the program faulted ({err})") from None
+        finally:
+            for m in self.maps.values():
+                m.storage[:] = bytes(len(m.storage))
 
     def set_all(self, config: RssConfig, indirection_table: list[int], toeplitz_key: bytes) -> bool:
         """ebpf_rss_set_all: store the configuration, the first ``indirections_len`` table
