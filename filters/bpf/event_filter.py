@@ -244,6 +244,16 @@ def _candidate(data: bytes, event: Any) -> _Candidate:
                       obj.btf)
 
 
+def program_sections(data: bytes) -> list[str]:
+    """The ``SEC()`` names of an ELF object's programs ([] for 2013 images and bad objects)."""
+    if image2013.is_image(data):
+        return []
+    try:
+        return [p.section for p in elfmod.load_object(data).programs]
+    except (elfmod.ElfLoadError, ValueError):
+        return []
+
+
 def section_matches(section: str, event: Any) -> bool:
     """Whether ``SEC(section)`` names ``event`` exactly."""
     kind, _, rest = section.partition("/")

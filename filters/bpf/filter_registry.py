@@ -23,7 +23,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from filters.bpf.event_filter import ENGINES, AttachedFilter, BpfFilterError, load_event_filter
+from filters.bpf.event_filter import (ENGINES, AttachedFilter, BpfFilterError, load_event_filter,
+                                      program_sections, section_matches)
 from filters.bpf.maps import BpfMap
 
 
@@ -79,7 +80,7 @@ class BpfFilters:
         loaded: list[tuple[Any, AttachedFilter]] = []
         failures: list[BpfFilterError] = []
         maps = shared.maps if shared is not None else None
-        for file in target.files:
+        for file in _files_for(target.files, data):
             try:
                 attached = load_event_filter(data, file.event, kernel=self.kernel, ta=array,
                                              engine=self.engine, maps=maps)
@@ -148,3 +149,13 @@ class BpfFilters:
                                     self._btf.get(id(m))))
         return sorted(out, key=lambda e: e.id)
 
+
+
+def _files_for(files: list, data: bytes) -> list:
+    """A subsystem write goes to the events the object's sections name, when it names any of
+    them; otherwise to every event of the subsystem (each verified for its own record)."""
+    if len(files) < 2:
+        return files
+    sections = program_sections(data)
+    named = [f for f in files if any(section_matches(s, f.event) for s in sections)]
+    return named or files
