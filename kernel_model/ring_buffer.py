@@ -82,6 +82,9 @@ def event_length(payload: int) -> int:
     return length
 
 
+_LENGTHS = {n: event_length(n) for n in range(512)}
+
+
 def pages_for_kb(kb: int) -> int:
     """Pages per CPU for a ``buffer_size_kb`` write (DIV_ROUND_UP by 4080, at least 2)."""
     return max(2, -(-(kb << 10) // BUF_PAGE_SIZE))
@@ -219,7 +222,7 @@ class CpuBuffer:
 
     def write(self, ts: int, record: bytes) -> tuple[Page, int, int, int] | None:
         """Write one event; returns a token for ``discard`` or None when dropped (counted)."""
-        length = event_length(len(record))
+        length = _LENGTHS.get(len(record)) or event_length(len(record))
         page = self.pages[-1]
         w = page.write
         if page.entries == 0 and w == 0:

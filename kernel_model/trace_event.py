@@ -228,6 +228,8 @@ class TraceEvent:
         self._dyn_index = tuple(i for i, f in enumerate(self.fields) if f.is_data_loc)
         self._flex = next((f for f in self.fields if f.type.endswith("[]")
                            and not f.is_data_loc), None)
+        self._array_index = tuple(i for i, f in enumerate(self.fields)
+                                  if f.type.endswith("]") and not f.type.endswith("[]"))
         self._simple = not self._dyn_index and not any(f.type.endswith("]") for f in self.fields)
         self._printer = printer(self) if printer else compile_print_fmt(print_fmt, self)
         # runtime state, owned by Tracing (trace.py)
@@ -245,24 +247,25 @@ class TraceEvent:
         if self._simple:
             return self._fixed.pack(self.id, flags, depth, pid, *values) + self._tail_pad
         vals = list(values)
-        data = bytearray()
-        base = self.data_offset
+        pieces = []
+        off = self.data_offset
         for i in self._dyn_index:
-            raw = _as_bytes(vals[i]) + b"\0"
-            vals[i] = len(raw) << 16 | (base + len(data))
-            data += raw
-        flex = b""
+            v = vals[i]
+            raw = (v.encode() if type(v) is str else bytes(v)) + b"\0"
+            vals[i] = len(raw) << 16 | off
+            off += len(raw)
+            pieces.append(raw)
+        flex = None
         if self._flex is not None:
             flex = _as_bytes(vals.pop()) + b"\0"
-        vals = [_as_bytes(v) if isinstance(v, str) else v for v in vals]
+        for i in self._array_index:
+            if type(vals[i]) is str:
+                vals[i] = vals[i].encode()
         fixed = self._fixed.pack(self.id, flags, depth, pid, *vals)
-        if self._flex is not None:
+        if flex is not None:
             return fixed + flex
         # sizeof(struct) + dynamic size, the data starting at offsetof(__data)
-        out = bytearray(fixed)
-        out += data
-        out += bytes(self.struct_size + len(data) - len(out))
-        return bytes(out)
+        return fixed + b"".join(pieces) + self._tail_pad
 
     def fire(self, *args: Any) -> None:
         """The tracepoint: build the record in the current context, hand it to every sink.
