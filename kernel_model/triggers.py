@@ -3,7 +3,8 @@ enable_event, disable_event — each with ``[:count]`` and ``[if FILTER]``; ``!c
 
 ``set_trigger(file, text)`` is a write to ``events/<sys>/<event>/trigger``; ``trigger_text(file)``
 what reading it shows (the ``# Available triggers`` header when there are none, else one line
-per trigger as ``event_trigger_print`` formats it: ``traceoff:count=3 if len > 10``).
+per trigger as ``event_trigger_print`` formats it: ``traceoff:count=3 if len > 10``). Triggers
+are kept newest first, the order the kernel both runs and lists them in.
 Errors: ``OSError`` with EINVAL (unknown command, bad count, bad filter, unknown target
 event), EEXIST (the same trigger twice), ENOENT (removing one that is not there).
 """
@@ -152,7 +153,7 @@ def set_trigger(file: Any, text: str) -> None:
             target.soft_disabled = not target.enabled
         target.soft_refs += 1
         file.array.tracing.update_event(target.event)
-    file.triggers.append(new)
+    file.triggers.insert(0, new)        # register_trigger: list_add_rcu, newest first
     file.array.tracing.update_event(file.event)
 
 
