@@ -22,11 +22,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from filters.bpf import elf, helpers_skb  # noqa: F401  (helpers_skb registers helpers 26 and 68)
 from filters.bpf.helpers import HELPERS, VMContext, register
+from filters.bpf.maps import MAP_TYPE_ARRAY, BpfMap, MapError, create_map
 from filters.bpf.memory import VMError
 from filters.bpf.program import load_program, map_from_handle
 from kernel_model import packets
@@ -95,51 +95,26 @@ def _build_clang(source: Path) -> bytes:
         return out.read_bytes()
 
 
-# ---------------------------------------------------------------- array maps
-
-@dataclass
-class ArrayMap:
-    """A BPF_MAP_TYPE_ARRAY as the loader creates it: zero-filled values at an 8-byte stride
-    (round_up(value_size, 8), as the kernel lays array elements out)."""
-    name: str
-    key_size: int
-    value_size: int
-    max_entries: int
-    map_type: int = 2
-    flags: int = 0
-    storage: bytearray = field(default_factory=bytearray)
-
-    def __post_init__(self) -> None:
-        self.stride = (self.value_size + 7) & ~7
-        self.storage = bytearray(self.stride * self.max_entries)
-
-    def update(self, index: int, value: bytes) -> None:
-        if not 0 <= index < self.max_entries:
-            raise IndexError(f"map {self.name}: index {index} >= max_entries {self.max_entries}")
-        if len(value) != self.value_size:
-            raise ValueError(f"map {self.name}: value is {self.value_size} bytes, got {len(value)}")
-        at = index * self.stride
-        self.storage[at:at + self.value_size] = value
-
-    def lookup(self, index: int) -> bytes | None:
-        if not 0 <= index < self.max_entries:
-            return None
-        at = index * self.stride
-        return bytes(self.storage[at:at + self.value_size])
-
+# ---------------------------------------------------------------- map lookups
 
 def _array_lookup_elem(vm: VMContext, handle: int, key_ptr: int, *_unused: int) -> int:
-    """bpf_map_lookup_elem for array maps: a pointer to the element, NULL past max_entries."""
-    amap = map_from_handle(vm.program, handle)
-    if not isinstance(amap, ArrayMap):
+    """bpf_map_lookup_elem for this socket filter: a pointer to the element, NULL past
+    max_entries.  (The tracing helper of the same id asks its env for the CPU; a socket filter's
+    env is the skb, and this program uses no per-CPU map.)"""
+    m = map_from_handle(vm.program, handle)
+    if m is None:
         raise VMError(f"map_lookup_elem: {handle:#x} is not one of this program's maps")
-    index = int.from_bytes(vm.mem.read(key_ptr, amap.key_size), "little")
-    if index >= amap.max_entries:
+    off = m.lookup_offset(vm.mem.read(key_ptr, m.key_size), 0)
+    if off is None:
         return 0
-    return vm.mem.address_of(amap.storage, name=amap.name) + index * amap.stride
+    return vm.mem.address_of(m.values, name=m.name) + off
 
 
-# The program's helpers: the global table (skb loads among them) with map lookups on our maps.
+def _put(m: BpfMap, index: int, value: bytes) -> None:
+    m.update(index.to_bytes(4, "little"), value)
+
+
+# The program's helpers: the global table (skb loads among them) with map lookups as above.
 _PROGRAM_HELPERS = dict(HELPERS)
 register("map_lookup_elem", _array_lookup_elem, table=_PROGRAM_HELPERS)
 
@@ -201,7 +176,7 @@ class EbpfRss:
     def init(self) -> None:
         """ebpf_rss_init: nothing loaded; the software path steers."""
         self.program: SteeringProgram | None = None
-        self.maps: dict[str, ArrayMap] = {}
+        self.maps: dict[str, BpfMap] = {}
         self.engine = ""
         self.built_by = ""
         self.object = b""                   # the ELF object of the loaded program
@@ -265,13 +240,16 @@ class EbpfRss:
     def _load_object(self, data: bytes, engine: str, verify: bool) -> SteeringProgram:
         obj = elf.load_object(data)
         spec = obj.program(PROGRAM_NAME)
-        maps = [ArrayMap(m.name, m.key_size, m.value_size, m.max_entries, m.type, m.flags)
-                for m in obj.maps]
+        try:
+            maps = [create_map(m.name, m.type, m.key_size, m.value_size, m.max_entries, m.flags)
+                    for m in obj.maps]
+        except MapError as err:
+            raise RssLoadError(str(err)) from None
         self.maps = {m.name: m for m in maps}
         expected = {MAP_CONFIG: (10, 1), MAP_KEY: (40, 1), MAP_TABLE: (2, INDIRECTION_TABLE_SIZE)}
         for name, (vsize, entries) in expected.items():
             m = self.maps.get(name)
-            if m is None or m.map_type != 2 or (m.value_size, m.max_entries) != (vsize, entries):
+            if m is None or m.map_type != MAP_TYPE_ARRAY or (m.value_size, m.max_entries) != (vsize, entries):
                 raise RssLoadError(f"object has no array map {name} of {entries} x {vsize} bytes")
         if verify:
             _verify(spec.insns, maps)
@@ -286,10 +264,10 @@ class EbpfRss:
         zeroed afterwards; ``load`` writes the real configuration next."""
         config, table = RssConfig(default_queue=0x7FFF), [(i * 37 + 11) % 128 for i in range(128)]
         key = rss_software.pack_toeplitz_key(rss_software.STANDARD_KEY)
-        self.maps[MAP_CONFIG].update(0, config.pack())
-        self.maps[MAP_KEY].update(0, key)
+        _put(self.maps[MAP_CONFIG], 0, config.pack())
+        _put(self.maps[MAP_KEY], 0, key)
         for i, q in enumerate(table):
-            self.maps[MAP_TABLE].update(i, q.to_bytes(2, "little"))
+            _put(self.maps[MAP_TABLE], i, q.to_bytes(2, "little"))
         try:
             for frame in _SELF_TEST_FRAMES:
                 skb = make_skb(frame)
@@ -302,7 +280,7 @@ class EbpfRss:
             raise RssLoadError(f"self-test failed: the program faulted ({err})") from None
         finally:
             for m in self.maps.values():
-                m.storage[:] = bytes(len(m.storage))
+                m.values[:] = bytes(len(m.values))
 
     def set_all(self, config: RssConfig, indirection_table: list[int], toeplitz_key: bytes) -> bool:
         """ebpf_rss_set_all: store the configuration, the first ``indirections_len`` table
@@ -319,10 +297,10 @@ class EbpfRss:
     def _write_maps(self) -> None:
         if not self.maps or self.config is None:
             return
-        self.maps[MAP_CONFIG].update(0, self.config.pack())
-        self.maps[MAP_KEY].update(0, self.packed_key)
+        _put(self.maps[MAP_CONFIG], 0, self.config.pack())
+        _put(self.maps[MAP_KEY], 0, self.packed_key)
         for i in range(self.config.indirections_len):
-            self.maps[MAP_TABLE].update(i, self.table[i].to_bytes(2, "little"))
+            _put(self.maps[MAP_TABLE], i, self.table[i].to_bytes(2, "little"))
 
     def unload(self) -> None:
         """ebpf_rss_unload: detach and drop the program and its maps (configuration is kept)."""
