@@ -1,0 +1,50 @@
+"""``tracesim bench skb`` at a small size: phases, JSON shape, table, plot, and --mount."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from bench import skb
+from tests.fuse_helpers import mounted, need_fuse, tracesim
+
+PHASES = ["off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again"]
+
+
+def test_json_output(capsys):
+    assert skb.run(["--iterations", "200", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"phases", "iterations"} and result["iterations"] == 200
+    assert list(result["phases"]) == PHASES
+    assert all(isinstance(v, (int, float)) and v > 0 for v in result["phases"].values())
+
+
+def test_table_and_dmesg_lines(capsys, tmp_path):
+    png = tmp_path / "skb.png"
+    assert skb.run(["--iterations", "300", "--repeat", "2", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    lines = re.findall(r"^\[ *(\w+)\] 300 skb alloc/free \d+ \(usecs\)$", out, re.M)
+    assert lines == PHASES * 2
+    for phase in PHASES:
+        assert re.search(rf"^{phase} +\d+ +\d+\.\d\d ", out, re.M)
+    assert "off_again/off = " in out and "(bpf_jit-off)/(predicate-off) = " in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_tree_is_left_clean():
+    fs = skb.InProcess()
+    skb.measure(fs, 100, 1)
+    assert fs.read("kprobe_events") == ""
+    assert fs.read("options/bpf_jit") == "1\n"
+    assert fs.system.bpf.attached() == []
+
+
+def test_bench_through_a_mount(tmp_path):
+    need_fuse(tmp_path)
+    with mounted(tmp_path / "mnt") as mnt:
+        done = tracesim("bench", "skb", "--iterations", "200", "--json", "--mount", str(mnt))
+        result = json.loads(done.stdout)
+        assert list(result["phases"]) == PHASES
+        assert (mnt / "kprobe_events").read_text() == ""
