@@ -53,9 +53,10 @@ commit (saved_cmdlines, wake readers) → trigger actions.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import hashlib
 import threading
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from kernel_model import ring_buffer
 from kernel_model.trace_event import TraceEvent, trace_ctx
@@ -64,6 +65,7 @@ CLOCK_NAMES = ("local", "global", "counter", "uptime", "perf", "mono", "mono_raw
                "tai", "x86-tsc")
 CLOCKS_IN_NS = frozenset({"local", "global", "perf", "mono", "mono_raw", "boot", "tai"})
 ERROR_LOG_MAX = 8                 # TRACING_LOG_ERRS_MAX
+FIRST_DYNAMIC_ID = 100            # ids below are ftrace's own entry types (TRACE_PRINT = 5)
 SAVED_CMDLINES_DEFAULT = 128
 
 # trace_options of 6.18 in the kernel's order, with their boot defaults (trace_iterator_flags)
@@ -94,7 +96,8 @@ class Symbols:
         self._cache: dict[int, int] = {}
 
     def hash_ptr(self, addr: int) -> int:
-        """ptr_to_id: a keyed hash of the pointer, masked to 32 bits (CONFIG_64BIT)."""
+        """ptr_to_id: a keyed hash of the pointer, masked to 32 bits (CONFIG_64BIT); the raw
+        address with the top-level ``hash-ptr`` option off."""
         if self.hash_raw:
             return addr
         h = self._cache.get(addr)
@@ -312,7 +315,6 @@ class TraceArray:
                 self._set_clr_event(token)
 
     def _set_clr_event(self, token: str) -> None:
-        import fnmatch
         on = not token.startswith("!")
         token = token.lstrip("!")
         if ":" in token:
@@ -358,9 +360,7 @@ class TraceArray:
         return f"{sum(self.buffer.size_kb(c) for c in range(self.tracing.ncpus))}\n"
 
     def set_buffer_size_kb(self, kb: int, cpu: int | None = None) -> None:
-        if kb < 0:
-            raise _err(errno.EINVAL)
-        if kb == 0:             # tracing_entries_write: 0 is rejected
+        if kb <= 0:             # tracing_entries_write: 0 is rejected
             raise _err(errno.EINVAL)
         self.buffer.resize(kb, cpu)
 
@@ -376,6 +376,8 @@ class TraceArray:
             self.buffer.set_overwrite(on)
         elif name == "record-cmd":
             self.record_cmd = on
+        elif name == "hash-ptr" and self is self.tracing.top:
+            self.tracing.symbols.hash_raw = not on      # %p prints the raw address
 
     def set_options_text(self, text: str) -> None:
         for token in text.split():
@@ -579,14 +581,3 @@ class Tracing:
         if not f.enabled:
             f.set_enabled(True)
         ev.fire(msg)
-
-    def symbol_lookup(self, addr: int) -> tuple[str, int, int] | None:
-        return self.symbols.lookup(addr)
-
-
-FIRST_DYNAMIC_ID = 100   # ids below are the ftrace entry types (TRACE_PRINT = 5, ...)
-
-
-def iter_files(tracing: Tracing, key: tuple[str, str]) -> Iterable[EventFile]:
-    """The event files of one event across all trace arrays."""
-    return (ta.files[key] for ta in tracing.arrays() if key in ta.files)
