@@ -39,7 +39,7 @@ What tracefs (T) calls — one method per operation (errors are ``OSError(errno,
   reading: ``trace_output.trace_text(ta, cpu=None)`` (header + lines, non-consuming),
   ``trace_output.PipeReader(ta, cpu=None)`` (consuming lines, blocking with wake-ups),
   ``ta.buffer.read_page(cpu)`` (``trace_pipe_raw``), ``trace_output.stats_text(ta, cpu)``
-* global: ``saved_cmdlines_text()``, ``saved_cmdlines_size`` / ``set_saved_cmdlines_size(n)``,
+* global: ``saved_cmdlines_text()``, ``saved_tgids_text()``, ``saved_cmdlines_size`` / ``set_saved_cmdlines_size(n)``,
   ``printk_formats_text()``, ``kprobes`` (trace_kprobe.KprobeEvents: ``write(text, truncate)``,
   ``text()``, ``profile_text()``), ``trace_printk(msg, ta=None)`` (bpf_trace_printk).
 
@@ -227,6 +227,8 @@ class EventFile:
                     else:
                         if array.record_cmd:
                             array.tracing.cmdlines.record(cpu.task.pid, cpu.task.comm)
+                        if array.record_tgid:
+                            array.tracing.tgids[cpu.task.pid] = cpu.task.tgid
                         if buf.waiters:
                             buf.cond.notify_all()
         elif cond:
@@ -256,6 +258,7 @@ class TraceArray:
         self.tracing_on = True
         self.options = dict(TRACE_OPTIONS)
         self.record_cmd = True
+        self.record_tgid = False
         self.clock_name = "local"
         self.clock: Callable[[], int] = tracing.clock_reader("local")
         self.errors: list[str] = []
@@ -376,6 +379,8 @@ class TraceArray:
             self.buffer.set_overwrite(on)
         elif name == "record-cmd":
             self.record_cmd = on
+        elif name == "record-tgid":
+            self.record_tgid = on
         elif name == "hash-ptr" and self is self.tracing.top:
             self.tracing.symbols.hash_raw = not on      # %p prints the raw address
 
@@ -414,6 +419,8 @@ class TraceArray:
             if self.buffer.cpus[cpu.id].write(self.clock(), record) is not None:
                 if self.record_cmd:
                     self.tracing.cmdlines.record(cpu.task.pid, cpu.task.comm)
+                if self.record_tgid:
+                    self.tracing.tgids[cpu.task.pid] = cpu.task.tgid
                 self.buffer.notify()
         return len(raw)
 
@@ -453,6 +460,7 @@ class Tracing:
         seed = getattr(kernel, "seed", 0)
         self.symbols = Symbols(kernel, key=hashlib.sha256(f"ptr_key:{seed}".encode()).digest()[:32])
         self.cmdlines = SavedCmdlines()
+        self.tgids: dict[int, int] = {}          # pid → tgid, recorded with record-tgid
         self.events: dict[tuple[str, str], TraceEvent] = {}
         self.by_id: dict[int, TraceEvent] = {}
         self._next_id = FIRST_DYNAMIC_ID
@@ -568,6 +576,10 @@ class Tracing:
 
     def set_saved_cmdlines_size(self, n: int) -> None:
         self.cmdlines.resize(n)
+
+    def saved_tgids_text(self) -> str:
+        """``saved_tgids``: ``pid tgid`` per recorded task."""
+        return "".join(f"{pid} {tgid}\n" for pid, tgid in sorted(self.tgids.items()))
 
     def printk_formats_text(self) -> str:
         """``printk_formats``: no trace_printk() call sites with constant formats in the model."""

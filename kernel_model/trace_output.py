@@ -92,7 +92,8 @@ def format_entry(array: Any, entry: Entry) -> str:
         comm = tracing.cmdlines.find(pid)
         parts.append(f"{comm:>16}-{pid:<7d} ")
         if opts.get("record-tgid", False):
-            parts.append("(-------) ")
+            tgid = tracing.tgids.get(pid)
+            parts.append(f"({tgid:7d}) " if tgid else "(-------) ")
         parts.append(f"[{entry.cpu:03d}] ")
         if opts.get("irq-info", True):
             parts.append(lat_flags(flags, pc))

@@ -182,3 +182,16 @@ def test_interrupt_ends_a_blocked_read(kernel: Kernel) -> None:
     reader.interrupt()
     t.join(5)
     assert errors == [errno.EINTR]
+
+
+def test_record_tgid_adds_the_tgid_column(kernel: Kernel) -> None:
+    top = kernel.tracing.top
+    top.set_option("record-tgid", True)
+    task = kernel.user_task("echo")
+    with kernel.machine.running(task):
+        top.trace_marker_write("x")
+    text = trace_output.trace_text(top)
+    # print_func_help_header_irq with prec 12: "TASK-PID  " + "     TGID   " + " CPU#"
+    assert "#           TASK-PID       TGID    CPU#  |||||  TIMESTAMP  FUNCTION\n" in text
+    assert f"-{task.pid:<7d} ({task.tgid:7d}) [000] " in text.splitlines()[-1]
+    assert kernel.tracing.saved_tgids_text() == f"{task.pid} {task.tgid}\n"
