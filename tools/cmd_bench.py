@@ -11,7 +11,7 @@ import sys
 
 BENCHES = {"vm": "bench.vm", "kernel": "bench.kernel", "verifier": "bench.verifier",
            "cc": "bench.cc", "tracefs": "bench.tracefs", "skb": "bench.skb", "rss": "bench.rss",
-           "predicate": "bench.predicate"}
+           "predicate": "bench.predicate", "tracing": "bench.tracing"}
 
 
 def available() -> list[str]:
