@@ -77,6 +77,8 @@ class PtRegs:
 
 def reg_value(v: Any) -> int:
     """What a C argument holds in a register: an object's address, an int as u64."""
+    if type(v) is int:                 # the common case first (sizes, flags, reasons)
+        return v & MASK64
     if v is None:
         return 0
     addr = getattr(v, "addr", None)
@@ -178,18 +180,23 @@ class Kprobes:
         if mem is not None:
             region = mem.map(THREAD_SIZE * nr_cpus, "kernel stacks")
             self._stack_tops = [region.base + (n + 1) * THREAD_SIZE for n in range(nr_cpus)]
+        self._base_regs = [self._template(cpu) for cpu in range(nr_cpus)]
 
     def site(self, name: str) -> KprobeSite:
         """The probe point of function ``name`` (for a call site to cache)."""
         return self.sites[name]
 
     def base_regs(self, ip: int) -> list[int]:
-        values = [0] * len(PT_REGS_NAMES)
+        values = self._base_regs[self._this_cpu_id()].copy()    # per-CPU template: cs, ss, ...
         values[_IP] = ip
+        return values
+
+    def _template(self, cpu: int) -> list[int]:
+        values = [0] * len(PT_REGS_NAMES)
         values[_CS] = KERNEL_CS
         values[_SS] = KERNEL_DS
         values[_FLAGS] = X86_EFLAGS_IF
-        top = self._stack_tops[self._this_cpu_id()]
+        top = self._stack_tops[cpu]
         values[_SP] = top - 256 if top else 0
         return values
 
