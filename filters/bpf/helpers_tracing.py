@@ -105,7 +105,11 @@ def _read_any(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
 
 
 def probe_read_kernel(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
-    err, data = _read_any(vm, r3, r2)
+    env = vm.env
+    if r3 >= KERNEL_HALF and env is not None:      # the usual source: kernel memory
+        err, data = env.kernel.mem.probe_read(r3, r2)
+    else:
+        err, data = _read_any(vm, r3, r2)
     stack = vm.mem.regions[0]          # the usual destination: a buffer on the BPF stack
     if stack.start <= r1 and r1 + r2 <= stack.end:
         off = r1 - stack.start
