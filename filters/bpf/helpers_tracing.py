@@ -16,6 +16,7 @@ from filters.bpf.helpers import VMContext, register
 from filters.bpf.maps import MAP_TYPE_RINGBUF, MapError
 from filters.bpf.memory import VMError
 from filters.bpf.program import map_from_handle
+from kernel_model.memory import KernelFault
 
 M64 = 0xFFFFFFFFFFFFFFFF
 TRACE_PRINTK_SIZE = 1024     # BPF_TRACE_PRINTK_SIZE
@@ -106,14 +107,23 @@ def _read_any(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
 
 def probe_read_kernel(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
     env = vm.env
-    if r3 >= KERNEL_HALF and env is not None:      # the usual source: kernel memory
-        err, data = env.kernel.mem.probe_read(r3, r2)
-    else:
-        err, data = _read_any(vm, r3, r2)
     stack = vm.mem.regions[0]          # the usual destination: a buffer on the BPF stack
-    if stack.start <= r1 and r1 + r2 <= stack.end:
-        off = r1 - stack.start
-        stack.buf[off:off + r2] = data
+    to_stack = stack.start <= r1 and r1 + r2 <= stack.end
+    if r3 >= KERNEL_HALF and env is not None and r2 > 0 and to_stack:
+        # The hot case (kernel object -> stack), copied in place; a fault or a read across
+        # regions takes the general path below.
+        try:
+            buf, off = env.kernel.mem.resolve(r3, r2)
+        except KernelFault:
+            pass
+        else:
+            start = r1 - stack.start
+            stack.buf[start:start + r2] = buf[off:off + r2]
+            return 0
+    err, data = _read_any(vm, r3, r2)
+    if to_stack:
+        start = r1 - stack.start
+        stack.buf[start:start + r2] = data
     else:
         vm.mem.write(r1, data)
     return err & M64
