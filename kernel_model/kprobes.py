@@ -130,7 +130,7 @@ class KprobeSite:
         kps = self._kprobes
         values = kps.base_regs(self.addr)
         for i, a in zip(_ARG_INDEX, args[:self.nargs]):
-            values[i] = reg_value(a)
+            values[i] = a & MASK64 if type(a) is int else reg_value(a)
         if self.entry:
             if kps.in_handler:
                 for p in self.entry:

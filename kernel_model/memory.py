@@ -70,6 +70,8 @@ class Region:
         first, last = off // obj, (end - 1) // obj
         if last >= len(live):                 # the tail past the last whole object
             return False
+        if first == last:                     # inside one object (probe reads, fields)
+            return bool(live[first])
         return all(live[first:last + 1])
 
 
