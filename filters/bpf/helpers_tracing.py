@@ -113,7 +113,7 @@ def probe_read_kernel(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
         # The hot case (kernel object -> stack), copied in place; a fault or a read across
         # regions takes the general path below.
         try:
-            buf, off = env.kernel.mem.resolve(r3, r2)
+            buf, off = env.kmem_resolve(r3, r2)
         except KernelFault:
             pass
         else:
