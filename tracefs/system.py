@@ -11,7 +11,7 @@ loads BPF objects written to ``filter`` files and answers the ``maps``/``map dum
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from tracefs.root import TracefsTree, build_tree
 
@@ -41,13 +41,11 @@ class System:
         return control.run_command(self.kernel, argv)
 
     def start_workload(self, name: str) -> None:
-        status, text = self.control(["workload", "start", name])
-        if status:
-            raise ValueError(text.strip())
-        self._workload = name
+        """Start a named traffic workload on its background thread (KeyError if unknown)."""
+        self.kernel.workloads.start(name)
 
     def shutdown(self) -> None:
-        """Stop the background workload (the mount is going away)."""
-        if self._workload is not None:
-            self.control(["workload", "stop", self._workload])
-            self._workload = None
+        """Stop every workload thread (the mount is going away). Called without the kernel
+        lock: a workload thread takes that lock for each batch, so stopping it under the lock
+        would wait forever."""
+        self.kernel.workloads.stop_all()
