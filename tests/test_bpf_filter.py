@@ -326,3 +326,24 @@ def test_text_write_after_object_bytes_is_still_a_predicate(system):
     tree.echo(NETIF + "/filter", 'name == "lo"')
     assert tree.read_text(NETIF + "/filter") == 'name == "lo"\n'
     assert errno_of(tree.echo, NETIF + "/filter", "bpf") == errno.EINVAL
+
+
+def test_clang_object(system, tmp_path):
+    from tests.conftest import need_tool
+    clang = need_tool("clang", "clang")
+    import subprocess
+    root = EXAMPLES.parent.parent
+    out = tmp_path / "filter_ex2.o"
+    subprocess.run([clang, "-O2", "-g", "-target", "bpf", "-DPRINT_EVERY=2",
+                    f"-I{root}/kernel_model/include", f"-I{root}/filters/bpf/include",
+                    f"-I{EXAMPLES}", "-c", str(EXAMPLES / "filter_ex2.c"), "-o", str(out)],
+                   check=True, capture_output=True)
+    tree = system.tree
+    cat_into(tree, NETIF + "/filter", out.read_bytes())
+    assert tree.read_text(NETIF + "/filter").startswith(
+        "bpf elf filter_ex2 (tracepoint/net/netif_receive_skb) ")
+    tree.echo(NETIF + "/enable", "1")
+    send(system, "lo", 3)
+    dump = system.control(["map", "dump", "pkt_count"])[1]
+    assert re.fullmatch(r"key: 0xffff[0-9a-f]+  value: 3\nFound 1 element\n", dump)
+    assert sum("pkt_cnt 2" in line for line in trace_lines(tree)) == 1
