@@ -22,6 +22,7 @@ import ctypes
 import errno
 import itertools
 import os
+import stat
 import threading
 from typing import Any, Callable, Optional
 
@@ -80,8 +81,17 @@ class TracefsOperations(fuse.Operations):
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
         return self._stat(self.tree.getattr(path))
 
-    def readdir(self, path: str, fh: Any) -> list[str]:
-        return [".", ".."] + self.tree.readdir(path)
+    def readdir(self, path: str, fh: Any) -> list[tuple[str, dict[str, int], int]]:
+        # With each entry's mode, so readers that trust d_type (perf's tracepoint walk) work.
+        entries = [(".", {"st_mode": stat.S_IFDIR}, 0), ("..", {"st_mode": stat.S_IFDIR}, 0)]
+        for name in self.tree.readdir(path):
+            child = path.rstrip("/") + "/" + name
+            try:
+                mode = self.tree.getattr(child).mode
+            except FsError:
+                continue        # went away between the listing and the lookup
+            entries.append((name, {"st_mode": mode}, 0))
+        return entries
 
     def mkdir(self, path: str, mode: int) -> None:
         self.tree.mkdir(path)

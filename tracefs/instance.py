@@ -52,7 +52,7 @@ class InstanceFiles:
         self.event_notrace_pids = PidList()
         functions = ctx.traceable_functions
         self.ftrace_filter = FunctionFilter(functions, "#### all functions enabled ####\n")
-        self.ftrace_notrace = FunctionFilter(functions)
+        self.ftrace_notrace = FunctionFilter(functions, "#### no functions disabled ####\n")
         self.ftrace_pids = PidList("no pid\n")
         self.ftrace_notrace_pids = PidList("no pid\n")
         self.events = EventsDir(ctx, array, self.counted)
