@@ -24,7 +24,6 @@ class System:
         from filters.bpf.filter_registry import BpfFilters
         self.bpf = BpfFilters(kernel, bpf_engine)
         self.bpf.install(self.tree.ctx)
-        self._workload: Optional[str] = None
 
     @classmethod
     def boot(cls, cpus: int = 2, seed: int = 1, clock: str = "real",
