@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 
-import pytest
 
 from bench import skb
 from tests.fuse_helpers import mounted, need_fuse, tracesim

@@ -8,7 +8,7 @@ import pytest
 
 from filters.bpf.compiler.driver import compile_source
 from tests.fuse_helpers import mounted, need_fuse, sh
-from tests.test_bpf_filter import EXAMPLES, PRINTK_LINE, example
+from tests.test_bpf_filter import PRINTK_LINE, example
 from tests.test_image2013 import filter_ex1 as filter_ex1_image
 from tools.ctl_socket import request
 

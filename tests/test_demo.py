@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
-from tests.fuse_helpers import fuse_problem, need_fuse
+from tests.fuse_helpers import need_fuse
 from tools import cmd_demo
 
 

@@ -15,7 +15,6 @@ from filters.bpf import helpers_tracing  # noqa: F401  (registers probe_read_ker
 from filters.bpf import image2013, isa
 from filters.bpf.interp import Interpreter
 from filters.bpf.isa import Insn
-from filters.bpf.memory import STACK_TOP
 from filters.bpf.program import load_program
 from kernel_model.c_types import kernel_types
 from tests.conftest import FUZZ_LONG

@@ -3,7 +3,6 @@ programs attached to events use them (per-CPU values, ring buffer records, BTF-d
 from __future__ import annotations
 
 import errno
-import os
 import re
 
 import pytest
