@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,6 @@ from filters.bpf.compiler.driver import compile_source
 from tests.fuse_helpers import mounted, need_fuse, sh
 from tests.test_bpf_filter import PRINTK_LINE, example
 from tests.test_image2013 import filter_ex1 as filter_ex1_image
-from tools.ctl_socket import request
 
 NETIF = "events/net/netif_receive_skb"
 
@@ -48,10 +49,11 @@ def mnt(tmp_path):
 
 
 def ctl(mnt: Path, *argv: str) -> str:
-    """What ``tracesim ctl MNT ...`` sends over the mount's control socket."""
-    status, text = request(str(mnt), list(argv))
-    assert status == 0, text
-    return text
+    """``tracesim ctl MNT ...`` as a user runs it."""
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "ctl", str(mnt), *argv],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def run(mnt: Path, script: str):
