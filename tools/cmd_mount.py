@@ -93,7 +93,9 @@ def main(argv: list[str]) -> int:
         print(f"{PROG}: {problem}", file=sys.stderr)
         return 1
     if args.foreground:
-        return serve(args, lambda: print(f"mounted on {os.path.realpath(args.dir)}", flush=True),
+        # Resolved now: once mounted, a lookup from inside init() would wait on ourselves.
+        where = os.path.realpath(args.dir)
+        return serve(args, lambda: print(f"mounted on {where}", flush=True),
                      lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
     return _background(args)
 
