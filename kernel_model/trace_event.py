@@ -37,6 +37,7 @@ Public API
 ``COMMON_FIELDS``, ``TraceEvent(system, name, fields, print_fmt, assign, ...)``,
 ``ev.format_text()`` (the ``format`` file), ``ev.decode(record) -> dict``,
 ``ev.print_text(record, symbols) -> str`` (the event part of a trace line, no newline),
+``ev.line_text(record, symbols) -> str`` (``name: text`` and the line end(s) as the kernel prints),
 ``trace_ctx(cpu) -> (common_flags, common_preempt_count)``.
 """
 from __future__ import annotations
@@ -303,6 +304,17 @@ class TraceEvent:
     def print_text(self, record: bytes | bytearray | memoryview, symbols: Any) -> str:
         """The event's text in a trace line (after ``name: ``), without the newline."""
         return self._printer(record, symbols)
+
+    def line_text(self, record: bytes | bytearray | memoryview, symbols: Any) -> str:
+        """What the event's output callback writes after the context columns.
+
+        TRACE_EVENT output is ``name: `` + TP_printk text + ``"\n"`` always (trace_events.h:
+        ``#define TP_printk(fmt, args...) fmt "\n", args``), so a text that ends with a newline
+        (``bpf_printk("...\n")``) is followed by an empty line. ftrace's own entries carry their
+        line ends themselves (a ``trace_marker`` text is stored with its newline).
+        """
+        text = self._printer(record, symbols)
+        return f"{self.name}: {text}\n" if self.show_name else text
 
     # -- the format file
     def format_text(self) -> str:

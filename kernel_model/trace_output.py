@@ -104,12 +104,7 @@ def format_entry(array: Any, entry: Entry) -> str:
         parts.append(": ")
     if ev is None:
         return lost + "".join(parts) + f"Unknown type {etype}\n"
-    text = ev.print_text(data, tracing.symbols)
-    if ev.show_name:
-        text = f"{ev.name}: {text}"
-    if not text.endswith("\n"):
-        text += "\n"
-    return lost + "".join(parts) + text
+    return lost + "".join(parts) + ev.line_text(data, tracing.symbols)
 
 
 def trace_text(array: Any, cpu: int | None = None) -> str:

@@ -13,6 +13,7 @@ The printer is compiled once per event; ``symbols`` passed at print time provide
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable
 
@@ -34,6 +35,18 @@ _C_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "0": "\0", "
 _TYPE_WORDS = {"void", "char", "short", "int", "long", "unsigned", "signed", "const", "struct",
                "enum", "bool", "u8", "u16", "u32", "u64", "s8", "s16", "s32", "s64", "size_t",
                "gfp_t", "__u8", "__u16", "__u32", "__u64", "__force"}
+
+
+def _const(value: Value) -> Expr:
+    """A constant expression: folded at compile time (gfp tables are hundreds of constants)."""
+    def const(r: dict, s: Any) -> Value:
+        return value
+    const.value = value            # type: ignore[attr-defined]
+    return const
+
+
+def _is_const(*exprs: Expr) -> bool:
+    return all(hasattr(e, "value") for e in exprs)
 
 
 def _unescape(lit: str) -> str:
@@ -60,7 +73,7 @@ class _Parser:
     BINARY = [("||",), ("&&",), ("|",), ("^",), ("&",), ("==", "!="), ("<", "<=", ">", ">="),
               ("<<", ">>"), ("+", "-"), ("*", "/", "%")]
 
-    def __init__(self, tokens: list[tuple[str, str]], fields: dict[str, Any]) -> None:
+    def __init__(self, tokens: list[tuple[str, str]], fields: frozenset[str]) -> None:
         self.toks = tokens
         self.i = 0
         self.fields = fields
@@ -84,6 +97,8 @@ class _Parser:
         a = self.expr()
         self.take(":")
         b = self.expr()
+        if _is_const(cond):
+            return a if cond.value else b          # type: ignore[attr-defined]
         return lambda r, s: a(r, s) if cond(r, s) else b(r, s)
 
     def binary(self, level: int) -> Expr:
@@ -102,10 +117,12 @@ class _Parser:
             self.take()
             inner = self.unary()
             if tok == "!":
-                return lambda r, s: int(not inner(r, s))
-            if tok == "~":
-                return lambda r, s: ~inner(r, s) & 0xFFFFFFFFFFFFFFFF
-            return lambda r, s: -inner(r, s)
+                fn: Expr = lambda r, s: int(not inner(r, s))
+            elif tok == "~":
+                fn = lambda r, s: ~inner(r, s) & 0xFFFFFFFFFFFFFFFF
+            else:
+                fn = lambda r, s: -inner(r, s)
+            return _const(fn({}, None)) if _is_const(inner) else fn
         if tok == "(" and self.peek(1)[0] == "id" and self.peek(1)[1] in _TYPE_WORDS:
             self.take("(")
             words = []
@@ -119,16 +136,14 @@ class _Parser:
     def primary(self) -> Expr:
         kind, tok = self.take()
         if kind == "num":
-            n = int(tok.rstrip("uUlL"), 0)
-            return lambda r, s: n
+            return _const(int(tok.rstrip("uUlL"), 0))
         if kind == "str":
             text = _unescape(tok)
             while self.peek()[0] == "str":           # "a" "b" concatenation
                 text += _unescape(self.take()[1])
-            return lambda r, s: text
+            return _const(text)
         if kind == "chr":
-            c = ord(_unescape(tok))
-            return lambda r, s: c
+            return _const(ord(_unescape(tok)))
         if tok == "(":
             e = self.expr()
             self.take(")")
@@ -139,6 +154,8 @@ class _Parser:
                 self.take(",")
                 items.append(self.expr())
             self.take("}")
+            if _is_const(*items):
+                return _const(tuple(f.value for f in items))    # type: ignore[attr-defined]
             return lambda r, s: tuple(f(r, s) for f in items)
         if kind == "id" and tok == "REC":
             self.take("->")
@@ -184,6 +201,8 @@ def _binop(op: str, a: Expr, b: Expr) -> Expr:
         "/": lambda x, y: int(x / y) if y else 0, "%": lambda x, y: x % y if y else 0,
     }
     f = fns[op]
+    if _is_const(a, b):
+        return _const(f(a.value, b.value))         # type: ignore[attr-defined]
     if op == "||":
         return lambda r, s: int(bool(a(r, s)) or bool(b(r, s)))
     if op == "&&":
@@ -211,29 +230,51 @@ def _cast(ctype: str, inner: Expr) -> Expr:
         if signed and v >> (bits - 1):
             v -= 1 << bits
         return v
-    return cast
+    return _const(cast({}, None)) if _is_const(inner) else cast
 
 
-def _print_symbolic(value: Expr, table: list[Expr]) -> Expr:
+def _table(entries: list[Expr]) -> tuple[tuple[int, str], ...]:
+    """A ``{ value, "name" }`` table, up to its ``{ 0, NULL }`` end if it has one."""
+    if not _is_const(*entries):
+        raise ValueError("print fmt: __print_flags/__print_symbolic tables must be constant")
+    out = []
+    for entry in entries:
+        value, name = entry.value                   # type: ignore[attr-defined]
+        if not isinstance(name, str):               # NULL: the table ends here
+            break
+        out.append((value & _ULONG, name))
+    return tuple(out)
+
+
+_ULONG = 0xFFFFFFFFFFFFFFFF
+
+
+def _print_symbolic(value: Expr, entries: list[Expr]) -> Expr:
+    # trace_print_symbols_seq: the first entry equal to the value, else the value as 0x%lx
+    table = _table(entries)
+
     def sym(r: dict, s: Any) -> str:
-        v = value(r, s)
-        for entry in table:
-            n, name = entry(r, s)
+        v = value(r, s) & _ULONG
+        for n, name in table:
             if n == v:
                 return name
         return f"0x{v:x}"
     return sym
 
 
-def _print_flags(value: Expr, delim: Expr, table: list[Expr]) -> Expr:
-    # trace_print_flags_seq: names of set masks in table order, then leftover bits in hex
+def _print_flags(value: Expr, delim: Expr, entries: list[Expr]) -> Expr:
+    # trace_print_flags_seq: while bits remain, every entry whose whole mask is set (a zero mask
+    # matches too) prints its name and clears its bits; leftover bits print as 0x%lx
+    table = _table(entries)
+
     def flags(r: dict, s: Any) -> str:
-        v = value(r, s)
+        v = value(r, s) & _ULONG
         d = delim(r, s)
         parts = []
-        for entry in table:
-            mask, name = entry(r, s)
-            if mask and v & mask == mask:
+        for mask, name in table:
+            if not v:
+                break
+            if v & mask == mask:
                 parts.append(name)
                 v &= ~mask
         if v:
@@ -307,16 +348,23 @@ def _ptr_piece(ext: str, spec: str) -> Callable[[Value, Any], str]:
     return fn
 
 
-def compile_print_fmt(text: str, event: Any) -> Callable[[bytes, Any], str]:
-    """A printer (record, symbols) -> text for ``event`` (an object with ``decode`` and ``all_fields``)."""
-    fields = {f.name: f for f in event.all_fields}
+@functools.lru_cache(maxsize=256)
+def _parse(text: str, field_names: frozenset[str]) -> tuple[str, tuple[Expr, ...]]:
+    """The format string and the argument expressions (parsed once per text: every Kernel
+    declares the same events, and the kmem gfp tables are thousands of tokens)."""
     fmt, arg_tokens = _split_args(_tokenize(text))
     args = []
     for toks in arg_tokens:
-        p = _Parser(toks, fields)
+        p = _Parser(toks, field_names)
         args.append(p.expr())
         if p.i != len(toks):
             raise ValueError(f"print fmt: trailing tokens in argument {toks!r}")
+    return fmt, tuple(args)
+
+
+def compile_print_fmt(text: str, event: Any) -> Callable[[bytes, Any], str]:
+    """A printer (record, symbols) -> text for ``event`` (an object with ``decode`` and ``all_fields``)."""
+    fmt, args = _parse(text, frozenset(f.name for f in event.all_fields))
     pieces: list[str | tuple[Callable[[Value, Any], str], int]] = []
     pos = 0
     argi = 0

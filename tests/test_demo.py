@@ -12,9 +12,10 @@ def check_story(out: str) -> None:
     assert "$ cat filter_ex1.o > events/net/netif_receive_skb/filter" in out
     assert "bpf elf filter_ex1 (tracepoint/net/netif_receive_skb) 37 insns jited" in out
     pipe = out.split("$ cat trace_pipe\n", 1)[1].split("(2 lo packets", 1)[0].splitlines()
-    assert len(pipe) == 4
-    assert all("bpf_trace_printk: skb " in line for line in pipe[0::2])
-    assert all("netif_receive_skb: dev=lo " in line for line in pipe[1::2])
+    # each bpf_printk("...\n") line is followed by an empty line (TP_printk adds its own "\n")
+    assert len(pipe) == 6 and pipe[1::3] == ["", ""]
+    assert all("bpf_trace_printk: skb " in line for line in pipe[0::3])
+    assert all("netif_receive_skb: dev=lo " in line for line in pipe[2::3])
     assert "dev=eth0" not in out
     for phase in ("off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again"):
         assert re.search(rf"^{phase} +\d+ +\d+\.\d\d ", out, re.M), phase

@@ -209,9 +209,10 @@ def test_filter_ex1_image_on_netif_receive_skb(system):
     for dev in ("lo", "eth0", "lo"):
         assert system.control(["send", dev, "--len", "84"])[0] == 0
     lines = [line for line in tree.read_text("/trace").splitlines() if not line.startswith("#")]
-    # 2013 semantics: the event itself is never recorded; only lo packets print
-    assert len(lines) == 2
-    for line in lines:
+    # 2013 semantics: the event itself is never recorded; only lo packets print, each message
+    # ("...\n") followed by the empty line TP_printk's own "\n" makes
+    assert len(lines) == 4 and lines[1::2] == ["", ""]
+    for line in lines[0::2]:
         assert re.search(r"tracesim-ctl-\d+ +\[000\] \S{5} +\d+\.\d{6}: bpf_trace_printk: "
                          r"skb [0-9a-f]{16} dev [0-9a-f]{16} $", line), line
 
