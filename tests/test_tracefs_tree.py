@@ -331,3 +331,40 @@ def test_bpf_object_without_loader_is_einval(tree):
     handle.write(b"bpf\0" + bytes(100), 0)
     assert errno_of(handle.flush) == errno.EINVAL
     handle.release()
+
+
+def test_overwritten_events_show_as_lost_in_trace_pipe(system, tree):
+    tree.echo("/buffer_size_kb", "8")                 # two pages per CPU
+    tree.echo(NETIF + "/enable", "1")
+    send(system, "eth0", 64, 400)
+    text = tree.cat("/trace_pipe", nonblock=True, limit=1 << 20).decode()
+    lost = re.findall(r"^CPU:(\d) \[LOST (\d+) EVENTS\]$", text, re.M)
+    assert lost and all(int(n) > 0 for _, n in lost)
+    delivered = text.count("netif_receive_skb: dev=eth0")
+    assert delivered + sum(int(n) for _, n in lost) == 400
+
+
+def test_trace_clock_changes_the_timestamps(system, tree):
+    tree.echo("/trace_clock", "counter")
+    tree.echo(NETIF + "/enable", "1")
+    send(system, "lo", 64, 2)
+    lines = tree.read_text("/trace").splitlines()[12:]
+    # counter is not a nanosecond clock: the raw count prints as %12llu, no secs.usecs
+    assert len(lines) == 2 and all(re.search(r"\] \S{5} +\d+: netif_receive_skb", x) for x in lines)
+    assert not any(re.search(r"\d+\.\d{6}: ", x) for x in lines)
+
+
+def test_trace_pipe_raw_pages_decode(system, tree):
+    from kernel_model.ring_buffer import decode_page
+    tree.echo(NETIF + "/enable", "1")
+    send(system, "eth0", 64, 5)
+    cpu = next(c for c in range(2)
+               if tree.read_text(f"/per_cpu/cpu{c}/stats").startswith("entries: 5"))
+    handle = tree.open(f"/per_cpu/cpu{cpu}/trace_pipe_raw", os.O_RDONLY | os.O_NONBLOCK)
+    page = handle.read(4096, 0)
+    assert errno_of(handle.read, 4096, 0) == errno.EAGAIN        # consumed
+    handle.release()
+    _, size, missed, events = decode_page(page)
+    event_id = int(tree.read_text(NETIF + "/id"))
+    assert len(page) == 4096 and missed == 0 and len(events) == 5
+    assert all(int.from_bytes(payload[:2], "little") == event_id for _, payload in events)

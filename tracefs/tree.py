@@ -86,12 +86,20 @@ class Tree:
     # -- shell-like helpers (in-process use and tests) -----------------------------------------
     def cat(self, path: str, *, nonblock: bool = False, chunk: int = 131072,
             limit: Optional[int] = None) -> bytes:
-        """Read a file to its end like ``cat`` (``limit`` stops after that many bytes)."""
+        """Read a file to its end like ``cat`` (``limit`` stops after that many bytes).
+
+        With ``nonblock``, a consuming file that runs dry ends the read (EAGAIN only when
+        there was nothing at all)."""
         handle = self.open(path, os.O_RDONLY | (os.O_NONBLOCK if nonblock else 0))
         out = bytearray()
         try:
             while limit is None or len(out) < limit:
-                data = handle.read(chunk, len(out))
+                try:
+                    data = handle.read(chunk, len(out))
+                except FsError as err:
+                    if err.errno == errno.EAGAIN and out:
+                        break
+                    raise
                 if not data:
                     break
                 out += data
