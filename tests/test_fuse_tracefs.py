@@ -234,3 +234,11 @@ def test_second_mount_on_busy_dir_says_so(mnt):
     assert done.stderr.strip().splitlines() == [
         f"tracesim mount: {mnt} is busy: something is already mounted there "
         f"(tracesim umount {mnt})"]
+
+
+def test_trace_marker_is_recorded_as_the_writer(mnt):
+    sh("echo hello > trace_marker", mnt)
+    last = sh("cat trace", mnt).stdout.splitlines()[-1]
+    assert re.match(r"^ +bash-\d+ +\[\d{3}\] \S{5} +\d+\.\d{6}: tracing_mark_write: hello$", last)
+    done = sh("cat trace_marker", mnt)
+    assert done.returncode == 1 and "Invalid argument" in done.stderr

@@ -11,10 +11,12 @@ kernel without BPF filters would refuse it as a predicate.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import threading
 from typing import Any, Callable, Optional
 
+from tracefs.caller import caller_comm
 from tracefs.errors import FsError
 
 BpfLoader = Callable[[Any, bytes], None]
@@ -44,6 +46,14 @@ class TreeContext:
 
     def traceable_functions(self) -> list[str]:
         return [s.name for s in self.traceable_symbols()]
+
+    def as_caller(self) -> Any:
+        """Run the ``with`` body as the modelled task of the calling process (if known)."""
+        comm = caller_comm()
+        kernel = self.kernel
+        if comm is None or not hasattr(kernel, "user_task"):
+            return contextlib.nullcontext()
+        return kernel.machine.running(kernel.user_task(comm))
 
     def load_bpf(self, target: Any, obj: bytes) -> None:
         if self.bpf_loader is None:

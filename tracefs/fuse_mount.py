@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 import fuse
 
 from tracefs.blocking import set_interrupt_check
+from tracefs.caller import proc_comm, set_caller_lookup
 from tracefs.errors import FsError
 from tracefs.handles import Handle
 from tracefs.nodes import Attr
@@ -74,6 +75,7 @@ class TracefsOperations(fuse.Operations):
     # -- lifecycle -----------------------------------------------------------------------------
     def init(self, path: str) -> None:
         set_interrupt_check(_fuse_interrupted())
+        set_caller_lookup(lambda: proc_comm(fuse.fuse_get_context()[2]))
         if self.on_ready is not None:
             self.on_ready()
 

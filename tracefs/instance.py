@@ -98,7 +98,7 @@ class InstanceFiles:
                                        lambda t: a.set_buffer_size_kb(kstrtoul_from_user(t))),
             "buffer_total_size_kb": self.seq(MODE_RO, a.buffer_total_size_text),
             "free_buffer": self.file(MODE_WO, self._open_free_buffer),
-            "trace_marker": self.seq(MODE_MARKER, None, a.trace_marker_write),
+            "trace_marker": self.seq(MODE_MARKER, None, self._marker),
             "trace_marker_raw": self.seq(MODE_MARKER, None, self._marker_raw),
             "trace_clock": self.seq(MODE_RW, a.clock_text, lambda t: a.set_clock(strstrip(t))),
             "tracing_on": self.seq(MODE_RW, lambda: f"{int(bool(a.tracing_on))}\n",
@@ -264,6 +264,11 @@ class InstanceFiles:
         value = kstrtoul_from_user(text)
         if not 1 <= value <= SUBBUF_KB:
             raise FsError(errno.EINVAL)
+
+    def _marker(self, text: str) -> int:
+        """trace_marker: a tracing_mark_write entry in the context of the writing task."""
+        with self.ctx.as_caller():
+            return self.array.trace_marker_write(text)
 
     def _marker_raw(self, text: str) -> None:
         """trace_marker_raw needs an id of at least 4 bytes (EINVAL otherwise); raw_data entries

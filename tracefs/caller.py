@@ -1,0 +1,31 @@
+"""Who is making the current file operation: the process behind a FUSE request.
+
+A write to ``trace_marker`` is recorded in the context of the writing task, as the kernel does
+(``bash-1234 ... tracing_mark_write: hi``). The FUSE adapter installs a lookup that answers the
+calling process's name (from ``fuse_get_context`` and ``/proc/<pid>/comm``); the tree runs such
+writes as the modelled user task of that name. In-process callers have no caller: the write runs
+in whatever context the model is in.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+_lookup: Callable[[], Optional[str]] = lambda: None
+
+
+def set_caller_lookup(lookup: Callable[[], Optional[str]]) -> None:
+    global _lookup
+    _lookup = lookup
+
+
+def caller_comm() -> Optional[str]:
+    """The calling process's name for the current request, or None."""
+    return _lookup()
+
+
+def proc_comm(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
