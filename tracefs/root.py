@@ -110,7 +110,7 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
         "saved_cmdlines": _seq(ctx, MODE_RO, tracing.saved_cmdlines_text),
         "saved_cmdlines_size": _seq(ctx, MODE_RW, lambda: f"{tracing.saved_cmdlines_size}\n",
                                     set_cmdlines_size),
-        "saved_tgids": _seq(ctx, MODE_RO, lambda: ""),
+        "saved_tgids": _seq(ctx, MODE_RO, tracing.saved_tgids_text),
         "tracing_thresh": _seq(ctx, MODE_RW, lambda: f"{thresh['value']}\n", set_thresh),
     }
 

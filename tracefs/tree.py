@@ -108,12 +108,12 @@ class Tree:
         return bytes(out)
 
     def read_text(self, path: str) -> str:
-        return self.cat(path).decode("latin-1")
+        return self.cat(path).decode("utf-8", "surrogateescape")
 
     def echo(self, path: str, text: str | bytes, *, append: bool = False,
              newline: bool = True) -> None:
         """``echo TEXT > path`` (or ``>>`` with ``append``): one write() call, then close."""
-        data = text.encode("latin-1") if isinstance(text, str) else text
+        data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
         if newline:
             data += b"\n"
         flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
