@@ -23,7 +23,7 @@ import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from tracefs.errors import FsError
+from tracefs.errors import FsError, as_fs_error
 from tracefs.handles import Handle, SeqHandle, to_text
 from tracefs.nodes import MODE_EVENTS_DIR, MODE_RO, MODE_RW, Dir, File, Node
 from tracefs.parse import kstrtoul_from_user, strstrip
@@ -65,10 +65,6 @@ def _enable_value(text: str) -> bool:
     if value not in (0, 1):
         raise FsError(errno.EINVAL)
     return bool(value)
-
-
-def _oserror(exc: OSError) -> FsError:
-    return exc if isinstance(exc, FsError) else FsError(exc.errno or errno.EINVAL, exc.strerror)
 
 
 class FilterHandle(Handle):
@@ -276,7 +272,7 @@ class EventsDir:
                 try:
                     triggers.set_trigger(file, strstrip(text))
                 except OSError as exc:
-                    raise _oserror(exc) from None
+                    raise as_fs_error(exc) from None
 
         def clear() -> None:
             with self.ctx.lock:

@@ -15,13 +15,14 @@ predicate compiler measures caret positions the same way).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
 from tracefs.blocking import wait_until
-from tracefs.errors import FsError
+from tracefs.errors import FsError, kernel_call
 
 Show = Callable[[], "str | bytes"]
 Store = Callable[[str], "int | None"]
@@ -106,6 +107,22 @@ class SeqHandle(Handle):
             raise FsError(errno.EINVAL)
         taken = self._store(to_text(data))
         return len(data) if taken is None else taken
+
+
+def seq_opener(show: Show | None = None, store: Store | None = None,
+               on_trunc: Callable[[], None] | None = None,
+               lock: ContextManager[Any] | None = None) -> Callable[[int], SeqHandle]:
+    """An opener for a control file: ``store`` and ``on_trunc`` run under ``lock`` (the kernel
+    model's lock) with the model's OSErrors turned into FsError."""
+    guard = lock if lock is not None else contextlib.nullcontext()
+
+    def locked(func: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            with guard:
+                return kernel_call(func)(*args)
+        return call
+    return lambda flags: SeqHandle(flags, show, locked(store) if store else None,
+                                   locked(on_trunc) if on_trunc else None)
 
 
 class LazyTextHandle(Handle):

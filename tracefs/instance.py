@@ -11,9 +11,9 @@ from __future__ import annotations
 import errno
 from typing import Any, Callable
 
-from tracefs.errors import FsError
+from tracefs.errors import FsError, kernel_call
 from tracefs.events import EventsDir
-from tracefs.handles import Handle, LazyTextHandle, SeqHandle, truncating
+from tracefs.handles import Handle, LazyTextHandle, SeqHandle, seq_opener, truncating
 from tracefs.lists import FunctionFilter, PidList
 from tracefs.nodes import (MODE_DIR, MODE_MARKER, MODE_RO, MODE_RW, MODE_WO, Dir, File, Node)
 from tracefs.parse import kstrtoul_from_user, strstrip
@@ -22,22 +22,6 @@ from tracefs.streams import open_trace_pipe, open_trace_pipe_raw
 TRACERS = ("nop",)
 TIMESTAMP_MODE = "[delta] absolute\n"
 SUBBUF_KB = 4
-
-
-def _oserror(exc: OSError) -> FsError:
-    return exc if isinstance(exc, FsError) else FsError(exc.errno or errno.EINVAL, exc.strerror)
-
-
-def kernel_call(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the kernel model's OSError into the tree's FsError (same errno)."""
-    def call(*args: Any) -> Any:
-        try:
-            return func(*args)
-        except FsError:
-            raise
-        except OSError as exc:
-            raise _oserror(exc) from None
-    return call
 
 
 class InstanceFiles:
@@ -75,13 +59,7 @@ class InstanceFiles:
     def seq(self, mode: int, show: Callable[[], str] | None = None,
             store: Callable[[str], Any] | None = None,
             on_trunc: Callable[[], None] | None = None) -> File:
-        lock = self.ctx.lock
-
-        def locked_store(text: str) -> Any:
-            with lock:
-                return kernel_call(store)(text)
-        return self.file(mode, lambda f: SeqHandle(
-            f, show, locked_store if store is not None else None, on_trunc))
+        return self.file(mode, seq_opener(show, store, on_trunc, self.ctx.lock))
 
     # -- the files -----------------------------------------------------------------------------
     def nodes(self) -> dict[str, Node]:

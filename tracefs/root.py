@@ -13,9 +13,9 @@ import errno
 from typing import Any, Callable
 
 from tracefs.context import TreeContext
-from tracefs.errors import FsError
-from tracefs.handles import Handle, SeqHandle
-from tracefs.instance import InstanceFiles, kernel_call
+from tracefs.errors import FsError, kernel_call
+from tracefs.handles import seq_opener
+from tracefs.instance import InstanceFiles
 from tracefs.nodes import MODE_DIR, MODE_RO, MODE_ROOT, MODE_RW, Dir, DirOps, File, Node
 from tracefs.parse import kstrtoul_from_user
 from tracefs.readme import README
@@ -45,20 +45,11 @@ def build_tree(kernel: Any) -> TracefsTree:
 def _seq(ctx: TreeContext, mode: int, show: Callable[[], str] | None,
          store: Callable[[str], Any] | None = None,
          on_trunc: Callable[[], None] | None = None) -> File:
-    def locked_store(text: str) -> Any:
-        with ctx.lock:
-            return kernel_call(store)(text)
-
-    def locked_trunc() -> None:
-        with ctx.lock:
-            kernel_call(on_trunc)()
-    return File(mode, lambda f: SeqHandle(f, show, locked_store if store else None,
-                                          locked_trunc if on_trunc else None))
+    return File(mode, seq_opener(show, store, on_trunc, ctx.lock))
 
 
 def _global_files(ctx: TreeContext) -> dict[str, Node]:
     tracing = ctx.tracing
-    kallsyms = ctx.kernel.kallsyms
     kprobes = tracing.kprobes
     thresh = {"value": 0}
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 from tracefs.errors import FsError
 from tracefs.handles import Handle, truncating
-from tracefs.nodes import Attr, Dir, File, Node
+from tracefs.nodes import Attr, Dir, Node
 
 
 
