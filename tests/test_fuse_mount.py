@@ -106,3 +106,20 @@ def test_missing_dev_fuse_and_libfuse_say_one_line(tmp_path, monkeypatch, capsys
     assert cmd_mount.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err == "tracesim mount: libfuse is missing: install the Debian package 'libfuse2'\n"
+
+
+def test_sigterm_with_a_blocked_reader_still_ends_the_mount(fuse_ok, tmp_path):
+    mnt = tmp_path / "t"
+    mnt.mkdir()
+    tracesim("mount", str(mnt), "--clock", "virtual")
+    reader = subprocess.Popen(["cat", str(mnt / "trace_pipe")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        assert reader.poll() is None                 # blocked in trace_pipe
+        os.kill(int(state_path(str(mnt), "pid").read_text()), signal.SIGTERM)
+        assert wait_unmounted(mnt)
+        assert reader.wait(timeout=10) != 0
+    finally:
+        if reader.poll() is None:
+            reader.kill()

@@ -38,13 +38,21 @@ from tracefs.tree import Tree
 MAX_WRITE = 131072
 
 
-def _fuse_interrupted() -> Callable[[], bool]:
-    func = getattr(fuse._libfuse, "fuse_interrupted", None)
-    if func is None:
+def _request_must_end() -> Callable[[], bool]:
+    """The check blocked reads poll: the request was interrupted (the reader got a signal), or
+    the session is ending (SIGTERM/SIGINT/unmount). libfuse joins its worker threads on the
+    way out, so a read still waiting for data would keep the process from ever exiting."""
+    lib = fuse._libfuse
+    interrupted = getattr(lib, "fuse_interrupted", None)
+    exited = getattr(lib, "fuse_exited", None)
+    if interrupted is None or exited is None:
         return lambda: False
-    func.restype = ctypes.c_int
-    func.argtypes = []
-    return lambda: bool(func())
+    interrupted.restype = ctypes.c_int
+    interrupted.argtypes = []
+    exited.restype = ctypes.c_int
+    exited.argtypes = [ctypes.c_void_p]
+    session = ctypes.c_void_p(lib.fuse_get_context().contents.fuse)
+    return lambda: bool(interrupted()) or bool(exited(session))
 
 
 class TracefsOperations(fuse.Operations):
@@ -74,7 +82,7 @@ class TracefsOperations(fuse.Operations):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def init(self, path: str) -> None:
-        set_interrupt_check(_fuse_interrupted())
+        set_interrupt_check(_request_must_end())
         set_caller_lookup(lambda: proc_comm(fuse.fuse_get_context()[2]))
         if self.on_ready is not None:
             self.on_ready()
