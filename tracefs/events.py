@@ -23,8 +23,8 @@ import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from tracefs.errors import FsError, as_fs_error
-from tracefs.handles import Handle, SeqHandle, to_text
+from tracefs.errors import FsError
+from tracefs.handles import Handle, seq_opener, to_text
 from tracefs.nodes import MODE_EVENTS_DIR, MODE_RO, MODE_RW, Dir, File, Node
 from tracefs.parse import kstrtoul_from_user, strstrip
 
@@ -116,17 +116,18 @@ class EventsDir:
         self._subsystem_filter_text: dict[str, str] = {}
         self.root = Dir(MODE_EVENTS_DIR, self._top_entries, eventfs=True)
         self._top_files: dict[str, Node] = {
-            "enable": self._file(MODE_RW, lambda f: SeqHandle(
-                f, lambda: self.array.system_enable_text(None),
-                lambda t: self._set_system(None, t))),
-            "header_page": self._file(MODE_RO, lambda f: SeqHandle(
-                f, lambda: self.ctx.header_page_text())),
-            "header_event": self._file(MODE_RO, lambda f: SeqHandle(
-                f, lambda: self.ctx.header_event_text())),
+            "enable": self._seq(MODE_RW, lambda: self.array.system_enable_text(None),
+                                lambda t: self._set_system(None, t)),
+            "header_page": self._seq(MODE_RO, self.ctx.header_page_text),
+            "header_event": self._seq(MODE_RO, self.ctx.header_event_text),
         }
 
     def _file(self, mode: int, opener: Callable[[int], Handle]) -> File:
         return File(mode, self.counted(opener))
+
+    def _seq(self, mode: int, show: Callable[[], str],
+             store: Optional[Callable[[str], Any]] = None) -> File:
+        return self._file(mode, seq_opener(show, store, None, self.ctx.lock))
 
     # -- directories ---------------------------------------------------------------------------
     def _top_entries(self) -> dict[str, Node]:
@@ -147,9 +148,8 @@ class EventsDir:
         tracing = self.ctx.tracing
         entries: dict[str, Node] = {}
         if system != INTERNAL_SYSTEM:
-            entries["enable"] = self._file(MODE_RW, lambda f: SeqHandle(
-                f, lambda: self.array.system_enable_text(system),
-                lambda t: self._set_system(system, t)))
+            entries["enable"] = self._seq(MODE_RW, lambda: self.array.system_enable_text(system),
+                                          lambda t: self._set_system(system, t))
             entries["filter"] = self._file(MODE_RW, lambda f: FilterHandle(
                 f, lambda: self._subsystem_filter_text.get(system, SUBSYSTEM_FILTER_DEFAULT),
                 lambda t: self._apply_subsystem_filter(system, t),
@@ -166,13 +166,13 @@ class EventsDir:
 
     def _event_dir(self, system: str, name: str, event: Any) -> Dir:
         files: dict[str, Node] = {
-            "format": self._file(MODE_RO, lambda f: SeqHandle(f, event.format_text)),
-            "id": self._file(MODE_RO, lambda f: SeqHandle(f, lambda: f"{event.id}\n")),
+            "format": self._seq(MODE_RO, event.format_text),
+            "id": self._seq(MODE_RO, lambda: f"{event.id}\n"),
         }
         if system != INTERNAL_SYSTEM:
-            files["enable"] = self._file(MODE_RW, lambda f: SeqHandle(
-                f, lambda: self._event_file(system, name).enable_text(),
-                lambda t: self._event_file(system, name).set_enabled(_enable_value(t))))
+            files["enable"] = self._seq(
+                MODE_RW, lambda: self._event_file(system, name).enable_text(),
+                lambda t: self._event_file(system, name).set_enabled(_enable_value(t)))
             files["filter"] = self._file(MODE_RW, lambda f: FilterHandle(
                 f, lambda: self._filter_read(system, name),
                 lambda t: self._apply_event_filter(system, name, t),
@@ -188,9 +188,7 @@ class EventsDir:
             raise FsError(errno.ENODEV) from None     # the event went away under an open file
 
     def _set_system(self, system: Optional[str], text: str) -> None:
-        on = _enable_value(text)
-        with self.ctx.lock:
-            self.array.set_system_enabled(system, on)
+        self.array.set_system_enabled(system, _enable_value(text))
 
     # -- filters -------------------------------------------------------------------------------
     def _filter_read(self, system: str, name: str) -> str:
@@ -268,14 +266,7 @@ class EventsDir:
         def store(text: str) -> None:
             if len(text) >= PAGE_SIZE:
                 raise FsError(errno.EINVAL)
-            with self.ctx.lock:
-                try:
-                    triggers.set_trigger(file, strstrip(text))
-                except OSError as exc:
-                    raise as_fs_error(exc) from None
+            triggers.set_trigger(file, strstrip(text))
 
-        def clear() -> None:
-            with self.ctx.lock:
-                triggers.clear_triggers(file)
-
-        return SeqHandle(flags, lambda: triggers.trigger_text(file), store, clear)
+        return seq_opener(lambda: triggers.trigger_text(file), store,
+                          lambda: triggers.clear_triggers(file), self.ctx.lock)(flags)

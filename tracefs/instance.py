@@ -246,7 +246,7 @@ class InstanceFiles:
     def _marker(self, text: str) -> int:
         """trace_marker: a tracing_mark_write entry in the context of the writing task."""
         with self.ctx.as_caller():
-            return self.array.trace_marker_write(text)
+            return self.array.trace_marker_write(text.encode("utf-8", "surrogateescape"))
 
     def _marker_raw(self, text: str) -> None:
         """trace_marker_raw needs an id of at least 4 bytes (EINVAL otherwise); raw_data entries
