@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import textwrap
 
@@ -123,3 +124,16 @@ def test_trace_cmd_list_start_show_stop_reset(mnt, trace_cmd):
     assert (mnt / "set_event").read_text() == ""
     assert (mnt / "tracing_on").read_text() == "1\n"
     assert "written: 0/0" in (mnt / "trace").read_text()
+
+
+def test_trace_cmd_extract_reads_the_binary_pages(mnt, trace_cmd, tmp_path):
+    (mnt / "events/net/netif_receive_skb/enable").write_text("1\n")
+    assert request(str(mnt), ["send", "lo", "--len", "100", "--count", "3"])[0] == 0
+    out = tmp_path / "trace.dat"
+    extracted = trace_cmd("extract", "-o", str(out))
+    assert extracted.returncode == 0, extracted.stderr
+    report = trace_cmd("report", "-i", str(out))
+    assert report.returncode == 0, report.stderr
+    lines = [line for line in report.stdout.splitlines() if "netif_receive_skb:" in line]
+    assert len(lines) == 3
+    assert all(re.search(r"dev=lo skbaddr=0x[0-9a-f]+ len=100$", line) for line in lines)

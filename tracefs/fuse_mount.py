@@ -129,7 +129,11 @@ class TracefsOperations(fuse.Operations):
         return 0
 
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
-        return self._handle(fi).read(size, offset)
+        handle = self._handle(fi)
+        # The request carries the file's current flags: O_NONBLOCK may have been set by fcntl
+        # after open (libtracefs does so before flushing trace_pipe_raw).
+        handle.nonblock = bool(fi.flags & os.O_NONBLOCK)
+        return handle.read(size, offset)
 
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
         return self._handle(fi).write(data, offset)
