@@ -368,3 +368,18 @@ def test_trace_pipe_raw_pages_decode(system, tree):
     event_id = int(tree.read_text(NETIF + "/id"))
     assert len(page) == 4096 and missed == 0 and len(events) == 5
     assert all(int.from_bytes(payload[:2], "little") == event_id for _, payload in events)
+
+
+def test_saved_cmdlines_and_size(system, tree):
+    tree.echo(NETIF + "/enable", "1")
+    send(system, "lo", 64)
+    assert re.search(r"^\d+ tracesim-ctl$", tree.read_text("/saved_cmdlines"), re.M)
+    assert tree.read_text("/saved_cmdlines_size") == "128\n"
+    tree.echo("/saved_cmdlines_size", "16")
+    assert tree.read_text("/saved_cmdlines_size") == "16\n"
+    assert errno_of(tree.echo, "/saved_cmdlines_size", "0") == errno.EINVAL
+
+
+def test_free_buffer_shrinks_on_close(tree):
+    tree.echo("/free_buffer", "")
+    assert int(tree.read_text("/buffer_size_kb")) < 1410
