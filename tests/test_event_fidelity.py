@@ -97,7 +97,8 @@ def test_tracepoint_lines_end_once(kernel: Kernel) -> None:
 def test_ftrace_print_format(kernel: Kernel) -> None:
     # FTRACE_ENTRY(print, print_entry, TRACE_PRINT, F_STRUCT(__field(unsigned long, ip)
     # __dynamic_array(char, buf)), F_printk("%ps: %s", (void *)__entry->ip, __entry->buf))
-    want = expected("print", [field("unsigned long ip", 8, 8, 0), field("char buf[]", 16, 0, 1)],
+    # char is unsigned since 6.2 (kbuild: -funsigned-char): is_signed_type(char) is 0
+    want = expected("print", [field("unsigned long ip", 8, 8, 0), field("char buf[]", 16, 0, 0)],
                     '"%ps: %s", (void *)REC->ip, REC->buf')
     assert format_of(kernel, "ftrace", "print") == want
     assert kernel.tracing.event("ftrace", "print").id == 5
@@ -145,3 +146,237 @@ def test_bpf_trace_printk_format(kernel: Kernel) -> None:
     want = expected("bpf_trace_printk", [field("__data_loc char[] bpf_string", 8, 4, 0)],
                     '"%s", __get_str(bpf_string)')
     assert format_of(kernel, "bpf_trace", "bpf_trace_printk") == want
+
+
+# --- kmem (include/trace/events/kmem.h, 6.18; show_gfp_flags from mmflags.h) -----------------
+
+# show_gfp_flags(__entry->gfp_flags) as 6.18 prints it (gcc -E, then ___GFP_*_BIT -> bit number)
+SHOW_GFP_FLAGS = (
+    '(REC->gfp_flags) ? __print_flags(REC->gfp_flags, "|", {( unsigned long)(((((((('
+    ' gfp_t)(((((1UL))) << (10))|((((1UL))) << (11)))) | (( gfp_t)((((1UL))) << (6))) | (('
+    ' gfp_t)((((1UL))) << (7))) | (( gfp_t)((((1UL))) << (20)))) | (( gfp_t)((((1UL))) <<'
+    ' (1)))) | (( gfp_t)((((1UL))) << (3))) | (( gfp_t)0)) | (( gfp_t)((((1UL))) << (18))) |'
+    ' (( gfp_t)((((1UL))) << (19))) | (( gfp_t)((((1UL))) << (13)))) & ~(( gfp_t)(((((1UL)))'
+    ' << (10))|((((1UL))) << (11))))) | (( gfp_t)((((1UL))) << (10)))), "GFP_TRANSHUGE"}, '
+    '{( unsigned long)((((((( gfp_t)(((((1UL))) << (10))|((((1UL))) << (11)))) | (('
+    ' gfp_t)((((1UL))) << (6))) | (( gfp_t)((((1UL))) << (7))) | (( gfp_t)((((1UL))) <<'
+    ' (20)))) | (( gfp_t)((((1UL))) << (1)))) | (( gfp_t)((((1UL))) << (3))) | (( gfp_t)0))'
+    ' | (( gfp_t)((((1UL))) << (18))) | (( gfp_t)((((1UL))) << (19))) | (( gfp_t)((((1UL)))'
+    ' << (13)))) & ~(( gfp_t)(((((1UL))) << (10))|((((1UL))) << (11))))),'
+    ' "GFP_TRANSHUGE_LIGHT"}, '
+    '{( unsigned long)((((( gfp_t)(((((1UL))) << (10))|((((1UL))) << (11)))) | (('
+    ' gfp_t)((((1UL))) << (6))) | (( gfp_t)((((1UL))) << (7))) | (( gfp_t)((((1UL))) <<'
+    ' (20)))) | (( gfp_t)((((1UL))) << (1)))) | (( gfp_t)((((1UL))) << (3))) | (( gfp_t)0)),'
+    ' "GFP_HIGHUSER_MOVABLE"}, '
+    '{( unsigned long)(((( gfp_t)(((((1UL))) << (10))|((((1UL))) << (11)))) | (('
+    ' gfp_t)((((1UL))) << (6))) | (( gfp_t)((((1UL))) << (7))) | (( gfp_t)((((1UL))) <<'
+    ' (20)))) | (( gfp_t)((((1UL))) << (1)))), "GFP_HIGHUSER"}, '
+    '{( unsigned long)((( gfp_t)(((((1UL))) << (10))|((((1UL))) << (11)))) | (('
+    ' gfp_t)((((1UL))) << (6))) | (( gfp_t)((((1UL))) << (7))) | (( gfp_t)((((1UL))) <<'
+    ' (20)))), "GFP_USER"}, '
+    '{( unsigned long)(((( gfp_t)(((((1UL))) << (10))|((((1UL))) << (11)))) | (('
+    ' gfp_t)((((1UL))) << (6))) | (( gfp_t)((((1UL))) << (7)))) | (( gfp_t)((((1UL))) <<'
+    ' (22)))), "GFP_KERNEL_ACCOUNT"}, '
+    '{( unsigned long)((( gfp_t)(((((1UL))) << (10))|((((1UL))) << (11)))) | (('
+    ' gfp_t)((((1UL))) << (6))) | (( gfp_t)((((1UL))) << (7)))), "GFP_KERNEL"}, '
+    '{( unsigned long)((( gfp_t)(((((1UL))) << (10))|((((1UL))) << (11)))) | (('
+    ' gfp_t)((((1UL))) << (6)))), "GFP_NOFS"}, '
+    '{( unsigned long)((( gfp_t)((((1UL))) << (5)))|(( gfp_t)((((1UL))) << (11)))),'
+    ' "GFP_ATOMIC"}, '
+    '{( unsigned long)((( gfp_t)(((((1UL))) << (10))|((((1UL))) << (11))))), "GFP_NOIO"}, '
+    '{( unsigned long)((( gfp_t)((((1UL))) << (11))) | (( gfp_t)((((1UL))) << (13)))),'
+    ' "GFP_NOWAIT"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (0))), "GFP_DMA"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (2))), "GFP_DMA32"}, '
+    '{( unsigned long)(( gfp_t)(((((1UL))) << (10))|((((1UL))) << (11)))), "__GFP_RECLAIM"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (0))), "__GFP_DMA"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (1))), "__GFP_HIGHMEM"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (2))), "__GFP_DMA32"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (3))), "__GFP_MOVABLE"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (4))), "__GFP_RECLAIMABLE"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (5))), "__GFP_HIGH"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (6))), "__GFP_IO"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (7))), "__GFP_FS"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (8))), "__GFP_ZERO"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (10))), "__GFP_DIRECT_RECLAIM"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (11))), "__GFP_KSWAPD_RECLAIM"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (12))), "__GFP_WRITE"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (13))), "__GFP_NOWARN"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (14))), "__GFP_RETRY_MAYFAIL"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (15))), "__GFP_NOFAIL"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (16))), "__GFP_NORETRY"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (17))), "__GFP_MEMALLOC"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (18))), "__GFP_COMP"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (19))), "__GFP_NOMEMALLOC"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (20))), "__GFP_HARDWALL"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (21))), "__GFP_THISNODE"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (22))), "__GFP_ACCOUNT"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (23))), "__GFP_ZEROTAGS"}, '
+    '{( unsigned long)(( gfp_t)((((1UL))) << (24))), "__GFP_NO_OBJ_EXT"}, '
+    '{ 0, ((void *)0) } ) : "none"'
+)
+KMEM_HEAD = [field("unsigned long call_site", 8, 8, 0), field("const void * ptr", 16, 8, 0)]
+
+
+def test_kmem_cache_alloc_format(kernel: Kernel) -> None:
+    # TRACE_EVENT(kmem_cache_alloc, ...) with __string(name, s->name) after ptr (6.18)
+    want = expected("kmem_cache_alloc", KMEM_HEAD + [
+        field("__data_loc char[] name", 24, 4, 0), field("size_t bytes_req", 32, 8, 0),
+        field("size_t bytes_alloc", 40, 8, 0), field("unsigned long gfp_flags", 48, 8, 0),
+        field("int node", 56, 4, 1), field("bool accounted", 60, 1, 0)],
+        '"call_site=%pS ptr=%p name=%s bytes_req=%zu bytes_alloc=%zu gfp_flags=%s node=%d '
+        'accounted=%s", (void *)REC->call_site, REC->ptr, __get_str(name), REC->bytes_req, '
+        'REC->bytes_alloc, ' + SHOW_GFP_FLAGS + ', REC->node, REC->accounted ? "true" : "false"')
+    assert format_of(kernel, "kmem", "kmem_cache_alloc") == want
+
+
+def test_kmalloc_format(kernel: Kernel) -> None:
+    # accounted=%s: (IS_ENABLED(CONFIG_MEMCG) && (__entry->gfp_flags &
+    # (__force unsigned long)__GFP_ACCOUNT)) ? "true" : "false"
+    want = expected("kmalloc", KMEM_HEAD + [
+        field("size_t bytes_req", 24, 8, 0), field("size_t bytes_alloc", 32, 8, 0),
+        field("unsigned long gfp_flags", 40, 8, 0), field("int node", 48, 4, 1)],
+        '"call_site=%pS ptr=%p bytes_req=%zu bytes_alloc=%zu gfp_flags=%s node=%d '
+        'accounted=%s", (void *)REC->call_site, REC->ptr, REC->bytes_req, REC->bytes_alloc, '
+        + SHOW_GFP_FLAGS + ', REC->node, (1 && (REC->gfp_flags & ( unsigned long)(( gfp_t)'
+        '((((1UL))) << (22))))) ? "true" : "false"')
+    assert format_of(kernel, "kmem", "kmalloc") == want
+
+
+def test_kfree_format(kernel: Kernel) -> None:
+    want = expected("kfree", KMEM_HEAD,
+                    '"call_site=%pS ptr=%p", (void *)REC->call_site, REC->ptr')
+    assert format_of(kernel, "kmem", "kfree") == want
+
+
+def test_kmem_cache_free_format(kernel: Kernel) -> None:
+    want = expected("kmem_cache_free", KMEM_HEAD + [field("__data_loc char[] name", 24, 4, 0)],
+                    '"call_site=%pS ptr=%p name=%s", (void *)REC->call_site, REC->ptr, '
+                    '__get_str(name)')
+    assert format_of(kernel, "kmem", "kmem_cache_free") == want
+
+
+@pytest.mark.parametrize("gfp, text", [
+    (0xcc0, "GFP_KERNEL"),
+    (0xcc0 | 0x2000 | 0x100, "GFP_KERNEL|__GFP_ZERO|__GFP_NOWARN"),
+    (0x400cc0, "GFP_KERNEL_ACCOUNT"),
+    (0x820, "GFP_ATOMIC"),
+    (0x820 | 0x80000 | 0x2000, "GFP_ATOMIC|__GFP_NOWARN|__GFP_NOMEMALLOC"),
+    (0x2800, "GFP_NOWAIT"),                     # 6.18: GFP_NOWAIT includes __GFP_NOWARN
+    (0x140cca, "GFP_HIGHUSER_MOVABLE|__GFP_COMP"),
+    (0xc00, "GFP_NOIO"),
+    (0x400, "__GFP_DIRECT_RECLAIM"),
+    (0x1000000, "__GFP_NO_OBJ_EXT"),
+    (0x200 | 0x1, "GFP_DMA|0x200"),             # bit 9 is unused: left over in hex
+    (0, "none"),
+])
+def test_gfp_flags_print_in_table_order(kernel: Kernel, gfp: int, text: str) -> None:
+    out = printed(kernel, "kmem", "kmalloc", 0, SKB, 100, 128, gfp, -1)
+    assert f" gfp_flags={text} node=-1 " in out
+
+
+def test_kmem_lines(kernel: Kernel) -> None:
+    site = kernel.kallsyms.address_of("__alloc_skb") + 0x30
+    _, off, size = kernel.kallsyms.lookup(site)
+    h = hashed(kernel, SKB)
+    cache = NS(name="skbuff_head_cache", object_size=232, size=256, flags=0)
+    assert printed(kernel, "kmem", "kmem_cache_alloc", site, SKB, cache, 0x820, -1) == (
+        f"kmem_cache_alloc: call_site=__alloc_skb+0x{off:x}/0x{size:x} ptr={h} "
+        "name=skbuff_head_cache bytes_req=232 bytes_alloc=256 gfp_flags=GFP_ATOMIC node=-1 "
+        "accounted=false\n")
+    accounted = NS(name="task_struct", object_size=9000, size=9088, flags=0x04000000)
+    assert printed(kernel, "kmem", "kmem_cache_alloc", 0, SKB, accounted, 0xcc0, 0) \
+        .endswith("node=0 accounted=true\n")                       # SLAB_ACCOUNT cache
+    assert printed(kernel, "kmem", "kmalloc", site, SKB, 100, 128, 0x400cc0, 0) == (
+        f"kmalloc: call_site=__alloc_skb+0x{off:x}/0x{size:x} ptr={h} bytes_req=100 "
+        "bytes_alloc=128 gfp_flags=GFP_KERNEL_ACCOUNT node=0 accounted=true\n")
+    assert printed(kernel, "kmem", "kfree", 0, 0) == \
+        "kfree: call_site=0x0 ptr=0000000000000000\n"
+    assert printed(kernel, "kmem", "kmem_cache_free", site, SKB, cache) == (
+        f"kmem_cache_free: call_site=__alloc_skb+0x{off:x}/0x{size:x} ptr={h} "
+        "name=skbuff_head_cache\n")
+
+
+# --- net (include/trace/events/net.h), napi (napi.h), skb (skb.h) ----------------------------
+
+NET_TEMPLATE = [field("void * skbaddr", 8, 8, 0), field("unsigned int len", 16, 4, 0),
+                field("__data_loc char[] name", 20, 4, 0)]
+
+
+@pytest.mark.parametrize("name", ["net_dev_queue", "netif_receive_skb", "netif_rx"])
+def test_net_dev_template_formats(kernel: Kernel, name: str) -> None:
+    # DECLARE_EVENT_CLASS(net_dev_template, TP_PROTO(struct sk_buff *skb), TP_STRUCT__entry(
+    # __field(void *, skbaddr) __field(unsigned int, len) __string(name, skb->dev->name)),
+    # TP_printk("dev=%s skbaddr=%p len=%u", __get_str(name), __entry->skbaddr, __entry->len))
+    want = expected(name, NET_TEMPLATE,
+                    '"dev=%s skbaddr=%p len=%u", __get_str(name), REC->skbaddr, REC->len')
+    assert format_of(kernel, "net", name) == want
+
+
+def test_net_dev_xmit_format(kernel: Kernel) -> None:
+    # TRACE_EVENT(net_dev_xmit, TP_PROTO(struct sk_buff *skb, int rc, struct net_device *dev,
+    # unsigned int skb_len), __field(void *, skbaddr) __field(unsigned int, len)
+    # __field(int, rc) __string(name, dev->name), TP_printk("dev=%s skbaddr=%p len=%u rc=%d",
+    # __get_str(name), __entry->skbaddr, __entry->len, __entry->rc))
+    want = expected("net_dev_xmit", [
+        field("void * skbaddr", 8, 8, 0), field("unsigned int len", 16, 4, 0),
+        field("int rc", 20, 4, 1), field("__data_loc char[] name", 24, 4, 0)],
+        '"dev=%s skbaddr=%p len=%u rc=%d", __get_str(name), REC->skbaddr, REC->len, REC->rc')
+    assert format_of(kernel, "net", "net_dev_xmit") == want
+
+
+def test_napi_poll_format(kernel: Kernel) -> None:
+    # TRACE_EVENT(napi_poll, __field(struct napi_struct *, napi)
+    # __string(dev_name, napi->dev ? napi->dev->name : NO_DEV) __field(int, work)
+    # __field(int, budget), TP_printk("napi poll on napi struct %p for device %s work %d
+    # budget %d", __entry->napi, __get_str(dev_name), __entry->work, __entry->budget))
+    want = expected("napi_poll", [
+        field("struct napi_struct * napi", 8, 8, 0), field("__data_loc char[] dev_name", 16, 4, 0),
+        field("int work", 20, 4, 1), field("int budget", 24, 4, 1)],
+        '"napi poll on napi struct %p for device %s work %d budget %d", REC->napi, '
+        "__get_str(dev_name), REC->work, REC->budget")
+    assert format_of(kernel, "napi", "napi_poll") == want
+
+
+def test_consume_skb_format(kernel: Kernel) -> None:
+    # TRACE_EVENT(consume_skb, TP_PROTO(struct sk_buff *skb, void *location),
+    # __field(void *, skbaddr) __field(void *, location),
+    # TP_printk("skbaddr=%p location=%pS", __entry->skbaddr, __entry->location))
+    want = expected("consume_skb", [field("void * skbaddr", 8, 8, 0),
+                                    field("void * location", 16, 8, 0)],
+                    '"skbaddr=%p location=%pS", REC->skbaddr, REC->location')
+    assert format_of(kernel, "skb", "consume_skb") == want
+
+
+@pytest.mark.parametrize("system, name, ref", [
+    ("net", "netif_receive_skb", "events_net_netif_receive_skb_format"),
+    ("skb", "kfree_skb", "events_skb_kfree_skb_format"),
+])
+def test_captured_formats(kernel: Kernel, reference, system: str, name: str, ref: str) -> None:
+    want = re.sub(r"^ID: \d+$", "ID: N", (reference / ref).read_text(), flags=re.M)
+    assert format_of(kernel, system, name) == want
+
+
+def test_net_skb_napi_lines(kernel: Kernel) -> None:
+    h = hashed(kernel, SKB)
+    dev = NS(name="eth0")
+    loc = kernel.kallsyms.address_of("ip_rcv") + 0x42
+    _, _, size = kernel.kallsyms.lookup(loc)
+    assert printed(kernel, "net", "net_dev_xmit", NS(addr=SKB), -16, dev, 60) == \
+        f"net_dev_xmit: dev=eth0 skbaddr={h} len=60 rc=-16\n"
+    assert printed(kernel, "net", "net_dev_queue", NS(addr=SKB, len=1500, dev=dev)) == \
+        f"net_dev_queue: dev=eth0 skbaddr={h} len=1500\n"
+    assert printed(kernel, "napi", "napi_poll", NS(addr=SKB, dev=None), 0, 64) == \
+        f"napi_poll: napi poll on napi struct {h} for device (no_device) work 0 budget 64\n"
+    assert printed(kernel, "skb", "consume_skb", NS(addr=SKB), loc) == \
+        f"consume_skb: skbaddr={h} location=ip_rcv+0x42/0x{size:x}\n"
+    assert printed(kernel, "skb", "kfree_skb", NS(addr=SKB, protocol=0xdd86), loc, 2, 0) == (
+        f"kfree_skb: skbaddr={h} rx_sk=0000000000000000 protocol=34525 "
+        f"location=ip_rcv+0x42/0x{size:x} reason: NOT_SPECIFIED\n")
+
+
+def test_null_and_error_pointers_are_not_hashed(kernel: Kernel) -> None:
+    # lib/vsprintf.c ptr_to_id: IS_ERR_OR_NULL pointers print their value (16 hex digits)
+    err = (1 << 64) - 12                                    # ERR_PTR(-ENOMEM)
+    assert printed(kernel, "kmem", "kfree", 0, err) == "kfree: call_site=0x0 ptr=fffffffffffffff4\n"
+    assert printed(kernel, "kmem", "kfree", 0, 0) == "kfree: call_site=0x0 ptr=0000000000000000\n"

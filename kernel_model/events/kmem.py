@@ -1,67 +1,83 @@
-"""kmem:kmalloc, kfree, kmem_cache_alloc, kmem_cache_free (include/trace/events/kmem.h, 6.1+).
+"""kmem:kmalloc, kfree, kmem_cache_alloc, kmem_cache_free as in Linux 6.18.
 
-``show_gfp_flags`` expands to ``__print_flags`` over the gfpflag names of mmflags.h; the values
-are the 6.18 ``___GFP_*`` bits (gfp_types.h).
+Sources: include/trace/events/kmem.h (6.18: ``kmem_cache_alloc`` records the cache ``name``,
+added by "kmem/tracing: add kmem name to kmem_cache_alloc tracepoint", mm-stable-2025-10-01),
+include/trace/events/mmflags.h (``show_gfp_flags``, ``__def_gfpflag_names``, the
+``TRACE_DEFINE_ENUM(___GFP_*_BIT)`` list) and include/linux/gfp_types.h.
+
+The ``print fmt`` is the TP_printk arguments as the preprocessor stringifies them, then with the
+``___GFP_*_BIT`` enum names replaced by their values (trace_event_eval_update). The helpers below
+spell each gfp macro the way its expansion comes out (gcc puts a space where the empty
+``__force`` was: ``(( gfp_t)...``), so the flag table reads like gfp_types.h.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from kernel_model.slab import SLAB_ACCOUNT
 from kernel_model.trace_event import TraceEvent
 
-__GFP = {
-    "DMA": 0x1, "HIGHMEM": 0x2, "DMA32": 0x4, "MOVABLE": 0x8, "RECLAIMABLE": 0x10,
-    "HIGH": 0x20, "IO": 0x40, "FS": 0x80, "ZERO": 0x100, "DIRECT_RECLAIM": 0x400,
-    "KSWAPD_RECLAIM": 0x800, "WRITE": 0x1000, "NOWARN": 0x2000, "RETRY_MAYFAIL": 0x4000,
-    "NOFAIL": 0x8000, "NORETRY": 0x10000, "MEMALLOC": 0x20000, "COMP": 0x40000,
-    "NOMEMALLOC": 0x80000, "HARDWALL": 0x100000, "THISNODE": 0x200000, "ACCOUNT": 0x400000,
-    "ZEROTAGS": 0x800000,
-}
-__GFP_RECLAIM = __GFP["DIRECT_RECLAIM"] | __GFP["KSWAPD_RECLAIM"]
-GFP_KERNEL = __GFP_RECLAIM | __GFP["IO"] | __GFP["FS"]
-GFP_ATOMIC = __GFP["HIGH"] | __GFP["KSWAPD_RECLAIM"]
-GFP_NOWAIT = __GFP["KSWAPD_RECLAIM"] | __GFP["NOWARN"]
-GFP_ACCOUNT = __GFP["ACCOUNT"]
-_GFP_USER = GFP_KERNEL | __GFP["HARDWALL"]
-_GFP_HIGHUSER_MOVABLE = _GFP_USER | __GFP["HIGHMEM"] | __GFP["MOVABLE"]
-_GFP_TRANSHUGE_LIGHT = ((_GFP_HIGHUSER_MOVABLE | __GFP["COMP"] | __GFP["NOMEMALLOC"]
-                         | __GFP["NOWARN"]) & ~__GFP_RECLAIM)
-
-# __def_gfpflag_names order: composite names first, then single bits
-GFP_FLAG_NAMES: tuple[tuple[int, str], ...] = (
-    (_GFP_TRANSHUGE_LIGHT | __GFP["DIRECT_RECLAIM"], "GFP_TRANSHUGE"),
-    (_GFP_TRANSHUGE_LIGHT, "GFP_TRANSHUGE_LIGHT"),
-    (_GFP_HIGHUSER_MOVABLE, "GFP_HIGHUSER_MOVABLE"),
-    (_GFP_USER | __GFP["HIGHMEM"], "GFP_HIGHUSER"),
-    (_GFP_USER, "GFP_USER"),
-    (GFP_KERNEL | __GFP["ACCOUNT"], "GFP_KERNEL_ACCOUNT"),
-    (GFP_KERNEL, "GFP_KERNEL"),
-    (__GFP_RECLAIM | __GFP["IO"], "GFP_NOFS"),
-    (GFP_ATOMIC, "GFP_ATOMIC"),
-    (__GFP_RECLAIM, "GFP_NOIO"),
-    (GFP_NOWAIT, "GFP_NOWAIT"),
-    (__GFP["DMA"], "GFP_DMA"),
-    (__GFP["HIGHMEM"], "__GFP_HIGHMEM"),
-    (__GFP["DMA32"], "GFP_DMA32"),
-) + tuple((__GFP[n], "__GFP_" + n) for n in (
-    "HIGH", "IO", "FS", "NOWARN", "RETRY_MAYFAIL", "NOFAIL", "NORETRY", "COMP", "ZERO",
-    "NOMEMALLOC", "MEMALLOC", "HARDWALL", "THISNODE", "RECLAIMABLE", "MOVABLE", "ACCOUNT",
-    "WRITE")) + (
-    (__GFP_RECLAIM, "__GFP_RECLAIM"),
-    (__GFP["DIRECT_RECLAIM"], "__GFP_DIRECT_RECLAIM"),
-    (__GFP["KSWAPD_RECLAIM"], "__GFP_KSWAPD_RECLAIM"),
-    (__GFP["ZEROTAGS"], "__GFP_ZEROTAGS"),
+# enum { ___GFP_DMA_BIT, ... } of gfp_types.h for x86-64 with CONFIG_MEMCG (which selects
+# CONFIG_SLAB_OBJ_EXT) and without CONFIG_KASAN_HW_TAGS / CONFIG_LOCKDEP: bit 9 is unused,
+# ___GFP_SKIP_ZERO / ___GFP_SKIP_KASAN / ___GFP_NOLOCKDEP are 0.
+GFP_BITS: tuple[str, ...] = (
+    "DMA", "HIGHMEM", "DMA32", "MOVABLE", "RECLAIMABLE", "HIGH", "IO", "FS", "ZERO", "UNUSED",
+    "DIRECT_RECLAIM", "KSWAPD_RECLAIM", "WRITE", "NOWARN", "RETRY_MAYFAIL", "NOFAIL", "NORETRY",
+    "MEMALLOC", "COMP", "NOMEMALLOC", "HARDWALL", "THISNODE", "ACCOUNT", "ZEROTAGS", "NO_OBJ_EXT",
 )
+GFP_BIT = {name: bit for bit, name in enumerate(GFP_BITS)}
+# TRACE_GFP_FLAGS: the single bits __def_gfpflag_names lists after the composites
+_TRACE_GFP_FLAGS = tuple(n for n in GFP_BITS if n != "UNUSED")
 
-_SHOW_GFP = ('(REC->gfp_flags) ? __print_flags(REC->gfp_flags, "|", '
-             + ", ".join(f'{{(unsigned long)0x{v:x}, "{n}"}}' for v, n in GFP_FLAG_NAMES)
-             + ') : "none"')
-_ALLOC_FIELDS = [("unsigned long", "call_site"), ("const void *", "ptr"),
-                 ("size_t", "bytes_req"), ("size_t", "bytes_alloc"),
-                 ("unsigned long", "gfp_flags"), ("int", "node")]
-_ALLOC_FMT = ('"call_site=%pS ptr=%p bytes_req=%zu bytes_alloc=%zu gfp_flags=%s node=%d '
-              'accounted=%s", (void *)REC->call_site, REC->ptr, REC->bytes_req, '
-              "REC->bytes_alloc, " + _SHOW_GFP + ", REC->node, ")
+GFP_ACCOUNT = 1 << GFP_BIT["ACCOUNT"]
+
+
+def _bits(name: str) -> str:
+    """``___GFP_<name>`` = ``BIT(___GFP_<name>_BIT)``, the enum already replaced."""
+    return f"((((1UL))) << ({GFP_BIT[name]}))"
+
+
+def _gfp(name: str) -> str:
+    """``__GFP_<name>`` = ``((__force gfp_t)___GFP_<name>)``."""
+    return f"(( gfp_t){_bits(name)})"
+
+
+_SKIP_KASAN = "(( gfp_t)0)"
+_RECLAIM = f"(( gfp_t)({_bits('DIRECT_RECLAIM')}|{_bits('KSWAPD_RECLAIM')}))"
+_KERNEL = f"({_RECLAIM} | {_gfp('IO')} | {_gfp('FS')})"
+_USER = f"({_RECLAIM} | {_gfp('IO')} | {_gfp('FS')} | {_gfp('HARDWALL')})"
+_HIGHUSER = f"({_USER} | {_gfp('HIGHMEM')})"
+_HIGHUSER_MOVABLE = f"({_HIGHUSER} | {_gfp('MOVABLE')} | {_SKIP_KASAN})"
+_TRANSHUGE_LIGHT = (f"(({_HIGHUSER_MOVABLE} | {_gfp('COMP')} | {_gfp('NOMEMALLOC')} | "
+                    f"{_gfp('NOWARN')}) & ~{_RECLAIM})")
+
+# __def_gfpflag_names, in order: (expansion, name)
+GFP_FLAG_NAMES: tuple[tuple[str, str], ...] = (
+    (f"({_TRANSHUGE_LIGHT} | {_gfp('DIRECT_RECLAIM')})", "GFP_TRANSHUGE"),
+    (_TRANSHUGE_LIGHT, "GFP_TRANSHUGE_LIGHT"),
+    (_HIGHUSER_MOVABLE, "GFP_HIGHUSER_MOVABLE"),
+    (_HIGHUSER, "GFP_HIGHUSER"),
+    (_USER, "GFP_USER"),
+    (f"({_KERNEL} | {_gfp('ACCOUNT')})", "GFP_KERNEL_ACCOUNT"),
+    (_KERNEL, "GFP_KERNEL"),
+    (f"({_RECLAIM} | {_gfp('IO')})", "GFP_NOFS"),
+    (f"({_gfp('HIGH')}|{_gfp('KSWAPD_RECLAIM')})", "GFP_ATOMIC"),
+    (f"({_RECLAIM})", "GFP_NOIO"),
+    (f"({_gfp('KSWAPD_RECLAIM')} | {_gfp('NOWARN')})", "GFP_NOWAIT"),
+    (_gfp("DMA"), "GFP_DMA"),
+    (_gfp("DMA32"), "GFP_DMA32"),
+    (_RECLAIM, "__GFP_RECLAIM"),
+) + tuple((_gfp(n), "__GFP_" + n) for n in _TRACE_GFP_FLAGS)
+
+# show_gfp_flags(__entry->gfp_flags); gfpflag_string(flag) is {(__force unsigned long)flag, #flag}
+SHOW_GFP_FLAGS = ('(REC->gfp_flags) ? __print_flags(REC->gfp_flags, "|", '
+                  + ", ".join(f'{{( unsigned long){text}, "{name}"}}'
+                              for text, name in GFP_FLAG_NAMES)
+                  + ', { 0, ((void *)0) } ) : "none"')
+
+_HEAD = ("unsigned long", "call_site"), ("const void *", "ptr")
+_SIZES = ("size_t", "bytes_req"), ("size_t", "bytes_alloc"), ("unsigned long", "gfp_flags"), \
+    ("int", "node")
 
 
 def _kmalloc(call_site: int, ptr: int, bytes_req: int, bytes_alloc: int, gfp_flags: int,
@@ -70,8 +86,9 @@ def _kmalloc(call_site: int, ptr: int, bytes_req: int, bytes_alloc: int, gfp_fla
 
 
 def _kmem_cache_alloc(call_site: int, ptr: int, s: Any, gfp_flags: int, node: int) -> tuple:
-    return (call_site, ptr, s.object_size, s.size, gfp_flags, node,
-            1 if gfp_flags & GFP_ACCOUNT else 0)
+    # accounted: IS_ENABLED(CONFIG_MEMCG) ? (gfp & __GFP_ACCOUNT) || (s->flags & SLAB_ACCOUNT)
+    accounted = bool(gfp_flags & GFP_ACCOUNT or getattr(s, "flags", 0) & SLAB_ACCOUNT)
+    return (call_site, ptr, s.name, s.object_size, s.size, gfp_flags, node, int(accounted))
 
 
 def _kfree(call_site: int, ptr: int) -> tuple:
@@ -85,23 +102,27 @@ def _kmem_cache_free(call_site: int, ptr: int, s: Any) -> tuple:
 def events() -> list[TraceEvent]:
     return [
         TraceEvent(
-            "kmem", "kmalloc", _ALLOC_FIELDS,
-            _ALLOC_FMT + "(1 && (REC->gfp_flags & (unsigned long)0x%x)) ? \"true\" : \"false\""
-            % GFP_ACCOUNT,
-            _kmalloc, proto="unsigned long call_site, const void *ptr, size_t bytes_req, "
-                            "size_t bytes_alloc, gfp_t gfp_flags, int node"),
-        TraceEvent(
-            "kmem", "kmem_cache_alloc", _ALLOC_FIELDS + [("bool", "accounted")],
-            _ALLOC_FMT + 'REC->accounted ? "true" : "false"',
+            "kmem", "kmem_cache_alloc", [*_HEAD, ("__string", "name"), *_SIZES,
+                                         ("bool", "accounted")],
+            '"call_site=%pS ptr=%p name=%s bytes_req=%zu bytes_alloc=%zu gfp_flags=%s node=%d '
+            'accounted=%s", (void *)REC->call_site, REC->ptr, __get_str(name), REC->bytes_req, '
+            f'REC->bytes_alloc, {SHOW_GFP_FLAGS}, REC->node, REC->accounted ? "true" : "false"',
             _kmem_cache_alloc, proto="unsigned long call_site, const void *ptr, "
                                      "struct kmem_cache *s, gfp_t gfp_flags, int node"),
         TraceEvent(
-            "kmem", "kfree", [("unsigned long", "call_site"), ("const void *", "ptr")],
+            "kmem", "kmalloc", [*_HEAD, *_SIZES],
+            '"call_site=%pS ptr=%p bytes_req=%zu bytes_alloc=%zu gfp_flags=%s node=%d '
+            'accounted=%s", (void *)REC->call_site, REC->ptr, REC->bytes_req, REC->bytes_alloc, '
+            f'{SHOW_GFP_FLAGS}, REC->node, (1 && (REC->gfp_flags & ( unsigned long)'
+            f'{_gfp("ACCOUNT")})) ? "true" : "false"',
+            _kmalloc, proto="unsigned long call_site, const void *ptr, size_t bytes_req, "
+                            "size_t bytes_alloc, gfp_t gfp_flags, int node"),
+        TraceEvent(
+            "kmem", "kfree", list(_HEAD),
             '"call_site=%pS ptr=%p", (void *)REC->call_site, REC->ptr',
             _kfree, proto="unsigned long call_site, const void *ptr"),
         TraceEvent(
-            "kmem", "kmem_cache_free",
-            [("unsigned long", "call_site"), ("const void *", "ptr"), ("__string", "name")],
+            "kmem", "kmem_cache_free", [*_HEAD, ("__string", "name")],
             '"call_site=%pS ptr=%p name=%s", (void *)REC->call_site, REC->ptr, __get_str(name)',
             _kmem_cache_free,
             proto="unsigned long call_site, const void *ptr, const struct kmem_cache *s"),
