@@ -104,9 +104,10 @@ COMMON_FIELDS: tuple[Field, ...] = (
 COMMON_SIZE = 8
 COMMON_STRUCT = "HBBi"
 
-# C scalar types of x86-64: (size, signed, struct code)
+# C scalar types of x86-64: (size, signed, struct code); plain char is unsigned in the kernel
+# since 6.2 (kbuild: -funsigned-char), so char fields show signed:0
 _SCALARS: dict[str, tuple[int, bool, str]] = {
-    "char": (1, True, "b"), "signed char": (1, True, "b"), "unsigned char": (1, False, "B"),
+    "char": (1, False, "B"), "signed char": (1, True, "b"), "unsigned char": (1, False, "B"),
     "bool": (1, False, "B"), "u8": (1, False, "B"), "s8": (1, True, "b"),
     "short": (2, True, "h"), "unsigned short": (2, False, "H"), "u16": (2, False, "H"),
     "s16": (2, True, "h"), "__u16": (2, False, "H"),

@@ -217,7 +217,7 @@ def _cast(ctype: str, inner: Expr) -> Expr:
     elif "short" in ctype or ctype in ("u16", "s16", "__u16"):
         signed, bits = not ctype.startswith(("unsigned", "u")), 16
     elif "char" in ctype or ctype in ("u8", "s8", "bool", "__u8"):
-        signed, bits = ctype in ("char", "signed char", "s8"), 8
+        signed, bits = ctype in ("signed char", "s8"), 8      # char is unsigned (6.2+)
     else:
         signed, bits = not ctype.startswith(("unsigned", "u", "__u", "gfp_t")), 32
     mask = (1 << bits) - 1
@@ -247,6 +247,7 @@ def _table(entries: list[Expr]) -> tuple[tuple[int, str], ...]:
 
 
 _ULONG = 0xFFFFFFFFFFFFFFFF
+_ERR_PTR_MIN = _ULONG + 1 - 4095            # (unsigned long)-MAX_ERRNO
 
 
 def _print_symbolic(value: Expr, entries: list[Expr]) -> Expr:
@@ -325,8 +326,9 @@ def _int_piece(spec: str, conv: str, bits: int) -> Callable[[Value, Any], str]:
 
 def _ptr_piece(ext: str, spec: str) -> Callable[[Value, Any], str]:
     def hashed(v: Value, s: Any) -> str:
+        # ptr_to_id: NULL and error pointers (IS_ERR_OR_NULL) print as they are
         v &= 0xFFFFFFFFFFFFFFFF
-        return "0000000000000000" if v == 0 else f"{s.hash_ptr(v):016x}"
+        return f"{v:016x}" if v == 0 or v >= _ERR_PTR_MIN else f"{s.hash_ptr(v):016x}"
 
     def raw(v: Value, s: Any) -> str:
         return f"{v & 0xFFFFFFFFFFFFFFFF:016x}"

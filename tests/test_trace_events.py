@@ -52,10 +52,10 @@ def test_layout_natural_alignment_and_data_loc() -> None:
     fields, end, size, _ = layout([("char", "c"), ("u64", "x"), ("__string", "s"),
                                    ("char[16]", "comm"), ("short", "h")])
     assert [(f.name, f.offset, f.size, f.is_signed) for f in fields] == [
-        ("c", 8, 1, True), ("x", 16, 8, False), ("s", 24, 4, False), ("comm", 28, 16, True),
+        ("c", 8, 1, False), ("x", 16, 8, False), ("s", 24, 4, False), ("comm", 28, 16, False),
         ("h", 44, 2, True)]
     assert (end, size) == (46, 48)
-    assert fields[3].format_line() == "\tfield:char comm[16];\toffset:28;\tsize:16;\tsigned:1;\n"
+    assert fields[3].format_line() == "\tfield:char comm[16];\toffset:28;\tsize:16;\tsigned:0;\n"
 
 
 def test_netif_receive_skb_record_layout(kernel: Kernel) -> None:
