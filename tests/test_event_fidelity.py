@@ -10,13 +10,16 @@ KASAN_HW_TAGS, no LOCKDEP) and then the ``update_event_printk`` replacement of `
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from types import SimpleNamespace as NS
 
 import pytest
 
 from kernel_model import trace_output
 from kernel_model.kernel import Kernel
+from tests.conftest import need_tool
 
 SKB = 0xffff888100004000
 COMMON = ("format:\n"
@@ -380,3 +383,101 @@ def test_null_and_error_pointers_are_not_hashed(kernel: Kernel) -> None:
     err = (1 << 64) - 12                                    # ERR_PTR(-ENOMEM)
     assert printed(kernel, "kmem", "kfree", 0, err) == "kfree: call_site=0x0 ptr=fffffffffffffff4\n"
     assert printed(kernel, "kmem", "kfree", 0, 0) == "kfree: call_site=0x0 ptr=0000000000000000\n"
+
+
+# --- cross-check: libtraceevent (what perf and trace-cmd use) reads our format files ----------
+
+TEP_MAIN = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+/* the few libtraceevent 1.x entry points used (event-parse.h, trace-seq.h) */
+struct tep_handle;
+struct trace_seq { char *buffer; unsigned int buffer_size, len, readpos; int state; };
+struct tep_record { unsigned long long ts, offset; long long missed_events;
+                    int record_size, size; void *data; int cpu, ref_count, locked; void *priv; };
+struct tep_handle *tep_alloc(void);
+void tep_set_long_size(struct tep_handle *tep, int long_size);
+int tep_parse_event(struct tep_handle *tep, const char *buf, unsigned long size, const char *sys);
+void tep_print_event(struct tep_handle *tep, struct trace_seq *s, struct tep_record *record,
+                     const char *fmt, ...);
+void trace_seq_init(struct trace_seq *s);
+void trace_seq_terminate(struct trace_seq *s);
+
+/* argv: format file, system, record as hex; prints the event's TP_printk text */
+int main(int argc, char **argv)
+{
+    static char fmt[1 << 20], data[1 << 16];
+    FILE *f = fopen(argv[1], "r");
+    size_t n = fread(fmt, 1, sizeof(fmt) - 1, f);
+    struct tep_handle *tep = tep_alloc();
+    struct tep_record rec = {0};
+    struct trace_seq s;
+    int len = strlen(argv[3]) / 2;
+
+    tep_set_long_size(tep, 8);
+    if (tep_parse_event(tep, fmt, n, argv[2]))
+        return 2;
+    for (int i = 0; i < len; i++)
+        sscanf(argv[3] + 2 * i, "%2hhx", (unsigned char *)&data[i]);
+    rec.data = data;
+    rec.size = rec.record_size = len;
+    trace_seq_init(&s);
+    tep_print_event(tep, &s, &rec, "%s", "INFO");
+    trace_seq_terminate(&s);
+    fputs(s.buffer, stdout);
+    return 0;
+}
+"""
+LIBTRACEEVENT = "/usr/lib/x86_64-linux-gnu/libtraceevent.so.1"
+
+
+@pytest.fixture(scope="module")
+def tep_print(tmp_path_factory):
+    gcc = need_tool("gcc", "gcc")
+    if not os.path.exists(LIBTRACEEVENT):
+        pytest.skip(f"{LIBTRACEEVENT} not found: install the Debian package 'libtraceevent1'")
+    work = tmp_path_factory.mktemp("tep")
+    (work / "tep.c").write_text(TEP_MAIN)
+    subprocess.run([gcc, "-o", str(work / "tep"), str(work / "tep.c"), LIBTRACEEVENT],
+                   check=True, capture_output=True)
+
+    def run(ev, record: bytes) -> str:
+        (work / "format").write_text(ev.format_text())
+        done = subprocess.run([str(work / "tep"), str(work / "format"), ev.system, record.hex()],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, f"libtraceevent could not parse {ev.full_name}"
+        return done.stdout
+    return run
+
+
+GFP_CASES = (0xcc0, 0xcc0 | 0x2000 | 0x100, 0x400cc0, 0x820 | 0x80000 | 0x2000, 0x2800,
+             0x140cca, 0xc00, 0x1000000, 0x201, 0x4000000, 0)
+
+
+def tep_cases() -> list[tuple[str, str, tuple]]:
+    cache = NS(name="skbuff_head_cache", object_size=232, size=256, flags=0)
+    dev = NS(name="eth0")
+    out = [("kmem", "kmalloc", (0, SKB, 100, 128, g, -1)) for g in GFP_CASES]
+    out += [("kmem", "kmem_cache_alloc", (0, SKB, cache, g, 0)) for g in GFP_CASES]
+    out += [("kmem", "kfree", (0, SKB)), ("kmem", "kmem_cache_free", (0, SKB, cache)),
+            ("net", "net_dev_xmit", (NS(addr=SKB), -16, dev, 60)),
+            ("net", "netif_rx", (NS(addr=SKB, len=60, dev=dev),)),
+            ("napi", "napi_poll", (NS(addr=SKB, dev=None), 3, 64)),
+            ("skb", "consume_skb", (NS(addr=SKB), 0)),
+            ("skb", "kfree_skb", (NS(addr=SKB, protocol=0x0008), 0, 77, 0)),
+            ("skb", "kfree_skb", (NS(addr=SKB, protocol=0x0008), 0, 4000, 0)),
+            ("bpf_trace", "bpf_trace_printk", ("hello",))]
+    return out
+
+
+def test_libtraceevent_prints_our_records_as_we_do(tep_print) -> None:
+    kernel = Kernel(cpus=2, seed=3)
+    kernel.tracing.symbols.hash_raw = True          # libtraceevent prints %p unhashed
+    for system, name, args in tep_cases():
+        ev = kernel.tracing.event(system, name)
+        record = ev.build(ev.assign(*args), 0, 0, 1)
+        theirs = tep_print(ev, record)
+        # glibc's %p (0x..., "(nil)") is libtraceevent's; the kernel prints 16 hex digits
+        theirs = re.sub(r"0x([0-9a-f]{16})\b", r"\1", theirs).replace("(nil)", "0" * 16)
+        assert theirs == ev.print_text(record, kernel.tracing.symbols), (name, args)
