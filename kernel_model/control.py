@@ -184,6 +184,10 @@ def run_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
     parser, action = _parsers()[argv[0]]
     try:
         args = parser.parse_args(argv[1:])
+        if argv[0] == "workload":
+            # Starting/stopping a workload thread must not hold the kernel lock: stop() joins a
+            # thread that takes that lock for every batch it delivers.
+            return 0, action(kernel, args)
         with kernel.lock:
             return 0, action(kernel, args)
     except UsageError as e:

@@ -193,3 +193,21 @@ def test_same_seed_same_trace():
     assert run_traced(8) != a
     cpus = {l[25:30] for l in a}
     assert cpus == {"[000]", "[001]"}      # the workload runs on every CPU
+
+
+def test_workload_start_stop_through_the_control_channel(kernel):
+    """`tracesim ctl MNT workload stop NAME` runs this from a socket thread while the workload's
+    own thread takes the kernel lock for every batch: stopping must not deadlock."""
+    import threading
+    import time
+    assert run_command(kernel, ["workload", "start", "udp-small"]) == (0, "")
+    w = kernel.workloads.get("udp-small")
+    deadline = time.monotonic() + 5
+    while w.sent == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    result = []
+    t = threading.Thread(target=lambda: result.append(
+        run_command(kernel, ["workload", "stop", "udp-small"])), daemon=True)
+    t.start()
+    t.join(10)
+    assert result == [(0, "")] and not w.running
