@@ -14,9 +14,17 @@ the function, and the return handlers with ``ax`` = the return value (``addr`` o
 object, 0 for None) and ``ip`` = the return address.
 
 Handlers receive a ``PtRegs``: register values as attributes and the 168 bytes as ``raw`` (what a
-BPF kprobe program gets as its context). Return handlers also see ``func`` (the probed address)
-and ``ret_ip``. A handler that re-enters a probed function from inside a handler is not run
-again: the hit counts as missed (``nmissed``), as the kernel does with recursion.
+BPF kprobe program gets as its context), a snapshot they may keep. Return handlers also see
+``func`` (the probed address) and ``ret_ip``. A handler registered with ``raw=True`` gets the
+CPU's live pt_regs ``bytearray`` instead (no copy: the hot path of kprobe events and their BPF
+programs); it is valid during the call only and must not be written; ``PtRegs(bytes(regs), func,
+ret_ip)`` makes a snapshot of it. A handler that re-enters a probed function from inside a
+handler is not run again: the hit counts as missed (``nmissed``), as the kernel does with
+recursion.
+
+Each CPU has one pt_regs buffer, written in place per hit: the argument registers through ``ip``
+with one ``pack_into`` (the slots the call leaves unused are zeroed), the rest (cs, ss, flags, sp)
+set once.
 
 The model has no instructions, so a probe at ``sym+off`` (0 < off < size) fires at the entry
 with ``ip = sym + off``; return probes need ``off == 0`` (the kernel refuses others too).
@@ -38,7 +46,13 @@ PT_REGS_SIZE = 8 * len(PT_REGS_NAMES)
 ARG_REGS = ("di", "si", "dx", "cx", "r8", "r9")
 _PT_REGS = struct.Struct("<21Q")
 _ARG_INDEX = tuple(PT_REGS_NAMES.index(r) for r in ARG_REGS)
-_AX, _IP, _SP, _CS, _SS, _FLAGS = (PT_REGS_NAMES.index(r) for r in ("ax", "ip", "sp", "cs", "ss", "flags"))
+_IP, _SP, _CS, _SS, _FLAGS = (PT_REGS_NAMES.index(r) for r in ("ip", "sp", "cs", "ss", "flags"))
+_IP_OFFSET, _AX_OFFSET = PT_REGS_OFFSETS["ip"], PT_REGS_OFFSETS["ax"]
+# the registers a call writes: r9 .. ip are contiguous in pt_regs (ax and orig_ax among them)
+_CALL_REGS = PT_REGS_NAMES[PT_REGS_NAMES.index("r9"):_IP + 1]
+_CALL_REGS_OFFSET = PT_REGS_OFFSETS["r9"]
+_CALL_REGS_PACK = struct.Struct(f"<{len(_CALL_REGS)}Q").pack_into
+_U64_PACK = struct.Struct("<Q").pack_into
 KERNEL_CS, KERNEL_DS = 0x10, 0x18
 X86_EFLAGS_IF = 0x200
 THREAD_SIZE = 16384
@@ -54,15 +68,23 @@ class KprobeError(Exception):
 
 
 class PtRegs:
-    """A ``struct pt_regs`` snapshot: ``values`` (21 u64 in struct order), ``raw`` bytes."""
+    """A ``struct pt_regs`` snapshot: ``raw`` (168 bytes), ``values`` (21 u64 in struct order,
+    unpacked on first use) and register values as attributes."""
 
-    __slots__ = ("values", "raw", "func", "ret_ip")
+    __slots__ = ("raw", "func", "ret_ip", "_values")
 
-    def __init__(self, values: list[int], func: int = 0, ret_ip: int = 0) -> None:
-        self.values = values
-        self.raw = _PT_REGS.pack(*values)
+    def __init__(self, raw: bytes, func: int = 0, ret_ip: int = 0) -> None:
+        self.raw = raw
         self.func = func
         self.ret_ip = ret_ip
+        self._values: tuple[int, ...] | None = None
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        values = self._values
+        if values is None:
+            values = self._values = _PT_REGS.unpack(self.raw)
+        return values
 
     def __getattr__(self, name: str) -> int:
         try:
@@ -87,17 +109,39 @@ def reg_value(v: Any) -> int:
     return int(v) & MASK64
 
 
+def _call_regs_writer(nargs: int) -> Callable[[bytearray, int, tuple], None]:
+    """``write(regs, ip, args)``: the first ``nargs`` of ``args`` into di, si, dx, cx, r8, r9,
+    every other register from r9 to ip zeroed, and ``ip``, as one ``pack_into``.
+
+    Generated per argument count so the register conversion is inline (no call per argument).
+    """
+    slot = {reg: i for i, reg in enumerate(ARG_REGS[:nargs])}
+    lines = [f"    a{i} = args[{i}]" for i in range(nargs)]
+    values = ["ip" if reg == "ip" else
+              f"(a{slot[reg]} & MASK64 if type(a{slot[reg]}) is int else reg_value(a{slot[reg]}))"
+              if reg in slot else "0" for reg in _CALL_REGS]
+    source = (f"def write(regs, ip, args):\n" + "".join(line + "\n" for line in lines)
+              + f"    pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})\n")
+    env: dict[str, Any] = {"pack": _CALL_REGS_PACK, "reg_value": reg_value, "MASK64": MASK64}
+    exec(compile(source, f"<pt_regs writer {nargs}>", "exec"), env)
+    return env["write"]
+
+
+_CALL_REGS_WRITERS = tuple(_call_regs_writer(n) for n in range(len(ARG_REGS) + 1))
+
+
 class Kprobe:
     """A registered probe (what ``register_kprobe`` returns; pass it to ``unregister_kprobe``)."""
 
-    __slots__ = ("site", "handler", "retprobe", "offset", "nhit", "nmissed")
+    __slots__ = ("site", "handler", "retprobe", "offset", "raw", "nhit", "nmissed")
 
-    def __init__(self, site: KprobeSite, handler: Callable[[PtRegs], Any], retprobe: bool,
-                 offset: int) -> None:
+    def __init__(self, site: KprobeSite, handler: Callable[[Any], Any], retprobe: bool,
+                 offset: int, raw: bool = False) -> None:
         self.site = site
         self.handler = handler
         self.retprobe = retprobe
         self.offset = offset
+        self.raw = raw
         self.nhit = 0
         self.nmissed = 0
 
@@ -109,7 +153,8 @@ class Kprobe:
 class KprobeSite:
     """The probe point of one function: ``active`` is the flag its call site checks."""
 
-    __slots__ = ("name", "addr", "size", "nargs", "active", "entry", "ret", "_kprobes")
+    __slots__ = ("name", "addr", "size", "nargs", "active", "entry", "ret", "_kprobes",
+                 "_write_regs")
 
     def __init__(self, kprobes: Kprobes, name: str, addr: int, size: int, nargs: int) -> None:
         self._kprobes = kprobes
@@ -120,6 +165,7 @@ class KprobeSite:
         self.active = False
         self.entry: tuple[Kprobe, ...] = ()
         self.ret: tuple[Kprobe, ...] = ()
+        self._write_regs = _CALL_REGS_WRITERS[nargs]
 
     def call(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func(*args)`` with this site's probes around it.
@@ -128,20 +174,25 @@ class KprobeSite:
         are the model's own (a call site address, a parsed header) and stay out of pt_regs.
         """
         kps = self._kprobes
-        values = kps.base_regs(self.addr)
-        for i, a in zip(_ARG_INDEX, args[:self.nargs]):
-            values[i] = a & MASK64 if type(a) is int else reg_value(a)
-        if self.entry:
+        write = self._write_regs if len(args) >= self.nargs else _CALL_REGS_WRITERS[len(args)]
+        entry = self.entry
+        if entry:
             if kps.in_handler:
-                for p in self.entry:
+                for p in entry:
                     p.nmissed += 1
             else:
+                addr = self.addr
+                regs = kps.regs[kps.this_cpu_id()]
+                write(regs, addr, args)
                 kps.in_handler = True
                 try:
-                    for p in self.entry:
+                    for p in entry:
                         p.nhit += 1
-                        values[_IP] = self.addr + p.offset
-                        p.handler(PtRegs(list(values), self.addr))
+                        if p.offset:
+                            _U64_PACK(regs, _IP_OFFSET, addr + p.offset)
+                        p.handler(regs if p.raw else PtRegs(bytes(regs), addr))
+                        if p.offset:
+                            _U64_PACK(regs, _IP_OFFSET, addr)
                 finally:
                     kps.in_handler = False
         result = func(*args)
@@ -150,13 +201,15 @@ class KprobeSite:
                 for p in self.ret:
                     p.nmissed += 1
             else:
-                values[_AX] = reg_value(result)
-                values[_IP] = kps.return_address
+                ret_ip = kps.return_address
+                regs = kps.regs[kps.this_cpu_id()]
+                write(regs, ret_ip, args)
+                _U64_PACK(regs, _AX_OFFSET, reg_value(result))
                 kps.in_handler = True
                 try:
                     for p in self.ret:
                         p.nhit += 1
-                        p.handler(PtRegs(list(values), self.addr, kps.return_address))
+                        p.handler(regs if p.raw else PtRegs(bytes(regs), self.addr, ret_ip))
                 finally:
                     kps.in_handler = False
         return result
@@ -169,7 +222,6 @@ class Kprobes:
                  this_cpu_id: Callable[[], int] = lambda: 0) -> None:
         self.kallsyms = kallsyms
         self.in_handler = False
-        self._this_cpu_id = this_cpu_id
         self.sites: dict[str, KprobeSite] = {
             s.name: KprobeSite(self, s.name, s.addr, s.size, s.nargs)
             for s in kallsyms if s.nargs is not None}
@@ -180,29 +232,27 @@ class Kprobes:
         if mem is not None:
             region = mem.map(THREAD_SIZE * nr_cpus, "kernel stacks")
             self._stack_tops = [region.base + (n + 1) * THREAD_SIZE for n in range(nr_cpus)]
-        self._base_regs = [self._template(cpu) for cpu in range(nr_cpus)]
+        # per-CPU pt_regs, written in place by each hit (cs, ss, flags, sp stay as set here)
+        self.regs = [self._template(cpu) for cpu in range(nr_cpus)]
+        self.this_cpu_id = this_cpu_id
 
     def site(self, name: str) -> KprobeSite:
         """The probe point of function ``name`` (for a call site to cache)."""
         return self.sites[name]
 
-    def base_regs(self, ip: int) -> list[int]:
-        values = self._base_regs[self._this_cpu_id()].copy()    # per-CPU template: cs, ss, ...
-        values[_IP] = ip
-        return values
-
-    def _template(self, cpu: int) -> list[int]:
+    def _template(self, cpu: int) -> bytearray:
         values = [0] * len(PT_REGS_NAMES)
         values[_CS] = KERNEL_CS
         values[_SS] = KERNEL_DS
         values[_FLAGS] = X86_EFLAGS_IF
         top = self._stack_tops[cpu]
         values[_SP] = top - 256 if top else 0
-        return values
+        return bytearray(_PT_REGS.pack(*values))
 
-    def register_kprobe(self, symbol: str, handler: Callable[[PtRegs], Any],
-                        retprobe: bool = False, offset: int = 0) -> Kprobe:
-        """Probe ``symbol+offset``; ``retprobe`` probes the return instead of the entry."""
+    def register_kprobe(self, symbol: str, handler: Callable[[Any], Any],
+                        retprobe: bool = False, offset: int = 0, raw: bool = False) -> Kprobe:
+        """Probe ``symbol+offset``; ``retprobe`` probes the return instead of the entry.
+        ``handler`` gets a ``PtRegs`` snapshot, or with ``raw`` the CPU's live pt_regs buffer."""
         site = self.sites.get(symbol)
         if site is None:
             if symbol in self.kallsyms:
@@ -213,7 +263,7 @@ class Kprobes:
             raise KprobeError(EINVAL, f"offset 0x{offset:x} is outside {symbol} (size 0x{site.size:x})")
         if retprobe and offset:
             raise KprobeError(EINVAL, "a return probe must be at the function entry")
-        probe = Kprobe(site, handler, retprobe, offset)
+        probe = Kprobe(site, handler, retprobe, offset, raw)
         if retprobe:
             site.ret += (probe,)
         else:

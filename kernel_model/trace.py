@@ -45,10 +45,12 @@ What tracefs (T) calls — one method per operation (errors are ``OSError(errno,
 
 Emission (per instance, per event file — EventFile.sink), in the kernel's order:
 unconditional triggers (soft mode) → soft-disabled? stop → BPF ``prog(ctx)`` (0 drops the event
-at the cost of the program only; tracepoints pass the record, kprobe events the pt_regs bytes) →
-reserve + write into the ring buffer → conditional triggers test the record → predicate filter /
-soft-disable discards the written record (as the kernel: the filter runs after the write) →
-commit (saved_cmdlines, wake readers) → trigger actions.
+at the cost of the program only; tracepoints pass the record, kprobe events the CPU's live
+pt_regs buffer, valid during the call) → reserve + write into the ring buffer → conditional
+triggers test the record → predicate filter / soft-disable discards the written record (as the
+kernel: the filter runs after the write) → commit (saved_cmdlines, wake readers) → trigger
+actions. Without triggers or soft mode the event calls ``EventFile.emitter()``'s leaner form of
+the same steps.
 """
 from __future__ import annotations
 
@@ -208,6 +210,29 @@ class EventFile:
         prog = self.prog
         if prog is not None and not prog(ctx):
             return
+        self.write_record(record, cpu, ctx, cond, soft_off)
+
+    def emitter(self) -> Callable[[bytes | None, Any, bytes], None]:
+        """What the event calls per occurrence while this file is active: ``sink``, or when no
+        trigger and no soft mode stands before the write (the usual case) the same steps
+        without their checks: the BPF program gating ``write_record``, or ``write_record``
+        alone.  ``update_event`` asks again after every change of enable, soft mode, triggers,
+        filter or program (the kernel's static keys)."""
+        if self.triggers or self.soft_refs or not self.enabled:
+            return self.sink
+        prog, write = self.prog, self.write_record
+        if prog is None:
+            return write
+
+        def gated(record: bytes | None, cpu: Any, ctx: bytes) -> None:
+            if prog(ctx):
+                write(record, cpu, ctx)
+        return gated
+
+    def write_record(self, record: bytes | None, cpu: Any, ctx: bytes, cond: bool = False,
+                     soft_off: bool = False) -> None:
+        """Past the program: reserve and write, test conditional triggers (``cond``), discard on
+        the predicate filter or soft-disable, commit, run the triggers that fired."""
         if record is None:
             record = self.event.record_from_ctx(ctx, cpu)
         array = self.array
@@ -218,7 +243,7 @@ class EventFile:
                 cb = buf.cpus[cpu.id]
                 token = cb.write(array.clock(), record)
                 if cond:
-                    fired = _test_triggers(triggers, record, cpu)
+                    fired = _test_triggers(self.triggers, record, cpu)
                 if token is not None:
                     flt = self.filter
                     if soft_off or (flt is not None and not flt.match(record, cpu.id,
@@ -232,7 +257,7 @@ class EventFile:
                         if buf.waiters:
                             buf.cond.notify_all()
         elif cond:
-            fired = _test_triggers(triggers, record, cpu)
+            fired = _test_triggers(self.triggers, record, cpu)
         if fired:
             _run_triggers(self, fired, record)
 
@@ -523,7 +548,7 @@ class Tracing:
         """Recompute the static key and the sinks of ``ev`` after a state change."""
         key = (ev.system, ev.name)
         files = [ta.files[key] for ta in self.arrays() if key in ta.files]
-        ev.sinks = tuple(f.sink for f in files if f.active)
+        ev.sinks = tuple(f.emitter() for f in files if f.active)
         ev.enabled = bool(ev.sinks)
         hook = getattr(ev, "on_enabled_changed", None)
         if hook is not None:

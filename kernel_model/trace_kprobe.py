@@ -23,6 +23,7 @@ import re
 import struct
 from typing import Any, Callable
 
+from kernel_model.kprobes import PtRegs
 from kernel_model.trace_event import TraceEvent, trace_ctx
 
 MAX_EVENT_NAME_LEN = 64
@@ -134,7 +135,6 @@ class KprobeEvent(TraceEvent):
         self.nhit = 0
         self.missed_base = 0
         self._probe: Any = None
-        self._regs: Any = None
         head = ([("unsigned long", "__probe_func"), ("unsigned long", "__probe_ret_ip")]
                 if is_return else [("unsigned long", "__probe_ip")])
         fields = head + [(FETCH_TYPES[a.type_name][2], a.name) for a in args]
@@ -165,23 +165,25 @@ class KprobeEvent(TraceEvent):
         """Arm the machine's kprobe while any trace array uses the event, disarm otherwise."""
         kprobes = self.owner.kernel.kprobes
         if self.enabled and self._probe is None:
-            self._probe = kprobes.register_kprobe(self.symbol, self._hit,
-                                                  retprobe=self.is_return, offset=self.offset)
+            self._probe = kprobes.register_kprobe(self.symbol, self._hit, retprobe=self.is_return,
+                                                  offset=self.offset, raw=True)
         elif not self.enabled and self._probe is not None:
             self.missed_base += self._probe.nmissed
             kprobes.unregister_kprobe(self._probe)
             self._probe = None
 
-    def _hit(self, regs: Any) -> None:
+    def _hit(self, ctx: bytearray) -> None:
+        """The probe's handler: ``ctx`` is the CPU's live pt_regs, what a BPF program gets."""
         self.nhit += 1
         cpu = self.this_cpu()
-        self._regs = regs
         for sink in self.sinks:
-            sink(None, cpu, regs.raw)
+            sink(None, cpu, ctx)
 
     def record_from_ctx(self, ctx: bytes, cpu: Any) -> bytes:
         """The record for the hit being dispatched (``ctx`` is its pt_regs bytes)."""
-        regs = self._regs
+        regs = PtRegs(ctx, self._probe.site.addr)
+        if self.is_return:
+            regs.ret_ip = regs.ip
         flags, depth = trace_ctx(cpu)
         return self.build(self._values(regs, cpu), flags, depth, cpu.task.pid)
 

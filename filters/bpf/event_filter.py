@@ -85,7 +85,7 @@ class TraceEnv:
     def __init__(self, kernel: Any, ta: Any) -> None:
         self.kernel = kernel
         self.ta = ta
-        self.kmem_resolve = kernel.mem.resolve        # probe_read_kernel's fast path
+        self.kpages = kernel.mem.pages                # probe_read_kernel's fast path
         self._this_cpu = kernel.machine.this_cpu
         self._mono = kernel.clock.reader("mono")
         self._symbols = kernel.tracing.symbols

@@ -16,7 +16,7 @@ from filters.bpf.helpers import VMContext, register
 from filters.bpf.maps import MAP_TYPE_RINGBUF, MapError
 from filters.bpf.memory import VMError
 from filters.bpf.program import map_from_handle
-from kernel_model.memory import KernelFault
+from kernel_model.memory import PAGE_SHIFT
 
 M64 = 0xFFFFFFFFFFFFFFFF
 TRACE_PRINTK_SIZE = 1024     # BPF_TRACE_PRINTK_SIZE
@@ -105,24 +105,31 @@ def _read_any(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
     return env.kernel.mem.probe_read(addr, size)
 
 
-def probe_read_kernel(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
+def probe_read_kernel(vm: VMContext, r1: int, r2: int, r3: int, r4: int = 0, r5: int = 0) -> int:
     env = vm.env
     stack = vm.mem.regions[0]          # the usual destination: a buffer on the BPF stack
-    to_stack = stack.start <= r1 and r1 + r2 <= stack.end
-    if r3 >= KERNEL_HALF and env is not None and r2 > 0 and to_stack:
-        # The hot case (kernel object -> stack), copied in place; a fault or a read across
-        # regions takes the general path below.
-        try:
-            buf, off = env.kmem_resolve(r3, r2)
-        except KernelFault:
-            pass
-        else:
-            start = r1 - stack.start
-            stack.buf[start:start + r2] = buf[off:off + r2]
-            return 0
+    start = r1 - stack.start
+    to_stack = start >= 0 and r1 + r2 <= stack.end
+    if to_stack and r3 >= KERNEL_HALF and env is not None and r2 > 0:
+        # The hot case (a field of a kernel object -> stack), copied in place from the region
+        # that holds it; anything else (a fault, a read across objects or regions) takes the
+        # general path below.
+        region = env.kpages.get(r3 >> PAGE_SHIFT)
+        off = r3 - region.base if region is not None else 0
+        end = off + r2
+        if region is not None and end <= region.size:
+            live = region.live
+            if live is None:
+                readable = True
+            else:                      # a slab: the object must be allocated (Region.accessible)
+                first = off // region.obj_size
+                readable = (live[first] if first == (end - 1) // region.obj_size < len(live)
+                            else region.accessible(off, end))
+            if readable:
+                stack.buf[start:start + r2] = region.buf[off:end]
+                return 0
     err, data = _read_any(vm, r3, r2)
     if to_stack:
-        start = r1 - stack.start
         stack.buf[start:start + r2] = data
     else:
         vm.mem.write(r1, data)
