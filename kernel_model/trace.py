@@ -227,6 +227,7 @@ class EventFile:
         def gated(record: bytes | None, cpu: Any, ctx: bytes) -> None:
             if prog(ctx):
                 write(record, cpu, ctx)
+        gated.gate = (prog, write)          # an event may run the two itself (kprobe events do)
         return gated
 
     def write_record(self, record: bytes | None, cpu: Any, ctx: bytes, cond: bool = False,

@@ -171,6 +171,25 @@ class KprobeEvent(TraceEvent):
             self.missed_base += self._probe.nmissed
             kprobes.unregister_kprobe(self._probe)
             self._probe = None
+        if self._probe is not None:
+            self._probe.handler = self._handler()
+
+    def _handler(self) -> Callable[[bytearray], None]:
+        """The probe's handler for the current sinks: ``_hit``, or with one sink whose BPF
+        program gates the write, a hit that calls the program itself (one layer less on the
+        path the program runs for every hit)."""
+        sinks = self.sinks
+        gate = getattr(sinks[0], "gate", None) if len(sinks) == 1 else None
+        if gate is None:
+            return self._hit
+        prog, write = gate
+        this_cpu = self.this_cpu
+
+        def hit(ctx: bytearray) -> None:
+            self.nhit += 1
+            if prog(ctx):
+                write(None, this_cpu(), ctx)
+        return hit
 
     def _hit(self, ctx: bytearray) -> None:
         """The probe's handler: ``ctx`` is the CPU's live pt_regs, what a BPF program gets."""

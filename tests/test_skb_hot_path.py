@@ -175,3 +175,21 @@ def test_a_predicate_still_filters_behind_the_program(kernel):
     site.call(lambda p: None, 0x2222)
     text = trace_text(kernel.tracing.top)
     assert "ptr=0x2222" in text and "ptr=0x1111" not in text
+
+
+def test_two_instances_each_apply_their_own_program(kernel):
+    from kernel_model.trace_output import trace_text
+    f, site = _probe_event(kernel)
+    inst = kernel.tracing.create_instance("other")
+    g = inst.file("kprobes", "hot")
+    f.set_prog(lambda ctx: reg(ctx, "di") == 0x1111)
+    f.set_enabled(True)
+    site.call(lambda p: None, 0x1111)
+    g.set_enabled(True)                 # the second sink: the probe's handler changes
+    site.call(lambda p: None, 0x2222)
+    f.set_enabled(False)
+    site.call(lambda p: None, 0x3333)
+    top, other = trace_text(kernel.tracing.top), trace_text(inst)
+    assert "ptr=0x1111" in top and "ptr=0x2222" not in top and "ptr=0x3333" not in top
+    assert "ptr=0x1111" not in other and "ptr=0x2222" in other and "ptr=0x3333" in other
+    assert f.event.nhit == 3
