@@ -14,9 +14,10 @@ usage error; text is what the command prints (newline-terminated, or empty). Com
         The ``ping`` task sends K echo requests (56 data bytes) to the device's peer (to
         127.0.0.1 on lo) and collects the replies; prints what iputils' ping prints. Virtual
         time advances one second between requests, as ping's default interval.
-    skb-bench [N] [--dev DEV]
+    skb-bench [N] [--dev DEV] [--clock wall|cpu]
         Loads the 2013 RFC's benchmark module (``skb_bench``): N alloc/free pairs (default
-        1,000,000) on DEV (default lo); prints the line it logs to dmesg.
+        1,000,000) on DEV (default lo), timed by the wall clock (default) or the CPU time of
+        the thread running them; prints the line it logs to dmesg.
     dmesg [-c|-C]
         The kernel log; ``-c`` prints then clears, ``-C`` clears.
     workload start|stop NAME | workload list
@@ -102,8 +103,8 @@ def ping(kernel: Kernel, dev: str, count: int = 4) -> str:
 
 
 def skb_bench_cmd(kernel: Kernel, iterations: int = skb_bench.DEFAULT_ITERATIONS,
-                  dev: str = skb_bench.DEFAULT_DEVICE) -> str:
-    usecs = skb_bench.run(kernel, iterations, dev)
+                  dev: str = skb_bench.DEFAULT_DEVICE, clock: str = "wall") -> str:
+    usecs = skb_bench.run(kernel, iterations, dev, clock)
     return skb_bench.log_line(iterations, usecs) + "\n"
 
 
@@ -143,6 +144,7 @@ def _parsers() -> dict[str, tuple[_Parser, Callable]]:
     p_bench = _Parser(prog="skb-bench", add_help=False)
     p_bench.add_argument("iterations", type=int, nargs="?", default=skb_bench.DEFAULT_ITERATIONS)
     p_bench.add_argument("--dev", default=skb_bench.DEFAULT_DEVICE)
+    p_bench.add_argument("--clock", choices=tuple(skb_bench.CLOCKS), default="wall")
     p_dmesg = _Parser(prog="dmesg", add_help=False)
     p_dmesg.add_argument("-c", action="store_true", dest="read_clear")
     p_dmesg.add_argument("-C", action="store_true", dest="clear")
@@ -159,7 +161,7 @@ def _parsers() -> dict[str, tuple[_Parser, Callable]]:
     return {
         "send": (p_send, do_send),
         "ping": (p_ping, lambda k, a: ping(k, a.dev, a.count)),
-        "skb-bench": (p_bench, lambda k, a: skb_bench_cmd(k, a.iterations, a.dev)),
+        "skb-bench": (p_bench, lambda k, a: skb_bench_cmd(k, a.iterations, a.dev, a.clock)),
         "dmesg": (p_dmesg, lambda k, a: dmesg(k, read=not a.clear, clear=a.clear or a.read_clear)),
         "workload": (p_work, lambda k, a: workload(k, a.action, a.name)),
     }

@@ -46,3 +46,18 @@ def test_bench_through_a_mount(tmp_path):
         result = json.loads(done.stdout)
         assert list(result["phases"]) == PHASES
         assert (mnt / "kprobe_events").read_text() == ""
+
+
+def test_clock_choice(capsys):
+    fs = skb.InProcess()
+    try:
+        for clock in ("cpu", "wall"):
+            status, text = fs.control(["skb-bench", "100", "--clock", clock])
+            assert status == 0 and re.fullmatch(r"100 skb alloc/free \d+ \(usecs\)\n", text)
+        status, text = fs.control(["skb-bench", "100", "--clock", "sundial"])
+        assert status == 2 and "invalid choice" in text
+    finally:
+        fs.close()
+    assert skb.run(["--iterations", "200", "--repeat", "2", "--clock", "wall"]) == 0
+    out = capsys.readouterr().out
+    assert "wall time" in out and "within each repeat: off_again/off " in out
