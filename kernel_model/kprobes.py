@@ -113,14 +113,15 @@ def _call_regs_writer(nargs: int) -> Callable[[bytearray, int, tuple], None]:
     """``write(regs, ip, args)``: the first ``nargs`` of ``args`` into di, si, dx, cx, r8, r9,
     every other register from r9 to ip zeroed, and ``ip``, as one ``pack_into``.
 
-    Generated per argument count so the register conversion is inline (no call per argument).
+    Generated per argument count so the conversion of int arguments is inline (only objects
+    call ``reg_value``).
     """
     slot = {reg: i for i, reg in enumerate(ARG_REGS[:nargs])}
     lines = [f"    a{i} = args[{i}]" for i in range(nargs)]
     values = ["ip" if reg == "ip" else
               f"(a{slot[reg]} & MASK64 if type(a{slot[reg]}) is int else reg_value(a{slot[reg]}))"
               if reg in slot else "0" for reg in _CALL_REGS]
-    source = (f"def write(regs, ip, args):\n" + "".join(line + "\n" for line in lines)
+    source = ("def write(regs, ip, args):\n" + "".join(line + "\n" for line in lines)
               + f"    pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})\n")
     env: dict[str, Any] = {"pack": _CALL_REGS_PACK, "reg_value": reg_value, "MASK64": MASK64}
     exec(compile(source, f"<pt_regs writer {nargs}>", "exec"), env)
