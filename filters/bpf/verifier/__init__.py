@@ -49,7 +49,8 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
     walk = None
     error_lines: list[str] = []
     try:
-        cfg = cfg_mod.build(insns, maps, privileged, strict_loops)
+        cfg = cfg_mod.build(insns, maps, privileged, strict_loops,
+                            masked_shifts=prog_type == "conformance")
         live, needed = liveness.analyse(cfg, prog_type)
         walk = Walk(cfg, live, needed, prog_type, ctx, maps, privileged, log_level)
         walk.run()

@@ -122,6 +122,14 @@ def _bound_offset(r) -> None:
 
 
 def sync(r) -> None:
+    v, m = r.var
+    if m == 0:
+        if r.umin <= v <= r.umax and r.smin <= s64(v) <= r.smax and r.u32min <= (v & U32) \
+                <= r.u32max and r.s32min <= s32(v) <= r.s32max:
+            mark_const(r, v)
+            return
+        r.umin, r.umax = max(r.umin, v), min(r.umax, v)   # contradiction: leave empty ranges
+        return
     _update_bounds(r)
     _deduce(r)
     _deduce(r)
@@ -270,10 +278,27 @@ def _const_result(op: int, a: int, b: int, bits: int, signed: bool) -> int | Non
     return None
 
 
+def _shift_const(op: int, a: int, k: int, bits: int) -> int:
+    """RFC 9669: the count is masked to the width; 32-bit results are zero-extended."""
+    mask = (1 << bits) - 1
+    k &= bits - 1
+    a &= mask
+    if op == isa.LSH:
+        return (a << k) & mask
+    if op == isa.RSH:
+        return a >> k
+    if a >> (bits - 1):
+        a -= 1 << bits
+    return (a >> k) & mask
+
+
 def alu(dst, src, op: int, is64: bool, signed_divmod: bool = False) -> None:
     """``dst = dst op src`` on two scalars (src may be a constant register built from an imm)."""
     bits = 64 if is64 else 32
     if op in _SHIFTS:
+        if is_const(dst) and is_const(src):
+            mark_const(dst, _shift_const(op, dst.var[0], src.var[0], bits))
+            return
         if not is_const(src) or src.umin >= bits:
             # a shift by an unknown or too large amount: only the width survives.
             mark_unknown(dst)

@@ -67,7 +67,10 @@ def is_cond_jump(insn: Insn) -> bool:
     return insn.opcode & 7 in (isa.JMP, isa.JMP32) and (insn.opcode & 0xF0) in isa.CONDITIONAL_JUMPS
 
 
-def build(insns: list[Insn], maps: list, privileged: bool, strict_loops: bool) -> Cfg:
+def build(insns: list[Insn], maps: list, privileged: bool, strict_loops: bool,
+          masked_shifts: bool = False) -> Cfg:
+    """``masked_shifts``: immediate shift counts >= the width are allowed (RFC 9669 masks them;
+    the kernel refuses them with "invalid shift"), as the conformance model needs."""
     n = len(insns)
     limit = MAX_INSNS if privileged else MAX_INSNS_UNPRIV
     if n == 0 or n > limit:
@@ -84,7 +87,7 @@ def build(insns: list[Insn], maps: list, privileged: bool, strict_loops: bool) -
     _dfs(cfg, privileged and not strict_loops)
     for i, insn in enumerate(insns):
         if i not in second:
-            check_reserved(insn)
+            check_reserved(insn, masked_shifts)
     return cfg
 
 
@@ -214,7 +217,7 @@ def _dfs(cfg: Cfg, allow_loops: bool) -> None:
         i += 1
 
 
-def check_reserved(insn: Insn) -> None:
+def check_reserved(insn: Insn, masked_shifts: bool = False) -> None:
     """The per-class reserved-field checks of do_check (kernel texts)."""
     op, cls = insn.opcode, insn.opcode & 7
     code = op & 0xF0
@@ -239,7 +242,7 @@ def check_reserved(insn: Insn) -> None:
                 raise Reject("BPF_ALU uses reserved fields")
             if not x and code in (isa.DIV, isa.MOD) and insn.imm == 0:
                 raise Reject("div by zero")
-            if not x and code in (isa.LSH, isa.RSH, isa.ARSH):
+            if not x and code in (isa.LSH, isa.RSH, isa.ARSH) and not masked_shifts:
                 bits = 64 if cls == isa.ALU64 else 32
                 if not 0 <= insn.imm < bits:
                     raise Reject(f"invalid shift {insn.imm}")

@@ -47,6 +47,8 @@ class Walk:
         self.log: list = []              # str lines, or int pcs to print as instruction lines
         self.id_gen = 0
         self.explored: dict[int, list[st.VState]] = {}
+        self.on_path: dict[int, dict[tuple, list[st.VState]]] = {}   # by fingerprint
+        self.pending: dict[int, int] = {}     # states per insn with paths still in progress
         self.stack: list = []
         self.insn_processed = 0
         self.jmps_processed = 0
@@ -131,6 +133,9 @@ class Walk:
             s.branches -= 1
             if s.branches:
                 break
+            # every path through s is proven safe: it may now prune others
+            self.pending[s.insn] -= 1
+            self.explored.setdefault(s.insn, []).append(s)
             s = s.parent
         if not self.stack:
             return False
@@ -165,27 +170,24 @@ class Walk:
 
     def is_state_visited(self, pc: int) -> bool:
         cur = self.state
-        sls = self.explored.setdefault(pc, [])
-        force = pc in self.cfg.loop_headers
-        add = force or (self.jmps_processed - self.prev_jmps >= 2
-                        and self.insn_processed - self.prev_insns >= 8)
+        sls = self.explored.get(pc, [])
+        add = (self.jmps_processed - self.prev_jmps >= 2
+               and self.insn_processed - self.prev_insns >= 8)
         live_of, needed_of = self._masks(cur, pc)
         keep = []
         pruned = False
+        cur_fp = st.fingerprint(cur, live_of)
+        for sl in self.on_path.get(pc, {}).get(cur_fp, ()):
+            # a state of the current path repeats exactly: a loop that makes no progress
+            if sl.branches and st.states_equal(sl, cur, live_of, needed_of, True, self.priv):
+                raise Reject(f"infinite loop detected at insn {pc}",
+                             "cur state:" + fmt_state(cur, self.maps),
+                             "old state:" + fmt_state(sl, self.maps))
+        if self.pending.get(pc) and (self.jmps_processed - self.prev_jmps < 20
+                                     and self.insn_processed - self.prev_insns < 100):
+            add = False     # inside a loop: states of each iteration rarely help
         for sl in sls:
             if pruned:
-                keep.append(sl)
-                continue
-            if sl.branches:
-                if (len(sl.frames) == len(cur.frames)
-                        and all(a.callsite == b.callsite for a, b in zip(sl.frames, cur.frames))
-                        and st.states_equal(sl, cur, live_of, needed_of, True, self.priv)):
-                    raise Reject(f"infinite loop detected at insn {pc}",
-                                 "cur state:" + fmt_state(cur, self.maps),
-                                 "old state:" + fmt_state(sl, self.maps))
-                if not force and (self.jmps_processed - self.prev_jmps < 20
-                                  and self.insn_processed - self.prev_insns < 100):
-                    add = False
                 keep.append(sl)
                 continue
             if st.states_equal(sl, cur, live_of, needed_of, False, self.priv):
@@ -206,13 +208,15 @@ class Walk:
         new = cur.copy()
         new.branches = 1
         new.insn = pc
+        new.fp = cur_fp
+        self.on_path.setdefault(pc, {}).setdefault(cur_fp, []).append(new)
         new.parent = cur.parent
         cur.parent = new
-        keep.append(new)
+        self.pending[pc] = self.pending.get(pc, 0) + 1
         self.total_states += 1
         self.cur_states += 1
         self.peak_states = max(self.peak_states, self.cur_states)
-        self.max_states_per_insn = max(self.max_states_per_insn, len(keep))
+        self.max_states_per_insn = max(self.max_states_per_insn, len(keep) + self.pending[pc])
         self.prev_jmps = self.jmps_processed
         self.prev_insns = self.insn_processed
         return False
@@ -790,9 +794,10 @@ class Walk:
         elif proto.ret == hp.RET_MAP_VALUE_OR_NULL:
             regs[0] = st.pointer(st.PTR_TO_MAP_VALUE | st.MAYBE_NULL, map=map_, id=self.new_id())
         else:
+            self.new_id()           # the or-null id, then replaced by the reference's own
             ref = self.new_id()
             regs[0] = st.pointer(st.PTR_TO_MEM | st.MEM_RINGBUF | st.MAYBE_NULL,
-                                 mem_size=mem_size, id=self.new_id(), ref_id=ref)
+                                 mem_size=mem_size, id=ref, ref_id=ref)
             self.state.refs.append((ref, pc))
 
     def release_reference(self, ref: int) -> None:

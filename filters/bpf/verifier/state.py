@@ -106,7 +106,7 @@ class Frame:
 
 class VState:
     """The whole verifier state of one path: frames, held references, pruning bookkeeping."""
-    __slots__ = ("frames", "refs", "parent", "branches", "insn", "hits", "misses")
+    __slots__ = ("frames", "refs", "parent", "branches", "insn", "hits", "misses", "fp")
 
     def __init__(self, frames: list[Frame]) -> None:
         self.frames = frames
@@ -116,6 +116,7 @@ class VState:
         self.insn = 0
         self.hits = 0
         self.misses = 0
+        self.fp = None
 
     @property
     def cur(self) -> Frame:
@@ -132,6 +133,23 @@ class VState:
         for f in self.frames:
             yield from f.regs
             yield from f.spills.values()
+
+
+def _reg_key(r: Reg) -> tuple:
+    return (r.type, r.off, r.var, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min,
+            r.u32max, r.map, r.mem_size, r.frameno)
+
+
+def fingerprint(s: VState, live_of) -> tuple:
+    """Everything an exact comparison looks at except ids: equal fingerprints are necessary."""
+    out = [len(s.refs)]
+    for depth, f in enumerate(s.frames):
+        live = live_of(depth)
+        out.append(f.callsite)
+        out.append(tuple(_reg_key(f.regs[i]) for i in range(10) if (live >> i) & 1))
+        out.append(bytes(f.stack))
+        out.append(tuple((k, _reg_key(v)) for k, v in sorted(f.spills.items())))
+    return tuple(out)
 
 
 # --- equivalence ---------------------------------------------------------------------------------
