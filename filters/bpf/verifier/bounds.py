@@ -69,60 +69,68 @@ def valid(r) -> bool:
             and (r.var[0] & r.var[1]) == 0)
 
 
-def _update_bounds(r) -> None:
-    v, m = r.var
-    r.smin = max(r.smin, s64(v | (m & (1 << 63))))
-    r.smax = min(r.smax, s64(v | (m & S64_MAX)))
-    r.umin = max(r.umin, v)
-    r.umax = min(r.umax, v | m)
+def _tighten(v, m, smin, smax, umin, umax, s32min, s32max, u32min, u32max, passes=2):
+    """update_reg_bounds + reg_deduce_bounds on plain ints (locals keep this hot path fast)."""
+    # the tnum bounds every range
+    t = v | (m & 0x8000000000000000)
+    smin = max(smin, t - (1 << 64) if t >> 63 else t)
+    t = v | (m & S64_MAX)
+    smax = min(smax, t - (1 << 64) if t >> 63 else t)
+    umin = max(umin, v)
+    umax = min(umax, v | m)
     v32, m32 = v & U32, m & U32
-    r.s32min = max(r.s32min, s32(v32 | (m32 & 0x80000000)))
-    r.s32max = min(r.s32max, s32(v32 | (m32 & 0x7FFFFFFF)))
-    r.u32min = max(r.u32min, v32)
-    r.u32max = min(r.u32max, v32 | m32)
-
-
-def _deduce(r) -> None:
-    # 64-bit ranges whose upper halves agree bound the lower half.
-    if (r.umin >> 32) == (r.umax >> 32):
-        lo, hi = r.umin & U32, r.umax & U32
-        r.u32min, r.u32max = max(r.u32min, lo), min(r.u32max, hi)
-        if s32(lo) <= s32(hi):
-            r.s32min, r.s32max = max(r.s32min, s32(lo)), min(r.s32max, s32(hi))
-    if (r.smin >> 32) == (r.smax >> 32):
-        lo, hi = r.smin & U32, r.smax & U32
+    t = v32 | (m32 & 0x80000000)
+    s32min = max(s32min, t - (1 << 32) if t >> 31 else t)
+    t = v32 | (m32 & 0x7FFFFFFF)
+    s32max = min(s32max, t - (1 << 32) if t >> 31 else t)
+    u32min = max(u32min, v32)
+    u32max = min(u32max, v32 | m32)
+    for _ in range(passes):
+        # 64-bit ranges whose upper halves agree bound the lower half
+        if (umin >> 32) == (umax >> 32):
+            lo, hi = umin & U32, umax & U32
+            u32min, u32max = max(u32min, lo), min(u32max, hi)
+            slo, shi = s32(lo), s32(hi)
+            if slo <= shi:
+                s32min, s32max = max(s32min, slo), min(s32max, shi)
+        if (smin >> 32) == (smax >> 32):
+            lo, hi = smin & U32, smax & U32
+            if lo <= hi:
+                u32min, u32max = max(u32min, lo), min(u32max, hi)
+            slo, shi = s32(lo), s32(hi)
+            if slo <= shi:
+                s32min, s32max = max(s32min, slo), min(s32max, shi)
+        # signed <-> unsigned when the range does not cross the sign boundary
+        slo, shi = s32(u32min), s32(u32max)
+        if slo <= shi:
+            s32min, s32max = max(s32min, slo), min(s32max, shi)
+        lo, hi = s32min & U32, s32max & U32
         if lo <= hi:
-            r.u32min, r.u32max = max(r.u32min, lo), min(r.u32max, hi)
-        if s32(lo) <= s32(hi):
-            r.s32min, r.s32max = max(r.s32min, s32(lo)), min(r.s32max, s32(hi))
-    # signed <-> unsigned, when the range does not cross the sign boundary.
-    if s32(r.u32min) <= s32(r.u32max):
-        r.s32min, r.s32max = max(r.s32min, s32(r.u32min)), min(r.s32max, s32(r.u32max))
-    if (r.s32min & U32) <= (r.s32max & U32):
-        r.u32min, r.u32max = max(r.u32min, r.s32min & U32), min(r.u32max, r.s32max & U32)
-    if s64(r.umin) <= s64(r.umax):
-        r.smin, r.smax = max(r.smin, s64(r.umin)), min(r.smax, s64(r.umax))
-    if (r.smin & U64) <= (r.smax & U64):
-        r.umin, r.umax = max(r.umin, r.smin & U64), min(r.umax, r.smax & U64)
-    # the 32-bit ranges tighten the lower half of the 64-bit ones.
-    r.umin = max(r.umin, (r.umin & ~U32) | r.u32min)
-    r.umax = min(r.umax, (r.umax & ~U32) | r.u32max)
-    r.smin = max(r.smin, (r.smin & ~U32) | r.u32min)
-    r.smax = min(r.smax, (r.smax & ~U32) | r.u32max)
-    if S32_MIN <= r.smin and r.smax <= S32_MAX:
-        r.smin, r.smax = max(r.smin, r.s32min), min(r.smax, r.s32max)
+            u32min, u32max = max(u32min, lo), min(u32max, hi)
+        slo, shi = s64(umin), s64(umax)
+        if slo <= shi:
+            smin, smax = max(smin, slo), min(smax, shi)
+        lo, hi = smin & U64, smax & U64
+        if lo <= hi:
+            umin, umax = max(umin, lo), min(umax, hi)
+        # the 32-bit ranges tighten the lower half of the 64-bit ones
+        umin = max(umin, (umin & ~U32) | u32min)
+        umax = min(umax, (umax & ~U32) | u32max)
+        smin = max(smin, (smin & ~U32) | u32min)
+        smax = min(smax, (smax & ~U32) | u32max)
+        if S32_MIN <= smin and smax <= S32_MAX:
+            smin, smax = max(smin, s32min), min(smax, s32max)
+    return smin, smax, umin, umax, s32min, s32max, u32min, u32max
 
 
-def _bound_offset(r) -> None:
-    if r.umin > r.umax or r.u32min > r.u32max:
-        return
-    var64 = tnum.intersect(r.var, tnum.trange(r.umin, r.umax))
-    var32 = tnum.intersect(tnum.subreg(r.var), tnum.trange(r.u32min, r.u32max))
-    r.var = tnum.or_(tnum.clear_subreg(var64), var32)
+_FULL = (S64_MIN, S64_MAX, 0, U64, S32_MIN, S32_MAX, 0, U32)
 
 
 def sync(r) -> None:
     v, m = r.var
+    if m == U64 and (r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min,
+                     r.u32max) == _FULL:
+        return          # nothing known, nothing to deduce
     if m == 0:
         if r.umin <= v <= r.umax and r.smin <= s64(v) <= r.smax and r.u32min <= (v & U32) \
                 <= r.u32max and r.s32min <= s32(v) <= r.s32max:
@@ -130,11 +138,16 @@ def sync(r) -> None:
             return
         r.umin, r.umax = max(r.umin, v), min(r.umax, v)   # contradiction: leave empty ranges
         return
-    _update_bounds(r)
-    _deduce(r)
-    _deduce(r)
-    _bound_offset(r)
-    _update_bounds(r)
+    t = _tighten(v, m, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min, r.u32max)
+    smin, smax, umin, umax, s32min, s32max, u32min, u32max = t
+    if umin <= umax and u32min <= u32max:
+        # bound_offset: the ranges tighten the tnum
+        var64 = tnum.intersect((v, m), tnum.trange(umin, umax))
+        var32 = tnum.intersect((v & U32, m & U32), tnum.trange(u32min, u32max))
+        v, m = tnum.or_(tnum.clear_subreg(var64), var32)
+        t = _tighten(v, m, *t, passes=0)
+    r.var = (v, m)
+    r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min, r.u32max = t
 
 
 # --- ALU -------------------------------------------------------------------------------------
@@ -278,6 +291,11 @@ def _const_result(op: int, a: int, b: int, bits: int, signed: bool) -> int | Non
     return None
 
 
+_CONST_OPS = {isa.ADD: lambda a, b: a + b, isa.SUB: lambda a, b: a - b,
+              isa.MUL: lambda a, b: a * b, isa.AND: lambda a, b: a & b,
+              isa.OR: lambda a, b: a | b, isa.XOR: lambda a, b: a ^ b}
+
+
 def _shift_const(op: int, a: int, k: int, bits: int) -> int:
     """RFC 9669: the count is masked to the width; 32-bit results are zero-extended."""
     mask = (1 << bits) - 1
@@ -310,6 +328,9 @@ def alu(dst, src, op: int, is64: bool, signed_divmod: bool = False) -> None:
         k = 0
     if op in (isa.DIV, isa.MOD):
         _divmod(dst, src, op, bits, signed_divmod)
+        return
+    if dst.var[1] == 0 and src.var[1] == 0:
+        mark_const(dst, _CONST_OPS[op](dst.var[0], src.var[0]) & (U64 if is64 else U32))
         return
     if is64:
         var = _tnum_op(op, dst.var, src.var, k, 64)
