@@ -1,6 +1,6 @@
 """``tracesim bench vm [--repeat R] [--json]``: speed of the eBPF interpreter and JIT.
 
-Two programs, each run on the same context by both engines:
+Programs, each run on the same context by both engines:
 
 * ``toeplitz``: the RSS Toeplitz hash (Microsoft's default key) over 12 bytes of IPv4 addresses and
   ports, fully unrolled and loop-free: per input bit ``if (byte & bit) hash ^= key window``.  Its
@@ -8,6 +8,12 @@ Two programs, each run on the same context by both engines:
 * ``devname``: the 2013 RFC's filter reduced to its core, a 4-byte device-name compare
   (``*(u32 *)(ctx + 8) == "eth5"``), against a hand-written Python function doing the same check
   on the same bytes (``ctx[8:12] == b"eth5"``).
+* ``toeplitz_loop``: the same hash written as loops, the way the RSS steering program computes it
+  (bytes outer, bits inner, the key window shifted along), with the key after the input in the
+  context; checked against the same vector.
+* ``tlv_parser``: a parser of type-length-value headers with a nested loop over each header's
+  option bytes (a loop with its test at the top and an unconditional jump back, inside a loop
+  left by a forward jump or by falling out), hashing the options; checked against Python.
 
 ``interp_minsn_per_s`` / ``jit_minsn_per_s`` are the Toeplitz figures (instructions executed per
 second, in millions); ``jit_vs_handwritten`` is the JIT'd devname filter's time per call divided by
@@ -33,6 +39,88 @@ TOEPLITZ_INPUT = bytes([66, 9, 149, 187, 161, 142, 100, 80]) + (2794).to_bytes(2
     + (1766).to_bytes(2, "big")
 TOEPLITZ_EXPECTED = 0x51CCC178
 DEVNAME_CTX = bytes(8) + b"eth5" + bytes(12)
+
+# Context: 12 input bytes, then the 40-byte key.  r3: the 32-bit key window, r4: the next key
+# byte whose top bit shifts in, r2: the input byte whose bits are tested from the top.
+TOEPLITZ_LOOP_SOURCE = """
+    w0 = 0
+    r3 = *(u32 *)(r1 + 12)
+    r3 = be32 r3
+    r6 = 0
+byte:
+    r7 = r1
+    r7 += r6
+    r2 = *(u8 *)(r7 + 0)
+    r4 = *(u8 *)(r7 + 16)
+    w5 = 0
+bit:
+    r8 = r2
+    r8 &= 0x80
+    if r8 == 0 goto shift
+    w0 ^= w3
+shift:
+    w3 <<= 1
+    r8 = r4
+    r8 >>= 7
+    w3 |= w8
+    w2 <<= 1
+    w2 &= 0xff
+    w4 <<= 1
+    w4 &= 0xff
+    w5 += 1
+    if w5 < 8 goto bit
+    r6 += 1
+    if r6 < 12 goto byte
+    exit
+"""
+
+# Headers of [type, n, n option bytes] until type 0, at most 8 of them; r0 = hash of the options.
+TLV_SOURCE = """
+    r0 = 0
+    r6 = 0
+    r9 = 0
+header:
+    if r9 >= 8 goto done
+    r7 = r1
+    r7 += r6
+    r2 = *(u8 *)(r7 + 0)
+    if r2 == 0 goto done
+    r3 = *(u8 *)(r7 + 1)
+    r4 = 0
+option:
+    if r4 >= r3 goto next
+    r5 = r7
+    r5 += r4
+    r5 = *(u8 *)(r5 + 2)
+    w0 *= 31
+    w0 += w5
+    r4 += 1
+    goto option
+next:
+    r6 += r3
+    r6 += 2
+    r9 += 1
+    if r6 < 56 goto header
+done:
+    exit
+"""
+TLV_CTX = bytes([1, 6, 10, 20, 30, 40, 50, 60,  2, 4, 7, 7, 7, 7,  3, 9] + list(range(9))
+                + [4, 2, 0xFF, 0xFE,  5, 8] + list(range(100, 108)) + [6, 3, 1, 2, 3, 0, 0]) \
+    + bytes(10)
+
+
+def tlv_expected(ctx: bytes) -> int:
+    """What TLV_SOURCE computes, in Python."""
+    h = off = 0
+    for _ in range(8):
+        if ctx[off] == 0:
+            break
+        for b in ctx[off + 2:off + 2 + ctx[off + 1]]:
+            h = (h * 31 + b) & 0xFFFFFFFF
+        off += ctx[off + 1] + 2
+        if off >= 56:
+            break
+    return h
 
 
 def toeplitz_source(key: bytes = RSS_KEY, nbytes: int = 12) -> str:
@@ -96,9 +184,15 @@ def measure_program(program: Program, ctx: bytes, expected: int, repeat: int,
 def measure(repeat: int) -> dict:
     toeplitz = load_program(assemble(toeplitz_source()), name="toeplitz", ctx_size=12)
     devname = load_program(assemble(DEVNAME_SOURCE), name="devname", ctx_size=len(DEVNAME_CTX))
+    toeplitz_loop = load_program(assemble(TOEPLITZ_LOOP_SOURCE), name="toeplitz_loop",
+                                 ctx_size=len(TOEPLITZ_INPUT) + len(RSS_KEY))
+    tlv = load_program(assemble(TLV_SOURCE), name="tlv_parser", ctx_size=len(TLV_CTX))
     programs = {
         "toeplitz": measure_program(toeplitz, TOEPLITZ_INPUT, TOEPLITZ_EXPECTED, repeat, 200, 5000),
         "devname": measure_program(devname, DEVNAME_CTX, 1, repeat, 20000, 200000),
+        "toeplitz_loop": measure_program(toeplitz_loop, TOEPLITZ_INPUT + RSS_KEY, TOEPLITZ_EXPECTED,
+                                         repeat, 20, 200),
+        "tlv_parser": measure_program(tlv, TLV_CTX, tlv_expected(TLV_CTX), repeat, 50, 1000),
     }
     jit = compile_program(devname)
     assert handwritten_devname(DEVNAME_CTX) == jit.entry(DEVNAME_CTX) == 1

@@ -18,6 +18,6 @@ def test_bench_vm_json_keys():
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert set(result) == {"interp_minsn_per_s", "jit_minsn_per_s", "jit_vs_handwritten", "programs"}
-    assert set(result["programs"]) == {"toeplitz", "devname"}
+    assert set(result["programs"]) == {"toeplitz", "devname", "toeplitz_loop", "tlv_parser"}
     assert result["programs"]["toeplitz"]["insns_per_run"] > 300
     assert all(result[k] > 0 for k in ("interp_minsn_per_s", "jit_minsn_per_s", "jit_vs_handwritten"))

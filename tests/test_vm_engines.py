@@ -201,3 +201,182 @@ def test_jit_is_cached_and_reads_context_directly():
     assert compile_program(program) is jit
     assert "_u32(ctx, 4)" in jit.source and "_load" not in jit.source
     assert jit.entry(bytes(4) + b"\x01\x02\x03\x04") == 0x04030201
+
+
+# -- loops: each shape of control flow the JIT gives its own structure -------------------------------
+LOOPS = {
+    # sum of i*j over a 5x4 grid, nested counted loops
+    "nested": ("""
+        r0 = 0
+        r6 = 0
+    outer:
+        r7 = 0
+    inner:
+        r1 = r6
+        r1 *= r7
+        r0 += r1
+        r7 += 1
+        if r7 < 4 goto inner
+        r6 += 1
+        if r6 < 5 goto outer
+        exit""", sum(i * j for i in range(5) for j in range(4))),
+    # the inner loop leaves both loops at once when the product reaches 6
+    "break_two_levels": ("""
+        r0 = 0
+        r6 = 0
+    outer:
+        r7 = 0
+    inner:
+        r1 = r6
+        r1 *= r7
+        if r1 == 6 goto out
+        r0 += 1
+        r7 += 1
+        if r7 < 4 goto inner
+        r6 += 1
+        if r6 < 5 goto outer
+    out:
+        r0 <<= 8
+        r0 |= r6
+        exit""", (11 << 8) | 2),
+    # from inside the inner loop straight back to the outer loop's head (a "continue outer")
+    "continue_outer": ("""
+        r0 = 0
+        r6 = 0
+    outer:
+        r6 += 1
+        if r6 > 6 goto done
+        r7 = 0
+    inner:
+        r7 += 1
+        r0 += 1
+        if r7 == r6 goto outer
+        if r7 < 3 goto inner
+        r0 += 100
+        goto outer
+    done:
+        exit""", 1 + 2 + 3 + 3 + 3 + 3 + 3 * 100),
+    # a jump from before a loop into the middle of its body (not through its head)
+    "enter_mid_loop": ("""
+        r0 = 0
+        r6 = 3
+        if r1 != 0 goto middle
+    head:
+        r0 += 10
+    middle:
+        r0 += 1
+        r6 += -1
+        if r6 s> 0 goto head
+        exit""", 1 + 11 + 11),
+    # two backward jumps whose spans cross: 2->[head_a..] and [head_b..]->head_b
+    "crossing": ("""
+        r0 = 0
+        r6 = 3
+        r7 = 3
+    head_a:
+        r0 += 1
+    head_b:
+        r0 += 10
+        r6 += -1
+        if r6 s> 0 goto head_a
+        r0 += 100
+        r7 += -1
+        if r7 s> 0 goto head_b
+        exit""", 3 * 1 + 3 * 10 + 100 + 2 * (10 + 100)),
+    # a loop with its test at the top and an unconditional jump back
+    "while_loop": ("""
+        r0 = 1
+        r6 = 0
+    test:
+        if r6 >= 10 goto done
+        r0 *= 3
+        r6 += 1
+        goto test
+    done:
+        exit""", 3 ** 10),
+    # a loop in a called function, called from a loop
+    "loop_in_callee": ("""
+        r0 = 0
+        r6 = 4
+    again:
+        r1 = r6
+        call twice
+        r6 += -1
+        if r6 s> 0 goto again
+        r0 = r8
+        exit
+    twice:
+        r2 = 2
+    add:
+        r8 += r1
+        r2 += -1
+        if r2 != 0 goto add
+        r0 = r8
+        exit""", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOPS))
+def test_loop_shapes(engine, name):
+    text, expected = LOOPS[name]
+    program = load_program(assemble(text), ctx_size=0)
+    result = ENGINES[engine](program).run(b"")
+    reference = Interpreter(program).run(b"")
+    assert result == reference and result.ok, (result, reference)
+    if expected is not None:
+        assert result.value == expected
+
+
+def test_loop_in_callee_keeps_callee_saved_registers(engine):
+    # r8 is callee-saved: the callee's additions vanish on return, so r0 ends as r8 = 0
+    result = run(engine, LOOPS["loop_in_callee"][0])
+    assert result.ok and result.value == 0
+
+
+COUNTED = "r0 = 0\nr6 = 10\nloop:\nr0 += 1\nr6 += -1\nif r6 s> 0 goto loop\nexit"   # 2 + 30 + 1
+
+
+@pytest.mark.parametrize("budget,ok", [(33, True), (32, False), (5, False)])
+def test_budget_is_exact_at_the_end_of_a_loop(engine, budget, ok):
+    program = load_program(assemble(COUNTED))
+    eng = Interpreter(program, budget=budget) if engine == "interp" \
+        else compile_program(program, budget=budget)
+    result = eng.run()
+    assert result.ok == ok and (result.value == 10 if ok else f"budget of {budget}" in result.error)
+
+
+def test_budget_spent_in_a_callee_loop(engine):
+    text = "r6 = 100\nagain:\ncall f\nr6 += -1\nif r6 s> 0 goto again\nexit\n" \
+           "f:\nr1 = 50\nspin:\nr1 += -1\nif r1 != 0 goto spin\nexit"
+    program = load_program(assemble(text))
+    eng = Interpreter(program, budget=3000) if engine == "interp" \
+        else compile_program(program, budget=3000)
+    result = eng.run()
+    assert not result.ok and "budget of 3000" in result.error
+
+
+def test_budget_on_a_long_program_without_loops(engine):
+    program = load_program(assemble("r0 += 1\n" * 40 + "exit"))
+    eng = Interpreter(program, budget=30) if engine == "interp" \
+        else compile_program(program, budget=30)
+    result = eng.run()
+    assert not result.ok and "budget of 30" in result.error
+
+
+@pytest.mark.parametrize("index,expected", [(0, 0x11), (7, 0x88), (8, None), (-1, None)])
+def test_context_read_at_a_variable_offset(engine, index, expected):
+    ctx = bytes([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88])
+    text = "r1 += r2\nr0 = *(u8 *)(r1 + 0)\nexit"
+    program = load_program(assemble(text), ctx_size=len(ctx))
+    result = ENGINES[engine](program).run(ctx, args=[index])
+    assert result == Interpreter(program).run(ctx, args=[index])
+    assert result.value == expected if expected is not None else "invalid read" in result.error
+
+
+@pytest.mark.parametrize("index,ok", [(-8, True), (-4096, True), (0, False), (-4104, False)])
+def test_stack_access_at_a_variable_offset(engine, index, ok):
+    text = "r3 = r10\nr3 += r2\n*(u64 *)(r3 + 0) = r2\nr0 = *(u64 *)(r3 + 0)\nexit"
+    program = load_program(assemble(text))
+    result = ENGINES[engine](program).run(b"", args=[index])
+    assert result == Interpreter(program).run(b"", args=[index])
+    assert result.ok == ok and (result.value == index & (2**64 - 1) if ok else True)

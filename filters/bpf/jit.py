@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import struct
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from filters.bpf import alu, isa
@@ -33,8 +34,23 @@ S64, S32 = 1 << 63, 1 << 31
 _BITOPS = {"or": "|", "and": "&", "xor": "^"}
 MAX_NEST = 40          # deepest fall-through nesting before blocks get a guard instead
 
-# Abstract register values: ("ctx", k) / ("fp", k) / ("w", bits): value < 2**bits.
+# Abstract register values: ("ctx", k) / ("fp", k) / ("w", bits): value < 2**bits, and
+# ("ctx+", 0) / ("fp+", 0): the context / frame pointer plus an unknown amount (loads through
+# those test for their region inline before taking the generic path).
 UNKNOWN = ("w", 64)
+BASE_OF = {"ctx": "ctx", "ctx+": "ctx", "fp": "fp", "fp+": "fp"}
+
+
+# A register assignment whose right side is plain arithmetic on registers and constants (no calls,
+# no memory, nothing that can raise): "rA = E" or "rA op= E".
+_ASSIGN = re.compile(r"(r\d) (<<|>>|//|[-+*&|^%])?= ((?:[r\d\s()&|^~<>+*%-]|M64|//)+)")
+
+
+def _plain(reg: str, m: re.Match) -> str:
+    """The right side of an _ASSIGN match as a plain assignment's ("rA op= E" -> "rA op E")."""
+    if not m[2]:
+        return m[3]
+    return f"{reg} {m[2]} {m[3]}" if re.fullmatch(r"r\d|\d+", m[3]) else f"{reg} {m[2]} ({m[3]})"
 
 
 def _bits(v: int) -> int:
@@ -85,11 +101,19 @@ def _blocks(insns, start: int, end: int) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 # Dataflow: abstract register values at each block entry
 
+def _plus(a) -> tuple | None:
+    """("ctx+", 0) / ("fp+", 0) for a value based on the context / frame pointer, else None."""
+    base = BASE_OF.get(a[0])
+    return (base + "+", 0) if base else None
+
+
 def _join(a, b):
     if a == b:
         return a
     if a[0] == "w" and b[0] == "w":
         return ("w", max(a[1], b[1]))
+    if _plus(a) is not None and _plus(a) == _plus(b):
+        return _plus(a)
     return UNKNOWN
 
 
@@ -120,6 +144,10 @@ def _transfer(insn: isa.Insn, state: list) -> None:
             state[d] = (a[0], a[1] + imm)
         elif code == isa.SUB and not x and a[0] in ("ctx", "fp"):
             state[d] = (a[0], a[1] - imm)
+        elif code in (isa.ADD, isa.SUB) and _plus(a) and b[0] == "w":
+            state[d] = _plus(a)
+        elif code == isa.ADD and a[0] == "w" and _plus(b):
+            state[d] = _plus(b)
         elif a[0] != "w" or b[0] != "w":
             state[d] = UNKNOWN
         elif code == isa.ADD and imm >= 0:
@@ -190,13 +218,90 @@ def _dataflow(insns, blocks, entry_state: list) -> dict[int, list]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Loops: the backward jumps to block t span the blocks [t, s], s the last block jumping back to t.
+# Spans that cross are merged until any two are nested or disjoint; each is emitted as one
+# ``while True`` whose guard cascade holds only its own blocks, so a jump back costs a few guards,
+# not a walk down the whole function.  (Verified code from clang or tracesim cc is reducible and
+# lays each loop out contiguously, so spans are its natural loops; anything else still runs
+# correctly, merged into fewer, larger loops.)
+
+MAX_LOOP_NEST = 16     # Python allows 20 nested loop/try blocks in one function
+MAX_INDENT = 80        # and 100 indentation levels: deeper fall-throughs get a guard instead
+
+
+@dataclass(eq=False)
+class _Loop:
+    first: int                     # block indexes
+    last: int
+    parent: "_Loop | None"
+    items: list = field(default_factory=list)     # block indexes and nested loops, in order
+    header_guard: bool = False     # can control arrive at the top with t past the first block?
+    entered_mid: bool = False      # does a jump from outside enter past the first block?
+    exits: set = field(default_factory=set)       # blocks control may go to when leaving
+
+    def holds(self, b: int) -> bool:
+        return self.first <= b <= self.last
+
+
+def _loop_spans(spans) -> list[tuple[int, int]]:
+    """Merge crossing (first, last) spans until every two are nested or disjoint."""
+    done: list[tuple[int, int]] = []
+    stack: list[tuple[int, int]] = []            # open spans, each inside the one below it
+    for first, last in sorted(set(spans), key=lambda s: (s[0], -s[1])):
+        while stack and stack[-1][1] < first:
+            done.append(stack.pop())
+        while stack and stack[-1][1] < last:     # starts inside the top one, ends after it
+            first = stack.pop()[0]
+        if not stack or stack[-1] != (first, last):
+            stack.append((first, last))
+    return done + stack
+
+
+def _loop_tree(nblocks: int, spans) -> tuple[list, list]:
+    """Top-level items (block indexes and _Loops) and the innermost loop of every block.  Spans
+    nested deeper than MAX_LOOP_NEST stay part of their enclosing loop."""
+    top: list = []
+    innermost: list = [None] * nblocks
+    opening = sorted(spans, key=lambda s: (s[0], -s[1]))
+    stack: list[_Loop] = []
+    k = 0
+    for b in range(nblocks):
+        while stack and stack[-1].last < b:
+            stack.pop()
+        while k < len(opening) and opening[k][0] == b:
+            first, last = opening[k]
+            k += 1
+            if len(stack) < MAX_LOOP_NEST:
+                loop = _Loop(first, last, stack[-1] if stack else None)
+                (stack[-1].items if stack else top).append(loop)
+                stack.append(loop)
+        (stack[-1].items if stack else top).append(b)
+        innermost[b] = stack[-1] if stack else None
+    return top, innermost
+
+
+def _common(loop: _Loop | None, b: int) -> _Loop | None:
+    """The innermost loop holding ``loop`` (or being it) that also holds block b."""
+    while loop is not None and not loop.holds(b):
+        loop = loop.parent
+    return loop
+
+
+def _walk(items):
+    for item in items:
+        if isinstance(item, _Loop):
+            yield item
+            yield from _walk(item.items)
+
+
+# ---------------------------------------------------------------------------------------------
 # Code generation
 
 class _Gen:
     def __init__(self, program: Program, jit: "JitProgram", budget: int, capture_regs: bool):
         self.program, self.insns, self.jit = program, program.insns, jit
         self.capture = capture_regs
-        self.lines: list[str] = []
+        self.lines: list[str | None] = []        # None: a line dropped after the fact
         self.env: dict[str, Any] = {}
         self.funcs = _functions(self.insns)
         self.has_calls = len(self.funcs) > 1
@@ -208,29 +313,65 @@ class _Gen:
         return name
 
     def emit(self, depth: int, text: str) -> None:
-        self.lines.append("    " * depth + text)
+        indent = "    " * depth
+        fused = self.fuse(indent, text)
+        if fused is not None:
+            self.lines[-1] = indent + fused
+        else:
+            self.lines.append(indent + text)
+
+    def fuse(self, indent: str, text: str) -> str | None:
+        """``rA = E1`` then ``rA = E2`` (both plain arithmetic, one after the other in a block):
+        one line ``rA = E2`` with E1 in place of its single use of rA, or E2 alone when it does
+        not read rA.  Saves a store and a load per fused instruction in the generated code."""
+        new = _ASSIGN.fullmatch(text)
+        prev = self.lines[-1] if self.lines else None
+        if new is None or prev is None or not prev.startswith(indent) or prev[len(indent)] == " ":
+            return None
+        old = _ASSIGN.fullmatch(prev[len(indent):])
+        if old is None or old[1] != new[1]:
+            return None
+        reg = new[1]
+        rhs, old_rhs = _plain(reg, new), _plain(reg, old)
+        uses = re.findall(rf"\b{reg}\b", rhs)
+        if len(uses) > 1 or len(old_rhs) + len(rhs) > 240:
+            return None
+        if not uses:
+            return f"{reg} = {rhs}"
+        inner = old_rhs if re.fullmatch(r"r\d+|\d+", old_rhs) else f"({old_rhs})"
+        return f"{reg} = " + re.sub(rf"\b{reg}\b", inner, rhs)
 
     # -- functions -------------------------------------------------------------------------------
     def generate(self) -> str:
         for start, end in self.funcs:
             self.function(start, end)
-        return "\n".join(self.lines) + "\n"
+        return "\n".join(line for line in self.lines if line is not None) + "\n"
 
     def function(self, start: int, end: int) -> None:
         insns = self.insns
-        blocks = _blocks(insns, start, end)
-        main = start == 0
-        looped = any(isa.is_jump(insns[pc]) and isa.jump_target(pc, insns[pc]) <= pc
-                     for pc in _slots(insns, start, end))
-        self.counting = looped or self.has_calls
-        self.main = main
+        blocks = self.blocks = _blocks(insns, start, end)
+        self.block_at = {b[0]: i for i, b in enumerate(blocks)}
+        jumps = []                                   # (pc, source block, target block)
+        for i, (bstart, bend) in enumerate(blocks):
+            for pc in _slots(insns, bstart, bend):
+                if isa.is_jump(insns[pc]):
+                    jumps.append((pc, i, self.block_at[isa.jump_target(pc, insns[pc])]))
+        heads: dict[int, int] = {}                   # loop head -> last block jumping back
+        for _, i, t in jumps:
+            if t <= i:
+                heads[t] = max(i, heads.get(t, i))
+        top, self.innermost = _loop_tree(len(blocks), _loop_spans(heads.items()))
+        self.analyse_loops(top, jumps)
+        looped = any(loop is not None for loop in self.innermost)
+        self.counting = looped or self.has_calls or len(insns) > self.budget
+        self.main = main = start == 0
         if main:
             entry = [("w", 0), ("ctx", 0), UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN] + [("w", 0)] * 4 + [("fp", 0)]
             self.emit(0, "def _f0(ctx, r2=0, r3=0, r4=0, r5=0):")
             init_at = len(self.lines)
             self.emit(1, "")                     # register set-up, filled in below
             if self.counting:
-                self.emit(1, f"_n[0] = {self.budget}")
+                self.emit(1, f"n = {self.budget}")
             self.fp = str(STACK_TOP)
             self.sb = None
             body = 2
@@ -239,132 +380,286 @@ class _Gen:
             entry = [UNKNOWN] * 10 + [("fp", 0)]
             # The callee starts with the caller's registers (as in the interpreter); only r6-r9
             # and r10 are restored for the caller, r0-r5 come back as the callee left them.
-            self.emit(0, f"def _f{start}(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, fp, depth):")
+            # ``n`` is the instruction budget left, handed down and back.
+            self.emit(0, f"def _f{start}(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, fp, depth, n):")
             self.emit(1, f"if depth > {isa.MAX_CALL_DEPTH}: raise _Depth('call depth exceeds "
                          f"{isa.MAX_CALL_DEPTH} frames')")
             self.emit(1, f"r10 = fp; sb = fp - {STACK_BASE}")
             self.fp, self.sb = "fp", "sb"
             body = 1
         self.states = _dataflow(insns, blocks, entry)
-        targets = {isa.jump_target(pc, insns[pc]) for pc in _slots(insns, start, end)
-                   if isa.is_jump(insns[pc])}
-        if looped or len(blocks) > 1 and targets - {start}:
-            self.emit(body, f"t = {start}")
-        if looped:
-            self.emit(body, "while True:")
-            body += 1
-        jumps_to = Counter(isa.jump_target(pc, insns[pc]) for pc in _slots(insns, start, end)
-                           if isa.is_jump(insns[pc]))
-        depth = body
-        nested = 0
-        inlined: set[int] = set()
-        for i, (bstart, bend) in enumerate(blocks):
-            if bstart not in self.states or bstart in inlined:
-                continue                                   # unreachable, or emitted as a "then"
-            if bstart in targets or nested == 0:
-                # Top level: every block but a loop-free function's entry runs only if t <= it.
-                depth, nested = body, 0
-                if bstart != start or looped:
-                    self.emit(depth, f"if t <= {bstart}:")
-                    depth += 1
-            then = self.then_block(blocks, i, targets, jumps_to)
-            if then is not None:
-                inlined.add(then[0])
-                targets = targets - {then[1]}          # entered only in sequence now
-            falls, conditional = self.block(bstart, bend, depth, then)
-            if then is not None:
-                i += 1
-            nxt = blocks[i + 1][0] if i + 1 < len(blocks) else None
-            if falls and nxt is not None and nxt not in targets and nested < MAX_NEST:
-                if conditional:                  # the successor runs when the jump is not taken
-                    self.emit(depth, "else:")
-                    depth += 1
-                nested += 1
-                continue
-            nested = 0
+        self.targets = {blocks[t][0] for _, _, t in jumps}
+        self.jumps_to = Counter(blocks[t][0] for _, _, t in jumps)
+        self.t_sets: list[tuple[int, int]] = []     # (line, value) of every "t = value"
+        self.resets: dict[_Loop, list[int]] = {}    # lines "t = first block" before a continue
+        t_init = len(self.lines)
+        self.emit(body, f"t = {start}")
+        self.sequence(top, body, None)
+        if not any(line is not None and re.search(r"\bt [<>]", line)
+                   for line in self.lines[t_init + 1:]):
+            self.lines[t_init] = None                # no guard reads t
         if main:
-            self.lines[init_at] = "    " + self.main_setup("\n".join(self.lines[init_at + 1:]))
+            self.lines[init_at] = "    " + self.main_setup(
+                "\n".join(line for line in self.lines[init_at + 1:] if line is not None))
             self.emit(1, "except _Stop as stop:")
             self.emit(2, "return stop.value & M64")
             self.emit(1, "except (IndexError, _StructError):")
             self.emit(2, "raise _Fault(0, 0, False, 'context shorter than the program expects')")
         self.emit(0, "")
 
+    def analyse_loops(self, top: list, jumps: list) -> None:
+        """Per loop: whether its first block needs a guard, and where control goes on leaving."""
+        blocks, insns = self.blocks, self.insns
+        for loop in _walk(top):
+            # Control reaches the top of the loop's cascade on entry (from outside, or a
+            # jump into the loop from outside) and on every jump back inside it.
+            loop.entered_mid = any(loop.holds(t) and t != loop.first and not loop.holds(i)
+                                   for _, i, t in jumps)
+            loop.header_guard = loop.entered_mid or any(
+                t != loop.first and t <= i and _common(self.innermost[i], t) is loop
+                for _, i, t in jumps)
+            loop.exits = {t for _, i, t in jumps if loop.holds(i) and not loop.holds(t)}
+            last_pc = list(_slots(insns, *blocks[loop.last]))[-1]
+            if insns[last_pc].opcode not in (isa.OP_JA, isa.OP_JA32, isa.OP_EXIT) \
+                    and loop.last + 1 < len(blocks):
+                loop.exits.add(loop.last + 1)
+
+    def sets_t_on_leaving(self, loop: _Loop) -> bool:
+        """Must falling out of the loop's last block set t?  Yes when the code after the loop
+        (its own, or that of an enclosing loop it ends with) reads t to send control on."""
+        while loop is not None:
+            if any(self.dispatch(loop)):
+                return True
+            outer = loop.parent
+            if outer is None or outer.items[-1] is not loop:
+                return False
+            loop = outer
+        return False
+
+    @staticmethod
+    def dispatch(loop: _Loop) -> tuple[bool, bool, bool]:
+        """What the enclosing loop does after ``loop`` exits: (jump back inside it: continue,
+        leave it backwards: break, leave it forwards: break)."""
+        outer = loop.parent
+        if outer is None:
+            return False, False, False
+        back = any(outer.first <= t < loop.first for t in loop.exits)
+        below = any(t < outer.first for t in loop.exits)
+        beyond = any(t > outer.last for t in loop.exits) and outer.items[-1] is not loop
+        return back, below, beyond
+
     @staticmethod
     def main_setup(body: str) -> str:
-        """Initial values of the entry function's registers, only for those its code reads
+        """Initial values of the entry function's registers (and ce, the end of the context
+        region), only for those its code reads
         (the r2-r5 arguments default to 0 in its signature)."""
         initial = {"r0": "0", "r1": str(CTX_BASE), "r6": "0", "r7": "0", "r8": "0", "r9": "0",
-                   "r10": str(STACK_TOP)}
+                   "r10": str(STACK_TOP), "ce": f"{CTX_BASE} + len(ctx)"}
         used = [f"{name} = {value}" for name, value in initial.items()
                 if re.search(rf"\b{name}\b", body)]
         return "; ".join(used) or "pass"
 
-    def then_block(self, blocks, i: int, targets: set, jumps_to: Counter) -> tuple[int, int] | None:
+    # -- control flow ----------------------------------------------------------------------------
+    # ``t`` is the block to run next, block k runs under ``if t <= k`` when something can jump
+    # past it (a block reached only by falling through is nested in its predecessor instead).
+    # Between jumps ``t`` stays at or below the running block, so guards pass.  A forward jump
+    # sets t and falls down the cascade; a jump back inside the innermost loop is ``continue``;
+    # a jump out of it is ``break`` and the enclosing loop's code after the ``while`` sends it
+    # on (continue, break again, or on down its own cascade).
+
+    def sequence(self, items: list, depth: int, loop: _Loop | None) -> None:
+        blocks = self.blocks
+        cur, nested = depth, 0
+        carry = 0                  # instructions of untested blocks the next block counts
+        k = 0
+        while k < len(items):
+            item = items[k]
+            if isinstance(item, _Loop):
+                self.loop(item, depth, k == 0)
+                cur, nested = depth, 0
+                k += 1
+                continue
+            bstart = blocks[item][0]
+            if bstart not in self.states:           # unreachable
+                k += 1
+                continue
+            if bstart in self.targets or nested == 0:
+                cur, nested = depth, 0
+                if k > 0 or loop is not None and loop.header_guard:
+                    self.emit(cur, f"if t <= {bstart}:")
+                    cur += 1
+            nxt = items[k + 1] if k + 1 < len(items) else None
+            then = self.then_block(item, nxt)
+            if then is not None:
+                self.targets.discard(blocks[then][1])   # entered only in sequence now
+                k += 1
+                nxt = items[k + 1] if k + 1 < len(items) else None
+            nests = isinstance(nxt, int) and blocks[nxt][0] not in self.targets \
+                and nested < MAX_NEST and cur < MAX_INDENT
+            falls, open_else, carry = self.block(item, cur, then, carry, nests)
+            k += 1
+            if falls and nests:
+                if open_else:                # the successor runs when the jump is not taken
+                    self.emit(cur, "else:")
+                    cur += 1
+                nested += 1
+                continue
+            if falls and nxt is None and loop is not None and self.sets_t_on_leaving(loop):
+                self.set_t(cur, blocks[loop.last][1])   # falls out of the loop: say where
+            nested = 0
+
+    def loop(self, loop: _Loop, depth: int, first: bool) -> None:
+        blocks = self.blocks
+        outer = loop.parent
+        if not first or outer is not None and outer.header_guard:
+            self.emit(depth, f"if t <= {blocks[loop.last][0]}:")
+            depth += 1
+        self.emit(depth, "while True:")
+        begin = len(self.lines)
+        self.resets[loop] = []
+        self.sequence(loop.items, depth + 1, loop)
+        self.emit(depth + 1, "break")
+        self.drop_resets(loop, begin)
+        back, below, beyond = self.dispatch(loop)
+        head = blocks[loop.first][0]
+        if back and below:
+            self.emit(depth, f"if t < {head}:")
+            self.emit(depth + 1, f"if t < {blocks[outer.first][0]}: break")
+            self.emit(depth + 1, "continue")
+        elif back or below:
+            self.emit(depth, f"if t < {head}: {'continue' if back else 'break'}")
+        if beyond:
+            self.emit(depth, f"if t > {blocks[outer.last][0]}: break")
+
+    def drop_resets(self, loop: _Loop, begin: int) -> None:
+        """A jump back to the loop's first block need not set t when t cannot be past that block:
+        nothing inside the loop sets it there and no jump from outside enters past it."""
+        first, last = self.blocks[loop.first][0], self.blocks[loop.last][0]
+        if loop.entered_mid or any(line >= begin and first < value <= last
+                                   for line, value in self.t_sets):
+            return
+        dropped = set(self.resets[loop])
+        for line in dropped:
+            self.lines[line] = None
+        self.t_sets = [(line, value) for line, value in self.t_sets if line not in dropped]
+
+    def set_t(self, depth: int, value: int) -> int:
+        self.t_sets.append((len(self.lines), value))
+        self.emit(depth, f"t = {value}")
+        return len(self.lines) - 1
+
+    def then_block(self, i: int, nxt) -> int | None:
         """Block i+1 when block i ends with "if cond goto T" that only skips it (an if-then):
         it has no other way in, no jumps of its own, and T has no other jump to it."""
-        if i + 1 >= len(blocks):
+        if isinstance(nxt, _Loop) or nxt != i + 1:
             return None
-        start, end = blocks[i]
+        start, end = self.blocks[i]
         pcs = list(_slots(self.insns, start, end))
         last = self.insns[pcs[-1]]
         if not isa.is_jump(last) or last.opcode in (isa.OP_JA, isa.OP_JA32):
             return None
-        then_start, then_end = blocks[i + 1]
-        if isa.jump_target(pcs[-1], last) != then_end or then_start in targets:
+        then_start, then_end = self.blocks[nxt]
+        if isa.jump_target(pcs[-1], last) != then_end or then_start in self.targets:
             return None
-        if jumps_to[then_end] != 1 or then_start not in self.states:
+        if self.jumps_to[then_end] != 1 or then_start not in self.states:
             return None
         tail = self.insns[list(_slots(self.insns, then_start, then_end))[-1]]
         if isa.is_jump(tail) or tail.opcode == isa.OP_EXIT:
             return None
-        return then_start, then_end
+        return nxt
 
-    def block(self, start: int, end: int, depth: int,
-              then: tuple[int, int] | None = None) -> tuple[bool, bool]:
-        """Emit one block; returns (falls through, ends with a conditional jump).  ``then``: the
-        block the final conditional jump skips, emitted under ``if not cond``."""
+    def block(self, i: int, depth: int, then: int | None = None, carry: int = 0,
+              nests: bool = False) -> tuple[bool, bool, int]:
+        """Emit block i; returns (falls through, the fall-through path needs an ``else:``, count
+        left for the next block).  ``then``: the block the final conditional jump skips, emitted
+        under ``if not cond``.  ``carry``: instructions of the untested blocks before this one;
+        ``nests``: the next block follows this one only (so an untested block whose every path
+        leads there can leave its count to it)."""
+        start, end = self.blocks[i]
         state = list(self.states[start])
         pcs = list(_slots(self.insns, start, end))
         if self.counting:
-            self.emit(depth, f"_n[0] -= {len(pcs)}")
-            self.emit(depth, "if _n[0] < 0: raise _Budget")
+            count = carry + len(pcs)
+            tested = self.checks_budget(pcs, state)
+            last = self.insns[pcs[-1]]
+            straight = then is not None or not isa.is_jump(last) and last.opcode != isa.OP_EXIT
+            if not tested and nests and straight:
+                carry = count
+            else:
+                self.emit(depth, f"n -= {count}")
+                if tested:
+                    self.emit(depth, "if n < 0: raise _Budget")
+                carry = 0
         for pc in pcs:
             insn = self.insns[pc]
             if isa.is_jump(insn) and then is not None:
                 self.emit(depth, f"if not ({self.condition(insn, state)}):")
-                self.block(then[0], then[1], depth + 1)
-                return True, False
+                self.block(then, depth + 1)
+                return True, False, carry
             if isa.is_jump(insn):
-                return self.jump(pc, insn, state, depth)
+                return self.jump(pc, i, insn, state, depth) + (0,)
             if insn.opcode == isa.OP_EXIT:
                 self.exit(depth)
-                return False, False
+                return False, False, 0
             self.insn(pc, insn, state, depth)
             _transfer(insn, state)
-        return True, False
+        return True, False, carry
+
+    def checks_budget(self, pcs: list[int], state: list) -> bool:
+        """Does this block test the budget before running?  Every block counts its instructions,
+        but one that only changes registers (ALU, constants, stack reads at known offsets,
+        forward jumps) leaves the test to the next block that can do more: a store, a call, a
+        load that may fault, an exit, or a jump back.  Running such a block past the budget
+        changes nothing anyone can see (registers are reported only on exit), and every path
+        reaches a tested block before it ends or loops."""
+        state = list(state)
+        for pc in pcs:
+            insn = self.insns[pc]
+            cls = insn.opcode & 7
+            if isa.is_jump(insn):
+                return isa.jump_target(pc, insn) <= pc
+            if cls == isa.LDX and insn.opcode & 0xE0 in (isa.MEM, isa.MEMSX):
+                base = state[insn.src]
+                k = base[1] + insn.off if base[0] == "fp" else 1
+                if not -isa.STACK_SIZE <= k <= -SIZE[insn.opcode & 0x18]:
+                    return True
+            elif cls not in (isa.ALU, isa.ALU64) and insn.opcode != isa.LD_IMM64:
+                return True                       # a store, call, exit or packet load
+            _transfer(insn, state)
+        return False
 
     def exit(self, depth: int) -> None:
         if not self.main:
-            self.emit(depth, "return r0, r1, r2, r3, r4, r5")
+            self.emit(depth, "return r0, r1, r2, r3, r4, r5, n")
             return
         if self.capture:
             self.emit(depth, f"_regs[:] = (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, {STACK_TOP})")
         self.emit(depth, "return r0")
 
-    def goto(self, target: int, pc: int, depth: int) -> None:
-        self.emit(depth, f"t = {target}")
-        if target <= pc:
+    def goto(self, target: int, pc: int, i: int, depth: int) -> bool:
+        """Emit a jump from block i; True when the path ends here (continue or break)."""
+        loop = self.innermost[i]
+        t = self.block_at[target]
+        if loop is not None and not loop.holds(t):
+            self.set_t(depth, target)
+            self.emit(depth, "break")
+            return True
+        if target <= pc:                          # back inside the innermost loop
+            line = self.set_t(depth, target)
+            if t == loop.first:
+                self.resets[loop].append(line)
             self.emit(depth, "continue")
+            return True
+        self.set_t(depth, target)
+        return False
 
-    def jump(self, pc: int, insn: isa.Insn, state: list, depth: int) -> tuple[bool, bool]:
+    def jump(self, pc: int, i: int, insn: isa.Insn, state: list, depth: int) -> tuple[bool, bool]:
         target = isa.jump_target(pc, insn)
         if insn.opcode in (isa.OP_JA, isa.OP_JA32):
-            self.goto(target, pc, depth)
+            self.goto(target, pc, i, depth)
             return False, False
         self.emit(depth, f"if {self.condition(insn, state)}:")
-        self.goto(target, pc, depth + 1)
-        return True, True
+        return True, not self.goto(target, pc, i, depth + 1)
 
     def condition(self, insn: isa.Insn, state: list) -> str:
         op, wide = insn.opcode & 0xF0, insn.opcode & 7 == isa.JMP
@@ -405,8 +700,8 @@ class _Gen:
             if insn.src == isa.PSEUDO_CALL:
                 target = pc + insn.imm + 1
                 depth_arg = "2" if self.main else "depth + 1"
-                return e(f"r0, r1, r2, r3, r4, r5 = _f{target}(r0, r1, r2, r3, r4, r5, r6, r7, "
-                         f"r8, r9, {self.fp} - {isa.STACK_SIZE}, {depth_arg})")
+                return e(f"r0, r1, r2, r3, r4, r5, n = _f{target}(r0, r1, r2, r3, r4, r5, r6, r7, "
+                         f"r8, r9, {self.fp} - {isa.STACK_SIZE}, {depth_arg}, n)")
             fn = self.const(f"_h{insn.imm}", self.program.helpers[insn.imm])
             return e(f"r0 = {fn}(_vm, r1, r2, r3, r4, r5) & M64")
         # callx: helper id in a register
@@ -486,12 +781,22 @@ class _Gen:
             return f"{rd} = -{a} & {M32}"
         name = alu.alu_name(insn)
         if name == "mov":
-            return f"{rd} = {b}"
+            return f"{rd} = {b}" if b != rd else "pass"
+        aw = min(32, _width(state[d]))
         if name in ("add", "sub", "mul"):
             sym = {"add": "+", "sub": "-", "mul": "*"}[name]
+            if name == "add" and not x and max(aw, _bits(insn.imm & M32)) < 32:
+                return f"{rd} = {a} + {b}"
             return f"{rd} = ({a} {sym} {b}) & {M32}"
         if name in ("or", "and", "xor"):
             return f"{rd} = {a} {_BITOPS[name]} {b}"
+        if not x and name in ("lsh", "rsh", "arsh"):    # constant shift count
+            k = insn.imm & 31
+            if name == "lsh":
+                return f"{rd} = {a} << {k}" if aw + k <= 32 else f"{rd} = ({a} << {k}) & {M32}"
+            if name == "rsh" or aw < 32:                   # sign bit clear: arsh is rsh
+                return f"{rd} = {a} >> {k}"
+            return f"{rd} = ((({a} ^ {S32}) - {S32}) >> {k}) & {M32}"
         if name == "lsh":
             return f"{rd} = ({a} << ({b} & 31)) & {M32}"
         if name == "rsh":
@@ -513,6 +818,12 @@ class _Gen:
         base = state[base_reg]
         addr = f"(r{base_reg} + {insn.off}) & M64" if insn.off else f"r{base_reg}"
         direct = None                         # (buffer name, index expression)
+        # A pointer somewhere off the frame pointer: test for the stack inline, the generic
+        # path (which faults cleanly) otherwise.  The unmasked sum is in range only when the
+        # masked one is.
+        near = f"r{base_reg} + {insn.off}" if insn.off else f"r{base_reg}"
+        on_stack = f"{STACK_BASE} <= {near} <= {STACK_TOP - size}"
+        at = f"{near} - {STACK_BASE}"
         if base[0] == "ctx" and self.program.ctx_size is not None and cls == isa.LDX:
             k = base[1] + insn.off
             if 0 <= k and k + size <= self.program.ctx_size:
@@ -526,6 +837,14 @@ class _Gen:
             if direct:
                 buf, idx = direct
                 value = f"{buf}[{idx}]" if size == 1 else f"_u{size * 8}({buf}, {idx})[0]"
+            elif base[0] == "fp+":
+                read = f"_stack[{at}]" if size == 1 else f"_u{size * 8}(_stack, {at})[0]"
+                value = f"({read} if {on_stack} else _load({addr}, {size}))"
+            elif base[0] == "ctx+" and self.main:
+                # The context region ends where this run's buffer does (ce, set on entry).
+                at = f"{near} - {CTX_BASE}"
+                read = f"ctx[{at}]" if size == 1 else f"_u{size * 8}(ctx, {at})[0]"
+                value = f"({read} if {CTX_BASE} <= {near} <= ce - {size} else _load({addr}, {size}))"
             else:
                 value = f"_load({addr}, {size})"
             if mode == isa.MEMSX:
@@ -543,6 +862,10 @@ class _Gen:
                 if size == 1:
                     return e(f"{buf}[{idx}] = {value}")
                 return e(f"_p{size * 8}({buf}, {idx}, {value})")
+            if base[0] == "fp+":
+                write = f"_stack[{at}] = {value}" if size == 1 else f"_p{size * 8}(_stack, {at}, {value})"
+                e(f"if {on_stack}: {write}")
+                return e(f"else: _store({addr}, {size}, {value})")
             return e(f"_store({addr}, {size}, {value})")
         # atomics always take the generic path
         s = insn.src
@@ -602,7 +925,7 @@ class JitProgram:
             return fn(vm, r1, r2, r3, r4, r5) & M64
 
         return {
-            "M64": M64, "_n": [0], "_stack": self.stack, "_regs": self.regs, "_vm": vm,
+            "M64": M64, "_stack": self.stack, "_regs": self.regs, "_vm": vm,
             "_load": mem.load, "_store": mem.store, "_atomic": atomic, "_cmpxchg": cmpxchg,
             "_callx": callx, "_ldpkt": ldpkt, "_bswap": alu.bswap,
             "_u16": struct.Struct("<H").unpack_from, "_u32": struct.Struct("<I").unpack_from,
