@@ -51,8 +51,10 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
     try:
         cfg = cfg_mod.build(insns, maps, privileged, strict_loops,
                             masked_shifts=prog_type == "conformance")
-        live, needed = liveness.analyse(cfg, prog_type)
+        stack_ptr = liveness.may_stack(cfg)
+        live, needed = liveness.analyse(cfg, prog_type, stack_ptr=stack_ptr)
         walk = Walk(cfg, live, needed, prog_type, ctx, maps, privileged, log_level)
+        walk.reanalyse = lambda decided: liveness.analyse(cfg, prog_type, decided, stack_ptr)
         walk.run()
         combined_stack_check(cfg, walk.stack_depth)
     except Reject as e:

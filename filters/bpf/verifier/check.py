@@ -48,6 +48,8 @@ class Walk:
         self.id_gen = 0
         self.explored: dict[int, list[st.VState]] = {}
         self.on_path: dict[int, dict[tuple, list[st.VState]]] = {}   # by fingerprint
+        self.decided: set[int] = set()      # conditional jumps seen decided by a scalar value
+        self.reanalyse = lambda decided: (live, needed)
         self.pending: dict[int, int] = {}     # states per insn with paths still in progress
         self.stack: list = []
         self.insn_processed = 0
@@ -934,6 +936,9 @@ class Walk:
         a = regs[d]
         b = regs[s] if x else st.scalar_const(insn.imm & U32 if is32 else insn.imm)
         taken = bounds.branch_taken(a, b, code, is32)
+        if taken != -1 and pc not in self.decided:
+            self.decided.add(pc)
+            self.live, self.needed = self.reanalyse(frozenset(self.decided))
         if taken == 1:
             self.pc = target
             return False

@@ -2,7 +2,7 @@
 
 ``live[i]``: bitmask of r0-r9 that some path from insn i may read before writing (Linux 6.18
 computes register liveness statically too, in ``compute_live_registers``).  ``needed[i]``: the
-registers whose *value* at insn i may reach a safety decision (a branch condition, a pointer offset,
+registers whose *value* at insn i may reach a safety decision (a decided branch, a pointer offset,
 a helper argument, a value stored to the stack, a subprogram's result).  It over-approximates the
 kernel's backtracking precision marks: a scalar outside ``needed`` can be treated as "any scalar"
 when comparing states.  Stack slots are always compared precisely.
@@ -83,10 +83,18 @@ def _stack_transfer(insn, m: int, stored_stack: bool) -> int:
     return m
 
 
-def analyse(cfg: Cfg, prog_type: str) -> tuple[list[int], list[int]]:
-    """(live, needed) bitmasks on entry to every insn."""
+def analyse(cfg: Cfg, prog_type: str, decided: frozenset[int] = frozenset(),
+            stack_ptr: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """(live, needed) bitmasks on entry to every insn.
+
+    ``decided``: conditional jumps the walk has seen decided by a scalar's value (only one branch
+    explored).  Their operands are needed: another value could take the unexplored branch.  The
+    operands of other jumps are needed only when one of them is needed afterwards (the comparison
+    refines both).  The walk recomputes this whenever ``decided`` grows, before pruning again.
+    """
     insns, n = cfg.insns, len(cfg.insns)
-    stack_ptr = may_stack(cfg)
+    if stack_ptr is None:
+        stack_ptr = may_stack(cfg)
     live = [0] * n
     needed = [0] * n
     preds: list[list[int]] = [[] for _ in range(n)]
@@ -108,14 +116,16 @@ def analyse(cfg: Cfg, prog_type: str) -> tuple[list[int], list[int]]:
                 if w < n:
                     lo |= live[w]
                     nd |= needed[w]
-            new_l, new_n = _transfer(insns[i], lo, nd, stack_ptr[i], cfg.subprog_of[i], prog_type)
+            new_l, new_n = _transfer(insns[i], lo, nd, stack_ptr[i], cfg.subprog_of[i], prog_type,
+                                     i in decided)
             if new_l != live[i] or new_n != needed[i]:
                 live[i], needed[i] = new_l, new_n
                 work.update(preds[i])
     return live, needed
 
 
-def _transfer(insn, lo: int, no: int, stack_ptr: int, subprog: int, prog_type: str):
+def _transfer(insn, lo: int, no: int, stack_ptr: int, subprog: int, prog_type: str,
+              decided: bool = False):
     """Backward transfer: (live out, needed out) -> (live in, needed in)."""
     op, cls = insn.opcode, insn.opcode & 7
     d, s = insn.dst, insn.src
@@ -174,4 +184,6 @@ def _transfer(insn, lo: int, no: int, stack_ptr: int, subprog: int, prog_type: s
     if code == isa.JA:
         return lo, no
     uses = bd | (bs if op & isa.X else 0)
-    return lo | uses, no | uses
+    if decided or no & uses:
+        return lo | uses, no | uses
+    return lo | uses, no

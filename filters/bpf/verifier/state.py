@@ -201,8 +201,8 @@ def regsafe(old: Reg, cur: Reg, needed: bool, idmap: IdMap, exact: bool) -> bool
     if old.type == SCALAR:
         if cur.type != SCALAR:
             return False
-        if not needed:
-            return True
+        if not needed and not old.id:
+            return True     # linked scalars stay precise: a comparison of one refines all
         return (_range_within(old, cur) and tnum.contains(old.var, cur.var)
                 and idmap.check(old.id, cur.id))
     if old.type != cur.type or old.off != cur.off:
