@@ -142,7 +142,7 @@ _SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                         HealthCheck.filter_too_much])
 
 
-@settings(max_examples=300, **_SETTINGS)
+@settings(max_examples=120, **_SETTINGS)
 @given(program(), hs.binary(min_size=MEM_SIZE, max_size=MEM_SIZE))
 def test_accepted_programs_run_safely(insns, mem):
     _check(insns, mem)

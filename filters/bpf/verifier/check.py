@@ -16,6 +16,7 @@ from filters.bpf.verifier.cfg import Cfg, is_pseudo_call
 from filters.bpf.verifier.context import SCALAR as CTX_SCALAR, ContextSpec
 from filters.bpf.verifier.log import Reject, annotate, fmt_frame, fmt_state, insn_text
 from filters.bpf.verifier.bounds import S64_MIN, U32, U64
+from filters.bpf.verifier.liveness import ALL_SLOTS
 
 COMPLEXITY_LIMIT_INSNS = 1_000_000
 COMPLEXITY_LIMIT_JMP_SEQ = 8192
@@ -167,7 +168,7 @@ class Walk:
         def needed_of(depth: int) -> int:
             if depth == last:
                 return self.needed[pc]
-            return self.needed[frames[depth + 1].callsite + 1] & 0x3C0
+            return (self.needed[frames[depth + 1].callsite + 1] & 0x3C0) | ALL_SLOTS
         return live_of, needed_of
 
     def is_state_visited(self, pc: int) -> bool:

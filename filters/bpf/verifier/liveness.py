@@ -5,7 +5,8 @@ computes register liveness statically too, in ``compute_live_registers``).  ``ne
 registers whose *value* at insn i may reach a safety decision (a decided branch, a pointer offset,
 a helper argument, a value stored to the stack, a subprogram's result).  It over-approximates the
 kernel's backtracking precision marks: a scalar outside ``needed`` can be treated as "any scalar"
-when comparing states.  Stack slots are always compared precisely.
+when comparing states.  Stack slots (bits 16..79, slot spi = fp-8*(spi+1)) are needed the same
+way, found through a forward analysis of which registers hold stack pointers at known offsets.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from filters.bpf.verifier.cfg import Cfg, is_pseudo_call
 R0_R5 = 0x3F
 ARGS = 0x3E          # r1-r5
 CALLEE_SAVED = 0x3C0  # r6-r9
-ALL = 0x3FF
+ALL = 0x7FF
 FP = 1 << 10
 
 
@@ -24,67 +25,149 @@ def _bit(r: int) -> int:
     return 1 << r if r < 10 else 0
 
 
-def _helper_args(func_id: int, prog_type: str) -> int:
+_VALUE_MATTERS = ("const_size", "const_size_or_zero", "const_alloc_size_or_zero")
+
+
+def _helper_args(func_id: int, prog_type: str) -> tuple[int, int]:
+    """(registers a helper reads, those whose scalar value is checked: sizes)."""
     proto = (CONFORMANCE_PROTOS if prog_type == "conformance" else PROTOS).get(func_id)
     if proto is None:
-        return ARGS
-    return sum(1 << (k + 1) for k in range(len(proto.args)))
+        return ARGS, ARGS
+    used = sum(1 << (k + 1) for k in range(len(proto.args)))
+    sizes = sum(1 << (k + 1) for k, kind in enumerate(proto.args) if kind in _VALUE_MATTERS)
+    return used, sizes
 
 
-def may_stack(cfg: Cfg) -> list[int]:
-    """Forward: registers (bit 10 = r10) that may hold a stack pointer on entry to each insn."""
+TOP = object()          # a stack pointer at an unknown offset (or maybe not a stack pointer)
+SLOT_SHIFT = 16
+ALL_SLOTS = ((1 << 64) - 1) << SLOT_SHIFT
+
+
+def slot_bits(lo: int, hi: int) -> int:
+    """Mask of the 8-byte stack slots (bit 16 + spi, spi 0 = fp-8) that bytes [lo, hi) touch."""
+    lo, hi = max(lo, -512), min(hi, 0)
+    if lo >= hi:
+        return 0
+    first, last = (-hi) // 8, (-lo - 1) // 8
+    return (((1 << (last - first + 1)) - 1) << first) << SLOT_SHIFT
+
+
+def stack_offsets(cfg: Cfg) -> list[tuple]:
+    """Forward: per insn, each register's fp offset if it is a stack pointer with a known one,
+    ``TOP`` if it may be a stack pointer at an unknown offset, None if it never is."""
     insns, n = cfg.insns, len(cfg.insns)
-    inn = [0] * n
-    stored_stack = False
-    for _ in range(2):   # second round once we know whether stack pointers are spilled anywhere
-        inn = [-1] * n
-        for s in cfg.subprog_starts:
-            inn[s] = FP | (ARGS if s else 0)
-        work = list(cfg.subprog_starts)
-        while work:
-            i = work.pop()
-            m = inn[i]
-            insn = insns[i]
-            out = _stack_transfer(insn, m, stored_stack)
-            if insn.opcode & 7 == isa.STX and (m >> insn.src) & 1:
-                stored_stack = True
-            for w in cfg.succ[i]:
-                if w < n and (inn[w] == -1 or (inn[w] | out) != inn[w]):
-                    inn[w] = out if inn[w] == -1 else inn[w] | out
-                    work.append(w)
-        if not stored_stack:
+    for stored in (False, True):
+        ins = _offsets_pass(cfg, stored)
+        # a stack pointer written to memory may come back from any load: redo, assuming so
+        if stored or not any(
+                insns[i].opcode & 7 == isa.STX and ins[i] is not None and insns[i].src < 11
+                and ins[i][insns[i].src] is not None for i in range(n)):
             break
-    return [m if m != -1 else 0 for m in inn]
+    return [t if t is not None else tuple([None] * 10 + [0]) for t in ins]
 
 
-def _stack_transfer(insn, m: int, stored_stack: bool) -> int:
+def may_pointer(cfg: Cfg) -> list[int]:
+    """Forward: bitmask of registers that may hold a pointer (any kind) on entry to each insn.
+    Loads narrower than 8 bytes and ALU results other than ADD/SUB always give scalars."""
+    insns, n = cfg.insns, len(cfg.insns)
+    stored = any(i.opcode & 7 == isa.STX for i in insns)
+    ins = [-1] * n
+    for st_ in cfg.subprog_starts:
+        ins[st_] = FP | (ARGS if st_ else 2)
+    work = list(cfg.subprog_starts)
+    while work:
+        i = work.pop()
+        m, insn = ins[i], insns[i]
+        op, cls, d, s_ = insn.opcode, insn.opcode & 7, insn.dst, insn.src
+        bd = 1 << d if d < 11 else 0
+        if cls in (isa.ALU, isa.ALU64):
+            code = op & 0xF0
+            if cls == isa.ALU64 and code == isa.MOV and op & isa.X and insn.off == 0:
+                m = (m & ~bd) | (bd if (m >> s_) & 1 else 0)
+            elif cls == isa.ALU64 and code in (isa.ADD, isa.SUB):
+                if op & isa.X and (m >> s_) & 1:
+                    m |= bd
+            else:
+                m &= ~bd
+        elif cls == isa.LDX:
+            wide = op & 0x18 == isa.DW
+            m = (m | bd) if (wide and stored) or (wide and op & 0xE0 == isa.MEM) else m & ~bd
+        elif cls == isa.LD:
+            m = ((m | bd) if insn.src else (m & ~bd)) if op == isa.LD_IMM64 else m & ~R0_R5
+        elif op == isa.OP_CALL:
+            m = (m & ~R0_R5) | 1
+        elif cls == isa.STX and op & 0xE0 == isa.ATOMIC:
+            if insn.imm == isa.CMPXCHG:
+                m |= 1
+            elif insn.imm & isa.FETCH:
+                m |= 1 << s_
+        for w in cfg.succ[i]:
+            if w < n and (ins[w] == -1 or (ins[w] | m) != ins[w]):
+                ins[w] = m if ins[w] == -1 else ins[w] | m
+                work.append(w)
+    return [m if m != -1 else 0 for m in ins]
+
+
+def _offsets_pass(cfg: Cfg, stored: bool) -> list:
+    insns, n = cfg.insns, len(cfg.insns)
+    ins: list[tuple | None] = [None] * n
+    for st_ in cfg.subprog_starts:
+        ins[st_] = tuple([TOP if (st_ and 1 <= r <= 5) else None for r in range(10)] + [0])
+    work = list(cfg.subprog_starts)
+    while work:
+        i = work.pop()
+        out = _offset_transfer(insns[i], list(ins[i]), stored)
+        for w in cfg.succ[i]:
+            if w >= n:
+                continue
+            old = ins[w]
+            new = out if old is None else tuple(
+                a if a == b else (TOP if (a is not None or b is not None) else None)
+                for a, b in zip(old, out))
+            if new != old:
+                ins[w] = new
+                work.append(w)
+    return ins
+
+
+def _offset_transfer(insn, o: list, stored: bool) -> tuple:
     op, cls = insn.opcode, insn.opcode & 7
     d, s = insn.dst, insn.src
-    if cls in (isa.ALU, isa.ALU64):
+    if cls in (isa.ALU, isa.ALU64) and d < 10:
         code = op & 0xF0
         if cls == isa.ALU64 and code == isa.MOV and op & isa.X and insn.off == 0:
-            return (m & ~(1 << d)) | (((m >> s) & 1) << d)
-        if cls == isa.ALU64 and code in (isa.ADD, isa.SUB):
-            if op & isa.X and (m >> s) & 1:
-                return m | (1 << d)
-            return m
-        return m & ~(1 << d)
-    if cls == isa.LDX:
-        return (m | (1 << d)) if stored_stack else (m & ~(1 << d))
-    if cls == isa.LD:
-        return m & ~(1 << d) if op == isa.LD_IMM64 else m & ~R0_R5
-    if op == isa.OP_CALL:
-        return (m & ~R0_R5) | (1 if is_pseudo_call(insn) else 0)
-    if cls == isa.STX and op & 0xE0 == isa.ATOMIC:
+            o[d] = o[s] if s <= 10 else None
+        elif cls == isa.ALU64 and code in (isa.ADD, isa.SUB) and o[d] is not None:
+            if op & isa.X:
+                o[d] = TOP
+            elif o[d] is not TOP:
+                o[d] = o[d] + insn.imm if code == isa.ADD else o[d] - insn.imm
+        elif cls == isa.ALU64 and code == isa.ADD and op & isa.X and s <= 10 and o[s] is not None:
+            o[d] = TOP
+        else:
+            o[d] = None
+    elif cls == isa.LDX and d < 10:
+        o[d] = TOP if stored else None
+    elif cls == isa.LD:
+        for r in ((d,) if op == isa.LD_IMM64 else range(6)):
+            if r < 10:
+                o[r] = None
+    elif op == isa.OP_CALL:
+        for r in range(6):
+            o[r] = None
+        if is_pseudo_call(insn):
+            o[0] = TOP
+    elif cls == isa.STX and op & 0xE0 == isa.ATOMIC:
         if insn.imm == isa.CMPXCHG:
-            return m & ~1
-        if insn.imm & isa.FETCH:
-            return m & ~(1 << s)
-    return m
+            o[0] = None
+        elif insn.imm & isa.FETCH and s < 10:
+            o[s] = None
+    return tuple(o)
 
 
 def analyse(cfg: Cfg, prog_type: str, decided: frozenset[int] = frozenset(),
-            stack_ptr: list[int] | None = None) -> tuple[list[int], list[int]]:
+            stack_ptr: list | None = None,
+            ptrs: list[int] | None = None) -> tuple[list[int], list[int]]:
     """(live, needed) bitmasks on entry to every insn.
 
     ``decided``: conditional jumps the walk has seen decided by a scalar's value (only one branch
@@ -94,7 +177,9 @@ def analyse(cfg: Cfg, prog_type: str, decided: frozenset[int] = frozenset(),
     """
     insns, n = cfg.insns, len(cfg.insns)
     if stack_ptr is None:
-        stack_ptr = may_stack(cfg)
+        stack_ptr = stack_offsets(cfg)
+    if ptrs is None:
+        ptrs = may_pointer(cfg)
     live = [0] * n
     needed = [0] * n
     preds: list[list[int]] = [[] for _ in range(n)]
@@ -117,15 +202,15 @@ def analyse(cfg: Cfg, prog_type: str, decided: frozenset[int] = frozenset(),
                     lo |= live[w]
                     nd |= needed[w]
             new_l, new_n = _transfer(insns[i], lo, nd, stack_ptr[i], cfg.subprog_of[i], prog_type,
-                                     i in decided)
+                                     i in decided, ptrs[i])
             if new_l != live[i] or new_n != needed[i]:
                 live[i], needed[i] = new_l, new_n
                 work.update(preds[i])
     return live, needed
 
 
-def _transfer(insn, lo: int, no: int, stack_ptr: int, subprog: int, prog_type: str,
-              decided: bool = False):
+def _transfer(insn, lo: int, no: int, stack_ptr: tuple, subprog: int, prog_type: str,
+              decided: bool = False, ptrs: int = ALL):
     """Backward transfer: (live out, needed out) -> (live in, needed in)."""
     op, cls = insn.opcode, insn.opcode & 7
     d, s = insn.dst, insn.src
@@ -138,7 +223,7 @@ def _transfer(insn, lo: int, no: int, stack_ptr: int, subprog: int, prog_type: s
             ni = no & ~bd
             if x:
                 li |= bs
-                if no & bd or lo & bd:
+                if no & bd:
                     ni |= bs
             return li, ni
         uses = bd | (bs if x else 0)
@@ -146,28 +231,44 @@ def _transfer(insn, lo: int, no: int, stack_ptr: int, subprog: int, prog_type: s
         ni = no
         if no & bd:
             ni |= uses
-        if cls == isa.ALU64 and code in (isa.ADD, isa.SUB) and x and lo & bd:
+        if (cls == isa.ALU64 and code in (isa.ADD, isa.SUB) and x and lo & bd
+                and ptrs & (bd | bs)):
             ni |= uses          # the result may be a pointer whose bounds come from the scalar
         return li, ni
-    if cls == isa.LDX:
-        return (lo & ~bd) | bs, no & ~bd
-    if cls == isa.ST:
-        return lo | bd, no
-    if cls == isa.STX:
+    if cls in (isa.LDX, isa.ST, isa.STX):
+        base = s if cls == isa.LDX else d
+        size = isa.SIZE_BYTES[op & 0x18]
+        k = stack_ptr[base] if base < 11 else None
+        if k is None:
+            touched = 0
+        elif k is TOP:
+            touched = ALL_SLOTS
+        else:
+            touched = slot_bits(k + insn.off, k + insn.off + size)
+        whole = k is not None and k is not TOP and size == 8 and (k + insn.off) % 8 == 0
+        if cls == isa.LDX:
+            ni = no & ~bd
+            if no & bd:
+                ni |= touched       # the loaded value comes from these slots
+            return (lo & ~bd) | bs, ni
+        if cls == isa.ST:
+            return lo | bd, (no & ~touched) if whole else no
         li = lo | bd | bs
         ni = no
-        base_may_be_stack = (stack_ptr >> d) & 1
         if op & 0xE0 == isa.ATOMIC:
+            fetched = 1 if insn.imm == isa.CMPXCHG else (bs if insn.imm & isa.FETCH else 0)
             if insn.imm == isa.CMPXCHG:
-                li = (lo & ~1) | bd | bs | 1
-                ni = no & ~1
-                if base_may_be_stack:
-                    ni |= bs | 1
-                return li, ni
-            if insn.imm & isa.FETCH:
-                ni = no & ~bs
-        if base_may_be_stack:
-            ni |= bs
+                li |= 1
+            ni = no & ~fetched
+            if no & fetched:
+                ni |= touched
+            if no & touched:
+                ni |= bs | (1 if insn.imm == isa.CMPXCHG else 0)
+            return li, ni
+        if no & touched:
+            ni |= bs            # the stored value is read back where it matters
+        if whole:
+            ni &= ~touched
         return li, ni
     if cls == isa.LD:
         if op == isa.LD_IMM64:
@@ -179,8 +280,12 @@ def _transfer(insn, lo: int, no: int, stack_ptr: int, subprog: int, prog_type: s
     if code == isa.EXIT:
         return 1, (1 if subprog else 0)
     if code == isa.CALL:
-        args = ARGS if is_pseudo_call(insn) else _helper_args(insn.imm, prog_type)
-        return (lo & ~R0_R5) | args, (no & ~R0_R5) | args
+        pseudo = is_pseudo_call(insn)
+        args, valued = (ARGS, ARGS) if pseudo else _helper_args(insn.imm, prog_type)
+        ni = (no & ~R0_R5) | valued
+        if pseudo and any(stack_ptr[r] is not None for r in range(1, 6)):
+            ni |= ALL_SLOTS     # the callee may read this frame's stack through its arguments
+        return (lo & ~R0_R5) | args, ni
     if code == isa.JA:
         return lo, no
     uses = bd | (bs if op & isa.X else 0)

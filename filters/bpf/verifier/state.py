@@ -190,7 +190,8 @@ def _range_within(old: Reg, cur: Reg) -> bool:
             and old.s32min <= cur.s32min and cur.s32max <= old.s32max)
 
 
-def regsafe(old: Reg, cur: Reg, needed: bool, idmap: IdMap, exact: bool) -> bool:
+def regsafe(old: Reg, cur: Reg, needed: bool, idmap: IdMap, exact: bool,
+            linked: frozenset | set = frozenset()) -> bool:
     """May a path from a state with ``cur`` be pruned because one with ``old`` was safe?"""
     if exact:
         return regs_exact(old, cur, idmap)
@@ -201,8 +202,8 @@ def regsafe(old: Reg, cur: Reg, needed: bool, idmap: IdMap, exact: bool) -> bool
     if old.type == SCALAR:
         if cur.type != SCALAR:
             return False
-        if not needed and not old.id:
-            return True     # linked scalars stay precise: a comparison of one refines all
+        if not needed and old.id not in linked:
+            return True     # scalars linked to a needed one stay precise: comparing one refines all
         return (_range_within(old, cur) and tnum.contains(old.var, cur.var)
                 and idmap.check(old.id, cur.id))
     if old.type != cur.type or old.off != cur.off:
@@ -227,11 +228,23 @@ def regs_exact(old: Reg, cur: Reg, idmap: IdMap) -> bool:
             and idmap.check(old.id, cur.id) and idmap.check(old.ref_id, cur.ref_id))
 
 
-def stacksafe(old: Frame, cur: Frame, idmap: IdMap, exact: bool, privileged: bool) -> bool:
+def _slot_needed(needed: int, slot: int) -> bool:
+    """``slot`` counts 8-byte slots from the bottom of the frame; masks count them from fp-8."""
+    return bool((needed >> (16 + 63 - slot)) & 1)
+
+
+def _scalar_bytes(f: Frame, i: int, privileged: bool) -> bool:
+    """Byte i reads back as some scalar (or, privileged, as an unknown one)."""
+    k = f.stack[i]
+    if k == STACK_SPILL:
+        return f.spills[i // 8].type == SCALAR
+    return k != STACK_INVALID or privileged
+
+
+def stacksafe(old: Frame, cur: Frame, idmap: IdMap, exact: bool, privileged: bool,
+              needed: int = -1, linked: frozenset | set = frozenset()) -> bool:
     ostack, cstack = old.stack, cur.stack
-    if ostack == cstack:
-        pass
-    else:
+    if ostack != cstack:
         for i in range(STACK_SIZE):
             o = ostack[i]
             c = cstack[i]
@@ -241,26 +254,29 @@ def stacksafe(old: Frame, cur: Frame, idmap: IdMap, exact: bool, privileged: boo
                 return False
             if o == STACK_INVALID:
                 continue
-            if o == STACK_MISC and (c == STACK_ZERO or (c == STACK_INVALID and privileged)):
+            if o == STACK_MISC and _scalar_bytes(cur, i, privileged):
                 continue
-            if o == STACK_MISC and c == STACK_SPILL and cur.spills[i // 8].type == SCALAR:
-                continue
+            if (o == STACK_ZERO and not _slot_needed(needed, i // 8)
+                    and _scalar_bytes(cur, i, privileged)):
+                continue        # known zeros whose value never matters
             if o == STACK_ZERO and c == STACK_SPILL:
                 sp = cur.spills[i // 8]
                 if sp.type == SCALAR and sp.var == (0, 0):
                     continue
+            if o == STACK_SPILL:
+                sp = old.spills[i // 8]
+                if (sp.type == SCALAR and sp.id not in linked and not _slot_needed(needed, i // 8)
+                        and _scalar_bytes(cur, i, privileged)):
+                    continue        # a spilled scalar whose value never matters
             return False
     for slot, oreg in old.spills.items():
-        if ostack[slot * 8] != STACK_SPILL and ostack[slot * 8 + 7] != STACK_SPILL:
-            continue
         creg = cur.spills.get(slot)
         if creg is None:
             if exact:
                 return False
-            # a spilled scalar may face plain misc/zero bytes only when its value does not matter;
-            # stack slots are treated as always needed, so demand the same spill.
-            return False
-        if not regsafe(oreg, creg, True, idmap, exact):
+            continue            # checked byte by byte above
+        precise = exact or oreg.id in linked or _slot_needed(needed, slot)
+        if not regsafe(oreg, creg, bool(precise), idmap, exact, linked):
             return False
     if exact and set(cur.spills) != set(old.spills):
         return False
@@ -273,6 +289,16 @@ def states_equal(old: VState, cur: VState, live_of, needed_of, exact: bool,
     if len(old.frames) != len(cur.frames):
         return False
     idmap = IdMap()
+    linked = set()          # ids of needed scalars: every scalar sharing one is needed too
+    for depth, of in enumerate(old.frames):
+        live, needed = live_of(depth), needed_of(depth)
+        for i in range(10):
+            r = of.regs[i]
+            if r.id and ((live & needed) >> i) & 1 and r.type == SCALAR:
+                linked.add(r.id)
+        for slot, r in of.spills.items():
+            if r.id and r.type == SCALAR and _slot_needed(needed, slot):
+                linked.add(r.id)
     for depth, (of, cf) in enumerate(zip(old.frames, cur.frames)):
         if of.callsite != cf.callsite:
             return False
@@ -282,9 +308,9 @@ def states_equal(old: VState, cur: VState, live_of, needed_of, exact: bool,
         for i in range(10):
             if not (live >> i) & 1:
                 continue
-            if not regsafe(oregs[i], cregs[i], bool((needed >> i) & 1), idmap, exact):
+            if not regsafe(oregs[i], cregs[i], bool((needed >> i) & 1), idmap, exact, linked):
                 return False
-        if not stacksafe(of, cf, idmap, exact, privileged):
+        if not stacksafe(of, cf, idmap, exact, privileged, needed, linked):
             return False
     if len(old.refs) != len(cur.refs):
         return False
