@@ -3,15 +3,21 @@
 Each BPF function (the entry and every bpf-to-bpf callee) becomes one Python function whose
 registers are locals.  Values stay canonical (0 <= v < 2**64) and a mask is emitted only where the
 value could leave that range: a small forward dataflow tracks, per register, either "context + k",
-"frame pointer + k" or an upper bound on its bit width.  Loads and stores whose base is provably the
-context or the frame pointer at an in-bounds constant offset read the context buffer / the stack
-bytearray directly; every other access goes through ``memory.Memory`` (so it faults cleanly).
+"frame pointer + k", "context/frame pointer + something" or an upper bound on its bit width.
+Loads and stores whose base is provably the context or the frame pointer at an in-bounds constant
+offset read the context buffer / the stack bytearray directly; those off the context or frame
+pointer at an unknown offset test the region inline; every other access goes through the memory
+interface (so it faults cleanly).  Consecutive plain-arithmetic lines are fused when a register's
+value has one reader and is dead after it (a backward liveness pass says which).
 
 Control flow: blocks are emitted in order; ``t`` is the next block to run and block k is guarded
 by ``if t <= k`` (only blocks that are jump targets need a guard: the others are nested in the
-fall-through path of their predecessor).  Functions with a backward jump wrap this in
-``while True`` and jump back with ``continue``; those (and programs with calls) count executed
-instructions per block against the budget, exactly like the interpreter.
+fall-through path of their predecessor).  Each loop (the blocks from a backward jump's target to
+its last source) is its own ``while True`` holding only its blocks: a jump back is ``continue``,
+a jump out is ``break`` followed by a small dispatch in the enclosing loop.  Functions with loops
+(and programs with calls) count executed instructions per block against the budget, in a local
+``n``: a block that only changes registers leaves the test to the next one that can do more
+(store, call, exit, jump back), so nothing visible happens past the budget.
 """
 from __future__ import annotations
 
@@ -26,7 +32,8 @@ from filters.bpf.alu import M32, M64
 from filters.bpf.helpers import StopProgram, VMContext
 from filters.bpf.interp import (BudgetExceeded, CallDepthExceeded, RunResult, bind_run,
                                 new_memory, resolve_ld_imm64)
-from filters.bpf.memory import CTX_BASE, STACK_BASE, STACK_BYTES, STACK_TOP, MemoryFault, VMError
+from filters.bpf.memory import (CTX_BASE, STACK_BASE, STACK_BYTES, STACK_TOP, UNPACK, MemoryFault,
+                                VMError)
 from filters.bpf.program import DEFAULT_BUDGET, Program, ProgramError
 
 SIZE = {isa.W: 4, isa.H: 2, isa.B: 1, isa.DW: 8}
@@ -41,9 +48,11 @@ UNKNOWN = ("w", 64)
 BASE_OF = {"ctx": "ctx", "ctx+": "ctx", "fp": "fp", "fp+": "fp"}
 
 
-# A register assignment whose right side is plain arithmetic on registers and constants (no calls,
-# no memory, nothing that can raise): "rA = E" or "rA op= E".
-_ASSIGN = re.compile(r"(r\d) (<<|>>|//|[-+*&|^%])?= ((?:[r\d\s()&|^~<>+*%-]|M64|//)+)")
+# Plain arithmetic on registers and constants (no calls, no memory, nothing that can raise), in
+# a register assignment "rA = E" / "rA op= E", or in a jump's condition "if E:" / "if not (E):".
+_PLAIN = r"(?:[r\d\s()&|^~<>+*%-]|M64|//)+"
+_ASSIGN = re.compile(rf"(r\d+) (<<|>>|//|[-+*&|^%])?= ({_PLAIN})")
+_COND = re.compile(r"if ((?:[r\d\s()&|^~<>=!+*%-]|M64|not )+):")
 
 
 def _plain(reg: str, m: re.Match) -> str:
@@ -187,6 +196,74 @@ def _transfer(insn: isa.Insn, state: list) -> None:
                 state[r] = UNKNOWN
 
 
+ALL_REGS = frozenset(range(isa.NUM_REGS))
+
+
+def _uses_defs(insn: isa.Insn, exit_uses: frozenset) -> tuple[frozenset, frozenset]:
+    """Registers one instruction reads and writes (reads over-approximated where unsure)."""
+    op, cls, d, s = insn.opcode, insn.opcode & 7, insn.dst, insn.src
+    x = op & isa.X
+    if cls in (isa.ALU, isa.ALU64):
+        mov = op & 0xF0 == isa.MOV
+        uses = ({s} if x else set()) | (set() if mov else {d})
+        return frozenset(uses), frozenset({d})
+    if cls == isa.LDX:
+        return frozenset({s}), frozenset({d})
+    if cls == isa.ST:
+        return frozenset({d}), frozenset()
+    if cls == isa.STX:
+        if op & 0xE0 == isa.ATOMIC and insn.imm & isa.FETCH:
+            if insn.imm == isa.CMPXCHG:
+                return frozenset({d, s, 0}), frozenset({0})
+            return frozenset({d, s}), frozenset({s})
+        return frozenset({d, s}), frozenset()
+    if cls == isa.LD:
+        if op == isa.LD_IMM64:
+            return frozenset(), frozenset({d})
+        return frozenset({s} if op & 0xE0 == isa.IND else ()), frozenset({0})
+    if op == isa.OP_EXIT:
+        return exit_uses, frozenset()
+    if op == isa.OP_CALL and insn.src == isa.PSEUDO_CALL:
+        return ALL_REGS, frozenset(range(6))       # the callee starts with every register
+    if op in (isa.OP_CALL, isa.JMP | isa.CALL | isa.X):
+        return frozenset({1, 2, 3, 4, 5} | ({d} if x else set())), frozenset({0})
+    if isa.is_jump(insn):
+        return frozenset({d} | ({s} if x else set())) if op not in (isa.OP_JA, isa.OP_JA32) \
+            else frozenset(), frozenset()
+    return ALL_REGS, frozenset()
+
+
+def _liveness(insns, blocks, exit_uses: frozenset) -> dict[int, frozenset]:
+    """Registers live after each instruction (by pc): read later before being written."""
+    index = {b[0]: i for i, b in enumerate(blocks)}
+    code = [[(pc, insns[pc], *_uses_defs(insns[pc], exit_uses)) for pc in _slots(insns, *b)]
+            for b in blocks]
+    succs = []
+    for i, body in enumerate(code):
+        pc, last = body[-1][0], body[-1][1]
+        nxt = [index[isa.jump_target(pc, last)]] if isa.is_jump(last) else []
+        if last.opcode not in (isa.OP_JA, isa.OP_JA32, isa.OP_EXIT) and i + 1 < len(blocks):
+            nxt.append(i + 1)
+        succs.append(nxt)
+    live_in = [frozenset()] * len(blocks)
+    changed = True
+    while changed:
+        changed = False
+        for i in reversed(range(len(blocks))):
+            live = frozenset().union(*(live_in[j] for j in succs[i]))
+            for _, _, uses, defs in reversed(code[i]):
+                live = (live - defs) | uses
+            if live != live_in[i]:
+                live_in[i], changed = live, True
+    after: dict[int, frozenset] = {}
+    for i, body in enumerate(code):
+        live = frozenset().union(*(live_in[j] for j in succs[i]))
+        for pc, _, uses, defs in reversed(body):
+            after[pc] = live
+            live = (live - defs) | uses
+    return after
+
+
 def _dataflow(insns, blocks, entry_state: list) -> dict[int, list]:
     index = {b[0]: i for i, b in enumerate(blocks)}
     states: dict[int, list] = {blocks[0][0]: list(entry_state)}
@@ -306,6 +383,7 @@ class _Gen:
         self.funcs = _functions(self.insns)
         self.has_calls = len(self.funcs) > 1
         self.budget = budget
+        self.dead: set[str] = set()              # registers not read after the current insn
 
     # -- helpers for names in the generated module's globals --------------------------------------
     def const(self, name: str, value: Any) -> str:
@@ -314,32 +392,45 @@ class _Gen:
 
     def emit(self, depth: int, text: str) -> None:
         indent = "    " * depth
-        fused = self.fuse(indent, text)
-        if fused is not None:
-            self.lines[-1] = indent + fused
-        else:
-            self.lines.append(indent + text)
+        while (fused := self.fuse(indent, text)) is not None:
+            self.lines.pop()                  # the previous line went into this one
+            text = fused
+        self.lines.append(indent + text)
+
+    def dead_after(self, pc: int) -> set[str]:
+        live = self.live_after[pc]
+        return {f"r{r}" for r in range(isa.NUM_REGS) if r not in live}
 
     def fuse(self, indent: str, text: str) -> str | None:
-        """``rA = E1`` then ``rA = E2`` (both plain arithmetic, one after the other in a block):
-        one line ``rA = E2`` with E1 in place of its single use of rA, or E2 alone when it does
-        not read rA.  Saves a store and a load per fused instruction in the generated code."""
-        new = _ASSIGN.fullmatch(text)
+        """``rA = E1`` followed, in the same block, by a line that reads rA once: one line with
+        E1 in place of rA, when that line writes rA itself or rA is dead after it (the line
+        being emitted is for an instruction after which ``self.dead`` registers are not read);
+        followed by one that does not read rA: that line alone.  Both sides must be plain
+        arithmetic (_PLAIN: no calls, no memory, nothing that raises), so evaluating E1 later
+        changes nothing.  Saves a store and a load per forwarded value."""
         prev = self.lines[-1] if self.lines else None
-        if new is None or prev is None or not prev.startswith(indent) or prev[len(indent)] == " ":
+        if prev is None or not prev.startswith(indent) or prev[len(indent):len(indent) + 1] == " ":
             return None
         old = _ASSIGN.fullmatch(prev[len(indent):])
-        if old is None or old[1] != new[1]:
+        if old is None:
             return None
-        reg = new[1]
-        rhs, old_rhs = _plain(reg, new), _plain(reg, old)
-        uses = re.findall(rf"\b{reg}\b", rhs)
-        if len(uses) > 1 or len(old_rhs) + len(rhs) > 240:
+        reg = old[1]
+        new = _ASSIGN.fullmatch(text)
+        if new is not None:
+            head, rhs, tail = f"{new[1]} = ", _plain(new[1], new), ""
+            overwrites = new[1] == reg
+        elif (cond := _COND.fullmatch(text)) is not None:
+            head, rhs, tail, overwrites = "if ", cond[1], ":", False
+        else:
             return None
-        if not uses:
-            return f"{reg} = {rhs}"
+        uses = len(re.findall(rf"\b{reg}\b", rhs))
+        old_rhs = _plain(reg, old)
+        if uses > 1 or not overwrites and reg not in self.dead or len(old_rhs) + len(rhs) > 240:
+            return None
+        if uses == 0:
+            return head + rhs + tail
         inner = old_rhs if re.fullmatch(r"r\d+|\d+", old_rhs) else f"({old_rhs})"
-        return f"{reg} = " + re.sub(rf"\b{reg}\b", inner, rhs)
+        return head + re.sub(rf"\b{reg}\b", inner, rhs) + tail
 
     # -- functions -------------------------------------------------------------------------------
     def generate(self) -> str:
@@ -388,6 +479,8 @@ class _Gen:
             self.fp, self.sb = "fp", "sb"
             body = 1
         self.states = _dataflow(insns, blocks, entry)
+        exit_uses = frozenset(range(6)) if not main else ALL_REGS if self.capture else frozenset({0})
+        self.live_after = _liveness(insns, blocks, exit_uses)
         self.targets = {blocks[t][0] for _, _, t in jumps}
         self.jumps_to = Counter(blocks[t][0] for _, _, t in jumps)
         self.t_sets: list[tuple[int, int]] = []     # (line, value) of every "t = value"
@@ -593,15 +686,20 @@ class _Gen:
         for pc in pcs:
             insn = self.insns[pc]
             if isa.is_jump(insn) and then is not None:
+                self.dead = self.dead_after(pc)
                 self.emit(depth, f"if not ({self.condition(insn, state)}):")
+                self.dead = set()
                 self.block(then, depth + 1)
                 return True, False, carry
             if isa.is_jump(insn):
+                self.dead = self.dead_after(pc)
                 return self.jump(pc, i, insn, state, depth) + (0,)
             if insn.opcode == isa.OP_EXIT:
                 self.exit(depth)
                 return False, False, 0
+            self.dead = self.dead_after(pc)
             self.insn(pc, insn, state, depth)
+            self.dead = set()
             _transfer(insn, state)
         return True, False, carry
 
@@ -659,6 +757,7 @@ class _Gen:
             self.goto(target, pc, i, depth)
             return False, False
         self.emit(depth, f"if {self.condition(insn, state)}:")
+        self.dead = set()
         return True, not self.goto(target, pc, i, depth + 1)
 
     def condition(self, insn: isa.Insn, state: list) -> str:
@@ -907,6 +1006,25 @@ class JitProgram:
                 raise StopProgram(0)
             return int.from_bytes(data[off:off + size], "big")
 
+        regions, hit = mem.regions, [0]
+
+        def load(addr: int, size: int) -> int:
+            """Memory.load, trying first the region the previous generic load hit (regions are
+            disjoint, so the one holding the range is the one the scan would find)."""
+            try:
+                region = regions[hit[0]]
+            except IndexError:                # a region was unmapped since
+                region = regions[0]
+            if not (region.start <= addr and addr + size <= region.end):
+                for i, region in enumerate(regions):
+                    if region.start <= addr and addr + size <= region.end:
+                        hit[0] = i
+                        break
+                else:
+                    return mem.load(addr, size)           # faults
+            off = addr - region.start
+            return region.buf[off] if size == 1 else UNPACK[size](region.buf, off)[0]
+
         def atomic(addr: int, size: int, op: int, src: int) -> int:
             old = mem.load(addr, size)
             mem.store(addr, size, alu.atomic(op, old, src, M64 if size == 8 else M32))
@@ -926,7 +1044,7 @@ class JitProgram:
 
         return {
             "M64": M64, "_stack": self.stack, "_regs": self.regs, "_vm": vm,
-            "_load": mem.load, "_store": mem.store, "_atomic": atomic, "_cmpxchg": cmpxchg,
+            "_load": load, "_store": mem.store, "_atomic": atomic, "_cmpxchg": cmpxchg,
             "_callx": callx, "_ldpkt": ldpkt, "_bswap": alu.bswap,
             "_u16": struct.Struct("<H").unpack_from, "_u32": struct.Struct("<I").unpack_from,
             "_u64": struct.Struct("<Q").unpack_from, "_p16": struct.Struct("<H").pack_into,
