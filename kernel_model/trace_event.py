@@ -233,11 +233,26 @@ class TraceEvent:
         self._array_index = tuple(i for i, f in enumerate(self.fields)
                                   if f.type.endswith("]") and not f.type.endswith("[]"))
         self._simple = not self._dyn_index and not any(f.type.endswith("]") for f in self.fields)
-        self._printer = printer(self) if printer else compile_print_fmt(print_fmt, self)
+        if printer is not None:
+            self._printer = printer(self)
+            self._line_printer = self._printer if not show_name else self._named(self._printer)
+        else:
+            self._printer = compile_print_fmt(print_fmt, self)
+            # the whole ``name: text\n`` in one generated function (TP_printk adds the newline)
+            self._line_printer = compile_print_fmt(print_fmt, self, f"{name}: ", "\n")
         # runtime state, owned by Tracing (trace.py)
         self.enabled = False                     # the static key
         self.sinks: tuple[Callable[[bytes | None, Any, bytes], None], ...] = ()
         self.this_cpu: Callable[[], Any] = _no_machine
+
+    def _named(self, printer: Callable[[bytes, Any], str]) -> Callable[[bytes, Any], str]:
+        head = f"{self.name}: "
+        return lambda record, symbols: head + printer(record, symbols) + "\n"
+
+    @property
+    def fixed_format(self) -> str:
+        """The struct format of the record's fixed part (common fields, fields, padding)."""
+        return self._fixed.format
 
     @property
     def full_name(self) -> str:
@@ -314,8 +329,7 @@ class TraceEvent:
         (``bpf_printk("...\n")``) is followed by an empty line. ftrace's own entries carry their
         line ends themselves (a ``trace_marker`` text is stored with its newline).
         """
-        text = self._printer(record, symbols)
-        return f"{self.name}: {text}\n" if self.show_name else text
+        return self._line_printer(record, symbols)
 
     # -- the format file
     def format_text(self) -> str:

@@ -13,13 +13,18 @@ Formats follow Linux 6.18 (trace.c / trace_output.c):
 from __future__ import annotations
 
 import errno
-from typing import Any, Iterator
+import itertools
+import struct
+from typing import Any, Iterable, Iterator
 
 from kernel_model.ring_buffer import Entry
 from kernel_model.trace_event import (TRACE_FLAG_BH_OFF, TRACE_FLAG_HARDIRQ,
                                       TRACE_FLAG_IRQS_OFF, TRACE_FLAG_NEED_RESCHED,
                                       TRACE_FLAG_NEED_RESCHED_LAZY, TRACE_FLAG_NMI,
                                       TRACE_FLAG_PREEMPT_RESCHED, TRACE_FLAG_SOFTIRQ)
+
+TRACE_BATCH = 256          # events formatted together for ``trace``
+PIPE_BATCH_MAX = 512       # most events one trace_pipe batch takes under the buffer lock
 
 _NR, _LZ, _PR = TRACE_FLAG_NEED_RESCHED, TRACE_FLAG_NEED_RESCHED_LAZY, TRACE_FLAG_PREEMPT_RESCHED
 _RESCHED_CHAR = {
@@ -77,34 +82,69 @@ def header_text(array: Any) -> str:
     return "".join(out)
 
 
+_HEADER = struct.Struct("<HBBi")        # common_type, common_flags, common_preempt_count, pid
+_LAT_TEXT: dict[int, str] = {}
+
+
+def _lat_text(flags: int, pc: int) -> str:
+    """lat_flags, memoised on the two header bytes (a few dozen combinations occur)."""
+    key = flags << 8 | pc
+    text = _LAT_TEXT.get(key)
+    if text is None:
+        text = _LAT_TEXT[key] = lat_flags(flags, pc)
+    return text
+
+
 def format_entry(array: Any, entry: Entry) -> str:
     """One event as ``trace``/``trace_pipe`` print it (with a ``LOST`` line before if any)."""
+    return format_lines(array, [(entry.cpu, entry.ts, entry.data, entry.lost)])
+
+
+def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> str:
+    """The text of several events given as (cpu, ts, record, lost), as ``format_entry`` prints
+    each: the context columns as the array's options say, then the event's generated printer.
+    The options are read once for the whole batch."""
     tracing = array.tracing
-    data = entry.data
-    lost = f"CPU:{entry.cpu} [LOST {entry.lost} EVENTS]\n" if entry.lost else ""
-    etype = data[0] | data[1] << 8
-    flags, pc = data[2], data[3]
-    pid = int.from_bytes(data[4:8], "little", signed=True)
-    ev = tracing.event_by_id(etype)
+    by_id = tracing.by_id
+    symbols = tracing.symbols
+    find = tracing.cmdlines.find
     opts = array.options
-    parts = []
-    if opts.get("context-info", True):
-        comm = tracing.cmdlines.find(pid)
-        parts.append(f"{comm:>16}-{pid:<7d} ")
-        if opts.get("record-tgid", False):
-            tgid = tracing.tgids.get(pid)
-            parts.append(f"({tgid:7d}) " if tgid else "(-------) ")
-        parts.append(f"[{entry.cpu:03d}] ")
-        if opts.get("irq-info", True):
-            parts.append(lat_flags(flags, pc))
-        if array.clock_in_ns:
-            parts.append(" " + ns2usecs_text(entry.ts))
-        else:
-            parts.append(f" {entry.ts:12d}")
-        parts.append(": ")
-    if ev is None:
-        return lost + "".join(parts) + f"Unknown type {etype}\n"
-    return lost + "".join(parts) + ev.line_text(data, tracing.symbols)
+    context = opts.get("context-info", True)
+    tgid = context and opts.get("record-tgid", False)
+    irq = context and opts.get("irq-info", True)
+    in_ns = array.clock_in_ns
+    default = context and irq and in_ns and not tgid
+    unpack = _HEADER.unpack_from
+    out: list[str] = []
+    append = out.append
+    for cpu, ts, data, lost in events:
+        if lost:
+            append(f"CPU:{cpu} [LOST {lost} EVENTS]\n")
+        etype, flags, pc, pid = unpack(data, 0)
+        if default:
+            us = (ts + 500) // 1000
+            append("%16s-%-7d [%03d] %s %5d.%06d: " % (find(pid), pid, cpu, _lat_text(flags, pc),
+                                                       us // 1_000_000, us % 1_000_000))
+        elif context:
+            append(_context_columns(tracing, cpu, ts, pid, flags, pc, tgid, irq, in_ns))
+        ev = by_id.get(etype)
+        append(f"Unknown type {etype}\n" if ev is None else ev.line_text(data, symbols))
+    return "".join(out)
+
+
+def _context_columns(tracing: Any, cpu: int, ts: int, pid: int, flags: int, pc: int,
+                     tgid: bool, irq: bool, in_ns: bool) -> str:
+    """comm-pid, (tgid), [cpu], (flags) and the timestamp for options other than the defaults."""
+    parts = [f"{tracing.cmdlines.find(pid):>16}-{pid:<7d} "]
+    if tgid:
+        task_tgid = tracing.tgids.get(pid)
+        parts.append(f"({task_tgid:7d}) " if task_tgid else "(-------) ")
+    parts.append(f"[{cpu:03d}] ")
+    if irq:
+        parts.append(_lat_text(flags, pc))
+    parts.append(" " + ns2usecs_text(ts) if in_ns else f" {ts:12d}")
+    parts.append(": ")
+    return "".join(parts)
 
 
 def trace_text(array: Any, cpu: int | None = None) -> str:
@@ -113,8 +153,13 @@ def trace_text(array: Any, cpu: int | None = None) -> str:
 
 
 def iter_trace_lines(array: Any, cpu: int | None = None) -> Iterator[str]:
-    for entry in array.buffer.iter_entries(cpu):
-        yield format_entry(array, entry)
+    """The lines of ``trace``, formatted a few hundred events at a time."""
+    entries = array.buffer.iter_entries(cpu)
+    while True:
+        batch = [(e.cpu, e.ts, e.data, e.lost) for e in itertools.islice(entries, TRACE_BATCH)]
+        if not batch:
+            return
+        yield format_lines(array, batch)
 
 
 def stats_text(array: Any, cpu: int) -> str:
@@ -140,6 +185,10 @@ class PipeReader:
     ``read(max_bytes, nonblock)`` returns text of whole lines (at least one line unless
     interrupted); it blocks while the buffer is empty, raises ``OSError(EAGAIN)`` with
     ``nonblock``, and ``OSError(EINTR)`` once ``interrupt()`` was called.
+
+    Events are taken from the ring buffer in batches sized to the room left in the read (by the
+    running average line length), so a large read formats many lines per lock hold and the
+    text consumed but not yet returned stays small.
     """
 
     def __init__(self, array: Any, cpu: int | None = None) -> None:
@@ -147,18 +196,28 @@ class PipeReader:
         self.cpu = cpu
         self.pending = ""
         self.interrupted = False
+        self.line_estimate = 128.0         # average characters per event line seen so far
 
     def interrupt(self) -> None:
         self.interrupted = True
         self.array.buffer.wake_all()
 
     def _fill(self, max_bytes: int) -> None:
-        buf = self.array.buffer
-        while len(self.pending) < max_bytes:
-            entry = buf.consume(self.cpu)
-            if entry is None:
-                return
-            self.pending += format_entry(self.array, entry)
+        size = len(self.pending)
+        if size >= max_bytes:
+            return
+        consume = self.array.buffer.consume_batch
+        parts = [self.pending]
+        while size < max_bytes:
+            limit = max(1, min(PIPE_BATCH_MAX, int((max_bytes - size) / self.line_estimate)))
+            batch = consume(self.cpu, limit)
+            if not batch:
+                break
+            text = format_lines(self.array, batch)
+            parts.append(text)
+            size += len(text)
+            self.line_estimate = 0.75 * self.line_estimate + 0.25 * (len(text) / len(batch))
+        self.pending = "".join(parts)
 
     def read(self, max_bytes: int = 65536, nonblock: bool = False) -> str:
         while True:

@@ -1,4 +1,4 @@
-"""Evaluate an event's ``print fmt`` (the kernel's TP_printk after preprocessing) on a record.
+"""Compile an event's ``print fmt`` (the kernel's TP_printk after preprocessing) to a printer.
 
 The text is what the ``format`` file shows after ``print fmt: ``: a C string literal, then the
 arguments as C expressions over ``REC->field``. Supported: ``__get_str``, ``__get_dynamic_array``,
@@ -8,17 +8,25 @@ and h/hh/l/ll/L/z/t/j lengths, ``%p`` (6.x: a hashed id — 32 bits of a keyed h
 zero padded; NULL prints as zeros), ``%px`` (raw), ``%pS``/``%pB`` (``sym+0xoff/0xsize``),
 ``%ps`` (``sym``), ``%pK`` (hashed like ``%p``).
 
-The printer is compiled once per event; ``symbols`` passed at print time provides
-``hash_ptr(addr) -> int`` and ``lookup(addr) -> (name, offset, size) | None``.
+Every event's printer is generated Python source, compiled once: one ``unpack_from`` of the
+record's fixed part with the event's struct format binds the fields the format uses, and one
+``%`` operation builds the text. C semantics are kept where Python differs: constant
+subexpressions (the gfp tables are thousands of tokens) are folded at compile time, casts and
+conversions truncate and sign-extend to their C width unless the field's own type already fits,
+and ``__print_flags``/``__print_symbolic`` become table look-ups (flag texts memoised per value).
+
+``symbols`` passed at print time provides ``hash_ptr(addr) -> int`` and
+``lookup(addr) -> (name, offset, size) | None``.
 """
 from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Callable
+import struct
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 Value = Any
-Expr = Callable[[dict, Any], Value]
 
 _TOKEN = re.compile(r"""
     \s*(?:
@@ -36,17 +44,27 @@ _TYPE_WORDS = {"void", "char", "short", "int", "long", "unsigned", "signed", "co
                "enum", "bool", "u8", "u16", "u32", "u64", "s8", "s16", "s32", "s64", "size_t",
                "gfp_t", "__u8", "__u16", "__u32", "__u64", "__force"}
 
-
-def _const(value: Value) -> Expr:
-    """A constant expression: folded at compile time (gfp tables are hundreds of constants)."""
-    def const(r: dict, s: Any) -> Value:
-        return value
-    const.value = value            # type: ignore[attr-defined]
-    return const
+_ULONG = 0xFFFFFFFFFFFFFFFF
+_ERR_PTR_MIN = _ULONG + 1 - 4095            # (unsigned long)-MAX_ERRNO
+_FLAG_MEMO_MAX = 4096
 
 
-def _is_const(*exprs: Expr) -> bool:
-    return all(hasattr(e, "value") for e in exprs)
+@dataclass(frozen=True)
+class _Code:
+    """A compiled subexpression: Python source, its kind (``int``/``str``/``any``), the folded
+    value of a constant, and for integers whose range is known (fields) their C width."""
+
+    src: str
+    typ: str = "any"
+    const: bool = False
+    value: Any = None
+    bits: int = 0
+    signed: bool = False
+
+
+def _const(value: Value) -> _Code:
+    typ = "int" if isinstance(value, int) else "str" if isinstance(value, str) else "any"
+    return _Code(repr(value), typ, True, value)
 
 
 def _unescape(lit: str) -> str:
@@ -67,16 +85,51 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def _fits(bits: int, signed: bool, to_bits: int, to_signed: bool) -> bool:
+    """Whether every value of a (bits, signed) integer is unchanged by a (to_bits, to_signed)
+    conversion (bits 0: unknown range)."""
+    if not bits:
+        return False
+    if to_signed:
+        return bits <= to_bits if signed else bits < to_bits
+    return not signed and bits <= to_bits
+
+
+def _convert(code: _Code, bits: int, signed: bool) -> _Code:
+    """C's conversion of an integer to a (bits, signed) type: truncate, then sign-extend."""
+    if code.typ == "str":
+        return code
+    mask = (1 << bits) - 1
+    sign = 1 << (bits - 1)
+    if code.const:
+        v = code.value
+        if not isinstance(v, int):
+            return code
+        v &= mask
+        return _Code(repr(v - (v & sign) * 2 if signed else v), "int", True,
+                     v - (v & sign) * 2 if signed else v, bits, signed)
+    if code.typ == "int" and _fits(code.bits, code.signed, bits, signed):
+        return _Code(code.src, "int", bits=bits, signed=signed)
+    x = code.src if code.typ == "int" else f"int({code.src})"
+    src = f"((({x}) & {mask:#x}) ^ {sign:#x}) - {sign:#x}" if signed else f"(({x}) & {mask:#x})"
+    return _Code(f"({src})" if signed else src, "int", bits=bits, signed=signed)
+
+
 class _Parser:
-    """Recursive descent over the tokens, producing closures ``f(rec_values, symbols)``."""
+    """Recursive descent over the tokens, producing :class:`_Code` with constants folded.
+
+    ``helpers`` collects the objects generated code refers to (tables, flag printers)."""
 
     BINARY = [("||",), ("&&",), ("|",), ("^",), ("&",), ("==", "!="), ("<", "<=", ">", ">="),
               ("<<", ">>"), ("+", "-"), ("*", "/", "%")]
 
-    def __init__(self, tokens: list[tuple[str, str]], fields: frozenset[str]) -> None:
+    def __init__(self, tokens: list[tuple[str, str]], fields: dict[str, Any],
+                 helpers: dict[str, Any], used: set[str]) -> None:
         self.toks = tokens
         self.i = 0
         self.fields = fields
+        self.helpers = helpers
+        self.used = used
 
     def peek(self, k: int = 0) -> tuple[str, str]:
         j = self.i + k
@@ -89,7 +142,12 @@ class _Parser:
         self.i += 1
         return tok
 
-    def expr(self) -> Expr:
+    def helper(self, obj: Any) -> str:
+        name = f"_h{len(self.helpers)}"
+        self.helpers[name] = obj
+        return name
+
+    def expr(self) -> _Code:
         cond = self.binary(0)
         if self.peek()[1] != "?":
             return cond
@@ -97,11 +155,12 @@ class _Parser:
         a = self.expr()
         self.take(":")
         b = self.expr()
-        if _is_const(cond):
-            return a if cond.value else b          # type: ignore[attr-defined]
-        return lambda r, s: a(r, s) if cond(r, s) else b(r, s)
+        if cond.const:
+            return a if cond.value else b
+        typ = a.typ if a.typ == b.typ else "any"
+        return _Code(f"({a.src} if {cond.src} else {b.src})", typ)
 
-    def binary(self, level: int) -> Expr:
+    def binary(self, level: int) -> _Code:
         if level == len(self.BINARY):
             return self.unary()
         left = self.binary(level + 1)
@@ -111,18 +170,19 @@ class _Parser:
             left = _binop(op, left, right)
         return left
 
-    def unary(self) -> Expr:
+    def unary(self) -> _Code:
         kind, tok = self.peek()
         if tok in ("!", "~", "-") and kind == "op":
             self.take()
             inner = self.unary()
+            if inner.const:
+                v = inner.value
+                return _const(int(not v) if tok == "!" else ~v & _ULONG if tok == "~" else -v)
             if tok == "!":
-                fn: Expr = lambda r, s: int(not inner(r, s))
-            elif tok == "~":
-                fn = lambda r, s: ~inner(r, s) & 0xFFFFFFFFFFFFFFFF
-            else:
-                fn = lambda r, s: -inner(r, s)
-            return _const(fn({}, None)) if _is_const(inner) else fn
+                return _Code(f"(0 if {inner.src} else 1)", "int")
+            if tok == "~":
+                return _Code(f"(~{inner.src} & {_ULONG:#x})", "int")
+            return _Code(f"(-{inner.src})", "int")
         if tok == "(" and self.peek(1)[0] == "id" and self.peek(1)[1] in _TYPE_WORDS:
             self.take("(")
             words = []
@@ -130,10 +190,20 @@ class _Parser:
                 words.append(self.take()[1])
             self.take(")")
             inner = self.unary()
-            return _cast(" ".join(w for w in words if w != "__force"), inner)
+            return _convert(inner, *_cast_type(" ".join(w for w in words if w != "__force")))
         return self.primary()
 
-    def primary(self) -> Expr:
+    def field(self, name: str) -> _Code:
+        f = self.fields.get(name)
+        if f is None:
+            raise ValueError(f"print fmt: unknown field {name!r}")
+        self.used.add(name)
+        kind = _field_kind(f)
+        if kind == "int":
+            return _Code(f"f_{name}", "int", bits=8 * f.size, signed=f.is_signed)
+        return _Code(f"f_{name}", "str" if kind in ("str", "flex") else "any")
+
+    def primary(self) -> _Code:
         kind, tok = self.take()
         if kind == "num":
             return _const(int(tok.rstrip("uUlL"), 0))
@@ -154,28 +224,23 @@ class _Parser:
                 self.take(",")
                 items.append(self.expr())
             self.take("}")
-            if _is_const(*items):
-                return _const(tuple(f.value for f in items))    # type: ignore[attr-defined]
-            return lambda r, s: tuple(f(r, s) for f in items)
+            if all(i.const for i in items):
+                return _const(tuple(i.value for i in items))
+            return _Code("(" + ", ".join(i.src for i in items) + ",)", "any")
         if kind == "id" and tok == "REC":
             self.take("->")
-            name = self.take()[1]
-            if name not in self.fields:
-                raise ValueError(f"print fmt: unknown field {name!r}")
-            return lambda r, s: r[name]
+            return self.field(self.take()[1])
         if kind == "id" and self.peek()[1] == "(":
             return self.call(tok)
         raise ValueError(f"print fmt: unexpected {tok!r}")
 
-    def call(self, fn: str) -> Expr:
+    def call(self, fn: str) -> _Code:
         self.take("(")
         if fn in ("__get_str", "__get_dynamic_array", "__get_rel_str"):
             name = self.take()[1]          # a field name, not an expression
             self.take(")")
-            if name not in self.fields:
-                raise ValueError(f"print fmt: unknown field {name!r}")
-            return lambda r, s: r[name]
-        args: list[Expr] = []
+            return self.field(name)
+        args: list[_Code] = []
         if self.peek()[1] != ")":
             args.append(self.expr())
             while self.peek()[1] == ",":
@@ -183,94 +248,105 @@ class _Parser:
                 args.append(self.expr())
         self.take(")")
         if fn == "__print_symbolic":
-            return _print_symbolic(args[0], args[1:])
+            fn_name = self.helper(_print_symbolic(_table(args[1:])))
+            return _Code(f"{fn_name}({args[0].src})", "str")
         if fn == "__print_flags":
-            return _print_flags(args[0], args[1], args[2:])
+            fn_name = self.helper(_print_flags(_table(args[2:])))
+            return _Code(f"{fn_name}({args[0].src}, {args[1].src})", "str")
         raise ValueError(f"print fmt: unsupported function {fn}()")
 
 
-def _binop(op: str, a: Expr, b: Expr) -> Expr:
-    fns: dict[str, Callable[[Any, Any], Any]] = {
-        "||": lambda x, y: int(bool(x) or bool(y)), "&&": lambda x, y: int(bool(x) and bool(y)),
-        "|": lambda x, y: x | y, "^": lambda x, y: x ^ y, "&": lambda x, y: x & y,
-        "==": lambda x, y: int(x == y), "!=": lambda x, y: int(x != y),
-        "<": lambda x, y: int(x < y), "<=": lambda x, y: int(x <= y),
-        ">": lambda x, y: int(x > y), ">=": lambda x, y: int(x >= y),
-        "<<": lambda x, y: (x << y) & 0xFFFFFFFFFFFFFFFF, ">>": lambda x, y: x >> y,
-        "+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
-        "/": lambda x, y: int(x / y) if y else 0, "%": lambda x, y: x % y if y else 0,
-    }
-    f = fns[op]
-    if _is_const(a, b):
-        return _const(f(a.value, b.value))         # type: ignore[attr-defined]
-    if op == "||":
-        return lambda r, s: int(bool(a(r, s)) or bool(b(r, s)))
-    if op == "&&":
-        return lambda r, s: int(bool(a(r, s)) and bool(b(r, s)))
-    return lambda r, s: f(a(r, s), b(r, s))
+_FOLD: dict[str, Callable[[Any, Any], Any]] = {
+    "||": lambda x, y: int(bool(x) or bool(y)), "&&": lambda x, y: int(bool(x) and bool(y)),
+    "|": lambda x, y: x | y, "^": lambda x, y: x ^ y, "&": lambda x, y: x & y,
+    "==": lambda x, y: int(x == y), "!=": lambda x, y: int(x != y),
+    "<": lambda x, y: int(x < y), "<=": lambda x, y: int(x <= y),
+    ">": lambda x, y: int(x > y), ">=": lambda x, y: int(x >= y),
+    "<<": lambda x, y: (x << y) & _ULONG, ">>": lambda x, y: x >> y,
+    "+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
+    "/": lambda x, y: int(x / y) if y else 0, "%": lambda x, y: x % y if y else 0,
+}
 
 
-def _cast(ctype: str, inner: Expr) -> Expr:
+def _binop(op: str, a: _Code, b: _Code) -> _Code:
+    if a.const and b.const:
+        return _const(_FOLD[op](a.value, b.value))
+    if op in ("||", "&&"):
+        if a.const:            # 1 && x, 0 || x: the truth of x
+            if bool(a.value) == (op == "&&"):
+                return _Code(f"(1 if {b.src} else 0)", "int")
+            return _const(int(op == "||"))
+        word = "or" if op == "||" else "and"
+        return _Code(f"(1 if {a.src} {word} {b.src} else 0)", "int")
+    if op in ("==", "!=", "<", "<=", ">", ">="):
+        return _Code(f"(1 if {a.src} {op} {b.src} else 0)", "int")
+    if op == "<<":
+        return _Code(f"(({a.src} << {b.src}) & {_ULONG:#x})", "int")
+    if op in ("/", "%"):
+        return _Code(f"{'_div' if op == '/' else '_mod'}({a.src}, {b.src})", "int")
+    return _Code(f"({a.src} {op} {b.src})", "int")
+
+
+def _cast_type(ctype: str) -> tuple[int, bool]:
+    """(bits, signed) of a cast's C type on x86-64 (char is unsigned since 6.2)."""
     if ctype.endswith("*") or "long" in ctype or ctype in ("u64", "__u64", "size_t"):
-        signed = ctype in ("long", "long long", "s64", "signed long")
-        bits = 64
-    elif "short" in ctype or ctype in ("u16", "s16", "__u16"):
-        signed, bits = not ctype.startswith(("unsigned", "u")), 16
-    elif "char" in ctype or ctype in ("u8", "s8", "bool", "__u8"):
-        signed, bits = ctype in ("signed char", "s8"), 8      # char is unsigned (6.2+)
-    else:
-        signed, bits = not ctype.startswith(("unsigned", "u", "__u", "gfp_t")), 32
-    mask = (1 << bits) - 1
-
-    def cast(r: dict, s: Any) -> Value:
-        v = inner(r, s)
-        if not isinstance(v, int):
-            return v
-        v &= mask
-        if signed and v >> (bits - 1):
-            v -= 1 << bits
-        return v
-    return _const(cast({}, None)) if _is_const(inner) else cast
+        return 64, ctype in ("long", "long long", "s64", "signed long")
+    if "short" in ctype or ctype in ("u16", "s16", "__u16"):
+        return 16, not ctype.startswith(("unsigned", "u"))
+    if "char" in ctype or ctype in ("u8", "s8", "bool", "__u8"):
+        return 8, ctype in ("signed char", "s8")
+    return 32, not ctype.startswith(("unsigned", "u", "__u", "gfp_t"))
 
 
-def _table(entries: list[Expr]) -> tuple[tuple[int, str], ...]:
+def _field_kind(f: Any) -> str:
+    """``int`` (scalar), ``str`` (__data_loc string or char array), ``flex`` (trailing char[]),
+    ``bytes`` (another array)."""
+    if f.type.startswith("__data_loc"):
+        return "str"
+    if f.type.endswith("[]"):
+        return "flex"
+    if f.type.endswith("]"):
+        return "str" if f.type.startswith("char") else "bytes"
+    return "int"
+
+
+def _table(entries: list[_Code]) -> tuple[tuple[int, str], ...]:
     """A ``{ value, "name" }`` table, up to its ``{ 0, NULL }`` end if it has one."""
-    if not _is_const(*entries):
+    if not all(e.const for e in entries):
         raise ValueError("print fmt: __print_flags/__print_symbolic tables must be constant")
     out = []
     for entry in entries:
-        value, name = entry.value                   # type: ignore[attr-defined]
+        value, name = entry.value
         if not isinstance(name, str):               # NULL: the table ends here
             break
         out.append((value & _ULONG, name))
     return tuple(out)
 
 
-_ULONG = 0xFFFFFFFFFFFFFFFF
-_ERR_PTR_MIN = _ULONG + 1 - 4095            # (unsigned long)-MAX_ERRNO
-
-
-def _print_symbolic(value: Expr, entries: list[Expr]) -> Expr:
+def _print_symbolic(table: tuple[tuple[int, str], ...]) -> Callable[[int], str]:
     # trace_print_symbols_seq: the first entry equal to the value, else the value as 0x%lx
-    table = _table(entries)
+    names: dict[int, str] = {}
+    for n, name in table:
+        names.setdefault(n, name)
 
-    def sym(r: dict, s: Any) -> str:
-        v = value(r, s) & _ULONG
-        for n, name in table:
-            if n == v:
-                return name
-        return f"0x{v:x}"
+    def sym(v: int) -> str:
+        v &= _ULONG
+        name = names.get(v)
+        return f"0x{v:x}" if name is None else name
     return sym
 
 
-def _print_flags(value: Expr, delim: Expr, entries: list[Expr]) -> Expr:
+def _print_flags(table: tuple[tuple[int, str], ...]) -> Callable[[int, str], str]:
     # trace_print_flags_seq: while bits remain, every entry whose whole mask is set (a zero mask
     # matches too) prints its name and clears its bits; leftover bits print as 0x%lx
-    table = _table(entries)
+    memo: dict[tuple[int, str], str] = {}
 
-    def flags(r: dict, s: Any) -> str:
-        v = value(r, s) & _ULONG
-        d = delim(r, s)
+    def flags(v: int, delim: str) -> str:
+        v &= _ULONG
+        text = memo.get((v, delim))
+        if text is not None:
+            return text
+        key = (v, delim)
         parts = []
         for mask, name in table:
             if not v:
@@ -280,8 +356,49 @@ def _print_flags(value: Expr, delim: Expr, entries: list[Expr]) -> Expr:
                 v &= ~mask
         if v:
             parts.append(f"0x{v:x}")
-        return d.join(parts)
+        text = delim.join(parts)
+        if len(memo) < _FLAG_MEMO_MAX:
+            memo[key] = text
+        return text
     return flags
+
+
+def _ptr_hashed(v: int, s: Any) -> str:
+    # ptr_to_id: NULL and error pointers (IS_ERR_OR_NULL) print as they are
+    v &= _ULONG
+    return "%016x" % (v if v == 0 or v >= _ERR_PTR_MIN else s.hash_ptr(v))
+
+
+def _ptr_sym_off(v: int, s: Any) -> str:
+    hit = s.lookup(v)
+    if hit is None:
+        return f"0x{v:x}"
+    name, off, size = hit
+    return f"{name}+0x{off:x}/0x{size:x}"
+
+
+def _ptr_sym(v: int, s: Any) -> str:
+    hit = s.lookup(v)
+    return f"0x{v:x}" if hit is None else hit[0]
+
+
+def _div(x: int, y: int) -> int:
+    return int(x / y) if y else 0
+
+
+def _mod(x: int, y: int) -> int:
+    return x % y if y else 0
+
+
+def _cstr(raw: Any) -> str:
+    raw = bytes(raw)
+    nul = raw.find(b"\0")
+    return (raw if nul < 0 else raw[:nul]).decode("utf-8", "replace")
+
+
+def _data_loc_str(record: Any, loc: int) -> str:
+    off = loc & 0xffff
+    return _cstr(record[off:off + (loc >> 16)])
 
 
 def _split_args(tokens: list[tuple[str, str]]) -> tuple[str, list[list[tuple[str, str]]]]:
@@ -309,98 +426,108 @@ def _split_args(tokens: list[tuple[str, str]]) -> tuple[str, list[list[tuple[str
 _CONV = re.compile(r"%(?P<flags>[-+ #0]*)(?P<width>\d+|\*)?(?:\.(?P<prec>\d+))?"
                    r"(?P<len>hh|h|ll|l|L|z|t|j)?(?P<conv>[diouxXcsp%])")
 _BITS = {"hh": 8, "h": 16, None: 32, "l": 64, "ll": 64, "L": 64, "z": 64, "t": 64, "j": 64}
+_PTR_HELPERS = {"S": "_ptr_sym_off", "B": "_ptr_sym_off", "s": "_ptr_sym"}
 
 
-def _int_piece(spec: str, conv: str, bits: int) -> Callable[[Value, Any], str]:
-    mask = (1 << bits) - 1
-    pyconv = "d" if conv in "diu" else conv
-    pyfmt = "%" + spec + pyconv
-
-    def piece(v: Value, s: Any) -> str:
-        v = int(v) & mask
-        if conv in "di" and v >> (bits - 1):
-            v -= 1 << bits
-        return pyfmt % v
-    return piece
-
-
-def _ptr_piece(ext: str, spec: str) -> Callable[[Value, Any], str]:
-    def hashed(v: Value, s: Any) -> str:
-        # ptr_to_id: NULL and error pointers (IS_ERR_OR_NULL) print as they are
-        v &= 0xFFFFFFFFFFFFFFFF
-        return f"{v:016x}" if v == 0 or v >= _ERR_PTR_MIN else f"{s.hash_ptr(v):016x}"
-
-    def raw(v: Value, s: Any) -> str:
-        return f"{v & 0xFFFFFFFFFFFFFFFF:016x}"
-
-    def sym_off(v: Value, s: Any) -> str:
-        hit = s.lookup(v)
-        if hit is None:
-            return f"0x{v:x}"
-        name, off, size = hit
-        return f"{name}+0x{off:x}/0x{size:x}"
-
-    def sym(v: Value, s: Any) -> str:
-        hit = s.lookup(v)
-        return f"0x{v:x}" if hit is None else hit[0]
-    fn = {"S": sym_off, "B": sym_off, "s": sym, "x": raw}.get(ext, hashed)
-    if spec:
-        pyfmt = "%" + spec + "s"
-        return lambda v, s: pyfmt % fn(v, s)
-    return fn
+def _conversion(m: re.Match, ext: str, arg: _Code) -> tuple[str, str]:
+    """One C conversion as (Python % directive, argument source)."""
+    conv = m.group("conv")
+    spec = (m.group("flags") or "") + (m.group("width") or "")
+    if m.group("prec") is not None:
+        spec += "." + m.group("prec")
+    if conv == "p":
+        if ext == "x":
+            value = _convert(arg, 64, False).src
+            return ("%016x", value) if not spec else (f"%{spec}s", f"('%016x' % {value})")
+        fn = _PTR_HELPERS.get(ext, "_ptr_hashed")
+        return f"%{spec}s", f"{fn}({arg.src}, s)"
+    if conv == "s":
+        return f"%{spec}s", arg.src
+    if conv == "c":
+        return f"%{spec}c", f"({arg.src} & 0xff)"
+    value = _convert(arg, _BITS[m.group("len")], conv in "di")
+    return f"%{spec}{'d' if conv in 'diu' else conv}", value.src
 
 
-@functools.lru_cache(maxsize=256)
-def _parse(text: str, field_names: frozenset[str]) -> tuple[str, tuple[Expr, ...]]:
-    """The format string and the argument expressions (parsed once per text: every Kernel
-    declares the same events, and the kmem gfp tables are thousands of tokens)."""
-    fmt, arg_tokens = _split_args(_tokenize(text))
-    args = []
-    for toks in arg_tokens:
-        p = _Parser(toks, field_names)
-        args.append(p.expr())
-        if p.i != len(toks):
-            raise ValueError(f"print fmt: trailing tokens in argument {toks!r}")
-    return fmt, tuple(args)
-
-
-def compile_print_fmt(text: str, event: Any) -> Callable[[bytes, Any], str]:
-    """A printer (record, symbols) -> text for ``event`` (an object with ``decode`` and ``all_fields``)."""
-    fmt, args = _parse(text, frozenset(f.name for f in event.all_fields))
-    pieces: list[str | tuple[Callable[[Value, Any], str], int]] = []
+def _plan(fmt: str, args: Sequence[_Code]) -> tuple[str, list[str]]:
+    """The Python format string and the argument sources of a C format and its arguments."""
+    out: list[str] = []
+    srcs: list[str] = []
     pos = 0
     argi = 0
     for m in _CONV.finditer(fmt):
-        pieces.append(fmt[pos:m.start()])
+        out.append(fmt[pos:m.start()].replace("%", "%%"))
         pos = m.end()
-        conv = m.group("conv")
-        if conv == "%":
-            pieces.append("%")
+        if m.group("conv") == "%":
+            out.append("%%")
             continue
-        spec = (m.group("flags") or "") + (m.group("width") or "")
-        if m.group("prec") is not None:
-            spec += "." + m.group("prec")
-        if conv == "p":
-            ext = fmt[pos] if pos < len(fmt) and fmt[pos] in "SBsxK" else ""
-            pos += len(ext)
-            fn = _ptr_piece(ext, spec)
-        elif conv == "s":
-            pyfmt = "%" + spec + "s"
-            fn = (lambda pf: lambda v, s: pf % v)(pyfmt)
-        elif conv == "c":
-            fn = (lambda v, s: chr(v & 0xff))
-        else:
-            fn = _int_piece(spec, conv, _BITS[m.group("len")])
-        pieces.append((fn, argi))
+        ext = ""
+        if m.group("conv") == "p" and pos < len(fmt) and fmt[pos] in "SBsxK":
+            ext = fmt[pos]
+            pos += 1
+        if argi >= len(args):
+            raise ValueError(f"print fmt: more conversions than the {len(args)} arguments")
+        directive, src = _conversion(m, ext, args[argi])
+        out.append(directive)
+        srcs.append(src)
         argi += 1
-    pieces.append(fmt[pos:])
+    out.append(fmt[pos:].replace("%", "%%"))
     if argi != len(args):
         raise ValueError(f"print fmt: {argi} conversions but {len(args)} arguments")
-    plan = [(p, None) if isinstance(p, str) else (p[0], args[p[1]]) for p in pieces if p != ""]
-    decode = event.decode
+    return "".join(out), srcs
 
-    def printer(record: bytes, symbols: Any) -> str:
-        rec = decode(record)
-        return "".join(p if e is None else p(e(rec, symbols), symbols) for p, e in plan)
+
+@functools.lru_cache(maxsize=256)
+def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
+           suffix: str) -> Callable[[bytes, Any], str]:
+    """Generate and compile the printer (cached: every Kernel declares the same events)."""
+    fmt, arg_tokens = _split_args(_tokenize(text))
+    by_name = {f.name: f for f in fields}
+    helpers: dict[str, Any] = {}
+    used: set[str] = set()
+    args = []
+    for toks in arg_tokens:
+        p = _Parser(toks, by_name, helpers, used)
+        args.append(p.expr())
+        if p.i != len(toks):
+            raise ValueError(f"print fmt: trailing tokens in argument {toks!r}")
+    pyfmt, srcs = _plan(fmt, args)
+    pyfmt = prefix.replace("%", "%%") + pyfmt + suffix.replace("%", "%%")
+    body = []
+    if used:
+        # the fixed part unpacks to every field but a trailing flexible array, in order
+        names = [f"f_{f.name}" if f.name in used else "_" for f in fields
+                 if _field_kind(f) != "flex"]
+        body.append(f"    {', '.join(names)}, = _unpack(rec, 0)")
+        for f in fields:
+            if f.name not in used:
+                continue
+            kind = _field_kind(f)
+            if f.type.startswith("__data_loc"):
+                body.append(f"    f_{f.name} = _data_loc_str(rec, f_{f.name})")
+            elif kind == "str":
+                body.append(f"    f_{f.name} = _cstr(f_{f.name})")
+            elif kind == "flex":
+                body.append(f"    f_{f.name} = _cstr(rec[{f.offset}:])")
+    if srcs:
+        body.append(f"    return {pyfmt!r} % ({', '.join(srcs)},)")
+    else:
+        body.append(f"    return {(pyfmt % ())!r}")
+    source = "def printer(rec, s):\n" + "\n".join(body) + "\n"
+    namespace: dict[str, Any] = {
+        "_unpack": struct.Struct(fixed_format).unpack_from, "_cstr": _cstr,
+        "_data_loc_str": _data_loc_str, "_ptr_hashed": _ptr_hashed,
+        "_ptr_sym_off": _ptr_sym_off, "_ptr_sym": _ptr_sym, "_div": _div, "_mod": _mod,
+        **helpers,
+    }
+    exec(compile(source, f"<print fmt {prefix or text[:40]}>", "exec"), namespace)
+    printer = namespace["printer"]
+    printer.source = source                    # for tests and for reading what was generated
     return printer
 
+
+def compile_print_fmt(text: str, event: Any, prefix: str = "",
+                      suffix: str = "") -> Callable[[bytes, Any], str]:
+    """A printer (record, symbols) -> ``prefix`` + text + ``suffix`` for ``event`` (an object with
+    ``all_fields`` and ``fixed_format``, the struct format of its record's fixed part)."""
+    return _build(text, tuple(event.all_fields), event.fixed_format, prefix, suffix)
