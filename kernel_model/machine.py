@@ -30,7 +30,7 @@ header's offsets: idle tasks in static kernel data (as ``init_task`` is), others
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from kernel_model.c_types import kernel_types
 
@@ -200,6 +200,10 @@ class Machine:
                 self._mirror(task)
         self.cpus = [Cpu(n, task) for n, task in enumerate(idle)]
         self.current = self.cpus[0]
+        # called as hook(parent, child) when a task is created (sched_process_fork; the parent
+        # is the task running on this CPU) and hook(task) when one exits (sched_process_free)
+        self.fork_hooks: list[Callable[[Task, Task], None]] = []
+        self.exit_hooks: list[Callable[[Task], None]] = []
 
     # ------------------------------------------------------------------ CPUs
     @property
@@ -296,6 +300,8 @@ class Machine:
             task.addr = self._slab.kmem_cache_alloc(self._task_cache, call_site=self._alloc_site)
             self._mirror(task)
         self.tasks[pid] = task
+        for hook in list(self.fork_hooks):
+            hook(self.current.task, task)
         return task
 
     def spawn_user(self, comm: str) -> Task:
@@ -312,6 +318,8 @@ class Machine:
         if task.addr and self._slab is not None and self._task_cache is not None:
             self._slab.kmem_cache_free(self._task_cache, task.addr)
             task.addr = 0
+        for hook in list(self.exit_hooks):
+            hook(task)
 
     def find_task(self, pid: int) -> Task | None:
         """The task with ``pid``; pid 0 is this CPU's idle task."""

@@ -58,7 +58,7 @@ import errno
 import fnmatch
 import hashlib
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from kernel_model import ring_buffer
 from kernel_model.trace_event import TraceEvent, trace_ctx
@@ -207,6 +207,8 @@ class EventFile:
         soft_off = self.soft_disabled if self.soft_refs else not self.enabled
         if soft_off and not cond:
             return
+        if self.array.pid_filtered and self.array.ignores_task(cpu.task):
+            return                  # trace_event_ignore_this_pid: nothing reserved, no trigger
         prog = self.prog
         if prog is not None and not prog(ctx):
             return
@@ -217,8 +219,8 @@ class EventFile:
         trigger and no soft mode stands before the write (the usual case) the same steps
         without their checks: the BPF program gating ``write_record``, or ``write_record``
         alone.  ``update_event`` asks again after every change of enable, soft mode, triggers,
-        filter or program (the kernel's static keys)."""
-        if self.triggers or self.soft_refs or not self.enabled:
+        filter, program or the array's pid lists (the kernel's static keys and file flags)."""
+        if self.triggers or self.soft_refs or not self.enabled or self.array.pid_filtered:
             return self.sink
         prog, write = self.prog, self.write_record
         if prog is None:
@@ -291,6 +293,11 @@ class TraceArray:
         self.files: dict[tuple[str, str], EventFile] = {
             key: EventFile(self, ev) for key, ev in tracing.events.items()}
         self.lock = threading.RLock()
+        # set_event_pid / set_event_notrace_pid (tr->filtered_pids, filtered_no_pids): None
+        # until pids are written; a list emptied by exits stays, and then matches no task
+        self.event_pids: set[int] | None = None
+        self.event_notrace_pids: set[int] | None = None
+        self.pid_filtered = False             # EVENT_FILE_FL_PID_FILTER on the array's files
 
     # -- references held by open files (rmdir → EBUSY)
     def get(self) -> None:
@@ -359,6 +366,64 @@ class TraceArray:
         for f in hits:
             f.set_enabled(on)
 
+    # -- set_event_pid / set_event_notrace_pid
+    def ignores_task(self, task: Any) -> bool:
+        """trace_ignore_this_task: not in a pid list that exists, or in the notrace list."""
+        pids, no_pids = self.event_pids, self.event_notrace_pids
+        return ((pids is not None and task.pid not in pids)
+                or (no_pids is not None and task.pid in no_pids))
+
+    def event_pids_text(self, notrace: bool = False) -> str:
+        """The file's text: one pid a line, ascending (trace_pid_show)."""
+        pids = self.event_notrace_pids if notrace else self.event_pids
+        return "".join(f"{pid}\n" for pid in sorted(pids or ()))
+
+    def add_event_pids(self, pids: Iterable[int], notrace: bool = False) -> None:
+        """A write (trace_pid_write): the list becomes the old pids plus ``pids``; a write that
+        leaves it without any pid removes the list (tracing every task again)."""
+        old = self.event_notrace_pids if notrace else self.event_pids
+        new = set(old or ()) | set(pids)
+        self._set_pid_list(new or None, notrace)
+
+    def clear_event_pids(self, notrace: bool = False) -> None:
+        """Opening the file with O_TRUNC (ftrace_clear_event_pids)."""
+        self._set_pid_list(None, notrace)
+
+    def _set_pid_list(self, pids: set[int] | None, notrace: bool) -> None:
+        if notrace:
+            self.event_notrace_pids = pids
+        else:
+            self.event_pids = pids
+        filtered = self.event_pids is not None or self.event_notrace_pids is not None
+        if filtered != self.pid_filtered:
+            self.pid_filtered = filtered
+            for f in self.files.values():
+                self.tracing.update_event(f.event)
+
+    def _task_forked(self, parent: Any, child: Any) -> None:
+        """sched_process_fork with event-fork: a child of a listed task is listed too."""
+        for pids in (self.event_pids, self.event_notrace_pids):
+            if pids is not None and parent.pid in pids:
+                pids.add(child.pid)
+
+    def _task_freed(self, task: Any) -> None:
+        """sched_process_free with event-fork: the pid leaves both lists."""
+        for pids in (self.event_pids, self.event_notrace_pids):
+            if pids is not None:
+                pids.discard(task.pid)
+
+    def _follow_fork(self, on: bool) -> None:
+        """The event-fork option (trace_event_follow_fork): hook task creation and exit."""
+        machine = getattr(self.tracing.kernel, "machine", None)
+        if machine is None or not hasattr(machine, "fork_hooks"):
+            return
+        for hooks, hook in ((machine.fork_hooks, self._task_forked),
+                            (machine.exit_hooks, self._task_freed)):
+            if on and hook not in hooks:
+                hooks.append(hook)
+            elif not on and hook in hooks:
+                hooks.remove(hook)
+
     # -- control files
     def set_tracing_on(self, on: bool) -> None:
         self.tracing_on = on
@@ -407,6 +472,8 @@ class TraceArray:
             self.record_cmd = on
         elif name == "record-tgid":
             self.record_tgid = on
+        elif name == "event-fork":
+            self._follow_fork(on)
         elif name == "hash-ptr" and self is self.tracing.top:
             self.tracing.symbols.hash_raw = not on      # %p prints the raw address
 
@@ -588,6 +655,7 @@ class Tracing:
         for f in ta.files.values():
             clear_triggers(f)
             f.enabled = False
+        ta._follow_fork(False)
         del self.instances[name]
         for ev in self.events.values():
             self.update_event(ev)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from tracefs.errors import FsError, kernel_call
 from tracefs.events import EventsDir
 from tracefs.handles import Handle, LazyTextHandle, SeqHandle, seq_opener, truncating
-from tracefs.lists import FunctionFilter, PidList
+from tracefs.lists import EventPidList, FunctionFilter, PidList
 from tracefs.nodes import (MODE_DIR, MODE_MARKER, MODE_RO, MODE_RW, MODE_WO, Dir, File, Node)
 from tracefs.parse import kstrtoul_from_user, strstrip
 from tracefs.streams import open_trace_pipe, open_trace_pipe_raw
@@ -32,8 +32,8 @@ class InstanceFiles:
         self.array = array
         self.tracer = "nop"
         self.buffer_percent = 50
-        self.event_pids = PidList()
-        self.event_notrace_pids = PidList()
+        self.event_pids = EventPidList(array, False, ctx.lock)
+        self.event_notrace_pids = EventPidList(array, True, ctx.lock)
         functions = ctx.traceable_functions
         self.ftrace_filter = FunctionFilter(functions, "#### all functions enabled ####\n")
         self.ftrace_notrace = FunctionFilter(functions, "#### no functions disabled ####\n")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-from typing import Callable, Iterable
+from typing import Any, Callable, ContextManager, Iterable
 
 from tracefs.errors import FsError
 from tracefs.handles import Handle, SeqHandle
@@ -30,16 +30,47 @@ class PidList:
         return "".join(f"{pid}\n" for pid in sorted(self.pids))
 
     def write(self, text: str) -> None:
-        new = set()
-        for word in text.split():
-            pid = kstrtoul(word, 0)
-            if pid >= PID_MAX:
-                raise FsError(errno.EINVAL)
-            new.add(pid)
-        self.pids |= new
+        self.pids |= parse_pids(text)
 
     def open(self, flags: int) -> Handle:
         return SeqHandle(flags, self.text, self.write, self.pids.clear)
+
+
+def parse_pids(text: str) -> set[int]:
+    """The pids of one write (trace_pid_write): kstrtoul base 0 per word; a bad word or a pid
+    past PID_MAX_LIMIT fails the whole write with EINVAL."""
+    new = set()
+    for word in text.split():
+        pid = kstrtoul(word, 0)
+        if pid >= PID_MAX:
+            raise FsError(errno.EINVAL)
+        new.add(pid)
+    return new
+
+
+class EventPidList:
+    """``set_event_pid`` / ``set_event_notrace_pid``: the trace array's pid list in the model,
+    which the array's events filter on (``kernel_model.trace.TraceArray.add_event_pids``)."""
+
+    def __init__(self, array: Any, notrace: bool, lock: ContextManager[Any]) -> None:
+        self.array = array
+        self.notrace = notrace
+        self.lock = lock
+
+    def text(self) -> str:
+        return self.array.event_pids_text(self.notrace)
+
+    def write(self, text: str) -> None:
+        pids = parse_pids(text)
+        with self.lock:
+            self.array.add_event_pids(pids, self.notrace)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.array.clear_event_pids(self.notrace)
+
+    def open(self, flags: int) -> Handle:
+        return SeqHandle(flags, self.text, self.write, self.clear)
 
 
 class FunctionFilter:
