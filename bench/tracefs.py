@@ -6,6 +6,13 @@ DIR/trace_pipe`` streams the lines into this process, which counts them. Reporte
 * ``events_per_s`` - event lines delivered by cat per second of streaming (target >= 50,000);
 * ``lost_events`` - events overwritten before the reader got them (``CPU:N [LOST M EVENTS]``
   lines): with ``events_per_s`` it says whether the reader keeps up with the workload;
+* ``produced_events_per_s`` - events the workload wrote into the ring buffers per second over
+  the same window (``per_cpu/cpuN/stats``: entries + overrun + read events);
+* ``limited_by`` - ``consumer`` when events were lost or fewer than 95% of those produced
+  reached cat (the reader fell behind: a backlog builds up and the latency grows),
+  ``producer`` otherwise (the stream carried what the workload produced: the
+  workload thread and the reader share one interpreter lock, so the rate is what both together
+  sustain, not the reader's capacity - that is ``drain_events_per_s``);
 * ``drain_events_per_s`` - the same path without a producer competing for the mount process:
   a synchronous ``send`` fills a large buffer, tracing is switched off, and ``cat trace_pipe``
   reads until end of file (what the tree + FUSE + line formatting can deliver at most);
@@ -54,6 +61,17 @@ def clock_offset_us(mnt: Path, tries: int = 20) -> float:
         if best is None or t2 - t1 < best[0]:
             best = (t2 - t1, (t1 + t2) / 2 - now)
     return best[1]
+
+
+STAT = re.compile(r"^(entries|overrun|read events): (\d+)$", re.M)
+
+
+def written_events(mnt: Path) -> int:
+    """Events written into the top-level buffers so far, over every CPU."""
+    total = 0
+    for cpu_dir in (mnt / "per_cpu").iterdir():
+        total += sum(int(v) for _, v in STAT.findall((cpu_dir / "stats").read_text()))
+    return total
 
 
 def drain_rate(mnt: Path, events: str, packets: int) -> tuple[int, float]:
@@ -121,7 +139,9 @@ def run(argv: list[str]) -> int:
             time.sleep(0.5)                       # let the stream reach its steady state
             first_sample = len(samples)
             events0, lost0, start = counts["events"], counts["lost"], time.perf_counter()
+            written0 = written_events(mnt)
             time.sleep(args.seconds)
+            written = written_events(mnt) - written0
             elapsed = time.perf_counter() - start
             events, lost = counts["events"] - events0, counts["lost"] - lost0
             window = samples[first_sample:]
@@ -134,6 +154,8 @@ def run(argv: list[str]) -> int:
     result = {
         "events_per_s": round(events / elapsed),
         "lost_events": lost,
+        "produced_events_per_s": round(written / elapsed),
+        "limited_by": "consumer" if lost or events < 0.95 * written else "producer",
         "drain_events_per_s": round(drained / drain_time), "drain_events": drained,
         "latency_ms_median": round(statistics.median(latencies), 3) if latencies else None,
         "latency_samples": len(latencies),
@@ -143,7 +165,9 @@ def run(argv: list[str]) -> int:
         print(json.dumps(result))
     else:
         print(f"trace_pipe through FUSE: {result['events_per_s']:,} events/s streamed by cat "
-              f"({lost:,} lost); draining a full buffer {result['drain_events_per_s']:,} "
+              f"({lost:,} lost, {result['produced_events_per_s']:,}/s produced: "
+              f"{result['limited_by']}-limited); draining a full buffer "
+              f"{result['drain_events_per_s']:,} "
               f"events/s; event->line latency median {result['latency_ms_median']} ms "
               f"({len(latencies)} samples, workload {args.workload}, {elapsed:.1f} s)")
     return 0

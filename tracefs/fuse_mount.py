@@ -11,7 +11,11 @@ through FUSE:
 * zero entry/attr timeouts: directories change under the kernel model (kprobe events,
   instances), and ``O_TRUNC`` opens stamp mtime;
 * multithreaded: a reader blocked in ``trace_pipe`` holds one libfuse worker, others go on;
-  blocked reads poll libfuse's ``fuse_interrupted()`` so Ctrl-C on ``cat trace_pipe`` ends it.
+  blocked reads poll libfuse's ``fuse_interrupted()`` so Ctrl-C on ``cat trace_pipe`` ends it;
+* a 1 ms interpreter switch interval (default 5 ms): a FUSE worker answers each request with
+  the interpreter lock and gives it up between requests, so with a workload thread running
+  flat out it waited up to one interval per ``trace_pipe`` read - the reader fell behind and
+  lines arrived hundreds of ms late instead of a few ms.
 
 Importing this module imports fusepy, which raises OSError("Unable to find libfuse") when
 libfuse2 is missing: callers catch that and say so.
@@ -23,6 +27,7 @@ import errno
 import itertools
 import os
 import stat
+import sys
 import threading
 from typing import Any, Callable, Optional
 
@@ -36,6 +41,7 @@ from tracefs.nodes import Attr
 from tracefs.tree import Tree
 
 MAX_WRITE = 131072
+SWITCH_INTERVAL = 0.001
 
 
 def _request_must_end() -> Callable[[], bool]:
@@ -155,6 +161,7 @@ def serve(tree: Tree, mountpoint: str, *, on_ready: Optional[Callable[[], None]]
     Runs in the calling thread (libfuse's multithreaded loop); libfuse's own signal handlers end
     the loop on those signals, and it unmounts on the way out.
     """
+    sys.setswitchinterval(SWITCH_INTERVAL)
     fuse.FUSE(TracefsOperations(tree, on_ready), mountpoint, raw_fi=True, foreground=True,
               nothreads=False, debug=debug, fsname="tracesim", subtype="tracesim",
               default_permissions=True, atomic_o_trunc=True, big_writes=True,
