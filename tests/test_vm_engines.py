@@ -380,3 +380,35 @@ def test_stack_access_at_a_variable_offset(engine, index, ok):
     result = ENGINES[engine](program).run(b"", args=[index])
     assert result == Interpreter(program).run(b"", args=[index])
     assert result.ok == ok and (result.value == index & (2**64 - 1) if ok else True)
+
+
+def test_loops_nested_deeper_than_python_allows(engine):
+    # 24 loops one inside the other (Python allows 20 nested blocks per function): the JIT
+    # keeps the outer ones as loops of their own and runs the innermost as part of them
+    depth = 24
+    src = ["r0 = 0"]
+    for d in range(depth):
+        src += [f"*(u64 *)(r10 - {8 * (d + 1)}) = {2 if d >= depth - 3 else 1}", f"l{d}:"]
+    src.append("r0 += 1")
+    for d in reversed(range(depth)):
+        src += [f"r1 = *(u64 *)(r10 - {8 * (d + 1)})", "r1 += -1",
+                f"*(u64 *)(r10 - {8 * (d + 1)}) = r1", f"if r1 != 0 goto l{d}"]
+    result = run(engine, "\n".join(src + ["exit"]))
+    assert result.ok and result.value == 8
+
+
+@pytest.mark.parametrize("swap", ["be64", "le64"])
+def test_64_bit_byte_swap_keeps_the_upper_half_for_32_bit_compares(engine, swap):
+    # found by the long differential run: a 32-bit compare after be64/le64 must look at the low
+    # half only, though the register holds 64 bits
+    value = 1 if swap == "be64" else 1 << 32          # low half zero after the swap
+    text = f"r0 = 1\nr2 = {value} ll\nr2 = {swap} r2\nif w2 == 0 goto +1\nr0 = 2\nexit"
+    result = run(engine, text)
+    assert result.ok and result.value == 1
+
+
+def test_modulo_by_a_zero_register_keeps_a_wide_dividend(engine):
+    # the remainder is narrower than the divisor only when the divisor is not zero
+    text = "r0 = 1\nr1 = 1 ll\nr1 <<= 32\nr2 = 0\nr1 %= r2\nif w1 == 0 goto +1\nr0 = 2\nexit"
+    result = run(engine, text)
+    assert result.ok and result.value == 1

@@ -142,6 +142,8 @@ def _transfer(insn: isa.Insn, state: list) -> None:
                 w = 32 - (insn.imm & 31)
             elif code in (isa.AND, isa.MOV) and x and not insn.off:
                 w = min(32, _width(state[s]), _width(state[d]) if code == isa.AND else 64)
+            elif code == isa.END:             # le16/le32/be16/be32 truncate; be64, le64 do not
+                w = insn.imm if insn.imm < 64 else 64
             state[d] = ("w", w)
             return
         a = state[d]
@@ -172,7 +174,9 @@ def _transfer(insn: isa.Insn, state: list) -> None:
         elif code == isa.LSH and not x:
             state[d] = ("w", min(64, a[1] + (imm & 63)))
         elif code in (isa.DIV, isa.MOD) and not insn.off:
-            state[d] = a if code == isa.DIV else ("w", min(a[1], b[1]) if imm or x else a[1])
+            # both leave at most the dividend; a remainder is also below a non-zero divisor
+            # (modulo by a register that may be zero keeps the dividend)
+            state[d] = ("w", min(a[1], b[1])) if code == isa.MOD and not x and imm else a
         elif code == isa.ARSH and a[1] < 64:
             state[d] = ("w", max(0, a[1] - (imm & 63))) if not x else a
         elif code == isa.END and insn.imm < 64 and cls == isa.ALU64:
