@@ -88,6 +88,9 @@ def _err(code: int, text: str = "") -> OSError:
     return OSError(code, text or errno.errorcode.get(code, str(code)))
 
 
+_UNSEEN = object()
+
+
 class Symbols:
     """What printing needs from the kernel: %p hashing and kallsyms lookups."""
 
@@ -96,6 +99,7 @@ class Symbols:
         self.key = key
         self.hash_raw = False
         self._cache: dict[int, int] = {}
+        self._lookups: dict[int, tuple[str, int, int] | None] = {}
 
     def hash_ptr(self, addr: int) -> int:
         """ptr_to_id: a keyed hash of the pointer, masked to 32 bits (CONFIG_64BIT); the raw
@@ -111,7 +115,14 @@ class Symbols:
         return h
 
     def lookup(self, addr: int) -> tuple[str, int, int] | None:
-        return self.kallsyms.lookup(addr) if self.kallsyms is not None else None
+        """kallsyms' (name, offset, size) of ``addr``, remembered: kallsyms does not change
+        after boot and the same call sites print on every line."""
+        hit = self._lookups.get(addr, _UNSEEN)
+        if hit is _UNSEEN:
+            hit = self.kallsyms.lookup(addr) if self.kallsyms is not None else None
+            if len(self._lookups) < 65536:
+                self._lookups[addr] = hit
+        return hit
 
     def address_of(self, name: str) -> int | None:
         return self.kallsyms.address_of(name) if self.kallsyms is not None else None
@@ -222,7 +233,8 @@ class EventFile:
         filter, program or the array's pid lists (the kernel's static keys and file flags)."""
         if self.triggers or self.soft_refs or not self.enabled or self.array.pid_filtered:
             return self.sink
-        prog, write = self.prog, self.write_record
+        prog = self.prog
+        write = self.write_record if self.filter is not None else self._committer()
         if prog is None:
             return write
 
@@ -231,6 +243,35 @@ class EventFile:
                 write(record, cpu, ctx)
         gated.gate = (prog, write)          # an event may run the two itself (kprobe events do)
         return gated
+
+    def _committer(self) -> Callable[[bytes | None, Any, bytes], None]:
+        """``write_record`` for a file without predicate filter, triggers or soft mode: nothing
+        can discard the record, so it is written and committed in one step (no discard token,
+        the comm saved only when it changed). Objects that never change are bound once; the
+        array's ``tracing_on``, ``clock`` and options are read per event."""
+        array = self.array
+        buf = array.buffer
+        lock, cpus, cond = buf.lock, buf.cpus, buf.cond
+        tracing = array.tracing
+        cmdlines, tgids = tracing.cmdlines, tracing.tgids
+        saved = cmdlines.map
+        from_ctx = getattr(self.event, "record_from_ctx", None)
+
+        def commit(record: bytes | None, cpu: Any, ctx: bytes) -> None:
+            if record is None:
+                record = from_ctx(ctx, cpu)
+            if not array.tracing_on:
+                return
+            with lock:
+                if cpus[cpu.id].write(array.clock(), record) is not None:
+                    task = cpu.task
+                    if array.record_cmd and saved.get(task.pid) != task.comm:
+                        cmdlines.record(task.pid, task.comm)
+                    if array.record_tgid:
+                        tgids[task.pid] = task.tgid
+                    if buf.waiters:
+                        cond.notify_all()
+        return commit
 
     def write_record(self, record: bytes | None, cpu: Any, ctx: bytes, cond: bool = False,
                      soft_off: bool = False) -> None:

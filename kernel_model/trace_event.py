@@ -38,6 +38,7 @@ Public API
 ``ev.format_text()`` (the ``format`` file), ``ev.decode(record) -> dict``,
 ``ev.print_text(record, symbols) -> str`` (the event part of a trace line, no newline),
 ``ev.line_text(record, symbols) -> str`` (``name: text`` and the line end(s) as the kernel prints),
+``ev.line_printer`` (the function behind ``line_text``, for callers printing many records),
 ``trace_ctx(cpu) -> (common_flags, common_preempt_count)``.
 """
 from __future__ import annotations
@@ -235,11 +236,11 @@ class TraceEvent:
         self._simple = not self._dyn_index and not any(f.type.endswith("]") for f in self.fields)
         if printer is not None:
             self._printer = printer(self)
-            self._line_printer = self._printer if not show_name else self._named(self._printer)
+            self.line_printer = self._printer if not show_name else self._named(self._printer)
         else:
             self._printer = compile_print_fmt(print_fmt, self)
             # the whole ``name: text\n`` in one generated function (TP_printk adds the newline)
-            self._line_printer = compile_print_fmt(print_fmt, self, f"{name}: ", "\n")
+            self.line_printer = compile_print_fmt(print_fmt, self, f"{name}: ", "\n")
         # runtime state, owned by Tracing (trace.py)
         self.enabled = False                     # the static key
         self.sinks: tuple[Callable[[bytes | None, Any, bytes], None], ...] = ()
@@ -329,7 +330,7 @@ class TraceEvent:
         (``bpf_printk("...\n")``) is followed by an empty line. ftrace's own entries carry their
         line ends themselves (a ``trace_marker`` text is stored with its newline).
         """
-        return self._line_printer(record, symbols)
+        return self.line_printer(record, symbols)
 
     # -- the format file
     def format_text(self) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import itertools
 import struct
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from kernel_model.ring_buffer import Entry
 from kernel_model.trace_event import (TRACE_FLAG_BH_OFF, TRACE_FLAG_HARDIRQ,
@@ -84,6 +84,7 @@ def header_text(array: Any) -> str:
 
 _HEADER = struct.Struct("<HBBi")        # common_type, common_flags, common_preempt_count, pid
 _LAT_TEXT: dict[int, str] = {}
+_UNSEEN: Any = object()
 
 
 def _lat_text(flags: int, pc: int) -> str:
@@ -115,6 +116,8 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> s
     in_ns = array.clock_in_ns
     default = context and irq and in_ns and not tgid
     unpack = _HEADER.unpack_from
+    heads: dict[tuple[int, int, int, int], str] = {}     # comm-pid [cpu] flags, per batch
+    printers: dict[int, Callable[[bytes, Any], str] | None] = {}
     out: list[str] = []
     append = out.append
     for cpu, ts, data, lost in events:
@@ -122,13 +125,20 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> s
             append(f"CPU:{cpu} [LOST {lost} EVENTS]\n")
         etype, flags, pc, pid = unpack(data, 0)
         if default:
+            key = (pid, cpu, flags, pc)
+            head = heads.get(key)
+            if head is None:
+                head = heads[key] = "%16s-%-7d [%03d] %s " % (find(pid), pid, cpu,
+                                                              _lat_text(flags, pc))
             us = (ts + 500) // 1000
-            append("%16s-%-7d [%03d] %s %5d.%06d: " % (find(pid), pid, cpu, _lat_text(flags, pc),
-                                                       us // 1_000_000, us % 1_000_000))
+            append(head + "%5d.%06d: " % (us // 1_000_000, us % 1_000_000))
         elif context:
             append(_context_columns(tracing, cpu, ts, pid, flags, pc, tgid, irq, in_ns))
-        ev = by_id.get(etype)
-        append(f"Unknown type {etype}\n" if ev is None else ev.line_text(data, symbols))
+        printer = printers.get(etype, _UNSEEN)
+        if printer is _UNSEEN:
+            ev = by_id.get(etype)
+            printer = printers[etype] = None if ev is None else ev.line_printer
+        append(f"Unknown type {etype}\n" if printer is None else printer(data, symbols))
     return "".join(out)
 
 

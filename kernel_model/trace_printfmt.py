@@ -46,7 +46,7 @@ _TYPE_WORDS = {"void", "char", "short", "int", "long", "unsigned", "signed", "co
 
 _ULONG = 0xFFFFFFFFFFFFFFFF
 _ERR_PTR_MIN = _ULONG + 1 - 4095            # (unsigned long)-MAX_ERRNO
-_FLAG_MEMO_MAX = 4096
+_MEMO_MAX = 4096                             # texts remembered per flag table, data_loc strings
 
 
 @dataclass(frozen=True)
@@ -357,7 +357,7 @@ def _print_flags(table: tuple[tuple[int, str], ...]) -> Callable[[int, str], str
         if v:
             parts.append(f"0x{v:x}")
         text = delim.join(parts)
-        if len(memo) < _FLAG_MEMO_MAX:
+        if len(memo) < _MEMO_MAX:
             memo[key] = text
         return text
     return flags
@@ -396,9 +396,21 @@ def _cstr(raw: Any) -> str:
     return (raw if nul < 0 else raw[:nul]).decode("utf-8", "replace")
 
 
+_STR_MEMO: dict[bytes, str] = {}
+
+
 def _data_loc_str(record: Any, loc: int) -> str:
+    """A ``__data_loc`` string; decoded texts are remembered (device and cache names repeat)."""
     off = loc & 0xffff
-    return _cstr(record[off:off + (loc >> 16)])
+    raw = record[off:off + (loc >> 16)]
+    if type(raw) is not bytes:
+        raw = bytes(raw)
+    text = _STR_MEMO.get(raw)
+    if text is None:
+        text = _cstr(raw)
+        if len(_STR_MEMO) < _MEMO_MAX:
+            _STR_MEMO[raw] = text
+    return text
 
 
 def _split_args(tokens: list[tuple[str, str]]) -> tuple[str, list[list[tuple[str, str]]]]:
