@@ -13,6 +13,10 @@ DIR/trace_pipe`` streams the lines into this process, which counts them. Reporte
   ``producer`` otherwise (the stream carried what the workload produced: the
   workload thread and the reader share one interpreter lock, so the rate is what both together
   sustain, not the reader's capacity - that is ``drain_events_per_s``);
+* ``mount_cpu_s``, ``events_per_mount_cpu_s`` - CPU time the mount process (kernel model,
+  workload thread, FUSE workers) used over the window, and the events streamed per second of
+  it: the rate on one core, whatever else the machine runs (the wall-clock rates drop when other
+  processes compete for the CPUs);
 * ``drain_events_per_s`` - the same path without a producer competing for the mount process:
   a synchronous ``send`` fills a large buffer, tracing is switched off, and ``cat trace_pipe``
   reads until end of file (what the tree + FUSE + line formatting can deliver at most);
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -74,6 +79,28 @@ def written_events(mnt: Path) -> int:
     return total
 
 
+def mount_pid(mnt: Path) -> int | None:
+    """The process serving the mount on ``mnt`` (``tracesim mount DIR``), from /proc."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mount" in args and str(mnt).encode() in args:
+            return int(proc.name)
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def drain_rate(mnt: Path, events: str, packets: int) -> tuple[int, float]:
     """Fill the buffer with ``packets`` received packets, then time cat draining it."""
     from tools.ctl_socket import request
@@ -114,6 +141,7 @@ def run(argv: list[str]) -> int:
         cat = None
         try:
             offset = clock_offset_us(mnt)
+            server = mount_pid(mnt)
             drained, drain_time = drain_rate(mnt, args.events, args.drain_packets)
             (mnt / "set_event").write_text(args.events + "\n")
             cat = subprocess.Popen(["cat", str(mnt / "trace_pipe")], stdout=subprocess.PIPE)
@@ -139,9 +167,9 @@ def run(argv: list[str]) -> int:
             time.sleep(0.5)                       # let the stream reach its steady state
             first_sample = len(samples)
             events0, lost0, start = counts["events"], counts["lost"], time.perf_counter()
-            written0 = written_events(mnt)
+            written0, cpu0 = written_events(mnt), cpu_seconds(server)
             time.sleep(args.seconds)
-            written = written_events(mnt) - written0
+            written, cpu = written_events(mnt) - written0, cpu_seconds(server) - cpu0
             elapsed = time.perf_counter() - start
             events, lost = counts["events"] - events0, counts["lost"] - lost0
             window = samples[first_sample:]
@@ -156,6 +184,8 @@ def run(argv: list[str]) -> int:
         "lost_events": lost,
         "produced_events_per_s": round(written / elapsed),
         "limited_by": "consumer" if lost or events < 0.95 * written else "producer",
+        "mount_cpu_s": round(cpu, 2),
+        "events_per_mount_cpu_s": round(events / cpu) if cpu else None,
         "drain_events_per_s": round(drained / drain_time), "drain_events": drained,
         "latency_ms_median": round(statistics.median(latencies), 3) if latencies else None,
         "latency_samples": len(latencies),
@@ -166,7 +196,8 @@ def run(argv: list[str]) -> int:
     else:
         print(f"trace_pipe through FUSE: {result['events_per_s']:,} events/s streamed by cat "
               f"({lost:,} lost, {result['produced_events_per_s']:,}/s produced: "
-              f"{result['limited_by']}-limited); draining a full buffer "
+              f"{result['limited_by']}-limited; {result['events_per_mount_cpu_s']:,} per CPU "
+              f"second of the mount process); draining a full buffer "
               f"{result['drain_events_per_s']:,} "
               f"events/s; event->line latency median {result['latency_ms_median']} ms "
               f"({len(latencies)} samples, workload {args.workload}, {elapsed:.1f} s)")
