@@ -14,6 +14,7 @@ from hypothesis import strategies as hs
 
 from filters.bpf import isa
 from filters.bpf.isa import Insn
+from filters.bpf.verifier.check import COMPLEXITY_LIMIT_INSNS
 from tests.conftest import FUZZ_LONG
 
 MEM_SIZE = 16
@@ -122,7 +123,8 @@ def _run(insns, mem: bytes, garbage: int):
 
     prog = load_program(insns, helpers=suite_helpers(), ctx_size=len(mem), ctx_writable=True)
     buf = bytearray(mem)
-    res = Poisoned(prog, budget=100_000).run(buf, args=(len(mem),))
+    # an accepted bounded loop may run as many instructions as the verifier may process
+    res = Poisoned(prog, budget=COMPLEXITY_LIMIT_INSNS).run(buf, args=(len(mem),))
     return res, bytes(buf)
 
 

@@ -560,3 +560,107 @@ exit
 bad:
 r0 = *(u64 *)(r2 + 0)
 exit
+
+# Nested loops walking headers by unknown lengths (as rss.bpf.c's IPv6 extension headers and
+# destination options): the offsets only feed bpf_skb_load_bytes' offset (ARG_ANYTHING), so
+# states that differ only in them must prune; without that the paths double every pass.
+# name: nested-loops-unknown-offsets-in-registers
+# type: socket_filter
+r6 = r1
+r7 = 0
+r8 = 12
+outer:
+r1 = r6
+r2 = r7
+r3 = r10
+r3 += -8
+r4 = 2
+call 26
+if r0 != 0 goto done
+r9 = 30
+inner:
+r1 = r6
+r2 = r7
+r3 = r10
+r3 += -8
+r4 = 2
+call 26
+if r0 != 0 goto done
+r2 = *(u8 *)(r10 - 8)
+if r2 == 201 goto found
+r1 = 1
+if r2 == 0 goto pad
+r1 = *(u8 *)(r10 - 7)
+r1 += 2
+pad:
+r7 += r1
+r9 += -1
+if r9 != 0 goto inner
+r1 = *(u8 *)(r10 - 7)
+r1 <<= 3
+r7 += r1
+r7 += 8
+r8 += -1
+if r8 != 0 goto outer
+found:
+r0 = 1
+exit
+done:
+r0 = 0
+exit
+
+# The same walk with the offsets spilled as 8-byte values next to a spilled stack pointer and a
+# spilled ctx pointer (as clang does when registers run out): filling them gives scalars.
+# name: nested-loops-unknown-offsets-spilled
+# type: socket_filter
+*(u64 *)(r10 - 16) = r1
+r1 = r10
+r1 += -8
+*(u64 *)(r10 - 24) = r1
+r1 = 0
+*(u64 *)(r10 - 32) = r1
+r1 = 12
+*(u64 *)(r10 - 40) = r1
+outer:
+r1 = *(u64 *)(r10 - 16)
+r2 = *(u64 *)(r10 - 32)
+r3 = *(u64 *)(r10 - 24)
+r4 = 2
+call 26
+if r0 != 0 goto done
+r9 = 30
+inner:
+r1 = *(u64 *)(r10 - 16)
+r2 = *(u64 *)(r10 - 32)
+r3 = *(u64 *)(r10 - 24)
+r4 = 2
+call 26
+if r0 != 0 goto done
+r2 = *(u8 *)(r10 - 8)
+if r2 == 201 goto found
+r1 = 1
+if r2 == 0 goto pad
+r1 = *(u8 *)(r10 - 7)
+r1 += 2
+pad:
+r7 = *(u64 *)(r10 - 32)
+r7 += r1
+*(u64 *)(r10 - 32) = r7
+r9 += -1
+if r9 != 0 goto inner
+r1 = *(u8 *)(r10 - 7)
+r1 <<= 3
+r7 = *(u64 *)(r10 - 32)
+r7 += r1
+r7 += 8
+*(u64 *)(r10 - 32) = r7
+r8 = *(u64 *)(r10 - 40)
+r8 += -1
+*(u64 *)(r10 - 40) = r8
+if r8 != 0 goto outer
+found:
+r0 = 1
+exit
+done:
+r0 = 0
+exit

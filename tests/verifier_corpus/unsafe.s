@@ -1134,3 +1134,100 @@ if r2 == 0 goto out
 r0 = 1
 out:
 exit
+
+# Pruning must keep a scalar precise when it is added to a pointer filled from the stack: the
+# safe path (r4 = 0) is explored first; the other one (r4 = 16) reads past the frame.
+# name: prune-offset-added-to-filled-stack-pointer
+# error: invalid read from stack R5 off=0 size=8
+r2 = r10
+r2 += -16
+*(u64 *)(r10 - 24) = r2
+r3 = *(u64 *)(r1 + 0)
+r4 = 16
+r0 = 0
+if r3 == 0 goto join
+r4 = 0
+r0 += 1
+if r3 == 1 goto join
+r0 += 2
+if r3 == 2 goto join
+r0 += 3
+if r3 == 3 goto join
+r0 += 4
+r0 += 5
+r0 += 6
+r0 += 7
+r0 += 8
+r0 += 9
+join:
+r5 = *(u64 *)(r10 - 24)
+r5 += r4
+r0 = *(u64 *)(r5 + 0)
+exit
+
+# The same, the pointer spilled through a copy of the frame pointer with its own offset.
+# name: prune-offset-added-to-pointer-spilled-through-fp-copy
+# error: invalid read from stack R5 off=0 size=8
+r2 = r10
+r2 += -16
+r6 = r10
+r6 += -32
+*(u64 *)(r6 + 8) = r2
+r3 = *(u64 *)(r1 + 0)
+r4 = 16
+r0 = 0
+if r3 == 0 goto join
+r4 = 0
+r0 += 1
+if r3 == 1 goto join
+r0 += 2
+if r3 == 2 goto join
+r0 += 3
+if r3 == 3 goto join
+r0 += 4
+r0 += 5
+r0 += 6
+r0 += 7
+r0 += 8
+r0 += 9
+join:
+r5 = *(u64 *)(r10 - 24)
+r5 += r4
+r0 = *(u64 *)(r5 + 0)
+exit
+
+# The same, the pointer spilled into the caller's frame by a bpf-to-bpf callee.
+# name: prune-offset-added-to-pointer-spilled-by-callee
+# error: invalid read from stack R5 off=0 size=8
+r6 = r1
+r1 = r10
+r1 += -24
+call spill
+r3 = *(u64 *)(r6 + 0)
+r4 = 16
+r0 = 0
+if r3 == 0 goto join
+r4 = 0
+r0 += 1
+if r3 == 1 goto join
+r0 += 2
+if r3 == 2 goto join
+r0 += 3
+if r3 == 3 goto join
+r0 += 4
+r0 += 5
+r0 += 6
+r0 += 7
+r0 += 8
+r0 += 9
+join:
+r5 = *(u64 *)(r10 - 24)
+r5 += r4
+r0 = *(u64 *)(r5 + 0)
+exit
+spill:
+r2 = r1
+r2 += 8
+*(u64 *)(r1 + 0) = r2
+r0 = 0
+exit

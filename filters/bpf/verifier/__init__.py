@@ -52,7 +52,7 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
         cfg = cfg_mod.build(insns, maps, privileged, strict_loops,
                             masked_shifts=prog_type == "conformance")
         stack_ptr = liveness.stack_offsets(cfg)
-        ptrs = liveness.may_pointer(cfg)
+        ptrs = liveness.may_pointer(cfg, stack_ptr)
         live, needed = liveness.analyse(cfg, prog_type, stack_ptr=stack_ptr, ptrs=ptrs)
         walk = Walk(cfg, live, needed, prog_type, ctx, maps, privileged, log_level)
         walk.reanalyse = lambda decided: liveness.analyse(cfg, prog_type, decided, stack_ptr,

@@ -66,46 +66,66 @@ def stack_offsets(cfg: Cfg) -> list[tuple]:
     return [t if t is not None else tuple([None] * 10 + [0]) for t in ins]
 
 
-def may_pointer(cfg: Cfg) -> list[int]:
-    """Forward: bitmask of registers that may hold a pointer (any kind) on entry to each insn.
-    Loads narrower than 8 bytes and ALU results other than ADD/SUB always give scalars."""
+def may_pointer(cfg: Cfg, stack_ptr: list[tuple]) -> list[int]:
+    """Forward: bitmask of registers (bits 0-10) and stack slots of the frame (bits 16..79, as in
+    ``slot_bits``) that may hold a pointer (any kind) on entry to each insn.  Loads narrower than
+    8 bytes and ALU results other than ADD/SUB always give scalars; an 8-byte load from a known
+    stack slot gives a pointer only if one may have been spilled there (``stack_ptr`` says which
+    registers point into the frame at which offsets)."""
     insns, n = cfg.insns, len(cfg.insns)
-    stored = any(i.opcode & 7 == isa.STX for i in insns)
     ins = [-1] * n
     for st_ in cfg.subprog_starts:
         ins[st_] = FP | (ARGS if st_ else 2)
     work = list(cfg.subprog_starts)
     while work:
         i = work.pop()
-        m, insn = ins[i], insns[i]
-        op, cls, d, s_ = insn.opcode, insn.opcode & 7, insn.dst, insn.src
-        bd = 1 << d if d < 11 else 0
-        if cls in (isa.ALU, isa.ALU64):
-            code = op & 0xF0
-            if cls == isa.ALU64 and code == isa.MOV and op & isa.X and insn.off == 0:
-                m = (m & ~bd) | (bd if (m >> s_) & 1 else 0)
-            elif cls == isa.ALU64 and code in (isa.ADD, isa.SUB):
-                if op & isa.X and (m >> s_) & 1:
-                    m |= bd
-            else:
-                m &= ~bd
-        elif cls == isa.LDX:
-            wide = op & 0x18 == isa.DW
-            m = (m | bd) if (wide and stored) or (wide and op & 0xE0 == isa.MEM) else m & ~bd
-        elif cls == isa.LD:
-            m = ((m | bd) if insn.src else (m & ~bd)) if op == isa.LD_IMM64 else m & ~R0_R5
-        elif op == isa.OP_CALL:
-            m = (m & ~R0_R5) | 1
-        elif cls == isa.STX and op & 0xE0 == isa.ATOMIC:
-            if insn.imm == isa.CMPXCHG:
-                m |= 1
-            elif insn.imm & isa.FETCH:
-                m |= 1 << s_
+        m = _pointer_transfer(insns[i], ins[i], stack_ptr[i])
         for w in cfg.succ[i]:
             if w < n and (ins[w] == -1 or (ins[w] | m) != ins[w]):
                 ins[w] = m if ins[w] == -1 else ins[w] | m
                 work.append(w)
     return [m if m != -1 else 0 for m in ins]
+
+
+def _pointer_transfer(insn, m: int, offsets: tuple) -> int:
+    op, cls, d, s_ = insn.opcode, insn.opcode & 7, insn.dst, insn.src
+    bd = 1 << d if d < 11 else 0
+    if cls in (isa.ALU, isa.ALU64):
+        code = op & 0xF0
+        if cls == isa.ALU64 and code == isa.MOV and op & isa.X and insn.off == 0:
+            return (m & ~bd) | (bd if (m >> s_) & 1 else 0)
+        if cls == isa.ALU64 and code in (isa.ADD, isa.SUB):
+            return m | bd if op & isa.X and (m >> s_) & 1 else m
+        return m & ~bd
+    if cls in (isa.LDX, isa.ST, isa.STX):
+        size = isa.SIZE_BYTES[op & 0x18]
+        k = offsets[s_ if cls == isa.LDX else d]
+        known = k is not None and k is not TOP
+        touched = slot_bits(k + insn.off, k + insn.off + size) if known else 0
+        whole = known and size == 8 and (k + insn.off) % 8 == 0
+        if cls == isa.LDX:
+            if size != 8:
+                return m & ~bd
+            return (m | bd) if not whole or m & touched else m & ~bd
+        if cls == isa.STX and op & 0xE0 == isa.ATOMIC:
+            # the memory keeps scalars; what is fetched may be what was there
+            if insn.imm == isa.CMPXCHG:
+                return m | 1
+            return m | (1 << s_) if insn.imm & isa.FETCH else m
+        value_ptr = cls == isa.STX and (m >> s_) & 1
+        if value_ptr:
+            return m | (touched if known else (ALL_SLOTS if k is TOP else 0))
+        return m & ~touched if whole else m      # a partial write leaves what may be there
+    if cls == isa.LD:
+        if op == isa.LD_IMM64:
+            return (m | bd) if insn.src else (m & ~bd)
+        return m & ~R0_R5
+    if op == isa.OP_CALL:
+        m = (m & ~R0_R5) | 1
+        if is_pseudo_call(insn) and any(offsets[r] is not None for r in range(1, 6)):
+            m |= ALL_SLOTS      # the callee may spill pointers into this frame
+        return m
+    return m
 
 
 def _offsets_pass(cfg: Cfg, stored: bool) -> list:
@@ -179,7 +199,7 @@ def analyse(cfg: Cfg, prog_type: str, decided: frozenset[int] = frozenset(),
     if stack_ptr is None:
         stack_ptr = stack_offsets(cfg)
     if ptrs is None:
-        ptrs = may_pointer(cfg)
+        ptrs = may_pointer(cfg, stack_ptr)
     live = [0] * n
     needed = [0] * n
     preds: list[list[int]] = [[] for _ in range(n)]
