@@ -47,6 +47,7 @@ SMP_CACHE_BYTES = 64
 SKB_SHINFO_SIZE = 320                    # SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
 SKB_SMALL_HEAD_CACHE_SIZE = 640          # SKB_HEAD_ALIGN(MAX_TCP_HEADER)
 NAPI_POLL_WEIGHT = 64
+PARSE_MEMO_MAX = 1024                    # frames whose parse _ip_deliver remembers
 ETH_HLEN = packets.ETH_HLEN
 ETH_P_IP, ETH_P_IPV6, ETH_P_ARP = packets.ETH_P_IP, packets.ETH_P_IPV6, packets.ETH_P_ARP
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST = 0, 1, 2, 3
@@ -264,6 +265,7 @@ class Net:
         self.listeners: set[tuple[int, int]] = {(packets.IPPROTO_UDP, DISCARD_PORT),
                                                 (packets.IPPROTO_TCP, DISCARD_PORT)}
         self.ping_sockets: dict[int, list[int]] = {}   # ICMP ident -> sequence numbers received
+        self._parsed: dict[bytes, Any] = {}            # frame -> packets.Parsed (_parse_frame)
         self.devices: dict[str, NetDevice] = {}
         self.select_queue: dict[str, Any] = {}      # device name -> ndo_select_queue(skb) -> queue
         for name in devices:
@@ -630,7 +632,7 @@ class Net:
         return self._ip_deliver(skb, 6)
 
     def _ip_deliver(self, skb: SkBuff, version: int) -> int:
-        p = packets.parse(self.frame_of(skb))
+        p = self._parse_frame(self.frame_of(skb))
         location = self.ip_deliver[version]
         if p.truncated or p.l4_offset < 0:
             self.kfree_skb(skb, SKB_DROP_REASON_PKT_TOO_SMALL, location)
@@ -648,6 +650,16 @@ class Net:
             return NET_RX_SUCCESS
         self.kfree_skb(skb, SKB_DROP_REASON_NO_SOCKET, location)
         return 1
+
+    def _parse_frame(self, frame: bytes) -> Any:
+        """packets.parse, remembered per frame: traffic generators replay a pool of frames, and
+        the result is only read here and in _icmp_rcv."""
+        p = self._parsed.get(frame)
+        if p is None:
+            p = packets.parse(frame)
+            if len(self._parsed) < PARSE_MEMO_MAX:
+                self._parsed[frame] = p
+        return p
 
     def _icmp_rcv(self, skb: SkBuff, p: Any) -> int:
         frame = self.frame_of(skb)
