@@ -28,6 +28,7 @@ is guarded by ``RingBuffer.lock``; ``cond`` (on that lock) wakes blocked readers
 from __future__ import annotations
 
 import heapq
+import operator
 import struct
 import threading
 from dataclasses import dataclass
@@ -205,6 +206,9 @@ def decode_page(page: bytes | bytearray) -> tuple[int, int, int, list[tuple[int,
     return ts, size, missed, events
 
 
+_event_ts = operator.itemgetter(1)
+
+
 class CpuBuffer:
     """The pages of one CPU: ``pages[0]`` is the oldest, ``pages[-1]`` the one being written."""
 
@@ -348,14 +352,15 @@ class CpuBuffer:
         self.last_overrun = self.overrun
         return lost
 
-    def snapshot(self) -> list[tuple[int, int, bytes]]:
-        """(page ts / read stamp, start offset, data bytes up to commit) of every unread page."""
+    def snapshot(self) -> list[tuple[int, int, int, bytes]]:
+        """(page ts / read stamp, start offset, commit, copy of the page up to its commit) of
+        every unread page (offsets into the data area, as :func:`page_events` takes them)."""
         out = []
         for i, page in enumerate(self.pages):
             start = self.read_off if i == 0 else 0
             stamp = self.read_stamp if (i == 0 and self.read_off) else page.ts
             if page.write > start:
-                out.append((stamp, start, bytes(page.buf[PAGE_HEADER:PAGE_HEADER + page.write])))
+                out.append((stamp, start, page.write, bytes(page.buf[:PAGE_HEADER + page.write])))
         return out
 
     def oldest_ts(self) -> int:
@@ -488,15 +493,22 @@ class RingBuffer:
 
     def iter_entries(self, cpu: int | None = None) -> Iterator[Entry]:
         """Non-consuming: the unread events at call time, merged across CPUs by timestamp."""
+        return (Entry(c, ts, payload) for c, ts, payload, _ in self.iter_events(cpu))
+
+    def iter_events(self, cpu: int | None = None) -> Iterator[tuple[int, int, bytes, int]]:
+        """``iter_entries`` as (cpu, ts, payload, 0) tuples, the form ``consume_batch`` gives:
+        the pages are copied under the lock, then decoded a page at a time and merged by
+        timestamp (the lower CPU first on ties)."""
         with self.lock:
             snaps = [(cb.cpu, cb.snapshot()) for cb in
                      (self.cpus if cpu is None else [self.cpus[cpu]])]
 
-        def per_cpu(c: int, pages: list[tuple[int, int, bytes]]) -> Iterator[Entry]:
-            for stamp, start, data in pages:
-                for _, _, ts, payload in decode_events(data, stamp, start):
-                    yield Entry(c, ts, payload)
-        return heapq.merge(*(per_cpu(c, p) for c, p in snaps), key=lambda e: e.ts)
+        def per_cpu(c: int, pages: list[tuple[int, int, int, bytes]]
+                    ) -> Iterator[tuple[int, int, bytes, int]]:
+            for stamp, start, end, buf in pages:
+                for _, ts, payload in page_events(buf, stamp, start, end):
+                    yield c, ts, payload, 0
+        return heapq.merge(*(per_cpu(c, p) for c, p in snaps), key=_event_ts)
 
     def read_page(self, cpu: int) -> bytes | None:
         """Consume one page of ``cpu`` for ``trace_pipe_raw``: 4096 bytes, or None if empty."""

@@ -164,9 +164,9 @@ def trace_text(array: Any, cpu: int | None = None) -> str:
 
 def iter_trace_lines(array: Any, cpu: int | None = None) -> Iterator[str]:
     """The lines of ``trace``, formatted a few hundred events at a time."""
-    entries = array.buffer.iter_entries(cpu)
+    events = array.buffer.iter_events(cpu)
     while True:
-        batch = [(e.cpu, e.ts, e.data, e.lost) for e in itertools.islice(entries, TRACE_BATCH)]
+        batch = list(itertools.islice(events, TRACE_BATCH))
         if not batch:
             return
         yield format_lines(array, batch)

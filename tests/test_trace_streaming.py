@@ -63,7 +63,10 @@ def drain_in_batches(buf: RingBuffer, cpu: int | None, limits: list[int]) -> lis
 def test_batches_give_what_single_consumes_give(seed, ncpus, n, size_kb, limits, one_cpu):
     cpu = 0 if one_cpu else None
     a, b = fill(seed, ncpus, n, size_kb), fill(seed, ncpus, n, size_kb)
-    assert drain_in_batches(a, cpu, limits) == drain_one_by_one(b, cpu)
+    snapshot = list(a.iter_events(cpu))                    # non-consuming, the same order
+    one_by_one = drain_one_by_one(b, cpu)
+    assert snapshot == [(c, ts, data, 0) for c, ts, data, _ in one_by_one]
+    assert drain_in_batches(a, cpu, limits) == one_by_one
     for c in range(ncpus):
         assert a.stats(c, 0) == b.stats(c, 0)
     assert a.entries() == b.entries()
