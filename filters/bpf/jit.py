@@ -483,7 +483,7 @@ class _Gen:
             self.fp, self.sb = "fp", "sb"
             body = 1
         self.states = _dataflow(insns, blocks, entry)
-        exit_uses = frozenset(range(6)) if not main else ALL_REGS if self.capture else frozenset({0})
+        exit_uses = (ALL_REGS if self.capture else frozenset({0})) if main else frozenset(range(6))
         self.live_after = _liveness(insns, blocks, exit_uses)
         self.targets = {blocks[t][0] for _, _, t in jumps}
         self.jumps_to = Counter(blocks[t][0] for _, _, t in jumps)
@@ -947,7 +947,8 @@ class _Gen:
                 # The context region ends where this run's buffer does (ce, set on entry).
                 at = f"{near} - {CTX_BASE}"
                 read = f"ctx[{at}]" if size == 1 else f"_u{size * 8}(ctx, {at})[0]"
-                value = f"({read} if {CTX_BASE} <= {near} <= ce - {size} else _load({addr}, {size}))"
+                inside = f"{CTX_BASE} <= {near} <= ce - {size}"
+                value = f"({read} if {inside} else _load({addr}, {size}))"
             else:
                 value = f"_load({addr}, {size})"
             if mode == isa.MEMSX:
@@ -966,7 +967,8 @@ class _Gen:
                     return e(f"{buf}[{idx}] = {value}")
                 return e(f"_p{size * 8}({buf}, {idx}, {value})")
             if base[0] == "fp+":
-                write = f"_stack[{at}] = {value}" if size == 1 else f"_p{size * 8}(_stack, {at}, {value})"
+                write = f"_stack[{at}] = {value}" if size == 1 \
+                    else f"_p{size * 8}(_stack, {at}, {value})"
                 e(f"if {on_stack}: {write}")
                 return e(f"else: _store({addr}, {size}, {value})")
             return e(f"_store({addr}, {size}, {value})")
