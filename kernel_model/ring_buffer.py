@@ -27,6 +27,7 @@ is guarded by ``RingBuffer.lock``; ``cond`` (on that lock) wakes blocked readers
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 import operator
 import struct
@@ -469,8 +470,17 @@ class RingBuffer:
                         if run[1][run[2]][1] < best_ts:
                             best, best_ts = run, run[1][run[2]][1]
                 cb, events, i, taken = best
-                # with one CPU left (or the batch ending) take what the page still has
-                stop = len(events) if len(runs) == 1 else i + 1
+                # take the events of this CPU that come before every other CPU's next one
+                stop = len(events)
+                before = True                  # runs before ``best`` (lower CPUs) win ties
+                for run in runs:
+                    if run is best:
+                        before = False
+                        continue
+                    other_ts = run[1][run[2]][1]
+                    cut = (bisect.bisect_left if before else bisect.bisect_right)(
+                        events, other_ts, i, stop, key=_event_ts)
+                    stop = min(stop, cut)
                 stop = min(stop, i + limit - len(out))
                 lost = cb.take_lost() if cb.overrun != cb.last_overrun else 0
                 for nxt, ts, payload in events[i:stop]:
