@@ -126,11 +126,28 @@ def _tighten(v, m, smin, smax, umin, umax, s32min, s32max, u32min, u32max, passe
 _FULL = (S64_MIN, S64_MAX, 0, U64, S32_MIN, S32_MAX, 0, U32)
 
 
+_SYNCED: dict[tuple, tuple] = {}     # (var, ranges) -> what sync makes of them
+_SYNCED_MAX = 1 << 16
+
+
 def sync(r) -> None:
     v, m = r.var
-    if m == U64 and (r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min,
-                     r.u32max) == _FULL:
+    key = (v, m, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min, r.u32max)
+    if m == U64 and key[2:] == _FULL:
         return          # nothing known, nothing to deduce
+    done = _SYNCED.get(key)
+    if done is not None:
+        (r.var, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min,
+         r.u32max) = done
+        return
+    _sync(r, v, m)
+    if len(_SYNCED) >= _SYNCED_MAX:
+        _SYNCED.clear()
+    _SYNCED[key] = (r.var, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min,
+                    r.u32max)
+
+
+def _sync(r, v: int, m: int) -> None:
     if m == 0:
         if r.umin <= v <= r.umax and r.smin <= s64(v) <= r.smax and r.u32min <= (v & U32) \
                 <= r.u32max and r.s32min <= s32(v) <= r.s32max:

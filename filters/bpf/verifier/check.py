@@ -138,6 +138,7 @@ class Walk:
                 break
             # every path through s is proven safe: it may now prune others
             self.pending[s.insn] -= 1
+            self.on_path[s.insn][s.fp].remove(s)
             self.explored.setdefault(s.insn, []).append(s)
             s = s.parent
         if not self.stack:
@@ -179,16 +180,18 @@ class Walk:
         live_of, needed_of = self._masks(cur, pc)
         keep = []
         pruned = False
-        cur_fp = st.fingerprint(cur, live_of)
-        for sl in self.on_path.get(pc, {}).get(cur_fp, ()):
+        cur_fp = None
+        if self.pending.get(pc):
             # a state of the current path repeats exactly: a loop that makes no progress
-            if sl.branches and st.states_equal(sl, cur, live_of, needed_of, True, self.priv):
-                raise Reject(f"infinite loop detected at insn {pc}",
-                             "cur state:" + fmt_state(cur, self.maps),
-                             "old state:" + fmt_state(sl, self.maps))
-        if self.pending.get(pc) and (self.jmps_processed - self.prev_jmps < 20
-                                     and self.insn_processed - self.prev_insns < 100):
-            add = False     # inside a loop: states of each iteration rarely help
+            cur_fp = st.fingerprint(cur, live_of)
+            for sl in self.on_path[pc].get(cur_fp, ()):
+                if st.states_equal(sl, cur, live_of, needed_of, True, self.priv):
+                    raise Reject(f"infinite loop detected at insn {pc}",
+                                 "cur state:" + fmt_state(cur, self.maps),
+                                 "old state:" + fmt_state(sl, self.maps))
+            if (self.jmps_processed - self.prev_jmps < 20
+                    and self.insn_processed - self.prev_insns < 100):
+                add = False     # inside a loop: states of each iteration rarely help
         for sl in sls:
             if pruned:
                 keep.append(sl)
@@ -211,8 +214,8 @@ class Walk:
         new = cur.copy()
         new.branches = 1
         new.insn = pc
-        new.fp = cur_fp
-        self.on_path.setdefault(pc, {}).setdefault(cur_fp, []).append(new)
+        new.fp = cur_fp if cur_fp is not None else st.fingerprint(cur, live_of)
+        self.on_path.setdefault(pc, {}).setdefault(new.fp, []).append(new)
         new.parent = cur.parent
         cur.parent = new
         self.pending[pc] = self.pending.get(pc, 0) + 1
@@ -321,8 +324,10 @@ class Walk:
                 self.check_write(d)
                 if insn.off == 0 and is64:
                     if src.type == st.SCALAR and not src.id and src.var[1]:
+                        src = src.copy()
                         src.id = self.new_id()
-                    regs[d] = src.copy()
+                        regs[insn.src] = src
+                    regs[d] = src
                     return
                 if src.type != st.SCALAR:
                     if self.is_pointer_value(src):
@@ -605,7 +610,7 @@ class Walk:
             spill = value is not None and size == 8 and (value.type > st.SCALAR or (
                 self.priv and not (value.is_const() and value.var[0] == 0 and value_regno is None)))
             if spill:
-                frame.spills[slot] = value.copy()
+                frame.spills[slot] = value
                 stack[b:b + 8] = b"\x01" * 8
                 return
             self._scrub_slot(frame, slot)
@@ -640,7 +645,7 @@ class Walk:
             if stack[b] == st.STACK_SPILL:
                 spilled = frame.spills[slot]
                 if size == 8:
-                    return spilled.copy()
+                    return spilled
                 if spilled.type != st.SCALAR:
                     raise Reject("invalid size of register fill")
                 if spilled.is_const() and b % 8 == 0 and not sx:
@@ -822,7 +827,7 @@ class Walk:
         caller = frames[-1]
         callee = st.Frame(len(frames), pc, self.cfg.subprog_of[target])
         for r in range(1, 6):
-            callee.regs[r] = caller.regs[r].copy()
+            callee.regs[r] = caller.regs[r]
         for r in range(0, 6):
             caller.regs[r] = st.Reg()
         frames.append(callee)
@@ -837,7 +842,7 @@ class Walk:
                 raise Reject("cannot return stack pointer to the caller frame")
             frames.pop()
             caller = frames[-1]
-            caller.regs[0] = r0.copy()
+            caller.regs[0] = r0
             self.pc = callee.callsite + 1
             return False
         if self.state.refs:
@@ -976,10 +981,10 @@ class Walk:
         for f in state.frames:
             for k, r in enumerate(f.regs):
                 if r is not src and r.type == st.SCALAR and r.id == src.id:
-                    f.regs[k] = src.copy()
+                    f.regs[k] = src
             for slot, r in list(f.spills.items()):
                 if r.type == st.SCALAR and r.id == src.id:
-                    f.spills[slot] = src.copy()
+                    f.spills[slot] = src
 
 
 def combined_stack_check(cfg: Cfg, depths: list[int]) -> None:

@@ -35,7 +35,9 @@ STACK_SIZE = 512
 
 
 class Reg:
-    """One register (or spilled register) of the abstract machine."""
+    """One register (or spilled register) of the abstract machine.  Once stored in a frame it is
+    a value shared by the states copied from that frame: change a ``copy()``, never the stored
+    object."""
     __slots__ = ("type", "off", "var", "smin", "smax", "umin", "umax", "s32min", "s32max",
                  "u32min", "u32max", "id", "ref_id", "map", "mem_size", "frameno")
 
@@ -96,17 +98,20 @@ class Frame:
         self.subprog = subprog
 
     def copy(self) -> "Frame":
+        """Registers are values, never changed in place once stored (the walk copies one before
+        refining it), so the copies share them."""
         f = Frame.__new__(Frame)
-        f.regs = [r.copy() for r in self.regs]
+        f.regs = self.regs[:]
         f.stack = self.stack[:]
-        f.spills = {k: v.copy() for k, v in self.spills.items()}
+        f.spills = self.spills.copy()
         f.callsite, f.frameno, f.subprog = self.callsite, self.frameno, self.subprog
         return f
 
 
 class VState:
     """The whole verifier state of one path: frames, held references, pruning bookkeeping."""
-    __slots__ = ("frames", "refs", "parent", "branches", "insn", "hits", "misses", "fp")
+    __slots__ = ("frames", "refs", "parent", "branches", "insn", "hits", "misses", "fp",
+                 "linked_key", "linked_ids")
 
     def __init__(self, frames: list[Frame]) -> None:
         self.frames = frames
@@ -117,6 +122,8 @@ class VState:
         self.hits = 0
         self.misses = 0
         self.fp = None
+        self.linked_key = None      # the masks ``linked_ids`` was computed for
+        self.linked_ids: set[int] = set()
 
     @property
     def cur(self) -> Frame:
@@ -141,14 +148,17 @@ def _reg_key(r: Reg) -> tuple:
 
 
 def fingerprint(s: VState, live_of) -> tuple:
-    """Everything an exact comparison looks at except ids: equal fingerprints are necessary."""
+    """A digest of what an exact comparison looks at (ids aside): equal states have equal
+    fingerprints, so it indexes the states a loop may repeat."""
     out = [len(s.refs)]
     for depth, f in enumerate(s.frames):
         live = live_of(depth)
         out.append(f.callsite)
         out.append(tuple(_reg_key(f.regs[i]) for i in range(10) if (live >> i) & 1))
         out.append(bytes(f.stack))
-        out.append(tuple((k, _reg_key(v)) for k, v in sorted(f.spills.items())))
+        # order-free digest of the spills (dict order depends on the path)
+        out.append(sum(hash((k, v.type, v.off, v.var, v.umin, v.umax, v.smin, v.smax))
+                       for k, v in f.spills.items()))
     return tuple(out)
 
 
@@ -233,54 +243,85 @@ def _slot_needed(needed: int, slot: int) -> bool:
     return bool((needed >> (16 + 63 - slot)) & 1)
 
 
-def _scalar_bytes(f: Frame, i: int, privileged: bool) -> bool:
-    """Byte i reads back as some scalar (or, privileged, as an unknown one)."""
-    k = f.stack[i]
-    if k == STACK_SPILL:
-        return f.spills[i // 8].type == SCALAR
-    return k != STACK_INVALID or privileged
-
-
 def stacksafe(old: Frame, cur: Frame, idmap: IdMap, exact: bool, privileged: bool,
-              needed: int = -1, linked: frozenset | set = frozenset()) -> bool:
+              needed: int = -1, linked: frozenset | set | tuple = frozenset()) -> bool:
     ostack, cstack = old.stack, cur.stack
     if ostack != cstack:
-        for i in range(STACK_SIZE):
-            o = ostack[i]
-            c = cstack[i]
-            if o == c:
-                continue
-            if exact:
-                return False
-            if o == STACK_INVALID:
-                continue
-            if o == STACK_MISC and _scalar_bytes(cur, i, privileged):
-                continue
-            if (o == STACK_ZERO and not _slot_needed(needed, i // 8)
-                    and _scalar_bytes(cur, i, privileged)):
-                continue        # known zeros whose value never matters
-            if o == STACK_ZERO and c == STACK_SPILL:
-                sp = cur.spills[i // 8]
-                if sp.type == SCALAR and sp.var == (0, 0):
-                    continue
-            if o == STACK_SPILL:
-                sp = old.spills[i // 8]
-                if (sp.type == SCALAR and sp.id not in linked and not _slot_needed(needed, i // 8)
-                        and _scalar_bytes(cur, i, privileged)):
-                    continue        # a spilled scalar whose value never matters
+        if exact:
             return False
+        diff = int.from_bytes(ostack, "little") ^ int.from_bytes(cstack, "little")
+        while diff:
+            slot = ((diff & -diff).bit_length() - 1) >> 6       # the lowest slot that differs
+            diff &= ~(0xFFFFFFFFFFFFFFFF << (slot << 6))
+            if not _slot_safe(old, cur, slot, privileged, needed, linked):
+                return False
+    cspills = cur.spills
     for slot, oreg in old.spills.items():
-        creg = cur.spills.get(slot)
+        creg = cspills.get(slot)
         if creg is None:
             if exact:
                 return False
             continue            # checked byte by byte above
+        if creg is oreg and not oreg.id and not oreg.ref_id:
+            continue            # the same value
         precise = exact or oreg.id in linked or _slot_needed(needed, slot)
         if not regsafe(oreg, creg, bool(precise), idmap, exact, linked):
             return False
-    if exact and set(cur.spills) != set(old.spills):
+    if exact and cspills.keys() != old.spills.keys():
         return False
     return True
+
+
+def _slot_safe(old: Frame, cur: Frame, slot: int, privileged: bool, needed: int,
+               linked) -> bool:
+    """The bytes of one 8-byte slot that differ: does what ``cur`` holds there fit ``old``?"""
+    ostack, cstack = old.stack, cur.stack
+    precise = _slot_needed(needed, slot)
+    csp = cur.spills.get(slot)
+    cur_scalar_spill = csp is not None and csp.type == SCALAR
+    osp = old.spills.get(slot)
+    # a spilled scalar whose value never matters
+    old_free_spill = (osp is not None and osp.type == SCALAR and osp.id not in linked
+                      and not precise)
+    for i in range(slot * 8, slot * 8 + 8):
+        o = ostack[i]
+        c = cstack[i]
+        if o == c or o == STACK_INVALID:
+            continue
+        # byte i of cur reads back as some scalar (or, privileged, as an unknown one)
+        scalar = cur_scalar_spill if c == STACK_SPILL else (c != STACK_INVALID or privileged)
+        if o == STACK_MISC:
+            if scalar:
+                continue
+        elif o == STACK_ZERO:
+            if scalar and not precise:
+                continue        # known zeros whose value never matters
+            if c == STACK_SPILL and cur_scalar_spill and csp.var == (0, 0):
+                continue
+        elif o == STACK_SPILL and old_free_spill and scalar:
+            continue
+        return False
+    return True
+
+
+def linked_ids(old: VState, live_of, needed_of) -> set[int]:
+    """Ids of the needed scalars of ``old``: every scalar sharing one is needed too (comparing
+    one refines all).  Cached on the state for the masks it was computed with."""
+    key = tuple((live_of(depth), needed_of(depth)) for depth in range(len(old.frames)))
+    if old.linked_key == key:
+        return old.linked_ids
+    linked = set()
+    for depth, of in enumerate(old.frames):
+        live, needed = key[depth]
+        for i in range(10):
+            r = of.regs[i]
+            if r.id and ((live & needed) >> i) & 1 and r.type == SCALAR:
+                linked.add(r.id)
+        for slot, r in of.spills.items():
+            if r.id and r.type == SCALAR and _slot_needed(needed, slot):
+                linked.add(r.id)
+    old.linked_key, old.linked_ids = key, linked
+    return linked
 
 
 def states_equal(old: VState, cur: VState, live_of, needed_of, exact: bool,
@@ -289,16 +330,7 @@ def states_equal(old: VState, cur: VState, live_of, needed_of, exact: bool,
     if len(old.frames) != len(cur.frames):
         return False
     idmap = IdMap()
-    linked = set()          # ids of needed scalars: every scalar sharing one is needed too
-    for depth, of in enumerate(old.frames):
-        live, needed = live_of(depth), needed_of(depth)
-        for i in range(10):
-            r = of.regs[i]
-            if r.id and ((live & needed) >> i) & 1 and r.type == SCALAR:
-                linked.add(r.id)
-        for slot, r in of.spills.items():
-            if r.id and r.type == SCALAR and _slot_needed(needed, slot):
-                linked.add(r.id)
+    linked = () if exact else linked_ids(old, live_of, needed_of)
     for depth, (of, cf) in enumerate(zip(old.frames, cur.frames)):
         if of.callsite != cf.callsite:
             return False
@@ -308,7 +340,10 @@ def states_equal(old: VState, cur: VState, live_of, needed_of, exact: bool,
         for i in range(10):
             if not (live >> i) & 1:
                 continue
-            if not regsafe(oregs[i], cregs[i], bool((needed >> i) & 1), idmap, exact, linked):
+            o, c = oregs[i], cregs[i]
+            if o is c and not o.id and not o.ref_id:
+                continue            # the same value
+            if not regsafe(o, c, bool((needed >> i) & 1), idmap, exact, linked):
                 return False
         if not stacksafe(of, cf, idmap, exact, privileged, needed, linked):
             return False
