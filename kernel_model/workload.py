@@ -93,15 +93,20 @@ class Workload:
     def step(self, n: int = 1) -> None:
         """Deliver ``n`` packets now (the caller holds ``kernel.lock`` if threads are about)."""
         k = self.kernel
-        m, net, clock = k.machine, k.net, k.clock
+        m = k.machine
+        receive, advance, set_cpu = k.net.receive, k.clock.advance, m.set_cpu
         gap = 1_000_000_000 // max(self.spec.rate, 1)
-        pick = self.rng.randrange
-        for _ in range(n):
-            dev, frame = self.pool[pick(POOL_SIZE)]
-            with m.on_cpu(self.sent % m.nr_cpus):
-                net.receive(dev, frame)
-            self.sent += 1
-            clock.advance(gap)
+        pick, pool, ncpus = self.rng.randrange, self.pool, m.nr_cpus
+        home = m.this_cpu().id
+        try:
+            for _ in range(n):
+                dev, frame = pool[pick(POOL_SIZE)]
+                set_cpu(self.sent % ncpus)
+                receive(dev, frame)
+                self.sent += 1
+                advance(gap)
+        finally:
+            set_cpu(home)          # the thread of execution returns where it was
 
     def start(self) -> None:
         if self.running:
