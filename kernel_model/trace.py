@@ -34,7 +34,10 @@ What tracefs (T) calls — one method per operation (errors are ``OSError(errno,
   ``ta.buffer_size_text(cpu=None)`` / ``ta.set_buffer_size_kb(kb, cpu=None)``,
   ``ta.buffer_total_size_text()``; ``ta.options`` / ``ta.set_option(name, bool)``,
   ``ta.options_text()``; ``ta.clear(cpu=None)`` (``echo > trace``);
-  ``ta.trace_marker_write(text)``; ``ta.error_log_text()`` / ``ta.clear_error_log()`` /
+  ``ta.trace_marker_write(text)``; ``ta.event_pids_text(notrace=False)`` /
+  ``ta.add_event_pids(pids, notrace=False)`` / ``ta.clear_event_pids(notrace=False)``
+  (``set_event_pid``, ``set_event_notrace_pid``; ``event-fork`` follows forks and exits);
+  ``ta.error_log_text()`` / ``ta.clear_error_log()`` /
   ``ta.log_error(location, command, message, pos)``;
   reading: ``trace_output.trace_text(ta, cpu=None)`` (header + lines, non-consuming),
   ``trace_output.PipeReader(ta, cpu=None)`` (consuming lines, blocking with wake-ups),
@@ -44,13 +47,16 @@ What tracefs (T) calls — one method per operation (errors are ``OSError(errno,
   ``text()``, ``profile_text()``), ``trace_printk(msg, ta=None)`` (bpf_trace_printk).
 
 Emission (per instance, per event file — EventFile.sink), in the kernel's order:
-unconditional triggers (soft mode) → soft-disabled? stop → BPF ``prog(ctx)`` (0 drops the event
-at the cost of the program only; tracepoints pass the record, kprobe events the CPU's live
+unconditional triggers (soft mode) → soft-disabled? stop → the array's pid lists
+(``set_event_pid``/``set_event_notrace_pid``: a task they leave out stops here) → BPF
+``prog(ctx)`` (0 drops the event at the cost of the program only; tracepoints pass the record,
+kprobe events the CPU's live
 pt_regs buffer, valid during the call) → reserve + write into the ring buffer → conditional
 triggers test the record → predicate filter / soft-disable discards the written record (as the
 kernel: the filter runs after the write) → commit (saved_cmdlines, wake readers) → trigger
-actions. Without triggers or soft mode the event calls ``EventFile.emitter()``'s leaner form of
-the same steps.
+actions. Without triggers, soft mode or pid lists the event calls ``EventFile.emitter()``'s
+leaner form of the same steps, and without a predicate filter either, write and commit in one
+step.
 """
 from __future__ import annotations
 
