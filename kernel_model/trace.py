@@ -50,8 +50,8 @@ Emission (per instance, per event file — EventFile.sink), in the kernel's orde
 unconditional triggers (soft mode) → soft-disabled? stop → the array's pid lists
 (``set_event_pid``/``set_event_notrace_pid``: a task they leave out stops here) → BPF
 ``prog(ctx)`` (0 drops the event at the cost of the program only; tracepoints pass the record,
-kprobe events the CPU's live
-pt_regs buffer, valid during the call) → reserve + write into the ring buffer → conditional
+kprobe events the CPU's live pt_regs buffer, valid during the call) → reserve + write into the
+ring buffer → conditional
 triggers test the record → predicate filter / soft-disable discards the written record (as the
 kernel: the filter runs after the write) → commit (saved_cmdlines, wake readers) → trigger
 actions. Without triggers, soft mode or pid lists the event calls ``EventFile.emitter()``'s
