@@ -155,3 +155,10 @@ def test_a_small_trace_pipe_read_leaves_the_rest_in_the_buffer():
     lines = rest.splitlines()
     assert len(lines) == 200 and all("netif_receive_skb: dev=eth0" in ln for ln in lines)
     assert top.buffer.entries()[0] == 0
+
+
+def test_a_tracepoint_line_is_one_unpack_and_one_format():
+    kernel = Kernel(cpus=1, seed=1)
+    source = kernel.tracing.event("net", "netif_receive_skb").line_printer.source
+    assert source.count("_unpack(rec, 0)") == 1 and source.count(" % (") == 1
+    assert "netif_receive_skb: dev=%s skbaddr=%s len=%d\\n" in source
