@@ -63,8 +63,14 @@ def test_lists_read_back_as_the_kernel_writes_them(tree):
         tree.echo(name, "0x3e9", append=True)             # kstrtoul base 0
         assert tree.read_text(name) == "1000\n1001\n1002\n"
         assert errno_of(tree.echo, name, "1003 x", append=True) == errno.EINVAL
-        assert errno_of(tree.echo, name, "4194304", append=True) == errno.EINVAL
+        assert errno_of(tree.echo, name, "1003 99999999999999999999", append=True) == \
+            errno.EINVAL                                   # kstrtoul's ERANGE becomes EINVAL
+        # trace_pid_list_set refuses pids of 30 bits and more; trace_pid_write returns -1
+        assert errno_of(tree.echo, name, "1003 0x40000000", append=True) == errno.EPERM
+        assert errno_of(tree.echo, name, "-1", append=True) == errno.EINVAL
         assert tree.read_text(name) == "1000\n1001\n1002\n"   # all or nothing
+        tree.echo(name, "4194304 0x100000005", append=True)  # past pid_max; cast to pid_t
+        assert tree.read_text(name) == "5\n1000\n1001\n1002\n4194304\n"
         tree.echo(name, "7")                               # > empties first
         assert tree.read_text(name) == "7\n"
         tree.echo(name, "")

@@ -14,7 +14,7 @@ from tracefs.errors import FsError
 from tracefs.handles import Handle, SeqHandle
 from tracefs.parse import kstrtoul
 
-PID_MAX = 4194304     # PID_MAX_LIMIT on 64-bit
+MAX_PID = 1 << 30     # kernel/trace/pid_list.h: what a pid list can hold
 
 
 class PidList:
@@ -37,13 +37,19 @@ class PidList:
 
 
 def parse_pids(text: str) -> set[int]:
-    """The pids of one write (trace_pid_write): kstrtoul base 0 per word; a bad word or a pid
-    past PID_MAX_LIMIT fails the whole write with EINVAL."""
+    """The pids of one write (trace_pid_write), all or nothing: a word kstrtoul (base 0) refuses
+    fails with EINVAL; the value is cast to pid_t and handed to trace_pid_list_set as an
+    unsigned int, which refuses 1 << 30 and above - and trace_pid_write then returns -1, so
+    the write fails with EPERM."""
     new = set()
     for word in text.split():
-        pid = kstrtoul(word, 0)
-        if pid >= PID_MAX:
-            raise FsError(errno.EINVAL)
+        try:
+            value = kstrtoul(word, 0)
+        except FsError:
+            raise FsError(errno.EINVAL) from None
+        pid = value & 0xFFFFFFFF
+        if pid >= MAX_PID:
+            raise FsError(errno.EPERM)
         new.add(pid)
     return new
 
