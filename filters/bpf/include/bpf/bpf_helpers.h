@@ -40,41 +40,8 @@
 #endif
 #define __array(name, val) typeof(val) *name[]
 
-#ifndef __TRACESIM_BPF_UAPI
-#define __TRACESIM_BPF_UAPI
-/* enum bpf_map_type (uapi numbering). */
-enum bpf_map_type {
-	BPF_MAP_TYPE_UNSPEC = 0,
-	BPF_MAP_TYPE_HASH = 1,
-	BPF_MAP_TYPE_ARRAY = 2,
-	BPF_MAP_TYPE_PROG_ARRAY = 3,
-	BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4,
-	BPF_MAP_TYPE_PERCPU_HASH = 5,
-	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
-	BPF_MAP_TYPE_STACK_TRACE = 7,
-	BPF_MAP_TYPE_CGROUP_ARRAY = 8,
-	BPF_MAP_TYPE_LRU_HASH = 9,
-	BPF_MAP_TYPE_LRU_PERCPU_HASH = 10,
-	BPF_MAP_TYPE_LPM_TRIE = 11,
-	BPF_MAP_TYPE_RINGBUF = 27,
-};
-
-/* Flags of bpf_map_update_elem. */
-enum {
-	BPF_ANY = 0,
-	BPF_NOEXIST = 1,
-	BPF_EXIST = 2,
-};
-
-/* Legacy map definitions in SEC("maps"). */
-struct bpf_map_def {
-	unsigned int type;
-	unsigned int key_size;
-	unsigned int value_size;
-	unsigned int max_entries;
-	unsigned int map_flags;
-};
-#endif
+/* Map types, update flags and struct bpf_map_def: the uapi header (kernel_model/include). */
+#include <uapi/linux/bpf.h>
 
 /* Helpers, numbered as uapi enum bpf_func_id. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *) 1;

@@ -4,9 +4,7 @@
 #define _UAPI__LINUX_BPF_H__
 #include <linux/types.h>
 
-/* Shared with filters/bpf/include/bpf/bpf_helpers.h: whichever is included first defines it. */
-#ifndef __TRACESIM_BPF_UAPI
-#define __TRACESIM_BPF_UAPI
+/* enum bpf_map_type (uapi numbering); bpf/bpf_helpers.h includes this header. */
 enum bpf_map_type {
 	BPF_MAP_TYPE_UNSPEC = 0,
 	BPF_MAP_TYPE_HASH = 1,
@@ -36,7 +34,6 @@ struct bpf_map_def {
 	unsigned int max_entries;
 	unsigned int map_flags;
 };
-#endif
 
 /* Map creation flags (the ones tracesim's examples use). */
 enum {
