@@ -15,6 +15,14 @@ def test_accepts_and_summarises():
                        "peak_states 0 mark_read 0\n")
 
 
+def test_complexity_limit_can_be_lowered():
+    loop = assemble("r1 = 0\nloop:\nr1 += 1\nif r1 < 100000 goto loop\nr0 = 0\nexit\n")
+    res = verify(loop, complexity_limit=1000)
+    assert res.error == "BPF program is too large. Processed 1001 insn"
+    assert res.log.splitlines()[-1].startswith("processed 1001 insns (limit 1000) ")
+    assert verify(loop[:1] + assemble("r0 = 0\nexit\n"), complexity_limit=1000).ok
+
+
 def test_rejection_log_names_the_instruction():
     res = verify(assemble("r0 = *(u64 *)(r1 + 0)\nr0 = *(u64 *)(r0 + 0)\nexit\n"))
     assert not res.ok

@@ -2,7 +2,7 @@
 
     res = verify(insns, prog_type="kprobe", ctx=None, maps=[], privileged=True,
                  strict_loops=False, log_level=1)
-    res.ok, res.error, res.log, res.insn_processed
+    res.ok, res.error, res.log, res.insn_processed   (complexity_limit=1_000_000 by default)
 
 Modules: ``cfg`` (structure), ``liveness`` (static liveness/precision), ``tnum`` and ``bounds``
 (scalar tracking), ``state`` (registers, stack, frames, pruning equivalence), ``check`` (the walk),
@@ -39,8 +39,10 @@ class VerifierResult:
 
 def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | None = None,
            maps: Sequence = (), privileged: bool = True, strict_loops: bool = False,
-           log_level: int = 1) -> VerifierResult:
-    """Verify ``insns`` (one ``Insn`` per 8-byte slot) for a program of ``prog_type``."""
+           log_level: int = 1, complexity_limit: int = COMPLEXITY_LIMIT_INSNS) -> VerifierResult:
+    """Verify ``insns`` (one ``Insn`` per 8-byte slot) for a program of ``prog_type``.
+    ``complexity_limit``: processed insns before "BPF program is too large" (the kernel's
+    BPF_COMPLEXITY_LIMIT_INSNS by default; lower it to bound the time spent on a program)."""
     if prog_type not in PROG_TYPES:
         raise ValueError(f"unknown program type {prog_type!r} (one of {', '.join(PROG_TYPES)})")
     insns = list(insns)
@@ -55,6 +57,7 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
         ptrs = liveness.may_pointer(cfg, stack_ptr)
         live, needed = liveness.analyse(cfg, prog_type, stack_ptr=stack_ptr, ptrs=ptrs)
         walk = Walk(cfg, live, needed, prog_type, ctx, maps, privileged, log_level)
+        walk.complexity_limit = complexity_limit
         walk.reanalyse = lambda decided: liveness.analyse(cfg, prog_type, decided, stack_ptr,
                                                           ptrs)
         walk.run()
@@ -67,7 +70,7 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
         lines = [insn_line(insns, x) if isinstance(x, int) else x for x in walk.log]
     lines += error_lines
     processed = walk.insn_processed if walk else 0
-    summary = (f"processed {processed} insns (limit {COMPLEXITY_LIMIT_INSNS}) "
+    summary = (f"processed {processed} insns (limit {complexity_limit}) "
                f"max_states_per_insn {walk.max_states_per_insn if walk else 0} "
                f"total_states {walk.total_states if walk else 0} "
                f"peak_states {walk.peak_states if walk else 0} mark_read 0")

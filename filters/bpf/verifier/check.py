@@ -20,6 +20,10 @@ from filters.bpf.verifier.liveness import ALL_SLOTS
 
 COMPLEXITY_LIMIT_INSNS = 1_000_000
 COMPLEXITY_LIMIT_JMP_SEQ = 8192
+# Checkpoints in progress at one insn before loop iterations get them only every 20 jumps or
+# 100 insns.  Below this, each iteration keeps its own: the branches it leaves behind prune
+# against them as soon as they are explored (nested loops over unknown offsets need that).
+LOOP_STATES_PER_INSN = 64
 MAX_CALL_FRAMES = 8
 MAX_VAR_OFF = 1 << 29
 MAX_VAR_SIZ = 1 << 29
@@ -53,6 +57,7 @@ class Walk:
         self.reanalyse = lambda decided: (live, needed)
         self.pending: dict[int, int] = {}     # states per insn with paths still in progress
         self.stack: list = []
+        self.complexity_limit = COMPLEXITY_LIMIT_INSNS
         self.insn_processed = 0
         self.jmps_processed = 0
         self.prev_jmps = 0
@@ -92,7 +97,7 @@ class Walk:
         print_state = False
         while True:
             self.insn_processed += 1
-            if self.insn_processed > COMPLEXITY_LIMIT_INSNS:
+            if self.insn_processed > self.complexity_limit:
                 raise Reject(f"BPF program is too large. Processed {self.insn_processed} insn")
             pc = self.pc
             if pc in self.cfg.prune_points and self.is_state_visited(pc):
@@ -189,9 +194,12 @@ class Walk:
                     raise Reject(f"infinite loop detected at insn {pc}",
                                  "cur state:" + fmt_state(cur, self.maps),
                                  "old state:" + fmt_state(sl, self.maps))
-            if (self.jmps_processed - self.prev_jmps < 20
+            if (self.pending[pc] >= LOOP_STATES_PER_INSN
+                    and self.jmps_processed - self.prev_jmps < 20
                     and self.insn_processed - self.prev_insns < 100):
-                add = False     # inside a loop: states of each iteration rarely help
+                # a long loop: checkpoints of every iteration would only cost memory (the
+                # kernel always spaces them so inside loops)
+                add = False
         for sl in sls:
             if pruned:
                 keep.append(sl)
