@@ -342,9 +342,6 @@ def test_loader_self_test_refuses_a_wrong_program(tmp_path):
     assert rss.active == "software" and "self-test failed" in rss.status_line()
 
 
-@pytest.mark.xfail(reason="tracesim's verifier does not finish on the nested bounded loops "
-                          "(extension headers x destination options): BPF program is too large",
-                   strict=False)
 def test_program_passes_the_verifier(rss_object):
     rss = ebpf_rss.EbpfRss()
     assert rss.load(rss_object, engine="interp", verify=True), rss.fallback_reason

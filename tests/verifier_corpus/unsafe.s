@@ -1231,3 +1231,37 @@ r2 += 8
 *(u64 *)(r1 + 0) = r2
 r0 = 0
 exit
+
+# A load through a stack pointer the static analysis cannot place (r10 plus a register) reads a
+# spilled offset at a fixed slot: once seen, that slot must stay precise across pruning points.
+# name: prune-keeps-slot-read-through-computed-stack-pointer
+# error: invalid read from stack R6 off=0 size=8
+r2 = *(u64 *)(r1 + 0)
+r3 = 16
+*(u64 *)(r10 - 8) = r3
+r0 = 0
+if r2 == 0 goto join
+r3 = 0
+*(u64 *)(r10 - 8) = r3
+r0 += 1
+if r2 == 1 goto join
+r0 += 2
+if r2 == 2 goto join
+r0 += 3
+if r2 == 3 goto join
+r0 += 4
+r0 += 5
+r0 += 6
+r0 += 7
+r0 += 8
+r0 += 9
+join:
+r5 = -8
+r4 = r10
+r4 += r5
+r0 = *(u64 *)(r4 + 0)
+r6 = r10
+r6 += -16
+r6 += r0
+r0 = *(u64 *)(r6 + 0)
+exit

@@ -58,8 +58,9 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
         live, needed = liveness.analyse(cfg, prog_type, stack_ptr=stack_ptr, ptrs=ptrs)
         walk = Walk(cfg, live, needed, prog_type, ctx, maps, privileged, log_level)
         walk.complexity_limit = complexity_limit
-        walk.reanalyse = lambda decided: liveness.analyse(cfg, prog_type, decided, stack_ptr,
-                                                          ptrs)
+        walk.top_based = liveness.top_based(cfg, stack_ptr)
+        walk.reanalyse = lambda decided, seen: liveness.analyse(cfg, prog_type, decided,
+                                                                stack_ptr, ptrs, seen)
         walk.run()
         combined_stack_check(cfg, walk.stack_depth)
     except Reject as e:

@@ -16,7 +16,7 @@ from filters.bpf.verifier.cfg import Cfg, is_pseudo_call
 from filters.bpf.verifier.context import SCALAR as CTX_SCALAR, ContextSpec
 from filters.bpf.verifier.log import Reject, annotate, fmt_frame, fmt_state, insn_text
 from filters.bpf.verifier.bounds import S64_MIN, U32, U64
-from filters.bpf.verifier.liveness import ALL_SLOTS
+from filters.bpf.verifier.liveness import ALL_SLOTS, slot_bits
 
 COMPLEXITY_LIMIT_INSNS = 1_000_000
 COMPLEXITY_LIMIT_JMP_SEQ = 8192
@@ -54,7 +54,9 @@ class Walk:
         self.explored: dict[int, list[st.VState]] = {}
         self.on_path: dict[int, dict[tuple, list[st.VState]]] = {}   # by fingerprint
         self.decided: set[int] = set()      # conditional jumps seen decided by a scalar value
-        self.reanalyse = lambda decided: (live, needed)
+        self.reanalyse = lambda decided, seen: (live, needed)
+        self.top_based: frozenset[int] = frozenset()    # loads through unplaced stack pointers
+        self.loads_seen: dict[int, int] = {}      # of those, the slots read at a fixed offset
         self.pending: dict[int, int] = {}     # states per insn with paths still in progress
         self.stack: list = []
         self.complexity_limit = COMPLEXITY_LIMIT_INSNS
@@ -647,6 +649,8 @@ class Walk:
         frame, lo, hi = self._stack_range(regno, reg, off, size, " read from")
         stack = frame.stack
         if reg.var[1] == 0:
+            if self.pc in self.top_based and frame is self.state.cur:
+                self._load_seen(lo, hi)
             b = st.STACK_SIZE + lo
             slot = b // 8
             self.scratched_slots.add(63 - slot)
@@ -673,6 +677,15 @@ class Walk:
             return st.scalar_const(0) if all_zero else self.loaded_scalar(size, sx)
         self._check_stack_initialized(regno, reg, frame, lo, hi, size, " read from")
         return self.loaded_scalar(size, sx)
+
+    def _load_seen(self, lo: int, hi: int) -> None:
+        """A load the static analysis could not place reads these bytes of its own frame: the
+        slots' values now flow into the loaded register (recompute ``needed`` if new)."""
+        bits = slot_bits(lo, hi)
+        seen = self.loads_seen.get(self.pc, 0)
+        if bits & ~seen:
+            self.loads_seen[self.pc] = seen | bits
+            self.live, self.needed = self.reanalyse(frozenset(self.decided), self.loads_seen)
 
     def _check_stack_initialized(self, regno, reg, frame, lo, hi, size, what) -> None:
         stack = frame.stack
@@ -952,7 +965,7 @@ class Walk:
         taken = bounds.branch_taken(a, b, code, is32)
         if taken != -1 and pc not in self.decided:
             self.decided.add(pc)
-            self.live, self.needed = self.reanalyse(frozenset(self.decided))
+            self.live, self.needed = self.reanalyse(frozenset(self.decided), self.loads_seen)
         if taken == 1:
             self.pc = target
             return False

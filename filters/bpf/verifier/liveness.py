@@ -128,6 +128,13 @@ def _pointer_transfer(insn, m: int, offsets: tuple) -> int:
     return m
 
 
+def top_based(cfg: Cfg, stack_ptr: list[tuple]) -> frozenset[int]:
+    """Loads whose base register may be a stack pointer at an offset this analysis cannot tell."""
+    return frozenset(i for i, insn in enumerate(cfg.insns)
+                     if insn.opcode & 7 == isa.LDX and insn.src < 11
+                     and stack_ptr[i][insn.src] is TOP)
+
+
 def _offsets_pass(cfg: Cfg, stored: bool) -> list:
     insns, n = cfg.insns, len(cfg.insns)
     ins: list[tuple | None] = [None] * n
@@ -186,20 +193,26 @@ def _offset_transfer(insn, o: list, stored: bool) -> tuple:
 
 
 def analyse(cfg: Cfg, prog_type: str, decided: frozenset[int] = frozenset(),
-            stack_ptr: list | None = None,
-            ptrs: list[int] | None = None) -> tuple[list[int], list[int]]:
+            stack_ptr: list | None = None, ptrs: list[int] | None = None,
+            loads_seen: dict[int, int] | None = None) -> tuple[list[int], list[int]]:
     """(live, needed) bitmasks on entry to every insn.
 
     ``decided``: conditional jumps the walk has seen decided by a scalar's value (only one branch
     explored).  Their operands are needed: another value could take the unexplored branch.  The
     operands of other jumps are needed only when one of them is needed afterwards (the comparison
-    refines both).  The walk recomputes this whenever ``decided`` grows, before pruning again.
+    refines both).  ``loads_seen``: for loads through a stack pointer this analysis cannot place
+    (``TOP``), the slots the walk has seen them read at a fixed offset; a variable-offset read gives
+    an unknown scalar whatever the slots hold, so only those slots' values can reach the loaded
+    register.  The walk recomputes this whenever ``decided`` or ``loads_seen`` grows, before
+    pruning again: a state proven safe has had every load of its paths seen by then.
     """
     insns, n = cfg.insns, len(cfg.insns)
     if stack_ptr is None:
         stack_ptr = stack_offsets(cfg)
     if ptrs is None:
         ptrs = may_pointer(cfg, stack_ptr)
+    if loads_seen is None:
+        loads_seen = {}
     live = [0] * n
     needed = [0] * n
     preds: list[list[int]] = [[] for _ in range(n)]
@@ -222,7 +235,7 @@ def analyse(cfg: Cfg, prog_type: str, decided: frozenset[int] = frozenset(),
                     lo |= live[w]
                     nd |= needed[w]
             new_l, new_n = _transfer(insns[i], lo, nd, stack_ptr[i], cfg.subprog_of[i], prog_type,
-                                     i in decided, ptrs[i])
+                                     i in decided, ptrs[i], loads_seen.get(i, 0))
             if new_l != live[i] or new_n != needed[i]:
                 live[i], needed[i] = new_l, new_n
                 work.update(preds[i])
@@ -230,8 +243,9 @@ def analyse(cfg: Cfg, prog_type: str, decided: frozenset[int] = frozenset(),
 
 
 def _transfer(insn, lo: int, no: int, stack_ptr: tuple, subprog: int, prog_type: str,
-              decided: bool = False, ptrs: int = ALL):
-    """Backward transfer: (live out, needed out) -> (live in, needed in)."""
+              decided: bool = False, ptrs: int = ALL, seen: int = 0):
+    """Backward transfer: (live out, needed out) -> (live in, needed in).  ``seen``: for a load
+    through a ``TOP`` stack pointer, the slots it was seen reading at a fixed offset."""
     op, cls = insn.opcode, insn.opcode & 7
     d, s = insn.dst, insn.src
     bd, bs = _bit(d), _bit(s)
@@ -262,7 +276,7 @@ def _transfer(insn, lo: int, no: int, stack_ptr: tuple, subprog: int, prog_type:
         if k is None:
             touched = 0
         elif k is TOP:
-            touched = ALL_SLOTS
+            touched = seen if cls == isa.LDX else ALL_SLOTS
         else:
             touched = slot_bits(k + insn.off, k + insn.off + size)
         whole = k is not None and k is not TOP and size == 8 and (k + insn.off) % 8 == 0
