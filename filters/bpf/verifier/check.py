@@ -164,35 +164,31 @@ class Walk:
             raise Reject(f"The sequence of {len(self.stack)} jumps is too complex.")
 
     # --- pruning --------------------------------------------------------------------------------
-    def _masks(self, cur: st.VState, pc: int):
+    def _masks(self, cur: st.VState, pc: int) -> tuple[tuple[int, int], ...]:
+        """(live, needed) of each frame of ``cur`` at ``pc``: a caller frame resumes after its
+        call with r6-r9 and every stack slot of its own."""
         frames = cur.frames
-        last = len(frames) - 1
-
-        def live_of(depth: int) -> int:
-            if depth == last:
-                return self.live[pc]
-            return self.live[frames[depth + 1].callsite + 1] & 0x3C0
-
-        def needed_of(depth: int) -> int:
-            if depth == last:
-                return self.needed[pc]
-            return (self.needed[frames[depth + 1].callsite + 1] & 0x3C0) | ALL_SLOTS
-        return live_of, needed_of
+        out = []
+        for depth in range(len(frames) - 1):
+            after = frames[depth + 1].callsite + 1
+            out.append((self.live[after] & 0x3C0, (self.needed[after] & 0x3C0) | ALL_SLOTS))
+        out.append((self.live[pc], self.needed[pc]))
+        return tuple(out)
 
     def is_state_visited(self, pc: int) -> bool:
         cur = self.state
         sls = self.explored.get(pc, [])
         add = (self.jmps_processed - self.prev_jmps >= 2
                and self.insn_processed - self.prev_insns >= 8)
-        live_of, needed_of = self._masks(cur, pc)
+        masks = self._masks(cur, pc)
         keep = []
         pruned = False
         cur_fp = None
         if self.pending.get(pc):
             # a state of the current path repeats exactly: a loop that makes no progress
-            cur_fp = st.fingerprint(cur, live_of)
+            cur_fp = st.fingerprint(cur, masks)
             for sl in self.on_path[pc].get(cur_fp, ()):
-                if st.states_equal(sl, cur, live_of, needed_of, True, self.priv):
+                if st.states_equal(sl, cur, masks, True, self.priv):
                     raise Reject(f"infinite loop detected at insn {pc}",
                                  "cur state:" + fmt_state(cur, self.maps),
                                  "old state:" + fmt_state(sl, self.maps))
@@ -206,7 +202,7 @@ class Walk:
             if pruned:
                 keep.append(sl)
                 continue
-            if st.states_equal(sl, cur, live_of, needed_of, False, self.priv):
+            if st.states_equal(sl, cur, masks, False, self.priv):
                 sl.hits += 1
                 pruned = True
                 keep.append(sl)
@@ -224,7 +220,7 @@ class Walk:
         new = cur.copy()
         new.branches = 1
         new.insn = pc
-        new.fp = cur_fp if cur_fp is not None else st.fingerprint(cur, live_of)
+        new.fp = cur_fp if cur_fp is not None else st.fingerprint(cur, masks)
         self.on_path.setdefault(pc, {}).setdefault(new.fp, []).append(new)
         new.parent = cur.parent
         cur.parent = new

@@ -147,12 +147,12 @@ def _reg_key(r: Reg) -> tuple:
             r.u32max, r.map, r.mem_size, r.frameno)
 
 
-def fingerprint(s: VState, live_of) -> tuple:
+def fingerprint(s: VState, masks: tuple[tuple[int, int], ...]) -> tuple:
     """A digest of what an exact comparison looks at (ids aside): equal states have equal
     fingerprints, so it indexes the states a loop may repeat."""
     out = [len(s.refs)]
     for depth, f in enumerate(s.frames):
-        live = live_of(depth)
+        live = masks[depth][0]
         out.append(f.callsite)
         out.append(tuple(_reg_key(f.regs[i]) for i in range(10) if (live >> i) & 1))
         out.append(bytes(f.stack))
@@ -304,15 +304,14 @@ def _slot_safe(old: Frame, cur: Frame, slot: int, privileged: bool, needed: int,
     return True
 
 
-def linked_ids(old: VState, live_of, needed_of) -> set[int]:
+def linked_ids(old: VState, masks: tuple[tuple[int, int], ...]) -> set[int]:
     """Ids of the needed scalars of ``old``: every scalar sharing one is needed too (comparing
     one refines all).  Cached on the state for the masks it was computed with."""
-    key = tuple((live_of(depth), needed_of(depth)) for depth in range(len(old.frames)))
-    if old.linked_key == key:
+    if old.linked_key == masks:
         return old.linked_ids
     linked = set()
     for depth, of in enumerate(old.frames):
-        live, needed = key[depth]
+        live, needed = masks[depth]
         for i in range(10):
             r = of.regs[i]
             if r.id and ((live & needed) >> i) & 1 and r.type == SCALAR:
@@ -320,22 +319,21 @@ def linked_ids(old: VState, live_of, needed_of) -> set[int]:
         for slot, r in of.spills.items():
             if r.id and r.type == SCALAR and _slot_needed(needed, slot):
                 linked.add(r.id)
-    old.linked_key, old.linked_ids = key, linked
+    old.linked_key, old.linked_ids = masks, linked
     return linked
 
 
-def states_equal(old: VState, cur: VState, live_of, needed_of, exact: bool,
+def states_equal(old: VState, cur: VState, masks: tuple[tuple[int, int], ...], exact: bool,
                  privileged: bool) -> bool:
-    """``live_of(depth)``/``needed_of(depth)`` give the bitmasks for the frame at that depth."""
+    """``masks``: (live, needed) bitmasks of each frame, outermost first."""
     if len(old.frames) != len(cur.frames):
         return False
     idmap = IdMap()
-    linked = () if exact else linked_ids(old, live_of, needed_of)
+    linked = () if exact else linked_ids(old, masks)
     for depth, (of, cf) in enumerate(zip(old.frames, cur.frames)):
         if of.callsite != cf.callsite:
             return False
-        live = live_of(depth)
-        needed = needed_of(depth)
+        live, needed = masks[depth]
         oregs, cregs = of.regs, cf.regs
         for i in range(10):
             if not (live >> i) & 1:
