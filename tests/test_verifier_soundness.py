@@ -1,10 +1,11 @@
 """Soundness: whatever the verifier accepts runs without faults on the interpreter.
 
 Random programs over ALU/ALU32 (all ops, movsx, bswap), loads/stores/atomics on the stack and on the
-conformance memory (r1, length in r2), pointer arithmetic, JMP/JMP32 forward jumps and bounded
-backward ones, helper calls and exit.  For every accepted program the interpreter runs it on random
-memory: no memory fault, no budget overrun, and no uninitialised register influences the outcome
-(two runs whose untouched registers start with different garbage agree on r0 and memory).
+conformance memory (r1, length in r2), spills and fills of whole slots, pointer arithmetic,
+JMP/JMP32 forward jumps and bounded backward ones, helper calls and exit.  For every accepted
+program the interpreter runs it on random memory: no memory fault, no budget overrun, and no
+uninitialised register influences the outcome (two runs whose untouched registers start with
+different garbage agree on r0 and memory).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ SMALL = hs.one_of(hs.integers(-20, 40), hs.sampled_from([0xFF, 0xFFFF, -1, 1 << 
 @hs.composite
 def instruction(draw, pos: int) -> list[Insn]:
     kind = draw(hs.sampled_from(["alu", "alu", "alu", "ldx", "stx", "st", "ptr", "jmp", "jmp",
-                                 "misc", "atomic", "call", "loop"]))
+                                 "misc", "atomic", "call", "loop", "spill"]))
     d, s = draw(REG), draw(REG)
     if kind == "alu":
         cls = draw(hs.sampled_from([isa.ALU, isa.ALU64]))
@@ -68,6 +69,12 @@ def instruction(draw, pos: int) -> list[Insn]:
         if kind == "st":
             return [Insn(isa.ST | isa.MEM | size, base, 0, off, draw(SMALL))]
         return [Insn(isa.STX | isa.MEM | size, base, s, off, 0)]
+    if kind == "spill":
+        # a whole-slot spill or fill: pointers and offsets that come back from the stack
+        slot = draw(hs.sampled_from([-8, -16, -24]))
+        if draw(hs.booleans()):
+            return [Insn(isa.STX | isa.MEM | isa.DW, 10, draw(hs.sampled_from([1, 6, s])), slot, 0)]
+        return [Insn(isa.LDX | isa.MEM | isa.DW, draw(hs.sampled_from([6, d])), 10, slot, 0)]
     if kind == "atomic":
         base = draw(hs.sampled_from([1, 10]))
         op = draw(hs.sampled_from([isa.ATOMIC_ADD, isa.ATOMIC_OR | isa.FETCH, isa.XCHG,

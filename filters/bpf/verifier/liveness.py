@@ -174,7 +174,8 @@ def _offset_transfer(insn, o: list, stored: bool) -> tuple:
         else:
             o[d] = None
     elif cls == isa.LDX and d < 10:
-        o[d] = TOP if stored else None
+        # only an 8-byte fill can give back a spilled stack pointer
+        o[d] = TOP if stored and op & 0x18 == isa.DW else None
     elif cls == isa.LD:
         for r in ((d,) if op == isa.LD_IMM64 else range(6)):
             if r < 10:
