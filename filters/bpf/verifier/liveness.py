@@ -7,6 +7,13 @@ a helper argument, a value stored to the stack, a subprogram's result).  It over
 kernel's backtracking precision marks: a scalar outside ``needed`` can be treated as "any scalar"
 when comparing states.  Stack slots (bits 16..79, slot spi = fp-8*(spi+1)) are needed the same
 way, found through a forward analysis of which registers hold stack pointers at known offsets.
+
+Two facts only the walk knows sharpen it, as the kernel's backtracking does for each path: which
+conditional jumps a scalar's value decided, and which slots a load through a stack pointer this
+analysis cannot place (``TOP``) read at a fixed offset.  Both only grow; the walk recomputes the
+masks when they do.  Pointer arithmetic makes both operands needed only where a pointer may take
+part, known from a forward may-pointer analysis that also follows spills and fills of the frame's
+slots (an offset spilled beside a stack pointer stays a scalar).
 """
 from __future__ import annotations
 
