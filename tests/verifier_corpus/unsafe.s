@@ -1196,10 +1196,11 @@ r5 += r4
 r0 = *(u64 *)(r5 + 0)
 exit
 
-# The same, the pointer spilled into the caller's frame by a bpf-to-bpf callee.
+# The same with the ctx pointer, spilled into the caller's frame by a bpf-to-bpf callee.
 # name: prune-offset-added-to-pointer-spilled-by-callee
-# error: invalid read from stack R5 off=0 size=8
+# error: dereference of modified ctx ptr R5 off=16 disallowed
 r6 = r1
+r2 = r1
 r1 = r10
 r1 += -24
 call spill
@@ -1226,8 +1227,6 @@ r5 += r4
 r0 = *(u64 *)(r5 + 0)
 exit
 spill:
-r2 = r1
-r2 += 8
 *(u64 *)(r1 + 0) = r2
 r0 = 0
 exit
@@ -1264,4 +1263,23 @@ r6 = r10
 r6 += -16
 r6 += r0
 r0 = *(u64 *)(r6 + 0)
+exit
+
+# A callee stores a pointer to its own stack into the caller's frame; the caller would read
+# through it after the callee's frame is gone.
+# name: callee-spills-stack-pointer-into-caller-frame
+# error: cannot spill pointers to stack into stack frame of the caller
+r1 = r10
+r1 += -8
+call f
+r2 = *(u64 *)(r10 - 8)
+r0 = *(u64 *)(r2 - 8)
+exit
+f:
+r2 = r10
+r2 += -8
+r3 = 0
+*(u64 *)(r2 + 0) = r3
+*(u64 *)(r1 + 0) = r2
+r0 = 0
 exit

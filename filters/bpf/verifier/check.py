@@ -610,6 +610,9 @@ class Walk:
             self.scratched_slots.add(63 - slot)
             if value is not None and value.type > st.SCALAR and size != 8:
                 raise Reject("invalid size of register spill")
+            if value is not None and value.type == st.PTR_TO_STACK and frame is not self.state.cur:
+                # it would outlive the callee's frame it may point into
+                raise Reject("cannot spill pointers to stack into stack frame of the caller")
             old = frame.spills.get(slot)
             if (not self.priv and old is not None and old.type != st.SCALAR and size != 8):
                 raise Reject("attempt to corrupt spilled pointer on stack")
