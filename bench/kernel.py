@@ -13,10 +13,10 @@ Each figure is the median over ``--repeat`` runs of ns per pair (wall time, cloc
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 
+from bench.common import iteration_args
 from kernel_model import skb_bench
 from kernel_model.kernel import Kernel
 
@@ -57,13 +57,7 @@ def measure(iterations: int, repeat: int) -> dict:
 
 
 def run(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="tracesim bench kernel", description=__doc__.split("\n")[2])
-    ap.add_argument("--iterations", type=int, default=200_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    if args.iterations <= 0 or args.repeat <= 0:
-        ap.error("--iterations and --repeat must be positive")
+    args = iteration_args("tracesim bench kernel", __doc__, argv)
     result = measure(args.iterations, args.repeat)
     if args.json:
         print(json.dumps(result))

@@ -8,7 +8,6 @@ call (wall time); ``empty_call`` is a Python function with the same signature do
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import struct
@@ -16,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.common import iteration_args
 from filters.predicate import compile_filter
 
 
@@ -90,14 +90,7 @@ def measure(iterations: int, repeat: int) -> dict:
 
 
 def run(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="tracesim bench predicate",
-                                 description=__doc__.split("\n")[2])
-    ap.add_argument("--iterations", type=int, default=200_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    if args.iterations <= 0 or args.repeat <= 0:
-        ap.error("--iterations and --repeat must be positive")
+    args = iteration_args("tracesim bench predicate", __doc__, argv)
     result = measure(args.iterations, args.repeat)
     if args.json:
         print(json.dumps(result))
