@@ -34,8 +34,9 @@ import statistics
 import struct
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 PHASES = ("off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again")
 RFC_USECS = {"off": 145179, "enabled": 240419, "predicate": 302552, "bpf_jit": 199463,
@@ -223,7 +224,7 @@ def plot(results: dict[str, float], path: str) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         write_bar_png(path, [results[p] for p in PHASES])
-        legend = ", ".join(f"{p} rgb{c}" for p, c in zip(PHASES, COLOURS))
+        legend = ", ".join(f"{p} rgb{c}" for p, c in zip(PHASES, COLOURS, strict=False))
         return (f"matplotlib is not installed: wrote a plain bar chart without text to {path} "
                 f"(left to right: {legend})")
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 from kernel_model.kernel import Kernel
 

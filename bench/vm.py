@@ -25,7 +25,7 @@ import argparse
 import json
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from filters.bpf.asm import assemble
 from filters.bpf.interp import Interpreter

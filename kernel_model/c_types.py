@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from pcpp import Preprocessor
 from pycparser import c_ast, c_parser
@@ -83,7 +83,7 @@ class Float:
 
 @dataclass(frozen=True)
 class Pointer:
-    target: "CType"
+    target: CType
     size: int = 8
     align: int = 8
 
@@ -93,7 +93,7 @@ class Pointer:
 
 @dataclass(frozen=True)
 class Array:
-    elem: "CType"
+    elem: CType
     count: int | None      # None: flexible / unknown bound
 
     @property
@@ -111,7 +111,7 @@ class Array:
 @dataclass(frozen=True)
 class Member:
     name: str | None       # None for an anonymous struct/union member or unnamed bitfield
-    type: "CType"
+    type: CType
     offset: int            # byte offset of the member (of its storage unit for bitfields)
     bit_offset: int | None = None   # bitfields: bit position inside the storage unit
     bit_size: int | None = None
@@ -182,8 +182,8 @@ class Enum:
 
 @dataclass(frozen=True)
 class Func:
-    ret: "CType"
-    params: tuple["CType", ...]
+    ret: CType
+    params: tuple[CType, ...]
     variadic: bool = False
     size: int = 1
     align: int = 1
@@ -508,7 +508,7 @@ def parse_c(text: str, filename: str = "<source>", typedefs: dict | None = None)
     return parser.parse(text, filename)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernel_types() -> TypeEnv:
     """The modelled kernel's types, from ``include/tracesim/kernel.h`` (parsed once)."""
     header = INCLUDE_DIR / "tracesim" / "kernel.h"

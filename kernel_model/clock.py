@@ -29,7 +29,7 @@ Each clock is a function of the base, the way the kernel derives them:
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 CLOCK_NAMES = ("local", "global", "counter", "uptime", "perf", "mono", "mono_raw", "boot",
                "tai", "x86-tsc")

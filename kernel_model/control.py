@@ -25,7 +25,8 @@ usage error; text is what the command prints (newline-terminated, or empty). Com
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kernel_model import net as netmod
 from kernel_model import skb_bench, tun

@@ -14,7 +14,8 @@ module symbols (``... t skb_bench_run\t[skb_bench]``).
 from __future__ import annotations
 
 import bisect
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from kernel_model.memory import KERNEL_TEXT_BASE, Memory
 

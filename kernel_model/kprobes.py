@@ -32,7 +32,8 @@ with ``ip = sym + off``; return probes need ``off == 0`` (the kernel refuses oth
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kernel_model.kallsyms import Kallsyms
 from kernel_model.memory import Memory

@@ -30,7 +30,8 @@ header's offsets: idle tasks in static kernel data (as ``init_task`` is), others
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from kernel_model.c_types import kernel_types
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
@@ -321,7 +321,8 @@ def ipv6(src: str | bytes, dst: str | bytes, next_header: int, payload: bytes, *
             chain += bytes([nxt, (2 + len(body)) // 8 - 1]) + body
     first = ext[0].proto if ext else next_header
     word = (6 << 28) | ((traffic_class & 0xFF) << 20) | (flow_label & 0xFFFFF)
-    return struct.pack("!IHBB16s16s", word, len(chain) + len(payload), first, hop_limit, s, d) + chain + payload
+    header = struct.pack("!IHBB16s16s", word, len(chain) + len(payload), first, hop_limit, s, d)
+    return header + chain + payload
 
 
 # ---------------------------------------------------------------- one-call frames

@@ -9,7 +9,8 @@ The ring keeps the newest ``capacity`` records (a 128 KiB log_buf holds about th
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 KERN_EMERG, KERN_ALERT, KERN_CRIT, KERN_ERR, KERN_WARNING, KERN_NOTICE, KERN_INFO, KERN_DEBUG = range(8)
 DEFAULT_LEVEL = KERN_WARNING       # CONFIG_MESSAGE_LOGLEVEL_DEFAULT: printk() without a level

@@ -32,8 +32,8 @@ import heapq
 import operator
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 PAGE_SIZE = 4096
 PAGE_HEADER = 16
@@ -483,7 +483,7 @@ class RingBuffer:
                     stop = min(stop, cut)
                 stop = min(stop, i + limit - len(out))
                 lost = cb.take_lost() if cb.overrun != cb.last_overrun else 0
-                for nxt, ts, payload in events[i:stop]:
+                for nxt, ts, payload in events[i:stop]:  # noqa: B007 - last nxt/ts used below
                     append((cb.cpu, ts, payload, lost))
                     lost = 0
                 best[2] = stop

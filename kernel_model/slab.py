@@ -14,7 +14,8 @@ kernel's ``name``, ``object_size``, ``size``, ``flags``), ``kmem:kfree(call_site
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from kernel_model.c_types import kernel_types
 from kernel_model.memory import PAGE_SHIFT, PAGE_SIZE, Memory

@@ -42,7 +42,8 @@ What tracefs (T) calls — one method per operation (errors are ``OSError(errno,
   reading: ``trace_output.trace_text(ta, cpu=None)`` (header + lines, non-consuming),
   ``trace_output.PipeReader(ta, cpu=None)`` (consuming lines, blocking with wake-ups),
   ``ta.buffer.read_page(cpu)`` (``trace_pipe_raw``), ``trace_output.stats_text(ta, cpu)``
-* global: ``saved_cmdlines_text()``, ``saved_tgids_text()``, ``saved_cmdlines_size`` / ``set_saved_cmdlines_size(n)``,
+* global: ``saved_cmdlines_text()``, ``saved_tgids_text()``, ``saved_cmdlines_size`` /
+  ``set_saved_cmdlines_size(n)``,
   ``printk_formats_text()``, ``kprobes`` (trace_kprobe.KprobeEvents: ``write(text, truncate)``,
   ``text()``, ``profile_text()``), ``trace_printk(msg, ta=None)`` (bpf_trace_printk).
 
@@ -64,7 +65,8 @@ import errno
 import fnmatch
 import hashlib
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from kernel_model import ring_buffer
 from kernel_model.trace_event import TraceEvent, trace_ctx
@@ -169,7 +171,7 @@ class SavedCmdlines:
 class EventFile:
     """One event's state in one trace array (the kernel's ``trace_event_file``)."""
 
-    def __init__(self, array: "TraceArray", event: TraceEvent) -> None:
+    def __init__(self, array: TraceArray, event: TraceEvent) -> None:
         self.array = array
         self.event = event
         self.enabled = False          # the ``enable`` file
@@ -325,7 +327,7 @@ def _run_triggers(file: EventFile, triggers: list[Any], record: bytes | None) ->
 class TraceArray:
     """A trace instance: the top level (name "") or one under ``instances/``."""
 
-    def __init__(self, tracing: "Tracing", name: str) -> None:
+    def __init__(self, tracing: Tracing, name: str) -> None:
         self.tracing = tracing
         self.name = name
         self.refs = 0

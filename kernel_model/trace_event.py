@@ -45,8 +45,9 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from kernel_model.trace_printfmt import compile_print_fmt
 
@@ -215,7 +216,7 @@ class TraceEvent:
 
     def __init__(self, system: str, name: str, fields: Sequence[tuple[str, str]],
                  print_fmt: str, assign: Callable[..., Sequence[Any]],
-                 printer: Callable[["TraceEvent"], Callable[[bytes, Any], str]] | None = None,
+                 printer: Callable[[TraceEvent], Callable[[bytes, Any], str]] | None = None,
                  proto: str = "", show_name: bool = True, packed: bool = False) -> None:
         self.system = system
         self.name = name

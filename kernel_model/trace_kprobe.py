@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import errno
 import re
-import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kernel_model.kprobes import PtRegs
 from kernel_model.trace_event import TraceEvent, trace_ctx
@@ -124,7 +124,7 @@ class ProbeArg:
 class KprobeEvent(TraceEvent):
     """The event of a kprobe: ``__probe_ip`` (or ``__probe_func``, ``__probe_ret_ip``) + args."""
 
-    def __init__(self, owner: "KprobeEvents", group: str, name: str, symbol: str, offset: int,
+    def __init__(self, owner: KprobeEvents, group: str, name: str, symbol: str, offset: int,
                  is_return: bool, maxactive: int, args: list[ProbeArg]) -> None:
         self.owner = owner
         self.symbol = symbol
@@ -472,7 +472,6 @@ class KprobeEvents:
 
         For memory expressions the fetch returns the *address*; the caller reads it.
         """
-        mem = self.kernel.mem
         if expr.startswith("%"):
             reg = expr[1:]
             if reg not in _REG_INDEX:

@@ -15,13 +15,20 @@ from __future__ import annotations
 import errno
 import itertools
 import struct
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from kernel_model.ring_buffer import Entry
-from kernel_model.trace_event import (TRACE_FLAG_BH_OFF, TRACE_FLAG_HARDIRQ,
-                                      TRACE_FLAG_IRQS_OFF, TRACE_FLAG_NEED_RESCHED,
-                                      TRACE_FLAG_NEED_RESCHED_LAZY, TRACE_FLAG_NMI,
-                                      TRACE_FLAG_PREEMPT_RESCHED, TRACE_FLAG_SOFTIRQ)
+from kernel_model.trace_event import (
+    TRACE_FLAG_BH_OFF,
+    TRACE_FLAG_HARDIRQ,
+    TRACE_FLAG_IRQS_OFF,
+    TRACE_FLAG_NEED_RESCHED,
+    TRACE_FLAG_NEED_RESCHED_LAZY,
+    TRACE_FLAG_NMI,
+    TRACE_FLAG_PREEMPT_RESCHED,
+    TRACE_FLAG_SOFTIRQ,
+)
 
 TRACE_BATCH = 256          # events formatted together for ``trace``
 PIPE_BATCH_MAX = 512       # most events one trace_pipe batch takes under the buffer lock
@@ -245,7 +252,7 @@ class PipeReader:
             with buf.lock:
                 buf.waiters += 1
                 try:
-                    buf.cond.wait_for(lambda: self.interrupted or buf._has_data(self.cpu),
+                    buf.cond.wait_for(lambda: self.interrupted or buf._has_data(self.cpu),  # noqa: B023
                                       timeout=0.5)
                 finally:
                     buf.waiters -= 1

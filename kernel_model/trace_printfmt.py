@@ -23,8 +23,9 @@ from __future__ import annotations
 import functools
 import re
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 Value = Any
 

@@ -29,7 +29,7 @@ class Trigger:
         self.filter_text = filter_text
         self.target = target              # EventFile for enable_event/disable_event
 
-    def same(self, other: "Trigger") -> bool:
+    def same(self, other: Trigger) -> bool:
         return self.cmd == other.cmd and self.target is other.target
 
     def text(self) -> str:

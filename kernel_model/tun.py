@@ -24,8 +24,9 @@ import argparse
 import errno
 import hashlib
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from filters.bpf import helpers_skb
 from kernel_model import packets

@@ -7,7 +7,7 @@ from filters.bpf import isa
 from filters.bpf.asm import AsmError, assemble
 from filters.bpf.disasm import disassemble, format_insn
 from filters.bpf.isa import Insn
-from filters.bpf.program import check_reserved, ProgramError
+from filters.bpf.program import ProgramError, check_reserved
 
 # (bytes as llvm-objdump shows them, the text LLVM 14's llvm-objdump prints for them)
 LLVM14 = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import re
 
-
 from bench import skb
 from tests.fuse_helpers import mounted, need_fuse, tracesim
 

@@ -71,7 +71,7 @@ def test_demo_flow_with_cat(mnt, objects):
     lines = run(mnt, "timeout 5 cat trace_pipe & sleep 1; kill %1 2>/dev/null; wait").splitlines()
     # bpf_printk("...\n") lines are followed by an empty line (TP_printk adds its own "\n")
     assert len(lines) == 6 and lines[1::3] == ["", ""]
-    for printk, event in zip(lines[0::3], lines[2::3]):
+    for printk, event in zip(lines[0::3], lines[2::3], strict=False):
         m = PRINTK_LINE.match(printk)
         assert m and re.fullmatch(r"skb [0-9a-f]{16} dev [0-9a-f]{16}", m["msg"]), printk
         assert "netif_receive_skb: dev=lo " in event

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
 from kernel_model.c_types import Array, Int, Pointer, TypeEnv, kernel_types, parse_c, preprocess
 from tests.conftest import need_tool
 

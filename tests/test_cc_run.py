@@ -92,8 +92,8 @@ static __noinline long counter(int k) { long s = 0; for (int i = 0; i <= k; i++)
 def python_many(a: int) -> int:
     v, w, x2, y, z, u, q, r, s, t, m, n = range(12)
     for _ in range(a):
-        v += w; w += x2; x2 += y; y += z; z += u; u += q; q += r
-        r += s; s += t; t += m; m += n; n += 1
+        v += w; w += x2; x2 += y; y += z; z += u; u += q; q += r  # noqa: E702
+        r += s; s += t; t += m; m += n; n += 1  # noqa: E702
     return v + w + x2 + y + z + u + q + r + s + t + m + n + 1 + 3
 
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from tests.conftest import CONFORMANCE, ROOT, need_shared
 from filters.bpf.conformance import ENGINES, assemble_dialect, parse_file, run_case
+from tests.conftest import CONFORMANCE, ROOT, need_shared
 
 
 def _cases(sub: str):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 
-
 from tests.fuse_helpers import need_fuse
 from tools import cmd_demo
 

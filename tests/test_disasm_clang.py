@@ -7,10 +7,10 @@ import subprocess
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from tests.conftest import need_tool
 from filters.bpf import isa
 from filters.bpf.asm import assemble
 from filters.bpf.disasm import disassemble
+from tests.conftest import need_tool
 
 SOURCES = {
     "filter": r"""
@@ -78,7 +78,8 @@ def _labels(elf, section_index: int, size: int) -> dict[int, str]:
     """Names llvm-objdump gives jump targets: a symbol at that slot or section+offset."""
     symbols = {}
     for sym in elf.get_section_by_name(".symtab").iter_symbols():
-        if sym["st_shndx"] == section_index and sym.name and sym["st_info"]["type"] in ("STT_FUNC", "STT_NOTYPE"):
+        kind = sym["st_info"]["type"]
+        if sym["st_shndx"] == section_index and sym.name and kind in ("STT_FUNC", "STT_NOTYPE"):
             symbols.setdefault(sym["st_value"] // 8, sym.name)
     labels = {}
     for slot in range(size // 8 + 1):
@@ -109,7 +110,7 @@ def test_matches_llvm_objdump(tmp_path, name):
             index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == section_name)
             ours = disassemble(insns, labels=_labels(elf, index, section.data_size))
             # llvm-objdump 14 cannot decode 32-bit atomics without +alu32; skip those lines only.
-            pairs = [(o, e) for o, e in zip(ours, lines) if e != "<unknown>"]
+            pairs = [(o, e) for o, e in zip(ours, lines, strict=False) if e != "<unknown>"]
             assert len(ours) == len(lines)
             assert [o for o, _ in pairs] == [e for _, e in pairs]
             # ... and the text assembles back to the same bytes (a local call prints as a

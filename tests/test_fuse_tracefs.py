@@ -13,8 +13,14 @@ import pytest
 
 from tests.conftest import REFERENCE, need_shared
 from tests.fuse_helpers import mounted, need_fuse, sh, tracesim
-from tests.tracefs_reference import (EXTRA_ROOT_FILES, filter_cases, ls_blocks, ls_entries,
-                                     strip_id, strip_timestamps)
+from tests.tracefs_reference import (
+    EXTRA_ROOT_FILES,
+    filter_cases,
+    ls_blocks,
+    ls_entries,
+    strip_id,
+    strip_timestamps,
+)
 from tools.ctl_socket import request
 
 pytestmark = pytest.mark.fuse

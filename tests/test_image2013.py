@@ -11,8 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filters.bpf import helpers_tracing  # noqa: F401  (registers probe_read_kernel)
-from filters.bpf import image2013, isa
+from filters.bpf import (
+    helpers_tracing,  # noqa: F401  (registers probe_read_kernel)
+    image2013,
+    isa,
+)
 from filters.bpf.interp import Interpreter
 from filters.bpf.isa import Insn
 from filters.bpf.program import load_program
@@ -162,7 +165,7 @@ def test_lowered_memcmp_is_memcmp(a, data):
         Insn(isa.ALU64 | isa.MOV | isa.X, R2, FP), Insn(isa.ALU64 | isa.ADD | isa.K, R2, 0, 0, -400),
         *image2013.lower_memcmp(len(a))]
     got = isa.to_s64(run_lowered(body))
-    diff = next((x - y for x, y in zip(a, b) if x != y), 0)
+    diff = next((x - y for x, y in zip(a, b, strict=False) if x != y), 0)
     assert got == diff
 
 

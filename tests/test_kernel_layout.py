@@ -43,4 +43,4 @@ def test_offsets_agree_with_gcc(tmp_path):
     subprocess.run(["gcc", "-nostdinc", "-I", str(INCLUDE_DIR), "-o", str(exe),
                     str(tmp_path / "layout.c")], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
-    assert [int(x) for x in out] == ours, list(zip(lines, out, ours))
+    assert [int(x) for x in out] == ours, list(zip(lines, out, ours, strict=False))

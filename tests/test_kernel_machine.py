@@ -4,8 +4,14 @@ from __future__ import annotations
 import pytest
 
 from kernel_model.clock import CLOCK_NAMES, Clock, trace_clock_line
-from kernel_model.machine import (FIRST_USER_PID, HARDIRQ_OFFSET, NMI_OFFSET, SOFTIRQ_DISABLE_OFFSET,
-                                  SOFTIRQ_OFFSET, Machine)
+from kernel_model.machine import (
+    FIRST_USER_PID,
+    HARDIRQ_OFFSET,
+    NMI_OFFSET,
+    SOFTIRQ_DISABLE_OFFSET,
+    SOFTIRQ_OFFSET,
+    Machine,
+)
 from kernel_model.memory import Memory
 from kernel_model.printk import Printk
 from kernel_model.slab import Slab

@@ -4,8 +4,15 @@ from __future__ import annotations
 import pytest
 
 from kernel_model.memory import DIRECT_MAP_BASE, EFAULT, KernelFault, Memory
-from kernel_model.slab import (GFP_ATOMIC, GFP_KERNEL, KMALLOC_MAX_CACHE_SIZE, SLAB_HWCACHE_ALIGN,
-                               ZERO_SIZE_PTR, Slab, SlabError)
+from kernel_model.slab import (
+    GFP_ATOMIC,
+    GFP_KERNEL,
+    KMALLOC_MAX_CACHE_SIZE,
+    SLAB_HWCACHE_ALIGN,
+    ZERO_SIZE_PTR,
+    Slab,
+    SlabError,
+)
 
 
 class RecordingTracepoint:

@@ -26,8 +26,8 @@ def enable(kernel: Kernel, events=NET_EVENTS) -> None:
 
 
 def trace_lines(kernel: Kernel) -> list[str]:
-    return [l for l in trace_output.trace_text(kernel.tracing.top).splitlines()
-            if not l.startswith("#")]
+    return [ln for ln in trace_output.trace_text(kernel.tracing.top).splitlines()
+            if not ln.startswith("#")]
 
 
 @pytest.fixture
@@ -41,7 +41,8 @@ def test_skb_fields_are_mirrored_at_header_offsets(kernel):
     mem, net = kernel.mem, kernel.net
     eth5 = net.device("eth5")
     skb = net.netdev_alloc_skb(eth5, 128)
-    at = lambda f, size: mem.read_int(skb.addr + sk.field(f).offset, size)
+    def at(f, size):
+        return mem.read_int(skb.addr + sk.field(f).offset, size)
     assert at("dev", 8) == eth5.addr and at("head", 8) == skb.head
     assert at("data", 8) == skb.head + 64 and at("len", 4) == 0
     assert at("users", 4) == 1 and at("end", 4) == skb.end == 320
@@ -73,8 +74,8 @@ def test_receive_sets_len_protocol_and_headers(kernel):
     for proto in ("udp", "tcp", "icmp"):
         assert run_command(kernel, ["send", "eth5", "--len", "777", "--proto", proto])[0] == 0
     lines = trace_lines(kernel)
-    assert len(lines) == 3 and all("dev=eth5" in l and l.endswith("len=777") for l in lines)
-    assert all(" ..s1. " in l and l.lstrip().startswith("<idle>-0") for l in lines)
+    assert len(lines) == 3 and all("dev=eth5" in ln and ln.endswith("len=777") for ln in lines)
+    assert all(" ..s1. " in ln and ln.lstrip().startswith("<idle>-0") for ln in lines)
 
 
 def test_loopback_path_matches_reference_shape(kernel):
@@ -82,14 +83,14 @@ def test_loopback_path_matches_reference_shape(kernel):
     enable(kernel)
     run_command(kernel, ["send", "lo", "--len", "128"])
     lines = trace_lines(kernel)
-    events = [l.split(": ", 1)[1].split(":", 1)[0] for l in lines]
+    events = [ln.split(": ", 1)[1].split(":", 1)[0] for ln in lines]
     assert events == ["kmem_cache_alloc", "kmem_cache_alloc", "net_dev_queue", "netif_rx",
                       "net_dev_xmit", "netif_receive_skb", "consume_skb", "kmem_cache_free",
                       "kmem_cache_free", "napi_poll"]
-    rx = next(l for l in lines if "netif_receive_skb:" in l)
+    rx = next(ln for ln in lines if "netif_receive_skb:" in ln)
     assert rx.startswith("    tracesim-ctl-1000    [000] ..s1. ")
     assert "dev=lo" in rx and rx.endswith("len=128")
-    queue = next(l for l in lines if "net_dev_queue:" in l)
+    queue = next(ln for ln in lines if "net_dev_queue:" in ln)
     assert " b.... " in queue and queue.endswith("len=142")       # bottom halves disabled
 
 
@@ -191,7 +192,7 @@ def test_same_seed_same_trace():
     a, b = run_traced(7), run_traced(7)
     assert a == b and len(a) > 300
     assert run_traced(8) != a
-    cpus = {l[25:30] for l in a}
+    cpus = {ln[25:30] for ln in a}
     assert cpus == {"[000]", "[001]"}      # the workload runs on every CPU
 
 

@@ -9,9 +9,18 @@ import pytest
 
 from filters.bpf import map_commands
 from filters.bpf.compiler.driver import compile_source
-from filters.bpf.maps import (BPF_EXIST, BPF_NOEXIST, MAP_TYPE_ARRAY, MAP_TYPE_HASH,
-                              MAP_TYPE_LRU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_PERCPU_HASH,
-                              MAP_TYPE_RINGBUF, MapError, create_map)
+from filters.bpf.maps import (
+    BPF_EXIST,
+    BPF_NOEXIST,
+    MAP_TYPE_ARRAY,
+    MAP_TYPE_HASH,
+    MAP_TYPE_LRU_HASH,
+    MAP_TYPE_PERCPU_ARRAY,
+    MAP_TYPE_PERCPU_HASH,
+    MAP_TYPE_RINGBUF,
+    MapError,
+    create_map,
+)
 from tests.test_bpf_filter import EXAMPLES, NETIF, cat_into
 from tracefs.system import System
 

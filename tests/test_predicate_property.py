@@ -83,8 +83,8 @@ string_leaf = st.one_of(
 trees = st.recursive(
     st.one_of(numeric_leaf, string_leaf),
     lambda inner: st.one_of(
-        st.builds(lambda l, r: Node("and", (l, r)), inner, inner),
-        st.builds(lambda l, r: Node("or", (l, r)), inner, inner),
+        st.builds(lambda a, b: Node("and", (a, b)), inner, inner),
+        st.builds(lambda a, b: Node("or", (a, b)), inner, inner),
         st.builds(lambda x: Node("not", (x,)), inner),
         st.builds(lambda x: Node("group", (x,)), inner),
     ),

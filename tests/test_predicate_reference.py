@@ -114,7 +114,7 @@ def test_error_log_matches_capture(capture) -> None:
     fields, writes, log = capture
     produced = []
     failures = [w for w in writes if w.errno]
-    for write, expected in zip(failures, log):
+    for write, expected in zip(failures, log, strict=False):
         timestamp = expected[1 : expected.index("]")]
         _, _, err = _outcome(write.expression, fields)
         assert err is not None

@@ -7,7 +7,8 @@ import struct
 import threading
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernel_model import ring_buffer as rb
 from kernel_model.ring_buffer import RingBuffer, decode_page, event_length
@@ -55,7 +56,7 @@ def test_page_round_trip_with_small_large_events_and_time_extends() -> None:
         assert missed == 0 and commit <= rb.BUF_PAGE_SIZE
         got += events
     assert [t for t, _ in got] == [t for t, _ in written]
-    for (_, payload), (_, data) in zip(got, written):
+    for (_, payload), (_, data) in zip(got, written, strict=False):
         # the stored payload is the record padded to the event's 4-byte length
         assert payload[:len(data)] == data and len(payload) - len(data) < 8
 

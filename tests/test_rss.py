@@ -14,7 +14,8 @@ import pytest
 from kernel_model import packets as P
 from kernel_model.tun import TunDevice
 from tests.conftest import SHARED, need_shared, need_tool
-from tools import ebpf_rss, rss_software as S
+from tools import ebpf_rss
+from tools import rss_software as S
 from tools.rss_software import RssConfig
 
 # A permutation, so a wrong index cannot give the right queue by accident.

@@ -103,7 +103,8 @@ def test_sk_buff_context_layout():
     ctx = helpers_skb.sk_buff_context(skb, protocol=0x0800, queue_mapping=3, ifindex=7,
                                       vlan_tci=100, vlan_proto=0x8100)
     assert len(ctx) == 192
-    field = lambda name: int.from_bytes(ctx[helpers_skb.SK_BUFF_FIELDS[name]:][:4], "little")
+    def field(name):
+        return int.from_bytes(ctx[helpers_skb.SK_BUFF_FIELDS[name]:][:4], "little")
     assert field("len") == 60 and field("queue_mapping") == 3 and field("ifindex") == 7
     assert field("protocol") == 0x0008                       # __be16 in a u32, as the kernel
     assert (field("vlan_present"), field("vlan_tci"), field("vlan_proto")) == (1, 100, 0x0081)

@@ -19,7 +19,7 @@ from tools.rss_software import RssConfig  # noqa: E402
 EXT_PROTOS = (0, 43, 44, 58, 59, 60, 135)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loaders() -> tuple:
     """(name, loader): the software path, and the program on each engine available, built by
     clang and (when it can build it) by tracesim cc."""

@@ -165,8 +165,8 @@ def test_the_program_gates_the_write_and_triggers_still_run_first(kernel):
 
 
 def test_a_predicate_still_filters_behind_the_program(kernel):
-    from kernel_model.trace_output import trace_text
     from filters.predicate import compile_filter
+    from kernel_model.trace_output import trace_text
     f, site = _probe_event(kernel)
     f.set_prog(lambda ctx: 1)
     f.set_filter(compile_filter("ptr == 0x2222", f.event.all_fields), "ptr == 0x2222")

@@ -29,7 +29,7 @@ def hashed(kernel: Kernel, addr: int) -> str:
 
 def test_every_event_has_a_format_and_unique_id(kernel: Kernel) -> None:
     ids = set()
-    for (system, name), ev in kernel.tracing.events.items():
+    for (_system, name), ev in kernel.tracing.events.items():
         text = ev.format_text()
         assert text.startswith(f"name: {name}\nID: {ev.id}\nformat:\n")
         assert "\nprint fmt: " in text

@@ -13,9 +13,9 @@ import re
 import pytest
 
 from tests.fuse_helpers import mounted, need_fuse, sh
+from tools.ctl_socket import request
 from tracefs.errors import FsError
 from tracefs.system import System
-from tools.ctl_socket import request
 
 NETIF = "/events/net/netif_receive_skb"
 LINE_TASK = re.compile(r"^\s*(\S+)-(\d+)\s+\[", re.M)

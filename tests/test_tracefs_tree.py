@@ -8,8 +8,15 @@ import re
 import pytest
 
 from tests.conftest import REFERENCE, need_shared
-from tests.tracefs_reference import (EXTRA_ROOT_FILES, filter_cases, ls_blocks, ls_entries,
-                                     mode_string, strip_id, strip_timestamps)
+from tests.tracefs_reference import (
+    EXTRA_ROOT_FILES,
+    filter_cases,
+    ls_blocks,
+    ls_entries,
+    mode_string,
+    strip_id,
+    strip_timestamps,
+)
 from tracefs.errors import FsError
 from tracefs.system import System
 
@@ -70,7 +77,7 @@ def test_per_cpu_stats(tree):
     want = ref("per_cpu_stats").splitlines()
     got = tree.read_text("/per_cpu/cpu0/stats").splitlines()
     assert [line.split(":")[0] for line in got] == [line.split(":")[0] for line in want]
-    assert [g for g, w in zip(got, want) if not w.startswith("now ts")] == \
+    assert [g for g, w in zip(got, want, strict=False) if not w.startswith("now ts")] == \
         [w for w in want if not w.startswith("now ts")]
     assert re.fullmatch(r"now ts: +\d+\.\d{6}", got[5])
 
@@ -139,7 +146,7 @@ def test_trace_lines_look_like_the_sample(system, tree):
                        r"netif_receive_skb: dev=lo skbaddr=[0-9a-f]{16} len=128$")
     for line in sample + lines:
         assert shape.match(line), line
-    for got, want in zip(lines, sample):
+    for got, want in zip(lines, sample, strict=False):
         assert got.index("[") == want.index("[") and got.index(": ") == want.index(": ")
 
 

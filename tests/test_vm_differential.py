@@ -8,12 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import FUZZ_LONG
 from filters.bpf import isa
 from filters.bpf.interp import Interpreter
 from filters.bpf.isa import Insn
 from filters.bpf.jit import JitProgram
 from filters.bpf.program import load_program
+from tests.conftest import FUZZ_LONG
 
 ALU_OPS = [isa.ADD, isa.SUB, isa.MUL, isa.DIV, isa.OR, isa.AND, isa.LSH, isa.RSH, isa.NEG,
            isa.MOD, isa.XOR, isa.MOV, isa.ARSH]

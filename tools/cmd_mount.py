@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import traceback
-from typing import Optional
 
 from tools.ctl_socket import CtlServer, state_path
 
@@ -38,7 +37,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def preflight(mountpoint: str) -> Optional[str]:
+def preflight(mountpoint: str) -> str | None:
     """The one-line reason the mount cannot work, or None."""
     if not os.path.isdir(mountpoint):
         return f"{mountpoint}: not a directory"
@@ -47,7 +46,8 @@ def preflight(mountpoint: str) -> Optional[str]:
     if os.listdir(mountpoint):
         return f"{mountpoint} is busy: the directory is not empty"
     if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing: FUSE is not available here (load the fuse module, or give the container /dev/fuse)"
+        return ("/dev/fuse is missing: FUSE is not available here "
+                "(load the fuse module, or give the container /dev/fuse)")
     if ctypes.util.find_library("fuse") is None:
         return "libfuse is missing: install the Debian package 'libfuse2'"
     try:

@@ -18,8 +18,9 @@ import os
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 Run = Callable[[list], "tuple[int, str]"]
 

@@ -8,14 +8,15 @@ Ctrl-C on ``cat trace_pipe``: the kernel sends FUSE_INTERRUPT and waits for our 
 from __future__ import annotations
 
 import errno
-from typing import Callable
+from collections.abc import Callable
 
 from tracefs.errors import FsError
 
 # Longest time between two interruption checks; the data source's wake-up ends a wait sooner.
 SLICE_SECONDS = 0.05
 
-_interrupt_check: Callable[[], bool] = lambda: False
+def _interrupt_check() -> bool:
+    return False
 
 
 def set_interrupt_check(check: Callable[[], bool]) -> None:

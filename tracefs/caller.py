@@ -8,22 +8,24 @@ in whatever context the model is in.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
-
-_lookup: Callable[[], Optional[str]] = lambda: None
+from collections.abc import Callable
 
 
-def set_caller_lookup(lookup: Callable[[], Optional[str]]) -> None:
+def _lookup() -> str | None:
+    return None
+
+
+def set_caller_lookup(lookup: Callable[[], str | None]) -> None:
     global _lookup
     _lookup = lookup
 
 
-def caller_comm() -> Optional[str]:
+def caller_comm() -> str | None:
     """The calling process's name for the current request, or None."""
     return _lookup()
 
 
-def proc_comm(pid: int) -> Optional[str]:
+def proc_comm(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
             return f.read().strip() or None

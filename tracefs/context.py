@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from tracefs.caller import caller_comm
 from tracefs.errors import FsError
@@ -31,8 +32,8 @@ class TreeContext:
         # Control writes run the model like any other thread: under the kernel's lock (which
         # also serializes concurrent FUSE threads, as the kernel's event_mutex does).
         self.lock = getattr(kernel, "lock", None) or threading.RLock()
-        self.bpf_loader: Optional[BpfLoader] = None
-        self.bpf_unloader: Optional[Callable[[Any], None]] = None
+        self.bpf_loader: BpfLoader | None = None
+        self.bpf_unloader: Callable[[Any], None] | None = None
         self.extra_options: dict[str, tuple[Callable[[Any], bool],
                                             Callable[[Any, bool], None]]] = {}
 
@@ -93,9 +94,9 @@ class TreeContext:
         return HEADER_EVENT_TEXT
 
 
-def _fault_to_none(read: Callable[[int], bytes]) -> Callable[[int], Optional[bytes]]:
+def _fault_to_none(read: Callable[[int], bytes]) -> Callable[[int], bytes | None]:
     """A string read for filters: a faulting address gives None (the predicate fails)."""
-    def read_string(addr: int) -> Optional[bytes]:
+    def read_string(addr: int) -> bytes | None:
         try:
             return read(addr)
         except Exception:  # KernelFault: unmapped or freed memory
@@ -112,6 +113,6 @@ class KallsymsLookup:
     def lookup_name(self, name: str) -> int:
         return self.kallsyms.address_of(name) or 0
 
-    def lookup_size_offset(self, addr: int) -> Optional[tuple[int, int]]:
+    def lookup_size_offset(self, addr: int) -> tuple[int, int] | None:
         found = self.kallsyms.lookup(addr)
         return None if found is None else (found[2], found[1])

@@ -20,8 +20,9 @@ tree's BPF loader hook (``TreeContext.bpf_loader``).
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 from tracefs.errors import FsError
 from tracefs.handles import Handle, seq_opener, to_text
@@ -55,7 +56,7 @@ class BpfTarget:
     tracing: Any
     array: Any
     system: str
-    event: Optional[str]
+    event: str | None
     files: list
 
 
@@ -76,7 +77,7 @@ class FilterHandle(Handle):
         self._show = show
         self._apply_text = apply_text
         self._apply_bpf = apply_bpf
-        self._object: Optional[bytearray] = None
+        self._object: bytearray | None = None
         self._text = b""
 
     def read(self, size: int, offset: int) -> bytes:
@@ -107,7 +108,7 @@ class FilterHandle(Handle):
 class EventsDir:
     """Builds and caches the ``events/`` nodes of one trace array."""
 
-    def __init__(self, ctx: "TreeContext", array: Any, counted: Callable[[Callable], Callable]):
+    def __init__(self, ctx: TreeContext, array: Any, counted: Callable[[Callable], Callable]):
         self.ctx = ctx
         self.array = array
         self.counted = counted        # wraps openers so open files hold the array (rmdir EBUSY)
@@ -126,7 +127,7 @@ class EventsDir:
         return File(mode, self.counted(opener))
 
     def _seq(self, mode: int, show: Callable[[], str],
-             store: Optional[Callable[[str], Any]] = None) -> File:
+             store: Callable[[str], Any] | None = None) -> File:
         return self._file(mode, seq_opener(show, store, None, self.ctx.lock))
 
     # -- directories ---------------------------------------------------------------------------
@@ -187,7 +188,7 @@ class EventsDir:
         except OSError:
             raise FsError(errno.ENODEV) from None     # the event went away under an open file
 
-    def _set_system(self, system: Optional[str], text: str) -> None:
+    def _set_system(self, system: str | None, text: str) -> None:
         self.array.set_system_enabled(system, _enable_value(text))
 
     # -- filters -------------------------------------------------------------------------------
@@ -251,7 +252,7 @@ class EventsDir:
             else:
                 self._subsystem_filter_text.pop(system, None)
 
-    def _load_bpf(self, system: str, name: Optional[str], obj: bytes) -> None:
+    def _load_bpf(self, system: str, name: str | None, obj: bytes) -> None:
         tracing = self.ctx.tracing
         names = [name] if name is not None else tracing.events_of(system)
         target = BpfTarget(tracing, self.array, system, name,

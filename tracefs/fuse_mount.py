@@ -29,7 +29,8 @@ import os
 import stat
 import sys
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import fuse
 
@@ -66,7 +67,7 @@ class TracefsOperations(fuse.Operations):
 
     use_ns = True
 
-    def __init__(self, tree: Tree, on_ready: Optional[Callable[[], None]] = None) -> None:
+    def __init__(self, tree: Tree, on_ready: Callable[[], None] | None = None) -> None:
         self.tree = tree
         self.on_ready = on_ready
         self._handles: dict[int, Handle] = {}
@@ -154,7 +155,7 @@ class TracefsOperations(fuse.Operations):
             handle.release()
 
 
-def serve(tree: Tree, mountpoint: str, *, on_ready: Optional[Callable[[], None]] = None,
+def serve(tree: Tree, mountpoint: str, *, on_ready: Callable[[], None] | None = None,
           debug: bool = False) -> None:
     """Mount ``tree`` on ``mountpoint`` and serve until unmounted or SIGINT/SIGTERM/SIGHUP.
 

@@ -19,7 +19,9 @@ import contextlib
 import errno
 import os
 import threading
-from typing import Any, Callable, ContextManager, Iterator, Optional
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
 
 from tracefs.blocking import wait_until
 from tracefs.errors import FsError, kernel_call
@@ -111,7 +113,7 @@ class SeqHandle(Handle):
 
 def seq_opener(show: Show | None = None, store: Store | None = None,
                on_trunc: Callable[[], None] | None = None,
-               lock: ContextManager[Any] | None = None) -> Callable[[int], SeqHandle]:
+               lock: AbstractContextManager[Any] | None = None) -> Callable[[int], SeqHandle]:
     """An opener for a control file: ``store`` and ``on_trunc`` run under ``lock`` (the kernel
     model's lock) with the model's OSErrors turned into FsError."""
     guard = lock if lock is not None else contextlib.nullcontext()
@@ -128,11 +130,11 @@ def seq_opener(show: Show | None = None, store: Store | None = None,
 class LazyTextHandle(Handle):
     """A read-only text generated in pieces from a per-open iterator (the ``trace`` snapshot)."""
 
-    def __init__(self, flags: int, pieces: Callable[[], Iterator["str | bytes"]],
+    def __init__(self, flags: int, pieces: Callable[[], Iterator[str | bytes]],
                  store: Store | None = None) -> None:
         super().__init__(flags)
         self._pieces_factory = pieces
-        self._pieces: Optional[Iterator[str | bytes]] = None
+        self._pieces: Iterator[str | bytes] | None = None
         self._store = store
         self._buf = bytearray()
         self._buf_start = 0          # file offset of _buf[0]
@@ -175,7 +177,7 @@ class StreamHandle(Handle):
     was read). ``wait(timeout)`` sleeps until the source may have data.
     """
 
-    def __init__(self, flags: int, take: Callable[[int], Optional[bytes]],
+    def __init__(self, flags: int, take: Callable[[int], bytes | None],
                  wait: Callable[[float], object]) -> None:
         super().__init__(flags)
         self._take = take
@@ -184,7 +186,7 @@ class StreamHandle(Handle):
 
     def read(self, size: int, offset: int) -> bytes:
         with self._lock:
-            got: list[Optional[bytes]] = []
+            got: list[bytes | None] = []
 
             def ready() -> bool:
                 data = self._take(size)

@@ -9,13 +9,14 @@ names stripped (``trace_clock``, ``current_tracer``), ``echo > trace`` clears th
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tracefs.errors import FsError, kernel_call
 from tracefs.events import EventsDir
 from tracefs.handles import Handle, LazyTextHandle, SeqHandle, seq_opener, truncating
 from tracefs.lists import EventPidList, FunctionFilter, PidList
-from tracefs.nodes import (MODE_DIR, MODE_MARKER, MODE_RO, MODE_RW, MODE_WO, Dir, File, Node)
+from tracefs.nodes import MODE_DIR, MODE_MARKER, MODE_RO, MODE_RW, MODE_WO, Dir, File, Node
 from tracefs.parse import kstrtoul_from_user, strstrip
 from tracefs.streams import open_trace_pipe, open_trace_pipe_raw
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-from typing import Any, Callable, ContextManager, Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from tracefs.errors import FsError
 from tracefs.handles import Handle, SeqHandle
@@ -58,7 +60,7 @@ class EventPidList:
     """``set_event_pid`` / ``set_event_notrace_pid``: the trace array's pid list in the model,
     which the array's events filter on (``kernel_model.trace.TraceArray.add_event_pids``)."""
 
-    def __init__(self, array: Any, notrace: bool, lock: ContextManager[Any]) -> None:
+    def __init__(self, array: Any, notrace: bool, lock: AbstractContextManager[Any]) -> None:
         self.array = array
         self.notrace = notrace
         self.lock = lock

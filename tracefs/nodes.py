@@ -7,11 +7,12 @@ makes a fresh :class:`~tracefs.handles.Handle` (the per-open state) for each ope
 """
 from __future__ import annotations
 
+import errno
 import stat
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-import errno
-from typing import TYPE_CHECKING, Callable, Mapping, Union
+from typing import TYPE_CHECKING, Union
 
 from tracefs.errors import FsError
 
@@ -40,7 +41,7 @@ class Attr:
 class File:
     """A regular file: its mode and how to open it (``opener(flags) -> Handle``)."""
 
-    def __init__(self, mode: int, opener: Callable[[int], "Handle"]) -> None:
+    def __init__(self, mode: int, opener: Callable[[int], Handle]) -> None:
         self.mode = mode
         self.opener = opener
         self.mtime = time.time()
@@ -49,7 +50,7 @@ class File:
         return Attr(stat.S_IFREG | self.mode, 1, self.mtime)
 
 
-Children = Union[Mapping[str, "Node"], Callable[[], Mapping[str, "Node"]]]
+Children = Union[Mapping[str, "Node"], Callable[[], Mapping[str, "Node"]]]  # noqa: UP007 - forward ref
 
 
 @dataclass
@@ -75,11 +76,11 @@ class Dir:
         self.ops = ops
         self.mtime = time.time()
 
-    def entries(self) -> Mapping[str, "Node"]:
+    def entries(self) -> Mapping[str, Node]:
         children = self._children
         return children() if callable(children) else children
 
-    def lookup(self, name: str) -> "Node":
+    def lookup(self, name: str) -> Node:
         node = self.entries().get(name)
         if node is None:
             raise FsError(errno.ENOENT)
@@ -93,4 +94,4 @@ class Dir:
         return Attr(stat.S_IFDIR | self.mode, nlink, self.mtime)
 
 
-Node = Union[File, Dir]
+Node = Union[File, Dir]  # noqa: UP007 - named by the string forward refs above

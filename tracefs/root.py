@@ -10,7 +10,8 @@ saved_cmdlines_size, saved_tgids, tracing_thresh and instances/.
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tracefs.context import TreeContext
 from tracefs.errors import FsError, kernel_call

@@ -7,13 +7,13 @@ and this reader has already returned something, report end of file (``cat`` exit
 from __future__ import annotations
 
 import errno
-from typing import Any, Optional
+from typing import Any
 
 from tracefs.handles import StreamHandle
 
 
 class _PipeSource:
-    def __init__(self, array: Any, cpu: Optional[int]) -> None:
+    def __init__(self, array: Any, cpu: int | None) -> None:
         from kernel_model.trace_output import PipeReader
         self.array = array
         self.cpu = cpu
@@ -21,7 +21,7 @@ class _PipeSource:
         self.pending = b""
         self.has_read = False
 
-    def take(self, size: int) -> Optional[bytes]:
+    def take(self, size: int) -> bytes | None:
         if not self.pending:
             try:
                 self.pending = self.reader.read(size, nonblock=True).encode(
@@ -48,7 +48,7 @@ class _RawSource:
         self.cpu = cpu
         self.pending = b""
 
-    def take(self, size: int) -> Optional[bytes]:
+    def take(self, size: int) -> bytes | None:
         if not self.pending:
             page = self.array.buffer.read_page(self.cpu)
             if page is None:
@@ -61,7 +61,7 @@ class _RawSource:
         self.array.buffer.wait(self.cpu, timeout)
 
 
-def open_trace_pipe(flags: int, array: Any, cpu: Optional[int] = None) -> StreamHandle:
+def open_trace_pipe(flags: int, array: Any, cpu: int | None = None) -> StreamHandle:
     source = _PipeSource(array, cpu)
     return StreamHandle(flags, source.take, source.wait)
 

@@ -27,7 +27,7 @@ class System:
 
     @classmethod
     def boot(cls, cpus: int = 2, seed: int = 1, clock: str = "real",
-             bpf_engine: str = "jit") -> "System":
+             bpf_engine: str = "jit") -> System:
         from kernel_model.kernel import Kernel
         return cls(Kernel(cpus=cpus, seed=seed, clock=clock), bpf_engine)
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Optional
 
 from tracefs.errors import FsError
 from tracefs.handles import Handle, truncating
 from tracefs.nodes import Attr, Dir, Node
-
 
 
 class Tree:
@@ -85,7 +83,7 @@ class Tree:
 
     # -- shell-like helpers (in-process use and tests) -----------------------------------------
     def cat(self, path: str, *, nonblock: bool = False, chunk: int = 131072,
-            limit: Optional[int] = None) -> bytes:
+            limit: int | None = None) -> bytes:
         """Read a file to its end like ``cat`` (``limit`` stops after that many bytes).
 
         With ``nonblock``, a consuming file that runs dry ends the read (EAGAIN only when

@@ -38,9 +38,11 @@ def _c(pattern: str) -> re.Pattern:
 
 _FORMS = [
     ("ld_imm64", _c(r"r(?P<d>\d+) = (?P<v>" + _N + r") ll")),
-    ("ld_pseudo", _c(r"ld_pseudo\s+r(?P<d>\d+),\s*(?P<s>\d+),\s*(?P<v>" + _N + r")(?:,\s*(?P<v2>" + _N + r"))?")),
+    ("ld_pseudo", _c(r"ld_pseudo\s+r(?P<d>\d+),\s*(?P<s>\d+),\s*(?P<v>" + _N
+                     + r")(?:,\s*(?P<v2>" + _N + r"))?")),
     ("ld_abs", _c(r"r0 = \*\(u(?P<sz>8|16|32) \*\)skb\[(?P<v>" + _N + r")\]")),
-    ("ld_ind", _c(r"r0 = \*\(u(?P<sz>8|16|32) \*\)skb\[r(?P<s>\d+)(?:\s*(?P<sign>[+-])\s*(?P<v>" + _N + r"))?\]")),
+    ("ld_ind", _c(r"r0 = \*\(u(?P<sz>8|16|32) \*\)skb\[r(?P<s>\d+)"
+                  r"(?:\s*(?P<sign>[+-])\s*(?P<v>" + _N + r"))?\]")),
     ("ldx", _c(_R.format("d") + r" = \*\((?P<k>[us])(?P<sz>8|16|32|64) \*\)\(" + _ADDR + r"\)")),
     ("stx", _c(r"\*\(u(?P<sz>8|16|32|64) \*\)\(" + _ADDR + r"\) = " + _R.format("s"))),
     ("st", _c(r"\*\(u(?P<sz>8|16|32|64) \*\)\(" + _ADDR + r"\) = (?P<v>" + _N + r")")),
@@ -48,7 +50,8 @@ _FORMS = [
     ("fetch", _c(_R.format("d") + r" = atomic_fetch_(?P<op>add|or|and|xor)\(\(u(?P<sz>32|64) \*\)\("
                  + _ADDR + r"\), " + _R.format("s") + r"\)")),
     ("xchg", _c(_R.format("d") + r" = xchg(?:32)?_(?P<sz>32|64)\(" + _ADDR + r", " + _R.format("s") + r"\)")),
-    ("cmpxchg", _c(r"[rw]0 = cmpxchg(?:32)?_(?P<sz>32|64)\(" + _ADDR + r", [rw]0, " + _R.format("s") + r"\)")),
+    ("cmpxchg", _c(r"[rw]0 = cmpxchg(?:32)?_(?P<sz>32|64)\(" + _ADDR + r", [rw]0, "
+                   + _R.format("s") + r"\)")),
     ("end", _c(r"r(?P<d>\d+) = (?P<k>le|be|bswap)(?P<sz>16|32|64) r(?P=d)")),
     ("neg", _c(r"(?P<w>[rw])(?P<d>\d+) = -(?P=w)(?P=d)")),
     ("movsx", _c(r"(?P<w>[rw])(?P<d>\d+) = \(s(?P<sz>8|16|32)\)[rw](?P<s>\d+)")),
@@ -92,7 +95,7 @@ def assemble(text: str) -> list[Insn]:
             labels[label.group(1)] = len(out)
             continue
         line = re.sub(r"\s+", " ", line)
-        for kind, pattern in _FORMS:
+        for kind, pattern in _FORMS:  # noqa: B007 - the matching kind is used after the loop
             m = pattern.match(line)
             if m:
                 break

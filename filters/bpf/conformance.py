@@ -13,12 +13,12 @@ r0 = 0 when that is 0.  The runner registers that helper in the program's own ta
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from filters.bpf import isa
-from filters.bpf.alu import M32, M64
+from filters.bpf.alu import M64
 from filters.bpf.helpers import StopProgram
 from filters.bpf.isa import Insn
 from filters.bpf.program import Program, ProgramError, load_program

@@ -10,7 +10,7 @@ LLVM; the assembler turns ``call N`` into a helper call and ``call label`` into 
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from filters.bpf import isa
 from filters.bpf.isa import Insn

@@ -21,7 +21,16 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from . import btf as btfmod
-from .isa import LD_IMM64, OP_CALL, PSEUDO_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, Insn, decode, encode
+from .isa import (
+    LD_IMM64,
+    OP_CALL,
+    PSEUDO_CALL,
+    PSEUDO_MAP_FD,
+    PSEUDO_MAP_VALUE,
+    Insn,
+    decode,
+    encode,
+)
 
 EM_BPF = 247
 ET_REL = 1
@@ -311,7 +320,7 @@ def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs
                     order.append((target_sec, callee))
         k += 1
     out: list[Insn] = []
-    for (sec, fn), insns in zip(order, code):
+    for (sec, fn), insns in zip(order, code, strict=False):
         sec_name, table = elf.section_name(sec), relocs.get(sec, {})
         base_old, base_new = fn.value // 8, len(out)
         for i, insn in enumerate(insns):
@@ -474,7 +483,7 @@ def write_object(spec: ObjectSpec) -> bytes:
 
     out = bytearray(64)
     offsets = []
-    for name, kind, flags, body, link, info, align, entsize in sections:
+    for _name, kind, _flags, body, _link, _info, align, _entsize in sections:
         if kind == 0:
             offsets.append(0)
             continue
@@ -485,7 +494,7 @@ def write_object(spec: ObjectSpec) -> bytes:
             out += body
     out += b"\0" * (-len(out) % 8)
     shoff = len(out)
-    for (name, kind, flags, body, link, info, align, entsize), off in zip(sections, offsets):
+    for (name, kind, flags, body, link, info, align, entsize), off in zip(sections, offsets, strict=False):
         name_off = strtab.add(name) if name else 0
         out += struct.pack("<IIQQQQIIQQ", name_off, kind, flags, 0, off, len(body), link, info,
                            align, entsize)

@@ -32,12 +32,16 @@ from __future__ import annotations
 import errno
 import random
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from filters.bpf import elf as elfmod
-from filters.bpf import helpers_tracing  # noqa: F401  (registers the tracing helpers)
-from filters.bpf import image2013, isa
+from filters.bpf import (
+    helpers_tracing,  # noqa: F401  (registers the tracing helpers)
+    image2013,
+    isa,
+)
 from filters.bpf.helper_protos import helper_name
 from filters.bpf.interp import Interpreter
 from filters.bpf.jit import compile_program
@@ -362,7 +366,7 @@ def _v1_tracepoint_path(run: Callable[[bytes], int], event: Any) -> Callable[[by
 
     def prog(record: bytes) -> int:
         regs = bytearray(PT_REGS_SIZE)
-        for slot, (off, size, signed) in zip(slots, readers):
+        for slot, (off, size, signed) in zip(slots, readers, strict=False):
             pack(regs, slot, int.from_bytes(record[off:off + size], "little",
                                             signed=signed) & M64)
         return run(bytes(regs))

@@ -9,7 +9,8 @@ loaded/compiled, so a call costs one Python call.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 from filters.bpf.isa import HELPER_IDS
 

@@ -52,7 +52,8 @@ def sk_buff_context(skb: SkbData, *, protocol: int = 0, queue_mapping: int = 0, 
     struct.pack_into("<I", ctx, f["len"], len(skb.data))
     struct.pack_into("<I", ctx, f["mark"], mark & _U32)
     struct.pack_into("<I", ctx, f["queue_mapping"], queue_mapping & 0xFFFF)
-    struct.pack_into("<I", ctx, f["protocol"], int.from_bytes((protocol & 0xFFFF).to_bytes(2, "big"), "little"))
+    struct.pack_into("<I", ctx, f["protocol"],
+                     int.from_bytes((protocol & 0xFFFF).to_bytes(2, "big"), "little"))
     if vlan_tci is not None:
         struct.pack_into("<III", ctx, f["vlan_present"], 1, vlan_tci & 0xFFFF,
                          int.from_bytes((vlan_proto & 0xFFFF).to_bytes(2, "big"), "little"))

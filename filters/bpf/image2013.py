@@ -119,7 +119,7 @@ def translate(v1: list[Insn], strtab: bytes, tables: list[TableSpec]) -> list[In
     for p in pieces:
         start.append(start[-1] + len(p))
     out: list[Insn] = []
-    for pc, (ins, piece) in enumerate(zip(v1, pieces)):
+    for pc, (ins, piece) in enumerate(zip(v1, pieces, strict=False)):
         cls = ins.opcode & 7
         if cls == isa.JMP and (ins.opcode & 0xF0) not in (isa.CALL, isa.EXIT):
             target = pc + ins.off + 1

@@ -7,13 +7,21 @@ the next slot; the run loop is ``for _ in range(budget): pc = code[pc]()``.  Sem
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from filters.bpf import alu, isa
 from filters.bpf.alu import M32, M64
 from filters.bpf.helpers import StopProgram, VMContext
-from filters.bpf.memory import (CTX_BASE, PACKET_BASE, STACK_BASE, STACK_BYTES, STACK_TOP,
-                                Memory, VMError)
+from filters.bpf.memory import (
+    CTX_BASE,
+    PACKET_BASE,
+    STACK_BASE,
+    STACK_BYTES,
+    STACK_TOP,
+    Memory,
+    VMError,
+)
 from filters.bpf.program import DEFAULT_BUDGET, Program
 
 SIZE = {isa.W: 4, isa.H: 2, isa.B: 1, isa.DW: 8}
@@ -105,7 +113,7 @@ class Interpreter:
         pc = 0
         n = -1
         try:
-            for n in range(self.budget):
+            for n in range(self.budget):  # noqa: B007 - n counts insns for the except below
                 pc = code[pc]()
         except _Exit:
             self.executed = n + 1

@@ -8,7 +8,8 @@ interpreter, JIT, ELF loader, compiler) speaks in these terms.
 from __future__ import annotations
 
 import struct
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 # Instruction classes (opcode & 0x07).
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)

@@ -24,16 +24,30 @@ from __future__ import annotations
 import re
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from filters.bpf import alu, isa
 from filters.bpf.alu import M32, M64
 from filters.bpf.helpers import StopProgram, VMContext
-from filters.bpf.interp import (BudgetExceeded, CallDepthExceeded, RunResult, bind_run,
-                                new_memory, resolve_ld_imm64)
-from filters.bpf.memory import (CTX_BASE, STACK_BASE, STACK_BYTES, STACK_TOP, UNPACK, MemoryFault,
-                                VMError)
+from filters.bpf.interp import (
+    BudgetExceeded,
+    CallDepthExceeded,
+    RunResult,
+    bind_run,
+    new_memory,
+    resolve_ld_imm64,
+)
+from filters.bpf.memory import (
+    CTX_BASE,
+    STACK_BASE,
+    STACK_BYTES,
+    STACK_TOP,
+    UNPACK,
+    MemoryFault,
+    VMError,
+)
 from filters.bpf.program import DEFAULT_BUDGET, Program, ProgramError
 
 SIZE = {isa.W: 4, isa.H: 2, isa.B: 1, isa.DW: 8}
@@ -291,7 +305,7 @@ def _dataflow(insns, blocks, entry_state: list) -> dict[int, list]:
                 succs.append(end)
         for succ in succs:
             old = states.get(succ)
-            new = list(state) if old is None else [_join(a, b) for a, b in zip(old, state)]
+            new = list(state) if old is None else [_join(a, b) for a, b in zip(old, state, strict=False)]
             if new != old:
                 states[succ] = new
                 work.append(succ)
@@ -314,7 +328,7 @@ MAX_INDENT = 80        # and 100 indentation levels: deeper fall-throughs get a 
 class _Loop:
     first: int                     # block indexes
     last: int
-    parent: "_Loop | None"
+    parent: _Loop | None
     items: list = field(default_factory=list)     # block indexes and nested loops, in order
     header_guard: bool = False     # can control arrive at the top with t past the first block?
     entered_mid: bool = False      # does a jump from outside enter past the first block?
@@ -379,7 +393,7 @@ def _walk(items):
 # Code generation
 
 class _Gen:
-    def __init__(self, program: Program, jit: "JitProgram", budget: int, capture_regs: bool):
+    def __init__(self, program: Program, jit: JitProgram, budget: int, capture_regs: bool):
         self.program, self.insns, self.jit = program, program.insns, jit
         self.capture = capture_regs
         self.lines: list[str | None] = []        # None: a line dropped after the fact

@@ -55,7 +55,7 @@ def maps_text(filters: Any) -> str:
                      str(m.key_size), str(m.value_size), str(m.max_entries), str(count),
                      e.instance or "(top)", ",".join(e.events)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] + "\n"
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] + "\n"
                    for r in rows)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 from collections import OrderedDict
-from typing import Iterator
+from collections.abc import Iterator
 
 # uapi enum bpf_map_type
 MAP_TYPE_HASH = 1

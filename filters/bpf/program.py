@@ -8,8 +8,9 @@ stay safe through the memory interface instead.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from filters.bpf import isa
 from filters.bpf.disasm import format_insn

@@ -3,6 +3,7 @@ global variables), so the loader, and map dumps, know each map's key and value t
 from __future__ import annotations
 
 from kernel_model.c_types import Array, CType, Enum, Float, Func, Int, Pointer, Struct, Void
+
 from .. import btf as B
 
 

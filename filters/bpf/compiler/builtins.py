@@ -6,6 +6,7 @@ from __future__ import annotations
 from pycparser import c_ast
 
 from kernel_model.c_types import Array, Func, Pointer, Struct, Void, strip
+
 from . import ctypes_ext as T
 from .errors import error_at
 from .ir import FP, Imm, Op
@@ -52,7 +53,7 @@ def call(lw, e: c_ast.FuncCall):
     lw.scopes, lw.loops, lw.labels = [Scope()], [], {}
     lw.addr_taken = address_taken(info.node.body)
     lw.inline_stack.append(InlineFrame(name, end, ret_reg, ftype.ret))
-    for p, pt, v in zip(lw.param_decls(info.node.decl), ftype.params, vals):
+    for p, pt, v in zip(lw.param_decls(info.node.decl), ftype.params, vals, strict=False):
         lw.bind_local(p, pt, v)
     lw.stmt(info.node.body)
     if ret_reg is not None and lw.cur is not None:

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from pycparser import c_parser
 
 from .. import elf
-
 from . import btfgen
 from .emit import MachineCode, emit
 from .errors import CompileError, error_at

@@ -10,8 +10,22 @@ from dataclasses import dataclass, field
 
 from pycparser import c_ast
 
-from kernel_model.c_types import (Array, CType, CTypeError, Float, Func, Int, Member, Pointer,
-                                  Struct, Void, char_value, parse_int_literal, strip)
+from kernel_model.c_types import (
+    Array,
+    CType,
+    CTypeError,
+    Float,
+    Func,
+    Int,
+    Member,
+    Pointer,
+    Struct,
+    Void,
+    char_value,
+    parse_int_literal,
+    strip,
+)
+
 from . import ctypes_ext as T
 from .errors import error_at
 from .ir import FP, Block, Function, Imm, Op
@@ -115,7 +129,7 @@ class Lowerer:
         params = self.param_decls(self.fdef.decl)
         if len(params) > 5:
             raise error_at(self.fdef.decl, "functions take at most 5 arguments in BPF")
-        for i, (p, pt) in enumerate(zip(params, self.ftype.params)):
+        for i, (p, pt) in enumerate(zip(params, self.ftype.params, strict=False)):
             if not T.is_scalar(pt):
                 raise error_at(p, f"parameter of type '{pt}' is not supported: pass a pointer")
             v = self.vreg()
@@ -336,7 +350,7 @@ class Lowerer:
             return
         name, t, values = plan
         end_b = self.new_block()
-        for k, value in enumerate(values):
+        for _k, value in enumerate(values):
             self.scopes.append(Scope({name: LVal("reg", t, const=Imm(value))}))
             cont_b = self.new_block()
             self.loops.append(Loop(end_b, cont_b))
@@ -765,7 +779,7 @@ class Lowerer:
             if fits_s32(T.wrap(full & ~mask, T.INT if w32 else T.LONG)) or w32 else \
             self.alu("and", old, self.materialize(Val(Imm(full & ~mask), T.U64)), w32)
         if isinstance(v.v, Imm):
-            new = Val(Imm(((v.v.value << lv.bit_offset) & mask)), T.U64 if not w32 else T.UINT)
+            new = Val(Imm((v.v.value << lv.bit_offset) & mask), T.U64 if not w32 else T.UINT)
             nv = self.alu("or", old, new.v, w32) if fits_s32(new.v.value) or w32 else \
                 self.alu("or", old, self.materialize(new), w32)
         else:

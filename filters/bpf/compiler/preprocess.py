@@ -4,12 +4,13 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from pcpp import Preprocessor
 
 from kernel_model.c_types import INCLUDE_DIR as KERNEL_INCLUDE
+
 from .errors import CompileError
 
 BPF_INCLUDE = Path(__file__).resolve().parent.parent / "include"

@@ -6,8 +6,19 @@ from dataclasses import dataclass
 
 from pycparser import c_ast
 
-from kernel_model.c_types import (Array, CType, CTypeError, Float, Func, Pointer, Struct, TypeEnv,
-                                  parse_int_literal, strip)
+from kernel_model.c_types import (
+    Array,
+    CType,
+    CTypeError,
+    Float,
+    Func,
+    Pointer,
+    Struct,
+    TypeEnv,
+    parse_int_literal,
+    strip,
+)
+
 from . import ctypes_ext as T
 from .errors import error_at
 from .lower import string_bytes

@@ -10,8 +10,8 @@ Modules: ``cfg`` (structure), ``liveness`` (static liveness/precision), ``tnum``
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from filters.bpf.isa import Insn
 from filters.bpf.verifier import cfg as cfg_mod

@@ -143,7 +143,7 @@ def _subprogs(insns: list[Insn], second: set[int], privileged: bool) -> list[int
 def _check_subprogs(insns, starts, second) -> list[tuple[int, ...]]:
     n = len(insns)
     succ: list[tuple[int, ...]] = [()] * n
-    bounds = list(zip(starts, starts[1:] + [n]))
+    bounds = list(zip(starts, starts[1:] + [n], strict=False))
     for lo, hi in bounds:
         for i in range(lo, hi):
             if i in second:

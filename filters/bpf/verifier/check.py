@@ -12,11 +12,12 @@ from filters.bpf import isa
 from filters.bpf.isa import Insn
 from filters.bpf.verifier import bounds, tnum
 from filters.bpf.verifier import state as st
-from filters.bpf.verifier.cfg import Cfg, is_pseudo_call
-from filters.bpf.verifier.context import SCALAR as CTX_SCALAR, ContextSpec
-from filters.bpf.verifier.log import Reject, annotate, fmt_frame, fmt_state, insn_text
 from filters.bpf.verifier.bounds import S64_MIN, U32
+from filters.bpf.verifier.cfg import Cfg, is_pseudo_call
+from filters.bpf.verifier.context import SCALAR as CTX_SCALAR
+from filters.bpf.verifier.context import ContextSpec
 from filters.bpf.verifier.liveness import ALL_SLOTS, slot_bits
+from filters.bpf.verifier.log import Reject, annotate, fmt_frame, fmt_state, insn_text
 
 COMPLEXITY_LIMIT_INSNS = 1_000_000
 COMPLEXITY_LIMIT_JMP_SEQ = 8192

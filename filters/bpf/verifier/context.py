@@ -5,8 +5,8 @@ None when the access is refused, else the kind of value a read yields.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 PT_REGS_SIZE = 168          # struct pt_regs on x86-64
 PERF_MAX_TRACE_SIZE = 2048
@@ -66,20 +66,20 @@ class ContextSpec:
     fields: tuple[tuple[str, int, int], ...] = field(default=())
 
     @classmethod
-    def pt_regs(cls) -> "ContextSpec":
+    def pt_regs(cls) -> ContextSpec:
         return cls("pt_regs", PT_REGS_SIZE)
 
     @classmethod
-    def tracepoint(cls, fields: Iterable[tuple[str, int, int]], size: int) -> "ContextSpec":
+    def tracepoint(cls, fields: Iterable[tuple[str, int, int]], size: int) -> ContextSpec:
         """The event record as its ``format`` file describes it: (name, offset, size) fields."""
         return cls("tracepoint", size, True, tuple((n, o, s) for n, o, s in fields))
 
     @classmethod
-    def sk_buff(cls) -> "ContextSpec":
+    def sk_buff(cls) -> ContextSpec:
         return cls("sk_buff", SK_BUFF_SIZE, False)
 
     @classmethod
-    def memory(cls, size: int) -> "ContextSpec":
+    def memory(cls, size: int) -> ContextSpec:
         """The conformance model: r1 = ``size`` bytes of read-write memory, r2 = ``size``."""
         return cls("memory", size, False)
 

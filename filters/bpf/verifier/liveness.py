@@ -157,7 +157,7 @@ def _offsets_pass(cfg: Cfg, stored: bool) -> list:
             old = ins[w]
             new = out if old is None else tuple(
                 a if a == b else (TOP if (a is not None or b is not None) else None)
-                for a, b in zip(old, out))
+                for a, b in zip(old, out, strict=False))
             if new != old:
                 ins[w] = new
                 work.append(w)

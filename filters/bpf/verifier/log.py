@@ -125,7 +125,7 @@ def fmt_state(s: st.VState, maps) -> str:
 
 def insn_text(insns: list[Insn], pc: int) -> str:
     """``(b7) r0 = 0x0``: the opcode in hex, then the VM room's disassembly of the insn."""
-    from filters.bpf import disasm          # the disassembler is only needed to print logs
+    from filters.bpf import disasm  # the disassembler is only needed to print logs
     insn = insns[pc]
     nxt = insns[pc + 1] if pc + 1 < len(insns) else None
     try:

@@ -51,7 +51,7 @@ class Reg:
         self.frameno = 0
         bounds.mark_unknown(self) if type_ == SCALAR else bounds.mark_const(self, 0)
 
-    def copy(self) -> "Reg":
+    def copy(self) -> Reg:
         r = Reg.__new__(Reg)
         r.type, r.off, r.var = self.type, self.off, self.var
         r.smin, r.smax, r.umin, r.umax = self.smin, self.smax, self.umin, self.umax
@@ -97,7 +97,7 @@ class Frame:
         self.frameno = frameno
         self.subprog = subprog
 
-    def copy(self) -> "Frame":
+    def copy(self) -> Frame:
         """Registers are values, never changed in place once stored (the walk copies one before
         refining it), so the copies share them."""
         f = Frame.__new__(Frame)
@@ -129,7 +129,7 @@ class VState:
     def cur(self) -> Frame:
         return self.frames[-1]
 
-    def copy(self) -> "VState":
+    def copy(self) -> VState:
         s = VState([f.copy() for f in self.frames])
         s.refs = list(self.refs)
         s.parent = self.parent
@@ -330,7 +330,7 @@ def states_equal(old: VState, cur: VState, masks: tuple[tuple[int, int], ...], e
         return False
     idmap = IdMap()
     linked = () if exact else linked_ids(old, masks)
-    for depth, (of, cf) in enumerate(zip(old.frames, cur.frames)):
+    for depth, (of, cf) in enumerate(zip(old.frames, cur.frames, strict=False)):
         if of.callsite != cf.callsite:
             return False
         live, needed = masks[depth]
@@ -347,7 +347,7 @@ def states_equal(old: VState, cur: VState, masks: tuple[tuple[int, int], ...], e
             return False
     if len(old.refs) != len(cur.refs):
         return False
-    for (oid, _), (cid, _) in zip(old.refs, cur.refs):
+    for (oid, _), (cid, _) in zip(old.refs, cur.refs, strict=False):
         if not idmap.check(oid, cid):
             return False
     return True
