@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel_model import packets
 from kernel_model.c_types import kernel_types
+from kernel_model.events.skb import DROP_REASON_VALUES
 from kernel_model.slab import GFP_ATOMIC, GFP_KERNEL, GFP_NOMEMALLOC, GFP_NOWARN, SLAB_HWCACHE_ALIGN
 
 if TYPE_CHECKING:
@@ -57,22 +58,16 @@ IFF_UP, IFF_BROADCAST, IFF_LOOPBACK, IFF_RUNNING, IFF_MULTICAST = 0x1, 0x2, 0x8,
 LOOPBACK_MTU = 65536
 ETH_DATA_LEN = 1500
 
-# enum skb_drop_reason (6.18; the numbering of events/skb/kfree_skb/format)
+# enum skb_drop_reason: one table, kernel_model/events/skb.py (the kfree_skb format prints it).
 SKB_NOT_DROPPED_YET = 0
 SKB_CONSUMED = 1
-SKB_DROP_REASON_NOT_SPECIFIED = 2
-SKB_DROP_REASON_NO_SOCKET = 3
-SKB_DROP_REASON_PKT_TOO_SMALL = 9
-SKB_DROP_REASON_TCP_CSUM = 10
-SKB_DROP_REASON_UDP_CSUM = 11
-SKB_DROP_REASON_OTHERHOST = 13
-SKB_DROP_REASON_UNHANDLED_PROTO = 74
-DROP_REASONS = {
-    "NOT_SPECIFIED": SKB_DROP_REASON_NOT_SPECIFIED, "NO_SOCKET": SKB_DROP_REASON_NO_SOCKET,
-    "PKT_TOO_SMALL": SKB_DROP_REASON_PKT_TOO_SMALL, "TCP_CSUM": SKB_DROP_REASON_TCP_CSUM,
-    "UDP_CSUM": SKB_DROP_REASON_UDP_CSUM, "OTHERHOST": SKB_DROP_REASON_OTHERHOST,
-    "UNHANDLED_PROTO": SKB_DROP_REASON_UNHANDLED_PROTO,
-}
+SKB_DROP_REASON_NOT_SPECIFIED = DROP_REASON_VALUES["NOT_SPECIFIED"]
+SKB_DROP_REASON_NO_SOCKET = DROP_REASON_VALUES["NO_SOCKET"]
+SKB_DROP_REASON_PKT_TOO_SMALL = DROP_REASON_VALUES["PKT_TOO_SMALL"]
+SKB_DROP_REASON_TCP_CSUM = DROP_REASON_VALUES["TCP_CSUM"]
+SKB_DROP_REASON_UDP_CSUM = DROP_REASON_VALUES["UDP_CSUM"]
+SKB_DROP_REASON_OTHERHOST = DROP_REASON_VALUES["OTHERHOST"]
+SKB_DROP_REASON_UNHANDLED_PROTO = DROP_REASON_VALUES["UNHANDLED_PROTO"]
 DISCARD_PORT = 9      # the port the host listens on by default (TCP and UDP "discard")
 
 
@@ -371,14 +366,16 @@ class Net:
     def alloc_skb(self, size: int, gfp: int = GFP_KERNEL) -> SkBuff:
         """``__alloc_skb(size, gfp, 0, NUMA_NO_NODE)`` (mirrored into memory)."""
         kp = self.kp_alloc_skb
-        skb = kp.call(self._alloc_skb_core, size, gfp, 0, -1) if kp.active else self._alloc_skb_core(size, gfp)
+        skb = (kp.call(self._alloc_skb_core, size, gfp, 0, -1) if kp.active
+               else self._alloc_skb_core(size, gfp))
         self.sync(skb)
         return skb
 
     def _netdev_alloc_skb(self, dev: NetDevice, length: int, gfp: int) -> SkBuff:
         kp = self.kp_alloc_skb
         size = length + NET_SKB_PAD
-        skb = kp.call(self._alloc_skb_core, size, gfp, 0, -1) if kp.active else self._alloc_skb_core(size, gfp)
+        skb = (kp.call(self._alloc_skb_core, size, gfp, 0, -1) if kp.active
+               else self._alloc_skb_core(size, gfp))
         skb.data += NET_SKB_PAD                  # skb_reserve(skb, NET_SKB_PAD)
         skb.tail += NET_SKB_PAD
         skb.dev, skb.dev_addr = dev, dev.addr
@@ -562,7 +559,9 @@ class Net:
 
     def process_backlog(self, napi: Napi, quota: int) -> int:
         kp = self.kp_process_backlog
-        return kp.call(self._process_backlog, napi, quota) if kp.active else self._process_backlog(napi, quota)
+        if kp.active:
+            return kp.call(self._process_backlog, napi, quota)
+        return self._process_backlog(napi, quota)
 
     def _process_backlog(self, napi: Napi, quota: int) -> int:
         work = 0
@@ -614,10 +613,14 @@ class Net:
         proto = htons(skb.protocol)
         if proto == ETH_P_IP:
             kp = self.kp_ip_rcv
-            return kp.call(self._ip_rcv, skb, skb.dev, 0, 0) if kp.active else self._ip_rcv(skb, skb.dev, 0, 0)
+            if kp.active:
+                return kp.call(self._ip_rcv, skb, skb.dev, 0, 0)
+            return self._ip_rcv(skb, skb.dev, 0, 0)
         if proto == ETH_P_IPV6:
             kp = self.kp_ipv6_rcv
-            return kp.call(self._ipv6_rcv, skb, skb.dev, 0, 0) if kp.active else self._ipv6_rcv(skb, skb.dev, 0, 0)
+            if kp.active:
+                return kp.call(self._ipv6_rcv, skb, skb.dev, 0, 0)
+            return self._ipv6_rcv(skb, skb.dev, 0, 0)
         if proto == ETH_P_ARP:
             self.consume_skb(skb, self.ip_unhandled)
             return NET_RX_SUCCESS
@@ -717,7 +720,9 @@ class Net:
         if tp.enabled:
             tp.fire(skb)
         kp = self.kp_hard_start_xmit
-        return kp.call(self._hard_start_xmit, skb, dev, 0, 0) if kp.active else self._hard_start_xmit(skb, dev, 0, 0)
+        if kp.active:
+            return kp.call(self._hard_start_xmit, skb, dev, 0, 0)
+        return self._hard_start_xmit(skb, dev, 0, 0)
 
     def _hard_start_xmit(self, skb: SkBuff, dev: NetDevice, txq: int, more: int) -> int:
         tp = self.tp_net_dev_start_xmit

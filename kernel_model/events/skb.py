@@ -23,19 +23,18 @@ DROP_REASONS: tuple[str, ...] = (
     "QDISC_OVERLIMIT", "QDISC_CONGESTED", "CAKE_FLOOD", "FQ_BAND_LIMIT", "FQ_HORIZON_LIMIT",
     "FQ_FLOW_LIMIT", "CPU_BACKLOG", "XDP", "TC_INGRESS", "UNHANDLED_PROTO", "SKB_CSUM",
     "SKB_GSO_SEG", "SKB_UCOPY_FAULT", "DEV_HDR", "DEV_READY", "FULL_RING", "NOMEM", "HDR_TRUNC",
-    "TAP_FILTER", "TAP_TXFILTER", "ICMP_CSUM", "INVALID_PROTO", "IP_INADDRERRORS",
-    "IP_INNOROUTES", "IP_LOCAL_SOURCE", "IP_INVALID_SOURCE", "IP_LOCALNET", "IP_INVALID_DEST",
-    "PKT_TOO_BIG", "DUP_FRAG", "FRAG_REASM_TIMEOUT", "FRAG_TOO_FAR", "TCP_MINTTL",
-    "IPV6_BAD_EXTHDR", "IPV6_NDISC_FRAG", "IPV6_NDISC_HOP_LIMIT", "IPV6_NDISC_BAD_CODE",
+    "TAP_FILTER", "TAP_TXFILTER", "ICMP_CSUM", "INVALID_PROTO", "IP_INADDRERRORS", "IP_INNOROUTES",
+    "IP_LOCAL_SOURCE", "IP_INVALID_SOURCE", "IP_LOCALNET", "IP_INVALID_DEST", "PKT_TOO_BIG",
+    "DUP_FRAG", "FRAG_REASM_TIMEOUT", "FRAG_TOO_FAR", "TCP_MINTTL", "IPV6_BAD_EXTHDR",
+    "IPV6_TOO_MANY_EXTHDRS", "IPV6_NDISC_FRAG", "IPV6_NDISC_HOP_LIMIT", "IPV6_NDISC_BAD_CODE",
     "IPV6_NDISC_BAD_OPTIONS", "IPV6_NDISC_NS_OTHERHOST", "QUEUE_PURGE", "TC_COOKIE_ERROR",
     "PACKET_SOCK_ERROR", "TC_CHAIN_NOTFOUND", "TC_RECLASSIFY_LOOP", "VXLAN_INVALID_HDR",
     "VXLAN_VNI_NOT_FOUND", "MAC_INVALID_SOURCE", "VXLAN_ENTRY_EXISTS", "NO_TX_TARGET",
     "IP_TUNNEL_ECN", "TUNNEL_TXINFO", "LOCAL_MAC", "ARP_PVLAN_DISABLE", "MAC_IEEE_MAC_CONTROL",
     "BRIDGE_INGRESS_STP_STATE", "CAN_RX_INVALID_FRAME", "CANFD_RX_INVALID_FRAME",
     "CANXL_RX_INVALID_FRAME", "PFMEMALLOC", "DUALPI2_STEP_DROP", "PSP_INPUT", "PSP_OUTPUT",
-    "RECURSION_LIMIT", "MAX",
+    "RECURSION_LIMIT", "SKB_RX_HEADROOM", "MAX",
 )
-SKB_DROP_REASON_NOT_SPECIFIED = 2
 DROP_REASON_VALUES = {name: i + 2 for i, name in enumerate(DROP_REASONS)}
 
 
@@ -64,7 +63,7 @@ def events() -> list[TraceEvent]:
              ("unsigned short", "protocol"), ("enum skb_drop_reason", "reason")],
             '"skbaddr=%p rx_sk=%p protocol=%u location=%pS reason: %s", REC->skbaddr, '
             "REC->rx_sk, REC->protocol, REC->location, __print_symbolic(REC->reason, "
-            + _symbolic(DROP_REASONS, SKB_DROP_REASON_NOT_SPECIFIED) + ")",
+            + _symbolic(DROP_REASONS, 2) + ")",
             _kfree_skb,
             proto="struct sk_buff *skb, void *location, enum skb_drop_reason reason, "
                   "struct sock *rx_sk"),
