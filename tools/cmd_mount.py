@@ -5,18 +5,35 @@ kernel's operations on the control socket (:mod:`tools.ctl_socket`). By default 
 child mounts and serves, the parent returns once the kernel reports the mount ready (or prints
 the child's one-line error). ``--foreground`` serves in the calling process. SIGINT, SIGTERM and
 SIGHUP end the FUSE loop, which unmounts; ``umount`` runs ``fusermount -u``.
+
+A mount whose process died (``kill -9``) leaves a dead FUSE mount: every stat of the directory
+fails with ENOTCONN. ``umount`` recognises one (ENOTCONN, or a ``fuse`` entry in
+/proc/self/mountinfo) and clears it (``fusermount -u``, then ``-uz``); ``mount`` clears it itself
+when it is a tracesim mount whose pid file names a dead process, and otherwise says what to run.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes.util
+import errno
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import traceback
 
-from tools.ctl_socket import CtlServer, state_path
+from tools.ctl_socket import (
+    CtlServer,
+    StateDirError,
+    create_state_file,
+    read_state_file,
+    remove_stale,
+    socket_path,
+    state_dir,
+    state_path,
+)
 
 PROG = "tracesim mount"
 
@@ -38,7 +55,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def preflight(mountpoint: str) -> str | None:
-    """The one-line reason the mount cannot work, or None."""
+    """The one-line reason the mount cannot work, or None; clears a dead mount of our own."""
+    if dead_fuse_mount(mountpoint):
+        if not _own_dead_mount(mountpoint):
+            return (f"{mountpoint}: a dead FUSE mount is left there (its process ended); "
+                    f"clear it with: tracesim umount {mountpoint}")
+        problem = clear_dead_mount(mountpoint)
+        if problem:
+            return f"{mountpoint}: clearing the dead tracesim mount left there failed ({problem})"
     if not os.path.isdir(mountpoint):
         return f"{mountpoint}: not a directory"
     if os.path.ismount(mountpoint):
@@ -88,7 +112,15 @@ def serve(args: argparse.Namespace, on_ready, on_error) -> int:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    problem = preflight(args.dir)
+    try:
+        state_dir()     # first: a planted state folder is refused whatever else is wrong
+        problem = preflight(args.dir)
+        if not problem:
+            # A socket left by a mount that died (not a live one: preflight saw no mount);
+            # removed here so a planted one is refused before anything starts.
+            remove_stale(socket_path(args.dir), stat.S_ISSOCK)
+    except StateDirError as exc:
+        problem = str(exc)
     if problem:
         print(f"{PROG}: {problem}", file=sys.stderr)
         return 1
@@ -102,6 +134,17 @@ def main(argv: list[str]) -> int:
 
 def _background(args: argparse.Namespace) -> int:
     """Fork a child that mounts and serves; return when it says ready (0) or failed (1)."""
+    # Opened here, before the fork, so a refusal reaches the user's terminal.
+    try:
+        log_fd = create_state_file(state_path(args.dir, "log"))
+        try:
+            pid_fd = create_state_file(state_path(args.dir, "pid"))
+        except StateDirError:
+            os.close(log_fd)
+            raise
+    except StateDirError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
     sys.stdout.flush()
     sys.stderr.flush()
     rfd, wfd = os.pipe()
@@ -109,8 +152,9 @@ def _background(args: argparse.Namespace) -> int:
     if pid == 0:
         os.close(rfd)
         os.setsid()
-        _detach(state_path(args.dir, "log"))
-        state_path(args.dir, "pid").write_text(f"{os.getpid()}\n")
+        _detach(log_fd)
+        os.write(pid_fd, f"{os.getpid()}\n".encode())
+        os.close(pid_fd)
 
         def tell(text: str) -> None:
             try:
@@ -121,6 +165,8 @@ def _background(args: argparse.Namespace) -> int:
         status = serve(args, lambda: tell("ready\n"), lambda msg: tell(f"error {msg}\n"))
         os._exit(status)
     os.close(wfd)
+    os.close(log_fd)
+    os.close(pid_fd)
     with os.fdopen(rfd, "rb") as pipe:
         answer = pipe.readline().decode(errors="replace").strip()
     if answer == "ready":
@@ -132,29 +178,124 @@ def _background(args: argparse.Namespace) -> int:
     return 1
 
 
-def _detach(log_path) -> None:
+def _detach(log: int) -> None:
     """Point stdin at /dev/null and stdout/stderr at the mount's log file."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    log = os.open(str(log_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+
+
+def _unescape_mountinfo(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as 3-digit octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _abspath(mountpoint: str) -> str:
+    """The path mountinfo shows for ``mountpoint``: the real path of its folder plus its name
+    (the mountpoint itself may not stat at all when its FUSE process is dead)."""
+    path = os.path.abspath(mountpoint)
+    try:
+        os.stat(path)
+    except OSError:
+        return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    return os.path.realpath(path)
+
+
+def mount_entry(mountpoint: str) -> tuple[str, str] | None:
+    """``(fstype, source)`` of what is mounted on ``mountpoint`` (topmost), from
+    /proc/self/mountinfo; None when nothing is."""
+    target, found = _abspath(mountpoint), None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split()
+                if "-" not in fields[6:]:
+                    continue
+                sep = fields.index("-", 6)
+                if _unescape_mountinfo(fields[4]) == target and len(fields) > sep + 2:
+                    found = (fields[sep + 1], fields[sep + 2])
+    except OSError:
+        return None
+    return found
+
+
+def dead_fuse_mount(mountpoint: str) -> bool:
+    """A FUSE mount whose process is gone: stat fails with ENOTCONN."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:    # a zombie nobody reaped yet is dead too (its /dev/fuse is closed)
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _own_dead_mount(mountpoint: str) -> bool:
+    """The dead mount is tracesim's (mountinfo says fuse.tracesim) and the process our pid file
+    names for it is gone: safe to clear without asking."""
+    entry = mount_entry(mountpoint)
+    if entry is None or entry[0] != "fuse.tracesim":
+        return False
+    text = read_state_file(state_path(mountpoint, "pid"))
+    if text is None or not text.strip().isdigit():
+        return False
+    return not _pid_alive(int(text.strip()))
+
+
+def _unmount(mountpoint: str, lazy: bool) -> subprocess.CompletedProcess:
+    tool = shutil.which("fusermount") or shutil.which("fusermount3")
+    if tool:
+        cmd = [tool, "-uz" if lazy else "-u", mountpoint]
+    else:
+        cmd = ["umount", "-l", mountpoint] if lazy else ["umount", mountpoint]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _last_line(done: subprocess.CompletedProcess) -> str:
+    msg = (done.stderr or done.stdout).strip().splitlines()
+    return msg[-1] if msg else "failed"
+
+
+def clear_dead_mount(mountpoint: str) -> str | None:
+    """Unmount a dead FUSE mount (``-u``, then lazily ``-uz``); the error text, or None."""
+    done = _unmount(mountpoint, lazy=False)
+    if done.returncode != 0:
+        done = _unmount(mountpoint, lazy=True)
+    return None if done.returncode == 0 else _last_line(done)
 
 
 def umount_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="tracesim umount", description="Unmount a tracesim mount.")
     p.add_argument("dir", metavar="DIR")
     args = p.parse_args(argv)
+    entry = mount_entry(args.dir)
+    if dead_fuse_mount(args.dir) or (entry is not None and entry[0].startswith("fuse")
+                                     and not os.path.isdir(args.dir)):
+        problem = clear_dead_mount(args.dir)
+        if problem:
+            print(f"tracesim umount: {args.dir}: {problem}", file=sys.stderr)
+            return 1
+        return 0
     if not os.path.ismount(args.dir):
         print(f"tracesim umount: {args.dir} is not a mount point", file=sys.stderr)
         return 1
-    tool = shutil.which("fusermount") or shutil.which("fusermount3")
-    cmd = [tool, "-u", args.dir] if tool else ["umount", args.dir]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = _unmount(args.dir, lazy=False)
     if done.returncode != 0:
-        msg = (done.stderr or done.stdout).strip().splitlines()
-        print(f"tracesim umount: {msg[-1] if msg else 'failed'}", file=sys.stderr)
+        print(f"tracesim umount: {_last_line(done)}", file=sys.stderr)
         return 1
     return 0
