@@ -3,13 +3,16 @@
 ``run_command(kernel, argv) -> (status, text)`` is what the Unix-socket server (tracefs side)
 and ``tracesim ctl MOUNTPOINT COMMAND ...`` call; status 0 is success, 1 a failed operation, 2 a
 usage error; text is what the command prints (newline-terminated, or empty). Commands run with
-``kernel.lock`` held.
+``kernel.lock`` held, except ``workload`` (which joins threads that take it) and ``send`` (which
+takes it per batch).
 
     send DEV --len N [--proto udp|tcp|icmp] [--count K] [--ipv6]
         K packets whose skb ``len`` at netif_receive_skb is exactly N (the IP packet; the frame
         is N + 14 bytes). On a NIC they arrive from the wire (hardirq → softirq on this CPU);
         on ``lo`` the ``tracesim-ctl`` task sends them to itself through loopback. UDP and TCP
         go to the listening discard port (consumed); ICMP is an echo request (answered).
+        K is at most MAX_SEND_COUNT (10^9); frames are generated and delivered in batches, so
+        memory does not grow with K.
     ping DEV [-c K]
         The ``ping`` task sends K echo requests (56 data bytes) to the device's peer (to
         127.0.0.1 on lo) and collects the replies; prints what iputils' ping prints. Virtual
@@ -25,6 +28,7 @@ usage error; text is what the command prints (newline-terminated, or empty). Com
 from __future__ import annotations
 
 import argparse
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -35,8 +39,16 @@ if TYPE_CHECKING:
     from kernel_model.kernel import Kernel
 
 CTL_COMM = "tracesim-ctl"
+# ``send --count`` at most this: about a day of sending at the model's ~10^4 packets/s, so a
+# larger number is a typo rather than a plan.
+MAX_SEND_COUNT = 10**9
+# Packets delivered per hold of the kernel lock by ``send``.
+SEND_BATCH = 256
 PING_DATA = 56
 PING_IDENT = 0x7ace
+
+
+_progress = threading.local()
 
 
 class UsageError(Exception):
@@ -52,19 +64,46 @@ class _Parser(argparse.ArgumentParser):
 
 # ---------------------------------------------------------------------- operations
 
+def set_progress_hook(hook: Callable[[], bool] | None) -> None:
+    """What long commands of the calling thread call between batches (None: nothing). The
+    control server installs one per request: it keeps the connection alive and answers True
+    once the requester has gone away, which stops the command."""
+    _progress.hook = hook
+
+
+def _requester_gone() -> bool:
+    hook = getattr(_progress, "hook", None)
+    return hook is not None and hook()
+
+
 def send(kernel: Kernel, dev: str, length: int, proto: str = "udp", count: int = 1,
          ipv6: bool = False) -> int:
-    """Deliver ``count`` packets of skb len ``length`` through ``dev``'s receive path."""
-    device = kernel.net.device(dev)
-    frames = [netmod.packet_frame(device, proto, length, seq=i, v6=ipv6) for i in range(count)]
-    if device.loopback:
-        with kernel.machine.running(kernel.user_task(CTL_COMM)):
-            for frame in frames:
-                kernel.net.xmit_frame(device, frame)
-    else:
-        for frame in frames:
-            kernel.net.receive(device, frame)
-    return count
+    """Deliver ``count`` packets of skb len ``length`` through ``dev``'s receive path.
+
+    Frames are built one at a time and delivered in batches of SEND_BATCH, each under the
+    kernel lock: memory stays flat whatever ``count`` is, and between batches the workload,
+    tracefs readers and other commands go on. Returns how many were sent: ``count``, or fewer
+    when the requester went away (see :func:`set_progress_hook`)."""
+    with kernel.lock:
+        device = kernel.net.device(dev)
+        netmod.packet_frame(device, proto, length, v6=ipv6)   # a bad --len fails before any is sent
+    sent = 0
+    while sent < count:
+        if sent and _requester_gone():
+            break
+        batch = range(sent, min(count, sent + SEND_BATCH))
+        with kernel.lock:
+            if device.loopback:
+                with kernel.machine.running(kernel.user_task(CTL_COMM)):
+                    for seq in batch:
+                        kernel.net.xmit_frame(device, netmod.packet_frame(device, proto, length,
+                                                                          seq=seq, v6=ipv6))
+            else:
+                for seq in batch:
+                    kernel.net.receive(device, netmod.packet_frame(device, proto, length,
+                                                                   seq=seq, v6=ipv6))
+        sent = batch.stop
+    return sent
 
 
 def ping(kernel: Kernel, dev: str, count: int = 4) -> str:
@@ -154,9 +193,11 @@ def _parsers() -> dict[str, tuple[_Parser, Callable]]:
     p_work.add_argument("name", nargs="?")
 
     def do_send(k: Kernel, a: argparse.Namespace) -> str:
-        if a.count < 0:
-            raise UsageError("send: --count must be >= 0")
+        if not 0 <= a.count <= MAX_SEND_COUNT:
+            raise UsageError(f"send: --count {a.count} is out of range (0 to {MAX_SEND_COUNT})")
         n = send(k, a.dev, a.length, a.proto, a.count, a.ipv6)
+        if n < a.count:
+            raise ValueError(f"stopped after {n} of {a.count} packets: the requester went away")
         return f"sent {n} {a.proto} packet{'s' if n != 1 else ''} of len {a.length} on {a.dev}\n"
 
     return {
@@ -187,9 +228,9 @@ def run_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
     parser, action = _parsers()[argv[0]]
     try:
         args = parser.parse_args(argv[1:])
-        if argv[0] == "workload":
+        if argv[0] in ("workload", "send"):
             # Starting/stopping a workload thread must not hold the kernel lock: stop() joins a
-            # thread that takes that lock for every batch it delivers.
+            # thread that takes that lock for every batch it delivers. send takes it per batch.
             return 0, action(kernel, args)
         with kernel.lock:
             return 0, action(kernel, args)

@@ -85,6 +85,7 @@ def preflight(mountpoint: str) -> str | None:
 
 def serve(args: argparse.Namespace, on_ready, on_error) -> int:
     """Build the kernel and tree, serve until unmounted. Returns the exit status."""
+    from kernel_model.control import set_progress_hook
     from tracefs.fuse_mount import serve as fuse_serve
     from tracefs.system import System
 
@@ -92,7 +93,7 @@ def serve(args: argparse.Namespace, on_ready, on_error) -> int:
     try:
         system = System.boot(cpus=args.cpus, seed=args.seed, clock=args.clock,
                              bpf_engine=args.bpf_engine)
-        ctl = CtlServer(mountpoint, system.control)
+        ctl = CtlServer(mountpoint, system.control, set_progress_hook)
         if args.workload != "none":
             system.start_workload(args.workload)
     except Exception as exc:

@@ -7,6 +7,9 @@ per line, one answer per line, both JSON: the command's words in, its exit statu
     -> {"argv": ["send", "lo", "--len", "128"]}
     <- {"status": 0, "output": "...text to print..."}
 
+While a long command runs (``send --count 1000000``) the server sends empty lines as keepalives,
+and a client that hangs up stops the command.
+
 The server does not know the commands: it calls ``run(argv) -> (status, text)`` (the kernel
 model's ``control.run_command``) in a thread per connection.
 
@@ -24,11 +27,15 @@ import socket
 import socketserver
 import stat
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 Run = Callable[[list], "tuple[int, str]"]
+BindProgress = Callable[["Callable[[], bool] | None"], None]
+# Seconds between the keepalive lines a long command sends (see _Handler._progress).
+KEEPALIVE = 5.0
 
 
 class CtlError(Exception):
@@ -151,15 +158,49 @@ def socket_path(mountpoint: str) -> Path:
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         run: Run = self.server.run  # type: ignore[attr-defined]
+        bind: BindProgress | None = self.server.bind_progress  # type: ignore[attr-defined]
         for line in self.rfile:
+            if bind is not None:
+                bind(self._progress())
             try:
                 argv = [str(word) for word in json.loads(line)["argv"]]
                 status, output = run(argv)
                 answer: dict[str, Any] = {"status": status, "output": output}
             except Exception as exc:  # the client shows the error; the mount keeps running
                 answer = {"status": 1, "output": f"{type(exc).__name__}: {exc}\n"}
-            self.wfile.write(json.dumps(answer).encode() + b"\n")
-            self.wfile.flush()
+            finally:
+                if bind is not None:
+                    bind(None)
+            try:
+                self.wfile.write(json.dumps(answer).encode() + b"\n")
+                self.wfile.flush()
+            except OSError:     # the client went away (Ctrl-C): nobody to answer
+                return
+
+    def _progress(self) -> Callable[[], bool]:
+        """The check a long command calls between batches: sends a keepalive (an empty line)
+        every KEEPALIVE seconds, so the client's timeout measures silence, not the command's
+        length; True once the client has hung up, so the command stops."""
+        last = [time.monotonic()]
+
+        def check() -> bool:
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    return True
+            except BlockingIOError:
+                pass
+            except OSError:
+                return True
+            if time.monotonic() - last[0] >= KEEPALIVE:
+                last[0] = time.monotonic()
+                try:
+                    self.wfile.write(b"\n")
+                    self.wfile.flush()
+                except OSError:
+                    return True
+            return False
+
+        return check
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -167,13 +208,16 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class CtlServer:
-    """Serves ``run`` on the mount's socket until :meth:`close`."""
+    """Serves ``run`` on the mount's socket until :meth:`close`. ``bind_progress(check)`` is
+    called in the serving thread before each command (and with None after): ``check()`` is what
+    a long command calls between batches (keepalive; True = the client hung up, stop)."""
 
-    def __init__(self, mountpoint: str, run: Run) -> None:
+    def __init__(self, mountpoint: str, run: Run, bind_progress: BindProgress | None = None) -> None:
         self.path = socket_path(mountpoint)
         remove_stale(self.path, stat.S_ISSOCK)
         self._server = _Server(str(self.path), _Handler)
         self._server.run = run  # type: ignore[attr-defined]
+        self._server.bind_progress = bind_progress  # type: ignore[attr-defined]
         os.chmod(self.path, 0o600)
         self._thread = threading.Thread(target=self._server.serve_forever, name="ctl",
                                         daemon=True)
@@ -206,7 +250,7 @@ def request(mountpoint: str, argv: list[str], timeout: float = 600) -> tuple[int
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
-                data += chunk
+                data = (data + chunk).lstrip(b"\n")     # keepalives come before the answer
     except OSError as exc:
         raise CtlError(f"no tracesim mount answers for {mountpoint} ({path}: {exc.strerror})") \
             from None
