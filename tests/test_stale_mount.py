@@ -37,12 +37,14 @@ def stat_errno(path: Path) -> int:
     return 0
 
 
-@pytest.fixture
-def setup(tmp_path: Path):
+@pytest.fixture(params=["mnt", "dir with space"])
+def setup(tmp_path: Path, request):
+    """A state folder and an empty mountpoint; the second name is written ``\\040`` in
+    /proc/self/mountinfo, which the dead-mount check must decode."""
     need_fuse(tmp_path)
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
-    mnt = tmp_path / "mnt"
+    mnt = tmp_path / request.param
     mnt.mkdir()
     env = cli_env(runtime)
     yield env, mnt
