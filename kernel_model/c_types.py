@@ -306,13 +306,6 @@ class TypeEnv:
             raise KeyError(f"union {tag} is not defined")
         return u
 
-    def typedef(self, name: str) -> CType:
-        return self.typedefs[name]
-
-    def sizeof(self, spelling: str) -> int:
-        """``sizeof`` of a type spelled in C, e.g. ``"struct sk_buff"`` or ``"u32"``."""
-        return self.parse_type(spelling).size
-
     def parse_type(self, spelling: str) -> CType:
         ast = parse_c(f"typedef {spelling} __tracesim_t;", "<type>", typedefs=self.typedefs)
         return self.type_of(ast.ext[0].type)

@@ -129,21 +129,5 @@ class Kallsyms:
         s = self.find(addr)
         return None if s is None else (s.name, addr - s.addr, s.size)
 
-    def sprint_symbol(self, addr: int) -> str:
-        """``%pS``: ``name+0xoff/0xsize`` (`` [module]`` for module text), else ``0x...``."""
-        s = self.find(addr)
-        if s is None:
-            return f"0x{addr:x}"
-        text = f"{s.name}+0x{addr - s.addr:x}/0x{s.size:x}"
-        return f"{text} [{s.module}]" if s.module else text
-
     def __iter__(self) -> Iterator[Symbol]:
         return iter(self._symbols)
-
-    def proc_kallsyms(self) -> str:
-        """The text of /proc/kallsyms (addresses shown, as for root)."""
-        out = []
-        for s in self._symbols:
-            line = f"{s.addr:016x} {s.type} {s.name}"
-            out.append(f"{line}\t[{s.module}]\n" if s.module else line + "\n")
-        return "".join(out)

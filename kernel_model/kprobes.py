@@ -280,7 +280,3 @@ class Kprobes:
         else:
             site.entry = tuple(p for p in site.entry if p is not probe)
         site.active = bool(site.entry or site.ret)
-
-    def probes(self) -> list[Kprobe]:
-        """Every registered probe, entry probes first, in kallsyms order."""
-        return [p for s in self.sites.values() for p in s.entry + s.ret]

@@ -184,18 +184,6 @@ class Memory:
         buf, off = self.resolve(addr, size)
         _INT_STRUCTS[size, False].pack_into(buf, off, value & ((1 << (8 * size)) - 1))
 
-    def read_u8(self, addr: int) -> int:
-        return self.read_int(addr, 1)
-
-    def read_u16(self, addr: int) -> int:
-        return self.read_int(addr, 2)
-
-    def read_u32(self, addr: int) -> int:
-        return self.read_int(addr, 4)
-
-    def read_u64(self, addr: int) -> int:
-        return self.read_int(addr, 8)
-
     def write_u64(self, addr: int, value: int) -> None:
         self.write_int(addr, 8, value)
 

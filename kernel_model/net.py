@@ -839,12 +839,3 @@ def packet_frame(dev: NetDevice, proto: str, length: int, seq: int = 0, v6: bool
         sport, dport = 0x7ace, seq & 0xffff
     return build_frame(dev, proto, src, dst, sport, dport, payload, v6)
 
-
-def receive_or_loop(net: Net, dev: NetDevice, frame: bytes) -> None:
-    """Deliver ``frame`` into the host's receive path of ``dev``: a NIC receives it from the
-    wire; on ``lo`` the host sends it to itself (dev_queue_xmit → loopback → backlog)."""
-    if dev.loopback:
-        net.xmit_frame(dev, frame)
-    else:
-        net.receive(dev, frame)
-

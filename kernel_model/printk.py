@@ -43,12 +43,6 @@ class Printk:
             self.records.append(LogRecord(ts, level, line))
             self.seq += 1
 
-    def pr_info(self, text: str) -> None:
-        self.printk(text, KERN_INFO)
-
-    def pr_err(self, text: str) -> None:
-        self.printk(text, KERN_ERR)
-
     def lines(self) -> list[str]:
         return [format_line(r) for r in self.records]
 

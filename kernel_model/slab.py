@@ -94,10 +94,6 @@ class KmemCache:
         self.active_objs = 0
         self.addr = 0          # its struct kmem_cache in memory, once the allocator placed it
 
-    @property
-    def num_objs(self) -> int:
-        return len(self.slabs) * self.objs_per_slab
-
 
 class LargeKmalloc:
     """Owner marker of a kmalloc served by the page allocator (too big for the caches)."""
@@ -142,7 +138,6 @@ class Slab:
         self._kp_kmalloc_large = site("__kmalloc_large_node_noprof")
         self._kp_kfree = site("kfree")
         st = kernel_types().struct("kmem_cache")
-        self._cache_struct = st
         self._cache_fields = {n: st.field(n).offset for n in ("object_size", "size", "align",
                                                                 "flags", "name")}
         self._rodata = mem.map(PAGE_SIZE, "rodata strings")

@@ -15,11 +15,11 @@ Contract
 * ``kernel.ncpus`` (or ``len(kernel.machine.cpus)``) and ``kernel.seed`` (the %p hash key).
 
 What the machine (K1) calls: ``tracing.event(system, name)`` → ``TraceEvent`` with ``.enabled``
-and ``.fire(*TP_PROTO args)`` (trace_event.py); ``tracing.event_by_id(id)``.
+and ``.fire(*TP_PROTO args)`` (trace_event.py).
 
 What tracefs (T) calls — one method per operation (errors are ``OSError(errno, text)``):
 
-* registry: ``available_events()``, ``systems()``, ``events_of(system)``, ``event_by_id(id)``
+* registry: ``available_events()``, ``systems()``, ``events_of(system)``
 * instances: ``tracing.top``, ``create_instance(name)`` (EEXIST), ``remove_instance(name)``
   (ENOENT, EBUSY while ``ta.refs`` > 0 — T calls ``ta.get()``/``ta.put()`` around open files),
   ``instance(name)``, ``instance_names()``
@@ -526,14 +526,6 @@ class TraceArray:
         elif name == "hash-ptr" and self is self.tracing.top:
             self.tracing.symbols.hash_raw = not on      # %p prints the raw address
 
-    def set_options_text(self, text: str) -> None:
-        for token in text.split():
-            on = not token.startswith("no")
-            name = token[2:] if not on else token
-            if name not in self.options and token in self.options:
-                name, on = token, True
-            self.set_option(name, on)
-
     def clear(self, cpu: int | None = None) -> None:
         """``echo > trace`` (all CPUs) or ``echo > per_cpu/cpuN/trace``."""
         self.buffer.reset(cpu)
@@ -648,9 +640,6 @@ class Tracing:
             return self.events[(system, name)]
         except KeyError:
             raise KeyError(f"no event {system}:{name}") from None
-
-    def event_by_id(self, event_id: int) -> TraceEvent | None:
-        return self.by_id.get(event_id)
 
     def available_events(self) -> list[str]:
         return [f"{s}:{n}" for (s, n) in self.events if s != "ftrace"]

@@ -201,10 +201,6 @@ def trace_ctx(cpu: Any) -> tuple[int, int]:
     return flags, depth
 
 
-def _nothing(record: bytes) -> None:
-    return None
-
-
 class TraceEvent:
     """A tracepoint and its event: the declaration plus the runtime hooks ``Tracing`` sets.
 

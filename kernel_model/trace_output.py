@@ -18,7 +18,6 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from kernel_model.ring_buffer import Entry
 from kernel_model.trace_event import (
     TRACE_FLAG_BH_OFF,
     TRACE_FLAG_HARDIRQ,
@@ -103,14 +102,10 @@ def _lat_text(flags: int, pc: int) -> str:
     return text
 
 
-def format_entry(array: Any, entry: Entry) -> str:
-    """One event as ``trace``/``trace_pipe`` print it (with a ``LOST`` line before if any)."""
-    return format_lines(array, [(entry.cpu, entry.ts, entry.data, entry.lost)])
-
-
 def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> str:
-    """The text of several events given as (cpu, ts, record, lost), as ``format_entry`` prints
-    each: the context columns as the array's options say, then the event's generated printer.
+    """The text of several events given as (cpu, ts, record, lost), as ``trace``/``trace_pipe``
+    print each (a ``LOST`` line first when events were lost before it): the context columns as
+    the array's options say, then the event's generated printer.
     The options are read once for the whole batch."""
     tracing = array.tracing
     by_id = tracing.by_id

@@ -34,7 +34,6 @@ from kernel_model import packets
 if TYPE_CHECKING:
     from kernel_model.kernel import Kernel
 
-TUNSETSTEERINGEBPF = 0x800454E0          # _IOR('T', 224, int)
 TUN_FLOW_EXPIRE_NS = 3_000_000_000
 DEFAULT_NUMQUEUES = 4
 _FLOW_KEY = b"tracesim-flow-hash"
@@ -119,11 +118,6 @@ class TunDevice:
         self.steering_prog = prog
         return 0
 
-    def ioctl(self, request: int, arg: SteeringProgram | None) -> int:
-        if request == TUNSETSTEERINGEBPF:
-            return self.set_steering_ebpf(arg)
-        return -errno.ENOTTY
-
     # -- queue selection -----------------------------------------------------------------------
     def ebpf_select_queue(self, skb: TunSkb) -> int:
         if not self.numqueues:
@@ -171,9 +165,6 @@ class TunDevice:
             raise ValueError(f"{self.name} has queues 0..{self.numqueues - 1}, not {queue}")
         if self.steering_prog is None and self.numqueues > 1:
             self.flows[flow_hash_symmetric(frame)] = (queue, self.clock())
-
-    def distribution(self) -> list[int]:
-        return list(self.queue_packets)
 
 
 # ---------------------------------------------------------------- TUN devices in a kernel

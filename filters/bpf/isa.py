@@ -110,14 +110,6 @@ def imm64(first: Insn, second: Insn) -> int:
     return (first.imm & 0xFFFFFFFF) | ((second.imm & 0xFFFFFFFF) << 32)
 
 
-def insn_class(opcode: int) -> int:
-    return opcode & 0x07
-
-
-def is_ld_imm64(insn: Insn) -> bool:
-    return insn.opcode == LD_IMM64
-
-
 def is_jump(insn: Insn) -> bool:
     """True for JA/conditional jumps (JMP or JMP32), false for CALL and EXIT."""
     cls = insn.opcode & 7

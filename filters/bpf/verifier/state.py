@@ -135,12 +135,6 @@ class VState:
         s.parent = self.parent
         return s
 
-    def all_regs(self):
-        """Every register and spilled register of every frame."""
-        for f in self.frames:
-            yield from f.regs
-            yield from f.spills.values()
-
 
 def _reg_key(r: Reg) -> tuple:
     return (r.type, r.off, r.var, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min,
