@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SETUP_LOG := $(VENV)/setup.log
+# Environment rather than flags: the pip a venv starts with may predate --root-user-action.
+PIP    := PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m pip -q
 
 # System packages: libfuse2 for the mount (make run); the test suite also drives real tools.
 RUN_DEBS  := libfuse2 fuse
@@ -11,7 +14,7 @@ TEST_DEBS := $(RUN_DEBS) clang llvm trace-cmd libtracefs-dev linux-perf
 .PHONY: run test bench fuzz setup sysdeps-run sysdeps-test clean
 
 run: setup sysdeps-run
-	$(VENV)/bin/tracesim demo
+	@$(VENV)/bin/tracesim demo
 
 test: setup sysdeps-test
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
@@ -24,11 +27,12 @@ fuzz: setup
 
 setup: $(STAMP)
 
+# Quiet: pip's output goes to $(SETUP_LOG) and is shown only when the install fails.
 $(STAMP): setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	touch $@
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(PIP) install --upgrade pip && $(PIP) install -e '.[test]'; } >$(SETUP_LOG) 2>&1 \
+		|| { cat $(SETUP_LOG); echo "make setup: pip failed (log: $(SETUP_LOG))" >&2; exit 1; }
+	@touch $@
 
 # Installs missing Debian packages when we are root with apt (as in CI); elsewhere the features
 # (and tests) that need them say which package is missing.
