@@ -1,7 +1,16 @@
-"""What several benchmarks share: the ``--iterations/--repeat/--json`` command line."""
+"""What several benchmarks share: the ``--iterations/--repeat/--json`` command line, and the
+progress bar long runs show on a terminal."""
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tqdm import tqdm
+
+TICK_S = 1.0      # how often the bar's clock moves while one long step runs
 
 
 def iteration_args(prog: str, doc: str, argv: list[str],
@@ -15,3 +24,31 @@ def iteration_args(prog: str, doc: str, argv: list[str],
     if args.iterations <= 0 or args.repeat <= 0:
         ap.error("--iterations and --repeat must be positive")
     return args
+
+
+@contextmanager
+def progress_bar(total: int, unit: str, desc: str, json_output: bool = False) -> Iterator[tqdm]:
+    """A bar of ``total`` steps on stderr, erased when done; a silent no-op bar when stderr is
+    not a terminal or the output is JSON, so logs and pipes get only the results.
+
+    The steps of a benchmark are long (one skb phase is ~17 s), so a thread redraws the bar
+    every ``TICK_S`` to keep its elapsed time moving; the redraw is far too rare to show in a
+    measurement."""
+    show = not json_output and sys.stderr.isatty()
+    bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=False,
+               disable=not show, dynamic_ncols=True)
+    stop = threading.Event()
+    ticker = None
+    if show:
+        def tick() -> None:
+            while not stop.wait(TICK_S):
+                bar.refresh()
+        ticker = threading.Thread(target=tick, name="progress-tick", daemon=True)
+        ticker.start()
+    try:
+        yield bar
+    finally:
+        stop.set()
+        if ticker is not None:
+            ticker.join()
+        bar.close()

@@ -15,24 +15,29 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 
-from bench.common import iteration_args
+from bench.common import iteration_args, progress_bar
 from kernel_model import skb_bench
 from kernel_model.kernel import Kernel
 
+CONFIGURATIONS = ("off", "kprobe", "tracepoint")      # in the order ``measure`` runs them
 
-def ns_per_pair(kernel: Kernel, iterations: int) -> float:
+
+def ns_per_pair(kernel: Kernel, iterations: int, done: Callable[[], None] = lambda: None) -> float:
     usecs = skb_bench.run(kernel, iterations)
+    done()
     return usecs * 1000 / iterations
 
 
-def measure(iterations: int, repeat: int) -> dict:
+def measure(iterations: int, repeat: int, done: Callable[[], None] = lambda: None) -> dict:
+    """The three configurations, ``repeat`` timed runs each; ``done()`` after every run."""
     kernel = Kernel(clock="real")
     skb_bench.run(kernel, min(iterations, 10_000))            # warm the caches and slabs
-    off = statistics.median(ns_per_pair(kernel, iterations) for _ in range(repeat))
+    off = statistics.median(ns_per_pair(kernel, iterations, done) for _ in range(repeat))
 
     probe = kernel.kprobes.register_kprobe("__netdev_alloc_skb", lambda regs: None)
-    kprobe = statistics.median(ns_per_pair(kernel, iterations) for _ in range(repeat))
+    kprobe = statistics.median(ns_per_pair(kernel, iterations, done) for _ in range(repeat))
     kernel.kprobes.unregister_kprobe(probe)
 
     top = kernel.tracing.top
@@ -42,7 +47,7 @@ def measure(iterations: int, repeat: int) -> dict:
     traced = []
     for _ in range(repeat):
         top.clear()
-        traced.append(ns_per_pair(kernel, iterations))
+        traced.append(ns_per_pair(kernel, iterations, done))
     event.set_enabled(False)
     tracepoint = statistics.median(traced)
     return {
@@ -58,7 +63,8 @@ def measure(iterations: int, repeat: int) -> dict:
 
 def run(argv: list[str]) -> int:
     args = iteration_args("tracesim bench kernel", __doc__, argv)
-    result = measure(args.iterations, args.repeat)
+    with progress_bar(len(CONFIGURATIONS) * args.repeat, "run", "kernel bench", args.json) as bar:
+        result = measure(args.iterations, args.repeat, lambda: bar.update(1))
     if args.json:
         print(json.dumps(result))
         return 0

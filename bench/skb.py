@@ -38,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.common import progress_bar
+
 PHASES = ("off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again")
 RFC_USECS = {"off": 145179, "enabled": 240419, "predicate": 302552, "bpf_jit": 199463,
              "off_again": 144919}
@@ -278,26 +280,21 @@ def run(argv: list[str]) -> int:
         ap.error("--iterations and --repeat must be positive")
     fs: Any = Mounted(args.mount) if args.mount else InProcess()
     total = len(PHASES) * args.repeat
-    done = [0]
-    tty = sys.stderr.isatty() and not args.json
-
-    def progress(phase: str) -> None:
-        done[0] += 1
-        if tty:
-            filled = 30 * done[0] // total
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done[0]}/{total} "
-                             f"{phase:<10}")
-            sys.stderr.flush()
-
     lines: list[str] = []
-    try:
-        runs = measure_runs(fs, args.iterations, args.repeat, progress, lines.append,
-                            args.clock)
-    finally:
-        fs.close()
+    with progress_bar(total, "phase", "skb bench", args.json) as bar:
+        bar.set_postfix_str(PHASES[0])
+
+        def progress(phase: str) -> None:
+            bar.update(1)
+            if bar.n < total:       # name the phase that runs now
+                bar.set_postfix_str(PHASES[bar.n % len(PHASES)])
+
+        try:
+            runs = measure_runs(fs, args.iterations, args.repeat, progress, lines.append,
+                                args.clock)
+        finally:
+            fs.close()
     results = {name: statistics.median(values) for name, values in runs.items()}
-    if tty:
-        sys.stderr.write("\r" + " " * 60 + "\r")
     if args.json:
         print(json.dumps({"phases": {p: results[p] for p in PHASES},
                           "iterations": args.iterations}))

@@ -19,6 +19,7 @@ import statistics
 import time
 from types import SimpleNamespace
 
+from bench.common import progress_bar
 from filters.bpf.asm import assemble
 from filters.bpf.verifier import verify
 
@@ -216,10 +217,16 @@ def run(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args(argv)
-    detail = {name: measure(prog, args.repeat) for name, prog in programs().items()}
+    progs = {**programs(), "rss_steering": rss_program()}
+    detail = {}
+    with progress_bar(len(progs), "program", "verifier bench", args.json) as bar:
+        for name, prog in progs.items():
+            bar.set_postfix_str(name)
+            detail[name] = measure(prog, args.repeat)
+            bar.update(1)
+    rss = detail.pop("rss_steering")       # reported apart, not in the overall rate
     total_processed = sum(d["processed"] for d in detail.values())
     total_wall = sum(d["wall_s"] for d in detail.values())
-    rss = measure(rss_program(), args.repeat)
     out = {"processed_insns_per_s": round(total_processed / total_wall),
            "toeplitz_loop_s": detail["toeplitz_loop_36"]["wall_s"], "programs": detail,
            "rss_steering_s": rss["wall_s"], "rss_steering": rss}
