@@ -171,7 +171,8 @@ def workload(kernel: Kernel, action: str, name: str | None = None) -> str:
 
 # ---------------------------------------------------------------------- the command line
 
-def _parsers() -> dict[str, tuple[_Parser, Callable]]:
+def command_parsers() -> dict[str, tuple[_Parser, Callable]]:
+    """Each command's parser and action (``tracesim ctl`` builds its --help from the parsers)."""
     p_send = _Parser(prog="send", add_help=False)
     p_send.add_argument("dev")
     p_send.add_argument("--len", type=int, required=True, dest="length")
@@ -225,7 +226,7 @@ def run_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
     if not argv or argv[0] not in COMMANDS:
         what = f"unknown command '{argv[0]}'\n" if argv else "no command\n"
         return 2, what + usage()
-    parser, action = _parsers()[argv[0]]
+    parser, action = command_parsers()[argv[0]]
     try:
         args = parser.parse_args(argv[1:])
         if argv[0] in ("workload", "send"):

@@ -1,10 +1,13 @@
 """`tracesim` — one entry point; each subcommand lives in its own module ``tools/cmd_<name>.py``.
 
-Each command module exposes ``main(argv: list[str]) -> int``; it builds its own argparse parser
-(with ``prog="tracesim NAME"``), so starting one command never imports the others.
+Each command module exposes ``main(argv: list[str]) -> int`` and ``parser()``, the argparse parser
+it reads its arguments with (``prog="tracesim NAME"``; ``umount_parser()`` for umount), so
+starting one command never imports the others. ``parser()`` here is the top of the tree and
+``command_parser(NAME)`` a command's own: together they are every command's ``--help``.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -13,7 +16,7 @@ COMMANDS = {
     "umount": ("tools.cmd_mount", "unmount a tracesim mount"),
     "ctl": ("tools.cmd_ctl", "drive the modelled kernel of a mount (send, ping, skb-bench, dmesg, maps ...)"),
     "demo": ("tools.cmd_demo", "walk through the 2013 BPF tracing-filter story"),
-    "bench": ("tools.cmd_bench", "run a benchmark: vm, kernel, verifier, cc, tracefs, skb, rss, all"),
+    "bench": ("tools.cmd_bench", "run a benchmark (tracesim bench --help lists them), or all"),
     "cc": ("tools.cmd_cc", "compile restricted C to an eBPF ELF object"),
     "objdump": ("tools.cmd_objdump", "show sections, symbols and disassembly of an eBPF object"),
     "check": ("tools.cmd_check", "verify a BPF program offline (prints OK or the verifier log)"),
@@ -22,16 +25,31 @@ COMMANDS = {
 }
 
 
+def parser() -> argparse.ArgumentParser:
+    """The commands as sub-commands; each command's module parses the rest of the line."""
+    p = argparse.ArgumentParser(prog="tracesim", usage="%(prog)s COMMAND [ARGS...]",
+                                description="Linux kernel tracing and BPF, simulated.",
+                                epilog="tracesim COMMAND --help describes each command.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (_, text) in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return p
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser command ``name`` reads its arguments with (imports its module)."""
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.umount_parser() if name == "umount" else module.parser()
+
+
 def usage() -> str:
-    lines = ["usage: tracesim COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
-    return "\n".join(lines)
+    return parser().format_help().rstrip("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
+        print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from filters.bpf import isa
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tracesim check", description=__doc__.split("\n\n")[1])
     p.add_argument("prog", help="ELF object, raw .bin instructions, or assembler text")
     p.add_argument("--type", default="kprobe",
@@ -64,7 +64,7 @@ def _context(type_arg: str):
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     from filters.bpf.verifier import verify
     try:
         prog_type, ctx = _context(args.type)

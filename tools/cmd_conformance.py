@@ -7,16 +7,21 @@ from pathlib import Path
 from filters.bpf.conformance import ENGINES, run_dir
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tracesim conformance",
+                                description="run every *.data file of a bpf_conformance "
+                                            "directory on the VM")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--engine", choices=("interp", "jit", "both"), default="both")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only failures")
+    return p
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tracesim conformance",
-                                     description="run every *.data file of a bpf_conformance "
-                                                 "directory on the VM")
-    parser.add_argument("directory", type=Path)
-    parser.add_argument("--engine", choices=("interp", "jit", "both"), default="both")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only failures")
-    args = parser.parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
     if not args.directory.is_dir():
-        parser.error(f"{args.directory}: not a directory")
+        ap.error(f"{args.directory}: not a directory")
     engines = ENGINES if args.engine == "both" else (args.engine,)
     passed = failed = 0
     for name, engine, ok, detail in run_dir(args.directory, engines):

@@ -6,6 +6,7 @@ map commands ``maps`` / ``map dump NAME``) and sends back the exit status and th
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 from tools.ctl_socket import CtlError, request
@@ -25,7 +26,45 @@ commands:
 """
 
 
+# One line per command of the mount's control channel, for --help.
+COMMAND_HELP = {
+    "send": "deliver packets of skb len N on DEV",
+    "ping": "ICMP echo through DEV (lo: loopback)",
+    "skb-bench": "the 2013 RFC's skb alloc/free module",
+    "dmesg": "the kernel log",
+    "workload": "seeded background traffic",
+}
+TUN_SEND = ("send tun0 --src A --dst B [--proto P] [--sport S] [--dport D] [--vlan V] [--df] "
+            "[--len N] [--count K]: one flow's packets through the TUN device's queues")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line as argparse sees it, for ``--help`` at every level. Only help is parsed
+    here: the words after the mountpoint go to the mount unchanged, which owns the commands."""
+    from kernel_model.control import command_parsers
+
+    p = argparse.ArgumentParser(prog="tracesim ctl", usage="%(prog)s MOUNTPOINT COMMAND [ARGS...]",
+                                description="Drive the modelled kernel behind a tracesim mount.",
+                                epilog=USAGE.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="where tracesim mount serves the tree")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", prog="tracesim ctl MOUNTPOINT",
+                           help="one of the commands below; COMMAND --help for its options")
+    for name, (command, _) in command_parsers().items():
+        sub.add_parser(name, parents=[command], description=COMMAND_HELP.get(name),
+                       epilog=TUN_SEND if name == "send" else None)
+    sub.add_parser("maps", description="BPF maps of the attached programs.")
+    maps = sub.add_parser("map", description="One BPF map.")
+    actions = maps.add_subparsers(dest="action", metavar="ACTION", title="actions")
+    dump = actions.add_parser("dump", help="keys and values of one map",
+                              description="Keys and values of one map.")
+    dump.add_argument("name", metavar="NAME")
+    return p
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and ("-h" in argv[1:] or "--help" in argv[1:]):
+        parser().parse_args(argv)         # prints the help asked for and exits 0
     if len(argv) < 2 or argv[0] in ("-h", "--help"):
         print(USAGE, end="", file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2

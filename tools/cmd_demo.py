@@ -140,12 +140,16 @@ def story(fs: Any, obj: Path, iterations: int) -> None:
     say(skb_bench.table(results, iterations))
 
 
-def main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tracesim demo", description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=20_000,
                     help="skb alloc/free pairs per benchmark phase (default 20000)")
     ap.add_argument("--in-process", action="store_true", help="do not try a FUSE mount")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     from filters.bpf.compiler.driver import compile_file
     with tempfile.TemporaryDirectory(prefix="tracesim-demo-") as tmp:
         obj = Path(tmp) / "filter_ex1.o"

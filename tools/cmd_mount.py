@@ -38,7 +38,7 @@ from tools.ctl_socket import (
 PROG = "tracesim mount"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Mount the simulated tracefs on DIR.")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--cpus", type=int, default=2, help="simulated CPUs (default 2)")
@@ -51,7 +51,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--clock", choices=("real", "virtual"), default="real",
                    help="time base of the trace clocks (default real)")
     p.add_argument("--debug", action="store_true", help="libfuse debug output (foreground)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def preflight(mountpoint: str) -> str | None:
@@ -280,10 +284,14 @@ def clear_dead_mount(mountpoint: str) -> str | None:
     return None if done.returncode == 0 else _last_line(done)
 
 
-def umount_main(argv: list[str]) -> int:
+def umount_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tracesim umount", description="Unmount a tracesim mount.")
     p.add_argument("dir", metavar="DIR")
-    args = p.parse_args(argv)
+    return p
+
+
+def umount_main(argv: list[str]) -> int:
+    args = umount_parser().parse_args(argv)
     entry = mount_entry(args.dir)
     if dead_fuse_mount(args.dir) or (entry is not None and entry[0].startswith("fuse")
                                      and not os.path.isdir(args.dir)):

@@ -19,7 +19,7 @@ RELOC_NAMES = {0: "R_BPF_NONE", 1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "R_BPF
                4: "R_BPF_64_NODYLD32", 10: "R_BPF_64_32"}
 
 
-def main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tracesim objdump", description=__doc__.split("\n\n")[0],
                                 add_help=False)
     p.add_argument("object")
@@ -28,7 +28,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("-h", dest="headers", action="store_true", help="section headers")
     p.add_argument("-t", dest="symbols", action="store_true", help="symbol table")
     p.add_argument("--help", action="help")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     try:
         data = open(args.object, "rb").read()
         text = objdump(data, args.object, disasm=args.d or not (args.headers or args.symbols),

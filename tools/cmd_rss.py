@@ -62,7 +62,7 @@ def distribution_text(counts: list[int]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tracesim rss", description=__doc__.splitlines()[0])
     ap.add_argument("--queues", type=int, default=4, help="TUN queues (default 4)")
     ap.add_argument("--packets", type=int, default=2000, help="flows to send, one packet each")
@@ -76,6 +76,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--indirections", type=int, default=INDIRECTION_TABLE_SIZE)
     ap.add_argument("--key", help="Toeplitz key, 40 bytes in hex (default: the standard key)")
     ap.add_argument("--seed", type=int, default=1)
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     if not 1 <= args.queues <= 256:
         ap.error("--queues must be 1..256")
