@@ -110,14 +110,21 @@ class Tree:
 
     def echo(self, path: str, text: str | bytes, *, append: bool = False,
              newline: bool = True) -> None:
-        """``echo TEXT > path`` (or ``>>`` with ``append``): one write() call, then close."""
+        """``echo TEXT > path`` (or ``>>`` with ``append``): written as stdio does (a short write
+        is followed by another with the rest, as the kernel's word-at-a-time files expect),
+        then closed."""
         data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
         if newline:
             data += b"\n"
         flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
         handle = self.open(path, flags)
         try:
-            handle.write(data, 0)
+            done = 0
+            while done < len(data):
+                taken = handle.write(data[done:], done)
+                if taken <= 0:
+                    break
+                done += taken
             handle.flush()
         finally:
             handle.release()
