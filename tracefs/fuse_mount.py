@@ -157,9 +157,24 @@ class TracefsOperations(fuse.Operations):
         return 0
 
     def truncate(self, path: str | None, length: int, fh: Any = None) -> None:
-        # Only an explicit truncate(2) gets here (O_TRUNC arrives with open): like
-        # simple_setattr on a size-0 tracefs inode, it changes nothing.
-        self.tree.getattr(self._path_of(path, getattr(fh, "fh", None)))
+        # Only an explicit truncate(2) gets here (O_TRUNC arrives with open).
+        self.tree.truncate(self._path_of(path, getattr(fh, "fh", None)))
+
+    # fusepy's defaults answer EROFS; tracefs says EPERM (see Tree.unlink).
+    def unlink(self, path: str) -> None:
+        self.tree.unlink(path)
+
+    def rename(self, old: str, new: str) -> None:
+        self.tree.rename(old, new)
+
+    def link(self, target: str, source: str) -> None:
+        self.tree.link(target)
+
+    def symlink(self, target: str, source: str) -> None:
+        self.tree.link(target)
+
+    def mknod(self, path: str, mode: int, dev: int) -> None:
+        self.tree.link(path)
 
     # -- files ---------------------------------------------------------------------------------
     def open(self, path: str, fi: Any) -> int:
