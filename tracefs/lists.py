@@ -21,7 +21,7 @@ from typing import Any
 
 from tracefs.errors import FsError
 from tracefs.handles import Handle, SeqHandle
-from tracefs.parse import TraceParser, kstrtoul
+from tracefs.parse import WORDS, TraceParser, kstrtoul
 
 MAX_PID = 1 << 30     # kernel/trace/pid_list.h: what a pid list can hold
 PID_BUF_SIZE = 127    # trace.c: the longest pid word
@@ -56,22 +56,29 @@ def parse_pids(text: str) -> tuple[set[int], int]:
     refuses 1 << 30 and above - and trace_pid_write then returns -1, so the write fails with
     EPERM. Reading stops early where no word follows (trailing blanks, a NUL byte)."""
     data = text.encode("utf-8", "surrogateescape")
-    parser = TraceParser(PID_BUF_SIZE + 1)
+    if b"\0" in data:                    # word by word: a NUL may end the write early
+        words, read, parser = [], 0, TraceParser(PID_BUF_SIZE + 1)
+        while read < len(data):
+            read += parser.get_user(data, read)
+            if not parser.loaded:
+                break
+            words.append(parser.word())
+            parser.clear()
+    else:                                 # the same words, found in one pass
+        found = WORDS.findall(data)
+        if any(len(w) > PID_BUF_SIZE for w in found):
+            raise FsError(errno.EINVAL)
+        words, read = [w.decode("utf-8", "surrogateescape") for w in found], len(data)
     new: set[int] = set()
-    read = 0
-    while read < len(data):
-        read += parser.get_user(data[read:])
-        if not parser.loaded:
-            break
+    for word in words:
         try:
-            value = kstrtoul(parser.word(), 0)
+            value = kstrtoul(word, 0)
         except FsError:
             raise FsError(errno.EINVAL) from None
         pid = value & 0xFFFFFFFF
         if pid >= MAX_PID:
             raise FsError(errno.EPERM)
         new.add(pid)
-        parser.clear()
     return new, read
 
 

@@ -11,6 +11,7 @@ function filters.
 from __future__ import annotations
 
 import errno
+import re
 import string
 
 from tracefs.errors import FsError
@@ -24,6 +25,11 @@ def kstrtoul(text: str, base: int = 10) -> int:
     s = text.lower()
     if s.startswith("+"):
         s = s[1:]
+    if s.isascii() and s.isdigit() and (base == 10 or (base == 0 and s[0] != "0")):
+        value = int(s)                   # the common case, decimal digits only
+        if value > ULONG_MAX:
+            raise FsError(errno.ERANGE)
+        return value
     if base in (0, 16) and s.startswith("0x") and len(s) > 2 and s[2] in string.hexdigits:
         s, base = s[2:], 16
     elif base == 0:
@@ -52,7 +58,10 @@ def strstrip(text: str) -> str:
 
 
 # The kernel's isspace() (lib/ctype.c): the C blanks plus 0xa0, which its Latin-1 table marks _S.
-KERNEL_SPACES = frozenset(b" \t\n\v\f\r\xa0")
+KERNEL_SPACES = b" \t\n\v\f\r\xa0"
+_BLANKS = re.compile(b"[" + re.escape(KERNEL_SPACES) + b"]*")
+_WORD = re.compile(b"[^\0" + re.escape(KERNEL_SPACES) + b"]*")
+WORDS = re.compile(b"[^\0" + re.escape(KERNEL_SPACES) + b"]+")   # every word of a buffer
 
 
 class TraceParser:
@@ -81,27 +90,25 @@ class TraceParser:
         self.buffer.clear()
         self.cont = False
 
-    def get_user(self, data: bytes) -> int:
-        if not data:
+    def get_user(self, data: bytes, start: int = 0) -> int:
+        """Read one word from ``data[start:]``; returns the bytes consumed."""
+        end = len(data)
+        if start >= end:
             return 0
-        ch, read = data[0], 1
+        pos = start
         if not self.cont:
-            while read < len(data) and ch in KERNEL_SPACES:
-                ch, read = data[read], read + 1
+            pos = _BLANKS.match(data, pos).end()       # type: ignore[union-attr]
             self.buffer.clear()
-            if ch in KERNEL_SPACES or ch == 0:       # only blanks (or a NUL) were written
-                return read
-        while read < len(data) and ch not in KERNEL_SPACES and ch != 0:
-            self._add(ch)
-            ch, read = data[read], read + 1
-        if ch in KERNEL_SPACES or ch == 0:
-            self.cont = False
-        else:                                          # the buffer ended inside the word
-            self._add(ch)
-            self.cont = True
-        return read
-
-    def _add(self, ch: int) -> None:
-        if len(self.buffer) >= self.size - 1:
+            if pos == end:                             # only blanks were written
+                return end - start
+            if data[pos] == 0:                         # a NUL where a word starts ends it
+                return pos + 1 - start
+        stop = _WORD.match(data, pos).end()            # type: ignore[union-attr]
+        if len(self.buffer) + (stop - pos) > self.size - 1:
             raise FsError(errno.EINVAL)
-        self.buffer.append(ch)
+        self.buffer += data[pos:stop]
+        if stop == end:                                # the buffer ended inside the word
+            self.cont = True
+            return end - start
+        self.cont = False
+        return stop + 1 - start                        # the blank or NUL after it is taken
