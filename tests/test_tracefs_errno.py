@@ -17,8 +17,10 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import subprocess
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +76,15 @@ def test_changing_the_namespace_is_eperm(mnt):
     assert "touch: cannot touch 'newfile': Permission denied" in done.stderr
     assert "trace" in os.listdir(mnt) and "keep" in os.listdir(mnt / "instances")
     os.rmdir(mnt / "instances" / "keep")
+
+
+@pytest.mark.fuse
+def test_ioctl_is_enotty(mnt):
+    fd = os.open(mnt / "trace", os.O_RDONLY)
+    try:
+        assert oserror(fcntl.ioctl, fd, termios.TCGETS, bytes(64)) == errno.ENOTTY
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.fuse

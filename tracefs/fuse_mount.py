@@ -74,6 +74,10 @@ class TracefsOperations(fuse.Operations):
     use_ns = True
     flag_nopath = 1          # see the module docstring: no libfuse path lock held by a read
     flag_nullpath_ok = 1
+    # Not registered: fusepy's ioctl decodes a path, which flag_nopath makes None. libfuse
+    # then answers ENOSYS, which the kernel's FUSE turns into ENOTTY - what tracefs files,
+    # having no ioctl of their own, answer too (lsattr: "Inappropriate ioctl for device").
+    ioctl = None
 
     def __init__(self, tree: Tree, on_ready: Callable[[], None] | None = None) -> None:
         self.tree = tree
