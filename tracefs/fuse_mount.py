@@ -12,6 +12,12 @@ through FUSE:
   instances), and ``O_TRUNC`` opens stamp mtime;
 * multithreaded: a reader blocked in ``trace_pipe`` holds one libfuse worker, others go on;
   blocked reads poll libfuse's ``fuse_interrupted()`` so Ctrl-C on ``cat trace_pipe`` ends it;
+* ``flag_nopath``: operations on an open file (read, write, flush, release, fstat, readdir)
+  get no path, so libfuse takes no lock on the file's path for them. Otherwise a reader
+  blocked in ``instances/foo/trace_pipe`` holds a read lock on ``instances/foo`` for as long as
+  it waits: ``rmdir instances/foo`` queues for the write lock (in D state, deaf to signals)
+  and every later lookup under ``instances/`` queues behind it. The adapter keeps each
+  handle's path itself for the operations that need it;
 * a 1 ms interpreter switch interval (default 5 ms): a FUSE worker answers each request with
   the interpreter lock and gives it up between requests, so with a workload thread running
   flat out it waited up to one interval per ``trace_pipe`` read - the reader fell behind and
@@ -66,11 +72,18 @@ class TracefsOperations(fuse.Operations):
     """fusepy operations over a tree; ``on_ready`` runs once the kernel has the mount."""
 
     use_ns = True
+    flag_nopath = 1          # see the module docstring: no libfuse path lock held by a read
+    flag_nullpath_ok = 1
+    # Not registered: fusepy's ioctl decodes a path, which flag_nopath makes None. libfuse
+    # then answers ENOSYS, which the kernel's FUSE turns into ENOTTY - what tracefs files,
+    # having no ioctl of their own, answer too (lsattr: "Inappropriate ioctl for device").
+    ioctl = None
 
     def __init__(self, tree: Tree, on_ready: Callable[[], None] | None = None) -> None:
         self.tree = tree
         self.on_ready = on_ready
         self._handles: dict[int, Handle] = {}
+        self._paths: dict[int, str] = {}        # fh -> path it was opened by (files and dirs)
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
         self._uid, self._gid = os.getuid(), os.getgid()
@@ -87,6 +100,23 @@ class TracefsOperations(fuse.Operations):
             raise FsError(errno.EBADF)
         return handle
 
+    def _new_fh(self, path: str, handle: Handle | None = None) -> int:
+        with self._lock:
+            fh = next(self._next_fh)
+            if handle is not None:
+                self._handles[fh] = handle
+            self._paths[fh] = path
+        return fh
+
+    def _path_of(self, path: str | None, fh: int | None) -> str:
+        """The path of a request: libfuse passes None for operations on an open file."""
+        if path is not None:
+            return path
+        found = self._paths.get(fh) if fh is not None else None
+        if found is None:
+            raise FsError(errno.EBADF)
+        return found
+
     # -- lifecycle -----------------------------------------------------------------------------
     def init(self, path: str) -> None:
         set_interrupt_check(_request_must_end())
@@ -95,10 +125,20 @@ class TracefsOperations(fuse.Operations):
             self.on_ready()
 
     # -- namespace -----------------------------------------------------------------------------
-    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
-        return self._stat(self.tree.getattr(path))
+    def getattr(self, path: str | None, fh: Any = None) -> dict[str, Any]:
+        # fstat() arrives as the open file's fuse_file_info (raw_fi) and no path.
+        return self._stat(self.tree.getattr(self._path_of(path, getattr(fh, "fh", None))))
 
-    def readdir(self, path: str, fh: Any) -> list[tuple[str, dict[str, int], int]]:
+    def opendir(self, path: str) -> int:
+        self.tree.readdir(path)          # ENOENT/ENOTDIR at opendir, as the kernel's open does
+        return self._new_fh(path)
+
+    def releasedir(self, path: str | None, fh: int) -> None:
+        with self._lock:
+            self._paths.pop(fh, None)
+
+    def readdir(self, path: str | None, fh: int) -> list[tuple[str, dict[str, int], int]]:
+        path = self._path_of(path, fh)
         # With each entry's mode, so readers that trust d_type (perf's tracepoint walk) work.
         entries = [(".", {"st_mode": stat.S_IFDIR}, 0), ("..", {"st_mode": stat.S_IFDIR}, 0)]
         for name in self.tree.readdir(path):
@@ -120,18 +160,30 @@ class TracefsOperations(fuse.Operations):
         self.tree.create(path)
         return 0
 
-    def truncate(self, path: str, length: int, fh: Any = None) -> None:
-        # Only an explicit truncate(2) gets here (O_TRUNC arrives with open): like
-        # simple_setattr on a size-0 tracefs inode, it changes nothing.
-        self.tree.getattr(path)
+    def truncate(self, path: str | None, length: int, fh: Any = None) -> None:
+        # Only an explicit truncate(2) gets here (O_TRUNC arrives with open).
+        self.tree.truncate(self._path_of(path, getattr(fh, "fh", None)))
+
+    # fusepy's defaults answer EROFS; tracefs says EPERM (see Tree.unlink).
+    def unlink(self, path: str) -> None:
+        self.tree.unlink(path)
+
+    def rename(self, old: str, new: str) -> None:
+        self.tree.rename(old, new)
+
+    def link(self, target: str, source: str) -> None:
+        self.tree.link(target)
+
+    def symlink(self, target: str, source: str) -> None:
+        self.tree.link(target)
+
+    def mknod(self, path: str, mode: int, dev: int) -> None:
+        self.tree.link(path)
 
     # -- files ---------------------------------------------------------------------------------
     def open(self, path: str, fi: Any) -> int:
         handle = self.tree.open(path, fi.flags)
-        with self._lock:
-            fh = next(self._next_fh)
-            self._handles[fh] = handle
-        fi.fh = fh
+        fi.fh = self._new_fh(path, handle)
         fi.direct_io = 1
         return 0
 
@@ -151,6 +203,7 @@ class TracefsOperations(fuse.Operations):
     def release(self, path: str, fi: Any) -> None:
         with self._lock:
             handle = self._handles.pop(fi.fh, None)
+            self._paths.pop(fi.fh, None)
         if handle is not None:
             handle.release()
 

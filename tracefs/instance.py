@@ -17,12 +17,13 @@ from tracefs.events import EventsDir
 from tracefs.handles import Handle, LazyTextHandle, SeqHandle, seq_opener, truncating
 from tracefs.lists import EventPidList, FunctionFilter, PidList
 from tracefs.nodes import MODE_DIR, MODE_MARKER, MODE_RO, MODE_RW, MODE_WO, Dir, File, Node
-from tracefs.parse import kstrtoul_from_user, strstrip
+from tracefs.parse import TraceParser, kstrtoul_from_user, strstrip
 from tracefs.streams import open_trace_pipe, open_trace_pipe_raw
 
 TRACERS = ("nop",)
 TIMESTAMP_MODE = "[delta] absolute\n"
 SUBBUF_KB = 4
+EVENT_BUF_SIZE = 127          # trace_events.c: the longest set_event word
 
 
 class InstanceFiles:
@@ -166,34 +167,24 @@ class InstanceFiles:
         return stats_text(self.array, cpu)
 
     def _open_set_event(self, flags: int) -> Handle:
-        """set_event: words are parsed across writes (trace_parser); a word cut by the end of
-        a write waits for the next write, or for close."""
+        """set_event (ftrace_event_write): each write() takes one word with a fresh parser and
+        applies it at once, a word cut by the end of the write included; the short count
+        makes the writer (libc) send the rest. So a bad name fails the write that carries it,
+        and nothing is left to do at close."""
         a = self.array
-        partial = {"word": ""}
 
         def apply(text: str, truncate: bool = False) -> None:
             with self.ctx.lock:
                 kernel_call(a.set_event_write)(text, truncate)
 
-        def store(text: str) -> None:
-            text = partial["word"] + text
-            words = text.split()
-            ends_in_word = bool(words) and not text[-1].isspace()
-            partial["word"] = words.pop() if ends_in_word else ""
-            if words:
-                apply(" ".join(words))
+        def store(text: str) -> int:
+            parser = TraceParser(EVENT_BUF_SIZE + 1)
+            taken = parser.get_user(text.encode("utf-8", "surrogateescape"))
+            if parser.loaded:
+                apply(parser.word())
+            return taken
 
-        handle = SeqHandle(flags, a.set_event_text, store,
-                           lambda: apply("", truncate=True))
-
-        def finish() -> None:
-            if partial["word"]:
-                try:
-                    apply(partial["word"])
-                except FsError:
-                    pass      # ftrace_event_release ignores the result
-        handle.on_release(finish)
-        return handle
+        return SeqHandle(flags, a.set_event_text, store, lambda: apply("", truncate=True))
 
     def _open_free_buffer(self, flags: int) -> Handle:
         """free_buffer: writes are accepted; the release shrinks the buffer to its minimum and,

@@ -1,11 +1,18 @@
 """Files that hold a user-written list: pid lists and ftrace function filters.
 
-Both follow the kernel's list files: ``>`` (O_TRUNC) empties the list first, ``>>`` adds, each
-write adds its whitespace-separated words, ``!word`` removes (function filters), and a word that
-is not valid fails the write with EINVAL.
+Both follow the kernel's list files: ``>`` (O_TRUNC) empties the list first, ``>>`` adds,
+``!word`` removes (function filters), and a word that is not valid fails with EINVAL. Words are
+read by the kernel's trace_parser (:class:`tracefs.parse.TraceParser`):
+
+* pid lists (trace_pid_write): all the words of one write, all or nothing; a NUL byte where a
+  word should start ends the write early (a short count: the writer sends the rest again);
+* function filters (ftrace_regex_write): one word per write, kept across writes while it is
+  cut by the end of a write, and a word still pending at close is applied then with its error
+  ignored (ftrace_regex_release), so ``printf bogus >> set_ftrace_filter`` succeeds.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 from collections.abc import Callable, Iterable
@@ -14,9 +21,11 @@ from typing import Any
 
 from tracefs.errors import FsError
 from tracefs.handles import Handle, SeqHandle
-from tracefs.parse import kstrtoul
+from tracefs.parse import WORDS, TraceParser, kstrtoul
 
 MAX_PID = 1 << 30     # kernel/trace/pid_list.h: what a pid list can hold
+PID_BUF_SIZE = 127    # trace.c: the longest pid word
+FTRACE_BUFF_MAX = 670  # ftrace.c: KSYM_SYMBOL_LEN + 4 on x86_64, the longest filter word
 
 
 class PidList:
@@ -31,20 +40,37 @@ class PidList:
             return self.empty_text
         return "".join(f"{pid}\n" for pid in sorted(self.pids))
 
-    def write(self, text: str) -> None:
-        self.pids |= parse_pids(text)
+    def write(self, text: str) -> int:
+        pids, taken = parse_pids(text)
+        self.pids |= pids
+        return taken
 
     def open(self, flags: int) -> Handle:
         return SeqHandle(flags, self.text, self.write, self.pids.clear)
 
 
-def parse_pids(text: str) -> set[int]:
-    """The pids of one write (trace_pid_write), all or nothing: a word kstrtoul (base 0) refuses
-    fails with EINVAL; the value is cast to pid_t and handed to trace_pid_list_set as an
-    unsigned int, which refuses 1 << 30 and above - and trace_pid_write then returns -1, so
-    the write fails with EPERM."""
-    new = set()
-    for word in text.split():
+def parse_pids(text: str) -> tuple[set[int], int]:
+    """The pids of one write and the bytes it takes (trace_pid_write), all or nothing: a word
+    kstrtoul (base 0: ``0x10`` is 16, ``010`` is 8, ``+5`` is 5) refuses fails with EINVAL;
+    the value is cast to pid_t and handed to trace_pid_list_set as an unsigned int, which
+    refuses 1 << 30 and above - and trace_pid_write then returns -1, so the write fails with
+    EPERM. Reading stops early where no word follows (trailing blanks, a NUL byte)."""
+    data = text.encode("utf-8", "surrogateescape")
+    if b"\0" in data:                    # word by word: a NUL may end the write early
+        words, read, parser = [], 0, TraceParser(PID_BUF_SIZE + 1)
+        while read < len(data):
+            read += parser.get_user(data, read)
+            if not parser.loaded:
+                break
+            words.append(parser.word())
+            parser.clear()
+    else:                                 # the same words, found in one pass
+        found = WORDS.findall(data)
+        if any(len(w) > PID_BUF_SIZE for w in found):
+            raise FsError(errno.EINVAL)
+        words, read = [w.decode("utf-8", "surrogateescape") for w in found], len(data)
+    new: set[int] = set()
+    for word in words:
         try:
             value = kstrtoul(word, 0)
         except FsError:
@@ -53,7 +79,7 @@ def parse_pids(text: str) -> set[int]:
         if pid >= MAX_PID:
             raise FsError(errno.EPERM)
         new.add(pid)
-    return new
+    return new, read
 
 
 class EventPidList:
@@ -68,10 +94,11 @@ class EventPidList:
     def text(self) -> str:
         return self.array.event_pids_text(self.notrace)
 
-    def write(self, text: str) -> None:
-        pids = parse_pids(text)
+    def write(self, text: str) -> int:
+        pids, taken = parse_pids(text)
         with self.lock:
             self.array.add_event_pids(pids, self.notrace)
+        return taken
 
     def clear(self) -> None:
         with self.lock:
@@ -94,18 +121,34 @@ class FunctionFilter:
             return self.empty_text
         return "".join(f"{name}\n" for name in self.selected)
 
-    def write(self, text: str) -> None:
-        names = list(self.functions())
-        for word in text.split():
-            remove = word.startswith("!")
-            pattern = word[1:] if remove else word
-            hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-            if not hits:
-                raise FsError(errno.EINVAL)
-            if remove:
-                self.selected = [n for n in self.selected if n not in hits]
-            else:
-                self.selected += [n for n in hits if n not in self.selected]
+    def apply(self, word: str) -> None:
+        """One word (ftrace_process_regex): a glob adds its matches, ``!glob`` removes them;
+        a glob matching no function is EINVAL."""
+        remove = word.startswith("!")
+        pattern = word[1:] if remove else word
+        hits = [n for n in self.functions() if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise FsError(errno.EINVAL)
+        if remove:
+            self.selected = [n for n in self.selected if n not in hits]
+        else:
+            self.selected += [n for n in hits if n not in self.selected]
 
     def open(self, flags: int) -> Handle:
-        return SeqHandle(flags, self.text, self.write, self.selected.clear)
+        parser = TraceParser(FTRACE_BUFF_MAX)
+
+        def store(text: str) -> int:
+            taken = parser.get_user(text.encode("utf-8", "surrogateescape"))
+            if parser.loaded and not parser.cont:
+                word = parser.word()
+                parser.clear()
+                self.apply(word)
+            return taken
+
+        def release() -> None:
+            if parser.loaded:
+                with contextlib.suppress(FsError):    # ftrace_regex_release drops the result
+                    self.apply(parser.word())
+        handle = SeqHandle(flags, self.text, store, self.selected.clear)
+        handle.on_release(release)
+        return handle

@@ -27,6 +27,7 @@ MODE_RW = 0o640           # TRACE_MODE_WRITE
 MODE_RO = 0o440           # TRACE_MODE_READ
 MODE_WO = 0o200           # free_buffer
 MODE_MARKER = 0o220       # trace_marker, trace_marker_raw
+NAME_MAX = 255            # simple_lookup refuses longer names with ENAMETOOLONG
 
 
 @dataclass
@@ -83,8 +84,15 @@ class Dir:
     def lookup(self, name: str) -> Node:
         node = self.entries().get(name)
         if node is None:
+            self.check_name(name)
             raise FsError(errno.ENOENT)
         return node
+
+    def check_name(self, name: str) -> None:
+        """tracefs directories look names up with simple_lookup, which refuses a name longer
+        than NAME_MAX bytes (eventfs's own lookup just finds nothing: ENOENT)."""
+        if not self.eventfs and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise FsError(errno.ENAMETOOLONG)
 
     def attr(self) -> Attr:
         if self.eventfs:

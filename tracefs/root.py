@@ -74,11 +74,8 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
         tracing.set_saved_cmdlines_size(kstrtoul_from_user(text))
 
     def uprobe_write(text: str) -> None:
-        # There is no user space in the model: any probe definition names a missing file.
-        for line in text.splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                raise FsError(errno.ENOENT)
+        for line in _command_lines(text):
+            _uprobe_command(tracing.top, line)
 
     return {
         "README": _seq(ctx, MODE_RO, lambda: README),
@@ -105,6 +102,42 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
         "saved_tgids": _seq(ctx, MODE_RO, tracing.saved_tgids_text),
         "tracing_thresh": _seq(ctx, MODE_RW, lambda: f"{thresh['value']}\n", set_thresh),
     }
+
+
+UPROBE_MAX_ARGS = 128        # MAX_TRACE_ARGS
+
+
+def _command_lines(text: str) -> list[str]:
+    """trace_parse_run_command: one command a line, ``#`` starts a comment; a NUL byte cuts
+    the buffer short of the write's end, which the kernel refuses as a line too long."""
+    if "\0" in text:
+        raise FsError(errno.EINVAL)
+    return [line.split("#", 1)[0] for line in text.split("\n")]
+
+
+def _uprobe_command(top: Any, line: str) -> None:
+    """One ``uprobe_events`` command (create_or_delete_trace_uprobe), checked in the kernel's
+    order: malformed lines are EINVAL (its -ECANCELED), a removal finds no probe (ENOENT),
+    and a well-formed ``p|r[:[GRP/]EVENT] PATH:OFFSET ...`` names a file the modelled
+    machine does not have (ENOENT, "File not found" in error_log): there is no user space."""
+    argv = line.split()
+    if not argv:
+        return
+    if line.startswith("-"):                      # dyn_event_release
+        head = argv[0]
+        name = head[2:] if head.startswith("-:") else None
+        if name is None or ("/" not in name and not name):
+            raise FsError(errno.EINVAL)
+        raise FsError(errno.ENOENT)
+    if argv[0][0] not in "pr" or len(argv) < 2 or "/" not in argv[1]:
+        raise FsError(errno.EINVAL)
+    if len(argv) - 2 > UPROBE_MAX_ARGS:
+        raise FsError(errno.E2BIG)
+    _path, colon, offset = argv[1].rpartition(":")
+    if not colon or not offset[:1].isdigit():
+        raise FsError(errno.EINVAL)
+    top.log_error("trace_uprobe", " ".join(argv), "File not found", len(argv[0]) + 1)
+    raise FsError(errno.ENOENT)
 
 
 def _dynamic_text(kprobes: Any) -> Callable[[], str]:

@@ -61,11 +61,44 @@ class Tree:
 
     def create(self, path: str) -> Handle:
         """tracefs has no ``create``: new files cannot be made (the VFS says EACCES)."""
-        self._parent(path)
+        parent, name = self._parent(path)
+        parent.check_name(name)
         raise FsError(errno.EACCES)
+
+    def truncate(self, path: str) -> None:
+        """truncate(2)/ftruncate(2): tracefs_setattr is simple_setattr on a size-0 inode, so
+        nothing changes but the times - not even on ``trace``, whose buffer only an open with
+        O_TRUNC clears (tracing_open)."""
+        node = self.resolve(path)
+        if isinstance(node, Dir):
+            raise FsError(errno.EISDIR)
+        node.mtime = time.time()
+
+    # unlink, rename, link, symlink, mknod: tracefs directories have none of these inode
+    # operations, so the VFS answers EPERM (vfs_unlink & co.) once its name checks pass.
+    def unlink(self, path: str) -> None:
+        node = self.resolve(path)          # ENOENT first; unlink of a directory is EISDIR
+        if isinstance(node, Dir):
+            raise FsError(errno.EISDIR)
+        raise FsError(errno.EPERM)
+
+    def rename(self, old: str, new: str) -> None:
+        self.resolve(old)
+        parent, name = self._parent(new)
+        parent.check_name(name)
+        raise FsError(errno.EPERM)
+
+    def link(self, path: str) -> None:
+        """A new name ``path`` for an existing file (link(2), symlink(2), mknod(2))."""
+        parent, name = self._parent(path)
+        parent.check_name(name)
+        if name in parent.entries():
+            raise FsError(errno.EEXIST)
+        raise FsError(errno.EPERM)
 
     def mkdir(self, path: str) -> None:
         parent, name = self._parent(path)
+        parent.check_name(name)
         if name in parent.entries():
             raise FsError(errno.EEXIST)
         if parent.ops is None:
@@ -110,14 +143,21 @@ class Tree:
 
     def echo(self, path: str, text: str | bytes, *, append: bool = False,
              newline: bool = True) -> None:
-        """``echo TEXT > path`` (or ``>>`` with ``append``): one write() call, then close."""
+        """``echo TEXT > path`` (or ``>>`` with ``append``): written as stdio does (a short write
+        is followed by another with the rest, as the kernel's word-at-a-time files expect),
+        then closed."""
         data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
         if newline:
             data += b"\n"
         flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
         handle = self.open(path, flags)
         try:
-            handle.write(data, 0)
+            done = 0
+            while done < len(data):
+                taken = handle.write(data[done:], done)
+                if taken <= 0:
+                    break
+                done += taken
             handle.flush()
         finally:
             handle.release()
