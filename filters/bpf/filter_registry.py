@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from filters.bpf.event_filter import (
-    ENGINES,
     AttachedFilter,
     BpfFilterError,
     load_event_filter,
     program_sections,
     section_matches,
 )
+from filters.bpf.loader import ENGINES
 from filters.bpf.maps import BpfMap
 
 
