@@ -91,13 +91,19 @@ SUPPORTED_TYPES = {"KPROBE": "kprobe", "TRACEPOINT": "tracepoint",
 class LoadError(Exception):
     """A program that cannot be loaded.  ``summary``: one line (``error_log``, the verifier's
     error); ``log``: the verifier's full log, or the summary; ``errno``: EACCES for what the
-    verifier or the GPL check refuses, EINVAL for a bad object, section or map."""
+    verifier or the GPL check refuses, EINVAL for a bad object, section or map; ``stage``: the
+    step that failed (one of ``STAGES``)."""
 
-    def __init__(self, summary: str, log: str = "", err: int = errno.EACCES) -> None:
+    def __init__(self, summary: str, log: str = "", err: int = errno.EACCES,
+                 stage: str = "object") -> None:
         super().__init__(summary)
         self.summary = summary
         self.log = log or summary + "\n"
         self.errno = err
+        self.stage = stage
+
+
+STAGES = ("object", "section", "maps", "verifier", "license", "check")
 
 
 @dataclass
@@ -136,11 +142,12 @@ def prog_type_of(name: str, section: str) -> str:
     kernel_type = section_def(section)
     if kernel_type is None:
         raise LoadError(f"prog '{name}': missing BPF prog type, check ELF section name "
-                        f"'{section}'", err=errno.EINVAL)
+                        f"'{section}'", err=errno.EINVAL, stage="section")
     prog_type = SUPPORTED_TYPES.get(kernel_type)
     if prog_type is None:
         raise LoadError(f"prog '{name}': program type BPF_PROG_TYPE_{kernel_type} (section "
-                        f"'{section}') is not supported by tracesim", err=errno.EINVAL)
+                        f"'{section}') is not supported by tracesim", err=errno.EINVAL,
+                        stage="section")
     return prog_type
 
 
@@ -153,7 +160,7 @@ def tracepoint_target(section: str) -> tuple[str, str] | None:
     system, sep, event = rest.partition("/")
     if not sep or not system or not event:
         raise LoadError(f"invalid SEC('{section}'): tracepoint needs <category>/<name>",
-                        err=errno.EINVAL)
+                        err=errno.EINVAL, stage="section")
     return system, event
 
 
@@ -188,7 +195,7 @@ def create_maps(specs: Sequence[Any], ncpus: int = 1) -> list[BpfMap]:
             m = create_map(spec.name, spec.type, spec.key_size, spec.value_size,
                            spec.max_entries, spec.flags, ncpus, spec.initial)
         except MapError as e:
-            raise LoadError(str(e), err=e.errno) from None
+            raise LoadError(str(e), err=e.errno, stage="maps") from None
         m.key_type = getattr(spec, "key_type", 0)      # BTF ids, for dumping
         m.value_type = getattr(spec, "value_type", 0)
         out.append(m)
@@ -210,7 +217,8 @@ def check_license(insns: Sequence[isa.Insn], license_: str) -> None:
     for pc, i in enumerate(insns):
         if i.opcode == isa.OP_CALL and i.src == 0 and helper_table.gpl_only(i.imm):
             msg = "cannot call GPL-restricted function from non-GPL compatible program"
-            raise LoadError(msg, f"{pc}: call {helper_table.helper_name(i.imm)}#{i.imm}\n{msg}\n")
+            raise LoadError(msg, f"{pc}: call {helper_table.helper_name(i.imm)}#{i.imm}\n{msg}\n",
+                            stage="license")
 
 
 def make_runner(program: Program, engine: str) -> Interpreter | JitProgram:
@@ -239,7 +247,8 @@ def load(insns: Sequence[isa.Insn], *, prog_type: str, name: str = "", section: 
                              privileged=privileged, log_level=log_level,
                              strict_loops=strict_loops)
         if not res.ok:
-            raise LoadError(res.error or "verifier rejected the program", res.log)
+            raise LoadError(res.error or "verifier rejected the program", res.log,
+                            stage="verifier")
         log = res.log
     if license is not None:
         check_license(insns, license)
@@ -247,7 +256,7 @@ def load(insns: Sequence[isa.Insn], *, prog_type: str, name: str = "", section: 
         program = load_program(insns, maps=maps, helpers=helpers, name=name, ctx_size=ctx_size,
                                ctx_writable=ctx_writable)
     except ProgramError as e:
-        raise LoadError(str(e), err=errno.EINVAL) from None
+        raise LoadError(str(e), err=errno.EINVAL, stage="check") from None
     runner = make_runner(program, engine) if engine is not None else None
     return LoadedProgram(name, section, prog_type, insns, list(maps), log, program, engine,
                          runner, btf)
