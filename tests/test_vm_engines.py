@@ -8,7 +8,7 @@ import pytest
 
 from filters.bpf import isa
 from filters.bpf.asm import assemble
-from filters.bpf.helper_table import IMPLEMENTATIONS, implementations
+from filters.bpf.helper_table import TABLE, implementations
 from filters.bpf.helpers import StopProgram, register, unregister
 from filters.bpf.interp import Interpreter
 from filters.bpf.isa import Insn
@@ -127,14 +127,14 @@ def test_helpers_by_id_and_stop(engine):
 
 
 def test_own_helper_table_and_unknown_helper():
-    # The global table is read only; a test changes its own copy and passes it as helpers=.
+    # A test changes its own copy of the implementations and passes it as helpers=.
     table = implementations()
     register(5, lambda vm, *a: 11, table=table)
     assert load_program(assemble("call 5\nexit"), helpers=table).helpers[5] is table[5]
     unregister(5, table=table)
     with pytest.raises(ProgramError, match=r"insn 0 \(call 5\): unknown helper 5"):
         load_program(assemble("call 5\nexit"), helpers=table)
-    assert load_program(assemble("call 5\nexit")).helpers[5] is IMPLEMENTATIONS[5]
+    assert load_program(assemble("call 5\nexit")).helpers[5] is TABLE[5].impl
 
 
 def test_legacy_packet_loads(engine):

@@ -151,11 +151,9 @@ def table_for(prog_type: str) -> Mapping[int, HelperSpec]:
 
 
 def implementations(table: Mapping[int, HelperSpec] = TABLE) -> dict[int, Helper]:
-    """A fresh id -> callable map for a program to run with (the caller may change its copy)."""
+    """A fresh id -> callable map for a program to run with (the caller may change its copy;
+    a plain dict, as the interpreter looks a helper up on every call)."""
     return {hid: spec.impl for hid, spec in table.items()}
-
-
-IMPLEMENTATIONS: Mapping[int, Helper] = MappingProxyType(implementations())
 
 
 # ---------------------------------------------------------------- what the verifier asks

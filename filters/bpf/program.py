@@ -14,7 +14,7 @@ from typing import Any
 
 from filters.bpf import isa
 from filters.bpf.disasm import format_insn
-from filters.bpf.helper_table import IMPLEMENTATIONS
+from filters.bpf.helper_table import TABLE, implementations
 from filters.bpf.helpers import Helper
 from filters.bpf.helpers_maps import MAP_HANDLE_BASE, MAP_HANDLE_STRIDE, map_from_handle
 from filters.bpf.isa import Insn
@@ -41,7 +41,7 @@ class Program:
     in-bounds context fields directly); ``ctx_writable``: whether the program may store to it."""
     insns: tuple[Insn, ...]
     maps: list = field(default_factory=list)
-    helpers: Mapping[int, Helper] = field(default_factory=lambda: IMPLEMENTATIONS)
+    helpers: Mapping[int, Helper] = field(default_factory=implementations)
     name: str = ""
     ctx_size: int | None = None
     ctx_writable: bool = False
@@ -55,8 +55,8 @@ def load_program(insns: Sequence[Insn], *, maps: Sequence[Any] = (),
                  helpers: Mapping[int, Helper] | None = None, name: str = "",
                  ctx_size: int | None = None, ctx_writable: bool = False) -> Program:
     """Check ``insns`` and wrap them in a ``Program``; raises ``ProgramError``.  ``helpers``:
-    the id -> callable map to run with (default: every helper of ``helper_table``)."""
-    helpers = IMPLEMENTATIONS if helpers is None else helpers
+    the id -> callable map to run with (default: a copy of every helper of ``helper_table``)."""
+    helpers = implementations() if helpers is None else helpers
     insns = tuple(Insn(*i) for i in insns)
     check_program(insns, helpers=helpers, maps=maps)
     return Program(insns, list(maps), helpers, name, ctx_size, ctx_writable)
@@ -167,7 +167,7 @@ def check_program(insns: Sequence[Insn], *, helpers: Mapping[int, Helper] | None
     if not insns:
         raise ProgramError(0, None, "empty program")
     check_reserved(insns)
-    helpers = IMPLEMENTATIONS if helpers is None else helpers
+    helpers = TABLE if helpers is None else helpers
     n = len(insns)
     second_slots = set()
     pc = 0
