@@ -4,10 +4,12 @@
     event_file.set_prog(attached.prog)          # the emission path calls prog(ctx) per hit
 
 ``data`` is an ELF object (``tracesim cc`` or ``clang -target bpf``) or a 2013 RFC image
-(``"bpf\\0"``).  Loading picks the program for the event, creates the object's maps, verifies
-the program for the event, compiles it (JIT: Python source; or the interpreter) and returns an
-``AttachedFilter`` whose ``prog`` is the fast path the kernel model calls before reserving
-anything in the ring buffer: ``prog(ctx) -> r0``; 0 drops the event.
+(``"bpf\\0"``).  Loading picks the program for the event and loads it through
+``filters.bpf.loader`` (its type from its section name: a kprobe event takes kprobe programs, a
+tracepoint tracepoint ones; the object's maps; the verifier for the event's context; the
+engine: JIT or interpreter), then returns an ``AttachedFilter`` whose ``prog`` is the fast path
+the kernel model calls before reserving anything in the ring buffer: ``prog(ctx) -> r0``; 0
+drops the event.
 
 Contexts, per event kind:
 
@@ -41,7 +43,7 @@ from filters.bpf import image2013, isa
 from filters.bpf import loader as loadermod
 from filters.bpf.interp import Interpreter
 from filters.bpf.jit import JitProgram
-from filters.bpf.loader import ENGINES, LoadedProgram, LoadError
+from filters.bpf.loader import LoadedProgram, LoadError
 from filters.bpf.maps import BpfMap
 from filters.bpf.memory import VMError
 from kernel_model.trace_event import trace_ctx
@@ -175,8 +177,7 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     ``maps`` reuses the maps of an earlier load of the same object (programs of one object
     share its maps); otherwise they are created.  Raises ``BpfFilterError``.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    loadermod.check_engine(engine)
     command = "bpf object"
     try:
         if image2013.is_image(data):

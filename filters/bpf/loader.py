@@ -221,13 +221,16 @@ def check_license(insns: Sequence[isa.Insn], license_: str) -> None:
                             stage="license")
 
 
+def check_engine(engine: str) -> None:
+    """ValueError unless ``engine`` is one of ``ENGINES``."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+
+
 def make_runner(program: Program, engine: str) -> Interpreter | JitProgram:
     """The engine ``engine`` (one of ``ENGINES``) prepared for ``program``."""
-    if engine == "jit":
-        return compile_program(program)
-    if engine == "interp":
-        return Interpreter(program)
-    raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    check_engine(engine)
+    return compile_program(program) if engine == "jit" else Interpreter(program)
 
 
 def load(insns: Sequence[isa.Insn], *, prog_type: str, name: str = "", section: str = "",
@@ -238,8 +241,8 @@ def load(insns: Sequence[isa.Insn], *, prog_type: str, name: str = "", section: 
          strict_loops: bool = False, btf: Any = None) -> LoadedProgram:
     """Verify (unless ``verify`` is False), check the license (when ``license`` is not None),
     check the program for the engines and prepare ``engine`` (None: none).  ``LoadError``."""
-    if engine is not None and engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    if engine is not None:
+        check_engine(engine)
     insns = [isa.Insn(*i) for i in insns]
     log = ""
     if verify:
