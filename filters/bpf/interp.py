@@ -372,8 +372,3 @@ def _second_slot() -> int:
     raise AssertionError("second slot of LD_IMM64 executed")
 
 
-def run_program(program: Program, ctx=b"", **kw: Any) -> RunResult:
-    """One-shot convenience: interpret ``program`` once."""
-    return Interpreter(program).run(ctx, **kw)
-
-
