@@ -8,6 +8,7 @@ import pytest
 
 from filters.bpf import isa
 from filters.bpf.asm import assemble
+from filters.bpf.helper_table import TABLE, implementations
 from filters.bpf.helpers import StopProgram, register, unregister
 from filters.bpf.interp import Interpreter
 from filters.bpf.isa import Insn
@@ -125,14 +126,15 @@ def test_helpers_by_id_and_stop(engine):
     assert result.value == 4 and seen == ["event"]
 
 
-def test_global_registry_and_unknown_helper():
-    register(5, lambda vm, *a: 11)
-    try:
-        assert load_program(assemble("call 5\nexit"))
-    finally:
-        unregister(5)
+def test_own_helper_table_and_unknown_helper():
+    # A test changes its own copy of the implementations and passes it as helpers=.
+    table = implementations()
+    register(5, lambda vm, *a: 11, table=table)
+    assert load_program(assemble("call 5\nexit"), helpers=table).helpers[5] is table[5]
+    unregister(5, table=table)
     with pytest.raises(ProgramError, match=r"insn 0 \(call 5\): unknown helper 5"):
-        load_program(assemble("call 5\nexit"))
+        load_program(assemble("call 5\nexit"), helpers=table)
+    assert load_program(assemble("call 5\nexit")).helpers[5] is TABLE[5].impl
 
 
 def test_legacy_packet_loads(engine):

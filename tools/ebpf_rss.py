@@ -24,11 +24,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from filters.bpf import elf, helpers_skb  # noqa: F401  (helpers_skb registers helpers 26 and 68)
-from filters.bpf.helpers import HELPERS, VMContext, register
-from filters.bpf.maps import MAP_TYPE_ARRAY, BpfMap, MapError, create_map
+from filters.bpf import elf, loader
+from filters.bpf.loader import ENGINES
+from filters.bpf.maps import MAP_TYPE_ARRAY, BpfMap
 from filters.bpf.memory import VMError
-from filters.bpf.program import load_program, map_from_handle
 from kernel_model import packets
 from kernel_model.tun import TunDevice, TunSkb, make_skb, run_steering
 from tools import rss_software
@@ -41,7 +40,7 @@ PROGRAM_NAME = "tun_rss_steering_prog"
 MAP_CONFIG = "tap_rss_map_configurations"
 MAP_KEY = "tap_rss_map_toeplitz_key"
 MAP_TABLE = "tap_rss_map_indirection_table"
-ENGINES = ("jit", "interp")
+__all__ = ["ENGINES", "EbpfRss", "RssLoadError", "build_object"]
 
 
 class RssLoadError(Exception):
@@ -95,28 +94,8 @@ def _build_clang(source: Path) -> bytes:
         return out.read_bytes()
 
 
-# ---------------------------------------------------------------- map lookups
-
-def _array_lookup_elem(vm: VMContext, handle: int, key_ptr: int, *_unused: int) -> int:
-    """bpf_map_lookup_elem for this socket filter: a pointer to the element, NULL past
-    max_entries.  (The tracing helper of the same id asks its env for the CPU; a socket filter's
-    env is the skb, and this program uses no per-CPU map.)"""
-    m = map_from_handle(vm.program, handle)
-    if m is None:
-        raise VMError(f"map_lookup_elem: {handle:#x} is not one of this program's maps")
-    off = m.lookup_offset(vm.mem.read(key_ptr, m.key_size), 0)
-    if off is None:
-        return 0
-    return vm.mem.address_of(m.values, name=m.name) + off
-
-
 def _put(m: BpfMap, index: int, value: bytes) -> None:
     m.update(index.to_bytes(4, "little"), value)
-
-
-# The program's helpers: the global table (skb loads among them) with map lookups as above.
-_PROGRAM_HELPERS = dict(HELPERS)
-register("map_lookup_elem", _array_lookup_elem, table=_PROGRAM_HELPERS)
 
 
 # ---------------------------------------------------------------- the attached program
@@ -130,29 +109,6 @@ class SteeringProgram:
 
     def run(self, ctx: bytearray, env: object) -> int:
         return self._runner(ctx, env=env)
-
-
-def _make_runner(program, engine: str):
-    if engine == "interp":
-        from filters.bpf.interp import Interpreter
-        return Interpreter(program)
-    if engine == "jit":
-        try:
-            from filters.bpf import jit
-        except ImportError as err:
-            raise RssLoadError(f"the JIT is unavailable ({err})") from None
-        return jit.compile_program(program)
-    raise ValueError(f"unknown engine {engine!r} ({', '.join(ENGINES)})")
-
-
-def _verify(insns, maps) -> None:
-    try:
-        from filters.bpf.verifier import ContextSpec, verify
-    except ImportError as err:
-        raise RssLoadError(f"the verifier is unavailable ({err})") from None
-    result = verify(insns, prog_type="socket_filter", ctx=ContextSpec.sk_buff(), maps=maps)
-    if not result.ok:
-        raise RssLoadError(f"verifier rejected the program: {result.error}")
 
 
 # ---------------------------------------------------------------- the loader
@@ -238,12 +194,13 @@ class EbpfRss:
                 for name in COMPILER_ORDER[compiler]]
 
     def _load_object(self, data: bytes, engine: str, verify: bool) -> SteeringProgram:
-        obj = elf.load_object(data)
-        spec = obj.program(PROGRAM_NAME)
+        """Through the program loader: the object's maps, then (once they are the three this
+        program needs) the socket filter verified and prepared for ``engine``."""
         try:
-            maps = [create_map(m.name, m.type, m.key_size, m.value_size, m.max_entries, m.flags)
-                    for m in obj.maps]
-        except MapError as err:
+            obj = loader.open_object(data)
+            spec = obj.program(PROGRAM_NAME)
+            maps = loader.create_maps(obj.maps)
+        except (loader.LoadError, elf.ElfLoadError) as err:
             raise RssLoadError(str(err)) from None
         self.maps = {m.name: m for m in maps}
         expected = {MAP_CONFIG: (10, 1), MAP_KEY: (40, 1), MAP_TABLE: (2, INDIRECTION_TABLE_SIZE)}
@@ -251,11 +208,17 @@ class EbpfRss:
             m = self.maps.get(name)
             if m is None or m.map_type != MAP_TYPE_ARRAY or (m.value_size, m.max_entries) != (vsize, entries):
                 raise RssLoadError(f"object has no array map {name} of {entries} x {vsize} bytes")
-        if verify:
-            _verify(spec.insns, maps)
-        program = load_program(spec.insns, maps=maps, helpers=_PROGRAM_HELPERS, name=spec.name,
-                               ctx_size=helpers_skb.SK_BUFF_CTX_SIZE)
-        return SteeringProgram(_make_runner(program, engine), engine)
+        try:
+            loaded = loader.load_object_program(obj, spec, maps=maps, engine=engine,
+                                                verify=verify)
+        except loader.LoadError as err:
+            if err.stage == "verifier":
+                raise RssLoadError(f"verifier rejected the program: {err.summary}") from None
+            raise RssLoadError(str(err)) from None
+        if loaded.prog_type != SteeringProgram.prog_type:   # TUNSETSTEERINGEBPF's own check
+            raise RssLoadError(f"program {spec.name} in SEC(\"{spec.section}\") is a "
+                               f"{loaded.prog_type} program, not a socket filter")
+        return SteeringProgram(loaded.runner, engine)
 
     def _self_test(self, program: SteeringProgram) -> None:
         """Steer a few known packets with the program and with the software algorithm under a

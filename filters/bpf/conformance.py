@@ -8,7 +8,7 @@ bytes of the input memory), ``result`` (expected r0), ``error`` (the program mus
 
 Execution model of the suite: r1 points to a copy of ``mem`` (the context, writable), r2 holds its
 length, r10 the top of a 512-byte stack; helper 5 "unwind" returns its r1 and ends the program with
-r0 = 0 when that is 0.  The runner registers that helper in the program's own table.
+r0 = 0 when that is 0 (``helper_table.CONFORMANCE_TABLE``); the runner gives each program a copy.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from filters.bpf import isa
 from filters.bpf.alu import M64
-from filters.bpf.helpers import StopProgram
+from filters.bpf.helper_table import CONFORMANCE_TABLE, implementations
 from filters.bpf.isa import Insn
-from filters.bpf.program import Program, ProgramError, load_program
+from filters.bpf.loader import ENGINES, LoadedProgram, LoadError, load
 
 
 class AsmError(ValueError):
@@ -241,47 +241,30 @@ def _encode(mnem: str, ops: list[str], slot: int,
 # --------------------------------------------------------------------------------------------
 # Running
 
-UNWIND_HELPER = 5
-
-
-def _unwind(vm, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
-    if r1 == 0:
-        raise StopProgram(0)
-    return r1
-
-
 def suite_helpers() -> dict[int, Callable[..., int]]:
-    return {UNWIND_HELPER: _unwind}
+    """The suite's helper table (its one helper, 5 "unwind"), a fresh copy."""
+    return implementations(CONFORMANCE_TABLE)
 
 
-def load_case(case: TestCase) -> Program:
-    """The case's program, checked, with the suite's helpers; raises ProgramError."""
-    return load_program(case.insns, helpers=suite_helpers(), name=case.name,
-                        ctx_size=len(case.mem), ctx_writable=True)
-
-
-ENGINES = ("interp", "jit")
-
-
-def make_engine(program: Program, engine: str):
-    if engine == "interp":
-        from filters.bpf.interp import Interpreter
-        return Interpreter(program)
-    from filters.bpf.jit import compile_program
-    return compile_program(program)
+def load_case(case: TestCase, engine: str | None = None) -> LoadedProgram:
+    """The case's program, checked (not verified: the suite tests the engines), with the suite's
+    helpers and ``engine`` prepared; raises ``LoadError``."""
+    return load(case.insns, prog_type="conformance", name=case.name, helpers=suite_helpers(),
+                ctx_size=len(case.mem), ctx_writable=True, engine=engine, verify=False)
 
 
 def run_case(case: TestCase, engine: str) -> tuple[bool, str]:
     """(passed, detail) of one case on one engine."""
     try:
-        program = load_case(case)
-    except ProgramError as err:
+        loaded = load_case(case, engine)
+    except LoadError as err:
         if case.error is not None:
             return True, f"rejected: {err}"
         return False, f"load failed: {err}"
     if case.error is not None:
         return False, "loaded a program that must be rejected"
-    result = make_engine(program, engine).run(bytearray(case.mem), args=(len(case.mem),))
+    assert loaded.runner is not None
+    result = loaded.runner.run(bytearray(case.mem), args=(len(case.mem),))
     if not result.ok:
         return False, f"error: {result.error}"
     if result.value != case.result:

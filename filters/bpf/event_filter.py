@@ -4,10 +4,12 @@
     event_file.set_prog(attached.prog)          # the emission path calls prog(ctx) per hit
 
 ``data`` is an ELF object (``tracesim cc`` or ``clang -target bpf``) or a 2013 RFC image
-(``"bpf\\0"``).  Loading picks the program for the event, creates the object's maps, verifies
-the program for the event, compiles it (JIT: Python source; or the interpreter) and returns an
-``AttachedFilter`` whose ``prog`` is the fast path the kernel model calls before reserving
-anything in the ring buffer: ``prog(ctx) -> r0``; 0 drops the event.
+(``"bpf\\0"``).  Loading picks the program for the event and loads it through
+``filters.bpf.loader`` (its type from its section name: a kprobe event takes kprobe programs, a
+tracepoint tracepoint ones; the object's maps; the verifier for the event's context; the
+engine: JIT or interpreter), then returns an ``AttachedFilter`` whose ``prog`` is the fast path
+the kernel model calls before reserving anything in the ring buffer: ``prog(ctx) -> r0``; 0
+drops the event.
 
 Contexts, per event kind:
 
@@ -37,30 +39,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from filters.bpf import elf as elfmod
-from filters.bpf import (
-    helpers_tracing,  # noqa: F401  (registers the tracing helpers)
-    image2013,
-    isa,
-)
-from filters.bpf.helper_protos import helper_name
+from filters.bpf import image2013, isa
+from filters.bpf import loader as loadermod
 from filters.bpf.interp import Interpreter
-from filters.bpf.jit import compile_program
-from filters.bpf.maps import BpfMap, MapError, create_map
+from filters.bpf.jit import JitProgram
+from filters.bpf.loader import LoadedProgram, LoadError
+from filters.bpf.maps import BpfMap
 from filters.bpf.memory import VMError
-from filters.bpf.program import ProgramError, load_program
-from filters.bpf.verifier import ContextSpec, verify
 from kernel_model.trace_event import trace_ctx
 from kernel_model.trace_kprobe import KprobeEvent
 
-ENGINES = ("jit", "interp")
+__all__ = ["AttachedFilter", "BpfFilterError", "load_event_filter", "pick_program",
+           "program_sections", "section_matches"]
+
 PT_REGS = struct.Struct("<21Q")
 PT_REGS_SIZE = PT_REGS.size
 M64 = (1 << 64) - 1
 # pt_regs slots (x86-64, 8 bytes each) where a 2013 tracepoint program found its arguments.
 V1_TRACEPOINT_ARG_OFFSETS = (104, 96, 88)          # si, dx, cx
-GPL_ONLY_HELPERS = frozenset({4, 6, 45, 112, 113, 114, 115})     # probe_read*, trace_printk
-GPL_COMPATIBLE = ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL",
-                  "Dual MIT/GPL", "Dual MPL/GPL")                 # license_is_gpl_compatible
 TRACE_PRINTK_ID = isa.HELPER_IDS["trace_printk"]
 
 
@@ -170,17 +166,6 @@ class AttachedFilter:
 # ---------------------------------------------------------------------------------------------
 # Loading
 
-@dataclass
-class _Candidate:
-    name: str
-    section: str
-    insns: list[isa.Insn]
-    origin: str
-    license: str
-    map_specs: list[Any]
-    btf: Any = None
-
-
 def is_kprobe_event(event: Any) -> bool:
     return isinstance(event, KprobeEvent)
 
@@ -192,38 +177,33 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     ``maps`` reuses the maps of an earlier load of the same object (programs of one object
     share its maps); otherwise they are created.  Raises ``BpfFilterError``.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
-    cand = _candidate(data, event)
-    command = f"{cand.name} ({cand.section})" if cand.section else cand.name
-    map_objs = list(maps) if maps is not None else _create_maps(cand, kernel, command)
-    kprobe = is_kprobe_event(event) or cand.origin == "bpf-2013"
-    if kprobe:
-        prog_type, ctx_spec, ctx_size = "kprobe", ContextSpec.pt_regs(), PT_REGS_SIZE
-    else:
-        fields = [(f.name, f.offset, f.size) for f in event.all_fields]
-        prog_type = "tracepoint"
-        ctx_spec = ContextSpec.tracepoint(fields, event.struct_size)
-        ctx_size = event.struct_size
-    res = verify(cand.insns, prog_type=prog_type, ctx=ctx_spec, maps=map_objs, privileged=True,
-                 log_level=1)
-    if not res.ok:
-        raise BpfFilterError(res.error or "verifier rejected the program", res.log, command)
-    _check_license(cand, res.log, command)
+    loadermod.check_engine(engine)
+    command = "bpf object"
     try:
-        program = load_program(cand.insns, maps=map_objs, name=cand.name, ctx_size=ctx_size)
-    except ProgramError as e:
-        raise BpfFilterError(str(e), command=command) from None
+        if image2013.is_image(data):
+            command = "bpf image"
+            origin, loaded = "bpf-2013", _load_image(data, kernel, engine, maps)
+        else:
+            obj = loadermod.open_object(data)
+            spec = pick_program(obj.programs, event)
+            command = f"{spec.name} ({spec.section})" if spec.section else spec.name
+            origin = "elf"
+            prog_type = loadermod.prog_type_of(spec.name, spec.section)
+            _check_attach(spec.name, prog_type, event)
+            loaded = loadermod.load_object_program(obj, spec, maps=maps, ncpus=kernel.ncpus,
+                                                   prog_type=prog_type, event=event,
+                                                   engine=engine)
+    except LoadError as e:
+        raise BpfFilterError(e.summary, e.log, command) from None   # a failed write: EACCES
     env = TraceEnv(kernel, ta)
     if any(i.opcode == isa.OP_CALL and i.src == 0 and i.imm == TRACE_PRINTK_ID
-           for i in cand.insns):
+           for i in loaded.insns):
         env.enable_printk()
-    attached = AttachedFilter(cand.name, cand.section, len(cand.insns), engine, prog_type,
-                              cand.origin, map_objs, res.log,
-                              event=f"{event.system}:{event.name}", btf=cand.btf)
-    run = _jit_path(program, env, attached.stats) if engine == "jit" else \
-        _interp_path(program, env, attached.stats)
-    if cand.origin == "bpf-2013" and not is_kprobe_event(event):
+    attached = AttachedFilter(loaded.name, loaded.section, len(loaded.insns), engine,
+                              loaded.prog_type, origin, loaded.maps, loaded.log,
+                              event=f"{event.system}:{event.name}", btf=loaded.btf)
+    run = _fast_path(loaded, env, attached.stats)
+    if origin == "bpf-2013" and not is_kprobe_event(event):
         run = _v1_tracepoint_path(run, event)
     run.describe = attached.describe       # what ``cat filter`` shows (tracefs reads it)
     run.attached = attached
@@ -231,22 +211,28 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     return attached
 
 
-def _candidate(data: bytes, event: Any) -> _Candidate:
-    if image2013.is_image(data):
-        try:
-            image = image2013.parse_image(data)
-        except image2013.ImageError as e:
-            raise BpfFilterError(e.message, command="bpf image", err=errno.EACCES) from None
-        specs = [elfmod.MapSpec(t.name, t.map_type, t.key_size, t.value_size, t.max_entries)
-                 for t in image.tables]
-        return _Candidate("bpf_image", "", image.insns, "bpf-2013", "", specs)
+def _load_image(data: bytes, kernel: Any, engine: str,
+                maps: Sequence[BpfMap] | None) -> LoadedProgram:
+    """A 2013 image: a kprobe-type program on a pt_regs context, no license to check."""
     try:
-        obj = elfmod.load_object(data)
-    except (elfmod.ElfLoadError, ValueError) as e:
-        raise BpfFilterError(f"invalid BPF object: {e}", command="bpf object") from None
-    prog = pick_program(obj.programs, event)
-    return _Candidate(prog.name, prog.section, list(prog.insns), "elf", obj.license, obj.maps,
-                      obj.btf)
+        image = image2013.parse_image(data)
+    except image2013.ImageError as e:
+        raise LoadError(e.message) from None
+    specs = [elfmod.MapSpec(t.name, t.map_type, t.key_size, t.value_size, t.max_entries)
+             for t in image.tables]
+    map_objs = list(maps) if maps is not None else loadermod.create_maps(specs, kernel.ncpus)
+    ctx, ctx_size = loadermod.context_for("kprobe")
+    return loadermod.load(image.insns, prog_type="kprobe", name="bpf_image", maps=map_objs,
+                          ctx=ctx, ctx_size=ctx_size, engine=engine)
+
+
+def _check_attach(name: str, prog_type: str, event: Any) -> None:
+    """perf_event_set_bpf_prog: a kprobe event takes kprobe programs, a tracepoint tracepoint
+    programs (EINVAL otherwise)."""
+    want = "kprobe" if is_kprobe_event(event) else "tracepoint"
+    if prog_type != want:
+        raise LoadError(f"prog '{name}' of type {prog_type} cannot be attached to {want} event "
+                        f"{event.system}:{event.name}", err=errno.EINVAL)
 
 
 def program_sections(data: bytes) -> list[str]:
@@ -254,8 +240,8 @@ def program_sections(data: bytes) -> list[str]:
     if image2013.is_image(data):
         return []
     try:
-        return [p.section for p in elfmod.load_object(data).programs]
-    except (elfmod.ElfLoadError, ValueError):
+        return [p.section for p in loadermod.open_object(data).programs]
+    except LoadError:
         return []
 
 
@@ -290,37 +276,18 @@ def pick_program(programs: Sequence[Any], event: Any) -> Any:
                          f"(sections: {names})", command="bpf object")
 
 
-def _create_maps(cand: _Candidate, kernel: Any, command: str) -> list[BpfMap]:
-    out = []
-    for spec in cand.map_specs:
-        try:
-            m = create_map(spec.name, spec.type, spec.key_size, spec.value_size,
-                           spec.max_entries, spec.flags, kernel.ncpus, spec.initial)
-        except MapError as e:
-            raise BpfFilterError(str(e), command=command) from None
-        m.key_type = getattr(spec, "key_type", 0)      # BTF ids, for dumping
-        m.value_type = getattr(spec, "value_type", 0)
-        out.append(m)
-    return out
-
-
-def _check_license(cand: _Candidate, log: str, command: str) -> None:
-    """check_helper_call: gpl_only helpers need a GPL-compatible license (2013 images had none
-    and were not checked)."""
-    if cand.origin != "elf" or cand.license in GPL_COMPATIBLE:
-        return
-    for pc, i in enumerate(cand.insns):
-        if i.opcode == isa.OP_CALL and i.src == 0 and i.imm in GPL_ONLY_HELPERS:
-            msg = "cannot call GPL-restricted function from non-GPL compatible program"
-            raise BpfFilterError(msg, f"{pc}: call {helper_name(i.imm)}#{i.imm}\n{msg}\n",
-                                 command)
-
-
 # ---------------------------------------------------------------------------------------------
 # Fast paths: one plain function per attached program
 
-def _jit_path(program: Any, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
-    jp = compile_program(program)
+def _fast_path(loaded: LoadedProgram, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
+    runner = loaded.runner
+    if isinstance(runner, JitProgram):
+        return _jit_path(runner, env, stats)
+    assert isinstance(runner, Interpreter)
+    return _interp_path(runner, env, stats)
+
+
+def _jit_path(jp: JitProgram, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
     jp.vm.env = env                    # helpers read it; constant for this attachment
     entry = jp.entry
     region = jp._ctx_region            # helpers that take a context pointer read through it
@@ -337,9 +304,7 @@ def _jit_path(program: Any, env: TraceEnv, stats: FilterStats) -> Callable[[byte
     return prog
 
 
-def _interp_path(program: Any, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
-    interp = Interpreter(program)
-
+def _interp_path(interp: Interpreter, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
     def prog(ctx: bytes) -> int:
         stats.runs += 1
         try:

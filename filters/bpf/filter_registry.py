@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from filters.bpf.event_filter import (
-    ENGINES,
     AttachedFilter,
     BpfFilterError,
     load_event_filter,
     program_sections,
     section_matches,
 )
+from filters.bpf.loader import ENGINES, check_engine
 from filters.bpf.maps import BpfMap
 
 
@@ -54,8 +54,7 @@ class BpfFilters:
     """Attached BPF filters of one kernel, by event file."""
 
     def __init__(self, kernel: Any, engine: str = "jit") -> None:
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+        check_engine(engine)
         self.kernel = kernel
         self.engine = engine
         self._by_file: dict[Any, tuple[AttachedFilter, tuple[str, bytes]]] = {}

@@ -1,11 +1,12 @@
-"""Helper registry: Linux helper id (uapi ``enum bpf_func_id``) -> Python callable.
+"""What a helper implementation is, and what it sees of the running engine.
 
 A helper is ``fn(vm, r1, r2, r3, r4, r5) -> int``: ``vm`` is the engine's ``VMContext`` (its
 memory, the program, the caller's per-run ``env``, the packet), the result goes to r0 (taken modulo
 2**64).  To end the whole program early a helper raises ``StopProgram(r0)``; to fail it raises a
-``VMError``.  The kernel model fills the global table; a program may carry its own table instead
-(the conformance runner does, for its helper 5 "unwind").  Engines bind helpers when a program is
-loaded/compiled, so a call costs one Python call.
+``VMError``.  Which helper each id is, its prototype and who may call it is the one table in
+``filters.bpf.helper_table``; a program carries an id -> callable map made from it (or its own
+copy: tests and the conformance runner pass ``helpers=``), and engines bind those callables
+when a program is loaded/compiled, so a call costs one Python call.
 """
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from typing import Any
 from filters.bpf.isa import HELPER_IDS
 
 Helper = Callable[..., int]
-
-HELPERS: dict[int, Helper] = {}
 
 
 class StopProgram(Exception):
@@ -45,10 +44,10 @@ def helper_id(name_or_id: int | str) -> int:
 
 
 def register(name_or_id: int | str, fn: Helper | None = None, *,
-             table: MutableMapping[int, Helper] | None = None):
-    """Register ``fn`` under a helper id or name; usable as a decorator.  ``table`` defaults to
-    the global ``HELPERS``."""
-    target = HELPERS if table is None else table
+             table: MutableMapping[int, Helper]):
+    """Put ``fn`` under a helper id or name in ``table`` (a caller's own id -> callable map,
+    e.g. a copy from ``helper_table.implementations()``); usable as a decorator."""
+    target = table
     hid = helper_id(name_or_id)
 
     def add(f: Helper) -> Helper:
@@ -58,5 +57,5 @@ def register(name_or_id: int | str, fn: Helper | None = None, *,
     return add(fn) if fn is not None else add
 
 
-def unregister(name_or_id: int | str, *, table: MutableMapping[int, Helper] | None = None) -> None:
-    (HELPERS if table is None else table).pop(helper_id(name_or_id), None)
+def unregister(name_or_id: int | str, *, table: MutableMapping[int, Helper]) -> None:
+    table.pop(helper_id(name_or_id), None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from typing import Protocol
 
-from filters.bpf.helpers import VMContext, register
+from filters.bpf.helpers import VMContext
 from filters.bpf.memory import VMError
 
 EFAULT = 14
@@ -103,6 +103,3 @@ def skb_load_bytes_relative(vm: VMContext, ctx: int, offset: int, to: int, lengt
     vm.mem.write(to, bytes(skb.data[at:at + length]))
     return 0
 
-
-register("skb_load_bytes", skb_load_bytes)
-register("skb_load_bytes_relative", skb_load_bytes_relative)

@@ -1,5 +1,5 @@
-"""Helpers for tracing programs (kprobe and tracepoint events), with the kernel's ids and semantics,
-and the map helpers every program type shares.
+"""Helpers for tracing programs (kprobe and tracepoint events), with the kernel's ids and semantics.
+Which id each implements, and who may call it, is ``filters.bpf.helper_table``.
 
 The engine's ``vm.env`` is a ``TraceEnv``-like object built by ``filters.bpf.event_filter``: it
 gives the running CPU, the modelled kernel (memory for probe_read, clocks, current task) and the
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import errno
 import re
-from typing import Any
 
-from filters.bpf.helpers import VMContext, register
-from filters.bpf.maps import MAP_TYPE_RINGBUF, MapError
+from filters.bpf.helpers import VMContext
+from filters.bpf.helpers_maps import current_cpu
 from filters.bpf.memory import VMError
-from filters.bpf.program import map_from_handle
 from kernel_model.memory import PAGE_SHIFT
 
 M64 = 0xFFFFFFFFFFFFFFFF
@@ -28,64 +26,6 @@ MAX_PRINTK_ARGS = 3
 
 def _neg(err: int) -> int:
     return -err & M64
-
-
-def _map(vm: VMContext, handle: int) -> Any:
-    m = map_from_handle(vm.program, handle)
-    if m is None:
-        raise VMError(f"{handle:#x} is not a map of this program")
-    return m
-
-
-def _cpu(vm: VMContext) -> int:
-    env = vm.env
-    return env.cpu_id() if env is not None else 0
-
-
-# ---------------------------------------------------------------- maps (ids 1-3, ringbuf 130)
-
-def map_lookup_elem(vm: VMContext, r1: int, r2: int, *_: int) -> int:
-    m = _map(vm, r1)
-    off = m.lookup_offset(vm.mem.read(r2, m.key_size), _cpu(vm))
-    if off is None:
-        return 0
-    return vm.mem.address_of(m.values, name=m.name) + off
-
-
-def map_update_elem(vm: VMContext, r1: int, r2: int, r3: int, r4: int, *_: int) -> int:
-    m = _map(vm, r1)
-    key = vm.mem.read(r2, m.key_size)
-    value = vm.mem.read(r3, m.value_size)
-    try:
-        if m.percpu:   # a program updates only its own CPU's copy
-            off = m.lookup_offset(key, 0)
-            if off is None:
-                m.update(key, bytes(m.value_size * m.ncpus), r4)
-            elif r4 == 1:
-                return _neg(errno.EEXIST)
-            off = m.lookup_offset(key, _cpu(vm))
-            m.values[off:off + m.value_size] = value
-        else:
-            m.update(key, value, r4)
-    except MapError as e:
-        return _neg(e.errno)
-    return 0
-
-
-def map_delete_elem(vm: VMContext, r1: int, r2: int, *_: int) -> int:
-    m = _map(vm, r1)
-    try:
-        m.delete(vm.mem.read(r2, m.key_size))
-    except MapError as e:
-        return _neg(e.errno)
-    return 0
-
-
-def ringbuf_output(vm: VMContext, r1: int, r2: int, r3: int, r4: int, *_: int) -> int:
-    m = _map(vm, r1)
-    if m.map_type != MAP_TYPE_RINGBUF:
-        return _neg(errno.EINVAL)
-    return m.output(vm.mem.read(r2, r3)) & M64
 
 
 # ---------------------------------------------------------------- memory
@@ -166,11 +106,14 @@ def probe_read_kernel_str(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> 
 # ---------------------------------------------------------------- context
 
 def ktime_get_ns(vm: VMContext, *_: int) -> int:
-    return vm.env.ktime_ns() & M64
+    clock = getattr(vm.env, "ktime_ns", None)
+    if clock is None:
+        raise VMError("bpf_ktime_get_ns: this run's env has no kernel clock")
+    return clock() & M64
 
 
 def get_smp_processor_id(vm: VMContext, *_: int) -> int:
-    return _cpu(vm)
+    return current_cpu(vm)
 
 
 def get_current_pid_tgid(vm: VMContext, *_: int) -> int:
@@ -187,7 +130,8 @@ def get_current_comm(vm: VMContext, r1: int, r2: int, *_: int) -> int:
 
 
 def get_prandom_u32(vm: VMContext, *_: int) -> int:
-    return vm.env.prandom_u32() if vm.env is not None else 0
+    prandom = getattr(vm.env, "prandom_u32", None)     # a socket filter's env is the skb
+    return prandom() if prandom is not None else 0
 
 
 # ---------------------------------------------------------------- bpf_trace_printk
@@ -280,15 +224,3 @@ def trace_printk(vm: VMContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> 
     msg = msg[:TRACE_PRINTK_SIZE - 1]
     vm.env.trace_printk(msg)
     return len(msg.encode("latin-1"))
-
-
-for _name, _fn in (("map_lookup_elem", map_lookup_elem), ("map_update_elem", map_update_elem),
-                   ("map_delete_elem", map_delete_elem), ("ringbuf_output", ringbuf_output),
-                   ("probe_read", probe_read_kernel), ("probe_read_kernel", probe_read_kernel),
-                   ("probe_read_str", probe_read_kernel_str),
-                   ("probe_read_kernel_str", probe_read_kernel_str),
-                   ("ktime_get_ns", ktime_get_ns), ("trace_printk", trace_printk),
-                   ("get_smp_processor_id", get_smp_processor_id),
-                   ("get_current_pid_tgid", get_current_pid_tgid),
-                   ("get_current_comm", get_current_comm), ("get_prandom_u32", get_prandom_u32)):
-    register(_name, _fn)

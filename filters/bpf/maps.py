@@ -205,10 +205,31 @@ class LruHashMap(HashMap):
         return super()._new_slot(key)
 
 
+# bpf_ringbuf_query flags (uapi)
+BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE, BPF_RB_CONS_POS, BPF_RB_PROD_POS = 0, 1, 2, 3
+BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP = 1, 2
+RINGBUF_MAX_RECORD_SZ = 0xFFFF_FFFF // 4
+
+# Record states, as the header's BPF_RINGBUF_BUSY_BIT / BPF_RINGBUF_DISCARD_BIT say.
+BUSY, COMMITTED, DISCARDED = "busy", "committed", "discarded"
+
+
+class RingRecord:
+    """One record between producer and consumer: its sample (the bytes a program fills in
+    place after ``reserve``), its header position and state."""
+    __slots__ = ("pos", "length", "data", "state")
+
+    def __init__(self, pos: int, data: bytearray, state: str) -> None:
+        self.pos, self.data, self.state = pos, data, state
+        self.length = (len(data) + RingBufMap.HDR + 7) & ~7
+
+
 class RingBufMap(BpfMap):
-    """BPF_MAP_TYPE_RINGBUF: ``max_entries`` is the data size in bytes (a power of 2, multiple
-    of the page size).  Records are kept whole; a record that does not fit is dropped and
-    counted, as ``bpf_ringbuf_output`` returns -EAGAIN then."""
+    """BPF_MAP_TYPE_RINGBUF (kernel/bpf/ringbuf.c): ``max_entries`` is the data size in bytes (a
+    power of 2, multiple of the page size).  Producer and consumer positions only grow; a
+    reservation takes ``round_up(size + 8, 8)`` bytes and fails when the producer would get
+    ``size`` or more bytes ahead of the consumer.  Records are consumed in reservation order,
+    up to the first one still reserved (busy); discarded ones are skipped."""
     HDR = 8  # BPF_RINGBUF_HDR_SZ
 
     def __init__(self, name: str, map_type: int, key_size: int, value_size: int,
@@ -220,21 +241,70 @@ class RingBufMap(BpfMap):
         self.key_size, self.value_size, self.max_entries = 0, 0, max_entries
         self.ncpus = 1
         self.values = bytearray()
-        self.records: list[bytes] = []
-        self.used = 0
+        self.ring: list[RingRecord] = []      # records not consumed yet, oldest first
+        self.producer_pos = 0
+        self.consumer_pos = 0
         self.dropped = 0
 
+    # -- producer side (the helpers) -----------------------------------------------------------
+    def reserve(self, size: int) -> RingRecord | None:
+        """__bpf_ringbuf_reserve: a busy record of ``size`` bytes, or None (no room)."""
+        if size > RINGBUF_MAX_RECORD_SZ:
+            return None
+        rec = RingRecord(self.producer_pos, bytearray(size), BUSY)
+        mask = self.max_entries - 1
+        new_prod = self.producer_pos + rec.length
+        pending = next((r.pos for r in self.ring if r.state == BUSY), self.producer_pos)
+        if rec.length > self.max_entries or new_prod - self.consumer_pos > mask or \
+                new_prod - pending > mask:
+            return None
+        self.ring.append(rec)
+        self.producer_pos = new_prod
+        return rec
+
+    def commit(self, rec: RingRecord, discard: bool = False) -> None:
+        """bpf_ringbuf_commit: the record is complete (submit) or skipped (discard)."""
+        rec.state = DISCARDED if discard else COMMITTED
+
     def output(self, data: bytes) -> int:
-        need = (len(data) + self.HDR + 7) & ~7
-        if self.used + need > self.max_entries:
+        """bpf_ringbuf_output: 0, or -EAGAIN (counted in ``dropped``) when there is no room."""
+        rec = self.reserve(len(data))
+        if rec is None:
             self.dropped += 1
             return -errno.EAGAIN
-        self.records.append(bytes(data))
-        self.used += need
+        rec.data[:] = data
+        self.commit(rec)
         return 0
 
+    def query(self, flags: int) -> int:
+        """bpf_ringbuf_query; unknown flags give 0, as in the kernel."""
+        if flags == BPF_RB_AVAIL_DATA:
+            return self.producer_pos - self.consumer_pos
+        if flags == BPF_RB_RING_SIZE:
+            return self.max_entries
+        if flags == BPF_RB_CONS_POS:
+            return self.consumer_pos
+        if flags == BPF_RB_PROD_POS:
+            return self.producer_pos
+        return 0
+
+    # -- consumer side -------------------------------------------------------------------------
+    @property
+    def records(self) -> list[bytes]:
+        """Committed samples a consumer would read now."""
+        out = []
+        for rec in self.ring:
+            if rec.state == BUSY:
+                break
+            if rec.state == COMMITTED:
+                out.append(bytes(rec.data))
+        return out
+
     def consume(self) -> list[bytes]:
-        out, self.records, self.used = self.records, [], 0
+        """Read every record up to the first busy one, advancing the consumer position."""
+        out = self.records
+        while self.ring and self.ring[0].state != BUSY:
+            self.consumer_pos += self.ring.pop(0).length
         return out
 
     def lookup_offset(self, key: bytes, cpu: int = 0) -> int | None:

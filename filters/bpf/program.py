@@ -14,15 +14,15 @@ from typing import Any
 
 from filters.bpf import isa
 from filters.bpf.disasm import format_insn
-from filters.bpf.helpers import HELPERS, Helper
+from filters.bpf.helper_table import TABLE, implementations
+from filters.bpf.helpers import Helper
+from filters.bpf.helpers_maps import MAP_HANDLE_BASE, MAP_HANDLE_STRIDE, map_from_handle
 from filters.bpf.isa import Insn
 
-DEFAULT_BUDGET = 1_000_000   # instructions one run may execute
+__all__ = ["Program", "ProgramError", "load_program", "check_program", "check_reserved",
+           "map_from_handle", "DEFAULT_BUDGET"]
 
-# Map handles (the value of ``r1 = map ll``) look like kernel pointers to the map, so helpers can
-# tell them from VM addresses; index i of Program.maps is MAP_HANDLE_BASE + i * MAP_HANDLE_STRIDE.
-MAP_HANDLE_BASE = 0xFFFF_8880_7000_0000
-MAP_HANDLE_STRIDE = 0x1000
+DEFAULT_BUDGET = 1_000_000   # instructions one run may execute
 
 
 class ProgramError(ValueError):
@@ -41,7 +41,7 @@ class Program:
     in-bounds context fields directly); ``ctx_writable``: whether the program may store to it."""
     insns: tuple[Insn, ...]
     maps: list = field(default_factory=list)
-    helpers: Mapping[int, Helper] = field(default_factory=lambda: HELPERS)
+    helpers: Mapping[int, Helper] = field(default_factory=implementations)
     name: str = ""
     ctx_size: int | None = None
     ctx_writable: bool = False
@@ -51,19 +51,12 @@ class Program:
         return MAP_HANDLE_BASE + index * MAP_HANDLE_STRIDE
 
 
-def map_from_handle(program: Program, handle: int) -> Any:
-    """The map object a ``ld_pseudo`` map handle stands for, or None."""
-    index, rest = divmod(handle - MAP_HANDLE_BASE, MAP_HANDLE_STRIDE)
-    if rest or not 0 <= index < len(program.maps):
-        return None
-    return program.maps[index]
-
-
 def load_program(insns: Sequence[Insn], *, maps: Sequence[Any] = (),
                  helpers: Mapping[int, Helper] | None = None, name: str = "",
                  ctx_size: int | None = None, ctx_writable: bool = False) -> Program:
-    """Check ``insns`` and wrap them in a ``Program``; raises ``ProgramError``."""
-    helpers = HELPERS if helpers is None else helpers
+    """Check ``insns`` and wrap them in a ``Program``; raises ``ProgramError``.  ``helpers``:
+    the id -> callable map to run with (default: a copy of every helper of ``helper_table``)."""
+    helpers = implementations() if helpers is None else helpers
     insns = tuple(Insn(*i) for i in insns)
     check_program(insns, helpers=helpers, maps=maps)
     return Program(insns, list(maps), helpers, name, ctx_size, ctx_writable)
@@ -174,7 +167,7 @@ def check_program(insns: Sequence[Insn], *, helpers: Mapping[int, Helper] | None
     if not insns:
         raise ProgramError(0, None, "empty program")
     check_reserved(insns)
-    helpers = HELPERS if helpers is None else helpers
+    helpers = TABLE if helpers is None else helpers
     n = len(insns)
     second_slots = set()
     pc = 0

@@ -7,7 +7,7 @@ when one covers it.  Loops are explored iteration by iteration until the state r
 """
 from __future__ import annotations
 
-from filters.bpf import helper_protos as hp
+from filters.bpf import helper_table as hp
 from filters.bpf import isa
 from filters.bpf.isa import Insn
 from filters.bpf.verifier import bounds, tnum

@@ -18,7 +18,7 @@ slots (an offset spilled beside a stack pointer stays a scalar).
 from __future__ import annotations
 
 from filters.bpf import isa
-from filters.bpf.helper_protos import CONFORMANCE_PROTOS, PROTOS
+from filters.bpf.helper_table import table_for
 from filters.bpf.verifier.cfg import Cfg, is_pseudo_call
 
 R0_R5 = 0x3F
@@ -37,7 +37,7 @@ _VALUE_MATTERS = ("const_size", "const_size_or_zero", "const_alloc_size_or_zero"
 
 def _helper_args(func_id: int, prog_type: str) -> tuple[int, int]:
     """(registers a helper reads, those whose scalar value is checked: sizes)."""
-    proto = (CONFORMANCE_PROTOS if prog_type == "conformance" else PROTOS).get(func_id)
+    proto = table_for(prog_type).get(func_id)
     if proto is None:
         return ARGS, ARGS
     used = sum(1 << (k + 1) for k in range(len(proto.args)))

@@ -1,5 +1,7 @@
 /* BPF helper declarations and map-definition macros, the libbpf way.
- * Written for tracesim; the same file builds with `tracesim cc` and with `clang -target bpf`
+ * GENERATED from filters/bpf/helper_table.py: do not edit; regenerate with
+ *     python -m filters.bpf.helper_table --header > filters/bpf/include/bpf/bpf_helpers.h
+ * The same file builds with `tracesim cc` and with `clang -target bpf`
  * (both put kernel_model/include and filters/bpf/include on the include path). */
 #ifndef __BPF_HELPERS__
 #define __BPF_HELPERS__
@@ -43,7 +45,7 @@
 /* Map types, update flags and struct bpf_map_def: the uapi header (kernel_model/include). */
 #include <uapi/linux/bpf.h>
 
-/* Helpers, numbered as uapi enum bpf_func_id. */
+/* Helpers tracesim implements, numbered as uapi enum bpf_func_id. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *) 1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *) 2;
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *) 3;
@@ -53,9 +55,7 @@ static long (*bpf_trace_printk)(const char *fmt, __u32 fmt_size, ...) = (void *)
 static __u32 (*bpf_get_prandom_u32)(void) = (void *) 7;
 static __u32 (*bpf_get_smp_processor_id)(void) = (void *) 8;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *) 14;
-static __u64 (*bpf_get_current_uid_gid)(void) = (void *) 15;
 static long (*bpf_get_current_comm)(void *buf, __u32 size_of_buf) = (void *) 16;
-static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data, __u64 size) = (void *) 25;
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to, __u32 len) = (void *) 26;
 static long (*bpf_probe_read_str)(void *dst, __u32 size, const void *unsafe_ptr) = (void *) 45;
 static long (*bpf_skb_load_bytes_relative)(const void *skb, __u32 offset, void *to, __u32 len, __u32 start_header) = (void *) 68;
@@ -67,6 +67,7 @@ static long (*bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size, __u64 f
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *) 131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *) 132;
 static void (*bpf_ringbuf_discard)(void *data, __u64 flags) = (void *) 133;
+static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *) 134;
 
 /* bpf_printk("fmt", args...): the format is copied to the stack, as the helper needs. */
 #define bpf_printk(fmt, ...)						\
