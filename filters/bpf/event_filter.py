@@ -48,7 +48,8 @@ from filters.bpf.jit import compile_program
 from filters.bpf.maps import BpfMap, MapError, create_map
 from filters.bpf.memory import VMError
 from filters.bpf.program import ProgramError, load_program
-from filters.bpf.verifier import ContextSpec, verify
+from filters.bpf.verifier import ContextSpec
+from filters.bpf.verify_pool import VerifyWorkerError, verify_in_worker
 from kernel_model.trace_event import trace_ctx
 from kernel_model.trace_kprobe import KprobeEvent
 
@@ -62,6 +63,9 @@ GPL_ONLY_HELPERS = frozenset({4, 6, 45, 112, 113, 114, 115})     # probe_read*, 
 GPL_COMPATIBLE = ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL",
                   "Dual MIT/GPL", "Dual MPL/GPL")                 # license_is_gpl_compatible
 TRACE_PRINTK_ID = isa.HELPER_IDS["trace_printk"]
+# The verifier log a failed load keeps (its tail, as a kernel log buffer of this size would):
+# it goes to dmesg line by line, and a loop walked to the 1M-insn limit logs a line per insn.
+VERIFIER_LOG_SIZE = 16 * 1024
 
 
 class BpfFilterError(OSError):
@@ -186,11 +190,13 @@ def is_kprobe_event(event: Any) -> bool:
 
 
 def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: str = "jit",
-                      maps: Sequence[BpfMap] | None = None) -> AttachedFilter:
+                      maps: Sequence[BpfMap] | None = None, unlock: Any = None) -> AttachedFilter:
     """Load ``data`` as a BPF filter for ``event`` in trace array ``ta``.
 
     ``maps`` reuses the maps of an earlier load of the same object (programs of one object
-    share its maps); otherwise they are created.  Raises ``BpfFilterError``.
+    share its maps); otherwise they are created.  The verifier runs in a worker process
+    (``verify_pool``) with ``unlock`` (the kernel lock the caller holds, if any) released
+    meanwhile.  Raises ``BpfFilterError``.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
@@ -205,8 +211,12 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
         prog_type = "tracepoint"
         ctx_spec = ContextSpec.tracepoint(fields, event.struct_size)
         ctx_size = event.struct_size
-    res = verify(cand.insns, prog_type=prog_type, ctx=ctx_spec, maps=map_objs, privileged=True,
-                 log_level=1)
+    try:
+        res = verify_in_worker(cand.insns, prog_type=prog_type, ctx=ctx_spec, maps=map_objs,
+                               privileged=True, log_level=1, log_size=VERIFIER_LOG_SIZE,
+                               unlock=unlock)
+    except VerifyWorkerError as e:
+        raise BpfFilterError(e.strerror, command=command, err=e.errno) from None
     if not res.ok:
         raise BpfFilterError(res.error or "verifier rejected the program", res.log, command)
     _check_license(cand, res.log, command)
