@@ -19,7 +19,8 @@ Failures never hang the writer: a verification still running after ``timeout`` s
 worker that dies, gives ``VerifyWorkerError`` (an ``OSError``: EAGAIN, EIO).  The broken or
 stuck pool is replaced; loads that were running in it when it broke are retried once in the new
 one (they did nothing wrong).  Where worker processes cannot start at all, verification runs
-in the calling thread (logged once).
+in the calling thread (logged once).  A worker outlives nothing: it ends itself when the process
+that started the pool is gone, however that one ended (a killed daemon runs no exit handler).
 
 The library API ``filters.bpf.verifier.verify`` stays in-process: tools, tests and benchmarks
 call it directly, where a pool would only add process start-up.
@@ -31,6 +32,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -41,6 +43,7 @@ from filters.bpf.isa import Insn
 from filters.bpf.verifier import ContextSpec, VerifierResult, verify
 
 MIN_WORKERS = 8
+PARENT_POLL = 1.0            # seconds between a worker's checks that its daemon still exists
 DEFAULT_TIMEOUT = 120.0      # seconds: the 1M-insn limit takes a few, even on a loaded machine
 
 log = logging.getLogger(__name__)
@@ -107,6 +110,24 @@ def _work(args: tuple) -> VerifierResult:
                   log_level=log_level, log_size=log_size)
 
 
+def _init_worker(parent: int) -> None:
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch",
+                     daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker forked by the forkserver is not the daemon's child: no signal tells it that the
+    daemon died, and it would wait for work forever.  Poll instead."""
+    while True:
+        time.sleep(PARENT_POLL)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass            # it exists (as another user's: the pid was reused); keep going
+
+
 def _shape(m: Any) -> MapShape:
     return MapShape(str(getattr(m, "name", "")), m.map_type, m.key_size, m.value_size,
                     m.max_entries)
@@ -123,7 +144,8 @@ def _pool() -> ProcessPoolExecutor:
             else:
                 mp = multiprocessing.get_context("spawn")
             _executor = ProcessPoolExecutor(max_workers=max(os.cpu_count() or 1, MIN_WORKERS),
-                                            mp_context=mp)
+                                            mp_context=mp, initializer=_init_worker,
+                                            initargs=(os.getpid(),))
         return _executor
 
 

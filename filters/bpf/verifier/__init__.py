@@ -13,6 +13,7 @@ Modules: ``cfg`` (structure), ``liveness`` (static liveness/precision), ``tnum``
 """
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -57,6 +58,10 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
     ctx = ctx if ctx is not None else default_context(prog_type)
     walk = None
     error_lines: list[str] = []
+    # A walk keeps up to tens of thousands of states alive: cyclic GC passes over them would
+    # make it quadratic, and it makes no cycles to collect.  Restored as it was.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         cfg = cfg_mod.build(insns, maps, privileged, strict_loops,
                             masked_shifts=prog_type == "conformance")
@@ -72,6 +77,9 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
         combined_stack_check(cfg, walk.stack_depth)
     except Reject as e:
         error_lines = e.lines
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     ok = not error_lines
     processed = walk.insn_processed if walk else 0
     summary = (f"processed {processed} insns (limit {complexity_limit}) "

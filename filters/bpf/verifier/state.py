@@ -196,22 +196,36 @@ def fingerprint(s: VState, masks: tuple[tuple[int, int], ...]) -> int:
     """A digest of what an exact comparison looks at (ids aside): equal states have equal
     fingerprints, so it indexes the states a loop may repeat (different states may share one:
     the index only narrows what ``states_equal`` compares)."""
+    frames = s.frames
+    if len(frames) == 1:            # the common case, without the loop over frames
+        f = frames[0]
+        regs = f.regs
+        out = [len(s.refs), f.callsite, f.stack]    # stack: bytes, its hash computed once
+        for i in LIVE_REGS[masks[0][0] & 0x3FF]:
+            r = regs[i]
+            k = r.fk
+            out.append(k if k is not None else reg_fk(r))
+        if f.spills:
+            out.append(_spills_digest(f.spills))
+        return hash(tuple(out))
     out = [len(s.refs)]
-    depth = 0
-    for f in s.frames:
+    for depth, f in enumerate(frames):
         regs = f.regs
         out.append(f.callsite)
-        out.append(f.stack)         # bytes: its hash is computed once
+        out.append(f.stack)
         for i in LIVE_REGS[masks[depth][0] & 0x3FF]:
             r = regs[i]
             k = r.fk
             out.append(k if k is not None else reg_fk(r))
         if f.spills:
-            # order-free digest of the spills (dict order depends on the path)
-            out.append(sum(hash((k, v.type, v.off, v.var, v.umin, v.umax, v.smin, v.smax))
-                           for k, v in f.spills.items()))
-        depth += 1
+            out.append(_spills_digest(f.spills))
     return hash(tuple(out))
+
+
+def _spills_digest(spills: dict[int, Reg]) -> int:
+    """Order-free (dict order depends on the path)."""
+    return sum(hash((k, v.type, v.off, v.var, v.umin, v.umax, v.smin, v.smax))
+               for k, v in spills.items())
 
 
 # --- equivalence ---------------------------------------------------------------------------------
