@@ -61,7 +61,7 @@ class Walk:
         self.top_based: frozenset[int] = frozenset()    # loads through unplaced stack pointers
         self.loads_seen: dict[int, int] = {}      # of those, the slots read at a fixed offset
         self.pending: dict[int, int] = {}     # states per insn with paths still in progress
-        self._mask1: dict[int, tuple] = {}    # pc -> (live list it was read from, masks)
+        self._mask1: dict[int, tuple] = {}    # pc -> (masks, live regs) of one-frame states
         self.stack: list = []
         self.complexity_limit = COMPLEXITY_LIMIT_INSNS
         self.insn_processed = 0
@@ -146,12 +146,13 @@ class Walk:
 
         * Scalar ALU, moves and jumps run from a pre-decoded table (``_decode``), with the
           results ``step`` gives them but without its calls and the checks that cannot fail
-          there; anything else goes to ``step``.  Constant results are shared registers
-          (``state.const_reg``): stored registers are never changed in place.
+          there; anything else goes to ``step``.  Constant results are new registers made
+          directly (``state.make_const``): stored registers are never changed in place.
         * At a prune point where states of the current path are pending and nothing else can
-          happen (no explored state to prune against, no checkpoint due), only the exact-repeat
-          lookup of ``is_state_visited`` is needed: it is done here, and the method is called
-          for everything else.
+          happen (one frame, no explored state to prune against, no checkpoint due), only the
+          exact-repeat lookup of ``is_state_visited`` is needed: it is done here (the
+          fingerprint as ``state.fingerprint`` computes it), and the method is called for
+          everything else.
         ``pc``, the processed counts and the current registers live in locals, written back
         before any call that reads them."""
         table = _decode(self.insns)
@@ -164,13 +165,15 @@ class Walk:
         pending = self.pending
         on_path = self.on_path
         mask1 = self._mask1
-        fingerprint = st.fingerprint
-        const_reg = st.const_reg
+        loop_states = LOOP_STATES_PER_INSN
+        reg_fk = st.reg_fk
+        make_const = st.make_const
         alu = bounds.alu
         SCALAR = st.SCALAR
         NOT_INIT = st.NOT_INIT
         n = self.insn_processed
         jmps = self.jmps_processed
+        prev_jmps, prev_insns = self.prev_jmps, self.prev_insns
         pc = self.pc
         cur = self.state
         regs = cur.frames[-1].regs
@@ -181,24 +184,42 @@ class Walk:
                 raise Reject(f"BPF program is too large. Processed {n} insn")
             if pc in prune:
                 pend = pending.get(pc)
-                since_jmps = jmps - self.prev_jmps
-                since_insns = n - self.prev_insns
-                add = since_jmps >= 2 and since_insns >= 8
-                if not pend:
-                    quick = not add and not explored.get(pc)
-                elif len(cur.frames) == 1 and not explored.get(pc) and not (
-                        add and (pend < LOOP_STATES_PER_INSN or since_jmps >= 20
-                                 or since_insns >= 100)):
-                    m = mask1.get(pc)
-                    quick = (m is not None and m[0] is self.live
-                             and on_path[pc].get(fingerprint(cur, m[1])) is None)
-                else:
+                sj = jmps - prev_jmps
+                si = n - prev_insns
+                if pend:
                     quick = False
+                    if (sj < 2 or si < 8 or pend >= loop_states and sj < 20 and si < 100) \
+                            and not explored.get(pc):
+                        m = mask1.get(pc)
+                        frames = cur.frames
+                        if m is not None and len(frames) == 1:
+                            f = frames[0]
+                            fregs = f.regs
+                            live = m[1]
+                            if len(live) == 1 and not f.spills:
+                                r = fregs[live[0]]
+                                k = r.fk
+                                fp = hash((len(cur.refs), f.callsite, f.stack,
+                                           k if k is not None else reg_fk(r)))
+                            else:
+                                out = [len(cur.refs), f.callsite, f.stack]
+                                for i in live:
+                                    r = fregs[i]
+                                    k = r.fk
+                                    out.append(k if k is not None else reg_fk(r))
+                                if f.spills:
+                                    out.append(st.spills_digest(f.spills))
+                                fp = hash(tuple(out))
+                            quick = on_path[pc].get(fp) is None
+                else:
+                    quick = (sj < 2 or si < 8) and not explored.get(pc)
                 if not quick:
                     self.insn_processed = n
                     self.jmps_processed = jmps
                     self.pc = pc
-                    if self.is_state_visited(pc):
+                    visited = self.is_state_visited(pc)
+                    prev_jmps, prev_insns = self.prev_jmps, self.prev_insns
+                    if visited:
                         if logging:
                             log.append(f"{pc}: safe")
                         if not self.pop():
@@ -211,19 +232,8 @@ class Walk:
                 log.append(pc)
             e = table[pc]
             kind = e[0]
-            if kind == _F_MOVK:
-                regs[e[1]] = e[2]
-                pc += 1
-                continue
-            if kind == _F_MOVX:
-                src = regs[e[2]]
-                t = src.type
-                if t != SCALAR and t != NOT_INIT or t == SCALAR and (src.id or not src.var[1]):
-                    regs[e[1]] = src
-                    pc += 1
-                    continue
-            elif kind == _F_ALU:
-                _, d, s, k, op, is64, signed, fold = e
+            if kind == _F_ALU:
+                _, d, s, k, op, is64, signed, mask = e
                 dst = regs[d]
                 src = k if s < 0 else regs[s]
                 if dst.type == SCALAR and src.type == SCALAR:
@@ -232,10 +242,10 @@ class Walk:
                         dst.id = 0
                         alu(dst, src, op, is64, signed)
                         regs[d] = dst
-                    elif fold is not None:
-                        regs[d] = const_reg(fold(dst.var[0], src.var[0]))
+                    elif op == _ADD:
+                        regs[d] = make_const((dst.var[0] + src.var[0]) & mask)
                     else:
-                        regs[d] = const_reg(_fold(op, dst.var[0], src.var[0], is64, signed))
+                        regs[d] = make_const(_fold(op, dst.var[0], src.var[0], is64, signed))
                     pc += 1
                     continue
             elif kind == _F_JCOND:
@@ -259,6 +269,17 @@ class Walk:
                     pc = self.pc
                     cur = self.state
                     regs = cur.frames[-1].regs
+                    continue
+            elif kind == _F_MOVK:
+                regs[e[1]] = e[2]
+                pc += 1
+                continue
+            elif kind == _F_MOVX:
+                src = regs[e[2]]
+                t = src.type
+                if t != SCALAR and t != NOT_INIT or t == SCALAR and (src.id or not src.var[1]):
+                    regs[e[1]] = src
+                    pc += 1
                     continue
             elif kind == _F_JA:
                 jmps += 1
@@ -308,6 +329,12 @@ class Walk:
         if len(self.stack) > COMPLEXITY_LIMIT_JMP_SEQ:
             raise Reject(f"The sequence of {len(self.stack)} jumps is too complex.")
 
+    def _reanalyse(self) -> None:
+        """Liveness again, after ``decided`` or ``loads_seen`` grew (masks cached from the old
+        one go)."""
+        self.live, self.needed = self.reanalyse(frozenset(self.decided), self.loads_seen)
+        self._mask1.clear()
+
     # --- pruning --------------------------------------------------------------------------------
     def _masks(self, cur: st.VState, pc: int) -> tuple[tuple[int, int], ...]:
         """(live, needed) of each frame of ``cur`` at ``pc``: a caller frame resumes after its
@@ -331,9 +358,10 @@ class Walk:
         cur = self.state
         if len(cur.frames) == 1:
             m = self._mask1.get(pc)
-            if m is None or m[0] is not self.live:
-                m = self._mask1[pc] = (self.live, ((self.live[pc], self.needed[pc]),))
-            masks = m[1]
+            if m is None:
+                live = self.live[pc]
+                m = self._mask1[pc] = (((live, self.needed[pc]),), st.LIVE_REGS[live & 0x3FF])
+            masks = m[0]
         else:
             masks = self._masks(cur, pc)
         cur_fp = None
@@ -848,7 +876,7 @@ class Walk:
         seen = self.loads_seen.get(self.pc, 0)
         if bits & ~seen:
             self.loads_seen[self.pc] = seen | bits
-            self.live, self.needed = self.reanalyse(frozenset(self.decided), self.loads_seen)
+            self._reanalyse()
 
     def _check_stack_initialized(self, regno, reg, frame, lo, hi, size, what) -> None:
         stack = frame.stack
@@ -1130,7 +1158,7 @@ class Walk:
         taken = bounds.branch_taken(a, b, code, is32)
         if taken != -1 and pc not in self.decided:
             self.decided.add(pc)
-            self.live, self.needed = self.reanalyse(frozenset(self.decided), self.loads_seen)
+            self._reanalyse()
         if taken == 1:
             self.pc = target
             return False
@@ -1197,6 +1225,7 @@ def combined_stack_check(cfg: Cfg, depths: list[int]) -> None:
 
 # --- the fast path's pre-decoded instructions (Walk._run_fast) -----------------------------------
 _F_SLOW, _F_MOVK, _F_MOVX, _F_ALU, _F_JCOND, _F_JA = range(6)
+_ADD = isa.ADD
 _FOLD_OPS = {isa.ADD: operator.add, isa.SUB: operator.sub, isa.MUL: operator.mul,
              isa.AND: operator.and_, isa.OR: operator.or_, isa.XOR: operator.xor}
 _SHIFT_OPS = (isa.LSH, isa.RSH, isa.ARSH)
@@ -1216,10 +1245,6 @@ def _fold(op: int, a: int, b: int, is64: bool, signed: bool) -> int:
     if op in _SHIFT_OPS:
         return bounds.shift_const(op, a, b, bits)
     return bounds.const_result(op, a, b, bits, signed)
-
-
-def _masked(f, mask: int):
-    return lambda a, b: f(a, b) & mask
 
 
 def _decode(insns: list[Insn]) -> list[tuple]:
@@ -1244,10 +1269,8 @@ def _decode(insns: list[Insn]) -> list[tuple]:
                     entry = (_F_MOVX, d, s)
             elif code in _FOLD_OPS or code in _SHIFT_OPS or code in (isa.DIV, isa.MOD):
                 k = None if x else st.const_reg(insn.imm)
-                fold = _FOLD_OPS.get(code)
-                if fold is not None:
-                    fold = _masked(fold, bounds.U64 if is64 else U32)
-                entry = (_F_ALU, d, s if x else -1, k, code, is64, insn.off == 1, fold)
+                entry = (_F_ALU, d, s if x else -1, k, code, is64, insn.off == 1,
+                         bounds.U64 if is64 else U32)
         elif cls in (isa.JMP, isa.JMP32) and code in _CMP_OPS and d <= 10 and (not x or s <= 10):
             is32 = cls == isa.JMP32
             k = None if x else st.const_reg(insn.imm & U32 if is32 else insn.imm)

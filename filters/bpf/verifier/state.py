@@ -82,17 +82,19 @@ _CONSTS_MAX = 1 << 16
 def const_reg(v: int) -> Reg:
     """A constant scalar with no id, shared: the walk's fast paths store it without a copy
     (stored registers are never changed in place).  Never change the returned object."""
+    v &= bounds.U64
     r = _CONSTS.get(v)
-    return r if r is not None else _new_const(v & bounds.U64)
+    if r is None:
+        if len(_CONSTS) >= _CONSTS_MAX:
+            _CONSTS.clear()
+        r = _CONSTS[v] = make_const(v)
+    return r
 
 
-def _new_const(v: int) -> Reg:
-    r = _CONSTS.get(v)
-    if r is not None:
-        return r
-    if len(_CONSTS) >= _CONSTS_MAX:
-        _CONSTS.clear()
-    r = _CONSTS[v] = Reg.__new__(Reg)
+def make_const(v: int) -> Reg:
+    """A new constant scalar of value ``v`` (0 <= v < 2**64), as ``scalar_const`` makes it but
+    without its calls: the walk makes one per constant-folded ALU insn."""
+    r = Reg.__new__(Reg)
     r.type, r.off, r.id, r.ref_id, r.map, r.mem_size, r.frameno = SCALAR, 0, 0, 0, None, 0, 0
     r.var = var = (v, 0)      # what bounds.mark_const sets, inline: this runs per new constant
     r.fk = hash(var)          # as reg_fk computes it for a constant
@@ -206,7 +208,7 @@ def fingerprint(s: VState, masks: tuple[tuple[int, int], ...]) -> int:
             k = r.fk
             out.append(k if k is not None else reg_fk(r))
         if f.spills:
-            out.append(_spills_digest(f.spills))
+            out.append(spills_digest(f.spills))
         return hash(tuple(out))
     out = [len(s.refs)]
     for depth, f in enumerate(frames):
@@ -218,11 +220,11 @@ def fingerprint(s: VState, masks: tuple[tuple[int, int], ...]) -> int:
             k = r.fk
             out.append(k if k is not None else reg_fk(r))
         if f.spills:
-            out.append(_spills_digest(f.spills))
+            out.append(spills_digest(f.spills))
     return hash(tuple(out))
 
 
-def _spills_digest(spills: dict[int, Reg]) -> int:
+def spills_digest(spills: dict[int, Reg]) -> int:
     """Order-free (dict order depends on the path)."""
     return sum(hash((k, v.type, v.off, v.var, v.umin, v.umax, v.smin, v.smax))
                for k, v in spills.items())
