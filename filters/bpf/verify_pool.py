@@ -10,10 +10,11 @@ kernel's lock it stops the modelled kernel and every other control write.  Here 
 with ``unlock`` (the ``RLock`` its caller holds, if any: the kernel's) released, so the model
 keeps running and other loads proceed in parallel.
 
-Pool size: at least ``MIN_WORKERS`` processes, more if there are more CPUs.  Workers start
-only when a load finds none idle.  A pool of exactly the CPU count would make a short load
-queue behind long ones; with one process per concurrent load the OS shares the CPUs between
-them, as the kernel's scheduler shares them between loader threads.
+Pool size: up to ``MIN_WORKERS`` processes, or the CPU count if that is more.  Workers start
+only when a load finds none idle (an idle one holds about 20 MB).  A pool of exactly the CPU
+count would make a short load queue behind long ones (eight loops walked to the 1M limit on a
+2-CPU machine); with a process per concurrent load the OS shares the CPUs between them, as the
+kernel's scheduler shares them between loader threads.
 
 Failures never hang the writer: a verification still running after ``timeout`` seconds, or a
 worker that dies, gives ``VerifyWorkerError`` (an ``OSError``: EAGAIN, EIO).  The broken or
@@ -42,7 +43,7 @@ from typing import Any, NamedTuple
 from filters.bpf.isa import Insn
 from filters.bpf.verifier import ContextSpec, VerifierResult, verify
 
-MIN_WORKERS = 8
+MIN_WORKERS = 16
 PARENT_POLL = 1.0            # seconds between a worker's checks that its daemon still exists
 DEFAULT_TIMEOUT = 120.0      # seconds: the 1M-insn limit takes a few, even on a loaded machine
 
