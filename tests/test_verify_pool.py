@@ -107,6 +107,22 @@ def test_timeout_gives_clean_error_and_pool_recovers():
         "total_states 0 peak_states 0 mark_read 0\n"
 
 
+def test_forked_child_gets_its_own_pool():
+    """``tracesim mount`` forks its daemon from a process that may have verified already: the
+    parent's pool (threads, forkserver) is not the child's."""
+    ok = assemble("r0 = 1\nexit\n")
+    assert verify_in_worker(ok, prog_type="kprobe", ctx=None).ok
+    pid = os.fork()
+    if pid == 0:
+        try:
+            code = 0 if verify_in_worker(ok, prog_type="kprobe", ctx=None, timeout=60).ok else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_worker_result_matches_in_process_verify():
     from filters.bpf.verifier import verify
     insns = assemble("r1 = *(u64 *)(r1 + 0)\nr0 = r1\nr0 += 1\nexit\n")

@@ -13,7 +13,7 @@ model and other control writes go on while a load waits for its verdict.
 
 Failures: the previous filter stays, ``error_log`` gets ``bpf: error: <summary>`` with the
 program as the command, the kernel log (``dmesg``) gets ``failed to load bpf -13`` (the RFC's
-message) followed by the verifier's full log, and the write fails with EACCES.
+message) followed by the verifier's log (its last 16 KiB), and the write fails with EACCES.
 
 Maps belong to an object: writing the same object bytes to several event files of one trace
 array (or to a subsystem ``filter``) gives its programs the same maps, as one libbpf object
@@ -98,7 +98,7 @@ class BpfFilters:
                 now = self._objects.get(key)
                 if maps is None and now is not None:
                     # another load registered this object while ours verified (unlocked):
-                    # its maps are the object's
+                    # its maps are the object's (a rare race: verified again, locked)
                     attached = load_event_filter(data, file.event, kernel=self.kernel, ta=array,
                                                  engine=self.engine, maps=now.maps)
             except BpfFilterError as e:

@@ -6,7 +6,8 @@ The verifier is pure CPU work that may take seconds (a loop walked to the kernel
 processed-insn limit).  Run in the daemon's own process it holds the GIL, and run under the
 kernel's lock it stops the modelled kernel and every other control write.  Here it runs in a
 ``ProcessPoolExecutor`` (``forkserver`` start method where there is one, else ``spawn``: never
-``fork`` in a threaded daemon), started on first use.  The calling thread waits for the result
+``fork`` in a threaded daemon), started on first use.  A process forked from one that has a
+pool (``tracesim mount`` forks its daemon) starts its own.  The calling thread waits for the result
 with ``unlock`` (the ``RLock`` its caller holds, if any: the kernel's) released, so the model
 keeps running and other loads proceed in parallel.
 
@@ -65,6 +66,23 @@ class MapShape(NamedTuple):
 
 _lock = threading.Lock()
 _executor: ProcessPoolExecutor | None = None
+_forkserver_used = False     # this process started multiprocessing's forkserver
+_spawn_only = False          # forked from a process that had: its forkserver is not ours
+
+
+def _forget_pool() -> None:
+    """In a forked child (``tracesim mount`` forks its daemon): the parent's pool is not ours,
+    its threads did not come along, and ``_lock`` may have been held by one of them.  Nor is
+    the parent's forkserver (multiprocessing keeps one per process and would try to reuse it):
+    a child of a process that started one starts its workers with ``spawn``."""
+    global _lock, _executor, _forkserver_used, _spawn_only
+    _lock = threading.Lock()
+    _executor = None
+    _spawn_only = _spawn_only or _forkserver_used
+    _forkserver_used = False
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def verify_in_worker(insns: Sequence[Insn], *, prog_type: str, ctx: ContextSpec | None,
@@ -135,13 +153,14 @@ def _shape(m: Any) -> MapShape:
 
 
 def _pool() -> ProcessPoolExecutor:
-    global _executor
+    global _executor, _forkserver_used
     with _lock:
         if _executor is None:
-            if "forkserver" in multiprocessing.get_all_start_methods():
+            if "forkserver" in multiprocessing.get_all_start_methods() and not _spawn_only:
                 mp = multiprocessing.get_context("forkserver")
                 # workers fork from a server that has the verifier imported already
                 mp.set_forkserver_preload(["filters.bpf.verify_pool"])
+                _forkserver_used = True
             else:
                 mp = multiprocessing.get_context("spawn")
             _executor = ProcessPoolExecutor(max_workers=max(os.cpu_count() or 1, MIN_WORKERS),
