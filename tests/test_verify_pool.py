@@ -1,7 +1,8 @@
 """Verification off the event path: a program walked to the kernel's 1M-insn limit is rejected
 with the kernel's messages, and while eight of them verify (in worker processes, the kernel
-lock released) another load completes and events keep flowing.  Also the worker pool's own failures:
-a verification past its timeout gives a clean error and the pool recovers."""
+lock released) another load completes and events keep flowing.  Also the worker pool's own
+failures: a verification past its timeout, or a worker that dies, gives a clean error and the
+pool recovers; a forked child (the mount's daemon) gets a pool of its own."""
 from __future__ import annotations
 
 import errno
@@ -105,6 +106,22 @@ def test_timeout_gives_clean_error_and_pool_recovers():
     res = verify_in_worker(assemble("r0 = 1\nexit\n"), prog_type="kprobe", ctx=None)
     assert res.ok and res.log == "processed 2 insns (limit 1000000) max_states_per_insn 0 " \
         "total_states 0 peak_states 0 mark_read 0\n"
+
+
+class _DiesWhenUnpickled:
+    """Stands for a worker crash: the worker process ends while it takes the job."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+def test_dead_worker_gives_clean_error_and_pool_recovers():
+    ok = assemble("r0 = 1\nexit\n")
+    with pytest.raises(VerifyWorkerError) as info:
+        verify_in_worker(ok, prog_type="kprobe", ctx=_DiesWhenUnpickled())
+    assert info.value.errno == errno.EIO
+    assert "verifier worker process died" in str(info.value)
+    assert verify_in_worker(ok, prog_type="kprobe", ctx=None).ok
 
 
 def test_forked_child_gets_its_own_pool():
