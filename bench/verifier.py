@@ -9,7 +9,11 @@ Targets: >= 100,000 processed insns/s; the Toeplitz loop program under 2 s.
 
 Reported apart (not in the overall rate): the whole RSS steering program, tools/examples/rss.bpf.c
 built by ``tracesim cc`` (IPv6 extension headers x options loops, Toeplitz loop), whose time is
-mostly pruning; target well under 5 s.
+mostly pruning; target well under 5 s.  And the two worst cases of issue #13: the 4-insn loop
+``r0 = 0; r0 += 1; if r0 != 0 goto -2; exit`` rejected at the kernel's 1M processed-insn limit
+(``limit_1m_seconds``, target <= 2 s) and a 130,000-insn straight-line program
+(``straight_line_130k_seconds``).  Both also give the process CPU time (``*_cpu_seconds``): on
+a shared machine it says what the wall time would be without the other load.
 """
 from __future__ import annotations
 
@@ -185,6 +189,9 @@ def programs() -> dict[str, dict]:
     }
 
 
+LOOP_TO_LIMIT = "r0 = 0\nr0 += 1\nif r0 != 0 goto -2\nexit\n"
+
+
 def rss_program() -> dict:
     """The RSS steering program as the loader verifies it (object built by tracesim cc)."""
     from filters.bpf import elf
@@ -212,6 +219,38 @@ def measure(prog: dict, repeat: int) -> dict:
             "insns_per_s": round(res.insn_processed / wall)}
 
 
+def measure_limit(repeat: int) -> dict:
+    """The looping program, rejected once its walk passes 1,000,000 processed insns."""
+    insns = assemble(LOOP_TO_LIMIT)
+    walls, cpus = [], []
+    res = None
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = verify(insns, prog_type="kprobe", log_level=1, log_size=16 * 1024)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        if res.ok or "BPF program is too large" not in (res.error or ""):
+            raise SystemExit(f"the loop should hit the complexity limit: {res.error}")
+    return {"processed": res.insn_processed, "total_states": res.total_states,
+            "wall_s": round(statistics.median(walls), 4),
+            "cpu_s": round(statistics.median(cpus), 4), "error": res.error}
+
+
+def measure_cpu(prog: dict, repeat: int) -> dict:
+    """``measure`` plus the median process CPU time."""
+    cpus = []
+    d = None
+    for _ in range(repeat):
+        c0 = time.process_time()
+        d = measure(prog, 1)
+        cpus.append((time.process_time() - c0, d["wall_s"]))
+    walls = sorted(w for _, w in cpus)
+    d["wall_s"] = round(statistics.median(walls), 4)
+    d["cpu_s"] = round(statistics.median(c for c, _ in cpus), 4)
+    d["insns_per_s"] = round(d["processed"] / d["wall_s"])
+    return d
+
+
 def run(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="tracesim bench verifier")
     p.add_argument("--json", action="store_true")
@@ -227,17 +266,28 @@ def run(argv: list[str]) -> int:
     rss = detail.pop("rss_steering")       # reported apart, not in the overall rate
     total_processed = sum(d["processed"] for d in detail.values())
     total_wall = sum(d["wall_s"] for d in detail.values())
+    limit = measure_limit(args.repeat)
+    straight = measure_cpu(dict(insns=assemble(straight_line_program(130_000)),
+                                prog_type="kprobe", maps=[]), args.repeat)
     out = {"processed_insns_per_s": round(total_processed / total_wall),
            "toeplitz_loop_s": detail["toeplitz_loop_36"]["wall_s"], "programs": detail,
-           "rss_steering_s": rss["wall_s"], "rss_steering": rss}
+           "rss_steering_s": rss["wall_s"], "rss_steering": rss,
+           "limit_1m_seconds": limit["wall_s"], "limit_1m_cpu_seconds": limit["cpu_s"],
+           "limit_1m": limit,
+           "straight_line_130k_seconds": straight["wall_s"],
+           "straight_line_130k_cpu_seconds": straight["cpu_s"], "straight_line_130k": straight}
     if args.json:
         print(json.dumps(out))
         return 0
     print(f"{'program':<22}{'slots':>7}{'processed':>11}{'states':>8}{'wall s':>9}{'insns/s':>10}")
-    for name, d in [*detail.items(), ("rss_steering (apart)", rss)]:
+    for name, d in [*detail.items(), ("rss_steering (apart)", rss),
+                    ("straight_line_130k", straight)]:
         print(f"{name:<22}{d['slots']:>7}{d['processed']:>11}{d['total_states']:>8}"
               f"{d['wall_s']:>9.3f}{d['insns_per_s']:>10}")
     print(f"overall: {out['processed_insns_per_s']} processed insns/s "
           f"(target >= 100000); Toeplitz loop {out['toeplitz_loop_s']:.3f} s (target < 2 s); "
           f"RSS steering {rss['wall_s']:.3f} s (target < 5 s)")
+    print(f"limit_1m_seconds: {limit['wall_s']:.3f} (cpu {limit['cpu_s']:.3f}; target <= 2 s): "
+          f"the 4-insn loop rejected, {limit['error']}")
+    print(f"straight_line_130k_seconds: {straight['wall_s']:.3f} (cpu {straight['cpu_s']:.3f})")
     return 0

@@ -46,6 +46,7 @@ from filters.bpf.jit import JitProgram
 from filters.bpf.loader import LoadedProgram, LoadError
 from filters.bpf.maps import BpfMap
 from filters.bpf.memory import VMError
+from filters.bpf.verify_pool import VerifyWorkerError, verify_in_worker
 from kernel_model.trace_event import trace_ctx
 from kernel_model.trace_kprobe import KprobeEvent
 
@@ -58,6 +59,9 @@ M64 = (1 << 64) - 1
 # pt_regs slots (x86-64, 8 bytes each) where a 2013 tracepoint program found its arguments.
 V1_TRACEPOINT_ARG_OFFSETS = (104, 96, 88)          # si, dx, cx
 TRACE_PRINTK_ID = isa.HELPER_IDS["trace_printk"]
+# The verifier log a failed load keeps (its tail, as a kernel log buffer of this size would):
+# it goes to dmesg line by line, and a loop walked to the 1M-insn limit logs a line per insn.
+VERIFIER_LOG_SIZE = 16 * 1024
 
 
 class BpfFilterError(OSError):
@@ -171,18 +175,21 @@ def is_kprobe_event(event: Any) -> bool:
 
 
 def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: str = "jit",
-                      maps: Sequence[BpfMap] | None = None) -> AttachedFilter:
+                      maps: Sequence[BpfMap] | None = None, unlock: Any = None) -> AttachedFilter:
     """Load ``data`` as a BPF filter for ``event`` in trace array ``ta``.
 
     ``maps`` reuses the maps of an earlier load of the same object (programs of one object
-    share its maps); otherwise they are created.  Raises ``BpfFilterError``.
+    share its maps); otherwise they are created.  The verifier runs in a worker process
+    (``verify_pool``) with ``unlock`` (the kernel lock the caller holds, if any) released
+    meanwhile.  Raises ``BpfFilterError``.
     """
     loadermod.check_engine(engine)
     command = "bpf object"
+    verify_with = _pool_verifier(unlock)
     try:
         if image2013.is_image(data):
             command = "bpf image"
-            origin, loaded = "bpf-2013", _load_image(data, kernel, engine, maps)
+            origin, loaded = "bpf-2013", _load_image(data, kernel, engine, maps, verify_with)
         else:
             obj = loadermod.open_object(data)
             spec = pick_program(obj.programs, event)
@@ -192,9 +199,12 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
             _check_attach(spec.name, prog_type, event)
             loaded = loadermod.load_object_program(obj, spec, maps=maps, ncpus=kernel.ncpus,
                                                    prog_type=prog_type, event=event,
-                                                   engine=engine)
+                                                   engine=engine, verify_with=verify_with)
     except LoadError as e:
-        raise BpfFilterError(e.summary, e.log, command) from None   # a failed write: EACCES
+        # A failed write is EACCES, but a verifier worker that timed out or died says so
+        # (EAGAIN / EIO).
+        err = e.errno if e.errno in (errno.EAGAIN, errno.EIO) else errno.EACCES
+        raise BpfFilterError(e.summary, e.log, command, err=err) from None
     env = TraceEnv(kernel, ta)
     if any(i.opcode == isa.OP_CALL and i.src == 0 and i.imm == TRACE_PRINTK_ID
            for i in loaded.insns):
@@ -211,8 +221,19 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     return attached
 
 
-def _load_image(data: bytes, kernel: Any, engine: str,
-                maps: Sequence[BpfMap] | None) -> LoadedProgram:
+def _pool_verifier(unlock: Any) -> Callable[..., Any]:
+    """The loader's verify step for filters: ``verify_pool`` (a worker process) with ``unlock``
+    released meanwhile and the log kept to its last ``VERIFIER_LOG_SIZE`` bytes."""
+    def verify_with(insns: Sequence[isa.Insn], *, strict_loops: bool = False, **kw: Any) -> Any:
+        try:
+            return verify_in_worker(insns, log_size=VERIFIER_LOG_SIZE, unlock=unlock, **kw)
+        except VerifyWorkerError as e:
+            raise LoadError(e.strerror, err=e.errno, stage="verifier") from None
+    return verify_with
+
+
+def _load_image(data: bytes, kernel: Any, engine: str, maps: Sequence[BpfMap] | None,
+                verify_with: Callable[..., Any]) -> LoadedProgram:
     """A 2013 image: a kprobe-type program on a pt_regs context, no license to check."""
     try:
         image = image2013.parse_image(data)
@@ -223,7 +244,7 @@ def _load_image(data: bytes, kernel: Any, engine: str,
     map_objs = list(maps) if maps is not None else loadermod.create_maps(specs, kernel.ncpus)
     ctx, ctx_size = loadermod.context_for("kprobe")
     return loadermod.load(image.insns, prog_type="kprobe", name="bpf_image", maps=map_objs,
-                          ctx=ctx, ctx_size=ctx_size, engine=engine)
+                          ctx=ctx, ctx_size=ctx_size, engine=engine, verify_with=verify_with)
 
 
 def _check_attach(name: str, prog_type: str, event: Any) -> None:

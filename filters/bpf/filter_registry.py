@@ -8,9 +8,12 @@ import tracefs): ``bpf_loader(target, data)``, ``bpf_unloader(file)`` and the ``
 of ``extra_options`` (``options/bpf_jit``: 1 = JIT, 0 = interpreter, for programs loaded
 afterwards, like the kernel's ``net.core.bpf_jit_enable``).
 
+Verification runs in a worker process with the tree's lock released (``verify_pool``): the
+model and other control writes go on while a load waits for its verdict.
+
 Failures: the previous filter stays, ``error_log`` gets ``bpf: error: <summary>`` with the
 program as the command, the kernel log (``dmesg``) gets ``failed to load bpf -13`` (the RFC's
-message) followed by the verifier's full log, and the write fails with EACCES.
+message) followed by the verifier's log (its last 16 KiB), and the write fails with EACCES.
 
 Maps belong to an object: writing the same object bytes to several event files of one trace
 array (or to a subsystem ``filter``) gives its programs the same maps, as one libbpf object
@@ -62,9 +65,11 @@ class BpfFilters:
         self._map_ids: dict[int, int] = {}          # id(map) -> map id
         self._btf: dict[int, Any] = {}              # id(map) -> the object's BTF
         self._next_map_id = 1
+        self._lock: Any = None        # the tree's lock, released while a load verifies
 
     # -- hooks --------------------------------------------------------------------------------
     def install(self, ctx: Any) -> None:
+        self._lock = getattr(ctx, "lock", None)
         ctx.bpf_loader = self.load
         ctx.bpf_unloader = self.unload
         options = getattr(ctx, "extra_options", None)
@@ -88,7 +93,13 @@ class BpfFilters:
         for file in _files_for(target.files, data):
             try:
                 attached = load_event_filter(data, file.event, kernel=self.kernel, ta=array,
-                                             engine=self.engine, maps=maps)
+                                             engine=self.engine, maps=maps, unlock=self._lock)
+                now = self._objects.get(key)
+                if maps is None and now is not None:
+                    # another load registered this object while ours verified (unlocked):
+                    # its maps are the object's (a rare race: verified again, locked)
+                    attached = load_event_filter(data, file.event, kernel=self.kernel, ta=array,
+                                                 engine=self.engine, maps=now.maps)
             except BpfFilterError as e:
                 failures.append(e)
                 continue

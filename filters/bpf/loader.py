@@ -19,7 +19,7 @@ implementations of ``helper_table``).
 from __future__ import annotations
 
 import errno
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,17 +238,19 @@ def load(insns: Sequence[isa.Insn], *, prog_type: str, name: str = "", section: 
          ctx_writable: bool = False, license: str | None = None,
          helpers: Mapping[int, Helper] | None = None, engine: str | None = "jit",
          verify: bool = True, privileged: bool = True, log_level: int = 1,
-         strict_loops: bool = False, btf: Any = None) -> LoadedProgram:
-    """Verify (unless ``verify`` is False), check the license (when ``license`` is not None),
-    check the program for the engines and prepare ``engine`` (None: none).  ``LoadError``."""
+         strict_loops: bool = False, btf: Any = None,
+         verify_with: Callable[..., VerifierResult] | None = None) -> LoadedProgram:
+    """Verify (unless ``verify`` is False; with ``verify_with`` instead of ``verify_program``
+    when given, e.g. a worker pool), check the license (when ``license`` is not None), check
+    the program for the engines and prepare ``engine`` (None: none).  ``LoadError``."""
     if engine is not None:
         check_engine(engine)
     insns = [isa.Insn(*i) for i in insns]
     log = ""
     if verify:
-        res = verify_program(insns, prog_type=prog_type, ctx=ctx, maps=maps,
-                             privileged=privileged, log_level=log_level,
-                             strict_loops=strict_loops)
+        res = (verify_with or verify_program)(insns, prog_type=prog_type, ctx=ctx, maps=maps,
+                                              privileged=privileged, log_level=log_level,
+                                              strict_loops=strict_loops)
         if not res.ok:
             raise LoadError(res.error or "verifier rejected the program", res.log,
                             stage="verifier")

@@ -283,7 +283,7 @@ _BITWISE = (isa.AND, isa.OR, isa.XOR)
 _SHIFTS = (isa.LSH, isa.RSH, isa.ARSH)
 
 
-def _const_result(op: int, a: int, b: int, bits: int, signed: bool) -> int | None:
+def const_result(op: int, a: int, b: int, bits: int, signed: bool) -> int | None:
     """Exact result of ``a op b`` on constants for the ops tracked only when both are known."""
     mask = (1 << bits) - 1
     a &= mask
@@ -313,7 +313,7 @@ _CONST_OPS = {isa.ADD: lambda a, b: a + b, isa.SUB: lambda a, b: a - b,
               isa.OR: lambda a, b: a | b, isa.XOR: lambda a, b: a ^ b}
 
 
-def _shift_const(op: int, a: int, k: int, bits: int) -> int:
+def shift_const(op: int, a: int, k: int, bits: int) -> int:
     """RFC 9669: the count is masked to the width; 32-bit results are zero-extended."""
     mask = (1 << bits) - 1
     k &= bits - 1
@@ -332,7 +332,7 @@ def alu(dst, src, op: int, is64: bool, signed_divmod: bool = False) -> None:
     bits = 64 if is64 else 32
     if op in _SHIFTS:
         if is_const(dst) and is_const(src):
-            mark_const(dst, _shift_const(op, dst.var[0], src.var[0], bits))
+            mark_const(dst, shift_const(op, dst.var[0], src.var[0], bits))
             return
         if not is_const(src) or src.umin >= bits:
             # a shift by an unknown or too large amount: only the width survives.
@@ -382,7 +382,7 @@ def alu(dst, src, op: int, is64: bool, signed_divmod: bool = False) -> None:
 
 def _divmod(dst, src, op, bits, signed) -> None:
     if is_const(dst) and is_const(src):
-        mark_const(dst, _const_result(op, dst.var[0], src.var[0], bits, signed))
+        mark_const(dst, const_result(op, dst.var[0], src.var[0], bits, signed))
         return
     d = _bounds64(dst) if bits == 64 else _bounds32(dst)
     s = _bounds64(src) if bits == 64 else _bounds32(src)

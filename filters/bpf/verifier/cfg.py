@@ -63,10 +63,6 @@ def is_pseudo_call(insn: Insn) -> bool:
     return insn.opcode == isa.OP_CALL and insn.src == isa.PSEUDO_CALL
 
 
-def is_cond_jump(insn: Insn) -> bool:
-    return insn.opcode & 7 in (isa.JMP, isa.JMP32) and (insn.opcode & 0xF0) in isa.CONDITIONAL_JUMPS
-
-
 def build(insns: list[Insn], maps: list, privileged: bool, strict_loops: bool,
           masked_shifts: bool = False) -> Cfg:
     """``masked_shifts``: immediate shift counts >= the width are allowed (RFC 9669 masks them;
@@ -170,41 +166,53 @@ def _check_subprogs(insns, starts, second) -> list[tuple[int, ...]]:
 def _dfs(cfg: Cfg, allow_loops: bool) -> None:
     """check_cfg: every insn reachable, no jump into an LD_IMM64, back-edges only if allowed."""
     insns, n = cfg.insns, len(cfg.insns)
+    second, succ, prune = cfg.second_half, cfg.succ, cfg.prune_points
+    # each insn's edges in the order the walk takes them: successors, then a call's target
+    nexts: list[tuple[int, ...]] = [()] * n
+    for t, insn in enumerate(insns):
+        if t in second:
+            continue
+        if insn.opcode == isa.OP_CALL and insn.src == isa.PSEUDO_CALL:
+            nexts[t] = succ[t] + (t + insn.imm + 1,)
+        else:
+            nexts[t] = succ[t]
     state = bytearray(n)           # 0 new, 1 on the DFS stack, 2 explored
+    pos = [0] * n                  # the next edge of each insn on the stack
     for start in cfg.subprog_starts:
-        cfg.prune_points.add(start)
-    stack = [(0, 0)]
+        prune.add(start)
+    stack = [0]
     state[0] = 1
     while stack:
-        t, k = stack[-1]
-        nexts = cfg.succ[t] if t not in cfg.second_half else ()
-        insn = insns[t]
-        if is_pseudo_call(insn) and t not in cfg.second_half:
-            nexts = nexts + (t + insn.imm + 1,)
-        if k < len(nexts):
-            stack[-1] = (t, k + 1)
-            w = nexts[k]
+        t = stack[-1]
+        k = pos[t]
+        nx = nexts[t]
+        if k < len(nx):
+            pos[t] = k + 1
+            w = nx[k]
             if state[w] == 1:
                 if not allow_loops:
                     raise Reject(f"back-edge from insn {t} to {w}")
                 cfg.loop_headers.add(w)
-                cfg.prune_points.add(w)
+                prune.add(w)
             elif state[w] == 0:
                 state[w] = 1
-                stack.append((w, 0))
+                stack.append(w)
             continue
         state[t] = 2
         stack.pop()
+    jmp_classes = (isa.JMP, isa.JMP32)
     for i, insn in enumerate(insns):
-        if i in cfg.second_half:
-            continue
-        if is_cond_jump(insn) or insn.opcode in (isa.OP_JA, isa.OP_JA32):
-            for w in cfg.succ[i]:
-                cfg.prune_points.add(w)
-            if is_cond_jump(insn):
-                cfg.prune_points.add(i)
-        elif insn.opcode == isa.OP_CALL:
-            cfg.prune_points.add(i + 1)
+        op = insn.opcode
+        if op & 7 in jmp_classes:
+            code = op & 0xF0
+            if code in isa.CONDITIONAL_JUMPS or op in (isa.OP_JA, isa.OP_JA32):
+                if i in second:
+                    continue
+                prune.update(succ[i])
+                if code in isa.CONDITIONAL_JUMPS:
+                    prune.add(i)
+            elif op == isa.OP_CALL and i not in second:
+                prune.add(i + 1)
     i = 0
     while i < n:
         if state[i] != 2:

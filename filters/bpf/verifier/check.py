@@ -7,6 +7,8 @@ when one covers it.  Loops are explored iteration by iteration until the state r
 """
 from __future__ import annotations
 
+import operator
+
 from filters.bpf import helper_table as hp
 from filters.bpf import isa
 from filters.bpf.isa import Insn
@@ -59,6 +61,7 @@ class Walk:
         self.top_based: frozenset[int] = frozenset()    # loads through unplaced stack pointers
         self.loads_seen: dict[int, int] = {}      # of those, the slots read at a fixed offset
         self.pending: dict[int, int] = {}     # states per insn with paths still in progress
+        self._mask1: dict[int, tuple] = {}    # pc -> (masks, live regs) of one-frame states
         self.stack: list = []
         self.complexity_limit = COMPLEXITY_LIMIT_INSNS
         self.insn_processed = 0
@@ -97,6 +100,13 @@ class Walk:
         self.state.branches = 1
         self.pc = 0
         self.scratched = {1, 2, 10} if self.ctx.is_memory else {1, 10}
+        if self.log_level >= 2:
+            self._run_verbose()
+        else:
+            self._run_fast()
+
+    def _run_verbose(self) -> None:
+        """The walk with the level-2 log: every state change printed next to its insn."""
         print_state = False
         while True:
             self.insn_processed += 1
@@ -104,25 +114,23 @@ class Walk:
                 raise Reject(f"BPF program is too large. Processed {self.insn_processed} insn")
             pc = self.pc
             if pc in self.cfg.prune_points and self.is_state_visited(pc):
-                if self.log_level:
-                    self.log.append(f"{pc}: safe")
+                self.log.append(f"{pc}: safe")
                 if not self.pop():
                     return
                 print_state = True
                 continue
-            if self.log_level:
-                if print_state and self.log_level >= 2:
-                    self.log.append(f"from {self.prev_pc} to {pc}:" + fmt_state(self.state,
-                                                                                 self.maps))
-                elif self.scratched and self.log_level >= 2:
-                    self.log.append(f"{pc}:" + self._scratched_text())
-                print_state = False
-                self.scratched = set()
-                self.scratched_slots = set()
-                self.log.append(pc)
+            if print_state:
+                self.log.append(f"from {self.prev_pc} to {pc}:" + fmt_state(self.state,
+                                                                             self.maps))
+            elif self.scratched:
+                self.log.append(f"{pc}:" + self._scratched_text())
+            print_state = False
+            self.scratched = set()
+            self.scratched_slots = set()
+            self.log.append(pc)
             self.prev_pc = pc
             ended = self.step(pc)
-            if self.log_level >= 2 and (self.scratched or self.scratched_slots) and not ended:
+            if (self.scratched or self.scratched_slots) and not ended:
                 line = f"{pc}: " + insn_text(self.insns, pc)
                 self.log[-1] = annotate(line, self._scratched_text())
                 self.scratched = set()
@@ -131,6 +139,163 @@ class Walk:
                 if not self.pop():
                     return
                 print_state = True
+
+    def _run_fast(self) -> None:
+        """The walk at log level 0 or 1 (the loader's): ``step`` and ``is_state_visited`` with
+        their most frequent cases done inline, from locals.
+
+        * Scalar ALU, moves and jumps run from a pre-decoded table (``_decode``), with the
+          results ``step`` gives them but without its calls and the checks that cannot fail
+          there; anything else goes to ``step``.  Constant results are new registers made
+          directly (``state.make_const``): stored registers are never changed in place.
+        * At a prune point where states of the current path are pending and nothing else can
+          happen (one frame, no explored state to prune against, no checkpoint due), only the
+          exact-repeat lookup of ``is_state_visited`` is needed: it is done here (the
+          fingerprint as ``state.fingerprint`` computes it), and the method is called for
+          everything else.
+        ``pc``, the processed counts and the current registers live in locals, written back
+        before any call that reads them."""
+        table = _decode(self.insns)
+        prune = self.cfg.prune_points
+        log = self.log
+        logging = self.log_level == 1
+        limit = self.complexity_limit
+        decided = self.decided
+        explored = self.explored
+        pending = self.pending
+        on_path = self.on_path
+        mask1 = self._mask1
+        loop_states = LOOP_STATES_PER_INSN
+        reg_fk = st.reg_fk
+        make_const = st.make_const
+        alu = bounds.alu
+        SCALAR = st.SCALAR
+        NOT_INIT = st.NOT_INIT
+        n = self.insn_processed
+        jmps = self.jmps_processed
+        prev_jmps, prev_insns = self.prev_jmps, self.prev_insns
+        pc = self.pc
+        cur = self.state
+        regs = cur.frames[-1].regs
+        while True:
+            n += 1
+            if n > limit:
+                self.insn_processed = n
+                raise Reject(f"BPF program is too large. Processed {n} insn")
+            if pc in prune:
+                pend = pending.get(pc)
+                sj = jmps - prev_jmps
+                si = n - prev_insns
+                if pend:
+                    quick = False
+                    if (sj < 2 or si < 8 or pend >= loop_states and sj < 20 and si < 100) \
+                            and not explored.get(pc):
+                        m = mask1.get(pc)
+                        frames = cur.frames
+                        if m is not None and len(frames) == 1:
+                            f = frames[0]
+                            fregs = f.regs
+                            live = m[1]
+                            if len(live) == 1 and not f.spills:
+                                r = fregs[live[0]]
+                                k = r.fk
+                                fp = hash((len(cur.refs), f.callsite, f.stack,
+                                           k if k is not None else reg_fk(r)))
+                            else:
+                                out = [len(cur.refs), f.callsite, f.stack]
+                                for i in live:
+                                    r = fregs[i]
+                                    k = r.fk
+                                    out.append(k if k is not None else reg_fk(r))
+                                if f.spills:
+                                    out.append(st.spills_digest(f.spills))
+                                fp = hash(tuple(out))
+                            quick = on_path[pc].get(fp) is None
+                else:
+                    quick = (sj < 2 or si < 8) and not explored.get(pc)
+                if not quick:
+                    self.insn_processed = n
+                    self.jmps_processed = jmps
+                    self.pc = pc
+                    visited = self.is_state_visited(pc)
+                    prev_jmps, prev_insns = self.prev_jmps, self.prev_insns
+                    if visited:
+                        if logging:
+                            log.append(f"{pc}: safe")
+                        if not self.pop():
+                            return
+                        pc = self.pc
+                        cur = self.state
+                        regs = cur.frames[-1].regs
+                        continue
+            if logging:
+                log.append(pc)
+            e = table[pc]
+            kind = e[0]
+            if kind == _F_ALU:
+                _, d, s, k, op, is64, signed, mask = e
+                dst = regs[d]
+                src = k if s < 0 else regs[s]
+                if dst.type == SCALAR and src.type == SCALAR:
+                    if dst.var[1] or src.var[1]:
+                        dst = dst.copy()
+                        dst.id = 0
+                        alu(dst, src, op, is64, signed)
+                        regs[d] = dst
+                    elif op == _ADD:
+                        regs[d] = make_const((dst.var[0] + src.var[0]) & mask)
+                    else:
+                        regs[d] = make_const(_fold(op, dst.var[0], src.var[0], is64, signed))
+                    pc += 1
+                    continue
+            elif kind == _F_JCOND:
+                _, d, s, k, cmp, mask, flip, target = e
+                a = regs[d]
+                b = k if s < 0 else regs[s]
+                if a.type == SCALAR and b.type == SCALAR:
+                    jmps += 1
+                    if not a.var[1] and not b.var[1] and pc in decided:
+                        pc = target if cmp((a.var[0] & mask) ^ flip, (b.var[0] & mask) ^ flip) \
+                            else pc + 1
+                        continue
+                    self.insn_processed = n
+                    self.jmps_processed = jmps
+                    self.pc = pc
+                    insn = self.insns[pc]
+                    if self._scalar_branch(pc, insn, insn.opcode & 0xF0,
+                                           insn.opcode & 7 == isa.JMP32, target, pc + 1):
+                        if not self.pop():
+                            return
+                    pc = self.pc
+                    cur = self.state
+                    regs = cur.frames[-1].regs
+                    continue
+            elif kind == _F_MOVK:
+                regs[e[1]] = e[2]
+                pc += 1
+                continue
+            elif kind == _F_MOVX:
+                src = regs[e[2]]
+                t = src.type
+                if t != SCALAR and t != NOT_INIT or t == SCALAR and (src.id or not src.var[1]):
+                    regs[e[1]] = src
+                    pc += 1
+                    continue
+            elif kind == _F_JA:
+                jmps += 1
+                pc = e[1]
+                continue
+            self.insn_processed = n
+            self.jmps_processed = jmps
+            self.pc = pc
+            self.prev_pc = pc
+            ended = self.step(pc)
+            jmps = self.jmps_processed
+            if ended and not self.pop():
+                return
+            pc = self.pc
+            cur = self.state
+            regs = cur.frames[-1].regs
 
     def _scratched_text(self) -> str:
         f = self.state.cur
@@ -164,6 +329,12 @@ class Walk:
         if len(self.stack) > COMPLEXITY_LIMIT_JMP_SEQ:
             raise Reject(f"The sequence of {len(self.stack)} jumps is too complex.")
 
+    def _reanalyse(self) -> None:
+        """Liveness again, after ``decided`` or ``loads_seen`` grew (masks cached from the old
+        one go)."""
+        self.live, self.needed = self.reanalyse(frozenset(self.decided), self.loads_seen)
+        self._mask1.clear()
+
     # --- pruning --------------------------------------------------------------------------------
     def _masks(self, cur: st.VState, pc: int) -> tuple[tuple[int, int], ...]:
         """(live, needed) of each frame of ``cur`` at ``pc``: a caller frame resumes after its
@@ -177,45 +348,59 @@ class Walk:
         return tuple(out)
 
     def is_state_visited(self, pc: int) -> bool:
+        sls = self.explored.get(pc)
+        pending = self.pending.get(pc, 0)
+        since_jmps = self.jmps_processed - self.prev_jmps
+        since_insns = self.insn_processed - self.prev_insns
+        add = since_jmps >= 2 and since_insns >= 8
+        if not (sls or pending or add):
+            return False
         cur = self.state
-        sls = self.explored.get(pc, [])
-        add = (self.jmps_processed - self.prev_jmps >= 2
-               and self.insn_processed - self.prev_insns >= 8)
-        masks = self._masks(cur, pc)
-        keep = []
-        pruned = False
+        if len(cur.frames) == 1:
+            m = self._mask1.get(pc)
+            if m is None:
+                live = self.live[pc]
+                m = self._mask1[pc] = (((live, self.needed[pc]),), st.LIVE_REGS[live & 0x3FF])
+            masks = m[0]
+        else:
+            masks = self._masks(cur, pc)
         cur_fp = None
-        if self.pending.get(pc):
+        if pending:
             # a state of the current path repeats exactly: a loop that makes no progress
             cur_fp = st.fingerprint(cur, masks)
-            for sl in self.on_path[pc].get(cur_fp, ()):
-                if st.states_equal(sl, cur, masks, True, self.priv):
-                    raise Reject(f"infinite loop detected at insn {pc}",
-                                 "cur state:" + fmt_state(cur, self.maps),
-                                 "old state:" + fmt_state(sl, self.maps))
-            if (self.pending[pc] >= LOOP_STATES_PER_INSN
-                    and self.jmps_processed - self.prev_jmps < 20
-                    and self.insn_processed - self.prev_insns < 100):
+            same = self.on_path[pc].get(cur_fp)
+            if same:
+                for sl in same:
+                    if st.states_equal(sl, cur, masks, True, self.priv):
+                        raise Reject(f"infinite loop detected at insn {pc}",
+                                     "cur state:" + fmt_state(cur, self.maps),
+                                     "old state:" + fmt_state(sl, self.maps))
+            if pending >= LOOP_STATES_PER_INSN and since_jmps < 20 and since_insns < 100:
                 # a long loop: checkpoints of every iteration would only cost memory (the
                 # kernel always spaces them so inside loops)
                 add = False
-        for sl in sls:
+        kept = 0
+        if sls:
+            keep = []
+            pruned = False
+            for sl in sls:
+                if pruned:
+                    keep.append(sl)
+                    continue
+                if st.states_equal(sl, cur, masks, False, self.priv):
+                    sl.hits += 1
+                    pruned = True
+                    keep.append(sl)
+                    continue
+                sl.misses += 1
+                if sl.misses > sl.hits * 3 + 3 and len(sls) > 4:
+                    self.cur_states -= 1     # rarely useful: forget it (kernel's miss heuristic)
+                    continue
+                keep.append(sl)
+            self.explored[pc] = keep
             if pruned:
-                keep.append(sl)
-                continue
-            if st.states_equal(sl, cur, masks, False, self.priv):
-                sl.hits += 1
-                pruned = True
-                keep.append(sl)
-                continue
-            sl.misses += 1
-            if sl.misses > sl.hits * 3 + 3 and len(sls) > 4:
-                self.cur_states -= 1     # rarely useful: forget it (kernel's miss heuristic)
-                continue
-            keep.append(sl)
-        self.explored[pc] = keep
-        if pruned:
-            return True
+                return True
+            kept = len(keep)
         if not add:
             return False
         new = cur.copy()
@@ -225,11 +410,11 @@ class Walk:
         self.on_path.setdefault(pc, {}).setdefault(new.fp, []).append(new)
         new.parent = cur.parent
         cur.parent = new
-        self.pending[pc] = self.pending.get(pc, 0) + 1
+        self.pending[pc] = pending + 1
         self.total_states += 1
         self.cur_states += 1
         self.peak_states = max(self.peak_states, self.cur_states)
-        self.max_states_per_insn = max(self.max_states_per_insn, len(keep) + self.pending[pc])
+        self.max_states_per_insn = max(self.max_states_per_insn, kept + pending + 1)
         self.prev_jmps = self.jmps_processed
         self.prev_insns = self.insn_processed
         return False
@@ -592,14 +777,18 @@ class Walk:
         self.stack_depth[sp] = max(self.stack_depth[sp], -lo)
         return frame, lo, hi
 
-    def _scrub_slot(self, frame: st.Frame, slot: int) -> None:
-        """A spilled register is partly overwritten: its remaining bytes become misc."""
+    @staticmethod
+    def _scrub_slot(frame: st.Frame, slot: int, buf: bytearray | None = None) -> None:
+        """A spilled register is partly overwritten: its remaining bytes become misc (in
+        ``buf`` when the caller is rewriting the frame's stack bytes, else in the frame)."""
         if slot in frame.spills:
             del frame.spills[slot]
             b = slot * 8
-            for i in range(b, b + 8):
-                if frame.stack[i] == st.STACK_SPILL:
-                    frame.stack[i] = st.STACK_MISC
+            if buf is not None:
+                buf[b:b + 8] = buf[b:b + 8].replace(b"\x01", b"\x02")
+            else:
+                stack = frame.stack
+                frame.stack = stack[:b] + stack[b:b + 8].replace(b"\x01", b"\x02") + stack[b + 8:]
 
     def stack_write(self, regno: int, reg: st.Reg, off: int, size: int, value: st.Reg | None,
                     value_regno: int | None) -> None:
@@ -621,29 +810,31 @@ class Walk:
                 self.priv and not (value.is_const() and value.var[0] == 0 and value_regno is None)))
             if spill:
                 frame.spills[slot] = value
-                stack[b:b + 8] = b"\x01" * 8
+                frame.stack = stack[:b] + b"\x01" * 8 + stack[b + 8:]
                 return
             self._scrub_slot(frame, slot)
             if b // 8 != (b + size - 1) // 8:
                 self._scrub_slot(frame, (b + size - 1) // 8)
             zero = value is not None and value.is_const() and value.var[0] == 0
-            kind = st.STACK_ZERO if zero else st.STACK_MISC
-            stack[b:b + size] = bytes([kind]) * size
+            stack = frame.stack
+            frame.stack = stack[:b] + (b"\x03" if zero else b"\x02") * size + stack[b + size:]
             return
         # variable offset: every byte that may be written loses what it held
         zero = value is not None and value.is_const() and value.var[0] == 0
+        buf = bytearray(stack)
         for b in range(st.STACK_SIZE + lo, st.STACK_SIZE + hi):
             slot = b // 8
             if slot in frame.spills:
                 if not self.priv and frame.spills[slot].type != st.SCALAR:
                     raise Reject(f"spilled ptr in range of var-offset stack write; "
                                  f"insn {self.pc}, ptr off: {slot * 8 - st.STACK_SIZE}")
-                self._scrub_slot(frame, slot)
-            if stack[b] == st.STACK_INVALID and not self.priv:
+                self._scrub_slot(frame, slot, buf)
+            if buf[b] == st.STACK_INVALID and not self.priv:
                 raise Reject(f"uninit stack in range of var-offset write prohibited for !root; "
                              f"insn {self.pc}, off: {b - st.STACK_SIZE}")
-            if not (zero and stack[b] == st.STACK_ZERO):
-                stack[b] = st.STACK_MISC
+            if not (zero and buf[b] == st.STACK_ZERO):
+                buf[b] = st.STACK_MISC
+        frame.stack = bytes(buf)
 
     def stack_read(self, regno: int, reg: st.Reg, off: int, size: int, sx: bool) -> st.Reg:
         frame, lo, hi = self._stack_range(regno, reg, off, size, " read from")
@@ -685,7 +876,7 @@ class Walk:
         seen = self.loads_seen.get(self.pc, 0)
         if bits & ~seen:
             self.loads_seen[self.pc] = seen | bits
-            self.live, self.needed = self.reanalyse(frozenset(self.decided), self.loads_seen)
+            self._reanalyse()
 
     def _check_stack_initialized(self, regno, reg, frame, lo, hi, size, what) -> None:
         stack = frame.stack
@@ -714,14 +905,16 @@ class Walk:
                 return
             frame, lo, hi = self._stack_range(regno, reg, 0, size, " indirect access to")
             if write:
+                buf = bytearray(frame.stack)
                 for b in range(st.STACK_SIZE + lo, st.STACK_SIZE + hi):
-                    self._scrub_slot(frame, b // 8)
+                    self._scrub_slot(frame, b // 8, buf)
                 if reg.var[1] == 0:
-                    frame.stack[st.STACK_SIZE + lo:st.STACK_SIZE + hi] = b"\x02" * (hi - lo)
+                    buf[st.STACK_SIZE + lo:st.STACK_SIZE + hi] = b"\x02" * (hi - lo)
                 else:
                     for b in range(st.STACK_SIZE + lo, st.STACK_SIZE + hi):
-                        if frame.stack[b] != st.STACK_INVALID or self.priv:
-                            frame.stack[b] = st.STACK_MISC
+                        if buf[b] != st.STACK_INVALID or self.priv:
+                            buf[b] = st.STACK_MISC
+                frame.stack = bytes(buf)
             else:
                 self._check_stack_initialized(regno, reg, frame, lo, hi, size,
                                               " indirect access to")
@@ -965,7 +1158,7 @@ class Walk:
         taken = bounds.branch_taken(a, b, code, is32)
         if taken != -1 and pc not in self.decided:
             self.decided.add(pc)
-            self.live, self.needed = self.reanalyse(frozenset(self.decided), self.loads_seen)
+            self._reanalyse()
         if taken == 1:
             self.pc = target
             return False
@@ -1028,3 +1221,63 @@ def combined_stack_check(cfg: Cfg, depths: list[int]) -> None:
             if callee in chain:
                 continue
             stack.append((callee, total + rounded(callee), nframes + 1, chain + (callee,)))
+
+
+# --- the fast path's pre-decoded instructions (Walk._run_fast) -----------------------------------
+_F_SLOW, _F_MOVK, _F_MOVX, _F_ALU, _F_JCOND, _F_JA = range(6)
+_ADD = isa.ADD
+_FOLD_OPS = {isa.ADD: operator.add, isa.SUB: operator.sub, isa.MUL: operator.mul,
+             isa.AND: operator.and_, isa.OR: operator.or_, isa.XOR: operator.xor}
+_SHIFT_OPS = (isa.LSH, isa.RSH, isa.ARSH)
+_CMP_OPS = {isa.JEQ: operator.eq, isa.JNE: operator.ne, isa.JGT: operator.gt,
+            isa.JGE: operator.ge, isa.JLT: operator.lt, isa.JLE: operator.le,
+            isa.JSGT: operator.gt, isa.JSGE: operator.ge, isa.JSLT: operator.lt,
+            isa.JSLE: operator.le, isa.JSET: operator.and_}
+_SIGNED_CMP = (isa.JSGT, isa.JSGE, isa.JSLT, isa.JSLE)
+
+
+def _fold(op: int, a: int, b: int, is64: bool, signed: bool) -> int:
+    """``a op b`` on two constants, as ``bounds.alu`` computes it."""
+    f = _FOLD_OPS.get(op)
+    if f is not None:
+        return f(a, b) & (bounds.U64 if is64 else U32)
+    bits = 64 if is64 else 32
+    if op in _SHIFT_OPS:
+        return bounds.shift_const(op, a, b, bits)
+    return bounds.const_result(op, a, b, bits, signed)
+
+
+def _decode(insns: list[Insn]) -> list[tuple]:
+    """One tuple per slot for the fast path; ``(_F_SLOW,)`` leaves the insn to ``Walk.step``.
+    Only instructions whose every check is visible here are decoded: register numbers in range,
+    no write to r10; the operands' types are checked when the insn runs."""
+    slow = (_F_SLOW,)
+    out: list[tuple] = []
+    for pc, insn in enumerate(insns):
+        op = insn.opcode
+        cls = op & 7
+        code = op & 0xF0
+        x = op & isa.X
+        d, s = insn.dst, insn.src
+        entry = slow
+        if cls in (isa.ALU, isa.ALU64) and d < 10 and (not x or s <= 10):
+            is64 = cls == isa.ALU64
+            if code == isa.MOV:
+                if not x:
+                    entry = (_F_MOVK, d, st.const_reg(insn.imm if is64 else insn.imm & U32))
+                elif is64 and insn.off == 0:
+                    entry = (_F_MOVX, d, s)
+            elif code in _FOLD_OPS or code in _SHIFT_OPS or code in (isa.DIV, isa.MOD):
+                k = None if x else st.const_reg(insn.imm)
+                entry = (_F_ALU, d, s if x else -1, k, code, is64, insn.off == 1,
+                         bounds.U64 if is64 else U32)
+        elif cls in (isa.JMP, isa.JMP32) and code in _CMP_OPS and d <= 10 and (not x or s <= 10):
+            is32 = cls == isa.JMP32
+            k = None if x else st.const_reg(insn.imm & U32 if is32 else insn.imm)
+            flip = (1 << 31 if is32 else 1 << 63) if code in _SIGNED_CMP else 0
+            entry = (_F_JCOND, d, s if x else -1, k, _CMP_OPS[code],
+                     U32 if is32 else bounds.U64, flip, isa.jump_target(pc, insn))
+        elif op == isa.OP_JA:
+            entry = (_F_JA, isa.jump_target(pc, insn))
+        out.append(entry)
+    return out

@@ -39,9 +39,10 @@ class Reg:
     a value shared by the states copied from that frame: change a ``copy()``, never the stored
     object."""
     __slots__ = ("type", "off", "var", "smin", "smax", "umin", "umax", "s32min", "s32max",
-                 "u32min", "u32max", "id", "ref_id", "map", "mem_size", "frameno")
+                 "u32min", "u32max", "id", "ref_id", "map", "mem_size", "frameno", "fk")
 
     def __init__(self, type_: int = NOT_INIT) -> None:
+        self.fk = None      # reg_fk(self), computed when a fingerprint first needs it
         self.type = type_
         self.off = 0
         self.id = 0
@@ -53,6 +54,7 @@ class Reg:
 
     def copy(self) -> Reg:
         r = Reg.__new__(Reg)
+        r.fk = None
         r.type, r.off, r.var = self.type, self.off, self.var
         r.smin, r.smax, r.umin, r.umax = self.smin, self.smax, self.umin, self.umax
         r.s32min, r.s32max, r.u32min, r.u32max = self.s32min, self.s32max, self.u32min, self.u32max
@@ -73,6 +75,37 @@ def scalar_const(v: int) -> Reg:
     return r
 
 
+_CONSTS: dict[int, Reg] = {}       # value (mod 2**64) -> a shared constant scalar
+_CONSTS_MAX = 1 << 16
+
+
+def const_reg(v: int) -> Reg:
+    """A constant scalar with no id, shared: the walk's fast paths store it without a copy
+    (stored registers are never changed in place).  Never change the returned object."""
+    v &= bounds.U64
+    r = _CONSTS.get(v)
+    if r is None:
+        if len(_CONSTS) >= _CONSTS_MAX:
+            _CONSTS.clear()
+        r = _CONSTS[v] = make_const(v)
+    return r
+
+
+def make_const(v: int) -> Reg:
+    """A new constant scalar of value ``v`` (0 <= v < 2**64), as ``scalar_const`` makes it but
+    without its calls: the walk makes one per constant-folded ALU insn."""
+    r = Reg.__new__(Reg)
+    r.type, r.off, r.id, r.ref_id, r.map, r.mem_size, r.frameno = SCALAR, 0, 0, 0, None, 0, 0
+    r.var = var = (v, 0)      # what bounds.mark_const sets, inline: this runs per new constant
+    r.fk = hash(var)          # as reg_fk computes it for a constant
+    r.umin = r.umax = v
+    r.smin = r.smax = v - (1 << 64) if v >> 63 else v
+    v &= 0xFFFFFFFF
+    r.u32min = r.u32max = v
+    r.s32min = r.s32max = v - (1 << 32) if v >> 31 else v
+    return r
+
+
 def scalar_unknown() -> Reg:
     return Reg(SCALAR)
 
@@ -85,13 +118,15 @@ def pointer(type_: int, **fields) -> Reg:
 
 
 class Frame:
-    """One call frame: r0-r10, 512 stack bytes (kinds), spilled registers by slot index."""
+    """One call frame: r0-r10, 512 stack bytes (kinds), spilled registers by slot index.
+    ``stack`` is immutable ``bytes``, replaced on every write: copies of a frame share it, and
+    its hash (fingerprints) is computed once."""
     __slots__ = ("regs", "stack", "spills", "callsite", "frameno", "subprog")
 
     def __init__(self, frameno: int, callsite: int, subprog: int) -> None:
         self.regs = [Reg() for _ in range(11)]
         self.regs[10] = pointer(PTR_TO_STACK, frameno=frameno)
-        self.stack = bytearray(STACK_SIZE)
+        self.stack = bytes(STACK_SIZE)
         self.spills: dict[int, Reg] = {}
         self.callsite = callsite
         self.frameno = frameno
@@ -102,7 +137,7 @@ class Frame:
         refining it), so the copies share them."""
         f = Frame.__new__(Frame)
         f.regs = self.regs[:]
-        f.stack = self.stack[:]
+        f.stack = self.stack
         f.spills = self.spills.copy()
         f.callsite, f.frameno, f.subprog = self.callsite, self.frameno, self.subprog
         return f
@@ -136,24 +171,57 @@ class VState:
         return s
 
 
-def _reg_key(r: Reg) -> tuple:
-    return (r.type, r.off, r.var, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min,
-            r.u32max, r.map, r.mem_size, r.frameno)
+def reg_fk(r: Reg) -> int:
+    """The hash of what ``regs_exact`` compares (ids aside), cached on the register: equal
+    registers get equal hashes.  A constant scalar's value decides its bounds."""
+    var = r.var
+    if r.type == SCALAR and not var[1]:
+        k = hash(var)
+    else:
+        k = hash((r.type, r.off, var, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max,
+                  r.u32min, r.u32max, r.map, r.mem_size, r.frameno))
+    r.fk = k
+    return k
 
 
-def fingerprint(s: VState, masks: tuple[tuple[int, int], ...]) -> tuple:
+# the register numbers set in each 10-bit liveness mask
+LIVE_REGS = tuple(tuple(i for i in range(10) if (m >> i) & 1) for m in range(1 << 10))
+
+
+def fingerprint(s: VState, masks: tuple[tuple[int, int], ...]) -> int:
     """A digest of what an exact comparison looks at (ids aside): equal states have equal
-    fingerprints, so it indexes the states a loop may repeat."""
+    fingerprints, so it indexes the states a loop may repeat (different states may share one:
+    the index only narrows what ``states_equal`` compares)."""
+    frames = s.frames
+    if len(frames) == 1:            # the common case, without the loop over frames
+        f = frames[0]
+        regs = f.regs
+        out = [len(s.refs), f.callsite, f.stack]    # stack: bytes, its hash computed once
+        for i in LIVE_REGS[masks[0][0] & 0x3FF]:
+            r = regs[i]
+            k = r.fk
+            out.append(k if k is not None else reg_fk(r))
+        if f.spills:
+            out.append(spills_digest(f.spills))
+        return hash(tuple(out))
     out = [len(s.refs)]
-    for depth, f in enumerate(s.frames):
-        live = masks[depth][0]
+    for depth, f in enumerate(frames):
+        regs = f.regs
         out.append(f.callsite)
-        out.append(tuple(_reg_key(f.regs[i]) for i in range(10) if (live >> i) & 1))
-        out.append(bytes(f.stack))
-        # order-free digest of the spills (dict order depends on the path)
-        out.append(sum(hash((k, v.type, v.off, v.var, v.umin, v.umax, v.smin, v.smax))
-                       for k, v in f.spills.items()))
-    return tuple(out)
+        out.append(f.stack)
+        for i in LIVE_REGS[masks[depth][0] & 0x3FF]:
+            r = regs[i]
+            k = r.fk
+            out.append(k if k is not None else reg_fk(r))
+        if f.spills:
+            out.append(spills_digest(f.spills))
+    return hash(tuple(out))
+
+
+def spills_digest(spills: dict[int, Reg]) -> int:
+    """Order-free (dict order depends on the path)."""
+    return sum(hash((k, v.type, v.off, v.var, v.umin, v.umax, v.smin, v.smax))
+               for k, v in spills.items())
 
 
 # --- equivalence ---------------------------------------------------------------------------------
