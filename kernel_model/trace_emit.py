@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from kernel_model.trace_errlog import os_error
@@ -97,7 +98,7 @@ class EventFile:
         if self.triggers or self.soft_refs or not self.enabled or self.array.pid_filtered:
             return self.sink
         prog = self.prog
-        write = self.write_record if self.filter is not None else committer(self)
+        write = partial(emit_filtered, self) if self.filter is not None else committer(self)
         if prog is None:
             return write
 
@@ -106,10 +107,6 @@ class EventFile:
                 write(record, cpu, ctx)
         gated.gate = (prog, write)  # type: ignore[attr-defined]  # kprobe events run the two
         return gated
-
-    def write_record(self, record: bytes | None, cpu: Any, ctx: bytes) -> None:
-        """Past the program, for a file with a predicate and nothing else: steps 5, 7, 8."""
-        emit_filtered(self, record, cpu, ctx, False, False)
 
 
 def emit(file: EventFile, record: bytes | None, cpu: Any, ctx: bytes) -> None:
@@ -132,8 +129,8 @@ def emit(file: EventFile, record: bytes | None, cpu: Any, ctx: bytes) -> None:
     emit_filtered(file, record, cpu, ctx, cond, soft_off)          # 5-9
 
 
-def emit_filtered(file: EventFile, record: bytes | None, cpu: Any, ctx: bytes, cond: bool,
-                  soft_off: bool) -> None:
+def emit_filtered(file: EventFile, record: bytes | None, cpu: Any, ctx: bytes,
+                  cond: bool = False, soft_off: bool = False) -> None:
     """Steps 5–9: reserve, conditional triggers, predicate, commit or discard, trigger
     actions. ``cond``: conditional triggers are attached; ``soft_off``: the file is
     soft-disabled (the record is written only for those triggers, then discarded)."""
