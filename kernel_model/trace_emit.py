@@ -152,7 +152,11 @@ def emit_filtered(file: EventFile, record: bytes | None, cpu: Any, ctx: bytes,
                     cb.discard(res)
                 else:                                              # 8
                     cb.commit(res)
-                    _save_task(array, cpu.task)
+                    task = cpu.task                # _save_task, inline on the hot path
+                    if array.record_cmd:
+                        array.tracing.cmdlines.record(task.pid, task.comm)
+                    if array.record_tgid:
+                        array.tracing.tgids[task.pid] = task.tgid
                     if buf.waiters:
                         buf.cond.notify_all()
     elif cond:
