@@ -16,7 +16,14 @@ Event lengths follow ``rb_calculate_event_length`` (4-byte aligned, zero-length 
 12-byte event padded to 16 so it is never mistaken for a time extend). The first event on a page
 has delta 0 and the page timestamp is its time.
 
-Accounting (kernel names): ``entries`` written, ``overrun`` (lost to overwrite, including pages
+The writer's API is the kernel's (kernel/trace/ring_buffer.c), per CPU buffer:
+``reserve`` (ring_buffer_lock_reserve, the record copied in) → ``commit``
+(ring_buffer_unlock_commit) or ``discard`` (ring_buffer_discard_commit), and ``write``
+(ring_buffer_write: reserve + commit). Every producer of a trace array (trace events, kprobe
+events, bpf_trace_printk, trace_marker, stack entries) writes through them
+(kernel_model/trace_emit.py), holding ``RingBuffer.lock`` from reserve to commit or discard.
+
+Accounting (kernel names): ``entries`` committed, ``overrun`` (lost to overwrite, including pages
 dropped by a shrink), ``read`` (consumed), ``dropped_events`` (refused in producer-drop mode),
 ``commit_overrun`` (always 0: the model never nests writers). Entries in the buffer are
 ``entries - overrun - read``; ``entries-written`` in the trace header is in-buffer + overrun.
@@ -209,6 +216,10 @@ def decode_page(page: bytes | bytearray) -> tuple[int, int, int, list[tuple[int,
 
 _event_ts = operator.itemgetter(1)
 
+# What reserve hands back for commit or discard: (page, its write offset and last timestamp
+# before the reservation, bytes reserved).
+Reservation = tuple[Page, int, int, int]
+
 
 class CpuBuffer:
     """The pages of one CPU: ``pages[0]`` is the oldest, ``pages[-1]`` the one being written."""
@@ -261,8 +272,15 @@ class CpuBuffer:
         self.read_entries = 0
         self.head_read_bytes = 0
 
-    def write(self, ts: int, record: bytes) -> tuple[Page, int, int, int] | None:
-        """Write one event; returns a token for ``discard`` or None when dropped (counted)."""
+    def reserve(self, ts: int, record: bytes) -> Reservation | None:
+        """ring_buffer_lock_reserve with the fields written: room for ``record`` on the tail
+        page (moving to the next page, overwriting the oldest in overwrite mode), the record
+        copied in. The model builds a record before reserving it (a BPF program reads it
+        first), so the copy is the "write fields" step. None when the buffer is full in
+        producer-drop mode (counted in ``dropped_events``). The page's entry and byte counts
+        move now, as the kernel's do; ``entries`` moves on :meth:`commit`. The caller holds
+        ``RingBuffer.lock`` from reserve to commit or discard, so no reader sees the record
+        before it is committed."""
         length = _LENGTHS.get(len(record)) or event_length(len(record))
         page = self.pages[-1]
         w = page.write
@@ -299,20 +317,30 @@ class CpuBuffer:
         page.last_ts = ts
         page.entries += 1
         page.bytes += need
-        self.entries += 1
         self.bytes += need
         return page, saved[0], saved[1], need
 
-    def discard(self, token: tuple[Page, int, int, int]) -> None:
-        """Take back the event just written (rb_try_to_discard: it is the last one)."""
-        page, write, last_ts, need = token
+    def commit(self, res: Reservation) -> None:
+        """ring_buffer_unlock_commit: the reserved record becomes an entry readers see."""
+        self.entries += 1
+
+    def discard(self, res: Reservation) -> None:
+        """ring_buffer_discard_commit: take back the reserved record (rb_try_to_discard: it is
+        the last one, so its bytes are freed, not left as a padding event); not an entry."""
+        page, write, last_ts, need = res
         page.buf[PAGE_HEADER + write:PAGE_HEADER + page.write] = bytes(page.write - write)
         page.write = write
         page.last_ts = last_ts
         page.entries -= 1
         page.bytes -= need
-        self.entries -= 1
         self.bytes -= need
+
+    def write(self, ts: int, record: bytes) -> bool:
+        """ring_buffer_write: reserve and commit in one step; False when dropped (counted)."""
+        if self.reserve(ts, record) is None:
+            return False
+        self.entries += 1
+        return True
 
     # -- readers
     def unread(self) -> int:

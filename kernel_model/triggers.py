@@ -13,6 +13,8 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+from kernel_model.trace_emit import write_entry
+
 AVAILABLE_TEXT = ("# Available triggers:\n"
                   "# traceon traceoff stacktrace enable_event disable_event\n")
 COMMANDS = ("traceon", "traceoff", "stacktrace", "enable_event", "disable_event")
@@ -74,16 +76,7 @@ def record_stack(array: Any) -> None:
     tracing = array.tracing
     ev = tracing.events[("ftrace", "kernel_stack")]
     cpu = tracing.this_cpu()
-    from kernel_model.trace_event import trace_ctx
-    flags, depth = trace_ctx(cpu)
-    callers = list(getattr(cpu, "stack", ()) or ())
-    record = ev.build(ev.assign(callers), flags, depth, cpu.task.pid)
-    if not array.recording:
-        return
-    buf = array.buffer
-    with buf.lock:
-        if buf.cpus[cpu.id].write(array.clock(), record) is not None:
-            buf.notify()
+    write_entry(array, ev, ev.assign(list(getattr(cpu, "stack", ()) or ())), cpu)
 
 
 def trigger_text(file: Any) -> str:

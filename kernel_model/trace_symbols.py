@@ -1,0 +1,44 @@
+"""What printing trace records needs from the kernel: %p hashing and kallsyms lookups."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+_UNSEEN = object()
+
+
+class Symbols:
+    """What printing needs from the kernel: %p hashing and kallsyms lookups."""
+
+    def __init__(self, kernel: Any, key: bytes) -> None:
+        self.kallsyms = getattr(kernel, "kallsyms", None)
+        self.key = key
+        self.hash_raw = False
+        self._cache: dict[int, int] = {}
+        self._lookups: dict[int, tuple[str, int, int] | None] = {}
+
+    def hash_ptr(self, addr: int) -> int:
+        """ptr_to_id: a keyed hash of the pointer, masked to 32 bits (CONFIG_64BIT); the raw
+        address with the top-level ``hash-ptr`` option off."""
+        if self.hash_raw:
+            return addr
+        h = self._cache.get(addr)
+        if h is None:
+            digest = hashlib.blake2b(addr.to_bytes(8, "little"), digest_size=8, key=self.key)
+            h = int.from_bytes(digest.digest(), "little") & 0xFFFFFFFF
+            if len(self._cache) < 65536:
+                self._cache[addr] = h
+        return h
+
+    def lookup(self, addr: int) -> tuple[str, int, int] | None:
+        """kallsyms' (name, offset, size) of ``addr``, remembered: kallsyms does not change
+        after boot and the same call sites print on every line."""
+        hit = self._lookups.get(addr, _UNSEEN)
+        if hit is _UNSEEN:
+            hit = self.kallsyms.lookup(addr) if self.kallsyms is not None else None
+            if len(self._lookups) < 65536:
+                self._lookups[addr] = hit
+        return hit
+
+    def address_of(self, name: str) -> int | None:
+        return self.kallsyms.address_of(name) if self.kallsyms is not None else None
