@@ -1,0 +1,386 @@
+"""Print BTF as ``bpftool btf dump file F`` does: ``raw`` (one ``[id] KIND 'name' ...`` line per
+type) and ``c`` (a ``vmlinux.h``-style header clang compiles BPF programs against).
+
+The C printer writes each type after the ones it needs by value (a struct member, an array
+element, a typedef's target), declares structs used only through pointers with ``struct x;``,
+and fills the gaps between members (BTF may leave members out) with anonymous bitfields as
+libbpf's btf_dump does (``long: 64;``), or with named ``char`` arrays when asked (the model's own
+headers, which its C parser lays out). Struct layouts it cannot express with natural alignment
+get ``__attribute__((packed))``.
+"""
+from __future__ import annotations
+
+from . import btf as B
+
+INT_ENCODINGS = {0: "(none)", B.INT_SIGNED: "SIGNED", B.INT_CHAR: "CHAR", B.INT_BOOL: "BOOL"}
+FUNC_LINKAGE = {0: "static", 1: "global", 2: "extern"}
+VAR_LINKAGE = {0: "static", 1: "global", 2: "extern"}
+# What pads a gap, largest first (libbpf's choice of types for explicit padding).
+PAD_TYPES = (("long", 64), ("int", 32), ("short", 16), ("char", 8))
+PAD_PREFIX = "__pad_at_"
+
+
+# ---------------------------------------------------------------- raw
+
+def _name(t: B.BtfType) -> str:
+    return t.name or "(anon)"
+
+
+def member_bits(t: B.BtfType, raw: int) -> tuple[int, int]:
+    """(bit offset, bitfield size or 0) of a struct member's ``offset`` word."""
+    if t.kind_flag:
+        return raw & 0xFFFFFF, raw >> 24
+    return raw, 0
+
+
+def raw_line(btf: B.Btf, tid: int) -> str:
+    """One type as bpftool's ``btf dump ... format raw`` prints it (with its member lines)."""
+    t = btf.types[tid]
+    kind = B.KIND_NAMES.get(t.kind, "UNKNOWN")
+    out = f"[{tid}] {kind} '{_name(t)}'"
+    if t.kind == B.INT:
+        enc = INT_ENCODINGS.get(t.int_encoding, "UNKN")
+        out += f" size={t.ref} bits_offset=0 nr_bits={t.int_bits} encoding={enc}"
+    elif t.kind in (B.PTR, B.CONST, B.VOLATILE, B.RESTRICT, B.TYPEDEF, B.TYPE_TAG):
+        out += f" type_id={t.ref}"
+    elif t.kind == B.ARRAY:
+        elem, index, n = t.array
+        out += f" type_id={elem} index_type_id={index} nr_elems={n}"
+    elif t.kind in (B.STRUCT, B.UNION):
+        out += f" size={t.ref} vlen={len(t.members)}"
+        for name, mtype, raw in t.members:
+            off, bits = member_bits(t, raw)
+            out += f"\n\t'{name or '(anon)'}' type_id={mtype} bits_offset={off}"
+            if bits:
+                out += f" bitfield_size={bits}"
+    elif t.kind in (B.ENUM, B.ENUM64):
+        out += f" encoding={'SIGNED' if t.kind_flag else 'UNSIGNED'} size={t.ref} vlen={len(t.members)}"
+        for name, value, _ in t.members:
+            if t.kind == B.ENUM:
+                v = value - (1 << 32) if t.kind_flag and value >= 1 << 31 else value & 0xFFFFFFFF
+                out += f"\n\t'{name}' val={v}"
+            else:
+                v = value - (1 << 64) if t.kind_flag and value >= 1 << 63 else value
+                out += f"\n\t'{name}' val={v}{'LL' if t.kind_flag else 'ULL'}"
+    elif t.kind == B.FWD:
+        out += f" fwd_kind={'union' if t.kind_flag else 'struct'}"
+    elif t.kind == B.FUNC:
+        out += f" type_id={t.ref} linkage={FUNC_LINKAGE.get(t.linkage, '(unknown)')}"
+    elif t.kind == B.FUNC_PROTO:
+        out += f" ret_type_id={t.ref} vlen={len(t.members)}"
+        for name, ptype, _ in t.members:
+            out += f"\n\t'{name or '(anon)'}' type_id={ptype}"
+    elif t.kind == B.VAR:
+        out += f" type_id={t.ref}, linkage={VAR_LINKAGE.get(t.linkage, '(unknown)')}"
+    elif t.kind == B.DATASEC:
+        out += f" size={t.ref} vlen={len(t.secinfo)}"
+        for vtype, off, size in t.secinfo:
+            out += f"\n\ttype_id={vtype} offset={off} size={size}"
+            if 0 < vtype < len(btf.types):
+                vt = btf.types[vtype]
+                out += f" ({B.KIND_NAMES.get(vt.kind, 'UNKNOWN')} '{_name(vt)}')"
+    elif t.kind == B.FLOAT:
+        out += f" size={t.ref}"
+    elif t.kind == B.DECL_TAG:
+        out += f" type_id={t.ref} component_idx={t.component_idx}"
+    return out
+
+
+def dump_raw(btf: B.Btf) -> str:
+    return "".join(raw_line(btf, i) + "\n" for i in range(1, len(btf.types)))
+
+
+# ---------------------------------------------------------------- C
+
+def alignment(btf: B.Btf, tid: int) -> int:
+    """Natural alignment of a type on x86-64 / BPF (what a C compiler would give it)."""
+    t = btf.types[btf.resolve(tid)] if tid else None
+    if t is None:
+        return 1
+    if t.kind in (B.INT, B.ENUM, B.ENUM64, B.FLOAT):
+        return min(max(t.ref, 1), 8 if t.kind != B.FLOAT else 16)
+    if t.kind == B.PTR:
+        return 8
+    if t.kind == B.ARRAY:
+        return alignment(btf, t.array[0])
+    if t.kind in (B.STRUCT, B.UNION):
+        align = 1
+        for name, mtype, raw in t.members:
+            _, bits = member_bits(t, raw)
+            if bits and not name:
+                continue
+            align = max(align, alignment(btf, mtype))
+        return align
+    return 1
+
+
+def is_packed(btf: B.Btf, tid: int) -> bool:
+    """Whether natural alignment cannot give this struct its BTF layout (a member sits below
+    its alignment, or the size is not a multiple of the alignment)."""
+    t = btf.types[tid]
+    if t.kind not in (B.STRUCT, B.UNION):
+        return False
+    align = alignment(btf, tid)
+    if t.ref % align:
+        return True
+    for _, mtype, raw in t.members:
+        off, bits = member_bits(t, raw)
+        if not bits and off % (8 * alignment(btf, mtype)):
+            return True
+    return False
+
+
+class CWriter:
+    """Writes the types of ``btf`` as C (see the module docstring). ``pad_arrays``: gaps become
+    ``char __pad_at_<offset>[n];`` members instead of anonymous bitfields."""
+
+    def __init__(self, btf: B.Btf, pad_arrays: bool = False) -> None:
+        self.btf = btf
+        self.pad_arrays = pad_arrays
+        self.out: list[str] = []
+        self.defined: set[int] = set()     # named structs/unions/enums and typedefs written
+        self.declared: set[int] = set()    # structs/unions with a `struct x;` written
+        self.active: set[int] = set()      # being written (dependency cycles through pointers)
+
+    # -- what a declaration needs first
+    def need_complete(self, tid: int) -> None:
+        """Make ``tid`` usable by value: its definition (and what it needs) written."""
+        t = self.btf.types[tid] if tid else None
+        if t is None:
+            return
+        if t.kind in (B.PTR,):
+            self.need_name(t.ref)
+        elif t.kind == B.ARRAY:
+            self.need_complete(t.array[0])
+        elif t.kind in (B.CONST, B.VOLATILE, B.RESTRICT, B.TYPE_TAG):
+            self.need_complete(t.ref)
+        elif t.kind == B.TYPEDEF:
+            self.need_complete(t.ref)
+            self.define(tid)
+        elif t.kind in (B.STRUCT, B.UNION, B.ENUM, B.ENUM64):
+            if t.name:
+                self.define(tid)
+            else:
+                self.need_members(tid)
+        elif t.kind == B.FUNC_PROTO:
+            self.need_name(t.ref)
+            for _, ptype, _ in t.members:
+                self.need_name(ptype)
+
+    def need_name(self, tid: int) -> None:
+        """Make ``tid``'s name usable behind a pointer: a forward declaration is enough."""
+        t = self.btf.types[tid] if tid else None
+        if t is None:
+            return
+        if t.kind in (B.STRUCT, B.UNION, B.FWD) and t.name:
+            if tid not in self.defined and tid not in self.declared and tid not in self.active:
+                self.declared.add(tid)
+                kind = "union" if t.kind == B.UNION or (t.kind == B.FWD and t.kind_flag) else "struct"
+                self.out.append(f"{kind} {t.name};\n\n")
+        elif t.kind == B.TYPEDEF:
+            if tid not in self.defined and tid not in self.active:
+                self.need_name(t.ref)
+                target = self.btf.types[t.ref] if t.ref else None
+                if target is not None and target.kind in (B.STRUCT, B.UNION) and target.name:
+                    self.define(tid)            # typedef struct x x_t; needs only struct x
+                else:
+                    self.need_complete(tid)
+        else:
+            self.need_complete(tid)
+
+    def need_members(self, tid: int) -> None:
+        t = self.btf.types[tid]
+        if t.kind in (B.STRUCT, B.UNION):
+            for _, mtype, _ in t.members:
+                self.need_complete(mtype)
+
+    def define(self, tid: int) -> None:
+        if tid in self.defined or tid in self.active:
+            return
+        t = self.btf.types[tid]
+        self.active.add(tid)
+        if t.kind in (B.STRUCT, B.UNION):
+            self.need_members(tid)
+            text = self.struct_body(tid, 0) + ";\n\n"
+        elif t.kind in (B.ENUM, B.ENUM64):
+            text = self.enum_body(tid, 0) + ";\n\n"
+        else:                                        # TYPEDEF
+            target = self.btf.types[t.ref] if t.ref else None
+            if not (target is not None and target.kind in (B.STRUCT, B.UNION) and target.name):
+                self.need_complete(t.ref)
+            text = f"typedef {self.decl(t.ref, t.name, 0)};\n\n"
+        self.active.discard(tid)
+        self.defined.add(tid)
+        self.out.append(text)
+
+    # -- declarators
+    def decl(self, tid: int, inner: str, lvl: int) -> str:
+        """``type inner`` as C: ``char name[16]``, ``void (*fn)(struct sk_buff *)``."""
+        if tid == 0:
+            return f"void {inner}".rstrip()
+        t = self.btf.types[tid]
+        k = t.kind
+        if k == B.PTR:
+            target = self.btf.types[t.ref] if t.ref else None
+            star = "*" + inner
+            if target is not None and target.kind in (B.ARRAY, B.FUNC_PROTO):
+                star = f"({star})"
+            return self.decl(t.ref, star, lvl)
+        if k == B.ARRAY:
+            elem, _, n = t.array
+            if inner.startswith("*"):
+                inner = f"({inner})"
+            return self.decl(elem, f"{inner}[{n}]", lvl)
+        if k == B.FUNC_PROTO:
+            params = []
+            for i, (pname, ptype, _) in enumerate(t.members):
+                if ptype == 0 and i == len(t.members) - 1:
+                    params.append("...")
+                else:
+                    params.append(self.decl(ptype, "", lvl))
+            return self.decl(t.ref, f"{inner}({', '.join(params) or 'void'})", lvl)
+        if k in (B.CONST, B.VOLATILE, B.RESTRICT):
+            q = {B.CONST: "const", B.VOLATILE: "volatile", B.RESTRICT: "restrict"}[k]
+            target = self.btf.types[t.ref] if t.ref else None
+            if target is not None and target.kind == B.PTR:
+                return self.decl(t.ref, f"{q} {inner}".rstrip(), lvl)
+            return f"{q} {self.decl(t.ref, inner, lvl)}"
+        if k == B.TYPE_TAG:
+            return self.decl(t.ref, inner, lvl)
+        if k in (B.STRUCT, B.UNION) and not t.name:
+            base = self.struct_body(tid, lvl)
+        elif k in (B.ENUM, B.ENUM64) and not t.name:
+            base = self.enum_body(tid, lvl)
+        elif k in (B.STRUCT, B.UNION):
+            base = f"{'union' if k == B.UNION else 'struct'} {t.name}"
+        elif k in (B.ENUM, B.ENUM64):
+            base = f"enum {t.name}"
+        elif k == B.FWD:
+            base = f"{'union' if t.kind_flag else 'struct'} {t.name}"
+        else:
+            base = t.name
+        return f"{base} {inner}" if inner else base
+
+    def enum_body(self, tid: int, lvl: int) -> str:
+        t = self.btf.types[tid]
+        ind = "\t" * (lvl + 1)
+        lines = [f"enum {t.name} {{" if t.name else "enum {"]
+        for name, value, _ in t.members:
+            bits = 8 * t.ref
+            if t.kind_flag and value >= 1 << (bits - 1):
+                value -= 1 << bits
+            suffix = "" if t.kind == B.ENUM else ("LL" if t.kind_flag else "ULL")
+            lines.append(f"{ind}{name} = {value}{suffix},")
+        lines.append("\t" * lvl + "}")
+        return "\n".join(lines)
+
+    def struct_body(self, tid: int, lvl: int) -> str:
+        t = self.btf.types[tid]
+        kw = "union" if t.kind == B.UNION else "struct"
+        ind = "\t" * (lvl + 1)
+        lines = [f"{kw} {t.name} {{" if t.name else f"{kw} {{"]
+        cur = 0                    # bit position after the last member written (structs)
+        for name, mtype, raw in t.members:
+            off, bits = member_bits(t, raw)
+            if t.kind == B.STRUCT:
+                lines += self.padding(cur, off, bits, mtype, ind)
+            text = self.decl(mtype, name, lvl + 1)
+            if bits:
+                text += f": {bits}"
+            lines.append(f"{ind}{text};")
+            end = off + (bits or 8 * self.btf.size_of(mtype))
+            cur = max(cur, end) if t.kind == B.STRUCT else cur
+        if t.kind == B.STRUCT:
+            lines += self.tail_padding(tid, cur, ind)
+        elif t.members and max(self._member_size(mt) for _, mt, _ in t.members) < t.ref:
+            lines.append(f"{ind}char {PAD_PREFIX}0[{t.ref}];")
+        attr = " __attribute__((packed))" if is_packed(self.btf, tid) else ""
+        lines.append("\t" * lvl + "}" + attr)
+        return "\n".join(lines)
+
+    def _member_size(self, mtype: int) -> int:
+        try:
+            return self.btf.size_of(mtype)
+        except B.BtfError:
+            return 0
+
+    def padding(self, cur: int, off: int, bits: int, mtype: int, ind: str) -> list[str]:
+        """Explicit padding from bit ``cur`` so the next member lands at bit ``off``."""
+        if off <= cur:
+            return []
+        if not bits:
+            align = 8 * alignment(self.btf, mtype)
+            natural = -(-cur // align) * align
+            if natural == off:
+                return []
+        return self._fill(cur, off, ind)
+
+    def tail_padding(self, tid: int, cur: int, ind: str) -> list[str]:
+        t = self.btf.types[tid]
+        size_bits = 8 * t.ref
+        align = 8 * alignment(self.btf, tid)
+        if -(-cur // align) * align == size_bits or cur >= size_bits:
+            return []
+        return self._fill(cur, size_bits, ind)
+
+    def _fill(self, cur: int, end: int, ind: str) -> list[str]:
+        lines = []
+        if self.pad_arrays:
+            if cur % 8:                                   # the rest of a partly used byte
+                step = min(8 - cur % 8, end - cur)
+                lines.append(f"{ind}unsigned char: {step};")
+                cur += step
+            if end - cur >= 8:
+                n = (end - cur) // 8
+                lines.append(f"{ind}char {PAD_PREFIX}{cur // 8}[{n}];")
+                cur += 8 * n
+            if cur < end:
+                lines.append(f"{ind}unsigned char: {end - cur};")
+            return lines
+        while cur < end:
+            if cur % 8:                                   # to the next byte boundary
+                step = min(8 - cur % 8, end - cur)
+                lines.append(f"{ind}char: {step};")
+                cur += step
+                continue
+            for tname, size in PAD_TYPES:
+                if cur % size == 0 and end - cur >= size:
+                    lines.append(f"{ind}{tname}: {size};")
+                    cur += size
+                    break
+            else:
+                lines.append(f"{ind}char: {end - cur};")
+                cur = end
+        return lines
+
+    # -- whole files
+    def types(self, ids: list[int] | None = None) -> str:
+        """Definitions of ``ids`` (default: every named struct, union, enum and typedef, and
+        every anonymous enum, in id order) and what they need."""
+        if ids is None:
+            ids = [i for i, t in enumerate(self.btf.types) if i and (
+                (t.kind in (B.STRUCT, B.UNION, B.TYPEDEF, B.ENUM, B.ENUM64) and t.name)
+                or (t.kind in (B.ENUM, B.ENUM64) and not t.name and t.members)
+                or t.kind == B.FWD)]
+        for tid in ids:
+            t = self.btf.types[tid]
+            if t.kind == B.FWD:
+                self.need_name(tid)
+            elif t.kind in (B.ENUM, B.ENUM64) and not t.name:
+                self.out.append(self.enum_body(tid, 0) + ";\n\n")
+            else:
+                self.need_complete(tid)
+        text = "".join(self.out)
+        self.out = []
+        return text
+
+
+def dump_c(btf: B.Btf) -> str:
+    """The header ``bpftool btf dump file F format c`` writes for ``btf``."""
+    head = ("#ifndef __VMLINUX_H__\n#define __VMLINUX_H__\n\n"
+            "#ifndef BPF_NO_PRESERVE_ACCESS_INDEX\n"
+            "#pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)\n"
+            "#endif\n\n")
+    tail = ("#ifndef BPF_NO_PRESERVE_ACCESS_INDEX\n#pragma clang attribute pop\n#endif\n\n"
+            "#endif /* __VMLINUX_H__ */\n")
+    return head + CWriter(btf).types() + tail
