@@ -18,7 +18,7 @@ phase alike; each phase's figure is its median, the table also shows each phase'
 two target ratios taken within each repeat):
 
 1. ``off``        no tracing
-2. ``enabled``    kprobe event on ``__netdev_alloc_skb`` with ``name=+280(%di):string`` (``dev->name``), enabled
+2. ``enabled``    kprobe event on ``__netdev_alloc_skb`` with ``name=+280(%di):string``, enabled
 3. ``predicate``  plus the text filter ``name == "eth5"`` (the record is written, then discarded)
 4. ``bpf_jit``    ``eth5_filter.o`` instead (JIT): runs before anything is reserved
 5. ``bpf_interp`` the same program on the interpreter (``options/bpf_jit`` = 0, loaded again)

@@ -233,7 +233,7 @@ class CWriter:
             return self.decl(elem, f"{inner}[{n}]", lvl)
         if k == B.FUNC_PROTO:
             params = []
-            for i, (pname, ptype, _) in enumerate(t.members):
+            for i, (_, ptype, _) in enumerate(t.members):
                 if ptype == 0 and i == len(t.members) - 1:
                     params.append("...")
                 else:
