@@ -179,6 +179,12 @@ class Subset:
         t = self.src.types[tid] if tid else None
         if t is not None and t.kind in (B.STRUCT, B.UNION, B.FWD) and t.name:
             return self._tag_slot(t)
+        if t is not None and t.kind == B.TYPE_TAG:
+            return self.ref(t.ref)
+        if t is not None and t.kind in (B.CONST, B.VOLATILE, B.RESTRICT):   # const struct x *
+            if -tid not in self.memo:
+                self.memo[-tid] = self._add(B.BtfType(t.kind, ref=self.ref(t.ref)))
+            return self.memo[-tid]
         return self.copy(tid)
 
     def copy(self, tid: int) -> int:

@@ -92,40 +92,52 @@ def dump_raw(btf: B.Btf) -> str:
 
 # ---------------------------------------------------------------- C
 
-def alignment(btf: B.Btf, tid: int) -> int:
-    """Natural alignment of a type on x86-64 / BPF (what a C compiler would give it)."""
-    t = btf.types[btf.resolve(tid)] if tid else None
+def alignment(btf: B.Btf, tid: int, cache: dict[int, int] | None = None) -> int:
+    """Alignment of a type on x86-64 / BPF as the compiler gives it: natural, except that a
+    struct BTF shows packed (see ``is_packed``) is 1-aligned."""
+    cache = {} if cache is None else cache
+    tid = btf.resolve(tid) if tid else 0
+    if tid in cache:
+        return cache[tid]
+    t = btf.types[tid] if tid else None
+    align = 1
     if t is None:
-        return 1
-    if t.kind in (B.INT, B.ENUM, B.ENUM64, B.FLOAT):
-        return min(max(t.ref, 1), 8 if t.kind != B.FLOAT else 16)
-    if t.kind == B.PTR:
-        return 8
-    if t.kind == B.ARRAY:
-        return alignment(btf, t.array[0])
-    if t.kind in (B.STRUCT, B.UNION):
-        align = 1
-        for name, mtype, raw in t.members:
-            _, bits = member_bits(t, raw)
-            if bits and not name:
-                continue
-            align = max(align, alignment(btf, mtype))
-        return align
-    return 1
+        pass
+    elif t.kind in (B.INT, B.ENUM, B.ENUM64, B.FLOAT):
+        align = min(max(t.ref, 1), 8 if t.kind != B.FLOAT else 16)
+    elif t.kind == B.PTR:
+        align = 8
+    elif t.kind == B.ARRAY:
+        align = alignment(btf, t.array[0], cache)
+    elif t.kind in (B.STRUCT, B.UNION):
+        align = 1 if is_packed(btf, tid, cache) else _natural(btf, tid, cache)
+    cache[tid] = align
+    return align
 
 
-def is_packed(btf: B.Btf, tid: int) -> bool:
+def _natural(btf: B.Btf, tid: int, cache: dict[int, int]) -> int:
+    t = btf.types[tid]
+    align = 1
+    for name, mtype, raw in t.members:
+        _, bits = member_bits(t, raw)
+        if bits and not name:
+            continue
+        align = max(align, alignment(btf, mtype, cache))
+    return align
+
+
+def is_packed(btf: B.Btf, tid: int, cache: dict[int, int] | None = None) -> bool:
     """Whether natural alignment cannot give this struct its BTF layout (a member sits below
     its alignment, or the size is not a multiple of the alignment)."""
+    cache = {} if cache is None else cache
     t = btf.types[tid]
     if t.kind not in (B.STRUCT, B.UNION):
         return False
-    align = alignment(btf, tid)
-    if t.ref % align:
+    if t.ref % _natural(btf, tid, cache):
         return True
     for _, mtype, raw in t.members:
         off, bits = member_bits(t, raw)
-        if not bits and off % (8 * alignment(btf, mtype)):
+        if not bits and off % (8 * alignment(btf, mtype, cache)):
             return True
     return False
 
@@ -141,19 +153,23 @@ class CWriter:
         self.defined: set[int] = set()     # named structs/unions/enums and typedefs written
         self.declared: set[int] = set()    # structs/unions with a `struct x;` written
         self.active: set[int] = set()      # being written (dependency cycles through pointers)
+        self.names = unique_names(btf)
+        self._align: dict[int, int] = {}
+        self.enumerators: dict[str, int] = {}
 
     # -- what a declaration needs first
-    def need_complete(self, tid: int) -> None:
-        """Make ``tid`` usable by value: its definition (and what it needs) written."""
+    def need_complete(self, tid: int, proto: bool = False) -> None:
+        """Make ``tid`` usable by value: its definition (and what it needs) written. ``proto``:
+        the use is in a function prototype's parameters."""
         t = self.btf.types[tid] if tid else None
         if t is None:
             return
         if t.kind in (B.PTR,):
-            self.need_name(t.ref)
+            self.need_name(t.ref, proto)
         elif t.kind == B.ARRAY:
-            self.need_complete(t.array[0])
+            self.need_complete(t.array[0], proto)
         elif t.kind in (B.CONST, B.VOLATILE, B.RESTRICT, B.TYPE_TAG):
-            self.need_complete(t.ref)
+            self.need_complete(t.ref, proto)
         elif t.kind == B.TYPEDEF:
             self.need_complete(t.ref)
             self.define(tid)
@@ -163,30 +179,35 @@ class CWriter:
             else:
                 self.need_members(tid)
         elif t.kind == B.FUNC_PROTO:
-            self.need_name(t.ref)
+            self.need_name(t.ref, True)
             for _, ptype, _ in t.members:
-                self.need_name(ptype)
+                self.need_name(ptype, True)
 
-    def need_name(self, tid: int) -> None:
-        """Make ``tid``'s name usable behind a pointer: a forward declaration is enough."""
+    def need_name(self, tid: int, proto: bool = False) -> None:
+        """Make ``tid``'s name usable behind a pointer: a forward declaration is enough. Inside
+        its own definition a struct needs none, except in a prototype, whose parameters have
+        their own scope."""
         t = self.btf.types[tid] if tid else None
         if t is None:
             return
         if t.kind in (B.STRUCT, B.UNION, B.FWD) and t.name:
-            if tid not in self.defined and tid not in self.declared and tid not in self.active:
+            if tid not in self.defined and tid not in self.declared and (
+                    proto or tid not in self.active):
                 self.declared.add(tid)
                 kind = "union" if t.kind == B.UNION or (t.kind == B.FWD and t.kind_flag) else "struct"
-                self.out.append(f"{kind} {t.name};\n\n")
+                self.out.append(f"{kind} {self.names[tid]};\n\n")
+        elif t.kind in (B.CONST, B.VOLATILE, B.RESTRICT, B.TYPE_TAG):
+            self.need_name(t.ref, proto)
         elif t.kind == B.TYPEDEF:
             if tid not in self.defined and tid not in self.active:
-                self.need_name(t.ref)
+                self.need_name(t.ref, proto)
                 target = self.btf.types[t.ref] if t.ref else None
                 if target is not None and target.kind in (B.STRUCT, B.UNION) and target.name:
                     self.define(tid)            # typedef struct x x_t; needs only struct x
                 else:
-                    self.need_complete(tid)
+                    self.need_complete(tid, proto)
         else:
-            self.need_complete(tid)
+            self.need_complete(tid, proto)
 
     def need_members(self, tid: int) -> None:
         t = self.btf.types[tid]
@@ -198,6 +219,9 @@ class CWriter:
         if tid in self.defined or tid in self.active:
             return
         t = self.btf.types[tid]
+        if t.kind == B.TYPEDEF and t.name == "__builtin_va_list":   # the compiler's own
+            self.defined.add(tid)
+            return
         self.active.add(tid)
         if t.kind in (B.STRUCT, B.UNION):
             self.need_members(tid)
@@ -208,7 +232,7 @@ class CWriter:
             target = self.btf.types[t.ref] if t.ref else None
             if not (target is not None and target.kind in (B.STRUCT, B.UNION) and target.name):
                 self.need_complete(t.ref)
-            text = f"typedef {self.decl(t.ref, t.name, 0)};\n\n"
+            text = f"typedef {self.decl(t.ref, self.names[tid], 0)};\n\n"
         self.active.discard(tid)
         self.defined.add(tid)
         self.out.append(text)
@@ -242,6 +266,11 @@ class CWriter:
         if k in (B.CONST, B.VOLATILE, B.RESTRICT):
             q = {B.CONST: "const", B.VOLATILE: "volatile", B.RESTRICT: "restrict"}[k]
             target = self.btf.types[t.ref] if t.ref else None
+            under = target
+            while under is not None and under.kind == B.ARRAY:   # const (const char[4])
+                under = self.btf.types[under.array[0]] if under.array[0] else None
+            if under is not None and under.kind == k:        # const const x: one is enough
+                return self.decl(t.ref, inner, lvl)
             if target is not None and target.kind == B.PTR:
                 return self.decl(t.ref, f"{q} {inner}".rstrip(), lvl)
             return f"{q} {self.decl(t.ref, inner, lvl)}"
@@ -252,38 +281,50 @@ class CWriter:
         elif k in (B.ENUM, B.ENUM64) and not t.name:
             base = self.enum_body(tid, lvl)
         elif k in (B.STRUCT, B.UNION):
-            base = f"{'union' if k == B.UNION else 'struct'} {t.name}"
+            base = f"{'union' if k == B.UNION else 'struct'} {self.names[tid]}"
         elif k in (B.ENUM, B.ENUM64):
-            base = f"enum {t.name}"
+            base = f"enum {self.names[tid]}"
         elif k == B.FWD:
-            base = f"{'union' if t.kind_flag else 'struct'} {t.name}"
+            base = f"{'union' if t.kind_flag else 'struct'} {self.names[tid]}"
         else:
-            base = t.name
+            base = self.names.get(tid, t.name)
         return f"{base} {inner}" if inner else base
 
     def enum_body(self, tid: int, lvl: int) -> str:
         t = self.btf.types[tid]
         ind = "\t" * (lvl + 1)
-        lines = [f"enum {t.name} {{" if t.name else "enum {"]
+        lines = [f"enum {self.names[tid]} {{" if t.name else "enum {"]
         for name, value, _ in t.members:
+            seen = self.enumerators.get(name, 0)
+            self.enumerators[name] = seen + 1
+            if seen:                                # C has one namespace for enumerators
+                name = f"{name}___{seen + 1}"
             bits = 8 * t.ref
             if t.kind_flag and value >= 1 << (bits - 1):
                 value -= 1 << bits
             suffix = "" if t.kind == B.ENUM else ("LL" if t.kind_flag else "ULL")
             lines.append(f"{ind}{name} = {value}{suffix},")
-        lines.append("\t" * lvl + "}")
+        # sizes C gives an enum only when told (libbpf's choice of attributes)
+        attr = ""
+        if t.ref == 1:
+            attr = " __attribute__((mode(byte)))"
+        elif t.ref == 8 and all(-(1 << 31) <= v < (1 << 32) for _, v, _ in t.members):
+            attr = " __attribute__((mode(word)))"
+        lines.append("\t" * lvl + "}" + attr)
         return "\n".join(lines)
 
     def struct_body(self, tid: int, lvl: int) -> str:
         t = self.btf.types[tid]
         kw = "union" if t.kind == B.UNION else "struct"
         ind = "\t" * (lvl + 1)
-        lines = [f"{kw} {t.name} {{" if t.name else f"{kw} {{"]
+        lines = [f"{kw} {self.names[tid]} {{" if t.name else f"{kw} {{"]
         cur = 0                    # bit position after the last member written (structs)
+        packed = is_packed(self.btf, tid, self._align)
         for name, mtype, raw in t.members:
             off, bits = member_bits(t, raw)
             if t.kind == B.STRUCT:
-                lines += self.padding(cur, off, bits, mtype, ind)
+                align = 1 if packed else alignment(self.btf, mtype, self._align)
+                lines += self.padding(cur, off, bits, align, ind)
             text = self.decl(mtype, name, lvl + 1)
             if bits:
                 text += f": {bits}"
@@ -294,7 +335,7 @@ class CWriter:
             lines += self.tail_padding(tid, cur, ind)
         elif t.members and max(self._member_size(mt) for _, mt, _ in t.members) < t.ref:
             lines.append(f"{ind}char {PAD_PREFIX}0[{t.ref}];")
-        attr = " __attribute__((packed))" if is_packed(self.btf, tid) else ""
+        attr = " __attribute__((packed))" if packed else ""
         lines.append("\t" * lvl + "}" + attr)
         return "\n".join(lines)
 
@@ -304,12 +345,13 @@ class CWriter:
         except B.BtfError:
             return 0
 
-    def padding(self, cur: int, off: int, bits: int, mtype: int, ind: str) -> list[str]:
-        """Explicit padding from bit ``cur`` so the next member lands at bit ``off``."""
+    def padding(self, cur: int, off: int, bits: int, align: int, ind: str) -> list[str]:
+        """Explicit padding from bit ``cur`` so the next member lands at bit ``off``; ``align``
+        is the member's alignment in bytes."""
         if off <= cur:
             return []
         if not bits:
-            align = 8 * alignment(self.btf, mtype)
+            align = 8 * align
             natural = -(-cur // align) * align
             if natural == off:
                 return []
@@ -318,7 +360,7 @@ class CWriter:
     def tail_padding(self, tid: int, cur: int, ind: str) -> list[str]:
         t = self.btf.types[tid]
         size_bits = 8 * t.ref
-        align = 8 * alignment(self.btf, tid)
+        align = 8 * alignment(self.btf, tid, self._align)
         if -(-cur // align) * align == size_bits or cur >= size_bits:
             return []
         return self._fill(cur, size_bits, ind)
@@ -358,9 +400,10 @@ class CWriter:
         """Definitions of ``ids`` (default: every named struct, union, enum and typedef, and
         every anonymous enum, in id order) and what they need."""
         if ids is None:
+            used = referenced(self.btf)
             ids = [i for i, t in enumerate(self.btf.types) if i and (
                 (t.kind in (B.STRUCT, B.UNION, B.TYPEDEF, B.ENUM, B.ENUM64) and t.name)
-                or (t.kind in (B.ENUM, B.ENUM64) and not t.name and t.members)
+                or (t.kind in (B.ENUM, B.ENUM64) and not t.name and t.members and i not in used)
                 or t.kind == B.FWD)]
         for tid in ids:
             t = self.btf.types[tid]
@@ -373,6 +416,44 @@ class CWriter:
         text = "".join(self.out)
         self.out = []
         return text
+
+
+def unique_names(btf: B.Btf) -> dict[int, str]:
+    """C names of the named types: a name BTF gives to several types (a kernel's compilation
+    units may each define their own ``struct x``) gets ``___2``, ``___3`` ... after the first,
+    as libbpf's btf_dump does. A FWD takes the name of the first definition."""
+    names: dict[int, str] = {}
+    counts: dict[tuple[str, str], int] = {}
+    first_tag: dict[str, int] = {}
+    for i, t in enumerate(btf.types):
+        if not i or not t.name:
+            continue
+        if t.kind in (B.STRUCT, B.UNION, B.ENUM, B.ENUM64, B.TYPEDEF):
+            key = ("ordinary" if t.kind == B.TYPEDEF else "tag", t.name)
+            counts[key] = counts.get(key, 0) + 1
+            names[i] = t.name if counts[key] == 1 else f"{t.name}___{counts[key]}"
+            if key[0] == "tag":
+                first_tag.setdefault(t.name, i)
+        elif t.kind not in (B.FWD,):
+            names[i] = t.name
+    for i, t in enumerate(btf.types):
+        if i and t.kind == B.FWD:
+            names[i] = t.name
+    return names
+
+
+def referenced(btf: B.Btf) -> set[int]:
+    """Ids some other type refers to (an anonymous enum that is is written where it is used)."""
+    used: set[int] = set()
+    for t in btf.types[1:]:
+        if t.kind in (B.PTR, B.TYPEDEF, B.CONST, B.VOLATILE, B.RESTRICT, B.TYPE_TAG, B.FUNC,
+                      B.VAR, B.DECL_TAG, B.FUNC_PROTO):
+            used.add(t.ref)
+        if t.kind == B.ARRAY:
+            used.add(t.array[0])
+        if t.kind in (B.STRUCT, B.UNION, B.FUNC_PROTO):
+            used.update(m[1] for m in t.members)
+    return used
 
 
 def dump_c(btf: B.Btf) -> str:

@@ -14,9 +14,13 @@ struct path {
 	struct dentry *dentry;
 };
 
+struct file_operations;
+
 struct address_space;
 
 struct inode;
+
+struct cred;
 
 struct file {
 	char __pad_at_0[4];

@@ -145,6 +145,8 @@ struct net_device {
 	char __pad_at_1060[1436];
 };
 
+struct napi_struct;
+
 struct sk_buff;
 
 struct task_struct;

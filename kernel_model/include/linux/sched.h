@@ -9,6 +9,8 @@
 
 struct mm_struct;
 
+struct cred;
+
 struct files_struct;
 
 struct nsproxy;

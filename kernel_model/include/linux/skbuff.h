@@ -8,6 +8,8 @@
 
 struct sock;
 
+struct sk_buff;
+
 struct skb_ext;
 
 struct sk_buff {

@@ -116,6 +116,8 @@ struct llist_node {
 	struct llist_node *next;
 };
 
+struct callback_head;
+
 struct callback_head {
 	struct callback_head *next;
 	void (*func)(struct callback_head *);
@@ -177,68 +179,6 @@ struct thread_info {
 	u32 cpu;
 };
 
-typedef unsigned int __kernel_uid32_t;
-
-typedef __kernel_uid32_t uid_t;
-
-typedef struct {
-	uid_t val;
-} kuid_t;
-
-typedef unsigned int __kernel_gid32_t;
-
-typedef __kernel_gid32_t gid_t;
-
-typedef struct {
-	gid_t val;
-} kgid_t;
-
-typedef struct {
-	u64 val;
-} kernel_cap_t;
-
-struct key;
-
-struct user_struct;
-
-struct user_namespace;
-
-struct ucounts;
-
-struct group_info;
-
-struct cred {
-	atomic_long_t usage;
-	kuid_t uid;
-	kgid_t gid;
-	kuid_t suid;
-	kgid_t sgid;
-	kuid_t euid;
-	kgid_t egid;
-	kuid_t fsuid;
-	kgid_t fsgid;
-	unsigned int securebits;
-	kernel_cap_t cap_inheritable;
-	kernel_cap_t cap_permitted;
-	kernel_cap_t cap_effective;
-	kernel_cap_t cap_bset;
-	kernel_cap_t cap_ambient;
-	unsigned char jit_keyring;
-	struct key *session_keyring;
-	struct key *process_keyring;
-	struct key *thread_keyring;
-	struct key *request_key_auth;
-	void *security;
-	struct user_struct *user;
-	struct user_namespace *user_ns;
-	struct ucounts *ucounts;
-	struct group_info *group_info;
-	union {
-		int non_rcu;
-		struct callback_head rcu;
-	};
-};
-
 typedef unsigned int slab_flags_t;
 
 typedef __u64 __addrpair;
@@ -258,84 +198,27 @@ struct hlist_nulls_node {
 
 typedef unsigned int fmode_t;
 
-struct module;
-
-typedef unsigned int fop_flags_t;
-
 typedef long long int __kernel_loff_t;
 
 typedef __kernel_loff_t loff_t;
 
-struct file;
-
-struct kiocb;
-
-struct iov_iter;
-
-struct io_comp_batch;
-
-struct dir_context;
-
-typedef unsigned int __poll_t;
-
-struct poll_table_struct;
-
-struct vm_area_struct;
-
-struct inode;
-
-typedef void *fl_owner_t;
-
-struct file_lock;
-
-struct pipe_inode_info;
-
-struct file_lease;
-
-struct seq_file;
-
-struct io_uring_cmd;
-
-struct vm_area_desc;
-
-struct file_operations {
-	struct module *owner;
-	fop_flags_t fop_flags;
-	loff_t (*llseek)(struct file *, loff_t, int);
-	ssize_t (*read)(struct file *, char *, size_t, loff_t *);
-	ssize_t (*write)(struct file *, const char *, size_t, loff_t *);
-	ssize_t (*read_iter)(struct kiocb *, struct iov_iter *);
-	ssize_t (*write_iter)(struct kiocb *, struct iov_iter *);
-	int (*iopoll)(struct kiocb *, struct io_comp_batch *, unsigned int);
-	int (*iterate_shared)(struct file *, struct dir_context *);
-	__poll_t (*poll)(struct file *, struct poll_table_struct *);
-	long int (*unlocked_ioctl)(struct file *, unsigned int, long unsigned int);
-	long int (*compat_ioctl)(struct file *, unsigned int, long unsigned int);
-	int (*mmap)(struct file *, struct vm_area_struct *);
-	int (*open)(struct inode *, struct file *);
-	int (*flush)(struct file *, fl_owner_t);
-	int (*release)(struct inode *, struct file *);
-	int (*fsync)(struct file *, loff_t, loff_t, int);
-	int (*fasync)(int, struct file *, int);
-	int (*lock)(struct file *, int, struct file_lock *);
-	long unsigned int (*get_unmapped_area)(struct file *, long unsigned int, long unsigned int, long unsigned int, long unsigned int);
-	int (*check_flags)(int);
-	int (*flock)(struct file *, int, struct file_lock *);
-	ssize_t (*splice_write)(struct pipe_inode_info *, struct file *, loff_t *, size_t, unsigned int);
-	ssize_t (*splice_read)(struct file *, loff_t *, struct pipe_inode_info *, size_t, unsigned int);
-	void (*splice_eof)(struct file *);
-	int (*setlease)(struct file *, int, struct file_lease **, void **);
-	long int (*fallocate)(struct file *, int, loff_t, loff_t);
-	void (*show_fdinfo)(struct seq_file *, struct file *);
-	ssize_t (*copy_file_range)(struct file *, loff_t, struct file *, loff_t, size_t, unsigned int);
-	loff_t (*remap_file_range)(struct file *, loff_t, struct file *, loff_t, loff_t, unsigned int);
-	int (*fadvise)(struct file *, loff_t, loff_t, int);
-	int (*uring_cmd)(struct io_uring_cmd *, unsigned int);
-	int (*uring_cmd_iopoll)(struct io_uring_cmd *, struct io_comp_batch *, unsigned int);
-	int (*mmap_prepare)(struct vm_area_desc *);
-};
-
 typedef short unsigned int umode_t;
+
+typedef unsigned int __kernel_uid32_t;
+
+typedef __kernel_uid32_t uid_t;
+
+typedef struct {
+	uid_t val;
+} kuid_t;
+
+typedef unsigned int __kernel_gid32_t;
+
+typedef __kernel_gid32_t gid_t;
+
+typedef struct {
+	gid_t val;
+} kgid_t;
 
 typedef u32 __kernel_dev_t;
 
