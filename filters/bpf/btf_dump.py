@@ -33,6 +33,13 @@ def member_bits(t: B.BtfType, raw: int) -> tuple[int, int]:
     return raw, 0
 
 
+def enum_value(t: B.BtfType, value: int) -> int:
+    """An enumerator's value as its enum's signedness reads it (kind_flag: signed)."""
+    bits = 32 if t.kind == B.ENUM else 64
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if t.kind_flag and value >> (bits - 1) else value
+
+
 def raw_line(btf: B.Btf, tid: int) -> str:
     """One type as bpftool's ``btf dump ... format raw`` prints it (with its member lines)."""
     t = btf.types[tid]
@@ -56,12 +63,9 @@ def raw_line(btf: B.Btf, tid: int) -> str:
     elif t.kind in (B.ENUM, B.ENUM64):
         out += f" encoding={'SIGNED' if t.kind_flag else 'UNSIGNED'} size={t.ref} vlen={len(t.members)}"
         for name, value, _ in t.members:
-            if t.kind == B.ENUM:
-                v = value - (1 << 32) if t.kind_flag and value >= 1 << 31 else value & 0xFFFFFFFF
-                out += f"\n\t'{name}' val={v}"
-            else:
-                v = value - (1 << 64) if t.kind_flag and value >= 1 << 63 else value
-                out += f"\n\t'{name}' val={v}{'LL' if t.kind_flag else 'ULL'}"
+            v = enum_value(t, value)
+            out += f"\n\t'{name}' val={v}" + ("" if t.kind == B.ENUM else
+                                                 "LL" if t.kind_flag else "ULL")
     elif t.kind == B.FWD:
         out += f" fwd_kind={'union' if t.kind_flag else 'struct'}"
     elif t.kind == B.FUNC:
@@ -294,21 +298,19 @@ class CWriter:
         t = self.btf.types[tid]
         ind = "\t" * (lvl + 1)
         lines = [f"enum {self.names[tid]} {{" if t.name else "enum {"]
-        for name, value, _ in t.members:
+        for name, raw, _ in t.members:
+            value = enum_value(t, raw)
             seen = self.enumerators.get(name, 0)
             self.enumerators[name] = seen + 1
             if seen:                                # C has one namespace for enumerators
                 name = f"{name}___{seen + 1}"
-            bits = 8 * t.ref
-            if t.kind_flag and value >= 1 << (bits - 1):
-                value -= 1 << bits
             suffix = "" if t.kind == B.ENUM else ("LL" if t.kind_flag else "ULL")
             lines.append(f"{ind}{name} = {value}{suffix},")
         # sizes C gives an enum only when told (libbpf's choice of attributes)
         attr = ""
         if t.ref == 1:
             attr = " __attribute__((mode(byte)))"
-        elif t.ref == 8 and all(-(1 << 31) <= v < (1 << 32) for _, v, _ in t.members):
+        elif t.ref == 8 and all(-(1 << 31) <= enum_value(t, v) < (1 << 32) for _, v, _ in t.members):
             attr = " __attribute__((mode(word)))"
         lines.append("\t" * lvl + "}" + attr)
         return "\n".join(lines)
