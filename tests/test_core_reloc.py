@@ -1,0 +1,149 @@
+"""CO-RE relocations (``filters/bpf/core_reloc.py``) on clang-built objects, against the model's
+BTF: a program whose local ``struct sk_buff___old`` puts ``len`` elsewhere is patched to the
+model's offset, bitfields, field existence, enum values and type sizes get the target's values,
+and an unresolvable field poisons its instruction as libbpf does."""
+from __future__ import annotations
+
+import errno
+import io
+import re
+import subprocess
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from filters.bpf import btf as B
+from filters.bpf import core_reloc as C
+from filters.bpf.btf_dump import dump_c
+from filters.bpf.isa import decode
+from kernel_model.c_types import kernel_types
+from kernel_model.model_btf import model_btf
+from tests.conftest import need_tool
+
+SOURCE = r"""
+#include "vmlinux.h"
+#define SEC(name) __attribute__((section(name), used))
+static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
+
+/* an older kernel's layout: len first, and a member the model's kernel does not have */
+struct sk_buff___old {
+	unsigned int len;
+	unsigned int gone;
+	struct net_device *dev;
+} __attribute__((preserve_access_index));
+
+enum which { NOT_THERE = 7 };
+
+SEC("kprobe/__netif_receive_skb")
+int probe(struct pt_regs *ctx)
+{
+	struct sk_buff___old *skb = (void *)ctx->di;
+	unsigned int len = 0, gone = 0;
+	long r = 0;
+
+	bpf_probe_read_kernel(&len, sizeof(len), &skb->len);
+	r += __builtin_preserve_field_info(skb->gone, 2);             /* FIELD_EXISTS */
+	if (__builtin_preserve_field_info(skb->gone, 2))
+		bpf_probe_read_kernel(&gone, sizeof(gone), &skb->gone);  /* poisoned, dead */
+	r += __builtin_preserve_field_info(((struct sk_buff *)skb)->pkt_type, 0);   /* BYTE_OFFSET */
+	r += __builtin_preserve_field_info(((struct sk_buff *)skb)->pkt_type, 4);   /* LSHIFT_U64 */
+	r += __builtin_preserve_type_info(*(struct task_struct *)0, 1);          /* TYPE_SIZE */
+	r += __builtin_preserve_type_info(*(enum which *)0, 0);                  /* TYPE_EXISTS */
+	return len + gone + r;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    clang = need_tool("clang", "clang")
+    tmp = tmp_path_factory.mktemp("core")
+    (tmp / "vmlinux.h").write_text(dump_c(model_btf()))
+    (tmp / "prog.c").write_text(SOURCE)
+    subprocess.run([clang, "-g", "-O2", "-target", "bpf", "-c", "prog.c", "-o", "prog.o"],
+                   cwd=tmp, check=True, capture_output=True)
+    elf = ELFFile(io.BytesIO((tmp / "prog.o").read_bytes()))
+    local = B.parse(elf.get_section_by_name(".BTF").data())
+    ext = C.parse_btf_ext(elf.get_section_by_name(".BTF.ext").data(), local)
+    insns = decode(elf.get_section_by_name("kprobe/__netif_receive_skb").data())
+    return local, ext, insns
+
+
+def relocated(built) -> C.Relocated:
+    local, ext, insns = built
+    return C.relocate(insns, ext.core_relos["kprobe/__netif_receive_skb"], local, model_btf(),
+                      prog="probe", section="kprobe/__netif_receive_skb")
+
+
+def test_btf_ext_has_func_line_and_core_records(built):
+    local, ext, _ = built
+    assert ext.func_info["kprobe/__netif_receive_skb"][0][0] == 0
+    assert local.types[ext.func_info["kprobe/__netif_receive_skb"][0][1]].name == "probe"
+    lines = ext.line_info["kprobe/__netif_receive_skb"]
+    assert any("bpf_probe_read_kernel(&len" in text for _, _, text, _, _ in lines)
+    kinds = {r.kind for r in ext.core_relos["kprobe/__netif_receive_skb"]}
+    assert {C.FIELD_BYTE_OFFSET, C.FIELD_EXISTS, C.FIELD_LSHIFT_U64, C.TYPE_SIZE,
+            C.TYPE_EXISTS} <= kinds
+
+
+def test_flavored_struct_reads_the_models_offset(built):
+    out = relocated(built)
+    sk = kernel_types().struct("sk_buff")
+    assert out.log[0] == "sec 'kprobe/__netif_receive_skb': found 8 CO-RE relocations"
+    assert any(re.fullmatch(r"prog 'probe': relo #\d+: <byte_off> \[\d+\] struct sk_buff___old\.len "
+                            r"\(0:0 @ offset 0\)", ln) for ln in out.log)
+    assert any(re.fullmatch(r"prog 'probe': relo #\d+: matching candidate #0 <byte_off> \[\d+\] "
+                            r"struct sk_buff\.len \(0:6 @ offset 112\)", ln) for ln in out.log)
+    assert any(re.fullmatch(r"CO-RE relocating \[\d+\] struct sk_buff___old: found target "
+                            r"candidate \[\d+\] struct sk_buff in \[vmlinux\]", ln) for ln in out.log)
+    patched = [ln for ln in out.log if "patched insn" in ln]
+    assert any(ln.endswith(f"(ALU/ALU64) imm 0 -> {sk.offsetof('len')}") for ln in patched), patched
+    # the local offset of len (0) became 0x70 in an add to the skb pointer
+    assert any(i.imm == 0x70 and i.opcode & 0x07 in (0x04, 0x07) for i in out.insns)
+
+
+def test_missing_field_poisons_and_exists_is_zero(built):
+    out = relocated(built)
+    assert any("no matching targets found" in ln for ln in out.log)
+    assert any("substituting insn #" in ln and "w/ invalid insn" in ln for ln in out.log)
+    assert any(i.opcode == 0x85 and i.imm == C.POISON_IMM for i in out.insns)
+    exists = [ln for ln in out.log if "<field_exists>" in ln and ".gone" in ln]
+    assert exists
+
+
+def test_bitfield_and_type_values(built):
+    out = relocated(built)
+    sk = kernel_types().struct("sk_buff")
+    pkt = sk.field("pkt_type")
+    text = "\n".join(out.log)
+    assert f"(ALU/ALU64) imm {0} -> {pkt.offset}" in text or f"-> {pkt.offset}" in text
+    lshift = 64 - (8 * pkt.offset + pkt.bit_offset + 3 - 8 * pkt.offset)
+    assert f"-> {lshift}" in text
+    assert f"-> {kernel_types().struct('task_struct').size}" in text     # TYPE_SIZE
+
+
+def test_essential_names():
+    assert C.essential_name("task_struct___v2") == "task_struct"
+    assert C.essential_name("a___b___c") == "a___b"
+    assert C.essential_name("x____y") == "x____y"
+    assert C.essential_name("sk_buff") == "sk_buff"
+
+
+def test_bad_access_strings(built):
+    local, ext, insns = built
+    relo = ext.core_relos["kprobe/__netif_receive_skb"][0]
+    for access in ("", ":1", "0:99", "x"):
+        with pytest.raises(C.CoreReloError) as info:
+            C.relocate(insns, [C.CoreRelo(relo.insn_off, relo.type_id, access, relo.kind)],
+                       local, model_btf())
+        assert info.value.errno == errno.EINVAL
+
+
+def test_malformed_btf_ext(built):
+    local = built[0]
+    with pytest.raises(C.CoreReloError, match="BTF.ext header not found"):
+        C.parse_btf_ext(b"\x9f\xeb", local)
+    with pytest.raises(C.CoreReloError, match="Invalid BTF.ext magic:1234"):
+        C.parse_btf_ext(b"\x34\x12\x01\x00" + bytes(28), local)
