@@ -163,7 +163,15 @@ def test_c_dump_compiles_with_clang_to_the_models_layout(capsys, tmp_path):
     assert header.startswith("#ifndef __VMLINUX_H__\n#define __VMLINUX_H__\n\n"
                              "#ifndef BPF_NO_PRESERVE_ACCESS_INDEX\n#pragma clang attribute push "
                              "(__attribute__((preserve_access_index)), apply_to = record)\n#endif\n")
-    assert header.endswith("#endif /* __VMLINUX_H__ */\n")
+    assert "#ifndef __ksym\n#define __ksym __attribute__((section(\".ksyms\")))\n#endif\n" in header
+    assert header.endswith("\n/* BPF kfuncs */\n#ifndef BPF_NO_KFUNC_PROTOTYPES\n#endif\n\n"
+                           "#ifndef BPF_NO_PRESERVE_ACCESS_INDEX\n#pragma clang attribute pop\n"
+                           "#endif\n\n#endif /* __VMLINUX_H__ */\n")
+    # bpftool's order: enums, then ints and what names them, then structs and their typedefs
+    decls = re.findall(r"^(typedef .*|struct \w+ \{|enum \w+ \{)", header, re.M)
+    first_struct = next(i for i, d in enumerate(decls) if d.startswith("struct "))
+    assert all("struct" not in d for d in decls[:first_struct])
+    assert decls.index("struct sk_buff {") > first_struct
     (tmp_path / "vmlinux.h").write_text(header)
     (tmp_path / "probe.c").write_text(PROGRAM)
     subprocess.run([clang, "-g", "-O2", "-target", "bpf", "-c", "probe.c", "-o", "probe.o"],

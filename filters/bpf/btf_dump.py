@@ -398,16 +398,18 @@ class CWriter:
         return lines
 
     # -- whole files
+    def top_level(self) -> list[int]:
+        """What a header declares at file scope: every named struct, union, enum and typedef,
+        every FWD, and the anonymous enums no other type uses (the rest are written inline)."""
+        used = referenced(self.btf)
+        return [i for i, t in enumerate(self.btf.types) if i and (
+            (t.kind in (B.STRUCT, B.UNION, B.TYPEDEF, B.ENUM, B.ENUM64) and t.name)
+            or (t.kind in (B.ENUM, B.ENUM64) and not t.name and t.members and i not in used)
+            or t.kind == B.FWD)]
+
     def types(self, ids: list[int] | None = None) -> str:
-        """Definitions of ``ids`` (default: every named struct, union, enum and typedef, and
-        every anonymous enum, in id order) and what they need."""
-        if ids is None:
-            used = referenced(self.btf)
-            ids = [i for i, t in enumerate(self.btf.types) if i and (
-                (t.kind in (B.STRUCT, B.UNION, B.TYPEDEF, B.ENUM, B.ENUM64) and t.name)
-                or (t.kind in (B.ENUM, B.ENUM64) and not t.name and t.members and i not in used)
-                or t.kind == B.FWD)]
-        for tid in ids:
+        """Definitions of ``ids`` (default: ``top_level()`` in id order) and what they need."""
+        for tid in self.top_level() if ids is None else ids:
             t = self.btf.types[tid]
             if t.kind == B.FWD:
                 self.need_name(tid)
@@ -458,12 +460,58 @@ def referenced(btf: B.Btf) -> set[int]:
     return used
 
 
-def dump_c(btf: B.Btf) -> str:
-    """The header ``bpftool btf dump file F format c`` writes for ``btf``."""
+def _rank(btf: B.Btf, tid: int, has_name: bool = False, depth: int = 0) -> int:
+    """bpftool's sort rank: anonymous enums, enums, ints and floats, structs and unions, then
+    the rest; typedefs and arrays rank as what they name."""
+    t = btf.types[tid] if tid else None
+    if t is None or depth > 64:
+        return 10
+    has_name = has_name or bool(t.name)
+    if t.kind in (B.ENUM, B.ENUM64):
+        return 1 if has_name else 0
+    if t.kind in (B.INT, B.FLOAT):
+        return 2
+    if t.kind in (B.STRUCT, B.UNION):
+        return 3 if has_name else 10
+    if t.kind == B.FUNC_PROTO:
+        return 4 if has_name else 10
+    if t.kind == B.ARRAY:
+        return _rank(btf, t.array[0], has_name, depth + 1) if has_name else 10
+    if t.kind in (B.TYPE_TAG, B.CONST, B.PTR, B.VOLATILE, B.RESTRICT, B.TYPEDEF, B.DECL_TAG):
+        return _rank(btf, t.ref, has_name, depth + 1) if has_name else 10
+    return 10
+
+
+def _sort_name(btf: B.Btf, tid: int, from_ref: bool = False, depth: int = 0) -> str:
+    t = btf.types[tid] if tid else None
+    if t is None or depth > 64:
+        return ""
+    if t.kind in (B.ENUM, B.ENUM64):
+        return t.name or ("" if from_ref or not t.members else t.members[0][0])
+    if t.kind == B.ARRAY:
+        return _sort_name(btf, t.array[0], True, depth + 1)
+    if t.kind in (B.TYPE_TAG, B.CONST, B.PTR, B.VOLATILE, B.RESTRICT, B.TYPEDEF, B.DECL_TAG):
+        return _sort_name(btf, t.ref, True, depth + 1)
+    return t.name
+
+
+def dump_c(btf: B.Btf, sort: bool = True) -> str:
+    """The header ``bpftool btf dump file F format c`` writes for ``btf`` (types in bpftool's
+    sorted order unless ``sort`` is off, its ``unsorted`` option)."""
     head = ("#ifndef __VMLINUX_H__\n#define __VMLINUX_H__\n\n"
             "#ifndef BPF_NO_PRESERVE_ACCESS_INDEX\n"
             "#pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)\n"
-            "#endif\n\n")
-    tail = ("#ifndef BPF_NO_PRESERVE_ACCESS_INDEX\n#pragma clang attribute pop\n#endif\n\n"
+            "#endif\n\n"
+            "#ifndef __ksym\n#define __ksym __attribute__((section(\".ksyms\")))\n#endif\n\n"
+            "#ifndef __weak\n#define __weak __attribute__((weak))\n#endif\n\n"
+            "#ifndef __bpf_fastcall\n#if __has_attribute(bpf_fastcall)\n"
+            "#define __bpf_fastcall __attribute__((bpf_fastcall))\n#else\n"
+            "#define __bpf_fastcall\n#endif\n#endif\n\n")
+    tail = ("\n/* BPF kfuncs */\n#ifndef BPF_NO_KFUNC_PROTOTYPES\n#endif\n\n"
+            "#ifndef BPF_NO_PRESERVE_ACCESS_INDEX\n#pragma clang attribute pop\n#endif\n\n"
             "#endif /* __VMLINUX_H__ */\n")
-    return head + CWriter(btf).types() + tail
+    w = CWriter(btf)
+    ids = w.top_level()
+    if sort:
+        ids.sort(key=lambda i: (_rank(btf, i), _sort_name(btf, i), btf.types[i].name, i))
+    return head + w.types(ids) + tail
