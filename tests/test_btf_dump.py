@@ -169,9 +169,9 @@ def test_c_dump_compiles_with_clang_to_the_models_layout(capsys, tmp_path):
                            "#endif\n\n#endif /* __VMLINUX_H__ */\n")
     # bpftool's order: enums, then ints and what names them, then structs and their typedefs
     decls = re.findall(r"^(typedef .*|struct \w+ \{|enum \w+ \{)", header, re.M)
-    first_struct = next(i for i, d in enumerate(decls) if d.startswith("struct "))
-    assert all("struct" not in d for d in decls[:first_struct])
-    assert decls.index("struct sk_buff {") > first_struct
+    assert decls[0] == "typedef _Bool bool;"
+    int_typedefs = [i for i, d in enumerate(decls) if re.fullmatch(r"typedef (__)?[us]\d+ \w+;", d)]
+    assert max(int_typedefs) < decls.index("struct callback_head {") < decls.index("struct sk_buff {")
     (tmp_path / "vmlinux.h").write_text(header)
     (tmp_path / "probe.c").write_text(PROGRAM)
     subprocess.run([clang, "-g", "-O2", "-target", "bpf", "-c", "probe.c", "-o", "probe.o"],
