@@ -14,8 +14,10 @@ from elftools.elf.elffile import ELFFile
 
 from filters.bpf import btf as B
 from filters.bpf import core_reloc as C
+from filters.bpf.asm import assemble
 from filters.bpf.btf_dump import dump_c
 from filters.bpf.isa import decode
+from filters.bpf.verifier import verify
 from kernel_model.c_types import kernel_types
 from kernel_model.model_btf import model_btf
 from tests.conftest import need_tool
@@ -147,3 +149,98 @@ def test_malformed_btf_ext(built):
         C.parse_btf_ext(b"\x9f\xeb", local)
     with pytest.raises(C.CoreReloError, match="Invalid BTF.ext magic:1234"):
         C.parse_btf_ext(b"\x34\x12\x01\x00" + bytes(28), local)
+
+
+ENUM_SOURCE = r"""
+#include "vmlinux.h"
+#define SEC(name) __attribute__((section(name), used))
+enum color___mine { RED___mine = 1, GREEN___mine = 2, BLUE___mine = 3 };
+
+SEC("kprobe/x")
+int probe(struct pt_regs *ctx)
+{
+	long r = 0;
+
+	r += __builtin_preserve_enum_value(*(enum color___mine *)GREEN___mine, 1);   /* VALUE */
+	r += __builtin_preserve_enum_value(*(enum color___mine *)BLUE___mine, 0);    /* EXISTS */
+	r += __builtin_preserve_type_info(*(struct list_head *)0, 0);               /* EXISTS */
+	r += __builtin_preserve_type_info(*(struct sk_buff *)0, 0);                 /* EXISTS */
+	return r;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def build(tmp, source: str, target: B.Btf) -> tuple[B.Btf, C.BtfExt, list]:
+    clang = need_tool("clang", "clang")
+    (tmp / "vmlinux.h").write_text(dump_c(target))
+    (tmp / "p.c").write_text(source)
+    subprocess.run([clang, "-g", "-O2", "-target", "bpf", "-c", "p.c", "-o", "p.o"], cwd=tmp,
+                   check=True, capture_output=True)
+    elf = ELFFile(io.BytesIO((tmp / "p.o").read_bytes()))
+    local = B.parse(elf.get_section_by_name(".BTF").data())
+    ext = C.parse_btf_ext(elf.get_section_by_name(".BTF.ext").data(), local)
+    return local, ext, decode(elf.get_section_by_name("kprobe/x").data())
+
+
+def tiny_target(text: str) -> B.Btf:
+    from kernel_model import c_types
+    from kernel_model.model_btf import build as build_btf
+    env = c_types.TypeEnv()
+    env.add(c_types.parse_c(c_types.preprocess(text)))
+    return build_btf(env)
+
+
+def test_enum_values_and_type_existence(tmp_path):
+    """Against a target whose enum color has GREEN = 20 and no BLUE, and no sk_buff: the value
+    is the target's, BLUE and sk_buff do not exist, list_head does."""
+    target = tiny_target("enum color { RED = 1, GREEN = 20 };\n"
+                         "struct list_head { struct list_head *next, *prev; };\n")
+    local, ext, insns = build(tmp_path, ENUM_SOURCE, model_btf())
+    out = C.relocate(insns, ext.core_relos["kprobe/x"], local, target, prog="probe")
+    text = "\n".join(out.log)
+    assert re.search(r"relo #0: <enumval_value> \[\d+\] enum color___mine::GREEN___mine = 2", text)
+    assert re.search(r"relo #0: matching candidate #0 <enumval_value> \[\d+\] enum color::GREEN = 20",
+                     text)
+    assert re.search(r"relo #0: patched insn #\d+ \(\w+(/\w+)*\) imm(64)? 2 -> 20", text), text
+    assert re.search(r"relo #1: patched insn #\d+ \(\w+(/\w+)*\) imm(64)? 1 -> 0", text), text
+    assert re.search(r"relo #2: patched insn #\d+ \(\w+(/\w+)*\) imm(64)? 1 -> 1", text), text
+    assert re.search(r"relo #3: patched insn #\d+ \(\w+(/\w+)*\) imm(64)? 1 -> 0", text), text
+
+
+def test_a_reachable_poisoned_insn_fails_verification(built):
+    """The poisoned call is what the kernel's verifier rejects when it is reachable."""
+    out = relocated(built)
+    at = next(i for i, x in enumerate(out.insns) if x.imm == C.POISON_IMM)
+    res = verify(out.insns[at:at + 1] + assemble("r0 = 0\nexit\n"))
+    assert not res.ok and res.error == f"invalid func unknown#{C.POISON_IMM}"
+
+
+def test_garbage_btf_ext_never_raises_anything_else(built):
+    import random
+    local = built[0]
+    good = bytes(built[1].core_relos and b"")
+    rng = random.Random(15)
+    header = bytes.fromhex("9feb0100") + (32).to_bytes(4, "little")
+    for _ in range(2000):
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 96)))
+        data = header + body if rng.random() < 0.7 else body
+        try:
+            C.parse_btf_ext(data, local)
+        except C.CoreReloError:
+            pass
+    assert good == b""
+
+
+def test_type_matches_is_stricter_than_exists(tmp_path):
+    """TYPE_MATCHES (clang 15's flag 2, built here from the EXISTS record): a list_head whose
+    members differ exists but does not match."""
+    local, ext, insns = build(tmp_path, ENUM_SOURCE, model_btf())
+    exists = ext.core_relos["kprobe/x"][2]
+    matches = C.CoreRelo(exists.insn_off, exists.type_id, exists.access, C.TYPE_MATCHES)
+    same = tiny_target("struct list_head { struct list_head *next, *prev; };\n")
+    other = tiny_target("struct list_head { struct list_head *next; long prev; };\n")
+    value = [C.relocate(insns, [r], local, t).insns[exists.insn_off // 8].imm
+             for t in (same, other) for r in (exists, matches)]
+    assert value == [1, 1, 1, 0]

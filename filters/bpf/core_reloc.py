@@ -196,6 +196,8 @@ class Spec:
         if self.kind in TYPE_KINDS:
             return out
         if self.kind in ENUMVAL_KINDS:
+            if not self.raw:                 # a candidate without the enumerator
+                return out
             e = self.btf.get(_skip(self.btf, self.root_type_id))
             name, value, _ = e.members[self.raw[0]]
             from .btf_dump import enum_value
