@@ -14,6 +14,7 @@ import functools
 from filters.bpf import btf as B
 from filters.bpf.btf_dump import PAD_PREFIX
 from kernel_model.c_types import (
+    INCLUDE_DIR,
     Array,
     CType,
     Enum,
@@ -25,6 +26,8 @@ from kernel_model.c_types import (
     TypeEnv,
     Void,
     kernel_types,
+    parse_c,
+    preprocess,
 )
 
 # c_types spelling -> the one gcc writes into DWARF (and pahole into BTF)
@@ -128,8 +131,14 @@ class _Builder:
         return tid
 
 
-def build(env: TypeEnv) -> B.Btf:
-    """The BTF of every type ``env`` declares (typedefs, then structs, unions, named enums)."""
+# From the uapi <linux/bpf.h>: what a kernel's BTF has of it (programs of type socket filter or
+# tc read struct __sk_buff through vmlinux.h); the header's legacy struct bpf_map_def is libbpf's.
+UAPI_TYPES = (("struct", "__sk_buff"), ("enum", "bpf_map_type"), ("enum", "bpf_hdr_start_off"))
+
+
+def build(env: TypeEnv, extra: tuple[tuple[TypeEnv, str, str], ...] = ()) -> B.Btf:
+    """The BTF of every type ``env`` declares (typedefs, then structs, unions, named enums),
+    then the ``extra`` ones: (environment, "struct" or "enum", name)."""
     b = _Builder(env)
     for name in env.typedefs:
         b.typedef(name)
@@ -137,13 +146,23 @@ def build(env: TypeEnv) -> B.Btf:
         b.type_id(s)
     for e in env.enums.values():
         b.type_id(e)
+    for other, kind, name in extra:
+        b.type_id(other.struct(name) if kind == "struct" else other.enums[name])
     return b.btf
+
+
+def uapi_types() -> TypeEnv:
+    text = preprocess("#include <uapi/linux/bpf.h>\n", "<uapi>", [INCLUDE_DIR])
+    env = TypeEnv()
+    env.add(parse_c(text, "<uapi>"))
+    return env
 
 
 @functools.cache
 def model_btf_bytes() -> bytes:
     """The raw BTF of the modelled kernel (``/sys/kernel/btf/vmlinux``)."""
-    return build(kernel_types()).encode()
+    uapi = uapi_types()
+    return build(kernel_types(), tuple((uapi, kind, name) for kind, name in UAPI_TYPES)).encode()
 
 
 def model_btf() -> B.Btf:

@@ -165,3 +165,15 @@ def test_program_built_against_the_real_vmlinux_h_reads_the_right_fields(real_bt
     printed = [re.sub(r".*bpf_trace_printk: ", "", ln) for ln in tree.read_text("/trace").splitlines()
                if "bpf_trace_printk" in ln]
     assert printed == ["dev eth5 len 100 proto 8"]          # htons(ETH_P_IP) read in host order
+
+
+def test_model_btf_sk_buff_context_is_the_kernels(real_btf):
+    """struct __sk_buff (uapi, what socket filters read) in the model BTF has 6.18's layout."""
+    from kernel_model.model_btf import model_btf
+    ours, theirs = model_btf(), real_btf
+    want: dict[str, tuple[int, int, int]] = {}
+    got: dict[str, tuple[int, int, int]] = {}
+    gen_layouts._leaves(theirs, theirs.find(B.STRUCT, "__sk_buff"), 0, want)
+    gen_layouts._leaves(ours, ours.find(B.STRUCT, "__sk_buff"), 0, got)
+    assert got == want
+    assert ours.size_of(ours.find(B.STRUCT, "__sk_buff")) == 192
