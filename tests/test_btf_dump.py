@@ -200,3 +200,22 @@ def test_mount_serves_the_same_btf(tmp_path):
         done = tracesim("btf", "dump", "--mount", str(mnt))
         assert done.stdout == dump_raw(model_btf())
         assert "btf" not in {p.name for p in mnt.iterdir()}       # not a tracefs file
+
+
+def test_dump_of_a_file(capsys, tmp_path):
+    raw = tmp_path / "vmlinux"
+    raw.write_bytes(model_btf_bytes())
+    status, out, _ = run(capsys, "dump", "--file", str(raw))
+    assert status == 0 and out == dump_raw(model_btf())
+    clang = need_tool("clang", "clang")
+    (tmp_path / "m.c").write_text("struct pair { int a; char b[3]; };\n"
+                                  "struct pair p __attribute__((section(\".data\")));\n")
+    subprocess.run([clang, "-g", "-O2", "-target", "bpf", "-c", "m.c", "-o", "m.o"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    status, out, _ = run(capsys, "dump", "--file", str(tmp_path / "m.o"))
+    assert status == 0 and re.search(r"STRUCT 'pair' size=8 vlen=2\n\t'a' type_id=\d+ "
+                                     r"bits_offset=0\n\t'b' type_id=\d+ bits_offset=32\n", out)
+    assert run(capsys, "dump", "--file", str(tmp_path / "nope"))[1:] == (
+        "", f"tracesim btf: '{tmp_path / 'nope'}': No such file or directory\n")
+    assert run(capsys, "dump", "--file", str(tmp_path / "m.c"))[2] == \
+        f"tracesim btf: '{tmp_path / 'm.c'}' is neither raw BTF nor an ELF object\n"
