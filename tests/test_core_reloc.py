@@ -251,3 +251,98 @@ def test_btf_with_loops_is_an_error_not_a_hang():
         loop.size_of(1)
     with pytest.raises(B.BtfError, match="loop"):
         loop.size_of(2)
+
+
+OLD_LAYOUT = r"""
+#include "vmlinux.h"
+#define SEC(name) __attribute__((section(name), used))
+static long (*bpf_trace_printk)(const char *fmt, __u32 fmt_size, ...) = (void *)6;
+static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
+
+/* how a 3.13-era kernel laid these out: name first in net_device, dev and len early in sk_buff */
+struct net_device___3_13 { char name[16]; } __attribute__((preserve_access_index));
+struct sk_buff___3_13 {
+	struct sk_buff___3_13 *next, *prev;
+	void *tstamp;
+	struct net_device___3_13 *dev;
+	unsigned int len;
+	__u16 protocol;
+} __attribute__((preserve_access_index));
+
+struct args { __u64 common; struct sk_buff___3_13 *skbaddr; };
+
+SEC("tracepoint/net/netif_receive_skb")
+int show(struct args *ctx)
+{
+	struct sk_buff___3_13 *skb = ctx->skbaddr;
+	struct net_device___3_13 *dev = 0;
+	unsigned int len = 0;
+	__u16 proto = 0;
+	char name[16] = {};
+	char fmt[] = "dev '%s' len %u proto %x\n";
+
+	bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+	bpf_probe_read_kernel(&len, sizeof(len), &skb->len);
+	bpf_probe_read_kernel(&proto, sizeof(proto), &skb->protocol);
+	bpf_probe_read_kernel(name, sizeof(name), dev->name);
+	bpf_trace_printk(fmt, sizeof(fmt), name, len, proto);
+	return 1;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.fixture
+def system():
+    from tracefs.system import System
+    s = System.boot(cpus=2, seed=1, clock="virtual")
+    yield s
+    s.shutdown()
+
+
+def printed_by(system, obj: bytes) -> list[str]:
+    import os
+    tree = system.tree
+    handle = tree.open("/events/net/netif_receive_skb/filter", os.O_WRONLY | os.O_TRUNC)
+    try:
+        handle.write(obj, 0)
+        handle.flush()
+    finally:
+        handle.release()
+    tree.echo("/events/net/netif_receive_skb/enable", "1")
+    tree.echo("/trace", "")
+    assert system.control(["send", "eth5", "--len", "100"])[0] == 0
+    return [re.sub(r".*bpf_trace_printk: ", "", ln) for ln in tree.read_text("/trace").splitlines()
+            if "bpf_trace_printk" in ln]
+
+
+def test_relocated_object_reads_the_models_fields_on_the_mount(tmp_path, system):
+    """Built for another layout: unrelocated it reads the wrong bytes (the issue's empty device
+    name); with the CO-RE relocations applied against the model BTF it reads the event's."""
+    clang = need_tool("clang", "clang")
+    (tmp_path / "vmlinux.h").write_text(dump_c(model_btf()))
+    (tmp_path / "old.c").write_text(OLD_LAYOUT)
+    subprocess.run([clang, "-g", "-O2", "-target", "bpf", "-c", "old.c", "-o", "old.o"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    obj = (tmp_path / "old.o").read_bytes()
+    assert printed_by(system, obj) != ["dev 'eth5' len 100 proto 8"]
+    patched, log = C.apply_to_elf(obj, model_btf())
+    assert any(re.fullmatch(r"prog 'show': relo #\d+: patched insn #\d+ \(ALU/ALU64\) imm 0 -> 280",
+                            ln) for ln in log), log           # dev->name: 0 -> 0x118
+    assert printed_by(system, patched) == ["dev 'eth5' len 100 proto 8"]
+    # a .BTF.ext that does not parse is ignored with libbpf's warning, the object unchanged
+    ext = ELFFile(io.BytesIO(obj)).get_section_by_name(".BTF.ext")
+    broken = obj[:ext["sh_offset"]] + b"\0\0" + obj[ext["sh_offset"] + 2:]
+    assert C.apply_to_elf(broken, model_btf()) == (
+        broken, ["Error loading ELF section .BTF.ext: -22. Ignored and continue."])
+
+
+def test_apply_to_elf_leaves_what_it_cannot_relocate_alone(built, tmp_path):
+    assert C.apply_to_elf(b"not an elf", model_btf()) == (b"not an elf", [])
+    clang = need_tool("clang", "clang")
+    (tmp_path / "plain.c").write_text("int x __attribute__((section(\".data\")));\n")
+    subprocess.run([clang, "-O2", "-target", "bpf", "-c", "plain.c", "-o", "plain.o"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    plain = (tmp_path / "plain.o").read_bytes()
+    assert C.apply_to_elf(plain, model_btf()) == (plain, [])

@@ -6,7 +6,9 @@ model's kernel), and the instruction is patched with the target's offset, size o
     relocs = parse_btf_ext(ext_bytes, local_btf).core_relos[".text"]
     result = relocate(insns, relocs, local_btf, target_btf, prog_name="prog")
 
-``result.insns`` are the patched instructions, ``result.log`` libbpf's debug/warning lines. A
+``result.insns`` are the patched instructions, ``result.log`` libbpf's debug/warning lines.
+``apply_to_elf(object_bytes, target_btf)`` does it for every section of a BPF object and gives
+back the object with its instructions patched, for a loader to call before it reads them. A
 relocation that cannot be resolved (a field the target lacks, a missing enumerator) poisons its
 instruction with a call to helper 195896080 (``0xbad2310``), which the verifier rejects only if
 the instruction is reachable; a malformed relocation raises ``CoreReloError`` with libbpf's
@@ -20,7 +22,7 @@ import struct
 from dataclasses import dataclass, field
 
 from . import btf as B
-from .isa import Insn
+from .isa import Insn, decode, encode
 
 (FIELD_BYTE_OFFSET, FIELD_BYTE_SIZE, FIELD_EXISTS, FIELD_SIGNED, FIELD_LSHIFT_U64,
  FIELD_RSHIFT_U64, TYPE_ID_LOCAL, TYPE_ID_TARGET, TYPE_EXISTS, TYPE_SIZE, ENUMVAL_EXISTS,
@@ -686,3 +688,52 @@ def relocate(insns: list[Insn], relos: list[CoreRelo], local: B.Btf, target: B.B
             res = chosen[1]
         _patch(out, i, res, prog, idx, log)
     return Relocated(out, log)
+
+
+def apply_to_elf(data: bytes, target: B.Btf) -> tuple[bytes, list[str]]:
+    """Apply an object's CO-RE relocations against ``target``: the object with the relocated
+    instructions written over the originals, and the log. Data that is not an ELF object, or
+    has no ``.BTF.ext`` relocations, comes back unchanged (the loader judges it); a ``.BTF`` or
+    ``.BTF.ext`` that does not parse is ignored with libbpf's warning, as libbpf does; a
+    relocation libbpf would fail on raises CoreReloError."""
+    import io
+
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        sections = list(elf.iter_sections())
+    except ELFError:
+        return data, []
+    by_name = {s.name: (i, s) for i, s in enumerate(sections)}
+    if ".BTF" not in by_name or ".BTF.ext" not in by_name:
+        return data, []
+    try:
+        local = B.parse(by_name[".BTF"][1].data())
+    except B.BtfError:
+        return data, [f"Error loading ELF section .BTF: -{errno.EINVAL}. Ignored and continue."]
+    try:
+        ext = parse_btf_ext(by_name[".BTF.ext"][1].data(), local)
+    except CoreReloError as e:
+        return data, [f"Error loading ELF section .BTF.ext: -{e.errno}. Ignored and continue."]
+    names: dict[tuple[int, int], str] = {}
+    symtab = by_name.get(".symtab")
+    for sym in symtab[1].iter_symbols() if symtab is not None else ():
+        if sym["st_info"]["type"] == "STT_FUNC" and isinstance(sym["st_shndx"], int):
+            names[(sym["st_shndx"], sym["st_value"])] = sym.name
+    out, log = bytearray(data), []
+    for sec_name, relos in ext.core_relos.items():
+        if sec_name not in by_name:
+            raise CoreReloError(errno.EINVAL, f"CO-RE relocations for a missing section '{sec_name}'")
+        index, section = by_name[sec_name]
+        prog = names.get((index, 0), sec_name)
+        try:
+            insns = decode(section.data())
+        except ValueError as e:
+            raise CoreReloError(errno.EINVAL, f"section '{sec_name}': {e}") from None
+        done = relocate(insns, relos, local, target, prog, sec_name)
+        log += done.log
+        start = section["sh_offset"]
+        out[start:start + section["sh_size"]] = encode(done.insns)
+    return bytes(out), log
