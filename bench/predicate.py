@@ -34,7 +34,7 @@ _COMMON = [
     _Field("common_preempt_count", "unsigned char", 3, 1, False),
     _Field("common_pid", "int", 4, 4, True),
 ]
-# p:netdev_alloc __netdev_alloc_skb name=+0(%di):string  (trace_kprobe layout)
+# p:netdev_alloc __netdev_alloc_skb name=+280(%di):string  (trace_kprobe layout)
 KPROBE_FIELDS = _COMMON + [
     _Field("__probe_ip", "unsigned long", 8, 8, False),
     _Field("name", "__data_loc char[]", 16, 4, True),

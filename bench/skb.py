@@ -18,7 +18,7 @@ phase alike; each phase's figure is its median, the table also shows each phase'
 two target ratios taken within each repeat):
 
 1. ``off``        no tracing
-2. ``enabled``    kprobe event on ``__netdev_alloc_skb`` with ``name=+0(%di):string``, enabled
+2. ``enabled``    kprobe event on ``__netdev_alloc_skb`` with ``name=+280(%di):string``, enabled
 3. ``predicate``  plus the text filter ``name == "eth5"`` (the record is written, then discarded)
 4. ``bpf_jit``    ``eth5_filter.o`` instead (JIT): runs before anything is reserved
 5. ``bpf_interp`` the same program on the interpreter (``options/bpf_jit`` = 0, loaded again)
@@ -44,7 +44,8 @@ PHASES = ("off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again")
 RFC_USECS = {"off": 145179, "enabled": 240419, "predicate": 302552, "bpf_jit": 199463,
              "off_again": 144919}
 PROBE = "skb_alloc"
-PROBE_DEF = f"p:{PROBE} __netdev_alloc_skb name=+0(%di):string"
+# dev->name: offsetof(struct net_device, name) is 0x118 on 6.18 x86-64
+PROBE_DEF = f"p:{PROBE} __netdev_alloc_skb name=+280(%di):string"
 EVENT_DIR = f"events/kprobes/{PROBE}"
 PREDICATE = 'name == "eth5"'
 EXAMPLE = Path(__file__).resolve().parent.parent / "tools" / "examples" / "eth5_filter.c"

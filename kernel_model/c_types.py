@@ -115,6 +115,9 @@ class Member:
     offset: int            # byte offset of the member (of its storage unit for bitfields)
     bit_offset: int | None = None   # bitfields: bit position inside the storage unit
     bit_size: int | None = None
+    # The typedef the declaration names and how many pointer/array declarators sit above it
+    # (``__be16 protocol`` -> ("__be16", 0), ``__u32 cb[5]`` -> ("__u32", 1)): for BTF.
+    typedef: tuple[str, int] | None = None
 
 
 @dataclass(eq=False)
@@ -145,7 +148,7 @@ class Struct:
                 inner = m.type.find(name)
                 if inner is not None:
                     return Member(inner.name, inner.type, m.offset + inner.offset,
-                                  inner.bit_offset, inner.bit_size)
+                                  inner.bit_offset, inner.bit_size, inner.typedef)
         return None
 
     def offsetof(self, path: str) -> int:
@@ -197,7 +200,7 @@ CType = Void | Int | Float | Pointer | Array | Struct | Enum | Func
 # The base types by every spelling C allows (order of specifiers does not matter).
 _BASE = {
     ("char",): Int("char", 1, True),
-    ("signed", "char"): Int("signed char", 1, True),
+    ("char", "signed"): Int("signed char", 1, True),
     ("unsigned", "char"): Int("unsigned char", 1, False),
     ("short",): Int("short", 2, True),
     ("unsigned", "short"): Int("unsigned short", 2, False),
@@ -219,8 +222,8 @@ def base_type(names: Iterable[str]) -> CType:
     """The type of an IdentifierType's names (``['unsigned', 'long', 'int']``)."""
     words = [n for n in names if n != "int" or len(list(names)) == 1]
     words = [w for w in words]
-    if "signed" in words and len(words) > 1:
-        words.remove("signed")
+    if "signed" in words and len(words) > 1 and sorted(words) != ["char", "signed"]:
+        words.remove("signed")      # signed char stays its own type, as in C
     elif words == ["signed"]:
         words = ["int"]
     key = tuple(sorted(words, key=lambda w: (w != "unsigned", w)))
@@ -241,24 +244,27 @@ def strip(t: CType) -> CType:
 
 # ---------------------------------------------------------------- layout
 
-def layout(s: Struct, decls: list[tuple[str | None, CType, int | None]]) -> None:
-    """Lay out ``decls`` (name, type, bit width or None) into ``s`` by the x86-64 SysV rules."""
+def layout(s: Struct, decls: list[tuple]) -> None:
+    """Lay out ``decls`` (name, type, bit width or None[, typedef as in ``Member``]) into ``s``
+    by the x86-64 SysV rules."""
     members: list[Member] = []
     align = 1
     if s.kind == "union":
         size = 0
-        for name, t, bits in decls:
-            members.append(Member(name, t, 0, 0 if bits is not None else None, bits))
+        for name, t, bits, *spelled in decls:
+            tdef = spelled[0] if spelled else None
+            members.append(Member(name, t, 0, 0 if bits is not None else None, bits, tdef))
             if bits is None or name is not None:
                 align = max(align, t.align)
             size = max(size, t.size if bits is None else (bits + 7) // 8)
     else:
         bitpos = 0  # in bits from the start of the struct
-        for name, t, bits in decls:
+        for name, t, bits, *spelled in decls:
+            tdef = spelled[0] if spelled else None
             if bits is None:
                 off = -(-bitpos // 8)
                 off = -(-off // t.align) * t.align
-                members.append(Member(name, t, off))
+                members.append(Member(name, t, off, typedef=tdef))
                 bitpos = (off + t.size) * 8
                 align = max(align, t.align)
                 continue
@@ -269,7 +275,7 @@ def layout(s: Struct, decls: list[tuple[str | None, CType, int | None]]) -> None
             if bitpos // unit != (bitpos + bits - 1) // unit:
                 bitpos = -(-bitpos // unit) * unit   # does not fit in the current unit
             unit_start = (bitpos // unit) * unit
-            members.append(Member(name, t, unit_start // 8, bitpos - unit_start, bits))
+            members.append(Member(name, t, unit_start // 8, bitpos - unit_start, bits, tdef))
             bitpos += bits
             if name is not None:
                 align = max(align, t.align)
@@ -292,6 +298,8 @@ class TypeEnv:
         self.enums: dict[str, Enum] = {}
         self.enum_consts: dict[str, int] = {}
         self.globals: dict[str, CType] = {}   # non-typedef declarations at file scope
+        # typedef name -> (the typedef its declaration names, declarator depth), as Member.typedef
+        self.typedef_of: dict[str, tuple[str, int]] = {}
 
     # -- lookup
     def struct(self, tag: str) -> Struct:
@@ -315,6 +323,9 @@ class TypeEnv:
         for node in ast.ext:
             if isinstance(node, c_ast.Typedef):
                 self.typedefs[node.name] = self.type_of(node.type)
+                spelled = self.typedef_spelled(node.type)
+                if spelled is not None:
+                    self.typedef_of[node.name] = spelled
             elif isinstance(node, c_ast.Decl):
                 t = self.type_of(node.type)
                 if node.name:
@@ -376,9 +387,20 @@ class TypeEnv:
             for d in node.decls:
                 t = self.type_of(d.type)
                 bits = None if d.bitsize is None else self.const_value(d.bitsize)
-                decls.append((d.name, t, bits))
+                decls.append((d.name, t, bits, self.typedef_spelled(d.type)))
             layout(s, decls)
         return s
+
+    def typedef_spelled(self, node: c_ast.Node) -> tuple[str, int] | None:
+        """(typedef name, declarator depth) when a declaration's type is spelled with a typedef."""
+        depth = 0
+        while isinstance(node, (c_ast.PtrDecl, c_ast.ArrayDecl)):
+            node, depth = node.type, depth + 1
+        if isinstance(node, c_ast.TypeDecl) and isinstance(node.type, c_ast.IdentifierType):
+            names = node.type.names
+            if len(names) == 1 and names[0] in self.typedefs:
+                return names[0], depth
+        return None
 
     def _enum(self, node: c_ast.Enum) -> Enum:
         if node.values is None:

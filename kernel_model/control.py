@@ -24,10 +24,14 @@ takes it per batch).
     dmesg [-c|-C]
         The kernel log; ``-c`` prints then clears, ``-C`` clears.
     workload start|stop NAME | workload list
+    btf
+        The model's raw BTF (what ``/sys/kernel/btf/vmlinux`` holds) in base64, one line: what
+        ``tracesim btf dump --mount DIR`` reads.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -216,13 +220,16 @@ COMMANDS = ("send", "ping", "skb-bench", "dmesg", "workload")
 def usage() -> str:
     return ("commands: send DEV --len N [--proto udp|tcp|icmp] [--count K] [--ipv6]; "
             "ping DEV [-c K]; skb-bench [N] [--dev DEV]; dmesg [-c|-C]; "
-            "workload start|stop NAME | workload list\n")
+            "workload start|stop NAME | workload list; btf\n")
 
 
 def run_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
     """Run one control command; ``(0, output)``, ``(1, error line)`` or ``(2, usage)``."""
     if argv[:1] == ["send"] and argv[1:2] and argv[1].startswith("tun"):   # send tun0 --src ...
         return tun.send_command(kernel, argv[1:])
+    if argv == ["btf"]:     # the raw BTF (/sys/kernel/btf/vmlinux), base64: tracesim btf --mount
+        from kernel_model.model_btf import model_btf_bytes
+        return 0, base64.b64encode(model_btf_bytes()).decode() + "\n"
     if not argv or argv[0] not in COMMANDS:
         what = f"unknown command '{argv[0]}'\n" if argv else "no command\n"
         return 2, what + usage()

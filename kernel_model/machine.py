@@ -191,7 +191,10 @@ class Machine:
         self._alloc_site = 0
         ts = kernel_types().struct("task_struct")
         self._task_size = ts.size
-        self._off = {name: ts.field(name).offset for name in ("pid", "tgid", "comm", "cpu", "flags")}
+        # 6.18 keeps a task's CPU in its thread_info (x86-64: THREAD_INFO_IN_TASK)
+        self._off = {name: ts.offsetof(path) for name, path in (
+            ("pid", "pid"), ("tgid", "tgid"), ("comm", "comm"), ("cpu", "thread_info.cpu"),
+            ("flags", "flags"))}
         idle = [Task(0, 0, f"swapper/{n}", PF_KTHREAD | PF_IDLE, n) for n in range(cpus)]
         if mem is not None:
             # idle tasks live in static kernel data, like init_task

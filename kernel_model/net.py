@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 NET_SKB_PAD = 64
 SMP_CACHE_BYTES = 64
-SKB_SHINFO_SIZE = 320                    # SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
 SKB_SMALL_HEAD_CACHE_SIZE = 640          # SKB_HEAD_ALIGN(MAX_TCP_HEADER)
 NAPI_POLL_WEIGHT = 64
 PARSE_MEMO_MAX = 1024                    # frames whose parse _ip_deliver remembers
@@ -77,6 +76,10 @@ def htons(v: int) -> int:
 
 def skb_data_align(n: int) -> int:
     return (n + SMP_CACHE_BYTES - 1) & ~(SMP_CACHE_BYTES - 1)
+
+
+# SKB_DATA_ALIGN(sizeof(struct skb_shared_info)): 320 on 6.18 x86-64
+SKB_SHINFO_SIZE = skb_data_align(kernel_types().struct("skb_shared_info").size)
 
 
 class _Mirror:

@@ -77,7 +77,7 @@ def test_filter_ex1_keeps_only_lo_and_prints(system):
     tree = system.tree
     cat_into(tree, NETIF + "/filter", example("filter_ex1"), chunk=500)
     assert tree.read_text(NETIF + "/filter") == \
-        "bpf elf filter_ex1 (tracepoint/net/netif_receive_skb) 37 insns jited\n"
+        "bpf elf filter_ex1 (tracepoint/net/netif_receive_skb) 38 insns jited\n"
     tree.echo(NETIF + "/enable", "1")
     send(system, "lo", 2)
     send(system, "eth0", 3)
@@ -126,7 +126,7 @@ def test_predicate_and_program_on_the_same_event(system):
     cat_into(tree, NETIF + "/filter", example("filter_ex1"))
     tree.echo(NETIF + "/filter", "len > 100")
     assert tree.read_text(NETIF + "/filter").splitlines() == [
-        "bpf elf filter_ex1 (tracepoint/net/netif_receive_skb) 37 insns jited", "len > 100"]
+        "bpf elf filter_ex1 (tracepoint/net/netif_receive_skb) 38 insns jited", "len > 100"]
     tree.echo(NETIF + "/enable", "1")
     send(system, "lo", length=200)
     send(system, "lo", length=50)       # kept by the program, discarded by the predicate
@@ -201,7 +201,7 @@ def test_kprobe_event_program(system):
 def test_eth5_filter_picks_the_program_for_each_event(system):
     tree = system.tree
     obj = example("eth5_filter")
-    tree.echo("/kprobe_events", "p:skb_alloc __netdev_alloc_skb name=+0(%di):string")
+    tree.echo("/kprobe_events", "p:skb_alloc __netdev_alloc_skb name=+280(%di):string")
     cat_into(tree, "/events/kprobes/skb_alloc/filter", obj)
     cat_into(tree, NETIF + "/filter", obj)
     assert "eth5_kprobe (kprobe/__netdev_alloc_skb)" in \
@@ -308,7 +308,7 @@ def test_engine_option_and_interpreter(system):
     assert tree.read_text("/options/bpf_jit") == "0\n"
     assert errno_of(tree.echo, "/options/bpf_jit", "2") == errno.EINVAL
     cat_into(tree, NETIF + "/filter", example("filter_ex1"))
-    assert tree.read_text(NETIF + "/filter").endswith(" 37 insns interpreted\n")
+    assert tree.read_text(NETIF + "/filter").endswith(" 38 insns interpreted\n")
     tree.echo(NETIF + "/enable", "1")
     send(system, "lo")
     send(system, "eth0")

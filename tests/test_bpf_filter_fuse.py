@@ -65,7 +65,7 @@ def run(mnt: Path, script: str):
 def test_demo_flow_with_cat(mnt, objects):
     out = run(mnt, f"cat {objects}/filter_ex1.o > {NETIF}/filter; cat {NETIF}/filter; "
                    f"echo 1 > {NETIF}/enable")
-    assert out == "bpf elf filter_ex1 (tracepoint/net/netif_receive_skb) 37 insns jited\n"
+    assert out == "bpf elf filter_ex1 (tracepoint/net/netif_receive_skb) 38 insns jited\n"
     ctl(mnt, "send", "lo", "--len", "84", "--count", "2")
     ctl(mnt, "send", "eth0", "--len", "84", "--count", "2")
     lines = run(mnt, "timeout 5 cat trace_pipe & sleep 1; kill %1 2>/dev/null; wait").splitlines()
@@ -118,7 +118,7 @@ def test_maps_through_the_control_channel(mnt, objects):
 
 
 def test_kprobe_and_tracepoint_programs_of_one_object(mnt, objects):
-    run(mnt, "echo 'p:skb_alloc __netdev_alloc_skb name=+0(%di):string' >> kprobe_events; "
+    run(mnt, "echo 'p:skb_alloc __netdev_alloc_skb name=+280(%di):string' >> kprobe_events; "
              f"cat {objects}/eth5_filter.o > events/kprobes/skb_alloc/filter; "
              "echo 1 > events/kprobes/skb_alloc/enable")
     assert "eth5_kprobe (kprobe/__netdev_alloc_skb)" in \

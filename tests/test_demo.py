@@ -9,7 +9,7 @@ from tools import cmd_demo
 
 def check_story(out: str) -> None:
     assert "$ cat filter_ex1.o > events/net/netif_receive_skb/filter" in out
-    assert "bpf elf filter_ex1 (tracepoint/net/netif_receive_skb) 37 insns jited" in out
+    assert "bpf elf filter_ex1 (tracepoint/net/netif_receive_skb) 38 insns jited" in out
     pipe = out.split("$ cat trace_pipe\n", 1)[1].split("(2 lo packets", 1)[0].splitlines()
     # each bpf_printk("...\n") line is followed by an empty line (TP_printk adds its own "\n")
     assert len(pipe) == 6 and pipe[1::3] == ["", ""]

@@ -25,6 +25,7 @@ from tracefs.system import System
 
 NETIF = "/events/net/netif_receive_skb"
 SKB_DEV = kernel_types().struct("sk_buff").offsetof("dev")   # 3.13 had 32; the model is 6.18
+DEV_NAME = kernel_types().struct("net_device").offsetof("name")   # 3.13 had 0; 6.18 has 0x118
 R0, R1, R2, R3, R4, R5, R6, R7, FP = 0, 1, 2, 3, 4, 5, 6, 7, 10
 
 
@@ -53,8 +54,10 @@ def image(insns: list[Insn], strtab: bytes, tables: list[tuple[int, ...]] = ()) 
 EX1_STRTAB = b"\0bpf_load_pointer\0bpf_memcmp\0bpf_trace_printk\0"
 
 
-def filter_ex1(dev_offset: int = SKB_DEV) -> bytes:
-    """The RFC's filter_ex1 (notes §7), with the model's offset of skb->dev."""
+def filter_ex1(dev_offset: int = SKB_DEV, name_offset: int = DEV_NAME) -> bytes:
+    """The RFC's filter_ex1 (notes §7), with the model's offsets of skb->dev and dev->name (the
+    RFC's image, for 3.13, compares dev->name at the start of the net_device)."""
+    name_at = [add_k(R1, name_offset)] if name_offset else []
     fmt = b"skb %p dev %p \n\0"
     words = [int.from_bytes(fmt[i:i + 4], "little") for i in range(0, 16, 4)]
     insns = [
@@ -63,7 +66,7 @@ def filter_ex1(dev_offset: int = SKB_DEV) -> bytes:
         mov_x(R1, R6), add_k(R1, dev_offset),
         call(1),                                  # dev = bpf_load_pointer(&skb->dev)
         mov_x(R7, R0),
-        mov_k(R3, 2), mov_x(R2, FP), add_k(R2, -20), mov_x(R1, R7),
+        mov_k(R3, 2), mov_x(R2, FP), add_k(R2, -20), mov_x(R1, R7), *name_at,
         call(18),                                 # bpf_memcmp(dev->name, "lo", 2)
         jne_k(R0, 0, 11),
         *[st_w(FP, -16 + 4 * i, w) for i, w in enumerate(words)],
@@ -72,7 +75,7 @@ def filter_ex1(dev_offset: int = SKB_DEV) -> bytes:
         call(29),                                 # bpf_trace_printk(fmt, 16, skb, dev, 0)
         RET,
     ]
-    assert len(insns) == 24
+    assert len(insns) == 24 + len(name_at)
     return image(insns, EX1_STRTAB)
 
 
@@ -97,7 +100,7 @@ def counter_image() -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 def test_sizes_match_the_rfc():
-    assert len(filter_ex1()) == 254          # notes §2: 16 + 24*8 + 0 + 46
+    assert len(filter_ex1(name_offset=0)) == 254          # notes §2: 16 + 24*8 + 0 + 46
 
 
 @pytest.mark.parametrize("data, err, text", [

@@ -12,7 +12,7 @@ CHECKED = {
     "sk_buff": [f for f in SKB_MIRROR_FIELDS if f != "pkt_type"],
     "net_device": list(NETDEV_MIRROR_FIELDS),
     "napi_struct": list(NAPI_MIRROR_FIELDS),
-    "task_struct": ["pid", "tgid", "comm", "cpu", "flags"],
+    "task_struct": ["pid", "tgid", "comm", "thread_info.cpu", "flags"],
     "pt_regs": list(PT_REGS_OFFSETS),
     "kmem_cache": ["object_size", "size", "name"],
 }
@@ -34,7 +34,7 @@ def test_offsets_agree_with_gcc(tmp_path):
         ours.append(env.struct(tag).size)
         for m in members:
             lines.append(f"__builtin_offsetof(struct {tag}, {m})")
-            ours.append(env.struct(tag).field(m).offset)
+            ours.append(env.struct(tag).offsetof(m))
     src = ("#include <tracesim/kernel.h>\nint printf(const char *, ...);\nint main(void) {\n"
            + "".join(f'  printf("%lu\\n", (unsigned long)({e}));\n' for e in lines)
            + "  return 0;\n}\n")

@@ -76,7 +76,7 @@ def test_tasks_in_memory():
     m = Machine(cpus=2, mem=mem)
     m.attach_slab(Slab(mem, lambda s, n: Off()))
     idle0 = m.cpus[0].idle
-    assert mem.read_cstr(idle0.addr + 112) == b"swapper/0"
+    assert mem.read_cstr(idle0.addr + 1752) == b"swapper/0"      # task_struct.comm: 0x6d8 on 6.18
     user = m.spawn_user("a-very-long-command-name")
     assert user.pid == FIRST_USER_PID and user.tgid == user.pid
     assert user.comm == "a-very-long-com"

@@ -52,7 +52,8 @@ def test_skb_fields_are_mirrored_at_header_offsets(kernel):
     assert mem.read_int(dev_ptr + nd.field("mtu").offset, 4) == 1500
     # a BPF-style read of skb->dev->name
     err, raw = mem.probe_read(skb.addr + sk.field("dev").offset, 8)
-    assert err == 0 and mem.probe_read_str(struct.unpack("<Q", raw)[0], 16) == (5, b"eth5\0")
+    name_at = struct.unpack("<Q", raw)[0] + nd.field("name").offset    # 0x118 on 6.18
+    assert err == 0 and mem.probe_read_str(name_at, 16) == (5, b"eth5\0")
     net.kfree_skb(skb)
     with pytest.raises(KernelFault):
         mem.read(skb.addr, 8)
@@ -117,8 +118,8 @@ def test_kprobe_pt_regs_and_return_value(kernel):
     assert regs.ip == kernel.kallsyms.addr("__netdev_alloc_skb")
     assert len(regs.raw) == 168
     assert struct.unpack_from("<Q", regs.raw, PT_REGS_OFFSETS["di"])[0] == dev.addr
-    # the kprobe event's fetcharg +0(%di):string reads the device name from memory
-    assert kernel.mem.read_cstr(regs.di) == b"eth5"
+    # the kprobe event's fetcharg +280(%di):string reads the device name from memory
+    assert kernel.mem.read_cstr(regs.di + 280) == b"eth5"
     assert kernel.mem.read(regs.sp, 8) == bytes(8)        # $stack0 is mapped
     (ret,) = returns
     assert ret.ax == skb.addr and ret.func == regs.ip

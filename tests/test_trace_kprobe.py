@@ -157,7 +157,7 @@ def test_same_name_twice_is_eexist(kernel: Kernel) -> None:
 
 def test_memory_fetches_and_faults(kernel: Kernel) -> None:
     tr = kernel.tracing
-    tr.kprobes.write("p:devname __netif_receive_skb name=+0(+16(%di)):string "
+    tr.kprobes.write("p:devname __netif_receive_skb name=+280(+16(%di)):string "
                      "bad=+0(\\0x10):u64 badstr=+0(\\0x10):string")
     tr.top.file("kprobes", "devname").set_enabled(True)
     send_lo(kernel)

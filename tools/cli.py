@@ -22,6 +22,7 @@ COMMANDS = {
     "check": ("tools.cmd_check", "verify a BPF program offline (prints OK or the verifier log)"),
     "conformance": ("tools.cmd_conformance", "run the eBPF conformance suite on the VM"),
     "rss": ("tools.cmd_rss", "RSS steering with eBPF over a modelled multi-queue TUN device"),
+    "btf": ("tools.cmd_btf", "print the modelled kernel's BTF (raw, as a vmlinux.h, or bytes)"),
 }
 
 

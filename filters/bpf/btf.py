@@ -72,14 +72,18 @@ class Btf:
         return self.types[type_id]
 
     def size_of(self, type_id: int) -> int:
-        t = self.get(self.resolve(type_id))
-        if t.kind in (INT, STRUCT, UNION, ENUM, ENUM64, FLOAT, DATASEC):
-            return t.ref
-        if t.kind == PTR:
-            return 8
-        if t.kind == ARRAY:
-            return self.size_of(t.array[0]) * t.array[2]
-        raise BtfError(f"BTF type [{type_id}] {KIND_NAMES.get(t.kind, t.kind)} has no size")
+        count = 1
+        for _ in range(64):                  # arrays of arrays; a loop is malformed BTF
+            t = self.get(self.resolve(type_id))
+            if t.kind in (INT, STRUCT, UNION, ENUM, ENUM64, FLOAT, DATASEC):
+                return t.ref * count
+            if t.kind == PTR:
+                return 8 * count
+            if t.kind != ARRAY:
+                raise BtfError(f"BTF type [{type_id}] {KIND_NAMES.get(t.kind, t.kind)} has no size")
+            count *= t.array[2]
+            type_id = t.array[0]
+        raise BtfError("BTF type loop through arrays")
 
     def find(self, kind: int, name: str) -> int | None:
         for i, t in enumerate(self.types):

@@ -52,7 +52,8 @@ struct bpf_flow_keys;
 struct bpf_sock;
 
 /* The context of socket filters and tc programs.  The kernel declares the two pointers with
- * __bpf_md_ptr (a union with a 64-bit filler, 8-aligned); written out here to the same layout. */
+ * __bpf_md_ptr (a union holding the pointer, aligned to 8); written out here to the same layout
+ * and members as 6.18's BTF (tests/test_btf_layouts.py). */
 struct __sk_buff {
 	__u32 len;
 	__u32 pkt_type;
@@ -82,18 +83,16 @@ struct __sk_buff {
 	__u32 data_meta;
 	union {
 		struct bpf_flow_keys *flow_keys;
-		__u64 __flow_keys_pad;
 	};
 	__u64 tstamp;
 	__u32 wire_len;
 	__u32 gso_segs;
 	union {
 		struct bpf_sock *sk;
-		__u64 __sk_pad;
 	};
 	__u32 gso_size;
 	__u8 tstamp_type;
-	__u8 __pad[3];
+	__u32 :24;		/* padding, future use */
 	__u64 hwtstamp;
 };
 
