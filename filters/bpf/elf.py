@@ -84,6 +84,7 @@ class BpfObject:
     maps: list[MapSpec]
     license: str = ""
     btf: btfmod.Btf | None = None
+    core_log: list[str] = field(default_factory=list)     # libbpf's CO-RE relocation lines
 
     def program(self, key: str | None = None) -> ProgramSpec:
         """The program named ``key`` (function name or section); the only one when ``key`` is None."""

@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from filters.bpf import core_reloc, helper_table, isa
 from filters.bpf import elf as elfmod
-from filters.bpf import helper_table, isa
 from filters.bpf.helpers import Helper
 from filters.bpf.helpers_skb import SK_BUFF_CTX_SIZE
 from filters.bpf.interp import Interpreter
@@ -179,12 +179,25 @@ def context_for(prog_type: str, event: Any = None) -> tuple[ContextSpec | None, 
 
 # ---------------------------------------------------------------- the steps
 
-def open_object(data: bytes) -> elfmod.BpfObject:
-    """An ELF object, its relocations applied; ``LoadError`` (EINVAL) if it cannot be used."""
+def open_object(data: bytes, target_btf: Any = None) -> elfmod.BpfObject:
+    """An ELF object, its relocations applied: the CO-RE relocations of its ``.BTF.ext``
+    against ``target_btf`` (default: the model kernel's BTF), as libbpf does before loading,
+    then the ELF ones.  ``LoadError`` (EINVAL) if it cannot be used."""
+    core_log: list[str] = []
+    if b".BTF.ext" in data:               # only objects with BTF.ext can carry CO-RE records
+        if target_btf is None:
+            from kernel_model.model_btf import model_btf
+            target_btf = model_btf()
+        try:
+            data, core_log = core_reloc.apply_to_elf(data, target_btf)
+        except core_reloc.CoreReloError as e:
+            raise LoadError(f"libbpf: {e}", err=e.errno, stage="object") from None
     try:
-        return elfmod.load_object(data)
+        obj = elfmod.load_object(data)
     except (elfmod.ElfLoadError, ValueError) as e:
         raise LoadError(f"invalid BPF object: {e}", err=errno.EINVAL) from None
+    obj.core_log = core_log
+    return obj
 
 
 def create_maps(specs: Sequence[Any], ncpus: int = 1) -> list[BpfMap]:
