@@ -27,13 +27,6 @@ def source(text: str) -> bytes:
     return compile_source(text, "test.c", [EXAMPLES]).elf
 
 
-@pytest.fixture
-def system():
-    s = System.boot(cpus=2, seed=1, clock="virtual")
-    yield s
-    s.shutdown()
-
-
 def cat_into(tree, path: str, obj: bytes, chunk: int = 4096) -> None:
     """``cat obj > path``: O_TRUNC open, writes of ``chunk`` bytes, close."""
     handle = tree.open(path, os.O_WRONLY | os.O_TRUNC)

@@ -8,7 +8,7 @@ import pytest
 
 from filters.bpf import isa
 from filters.bpf.asm import assemble
-from filters.bpf.helpers import StopProgram, register, unregister
+from filters.bpf.helpers import HELPERS, StopProgram, register, unregister
 from filters.bpf.interp import Interpreter
 from filters.bpf.isa import Insn
 from filters.bpf.jit import compile_program
@@ -125,14 +125,17 @@ def test_helpers_by_id_and_stop(engine):
     assert result.value == 4 and seen == ["event"]
 
 
-def test_global_registry_and_unknown_helper():
-    register(5, lambda vm, *a: 11)
-    try:
-        assert load_program(assemble("call 5\nexit"))
-    finally:
-        unregister(5)
+def test_default_table_and_unknown_helper(helper_table):
+    # without helpers= a program gets the global table the kernel model fills (helper 5 is
+    # bpf_ktime_get_ns); a test that needs another table changes its own copy, never the global
+    assert load_program(assemble("call 5\nexit")).helpers is HELPERS
+    unregister(5, table=helper_table)
     with pytest.raises(ProgramError, match=r"insn 0 \(call 5\): unknown helper 5"):
-        load_program(assemble("call 5\nexit"))
+        load_program(assemble("call 5\nexit"), helpers=helper_table)
+    register(5, lambda vm, *a: 11, table=helper_table)
+    for engine in sorted(ENGINES):
+        assert run(engine, "call 5\nexit", load={"helpers": helper_table}).value == 11
+    assert HELPERS[5] is not helper_table[5]
 
 
 def test_legacy_packet_loads(engine):
