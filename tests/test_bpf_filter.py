@@ -247,6 +247,18 @@ def test_maps_shared_by_the_programs_of_one_object(system):
     assert system.control(["maps"])[1].startswith("no maps")
 
 
+def test_writing_an_object_again_keeps_its_maps_listed(system):
+    tree = system.tree
+    obj = example("latency_map")
+    cat_into(tree, NETIF + "/filter", obj)
+    listed = system.control(["maps"])[1]
+    assert " start " in listed and " latency_us " in listed
+    cat_into(tree, NETIF + "/filter", obj)              # the same object onto the same event
+    assert system.control(["maps"])[1] == listed
+    tree.echo(NETIF + "/filter", "0")
+    assert system.control(["maps"])[1].startswith("no maps")
+
+
 def test_map_dump_btf_and_errors(system):
     tree = system.tree
     cat_into(tree, NETIF + "/filter", example("filter_ex2", "PRINT_EVERY=2"))
