@@ -95,6 +95,14 @@ def mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield path
 
 
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Name the random order's seed at the end, where ``-q`` still shows it, beside any failure."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(f"random order seed {seed}: rerun this order with "
+                                    f"-p randomly --randomly-seed={seed}")
+
+
 # ---------------------------------------------------------------------------------------------
 # the guard: process-global state a test may read but must leave as it found it
 
