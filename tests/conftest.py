@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # Imported here, before any test runs, because importing them fills the global helper table:
 # the guard's first snapshot must see the table complete, not the part imported so far.
@@ -24,6 +25,7 @@ import filters.bpf.event_filter  # noqa: F401  (registers the tracing helpers)
 import filters.bpf.helpers_skb  # noqa: F401  (registers the skb helpers)
 from filters.bpf import helper_protos, helpers, isa, maps
 from kernel_model import workload
+from kernel_model.c_types import kernel_types
 from kernel_model.kernel import Kernel
 from tests.fuse_helpers import mounted, need_fuse
 from tracefs import blocking, caller
@@ -35,6 +37,12 @@ REFERENCE = SHARED / "reference" / "linux-6.18"
 CONFORMANCE = SHARED / "bpf_conformance"
 
 FUZZ_LONG = os.environ.get("TRACESIM_FUZZ") == "long"
+
+# Property tests run on two workers of a machine that may be busy with other work: how long an
+# example takes says nothing about the code, so neither a deadline nor the too-slow health check
+# may fail a run.
+settings.register_profile("tracesim", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tracesim")
 
 
 def need_shared() -> Path:
@@ -115,6 +123,9 @@ GLOBAL_TABLES: dict[str, Any] = {
     "filters.bpf.isa.HELPER_IDS": isa.HELPER_IDS,
     "filters.bpf.maps.MAP_CLASSES": maps.MAP_CLASSES,
     "kernel_model.workload.WORKLOADS": workload.WORKLOADS,
+    # the kernel's C types, parsed once and shared by every Kernel
+    **{f"kernel_types().{part}": getattr(kernel_types(), part)
+       for part in ("typedefs", "structs", "unions", "enums", "enum_consts", "globals")},
 }
 # Hooks the FUSE adapter installs in the mount process; in the test process they stay the defaults.
 GLOBAL_HOOKS: dict[str, tuple[Any, str]] = {
