@@ -70,9 +70,12 @@ def reference() -> Path:
 
 
 @pytest.fixture
-def kernel() -> Kernel:
-    """A modelled kernel: 2 CPUs, fixed seed, virtual clock (timestamps do not depend on load)."""
-    return Kernel(cpus=2, seed=1, clock="virtual")
+def kernel() -> Iterator[Kernel]:
+    """A modelled kernel: 2 CPUs, fixed seed, virtual clock (timestamps do not depend on load).
+    Workload threads a test started and did not stop are stopped at the end."""
+    booted = Kernel(cpus=2, seed=1, clock="virtual")
+    yield booted
+    booted.workloads.stop_all()
 
 
 @pytest.fixture
