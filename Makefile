@@ -16,8 +16,11 @@ TEST_DEBS := $(RUN_DEBS) clang llvm trace-cmd libtracefs-dev linux-perf
 run: setup sysdeps-run
 	@$(VENV)/bin/tracesim demo
 
+# Lint first (cheap, and a red lint is a red test); the suite runs in a random order each time
+# (pytest-randomly; the seed is printed at the end, rerun with --randomly-seed=N).
 test: setup sysdeps-test
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -n 2 tests
 
 bench: setup sysdeps-run
 	$(VENV)/bin/tracesim bench all

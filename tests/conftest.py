@@ -1,16 +1,45 @@
-"""Shared test fixtures: where ../shared is, and skips that name what is missing."""
+"""Shared test fixtures: where ../shared is, skips that name what is missing, the booted kernel /
+system / mount every test file uses, and a guard that no test leaves process-global state changed.
+
+The suite runs in random order (pytest-randomly) on two xdist workers, so a test that changes a
+global table and forgets to put it back breaks some other test on some runs only.  The guard
+below compares the global tables, the environment and the working directory before and after
+every test: a test that changes them fails at teardown (naming what changed) and the state is put
+back, so the damage stays with the test that did it.
+"""
 from __future__ import annotations
 
 import os
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from filters.bpf import helper_table as helper_table_mod
+from filters.bpf import helpers, isa, maps
+from kernel_model import workload
+from kernel_model.c_types import kernel_types
+from kernel_model.kernel import Kernel
+from tests.fuse_helpers import mounted, need_fuse
+from tracefs import blocking, caller
+from tracefs.system import System
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "reference" / "linux-6.18"
 CONFORMANCE = SHARED / "bpf_conformance"
+
+FUZZ_LONG = os.environ.get("TRACESIM_FUZZ") == "long"
+
+# Property tests run on two workers of a machine that may be busy with other work: how long an
+# example takes says nothing about the code, so neither a deadline nor the too-slow health check
+# may fail a run.
+settings.register_profile("tracesim", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tracesim")
 
 
 def need_shared() -> Path:
@@ -28,10 +57,145 @@ def need_tool(binary: str, package: str) -> str:
     return path
 
 
+# ---------------------------------------------------------------------------------------------
+# the things under test, booted fresh for every test (a kernel costs ~25 ms, a system ~50 ms)
+
 @pytest.fixture
 def reference() -> Path:
     need_shared()
     return REFERENCE
 
 
-FUZZ_LONG = os.environ.get("TRACESIM_FUZZ") == "long"
+@pytest.fixture
+def kernel() -> Iterator[Kernel]:
+    """A modelled kernel: 2 CPUs, fixed seed, virtual clock (timestamps do not depend on load).
+    Workload threads a test started and did not stop are stopped at the end."""
+    booted = Kernel(cpus=2, seed=1, clock="virtual")
+    yield booted
+    booted.workloads.stop_all()
+
+
+@pytest.fixture
+def system() -> Iterator[System]:
+    """A kernel with its tracefs tree and BPF filters, as ``tracesim mount`` boots it."""
+    booted = System.boot(cpus=2, seed=1, clock="virtual")
+    yield booted
+    booted.shutdown()
+
+
+@pytest.fixture
+def tree(system: System) -> Any:
+    """The in-process tracefs tree of ``system``."""
+    return system.tree
+
+
+@pytest.fixture
+def helper_table() -> dict[int, helpers.Helper]:
+    """A private id -> implementation map: register into it, load with ``helpers=``."""
+    return helper_table_mod.implementations()
+
+
+@pytest.fixture
+def mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real FUSE mount of a fresh system (skips, naming what is missing, where FUSE cannot work)."""
+    need_fuse(tmp_path_factory.getbasetemp())
+    with mounted(tmp_path_factory.mktemp("tracefs")) as path:
+        yield path
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Name the random order's seed at the end, where ``-q`` still shows it, beside any failure."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(f"random order seed {seed}: rerun this order with "
+                                    f"-p randomly --randomly-seed={seed}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the guard: process-global state a test may read but must leave as it found it
+
+# Module-level tables nobody may change after import (the helper table itself is a read-only
+# mapping of frozen records, so it needs no watching).
+GLOBAL_TABLES: dict[str, Any] = {
+    "filters.bpf.isa.HELPER_IDS": isa.HELPER_IDS,
+    "filters.bpf.maps.MAP_CLASSES": maps.MAP_CLASSES,
+    "kernel_model.workload.WORKLOADS": workload.WORKLOADS,
+    # the kernel's C types, parsed once and shared by every Kernel
+    **{f"kernel_types().{part}": getattr(kernel_types(), part)
+       for part in ("typedefs", "structs", "unions", "enums", "enum_consts", "globals")},
+}
+# Hooks the FUSE adapter installs in the mount process; in the test process they stay the defaults.
+GLOBAL_HOOKS: dict[str, tuple[Any, str]] = {
+    "tracefs.caller._lookup": (caller, "_lookup"),
+    "tracefs.blocking._interrupt_check": (blocking, "_interrupt_check"),
+}
+# pytest itself rewrites this one for every phase of every test.
+VOLATILE_ENV = {"PYTEST_CURRENT_TEST"}
+
+
+def _environ() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in VOLATILE_ENV}
+
+
+def _entries(table: dict) -> dict:
+    """A copy of ``table``; a set value is kept with a frozen copy, so a change inside it shows."""
+    return {k: (v, frozenset(v)) if isinstance(v, set) else v for k, v in table.items()}
+
+
+def _snapshot() -> dict[str, Any]:
+    state: dict[str, Any] = {name: _entries(table) for name, table in GLOBAL_TABLES.items()}
+    state.update({name: getattr(mod, attr) for name, (mod, attr) in GLOBAL_HOOKS.items()})
+    state["os.environ"] = _environ()
+    state["cwd"] = os.getcwd()
+    state["sys.path"] = list(sys.path)
+    return state
+
+
+def _restore(name: str, value: Any) -> None:
+    if name in GLOBAL_TABLES:
+        table = GLOBAL_TABLES[name]
+        table.clear()
+        for key, entry in value.items():
+            if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], set):
+                entry[0].clear()
+                entry[0].update(entry[1])
+                entry = entry[0]
+            table[key] = entry
+    elif name in GLOBAL_HOOKS:
+        mod, attr = GLOBAL_HOOKS[name]
+        setattr(mod, attr, value)
+    elif name == "os.environ":
+        for key in set(_environ()) - set(value):
+            del os.environ[key]
+        os.environ.update(value)
+    elif name == "cwd":
+        os.chdir(value)
+    elif name == "sys.path":
+        sys.path[:] = value
+
+
+def _difference(name: str, before: Any, after: Any) -> str:
+    if isinstance(before, dict):
+        added = sorted(map(str, set(after) - set(before)))
+        removed = sorted(map(str, set(before) - set(after)))
+        changed = sorted(str(k) for k in set(before) & set(after) if before[k] is not after[k]
+                         and before[k] != after[k])
+        parts = [f"{what} {keys}" for what, keys in
+                 (("added", added), ("removed", removed), ("changed", changed)) if keys]
+        return f"{name}: " + "; ".join(parts)
+    return f"{name}: {before!r} -> {after!r}"
+
+
+@pytest.fixture(autouse=True)
+def _global_state_is_left_alone() -> Iterator[None]:
+    """Fail the test that changes process-global state, and put the state back."""
+    before = _snapshot()
+    yield
+    after = _snapshot()
+    changed = [name for name in before if before[name] != after[name]]
+    for name in changed:
+        _restore(name, before[name])
+    if changed:
+        pytest.fail("the test changed process-global state (give it its own copy instead): "
+                    + " | ".join(_difference(n, before[n], after[n]) for n in changed),
+                    pytrace=False)

@@ -27,13 +27,6 @@ def source(text: str) -> bytes:
     return compile_source(text, "test.c", [EXAMPLES]).elf
 
 
-@pytest.fixture
-def system():
-    s = System.boot(cpus=2, seed=1, clock="virtual")
-    yield s
-    s.shutdown()
-
-
 def cat_into(tree, path: str, obj: bytes, chunk: int = 4096) -> None:
     """``cat obj > path``: O_TRUNC open, writes of ``chunk`` bytes, close."""
     handle = tree.open(path, os.O_WRONLY | os.O_TRUNC)
@@ -251,6 +244,18 @@ def test_maps_shared_by_the_programs_of_one_object(system):
     assert system.control(["map", "dump", "start"])[1] == "Found 0 elements\n"
     tree.echo(NETIF + "/filter", "0")
     tree.echo("/events/skb/kfree_skb/filter", "0")
+    assert system.control(["maps"])[1].startswith("no maps")
+
+
+def test_writing_an_object_again_keeps_its_maps_listed(system):
+    tree = system.tree
+    obj = example("latency_map")
+    cat_into(tree, NETIF + "/filter", obj)
+    listed = system.control(["maps"])[1]
+    assert " start " in listed and " latency_us " in listed
+    cat_into(tree, NETIF + "/filter", obj)              # the same object onto the same event
+    assert system.control(["maps"])[1] == listed
+    tree.echo(NETIF + "/filter", "0")
     assert system.control(["maps"])[1].startswith("no maps")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from filters.bpf.compiler.driver import compile_source
-from tests.fuse_helpers import mounted, need_fuse, sh
+from tests.fuse_helpers import sh
 from tests.test_bpf_filter import PRINTK_LINE, example
 from tests.test_image2013 import filter_ex1 as filter_ex1_image
 
@@ -39,13 +39,6 @@ def objects(tmp_path_factory) -> Path:
         char _license[] SEC("license") = "GPL";
     """, "big.c").elf)
     return d
-
-
-@pytest.fixture
-def mnt(tmp_path):
-    need_fuse(tmp_path)
-    with mounted(tmp_path / "mnt") as m:
-        yield m
 
 
 def ctl(mnt: Path, *argv: str) -> str:

@@ -23,13 +23,6 @@ from tracefs.system import System
 NETIF = "/events/net/netif_receive_skb"
 
 
-@pytest.fixture
-def system():
-    sys_ = System.boot(cpus=2, seed=1, clock="virtual")
-    yield sys_
-    sys_.shutdown()
-
-
 def netif_lines(system: System) -> list[str]:
     return [line for line in system.tree.read_text("/trace").splitlines()
             if "netif_receive_skb:" in line]

@@ -38,11 +38,6 @@ def expected(name: str, fields: list[str], print_fmt: str) -> str:
     return f"name: {name}\nID: N\n" + COMMON + "".join(fields) + f"\nprint fmt: {print_fmt}\n"
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return Kernel(cpus=2, seed=3)
-
-
 def format_of(kernel: Kernel, system: str, name: str) -> str:
     text = kernel.tracing.event(system, name).format_text()
     return re.sub(r"^ID: \d+$", "ID: N", text, flags=re.M)

@@ -9,7 +9,6 @@ import textwrap
 import pytest
 
 from tests.conftest import need_tool
-from tests.fuse_helpers import mounted, need_fuse
 from tools.ctl_socket import request
 
 pytestmark = pytest.mark.fuse
@@ -58,13 +57,6 @@ SHIM = textwrap.dedent(r"""
     WRAP(open)
     WRAP(open64)
 """)
-
-
-@pytest.fixture
-def mnt(tmp_path_factory):
-    need_fuse(tmp_path_factory.getbasetemp())
-    with mounted(tmp_path_factory.mktemp("tracefs")) as path:
-        yield path
 
 
 def test_perf_lists_the_model_tracepoints(mnt):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.conftest import REFERENCE, need_shared
-from tests.fuse_helpers import mounted, need_fuse, sh, tracesim
+from tests.fuse_helpers import sh, tracesim
 from tests.tracefs_reference import (
     EXTRA_ROOT_FILES,
     filter_cases,
@@ -25,14 +25,6 @@ from tools.ctl_socket import request
 
 pytestmark = pytest.mark.fuse
 NETIF = "events/net/netif_receive_skb"
-
-
-@pytest.fixture
-def mnt(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp()
-    need_fuse(root)
-    with mounted(tmp_path_factory.mktemp("tracefs")) as path:
-        yield path
 
 
 def ctl(mnt, *argv: str) -> str:

@@ -21,7 +21,6 @@ from filters.bpf.isa import Insn
 from filters.bpf.program import load_program
 from kernel_model.c_types import kernel_types
 from tests.conftest import FUZZ_LONG
-from tracefs.system import System
 
 NETIF = "/events/net/netif_receive_skb"
 SKB_DEV = kernel_types().struct("sk_buff").offsetof("dev")   # 3.13 had 32; the model is 6.18
@@ -189,13 +188,6 @@ def test_lowered_load_pointer_reads_or_gives_null():
 
 # ---------------------------------------------------------------------------------------------
 # through the filter file
-
-@pytest.fixture
-def system():
-    s = System.boot(cpus=2, seed=1, clock="virtual")
-    yield s
-    s.shutdown()
-
 
 def write(tree, path: str, data: bytes) -> None:
     handle = tree.open(path, os.O_WRONLY | os.O_TRUNC)

@@ -30,11 +30,6 @@ def trace_lines(kernel: Kernel) -> list[str]:
             if not ln.startswith("#")]
 
 
-@pytest.fixture
-def kernel() -> Kernel:
-    return Kernel()
-
-
 def test_skb_fields_are_mirrored_at_header_offsets(kernel):
     sk = kernel_types().struct("sk_buff")
     nd = kernel_types().struct("net_device")

@@ -22,7 +22,6 @@ from filters.bpf.maps import (
     create_map,
 )
 from tests.test_bpf_filter import EXAMPLES, NETIF, cat_into
-from tracefs.system import System
 
 
 def k(n: int, size: int = 4) -> bytes:
@@ -134,13 +133,6 @@ int account(struct netif_receive_skb_args *ctx)
 
 char _license[] SEC("license") = "GPL";
 """
-
-
-@pytest.fixture
-def system():
-    s = System.boot(cpus=2, seed=1, clock="virtual")
-    yield s
-    s.shutdown()
 
 
 def test_per_cpu_array_and_ringbuf_from_a_program(system):

@@ -2,20 +2,12 @@
 transmit path asking the device for the queue, and what a kprobe / the trace sees of it."""
 from __future__ import annotations
 
-import pytest
-
 from kernel_model import tun as tunmod
 from kernel_model.c_types import kernel_types
-from kernel_model.kernel import Kernel
 from tests.conftest import need_tool
 from tools import ebpf_rss
 from tools import rss_software as S
 from tools.rss_software import RssConfig
-
-
-@pytest.fixture
-def kernel() -> Kernel:
-    return Kernel(cpus=2, seed=0, clock="virtual")
 
 
 def send(kernel, *args) -> tuple[int, str]:

@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import struct
 
-import pytest
-
 from filters.bpf import helpers_tracing
 from filters.bpf.asm import assemble
 from filters.bpf.event_filter import TraceEnv
 from filters.bpf.jit import compile_program
 from filters.bpf.program import load_program
-from kernel_model.kernel import Kernel
 from kernel_model.kprobes import PT_REGS_OFFSETS, PtRegs
 from kernel_model.memory import EFAULT
 
 M64 = (1 << 64) - 1
-
-
-@pytest.fixture
-def kernel():
-    return Kernel(clock="virtual")
 
 
 def reg(raw: bytes, name: str) -> int:

@@ -13,11 +13,6 @@ from kernel_model.kernel import Kernel
 from kernel_model.triggers import set_trigger, trigger_text
 
 
-@pytest.fixture
-def kernel() -> Kernel:
-    return Kernel(cpus=2, seed=5)
-
-
 def send_lo(kernel: Kernel, lengths: list[int]) -> None:
     lo = kernel.net.device("lo")
     with kernel.machine.running(kernel.user_task("sender")):

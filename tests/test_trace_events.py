@@ -11,11 +11,6 @@ from kernel_model.trace_event import TraceEvent, layout
 SKB = 0xffff888100004000
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return Kernel(cpus=2, seed=9)
-
-
 def printed(kernel: Kernel, system: str, name: str, *args) -> tuple[dict, str]:
     ev = kernel.tracing.event(system, name)
     rec = ev.build(ev.assign(*args), 0x10, 0x01, 42)

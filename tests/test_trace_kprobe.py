@@ -12,11 +12,6 @@ from kernel_model.kernel import Kernel
 from kernel_model.trace_kprobe import KprobeError
 
 
-@pytest.fixture
-def kernel() -> Kernel:
-    return Kernel(cpus=2, seed=3)
-
-
 def send_lo(kernel: Kernel, length: int = 128, count: int = 1) -> None:
     lo = kernel.net.device("lo")
     with kernel.machine.running(kernel.user_task("ping")):

@@ -11,11 +11,6 @@ from kernel_model.kernel import Kernel
 from kernel_model.trace_output import lat_flags, ns2usecs_text
 
 
-@pytest.fixture
-def kernel() -> Kernel:
-    return Kernel(cpus=2, seed=1)
-
-
 def without_id(text: str) -> str:
     return re.sub(r"^ID: \d+$", "ID: N", text, flags=re.M)
 

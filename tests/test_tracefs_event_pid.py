@@ -15,24 +15,14 @@ import pytest
 from tests.fuse_helpers import mounted, need_fuse, sh
 from tools.ctl_socket import request
 from tracefs.errors import FsError
-from tracefs.system import System
 
 NETIF = "/events/net/netif_receive_skb"
 LINE_TASK = re.compile(r"^\s*(\S+)-(\d+)\s+\[", re.M)
 
 
-@pytest.fixture
-def system():
-    sys_ = System.boot(cpus=2, seed=1, clock="virtual")
-    yield sys_
-    sys_.shutdown()
-
-
-@pytest.fixture
-def tree(system):
-    tree = system.tree
+@pytest.fixture(autouse=True)
+def _netif_enabled(tree):
     tree.echo(NETIF + "/enable", "1")
-    return tree
 
 
 def send(system, dev: str) -> None:

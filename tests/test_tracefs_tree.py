@@ -18,21 +18,8 @@ from tests.tracefs_reference import (
     strip_timestamps,
 )
 from tracefs.errors import FsError
-from tracefs.system import System
 
 NETIF = "/events/net/netif_receive_skb"
-
-
-@pytest.fixture
-def system():
-    sys_ = System.boot(cpus=2, seed=1, clock="virtual")
-    yield sys_
-    sys_.shutdown()
-
-
-@pytest.fixture
-def tree(system):
-    return system.tree
 
 
 def ref(name: str) -> str:

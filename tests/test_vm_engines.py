@@ -8,7 +8,7 @@ import pytest
 
 from filters.bpf import isa
 from filters.bpf.asm import assemble
-from filters.bpf.helper_table import TABLE, implementations
+from filters.bpf.helper_table import TABLE
 from filters.bpf.helpers import StopProgram, register, unregister
 from filters.bpf.interp import Interpreter
 from filters.bpf.isa import Insn
@@ -126,15 +126,18 @@ def test_helpers_by_id_and_stop(engine):
     assert result.value == 4 and seen == ["event"]
 
 
-def test_own_helper_table_and_unknown_helper():
-    # A test changes its own copy of the implementations and passes it as helpers=.
-    table = implementations()
-    register(5, lambda vm, *a: 11, table=table)
-    assert load_program(assemble("call 5\nexit"), helpers=table).helpers[5] is table[5]
-    unregister(5, table=table)
-    with pytest.raises(ProgramError, match=r"insn 0 \(call 5\): unknown helper 5"):
-        load_program(assemble("call 5\nexit"), helpers=table)
+def test_own_helper_table_and_unknown_helper(helper_table):
+    # A test changes its own copy of the implementations and passes it as helpers=; without
+    # helpers= a program gets a fresh copy of the one table (helper 5 is bpf_ktime_get_ns).
     assert load_program(assemble("call 5\nexit")).helpers[5] is TABLE[5].impl
+    unregister(5, table=helper_table)
+    with pytest.raises(ProgramError, match=r"insn 0 \(call 5\): unknown helper 5"):
+        load_program(assemble("call 5\nexit"), helpers=helper_table)
+    register(5, lambda vm, *a: 11, table=helper_table)
+    assert load_program(assemble("call 5\nexit"), helpers=helper_table).helpers[5] is helper_table[5]
+    for engine in sorted(ENGINES):
+        assert run(engine, "call 5\nexit", load={"helpers": helper_table}).value == 11
+    assert TABLE[5].impl is not helper_table[5]
 
 
 def test_legacy_packet_loads(engine):

@@ -116,7 +116,11 @@ class BpfFilters:
                 self._btf[id(m)] = btf
                 self._next_map_id += 1
         for file, attached in loaded:
-            self.unload(file)
+            previous = self._by_file.get(file)
+            if previous is None or previous[1] != key:
+                # unloading the file's own object (the same bytes written again) would free the
+                # maps the new program was just given, and drop them from ``maps``
+                self.unload(file)
             self._by_file[file] = (attached, key)
             obj.files.add(file)
             file.set_prog(attached.prog)
