@@ -27,7 +27,7 @@ from tools.ctl_socket import CtlError, request
 USAGE = "usage: tracesim btf dump [--format raw|c|bin] [--mount DIR | --file F]\n"
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tracesim btf", usage=USAGE[len("usage: "):].rstrip(),
                                 description="Print the modelled kernel's BTF, as bpftool btf dump "
                                             "prints /sys/kernel/btf/vmlinux.")
@@ -69,7 +69,7 @@ def fetch(mountpoint: str) -> bytes:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         if args.mount is not None:
             data = fetch(args.mount)
