@@ -75,10 +75,22 @@ DEFINE_EVENTS = ("kprobe_events", "dynamic_events", "uprobe_events")
 MOVING_LINES = re.compile(rb"^(now ts|oldest event ts): .*$", re.M)
 
 # Defects engineer h4 is fixing in tracefs/ (branch h4), tolerated here by name until that
-# branch is merged; the lead drops each entry once h4's fix is in main.
+# branch is merged; the lead deletes each entry (and with it the tolerance) once h4 is in main.
 KNOWN_H4: dict[str, str] = {
     "long-instance-name": "instance names over 255 bytes are accepted (ENAMETOOLONG expected)",
+    "long-words": "a 1 MiB word written to set_event, a pid list or a function filter is parsed "
+                  "whole (seconds to minutes) instead of failing with EINVAL once it overflows "
+                  "the kernel's trace_parser",
+    "namespace-erofs": "unlink, rename, link, symlink and mknod answer EROFS (EPERM expected)",
 }
+# The files and payloads "long-words" covers: the plan leaves these pairs out while it stands.
+LONG_WORD_FILES = ("set_event", "set_event_pid", "set_event_notrace_pid", "set_ftrace_pid",
+                   "set_ftrace_notrace_pid", "set_ftrace_filter", "set_ftrace_notrace")
+
+
+def known_h4(path: str, payload: str) -> bool:
+    return ("long-words" in KNOWN_H4 and payload == "huge"
+            and path.rsplit("/", 1)[-1] in LONG_WORD_FILES)
 
 
 # -- the tree walk -----------------------------------------------------------------------------
@@ -212,7 +224,7 @@ def attack(view, write: Callable[[str, bytes], int | None],
 
 
 def full_plan(files: list[str], payloads: list[str]) -> list[tuple[str, str]]:
-    return [(path, name) for path in files for name in payloads]
+    return [(path, name) for path in files for name in payloads if not known_h4(path, name)]
 
 
 def sample_plan(files: list[str], payloads: list[str], count: int,
@@ -245,6 +257,23 @@ def test_every_writable_file_in_process_long(system):
         for k in range(8):
             PAYLOADS.pop(f"random-{k}")
     assert not problems, "\n".join(problems)
+
+
+def test_read_only_files_refuse_writes_in_process(system):
+    """Root may open a read-only file for writing; its write fails with EINVAL as vfs_write
+    does for a file without a write operation, and changes nothing."""
+    tree = system.tree
+    files = walk(tree)
+    targets = [path for path, mode in files if not mode & 0o222]
+    assert "/trace_pipe" in targets and "/per_cpu/cpu1/stats" in targets
+    paths = readable(files)
+    before = snapshot(tree.cat, paths)
+    for path in targets:
+        for name in ("negative", "binary", "empty"):
+            err = bounded(lambda p=path, d=PAYLOADS[name]: tree_write(tree, p, d),
+                          f"write {name} to {path}")
+            assert err == errno.EINVAL, (path, name, err)
+    assert not changed(before, snapshot(tree.cat, paths), "/")
 
 
 def test_hostile_instance_names_in_process(system):
@@ -372,11 +401,67 @@ def test_hostile_instance_names_through_the_mount(mnt):
     assert sorted(os.listdir(mnt / "instances")) == start
 
 
+# Operations tracefs does not have, with the errno the kernel's VFS answers for them.
+NAMESPACE_OPS: dict[str, tuple[Callable[[str], object], int]] = {
+    "unlink": (os.unlink, errno.EPERM),
+    "rename": (lambda p: os.rename(p, p + ".moved"), errno.EPERM),
+    "link": (lambda p: os.link(p, p + ".hard"), errno.EPERM),
+    "symlink": (lambda p: os.symlink("/etc/passwd", p + ".sym"), errno.EPERM),
+    "mknod": (lambda p: os.mknod(p + ".fifo", 0o600 | stat.S_IFIFO), errno.EPERM),
+    "create": (lambda p: os.close(os.open(p + ".new", os.O_CREAT | os.O_EXCL | os.O_WRONLY)),
+               errno.EACCES),
+    "setxattr": (lambda p: os.setxattr(p, "user.hostile", b"x"), errno.EOPNOTSUPP),
+}
+DIR_OPS: dict[str, tuple[Callable[[str], object], int]] = {
+    "rmdir": (os.rmdir, errno.EPERM),
+    "mkdir-inside": (lambda p: os.mkdir(os.path.join(p, "hostile-dir")), errno.EPERM),
+}
+H4_NAMESPACE = ("unlink", "rename", "link", "symlink", "mknod")
+
+
+def namespace_attack(root: Path, files: list[str], dirs: list[str]) -> list[str]:
+    """Every operation tracefs lacks on ``files`` and ``dirs``: each must fail with the kernel's
+    errno and change nothing (the directory listings included)."""
+    view = MountTree(root)
+    paths = readable(walk(view))
+    before = snapshot(view.cat, paths), sorted(p for p, _ in walk(view))
+    problems = []
+    plan = [(f, op) for f in files for op in NAMESPACE_OPS.items()]
+    plan += [(d, op) for d in dirs for op in DIR_OPS.items()]
+    for path, (name, (func, want)) in plan:
+        try:
+            bounded(lambda f=func, p=str(root) + path: f(p), f"{name} {path}")
+            got = None
+        except OSError as exc:
+            got = exc.errno
+        tolerated = name in H4_NAMESPACE and "namespace-erofs" in KNOWN_H4 and got == errno.EROFS
+        if got != want and not tolerated:
+            problems.append(f"{name} {path}: {errno.errorcode.get(got, got)}, "
+                            f"want {errno.errorcode[want]}")
+    after = snapshot(view.cat, paths), sorted(p for p, _ in walk(view))
+    assert not changed(before[0], after[0], "/")
+    assert before[1] == after[1]
+    return problems
+
+
+@pytest.mark.fuse
+def test_namespace_operations_through_the_mount(mnt):
+    files = ["/trace", "/set_event", "/instances/hostile/tracing_on", "/per_cpu/cpu0/stats",
+             "/events/net/netif_receive_skb/filter", "/events/kprobes/hostile_probe/enable"]
+    dirs = ["/events", "/events/net", "/options", "/per_cpu/cpu1", "/instances/hostile/events"]
+    problems = namespace_attack(mnt, files, dirs)
+    assert not problems, "\n".join(problems)
+
+
 @pytest.mark.fuse
 @pytest.mark.fuzz
 @pytest.mark.skipif(not FUZZ_LONG, reason="long fuzz: TRACESIM_FUZZ=long (make fuzz)")
 def test_everything_through_the_mount_long(mnt):
-    files = writable(walk(MountTree(mnt)))
-    problems = attack_mount(mnt, sample_plan(files, list(PAYLOADS), 1 << 30, 0), use_cat=False)
+    everything = walk(MountTree(mnt))
+    files = writable(everything)
+    problems = namespace_attack(mnt, [p for p, _ in everything],
+                                sorted({p.rsplit("/", 1)[0] for p, _ in everything}
+                                       - {"", "/instances/hostile"}))
+    problems += attack_mount(mnt, sample_plan(files, list(PAYLOADS), 1 << 30, 0), use_cat=False)
     problems += attack_mount(mnt, sample_plan(files, list(PAYLOADS), 200, 9), use_cat=True)
     assert not problems, "\n".join(problems)
