@@ -1,7 +1,8 @@
 """Concurrency: nothing is lost silently while writers, readers and a workload run together.
 
 Writers toggle ``enable``, predicate filters, a BPF filter object (``eth5_filter.c``, as
-``tracesim cc`` builds it) and the buffer size of several events while readers consume
+``tracesim cc`` builds it) of several events and the buffer size, define and delete a kprobe
+event and enable it, add and remove triggers and flip output options, while readers consume
 ``trace_pipe`` (and, in process, one CPU's ``trace_pipe_raw``) and the ``net`` workload sends
 packets. Then the workload stops, tracing is switched off, the readers drain to end of file,
 and the books must balance, per the model's own counters (``per_cpu/cpuN/stats``):
@@ -47,7 +48,7 @@ PREDICATES: dict[str, tuple[str, ...]] = {
 }
 EVENTS = tuple(PREDICATES)
 LOST = re.compile(rb"^CPU:(\d+) \[LOST (\d+) EVENTS\]$")
-LINE_CPU = re.compile(rb"^ *\S.*?-\d+ +\[(\d{3})\] ")
+LINE_CPU = re.compile(rb"^ *\S.*?-\d+ +(?:\( *[-\d]+\) )?\[(\d{3})\] ")   # (tgid) optional
 STAT = re.compile(r"^(entries|overrun|read events): (\d+)$", re.M)
 READ_SIZES = (65536, 65536, 4096, 333, 17)   # small reads cut lines: the rest must follow
 SHORT_SECONDS = 3.0
@@ -117,19 +118,41 @@ def check_books(tallies: list[Tally], counted: list[dict[str, int]]) -> None:
     assert sum(events.values()) > 0
 
 
-def writer_plan(rng: random.Random, bpf: bytes | None) -> tuple[str, bytes]:
-    """One control write a writer makes: (file relative to the root, what ``echo`` writes)."""
+KPROBE = "reliability_kp"
+KPROBE_DIR = f"events/kprobes/{KPROBE}"
+
+
+def writer_plan(rng: random.Random, bpf: bytes | None) -> tuple[str, bytes, bool, tuple[int, ...]]:
+    """One control write a writer makes: (file relative to the root, what ``echo`` writes,
+    whether it appends (``>>``), the errnos the kernel may answer at that moment)."""
     event = rng.choice(EVENTS)
     roll = rng.random()
-    if roll < 0.4:
-        return f"events/{event}/enable", rng.choice((b"0\n", b"1\n", b"1\n"))
-    if roll < 0.75:
-        return f"events/{event}/filter", rng.choice(PREDICATES[event] + ("0",)).encode() + b"\n"
-    if roll < 0.85 and bpf is not None:
-        return "events/net/netif_receive_skb/filter", bpf
-    if roll < 0.92:
-        return "events/skb/enable", rng.choice((b"0\n", b"1\n"))
-    return "buffer_size_kb", rng.choice((b"8\n", b"16\n", b"32\n"))
+    if roll < 0.3:
+        return f"events/{event}/enable", rng.choice((b"0\n", b"1\n", b"1\n")), False, ()
+    if roll < 0.55:
+        text = rng.choice(PREDICATES[event] + ("0",))
+        return f"events/{event}/filter", text.encode() + b"\n", False, ()
+    if roll < 0.62 and bpf is not None:
+        return "events/net/netif_receive_skb/filter", bpf, False, ()
+    if roll < 0.67:
+        return "events/skb/enable", rng.choice((b"0\n", b"1\n")), False, ()
+    if roll < 0.72:
+        return "buffer_size_kb", rng.choice((b"8\n", b"16\n", b"32\n")), False, ()
+    if roll < 0.80:       # a kprobe event comes and goes (EBUSY while enabled)
+        if rng.random() < 0.5:
+            text = f"p:{KPROBE} __netif_receive_skb skb=%di\n"
+            return "kprobe_events", text.encode(), True, (errno.EEXIST,)
+        return "kprobe_events", f"-:{KPROBE}\n".encode(), True, (errno.ENOENT, errno.EBUSY)
+    if roll < 0.86:       # ... and its enable file with it (ENODEV: removed under the open)
+        return f"{KPROBE_DIR}/enable", rng.choice((b"0\n", b"1\n")), False, \
+            (errno.ENOENT, errno.ENODEV)
+    if roll < 0.93:
+        text = rng.choice(("traceon", "!traceon", f"enable_event:kprobes:{KPROBE}",
+                           f"!enable_event:kprobes:{KPROBE}"))
+        return "events/net/netif_receive_skb/trigger", text.encode() + b"\n", True, \
+            (errno.EEXIST, errno.EINVAL)          # EINVAL: the kprobe event is not there
+    option = rng.choice(("record-tgid", "irq-info", "hash-ptr", "record-cmd"))
+    return f"options/{option}", rng.choice((b"0\n", b"1\n")), False, ()
 
 
 def bpf_object() -> bytes | None:
@@ -142,8 +165,8 @@ def bpf_object() -> bytes | None:
 
 
 # -- in process --------------------------------------------------------------------------------
-def tree_echo(tree, path: str, data: bytes) -> None:
-    handle = tree.open("/" + path, os.O_WRONLY | os.O_TRUNC)
+def tree_echo(tree, path: str, data: bytes, append: bool = False) -> None:
+    handle = tree.open("/" + path, os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC))
     try:
         handle.write(data, 0)
         handle.flush()
@@ -165,11 +188,14 @@ def run_in_process(seconds: float, seed: int) -> None:
     def writer(k: int) -> None:
         wrng = random.Random(seed * 100 + k)
         while not stop.is_set():
-            path, data = writer_plan(wrng, bpf)
+            path, data, append, allowed = writer_plan(wrng, bpf)
             try:
-                tree_echo(tree, path, data)
+                tree_echo(tree, path, data, append)
+            except OSError as exc:
+                if exc.errno not in allowed:
+                    failures.append(f"{path} {data[:60]!r}: {exc!r}")
             except Exception as exc:
-                failures.append(f"{path}: {exc!r}")
+                failures.append(f"{path} {data[:60]!r}: {exc!r}")
             time.sleep(wrng.uniform(0, 0.01))
 
     def pipe_reader(handle, tally: Tally) -> None:
@@ -272,8 +298,8 @@ def mnt(tmp_path):
         assert "Traceback" not in text and "Uncaught" not in text, text[-4000:]
 
 
-def os_echo(root: Path, path: str, data: bytes) -> None:
-    fd = os.open(root / path, os.O_WRONLY | os.O_TRUNC)
+def os_echo(root: Path, path: str, data: bytes, append: bool = False) -> None:
+    fd = os.open(root / path, os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC))
     try:
         os.write(fd, data)
     finally:
@@ -296,11 +322,12 @@ def run_mounted(root: Path, seconds: float, seed: int) -> None:
     def writer(k: int) -> None:
         wrng = random.Random(seed * 100 + k)
         while not stop.is_set():
-            path, data = writer_plan(wrng, bpf)
+            path, data, append, allowed = writer_plan(wrng, bpf)
             try:
-                os_echo(root, path, data)
+                os_echo(root, path, data, append)
             except OSError as exc:
-                failures.append(f"{path}: {exc!r}")
+                if exc.errno not in allowed:
+                    failures.append(f"{path} {data[:60]!r}: {exc!r}")
             time.sleep(wrng.uniform(0, 0.02))
 
     def pipe_reader(tally: Tally) -> None:
