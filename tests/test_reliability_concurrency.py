@@ -52,6 +52,7 @@ LINE_CPU = re.compile(rb"^ *\S.*?-\d+ +(?:\( *[-\d]+\) )?\[(\d{3})\] ")   # (tgi
 STAT = re.compile(r"^(entries|overrun|read events): (\d+)$", re.M)
 READ_SIZES = (65536, 65536, 4096, 333, 17)   # small reads cut lines: the rest must follow
 SHORT_SECONDS = 3.0
+_pace = random.Random(13)      # readers' pauses and read sizes (not the process-wide generator)
 LONG_SECONDS = 60.0
 
 
@@ -89,7 +90,7 @@ class Tally:
 
 def slow_reader_pause() -> None:
     """Readers dawdle now and then, so the small buffer overruns and LOST lines appear."""
-    if random.random() < 0.3:
+    if _pace.random() < 0.3:
         time.sleep(0.1)
 
 
@@ -201,7 +202,7 @@ def run_in_process(seconds: float, seed: int) -> None:
     def pipe_reader(handle, tally: Tally) -> None:
         try:
             while True:
-                data = handle.read(random.choice(READ_SIZES), 0)
+                data = handle.read(_pace.choice(READ_SIZES), 0)
                 if not data:
                     return
                 tally.feed_text(data)
@@ -337,7 +338,7 @@ def run_mounted(root: Path, seconds: float, seed: int) -> None:
             tally.errors.append(repr(exc))
             return
         try:
-            while data := os.read(fd, random.choice(READ_SIZES)):
+            while data := os.read(fd, _pace.choice(READ_SIZES)):
                 tally.feed_text(data)
                 slow_reader_pause()
         except OSError as exc:

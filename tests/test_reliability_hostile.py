@@ -202,7 +202,7 @@ def _errno_of(exc: OSError) -> int:
 
 
 def attack(view, write: Callable[[str, bytes], int | None], plan: list[tuple[str, str]], *,
-           local: bool = False) -> list[str]:
+           local: bool = False, payloads: dict[str, bytes] = PAYLOADS) -> list[str]:
     """Run ``plan`` ((file, payload name) pairs) with ``write``; returns the failed writes that
     changed state. ``view`` walks and reads the tree (in process, or a mount's files).
 
@@ -217,7 +217,7 @@ def attack(view, write: Callable[[str, bytes], int | None], plan: list[tuple[str
         scope = [p for p in paths if near(p, path)] if local else paths
         before = bounded(lambda s=scope: snapshot(view.cat, s), f"snapshot before {path}") \
             if local else state
-        err = bounded(lambda p=path, d=PAYLOADS[name]: write(p, d), f"write {name} to {path}")
+        err = bounded(lambda p=path, d=payloads[name]: write(p, d), f"write {name} to {path}")
         if err is None and path.rsplit("/", 1)[-1] in DEFINE_EVENTS:
             paths = readable(walk(view))
         if local and err is None:
@@ -261,15 +261,12 @@ def test_every_writable_file_in_process(system):
 @pytest.mark.skipif(not FUZZ_LONG, reason="long fuzz: TRACESIM_FUZZ=long (make fuzz)")
 def test_every_writable_file_in_process_long(system):
     rng = random.Random(1313)
+    payloads = dict(PAYLOADS)
     for k in range(8):
-        PAYLOADS[f"random-{k}"] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 5000)))
-    try:
-        tree = system.tree
-        problems = attack(tree, lambda p, d: tree_write(tree, p, d),
-                          full_plan(writable(walk(tree)), list(PAYLOADS)))
-    finally:
-        for k in range(8):
-            PAYLOADS.pop(f"random-{k}")
+        payloads[f"random-{k}"] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 5000)))
+    tree = system.tree
+    problems = attack(tree, lambda p, d: tree_write(tree, p, d),
+                      full_plan(writable(walk(tree)), list(payloads)), payloads=payloads)
     assert not problems, "\n".join(problems)
 
 
