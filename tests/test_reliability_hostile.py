@@ -6,7 +6,8 @@ instance's files and every event's ``enable``/``filter``/``trigger``) gets a set
 payloads: empty, 1 MiB, random binary, invalid UTF-8, NUL bytes, negative and overflowing
 numbers, very long lines, only blanks, a valid prefix glued to garbage. Every write goes
 through ``>>`` (O_APPEND: the open itself changes nothing, unlike ``>``) as one ``write()``
-followed by ``close()``. Then:
+followed by ``close()`` (one test also writes through ``>``, judged against a bare
+``: > FILE``). Then:
 
 * the operation returns in bounded time (a watchdog fails the test instead of hanging it);
 * it succeeds, or fails with an errno: in process only ``OSError`` with a positive errno comes
@@ -270,6 +271,45 @@ def test_every_writable_file_in_process_long(system):
     tree = system.tree
     problems = attack(tree, lambda p, d: tree_write(tree, p, d),
                       full_plan(writable(walk(tree)), list(payloads)), payloads=payloads)
+    assert not problems, "\n".join(problems)
+
+
+def test_truncating_writes_in_process(system):
+    """``printf BAD > FILE``: the open's own truncation (``>`` clears set_event, the buffer,
+    kprobe_events ...) may change state, the failed write must not add to it: the state after
+    equals the state after a bare ``: > FILE``."""
+    tree = system.tree
+    files = walk(tree)
+    present, paths = {p for p, _ in files}, readable(files)
+
+    def truncate_write(path: str, data: bytes | None) -> int | None:
+        handle = tree.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            if data is not None:
+                handle.write(data, 0)
+            handle.flush()
+        except OSError as exc:
+            return _errno_of(exc)
+        finally:
+            handle.release()
+        return None
+
+    problems = []
+    for path in writable(files):
+        for name in ("negative", "bad-utf8") if FUZZ_LONG else ("bad-utf8",):
+            if path not in present:
+                continue                       # gone with a kprobe_events truncation
+            bounded(lambda p=path: truncate_write(p, None), f": > {path}")
+            if path.rsplit("/", 1)[-1] in DEFINE_EVENTS:
+                files = walk(tree)
+                present, paths = {p for p, _ in files}, readable(files)
+            before = snapshot(tree.cat, paths)
+            err = bounded(lambda p=path, d=PAYLOADS[name]: truncate_write(p, d),
+                          f"{name} > {path}")
+            if err is not None:
+                diff = changed(before, snapshot(tree.cat, paths), path)
+                if diff:
+                    problems.append(f"{name} > {path} failed but changed {list(diff)[:5]}")
     assert not problems, "\n".join(problems)
 
 
