@@ -6,7 +6,7 @@ what reading it shows (the ``# Available triggers`` header when there are none, 
 per trigger as ``event_trigger_print`` formats it: ``traceoff:count=3 if len > 10``). Triggers
 are kept newest first, the order the kernel both runs and lists them in.
 Errors: ``OSError`` with EINVAL (unknown command, bad count, bad filter, unknown target
-event), EEXIST (the same trigger twice), ENOENT (removing one that is not there).
+event), EEXIST (the same trigger twice); removing one that is not there succeeds.
 """
 from __future__ import annotations
 
@@ -129,12 +129,12 @@ def set_trigger(file: Any, text: str) -> None:
     else:
         count_text = parts[1] if len(parts) > 1 else ""
     new = Trigger(cmd, -1, None, None, target)
-    if remove:
+    if remove:             # event_trigger_parse: removing a trigger that is not there is 0
         for t in file.triggers:
             if t.same(new):
                 _detach(file, t)
-                return
-        raise OSError(errno.ENOENT, "no such trigger")
+                break
+        return
     new.count = _parse_count(count_text.strip())
     if cond_text is not None:
         new.filter = _compile(file, cond_text)

@@ -152,6 +152,11 @@ def test_triggers_read_back_and_traceoff_count(kernel: Kernel) -> None:
     set_trigger(f, "!stacktrace")
     set_trigger(f, "!traceoff")
     assert trigger_text(f).startswith("# Available triggers:")
+    set_trigger(f, "!traceoff")        # event_trigger_parse: removing nothing still succeeds
+    set_trigger(f, "!enable_event:net:netif_rx")
+    with pytest.raises(OSError) as e:    # ... but the target event must exist
+        set_trigger(f, "!enable_event:net:nosuch")
+    assert e.value.errno == errno.EINVAL
 
 
 def test_enable_event_trigger_soft_mode(kernel: Kernel) -> None:

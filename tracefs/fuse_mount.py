@@ -28,6 +28,7 @@ libfuse2 is missing: callers catch that and say so.
 """
 from __future__ import annotations
 
+import codecs
 import ctypes
 import errno
 import itertools
@@ -208,6 +209,22 @@ class TracefsOperations(fuse.Operations):
             handle.release()
 
 
+PATH_ENCODING = "tracesim_fs"
+
+
+def _path_codec(name: str) -> codecs.CodecInfo | None:
+    """UTF-8 with surrogate escapes for the names fusepy decodes and encodes: a name that is not
+    UTF-8 (``mkdir $'instances/\\xff'``, ``stat $'\\xff'``) reaches the tree as a str that
+    encodes back to the same bytes, instead of failing fusepy's strict decode with a traceback
+    in the log and EINVAL where the kernel answers ENOENT or makes the instance."""
+    if name != PATH_ENCODING:
+        return None
+    return codecs.CodecInfo(
+        name=PATH_ENCODING,
+        encode=lambda text, errors="strict": codecs.utf_8_encode(text, "surrogateescape"),
+        decode=lambda data, errors="strict": codecs.utf_8_decode(data, "surrogateescape", True))
+
+
 def serve(tree: Tree, mountpoint: str, *, on_ready: Callable[[], None] | None = None,
           debug: bool = False) -> None:
     """Mount ``tree`` on ``mountpoint`` and serve until unmounted or SIGINT/SIGTERM/SIGHUP.
@@ -216,7 +233,9 @@ def serve(tree: Tree, mountpoint: str, *, on_ready: Callable[[], None] | None = 
     the loop on those signals, and it unmounts on the way out.
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
+    codecs.register(_path_codec)
     fuse.FUSE(TracefsOperations(tree, on_ready), mountpoint, raw_fi=True, foreground=True,
+              encoding=PATH_ENCODING,
               nothreads=False, debug=debug, fsname="tracesim", subtype="tracesim",
               default_permissions=True, atomic_o_trunc=True, big_writes=True,
               max_write=MAX_WRITE, entry_timeout=0, attr_timeout=0, negative_timeout=0)
