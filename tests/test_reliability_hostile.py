@@ -77,25 +77,6 @@ GENERATED = ("README", "format", "id", "header_page", "header_event", "available
 DEFINE_EVENTS = ("kprobe_events", "dynamic_events", "uprobe_events")
 MOVING_LINES = re.compile(rb"^(now ts|oldest event ts): .*$", re.M)
 
-# Defects engineer h4 is fixing in tracefs/ (branch h4), tolerated here by name until that
-# branch is merged; the lead deletes each entry (and with it the tolerance) once h4 is in main.
-KNOWN_H4: dict[str, str] = {
-    "long-instance-name": "instance names over 255 bytes are accepted (ENAMETOOLONG expected)",
-    "long-words": "a 1 MiB word written to set_event, a pid list or a function filter is parsed "
-                  "whole (seconds to minutes) instead of failing with EINVAL once it overflows "
-                  "the kernel's trace_parser",
-    "namespace-erofs": "unlink, rename, link, symlink and mknod answer EROFS (EPERM expected)",
-}
-# The files and payloads "long-words" covers: the plan leaves these pairs out while it stands.
-LONG_WORD_FILES = ("set_event", "set_event_pid", "set_event_notrace_pid", "set_ftrace_pid",
-                   "set_ftrace_notrace_pid", "set_ftrace_filter", "set_ftrace_notrace")
-
-
-def known_h4(path: str, payload: str) -> bool:
-    return ("long-words" in KNOWN_H4 and payload == "huge"
-            and path.rsplit("/", 1)[-1] in LONG_WORD_FILES)
-
-
 # -- the tree walk -----------------------------------------------------------------------------
 def walk(tree) -> list[tuple[str, int]]:
     """(path, mode) of every file below the root."""
@@ -242,7 +223,7 @@ def near(other: str, path: str) -> bool:
 
 
 def full_plan(files: list[str], payloads: list[str]) -> list[tuple[str, str]]:
-    return [(path, name) for path in files for name in payloads if not known_h4(path, name)]
+    return [(path, name) for path in files for name in payloads]
 
 
 def sample_plan(files: list[str], payloads: list[str], count: int,
@@ -342,7 +323,7 @@ def test_hostile_instance_names_in_process(system):
         except OSError as exc:
             _errno_of(exc)
             continue
-        assert len(name) <= 255 or "long-instance-name" in KNOWN_H4, "expected ENAMETOOLONG"
+        assert len(name) <= 255, "expected ENAMETOOLONG"
         assert tree.cat(path + "/tracing_on") == b"1\n"
         bounded(lambda p=path: tree.rmdir(p), f"rmdir {name[:40]!r}")
     assert tree.readdir("/instances") == start
@@ -449,7 +430,7 @@ def test_hostile_instance_names_through_the_mount(mnt):
             bounded(lambda p=path: os.mkdir(p), f"mkdir {name[:40]!r}")
         except OSError:
             continue
-        assert len(name) <= 255 or "long-instance-name" in KNOWN_H4, "expected ENAMETOOLONG"
+        assert len(name) <= 255, "expected ENAMETOOLONG"
         assert (Path(os.fsdecode(path)) / "tracing_on").read_text() == "1\n"
         bounded(lambda p=path: os.rmdir(p), f"rmdir {name[:40]!r}")
     assert sorted(os.listdir(mnt / "instances")) == start
@@ -470,7 +451,6 @@ DIR_OPS: dict[str, tuple[Callable[[str], object], int]] = {
     "rmdir": (os.rmdir, errno.EPERM),
     "mkdir-inside": (lambda p: os.mkdir(os.path.join(p, "hostile-dir")), errno.EPERM),
 }
-H4_NAMESPACE = ("unlink", "rename", "link", "symlink", "mknod")
 
 
 def namespace_attack(root: Path, files: list[str], dirs: list[str]) -> list[str]:
@@ -488,8 +468,7 @@ def namespace_attack(root: Path, files: list[str], dirs: list[str]) -> list[str]
             got = None
         except OSError as exc:
             got = exc.errno
-        tolerated = name in H4_NAMESPACE and "namespace-erofs" in KNOWN_H4 and got == errno.EROFS
-        if got != want and not tolerated:
+        if got != want:
             problems.append(f"{name} {path}: {errno.errorcode.get(got, got)}, "
                             f"want {errno.errorcode[want]}")
     after = snapshot(view.cat, paths), sorted(p for p, _ in walk(view))
