@@ -1,0 +1,796 @@
+"""Native tier: eBPF -> LLVM IR -> x86-64 machine code through llvmlite (MCJIT), as the kernel's JIT.
+
+One LLVM function per BPF function (the entry and every bpf-to-bpf callee); registers are i64
+allocas that the optimiser promotes to machine registers.  Everything a run shares with Python
+lives in one ``env`` array of 64-bit words (``E_*`` below): the run status, the instruction budget,
+the region table, the register file at function boundaries and the callback pointer.
+
+Memory: a load or store first tries the stack (fixed range, inline), then the region table (one
+``{start, end, host address, writable}`` row per region of the engine's ``Memory``, filled from
+Python before a run and after every helper); anything else (a miss, a store to a read-only
+region) calls back into Python, where ``Memory`` either performs the access or raises the same
+``MemoryFault`` the interpreter raises.  So the table is only a cache: faults, their messages and
+the results are those of the interpreter by construction.  Atomics, legacy packet loads and helpers
+also call back (helpers are Python callables bound per program); the callback catches everything,
+records it and sets the status word, which the generated code tests after each callback and each
+bpf-to-bpf call, returning at once.
+
+Semantics are RFC 9669 as in ``alu.py``: division by zero gives 0 and modulo by zero the dividend
+(LLVM's udiv by zero is undefined: guarded), signed INT_MIN / -1 gives INT_MIN (guarded), shift
+amounts are masked, 32-bit operations zero-extend.  The budget is charged per basic block on entry
+(a run that would pass it stops with the interpreter's BudgetExceeded error); the call depth limit
+is the interpreter's.  Compiled code is cached by IR text, so reloading a program costs no LLVM.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from filters.bpf import alu, isa
+from filters.bpf.alu import M32, M64
+from filters.bpf.helpers import StopProgram, VMContext
+from filters.bpf.interp import (
+    BudgetExceeded,
+    CallDepthExceeded,
+    RunResult,
+    bind_run,
+    new_memory,
+    resolve_ld_imm64,
+)
+from filters.bpf.memory import CTX_BASE, STACK_BASE, STACK_BYTES, STACK_TOP, VMError
+from filters.bpf.program import DEFAULT_BUDGET, Program
+
+try:                                    # optional at import time: loader.available() says why not
+    import llvmlite.binding as _llvm
+except ImportError as _err:             # pragma: no cover - depends on the platform
+    _llvm = None
+    IMPORT_ERROR: str | None = str(_err)
+else:
+    IMPORT_ERROR = None
+
+SIZE = {isa.W: 4, isa.H: 2, isa.B: 1, isa.DW: 8}
+
+# env words
+E_STATUS, E_BUDGET, E_NREG, E_STACK, E_CALLBACK, E_REGIONS = 0, 1, 2, 3, 4, 5
+E_REGS = 8                               # r0..r10
+E_WORDS = E_REGS + isa.NUM_REGS
+MAX_REGIONS = 64                         # rows of the region table; more regions take the slow path
+
+# status values
+ST_OK, ST_STOP, ST_EXC, ST_BUDGET, ST_DEPTH = 0, 1, 2, 3, 4
+# callback kinds
+CB_HELPER, CB_LOAD, CB_STORE, CB_ATOMIC, CB_LDPKT = 0, 1, 2, 3, 4
+
+CALLBACK = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64,
+                            ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64)
+ENTRY = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)
+
+
+class NativeUnavailable(RuntimeError):
+    """llvmlite cannot be imported (or initialised) on this platform."""
+
+
+def available() -> bool:
+    """Whether the native tier can compile here."""
+    return _llvm is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# LLVM: one target machine, compiled modules cached by IR text.
+
+_target_machine: Any = None
+_CACHE: dict[str, tuple[Any, int]] = {}
+
+
+def _machine() -> Any:
+    global _target_machine
+    if _llvm is None:
+        raise NativeUnavailable(f"llvmlite is not available: {IMPORT_ERROR}")
+    if _target_machine is None:
+        _llvm.initialize_native_target()
+        _llvm.initialize_native_asmprinter()
+        target = _llvm.Target.from_default_triple()
+        _target_machine = target.create_target_machine(opt=2, jit=True)
+    return _target_machine
+
+
+def _compile_ir(ir: str) -> tuple[Any, int]:
+    """(MCJIT engine, address of ``bpf_main``) for module text ``ir``, cached by its digest."""
+    key = hashlib.sha256(ir.encode()).hexdigest()
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    tm = _machine()
+    mod = _llvm.parse_assembly(ir)
+    mod.verify()
+    pto = _llvm.create_pipeline_tuning_options(speed_level=2)
+    pb = _llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    engine = _llvm.create_mcjit_compiler(mod, tm)
+    engine.finalize_object()
+    hit = _CACHE[key] = (engine, engine.get_function_address("bpf_main"))
+    return hit
+
+
+# ---------------------------------------------------------------------------------------------
+# IR generation
+
+_PRELUDE = f"""
+declare i16 @llvm.bswap.i16(i16)
+declare i32 @llvm.bswap.i32(i32)
+declare i64 @llvm.bswap.i64(i64)
+
+; host address of [addr, addr+size) or null: the stack inline, then the region table
+define internal ptr @addr(ptr %env, i64 %a, i64 %size, i1 %write) alwaysinline {{
+entry:
+  %so = sub i64 %a, {STACK_BASE}
+  %slim = sub i64 {STACK_BYTES}, %size
+  %instack = icmp ule i64 %so, %slim
+  br i1 %instack, label %stack, label %table
+stack:
+  %spp = getelementptr i64, ptr %env, i64 {E_STACK}
+  %sbase = load i64, ptr %spp
+  %shost = add i64 %sbase, %so
+  %sp = inttoptr i64 %shost to ptr
+  ret ptr %sp
+table:
+  %np = getelementptr i64, ptr %env, i64 {E_NREG}
+  %n = load i64, ptr %np
+  %rtp = getelementptr i64, ptr %env, i64 {E_REGIONS}
+  %rti = load i64, ptr %rtp
+  %rt = inttoptr i64 %rti to ptr
+  br label %loop
+loop:
+  %i = phi i64 [0, %table], [%inext, %next]
+  %more = icmp ult i64 %i, %n
+  br i1 %more, label %row, label %miss
+row:
+  %base = mul i64 %i, 4
+  %p0 = getelementptr i64, ptr %rt, i64 %base
+  %start = load i64, ptr %p0
+  %p1 = getelementptr i64, ptr %p0, i64 1
+  %end = load i64, ptr %p1
+  %len = sub i64 %end, %start
+  %off = sub i64 %a, %start
+  %big = icmp uge i64 %len, %size
+  %lim = sub i64 %len, %size
+  %inr = icmp ule i64 %off, %lim
+  %fits = and i1 %big, %inr
+  br i1 %fits, label %perm, label %next
+perm:
+  %p3 = getelementptr i64, ptr %p0, i64 3
+  %w = load i64, ptr %p3
+  %ro = icmp eq i64 %w, 0
+  %denied = and i1 %write, %ro
+  br i1 %denied, label %miss, label %hit
+hit:
+  %p2 = getelementptr i64, ptr %p0, i64 2
+  %host = load i64, ptr %p2
+  %h = add i64 %host, %off
+  %hp = inttoptr i64 %h to ptr
+  ret ptr %hp
+next:
+  %inext = add i64 %i, 1
+  br label %loop
+miss:
+  ret ptr null
+}}
+"""
+
+
+def _functions(insns: Sequence[isa.Insn]) -> list[int]:
+    starts = {0}
+    for pc, i in enumerate(insns):
+        if i.opcode == isa.OP_CALL and i.src == isa.PSEUDO_CALL:
+            starts.add(pc + i.imm + 1)
+    return sorted(starts)
+
+
+def _slots(insns: Sequence[isa.Insn], start: int, end: int) -> list[int]:
+    out, pc = [], start
+    while pc < end:
+        out.append(pc)
+        pc += 2 if insns[pc].opcode == isa.LD_IMM64 else 1
+    return out
+
+
+class _Fn:
+    """IR text of one BPF function ``[start, end)``."""
+
+    def __init__(self, gen: _Gen, start: int, end: int) -> None:
+        self.gen, self.insns, self.start, self.end = gen, gen.insns, start, end
+        self.lines: list[str] = []
+        self.tmp = 0
+
+    def t(self) -> str:
+        self.tmp += 1
+        return f"%t{self.tmp}"
+
+    def e(self, text: str) -> None:
+        self.lines.append("  " + text)
+
+    def label(self, name: str) -> None:
+        self.lines.append(f"{name}:")
+
+    def get(self, r: int) -> str:
+        v = self.t()
+        self.e(f"{v} = load i64, ptr %r{r}")
+        return v
+
+    def put(self, r: int, v: str) -> None:
+        self.e(f"store i64 {v}, ptr %r{r}")
+
+    def env(self, word: int) -> str:
+        p = self.t()
+        self.e(f"{p} = getelementptr i64, ptr %env, i64 {word}")
+        return p
+
+    def check_status(self) -> None:
+        """Return at once if a callback or callee set the status word."""
+        s, c, ok = self.t(), self.t(), self.gen.new_label()
+        self.e(f"{s} = load volatile i64, ptr %status")
+        self.e(f"{c} = icmp ne i64 {s}, 0")
+        self.e(f"br i1 {c}, label %bail, label %{ok}")
+        self.label(ok)
+
+    def callback(self, kind: int, *args: str) -> str:
+        args = tuple(args) + ("0",) * (6 - len(args))
+        v = self.t()
+        self.e(f"{v} = call i64 %cb(i64 {kind}, " + ", ".join(f"i64 {a}" for a in args) + ")")
+        self.check_status()
+        return v
+
+    # -- generation ---------------------------------------------------------------------------
+    def generate(self) -> list[str]:
+        insns, start, end = self.insns, self.start, self.end
+        slots = _slots(insns, start, end)
+        leaders = {start}
+        for pc in slots:
+            i = insns[pc]
+            cls, op = i.opcode & 7, i.opcode & 0xF0
+            if cls in (isa.JMP, isa.JMP32) and op not in (isa.CALL,):
+                if op != isa.EXIT:
+                    target = isa.jump_target(pc, i)
+                    if not start <= target < end:
+                        raise ValueError(f"insn {pc}: jump to {target} leaves its function")
+                    leaders.add(target)
+                nxt = pc + 1
+                if nxt < end:
+                    leaders.add(nxt)
+        blocks = sorted(leaders)
+        self.lines.append(f"define internal i64 @f{start}(ptr %env, i64 %depth) {{")
+        self.label("entry")
+        for r in range(isa.NUM_REGS):
+            self.e(f"%r{r} = alloca i64")
+        self.e("%n = alloca i64")
+        self.e(f"%status = getelementptr i64, ptr %env, i64 {E_STATUS}")
+        self.e(f"%budgetp = getelementptr i64, ptr %env, i64 {E_BUDGET}")
+        self.e("%bud0 = load i64, ptr %budgetp")
+        self.e("store i64 %bud0, ptr %n")
+        self.e(f"%cbp = getelementptr i64, ptr %env, i64 {E_CALLBACK}")
+        self.e("%cbi = load i64, ptr %cbp")
+        self.e("%cb = inttoptr i64 %cbi to ptr")
+        for r in range(isa.NUM_REGS):
+            p = self.env(E_REGS + r)
+            v = self.t()
+            self.e(f"{v} = load i64, ptr {p}")
+            self.put(r, v)
+        self.e(f"br label %b{start}")
+        for bi, b in enumerate(blocks):
+            bend = blocks[bi + 1] if bi + 1 < len(blocks) else end
+            self.block(b, [pc for pc in slots if b <= pc < bend], bend)
+        self.label("bail")
+        self.e("%nb = load i64, ptr %n")
+        self.e("store i64 %nb, ptr %budgetp")
+        self.e("ret i64 0")
+        self.lines.append("}")
+        return self.lines
+
+    def block(self, b: int, pcs: list[int], bend: int) -> None:
+        self.label(f"b{b}")
+        n, n2, c, ok = self.t(), self.t(), self.t(), self.gen.new_label()
+        self.e(f"{n} = load i64, ptr %n")
+        self.e(f"{n2} = sub i64 {n}, {len(pcs)}")
+        self.e(f"store i64 {n2}, ptr %n")
+        self.e(f"{c} = icmp slt i64 {n2}, 0")
+        self.e(f"br i1 {c}, label %budget, label %{ok}")
+        self.label(ok)
+        terminated = False
+        for pc in pcs:
+            terminated = self.insn(pc, self.insns[pc])
+        if not terminated:
+            self.e(f"br label %b{bend}")
+
+    # -- instructions -------------------------------------------------------------------------
+    def insn(self, pc: int, i: isa.Insn) -> bool:
+        """Emit one instruction; True when it ended the block."""
+        cls = i.opcode & 7
+        if cls in (isa.ALU, isa.ALU64):
+            self.alu(i)
+            return False
+        if cls in (isa.JMP, isa.JMP32):
+            return self.jump(pc, i)
+        if cls == isa.LD:
+            self.ld(pc, i)
+            return False
+        self.mem(i)
+        return False
+
+    def operand(self, i: isa.Insn, wide: bool) -> str:
+        if i.opcode & isa.X:
+            return self.get(i.src)
+        return str(alu.s64(i.imm & M64) if wide else i.imm & M32)
+
+    def alu(self, i: isa.Insn) -> None:
+        wide = i.opcode & 7 == isa.ALU64
+        d = i.dst
+        if i.opcode & 0xF0 == isa.END:
+            bits = i.imm
+            a = self.get(d)
+            if i.opcode & 7 == isa.ALU and i.opcode & 0x08 == isa.TO_LE:
+                if bits == 64:
+                    return
+                t, z = self.t(), self.t()
+                self.e(f"{t} = trunc i64 {a} to i{bits}")
+                self.e(f"{z} = zext i{bits} {t} to i64")
+                self.put(d, z)
+                return
+            if bits == 64:
+                v = self.t()
+                self.e(f"{v} = call i64 @llvm.bswap.i64(i64 {a})")
+                self.put(d, v)
+                return
+            t, s, z = self.t(), self.t(), self.t()
+            self.e(f"{t} = trunc i64 {a} to i{bits}")
+            self.e(f"{s} = call i{bits} @llvm.bswap.i{bits}(i{bits} {t})")
+            self.e(f"{z} = zext i{bits} {s} to i64")
+            self.put(d, z)
+            return
+        name = alu.alu_name(i)
+        ty = "i64" if wide else "i32"
+        bits = 64 if wide else 32
+        src = self.operand(i, wide)
+        if name == "mov" and wide:
+            self.put(d, src)
+            return
+        if name.startswith("movsx"):
+            k = int(name[5:])
+            t, s = self.t(), self.t()
+            self.e(f"{t} = trunc i64 {src} to i{k}")
+            self.e(f"{s} = sext i{k} {t} to {ty}")
+            self.put(d, self.widen(s, wide))
+            return
+        if wide:
+            a, b = self.get(d), src
+        else:
+            b = self.narrow(src) if i.opcode & isa.X else src
+            a = self.narrow(self.get(d)) if name != "mov" else "0"
+        v = self.t()
+        simple = {"add": "add", "sub": "sub", "mul": "mul", "or": "or", "and": "and", "xor": "xor"}
+        if name in simple:
+            self.e(f"{v} = {simple[name]} {ty} {a}, {b}")
+        elif name == "mov":
+            v = b
+        elif name == "neg":
+            self.e(f"{v} = sub {ty} 0, {a}")
+        elif name in ("lsh", "rsh", "arsh"):
+            m = self.t()
+            self.e(f"{m} = and {ty} {b}, {bits - 1}")
+            op = {"lsh": "shl", "rsh": "lshr", "arsh": "ashr"}[name]
+            self.e(f"{v} = {op} {ty} {a}, {m}")
+        else:                                # div, mod, sdiv, smod
+            z, one, safe, q = self.t(), self.t(), self.t(), self.t()
+            self.e(f"{z} = icmp eq {ty} {b}, 0")
+            if name in ("sdiv", "smod"):
+                m1, bad = self.t(), self.t()
+                self.e(f"{m1} = icmp eq {ty} {b}, -1")
+                self.e(f"{bad} = or i1 {z}, {m1}")
+                self.e(f"{safe} = select i1 {bad}, {ty} 1, {ty} {b}")
+                op = "sdiv" if name == "sdiv" else "srem"
+                self.e(f"{q} = {op} {ty} {a}, {safe}")
+                # b == -1: quotient -a (wraps for INT_MIN), remainder 0
+                alt, r1 = self.t(), self.t()
+                self.e(f"{alt} = " + (f"sub {ty} 0, {a}" if name == "sdiv" else f"add {ty} 0, 0"))
+                self.e(f"{r1} = select i1 {m1}, {ty} {alt}, {ty} {q}")
+                q = r1
+            else:
+                self.e(f"{one} = select i1 {z}, {ty} 1, {ty} {b}")
+                op = "udiv" if name == "div" else "urem"
+                self.e(f"{q} = {op} {ty} {a}, {one}")
+            zero_result = "0" if name in ("div", "sdiv") else a
+            self.e(f"{v} = select i1 {z}, {ty} {zero_result}, {ty} {q}")
+        self.put(d, self.widen(v, wide))
+
+    def narrow(self, v: str) -> str:
+        if not v.startswith("%"):
+            return str(int(v) & M32)
+        t = self.t()
+        self.e(f"{t} = trunc i64 {v} to i32")
+        return t
+
+    def widen(self, v: str, wide: bool) -> str:
+        if wide:
+            return v
+        if not v.startswith("%"):
+            return str(int(v) & M32)
+        t = self.t()
+        self.e(f"{t} = zext i32 {v} to i64")
+        return t
+
+    def jump(self, pc: int, i: isa.Insn) -> bool:
+        op, cls = i.opcode & 0xF0, i.opcode & 7
+        if op == isa.JA:
+            self.e(f"br label %b{isa.jump_target(pc, i)}")
+            return True
+        if op == isa.EXIT:
+            self.leave()
+            return True
+        if op == isa.CALL:
+            self.call(pc, i)
+            return False
+        wide = cls == isa.JMP
+        ty = "i64" if wide else "i32"
+        a = self.get(i.dst)
+        b = self.operand(i, wide)
+        if not wide:
+            a = self.narrow(a)
+            if i.opcode & isa.X:
+                b = self.narrow(b)
+            else:
+                b = str(alu.s32(int(b)))
+        c = self.t()
+        if op == isa.JSET:
+            x = self.t()
+            self.e(f"{x} = and {ty} {a}, {b}")
+            self.e(f"{c} = icmp ne {ty} {x}, 0")
+        else:
+            pred = {isa.JEQ: "eq", isa.JNE: "ne", isa.JGT: "ugt", isa.JGE: "uge", isa.JLT: "ult",
+                    isa.JLE: "ule", isa.JSGT: "sgt", isa.JSGE: "sge", isa.JSLT: "slt",
+                    isa.JSLE: "sle"}[op]
+            self.e(f"{c} = icmp {pred} {ty} {a}, {b}")
+        self.e(f"br i1 {c}, label %b{pc + i.off + 1}, label %b{pc + 1}")
+        return True
+
+    def leave(self) -> None:
+        """Exit: the register file goes back to env (the caller reloads r0-r5, the wrapper
+        reads all of them)."""
+        last = isa.NUM_REGS if self.start == 0 else 10
+        for r in range(last):
+            v = self.get(r)
+            self.e(f"store i64 {v}, ptr " + self.env(E_REGS + r))
+        n = self.t()
+        self.e(f"{n} = load i64, ptr %n")
+        self.e(f"store i64 {n}, ptr %budgetp")
+        r0 = self.get(0)
+        self.e(f"ret i64 {r0}")
+
+    def call(self, pc: int, i: isa.Insn) -> None:
+        if i.src == isa.PSEUDO_CALL:
+            target = pc + i.imm + 1
+            deep, ok = self.t(), self.gen.new_label()
+            self.e(f"{deep} = icmp sge i64 %depth, {isa.MAX_CALL_DEPTH - 1}")
+            self.e(f"br i1 {deep}, label %depth_err, label %{ok}")
+            self.gen.needs_depth.add(self.start)
+            self.label(ok)
+            for r in range(10):
+                v = self.get(r)
+                self.e(f"store i64 {v}, ptr " + self.env(E_REGS + r))
+            fp, fp2 = self.get(10), self.t()
+            self.e(f"{fp2} = sub i64 {fp}, {isa.STACK_SIZE}")
+            self.e(f"store i64 {fp2}, ptr " + self.env(E_REGS + 10))
+            n = self.t()
+            self.e(f"{n} = load i64, ptr %n")
+            self.e(f"store i64 {n}, ptr %budgetp")
+            d1 = self.t()
+            self.e(f"{d1} = add i64 %depth, 1")
+            self.e(f"call i64 @f{target}(ptr %env, i64 {d1})")
+            n2 = self.t()
+            self.e(f"{n2} = load i64, ptr %budgetp")
+            self.e(f"store i64 {n2}, ptr %n")
+            self.check_status()
+            for r in range(6):
+                v = self.t()
+                self.e(f"{v} = load i64, ptr " + self.env(E_REGS + r))
+                self.put(r, v)
+            return
+        hid = self.get(i.dst) if i.opcode & isa.X else str(i.imm)     # callx: id in dst
+        args = [self.get(r) for r in range(1, 6)]
+        v = self.callback(CB_HELPER, hid, *args)
+        self.put(0, v)
+
+    def ld(self, pc: int, i: isa.Insn) -> None:
+        if i.opcode == isa.LD_IMM64:
+            value = self.gen.ld_imm64(pc)
+            self.put(i.dst, str(alu.s64(value)))
+            return
+        size = SIZE[i.opcode & 0x18]
+        if i.opcode & 0xE0 == isa.IND:
+            s, off = self.get(i.src), self.t()
+            self.e(f"{off} = add i64 {s}, {alu.s64(i.imm & M64)}")
+        else:
+            off = str(alu.s64(i.imm & M64))
+        self.put(0, self.callback(CB_LDPKT, off, str(size)))
+
+    def address(self, base: int, off: int) -> str:
+        a = self.t()
+        self.e(f"{a} = add i64 {self.get(base)}, {off}")
+        return a
+
+    def host(self, addr: str, size: int, write: bool) -> tuple[str, str, str]:
+        """(pointer, fast label, slow label): branch on the region lookup."""
+        p, isnull = self.t(), self.t()
+        fast, slow = self.gen.new_label(), self.gen.new_label()
+        self.e(f"{p} = call ptr @addr(ptr %env, i64 {addr}, i64 {size}, i1 {int(write)})")
+        self.e(f"{isnull} = icmp eq ptr {p}, null")
+        self.e(f"br i1 {isnull}, label %{slow}, label %{fast}")
+        return p, fast, slow
+
+    def mem(self, i: isa.Insn) -> None:
+        cls, mode = i.opcode & 7, i.opcode & 0xE0
+        size = SIZE[i.opcode & 0x18]
+        ity = f"i{size * 8}"
+        if cls == isa.LDX:
+            addr = self.address(i.src, i.off)
+            p, fast, slow = self.host(addr, size, False)
+            join = self.gen.new_label()
+            ext = "sext" if mode == isa.MEMSX else "zext"
+            self.label(fast)
+            tp, raw, v1 = self.t(), self.t(), self.t()
+            self.e(f"{tp} = bitcast ptr {p} to ptr")
+            self.e(f"{raw} = load {ity}, ptr {tp}, align 1")
+            if size == 8:
+                v1 = raw
+            else:
+                self.e(f"{v1} = {ext} {ity} {raw} to i64")
+            self.e(f"br label %{join}")
+            self.label(slow)
+            v2 = self.callback(CB_LOAD, addr, str(size))
+            if mode == isa.MEMSX:
+                t, v3 = self.t(), self.t()
+                self.e(f"{t} = trunc i64 {v2} to {ity}")
+                self.e(f"{v3} = sext {ity} {t} to i64")
+                v2 = v3
+            end_label = self.current_label()
+            self.e(f"br label %{join}")
+            self.label(join)
+            v = self.t()
+            self.e(f"{v} = phi i64 [{v1}, %{fast}], [{v2}, %{end_label}]")
+            self.put(i.dst, v)
+            return
+        if cls == isa.ST:
+            value = str(alu.s64(i.imm & M64))
+        elif mode == isa.MEM:
+            value = self.get(i.src)
+        else:
+            self.atomic(i, size)
+            return
+        addr = self.address(i.dst, i.off)
+        p, fast, slow = self.host(addr, size, True)
+        join = self.gen.new_label()
+        self.label(fast)
+        tp, tv = self.t(), self.t()
+        self.e(f"{tp} = bitcast ptr {p} to ptr")
+        self.e(f"{tv} = trunc i64 {value} to {ity}" if size < 8 else f"{tv} = add i64 {value}, 0")
+        self.e(f"store {ity} {tv}, ptr {tp}, align 1")
+        self.e(f"br label %{join}")
+        self.label(slow)
+        self.callback(CB_STORE, addr, str(size), value)
+        self.e(f"br label %{join}")
+        self.label(join)
+
+    def current_label(self) -> str:
+        for line in reversed(self.lines):
+            if line.endswith(":") and not line.startswith(" "):
+                return line[:-1]
+        raise AssertionError("no label")
+
+    def atomic(self, i: isa.Insn, size: int) -> None:
+        addr = self.address(i.dst, i.off)
+        old = self.callback(CB_ATOMIC, addr, str(size), str(i.imm), self.get(i.src), self.get(0))
+        if i.imm == isa.CMPXCHG:
+            self.put(0, old)
+        elif i.imm & isa.FETCH:
+            self.put(i.src, old)
+
+
+class _Gen:
+    def __init__(self, program: Program, mem: Any) -> None:
+        self.program, self.insns, self.mem = program, program.insns, mem
+        self.labels = 0
+        self.needs_depth: set[int] = set()
+
+    def new_label(self) -> str:
+        self.labels += 1
+        return f"L{self.labels}"
+
+    def ld_imm64(self, pc: int) -> int:
+        return resolve_ld_imm64(self.program, self.mem, self.insns[pc], self.insns[pc + 1])
+
+    def generate(self) -> str:
+        starts = _functions(self.insns)
+        bounds = list(zip(starts, starts[1:] + [len(self.insns)]))
+        out = [_PRELUDE]
+        for start, end in bounds:
+            lines = _Fn(self, start, end).generate()
+            # error exits shared by the function's blocks
+            tail = ["budget:", f"  store i64 {ST_BUDGET}, ptr %status", "  ret i64 0"]
+            if start in self.needs_depth:
+                tail += ["depth_err:", f"  store i64 {ST_DEPTH}, ptr %status", "  ret i64 0"]
+            out.extend(lines[:-1] + tail + ["}"])
+        out.append("define i64 @bpf_main(ptr %env) {\nentry:\n"
+                   "  %r = call i64 @f0(ptr %env, i64 0)\n  ret i64 %r\n}\n")
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+class NativeProgram:
+    """A program compiled to machine code.  ``__call__`` raises VMError like the other engines;
+    ``run`` returns a RunResult and never raises for program errors.  ``regs`` holds the register
+    file after a run that finished normally."""
+
+    def __init__(self, program: Program, *, budget: int = DEFAULT_BUDGET) -> None:
+        self.program = program
+        self.budget = budget
+        self.mem, self.stack, self._ctx_region = new_memory(program)
+        self.vm = VMContext(program, self.mem)
+        self.regs = [0] * isa.NUM_REGS
+        self.source = _Gen(program, self.mem).generate()
+        self._engine, addr = _compile_ir(self.source)
+        self._entry = ENTRY(addr)
+        self._env = (ctypes.c_uint64 * E_WORDS)()
+        self._table = (ctypes.c_uint64 * (4 * MAX_REGIONS))()
+        self._rows: list[tuple] = []           # per row: (region, buf, end, writable, export)
+        self._stack_export = (ctypes.c_char * len(self.stack)).from_buffer(self.stack)
+        self._callback = CALLBACK(self._on_callback)
+        env = self._env
+        env[E_STACK] = ctypes.addressof(self._stack_export)
+        env[E_REGIONS] = ctypes.addressof(self._table)
+        env[E_CALLBACK] = ctypes.cast(self._callback, ctypes.c_void_p).value
+        self._pending: BaseException | None = None
+        self._stop = 0
+        self._helpers = program.helpers
+
+    # -- region table -----------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Bring the region table in line with ``mem.regions`` (rows whose buffer, size or
+        writability changed are re-exported)."""
+        regions, rows, table = self.mem.regions, self._rows, self._table
+        n = min(len(regions), MAX_REGIONS)
+        del rows[n:]
+        for k in range(n):
+            region = regions[k]
+            if k < len(rows):
+                row = rows[k]
+                if row[0] is region and row[1] is region.buf and row[2] == region.end \
+                        and row[3] == region.writable:
+                    continue
+            export, host = _export(region.buf)
+            row = (region, region.buf, region.end, region.writable, export)
+            if k < len(rows):
+                rows[k] = row
+            else:
+                rows.append(row)
+            base = 4 * k
+            if host is None:                  # not addressable from native code: slow path
+                table[base], table[base + 1] = 0, 0
+            else:
+                table[base], table[base + 1] = region.start, region.end
+            table[base + 2], table[base + 3] = host or 0, int(region.writable)
+        self._env[E_NREG] = n
+
+    def _release(self) -> None:
+        """Drop the exports of the per-run buffers (context, packet), so their owners may resize
+        them between runs."""
+        rows = self._rows
+        for k in (1, 2):
+            if k < len(rows) and rows[k][4] is not None:
+                rows[k] = (None, None, 0, False, None)
+                self._table[4 * k + 1] = 0
+                self._table[4 * k] = 0
+
+    # -- callbacks --------------------------------------------------------------------------------
+    def _on_callback(self, kind: int, a: int, b: int, c: int, d: int, e: int, f: int) -> int:
+        try:
+            if kind == CB_LOAD:
+                return self.mem.load(a, b)
+            if kind == CB_STORE:
+                self.mem.store(a, b, c)
+                return 0
+            if kind == CB_HELPER:
+                fn = self._helpers.get(a)
+                if fn is None:
+                    raise VMError(f"callx: unknown helper {a}")
+                value = fn(self.vm, b, c, d, e, f) & M64
+                self._sync()
+                return value
+            if kind == CB_ATOMIC:
+                mem, size = self.mem, b
+                old = mem.load(a, size)
+                if c == isa.CMPXCHG:
+                    if old == e & (M64 if size == 8 else M32):
+                        mem.store(a, size, d)
+                else:
+                    mem.store(a, size, alu.atomic(c, old, d, M64 if size == 8 else M32))
+                return old
+            if kind == CB_LDPKT:
+                off = alu.s32(a)
+                data = self.vm.packet
+                if data is None or off < 0 or off + b > len(data):
+                    raise StopProgram(0)
+                return int.from_bytes(data[off:off + b], "big")
+            raise AssertionError(f"unknown callback {kind}")
+        except StopProgram as stop:
+            self._stop = stop.value & M64
+            self._env[E_STATUS] = ST_STOP
+        except BaseException as err:      # noqa: BLE001 - re-raised by __call__ after the run
+            self._pending = err
+            self._env[E_STATUS] = ST_EXC
+        return 0
+
+    # -- running ----------------------------------------------------------------------------------
+    def __call__(self, ctx=b"", *, env: Any = None, packet: Any = None,
+                 args: Sequence[int] = ()) -> int:
+        bind_run(self.mem, self._ctx_region, self.vm, ctx, env, packet, self.program.ctx_writable)
+        e = self._env
+        for r in range(isa.NUM_REGS):
+            e[E_REGS + r] = 0
+        e[E_REGS + 1] = CTX_BASE
+        for k, v in enumerate(args):
+            e[E_REGS + 2 + k] = v & M64
+        e[E_REGS + 10] = STACK_TOP
+        e[E_STATUS] = ST_OK
+        e[E_BUDGET] = self.budget
+        self._sync()
+        try:
+            r0 = self._entry(ctypes.addressof(e))
+        finally:
+            self._release()
+        status = e[E_STATUS]
+        if status == ST_OK:
+            self.regs[:] = e[E_REGS:E_REGS + isa.NUM_REGS]
+            return r0
+        if status == ST_STOP:
+            return self._stop
+        if status == ST_EXC:
+            err, self._pending = self._pending, None
+            raise err
+        if status == ST_BUDGET:
+            raise BudgetExceeded(f"instruction budget of {self.budget} exceeded")
+        raise CallDepthExceeded(f"call depth exceeds {isa.MAX_CALL_DEPTH} frames")
+
+    def run(self, ctx=b"", *, env: Any = None, packet: Any = None,
+            args: Sequence[int] = ()) -> RunResult:
+        try:
+            return RunResult(self(ctx, env=env, packet=packet, args=args))
+        except VMError as err:
+            return RunResult(0, str(err))
+
+
+def _export(buf: Any) -> tuple[Any, int | None]:
+    """(object keeping the export alive, host address) of a buffer, or (None, None)."""
+    if len(buf) == 0:
+        return None, None
+    if isinstance(buf, bytes):
+        ref = ctypes.c_char_p(buf)            # points into the bytes object, no copy
+        return (ref, buf), ctypes.cast(ref, ctypes.c_void_p).value
+    try:
+        export = (ctypes.c_char * len(buf)).from_buffer(buf)
+    except (TypeError, ValueError, BufferError):
+        return None, None                     # read-only or odd buffer: the Python path serves it
+    return export, ctypes.addressof(export)
+
+
+def compile_native(program: Program, *, budget: int = DEFAULT_BUDGET) -> NativeProgram:
+    """The NativeProgram for ``program`` (built on first use, then cached on the Program);
+    ``NativeUnavailable`` without llvmlite."""
+    if _llvm is None:
+        raise NativeUnavailable(f"llvmlite is not available: {IMPORT_ERROR}")
+    key = ("native", budget)
+    cached = program.jit_cache.get(key)
+    if cached is None:
+        cached = program.jit_cache[key] = NativeProgram(program, budget=budget)
+    return cached
