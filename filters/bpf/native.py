@@ -610,7 +610,7 @@ class _Gen:
 
     def generate(self) -> str:
         starts = _functions(self.insns)
-        bounds = list(zip(starts, starts[1:] + [len(self.insns)]))
+        bounds = list(zip(starts, starts[1:] + [len(self.insns)], strict=True))
         out = [_PRELUDE]
         for start, end in bounds:
             lines = _Fn(self, start, end).generate()
