@@ -53,9 +53,13 @@ else:
 SIZE = {isa.W: 4, isa.H: 2, isa.B: 1, isa.DW: 8}
 
 # env words
-E_STATUS, E_BUDGET, E_NREG, E_STACK, E_CALLBACK, E_REGIONS = 0, 1, 2, 3, 4, 5
+E_STATUS, E_BUDGET, E_NREG, E_STACK, E_CALLBACK, E_REGIONS, E_BUDGET_INIT = 0, 1, 2, 3, 4, 5, 6
 E_REGS = 8                               # r0..r10
-E_WORDS = E_REGS + isa.NUM_REGS
+# the skb of this run, for the native skb_load_bytes*: ok flag, data address, length, MAC header
+# offset (all ones when unset), network header offset
+E_SKB_OK, E_SKB_DATA, E_SKB_LEN, E_SKB_MAC, E_SKB_NET = 19, 20, 21, 22, 23
+E_ARGS = 24                              # r2-r5 of the entry (run(args=...))
+E_MAPBASE = 28                           # + map index: address of an array map's values, once mapped
 MAX_REGIONS = 64                         # rows of the region table; more regions take the slow path
 
 # status values
@@ -121,6 +125,8 @@ _PRELUDE = f"""
 declare i16 @llvm.bswap.i16(i16)
 declare i32 @llvm.bswap.i32(i32)
 declare i64 @llvm.bswap.i64(i64)
+declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
+declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)
 
 ; host address of [addr, addr+size) or null: the stack inline, then the region table
 define internal ptr @addr(ptr %env, i64 %a, i64 %size, i1 %write) alwaysinline {{
@@ -178,6 +184,134 @@ miss:
   ret ptr null
 }}
 """
+
+
+# Helpers run natively when the program's table binds them to the standard implementation: an
+# internal function per helper that returns i1 "handled" and the result through %out; "not
+# handled" (an address outside the region table, a map value not mapped yet, no skb) takes the
+# Python callback, which then does all of it, faults included.
+_SKB_COMMON = f"""
+  %okp = getelementptr i64, ptr %env, i64 {E_SKB_OK}
+  %ok = load i64, ptr %okp
+  %has = icmp ne i64 %ok, 0
+  br i1 %has, label %go, label %slow
+go:
+  %off = and i64 %off0, 4294967295
+  %len = and i64 %len0, 4294967295
+  %z = icmp eq i64 %len, 0
+  br i1 %z, label %nodst, label %finddst
+finddst:
+  %d = call ptr @addr(ptr %env, i64 %to, i64 %len, i1 1)
+  %dn = icmp eq ptr %d, null
+  br i1 %dn, label %slow, label %check
+nodst:
+  br label %check
+"""
+_SKB_TAIL = f"""
+have:
+  %endp = add i64 %at, %len
+  %slp = getelementptr i64, ptr %env, i64 {E_SKB_LEN}
+  %slen = load i64, ptr %slp
+  %over = icmp ugt i64 %endp, %slen
+  br i1 %over, label %fail, label %copy
+copy:
+  %dp = getelementptr i64, ptr %env, i64 {E_SKB_DATA}
+  %data = load i64, ptr %dp
+  %srci = add i64 %data, %at
+  %src = inttoptr i64 %srci to ptr
+  call void @llvm.memcpy.p0.p0.i64(ptr %dst, ptr %src, i64 %len, i1 false)
+  store i64 0, ptr %out
+  ret i1 1
+fail:
+  call void @llvm.memset.p0.i64(ptr %dst, i8 0, i64 %len, i1 false)
+  store i64 {-14 & M64}, ptr %out
+  ret i1 1
+slow:
+  ret i1 0
+}}
+"""
+_NATIVE_SKB = {
+    # bpf_skb_load_bytes_relative(skb, offset, to, len, start_header)
+    68: "define internal i1 @h68(ptr %env, i64 %r1, i64 %off0, i64 %to, i64 %len0, i64 %hdr0, "
+        "ptr %out) alwaysinline {\nentry:" + _SKB_COMMON + f"""
+check:
+  %dst = phi ptr [%d, %finddst], [null, %nodst]
+  %hdr = and i64 %hdr0, 4294967295
+  %big = icmp ugt i64 %off, 65535
+  br i1 %big, label %fail, label %which
+which:
+  %ismac = icmp eq i64 %hdr, 0
+  br i1 %ismac, label %mac, label %notmac
+mac:
+  %macp = getelementptr i64, ptr %env, i64 {E_SKB_MAC}
+  %macv = load i64, ptr %macp
+  %nomac = icmp slt i64 %macv, 0
+  br i1 %nomac, label %fail, label %base
+notmac:
+  %isnet = icmp eq i64 %hdr, 1
+  br i1 %isnet, label %net, label %fail
+net:
+  %netp = getelementptr i64, ptr %env, i64 {E_SKB_NET}
+  %netv = load i64, ptr %netp
+  br label %base
+base:
+  %start = phi i64 [%macv, %mac], [%netv, %net]
+  %at = add i64 %start, %off
+  br label %have
+""" + _SKB_TAIL,
+    # bpf_skb_load_bytes(skb, offset, to, len)
+    26: "define internal i1 @h26(ptr %env, i64 %r1, i64 %off0, i64 %to, i64 %len0, i64 %r5, "
+        "ptr %out) alwaysinline {\nentry:" + _SKB_COMMON + """
+check:
+  %dst = phi ptr [%d, %finddst], [null, %nodst]
+  %big = icmp ugt i64 %off, 2147483647
+  br i1 %big, label %fail, label %at0
+at0:
+  %at = add i64 %off, 0
+  br label %have
+""" + _SKB_TAIL,
+}
+
+
+def _array_lookup_ir(maps: Sequence[Any], eligible: list[int], handle: Any) -> str:
+    """``@h1``: bpf_map_lookup_elem on the program's plain array maps (key: a u32 index)."""
+    cases = " ".join(f"i64 {alu.s64(handle(i))}, label %m{i}" for i in eligible)
+    out = ["define internal i1 @h1(ptr %env, i64 %r1, i64 %r2, i64 %r3, i64 %r4, i64 %r5, "
+           "ptr %out) alwaysinline {", "entry:", f"  switch i64 %r1, label %slow [ {cases} ]"]
+    for i in eligible:
+        m = maps[i]
+        out += [f"m{i}:", f"  %k{i} = call ptr @addr(ptr %env, i64 %r2, i64 4, i1 0)",
+                f"  %kn{i} = icmp eq ptr %k{i}, null", f"  br i1 %kn{i}, label %slow, label %mk{i}",
+                f"mk{i}:", f"  %x{i} = load i32, ptr %k{i}, align 1",
+                f"  %i{i} = zext i32 %x{i} to i64", f"  %in{i} = icmp ult i64 %i{i}, {m.max_entries}",
+                f"  br i1 %in{i}, label %mb{i}, label %none",
+                f"mb{i}:", f"  %bp{i} = getelementptr i64, ptr %env, i64 {E_MAPBASE + i}",
+                f"  %b{i} = load i64, ptr %bp{i}", f"  %nb{i} = icmp eq i64 %b{i}, 0",
+                f"  br i1 %nb{i}, label %slow, label %mr{i}",
+                f"mr{i}:", f"  %o{i} = mul i64 %i{i}, {m.value_size}", f"  %a{i} = add i64 %b{i}, %o{i}",
+                f"  store i64 %a{i}, ptr %out", "  ret i1 1"]
+    out += ["none:", "  store i64 0, ptr %out", "  ret i1 1", "slow:", "  ret i1 0", "}"]
+    return "\n".join(out)
+
+
+def native_helpers(program: Program) -> tuple[dict[int, str], list[int]]:
+    """(helper id -> IR of its native version, indices of the array maps ``@h1`` serves) for
+    the helpers ``program`` binds to their standard implementations."""
+    from filters.bpf import helpers_maps, helpers_skb
+    from filters.bpf.maps import MAP_TYPE_ARRAY
+
+    h = program.helpers
+    out: dict[int, str] = {}
+    if h.get(68) is helpers_skb.skb_load_bytes_relative:
+        out[68] = _NATIVE_SKB[68]
+    if h.get(26) is helpers_skb.skb_load_bytes:
+        out[26] = _NATIVE_SKB[26]
+    eligible = [i for i, m in enumerate(program.maps)
+                if getattr(m, "map_type", None) == MAP_TYPE_ARRAY and not m.percpu
+                and m.key_size == 4]
+    if h.get(1) is helpers_maps.map_lookup_elem and eligible:
+        out[1] = _array_lookup_ir(program.maps, eligible, program.map_handle)
+    return out, eligible
 
 
 def _functions(insns: Sequence[isa.Insn]) -> list[int]:
@@ -265,18 +399,33 @@ class _Fn:
         for r in range(isa.NUM_REGS):
             self.e(f"%r{r} = alloca i64")
         self.e("%n = alloca i64")
+        self.e("%hres = alloca i64")
         self.e(f"%status = getelementptr i64, ptr %env, i64 {E_STATUS}")
         self.e(f"%budgetp = getelementptr i64, ptr %env, i64 {E_BUDGET}")
-        self.e("%bud0 = load i64, ptr %budgetp")
-        self.e("store i64 %bud0, ptr %n")
         self.e(f"%cbp = getelementptr i64, ptr %env, i64 {E_CALLBACK}")
         self.e("%cbi = load i64, ptr %cbp")
         self.e("%cb = inttoptr i64 %cbi to ptr")
-        for r in range(isa.NUM_REGS):
-            p = self.env(E_REGS + r)
-            v = self.t()
-            self.e(f"{v} = load i64, ptr {p}")
-            self.put(r, v)
+        if start == 0:
+            # a run starts here: status clear, the full budget, r1 = context, r2-r5 = the
+            # arguments, r10 = the outermost frame, the rest 0 (no stores from Python needed)
+            self.e(f"store i64 {ST_OK}, ptr %status")
+            p = self.env(E_BUDGET_INIT)
+            self.e(f"%bud0 = load i64, ptr {p}")
+            for r in range(isa.NUM_REGS):
+                if 2 <= r <= 5:
+                    v = self.t()
+                    self.e(f"{v} = load i64, ptr " + self.env(E_ARGS + r - 2))
+                else:
+                    v = {1: str(CTX_BASE), 10: str(STACK_TOP)}.get(r, "0")
+                self.put(r, v)
+        else:
+            self.e("%bud0 = load i64, ptr %budgetp")
+            for r in range(isa.NUM_REGS):
+                p = self.env(E_REGS + r)
+                v = self.t()
+                self.e(f"{v} = load i64, ptr {p}")
+                self.put(r, v)
+        self.e("store i64 %bud0, ptr %n")
         self.e(f"br label %b{start}")
         for bi, b in enumerate(blocks):
             bend = blocks[bi + 1] if bi + 1 < len(blocks) else end
@@ -497,7 +646,25 @@ class _Fn:
             return
         hid = self.get(i.dst) if i.opcode & isa.X else str(i.imm)     # callx: id in dst
         args = [self.get(r) for r in range(1, 6)]
-        v = self.callback(CB_HELPER, hid, *args)
+        if i.opcode & isa.X or i.imm not in self.gen.native:
+            self.put(0, self.callback(CB_HELPER, hid, *args))
+            return
+        handled = self.t()
+        self.e(f"{handled} = call i1 @h{i.imm}(ptr %env, " + ", ".join(f"i64 {a}" for a in args)
+               + ", ptr %hres)")
+        fast, slow, join = self.gen.new_label(), self.gen.new_label(), self.gen.new_label()
+        self.e(f"br i1 {handled}, label %{fast}, label %{slow}")
+        self.label(fast)
+        v1 = self.t()
+        self.e(f"{v1} = load i64, ptr %hres")
+        self.e(f"br label %{join}")
+        self.label(slow)
+        v2 = self.callback(CB_HELPER, hid, *args)
+        end = self.current_label()
+        self.e(f"br label %{join}")
+        self.label(join)
+        v = self.t()
+        self.e(f"{v} = phi i64 [{v1}, %{fast}], [{v2}, %{end}]")
         self.put(0, v)
 
     def ld(self, pc: int, i: isa.Insn) -> None:
@@ -600,6 +767,7 @@ class _Gen:
         self.program, self.insns, self.mem = program, program.insns, mem
         self.labels = 0
         self.needs_depth: set[int] = set()
+        self.native, self.array_maps = native_helpers(program)
 
     def new_label(self) -> str:
         self.labels += 1
@@ -611,7 +779,7 @@ class _Gen:
     def generate(self) -> str:
         starts = _functions(self.insns)
         bounds = list(zip(starts, starts[1:] + [len(self.insns)], strict=True))
-        out = [_PRELUDE]
+        out = [_PRELUDE, *self.native.values()]
         for start, end in bounds:
             lines = _Fn(self, start, end).generate()
             # error exits shared by the function's blocks
@@ -637,11 +805,14 @@ class NativeProgram:
         self.budget = budget
         self.mem, self.stack, self._ctx_region = new_memory(program)
         self.vm = VMContext(program, self.mem)
-        self.regs = [0] * isa.NUM_REGS
-        self.source = _Gen(program, self.mem).generate()
+        gen = _Gen(program, self.mem)
+        self.source = gen.generate()
         self._engine, addr = _compile_ir(self.source)
         self._entry = ENTRY(addr)
-        self._env = (ctypes.c_uint64 * E_WORDS)()
+        self._env = (ctypes.c_uint64 * (E_MAPBASE + len(program.maps)))()
+        self._native_skb = 68 in gen.native or 26 in gen.native
+        # id(values) -> map index, for the array maps the native lookup serves
+        self._map_values = {id(program.maps[i].values): i for i in gen.array_maps}
         self._table = (ctypes.c_uint64 * (4 * MAX_REGIONS))()
         self._rows: list[tuple] = []           # per row: (region, buf, end, writable, export)
         self._stack_export = (ctypes.c_char * len(self.stack)).from_buffer(self.stack)
@@ -650,47 +821,59 @@ class NativeProgram:
         env[E_STACK] = ctypes.addressof(self._stack_export)
         env[E_REGIONS] = ctypes.addressof(self._table)
         env[E_CALLBACK] = ctypes.cast(self._callback, ctypes.c_void_p).value
+        env[E_BUDGET_INIT] = budget
+        self._env_addr = ctypes.addressof(env)
+        self._locked = False
+        self._args = False                    # E_ARGS holds a run's arguments
         self._pending: BaseException | None = None
         self._stop = 0
         self._helpers = program.helpers
 
     # -- region table -----------------------------------------------------------------------------
+    def _bind_row(self, k: int) -> None:
+        """Row ``k`` of the region table from ``mem.regions[k]`` (re-exported when its buffer,
+        size or writability changed)."""
+        region, rows = self.mem.regions[k], self._rows
+        if k < len(rows):
+            row = rows[k]
+            if row[0] is region and row[1] is region.buf and row[2] == region.end \
+                    and row[3] == region.writable:
+                return
+        export, host = _export(region.buf)
+        row = (region, region.buf, region.end, region.writable, export)
+        if k < len(rows):
+            rows[k] = row
+        else:
+            rows.append(row)
+        if host is not None and not isinstance(region.buf, bytes):
+            self._locked = True               # a bytearray export forbids resizing: release it
+        index = self._map_values.get(id(region.buf))
+        if index is not None and self.program.maps[index].values is region.buf:
+            self._env[E_MAPBASE + index] = region.start
+        table, base = self._table, 4 * k
+        if host is None:                      # not addressable from native code: slow path
+            table[base], table[base + 1] = 0, 0
+        else:
+            table[base], table[base + 1] = region.start, region.end
+        table[base + 2], table[base + 3] = host or 0, int(region.writable)
+
     def _sync(self) -> None:
-        """Bring the region table in line with ``mem.regions`` (rows whose buffer, size or
-        writability changed are re-exported)."""
-        regions, rows, table = self.mem.regions, self._rows, self._table
-        n = min(len(regions), MAX_REGIONS)
-        del rows[n:]
+        """Bring the whole region table in line with ``mem.regions``."""
+        n = min(len(self.mem.regions), MAX_REGIONS)
+        del self._rows[n:]
         for k in range(n):
-            region = regions[k]
-            if k < len(rows):
-                row = rows[k]
-                if row[0] is region and row[1] is region.buf and row[2] == region.end \
-                        and row[3] == region.writable:
-                    continue
-            export, host = _export(region.buf)
-            row = (region, region.buf, region.end, region.writable, export)
-            if k < len(rows):
-                rows[k] = row
-            else:
-                rows.append(row)
-            base = 4 * k
-            if host is None:                  # not addressable from native code: slow path
-                table[base], table[base + 1] = 0, 0
-            else:
-                table[base], table[base + 1] = region.start, region.end
-            table[base + 2], table[base + 3] = host or 0, int(region.writable)
+            self._bind_row(k)
         self._env[E_NREG] = n
 
     def _release(self) -> None:
         """Drop the exports of the per-run buffers (context, packet), so their owners may resize
         them between runs."""
-        rows = self._rows
+        rows, table = self._rows, self._table
         for k in (1, 2):
-            if k < len(rows) and rows[k][4] is not None:
-                rows[k] = (None, None, 0, False, None)
-                self._table[4 * k + 1] = 0
-                self._table[4 * k] = 0
+            if k < len(rows) and rows[k][1] is not None and not isinstance(rows[k][1], bytes):
+                rows[k] = (rows[k][0], None, 0, False, None)
+                table[4 * k], table[4 * k + 1] = 0, 0
+        self._locked = False
 
     # -- callbacks --------------------------------------------------------------------------------
     def _on_callback(self, kind: int, a: int, b: int, c: int, d: int, e: int, f: int) -> int:
@@ -734,24 +917,34 @@ class NativeProgram:
     # -- running ----------------------------------------------------------------------------------
     def __call__(self, ctx=b"", *, env: Any = None, packet: Any = None,
                  args: Sequence[int] = ()) -> int:
-        bind_run(self.mem, self._ctx_region, self.vm, ctx, env, packet, self.program.ctx_writable)
+        vm = self.vm
+        bind_run(self.mem, self._ctx_region, vm, ctx, env, packet, self.program.ctx_writable)
         e = self._env
-        for r in range(isa.NUM_REGS):
-            e[E_REGS + r] = 0
-        e[E_REGS + 1] = CTX_BASE
-        for k, v in enumerate(args):
-            e[E_REGS + 2 + k] = v & M64
-        e[E_REGS + 10] = STACK_TOP
-        e[E_STATUS] = ST_OK
-        e[E_BUDGET] = self.budget
-        self._sync()
+        if args or self._args:
+            e[E_ARGS:E_ARGS + 4] = [v & M64 for v in args] + [0] * (4 - len(args))
+            self._args = bool(args)
+        if self._native_skb:
+            data = getattr(env, "data", None)
+            if type(data) is bytes and hasattr(env, "network_header") and hasattr(env, "mac_header"):
+                mac = env.mac_header
+                e[E_SKB_OK:E_SKB_NET + 1] = (1, id(data) + _BYTES_DATA, len(data),
+                                             M64 if mac is None else mac, env.network_header)
+            else:
+                e[E_SKB_OK] = 0
+        rows, regions = self._rows, self.mem.regions
+        if len(rows) == len(regions):
+            self._bind_row(1)                 # only the per-run buffers changed
+            if regions[2].buf is not rows[2][1]:
+                self._bind_row(2)
+        else:
+            self._sync()
         try:
-            r0 = self._entry(ctypes.addressof(e))
+            r0 = self._entry(self._env_addr)
         finally:
-            self._release()
+            if self._locked:
+                self._release()
         status = e[E_STATUS]
         if status == ST_OK:
-            self.regs[:] = e[E_REGS:E_REGS + isa.NUM_REGS]
             return r0
         if status == ST_STOP:
             return self._stop
@@ -761,6 +954,11 @@ class NativeProgram:
         if status == ST_BUDGET:
             raise BudgetExceeded(f"instruction budget of {self.budget} exceeded")
         raise CallDepthExceeded(f"call depth exceeds {isa.MAX_CALL_DEPTH} frames")
+
+    @property
+    def regs(self) -> list[int]:
+        """r0-r10 after the last run that finished normally."""
+        return list(self._env[E_REGS:E_REGS + isa.NUM_REGS])
 
     def run(self, ctx=b"", *, env: Any = None, packet: Any = None,
             args: Sequence[int] = ()) -> RunResult:
@@ -774,14 +972,22 @@ def _export(buf: Any) -> tuple[Any, int | None]:
     """(object keeping the export alive, host address) of a buffer, or (None, None)."""
     if len(buf) == 0:
         return None, None
-    if isinstance(buf, bytes):
-        ref = ctypes.c_char_p(buf)            # points into the bytes object, no copy
-        return (ref, buf), ctypes.cast(ref, ctypes.c_void_p).value
+    if isinstance(buf, bytes):            # immutable: its data sits at a fixed offset in it
+        return buf, id(buf) + _BYTES_DATA
     try:
         export = (ctypes.c_char * len(buf)).from_buffer(buf)
     except (TypeError, ValueError, BufferError):
         return None, None                     # read-only or odd buffer: the Python path serves it
     return export, ctypes.addressof(export)
+
+
+def _bytes_data_offset() -> int:
+    """Where a bytes object's data starts, from its address (CPython's PyBytesObject)."""
+    probe = b"tracesim"
+    return ctypes.cast(ctypes.c_char_p(probe), ctypes.c_void_p).value - id(probe)
+
+
+_BYTES_DATA = _bytes_data_offset()
 
 
 def compile_native(program: Program, *, budget: int = DEFAULT_BUDGET) -> NativeProgram:
