@@ -59,7 +59,8 @@ E_REGS = 8                               # r0..r10
 # offset (all ones when unset), network header offset
 E_SKB_OK, E_SKB_DATA, E_SKB_LEN, E_SKB_MAC, E_SKB_NET = 19, 20, 21, 22, 23
 E_ARGS = 24                              # r2-r5 of the entry (run(args=...))
-E_MAPBASE = 28                           # + map index: address of an array map's values, once mapped
+E_CTX_HOST, E_CTX_LEN, E_CTX_W = 28, 29, 30   # this run's context, tested inline after the stack
+E_MAPBASE = 32                           # + map index: address of an array map's values, once mapped
 MAX_REGIONS = 64                         # rows of the region table; more regions take the slow path
 
 # status values
@@ -134,7 +135,28 @@ entry:
   %so = sub i64 %a, {STACK_BASE}
   %slim = sub i64 {STACK_BYTES}, %size
   %instack = icmp ule i64 %so, %slim
-  br i1 %instack, label %stack, label %table
+  br i1 %instack, label %stack, label %ctx
+ctx:
+  %co = sub i64 %a, {CTX_BASE}
+  %clp = getelementptr i64, ptr %env, i64 {E_CTX_LEN}
+  %clen = load i64, ptr %clp
+  %cbig = icmp uge i64 %clen, %size
+  %clim = sub i64 %clen, %size
+  %cin = icmp ule i64 %co, %clim
+  %cfits = and i1 %cbig, %cin
+  %cwp = getelementptr i64, ptr %env, i64 {E_CTX_W}
+  %cw = load i64, ptr %cwp
+  %cro = icmp eq i64 %cw, 0
+  %cdenied = and i1 %write, %cro
+  %cnotdenied = xor i1 %cdenied, 1
+  %cok = and i1 %cfits, %cnotdenied
+  br i1 %cok, label %inctx, label %table
+inctx:
+  %chp = getelementptr i64, ptr %env, i64 {E_CTX_HOST}
+  %chost = load i64, ptr %chp
+  %ch = add i64 %chost, %co
+  %cp = inttoptr i64 %ch to ptr
+  ret ptr %cp
 stack:
   %spp = getelementptr i64, ptr %env, i64 {E_STACK}
   %sbase = load i64, ptr %spp
@@ -834,6 +856,8 @@ class NativeProgram:
         """Row ``k`` of the region table from ``mem.regions[k]`` (re-exported when its buffer,
         size or writability changed)."""
         region, rows = self.mem.regions[k], self._rows
+        if region is self._ctx_region:        # the context is served by the E_CTX_* words
+            region = _NO_REGION
         if k < len(rows):
             row = rows[k]
             if row[0] is region and row[1] is region.buf and row[2] == region.end \
@@ -869,7 +893,7 @@ class NativeProgram:
         """Drop the exports of the per-run buffers (context, packet), so their owners may resize
         them between runs."""
         rows, table = self._rows, self._table
-        for k in (1, 2):
+        for k in (2,):
             if k < len(rows) and rows[k][1] is not None and not isinstance(rows[k][1], bytes):
                 rows[k] = (rows[k][0], None, 0, False, None)
                 table[4 * k], table[4 * k + 1] = 0, 0
@@ -931,18 +955,26 @@ class NativeProgram:
                                              M64 if mac is None else mac, env.network_header)
             else:
                 e[E_SKB_OK] = 0
-        rows, regions = self._rows, self.mem.regions
-        if len(rows) == len(regions):
-            self._bind_row(1)                 # only the per-run buffers changed
-            if regions[2].buf is not rows[2][1]:
-                self._bind_row(2)
+        ctx_region = self._ctx_region
+        buf = ctx_region.buf
+        if type(buf) is bytes:
+            host = id(buf) + _BYTES_DATA
+        elif type(buf) is bytearray and _BYTEARRAY_START is not None:
+            host = _c_void_p.from_address(id(buf) + _BYTEARRAY_START).value or 0
         else:
+            host, buf = 0, b""                # not addressable: every access takes the slow path
+        e[E_CTX_HOST:E_CTX_W + 1] = (host, len(buf), ctx_region.writable)
+        rows, regions = self._rows, self.mem.regions
+        if len(rows) != len(regions):
             self._sync()
+        elif regions[2].buf is not rows[2][1]:
+            self._bind_row(2)                 # the packet
         try:
             r0 = self._entry(self._env_addr)
         finally:
             if self._locked:
                 self._release()
+            e[E_CTX_LEN] = 0                  # the context buffer is the caller's again
         status = e[E_STATUS]
         if status == ST_OK:
             return r0
@@ -979,6 +1011,34 @@ def _export(buf: Any) -> tuple[Any, int | None]:
     except (TypeError, ValueError, BufferError):
         return None, None                     # read-only or odd buffer: the Python path serves it
     return export, ctypes.addressof(export)
+
+
+class _NoRegion:
+    """Stands for the context in the region table (served inline instead)."""
+    start = end = 0
+    buf = b""
+    writable = False
+
+
+_NO_REGION = _NoRegion()
+_c_void_p = ctypes.c_void_p
+
+
+def _bytearray_start_offset() -> int | None:
+    """Where a bytearray keeps the address of its data (CPython's ob_start), checked against
+    the buffer protocol's answer; None when the layout is not the expected one."""
+    probe = bytearray(b"-tracesim")
+    del probe[:1]                         # data no longer at the allocation's start
+    export = (ctypes.c_char * len(probe)).from_buffer(probe)
+    want = ctypes.addressof(export)
+    del export
+    for off in range(16, 64, 8):
+        if ctypes.c_void_p.from_address(id(probe) + off).value == want:
+            return off
+    return None
+
+
+_BYTEARRAY_START = _bytearray_start_offset()
 
 
 def _bytes_data_offset() -> int:
