@@ -323,15 +323,16 @@ def native_helpers(program: Program) -> tuple[dict[int, str], list[int]]:
     from filters.bpf.maps import MAP_TYPE_ARRAY
 
     h = program.helpers
+    called = {i.imm for i in program.insns if i.opcode == isa.OP_CALL and i.src == 0}
     out: dict[int, str] = {}
-    if h.get(68) is helpers_skb.skb_load_bytes_relative:
+    if 68 in called and h.get(68) is helpers_skb.skb_load_bytes_relative:
         out[68] = _NATIVE_SKB[68]
-    if h.get(26) is helpers_skb.skb_load_bytes:
+    if 26 in called and h.get(26) is helpers_skb.skb_load_bytes:
         out[26] = _NATIVE_SKB[26]
     eligible = [i for i, m in enumerate(program.maps)
                 if getattr(m, "map_type", None) == MAP_TYPE_ARRAY and not m.percpu
                 and m.key_size == 4]
-    if h.get(1) is helpers_maps.map_lookup_elem and eligible:
+    if 1 in called and h.get(1) is helpers_maps.map_lookup_elem and eligible:
         out[1] = _array_lookup_ir(program.maps, eligible, program.map_handle)
     return out, eligible
 
@@ -941,9 +942,23 @@ class NativeProgram:
     # -- running ----------------------------------------------------------------------------------
     def __call__(self, ctx=b"", *, env: Any = None, packet: Any = None,
                  args: Sequence[int] = ()) -> int:
-        vm = self.vm
-        bind_run(self.mem, self._ctx_region, vm, ctx, env, packet, self.program.ctx_writable)
-        e = self._env
+        vm, ctx_region, e = self.vm, self._ctx_region, self._env
+        vm.env = env
+        if packet is not None or vm.packet is not None:
+            bind_run(self.mem, ctx_region, vm, ctx, env, packet, self.program.ctx_writable)
+        # bind_run's context rebind, inline: this is the per-call overhead of the tier
+        ctx_region.buf, ctx_region.end = ctx, CTX_BASE + len(ctx)
+        if type(ctx) is bytes:
+            ctx_region.writable = False
+            # single stores: a slice assignment to a ctypes array costs twenty times more
+            e[E_CTX_HOST], e[E_CTX_LEN], e[E_CTX_W] = id(ctx) + _BYTES_DATA, len(ctx), 0
+        else:
+            ctx_region.writable = writable = self.program.ctx_writable and not isinstance(ctx, bytes)
+            if type(ctx) is bytearray and _BYTEARRAY_START is not None:
+                host = _c_void_p.from_address(id(ctx) + _BYTEARRAY_START).value or 0
+                e[E_CTX_HOST], e[E_CTX_LEN], e[E_CTX_W] = host, len(ctx), writable
+            else:                              # not addressable: every access takes the slow path
+                e[E_CTX_LEN] = 0
         if args or self._args:
             e[E_ARGS:E_ARGS + 4] = [v & M64 for v in args] + [0] * (4 - len(args))
             self._args = bool(args)
@@ -951,30 +966,18 @@ class NativeProgram:
             data = getattr(env, "data", None)
             if type(data) is bytes and hasattr(env, "network_header") and hasattr(env, "mac_header"):
                 mac = env.mac_header
-                e[E_SKB_OK:E_SKB_NET + 1] = (1, id(data) + _BYTES_DATA, len(data),
-                                             M64 if mac is None else mac, env.network_header)
+                e[E_SKB_OK], e[E_SKB_DATA], e[E_SKB_LEN] = 1, id(data) + _BYTES_DATA, len(data)
+                e[E_SKB_MAC], e[E_SKB_NET] = M64 if mac is None else mac, env.network_header
             else:
                 e[E_SKB_OK] = 0
-        ctx_region = self._ctx_region
-        buf = ctx_region.buf
-        if type(buf) is bytes:
-            host = id(buf) + _BYTES_DATA
-        elif type(buf) is bytearray and _BYTEARRAY_START is not None:
-            host = _c_void_p.from_address(id(buf) + _BYTEARRAY_START).value or 0
-        else:
-            host, buf = 0, b""                # not addressable: every access takes the slow path
-        e[E_CTX_HOST:E_CTX_W + 1] = (host, len(buf), ctx_region.writable)
         rows, regions = self._rows, self.mem.regions
         if len(rows) != len(regions):
             self._sync()
         elif regions[2].buf is not rows[2][1]:
             self._bind_row(2)                 # the packet
-        try:
-            r0 = self._entry(self._env_addr)
-        finally:
-            if self._locked:
-                self._release()
-            e[E_CTX_LEN] = 0                  # the context buffer is the caller's again
+        r0 = self._entry(self._env_addr)
+        if self._locked:
+            self._release()
         status = e[E_STATUS]
         if status == ST_OK:
             return r0
