@@ -201,3 +201,38 @@ def test_without_llvmlite_auto_falls_back_with_one_notice():
     notice = out.stderr.splitlines()
     assert len(notice) == 1 and "native BPF engine unavailable" in notice[0]
     assert "using the Python JIT" in notice[0]
+
+
+# -- through the mount ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ["native", "auto"])
+def test_event_filter_on_the_native_tier(engine):
+    """filter_ex1 (device-name compare in a loop, bpf_trace_printk) attached with
+    ``--bpf-engine native``/``auto``: the same events and printk lines as on the JIT."""
+    import os
+
+    from filters.bpf.compiler.driver import compile_file
+    from tracefs.system import System
+
+    obj = compile_file(ROOT / "tools" / "examples" / "filter_ex1.c").elf
+    netif = "/events/net/netif_receive_skb"
+    s = System.boot(cpus=1, seed=1, clock="virtual", bpf_engine=engine)
+    try:
+        tree = s.tree
+        handle = tree.open(netif + "/filter", os.O_WRONLY | os.O_TRUNC)
+        try:
+            handle.write(obj, 0)
+            handle.flush()
+        finally:
+            handle.release()
+        assert tree.read_text(netif + "/filter").endswith(" insns jited\n")
+        tree.echo(netif + "/enable", "1")
+        for dev, count in (("lo", 2), ("eth0", 3)):
+            status, text = s.control(["send", dev, "--len", "84", "--count", str(count)])
+            assert status == 0, text
+        lines = [ln for ln in tree.read_text("/trace").splitlines() if not ln.startswith("#")]
+        events = [ln for ln in lines if "netif_receive_skb:" in ln]
+        assert len(events) == 2 and all("dev=lo " in ln for ln in events)
+        assert sum("bpf_trace_printk:" in ln for ln in lines) == 2
+    finally:
+        s.shutdown()
