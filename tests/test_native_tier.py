@@ -236,3 +236,40 @@ def test_event_filter_on_the_native_tier(engine):
         assert sum("bpf_trace_printk:" in ln for ln in lines) == 2
     finally:
         s.shutdown()
+
+
+def _update_program(flags: int) -> list[Insn]:
+    """update(map0, &key, &value, flags) with key = args[0], value = args[1]; r0 = its result
+    in the low 32 bits and the element read back (0xdead when absent) in the high ones."""
+    return [Insn(isa.STX | isa.MEM | isa.W, isa.R10, 2, -4),
+            Insn(isa.STX | isa.MEM | isa.DW, isa.R10, 3, -16),
+            *isa.ld_imm64(1, 0, src=isa.PSEUDO_MAP_IDX),
+            Insn(isa.ALU64 | isa.MOV | isa.X, 2, isa.R10), Insn(isa.ALU64 | isa.ADD, 2, imm=-4),
+            Insn(isa.ALU64 | isa.MOV | isa.X, 3, isa.R10), Insn(isa.ALU64 | isa.ADD, 3, imm=-16),
+            Insn(isa.ALU64 | isa.MOV, 4, imm=flags),
+            Insn(isa.OP_CALL, imm=2),
+            Insn(isa.ALU64 | isa.MOV | isa.X, 6, 0), Insn(isa.ALU64 | isa.LSH, 6, imm=32),
+            Insn(isa.ALU64 | isa.RSH, 6, imm=32),
+            *isa.ld_imm64(1, 0, src=isa.PSEUDO_MAP_IDX),
+            Insn(isa.ALU64 | isa.MOV | isa.X, 2, isa.R10), Insn(isa.ALU64 | isa.ADD, 2, imm=-4),
+            Insn(isa.OP_CALL, imm=1),
+            Insn(isa.JMP | isa.JNE, 0, off=2), Insn(isa.ALU64 | isa.MOV, 0, imm=0xDEAD),
+            Insn(isa.OP_JA, off=1),
+            Insn(isa.LDX | isa.MEM | isa.W, 0, 0, 0),
+            Insn(isa.ALU64 | isa.LSH, 0, imm=32), Insn(isa.ALU64 | isa.OR | isa.X, 0, 6),
+            Insn(isa.OP_EXIT)]
+
+
+@pytest.mark.parametrize("flags", [0, 1, 2, 4])
+@pytest.mark.parametrize("key", [1, 5, 6])
+def test_array_map_update_in_machine_code(flags, key):
+    results = []
+    for make in (Interpreter, compile_native):
+        m = create_map("arr", MAP_TYPE_ARRAY, 4, 8, 6)
+        program = load_program(_update_program(flags), maps=[m])
+        runner = make(program)
+        # twice: the second update finds the values mapped by the first run's lookup
+        results.append([runner.run(args=[key, 0x1234 + n]) for n in range(2)] + [bytes(m.values)])
+    assert results[0] == results[1]
+    assert "call i1 @h2(" in compile_native(load_program(_update_program(flags), maps=[
+        create_map("arr", MAP_TYPE_ARRAY, 4, 8, 6)])).source

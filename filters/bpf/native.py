@@ -128,6 +128,7 @@ declare i32 @llvm.bswap.i32(i32)
 declare i64 @llvm.bswap.i64(i64)
 declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
 declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)
+declare void @llvm.memmove.p0.p0.i64(ptr, ptr, i64, i1)
 
 ; host address of [addr, addr+size) or null: the stack inline, then the region table
 define internal ptr @addr(ptr %env, i64 %a, i64 %size, i1 %write) alwaysinline {{
@@ -208,7 +209,9 @@ miss:
 """
 
 
-# Helpers run natively when the program's table binds them to the standard implementation: an
+# Helpers run natively when the program's table binds them to the standard implementation (array
+# map lookup and update, the skb byte loads; the others -- hash maps, probe_read, the kernel clock,
+# ring buffers -- call back into Python, as their state lives in Python objects): an
 # internal function per helper that returns i1 "handled" and the result through %out; "not
 # handled" (an address outside the region table, a map value not mapped yet, no skb) takes the
 # Python callback, which then does all of it, faults included.
@@ -316,6 +319,37 @@ def _array_lookup_ir(maps: Sequence[Any], eligible: list[int], handle: Any) -> s
     return "\n".join(out)
 
 
+def _array_update_ir(maps: Sequence[Any], eligible: list[int], handle: Any) -> str:
+    """``@h2``: bpf_map_update_elem on the program's plain array maps: the flag and index
+    checks of ``ArrayMap.update`` (EEXIST, EINVAL, E2BIG, in that order), then the copy."""
+    cases = " ".join(f"i64 {alu.s64(handle(i))}, label %m{i}" for i in eligible)
+    out = ["define internal i1 @h2(ptr %env, i64 %r1, i64 %r2, i64 %r3, i64 %r4, i64 %r5, "
+           "ptr %out) alwaysinline {", "entry:", f"  switch i64 %r1, label %slow [ {cases} ]"]
+    for i in eligible:
+        vs = maps[i].value_size
+        out += [f"m{i}:", f"  %k{i} = call ptr @addr(ptr %env, i64 %r2, i64 4, i1 0)",
+                f"  %v{i} = call ptr @addr(ptr %env, i64 %r3, i64 {vs}, i1 0)",
+                f"  %kn{i} = icmp eq ptr %k{i}, null", f"  %vn{i} = icmp eq ptr %v{i}, null",
+                f"  %n{i} = or i1 %kn{i}, %vn{i}", f"  br i1 %n{i}, label %slow, label %f{i}",
+                f"f{i}:", f"  switch i64 %r4, label %einval [ i64 0, label %ok{i} "
+                f"i64 2, label %ok{i} i64 1, label %eexist ]",
+                f"ok{i}:", f"  %x{i} = load i32, ptr %k{i}, align 1",
+                f"  %i{i} = zext i32 %x{i} to i64", f"  %in{i} = icmp ult i64 %i{i}, {maps[i].max_entries}",
+                f"  br i1 %in{i}, label %mb{i}, label %e2big",
+                f"mb{i}:", f"  %bp{i} = getelementptr i64, ptr %env, i64 {E_MAPBASE + i}",
+                f"  %b{i} = load i64, ptr %bp{i}", f"  %o{i} = mul i64 %i{i}, {vs}",
+                f"  %a{i} = add i64 %b{i}, %o{i}", f"  %nb{i} = icmp eq i64 %b{i}, 0",
+                f"  br i1 %nb{i}, label %slow, label %mw{i}",
+                f"mw{i}:", f"  %d{i} = call ptr @addr(ptr %env, i64 %a{i}, i64 {vs}, i1 1)",
+                f"  %dn{i} = icmp eq ptr %d{i}, null", f"  br i1 %dn{i}, label %slow, label %mc{i}",
+                f"mc{i}:", f"  call void @llvm.memmove.p0.p0.i64(ptr %d{i}, ptr %v{i}, i64 {vs}, i1 false)",
+                "  store i64 0, ptr %out", "  ret i1 1"]
+    for label, err in (("eexist", 17), ("einval", 22), ("e2big", 7)):
+        out += [f"{label}:", f"  store i64 {-err & M64}, ptr %out", "  ret i1 1"]
+    out += ["slow:", "  ret i1 0", "}"]
+    return "\n".join(out)
+
+
 def native_helpers(program: Program) -> tuple[dict[int, str], list[int]]:
     """(helper id -> IR of its native version, indices of the array maps ``@h1`` serves) for
     the helpers ``program`` binds to their standard implementations."""
@@ -334,6 +368,8 @@ def native_helpers(program: Program) -> tuple[dict[int, str], list[int]]:
                 and m.key_size == 4]
     if 1 in called and h.get(1) is helpers_maps.map_lookup_elem and eligible:
         out[1] = _array_lookup_ir(program.maps, eligible, program.map_handle)
+    if 2 in called and h.get(2) is helpers_maps.map_update_elem and eligible:
+        out[2] = _array_update_ir(program.maps, eligible, program.map_handle)
     return out, eligible
 
 
