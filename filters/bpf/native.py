@@ -10,10 +10,12 @@ Memory: a load or store first tries the stack (fixed range, inline), then the re
 Python before a run and after every helper); anything else (a miss, a store to a read-only
 region) calls back into Python, where ``Memory`` either performs the access or raises the same
 ``MemoryFault`` the interpreter raises.  So the table is only a cache: faults, their messages and
-the results are those of the interpreter by construction.  Atomics, legacy packet loads and helpers
-also call back (helpers are Python callables bound per program); the callback catches everything,
-records it and sets the status word, which the generated code tests after each callback and each
-bpf-to-bpf call, returning at once.
+the results are those of the interpreter by construction.  Helpers bound to their standard
+implementations run in machine code where their state is plain memory (array map lookup and
+update, ``bpf_skb_load_bytes*``; see ``native_helpers``); the others (hash maps, probe_read, the
+model's kernel clock, ring buffers), atomics and legacy packet loads call back into Python.  The
+callback catches everything, records it and sets the status word, which the generated code tests
+after each callback and each bpf-to-bpf call, returning at once.
 
 Semantics are RFC 9669 as in ``alu.py``: division by zero gives 0 and modulo by zero the dividend
 (LLVM's udiv by zero is undefined: guarded), signed INT_MIN / -1 gives INT_MIN (guarded), shift
@@ -87,6 +89,7 @@ def available() -> bool:
 
 _target_machine: Any = None
 _CACHE: dict[str, tuple[Any, int]] = {}
+CACHE_SIZE = 256                          # compiled modules kept for reloads of the same program
 
 
 def _machine() -> Any:
@@ -115,6 +118,8 @@ def _compile_ir(ir: str) -> tuple[Any, int]:
     pb.getModulePassManager().run(mod, pb)
     engine = _llvm.create_mcjit_compiler(mod, tm)
     engine.finalize_object()
+    if len(_CACHE) >= CACHE_SIZE:             # the oldest goes; its programs keep their engine
+        del _CACHE[next(iter(_CACHE))]
     hit = _CACHE[key] = (engine, engine.get_function_address("bpf_main"))
     return hit
 
@@ -1081,12 +1086,19 @@ _BYTEARRAY_START = _bytearray_start_offset()
 
 
 def _bytes_data_offset() -> int:
-    """Where a bytes object's data starts, from its address (CPython's PyBytesObject)."""
-    probe = b"tracesim"
-    return ctypes.cast(ctypes.c_char_p(probe), ctypes.c_void_p).value - id(probe)
+    """Where a bytes object's data starts, from its address (CPython's PyBytesObject);
+    checked by reading the data back."""
+    probe = b"tracesim-probe"
+    off = ctypes.cast(ctypes.c_char_p(probe), ctypes.c_void_p).value - id(probe)
+    if not 0 < off < 256 or ctypes.string_at(id(probe) + off, len(probe)) != probe:
+        raise ImportError("unexpected bytes object layout")   # not CPython: no native tier
+    return off
 
 
-_BYTES_DATA = _bytes_data_offset()
+try:
+    _BYTES_DATA = _bytes_data_offset()
+except ImportError as _layout:           # pragma: no cover - only off CPython
+    _llvm, IMPORT_ERROR, _BYTES_DATA = None, str(_layout), 0
 
 
 def compile_native(program: Program, *, budget: int = DEFAULT_BUDGET) -> NativeProgram:
