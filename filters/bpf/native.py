@@ -889,9 +889,31 @@ class NativeProgram:
         self._env_addr = ctypes.addressof(env)
         self._locked = False
         self._args = False                    # E_ARGS holds a run's arguments
+        self.entry = self._make_entry()
         self._pending: BaseException | None = None
         self._stop = 0
         self._helpers = program.helpers
+
+    def _make_entry(self) -> Any:
+        """``entry(ctx) -> r0``: a run on a bytes context with the env and packet of the last
+        ``__call__`` (as ``JitProgram.entry``, for callers that bind those once); VMError on a
+        fault.  Other contexts take ``__call__``."""
+        e, region, rows, regions = self._env, self._ctx_region, self._rows, self.mem.regions
+        call, addr, data = self._entry, self._env_addr, _BYTES_DATA
+
+        def entry(ctx: bytes) -> int:
+            if type(ctx) is not bytes or self._args or self._native_skb:
+                return self(ctx, env=self.vm.env, packet=self.vm.packet)
+            region.buf, region.end, region.writable = ctx, CTX_BASE + len(ctx), False
+            e[E_CTX_HOST] = id(ctx) + data
+            e[E_CTX_LEN] = len(ctx)
+            e[E_CTX_W] = 0
+            if len(rows) != len(regions):
+                self._sync()
+            r0 = call(addr)
+            status = e[E_STATUS]
+            return r0 if status == ST_OK else self._finish(status)
+        return entry
 
     # -- region table -----------------------------------------------------------------------------
     def _bind_row(self, k: int) -> None:
@@ -1022,6 +1044,10 @@ class NativeProgram:
         status = e[E_STATUS]
         if status == ST_OK:
             return r0
+        return self._finish(status)
+
+    def _finish(self, status: int) -> int:
+        """The result of a run that set the status word (or the error it raises)."""
         if status == ST_STOP:
             return self._stop
         if status == ST_EXC:
