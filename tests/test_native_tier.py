@@ -273,3 +273,19 @@ def test_array_map_update_in_machine_code(flags, key):
     assert results[0] == results[1]
     assert "call i1 @h2(" in compile_native(load_program(_update_program(flags), maps=[
         create_map("arr", MAP_TYPE_ARRAY, 4, 8, 6)])).source
+
+
+def test_evicted_modules_leave_later_compiles_working(monkeypatch):
+    """Each compiled module owns its target machine: evicting and freeing some must not
+    break the next compile (it once crashed the process)."""
+    import gc
+
+    from filters.bpf import native
+
+    monkeypatch.setattr(native, "CACHE_SIZE", 2)
+    for k in range(5):
+        program = load_program(assemble(f"r0 = {1000 + k}\nexit"))
+        assert NativeProgram(program).run().value == 1000 + k
+        gc.collect()
+    program = load_program(assemble("r0 = 0\nloop:\nr0 += 7\nif r0 < 700 goto loop\nexit"))
+    assert NativeProgram(program).run().value == 700

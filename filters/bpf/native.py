@@ -87,21 +87,22 @@ def available() -> bool:
 # ---------------------------------------------------------------------------------------------
 # LLVM: one target machine, compiled modules cached by IR text.
 
-_target_machine: Any = None
+_target: Any = None
 _CACHE: dict[str, tuple[Any, int]] = {}
 CACHE_SIZE = 256                          # compiled modules kept for reloads of the same program
 
 
 def _machine() -> Any:
-    global _target_machine
+    """A new target machine for the host: each MCJIT engine takes ownership of (and disposes)
+    the one it is created with, so they cannot be shared."""
+    global _target
     if _llvm is None:
         raise NativeUnavailable(f"llvmlite is not available: {IMPORT_ERROR}")
-    if _target_machine is None:
+    if _target is None:
         _llvm.initialize_native_target()
         _llvm.initialize_native_asmprinter()
-        target = _llvm.Target.from_default_triple()
-        _target_machine = target.create_target_machine(opt=2, jit=True)
-    return _target_machine
+        _target = _llvm.Target.from_default_triple()
+    return _target.create_target_machine(opt=2, jit=True)
 
 
 def _compile_ir(ir: str) -> tuple[Any, int]:
