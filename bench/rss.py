@@ -67,7 +67,10 @@ def run(argv: list[str]) -> int:
     if not interp.load(jit.object, engine="interp", verify=False):
         raise RssLoadError(interp.fallback_reason)
     built_by = jit.built_by
-    for engine, rss in (("jit", jit), ("interp", interp)):
+    native = EbpfRss()
+    if not native.load(jit.object, engine="native", verify=False):
+        raise RssLoadError(native.fallback_reason)
+    for engine, rss in (("native", native), ("jit", jit), ("interp", interp)):
         rss.set_all(config, table, key)
         rates[engine] = _rate(rss, skbs, args.repeat)
     software = EbpfRss()
@@ -75,7 +78,7 @@ def run(argv: list[str]) -> int:
     rates["software"] = _rate(software, skbs, args.repeat)
 
     # Spread over many flows: the fastest path computes the queues (all paths agree; tested).
-    fastest = jit
+    fastest = native
     flows = random_frames(args.flows, seed=11)
     loads = [0] * args.queues
     for frame in flows:

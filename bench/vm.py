@@ -1,6 +1,7 @@
-"""``tracesim bench vm [--repeat R] [--json]``: speed of the eBPF interpreter and JIT.
+"""``tracesim bench vm [--repeat R] [--json]``: speed of the eBPF interpreter, the Python JIT and
+the native tier (LLVM machine code; figures ``native_*``, per call through its Python entry point).
 
-Programs, each run on the same context by both engines:
+Programs, each run on the same context by every engine:
 
 * ``toeplitz``: the RSS Toeplitz hash (Microsoft's default key) over 12 bytes of IPv4 addresses and
   ports, fully unrolled and loop-free: per input bit ``if (byte & bit) hash ^= key window``.  Its
@@ -15,9 +16,11 @@ Programs, each run on the same context by both engines:
   option bytes (a loop with its test at the top and an unconditional jump back, inside a loop
   left by a forward jump or by falling out), hashing the options; checked against Python.
 
-``interp_minsn_per_s`` / ``jit_minsn_per_s`` are the Toeplitz figures (instructions executed per
-second, in millions); ``jit_vs_handwritten`` is the JIT'd devname filter's time per call divided by
-the hand-written function's.  Every figure is the median of ``--repeat`` timed batches.
+``programs.<name>.native_vs_interp`` is a program's interpreter time per run over the native
+tier's (the loop programs are the ones the native tier is for).  ``interp_minsn_per_s`` /
+``jit_minsn_per_s`` are the Toeplitz figures (instructions executed per second, in millions);
+``jit_vs_handwritten`` is the JIT'd devname filter's time per call divided by the hand-written
+function's.  Every figure is the median of ``--repeat`` timed batches.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from filters.bpf.asm import assemble
 from filters.bpf.interp import Interpreter
 from filters.bpf.jit import compile_program
+from filters.bpf.native import compile_native
 from filters.bpf.program import Program, load_program
 
 RSS_KEY = bytes.fromhex("6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c"
@@ -168,17 +172,21 @@ def measure_program(program: Program, ctx: bytes, expected: int, repeat: int,
                     interp_calls: int, jit_calls: int) -> dict:
     interp = Interpreter(program)
     jit = compile_program(program)
-    got = (interp(ctx), jit(ctx))
-    if got != (expected, expected):
+    native = compile_native(program)
+    got = (interp(ctx), jit(ctx), native(ctx))
+    if got != (expected, expected, expected):
         raise SystemExit(f"bench vm: {program.name} returned {got}, expected {expected:#x}")
     insns = interp.executed
     interp_ns = _per_call_ns(interp, ctx, interp_calls, repeat)
     jit_ns = _per_call_ns(jit.entry, ctx, jit_calls, repeat)
+    native_ns = _per_call_ns(native, ctx, jit_calls * 4, repeat)
     return {"insns_per_run": insns, "interp_ns_per_run": round(interp_ns, 1),
-            "jit_ns_per_run": round(jit_ns, 1),
+            "jit_ns_per_run": round(jit_ns, 1), "native_ns_per_run": round(native_ns, 1),
             "interp_minsn_per_s": round(insns / interp_ns * 1e3, 3),
             "jit_minsn_per_s": round(insns / jit_ns * 1e3, 3),
-            "jit_speedup": round(interp_ns / jit_ns, 1)}
+            "native_minsn_per_s": round(insns / native_ns * 1e3, 3),
+            "jit_speedup": round(interp_ns / jit_ns, 1),
+            "native_vs_interp": round(interp_ns / native_ns, 1)}
 
 
 def measure(repeat: int) -> dict:
@@ -220,6 +228,8 @@ def run(argv: list[str]) -> int:
     print(f"interpreter      {result['interp_minsn_per_s']:8.2f} M insns/s (toeplitz)")
     print(f"jit              {result['jit_minsn_per_s']:8.2f} M insns/s (toeplitz)")
     print(f"jit/handwritten  {result['jit_vs_handwritten']:8.2f} (devname filter, time per call)")
+    for name in ("toeplitz_loop", "tlv_parser"):                  # the loop-heavy programs
+        print(f"native/interp    {result['programs'][name]['native_vs_interp']:8.1f}x ({name})")
     for name, row in result["programs"].items():
         print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in row.items()))
     return 0

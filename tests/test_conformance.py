@@ -1,4 +1,5 @@
-"""The eBPF conformance suite (../shared/bpf_conformance) on both engines, and the CLI around it."""
+"""The eBPF conformance suite (../shared/bpf_conformance) on every engine (interpreter, Python JIT,
+native), and the CLI around it."""
 from __future__ import annotations
 
 import subprocess
@@ -52,3 +53,12 @@ def test_dialect_labels_and_exit_label():
     assert insns[1].off == 2          # "exit" = the first exit instruction
     assert insns[2].off == 0
     assert insns[3].opcode == 0xB4 and insns[3].imm == 2
+
+
+def test_cli_runs_the_native_engine():
+    need_shared()
+    out = subprocess.run([sys.executable, "-m", "tools.cli", "conformance",
+                          str(CONFORMANCE / "tests"), "--engine", "native", "-q"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert out.stdout.splitlines()[-1] == f"{len(_cases('tests'))} passed, 0 failed"

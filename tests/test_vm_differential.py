@@ -1,7 +1,8 @@
 """Differential property test: random programs give identical results, registers and memory on
-the interpreter and the JIT (ALU, jumps, stack loads/stores, atomics, bpf-to-bpf calls), and the
-same with loops: counted loops nested up to three deep, forward jumps that leave them (one or
-several levels) or enter a later loop's body, and arbitrary backward jumps that cross loops."""
+the interpreter, the Python JIT and the native (LLVM) tier (ALU, jumps, stack loads/stores,
+atomics, bpf-to-bpf calls), and the same with loops: counted loops nested up to three deep,
+forward jumps that leave them (one or several levels) or enter a later loop's body, and
+arbitrary backward jumps that cross loops."""
 from __future__ import annotations
 
 import pytest
@@ -12,6 +13,7 @@ from filters.bpf import isa
 from filters.bpf.interp import Interpreter
 from filters.bpf.isa import Insn
 from filters.bpf.jit import JitProgram
+from filters.bpf.native import NativeProgram
 from filters.bpf.program import load_program
 from tests.conftest import FUZZ_LONG
 
@@ -235,6 +237,11 @@ def test_interpreter_and_jit_agree(insns, args):
     assert interp.stack == jit.stack
     plain = JitProgram(program)        # only r0 read at the exit: more values forwarded
     assert plain.run(b"", args=args) == a, plain.source
+    native = NativeProgram(program)
+    assert native.run(b"", args=args) == a, native.source
+    if a.ok:
+        assert interp.regs == native.regs, native.source
+    assert interp.stack == native.stack
 
 
 @pytest.mark.fuzz
@@ -257,6 +264,11 @@ def _agree_with_loops(insns, args):
         assert interp.stack == jit.stack
     plain = JitProgram(program, budget=LOOP_BUDGET)   # only r0 read at the exit
     assert plain.run(b"", args=args) == a, plain.source
+    native = NativeProgram(program, budget=LOOP_BUDGET)
+    assert native.run(b"", args=args) == a, native.source
+    if a.ok:
+        assert interp.regs == native.regs, native.source
+        assert interp.stack == native.stack
 
 
 @settings(max_examples=2000 if FUZZ_LONG else 200, deadline=None,

@@ -1,4 +1,5 @@
-"""`tracesim conformance DIR [--engine interp|jit|both]`: run the eBPF conformance suite."""
+"""`tracesim conformance DIR [--engine interp|jit|native|all]`: run the eBPF conformance suite
+(``all``, or its older name ``both``: every engine)."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ def parser() -> argparse.ArgumentParser:
                                 description="run every *.data file of a bpf_conformance "
                                             "directory on the VM")
     p.add_argument("directory", type=Path)
-    p.add_argument("--engine", choices=("interp", "jit", "both"), default="both")
+    p.add_argument("--engine", choices=(*ENGINES, "all", "both"), default="all")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures")
     return p
 
@@ -22,7 +23,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if not args.directory.is_dir():
         ap.error(f"{args.directory}: not a directory")
-    engines = ENGINES if args.engine == "both" else (args.engine,)
+    engines = ENGINES if args.engine in ("all", "both") else (args.engine,)
     passed = failed = 0
     for name, engine, ok, detail in run_dir(args.directory, engines):
         if ok:

@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
                    help="background traffic: a workload name, or none (default)")
     p.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
     p.add_argument("--foreground", action="store_true", help="serve in this process")
-    p.add_argument("--bpf-engine", choices=("jit", "interp"), default="jit",
+    p.add_argument("--bpf-engine", choices=("jit", "interp", "native", "auto"), default="jit",
                    help="how BPF filter programs run (default jit)")
     p.add_argument("--clock", choices=("real", "virtual"), default="real",
                    help="time base of the trace clocks (default real)")

@@ -4,7 +4,8 @@ steer with the pure-Python implementation of the same algorithm (``tools/rss_sof
 
     rss = EbpfRss()                   # ebpf_rss_init
     rss.load()                        # build tools/examples/rss.bpf.c (tracesim cc, else clang),
-                                      # verify, run with the JIT (engine="interp" for the interpreter)
+                                      # verify, run with the JIT (engine="interp", "native" or
+                                      # "auto" for the others)
     rss.set_all(config, table, key)   # config map (key 0), table entries < indirections_len, key
     rss.attach(tun)                   # TUNSETSTEERINGEBPF, or the software path
     rss.steer(frame)                  # the program's u16 return value for a frame (both paths)
@@ -172,7 +173,7 @@ class EbpfRss:
                 errors.append(f"{built_by}: {err}")
                 self.maps = {}
                 continue
-            self.program, self.engine, self.built_by = program, engine, built_by
+            self.program, self.engine, self.built_by = program, program.engine, built_by
             self.object = data
             break
         if self.program is None:
@@ -218,7 +219,7 @@ class EbpfRss:
         if loaded.prog_type != SteeringProgram.prog_type:   # TUNSETSTEERINGEBPF's own check
             raise RssLoadError(f"program {spec.name} in SEC(\"{spec.section}\") is a "
                                f"{loaded.prog_type} program, not a socket filter")
-        return SteeringProgram(loaded.runner, engine)
+        return SteeringProgram(loaded.runner, loaded.engine or engine)   # what "auto" chose
 
     def _self_test(self, program: SteeringProgram) -> None:
         """Steer a few known packets with the program and with the software algorithm under a

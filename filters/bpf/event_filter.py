@@ -46,6 +46,7 @@ from filters.bpf.jit import JitProgram
 from filters.bpf.loader import LoadedProgram, LoadError
 from filters.bpf.maps import BpfMap
 from filters.bpf.memory import VMError
+from filters.bpf.native import NativeProgram
 from filters.bpf.verify_pool import VerifyWorkerError, verify_in_worker
 from kernel_model.trace_event import trace_ctx
 from kernel_model.trace_kprobe import KprobeEvent
@@ -161,7 +162,7 @@ class AttachedFilter:
 
     def describe(self) -> str:
         """``cat filter``: one line naming the program, its size and how it runs."""
-        how = "jited" if self.engine == "jit" else "interpreted"
+        how = "interpreted" if self.engine == "interp" else "jited"     # native code is jited too
         where = f" ({self.section})" if self.section else ""
         maps = f" maps {','.join(m.name for m in self.maps)}" if self.maps else ""
         return f"bpf {self.origin} {self.name}{where} {self.insn_count} insns {how}{maps}"
@@ -209,7 +210,7 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     if any(i.opcode == isa.OP_CALL and i.src == 0 and i.imm == TRACE_PRINTK_ID
            for i in loaded.insns):
         env.enable_printk()
-    attached = AttachedFilter(loaded.name, loaded.section, len(loaded.insns), engine,
+    attached = AttachedFilter(loaded.name, loaded.section, len(loaded.insns), loaded.engine,
                               loaded.prog_type, origin, loaded.maps, loaded.log,
                               event=f"{event.system}:{event.name}", btf=loaded.btf)
     run = _fast_path(loaded, env, attached.stats)
@@ -304,8 +305,7 @@ def _fast_path(loaded: LoadedProgram, env: TraceEnv, stats: FilterStats) -> Call
     runner = loaded.runner
     if isinstance(runner, JitProgram):
         return _jit_path(runner, env, stats)
-    assert isinstance(runner, Interpreter)
-    return _interp_path(runner, env, stats)
+    return _interp_path(runner, env, stats)          # the interpreter or native code
 
 
 def _jit_path(jp: JitProgram, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
@@ -325,7 +325,8 @@ def _jit_path(jp: JitProgram, env: TraceEnv, stats: FilterStats) -> Callable[[by
     return prog
 
 
-def _interp_path(interp: Interpreter, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
+def _interp_path(interp: Interpreter | NativeProgram, env: TraceEnv,
+                 stats: FilterStats) -> Callable[[bytes], int]:
     def prog(ctx: bytes) -> int:
         stats.runs += 1
         try:

@@ -74,7 +74,7 @@ class BpfFilters:
         ctx.bpf_unloader = self.unload
         options = getattr(ctx, "extra_options", None)
         if options is not None:
-            options["bpf_jit"] = (lambda array: self.engine == "jit",
+            options["bpf_jit"] = (lambda array: self.engine != "interp",     # native is jited too
                                   lambda array, on: self.set_engine("jit" if on else "interp"))
 
     def set_engine(self, engine: str) -> None:

@@ -13,17 +13,26 @@ The program type comes from the ELF section name as libbpf finds it (``SECTION_D
 match wins; ``kprobe+`` matches ``kprobe`` and ``kprobe/...``); a name libbpf does not know fails
 as libbpf's load does ("missing BPF prog type").  The verify step is one call,
 ``verify_program``, so another way of verifying (a worker pool) can replace it in one place.
-Engines are ``ENGINES``; ``helpers=`` gives a program its own id -> callable map (default: the
-implementations of ``helper_table``).
+Engines are ``ENGINES`` (``interp``: the reference interpreter, ``jit``: Python source,
+``native``: machine code through llvmlite) and ``auto``, which ``choose_engine`` resolves per
+program; ``helpers=`` gives a program its own id -> callable map (default: the implementations of
+``helper_table``).
+
+The ``auto`` rule (measured with ``tracesim bench vm``: a call into native code costs a few
+microseconds of ctypes and table set-up, the Python JIT runs a straight-line instruction in tens of
+nanoseconds): native for a program that loops (a backward jump), calls a subprogram, or has more
+than ``AUTO_NATIVE_MIN_INSNS`` instructions; the Python JIT for anything smaller, such as a
+tracepoint filter.  Without llvmlite, ``auto`` takes the Python JIT and says so once on stderr.
 """
 from __future__ import annotations
 
 import errno
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from filters.bpf import core_reloc, helper_table, isa
+from filters.bpf import core_reloc, helper_table, isa, native
 from filters.bpf import elf as elfmod
 from filters.bpf.helpers import Helper
 from filters.bpf.helpers_skb import SK_BUFF_CTX_SIZE
@@ -34,7 +43,9 @@ from filters.bpf.program import Program, ProgramError, load_program
 from filters.bpf.verifier import ContextSpec, VerifierResult, verify
 from filters.bpf.verifier.context import PT_REGS_SIZE
 
-ENGINES = ("jit", "interp")
+ENGINES = ("jit", "interp", "native")
+ENGINE_CHOICES = ENGINES + ("auto",)
+AUTO_NATIVE_MIN_INSNS = 200        # straight-line length from which native code pays for its call
 GPL_COMPATIBLE = ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL",
                   "Dual MIT/GPL", "Dual MPL/GPL")                 # license_is_gpl_compatible
 
@@ -118,7 +129,7 @@ class LoadedProgram:
     log: str
     program: Program
     engine: str | None
-    runner: Interpreter | JitProgram | None = field(default=None, repr=False)
+    runner: Interpreter | JitProgram | native.NativeProgram | None = field(default=None, repr=False)
     btf: Any = field(default=None, repr=False)
 
 
@@ -235,15 +246,52 @@ def check_license(insns: Sequence[isa.Insn], license_: str) -> None:
 
 
 def check_engine(engine: str) -> None:
-    """ValueError unless ``engine`` is one of ``ENGINES``."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    """ValueError unless ``engine`` is one of ``ENGINE_CHOICES``."""
+    if engine not in ENGINE_CHOICES:
+        raise ValueError(f"engine must be one of {ENGINE_CHOICES}, not {engine!r}")
 
 
-def make_runner(program: Program, engine: str) -> Interpreter | JitProgram:
-    """The engine ``engine`` (one of ``ENGINES``) prepared for ``program``."""
+_fallback_noticed = False
+
+
+def choose_engine(insns: Sequence[isa.Insn]) -> str:
+    """What ``auto`` runs ``insns`` on (the rule is in the module docstring)."""
+    global _fallback_noticed
+    if not native.available():
+        if not _fallback_noticed:
+            _fallback_noticed = True
+            print(f"tracesim: native BPF engine unavailable ({native.IMPORT_ERROR}); "
+                  "using the Python JIT", file=sys.stderr)
+        return "jit"
+    if len(insns) > AUTO_NATIVE_MIN_INSNS:
+        return "native"
+    for pc, i in enumerate(insns):
+        if i.opcode == isa.OP_CALL and i.src == isa.PSEUDO_CALL:
+            return "native"
+        if isa.is_jump(i) and isa.jump_target(pc, i) <= pc:
+            return "native"
+    return "jit"
+
+
+def make_runner(program: Program, engine: str) -> Interpreter | JitProgram | native.NativeProgram:
+    """The engine ``engine`` (one of ``ENGINE_CHOICES``) prepared for ``program``;
+    ``LoadError`` (EINVAL) for ``native`` without llvmlite."""
     check_engine(engine)
+    if engine == "auto":
+        engine = choose_engine(program.insns)
+    if engine == "native":
+        try:
+            return native.compile_native(program)
+        except native.NativeUnavailable as e:
+            raise LoadError(str(e), err=errno.EINVAL, stage="check") from None
     return compile_program(program) if engine == "jit" else Interpreter(program)
+
+
+def engine_of(runner: object) -> str:
+    """The name of the engine a runner is (what ``auto`` chose)."""
+    if isinstance(runner, JitProgram):
+        return "jit"
+    return "native" if isinstance(runner, native.NativeProgram) else "interp"
 
 
 def load(insns: Sequence[isa.Insn], *, prog_type: str, name: str = "", section: str = "",
@@ -276,6 +324,8 @@ def load(insns: Sequence[isa.Insn], *, prog_type: str, name: str = "", section: 
     except ProgramError as e:
         raise LoadError(str(e), err=errno.EINVAL, stage="check") from None
     runner = make_runner(program, engine) if engine is not None else None
+    if runner is not None:
+        engine = engine_of(runner)        # what "auto" chose
     return LoadedProgram(name, section, prog_type, insns, list(maps), log, program, engine,
                          runner, btf)
 
