@@ -6,6 +6,7 @@ address-taken locals live in stack slots.  Conditions are lowered straight to co
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pycparser import c_ast
@@ -494,9 +495,13 @@ class Lowerer:
 
     def cond_value(self, e: c_ast.Node) -> Val:
         """A condition as a 0/1 int."""
+        return Val(self.flag(lambda t, f: self.cond(e, t, f)), T.INT)
+
+    def flag(self, test: Callable[[int, int], None]) -> int:
+        """A register holding 1 where ``test(t, f)`` branches to ``t`` and 0 where to ``f``."""
         r = self.vreg()
         t, f, end = self.new_block(), self.new_block(), self.new_block()
-        self.cond(e, t, f)
+        test(t, f)
         self.start(t)
         self.emit(Op("mov", dst=r, a=Imm(1), w32=True))
         self.jump(end)
@@ -504,7 +509,7 @@ class Lowerer:
         self.emit(Op("mov", dst=r, a=Imm(0), w32=True))
         self.jump(end)
         self.start(end)
-        return Val(r, T.INT)
+        return r
 
     # ------------------------------------------------------------ values
     def materialize(self, v: Val) -> int:
@@ -581,17 +586,7 @@ class Lowerer:
         return self.alu("and", r, Imm((1 << bits) - 1), True)
 
     def bool_of(self, v: Val) -> int:
-        r = self.vreg()
-        t, f, end = self.new_block(), self.new_block(), self.new_block()
-        self.branch("ne", v, Val(Imm(0), v.type), t, f)
-        self.start(t)
-        self.emit(Op("mov", dst=r, a=Imm(1), w32=True))
-        self.jump(end)
-        self.start(f)
-        self.emit(Op("mov", dst=r, a=Imm(0), w32=True))
-        self.jump(end)
-        self.start(end)
-        return r
+        return self.flag(lambda t, f: self.branch("ne", v, Val(Imm(0), v.type), t, f))
 
     def alu(self, op: str, a, b, w32: bool) -> int:
         r = self.vreg()
@@ -599,17 +594,7 @@ class Lowerer:
         return r
 
     def compare_value(self, op: str, a: Val, b: Val, e) -> Val:
-        r = self.vreg()
-        t, f, end = self.new_block(), self.new_block(), self.new_block()
-        self.compare(e, op, a, b, t, f)
-        self.start(t)
-        self.emit(Op("mov", dst=r, a=Imm(1), w32=True))
-        self.jump(end)
-        self.start(f)
-        self.emit(Op("mov", dst=r, a=Imm(0), w32=True))
-        self.jump(end)
-        self.start(end)
-        return Val(r, T.INT)
+        return Val(self.flag(lambda t, f: self.compare(e, op, a, b, t, f)), T.INT)
 
     def rv(self, e: c_ast.Node) -> Val:
         m = getattr(self, "e_" + type(e).__name__, None)
