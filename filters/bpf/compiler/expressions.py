@@ -47,6 +47,7 @@ class ExpressionLowering:
         if not T.is_scalar(v.type):
             raise error_at(e, f"statement requires expression of scalar type ('{v.type}' invalid)")
         self.branch("ne", v, Val(Imm(0), v.type), t, f)
+
     def compare(self, e, op: str, a: Val, b: Val, t: int, f: int) -> None:
         if T.is_ptr(a.type) or T.is_ptr(b.type):
             ct: CType = T.U64
@@ -54,7 +55,7 @@ class ExpressionLowering:
                 if not T.is_scalar(v.type):
                     raise error_at(e, f"invalid operands to binary expression ('{a.type}' and "
                                       f"'{b.type}')")
-            a, b = self.convert(a, ct, e, implicit=False), self.convert(b, ct, e, implicit=False)
+            a, b = self.convert(a, ct, e), self.convert(b, ct, e)
         else:
             self.need_arith(e, a, b)
             ct = T.common_type(a.type, b.type)
@@ -62,6 +63,7 @@ class ExpressionLowering:
         if op not in ("eq", "ne") and T.is_signed(ct):
             op = "s" + op
         self.branch(op, a, b, t, f)
+
     def branch(self, op: str, a: Val, b: Val, t: int, f: int) -> None:
         if isinstance(a.v, Imm) and isinstance(b.v, Imm):
             self.jump(t if eval_cmp(op, a.v.value, b.v.value) else f)
@@ -75,11 +77,14 @@ class ExpressionLowering:
         elif isinstance(bv, Imm):
             bv = Imm(T.wrap(bv.value, a.type))
         self.emit(Op("br", a=a.v, b=bv, alu=op, w32=w32, targets=(t, f)))
+
     def cond_value(self, e: c_ast.Node) -> Val:
         """A condition as a 0/1 int."""
         return Val(self.flag(lambda t, f: self.cond(e, t, f)), T.INT)
+
     def compare_value(self, op: str, a: Val, b: Val, e) -> Val:
         return Val(self.flag(lambda t, f: self.compare(e, op, a, b, t, f)), T.INT)
+
     def rv(self, e: c_ast.Node) -> Val:
         m = getattr(self, "e_" + type(e).__name__, None)
         if m is None:
@@ -90,6 +95,7 @@ class ExpressionLowering:
         if isinstance(v.type, Float):
             raise error_at(e, "floating point is not supported in BPF programs")
         return v
+
     # -- primary
     def e_Constant(self, e: c_ast.Constant) -> Val:
         if e.type == "string":
@@ -107,6 +113,7 @@ class ExpressionLowering:
         except ValueError:
             raise error_at(e, f"invalid integer constant '{text}'") from None
         return Val(Imm(value), literal_type(text, value))
+
     def e_ID(self, e: c_ast.ID) -> Val | LVal:
         lv = self.lookup(e.name, e)
         if lv is not None:
@@ -125,6 +132,7 @@ class ExpressionLowering:
         if e.name in self.u.helpers or e.name in self.u.functions:
             raise error_at(e, f"function '{e.name}' used as a value: only calls are supported")
         raise error_at(e, f"use of undeclared identifier '{e.name}'")
+
     def e_StructRef(self, e: c_ast.StructRef) -> LVal:
         if e.type == "->":
             p = self.rv(e.name)
@@ -146,12 +154,14 @@ class ExpressionLowering:
         if m is None:
             raise error_at(e.field, f"no member named '{e.field.name}' in '{st}'")
         return self.member_lval(base, off + m.offset, m)
+
     def member_lval(self, base: int, off: int, m: Member) -> LVal:
         if not -32768 <= off <= 32767:
             base = self.alu("add", base, Imm(off), False)
             off = 0
         return LVal("mem", m.type, base=base, off=off, bit_offset=m.bit_offset,
                     bit_size=m.bit_size)
+
     def e_ArrayRef(self, e: c_ast.ArrayRef) -> LVal:
         arr = self.e_any(e.name)
         idx = self.rv(e.subscript)
@@ -174,16 +184,19 @@ class ExpressionLowering:
         if isinstance(idx.v, Imm) and -32768 <= idx.v.value * elem.size <= 32767:
             return LVal("mem", elem, base=self.materialize(p), off=idx.v.value * elem.size)
         return LVal("mem", elem, base=self.materialize(self.ptr_add(p, idx, 1, e)), off=0)
+
     def e_any(self, e: c_ast.Node) -> Val | LVal:
         m = getattr(self, "e_" + type(e).__name__, None)
         if m is None:
             raise error_at(e, f"{type(e).__name__} expressions are not supported")
         return m(e)
+
     def lval(self, e: c_ast.Node) -> LVal:
         v = self.e_any(e)
         if not isinstance(v, LVal):
             raise error_at(e, "expression is not assignable")
         return v
+
     # -- operators
     def e_UnaryOp(self, e: c_ast.UnaryOp) -> Val | LVal:
         op = e.op
@@ -255,6 +268,7 @@ class ExpressionLowering:
                 return Val(Imm(T.wrap(~v.v.value, t)), t)
             return Val(self.alu("xor", v.v, Imm(-1), T.is_w32(t)), t)
         raise error_at(e, f"unary operator '{op}' is not supported")
+
     def type_without_code(self, e: c_ast.Node) -> CType:
         """The type of an expression for sizeof, without keeping the code it would run."""
         saved_blocks, saved_cur = list(self.fn.blocks), self.cur
@@ -268,6 +282,7 @@ class ExpressionLowering:
             saved_cur.ops[:] = saved_ops
         self.fn.next_vreg = saved_next
         return t
+
     def e_BinaryOp(self, e: c_ast.BinaryOp) -> Val:
         op = e.op
         if op in ("&&", "||") or op in CMP_OF:
@@ -285,6 +300,7 @@ class ExpressionLowering:
             return self.cond_value(e)
         a, b = self.rv(e.left), self.rv(e.right)
         return self.arith(op, a, b, e)
+
     def arith(self, op: str, a: Val, b: Val, e) -> Val:
         if isinstance(a.type, Array):
             a = Val(a.v, Pointer(a.type.elem))
@@ -345,6 +361,7 @@ class ExpressionLowering:
             if not w32 and not fits_s32(bv.value):
                 bv = self.materialize(Val(bv, t))
         return Val(self.alu(alu, a.v, bv, w32), t)
+
     def ptr_add(self, p: Val, i: Val, sign: int, e) -> Val:
         elem = p.type.target if T.is_ptr(p.type) else p.type.elem
         size = max(getattr(elem, "size", 1), 1) if not isinstance(elem, Void) else 1
@@ -367,6 +384,7 @@ class ExpressionLowering:
             else:
                 scaled = self.alu("mul", scaled, Imm(size), False)
         return Val(self.alu("sub" if sign < 0 else "add", self.materialize(p), scaled, False), pt)
+
     def e_Assignment(self, e: c_ast.Assignment) -> Val:
         lv = self.lval(e.lvalue)
         if e.op == "=":
@@ -375,12 +393,14 @@ class ExpressionLowering:
         old = self.load(lv, e)
         v = self.arith(e.op[:-1], old, self.rv(e.rvalue), e)
         return self.assign(lv, v, e)
+
     def e_Cast(self, e: c_ast.Cast) -> Val:
         t = self.type_of(e.to_type)
         v = self.rv(e.expr)
         if isinstance(t, Void):
             return Val(Imm(0), t)
-        return self.convert(v, t, e, implicit=False)
+        return self.convert(v, t, e)
+
     def e_TernaryOp(self, e: c_ast.TernaryOp) -> Val:
         c = self.rv(e.cond) if _is_const_candidate(e.cond) else None
         if c is not None and isinstance(c.v, Imm):
@@ -417,16 +437,19 @@ class ExpressionLowering:
         self.cur = saved
         self.start(end)
         return Val(r, t)
+
     def e_ExprList(self, e: c_ast.ExprList) -> Val:
         v = Val(Imm(0), T.INT)
         for x in e.exprs:
             v = self.rv(x)
         return v
+
     def e_CompoundLiteral(self, e: c_ast.CompoundLiteral) -> LVal:
         t = self.type_of(e.type)
         off = self.fn.new_slot(t.size, 8 if t.size >= 8 else max(t.align, 1))
         self.init_memory(FP, off, t, e.init)
         return LVal("mem", t, base=FP, off=off)
+
     def e_FuncCall(self, e: c_ast.FuncCall) -> Val:
         return call(self, e)
 

@@ -54,15 +54,18 @@ class Lowerer(StatementLowering, ExpressionLowering, ValueLowering):
         self.const_cache: dict[tuple, int] = {}
         self.calls: set[str] = set()
         self.discarding: c_ast.Node | None = None   # expression whose value nobody reads
+
     # ------------------------------------------------------------ blocks and emission
     def new_block(self) -> int:
         self.next_label += 1
         return self.next_label
+
     def start(self, label: int) -> None:
         b = Block(label, depth=self.depth)
         self.fn.blocks.append(b)
         self.cur = b
         self.const_cache = {}
+
     def emit(self, op: Op) -> Op:
         if self.cur is None:          # code after return/break: unreachable, kept apart
             self.start(self.new_block())
@@ -70,11 +73,14 @@ class Lowerer(StatementLowering, ExpressionLowering, ValueLowering):
         if op.kind in ("jmp", "br", "exit"):
             self.cur = None
         return op
+
     def jump(self, label: int) -> None:
         if self.cur is not None:
             self.emit(Op("jmp", targets=(label,)))
+
     def vreg(self) -> int:
         return self.fn.new_vreg()
+
     # ------------------------------------------------------------ entry
     def lower(self) -> Function:
         self.addr_taken = address_taken(self.fdef.body)
@@ -93,6 +99,7 @@ class Lowerer(StatementLowering, ExpressionLowering, ValueLowering):
             self.emit(Op("mov", dst=0, a=Imm(0)))
             self.emit(Op("exit"))
         return self.fn
+
     def param_decls(self, decl: c_ast.Decl) -> list[c_ast.Decl]:
         ftype = decl.type
         while not isinstance(ftype, c_ast.FuncDecl):
@@ -107,12 +114,14 @@ class Lowerer(StatementLowering, ExpressionLowering, ValueLowering):
                 raise error_at(p, "parameter name omitted")
             out.append(p)
         return out
+
     # ------------------------------------------------------------ types
     def type_of(self, node: c_ast.Node) -> CType:
         try:
             return self.u.env.type_of(node)
         except (CTypeError, KeyError) as e:
             raise error_at(node, str(e).strip("'\"")) from None
+
     def lookup(self, name: str, node: c_ast.Node) -> LVal | None:
         for s in reversed(self.scopes):
             if name in s.names:

@@ -39,6 +39,7 @@ class StatementLowering:
                 self.assign(lv, init, node)
         self.scopes[-1].names[name] = lv
         return lv
+
     def local_decl(self, d: c_ast.Decl) -> None:
         if d.name is None:                         # struct/enum declaration only
             self.type_of(d.type)
@@ -76,6 +77,7 @@ class StatementLowering:
                 self.assign(lv, self.rv(d.init.exprs[0]), d)
             return
         self.init_memory(lv.base, lv.off, t, d.init)
+
     # ------------------------------------------------------------ statements
     def stmt(self, s: c_ast.Node | None) -> None:
         if s is None:
@@ -84,6 +86,7 @@ class StatementLowering:
         if m is None:
             raise error_at(s, f"{type(s).__name__} statements are not supported")
         m(s)
+
     def s_Compound(self, s: c_ast.Compound) -> None:
         self.scopes.append(Scope())
         items = s.block_items or []
@@ -98,21 +101,28 @@ class StatementLowering:
             self.stmt(item)
             i += 1
         self.scopes.pop()
+
     def s_Pragma(self, s: c_ast.Pragma) -> None:
         pass                                        # unknown pragmas are ignored, as in C
+
     def s_Decl(self, s: c_ast.Decl) -> None:
         self.local_decl(s)
+
     def s_DeclList(self, s: c_ast.DeclList) -> None:
         for d in s.decls:
             self.local_decl(d)
+
     def s_Typedef(self, s: c_ast.Typedef) -> None:
         self.u.env.typedefs[s.name] = self.type_of(s.type)
+
     def s_EmptyStatement(self, s) -> None:
         pass
+
     def s_StaticAssert(self, s: c_ast.StaticAssert) -> None:
         if not self.const_int(s.cond):
             msg = s.message.value if s.message is not None else ""
             raise error_at(s, f"static assertion failed{': ' + msg if msg else ''}")
+
     def s_Return(self, s: c_ast.Return) -> None:
         if self.inline_stack:
             frame = self.inline_stack[-1]
@@ -132,6 +142,7 @@ class StatementLowering:
             v = self.convert(self.rv(s.expr), ret, s)
             self.emit(Op("mov", dst=0, a=v.v, w32=T.is_w32(ret)))
         self.emit(Op("exit", loc=s.coord))
+
     def s_If(self, s: c_ast.If) -> None:
         then_b, end_b = self.new_block(), self.new_block()
         else_b = self.new_block() if s.iffalse is not None else end_b
@@ -144,6 +155,7 @@ class StatementLowering:
             self.stmt(s.iffalse)
             self.jump(end_b)
         self.start(end_b)
+
     def loop(self, init, cond, nxt, body, test_first: bool) -> None:
         self.scopes.append(Scope())
         if init is not None:
@@ -172,12 +184,16 @@ class StatementLowering:
         self.depth -= 1
         self.start(end_b)
         self.scopes.pop()
+
     def s_For(self, s: c_ast.For) -> None:
         self.loop(s.init, s.cond, s.next, s.stmt, True)
+
     def s_While(self, s: c_ast.While) -> None:
         self.loop(None, s.cond, None, s.stmt, True)
+
     def s_DoWhile(self, s: c_ast.DoWhile) -> None:
         self.loop(None, s.cond, None, s.stmt, False)
+
     def unrolled_for(self, s: c_ast.For) -> None:
         """``#pragma unroll`` before ``for (i = A; i < B; i++)`` with constant bounds: the body
         is emitted once per iteration with ``i`` a constant.  Other loops stay loops."""
@@ -198,16 +214,19 @@ class StatementLowering:
             self.scopes.pop()
         self.jump(end_b)
         self.start(end_b)
+
     def s_Break(self, s: c_ast.Break) -> None:
         if not self.loops:
             raise error_at(s, "'break' statement not in loop or switch statement")
         self.jump(self.loops[-1].brk)
+
     def s_Continue(self, s: c_ast.Continue) -> None:
         for lp in reversed(self.loops):
             if lp.cont is not None:
                 self.jump(lp.cont)
                 return
         raise error_at(s, "'continue' statement not in loop statement")
+
     def s_Switch(self, s: c_ast.Switch) -> None:
         v = self.rv(s.cond)
         if not T.is_int(v.type):
@@ -248,13 +267,16 @@ class StatementLowering:
         self.loops.pop()
         self.jump(end_b)
         self.start(end_b)
+
     def s_Label(self, s: c_ast.Label) -> None:
         lab = self.labels.setdefault(s.name, self.new_block())
         self.jump(lab)
         self.start(lab)
         self.stmt(s.stmt)
+
     def s_Goto(self, s: c_ast.Goto) -> None:
         self.jump(self.labels.setdefault(s.name, self.new_block()))
+
     def expr_stmt(self, e: c_ast.Node) -> None:
         if isinstance(e, c_ast.ExprList):
             for x in e.exprs:
@@ -263,6 +285,7 @@ class StatementLowering:
         self.discarding = e
         self.rv(e)
         self.discarding = None
+
     def __getattr__(self, name: str):
         if name.startswith("s_") and name[2:] in EXPR_NODES:
             return self.expr_stmt

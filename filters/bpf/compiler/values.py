@@ -34,11 +34,13 @@ ALU_OF = {"+": "add", "-": "sub", "*": "mul", "/": "div", "%": "mod", "&": "and"
 
 CMP_OF = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
 
+
 @dataclass
 class Val:
     """An rvalue: a virtual register or an immediate, with its C type."""
     v: object            # int (vreg) or Imm
     type: CType
+
 
 @dataclass
 class LVal:
@@ -52,10 +54,12 @@ class LVal:
     bit_size: int | None = None
     const: Imm | None = None       # an unrolled loop counter: read-only constant
 
+
 @dataclass
 class Loop:
     brk: int
     cont: int
+
 
 @dataclass
 class InlineFrame:
@@ -63,6 +67,7 @@ class InlineFrame:
     ret_block: int
     ret_reg: int | None
     ret_type: CType
+
 
 @dataclass
 class Scope:
@@ -85,6 +90,7 @@ class ValueLowering:
         self.jump(end)
         self.start(end)
         return r
+
     # ------------------------------------------------------------ values
     def materialize(self, v: Val) -> int:
         """A register holding ``v`` (constants are cached within the block)."""
@@ -98,11 +104,13 @@ class ValueLowering:
         self.emit(Op("mov", dst=r, a=Imm(image), w32=image <= 0xFFFFFFFF and T.is_w32(v.type)))
         self.const_cache[key] = r
         return r
+
     def const_int(self, e: c_ast.Node) -> int:
         v = self.rv(e)
         if not isinstance(v.v, Imm):
             raise error_at(e, "expression is not an integer constant expression")
         return v.v.value
+
     def need_arith(self, e, *vals: Val) -> None:
         for v in vals:
             if T.is_float(v.type):
@@ -110,7 +118,8 @@ class ValueLowering:
             if not T.is_int(v.type):
                 raise error_at(e, "invalid operands to binary expression ('"
                                   + "' and '".join(str(x.type) for x in vals) + "')")
-    def convert(self, v: Val, to: CType, e, implicit: bool = True) -> Val:
+
+    def convert(self, v: Val, to: CType, e) -> Val:
         """``v`` converted to type ``to``, keeping the register invariant of ctypes_ext."""
         src = v.type
         if T.is_float(to) or T.is_float(src):
@@ -147,6 +156,7 @@ class ValueLowering:
                 r = self.narrow(r, strip(to))
             return Val(r, to)
         return Val(r, to)
+
     def narrow(self, r: int, t: Int) -> int:
         """Normalise a 32-bit value to char/short ``t``."""
         bits = 8 * t.size
@@ -154,12 +164,15 @@ class ValueLowering:
             r = self.alu("lsh", r, Imm(32 - bits), True)
             return self.alu("arsh", r, Imm(32 - bits), True)
         return self.alu("and", r, Imm((1 << bits) - 1), True)
+
     def bool_of(self, v: Val) -> int:
         return self.flag(lambda t, f: self.branch("ne", v, Val(Imm(0), v.type), t, f))
+
     def alu(self, op: str, a, b, w32: bool) -> int:
         r = self.vreg()
         self.emit(Op("alu", dst=r, a=a, b=b, alu=op, w32=w32))
         return r
+
     # -- memory
     def load(self, lv: LVal, e) -> Val:
         t = lv.type
@@ -190,6 +203,7 @@ class ValueLowering:
         if isinstance(st, Int) and st.signed and st.size < 4:
             r = self.narrow(r, st)
         return Val(r, t)
+
     def store(self, lv: LVal, v: Val, e) -> None:
         t = lv.type
         if isinstance(t, Struct) or isinstance(t, Array):
@@ -204,6 +218,7 @@ class ValueLowering:
             return
         self.emit(Op("st", a=lv.base, off=lv.off, b=self.materialize(v), size=size,
                      loc=getattr(e, "coord", None)))
+
     def store_bitfield(self, lv: LVal, v: Val, size: int, e) -> None:
         w32 = size <= 4
         mask = ((1 << lv.bit_size) - 1) << lv.bit_offset
@@ -224,6 +239,7 @@ class ValueLowering:
                 x = self.alu("lsh", x, Imm(lv.bit_offset), w32)
             nv = self.alu("or", old, x, w32)
         self.emit(Op("st", a=lv.base, off=lv.off, b=nv, size=size))
+
     def assign(self, lv: LVal, v: Val, e) -> Val:
         if lv.const is not None:
             raise error_at(e, "cannot assign to the counter of an unrolled loop")
@@ -238,6 +254,7 @@ class ValueLowering:
             return Val(lv.reg, lv.type)
         self.store(lv, v, e)
         return v
+
     def address_of(self, lv: LVal, e, as_type: CType | None = None) -> Val:
         if lv.kind != "mem":
             raise error_at(e, "cannot take the address of a value held in a register")
@@ -251,6 +268,7 @@ class ValueLowering:
             self.emit(Op("mov", dst=r, a=FP))
             return Val(self.alu("add", r, Imm(lv.off), False), t)
         return Val(self.alu("add", lv.base, Imm(lv.off), False), t)
+
     def copy_memory(self, dbase: int, doff: int, sbase: int, soff: int, n: int, e) -> None:
         pos = 0
         for size in (8, 4, 2, 1):
@@ -262,6 +280,7 @@ class ValueLowering:
                 pos += size
                 if pos >= n:
                     return
+
     def init_memory(self, base: int, off: int, t: CType, init: c_ast.Node) -> None:
         """Initialise an object in memory: explicit parts from ``init``, the rest zero."""
         parts: dict[int, tuple[int, Val]] = {}      # offset -> (size, value)
@@ -295,6 +314,7 @@ class ValueLowering:
             pos += size
         for o, size, v in dynamic:
             self.emit(Op("st", a=base, off=off + o, b=self.materialize(v), size=size))
+
     def collect_init(self, t: CType, init: c_ast.Node, at: int,
                      parts: dict[int, tuple[int, Val]]) -> None:
         if isinstance(t, Array) and isinstance(init, c_ast.Constant) and init.type == "string":
@@ -353,6 +373,7 @@ class ValueLowering:
             init = init.exprs[0]
         v = self.convert(self.rv(init), t, init)
         parts[at] = (8 if T.is_ptr(t) else strip(t).size, v)
+
     def collect_member(self, m: Member, init: c_ast.Node, at: int, parts: dict) -> None:
         if m.bit_size is not None:
             raise error_at(init, "initialising bit-fields is not supported: assign them")
@@ -362,9 +383,11 @@ class ValueLowering:
 def fits_s32(v: int) -> bool:
     return -(1 << 31) <= v < (1 << 31)
 
+
 def eval_cmp(op: str, a: int, b: int) -> bool:
     return {"eq": a == b, "ne": a != b, "gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b,
             "sgt": a > b, "sge": a >= b, "slt": a < b, "sle": a <= b, "set": bool(a & b)}[op]
+
 
 def fold(op: str, a: int, b: int, t: CType, e) -> int:
     if op in ("/", "%"):
@@ -376,6 +399,7 @@ def fold(op: str, a: int, b: int, t: CType, e) -> int:
     if r is None:
         raise error_at(e, f"binary operator '{op}' is not supported")
     return T.wrap(r, t)
+
 
 def literal_type(text: str, value: int) -> CType:
     suffix = text.lower()
@@ -391,6 +415,7 @@ def literal_type(text: str, value: int) -> CType:
     if unsigned or (value >= (1 << 63)):
         return T.ULONG
     return T.LONG
+
 
 def string_bytes(literal: str) -> bytes:
     """The bytes of a C string literal (without the terminating NUL)."""
@@ -427,10 +452,12 @@ def string_bytes(literal: str) -> bytes:
             i += 2
     return bytes(out)
 
+
 def walk(node: c_ast.Node):
     yield node
     for _, child in node.children():
         yield from walk(child)
+
 
 def address_taken(body: c_ast.Node) -> set[str]:
     """Names whose address is taken (``&x``, or ``x`` as an array base is fine)."""

@@ -615,8 +615,6 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
                 raise Reject(f"R{d} pointer arithmetic of map value goes out of range, "
                              f"prohibited for !root")
 
-
-
     # --- LD_IMM64 and legacy packet loads ----------------------------------------------------------
     def do_ld_imm64(self, insn: Insn, second: Insn) -> None:
         self.check_write(insn.dst)
@@ -643,7 +641,6 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
             regs[r] = st.Reg()
         self.check_write(0)
         regs[0] = st.scalar_unknown()
-
 
 
 def combined_stack_check(cfg: Cfg, depths: list[int]) -> None:
