@@ -19,8 +19,11 @@ from . import ctypes_ext as T
 from .errors import error_at
 from .expressions import ExpressionLowering
 from .ir import Block, Function, Imm, Op
-from .statements import StatementLowering
+from .statements import EXPR_NODES, StatementLowering, unroll_plan  # noqa: F401
 from .values import (  # noqa: F401 - the public names of the lowering, importable from here
+    ALU_OF,
+    CMP_OF,
+    MAX_INLINE_DEPTH,
     InlineFrame,
     Loop,
     LVal,
@@ -29,7 +32,11 @@ from .values import (  # noqa: F401 - the public names of the lowering, importab
     ValueLowering,
     address_taken,
     eval_cmp,
+    fits_s32,
+    fold,
+    literal_type,
     string_bytes,
+    walk,
 )
 
 
