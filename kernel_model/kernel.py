@@ -27,6 +27,7 @@ from kernel_model.net import Net
 from kernel_model.printk import Printk
 from kernel_model.slab import Slab
 from kernel_model.trace import Tracing
+from kernel_model.workload import Workloads
 
 UTS_RELEASE = "6.18.0-tracesim"
 DEFAULT_DEVICES = ("lo", "eth0", "eth5")
@@ -60,7 +61,6 @@ class Kernel:
                 self.ksoftirqd.append(self.machine.spawn(f"ksoftirqd/{cpu}", kthread=True))
         self.net = Net(self, tuple(devices))
         self.printk.printk(f"smp: Brought up 1 node, {cpus} CPU{'s' if cpus > 1 else ''}")
-        from kernel_model.workload import Workloads
         self.workloads = Workloads(self)
         self._user_tasks: dict[str, Task] = {}
 

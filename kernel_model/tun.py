@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from filters.bpf import helpers_skb
 from kernel_model import packets
+from kernel_model.sk_buff_ctx import sk_buff_context
 
 if TYPE_CHECKING:
     from kernel_model.kernel import Kernel
@@ -78,8 +78,8 @@ def flow_hash_symmetric(frame: bytes) -> int:
 
 def run_steering(prog: SteeringProgram, skb: TunSkb, ifindex: int = 0) -> int:
     """``(u16) bpf_prog_run_clear_cb(prog, skb)``: the program's return value as TUN uses it."""
-    ctx = helpers_skb.sk_buff_context(skb, protocol=skb.protocol, queue_mapping=skb.queue_mapping,
-                                      ifindex=ifindex, skb_hash=skb.hash, vlan_tci=skb.vlan_tci)
+    ctx = sk_buff_context(skb, protocol=skb.protocol, queue_mapping=skb.queue_mapping,
+                          ifindex=ifindex, skb_hash=skb.hash, vlan_tci=skb.vlan_tci)
     return prog.run(ctx, skb) & 0xFFFF
 
 

@@ -12,54 +12,24 @@
 The skb is what the caller passed to the engine's ``run(env=...)`` (``VMContext.env``): any object
 with ``data`` (the bytes from ``skb->data`` to the tail), ``mac_header`` (offset of the MAC header
 from ``data``, or None when unset) and ``network_header`` (offset from ``data``).  The context
-argument itself is the ``struct __sk_buff`` image ``sk_buff_context()`` builds.
+argument itself is the ``struct __sk_buff`` image ``kernel_model.sk_buff_ctx.sk_buff_context()``
+builds.
 """
 from __future__ import annotations
 
-import struct
-from typing import Protocol
-
 from filters.bpf.helpers import VMContext
 from filters.bpf.memory import VMError
+
+# The context layout is the model's (it builds the context); re-exported for the helpers' users.
+from kernel_model.sk_buff_ctx import SK_BUFF_CTX_SIZE, SK_BUFF_FIELDS, SkbData, sk_buff_context
 
 EFAULT = 14
 INT_MAX = 0x7FFF_FFFF
 BPF_HDR_START_MAC = 0
 BPF_HDR_START_NET = 1
-
-# struct __sk_buff (uapi, Linux 6.18): 192 bytes; the leading fields socket filters may read.
-SK_BUFF_CTX_SIZE = 192
-SK_BUFF_FIELDS = {"len": 0, "pkt_type": 4, "mark": 8, "queue_mapping": 12, "protocol": 16,
-                  "vlan_present": 20, "vlan_tci": 24, "vlan_proto": 28, "priority": 32,
-                  "ingress_ifindex": 36, "ifindex": 40, "tc_index": 44, "cb": 48, "hash": 68}
+__all__ = ["SK_BUFF_CTX_SIZE", "SK_BUFF_FIELDS", "SkbData", "sk_buff_context"]
 
 _U32 = 0xFFFF_FFFF
-
-
-class SkbData(Protocol):
-    data: bytes
-    mac_header: int | None
-    network_header: int
-
-
-def sk_buff_context(skb: SkbData, *, protocol: int = 0, queue_mapping: int = 0, ifindex: int = 0,
-                    ingress_ifindex: int = 0, skb_hash: int = 0, mark: int = 0,
-                    vlan_tci: int | None = None, vlan_proto: int = 0) -> bytearray:
-    """The ``struct __sk_buff`` a socket filter sees for ``skb`` (``cb`` cleared, as
-    ``bpf_prog_run_clear_cb`` does).  ``protocol`` is in network order, as the kernel keeps it."""
-    ctx = bytearray(SK_BUFF_CTX_SIZE)
-    f = SK_BUFF_FIELDS
-    struct.pack_into("<I", ctx, f["len"], len(skb.data))
-    struct.pack_into("<I", ctx, f["mark"], mark & _U32)
-    struct.pack_into("<I", ctx, f["queue_mapping"], queue_mapping & 0xFFFF)
-    struct.pack_into("<I", ctx, f["protocol"],
-                     int.from_bytes((protocol & 0xFFFF).to_bytes(2, "big"), "little"))
-    if vlan_tci is not None:
-        struct.pack_into("<III", ctx, f["vlan_present"], 1, vlan_tci & 0xFFFF,
-                         int.from_bytes((vlan_proto & 0xFFFF).to_bytes(2, "big"), "little"))
-    struct.pack_into("<II", ctx, f["ingress_ifindex"], ingress_ifindex & _U32, ifindex & _U32)
-    struct.pack_into("<I", ctx, f["hash"], skb_hash & _U32)
-    return ctx
 
 
 def _skb(vm: VMContext) -> SkbData:

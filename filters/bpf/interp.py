@@ -45,6 +45,16 @@ class RunResult(NamedTuple):
         return self.error is None
 
 
+def run_to_result(engine: Callable[..., int], ctx=b"", *, env: Any = None, packet: Any = None,
+                  args: Sequence[int] = ()) -> RunResult:
+    """``engine(...)`` as a RunResult: every engine's ``run``, which never raises for program
+    errors (the engine's ``__call__`` raises VMError)."""
+    try:
+        return RunResult(engine(ctx, env=env, packet=packet, args=args))
+    except VMError as err:
+        return RunResult(0, str(err))
+
+
 class _Exit(Exception):
     pass
 
@@ -124,12 +134,7 @@ class Interpreter:
         self.executed = self.budget
         raise BudgetExceeded(f"instruction budget of {self.budget} exceeded")
 
-    def run(self, ctx=b"", *, env: Any = None, packet: Any = None,
-            args: Sequence[int] = ()) -> RunResult:
-        try:
-            return RunResult(self(ctx, env=env, packet=packet, args=args))
-        except VMError as err:
-            return RunResult(0, str(err))
+    run = run_to_result
 
     # -- decoding --------------------------------------------------------------------------------
     def _build(self) -> list[Callable[[], int]]:

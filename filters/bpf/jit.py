@@ -34,10 +34,10 @@ from filters.bpf.helpers import StopProgram, VMContext
 from filters.bpf.interp import (
     BudgetExceeded,
     CallDepthExceeded,
-    RunResult,
     bind_run,
     new_memory,
     resolve_ld_imm64,
+    run_to_result,
 )
 from filters.bpf.memory import (
     CTX_BASE,
@@ -1079,12 +1079,7 @@ class JitProgram:
         bind_run(self.mem, self._ctx_region, self.vm, ctx, env, packet, self.program.ctx_writable)
         return self.entry(ctx, *(a & M64 for a in args))
 
-    def run(self, ctx=b"", *, env: Any = None, packet: Any = None,
-            args: Sequence[int] = ()) -> RunResult:
-        try:
-            return RunResult(self(ctx, env=env, packet=packet, args=args))
-        except VMError as err:
-            return RunResult(0, str(err))
+    run = run_to_result
 
 
 def compile_program(program: Program, *, budget: int = DEFAULT_BUDGET,

@@ -156,8 +156,14 @@ class _Codegen:
         return read_mask
 
     def _pred_cpumask(self, pred: P.Predicate) -> str:
+        return self._cpumask_test(pred, pred.mask)
+
+    def _pred_cpumask_cpu(self, pred: P.Predicate) -> str:
+        return self._cpumask_test(pred, 1 << pred.val)
+
+    def _cpumask_test(self, pred: P.Predicate, cmp: int) -> str:
+        """The record's cpumask against ``cmp`` (a mask, or the one bit of ``CPUS{n}``)."""
         read_mask = self._record_cpumask(pred)
-        cmp = pred.mask
         op = pred.op
 
         def cpumask(r: Any) -> bool:
@@ -169,21 +175,6 @@ class _Codegen:
             return bool(mask & cmp)
 
         return f"{self.const(cpumask, 'cpumask')}(r)"
-
-    def _pred_cpumask_cpu(self, pred: P.Predicate) -> str:
-        read_mask = self._record_cpumask(pred)
-        bit = 1 << pred.val
-        op = pred.op
-
-        def cpumask_cpu(r: Any) -> bool:
-            mask = read_mask(r)
-            if op == "==":
-                return mask == bit
-            if op == "!=":
-                return mask != bit
-            return bool(mask & bit)
-
-        return f"{self.const(cpumask_cpu, 'cpumask')}(r)"
 
     def _pred_function(self, pred: P.Predicate) -> str:
         inside = f"({pred.val} <= {self.read(pred.field, False)} < {pred.val2})"

@@ -10,12 +10,12 @@ from kernel_model.c_types import Array, Func, Pointer, Struct, Void, strip
 from . import ctypes_ext as T
 from .errors import error_at
 from .ir import FP, Imm, Op
+from .values import MAX_INLINE_DEPTH, InlineFrame, LVal, Scope, Val, address_taken
 
 ATOMIC_OPS = {"add": "add", "or": "or", "and": "and", "xor": "xor", "sub": "add"}
 
 
 def call(lw, e: c_ast.FuncCall):
-    from .lower import InlineFrame, Scope, Val, address_taken
     if not isinstance(e.name, c_ast.ID) or lw.lookup(e.name.name, e) is not None:
         raise error_at(e, "calls through function pointers are not supported in BPF programs")
     name = e.name.name
@@ -45,7 +45,7 @@ def call(lw, e: c_ast.FuncCall):
         lw.calls.add(name)
         u.called.add(name)
         return finish_call(lw, e, Op("call", sym=name, nargs=len(vals), loc=e.coord), vals, ftype)
-    if len(lw.inline_stack) >= 16:
+    if len(lw.inline_stack) >= MAX_INLINE_DEPTH:
         raise error_at(e, f"inlining '{name}' nests too deeply")
     end = lw.new_block()
     ret_reg = None if T.is_void(ftype.ret) else lw.vreg()
@@ -66,7 +66,6 @@ def call(lw, e: c_ast.FuncCall):
 
 
 def call_args(lw, e, name: str, ftype: Func, args: list) -> list:
-    from .lower import Val
     nparams = len(ftype.params)
     if len(args) < nparams or (len(args) > nparams and not ftype.variadic):
         raise error_at(e, f"too {'few' if len(args) < nparams else 'many'} arguments to function "
@@ -86,7 +85,6 @@ def call_args(lw, e, name: str, ftype: Func, args: list) -> list:
 
 
 def finish_call(lw, e, op: Op, vals: list, ftype: Func):
-    from .lower import Val
     for i, v in enumerate(vals):
         if isinstance(v.v, Imm):
             image = T.reg_value(v.v.value, v.type)
@@ -113,7 +111,6 @@ def const_arg(lw, a, what: str) -> int:
 
 def pointer_arg(lw, a):
     """(base register, offset, alignment) of a pointer argument."""
-    from .lower import LVal
     node = a
     while isinstance(node, c_ast.Cast):
         node = node.expr
@@ -143,7 +140,6 @@ def chunks(n: int, off_a: int, off_b: int, align: int):
 
 
 def b_memcpy(lw, e, args):
-    from .lower import Val
     if len(args) != 3:
         raise error_at(e, "__builtin_memcpy takes 3 arguments")
     n = const_arg(lw, args[2], "the size of __builtin_memcpy")
@@ -157,7 +153,6 @@ def b_memcpy(lw, e, args):
 
 
 def b_memset(lw, e, args):
-    from .lower import Val
     if len(args) != 3:
         raise error_at(e, "__builtin_memset takes 3 arguments")
     c = const_arg(lw, args[1], "the value of __builtin_memset") & 0xFF
@@ -173,7 +168,6 @@ def b_memset(lw, e, args):
 def b_memcmp(lw, e, args):
     """Byte by byte: the result is the difference of the first differing bytes (its sign is
     what memcmp promises)."""
-    from .lower import Val
     if len(args) != 3:
         raise error_at(e, "__builtin_memcmp takes 3 arguments")
     n = const_arg(lw, args[2], "the size of __builtin_memcmp")
@@ -197,7 +191,6 @@ def b_memcmp(lw, e, args):
 
 def b_bswap(bits: int):
     def f(lw, e, args):
-        from .lower import Val
         t = {16: T.Int("unsigned short", 2, False), 32: T.UINT, 64: T.U64}[bits]
         v = lw.convert(lw.rv(args[0]), t, e)
         if isinstance(v.v, Imm):
@@ -213,13 +206,11 @@ def b_expect(lw, e, args):
 
 
 def b_constant_p(lw, e, args):
-    from .lower import Val
     v = lw.rv(args[0])
     return Val(Imm(int(isinstance(v.v, Imm))), T.INT)
 
 
 def offsetof(lw, e, args):
-    from .lower import Val
     t = lw.type_of(args[0])
     off = 0
     path = []
@@ -247,7 +238,6 @@ def offsetof(lw, e, args):
 
 
 def atomic(lw, e, name: str, args):
-    from .lower import Val
     base = name.replace("__sync_", "").replace("__atomic_", "")
     if base in ("val_compare_and_swap", "bool_compare_and_swap"):
         ptr = lw.rv(args[0])

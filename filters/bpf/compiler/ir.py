@@ -29,9 +29,6 @@ class Imm:
     value: int
 
 
-Operand = "int | Imm"
-
-
 @dataclass(slots=True)
 class Op:
     """One operation.  Kinds and their fields:

@@ -4,7 +4,7 @@ into load/store offsets, and dead-code elimination."""
 from __future__ import annotations
 
 from .ir import FIRST_VREG, FP, SWAPPED, Function, Imm, Op
-from .lower import eval_cmp
+from .values import eval_cmp
 
 MASK64 = (1 << 64) - 1
 MASK32 = (1 << 32) - 1

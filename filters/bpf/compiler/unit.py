@@ -21,7 +21,7 @@ from kernel_model.c_types import (
 
 from . import ctypes_ext as T
 from .errors import error_at
-from .lower import string_bytes
+from .values import string_bytes
 
 
 @dataclass

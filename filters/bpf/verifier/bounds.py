@@ -7,6 +7,9 @@ register object (``var``, ``smin``..``u32max``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 from filters.bpf import isa
 from filters.bpf.verifier import tnum
 
@@ -542,12 +545,26 @@ def branch_taken(a, b, op: int, is32: bool) -> int:
     return -1
 
 
+class _Width(NamedTuple):
+    """One half of a scalar's bounds: the fields and views that ``_refine`` narrows."""
+    umin: str
+    umax: str
+    smin: str
+    smax: str
+    mask: int
+    is_const: Callable[[Any], bool]
+    signed: Callable[[int], int]
+    part: Callable[[tnum.Tnum], tnum.Tnum]               # the bits of ``var`` this width sees
+    merge: Callable[[tnum.Tnum, tnum.Tnum], tnum.Tnum]   # put narrowed bits back into ``var``
+
+
+_W64 = _Width("umin", "umax", "smin", "smax", U64, is_const, s64, lambda t: t, lambda _old, t: t)
+_W32 = _Width("u32min", "u32max", "s32min", "s32max", U32, is_const32, s32, tnum.subreg, tnum.with_subreg)
+
+
 def refine(a, b, op: int, is32: bool) -> bool:
     """Narrow ``a`` and ``b`` (scalars) assuming ``a op b`` holds.  False when impossible."""
-    if is32:
-        _refine32(a, b, op)
-    else:
-        _refine64(a, b, op)
+    _refine(a, b, op, _W32 if is32 else _W64)
     for r in (a, b):
         if not valid(r):
             return False
@@ -557,94 +574,46 @@ def refine(a, b, op: int, is32: bool) -> bool:
     return True
 
 
-def _refine64(a, b, op):
+def _refine(a, b, op: int, w: _Width) -> None:
+    """One body for both widths, as the kernel's ``regs_refine_cond_op`` serves JMP and JMP32."""
     if op == isa.JEQ:
-        a.umin = b.umin = max(a.umin, b.umin)
-        a.umax = b.umax = min(a.umax, b.umax)
-        a.smin = b.smin = max(a.smin, b.smin)
-        a.smax = b.smax = min(a.smax, b.smax)
-        if (a.var[0] ^ b.var[0]) & ~(a.var[1] | b.var[1]) & U64:
-            a.umin, a.umax = 1, 0        # contradictory known bits
+        for lo, hi in ((w.umin, w.umax), (w.smin, w.smax)):
+            v = max(getattr(a, lo), getattr(b, lo))
+            setattr(a, lo, v)
+            setattr(b, lo, v)
+            v = min(getattr(a, hi), getattr(b, hi))
+            setattr(a, hi, v)
+            setattr(b, hi, v)
+        pa, pb = w.part(a.var), w.part(b.var)
+        if (pa[0] ^ pb[0]) & ~(pa[1] | pb[1]) & w.mask:
+            setattr(a, w.umin, 1)                # contradictory known bits
+            setattr(a, w.umax, 0)
             return
-        a.var = b.var = tnum.intersect(a.var, b.var)
+        t = tnum.intersect(pa, pb)
+        a.var = w.merge(a.var, t)
+        b.var = w.merge(b.var, t)
     elif op == isa.JNE:
         for x, y in ((a, b), (b, a)):
-            if is_const(y):
-                c = y.var[0]
-                if x.umin == c:
-                    x.umin += 1
-                if x.umax == c:
-                    x.umax -= 1
-                if x.smin == s64(c):
-                    x.smin += 1
-                if x.smax == s64(c):
-                    x.smax -= 1
+            if w.is_const(y):
+                c = y.var[0] & w.mask
+                for name, bound, step in ((w.umin, c, 1), (w.umax, c, -1),
+                                          (w.smin, w.signed(c), 1), (w.smax, w.signed(c), -1)):
+                    if getattr(x, name) == bound:
+                        setattr(x, name, bound + step)
     elif op == isa.JSET or op == JSET_FALSE:
-        x, y = (a, b) if is_const(b) else (b, a)
-        if not is_const(y):
+        x, y = (a, b) if w.is_const(b) else (b, a)
+        if not w.is_const(y):
             return
-        val = y.var[0]
+        val = y.var[0] & w.mask
         if op == JSET_FALSE:
             x.var = tnum.and_(x.var, (~val & U64, 0))
         elif val and not (val & (val - 1)):
             x.var = tnum.or_(x.var, (val, 0))
-    elif op in (isa.JLE, isa.JLT, isa.JGE, isa.JGT):
-        if op in (isa.JGE, isa.JGT):
-            a, b, op = b, a, SWAP[op]
-        d = 1 if op == isa.JLT else 0
-        a.umax = min(a.umax, b.umax - d)
-        b.umin = max(b.umin, a.umin + d)
     else:
-        if op in (isa.JSGE, isa.JSGT):
+        unsigned = op in (isa.JLE, isa.JLT, isa.JGE, isa.JGT)
+        if op in (isa.JGE, isa.JGT, isa.JSGE, isa.JSGT):
             a, b, op = b, a, SWAP[op]
-        d = 1 if op == isa.JSLT else 0
-        a.smax = min(a.smax, b.smax - d)
-        b.smin = max(b.smin, a.smin + d)
-
-
-def _refine32(a, b, op):
-    if op == isa.JEQ:
-        a.u32min = b.u32min = max(a.u32min, b.u32min)
-        a.u32max = b.u32max = min(a.u32max, b.u32max)
-        a.s32min = b.s32min = max(a.s32min, b.s32min)
-        a.s32max = b.s32max = min(a.s32max, b.s32max)
-        sa, sb = tnum.subreg(a.var), tnum.subreg(b.var)
-        if (sa[0] ^ sb[0]) & ~(sa[1] | sb[1]) & U32:
-            a.u32min, a.u32max = 1, 0
-            return
-        t = tnum.intersect(sa, sb)
-        a.var = tnum.with_subreg(a.var, t)
-        b.var = tnum.with_subreg(b.var, t)
-    elif op == isa.JNE:
-        for x, y in ((a, b), (b, a)):
-            if is_const32(y):
-                c = y.var[0] & U32
-                if x.u32min == c:
-                    x.u32min += 1
-                if x.u32max == c:
-                    x.u32max -= 1
-                if x.s32min == s32(c):
-                    x.s32min += 1
-                if x.s32max == s32(c):
-                    x.s32max -= 1
-    elif op == isa.JSET or op == JSET_FALSE:
-        x, y = (a, b) if is_const32(b) else (b, a)
-        if not is_const32(y):
-            return
-        val = y.var[0] & U32
-        if op == JSET_FALSE:
-            x.var = tnum.and_(x.var, ((~val & U64), 0))
-        elif val and not (val & (val - 1)):
-            x.var = tnum.or_(x.var, (val, 0))
-    elif op in (isa.JLE, isa.JLT, isa.JGE, isa.JGT):
-        if op in (isa.JGE, isa.JGT):
-            a, b, op = b, a, SWAP[op]
-        d = 1 if op == isa.JLT else 0
-        a.u32max = min(a.u32max, b.u32max - d)
-        b.u32min = max(b.u32min, a.u32min + d)
-    else:
-        if op in (isa.JSGE, isa.JSGT):
-            a, b, op = b, a, SWAP[op]
-        d = 1 if op == isa.JSLT else 0
-        a.s32max = min(a.s32max, b.s32max - d)
-        b.s32min = max(b.s32min, a.s32min + d)
+        d = 1 if op in (isa.JLT, isa.JSLT) else 0
+        lo, hi = (w.umin, w.umax) if unsigned else (w.smin, w.smax)
+        setattr(a, hi, min(getattr(a, hi), getattr(b, hi) - d))
+        setattr(b, lo, max(getattr(b, lo), getattr(a, lo) + d))

@@ -1,0 +1,152 @@
+"""Calls and exits: helper calls checked against the helper table, bpf-to-bpf calls, references
+released, and ``exit`` (``check_helper_call``, ``check_func_call``, ``check_return_code``).
+"""
+
+
+from filters.bpf import helper_table as hp
+from filters.bpf.isa import Insn
+from filters.bpf.verifier import state as st
+from filters.bpf.verifier.log import Reject
+
+MAX_CALL_FRAMES = 8
+MAX_VAR_SIZ = 1 << 29
+MAP_KEY_TYPES = (st.PTR_TO_STACK, st.PTR_TO_PACKET, st.PTR_TO_MAP_VALUE)
+MAP_KEY_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value"
+MEM_TYPES = (st.PTR_TO_STACK, st.PTR_TO_PACKET, st.PTR_TO_MAP_VALUE, st.PTR_TO_MEM)
+MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
+
+
+class CallChecks:
+    """Methods of ``check.Walk`` (mixed into it); they use its state (``self.cur``, ``self.cfg``...)."""
+
+    def _type_check(self, regno: int, reg: st.Reg, allowed, expected: str) -> None:
+        if reg.type & st.MAYBE_NULL or reg.type & st.BASE not in allowed:
+            raise Reject(f"R{regno} type={st.type_str(reg.type)} expected={expected}")
+
+    def do_helper_call(self, pc: int, insn: Insn) -> None:
+        fid = insn.imm
+        if not 0 <= fid < hp.FUNC_MAX_ID:
+            raise Reject(f"invalid func unknown#{fid}")
+        proto = hp.helper_proto(fid, self.prog_type, self.priv)
+        if proto is None:
+            raise Reject(f"program of this type cannot use helper {hp.helper_name(fid)}#{fid}")
+        regs = self.state.cur.regs
+        map_ = None
+        mem_size = 0
+        released = None
+        for k, kind in enumerate(proto.args):
+            regno = k + 1
+            reg = self.read_reg(regno)
+            if kind == hp.ANYTHING:
+                if self.is_pointer_value(reg):
+                    raise Reject(f"R{regno} leaks addr into helper function")
+            elif kind == hp.CONST_MAP_PTR:
+                self._type_check(regno, reg, (st.CONST_PTR_TO_MAP,), "map_ptr")
+                map_ = reg.map
+                m = self.maps[map_]
+                if not hp.map_compatible(fid, m.map_type):
+                    raise Reject(f"cannot pass map_type {m.map_type} into func "
+                                 f"{proto.name}#{fid}")
+            elif kind in (hp.MAP_KEY, hp.MAP_VALUE):
+                self._type_check(regno, reg, MAP_KEY_TYPES, MAP_KEY_EXPECTED)
+                if map_ is None:
+                    raise Reject("invalid map_ptr to access map->key")
+                m = self.maps[map_]
+                size = m.key_size if kind == hp.MAP_KEY else m.value_size
+                self.helper_mem_access(regno, reg, size, False, False)
+            elif kind == hp.CTX:
+                self._type_check(regno, reg, (st.PTR_TO_CTX,), "ctx")
+                if reg.off:
+                    raise Reject(f"dereference of modified ctx ptr R{regno} off={reg.off} "
+                                 f"disallowed")
+            elif kind in (hp.MEM, hp.UNINIT_MEM):
+                self._type_check(regno, reg, MEM_TYPES, MEM_EXPECTED)
+            elif kind in (hp.CONST_SIZE, hp.CONST_SIZE_OR_ZERO):
+                if reg.type != st.SCALAR:
+                    raise Reject(f"R{regno} type={st.type_str(reg.type)} expected=scalar")
+                zero_ok = kind == hp.CONST_SIZE_OR_ZERO
+                if reg.smin < 0:
+                    raise Reject(f"R{regno} min value is negative, either use unsigned or "
+                                 f"'var &= const'")
+                if reg.umin == 0 and not zero_ok:
+                    raise Reject(f"R{regno} invalid zero-sized read: "
+                                 f"u64=[{reg.umin},{reg.umax}]")
+                if reg.umax >= MAX_VAR_SIZ:
+                    raise Reject(f"R{regno} unbounded memory access, use 'var &= const' or "
+                                 f"'if (var < const)'")
+                mem = regs[regno - 1]
+                write = proto.args[k - 1] == hp.UNINIT_MEM
+                if reg.umax or not zero_ok:
+                    self.helper_mem_access(regno - 1, mem, reg.umax, write, zero_ok)
+            elif kind == hp.CONST_ALLOC_SIZE_OR_ZERO:
+                if reg.type != st.SCALAR or reg.var[1]:
+                    raise Reject(f"R{regno} is not a known constant'")
+                mem_size = reg.var[0]
+            elif kind == hp.RINGBUF_MEM_RELEASE:
+                if reg.type != st.PTR_TO_MEM | st.MEM_RINGBUF or not reg.ref_id:
+                    raise Reject(f"R{regno} type={st.type_str(reg.type)} expected=ringbuf_mem")
+                if reg.off or reg.var != (0, 0):
+                    raise Reject(f"R{regno} must have zero offset when passed to release func "
+                                 f"or trusted arg to kfunc")
+                released = reg.ref_id
+        if released is not None:
+            self.release_reference(released)
+        for r in range(1, 6):
+            regs[r] = st.Reg()
+        self.check_write(0)
+        if proto.ret == hp.RET_INTEGER:
+            regs[0] = st.scalar_unknown()
+        elif proto.ret == hp.RET_VOID:
+            regs[0] = st.Reg()
+        elif proto.ret == hp.RET_MAP_VALUE_OR_NULL:
+            regs[0] = st.pointer(st.PTR_TO_MAP_VALUE | st.MAYBE_NULL, map=map_, id=self.new_id())
+        else:
+            self.new_id()           # the or-null id, then replaced by the reference's own
+            ref = self.new_id()
+            regs[0] = st.pointer(st.PTR_TO_MEM | st.MEM_RINGBUF | st.MAYBE_NULL,
+                                 mem_size=mem_size, id=ref, ref_id=ref)
+            self.state.refs.append((ref, pc))
+
+    def release_reference(self, ref: int) -> None:
+        self.state.refs = [(i, at) for i, at in self.state.refs if i != ref]
+        for f in self.state.frames:
+            for k, r in enumerate(f.regs):
+                if r.ref_id == ref:
+                    f.regs[k] = st.scalar_unknown() if self.priv else st.Reg()
+            for slot, r in list(f.spills.items()):
+                if r.ref_id == ref:
+                    f.spills[slot] = st.scalar_unknown()
+
+    # --- calls and exits -------------------------------------------------------------------------
+    def do_subprog_call(self, pc: int, insn: Insn) -> None:
+        frames = self.state.frames
+        if len(frames) >= MAX_CALL_FRAMES:
+            raise Reject(f"the call stack of {len(frames) + 1} frames is too deep !")
+        target = pc + insn.imm + 1
+        caller = frames[-1]
+        callee = st.Frame(len(frames), pc, self.cfg.subprog_of[target])
+        for r in range(1, 6):
+            callee.regs[r] = caller.regs[r]
+        for r in range(0, 6):
+            caller.regs[r] = st.Reg()
+        frames.append(callee)
+        self.pc = target
+
+    def do_exit(self, pc: int) -> bool:
+        frames = self.state.frames
+        r0 = self.read_reg(0)
+        if len(frames) > 1:
+            callee = frames[-1]
+            if r0.type == st.PTR_TO_STACK and r0.frameno == callee.frameno:
+                raise Reject("cannot return stack pointer to the caller frame")
+            frames.pop()
+            caller = frames[-1]
+            caller.regs[0] = r0
+            self.pc = callee.callsite + 1
+            return False
+        if self.state.refs:
+            ref, at = self.state.refs[0]
+            raise Reject(f"Unreleased reference id={ref} alloc_insn={at}")
+        if self.is_pointer_value(r0):
+            raise Reject("R0 leaks addr as return value")
+        return True
