@@ -346,3 +346,61 @@ def test_bad_btf_ext_through_the_mount(core_objects, mnt):
     assert "type id 65535 is out of range" in dmesg
     assert "libbpf: Error loading ELF section .BTF.ext: -95. Ignored and continue." in dmesg
     assert "Traceback" not in done.stderr + dmesg
+
+
+def _with_btf(obj: bytes, change) -> bytes:
+    """``obj`` with its .BTF decoded, changed by ``change(btf)`` and encoded in place."""
+    off, size = _section(obj, ".BTF")
+    btf = B.parse(obj[off:off + size])
+    change(btf)
+    data = btf.encode()
+    assert len(data) == size
+    return obj[:off] + data + obj[off + size:]
+
+
+def test_btf_with_a_loop_or_a_dangling_id_or_huge_counts(core_objects, system):
+    """A typedef that names itself: the load fails with the loop named, no hang; a type id
+    that points nowhere: .BTF is ignored as libbpf does; a type section past the end: the
+    object is refused."""
+    obj = core_objects["model"]
+
+    def loop(btf: B.Btf) -> None:
+        be16 = btf.find(B.TYPEDEF, "__be16")
+        btf.types[be16].ref = be16
+
+    def dangling(btf: B.Btf) -> None:
+        btf.types[btf.find(B.TYPEDEF, "__be16")].ref = 60000
+
+    with pytest.raises(OSError) as err:
+        write_filter(system.tree, _with_btf(obj, loop))
+    assert err.value.errno == 13
+    assert "libbpf: prog 'show': BTF type loop" in system.tree.read_text("/error_log")
+    write_filter(system.tree, _with_btf(obj, dangling))
+    off, _ = _section(obj, ".BTF")
+    huge = obj[:off + 12] + (0xFFFFFFF0).to_bytes(4, "little") + obj[off + 16:]   # type_len
+    with pytest.raises(OSError) as err:
+        write_filter(system.tree, huge)
+    assert err.value.errno == 13
+    assert ".BTF header points past the end of the section" in system.tree.read_text("/error_log")
+    dmesg = system.control(["dmesg"])[1]
+    assert "libbpf: btf: type [" in dmesg and "]: invalid referenced type ID 60000\n" in dmesg
+    assert "libbpf: Error loading ELF section .BTF: -22. Ignored and continue.\n" in dmesg
+
+
+def test_mangled_btf_and_btf_ext_never_raise_anything_but_load_errors(core_objects):
+    import random
+    obj = core_objects["model"]
+    rng = random.Random(15)
+    for name in (".BTF", ".BTF.ext"):
+        off, size = _section(obj, name)
+        for _ in range(150):
+            b = bytearray(obj)
+            for _ in range(rng.randrange(1, 4)):
+                at = off + rng.randrange(min(size, 2048))
+                b[at:at + 4] = rng.randrange(1 << 32).to_bytes(4, "little")
+            try:
+                opened = loader.open_object(bytes(b))
+                loader.load_object_program(opened, opened.programs[0], engine=None,
+                                           prog_type="tracepoint")
+            except loader.LoadError:
+                pass
