@@ -404,3 +404,91 @@ def test_mangled_btf_and_btf_ext_never_raise_anything_but_load_errors(core_objec
                                            prog_type="tracepoint")
             except loader.LoadError:
                 pass
+
+
+# ---------------------------------------------------------------- func_info and line_info
+
+LINES = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+struct args { __u64 common; struct sk_buff *skbaddr; };
+
+static __attribute__((noinline)) int twice(int x)
+{
+	return x * 2;
+}
+
+SEC("tracepoint/net/netif_receive_skb")
+int peek(struct args *ctx)
+{
+	struct sk_buff *skb = ctx->skbaddr;
+	unsigned int len = BPF_CORE_READ(skb, len);
+
+	if (len > 1000)
+		return twice(len);
+	return ctx->common != 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.fixture(scope="module")
+def lines_object(tmp_path_factory) -> tuple[Path, bytes]:
+    need_libbpf_headers()
+    tmp = tmp_path_factory.mktemp("lines")
+    return tmp / "p.o", compile_bpf(tmp, LINES, model_vmlinux_h())
+
+
+def test_func_and_line_info_follow_linking(lines_object):
+    """The subprogram ``twice`` is linked after ``peek``: its func_info and line_info move
+    with it."""
+    path, obj = lines_object
+    spec = loader.open_object(obj).program("peek")
+    btf = loader.open_object(obj).btf
+    funcs = [(at, btf.types[tid].name) for at, tid in spec.func_info]
+    assert funcs[0] == (0, "peek") and funcs[1][1] == "twice"
+    twice_at = funcs[1][0]
+    assert spec.insns[twice_at:] and spec.insns[-1].opcode == 0x95       # twice ends the code
+    assert [(at, text) for at, _, text, _, _ in spec.line_info if at >= twice_at][:2] == [
+        (twice_at, "static __attribute__((noinline)) int twice(int x)"),
+        (twice_at + 1, "\treturn x * 2;")]
+    assert all(file == str(path.parent / "p.c") for _, file, _, _, _ in spec.line_info)
+
+
+def test_objdump_shows_source_lines(lines_object):
+    """``tracesim objdump -S -l`` interleaves ``; file:line`` and ``; source`` as llvm-objdump
+    --line-numbers --source does (from .BTF.ext)."""
+    path, obj = lines_object
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "objdump", "-S", "-l", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    out = done.stdout.splitlines()
+    at = out.index("0000000000000000 <peek>:")
+    assert out[at + 1:at + 4] == ["; peek():", f"; {path.parent / 'p.c'}:14",
+                                  "; int peek(struct args *ctx)"]
+    jump = next(i for i, ln in enumerate(out) if "if r2 > r1 goto" in ln)
+    assert out[jump - 2:jump] == [f"; {path.parent / 'p.c'}:19", "; \tif (len > 1000)"]
+    source = LINES.splitlines()
+    assert all(ln[2:] in source for ln in out if ln.startswith("; ") and not
+               ln.startswith(("; /", "; peek():", "; twice():")))
+    # without -S/-l the output is llvm-objdump -d's
+    plain = subprocess.run([sys.executable, "-m", "tools.cli", "objdump", "-d", str(path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    assert not [ln for ln in plain.splitlines() if ln.startswith(";")]
+
+
+def test_verifier_errors_show_source_lines(lines_object, system):
+    """A rejected program's log (dmesg) names its source lines as the kernel's verbose_linfo
+    does: ``; <line> @ <file>:<n>`` before the instructions of each line."""
+    _, obj = lines_object
+    with pytest.raises(OSError):
+        write_filter(system.tree, obj)
+    assert "bpf: error: invalid bpf_context access off=0 size=8" in system.tree.read_text(
+        "/error_log")
+    dmesg = [ln.partition("] ")[2] for ln in system.control(["dmesg"])[1].splitlines()]
+    fail = dmesg.index("invalid bpf_context access off=0 size=8")
+    assert dmesg[fail - 2] == "; return ctx->common != 0; @ p.c:21"
+    assert dmesg[fail - 1].startswith("13: (79) r1 = *(u64 *)(r6 ")
+    assert "; if (len > 1000) @ p.c:19" in dmesg
