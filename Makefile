@@ -9,7 +9,7 @@ PIP    := PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m p
 
 # System packages: libfuse2 for the mount (make run); the test suite also drives real tools.
 RUN_DEBS  := libfuse2 fuse
-TEST_DEBS := $(RUN_DEBS) clang llvm trace-cmd libtracefs-dev linux-perf
+TEST_DEBS := $(RUN_DEBS) clang llvm trace-cmd libtracefs-dev linux-perf libbpf-dev bpftool
 
 .PHONY: run test bench fuzz setup sysdeps-run sysdeps-test clean
 

@@ -1,6 +1,9 @@
-"""``tracesim objdump prog.o [-d] [-r] [-h] [-t]``: an eBPF object's disassembly, byte for byte as
-``llvm-objdump -d`` prints it (``-r``: relocations inline), its section headers (``-h``) and its
-symbol table (``-t``)."""
+"""``tracesim objdump prog.o [-d] [-r] [-S] [-l] [-h] [-t]``: an eBPF object's disassembly, byte for
+byte as ``llvm-objdump -d`` prints it (``-r``: relocations inline), its section headers (``-h``)
+and its symbol table (``-t``).  ``-l``/``-S`` (``--line-numbers``/``--source``) put
+``; file:line`` and ``; <source line>`` before the instructions a line starts, as llvm-objdump
+does, from the ``.BTF.ext`` line_info clang writes with ``-g`` (not DWARF: functions clang
+inlined are not named)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +14,8 @@ import sys
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from filters.bpf import isa
+from filters.bpf import btf as btfmod
+from filters.bpf import core_reloc, isa
 from filters.bpf.disasm import format_insn
 from filters.bpf.isa import decode
 
@@ -25,6 +29,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("object")
     p.add_argument("-d", action="store_true", help="disassemble (default)")
     p.add_argument("-r", action="store_true", help="show relocations")
+    p.add_argument("-l", "--line-numbers", dest="line_numbers", action="store_true",
+                   help="source file and line before the code of each line (from .BTF.ext)")
+    p.add_argument("-S", "--source", dest="source", action="store_true",
+                   help="source lines interleaved with the code (from .BTF.ext)")
     p.add_argument("-h", dest="headers", action="store_true", help="section headers")
     p.add_argument("-t", dest="symbols", action="store_true", help="symbol table")
     p.add_argument("--help", action="help")
@@ -35,8 +43,9 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         data = open(args.object, "rb").read()
-        text = objdump(data, args.object, disasm=args.d or not (args.headers or args.symbols),
-                       relocs=args.r, headers=args.headers, symbols=args.symbols)
+        disasm = args.d or args.source or args.line_numbers or not (args.headers or args.symbols)
+        text = objdump(data, args.object, disasm=disasm, relocs=args.r, headers=args.headers,
+                       symbols=args.symbols, line_numbers=args.line_numbers, source=args.source)
     except OSError as e:
         print(f"tracesim objdump: error: '{args.object}': {e.strerror}", file=sys.stderr)
         return 1
@@ -48,8 +57,10 @@ def main(argv: list[str]) -> int:
 
 
 def objdump(data: bytes, name: str, disasm: bool = True, relocs: bool = False,
-            headers: bool = False, symbols: bool = False) -> str:
+            headers: bool = False, symbols: bool = False, line_numbers: bool = False,
+            source: bool = False) -> str:
     f = ELFFile(io.BytesIO(data))
+    lines = _line_info(f) if line_numbers or source else None
     out = [f"\n{name}:\tfile format elf64-bpf\n"]
     sections = list(f.iter_sections())
     syms = list(f.get_section_by_name(".symtab").iter_symbols()) \
@@ -79,11 +90,51 @@ def objdump(data: bytes, name: str, disasm: bool = True, relocs: bool = False,
         for idx, s in enumerate(sections):
             if not s["sh_flags"] & 4 or s["sh_size"] == 0:
                 continue
-            out.append(disassemble_section(f, idx, s, syms, relocs))
+            notes = _notes(lines, s.name, line_numbers, source) if lines is not None else {}
+            out.append(disassemble_section(f, idx, s, syms, relocs, notes))
     return "\n".join(out) + ("\n" if not disasm else "")
 
 
-def disassemble_section(f: ELFFile, idx: int, s, syms, show_relocs: bool) -> str:
+def _line_info(f: ELFFile) -> tuple[btfmod.Btf, core_reloc.BtfExt] | None:
+    """The object's BTF and .BTF.ext, or None when it has none it can read."""
+    btf_sec, ext_sec = f.get_section_by_name(".BTF"), f.get_section_by_name(".BTF.ext")
+    if btf_sec is None or ext_sec is None:
+        return None
+    try:
+        btf = btfmod.parse(btf_sec.data())
+        return btf, core_reloc.parse_btf_ext(ext_sec.data(), btf)
+    except (btfmod.BtfError, core_reloc.CoreReloError):
+        return None
+
+
+def _notes(info: tuple[btfmod.Btf, core_reloc.BtfExt] | None, section: str, line_numbers: bool,
+           source: bool) -> dict[int, list[str]]:
+    """Byte offset -> the ``;`` lines llvm-objdump -l/-S prints before that instruction: the
+    function's name where one starts (-l), then file:line (-l) and the source (-S) where the
+    line changes."""
+    if info is None:
+        return {}
+    btf, ext = info
+    notes: dict[int, list[str]] = {}
+    if line_numbers:
+        for off, tid in ext.func_info.get(section, ()):
+            name = btf.types[tid].name if 0 < tid < len(btf.types) else ""
+            if name:
+                notes.setdefault(off, []).append(f"; {name}():")
+    last = None
+    for off, file, text, line, _col in sorted(ext.line_info.get(section, ())):
+        if (file, line) == last or line == 0:       # line 0: code of no source line
+            continue
+        last = (file, line)
+        if line_numbers:
+            notes.setdefault(off, []).append(f"; {file}:{line}")
+        if source:
+            notes.setdefault(off, []).append(f"; {text}")
+    return notes
+
+
+def disassemble_section(f: ELFFile, idx: int, s, syms, show_relocs: bool,
+                        notes: dict[int, list[str]] | None = None) -> str:
     lines = [f"Disassembly of section {s.name}:"]
     labels: dict[int, str] = {}
     for sym in syms:
@@ -109,6 +160,7 @@ def disassemble_section(f: ELFFile, idx: int, s, syms, show_relocs: bool) -> str
         if addr in labels:
             lines.append("")
             lines.append(f"{addr:016x} <{labels[addr]}>:")
+        lines.extend((notes or {}).get(addr, ()))
         insn = insns[pc]
         wide = insn.opcode == isa.LD_IMM64 and pc + 1 < len(insns)
         raw = s.data()[addr:addr + (16 if wide else 8)]

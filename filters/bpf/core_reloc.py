@@ -690,6 +690,32 @@ def relocate(insns: list[Insn], relos: list[CoreRelo], local: B.Btf, target: B.B
     return Relocated(out, log)
 
 
+_REFS_TYPE = (B.PTR, B.TYPEDEF, B.VOLATILE, B.CONST, B.RESTRICT, B.FUNC, B.VAR, B.DECL_TAG,
+              B.TYPE_TAG)
+
+
+def btf_bad_reference(btf: B.Btf) -> str:
+    """libbpf's btf_validate_type: every type id a type refers to must exist (its warning
+    line, or "" when all do), so relocating never follows a dangling id."""
+    count = len(btf.types)
+    for tid, t in enumerate(btf.types[1:], 1):
+        refs: list[int] = []
+        if t.kind in _REFS_TYPE:
+            refs = [t.ref]
+        elif t.kind == B.ARRAY:
+            refs = [t.array[0], t.array[1]]
+        elif t.kind in (B.STRUCT, B.UNION):
+            refs = [m[1] for m in t.members]
+        elif t.kind == B.FUNC_PROTO:
+            refs = [t.ref] + [m[1] for m in t.members]
+        elif t.kind == B.DATASEC:
+            refs = [v[0] for v in t.secinfo]
+        bad = next((r for r in refs if not 0 <= r < count), None)
+        if bad is not None:
+            return f"btf: type [{tid}]: invalid referenced type ID {bad}"
+    return ""
+
+
 def apply_to_elf(data: bytes, target: B.Btf) -> tuple[bytes, list[str]]:
     """Apply an object's CO-RE relocations against ``target``: the object with the relocated
     instructions written over the originals, and the log. Data that is not an ELF object, or
@@ -711,8 +737,12 @@ def apply_to_elf(data: bytes, target: B.Btf) -> tuple[bytes, list[str]]:
         return data, []
     try:
         local = B.parse(by_name[".BTF"][1].data())
+        bad_ref = btf_bad_reference(local)
     except B.BtfError:
-        return data, [f"Error loading ELF section .BTF: -{errno.EINVAL}. Ignored and continue."]
+        local, bad_ref = None, ""
+    if local is None or bad_ref:
+        return data, [line for line in (bad_ref, f"Error loading ELF section .BTF: "
+                                        f"-{errno.EINVAL}. Ignored and continue.") if line]
     try:
         ext = parse_btf_ext(by_name[".BTF.ext"][1].data(), local)
     except CoreReloError as e:
@@ -732,7 +762,10 @@ def apply_to_elf(data: bytes, target: B.Btf) -> tuple[bytes, list[str]]:
             insns = decode(section.data())
         except ValueError as e:
             raise CoreReloError(errno.EINVAL, f"section '{sec_name}': {e}") from None
-        done = relocate(insns, relos, local, target, prog, sec_name)
+        try:
+            done = relocate(insns, relos, local, target, prog, sec_name)
+        except B.BtfError as e:              # e.g. a loop through typedefs or arrays
+            raise CoreReloError(errno.EINVAL, f"prog '{prog}': {e}") from None
         log += done.log
         start = section["sh_offset"]
         out[start:start + section["sh_size"]] = encode(done.insns)

@@ -13,7 +13,9 @@ the second slot's imm = offset inside the value).
 """
 from __future__ import annotations
 
+import bisect
 import io
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -21,6 +23,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from . import btf as btfmod
+from .core_reloc import BtfExt, CoreReloError, parse_btf_ext
 from .isa import (
     LD_IMM64,
     OP_CALL,
@@ -70,12 +73,20 @@ class MapSpec:
     value_type: int = 0
 
 
+# One .BTF.ext line_info record: (insn index, file name, source line, line number, column).
+LineInfo = tuple[int, str, str, int, int]
+
+
 @dataclass
 class ProgramSpec:
-    """One program, relocated: its own code followed by every subprogram it calls."""
+    """One program, relocated: its own code followed by every subprogram it calls.
+    ``func_info`` ((insn index, BTF FUNC id)) and ``line_info`` come from ``.BTF.ext``, their
+    insn indexes moved to where linking put each function (empty without ``.BTF.ext``)."""
     name: str
     section: str
     insns: list[Insn]
+    func_info: list[tuple[int, int]] = field(default_factory=list)
+    line_info: list[LineInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -146,10 +157,64 @@ def load_object(data: bytes) -> BpfObject:
     entries = [(i, fn) for i, fns in functions.items() if i != text for fn in fns]
     if not entries:   # no SEC() programs: the global functions of .text are the programs
         entries = [(text, fn) for fn in functions.get(text, []) if fn.bind == STB_GLOBAL]
-    programs = [ProgramSpec(fn.name, elf.section_name(i),
-                            _link_program(elf, i, fn, functions, relocs, map_of))
-                for i, fn in entries]
+    ext = _btf_ext(elf, btf)
+    programs = []
+    for i, fn in entries:
+        placed: list[tuple[int, _Symbol, int]] = []
+        insns = _link_program(elf, i, fn, functions, relocs, map_of, placed)
+        spec = ProgramSpec(fn.name, elf.section_name(i), insns)
+        if ext is not None:
+            spec.func_info = _moved(ext.func_info, elf, placed)
+            spec.line_info = _moved(ext.line_info, elf, placed)
+        programs.append(spec)
     return BpfObject(programs, maps, license_, btf)
+
+
+_INSN_LINE = re.compile(r"^(\d+): \([0-9a-f]{2}\) ")
+
+
+def annotate_verifier_log(log: str, line_info: list[LineInfo]) -> str:
+    """The verifier log as the kernel writes it for a program loaded with line_info
+    (``verbose_linfo``): before an instruction line whose source line differs from the last one
+    shown, ``; <source, left-trimmed> @ <file's base name>:<line>``."""
+    if not line_info:
+        return log
+    starts = [rec[0] for rec in line_info]
+    out, shown = [], -1
+    for line in log.splitlines(keepends=True):
+        m = _INSN_LINE.match(line)
+        if m:
+            k = bisect.bisect_right(starts, int(m[1])) - 1
+            if k >= 0 and k != shown:
+                _, file, text, num, _col = line_info[k]
+                out.append(f"; {text.lstrip()} @ {file.rpartition('/')[2]}:{num}\n")
+                shown = k
+        out.append(line)
+    return "".join(out)
+
+
+def _btf_ext(elf: _Elf, btf: btfmod.Btf | None) -> BtfExt | None:
+    """The object's ``.BTF.ext`` decoded, or None (absent, or unreadable: libbpf ignores it
+    then, and the open step has already logged its warning)."""
+    if btf is None or ".BTF.ext" not in elf.by_name:
+        return None
+    try:
+        return parse_btf_ext(elf.sections[elf.by_name[".BTF.ext"]][3], btf)
+    except CoreReloError:
+        return None
+
+
+def _moved(records: dict[str, list[tuple]], elf: _Elf,
+           placed: list[tuple[int, _Symbol, int]]) -> list:
+    """The records of the functions a program is linked from, each at its linked insn index."""
+    out = []
+    for sec, fn, base in placed:
+        first, end = fn.value // 8, (fn.value + fn.size) // 8
+        for rec in records.get(elf.section_name(sec), ()):
+            slot = rec[0] // 8
+            if first <= slot < end:
+                out.append((base + slot - first, *rec[1:]))
+    return sorted(out)
 
 
 def _read_elf(data: bytes) -> _Elf:
@@ -293,8 +358,9 @@ def _function_at(functions: dict[int, list[_Symbol]], shndx: int, slot: int) -> 
 
 
 def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs: dict,
-                  map_of: dict) -> list[Insn]:
-    """The entry function's slots followed by every subprogram reachable by calls (as libbpf)."""
+                  map_of: dict, placed: list | None = None) -> list[Insn]:
+    """The entry function's slots followed by every subprogram reachable by calls (as libbpf);
+    ``placed`` gets (section, function, first insn index) for each function linked in."""
     order = [(shndx, entry)]
     position = {(shndx, entry.value): 0}
     code: list[list[Insn]] = []
@@ -324,6 +390,8 @@ def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs
     for (sec, fn), insns in zip(order, code, strict=False):
         sec_name, table = elf.section_name(sec), relocs.get(sec, {})
         base_old, base_new = fn.value // 8, len(out)
+        if placed is not None:
+            placed.append((sec, fn, base_new))
         for i, insn in enumerate(insns):
             slot = base_old + i
             rel = table.get(slot)

@@ -187,13 +187,18 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     loadermod.check_engine(engine)
     command = "bpf object"
     verify_with = _pool_verifier(unlock)
+    core_log: list[str] = []
+    line_info: list[elfmod.LineInfo] = []
     try:
         if image2013.is_image(data):
             command = "bpf image"
             origin, loaded = "bpf-2013", _load_image(data, kernel, engine, maps, verify_with)
         else:
             obj = loadermod.open_object(data)
+            # libbpf prints its CO-RE lines to the loader's stderr; here they go to dmesg
+            core_log = [f"libbpf: {line}" for line in obj.core_log]
             spec = pick_program(obj.programs, event)
+            line_info = spec.line_info
             command = f"{spec.name} ({spec.section})" if spec.section else spec.name
             origin = "elf"
             prog_type = loadermod.prog_type_of(spec.name, spec.section)
@@ -205,7 +210,11 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
         # A failed write is EACCES, but a verifier worker that timed out or died says so
         # (EAGAIN / EIO).
         err = e.errno if e.errno in (errno.EAGAIN, errno.EIO) else errno.EACCES
-        raise BpfFilterError(e.summary, e.log, command, err=err) from None
+        log = e.log if e.stage != "verifier" else elfmod.annotate_verifier_log(e.log, line_info)
+        log = "".join(line + "\n" for line in core_log) + log
+        raise BpfFilterError(e.summary, log, command, err=err) from None
+    for line in core_log:
+        kernel.printk.printk(line)
     env = TraceEnv(kernel, ta)
     if any(i.opcode == isa.OP_CALL and i.src == 0 and i.imm == TRACE_PRINTK_ID
            for i in loaded.insns):

@@ -103,6 +103,7 @@ _SPECS = (
     HelperSpec(26, hs.skb_load_bytes, (CTX, ANYTHING, UNINIT_MEM, CONST_SIZE), RET_INTEGER,
                False, frozenset({SOCKET_FILTER}), "long",
                "const void *skb, __u32 offset, void *to, __u32 len"),
+    HelperSpec(35, ht.get_current_task, (), RET_INTEGER, True, TRACING, "__u64", "void"),
     HelperSpec(45, ht.probe_read_kernel_str, _PROBE_READ, RET_INTEGER, True, TRACING, "long",
                _PROBE_READ_C),
     HelperSpec(68, hs.skb_load_bytes_relative, (CTX, ANYTHING, UNINIT_MEM, CONST_SIZE, ANYTHING),
@@ -128,6 +129,10 @@ _SPECS = (
                ALL_TYPES, "void", "void *data, __u64 flags"),
     HelperSpec(134, hm.ringbuf_query, (CONST_MAP_PTR, ANYTHING), RET_INTEGER, False, ALL_TYPES,
                "__u64", "void *ringbuf, __u64 flags"),
+    # The kernel returns PTR_TO_BTF_ID (trusted); the verifier here has no BTF pointers, so r0
+    # is a scalar: programs read through it with bpf_probe_read_kernel / BPF_CORE_READ.
+    HelperSpec(158, ht.get_current_task, (), RET_INTEGER, True, TRACING, "struct task_struct *",
+               "void"),
 )
 
 TABLE: Mapping[int, HelperSpec] = MappingProxyType({s.id: s for s in _SPECS})

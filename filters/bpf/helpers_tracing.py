@@ -121,6 +121,12 @@ def get_current_pid_tgid(vm: VMContext, *_: int) -> int:
     return ((task.tgid << 32) | (task.pid & 0xFFFFFFFF)) & M64
 
 
+def get_current_task(vm: VMContext, *_: int) -> int:
+    """bpf_get_current_task (and _btf): the address of the current task's task_struct in the
+    model's memory, where the machine mirrors its pid, tgid, comm and CPU at 6.18 offsets."""
+    return vm.env.task().addr & M64
+
+
 def get_current_comm(vm: VMContext, r1: int, r2: int, *_: int) -> int:
     if r2 == 0:
         return _neg(errno.EINVAL)

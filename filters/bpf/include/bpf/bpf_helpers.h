@@ -57,6 +57,7 @@ static __u32 (*bpf_get_smp_processor_id)(void) = (void *) 8;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *) 14;
 static long (*bpf_get_current_comm)(void *buf, __u32 size_of_buf) = (void *) 16;
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to, __u32 len) = (void *) 26;
+static __u64 (*bpf_get_current_task)(void) = (void *) 35;
 static long (*bpf_probe_read_str)(void *dst, __u32 size, const void *unsafe_ptr) = (void *) 45;
 static long (*bpf_skb_load_bytes_relative)(const void *skb, __u32 offset, void *to, __u32 len, __u32 start_header) = (void *) 68;
 static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *) 112;
@@ -68,6 +69,7 @@ static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (v
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *) 132;
 static void (*bpf_ringbuf_discard)(void *data, __u64 flags) = (void *) 133;
 static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *) 134;
+static struct task_struct *(*bpf_get_current_task_btf)(void) = (void *) 158;
 
 /* bpf_printk("fmt", args...): the format is copied to the stack, as the helper needs. */
 #define bpf_printk(fmt, ...)						\
