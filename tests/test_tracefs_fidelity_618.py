@@ -3,7 +3,6 @@ items 4 and 5), each checked against what the reference kernel showed."""
 from __future__ import annotations
 
 import errno
-import re
 import subprocess
 
 import pytest
@@ -45,3 +44,85 @@ def test_saved_cmdlines_size_rounds_up_and_limits(tree):
     for bad in ("0", "32769", "x"):
         assert errno_of(tree.echo, "/saved_cmdlines_size", bad) == errno.EINVAL
     assert tree.read_text("/saved_cmdlines_size") == "19659\n"
+
+
+# -- trigger files (captures 05c, 05d) ----------------------------------------------------------
+EV = "/events/net/netif_rx"
+
+
+def test_trigger_listing_rules_as_05c(tree):
+    trig = EV + "/trigger"
+    tree.echo(trig, "traceon")
+    assert tree.read_text(trig) == "traceon:unlimited\n"
+    assert errno_of(tree.echo, trig, "traceoff:5") == errno.EEXIST           # one on/off per event
+    for cmd in ("stacktrace:3 if len > 100", "enable_event:kmem:kmalloc:3", "disable_event:kmem:kfree",
+                "enable_event:skb:kfree_skb:2 if len == 1"):
+        tree.echo(trig, cmd)
+    assert tree.read_text(trig) == ("enable_event:skb:kfree_skb:count=2 if len == 1\n"
+                                    "disable_event:kmem:kfree:unlimited\n"
+                                    "enable_event:kmem:kmalloc:count=3\n"
+                                    "stacktrace:count=3 if len > 100\n"
+                                    "traceon:unlimited\n")
+    for path in (EV, "/events/kmem/kmalloc", "/events/kmem/kfree", "/events/skb/kfree_skb"):
+        assert tree.read_text(path + "/enable") == "0*\n"
+    for dup in ("traceon", "traceoff", "stacktrace", "enable_event:kmem:kmalloc",
+                "disable_event:kmem:kmalloc"):
+        assert errno_of(tree.echo, trig, dup) == errno.EEXIST
+    for bad in ("enable_event:nosys:noev", "bogus", "!nosuchtrigger", "traceon:x"):
+        assert errno_of(tree.echo, trig, bad) == errno.EINVAL
+    tree.echo(trig, "!traceoff")                                    # removes the traceon trigger
+    tree.echo(trig, "!enable_event:kmem:kmalloc")
+    assert tree.read_text(trig) == ("enable_event:skb:kfree_skb:count=2 if len == 1\n"
+                                    "disable_event:kmem:kfree:unlimited\n"
+                                    "stacktrace:count=3 if len > 100\n")
+    for cmd in ("!traceon", "!stacktrace", "!disable_event:kmem:kfree", "!enable_event:skb:kfree_skb",
+                "!stacktrace", "!enable_event:kmem:kmalloc"):             # not set: still accepted
+        tree.echo(trig, cmd)
+    assert tree.read_text(trig) == ("# Available triggers:\n"
+                                    "# traceon traceoff stacktrace enable_event disable_event\n")
+    for path in (EV, "/events/kmem/kmalloc", "/events/kmem/kfree", "/events/skb/kfree_skb"):
+        assert tree.read_text(path + "/enable") == "0\n"
+
+
+def test_trigger_truncating_write_keeps_triggers(mnt):
+    trig = "events/net/netif_rx/trigger"
+    out = sh(mnt, f"echo 'stacktrace:5 if len > 10' > {trig} && echo 'traceoff:3' > {trig} && "
+                  f"cat {trig}; echo traceon > {trig}; echo rc=$?")
+    assert out.stdout == "traceoff:count=3\nstacktrace:count=5 if len > 10\nrc=1\n"
+    assert "File exists" in out.stderr
+    out = sh(mnt, f"echo '!stacktrace' > {trig}; echo '!traceoff' > {trig}; echo '!traceon' > {trig}; "
+                  f"echo rc=$?; cat {trig}")
+    assert out.stdout == ("rc=0\n# Available triggers:\n"
+                          "# traceon traceoff stacktrace enable_event disable_event\n")
+
+
+def send(system, length: int, count: int = 1) -> None:
+    status, text = system.control(["send", "lo", "--len", str(length), "--count", str(count)])
+    assert status == 0, text
+
+
+def test_trigger_counts_go_down_as_05d(system, tree):
+    trig = "/events/net/netif_receive_skb/trigger"
+    tree.echo(trig, "stacktrace:5 if len > 100")
+    tree.echo(trig, "traceoff:3 if len < 100")
+    tree.echo("/trace", "")
+    send(system, 200, 2)
+    send(system, 64)
+    assert tree.read_text(trig) == "traceoff:count=2 if len < 100\nstacktrace:count=3 if len > 100\n"
+    assert tree.read_text("/tracing_on") == "0\n"
+    trace = tree.read_text("/trace")
+    assert trace.count("<stack trace>") == 2 and "netif_receive_skb:" not in trace   # soft mode
+    tree.echo("/tracing_on", "1")
+    send(system, 64)                                   # fires again once tracing is back on
+    assert tree.read_text(trig).startswith("traceoff:count=1 ")
+
+
+def test_traceon_count(system, tree):
+    trig = "/events/net/netif_receive_skb/trigger"
+    tree.echo(trig, "traceon:1")
+    tree.echo("/tracing_on", "0")
+    send(system, 64)
+    assert tree.read_text("/tracing_on") == "1\n" and tree.read_text(trig) == "traceon:count=0\n"
+    tree.echo("/tracing_on", "0")
+    send(system, 64)
+    assert tree.read_text("/tracing_on") == "0\n"
