@@ -3,6 +3,8 @@ items 4 and 5), each checked against what the reference kernel showed."""
 from __future__ import annotations
 
 import errno
+import os
+import re
 import subprocess
 
 import pytest
@@ -126,3 +128,36 @@ def test_traceon_count(system, tree):
     tree.echo("/tracing_on", "0")
     send(system, 64)
     assert tree.read_text("/tracing_on") == "0\n"
+
+
+# -- trace_marker (captures 06a-06c) -----------------------------------------------------------
+LETTERS = "".join(chr(ord("A") + i % 26) * 100 for i in range(50))[:4999]
+
+
+def marker_messages(trace: str) -> list[str]:
+    return re.findall(r"\] (\S{5}) +\d+\.\d+: tracing_mark_write: (.*)$", trace, re.M)
+
+
+def test_marker_flags_column(tree):
+    tree.echo("/trace_marker", "hello marker")
+    assert marker_messages(tree.read_text("/trace")) == [("...1.", "hello marker")]
+    assert marker_messages(ref("captures/06a_trace_marker_normal.txt"))[0] == ("...1.", "hello marker")
+
+
+def test_marker_long_write_is_short(tree):
+    handle = tree.open("/trace_marker", os.O_WRONLY | os.O_TRUNC)
+    try:
+        assert handle.write((LETTERS + "\n").encode(), 0) == 4054
+    finally:
+        handle.release()
+    got = marker_messages(tree.read_text("/trace"))
+    assert got == marker_messages(ref("captures/06b_trace_marker_5000.txt"))
+    assert [len(m) for _, m in got] == [4054]
+
+
+def test_marker_long_echo_through_mount(mnt):
+    out = sh(mnt, f"echo > trace; echo '{LETTERS}' > trace_marker; cat trace")
+    got = [m for _, m in marker_messages(out.stdout)]
+    want = [m for _, m in marker_messages(ref("captures/06c_trace_marker_5000_bash_echo.txt"))]
+    assert [len(m) for m in want] == [4054, 42, 903]
+    assert got == want
