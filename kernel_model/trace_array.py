@@ -38,6 +38,11 @@ TRACE_OPTIONS: tuple[tuple[str, bool], ...] = (
 
 
 
+# ftrace's own entries (print, kernel_stack) carry TRACE_EVENT_FL_IGNORE_ENABLE: no enable file,
+# and events/enable, set_event and the system enable files pass over them.
+IGNORE_ENABLE_SYSTEM = "ftrace"
+
+
 class TraceArray:
     """A trace instance: the top level (name "") or one under ``instances/``."""
 
@@ -53,8 +58,12 @@ class TraceArray:
         self.clock_name = "local"
         self.clock: Callable[[], int] = tracing.clock_reader("local")
         self.error_log = ErrorLog(lambda: tracing.clock_reader("local")())
+        # tr->events: an instance made now gets every event in registration order (it adds them
+        # walking ftrace_events, newest first, each at the list head); the top array's order,
+        # where later dynamic events go to the head, is kept by Tracing.register_event.
         self.files: dict[tuple[str, str], EventFile] = {
-            key: EventFile(self, ev) for key, ev in tracing.events.items()}
+            key: EventFile(self, ev)
+            for key, ev in sorted(tracing.events.items(), key=lambda item: item[1].id)}
         self.lock = threading.RLock()
         # set_event_pid / set_event_notrace_pid (tr->filtered_pids, filtered_no_pids): None
         # until pids are written; a list emptied by exits stays, and then matches no task
@@ -86,7 +95,8 @@ class TraceArray:
 
     def system_enable_text(self, system: str | None = None) -> str:
         """``events/<sys>/enable`` or ``events/enable``: 0, 1, X (mixed), ? (no events)."""
-        states = {f.enabled for (s, _), f in self.files.items() if system in (None, s)}
+        states = {f.enabled for (s, _), f in self.files.items()
+                  if system in (None, s) and s != IGNORE_ENABLE_SYSTEM}
         if not states:
             return "?\n"
         return "X\n" if len(states) > 1 else ("1\n" if True in states else "0\n")
@@ -94,11 +104,12 @@ class TraceArray:
     def set_system_enabled(self, system: str | None, on: bool) -> None:
         with self.lock:
             for (s, _), f in sorted(self.files.items()):
-                if system in (None, s):
+                if system in (None, s) and s != IGNORE_ENABLE_SYSTEM:
                     f.set_enabled(on)
 
     def set_event_text(self) -> str:
-        """``set_event``: enabled events, ``system:event`` per line (registry order)."""
+        """``set_event``: enabled events, ``system:event`` per line, in tr->events order (s_next
+        walks that list: boot events in registration order, later dynamic events first)."""
         return "".join(f"{s}:{n}\n" for (s, n), f in self.files.items() if f.enabled)
 
     def set_event_write(self, text: str, truncate: bool) -> None:
@@ -122,8 +133,8 @@ class TraceArray:
             sys_glob, ev_glob = "", token
         sys_glob = sys_glob or "*"
         ev_glob = ev_glob or "*"
-        hits = [f for (s, n), f in self.files.items()
-                if fnmatch.fnmatchcase(s, sys_glob) and fnmatch.fnmatchcase(n, ev_glob)]
+        hits = [f for (s, n), f in self.files.items() if s != IGNORE_ENABLE_SYSTEM
+                and fnmatch.fnmatchcase(s, sys_glob) and fnmatch.fnmatchcase(n, ev_glob)]
         if not hits:
             raise os_error(errno.EINVAL)
         for f in hits:

@@ -161,3 +161,19 @@ def test_marker_long_echo_through_mount(mnt):
     want = [m for _, m in marker_messages(ref("captures/06c_trace_marker_5000_bash_echo.txt"))]
     assert [len(m) for m in want] == [4054, 42, 903]
     assert got == want
+
+
+# -- set_event order ---------------------------------------------------------------------------
+def test_set_event_walks_tr_events(tree):
+    tree.echo("/events/enable", "1")
+    boot = tree.read_text("/available_events")
+    assert tree.read_text("/set_event") == boot               # ftrace's own entries are not enabled
+    tree.echo("/kprobe_events", "p:kp_one kfree", append=True)
+    tree.echo("/kprobe_events", "p:kp_two kfree", append=True)
+    tree.echo("/events/kprobes/enable", "1")
+    assert tree.read_text("/set_event") == "kprobes:kp_two\nkprobes:kp_one\n" + boot
+    assert tree.read_text("/available_events") == "kprobes:kp_two\nkprobes:kp_one\n" + boot
+    tree.mkdir("/instances/late")
+    tree.echo("/instances/late/events/enable", "1")          # a new tr walks ftrace_events
+    assert tree.read_text("/instances/late/set_event") == boot + "kprobes:kp_one\nkprobes:kp_two\n"
+    assert errno_of(tree.echo, "/set_event", "ftrace:print") == errno.EINVAL
