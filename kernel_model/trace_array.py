@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from kernel_model.printk import KERN_DEBUG
 from kernel_model.ring_buffer import RingBuffer
 from kernel_model.trace_emit import EventFile, write_marker
 from kernel_model.trace_errlog import ErrorLog, os_error
@@ -23,7 +24,10 @@ CLOCK_NAMES = ("local", "global", "counter", "uptime", "perf", "mono", "mono_raw
 CLOCKS_IN_NS = frozenset({"local", "global", "perf", "mono", "mono_raw", "boot", "tai"})
 
 
-# trace_options of 6.18 in the kernel's order, with their boot defaults (trace_iterator_flags)
+# trace_options of 6.18 in the kernel's order (TRACE_FLAGS in kernel/trace/trace.h), with the top
+# array's boot defaults, for the features the model has: function-trace/function-fork come with
+# CONFIG_FUNCTION_TRACER as on the reference kernel, display-graph would come with function_graph
+# (not modelled), the blk and function tracers' own options with those tracers (not modelled).
 TRACE_OPTIONS: tuple[tuple[str, bool], ...] = (
     ("print-parent", True), ("sym-offset", False), ("sym-addr", False), ("verbose", False),
     ("raw", False), ("hex", False), ("bin", False), ("block", False), ("fields", False),
@@ -31,10 +35,17 @@ TRACE_OPTIONS: tuple[tuple[str, bool], ...] = (
     ("sym-userobj", False), ("printk-msg-only", False), ("context-info", True),
     ("latency-format", False), ("record-cmd", True), ("record-tgid", False),
     ("overwrite", True), ("disable_on_free", False), ("irq-info", True), ("markers", True),
-    ("event-fork", False), ("pause-on-trace", False), ("hash-ptr", True),
-    ("function-trace", True), ("function-fork", False), ("display-graph", False),
+    ("event-fork", False), ("trace_printk_dest", True), ("copy_trace_marker", True),
+    ("pause-on-trace", False), ("hash-ptr", True),
+    ("function-trace", True), ("function-fork", False),
     ("stacktrace", False),
 )
+# ZEROED_TRACE_FLAGS: off in a new instance whatever the top array has
+ZEROED_IN_INSTANCES = frozenset({"event-fork", "function-fork", "trace_printk_dest", "copy_trace_marker"})
+# The current tracer's own options (tracer_flags), listed after the core ones in trace_options.
+# nop's two exist to test the option API (kernel/trace/trace_nop.c nop_set_flag): a write to
+# either logs a KERN_DEBUG line; test_nop_refuse then refuses the change with EINVAL.
+NOP_TRACER_OPTIONS: tuple[tuple[str, bool], ...] = (("test_nop_accept", False), ("test_nop_refuse", False))
 
 
 
@@ -53,6 +64,9 @@ class TraceArray:
         self.buffer = RingBuffer(tracing.ncpus)
         self.tracing_on = True
         self.options = dict(TRACE_OPTIONS)
+        if name:
+            self.options.update((opt, False) for opt in ZEROED_IN_INSTANCES)
+        self.options.update(NOP_TRACER_OPTIONS)
         self.record_cmd = True
         self.record_tgid = False
         self.clock_name = "local"
@@ -239,6 +253,18 @@ class TraceArray:
         """``trace_options`` / ``options/<name>``; unknown names → EINVAL."""
         if name not in self.options:
             raise os_error(errno.EINVAL)
+        if name in ("test_nop_accept", "test_nop_refuse"):
+            if self.options[name] == on:          # the option API calls set_flag on changes only
+                return
+            verdict = name.rsplit("_", 1)[1]
+            self.tracing.kernel.printk.printk(
+                f"nop_{name.replace('_nop', '')} flag set to {int(on)}: we {verdict}. "
+                "Now cat trace_options to see the result", KERN_DEBUG)
+            if verdict == "refuse":
+                raise os_error(errno.EINVAL)
+        elif name == "trace_printk_dest":
+            self._set_printk_dest(on)
+            return
         self.options[name] = on
         if name == "overwrite":
             self.buffer.set_overwrite(on)
@@ -251,13 +277,37 @@ class TraceArray:
         elif name == "hash-ptr" and self is self.tracing.top:
             self.tracing.symbols.hash_raw = not on      # %p prints the raw address
 
+    def _set_printk_dest(self, on: bool) -> None:
+        """trace_printk output goes to exactly one array (update_printk_trace): setting the
+        flag moves it here, clearing it where it is sends it back to the top array, which
+        cannot clear it itself."""
+        top = self.tracing.top
+        if on:
+            for ta in self.tracing.arrays():
+                ta.options["trace_printk_dest"] = ta is self
+        elif self.options["trace_printk_dest"]:
+            if self is top:
+                raise os_error(errno.EINVAL)
+            self.options["trace_printk_dest"] = False
+            top.options["trace_printk_dest"] = True
+
     def clear(self, cpu: int | None = None) -> None:
         """``echo > trace`` (all CPUs) or ``echo > per_cpu/cpuN/trace``."""
         self.buffer.reset(cpu)
 
     def trace_marker_write(self, text: str | bytes) -> int:
-        """``trace_marker``: see ``trace_emit.write_marker``."""
-        return write_marker(self, text)
+        """``trace_marker``: see ``trace_emit.write_marker``. The top array's marker writes
+        into every array with ``copy_trace_marker`` set (the marker_copies list, newest first,
+        the top array last since it joined at boot); ENODEV when none has it."""
+        tracing = self.tracing
+        if self is not tracing.top:
+            return write_marker(self, text)
+        copies = [ta for ta in reversed(tracing.arrays()) if ta.options["copy_trace_marker"]]
+        if not copies:
+            raise os_error(errno.ENODEV)
+        for ta in copies:
+            written = write_marker(ta, text)
+        return written
 
     # -- error_log
     def log_error(self, location: str, command: str, message: str, pos: int) -> None:

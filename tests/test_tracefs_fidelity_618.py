@@ -177,3 +177,63 @@ def test_set_event_walks_tr_events(tree):
     tree.echo("/instances/late/events/enable", "1")          # a new tr walks ftrace_events
     assert tree.read_text("/instances/late/set_event") == boot + "kprobes:kp_one\nkprobes:kp_two\n"
     assert errno_of(tree.echo, "/set_event", "ftrace:print") == errno.EINVAL
+
+
+# -- options/ ----------------------------------------------------------------------------------
+# The reference kernel's options that come with tracers the model does not have (blk, function).
+NOT_MODELLED_OPTIONS = {"blk_cgname", "blk_cgroup", "blk_classic", "func-no-repeats", "func_stack_trace"}
+
+
+def reference_defaults() -> dict[str, str]:
+    pairs = (line.split() for line in ref("options_defaults").splitlines())
+    return {name: value for name, value in pairs if name not in NOT_MODELLED_OPTIONS}
+
+
+def test_options_defaults_as_618(tree):
+    for name, value in reference_defaults().items():
+        assert tree.read_text(f"/options/{name}") == value + "\n", name
+    assert "display-graph" not in tree.readdir("/options")       # comes with function_graph
+    words = tree.read_text("/trace_options").split()
+    assert words[words.index("noevent-fork") + 1:words.index("noevent-fork") + 3] == [
+        "trace_printk_dest", "copy_trace_marker"]                  # TRACE_FLAGS order
+    assert words[-2:] == ["notest_nop_accept", "notest_nop_refuse"]   # the tracer's own, last
+
+
+def test_instance_zeroed_options(tree):
+    tree.mkdir("/instances/foo")
+    for name in ("trace_printk_dest", "copy_trace_marker", "event-fork", "function-fork"):
+        assert tree.read_text(f"/instances/foo/options/{name}") == "0\n", name
+
+
+def test_nop_tracer_options(system, tree):
+    tree.echo("/options/test_nop_accept", "1")
+    assert tree.read_text("/options/test_nop_accept") == "1\n"
+    assert errno_of(tree.echo, "/options/test_nop_refuse", "1") == errno.EINVAL
+    assert tree.read_text("/options/test_nop_refuse") == "0\n"
+    log = system.kernel.printk.dmesg()
+    assert "nop_test_accept flag set to 1: we accept. Now cat trace_options to see the result\n" in log
+    assert "nop_test_refuse flag set to 1: we refuse. Now cat trace_options to see the result\n" in log
+    assert "test_nop_accept\nnotest_nop_refuse\n" in tree.read_text("/trace_options")
+
+
+def test_trace_printk_dest_is_one_array(tree):
+    assert errno_of(tree.echo, "/options/trace_printk_dest", "0") == errno.EINVAL   # top keeps it
+    tree.mkdir("/instances/foo")
+    tree.echo("/instances/foo/options/trace_printk_dest", "1")
+    assert tree.read_text("/options/trace_printk_dest") == "0\n"
+    tree.echo("/instances/foo/options/trace_printk_dest", "0")
+    assert tree.read_text("/options/trace_printk_dest") == "1\n"
+
+
+def test_copy_trace_marker(tree):
+    tree.mkdir("/instances/foo")
+    tree.echo("/instances/foo/options/copy_trace_marker", "1")
+    tree.echo("/trace_marker", "to both")
+    tree.echo("/instances/foo/trace_marker", "only foo")
+    assert [m for _, m in marker_messages(tree.read_text("/instances/foo/trace"))] == ["to both", "only foo"]
+    assert [m for _, m in marker_messages(tree.read_text("/trace"))] == ["to both"]
+    tree.echo("/options/copy_trace_marker", "0")
+    tree.echo("/trace_marker", "foo alone")
+    assert [m for _, m in marker_messages(tree.read_text("/trace"))] == ["to both"]
+    tree.echo("/instances/foo/options/copy_trace_marker", "0")
+    assert errno_of(tree.echo, "/trace_marker", "nowhere") == errno.ENODEV
