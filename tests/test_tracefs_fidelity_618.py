@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -237,3 +238,14 @@ def test_copy_trace_marker(tree):
     assert [m for _, m in marker_messages(tree.read_text("/trace"))] == ["to both"]
     tree.echo("/instances/foo/options/copy_trace_marker", "0")
     assert errno_of(tree.echo, "/trace_marker", "nowhere") == errno.ENODEV
+
+
+def test_options_are_the_kernels_only(tree):
+    want = set(reference_defaults()) | {"trace_printk_dest", "copy_trace_marker"}
+    assert set(tree.readdir("/options")) == want              # no tracesim switch (bpf_jit) here
+
+
+def test_bpf_engine_is_a_control_command(mnt):
+    out = sh(mnt, f"{sys.executable} -m tools.cli ctl . bpf-engine interp && "
+                  f"{sys.executable} -m tools.cli ctl . bpf-engine; ls options | grep -c bpf")
+    assert out.stdout == "interp\n0\n", out.stderr
