@@ -249,3 +249,20 @@ def test_bpf_engine_is_a_control_command(mnt):
     out = sh(mnt, f"{sys.executable} -m tools.cli ctl . bpf-engine interp && "
                   f"{sys.executable} -m tools.cli ctl . bpf-engine; ls options | grep -c bpf")
     assert out.stdout == "interp\n0\n", out.stderr
+
+
+# -- subsystem filter (process_system_preds) ---------------------------------------------------
+SUBSYS_ERROR = "parse_error: Couldn't find or set field in one of a subsystem's events\n"
+
+
+def test_subsystem_filter_where_some_events_lack_the_field(system, tree):
+    tree.echo("/trace", "")
+    tree.echo("/events/net/filter", "rc == 0")        # only net_dev_xmit has rc: still accepted
+    assert tree.read_text("/events/net/net_dev_xmit/filter") == "rc == 0\n"
+    for name in ("netif_receive_skb", "netif_rx", "net_dev_queue"):
+        assert tree.read_text(f"/events/net/{name}/filter") == "rc == 0\n^\n" + SUBSYS_ERROR + "\n"
+    assert tree.read_text("/events/net/filter").startswith("### global filter ###\n")
+    assert tree.read_text("/error_log").count("Couldn't find or set field") == 3
+    tree.echo("/events/net/netif_receive_skb/enable", "1")
+    send(system, 64)
+    assert "netif_receive_skb:" in tree.read_text("/trace")     # its failed filter filters nothing
