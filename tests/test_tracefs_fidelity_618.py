@@ -266,3 +266,30 @@ def test_subsystem_filter_where_some_events_lack_the_field(system, tree):
     tree.echo("/events/net/netif_receive_skb/enable", "1")
     send(system, 64)
     assert "netif_receive_skb:" in tree.read_text("/trace")     # its failed filter filters nothing
+
+
+# -- dynamic_events errno ----------------------------------------------------------------------
+@pytest.mark.parametrize("line, code", [
+    ("-", errno.EINVAL),                 # no ':' at all
+    ("-:", errno.EINVAL),                # neither group nor event
+    ("-:nosuch", errno.ENOENT),
+    ("-:/kp_a", errno.ENOENT),           # an empty group is a group no probe has
+    ("-:nogrp/", errno.ENOENT),
+    ("x:foo kfree", errno.EINVAL),       # no dynamic event type takes it (-ECANCELED)
+    ("p:foo", errno.EINVAL),             # too few words: -ECANCELED too
+    ("p:foo nosuchsym", errno.ENOENT),   # BAD_PROBE_ADDR from the symbol lookup
+    ("p:grp/ kfree", errno.EINVAL),
+    ("e:foo sched/sched_switch", errno.EINVAL),
+])
+def test_dynamic_events_errno(tree, line, code):
+    tree.echo("/dynamic_events", "p:kp_a kfree", append=True)
+    assert errno_of(tree.echo, "/dynamic_events", line, append=True) == code
+    assert tree.read_text("/dynamic_events") == "p:kprobes/kp_a kfree\n"
+
+
+def test_dynamic_events_group_removal(tree):
+    tree.echo("/dynamic_events", "p:g1/a kfree", append=True)
+    tree.echo("/dynamic_events", "p:g1/b kfree", append=True)
+    tree.echo("/dynamic_events", "p:g2/c kfree", append=True)
+    tree.echo("/dynamic_events", "-:g1/", append=True)        # trace_kprobe_match: the whole group
+    assert tree.read_text("/dynamic_events") == "p:g2/c kfree\n"
