@@ -293,3 +293,38 @@ def test_dynamic_events_group_removal(tree):
     tree.echo("/dynamic_events", "p:g2/c kfree", append=True)
     tree.echo("/dynamic_events", "-:g1/", append=True)        # trace_kprobe_match: the whole group
     assert tree.read_text("/dynamic_events") == "p:g2/c kfree\n"
+
+
+# -- README: the feature lines tools and the ftrace selftests grep -----------------------------
+HAS = ["  error_log\t- error log for failed commands (that support it)",
+       "  trace_marker\t\t- Writes into this file writes into the kernel buffer",
+       "  kprobe_events\t\t- Create/append/remove/show the kernel dynamic events",
+       "\t   Format: p[:[<group>/][<event>]] <place> [<args>]",
+       "\t           r[maxactive][:[<group>/][<event>]] <place> [<args>]",
+       "\t           -:[<group>/][<event>]",
+       "\t           $stack<index>, $stack, $retval, $comm, $arg<N>,",
+       "\t    Format: <trigger>[:count][if <filter>]",
+       "\t            enable_event:<system>:<event>",
+       "\t     echo '!<trigger>:0 > <system>/<event>/trigger"]
+LACKS = ["hist", "snapshot", "synthetic", "function_graph", "funcgraph", "stack_trace",
+         "e[:[<group>/][<event>]]", "f[:[<group>/][<event>]]", "%return|<memaddr>", "ustring", "symstr",
+         "b<bit-width>", "<array-size>", "[u]<offset>", ":mod:", "tracing_max_latency"]
+
+
+def test_readme_has_the_kernels_lines_for_the_models_features(tree):
+    text = tree.read_text("/README")
+    reference = ref("README").splitlines()
+    assert text.startswith("tracing mini-HOWTO:\n")
+    for line in HAS:
+        assert line in text.splitlines(), line
+    for line in HAS:
+        if "kprobe_events" not in line:                 # the reference kernel has no kprobes
+            assert line in reference, line
+    for word in LACKS:
+        assert word not in text, word
+
+
+def test_readme_grep_through_mount(mnt):
+    out = sh(mnt, "grep -qF -- '-:[<group>/][<event>]' README && grep -qF 'error_log' README && "
+                  "! grep -qE 'hist|snapshot|synthetic' README && echo ok")
+    assert out.stdout == "ok\n", out.stderr
