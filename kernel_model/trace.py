@@ -191,6 +191,8 @@ class Tracing:
             clear_triggers(f)
             f.enabled = False
         ta._follow_fork(False)
+        if ta.options["trace_printk_dest"]:        # the flags are cleared: printk goes back top
+            ta.set_option("trace_printk_dest", False)
         del self.instances[name]
         for ev in self.events.values():
             self.update_event(ev)

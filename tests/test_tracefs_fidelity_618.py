@@ -328,3 +328,10 @@ def test_readme_grep_through_mount(mnt):
     out = sh(mnt, "grep -qF -- '-:[<group>/][<event>]' README && grep -qF 'error_log' README && "
                   "! grep -qE 'hist|snapshot|synthetic' README && echo ok")
     assert out.stdout == "ok\n", out.stderr
+
+
+def test_trace_printk_dest_returns_when_its_instance_goes(tree):
+    tree.mkdir("/instances/foo")
+    tree.echo("/instances/foo/options/trace_printk_dest", "1")
+    tree.rmdir("/instances/foo")
+    assert tree.read_text("/options/trace_printk_dest") == "1\n"
