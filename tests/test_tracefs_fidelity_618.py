@@ -335,3 +335,10 @@ def test_trace_printk_dest_returns_when_its_instance_goes(tree):
     tree.echo("/instances/foo/options/trace_printk_dest", "1")
     tree.rmdir("/instances/foo")
     assert tree.read_text("/options/trace_printk_dest") == "1\n"
+
+
+def test_instances_have_no_top_level_option_files(tree):
+    tree.mkdir("/instances/foo")
+    names = set(tree.readdir("/instances/foo/options"))
+    assert not names & {"trace_printk", "printk-msg-only", "record-cmd"}
+    assert {"trace_printk", "printk-msg-only", "record-cmd"} <= set(tree.readdir("/options"))

@@ -125,7 +125,9 @@ class InstanceFiles:
                     raise FsError(errno.EINVAL)
                 a.set_option(name, bool(value))
             return self.seq(MODE_RW, lambda: f"{int(a.options[name])}\n", store)
-        return {name: option_file(name) for name in a.options}
+        # TOP_LEVEL_TRACE_FLAGS: create_trace_options_dir gives an instance no file for them
+        top_only = () if a is self.ctx.tracing.top else TOP_LEVEL_OPTIONS
+        return {name: option_file(name) for name in a.options if name not in top_only}
 
     # -- behaviours ----------------------------------------------------------------------------
     def _open_trace(self, flags: int, cpu: int | None) -> Handle:
@@ -224,6 +226,9 @@ class InstanceFiles:
         if len(text.encode("utf-8", "surrogateescape")) < 4:
             raise FsError(errno.EINVAL)
         raise FsError(errno.ENODEV)
+
+
+TOP_LEVEL_OPTIONS = ("trace_printk", "printk-msg-only", "record-cmd")
 
 
 def _option_word(word: str) -> tuple[str, bool]:
