@@ -3,9 +3,9 @@
     tracesim bench skb [--iterations N] [--repeat R] [--clock cpu|wall] [--json] [--plot FILE.png]
                        [--mount DIR]
 
-Driven the way a user would drive it: writes to ``kprobe_events``, ``enable``, ``filter`` and
-``options/bpf_jit``, and the benchmark module loaded through the control channel (``skb-bench``,
-which logs ``1M skb alloc/free <usecs> (usecs)`` to dmesg).  By default on an in-process tree
+Driven the way a user would drive it: writes to ``kprobe_events``, ``enable`` and ``filter``,
+and through the control channel the BPF engine switch (``bpf-engine``) and the benchmark module
+(``skb-bench``, which logs ``1M skb alloc/free <usecs> (usecs)`` to dmesg).  By default on an in-process tree
 (``tracefs.system.System``, real clock); ``--mount DIR`` drives a running ``tracesim mount``
 with the same file writes and ``tracesim ctl`` requests.
 
@@ -21,7 +21,7 @@ two target ratios taken within each repeat):
 2. ``enabled``    kprobe event on ``__netdev_alloc_skb`` with ``name=+280(%di):string``, enabled
 3. ``predicate``  plus the text filter ``name == "eth5"`` (the record is written, then discarded)
 4. ``bpf_jit``    ``eth5_filter.o`` instead (JIT): runs before anything is reserved
-5. ``bpf_interp`` the same program on the interpreter (``options/bpf_jit`` = 0, loaded again)
+5. ``bpf_interp`` the same program on the interpreter (``bpf-engine interp``, loaded again)
 6. ``off_again``  the event disabled and the filter removed
 """
 from __future__ import annotations
@@ -112,6 +112,13 @@ def filter_object() -> bytes:
     return compile_file(EXAMPLE).elf
 
 
+def set_engine(fs: Any, engine: str) -> None:
+    """``tracesim ctl DIR bpf-engine ENGINE``: the engine for programs loaded afterwards."""
+    status, text = fs.control(["bpf-engine", engine])
+    if status:
+        raise SystemExit(f"tracesim bench skb: bpf-engine failed: {text.strip()}")
+
+
 def run_module(fs: Any, iterations: int, clock: str = "cpu") -> tuple[int, str]:
     """Load the benchmark module once: (usecs, the dmesg line)."""
     status, text = fs.control(["skb-bench", str(iterations), "--clock", clock])
@@ -149,18 +156,18 @@ def measure_runs(fs: Any, iterations: int, repeat: int,
             fs.write(f"{EVENT_DIR}/filter", PREDICATE)
             phase("predicate")
             fs.write(f"{EVENT_DIR}/filter", "0")
-            fs.write("options/bpf_jit", "1")
+            set_engine(fs, "jit")
             fs.write(f"{EVENT_DIR}/filter", obj)
             phase("bpf_jit")
-            fs.write("options/bpf_jit", "0")
+            set_engine(fs, "interp")
             fs.write(f"{EVENT_DIR}/filter", obj)
             phase("bpf_interp")
-            fs.write("options/bpf_jit", "1")
+            set_engine(fs, "jit")
             fs.write(f"{EVENT_DIR}/enable", "0")
             fs.write(f"{EVENT_DIR}/filter", "0")
             phase("off_again")
     finally:
-        fs.write("options/bpf_jit", "1")
+        set_engine(fs, "jit")
         fs.write(f"{EVENT_DIR}/enable", "0")
         fs.write(f"{EVENT_DIR}/filter", "0")
         fs.write("kprobe_events", f"-:{PROBE}", append=True)

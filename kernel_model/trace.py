@@ -111,10 +111,15 @@ class Tracing:
             ev.id = self._next_id
             self._next_id += 1
         ev.this_cpu = self.this_cpu
-        self.events[key] = ev
         self.by_id[ev.id] = ev
+        # An event registered after boot (a dynamic event) goes to the head of each trace
+        # array's tr->events (list_add in trace_create_new_event), so available_events and
+        # set_event list it first; boot events keep registration order.
+        booting = getattr(self, "top", None) is None
+        add = _add_last if booting else _add_first
+        add(self.events, key, ev)
         for ta in self.arrays():
-            ta.files[key] = EventFile(ta, ev)
+            add(ta.files, key, EventFile(ta, ev))
         return ev
 
     def unregister_event(self, ev: TraceEvent) -> None:
@@ -186,6 +191,8 @@ class Tracing:
             clear_triggers(f)
             f.enabled = False
         ta._follow_fork(False)
+        if ta.options["trace_printk_dest"]:        # the flags are cleared: printk goes back top
+            ta.set_option("trace_printk_dest", False)
         del self.instances[name]
         for ev in self.events.values():
             self.update_event(ev)
@@ -217,3 +224,15 @@ class Tracing:
         if not f.enabled:
             f.set_enabled(True)
         ev.fire(msg)
+
+
+def _add_first(table: dict, key: Any, value: Any) -> None:
+    """Put ``key`` at the front of ``table``'s order, in place (holders keep the same dict)."""
+    rest = list(table.items())
+    table.clear()
+    table[key] = value
+    table.update(rest)
+
+
+def _add_last(table: dict, key: Any, value: Any) -> None:
+    table[key] = value

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from kernel_model.printk import KERN_DEBUG
 from kernel_model.ring_buffer import RingBuffer
 from kernel_model.trace_emit import EventFile, write_marker
 from kernel_model.trace_errlog import ErrorLog, os_error
@@ -23,7 +24,10 @@ CLOCK_NAMES = ("local", "global", "counter", "uptime", "perf", "mono", "mono_raw
 CLOCKS_IN_NS = frozenset({"local", "global", "perf", "mono", "mono_raw", "boot", "tai"})
 
 
-# trace_options of 6.18 in the kernel's order, with their boot defaults (trace_iterator_flags)
+# trace_options of 6.18 in the kernel's order (TRACE_FLAGS in kernel/trace/trace.h), with the top
+# array's boot defaults, for the features the model has: function-trace/function-fork come with
+# CONFIG_FUNCTION_TRACER as on the reference kernel, display-graph would come with function_graph
+# (not modelled), the blk and function tracers' own options with those tracers (not modelled).
 TRACE_OPTIONS: tuple[tuple[str, bool], ...] = (
     ("print-parent", True), ("sym-offset", False), ("sym-addr", False), ("verbose", False),
     ("raw", False), ("hex", False), ("bin", False), ("block", False), ("fields", False),
@@ -31,11 +35,23 @@ TRACE_OPTIONS: tuple[tuple[str, bool], ...] = (
     ("sym-userobj", False), ("printk-msg-only", False), ("context-info", True),
     ("latency-format", False), ("record-cmd", True), ("record-tgid", False),
     ("overwrite", True), ("disable_on_free", False), ("irq-info", True), ("markers", True),
-    ("event-fork", False), ("pause-on-trace", False), ("hash-ptr", True),
-    ("function-trace", True), ("function-fork", False), ("display-graph", False),
+    ("event-fork", False), ("trace_printk_dest", True), ("copy_trace_marker", True),
+    ("pause-on-trace", False), ("hash-ptr", True),
+    ("function-trace", True), ("function-fork", False),
     ("stacktrace", False),
 )
+# ZEROED_TRACE_FLAGS: off in a new instance whatever the top array has
+ZEROED_IN_INSTANCES = frozenset({"event-fork", "function-fork", "trace_printk_dest", "copy_trace_marker"})
+# The current tracer's own options (tracer_flags), listed after the core ones in trace_options.
+# nop's two exist to test the option API (kernel/trace/trace_nop.c nop_set_flag): a write to
+# either logs a KERN_DEBUG line; test_nop_refuse then refuses the change with EINVAL.
+NOP_TRACER_OPTIONS: tuple[tuple[str, bool], ...] = (("test_nop_accept", False), ("test_nop_refuse", False))
 
+
+
+# ftrace's own entries (print, kernel_stack) carry TRACE_EVENT_FL_IGNORE_ENABLE: no enable file,
+# and events/enable, set_event and the system enable files pass over them.
+IGNORE_ENABLE_SYSTEM = "ftrace"
 
 
 class TraceArray:
@@ -48,13 +64,20 @@ class TraceArray:
         self.buffer = RingBuffer(tracing.ncpus)
         self.tracing_on = True
         self.options = dict(TRACE_OPTIONS)
+        if name:
+            self.options.update((opt, False) for opt in ZEROED_IN_INSTANCES)
+        self.options.update(NOP_TRACER_OPTIONS)
         self.record_cmd = True
         self.record_tgid = False
         self.clock_name = "local"
         self.clock: Callable[[], int] = tracing.clock_reader("local")
         self.error_log = ErrorLog(lambda: tracing.clock_reader("local")())
+        # tr->events: an instance made now gets every event in registration order (it adds them
+        # walking ftrace_events, newest first, each at the list head); the top array's order,
+        # where later dynamic events go to the head, is kept by Tracing.register_event.
         self.files: dict[tuple[str, str], EventFile] = {
-            key: EventFile(self, ev) for key, ev in tracing.events.items()}
+            key: EventFile(self, ev)
+            for key, ev in sorted(tracing.events.items(), key=lambda item: item[1].id)}
         self.lock = threading.RLock()
         # set_event_pid / set_event_notrace_pid (tr->filtered_pids, filtered_no_pids): None
         # until pids are written; a list emptied by exits stays, and then matches no task
@@ -86,7 +109,8 @@ class TraceArray:
 
     def system_enable_text(self, system: str | None = None) -> str:
         """``events/<sys>/enable`` or ``events/enable``: 0, 1, X (mixed), ? (no events)."""
-        states = {f.enabled for (s, _), f in self.files.items() if system in (None, s)}
+        states = {f.enabled for (s, _), f in self.files.items()
+                  if system in (None, s) and s != IGNORE_ENABLE_SYSTEM}
         if not states:
             return "?\n"
         return "X\n" if len(states) > 1 else ("1\n" if True in states else "0\n")
@@ -94,11 +118,12 @@ class TraceArray:
     def set_system_enabled(self, system: str | None, on: bool) -> None:
         with self.lock:
             for (s, _), f in sorted(self.files.items()):
-                if system in (None, s):
+                if system in (None, s) and s != IGNORE_ENABLE_SYSTEM:
                     f.set_enabled(on)
 
     def set_event_text(self) -> str:
-        """``set_event``: enabled events, ``system:event`` per line (registry order)."""
+        """``set_event``: enabled events, ``system:event`` per line, in tr->events order (s_next
+        walks that list: boot events in registration order, later dynamic events first)."""
         return "".join(f"{s}:{n}\n" for (s, n), f in self.files.items() if f.enabled)
 
     def set_event_write(self, text: str, truncate: bool) -> None:
@@ -122,8 +147,8 @@ class TraceArray:
             sys_glob, ev_glob = "", token
         sys_glob = sys_glob or "*"
         ev_glob = ev_glob or "*"
-        hits = [f for (s, n), f in self.files.items()
-                if fnmatch.fnmatchcase(s, sys_glob) and fnmatch.fnmatchcase(n, ev_glob)]
+        hits = [f for (s, n), f in self.files.items() if s != IGNORE_ENABLE_SYSTEM
+                and fnmatch.fnmatchcase(s, sys_glob) and fnmatch.fnmatchcase(n, ev_glob)]
         if not hits:
             raise os_error(errno.EINVAL)
         for f in hits:
@@ -228,6 +253,18 @@ class TraceArray:
         """``trace_options`` / ``options/<name>``; unknown names → EINVAL."""
         if name not in self.options:
             raise os_error(errno.EINVAL)
+        if name in ("test_nop_accept", "test_nop_refuse"):
+            if self.options[name] == on:          # the option API calls set_flag on changes only
+                return
+            verdict = name.rsplit("_", 1)[1]
+            self.tracing.kernel.printk.printk(
+                f"nop_{name.replace('_nop', '')} flag set to {int(on)}: we {verdict}. "
+                "Now cat trace_options to see the result", KERN_DEBUG)
+            if verdict == "refuse":
+                raise os_error(errno.EINVAL)
+        elif name == "trace_printk_dest":
+            self._set_printk_dest(on)
+            return
         self.options[name] = on
         if name == "overwrite":
             self.buffer.set_overwrite(on)
@@ -240,13 +277,37 @@ class TraceArray:
         elif name == "hash-ptr" and self is self.tracing.top:
             self.tracing.symbols.hash_raw = not on      # %p prints the raw address
 
+    def _set_printk_dest(self, on: bool) -> None:
+        """trace_printk output goes to exactly one array (update_printk_trace): setting the
+        flag moves it here, clearing it where it is sends it back to the top array, which
+        cannot clear it itself."""
+        top = self.tracing.top
+        if on:
+            for ta in self.tracing.arrays():
+                ta.options["trace_printk_dest"] = ta is self
+        elif self.options["trace_printk_dest"]:
+            if self is top:
+                raise os_error(errno.EINVAL)
+            self.options["trace_printk_dest"] = False
+            top.options["trace_printk_dest"] = True
+
     def clear(self, cpu: int | None = None) -> None:
         """``echo > trace`` (all CPUs) or ``echo > per_cpu/cpuN/trace``."""
         self.buffer.reset(cpu)
 
     def trace_marker_write(self, text: str | bytes) -> int:
-        """``trace_marker``: see ``trace_emit.write_marker``."""
-        return write_marker(self, text)
+        """``trace_marker``: see ``trace_emit.write_marker``. The top array's marker writes
+        into every array with ``copy_trace_marker`` set (the marker_copies list, newest first,
+        the top array last since it joined at boot); ENODEV when none has it."""
+        tracing = self.tracing
+        if self is not tracing.top:
+            return write_marker(self, text)
+        copies = [ta for ta in reversed(tracing.arrays()) if ta.options["copy_trace_marker"]]
+        if not copies:
+            raise os_error(errno.ENODEV)
+        for ta in copies:
+            written = write_marker(ta, text)
+        return written
 
     # -- error_log
     def log_error(self, location: str, command: str, message: str, pos: int) -> None:

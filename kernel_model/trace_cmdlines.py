@@ -5,7 +5,24 @@ import errno
 
 from kernel_model.trace_errlog import os_error
 
-SAVED_CMDLINES_DEFAULT = 128
+# The kernel asks for 128 slots but allocates whole power-of-two page blocks and then uses all the
+# room it got (allocate_cmdlines_buffer, "Round up to actual allocation"): a header holding the
+# pid -> slot map for PID_MAX_DEFAULT + 1 pids, then per slot a TASK_COMM_LEN name and a pid.
+PID_MAX_DEFAULT = 32768
+_HEADER = 131096          # sizeof(struct saved_cmdlines_buffer) on x86_64
+_PER_SLOT = 16 + 4        # TASK_COMM_LEN + sizeof(unsigned) for map_cmdline_to_pid
+_PAGE = 4096
+
+
+def allocated_slots(requested: int) -> int:
+    """How many cmdlines the kernel's buffer really holds when ``requested`` are asked for."""
+    size = _PAGE
+    while size < _HEADER + requested * _PER_SLOT:
+        size *= 2
+    return (size - _HEADER) // _PER_SLOT
+
+
+SAVED_CMDLINES_DEFAULT = allocated_slots(128)      # 6552, as a 6.18 kernel reads
 
 
 class SavedCmdlines:
@@ -33,8 +50,8 @@ class SavedCmdlines:
         return "".join(f"{pid} {comm}\n" for pid, comm in self.map.items())
 
     def resize(self, size: int) -> None:
-        if size < 1 or size > 32768:       # PID_MAX_DEFAULT
+        if size < 1 or size > PID_MAX_DEFAULT:
             raise os_error(errno.EINVAL)
-        self.size = size
+        self.size = allocated_slots(size)
         while len(self.map) > size:
             del self.map[next(iter(self.map))]

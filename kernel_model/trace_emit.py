@@ -215,11 +215,15 @@ def _run_triggers(file: EventFile, triggers: list[Any], record: bytes | None) ->
 
 # -- ftrace's own entries
 
-def write_entry(array: TraceArray, event: TraceEvent, values: Any, cpu: Any) -> bool:
+def write_entry(array: TraceArray, event: TraceEvent, values: Any, cpu: Any,
+                preempt_bias: int = 0) -> bool:
     """Build an ftrace entry (``print``, ``kernel_stack``) in ``cpu``'s context and write
     it into ``array`` (ring_buffer_write + the commit's task info); False when not written
-    (tracing off, or dropped by a full buffer in producer-drop mode)."""
+    (tracing off, or dropped by a full buffer in producer-drop mode). ``preempt_bias``: the
+    preemption the writer itself disables before taking the context (the marker's 1)."""
     flags, depth = trace_ctx(cpu)
+    if preempt_bias:
+        depth = (depth & ~0xf) | min((depth & 0xf) + preempt_bias, 0xf)
     record = event.build(values, flags, depth, cpu.task.pid)
     if not array.recording:
         return False
@@ -236,17 +240,27 @@ def write_marker(array: TraceArray, text: str | bytes) -> int:
     """``trace_marker``: a ftrace:print entry ``tracing_mark_write: <text>``; returns the count.
 
     The kernel appends a newline when the text does not end with one; writes while the buffer
-    is off fail with EBADF, with the ``markers`` option off with EINVAL.
+    is off fail with EBADF, with the ``markers`` option off with EINVAL. A write longer than
+    one entry can hold is cut to ``MARKER_MAX`` bytes and that short count returned (the
+    writer's stdio writes the rest as more entries). The entry is written with preemption
+    disabled, so its flags column reads ``...1.``.
     """
     raw = text.encode() if isinstance(text, str) else bytes(text)
     if not array.options["markers"]:
         raise os_error(errno.EINVAL)
     if not array.recording:
         raise os_error(errno.EBADF)
-    msg = raw[:4096]
+    msg = raw[:MARKER_MAX]
+    taken = len(msg)
     if not msg.endswith(b"\n"):
         msg += b"\n"
     tracing = array.tracing
     ip = tracing.symbols.address_of("tracing_mark_write") or 0
-    write_entry(array, tracing.print_event, (ip, msg), tracing.this_cpu())
-    return len(raw)
+    write_entry(array, tracing.print_event, (ip, msg), tracing.this_cpu(), preempt_bias=1)
+    return taken
+
+
+# tracing_mark_write: the largest event a sub-buffer takes (ring_buffer_max_event_size: the
+# 4080 data bytes of a 4 KiB sub-buffer less an 8-byte event header) less the print entry's
+# meta (16-byte struct print_entry + the '\0' and a possible '\n'): 4054, as 6.18 takes.
+MARKER_MAX = 4080 - 8 - (16 + 2)

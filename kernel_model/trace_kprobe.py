@@ -315,11 +315,22 @@ class KprobeEvents:
 
     # -- delete
     def _delete(self, argv: list[str]) -> None:
-        spec = argv[0][1:]
-        if not spec.startswith(":"):
+        """dyn_event_release: ``-:[GRP/]EVENT``; no name at all is EINVAL, ``GRP/`` alone
+        matches every event of the group (trace_kprobe_match), a miss is ENOENT."""
+        head = argv[0]
+        if head[1:2] == ":":
+            spec = head[2:]
+        elif ":" in head:
+            spec = head.split(":", 1)[1]
+        else:
             raise KprobeError(errno.EINVAL, "Invalid argument")
-        group, _, name = spec[1:].rpartition("/")
-        hits = [ev for ev in self.events if ev.name == name and group in ("", ev.system)]
+        group: str | None = None
+        if "/" in spec:
+            group, spec = spec.split("/", 1)
+        elif not spec:
+            raise KprobeError(errno.EINVAL, "Invalid argument")
+        hits = [ev for ev in self.events
+                if spec in ("", ev.name) and group in (None, ev.system)]
         if not hits:
             raise KprobeError(errno.ENOENT, "No such file or directory")
         for ev in hits:

@@ -5,8 +5,16 @@ enable_event, disable_event — each with ``[:count]`` and ``[if FILTER]``; ``!c
 what reading it shows (the ``# Available triggers`` header when there are none, else one line
 per trigger as ``event_trigger_print`` formats it: ``traceoff:count=3 if len > 10``). Triggers
 are kept newest first, the order the kernel both runs and lists them in.
+
+Rules as trace_events_trigger.c has them: two triggers clash when they are of one trigger type
+(``traceon`` and ``traceoff`` share one, as do ``enable_event`` and ``disable_event`` on one target
+event), so adding either while the other is set is EEXIST, and ``!traceoff`` removes a
+``traceon``. Removing a trigger that is not set succeeds silently (event_trigger_parse and
+event_enable_trigger_parse return 0 after unregistering, whether or not anything matched).
+Opening with O_TRUNC clears only hist triggers (the only commands with ``unreg_all``), so ``>``
+leaves these in place.
 Errors: ``OSError`` with EINVAL (unknown command, bad count, bad filter, unknown target
-event), EEXIST (the same trigger twice); removing one that is not there succeeds.
+event), EEXIST (a trigger of the same type is set); removing one that is not there succeeds.
 """
 from __future__ import annotations
 
@@ -18,6 +26,9 @@ from kernel_model.trace_emit import write_entry
 AVAILABLE_TEXT = ("# Available triggers:\n"
                   "# traceon traceoff stacktrace enable_event disable_event\n")
 COMMANDS = ("traceon", "traceoff", "stacktrace", "enable_event", "disable_event")
+# enum event_trigger_type: the commands that share one type exclude each other on an event
+TRIGGER_TYPE = {"traceon": "TRACE_ONOFF", "traceoff": "TRACE_ONOFF", "stacktrace": "STACKTRACE",
+                "enable_event": "EVENT_ENABLE", "disable_event": "EVENT_ENABLE"}
 
 
 class Trigger:
@@ -32,7 +43,7 @@ class Trigger:
         self.target = target              # EventFile for enable_event/disable_event
 
     def same(self, other: Trigger) -> bool:
-        return self.cmd == other.cmd and self.target is other.target
+        return TRIGGER_TYPE[self.cmd] == TRIGGER_TYPE[other.cmd] and self.target is other.target
 
     def text(self) -> str:
         name = self.cmd
@@ -142,23 +153,35 @@ def set_trigger(file: Any, text: str) -> None:
     if any(t.same(new) for t in file.triggers):
         raise OSError(errno.EEXIST, "trigger exists")
     if target is not None:
-        if target.soft_refs == 0:
-            target.soft_disabled = not target.enabled
-        target.soft_refs += 1
-        file.array.tracing.update_event(target.event)
+        _soft_get(target)
+    if not file.triggers:               # trace_event_trigger_enable_disable: the first trigger
+        _soft_get(file)                 # puts the event itself in soft mode (enable reads 0*)
     file.triggers.insert(0, new)        # register_trigger: list_add_rcu, newest first
+    file.array.tracing.update_event(file.event)
+
+
+def _soft_get(file: Any) -> None:
+    """One more soft-mode user of ``file`` (__ftrace_event_enable_disable with soft_disable)."""
+    if file.soft_refs == 0:
+        file.soft_disabled = not file.enabled
+    file.soft_refs += 1
+    file.array.tracing.update_event(file.event)
+
+
+def _soft_put(file: Any) -> None:
+    file.soft_refs -= 1
+    if file.soft_refs == 0:
+        file.enabled = not file.soft_disabled
+        file.soft_disabled = False
     file.array.tracing.update_event(file.event)
 
 
 def _detach(file: Any, trig: Trigger) -> None:
     file.triggers.remove(trig)
-    target = trig.target
-    if target is not None:
-        target.soft_refs -= 1
-        if target.soft_refs == 0:
-            target.enabled = not target.soft_disabled
-            target.soft_disabled = False
-        file.array.tracing.update_event(target.event)
+    if trig.target is not None:
+        _soft_put(trig.target)
+    if not file.triggers:
+        _soft_put(file)
     file.array.tracing.update_event(file.event)
 
 

@@ -34,7 +34,7 @@ def test_the_tree_is_left_clean():
     fs = skb.InProcess()
     skb.measure(fs, 100, 1)
     assert fs.read("kprobe_events") == ""
-    assert fs.read("options/bpf_jit") == "1\n"
+    assert fs.control(["bpf-engine"]) == (0, "jit\n")
     assert fs.system.bpf.attached() == []
 
 

@@ -306,26 +306,25 @@ def test_subsystem_filter_goes_to_the_named_event(system):
     assert tree.read_text(NETIF + "/filter") == "none\n"
 
 
-def test_engine_option_and_interpreter(system):
+def test_engine_switch_and_interpreter(system):
     tree = system.tree
-    assert tree.read_text("/options/bpf_jit") == "1\n"
-    tree.echo("/options/bpf_jit", "0")
-    assert tree.read_text("/options/bpf_jit") == "0\n"
-    assert errno_of(tree.echo, "/options/bpf_jit", "2") == errno.EINVAL
+    assert system.control(["bpf-engine"]) == (0, "jit\n")
+    assert system.control(["bpf-engine", "interp"]) == (0, "")
+    assert system.control(["bpf-engine"]) == (0, "interp\n")
+    assert system.control(["bpf-engine", "2"])[0] == 2
+    assert "bpf_jit" not in tree.readdir("/options")      # no kernel has such an option
     cat_into(tree, NETIF + "/filter", example("filter_ex1"))
     assert tree.read_text(NETIF + "/filter").endswith(" 38 insns interpreted\n")
     tree.echo(NETIF + "/enable", "1")
     send(system, "lo")
     send(system, "eth0")
     assert len(trace_lines(tree)) == 3           # printk line, its empty line, the event
-    tree.mkdir("/instances/bar")
-    assert tree.read_text("/instances/bar/options/bpf_jit") == "0\n"     # one switch per mount
     assert "bpf_jit" not in tree.read_text("/trace_options")
 
 
 def test_mount_engine_default():
     s = System.boot(cpus=1, seed=1, clock="virtual", bpf_engine="interp")
-    assert s.tree.read_text("/options/bpf_jit") == "0\n"
+    assert s.control(["bpf-engine"]) == (0, "interp\n")
     cat_into(s.tree, NETIF + "/filter", example("filter_ex1"))
     assert "interpreted" in s.tree.read_text(NETIF + "/filter")
 

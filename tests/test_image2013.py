@@ -217,7 +217,7 @@ def test_filter_ex1_image_on_netif_receive_skb(system):
 
 def test_filter_ex1_image_on_the_interpreter(system):
     tree = system.tree
-    tree.echo("/options/bpf_jit", "0")
+    system.control(["bpf-engine", "interp"])
     write(tree, NETIF + "/filter", filter_ex1())
     assert tree.read_text(NETIF + "/filter").endswith("insns interpreted\n")
     tree.echo(NETIF + "/enable", "1")

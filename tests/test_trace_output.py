@@ -114,8 +114,8 @@ def test_raw_clocks_print_raw_counts(kernel: Kernel) -> None:
     assert top.clock_text().startswith("local global [counter]")
     top.trace_marker_write("x")
     line = trace_output.trace_text(top).splitlines()[-1]
-    assert re.search(r"\] \.\.\.\.\. +\d{1,12}: tracing_mark_write: x$", line)
-    assert re.search(r"\.\.\.\.\. {12}1: ", line)
+    assert re.search(r"\] \.\.\.1\. +\d{1,12}: tracing_mark_write: x$", line)
+    assert re.search(r"\.\.\.1\. {12}1: ", line)
 
 
 def test_trace_marker_line(kernel: Kernel) -> None:

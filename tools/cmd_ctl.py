@@ -1,8 +1,9 @@
 """``tracesim ctl MOUNTPOINT COMMAND [ARGS...]`` — drive the modelled kernel behind a mount.
 
 The words after the mountpoint go unchanged to the mount process over its control socket
-(``tools/ctl_socket.py``); the mount runs them (``kernel_model.control.run_command``, and the BPF
-map commands ``maps`` / ``map dump NAME``) and sends back the exit status and the text to print.
+(``tools/ctl_socket.py``); the mount runs them (``kernel_model.control.run_command``, the
+BPF map commands ``maps`` / ``map dump NAME`` and ``bpf-engine``) and sends back the exit
+status and the text to print.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ commands:
   workload start|stop NAME | workload list              seeded background traffic
   maps                                                  BPF maps of the attached programs
   map dump NAME                                         keys and values of one map
+  bpf-engine [jit|interp|native|auto]                   show or switch the BPF engine (next loads)
 """
 
 
@@ -59,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
     dump = actions.add_parser("dump", help="keys and values of one map",
                               description="Keys and values of one map.")
     dump.add_argument("name", metavar="NAME")
+    engine = sub.add_parser("bpf-engine", description="Show or switch the BPF engine for programs "
+                            "loaded afterwards (tracesim mount --bpf-engine sets the first).")
+    engine.add_argument("engine", nargs="?", choices=("jit", "interp", "native", "auto"))
     return p
 
 

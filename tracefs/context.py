@@ -5,9 +5,6 @@ on ``target.files`` (see :class:`tracefs.events.BpfTarget`) or raises an OSError
 program that fails to load or verify); ``bpf_unloader(file)`` removes it (``echo 0 > filter``).
 Until a loader is installed, writing a BPF object to a ``filter`` file fails with EINVAL, as a
 kernel without BPF filters would refuse it as a predicate.
-
-``extra_options`` lets a later layer add ``options/<name>`` files to every trace array:
-``name -> (get(array) -> bool, set(array, bool))`` (the BPF layer adds ``bpf_jit``).
 """
 from __future__ import annotations
 
@@ -34,8 +31,6 @@ class TreeContext:
         self.lock = getattr(kernel, "lock", None) or threading.RLock()
         self.bpf_loader: BpfLoader | None = None
         self.bpf_unloader: Callable[[Any], None] | None = None
-        self.extra_options: dict[str, tuple[Callable[[Any], bool],
-                                            Callable[[Any, bool], None]]] = {}
 
     @property
     def ncpus(self) -> int:

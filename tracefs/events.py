@@ -114,7 +114,6 @@ class EventsDir:
         self.counted = counted        # wraps openers so open files hold the array (rmdir EBUSY)
         self._systems: dict[str, Dir] = {}
         self._events: dict[tuple[str, str, int], Dir] = {}
-        self._subsystem_filter_text: dict[str, str] = {}
         self.root = Dir(MODE_EVENTS_DIR, self._top_entries, eventfs=True)
         self._top_files: dict[str, Node] = {
             "enable": self._seq(MODE_RW, lambda: self.array.system_enable_text(None),
@@ -152,7 +151,7 @@ class EventsDir:
             entries["enable"] = self._seq(MODE_RW, lambda: self.array.system_enable_text(system),
                                           lambda t: self._set_system(system, t))
             entries["filter"] = self._file(MODE_RW, lambda f: FilterHandle(
-                f, lambda: self._subsystem_filter_text.get(system, SUBSYSTEM_FILTER_DEFAULT),
+                f, lambda: SUBSYSTEM_FILTER_DEFAULT,
                 lambda t: self._apply_subsystem_filter(system, t),
                 lambda obj: self._load_bpf(system, None, obj)))
         for name in tracing.events_of(system):
@@ -232,25 +231,21 @@ class EventsDir:
                 for file in files.values():
                     file.set_filter(None, "none")
                     self.ctx.unload_bpf(file)
-                self._subsystem_filter_text.pop(system, None)
                 return
             results = compile_subsystem_filter(
                 text, {n: f.event.all_fields for n, f in files.items()},
                 **self._compile_options())
+            # process_system_preds: every event gets its own result (an event lacking a field
+            # gets the error text and no active filter, and an error_log entry), the write
+            # succeeds, and the subsystem file keeps its default message (create_system_filter
+            # drops the system filter's string once the events are processed)
             stamp = self.array.error_timestamp()
-            ok = False
             for n, result in results.items():
                 if hasattr(result, "match"):
                     files[n].set_filter(result, result.text)
-                    ok = True
                 else:
                     files[n].set_filter(None, result.filter_file_text())
                     self.array.add_error_entry(result.error_log_entry(stamp))
-            if ok:
-                shown = next(r.text for r in results.values() if hasattr(r, "match"))
-                self._subsystem_filter_text[system] = shown + "\n"
-            else:
-                self._subsystem_filter_text.pop(system, None)
 
     def _load_bpf(self, system: str, name: str | None, obj: bytes) -> None:
         tracing = self.ctx.tracing
@@ -269,5 +264,5 @@ class EventsDir:
                 raise FsError(errno.EINVAL)
             triggers.set_trigger(file, strstrip(text))
 
-        return seq_opener(lambda: triggers.trigger_text(file), store,
-                          lambda: triggers.clear_triggers(file), self.ctx.lock)(flags)
+        # no on_trunc: O_TRUNC clears only hist triggers in the kernel, and the model has none
+        return seq_opener(lambda: triggers.trigger_text(file), store, None, self.ctx.lock)(flags)

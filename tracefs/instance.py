@@ -88,7 +88,7 @@ class InstanceFiles:
                                        self._set_buffer_percent),
             "buffer_subbuf_size_kb": self.seq(MODE_RW, lambda: f"{SUBBUF_KB}\n",
                                               self._set_subbuf_size),
-            "options": Dir(MODE_DIR, self._options_entries()),
+            "options": Dir(MODE_DIR, self._options()),
             "per_cpu": Dir(MODE_DIR, {f"cpu{c}": self._per_cpu(c)
                                       for c in range(self.ctx.ncpus)}),
             "set_event": self.file(MODE_RW, self._open_set_event),
@@ -125,29 +125,9 @@ class InstanceFiles:
                     raise FsError(errno.EINVAL)
                 a.set_option(name, bool(value))
             return self.seq(MODE_RW, lambda: f"{int(a.options[name])}\n", store)
-        return {name: option_file(name) for name in a.options}
-
-    def _options_entries(self) -> Callable[[], dict[str, Node]]:
-        """The trace options plus the ``extra_options`` later layers registered."""
-        static = self._options()
-        extra: dict[str, File] = {}
-        a = self.array
-
-        def extra_file(name: str) -> File:
-            def store(text: str) -> None:
-                value = kstrtoul_from_user(text)
-                if value not in (0, 1):
-                    raise FsError(errno.EINVAL)
-                self.ctx.extra_options[name][1](a, bool(value))
-            return self.seq(MODE_RW, lambda: f"{int(self.ctx.extra_options[name][0](a))}\n",
-                            store)
-
-        def entries() -> dict[str, Node]:
-            for name in self.ctx.extra_options:
-                if name not in extra:
-                    extra[name] = extra_file(name)
-            return {**static, **{n: extra[n] for n in self.ctx.extra_options}}
-        return entries
+        # TOP_LEVEL_TRACE_FLAGS: create_trace_options_dir gives an instance no file for them
+        top_only = () if a is self.ctx.tracing.top else TOP_LEVEL_OPTIONS
+        return {name: option_file(name) for name in a.options if name not in top_only}
 
     # -- behaviours ----------------------------------------------------------------------------
     def _open_trace(self, flags: int, cpu: int | None) -> Handle:
@@ -246,6 +226,9 @@ class InstanceFiles:
         if len(text.encode("utf-8", "surrogateescape")) < 4:
             raise FsError(errno.EINVAL)
         raise FsError(errno.ENODEV)
+
+
+TOP_LEVEL_OPTIONS = ("trace_printk", "printk-msg-only", "record-cmd")
 
 
 def _option_word(word: str) -> tuple[str, bool]:

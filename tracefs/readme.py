@@ -1,51 +1,110 @@
-"""The text of the ``README`` file: a short guide to this tree (tracesim's own wording)."""
+"""The text of the ``README`` file, in the layout of the kernel's ``readme_msg`` (kernel/trace/trace.c).
+
+Tools and the ftrace selftests (``check_requires ...:README``) grep this file for a feature's
+syntax line to decide whether the kernel has it, so the text follows the kernel's for each
+feature the model has, as a 6.18 kernel built with just those features prints it, and carries no
+line for a feature the model lacks: no function tracer triggers or ``:mod:`` commands, no stack
+tracer, no snapshot, no hist triggers or synthetic events, no event probes (``e``), no fprobes
+or tracepoint probes, no ``%return`` suffix, and only the fetch types the kprobe parser takes
+(kernel_model/trace_kprobe.py).
+"""
 from __future__ import annotations
 
-README = """\
-tracing mini-HOWTO (tracesim: a simulated Linux 6.18 tracefs)
-
-# echo 0 > tracing_on : stop recording into the ring buffer
-# echo 1 > tracing_on : record again
-
- Files:
-  trace\t\t\t- the buffer as text, with a header; does not consume
-\t\t\t  'echo > trace' clears every CPU buffer
-  trace_pipe\t\t- consuming read of the buffer; blocks until there is data
-  trace_clock\t\t- the clock of the timestamps; the selected one is in brackets
-  trace_marker\t\t- a write here becomes a tracing_mark_write event
-  tracing_on\t\t- 0 or 1: whether events are recorded
-  buffer_size_kb\t- size of each CPU buffer in KiB (per_cpu/cpuN/ for one CPU)
-  buffer_total_size_kb\t- size of all CPU buffers together
-  free_buffer\t\t- closing this file shrinks the buffers to their minimum
-  current_tracer\t- the tracer in use; available_tracers lists them (nop)
-  trace_options\t\t- options; 'noNAME' clears one; options/ has one file each
-  tracing_cpumask\t- the CPUs that record (hex mask)
-  error_log\t\t- the last errors of command files; 'echo > error_log' clears
-  saved_cmdlines\t- the pid to task name map used in the trace
-  saved_cmdlines_size\t- how many entries saved_cmdlines keeps
-  instances/\t\t- mkdir NAME makes a trace array with its own buffers; rmdir removes it
-  per_cpu/cpuN/\t\t- trace, trace_pipe, trace_pipe_raw, stats, buffer_size_kb of one CPU
-
- Events:
-  available_events\t- every event as system:event
-  set_event\t\t- enable events: 'echo sys:event > set_event' ('>' disables the others
-\t\t\t  first, '>>' adds); '!sys:event' disables; '*' globs match
-  events/\t\t- one directory per system and event
-      enable\t\t- 0 or 1 (system and top enable read X when mixed)
-      filter\t\t- a predicate on the event's fields, e.g. 'len > 100 && name == "lo"';
-\t\t\t  '0' removes it
-      format\t\t- the record layout and print format
-      id\t\t- the event id
-      trigger\t\t- traceon, traceoff, stacktrace, enable_event:sys:event,
-\t\t\t  disable_event:sys:event, each with [:count] [if filter]; '!' removes
-
- Dynamic events:
-  kprobe_events\t\t- p[:[GRP/]EVENT] SYM[+offs] [FETCHARGS] : a probe on a kernel function
-\t\t\t  r[MAXACTIVE][:[GRP/]EVENT] SYM[+0] [FETCHARGS] : a return probe
-\t\t\t  -:[GRP/]EVENT : delete
-\t\t\t  fetchargs: %REG, @SYM[+|-offs], $stackN, $argN, $retval, $comm,
-\t\t\t  +|-offs(FETCHARG), NAME=FETCHARG, FETCHARG:TYPE
-\t\t\t  types: u8/16/32/64, s8/16/32/64, x8/16/32/64, string, symbol
-  kprobe_profile\t- hits and misses of each probe
-  dynamic_events\t- every dynamic event; accepts kprobe definitions too
-"""
+README = (
+    "tracing mini-HOWTO:\n\n"
+    "By default tracefs removes all OTH file permission bits.\n"
+    "When mounting tracefs an optional group id can be specified\n"
+    "which adds the group to every directory and file in tracefs:\n\n"
+    "\t e.g. mount -t tracefs [-o [gid=<gid>]] nodev /sys/kernel/tracing\n\n"
+    "# echo 0 > tracing_on : quick way to disable tracing\n"
+    "# echo 1 > tracing_on : quick way to re-enable tracing\n\n"
+    " Important files:\n"
+    "  trace\t\t\t- The static contents of the buffer\n"
+    "\t\t\t  To clear the buffer write into this file: echo > trace\n"
+    "  trace_pipe\t\t- A consuming read to see the contents of the buffer\n"
+    "  current_tracer\t- function and latency tracers\n"
+    "  available_tracers\t- list of configured tracers for current_tracer\n"
+    "  error_log\t- error log for failed commands (that support it)\n"
+    "  buffer_size_kb\t- view and modify size of per cpu buffer\n"
+    "  buffer_total_size_kb  - view total size of all cpu buffers\n\n"
+    "  trace_clock\t\t- change the clock used to order events\n"
+    "       local:   Per cpu clock but may not be synced across CPUs\n"
+    "      global:   Synced across CPUs but slows tracing down.\n"
+    "     counter:   Not a clock, but just an increment\n"
+    "      uptime:   Jiffy counter from time of boot\n"
+    "        perf:   Same clock that perf events use\n"
+    "     x86-tsc:   TSC cycle counter\n"
+    "\n  timestamp_mode\t- view the mode used to timestamp events\n"
+    "       delta:   Delta difference against a buffer-wide timestamp\n"
+    "    absolute:   Absolute (standalone) timestamp\n"
+    "\n  trace_marker\t\t- Writes into this file writes into the kernel buffer\n"
+    "\n  trace_marker_raw\t\t- Writes into this file writes binary data into the kernel buffer\n"
+    "  tracing_cpumask\t- Limit which CPUs to trace\n"
+    "  instances\t\t- Make sub-buffers with: mkdir instances/foo\n"
+    "\t\t\t  Remove sub-buffer with rmdir\n"
+    "  trace_options\t\t- Set format or modify how tracing happens\n"
+    "\t\t\t  Disable an option by prefixing 'no' to the\n"
+    "\t\t\t  option name\n"
+    "  saved_cmdlines_size\t- echo command number in here to store comm-pid list\n"
+    "\n  available_filter_functions - list of functions that can be filtered on\n"
+    "  set_ftrace_filter\t- echo function name in here to only trace these\n"
+    "\t\t\t  functions\n"
+    "\t     accepts: func_full_name or glob-matching-pattern\n"
+    "  set_ftrace_notrace\t- echo function name in here to never trace.\n"
+    "\t    accepts: func_full_name, *func_end, func_begin*, *func_middle*\n"
+    "\t    Does not accept triggers\n"
+    "  set_ftrace_pid\t- Write pid(s) to only function trace those pids\n"
+    "\t\t    (function)\n"
+    "  set_ftrace_notrace_pid\t- Write pid(s) to not function trace those pids\n"
+    "\t\t    (function)\n"
+    "  dynamic_events\t\t- Create/append/remove/show the generic dynamic events\n"
+    "\t\t\t  Write into this file to define/undefine new trace events.\n"
+    "  kprobe_events\t\t- Create/append/remove/show the kernel dynamic events\n"
+    "\t\t\t  Write into this file to define/undefine new trace events.\n"
+    "  uprobe_events\t\t- Create/append/remove/show the userspace dynamic events\n"
+    "\t\t\t  Write into this file to define/undefine new trace events.\n"
+    "\t  accepts: event-definitions (one definition per line)\n"
+    "\t   Format: p[:[<group>/][<event>]] <place> [<args>]\n"
+    "\t           r[maxactive][:[<group>/][<event>]] <place> [<args>]\n"
+    "\t           -:[<group>/][<event>]\n"
+    "\t    place: [<module>:]<symbol>[+<offset>]|<memaddr>\n"
+    "   place (uprobe): <path>:<offset>[%return][(ref_ctr_offset)]\n"
+    "\t     args: <name>=fetcharg[:type]\n"
+    "\t fetcharg: %<register>, @<address>, @<symbol>[+|-<offset>],\n"
+    "\t           $stack<index>, $stack, $retval, $comm, $arg<N>,\n"
+    "\t           +|-<offset>(<fetcharg>), \\imm-value\n"
+    "\t     kernel return probes support: $retval, $arg<N>, $comm\n"
+    "\t     type: s8/16/32/64, u8/16/32/64, x8/16/32/64, string, symbol\n"
+    "  set_event\t\t- Enables events by name written into it\n"
+    "  events/\t\t- Directory containing all trace event subsystems:\n"
+    "      enable\t\t- Write 0/1 to enable/disable tracing of all events\n"
+    "  events/<system>/\t- Directory containing all trace events for <system>:\n"
+    "      enable\t\t- Write 0/1 to enable/disable tracing of all <system>\n"
+    "\t\t\t  events\n"
+    "      filter\t\t- If set, only events passing filter are traced\n"
+    "  events/<system>/<event>/\t- Directory containing control files for\n"
+    "\t\t\t  <event>:\n"
+    "      enable\t\t- Write 0/1 to enable/disable tracing of <event>\n"
+    "      filter\t\t- If set, only events passing filter are traced\n"
+    "      trigger\t\t- If set, a command to perform when event is hit\n"
+    "\t    Format: <trigger>[:count][if <filter>]\n"
+    "\t   trigger: traceon, traceoff\n"
+    "\t            enable_event:<system>:<event>\n"
+    "\t            disable_event:<system>:<event>\n"
+    "\t\t    stacktrace\n"
+    "\t   example: echo traceoff > events/block/block_unplug/trigger\n"
+    "\t            echo traceoff:3 > events/block/block_unplug/trigger\n"
+    "\t            echo 'enable_event:kmem:kmalloc:3 if nr_rq > 1' > \\\n"
+    "\t                  events/block/block_unplug/trigger\n"
+    "\t   The first disables tracing every time block_unplug is hit.\n"
+    "\t   The second disables tracing the first 3 times block_unplug is hit.\n"
+    "\t   The third enables the kmalloc event the first 3 times block_unplug\n"
+    "\t     is hit and has value of greater than 1 for the 'nr_rq' event field.\n"
+    "\t   Like function triggers, the counter is only decremented if it\n"
+    "\t    enabled or disabled tracing.\n"
+    "\t   To remove a trigger without a count:\n"
+    "\t     echo '!<trigger> > <system>/<event>/trigger\n"
+    "\t   To remove a trigger with a count:\n"
+    "\t     echo '!<trigger>:0 > <system>/<event>/trigger\n"
+    "\t   Filters can be ignored when removing a trigger.\n"
+)

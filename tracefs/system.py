@@ -7,7 +7,9 @@
 
 The mount command serves ``tree`` over FUSE and ``control`` on the control socket; the demo uses
 the same object in process when FUSE is not available. ``bpf`` (filters.bpf.filter_registry)
-loads BPF objects written to ``filter`` files and answers the ``maps``/``map dump`` commands.
+loads BPF objects written to ``filter`` files and answers the ``maps``/``map dump`` commands;
+``bpf-engine [jit|interp]`` shows or switches the engine for programs loaded afterwards (a
+tracesim switch, so it lives on the control channel and not in the kernel's tracefs tree).
 """
 from __future__ import annotations
 
@@ -37,7 +39,19 @@ class System:
         from kernel_model import control
         if argv[:1] and argv[0] in map_commands.COMMANDS:
             return map_commands.run(self.bpf, argv, lock=self.kernel.lock)
+        if argv[:1] == ["bpf-engine"]:
+            return self._engine_command(argv[1:])
         return control.run_command(self.kernel, argv)
+
+    def _engine_command(self, args: list[str]) -> tuple[int, str]:
+        if not args:
+            return 0, self.bpf.engine + "\n"
+        from filters.bpf.loader import ENGINE_CHOICES
+        if len(args) != 1 or args[0] not in ENGINE_CHOICES:
+            return 2, f"usage: bpf-engine [{'|'.join(ENGINE_CHOICES)}]\n"
+        with self.kernel.lock:
+            self.bpf.set_engine(args[0])
+        return 0, ""
 
     def start_workload(self, name: str) -> None:
         """Start a named traffic workload on its background thread (KeyError if unknown)."""

@@ -3,10 +3,10 @@
     filters = BpfFilters(kernel, engine="jit")
     filters.install(tree.ctx)          # filter writes of BPF objects now load programs
 
-``install`` plugs three hooks into a tracefs ``TreeContext`` (duck-typed: this module does not
-import tracefs): ``bpf_loader(target, data)``, ``bpf_unloader(file)`` and the ``bpf_jit`` entry
-of ``extra_options`` (``options/bpf_jit``: 1 = JIT, 0 = interpreter, for programs loaded
-afterwards, like the kernel's ``net.core.bpf_jit_enable``).
+``install`` plugs two hooks into a tracefs ``TreeContext`` (duck-typed: this module does not
+import tracefs): ``bpf_loader(target, data)`` and ``bpf_unloader(file)``. ``set_engine`` picks
+JIT or interpreter for programs loaded afterwards, like the kernel's ``net.core.bpf_jit_enable``
+(``tracesim ctl DIR bpf-engine jit|interp``; no kernel has a tracefs file for it).
 
 Verification runs in a worker process with the tree's lock released (``verify_pool``): the
 model and other control writes go on while a load waits for its verdict.
@@ -33,7 +33,7 @@ from filters.bpf.event_filter import (
     program_sections,
     section_matches,
 )
-from filters.bpf.loader import ENGINES, check_engine
+from filters.bpf.loader import ENGINE_CHOICES, check_engine
 from filters.bpf.maps import BpfMap
 
 
@@ -72,13 +72,9 @@ class BpfFilters:
         self._lock = getattr(ctx, "lock", None)
         ctx.bpf_loader = self.load
         ctx.bpf_unloader = self.unload
-        options = getattr(ctx, "extra_options", None)
-        if options is not None:
-            options["bpf_jit"] = (lambda array: self.engine != "interp",     # native is jited too
-                                  lambda array, on: self.set_engine("jit" if on else "interp"))
 
     def set_engine(self, engine: str) -> None:
-        if engine not in ENGINES:
+        if engine not in ENGINE_CHOICES:
             raise OSError(errno.EINVAL, f"unknown BPF engine {engine!r}")
         self.engine = engine
 
