@@ -58,7 +58,7 @@ def test_tracepoint_section_needs_category_and_name():
 
 
 def test_engines_are_defined_once():
-    assert filter_registry.ENGINES is loader.ENGINES
+    assert filter_registry.ENGINE_CHOICES is loader.ENGINE_CHOICES
     assert ebpf_rss.ENGINES is loader.ENGINES
     assert conformance.ENGINES is loader.ENGINES
 
