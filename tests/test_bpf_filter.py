@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from filters.bpf.compiler.driver import compile_file, compile_source
+from tests.tree_helpers import cat_into
 from tracefs.system import System
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "examples"
@@ -25,17 +26,6 @@ def example(name: str, *defines: str) -> bytes:
 
 def source(text: str) -> bytes:
     return compile_source(text, "test.c", [EXAMPLES]).elf
-
-
-def cat_into(tree, path: str, obj: bytes, chunk: int = 4096) -> None:
-    """``cat obj > path``: O_TRUNC open, writes of ``chunk`` bytes, close."""
-    handle = tree.open(path, os.O_WRONLY | os.O_TRUNC)
-    try:
-        for i in range(0, len(obj), chunk):
-            handle.write(obj[i:i + chunk], i)
-        handle.flush()
-    finally:
-        handle.release()
 
 
 def errno_of(fn, *args) -> int:

@@ -4,7 +4,6 @@ those offsets, and a program clang builds against the real kernel's ``vmlinux.h`
 fields it means."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 
@@ -15,7 +14,7 @@ from filters.bpf.btf_dump import dump_c
 from kernel_model import gen_layouts
 from kernel_model.c_types import INCLUDE_DIR, kernel_types
 from tests.conftest import REFERENCE, need_shared, need_tool
-from tracefs.system import System
+from tests.tree_helpers import cat_into
 
 BTF_PATH = REFERENCE / "btf" / "vmlinux.gz"
 NETIF = "/events/net/netif_receive_skb"
@@ -39,23 +38,6 @@ SIZES = {"sk_buff": 224, "net_device": 2496, "task_struct": 3264, "sock": 784, "
 def real_btf() -> B.Btf:
     need_shared()
     return gen_layouts.load_btf(BTF_PATH)
-
-
-@pytest.fixture
-def system():
-    s = System.boot(cpus=2, seed=1, clock="virtual")
-    yield s
-    s.shutdown()
-
-
-def cat_into(tree, path: str, obj: bytes) -> None:
-    """``cat obj > path``."""
-    handle = tree.open(path, os.O_WRONLY | os.O_TRUNC)
-    try:
-        handle.write(obj, 0)
-        handle.flush()
-    finally:
-        handle.release()
 
 
 def member_type_size(tag: str, path: str) -> int:

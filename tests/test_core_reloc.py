@@ -21,6 +21,7 @@ from filters.bpf.verifier import verify
 from kernel_model.c_types import kernel_types
 from kernel_model.model_btf import model_btf
 from tests.conftest import need_tool
+from tests.tree_helpers import cat_into
 
 SOURCE = r"""
 #include "vmlinux.h"
@@ -293,23 +294,9 @@ char LICENSE[] SEC("license") = "GPL";
 """
 
 
-@pytest.fixture
-def system():
-    from tracefs.system import System
-    s = System.boot(cpus=2, seed=1, clock="virtual")
-    yield s
-    s.shutdown()
-
-
 def printed_by(system, obj: bytes) -> list[str]:
-    import os
     tree = system.tree
-    handle = tree.open("/events/net/netif_receive_skb/filter", os.O_WRONLY | os.O_TRUNC)
-    try:
-        handle.write(obj, 0)
-        handle.flush()
-    finally:
-        handle.release()
+    cat_into(tree, "/events/net/netif_receive_skb/filter", obj)
     tree.echo("/events/net/netif_receive_skb/enable", "1")
     tree.echo("/trace", "")
     assert system.control(["send", "eth5", "--len", "100"])[0] == 0

@@ -16,7 +16,7 @@ from filters.bpf import elf
 from filters.bpf.asm import assemble
 from filters.bpf.compiler.driver import compile_file
 from filters.bpf.verify_pool import VerifyWorkerError, verify_in_worker
-from tracefs.system import System
+from tests.tree_helpers import cat_into
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "examples"
 NETIF = "/events/net/netif_receive_skb"
@@ -37,22 +37,6 @@ def loop_object(section: str = "tracepoint/skb/kfree_skb") -> bytes:
                           functions=[elf.FuncSymbol("spin", section, 0, len(insns))],
                           data={"license": b"GPL\0"})
     return elf.write_object(spec)
-
-
-@pytest.fixture
-def system():
-    s = System.boot(cpus=2, seed=1, clock="virtual")
-    yield s
-    s.shutdown()
-
-
-def cat_into(tree, path: str, obj: bytes) -> None:
-    handle = tree.open(path, os.O_WRONLY | os.O_TRUNC)
-    try:
-        handle.write(obj, 0)
-        handle.flush()
-    finally:
-        handle.release()
 
 
 @pytest.mark.slow
