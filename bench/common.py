@@ -137,3 +137,17 @@ def spread(values: Sequence[float]) -> float:
     """(max - min) / median of repeated measurements: 0.05 means they agree within 5 %."""
     mid = statistics.median(values)
     return round((max(values) - min(values)) / mid, 4) if mid else 0.0
+
+
+SPREAD_OK = 0.05      # repeated runs agreeing within 5 % are a figure to trust
+
+
+def spread_line(spreads: dict[str, float]) -> str:
+    """One text line on the largest spread, flagged when it is above ``SPREAD_OK``."""
+    if not spreads:
+        return "spread: one run each (use --repeat for the spread)"
+    name = max(spreads, key=lambda k: spreads[k])
+    worst = spreads[name]
+    verdict = ("within 5 %" if worst < SPREAD_OK
+               else "over 5 %: rerun on a quieter machine or with more --repeat")
+    return f"spread (max-min)/median: largest {worst:.1%} ({name}), {verdict}"
