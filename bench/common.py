@@ -109,7 +109,9 @@ def run_with_machine(run: Callable[[list[str]], int], argv: list[str]) -> int:
     as it did and ends with a ``machine:`` line. A JSON output that is not one object is
     passed through untouched rather than lost."""
     machine = machine_info()
-    if "--json" not in argv or "-h" in argv or "--help" in argv:
+    # argparse also takes an unambiguous prefix (--js) for --json
+    wants_json = any(len(a) >= 3 and "--json".startswith(a) for a in argv)
+    if not wants_json or "-h" in argv or "--help" in argv:
         status = run(argv)
         machine["load_avg_end"] = load_average()
         if "-h" not in argv and "--help" not in argv:
