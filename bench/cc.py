@@ -1,6 +1,7 @@
 """``tracesim bench cc [--json]``: per example program, instruction count (slots) from
 ``tracesim cc -O2`` and from ``clang -O2 -target bpf`` (when installed), their ratio, and compile
-time.  Targets: ratio <= 1.25 on every program, compile time < 0.5 s per example."""
+time (median of ``--repeat``; ``spread`` is their (max-min)/median).  Targets: ratio <= 1.25 on
+every program, compile time < 0.5 s per example."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import spread, spread_line
 from filters.bpf import elf
 from filters.bpf.compiler import compile_file
 
@@ -35,13 +37,15 @@ def clang_counts(source: Path) -> dict[str, int] | None:
     return {p.name: len(p.insns) for p in obj.programs}
 
 
-def measure(name: str, repeat: int) -> dict:
+def measure(name: str, repeat: int, spreads: dict[str, float]) -> dict:
+    """One example's sizes and median compile time; the times' spread goes to ``spreads``."""
     source = EXAMPLES / f"{name}.c"
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         compiled = compile_file(source)
         times.append(time.perf_counter() - t0)
+    spreads[f"examples.{name}.compile_s"] = spread(times)
     ours = {p.name: len(p.insns) for p in elf.load_object(compiled.elf).programs}
     theirs = clang_counts(source)
     programs = {}
@@ -60,13 +64,15 @@ def run(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args(argv)
-    results = {name: measure(name, max(args.repeat, 1)) for name in NAMES}
+    spreads: dict[str, float] = {}
+    results = {name: measure(name, max(args.repeat, 1), spreads) for name in NAMES}
     ratios = [r["ratio"] for res in results.values() for r in res["programs"].values()
               if r["ratio"] is not None]
     summary = {"examples": results,
                "max_ratio": max(ratios) if ratios else None,
                "max_compile_s": max(r["compile_s"] for r in results.values()),
-               "targets": {"ratio": TARGET_RATIO, "compile_s": TARGET_SECONDS}}
+               "targets": {"ratio": TARGET_RATIO, "compile_s": TARGET_SECONDS},
+               "spread": spreads if args.repeat > 1 else {}}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -78,6 +84,7 @@ def run(argv: list[str]) -> int:
                       f"{r['ratio'] or '-':>6} {res['compile_s']:>9.3f}")
         print(f"max ratio {summary['max_ratio']} (target <= {TARGET_RATIO}), max compile time "
               f"{summary['max_compile_s']:.3f} s (target < {TARGET_SECONDS})")
+        print(spread_line(summary["spread"]))
     ok = (summary["max_ratio"] is None or summary["max_ratio"] <= TARGET_RATIO) and \
         summary["max_compile_s"] < TARGET_SECONDS
     return 0 if ok else 1

@@ -1,12 +1,19 @@
-"""What several benchmarks share: the ``--iterations/--repeat/--json`` command line, and the
-progress bar long runs show on a terminal."""
+"""What several benchmarks share: the ``--iterations/--repeat/--json`` command line, the
+progress bar long runs show on a terminal, the machine a run was measured on, and the spread
+of repeated measurements."""
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import os
+import platform
+import statistics
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
+from typing import Any
 
 from tqdm import tqdm
 
@@ -52,3 +59,97 @@ def progress_bar(total: int, unit: str, desc: str, json_output: bool = False) ->
         if ticker is not None:
             ticker.join()
         bar.close()
+
+
+def _cpu_model() -> str:
+    """The ``model name`` line of /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def load_average() -> list[float] | None:
+    """The 1/5/15-minute load average, or None where the platform has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """What a benchmark figure depends on besides the code: CPU, cores, Python, current load.
+    ``run_with_machine`` adds the load at the end of the run as ``load_avg_end``."""
+    return {"cpu_model": _cpu_model(), "cores": os.cpu_count() or 0,
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "load_avg_start": load_average()}
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """One text line for the end of a benchmark's table."""
+    def load(values: list[float] | None) -> str:
+        return " ".join(f"{x:.2f}" for x in values) if values else "n/a"
+    return (f"machine: {machine.get('cpu_model')}, {machine.get('cores')} cores, "
+            f"{machine.get('implementation', 'Python')} {machine.get('python')}, "
+            f"load {load(machine.get('load_avg_start'))} at start, "
+            f"{load(machine.get('load_avg_end'))} at end")
+
+
+def run_with_machine(run: Callable[[list[str]], int], argv: list[str]) -> int:
+    """Run one benchmark's ``run(argv)`` and report the machine with its result.
+
+    With ``--json`` the benchmark's stdout is held and its one JSON document gets a ``machine``
+    key (so the output stays one document that ``bench compare`` can read); text output streams
+    as it did and ends with a ``machine:`` line. A JSON output that is not one object is
+    passed through untouched rather than lost."""
+    machine = machine_info()
+    # argparse also takes an unambiguous prefix (--js) for --json
+    wants_json = any(len(a) >= 3 and "--json".startswith(a) for a in argv)
+    if not wants_json or "-h" in argv or "--help" in argv:
+        status = run(argv)
+        machine["load_avg_end"] = load_average()
+        if "-h" not in argv and "--help" not in argv:
+            print(machine_line(machine), flush=True)
+        return status
+    held = io.StringIO()
+    with redirect_stdout(held):
+        status = run(argv)
+    machine["load_avg_end"] = load_average()
+    text = held.getvalue()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        sys.stdout.write(text)
+        return status
+    doc["machine"] = machine
+    # keep the benchmark's own layout: indented if it printed on several lines
+    print(json.dumps(doc, indent=2 if text.strip().count("\n") else None), flush=True)
+    return status
+
+
+def spread(values: Sequence[float]) -> float:
+    """(max - min) / median of repeated measurements: 0.05 means they agree within 5 %."""
+    mid = statistics.median(values)
+    return round((max(values) - min(values)) / mid, 4) if mid else 0.0
+
+
+SPREAD_OK = 0.05      # repeated runs agreeing within 5 % are a figure to trust
+
+
+def spread_line(spreads: dict[str, float]) -> str:
+    """One text line on the largest spread, flagged when it is above ``SPREAD_OK``."""
+    if not spreads:
+        return "spread: one run each (use --repeat for the spread)"
+    name = max(spreads, key=lambda k: spreads[k])
+    worst = spreads[name]
+    verdict = ("within 5 %" if worst < SPREAD_OK
+               else "over 5 %: rerun on a quieter machine or with more --repeat")
+    return f"spread (max-min)/median: largest {worst:.1%} ({name}), {verdict}"

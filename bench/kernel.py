@@ -9,7 +9,8 @@ The cost of one ``netdev_alloc_skb(lo, 128); kfree_skb(skb)`` pair in the modell
 * ``kprobe``: a raw kprobe with an empty handler on ``__netdev_alloc_skb`` (pt_regs built each
   call), tracing off.
 
-Each figure is the median over ``--repeat`` runs of ns per pair (wall time, clock="real").
+Each figure is the median over ``--repeat`` runs of ns per pair (wall time, clock="real"); its
+``spread`` is the (max-min)/median of those runs.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import json
 import statistics
 from collections.abc import Callable
 
-from bench.common import iteration_args, progress_bar
+from bench.common import iteration_args, progress_bar, spread, spread_line
 from kernel_model import skb_bench
 from kernel_model.kernel import Kernel
 
@@ -34,10 +35,12 @@ def measure(iterations: int, repeat: int, done: Callable[[], None] = lambda: Non
     """The three configurations, ``repeat`` timed runs each; ``done()`` after every run."""
     kernel = Kernel(clock="real")
     skb_bench.run(kernel, min(iterations, 10_000))            # warm the caches and slabs
-    off = statistics.median(ns_per_pair(kernel, iterations, done) for _ in range(repeat))
+    offs = [ns_per_pair(kernel, iterations, done) for _ in range(repeat)]
+    off = statistics.median(offs)
 
     probe = kernel.kprobes.register_kprobe("__netdev_alloc_skb", lambda regs: None)
-    kprobe = statistics.median(ns_per_pair(kernel, iterations, done) for _ in range(repeat))
+    kprobes = [ns_per_pair(kernel, iterations, done) for _ in range(repeat)]
+    kprobe = statistics.median(kprobes)
     kernel.kprobes.unregister_kprobe(probe)
 
     top = kernel.tracing.top
@@ -58,6 +61,8 @@ def measure(iterations: int, repeat: int, done: Callable[[], None] = lambda: Non
         "kprobe_ns_per_pair": round(kprobe, 1),
         "tracepoint_over_off": round(tracepoint / off, 2),
         "kprobe_over_off": round(kprobe / off, 2),
+        "spread": {"off_ns_per_pair": spread(offs), "tracepoint_ns_per_pair": spread(traced),
+                   "kprobe_ns_per_pair": spread(kprobes)} if repeat > 1 else {},
     }
 
 
@@ -74,4 +79,5 @@ def run(argv: list[str]) -> int:
           f"({result['tracepoint_over_off']:.2f}x)")
     print(f"  kprobe (empty)       {result['kprobe_ns_per_pair']:9.1f} ns "
           f"({result['kprobe_over_off']:.2f}x)")
+    print(spread_line(result["spread"]))
     return 0

@@ -4,7 +4,8 @@ The cost of one compiled predicate-filter check, ``flt.match(record, cpu, comm)`
 the 2013 RFC story uses: the text predicate ``name == "eth5"`` on the benchmark's kprobe event
 (``name`` a ``__data_loc char[]`` holding ``lo``, so every record is discarded), and a few others
 on ``net:netif_receive_skb`` records. Each figure is the median over ``--repeat`` runs of ns per
-call (wall time); ``empty_call`` is a Python function with the same signature doing nothing.
+call (wall time), its ``spread`` the (max-min)/median of those runs; ``empty_call`` is a Python
+function with the same signature doing nothing.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.common import iteration_args
+from bench.common import iteration_args, spread, spread_line
 from filters.predicate import compile_filter
 
 
@@ -80,12 +81,16 @@ def measure(iterations: int, repeat: int) -> dict:
         return True
 
     result: dict = {"iterations": iterations, "repeat": repeat}
-    result["empty_call_ns"] = round(
-        statistics.median(_ns_per_call(empty, b"", iterations) for _ in range(repeat)), 1)
+    spreads: dict[str, float] = {}
+    samples = [_ns_per_call(empty, b"", iterations) for _ in range(repeat)]
+    result["empty_call_ns"] = round(statistics.median(samples), 1)
+    spreads["empty_call_ns"] = spread(samples)
     for name, text, fields, record in CASES:
         match = compile_filter(text, fields).match
-        per_call = statistics.median(_ns_per_call(match, record, iterations) for _ in range(repeat))
-        result[f"{name}_ns"] = round(per_call, 1)
+        samples = [_ns_per_call(match, record, iterations) for _ in range(repeat)]
+        result[f"{name}_ns"] = round(statistics.median(samples), 1)
+        spreads[f"{name}_ns"] = spread(samples)
+    result["spread"] = spreads if repeat > 1 else {}
     return result
 
 
@@ -99,4 +104,5 @@ def run(argv: list[str]) -> int:
     print(f"  {'empty Python call':28} {result['empty_call_ns']:8.1f} ns")
     for name, text, _, _ in CASES:
         print(f"  {text:28} {result[name + '_ns']:8.1f} ns")
+    print(spread_line(result["spread"]))
     return 0

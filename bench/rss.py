@@ -3,7 +3,8 @@
 * Steering rate: packets steered per second by the RSS program (``tools/examples/rss.bpf.c``)
   on the JIT and on the interpreter, and by the software fallback — each over the same ``--packets``
   random flows, with the skbs built beforehand, so the figure is the steering decision alone
-  (context build + program run, or the Python algorithm).  Median of ``--repeat`` batches.
+  (context build + program run, or the Python algorithm).  Median of ``--repeat`` batches;
+  ``spread.packets_per_second`` is their (max-min)/median per path.
 * Spread: ``--flows`` (100,000) random flows through the RSS algorithm onto ``--queues`` (4) with
   the table ``i % queues``; ``max_min`` is the busiest queue's load over the idlest's.  The same
   flows through the TUN device's default selection (no program) are reported for comparison.
@@ -18,6 +19,7 @@ import json
 import statistics
 import time
 
+from bench.common import spread, spread_line
 from kernel_model.tun import TunDevice, make_skb
 from tools import rss_software
 from tools.cmd_rss import random_frames
@@ -25,14 +27,15 @@ from tools.ebpf_rss import EbpfRss, RssLoadError
 from tools.rss_software import INDIRECTION_TABLE_SIZE, RssConfig
 
 
-def _rate(rss: EbpfRss, skbs: list, repeat: int) -> float:
+def _rate(rss: EbpfRss, skbs: list, repeat: int) -> tuple[float, float]:
+    """Packets per second (median of ``repeat`` batches) and the batches' spread."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         for skb in skbs:
             rss.steer_skb(skb)
         times.append(time.perf_counter() - start)
-    return len(skbs) / statistics.median(times)
+    return len(skbs) / statistics.median(times), spread(times)
 
 
 def _load_jit() -> tuple[EbpfRss, bool]:
@@ -62,6 +65,7 @@ def run(argv: list[str]) -> int:
     skbs = [make_skb(f) for f in random_frames(args.packets, seed=7)]
 
     rates: dict[str, float] = {}
+    spreads: dict[str, float] = {}
     jit, verified = _load_jit()
     interp = EbpfRss()                      # the same object; verification is engine-independent
     if not interp.load(jit.object, engine="interp", verify=False):
@@ -72,10 +76,10 @@ def run(argv: list[str]) -> int:
         raise RssLoadError(native.fallback_reason)
     for engine, rss in (("native", native), ("jit", jit), ("interp", interp)):
         rss.set_all(config, table, key)
-        rates[engine] = _rate(rss, skbs, args.repeat)
+        rates[engine], spreads[engine] = _rate(rss, skbs, args.repeat)
     software = EbpfRss()
     software.set_all(config, table, key)
-    rates["software"] = _rate(software, skbs, args.repeat)
+    rates["software"], spreads["software"] = _rate(software, skbs, args.repeat)
 
     # Spread over many flows: the fastest path computes the queues (all paths agree; tested).
     fastest = native
@@ -91,6 +95,7 @@ def run(argv: list[str]) -> int:
     result = {
         "object": built_by, "verified": verified, "packets": args.packets,
         "packets_per_second": {k: round(v) for k, v in rates.items()},
+        "spread": {"packets_per_second": spreads if args.repeat > 1 else {}},
         "flows": args.flows, "queues": args.queues, "queue_loads": loads,
         "max_min": round(max(loads) / max(min(loads), 1), 4),
         "default_selection_loads": default_loads,
@@ -106,4 +111,5 @@ def run(argv: list[str]) -> int:
           f"max/min {result['max_min']}")
     print(f"  default selection (automq), same flows: {default_loads}, "
           f"max/min {result['default_selection_max_min']}")
+    print(spread_line(result["spread"]["packets_per_second"]))
     return 0

@@ -14,8 +14,8 @@ runs it, the model's cost even on a machine busy with other work; ``wall`` is el
 the RFC's ``do_gettimeofday`` (fine on an idle machine, noisy on a shared one).
 
 Phases (the sequence runs ``--repeat`` times, so a slow moment of the machine touches every
-phase alike; each phase's figure is its median, the table also shows each phase's spread and the
-two target ratios taken within each repeat):
+phase alike; each phase's figure is its median; the table and the JSON's ``spread`` show each
+phase's spread, the table also the two target ratios taken within each repeat):
 
 1. ``off``        no tracing
 2. ``enabled``    kprobe event on ``__netdev_alloc_skb`` with ``name=+280(%di):string``, enabled
@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import progress_bar
+from bench.common import progress_bar, spread
 
 PHASES = ("off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again")
 RFC_USECS = {"off": 145179, "enabled": 240419, "predicate": 302552, "bpf_jit": 199463,
@@ -305,7 +305,8 @@ def run(argv: list[str]) -> int:
     results = {name: statistics.median(values) for name, values in runs.items()}
     if args.json:
         print(json.dumps({"phases": {p: results[p] for p in PHASES},
-                          "iterations": args.iterations}))
+                          "iterations": args.iterations,
+                          "spread": {p: spread(runs[p]) for p in PHASES} if args.repeat > 1 else {}}))
     else:
         print(f"skb alloc/free through tracefs ({fs.where}; {args.clock} time):")
         for line in lines:

@@ -4,7 +4,8 @@ Three programs: a 4,096-slot straight-line kprobe program (loads, ALU, spills an
 Toeplitz hash over 36 input bytes written as two nested loops (the verifier explores them
 iteration by iteration, pruning the data-dependent branches), and a socket-filter packet parser
 (Ethernet/VLAN, IPv4 with options or IPv6, TCP/UDP ports, with bounds checks).  Reports processed
-instructions per second and wall time per program (median of ``--repeat`` runs).
+instructions per second and wall time per program (median of ``--repeat`` runs; ``spread`` their
+(max-min)/median per timing).
 Targets: >= 100,000 processed insns/s; the Toeplitz loop program under 2 s.
 
 Reported apart (not in the overall rate): the whole RSS steering program, tools/examples/rss.bpf.c
@@ -23,7 +24,7 @@ import statistics
 import time
 from types import SimpleNamespace
 
-from bench.common import progress_bar
+from bench.common import progress_bar, spread, spread_line
 from filters.bpf.asm import assemble
 from filters.bpf.verifier import verify
 
@@ -204,7 +205,8 @@ def rss_program() -> dict:
                 maps=maps)
 
 
-def measure(prog: dict, repeat: int) -> dict:
+def measure(prog: dict, repeat: int, spreads: dict[str, float] | None = None, key: str = "") -> dict:
+    """The program verified ``repeat`` times: median wall time; its spread goes to ``spreads[key]``."""
     times = []
     res = None
     for _ in range(repeat):
@@ -214,12 +216,14 @@ def measure(prog: dict, repeat: int) -> dict:
         if not res.ok:
             raise SystemExit(f"benchmark program rejected: {res.error}\n{res.log}")
     wall = statistics.median(times)
+    if spreads is not None:
+        spreads[key] = spread(times)
     return {"slots": len(prog["insns"]), "processed": res.insn_processed,
             "total_states": res.total_states, "wall_s": round(wall, 4),
             "insns_per_s": round(res.insn_processed / wall)}
 
 
-def measure_limit(repeat: int) -> dict:
+def measure_limit(repeat: int, spreads: dict[str, float]) -> dict:
     """The looping program, rejected once its walk passes 1,000,000 processed insns."""
     insns = assemble(LOOP_TO_LIMIT)
     walls, cpus = [], []
@@ -231,12 +235,13 @@ def measure_limit(repeat: int) -> dict:
         cpus.append(time.process_time() - c0)
         if res.ok or "BPF program is too large" not in (res.error or ""):
             raise SystemExit(f"the loop should hit the complexity limit: {res.error}")
+    spreads["limit_1m.wall_s"] = spread(walls)
     return {"processed": res.insn_processed, "total_states": res.total_states,
             "wall_s": round(statistics.median(walls), 4),
             "cpu_s": round(statistics.median(cpus), 4), "error": res.error}
 
 
-def measure_cpu(prog: dict, repeat: int) -> dict:
+def measure_cpu(prog: dict, repeat: int, spreads: dict[str, float], key: str) -> dict:
     """``measure`` plus the median process CPU time."""
     cpus = []
     d = None
@@ -245,6 +250,7 @@ def measure_cpu(prog: dict, repeat: int) -> dict:
         d = measure(prog, 1)
         cpus.append((time.process_time() - c0, d["wall_s"]))
     walls = sorted(w for _, w in cpus)
+    spreads[key] = spread(walls)
     d["wall_s"] = round(statistics.median(walls), 4)
     d["cpu_s"] = round(statistics.median(c for c, _ in cpus), 4)
     d["insns_per_s"] = round(d["processed"] / d["wall_s"])
@@ -258,24 +264,28 @@ def run(argv: list[str]) -> int:
     args = p.parse_args(argv)
     progs = {**programs(), "rss_steering": rss_program()}
     detail = {}
+    spreads: dict[str, float] = {}
     with progress_bar(len(progs), "program", "verifier bench", args.json) as bar:
         for name, prog in progs.items():
             bar.set_postfix_str(name)
-            detail[name] = measure(prog, args.repeat)
+            detail[name] = measure(prog, args.repeat, spreads, f"programs.{name}.wall_s")
             bar.update(1)
     rss = detail.pop("rss_steering")       # reported apart, not in the overall rate
     total_processed = sum(d["processed"] for d in detail.values())
     total_wall = sum(d["wall_s"] for d in detail.values())
-    limit = measure_limit(args.repeat)
+    spreads["rss_steering.wall_s"] = spreads.pop("programs.rss_steering.wall_s")
+    limit = measure_limit(args.repeat, spreads)
     straight = measure_cpu(dict(insns=assemble(straight_line_program(130_000)),
-                                prog_type="kprobe", maps=[]), args.repeat)
+                                prog_type="kprobe", maps=[]), args.repeat, spreads,
+                           "straight_line_130k.wall_s")
     out = {"processed_insns_per_s": round(total_processed / total_wall),
            "toeplitz_loop_s": detail["toeplitz_loop_36"]["wall_s"], "programs": detail,
            "rss_steering_s": rss["wall_s"], "rss_steering": rss,
            "limit_1m_seconds": limit["wall_s"], "limit_1m_cpu_seconds": limit["cpu_s"],
            "limit_1m": limit,
            "straight_line_130k_seconds": straight["wall_s"],
-           "straight_line_130k_cpu_seconds": straight["cpu_s"], "straight_line_130k": straight}
+           "straight_line_130k_cpu_seconds": straight["cpu_s"], "straight_line_130k": straight,
+           "spread": spreads if args.repeat > 1 else {}}
     if args.json:
         print(json.dumps(out))
         return 0
@@ -290,4 +300,5 @@ def run(argv: list[str]) -> int:
     print(f"limit_1m_seconds: {limit['wall_s']:.3f} (cpu {limit['cpu_s']:.3f}; target <= 2 s): "
           f"the 4-insn loop rejected, {limit['error']}")
     print(f"straight_line_130k_seconds: {straight['wall_s']:.3f} (cpu {straight['cpu_s']:.3f})")
+    print(spread_line(out["spread"]))
     return 0

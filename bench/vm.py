@@ -20,7 +20,8 @@ Programs, each run on the same context by every engine:
 tier's (the loop programs are the ones the native tier is for).  ``interp_minsn_per_s`` /
 ``jit_minsn_per_s`` are the Toeplitz figures (instructions executed per second, in millions);
 ``jit_vs_handwritten`` is the JIT'd devname filter's time per call divided by the hand-written
-function's.  Every figure is the median of ``--repeat`` timed batches.
+function's.  Every figure is the median of ``--repeat`` timed batches; ``spread`` holds each
+timing's (max-min)/median over them, by ``program.figure``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from bench.common import spread, spread_line
 from filters.bpf.asm import assemble
 from filters.bpf.interp import Interpreter
 from filters.bpf.jit import compile_program
@@ -158,18 +160,20 @@ def handwritten_devname(ctx: bytes) -> int:
     return 1 if ctx[8:12] == b"eth5" else 0
 
 
-def _per_call_ns(fn: Callable, arg, calls: int, repeat: int) -> float:
+def _per_call_ns(fn: Callable, arg, calls: int, repeat: int) -> tuple[float, float]:
+    """ns per call, median of ``repeat`` batches, and the batches' spread."""
     samples = []
     for _ in range(repeat):
         start = time.perf_counter_ns()
         for _ in range(calls):
             fn(arg)
         samples.append((time.perf_counter_ns() - start) / calls)
-    return statistics.median(samples)
+    return statistics.median(samples), spread(samples)
 
 
 def measure_program(program: Program, ctx: bytes, expected: int, repeat: int,
-                    interp_calls: int, jit_calls: int) -> dict:
+                    interp_calls: int, jit_calls: int, spreads: dict[str, float]) -> dict:
+    """The program's figures; each timing's spread goes into ``spreads`` as ``name.figure``."""
     interp = Interpreter(program)
     jit = compile_program(program)
     native = compile_native(program)
@@ -177,9 +181,10 @@ def measure_program(program: Program, ctx: bytes, expected: int, repeat: int,
     if got != (expected, expected, expected):
         raise SystemExit(f"bench vm: {program.name} returned {got}, expected {expected:#x}")
     insns = interp.executed
-    interp_ns = _per_call_ns(interp, ctx, interp_calls, repeat)
-    jit_ns = _per_call_ns(jit.entry, ctx, jit_calls, repeat)
-    native_ns = _per_call_ns(native, ctx, jit_calls * 4, repeat)
+    interp_ns, spreads[f"{program.name}.interp_ns_per_run"] = _per_call_ns(interp, ctx, interp_calls, repeat)
+    jit_ns, spreads[f"{program.name}.jit_ns_per_run"] = _per_call_ns(jit.entry, ctx, jit_calls, repeat)
+    native_ns, spreads[f"{program.name}.native_ns_per_run"] = _per_call_ns(native, ctx, jit_calls * 4,
+                                                                            repeat)
     return {"insns_per_run": insns, "interp_ns_per_run": round(interp_ns, 1),
             "jit_ns_per_run": round(jit_ns, 1), "native_ns_per_run": round(native_ns, 1),
             "interp_minsn_per_s": round(insns / interp_ns * 1e3, 3),
@@ -195,17 +200,20 @@ def measure(repeat: int) -> dict:
     toeplitz_loop = load_program(assemble(TOEPLITZ_LOOP_SOURCE), name="toeplitz_loop",
                                  ctx_size=len(TOEPLITZ_INPUT) + len(RSS_KEY))
     tlv = load_program(assemble(TLV_SOURCE), name="tlv_parser", ctx_size=len(TLV_CTX))
+    spreads: dict[str, float] = {}
     programs = {
-        "toeplitz": measure_program(toeplitz, TOEPLITZ_INPUT, TOEPLITZ_EXPECTED, repeat, 200, 5000),
-        "devname": measure_program(devname, DEVNAME_CTX, 1, repeat, 20000, 200000),
+        "toeplitz": measure_program(toeplitz, TOEPLITZ_INPUT, TOEPLITZ_EXPECTED, repeat, 200, 5000,
+                                    spreads),
+        "devname": measure_program(devname, DEVNAME_CTX, 1, repeat, 20000, 200000, spreads),
         "toeplitz_loop": measure_program(toeplitz_loop, TOEPLITZ_INPUT + RSS_KEY, TOEPLITZ_EXPECTED,
-                                         repeat, 20, 200),
-        "tlv_parser": measure_program(tlv, TLV_CTX, tlv_expected(TLV_CTX), repeat, 50, 1000),
+                                         repeat, 20, 200, spreads),
+        "tlv_parser": measure_program(tlv, TLV_CTX, tlv_expected(TLV_CTX), repeat, 50, 1000, spreads),
     }
     jit = compile_program(devname)
     assert handwritten_devname(DEVNAME_CTX) == jit.entry(DEVNAME_CTX) == 1
-    hand_ns = _per_call_ns(handwritten_devname, DEVNAME_CTX, 200000, repeat)
-    jit_ns = _per_call_ns(jit.entry, DEVNAME_CTX, 200000, repeat)
+    hand_ns, spreads["devname.handwritten_ns_per_call"] = _per_call_ns(handwritten_devname, DEVNAME_CTX,
+                                                                        200000, repeat)
+    jit_ns, spreads["devname.jit_ns_per_call"] = _per_call_ns(jit.entry, DEVNAME_CTX, 200000, repeat)
     programs["devname"]["handwritten_ns_per_call"] = round(hand_ns, 1)
     programs["devname"]["jit_ns_per_call"] = round(jit_ns, 1)
     return {
@@ -213,6 +221,7 @@ def measure(repeat: int) -> dict:
         "jit_minsn_per_s": programs["toeplitz"]["jit_minsn_per_s"],
         "jit_vs_handwritten": round(jit_ns / hand_ns, 2),
         "programs": programs,
+        "spread": spreads if repeat > 1 else {},
     }
 
 
@@ -232,4 +241,5 @@ def run(argv: list[str]) -> int:
         print(f"native/interp    {result['programs'][name]['native_vs_interp']:8.1f}x ({name})")
     for name, row in result["programs"].items():
         print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    print(spread_line(result["spread"]))
     return 0

@@ -13,7 +13,8 @@ PHASES = ["off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again"]
 def test_json_output(capsys):
     assert skb.run(["--iterations", "200", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"phases", "iterations"} and result["iterations"] == 200
+    assert set(result) == {"phases", "iterations", "spread"} and result["iterations"] == 200
+    assert result["spread"] == {}               # one repeat: no spread to report
     assert list(result["phases"]) == PHASES
     assert all(isinstance(v, (int, float)) and v > 0 for v in result["phases"].values())
 

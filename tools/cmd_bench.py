@@ -1,7 +1,10 @@
 """``tracesim bench NAME [ARGS...]``: run one benchmark module (``bench/<name>.py``), or all.
 
 Each benchmark module exposes ``run(argv: list[str]) -> int`` and parses its own options
-(``--json`` among them). The table below maps a name to its module; add yours.
+(``--json`` among them). The table below maps a name to its module; add yours. Every run goes
+through ``bench.common.run_with_machine``, which adds the machine (CPU, cores, Python, load at
+start and end) to the output; ``tracesim bench compare A.json B.json`` sets two outputs side by
+side.
 """
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ import argparse
 import importlib
 import importlib.util
 import sys
+
+from bench import compare
+from bench.common import run_with_machine
 
 BENCHES = {"vm": "bench.vm", "kernel": "bench.kernel", "verifier": "bench.verifier",
            "cc": "bench.cc", "tracefs": "bench.tracefs", "skb": "bench.skb", "rss": "bench.rss",
@@ -38,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("all", help="every benchmark above, in that order",
                    usage="tracesim bench all [ARGS...]",
                    description="Every benchmark in turn; ARGS (such as --json) go to each.")
+    compare.add_arguments(sub.add_parser("compare", prog="tracesim bench compare", help=compare.SUMMARY,
+                                         description=compare.DESCRIPTION))
     return p
 
 
@@ -48,14 +56,16 @@ def main(argv: list[str]) -> int:
     name, rest = argv[0], argv[1:]
     if name == "all" and ("-h" in rest or "--help" in rest):
         parser().parse_args(["all", "--help"])          # prints the help and exits 0
+    if name == "compare":
+        return compare.main(rest)
     if name == "all":
         status = 0
         for each in available():
             print(f"== {each}", flush=True)
-            status |= importlib.import_module(BENCHES[each]).run(rest)
+            status |= run_with_machine(importlib.import_module(BENCHES[each]).run, rest)
         return status
     if name not in available():
         print(f"tracesim bench: unknown benchmark '{name}' (have: {', '.join(available())})",
               file=sys.stderr)
         return 2
-    return importlib.import_module(BENCHES[name]).run(rest)
+    return run_with_machine(importlib.import_module(BENCHES[name]).run, rest)
