@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,19 @@ def mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     need_fuse(tmp_path_factory.getbasetemp())
     with mounted(tmp_path_factory.mktemp("tracefs")) as path:
         yield path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the processes the tests start, however the suite itself was started.
+
+    A shell without job control starts a background command (``make test &``, a CI runner's
+    job) with SIGINT and SIGQUIT ignored, and every child inherits that: the ``cat trace_pipe``
+    a test interrupts would then never see its Ctrl-C. Python's own handler is what the suite
+    would have had from a terminal; children get the default action back at exec."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
