@@ -44,13 +44,26 @@ from filters.bpf.interp import (
 from filters.bpf.memory import CTX_BASE, STACK_BASE, STACK_BYTES, STACK_TOP, VMError
 from filters.bpf.program import DEFAULT_BUDGET, Program
 
-try:                                    # optional at import time: loader.available() says why not
-    import llvmlite.binding as _llvm
-except ImportError as _err:             # pragma: no cover - depends on the platform
-    _llvm = None
-    IMPORT_ERROR: str | None = str(_err)
-else:
-    IMPORT_ERROR = None
+# llvmlite is imported on first use, not with this module: it costs ~0.1 s, and every command
+# and verifier worker that imports the loader would pay it for a tier most programs never take.
+_llvm: Any = None
+IMPORT_ERROR: str | None = None          # why the tier is unavailable, once that is known
+_tried_import = False
+
+
+def _binding() -> Any:
+    """``llvmlite.binding``, or None (``IMPORT_ERROR`` says why)."""
+    global _llvm, IMPORT_ERROR, _tried_import
+    if not _tried_import:
+        _tried_import = True
+        if IMPORT_ERROR is None:
+            try:
+                import llvmlite.binding as binding
+            except ImportError as err:   # pragma: no cover - depends on the platform
+                IMPORT_ERROR = str(err)
+            else:
+                _llvm = binding
+    return _llvm
 
 SIZE = {isa.W: 4, isa.H: 2, isa.B: 1, isa.DW: 8}
 
@@ -81,7 +94,7 @@ class NativeUnavailable(RuntimeError):
 
 def available() -> bool:
     """Whether the native tier can compile here."""
-    return _llvm is not None
+    return _binding() is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +109,7 @@ def _machine() -> Any:
     """A new target machine for the host: each MCJIT engine takes ownership of (and disposes)
     the one it is created with, so they cannot be shared."""
     global _target
-    if _llvm is None:
+    if _binding() is None:
         raise NativeUnavailable(f"llvmlite is not available: {IMPORT_ERROR}")
     if _target is None:
         _llvm.initialize_native_target()
@@ -1125,13 +1138,13 @@ def _bytes_data_offset() -> int:
 try:
     _BYTES_DATA = _bytes_data_offset()
 except ImportError as _layout:           # pragma: no cover - only off CPython
-    _llvm, IMPORT_ERROR, _BYTES_DATA = None, str(_layout), 0
+    IMPORT_ERROR, _BYTES_DATA = str(_layout), 0
 
 
 def compile_native(program: Program, *, budget: int = DEFAULT_BUDGET) -> NativeProgram:
     """The NativeProgram for ``program`` (built on first use, then cached on the Program);
     ``NativeUnavailable`` without llvmlite."""
-    if _llvm is None:
+    if _binding() is None:
         raise NativeUnavailable(f"llvmlite is not available: {IMPORT_ERROR}")
     key = ("native", budget)
     cached = program.jit_cache.get(key)
