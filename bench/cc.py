@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import spread, spread_line
-from filters.bpf import elf
-from filters.bpf.compiler import compile_file
+from tracesim.bench.common import spread, spread_line
+from tracesim.filters.bpf.compiler import compile_file
+from tracesim.filters.bpf.toolchain import elf
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "tools" / "examples"

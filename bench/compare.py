@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from bench.common import machine_line
+from tracesim.bench.common import machine_line
 
 Leaves = dict[str, float]
 

@@ -1,7 +1,7 @@
 """``tracesim bench kernel [--iterations N] [--repeat R] [--json]``.
 
 The cost of one ``netdev_alloc_skb(lo, 128); kfree_skb(skb)`` pair in the modelled kernel (the
-2013 RFC's benchmark loop, run by ``kernel_model.skb_bench``), in three configurations:
+2013 RFC's benchmark loop, run by ``tracesim.kernel_model.net.skb_bench``), in three configurations:
 
 * ``off``: no tracing at all (every tracepoint and kprobe site costs one attribute check);
 * ``tracepoint``: ``skb:kfree_skb`` enabled on the top-level instance, each call recording an
@@ -18,9 +18,9 @@ import json
 import statistics
 from collections.abc import Callable
 
-from bench.common import iteration_args, progress_bar, spread, spread_line
-from kernel_model import skb_bench
-from kernel_model.kernel import Kernel
+from tracesim.bench.common import iteration_args, progress_bar, spread, spread_line
+from tracesim.kernel_model.kernel import Kernel
+from tracesim.kernel_model.net import skb_bench
 
 CONFIGURATIONS = ("off", "kprobe", "tracepoint")      # in the order ``measure`` runs them
 

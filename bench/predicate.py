@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.common import iteration_args, spread, spread_line
-from filters.predicate import compile_filter
+from tracesim.bench.common import iteration_args, spread, spread_line
+from tracesim.filters.predicate import compile_filter
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ import json
 import statistics
 import time
 
-from bench.common import spread, spread_line
-from kernel_model.tun import TunDevice, make_skb
-from tools import rss_software
-from tools.cmd_rss import random_frames
-from tools.ebpf_rss import EbpfRss, RssLoadError
-from tools.rss_software import INDIRECTION_TABLE_SIZE, RssConfig
+from tracesim.bench.common import spread, spread_line
+from tracesim.kernel_model.net.tun import TunDevice, make_skb
+from tracesim.tools.cmd_rss import random_frames
+from tracesim.tools.rss import rss_software
+from tracesim.tools.rss.ebpf_rss import EbpfRss, RssLoadError
+from tracesim.tools.rss.rss_software import INDIRECTION_TABLE_SIZE, RssConfig
 
 
 def _rate(rss: EbpfRss, skbs: list, repeat: int) -> tuple[float, float]:

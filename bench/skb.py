@@ -6,7 +6,7 @@
 Driven the way a user would drive it: writes to ``kprobe_events``, ``enable`` and ``filter``,
 and through the control channel the BPF engine switch (``bpf-engine``) and the benchmark module
 (``skb-bench``, which logs ``1M skb alloc/free <usecs> (usecs)`` to dmesg).  By default on an in-process tree
-(``tracefs.system.System``, real clock); ``--mount DIR`` drives a running ``tracesim mount``
+(``tracesim.tracefs.system.System``, real clock); ``--mount DIR`` drives a running ``tracesim mount``
 with the same file writes and ``tracesim ctl`` requests.
 
 The module times its loop with ``--clock``: ``cpu`` (default) is the CPU time of the thread that
@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import progress_bar, spread
+from tracesim.bench.common import progress_bar, spread
 
 PHASES = ("off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again")
 RFC_USECS = {"off": 145179, "enabled": 240419, "predicate": 302552, "bpf_jit": 199463,
@@ -59,7 +59,7 @@ class InProcess:
     """A fresh System on the real clock; files through the tree's shell-like helpers."""
 
     def __init__(self, cpus: int = 2) -> None:
-        from tracefs.system import System
+        from tracesim.tracefs.system import System
         self.system = System.boot(cpus=cpus, seed=1, clock="real")
         self.where = "in-process tree"
 
@@ -97,7 +97,7 @@ class Mounted:
         return (self.root / path).read_text(errors="replace")
 
     def control(self, argv: list[str]) -> tuple[int, str]:
-        from tools.ctl_socket import request
+        from tracesim.tools.ctl_socket import request
         return request(str(self.root), argv)
 
     def close(self) -> None:
@@ -108,7 +108,7 @@ class Mounted:
 
 def filter_object() -> bytes:
     """eth5_filter.o, compiled by tracesim's compiler."""
-    from filters.bpf.compiler.driver import compile_file
+    from tracesim.filters.bpf.compiler.driver import compile_file
     return compile_file(EXAMPLE).elf
 
 

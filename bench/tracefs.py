@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TRACESIM = [sys.executable, "-m", "tools.cli"]
+TRACESIM = [sys.executable, "-m", "tracesim.tools.cli"]
 LOST = re.compile(rb"^CPU:\d+ \[LOST (\d+) EVENTS\]")
 STAMP = re.compile(rb"\] \S+ +(\d+)\.(\d{6}): ")
 NOW_TS = re.compile(r"^now ts: +(\d+)\.(\d{6})$", re.M)
@@ -103,7 +103,7 @@ def cpu_seconds(pid: int | None) -> float:
 
 def drain_rate(mnt: Path, events: str, packets: int) -> tuple[int, float]:
     """Fill the buffer with ``packets`` received packets, then time cat draining it."""
-    from tools.ctl_socket import request
+    from tracesim.tools.ctl_socket import request
     (mnt / "buffer_size_kb").write_text("32768\n")
     (mnt / "set_event").write_text(events + "\n")
     status, text = request(str(mnt), ["send", "eth0", "--len", "64", "--count", str(packets)])
@@ -130,7 +130,7 @@ def run(argv: list[str]) -> int:
                    help="packets received before the drain measurement (default 10000)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    from tools.ctl_socket import request
+    from tracesim.tools.ctl_socket import request
 
     counts = {"events": 0, "lost": 0}
     samples: list[tuple[float, int]] = []       # (arrival µs, event timestamp µs)

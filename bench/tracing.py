@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
-from bench.common import spread, spread_line
-from kernel_model.kernel import Kernel
+from tracesim.bench.common import spread, spread_line
+from tracesim.kernel_model.kernel import Kernel
 
 
 def _per_op(n: int, fn: Callable[[], None], repeat: int, spreads: dict[str, float], key: str) -> float:

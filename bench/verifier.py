@@ -24,9 +24,9 @@ import statistics
 import time
 from types import SimpleNamespace
 
-from bench.common import progress_bar, spread, spread_line
-from filters.bpf.asm import assemble
-from filters.bpf.verifier import verify
+from tracesim.bench.common import progress_bar, spread, spread_line
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.verifier import verify
 
 BPF_MAP_TYPE_ARRAY = 2
 
@@ -195,9 +195,9 @@ LOOP_TO_LIMIT = "r0 = 0\nr0 += 1\nif r0 != 0 goto -2\nexit\n"
 
 def rss_program() -> dict:
     """The RSS steering program as the loader verifies it (object built by tracesim cc)."""
-    from filters.bpf import elf
-    from filters.bpf.maps import create_map
-    from tools import ebpf_rss
+    from tracesim.filters.bpf.runtime.maps import create_map
+    from tracesim.filters.bpf.toolchain import elf
+    from tracesim.tools.rss import ebpf_rss
     obj = elf.load_object(ebpf_rss.build_object("tracesim")[0])
     maps = [create_map(m.name, m.type, m.key_size, m.value_size, m.max_entries, m.flags)
             for m in obj.maps]

@@ -31,12 +31,12 @@ import statistics
 import time
 from collections.abc import Callable
 
-from bench.common import spread, spread_line
-from filters.bpf.asm import assemble
-from filters.bpf.interp import Interpreter
-from filters.bpf.jit import compile_program
-from filters.bpf.native import compile_native
-from filters.bpf.program import Program, load_program
+from tracesim.bench.common import spread, spread_line
+from tracesim.filters.bpf.runtime.program import Program, load_program
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.vm.interp import Interpreter
+from tracesim.filters.bpf.vm.jit import compile_program
+from tracesim.filters.bpf.vm.native import compile_native
 
 RSS_KEY = bytes.fromhex("6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c"
                         "6a42b73bbeac01fa")

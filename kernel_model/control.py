@@ -36,11 +36,11 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kernel_model import net as netmod
-from kernel_model import skb_bench, tun
+from tracesim.kernel_model.net import core as netmod
+from tracesim.kernel_model.net import skb_bench, tun
 
 if TYPE_CHECKING:
-    from kernel_model.kernel import Kernel
+    from tracesim.kernel_model.kernel import Kernel
 
 CTL_COMM = "tracesim-ctl"
 # ``send --count`` at most this: about a day of sending at the model's ~10^4 packets/s, so a
@@ -228,7 +228,7 @@ def run_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
     if argv[:1] == ["send"] and argv[1:2] and argv[1].startswith("tun"):   # send tun0 --src ...
         return tun.send_command(kernel, argv[1:])
     if argv == ["btf"]:     # the raw BTF (/sys/kernel/btf/vmlinux), base64: tracesim btf --mount
-        from kernel_model.model_btf import model_btf_bytes
+        from tracesim.kernel_model.model_btf import model_btf_bytes
         return 0, base64.b64encode(model_btf_bytes()).decode() + "\n"
     if not argv or argv[0] not in COMMANDS:
         what = f"unknown command '{argv[0]}'\n" if argv else "no command\n"

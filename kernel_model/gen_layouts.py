@@ -1,6 +1,6 @@
 """Generate the model's kernel headers from the BTF of a real kernel.
 
-    python -m kernel_model.gen_layouts ../shared/reference/linux-6.18/btf/vmlinux.gz [--out DIR]
+    python -m tracesim.kernel_model.gen_layouts ../shared/reference/linux-6.18/btf/vmlinux.gz [--out DIR]
 
 reads the raw BTF (``/sys/kernel/btf/vmlinux``, optionally gzipped) and writes the headers listed
 in ``HEADERS`` under ``kernel_model/include`` (or DIR): every struct the model lays out in its
@@ -23,9 +23,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filters.bpf import btf as B
-from filters.bpf.btf_dump import CWriter, member_bits
-from kernel_model import c_types
+from tracesim.filters.bpf.toolchain import btf as B
+from tracesim.filters.bpf.toolchain.btf_dump import CWriter, member_bits
+from tracesim.kernel_model import c_types
 
 ALL = None   # keep every member
 
@@ -355,7 +355,7 @@ def write(texts: dict[str, str], out_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kernel_model.gen_layouts",
+    p = argparse.ArgumentParser(prog="python -m tracesim.kernel_model.gen_layouts",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("btf", help="raw BTF of the kernel (/sys/kernel/btf/vmlinux), may be gzipped")
     p.add_argument("--out", type=Path, default=c_types.INCLUDE_DIR,

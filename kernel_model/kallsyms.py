@@ -17,7 +17,7 @@ import bisect
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from kernel_model.memory import KERNEL_TEXT_BASE, Memory
+from tracesim.kernel_model.mm.memory import KERNEL_TEXT_BASE, Memory
 
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
 INT3 = 0xcc

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import threading
 
-from kernel_model.clock import Clock
-from kernel_model.kallsyms import Kallsyms
-from kernel_model.kprobes import Kprobes
-from kernel_model.machine import Machine, Task
-from kernel_model.memory import Memory
-from kernel_model.net import Net
-from kernel_model.printk import Printk
-from kernel_model.slab import Slab
-from kernel_model.trace import Tracing
-from kernel_model.workload import Workloads
+from tracesim.kernel_model.clock import Clock
+from tracesim.kernel_model.kallsyms import Kallsyms
+from tracesim.kernel_model.kprobes import Kprobes
+from tracesim.kernel_model.machine import Machine, Task
+from tracesim.kernel_model.mm.memory import Memory
+from tracesim.kernel_model.mm.slab import Slab
+from tracesim.kernel_model.net.core import Net
+from tracesim.kernel_model.trace.printk import Printk
+from tracesim.kernel_model.trace.tracing import Tracing
+from tracesim.kernel_model.workload import Workloads
 
 UTS_RELEASE = "6.18.0-tracesim"
 DEFAULT_DEVICES = ("lo", "eth0", "eth5")

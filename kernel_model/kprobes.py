@@ -35,8 +35,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from kernel_model.kallsyms import Kallsyms
-from kernel_model.memory import Memory
+from tracesim.kernel_model.kallsyms import Kallsyms
+from tracesim.kernel_model.mm.memory import Memory
 
 ENOENT, EINVAL, EEXIST = 2, 22, 17
 

@@ -33,11 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from kernel_model.c_types import kernel_types
+from tracesim.kernel_model.c_types import kernel_types
 
 if TYPE_CHECKING:
-    from kernel_model.memory import Memory
-    from kernel_model.slab import KmemCache, Slab
+    from tracesim.kernel_model.mm.memory import Memory
+    from tracesim.kernel_model.mm.slab import KmemCache, Slab
 
 PREEMPT_MASK = 0x000000ff
 SOFTIRQ_MASK = 0x0000ff00
@@ -284,7 +284,7 @@ class Machine:
     def attach_slab(self, slab: Slab, call_site: int = 0) -> None:
         """From now on new tasks get their task_struct from the ``task_struct`` kmem_cache
         (``call_site``: the return address in dup_task_struct the kmem events show)."""
-        from kernel_model.slab import SLAB_ACCOUNT, SLAB_HWCACHE_ALIGN, SLAB_PANIC
+        from tracesim.kernel_model.mm.slab import SLAB_ACCOUNT, SLAB_HWCACHE_ALIGN, SLAB_PANIC
         self._slab = slab
         self._alloc_site = call_site
         self._task_cache = slab.kmem_cache_create(

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 
-from filters.bpf import btf as B
-from filters.bpf.btf_dump import PAD_PREFIX
-from kernel_model.c_types import (
+from tracesim.filters.bpf.toolchain import btf as B
+from tracesim.filters.bpf.toolchain.btf_dump import PAD_PREFIX
+from tracesim.kernel_model.c_types import (
     INCLUDE_DIR,
     Array,
     CType,

@@ -27,10 +27,10 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kernel_model.net import DISCARD_PORT, packet_frame
+from tracesim.kernel_model.net.core import DISCARD_PORT, packet_frame
 
 if TYPE_CHECKING:
-    from kernel_model.kernel import Kernel
+    from tracesim.kernel_model.kernel import Kernel
 
 POOL_SIZE = 256
 BATCH = 64

@@ -19,15 +19,16 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+from tracesim.filters.bpf.runtime import helper_table as helper_table_mod
+from tracesim.filters.bpf.runtime import helpers, maps
+from tracesim.filters.bpf.vm import isa
+from tracesim.kernel_model import workload
+from tracesim.kernel_model.c_types import kernel_types
+from tracesim.kernel_model.kernel import Kernel
+from tracesim.tracefs import blocking, caller
+from tracesim.tracefs.system import System
 
-from filters.bpf import helper_table as helper_table_mod
-from filters.bpf import helpers, isa, maps
-from kernel_model import workload
-from kernel_model.c_types import kernel_types
-from kernel_model.kernel import Kernel
 from tests.fuse_helpers import mounted, need_fuse
-from tracefs import blocking, caller
-from tracefs.system import System
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -131,17 +132,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 # Module-level tables nobody may change after import (the helper table itself is a read-only
 # mapping of frozen records, so it needs no watching).
 GLOBAL_TABLES: dict[str, Any] = {
-    "filters.bpf.isa.HELPER_IDS": isa.HELPER_IDS,
-    "filters.bpf.maps.MAP_CLASSES": maps.MAP_CLASSES,
-    "kernel_model.workload.WORKLOADS": workload.WORKLOADS,
+    "tracesim.filters.bpf.vm.isa.HELPER_IDS": isa.HELPER_IDS,
+    "tracesim.filters.bpf.runtime.maps.MAP_CLASSES": maps.MAP_CLASSES,
+    "tracesim.kernel_model.workload.WORKLOADS": workload.WORKLOADS,
     # the kernel's C types, parsed once and shared by every Kernel
     **{f"kernel_types().{part}": getattr(kernel_types(), part)
        for part in ("typedefs", "structs", "unions", "enums", "enum_consts", "globals")},
 }
 # Hooks the FUSE adapter installs in the mount process; in the test process they stay the defaults.
 GLOBAL_HOOKS: dict[str, tuple[Any, str]] = {
-    "tracefs.caller._lookup": (caller, "_lookup"),
-    "tracefs.blocking._interrupt_check": (blocking, "_interrupt_check"),
+    "tracesim.tracefs.caller._lookup": (caller, "_lookup"),
+    "tracesim.tracefs.blocking._interrupt_check": (blocking, "_interrupt_check"),
 }
 # pytest itself rewrites this one for every phase of every test.
 VOLATILE_ENV = {"PYTEST_CURRENT_TEST"}

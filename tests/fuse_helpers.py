@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-TRACESIM = [sys.executable, "-m", "tools.cli"]
+TRACESIM = [sys.executable, "-m", "tracesim.tools.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 _probe: dict[str, str] = {}
 

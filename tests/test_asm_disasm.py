@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import pytest
-
-from filters.bpf import isa
-from filters.bpf.asm import AsmError, assemble
-from filters.bpf.disasm import disassemble, format_insn
-from filters.bpf.isa import Insn
-from filters.bpf.program import ProgramError, check_reserved
+from tracesim.filters.bpf.runtime.program import ProgramError, check_reserved
+from tracesim.filters.bpf.toolchain.asm import AsmError, assemble
+from tracesim.filters.bpf.toolchain.disasm import disassemble, format_insn
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.isa import Insn
 
 # (bytes as llvm-objdump shows them, the text LLVM 14's llvm-objdump prints for them)
 LLVM14 = [

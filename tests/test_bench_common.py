@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from bench.common import machine_info, spread
-from tools import cli
+from tracesim.bench.common import machine_info, spread
+from tracesim.tools import cli
 
 
 def test_machine_info_keys_and_types():

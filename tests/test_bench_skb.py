@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import re
 
-from bench import skb
+from tracesim.bench import skb
+
 from tests.fuse_helpers import mounted, need_fuse, tracesim
 
 PHASES = ["off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from tracesim.bench import tracefs as bench
 
-from bench import tracefs as bench
 from tests.fuse_helpers import need_fuse
 
 pytestmark = pytest.mark.fuse

@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
+from tracesim.filters.bpf.compiler.driver import compile_file, compile_source
+from tracesim.tracefs.system import System
 
-from filters.bpf.compiler.driver import compile_file, compile_source
 from tests.tree_helpers import cat_into
-from tracefs.system import System
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "examples"
 NETIF = "/events/net/netif_receive_skb"
@@ -41,7 +41,7 @@ def send(system, dev: str, count: int = 1, length: int = 84) -> None:
 
 def drop(system, dev: str, count: int = 1, length: int = 84) -> None:
     """UDP packets to a closed port: received, then freed with kfree_skb (NO_SOCKET)."""
-    from kernel_model import net
+    from tracesim.kernel_model.net import core as net
     kernel = system.kernel
     device = kernel.net.device(dev)
     with kernel.lock:

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from tracesim.filters.bpf.compiler.driver import compile_source
 
-from filters.bpf.compiler.driver import compile_source
 from tests.fuse_helpers import sh
 from tests.test_bpf_filter import PRINTK_LINE, example
 from tests.test_image2013 import filter_ex1 as filter_ex1_image
@@ -43,7 +43,7 @@ def objects(tmp_path_factory) -> Path:
 
 def ctl(mnt: Path, *argv: str) -> str:
     """``tracesim ctl MNT ...`` as a user runs it."""
-    done = subprocess.run([sys.executable, "-m", "tools.cli", "ctl", str(mnt), *argv],
+    done = subprocess.run([sys.executable, "-m", "tracesim.tools.cli", "ctl", str(mnt), *argv],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout

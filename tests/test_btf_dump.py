@@ -6,15 +6,15 @@ import re
 import subprocess
 
 import pytest
+from tracesim.filters.bpf.toolchain import btf as B
+from tracesim.filters.bpf.toolchain.btf_dump import PAD_PREFIX, dump_raw, member_bits
+from tracesim.kernel_model import c_types
+from tracesim.kernel_model.c_types import kernel_types
+from tracesim.kernel_model.model_btf import build, model_btf, model_btf_bytes, uapi_types
+from tracesim.tools.cli import main as cli
 
-from filters.bpf import btf as B
-from filters.bpf.btf_dump import PAD_PREFIX, dump_raw, member_bits
-from kernel_model import c_types
-from kernel_model.c_types import kernel_types
-from kernel_model.model_btf import build, model_btf, model_btf_bytes, uapi_types
 from tests.conftest import need_tool
 from tests.fuse_helpers import ROOT, TRACESIM, mounted, need_fuse, tracesim
-from tools.cli import main as cli
 
 RAW_LINE = re.compile(
     r"\[\d+\] (INT '[^']+' size=\d+ bits_offset=0 nr_bits=\d+ encoding=(\(none\)|SIGNED|CHAR|BOOL)"

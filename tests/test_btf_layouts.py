@@ -8,11 +8,11 @@ import re
 import subprocess
 
 import pytest
+from tracesim.filters.bpf.toolchain import btf as B
+from tracesim.filters.bpf.toolchain.btf_dump import dump_c
+from tracesim.kernel_model import gen_layouts
+from tracesim.kernel_model.c_types import INCLUDE_DIR, kernel_types
 
-from filters.bpf import btf as B
-from filters.bpf.btf_dump import dump_c
-from kernel_model import gen_layouts
-from kernel_model.c_types import INCLUDE_DIR, kernel_types
 from tests.conftest import REFERENCE, need_shared, need_tool
 from tests.tree_helpers import cat_into
 
@@ -62,11 +62,12 @@ def test_model_struct_sizes_are_the_kernels():
 def test_headers_are_what_the_btf_gives(real_btf):
     texts = gen_layouts.generate(real_btf)
     assert {p: (INCLUDE_DIR / p).read_text() for p in texts} == texts, \
-        "regenerate: python -m kernel_model.gen_layouts ../shared/reference/linux-6.18/btf/vmlinux.gz"
+        ("regenerate: python -m tracesim.kernel_model.gen_layouts"
+         " ../shared/reference/linux-6.18/btf/vmlinux.gz")
 
 
 def test_every_mirrored_member_sits_where_the_btf_says(real_btf):
-    from kernel_model.net import NAPI_MIRROR_FIELDS, NETDEV_MIRROR_FIELDS, SKB_MIRROR_FIELDS
+    from tracesim.kernel_model.net.core import NAPI_MIRROR_FIELDS, NETDEV_MIRROR_FIELDS, SKB_MIRROR_FIELDS
     touched = {"sk_buff": list(SKB_MIRROR_FIELDS), "net_device": list(NETDEV_MIRROR_FIELDS),
                "napi_struct": list(NAPI_MIRROR_FIELDS),
                "task_struct": ["pid", "tgid", "comm", "flags", "thread_info"],
@@ -151,7 +152,7 @@ def test_program_built_against_the_real_vmlinux_h_reads_the_right_fields(real_bt
 
 def test_model_btf_sk_buff_context_is_the_kernels(real_btf):
     """struct __sk_buff (uapi, what socket filters read) in the model BTF has 6.18's layout."""
-    from kernel_model.model_btf import model_btf
+    from tracesim.kernel_model.model_btf import model_btf
     ours, theirs = model_btf(), real_btf
     want: dict[str, tuple[int, int, int]] = {}
     got: dict[str, tuple[int, int, int]] = {}

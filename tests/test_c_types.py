@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import subprocess
 
-from kernel_model.c_types import Array, Int, Pointer, TypeEnv, kernel_types, parse_c, preprocess
+from tracesim.kernel_model.c_types import Array, Int, Pointer, TypeEnv, kernel_types, parse_c, preprocess
+
 from tests.conftest import need_tool
 
 SOURCE = """

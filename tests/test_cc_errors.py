@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from tracesim.filters.bpf.compiler import CompileError, compile_source
 
-from filters.bpf.compiler import CompileError, compile_source
 from tests.conftest import ROOT
 
 HEAD = "#include <linux/skbuff.h>\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n"

@@ -6,12 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tracesim.filters.bpf.runtime.maps import create_map
+from tracesim.filters.bpf.toolchain import elf
+from tracesim.filters.bpf.verifier import ContextSpec, verify
+from tracesim.tools import cmd_objdump
 
-from filters.bpf import elf
-from filters.bpf.maps import create_map
-from filters.bpf.verifier import ContextSpec, verify
 from tests.conftest import ROOT, need_tool
-from tools import cmd_objdump
 
 EXAMPLES = ROOT / "tools" / "examples"
 NAMES = ["filter_ex1", "filter_ex2", "eth5_filter", "kprobe_kfree_skb_len", "latency_map"]

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import pytest
-
-from filters.bpf import elf
-from filters.bpf.compiler import compile_source
-from filters.bpf.interp import Interpreter
-from filters.bpf.jit import compile_program
-from filters.bpf.maps import create_map
-from filters.bpf.program import load_program
+from tracesim.filters.bpf.compiler import compile_source
+from tracesim.filters.bpf.runtime.maps import create_map
+from tracesim.filters.bpf.runtime.program import load_program
+from tracesim.filters.bpf.toolchain import elf
+from tracesim.filters.bpf.vm.interp import Interpreter
+from tracesim.filters.bpf.vm.jit import compile_program
 
 PRELUDE = "#include <linux/types.h>\n#include <bpf/bpf_helpers.h>\n"
 

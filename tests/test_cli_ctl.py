@@ -6,7 +6,7 @@ import sys
 
 
 def tracesim(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", *argv], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tracesim.tools.cli", *argv], capture_output=True,
                           text=True, timeout=60)
 
 

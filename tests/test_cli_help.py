@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tools import cli
+from tracesim.tools import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 # A value for a positional argument that comes before a sub-command (ctl's MOUNTPOINT): help
@@ -78,7 +77,7 @@ def test_help(argv, capsys):
                                   ["--help"]])
 def test_help_from_the_shell(argv):
     """The reported case, through the real entry point and with nothing mounted."""
-    done = subprocess.run([sys.executable, "-m", "tools.cli", *argv], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "tracesim.tools.cli", *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: tracesim") and done.stderr == ""

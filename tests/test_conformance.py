@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from tracesim.filters.bpf.vm.conformance import ENGINES, assemble_dialect, parse_file, run_case
 
-from filters.bpf.conformance import ENGINES, assemble_dialect, parse_file, run_case
 from tests.conftest import CONFORMANCE, ROOT, need_shared
 
 
@@ -39,7 +39,7 @@ def test_suite_present():
 
 def test_cli_summary_line():
     need_shared()
-    out = subprocess.run([sys.executable, "-m", "tools.cli", "conformance",
+    out = subprocess.run([sys.executable, "-m", "tracesim.tools.cli", "conformance",
                           str(CONFORMANCE / "negative"), "--engine", "interp"],
                          cwd=ROOT, capture_output=True, text=True)
     lines = out.stdout.splitlines()
@@ -57,7 +57,7 @@ def test_dialect_labels_and_exit_label():
 
 def test_cli_runs_the_native_engine():
     need_shared()
-    out = subprocess.run([sys.executable, "-m", "tools.cli", "conformance",
+    out = subprocess.run([sys.executable, "-m", "tracesim.tools.cli", "conformance",
                           str(CONFORMANCE / "tests"), "--engine", "native", "-q"],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:]

@@ -22,10 +22,10 @@ from types import SimpleNamespace
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from tracesim.filters.bpf import loader
+from tracesim.filters.bpf.toolchain import btf as B
+from tracesim.kernel_model.model_btf import model_btf_bytes
 
-from filters.bpf import btf as B
-from filters.bpf import loader
-from kernel_model.model_btf import model_btf_bytes
 from tests.conftest import need_shared, need_tool
 from tests.fuse_helpers import sh
 
@@ -84,7 +84,7 @@ def need_libbpf_headers() -> None:
 
 def model_vmlinux_h() -> str:
     """``tracesim btf dump --format c``, as a user makes their vmlinux.h."""
-    done = subprocess.run([sys.executable, "-m", "tools.cli", "btf", "dump", "--format", "c"],
+    done = subprocess.run([sys.executable, "-m", "tracesim.tools.cli", "btf", "dump", "--format", "c"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     return done.stdout
 
@@ -172,7 +172,7 @@ def test_core_program_on_the_fuse_mount(core_objects, mnt):
     obj.write_bytes(core_objects["model"])
     done = sh(f"cat {obj} > {NETIF}/filter && echo 1 > {NETIF}/enable && echo > trace", mnt)
     assert done.returncode == 0, done.stderr
-    ctl = [sys.executable, "-m", "tools.cli", "ctl", str(mnt)]
+    ctl = [sys.executable, "-m", "tracesim.tools.cli", "ctl", str(mnt)]
     subprocess.run([*ctl, "send", "eth5", "--len", "100"], check=True, timeout=120, cwd=ROOT)
     lines = (mnt / "trace").read_text().splitlines()
     events = [m for m in map(EVENT.match, lines) if m]
@@ -341,7 +341,7 @@ def test_bad_btf_ext_through_the_mount(core_objects, mnt):
     ignored = mnt.parent / "ignored_ext.o"
     ignored.write_bytes(objs["ext version"][0])
     done = sh(f"cat {ignored} > {NETIF}/filter", mnt)
-    dmesg = subprocess.run([sys.executable, "-m", "tools.cli", "ctl", str(mnt), "dmesg"],
+    dmesg = subprocess.run([sys.executable, "-m", "tracesim.tools.cli", "ctl", str(mnt), "dmesg"],
                            capture_output=True, text=True, timeout=120, cwd=ROOT).stdout
     assert "type id 65535 is out of range" in dmesg
     assert "libbpf: Error loading ELF section .BTF.ext: -95. Ignored and continue." in dmesg
@@ -462,7 +462,7 @@ def test_objdump_shows_source_lines(lines_object):
     """``tracesim objdump -S -l`` interleaves ``; file:line`` and ``; source`` as llvm-objdump
     --line-numbers --source does (from .BTF.ext)."""
     path, obj = lines_object
-    done = subprocess.run([sys.executable, "-m", "tools.cli", "objdump", "-S", "-l", str(path)],
+    done = subprocess.run([sys.executable, "-m", "tracesim.tools.cli", "objdump", "-S", "-l", str(path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     out = done.stdout.splitlines()
     at = out.index("0000000000000000 <peek>:")
@@ -474,7 +474,7 @@ def test_objdump_shows_source_lines(lines_object):
     assert all(ln[2:] in source for ln in out if ln.startswith("; ") and not
                ln.startswith(("; /", "; peek():", "; twice():")))
     # without -S/-l the output is llvm-objdump -d's
-    plain = subprocess.run([sys.executable, "-m", "tools.cli", "objdump", "-d", str(path)],
+    plain = subprocess.run([sys.executable, "-m", "tracesim.tools.cli", "objdump", "-d", str(path)],
                            cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
     assert not [ln for ln in plain.splitlines() if ln.startswith(";")]
 

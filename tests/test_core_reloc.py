@@ -11,15 +11,15 @@ import subprocess
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from tracesim.filters.bpf.toolchain import btf as B
+from tracesim.filters.bpf.toolchain import core_reloc as C
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.toolchain.btf_dump import dump_c
+from tracesim.filters.bpf.verifier import verify
+from tracesim.filters.bpf.vm.isa import decode
+from tracesim.kernel_model.c_types import kernel_types
+from tracesim.kernel_model.model_btf import model_btf
 
-from filters.bpf import btf as B
-from filters.bpf import core_reloc as C
-from filters.bpf.asm import assemble
-from filters.bpf.btf_dump import dump_c
-from filters.bpf.isa import decode
-from filters.bpf.verifier import verify
-from kernel_model.c_types import kernel_types
-from kernel_model.model_btf import model_btf
 from tests.conftest import need_tool
 from tests.tree_helpers import cat_into
 
@@ -186,8 +186,8 @@ def build(tmp, source: str, target: B.Btf) -> tuple[B.Btf, C.BtfExt, list]:
 
 
 def tiny_target(text: str) -> B.Btf:
-    from kernel_model import c_types
-    from kernel_model.model_btf import build as build_btf
+    from tracesim.kernel_model import c_types
+    from tracesim.kernel_model.model_btf import build as build_btf
     env = c_types.TypeEnv()
     env.add(c_types.parse_c(c_types.preprocess(text)))
     return build_btf(env)

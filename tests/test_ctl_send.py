@@ -14,11 +14,11 @@ import threading
 import time
 
 import pytest
+from tracesim.kernel_model import control
+from tracesim.tools import ctl_socket
+from tracesim.tracefs.system import System
 
-from kernel_model import control
 from tests.fuse_helpers import mounted, need_fuse, sh, tracesim
-from tools import ctl_socket
-from tracefs.system import System
 
 NETIF = "/events/net/netif_receive_skb"
 

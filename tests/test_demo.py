@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 
+from tracesim.tools import cmd_demo
+
 from tests.fuse_helpers import need_fuse
-from tools import cmd_demo
 
 
 def check_story(out: str) -> None:

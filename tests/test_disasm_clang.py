@@ -6,10 +6,10 @@ import subprocess
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.toolchain.disasm import disassemble
+from tracesim.filters.bpf.vm import isa
 
-from filters.bpf import isa
-from filters.bpf.asm import assemble
-from filters.bpf.disasm import disassemble
 from tests.conftest import need_tool
 
 SOURCES = {

@@ -4,10 +4,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from tracesim.filters.bpf.compiler import compile_source
+from tracesim.filters.bpf.toolchain import btf, elf
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.isa import Insn
 
-from filters.bpf import btf, elf, isa
-from filters.bpf.compiler import compile_source
-from filters.bpf.isa import Insn
 from tests.conftest import ROOT, need_tool
 
 INCLUDES = ["-I", str(ROOT / "kernel_model" / "include"), "-I", str(ROOT / "filters" / "bpf" /

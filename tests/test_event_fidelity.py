@@ -16,9 +16,9 @@ import subprocess
 from types import SimpleNamespace as NS
 
 import pytest
+from tracesim.kernel_model.kernel import Kernel
+from tracesim.kernel_model.trace import output as trace_output
 
-from kernel_model import trace_output
-from kernel_model.kernel import Kernel
 from tests.conftest import need_tool
 
 SKB = 0xffff888100004000

@@ -8,10 +8,10 @@ import subprocess
 import time
 
 import pytest
+from tracesim.tools import cmd_mount
+from tracesim.tools.ctl_socket import socket_path, state_path
 
 from tests.fuse_helpers import ROOT, TRACESIM, need_fuse, tracesim
-from tools import cmd_mount
-from tools.ctl_socket import socket_path, state_path
 
 pytestmark = pytest.mark.fuse
 

@@ -7,9 +7,9 @@ import subprocess
 import textwrap
 
 import pytest
+from tracesim.tools.ctl_socket import request
 
 from tests.conftest import need_tool
-from tools.ctl_socket import request
 
 pytestmark = pytest.mark.fuse
 

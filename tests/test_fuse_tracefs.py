@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from tracesim.tools.ctl_socket import request
 
 from tests.conftest import REFERENCE, need_shared
 from tests.fuse_helpers import sh, tracesim
@@ -21,7 +22,6 @@ from tests.tracefs_reference import (
     strip_id,
     strip_timestamps,
 )
-from tools.ctl_socket import request
 
 pytestmark = pytest.mark.fuse
 NETIF = "events/net/netif_receive_skb"

@@ -10,16 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from filters.bpf import helper_table, loader
-from filters.bpf.asm import assemble
-from filters.bpf.compiler.driver import compile_source
-from filters.bpf.helper_table import TABLE, implementations
-from filters.bpf.helpers import register
-from filters.bpf.isa import HELPER_NAMES
-from filters.bpf.maps import MAP_TYPE_RINGBUF, create_map
-from filters.bpf.program import ProgramError, load_program
-from filters.bpf.verifier import verify
+from tracesim.filters.bpf import loader
+from tracesim.filters.bpf.compiler.driver import compile_source
+from tracesim.filters.bpf.runtime import helper_table
+from tracesim.filters.bpf.runtime.helper_table import TABLE, implementations
+from tracesim.filters.bpf.runtime.helpers import register
+from tracesim.filters.bpf.runtime.maps import MAP_TYPE_RINGBUF, create_map
+from tracesim.filters.bpf.runtime.program import ProgramError, load_program
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.verifier import verify
+from tracesim.filters.bpf.vm.isa import HELPER_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "filters" / "bpf" / "include" / "bpf" / "bpf_helpers.h"
@@ -89,7 +89,7 @@ def test_privileged_only_helper_follows_the_table():
 
 def test_header_is_generated_from_the_table():
     assert helper_table.render_header() == HEADER.read_text()
-    out = subprocess.run([sys.executable, "-m", "filters.bpf.helper_table", "--header"],
+    out = subprocess.run([sys.executable, "-m", "tracesim.filters.bpf.runtime.helper_table", "--header"],
                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.encode() == HEADER.read_bytes()
 
@@ -211,7 +211,7 @@ def test_verifier_wants_every_reservation_released():
 
 
 def test_ringbuf_records_through_a_mounted_tree(ringbuf_object):
-    from tracefs.system import System
+    from tracesim.tracefs.system import System
     system = System.boot(cpus=1, seed=1, clock="virtual")
     try:
         tree = system.tree
@@ -222,7 +222,7 @@ def test_ringbuf_records_through_a_mounted_tree(ringbuf_object):
         handle.release()
         assert "produce (kprobe/x)" in tree.read_text("/events/kprobes/rbprobe/filter")
         tree.echo("/events/kprobes/rbprobe/enable", "1")
-        from kernel_model import net
+        from tracesim.kernel_model.net import core as net
         kernel = system.kernel
         device = kernel.net.device("eth0")
         with kernel.lock:

@@ -10,16 +10,13 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tracesim.filters.bpf.runtime.program import load_program
+from tracesim.filters.bpf.toolchain import image2013
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.interp import Interpreter
+from tracesim.filters.bpf.vm.isa import Insn
+from tracesim.kernel_model.c_types import kernel_types
 
-from filters.bpf import (
-    helpers_tracing,  # noqa: F401  (registers probe_read_kernel)
-    image2013,
-    isa,
-)
-from filters.bpf.interp import Interpreter
-from filters.bpf.isa import Insn
-from filters.bpf.program import load_program
-from kernel_model.c_types import kernel_types
 from tests.conftest import FUZZ_LONG
 
 NETIF = "/events/net/netif_receive_skb"

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import subprocess
 
-from kernel_model.c_types import INCLUDE_DIR, kernel_types
-from kernel_model.kprobes import PT_REGS_OFFSETS, PT_REGS_SIZE
-from kernel_model.net import NAPI_MIRROR_FIELDS, NETDEV_MIRROR_FIELDS, SKB_MIRROR_FIELDS
+from tracesim.kernel_model.c_types import INCLUDE_DIR, kernel_types
+from tracesim.kernel_model.kprobes import PT_REGS_OFFSETS, PT_REGS_SIZE
+from tracesim.kernel_model.net.core import NAPI_MIRROR_FIELDS, NETDEV_MIRROR_FIELDS, SKB_MIRROR_FIELDS
+
 from tests.conftest import need_tool
 
 CHECKED = {

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
-from kernel_model.clock import CLOCK_NAMES, Clock, trace_clock_line
-from kernel_model.machine import (
+from tracesim.kernel_model.clock import CLOCK_NAMES, Clock, trace_clock_line
+from tracesim.kernel_model.machine import (
     FIRST_USER_PID,
     HARDIRQ_OFFSET,
     NMI_OFFSET,
@@ -12,9 +11,10 @@ from kernel_model.machine import (
     SOFTIRQ_OFFSET,
     Machine,
 )
-from kernel_model.memory import Memory
-from kernel_model.printk import Printk
-from kernel_model.slab import Slab
+from tracesim.kernel_model.mm.memory import Memory
+from tracesim.kernel_model.mm.slab import Slab
+from tracesim.kernel_model.trace.printk import Printk
+
 from tests.conftest import REFERENCE, need_shared
 
 
@@ -80,7 +80,7 @@ def test_tasks_in_memory():
     user = m.spawn_user("a-very-long-command-name")
     assert user.pid == FIRST_USER_PID and user.tgid == user.pid
     assert user.comm == "a-very-long-com"
-    from kernel_model.c_types import kernel_types
+    from tracesim.kernel_model.c_types import kernel_types
     ts = kernel_types().struct("task_struct")
     assert mem.read_int(user.addr + ts.field("pid").offset, 4) == user.pid
     assert mem.read_cstr(user.addr + ts.field("comm").offset) == b"a-very-long-com"

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
-from kernel_model.memory import DIRECT_MAP_BASE, EFAULT, KernelFault, Memory
-from kernel_model.slab import (
+from tracesim.kernel_model.mm.memory import DIRECT_MAP_BASE, EFAULT, KernelFault, Memory
+from tracesim.kernel_model.mm.slab import (
     GFP_ATOMIC,
     GFP_KERNEL,
     KMALLOC_MAX_CACHE_SIZE,

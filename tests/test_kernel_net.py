@@ -5,14 +5,14 @@ from __future__ import annotations
 import struct
 
 import pytest
-
-from kernel_model import skb_bench, trace_output
-from kernel_model.c_types import kernel_types
-from kernel_model.control import run_command
-from kernel_model.kernel import Kernel
-from kernel_model.kprobes import PT_REGS_OFFSETS, KprobeError
-from kernel_model.memory import EFAULT, KernelFault
-from kernel_model.net import SKB_DROP_REASON_NO_SOCKET, htons
+from tracesim.kernel_model.c_types import kernel_types
+from tracesim.kernel_model.control import run_command
+from tracesim.kernel_model.kernel import Kernel
+from tracesim.kernel_model.kprobes import PT_REGS_OFFSETS, KprobeError
+from tracesim.kernel_model.mm.memory import EFAULT, KernelFault
+from tracesim.kernel_model.net import skb_bench
+from tracesim.kernel_model.net.core import SKB_DROP_REASON_NO_SOCKET, htons
+from tracesim.kernel_model.trace import output as trace_output
 
 NET_EVENTS = [("net", "netif_receive_skb"), ("skb", "kfree_skb"), ("skb", "consume_skb"),
               ("napi", "napi_poll"), ("net", "net_dev_queue"), ("net", "net_dev_xmit"),
@@ -93,7 +93,7 @@ def test_loopback_path_matches_reference_shape(kernel):
 def test_drops_carry_reasons(kernel):
     enable(kernel, [("skb", "kfree_skb")])
     eth0 = kernel.net.device("eth0")
-    from kernel_model.net import packet_frame
+    from tracesim.kernel_model.net.core import packet_frame
     kernel.net.receive(eth0, packet_frame(eth0, "udp", 100, dport=7777))
     kernel.net.receive(eth0, eth0.mac + bytes(6) + b"\x88\xb5" + bytes(60))   # unknown type
     lines = trace_lines(kernel)

@@ -9,12 +9,12 @@ import re
 from pathlib import Path
 
 import pytest
-
-from filters.bpf import conformance, filter_registry, loader
-from filters.bpf.asm import assemble
-from filters.bpf.compiler.driver import compile_source
-from tools import ebpf_rss
-from tools.cli import main as cli
+from tracesim.filters.bpf import filter_registry, loader
+from tracesim.filters.bpf.compiler.driver import compile_source
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.vm import conformance
+from tracesim.tools.cli import main as cli
+from tracesim.tools.rss import ebpf_rss
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "examples"
 
@@ -126,7 +126,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def system():
-    from tracefs.system import System
+    from tracesim.tracefs.system import System
     s = System.boot(cpus=1, seed=1, clock="virtual")
     yield s
     s.shutdown()

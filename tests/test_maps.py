@@ -6,10 +6,9 @@ import errno
 import re
 
 import pytest
-
-from filters.bpf import map_commands
-from filters.bpf.compiler.driver import compile_source
-from filters.bpf.maps import (
+from tracesim.filters.bpf.compiler.driver import compile_source
+from tracesim.filters.bpf.runtime import map_commands
+from tracesim.filters.bpf.runtime.maps import (
     BPF_EXIST,
     BPF_NOEXIST,
     MAP_TYPE_ARRAY,
@@ -21,6 +20,7 @@ from filters.bpf.maps import (
     MapError,
     create_map,
 )
+
 from tests.test_bpf_filter import EXAMPLES, NETIF, cat_into
 
 

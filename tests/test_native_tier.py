@@ -9,17 +9,18 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from tracesim.filters.bpf import loader
+from tracesim.filters.bpf.runtime.helper_table import implementations
+from tracesim.filters.bpf.runtime.helpers import StopProgram, register
+from tracesim.filters.bpf.runtime.maps import MAP_TYPE_ARRAY, MAP_TYPE_HASH, create_map
+from tracesim.filters.bpf.runtime.program import load_program
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.interp import Interpreter
+from tracesim.filters.bpf.vm.isa import Insn
+from tracesim.filters.bpf.vm.memory import VMError
+from tracesim.filters.bpf.vm.native import NativeProgram, available, compile_native
 
-from filters.bpf import isa, loader
-from filters.bpf.asm import assemble
-from filters.bpf.helper_table import implementations
-from filters.bpf.helpers import StopProgram, register
-from filters.bpf.interp import Interpreter
-from filters.bpf.isa import Insn
-from filters.bpf.maps import MAP_TYPE_ARRAY, MAP_TYPE_HASH, create_map
-from filters.bpf.memory import VMError
-from filters.bpf.native import NativeProgram, available, compile_native
-from filters.bpf.program import load_program
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not available(), reason="llvmlite is not installed")
@@ -180,8 +181,8 @@ _WITHOUT_LLVMLITE = """
 import sys
 sys.modules["llvmlite"] = None            # import fails as on a platform without it
 sys.modules["llvmlite.binding"] = None
-from filters.bpf import loader
-from filters.bpf.asm import assemble
+from tracesim.filters.bpf import loader
+from tracesim.filters.bpf.toolchain.asm import assemble
 loop = assemble("r0 = 0\\nloop:\\nr0 += 1\\nif r0 < 10 goto loop\\nexit")
 for _ in range(2):
     loaded = loader.load(loop, prog_type="kprobe", engine="auto", ctx_size=168)
@@ -211,8 +212,8 @@ def test_event_filter_on_the_native_tier(engine):
     ``--bpf-engine native``/``auto``: the same events and printk lines as on the JIT."""
     import os
 
-    from filters.bpf.compiler.driver import compile_file
-    from tracefs.system import System
+    from tracesim.filters.bpf.compiler.driver import compile_file
+    from tracesim.tracefs.system import System
 
     obj = compile_file(ROOT / "tools" / "examples" / "filter_ex1.c").elf
     netif = "/events/net/netif_receive_skb"
@@ -280,7 +281,7 @@ def test_evicted_modules_leave_later_compiles_working(monkeypatch):
     break the next compile (it once crashed the process)."""
     import gc
 
-    from filters.bpf import native
+    from tracesim.filters.bpf.vm import native
 
     monkeypatch.setattr(native, "CACHE_SIZE", 2)
     for k in range(5):

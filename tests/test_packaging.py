@@ -61,10 +61,30 @@ def installed(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
 
 def test_imports_come_from_the_wheel(installed):
     venv, work, env = installed
-    where = run(["python", "-c", "import tools, kernel_model, filters, tracefs, bench;"
-                 "print(tools.__file__)"], work, env)
+    where = run(["python", "-c", "import tracesim.tools, tracesim.kernel_model, tracesim.filters,"
+                 " tracesim.tracefs, tracesim.bench; print(tracesim.tools.__file__)"], work, env)
     assert where.startswith(str(venv)), where
     assert str(ROOT) not in where
+
+
+def test_nothing_installs_a_generic_top_level_name(installed):
+    venv, work, env = installed
+    site = Path(run(["python", "-c", "import tracesim, pathlib;"
+                     "print(pathlib.Path(tracesim.__file__).parent.parent)"], work, env).strip())
+    ours = {p.name for p in site.iterdir() if p.name.startswith("tracesim") or p.name in
+            ("tools", "filters", "bench", "kernel_model", "tracefs")}
+    assert {n for n in ours if not n.startswith("tracesim")} == set()
+    assert run(["python", "-m", "tracesim", "--help"], work, env).startswith("usage: tracesim")
+
+
+def test_setup_cfg_names_every_package_folder():
+    """A package folder missing from setup.cfg's list would be left out of the wheel."""
+    text = (ROOT / "setup.cfg").read_text()
+    listed = text.split("packages =", 1)[1].split("package_dir", 1)[0].split()
+    folders = {"tracesim." + ".".join(p.parent.relative_to(ROOT).parts)
+               for top in ("bench", "filters", "kernel_model", "tools", "tracefs")
+               for p in (ROOT / top).rglob("__init__.py")} | {"tracesim"}
+    assert sorted(listed) == sorted(folders)
 
 
 def test_help(installed):
@@ -75,7 +95,7 @@ def test_help(installed):
 
 def test_cc_objdump_check_on_a_shipped_example(installed):
     venv, work, env = installed
-    examples = Path(run(["python", "-c", "import tools, pathlib;"
+    examples = Path(run(["python", "-c", "import tracesim.tools as tools, pathlib;"
                          "print(pathlib.Path(tools.__file__).parent / 'examples')"],
                         work, env).strip())
     assert examples.is_relative_to(venv)

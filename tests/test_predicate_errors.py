@@ -8,8 +8,8 @@ from __future__ import annotations
 import errno as E
 
 import pytest
+from tracesim.filters.predicate import FilterError, compile_filter
 
-from filters.predicate import FilterError, compile_filter
 from tests.test_predicate_match import FIELDS, Symbols
 
 NO_POS = None

@@ -5,8 +5,7 @@ import struct
 from dataclasses import dataclass
 
 import pytest
-
-from filters.predicate import compile_filter, compile_subsystem_filter, is_clear_request
+from tracesim.filters.predicate import compile_filter, compile_subsystem_filter, is_clear_request
 
 
 @dataclass(frozen=True)

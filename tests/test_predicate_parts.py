@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import pytest
-
-from filters.predicate.cpulist import CpulistError, cpulist_parse
-from filters.predicate.glob import glob_match, parse_pattern
-from filters.predicate.kstrtox import kstrtoll, kstrtoull
+from tracesim.filters.predicate.cpulist import CpulistError, cpulist_parse
+from tracesim.filters.predicate.glob import glob_match, parse_pattern
+from tracesim.filters.predicate.kstrtox import kstrtoll, kstrtoull
 
 # lib/glob.c's own self-test table: (expected, pattern, string)
 GLOB_SELFTEST = [

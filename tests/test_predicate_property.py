@@ -16,8 +16,8 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from tracesim.filters.predicate import FilterError, compile_filter  # noqa: E402
 
-from filters.predicate import FilterError, compile_filter  # noqa: E402
 from tests.conftest import FUZZ_LONG  # noqa: E402
 from tests.test_predicate_match import COMMON, Fld  # noqa: E402
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tracesim.filters.predicate import FilterError, compile_filter
 
-from filters.predicate import FilterError, compile_filter
 from tests.conftest import REFERENCE, need_shared
 
 _STRERROR_TO_ERRNO = {os.strerror(code): code for code in (errno.EINVAL, errno.ENOENT, errno.EPERM)}

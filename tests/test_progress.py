@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TRACESIM = [sys.executable, "-m", "tools.cli"]
+TRACESIM = [sys.executable, "-m", "tracesim.tools.cli"]
 # Small runs of the benches that show a bar.
 RUNS = {
     "skb": ["bench", "skb", "--iterations", "200"],

@@ -79,7 +79,7 @@ def tracesim_bin(tmp_path: Path) -> Path:
     shim = tmp_path / "bin"                          # running from a tree without the script
     shim.mkdir()
     (shim / "tracesim").write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" '
-                                   f'-m tools.cli "$@"\n')
+                                   f'-m tracesim.tools.cli "$@"\n')
     (shim / "tracesim").chmod(0o755)
     return shim
 
@@ -109,7 +109,7 @@ def test_the_tour_runs_as_written(tmp_path):
                               stdin=subprocess.DEVNULL)
     finally:
         if os.path.ismount(mnt):                     # a failed step must not leave it mounted
-            subprocess.run([sys.executable, "-m", "tools.cli", "umount", mnt], cwd=ROOT,
+            subprocess.run([sys.executable, "-m", "tracesim.tools.cli", "umount", mnt], cwd=ROOT,
                            capture_output=True, timeout=60)
     parts = re.split(rf"^{MARK} (\d+)\n", done.stdout, flags=re.M)
     outputs = {int(parts[i]): parts[i + 1].splitlines() for i in range(1, len(parts), 2)}

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from tracesim.kernel_model.trace.ring_buffer import decode_page
+from tracesim.tools.ctl_socket import request, state_path
+from tracesim.tracefs.system import System
 
-from kernel_model.ring_buffer import decode_page
 from tests.conftest import FUZZ_LONG
 from tests.fuse_helpers import mounted, need_fuse
-from tools.ctl_socket import request, state_path
-from tracefs.system import System
 
 # The events enabled, each with predicates on its own fields (every write must succeed).
 PREDICATES: dict[str, tuple[str, ...]] = {

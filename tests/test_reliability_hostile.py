@@ -36,11 +36,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tracesim.tools.ctl_socket import request, state_path
+from tracesim.tracefs.system import System
 
 from tests.conftest import FUZZ_LONG
 from tests.fuse_helpers import mounted, need_fuse
-from tools.ctl_socket import request, state_path
-from tracefs.system import System
 
 WATCHDOG_SECONDS = 60          # one write or one snapshot; generous for a loaded 2-core machine
 _rng = random.Random(13)

@@ -9,9 +9,8 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from kernel_model import ring_buffer as rb
-from kernel_model.ring_buffer import RingBuffer, decode_page, event_length
+from tracesim.kernel_model.trace import ring_buffer as rb
+from tracesim.kernel_model.trace.ring_buffer import RingBuffer, decode_page, event_length
 
 EXAMPLES = 300 if os.environ.get("TRACESIM_FUZZ") == "long" else 40
 

@@ -7,12 +7,11 @@ import struct
 from collections.abc import Callable
 
 import pytest
-
-from filters.predicate import compile_filter
-from kernel_model import net as netmod
-from kernel_model import trace_output
-from kernel_model.kernel import Kernel
-from kernel_model.ring_buffer import RingBuffer, event_length
+from tracesim.filters.predicate import compile_filter
+from tracesim.kernel_model.kernel import Kernel
+from tracesim.kernel_model.net import core as netmod
+from tracesim.kernel_model.trace import output as trace_output
+from tracesim.kernel_model.trace.ring_buffer import RingBuffer, event_length
 
 STAT_KEYS = ("entries", "overrun", "commit overrun", "bytes", "dropped events", "read events")
 

@@ -10,13 +10,13 @@ import json
 import struct
 
 import pytest
+from tracesim.kernel_model.net import packets as P
+from tracesim.kernel_model.net.tun import TunDevice
+from tracesim.tools.rss import ebpf_rss
+from tracesim.tools.rss import rss_software as S
+from tracesim.tools.rss.rss_software import RssConfig
 
-from kernel_model import packets as P
-from kernel_model.tun import TunDevice
 from tests.conftest import SHARED, need_shared, need_tool
-from tools import ebpf_rss
-from tools import rss_software as S
-from tools.rss_software import RssConfig
 
 # A permutation, so a wrong index cannot give the right queue by accident.
 TABLE = [(i * 37 + 11) % 128 for i in range(128)]

@@ -3,12 +3,11 @@ copied on success, and on every failure -EFAULT with the destination zero-filled
 from __future__ import annotations
 
 import pytest
-
-from filters.bpf import helpers_skb
-from filters.bpf.asm import assemble
-from filters.bpf.interp import Interpreter
-from filters.bpf.program import load_program
-from kernel_model.tun import TunSkb
+from tracesim.filters.bpf.runtime import helpers_skb
+from tracesim.filters.bpf.runtime.program import load_program
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.vm.interp import Interpreter
+from tracesim.kernel_model.net.tun import TunSkb
 
 EFAULT = -14
 MARKER = 0x11223344
@@ -41,7 +40,7 @@ def program(helper: int, offset: int, length: int, start: int | None):
 def engines():
     yield "interp", lambda p: Interpreter(p)
     try:
-        from filters.bpf.jit import compile_program
+        from tracesim.filters.bpf.vm.jit import compile_program
     except ImportError:
         return
     yield "jit", compile_program

@@ -1,12 +1,11 @@
-"""kernel_model.packets: frames built by the builder parse back to what was asked, checksums hold,
+"""kernel_model.net.packets: frames built by the builder parse back to what was asked, checksums hold,
 fragments reassemble, and the parser never raises on cut-off frames."""
 from __future__ import annotations
 
 import struct
 
 import pytest
-
-from kernel_model import packets as P
+from tracesim.kernel_model.net import packets as P
 
 
 def ones_complement_ok(data: bytes) -> bool:

@@ -9,12 +9,12 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from tracesim.kernel_model.net import packets as P  # noqa: E402
+from tracesim.tools.rss import ebpf_rss  # noqa: E402
+from tracesim.tools.rss import rss_software as S  # noqa: E402
+from tracesim.tools.rss.rss_software import RssConfig  # noqa: E402
 
-from kernel_model import packets as P  # noqa: E402
 from tests.conftest import FUZZ_LONG, need_tool  # noqa: E402
-from tools import ebpf_rss  # noqa: E402
-from tools import rss_software as S  # noqa: E402
-from tools.rss_software import RssConfig  # noqa: E402
 
 EXT_PROTOS = (0, 43, 44, 58, 59, 60, 135)
 
@@ -31,7 +31,7 @@ def loaders() -> tuple:
     out = [("software", ebpf_rss.EbpfRss())]
     engines = ["interp"]
     try:
-        import filters.bpf.jit  # noqa: F401
+        import tracesim.filters.bpf.vm.jit  # noqa: F401
         engines.append("jit")
     except ImportError:
         pass

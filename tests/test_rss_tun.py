@@ -2,12 +2,13 @@
 transmit path asking the device for the queue, and what a kprobe / the trace sees of it."""
 from __future__ import annotations
 
-from kernel_model import tun as tunmod
-from kernel_model.c_types import kernel_types
+from tracesim.kernel_model.c_types import kernel_types
+from tracesim.kernel_model.net import tun as tunmod
+from tracesim.tools.rss import ebpf_rss
+from tracesim.tools.rss import rss_software as S
+from tracesim.tools.rss.rss_software import RssConfig
+
 from tests.conftest import need_tool
-from tools import ebpf_rss
-from tools import rss_software as S
-from tools.rss_software import RssConfig
 
 
 def send(kernel, *args) -> tuple[int, str]:
@@ -72,7 +73,7 @@ def test_the_steering_program_chooses_the_queue_inside_the_kernel(kernel):
 
 
 def test_the_control_channel_routes_send_tun_to_the_tun_device(kernel):
-    from kernel_model.control import run_command
+    from tracesim.kernel_model.control import run_command
     status, text = run_command(kernel, ["send", "tun0", "--src", "10.0.0.1", "--dst", "10.0.0.2",
                                         "--proto", "tcp", "--sport", "5", "--dport", "6"])
     assert status == 0 and text.startswith("sent 1 tcp packet 10.0.0.1:5 > 10.0.0.2:6 on tun0: queue ")

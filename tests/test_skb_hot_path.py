@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import struct
 
-from filters.bpf import helpers_tracing
-from filters.bpf.asm import assemble
-from filters.bpf.event_filter import TraceEnv
-from filters.bpf.jit import compile_program
-from filters.bpf.program import load_program
-from kernel_model.kprobes import PT_REGS_OFFSETS, PtRegs
-from kernel_model.memory import EFAULT
+from tracesim.filters.bpf.event_filter import TraceEnv
+from tracesim.filters.bpf.runtime import helpers_tracing
+from tracesim.filters.bpf.runtime.program import load_program
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.vm.jit import compile_program
+from tracesim.kernel_model.kprobes import PT_REGS_OFFSETS, PtRegs
+from tracesim.kernel_model.mm.memory import EFAULT
 
 M64 = (1 << 64) - 1
 
@@ -118,8 +118,8 @@ def _probe_event(kernel):
 
 
 def test_the_program_gates_the_write_and_triggers_still_run_first(kernel):
-    from kernel_model.trace_output import trace_text
-    from kernel_model.triggers import set_trigger
+    from tracesim.kernel_model.trace.output import trace_text
+    from tracesim.kernel_model.trace.triggers import set_trigger
     f, site = _probe_event(kernel)
     verdict = [0]
     ctxs: list[bytes] = []
@@ -157,8 +157,8 @@ def test_the_program_gates_the_write_and_triggers_still_run_first(kernel):
 
 
 def test_a_predicate_still_filters_behind_the_program(kernel):
-    from filters.predicate import compile_filter
-    from kernel_model.trace_output import trace_text
+    from tracesim.filters.predicate import compile_filter
+    from tracesim.kernel_model.trace.output import trace_text
     f, site = _probe_event(kernel)
     f.set_prog(lambda ctx: 1)
     f.set_filter(compile_filter("ptr == 0x2222", f.event.all_fields), "ptr == 0x2222")
@@ -170,7 +170,7 @@ def test_a_predicate_still_filters_behind_the_program(kernel):
 
 
 def test_two_instances_each_apply_their_own_program(kernel):
-    from kernel_model.trace_output import trace_text
+    from tracesim.kernel_model.trace.output import trace_text
     f, site = _probe_event(kernel)
     inst = kernel.tracing.create_instance("other")
     g = inst.file("kprobes", "hot")

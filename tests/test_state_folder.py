@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tracesim.tools.ctl_socket import state_base
 
 from tests.fuse_helpers import ROOT, TRACESIM, fuse_problem
-from tools.ctl_socket import state_base
 
 VICTIM_TEXT = "precious root-owned content\n"
 
@@ -37,7 +37,7 @@ def tracesim(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 def key_path(env: dict[str, str], mnt: Path, suffix: str) -> Path:
     """Where the CLI (with ``env``) keeps ``suffix`` for ``mnt``, computed by the CLI's own code."""
-    code = ("import sys; from tools.ctl_socket import state_base, state_path; "
+    code = ("import sys; from tracesim.tools.ctl_socket import state_base, state_path; "
             "sys.stdout.write(str(state_base() / state_path(sys.argv[1], sys.argv[2]).name))")
     done = subprocess.run([sys.executable, "-c", code, str(mnt), suffix], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=True)

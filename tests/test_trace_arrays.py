@@ -5,12 +5,11 @@ from __future__ import annotations
 import errno
 
 import pytest
-
-from filters.predicate import compile_filter
-from kernel_model import net as netmod
-from kernel_model import trace_output
-from kernel_model.kernel import Kernel
-from kernel_model.triggers import set_trigger, trigger_text
+from tracesim.filters.predicate import compile_filter
+from tracesim.kernel_model.kernel import Kernel
+from tracesim.kernel_model.net import core as netmod
+from tracesim.kernel_model.trace import output as trace_output
+from tracesim.kernel_model.trace.triggers import set_trigger, trigger_text
 
 
 def send_lo(kernel: Kernel, lengths: list[int]) -> None:

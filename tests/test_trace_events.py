@@ -4,9 +4,8 @@ from __future__ import annotations
 from types import SimpleNamespace as NS
 
 import pytest
-
-from kernel_model.kernel import Kernel
-from kernel_model.trace_event import TraceEvent, layout
+from tracesim.kernel_model.kernel import Kernel
+from tracesim.kernel_model.trace.event import TraceEvent, layout
 
 SKB = 0xffff888100004000
 

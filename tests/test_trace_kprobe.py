@@ -5,11 +5,10 @@ import errno
 import re
 
 import pytest
-
-from kernel_model import net as netmod
-from kernel_model import trace_output
-from kernel_model.kernel import Kernel
-from kernel_model.trace_kprobe import KprobeError
+from tracesim.kernel_model.kernel import Kernel
+from tracesim.kernel_model.net import core as netmod
+from tracesim.kernel_model.trace import output as trace_output
+from tracesim.kernel_model.trace.kprobe_events import KprobeError
 
 
 def send_lo(kernel: Kernel, length: int = 128, count: int = 1) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from kernel_model import net as netmod
-from kernel_model import trace_output
-from kernel_model.kernel import Kernel
-from kernel_model.trace_output import lat_flags, ns2usecs_text
+from tracesim.kernel_model.kernel import Kernel
+from tracesim.kernel_model.net import core as netmod
+from tracesim.kernel_model.trace import output as trace_output
+from tracesim.kernel_model.trace.output import lat_flags, ns2usecs_text
 
 
 def without_id(text: str) -> str:
@@ -38,7 +37,7 @@ def test_defaults_match_the_capture(kernel: Kernel, reference) -> None:
     assert f.enable_text() == (reference / "event_enable").read_text()
     assert top.system_enable_text() == (reference / "events_enable").read_text()
     assert f.filter_text + "\n" == (reference / "event_filter_none").read_text()
-    from kernel_model.triggers import trigger_text
+    from tracesim.kernel_model.trace.triggers import trigger_text
     assert trigger_text(f) == (reference / "event_trigger").read_text()
 
 
@@ -57,7 +56,7 @@ def mask(line: str) -> str:
 
 
 def test_lines_look_like_the_capture(kernel: Kernel, reference) -> None:
-    from filters.predicate import compile_filter
+    from tracesim.filters.predicate import compile_filter
     top = kernel.tracing.top
     f = top.file("net", "netif_receive_skb")
     f.set_filter(compile_filter('name == "lo"', f.event.all_fields), 'name == "lo"')

@@ -13,11 +13,11 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tracesim.kernel_model.kernel import Kernel
+from tracesim.kernel_model.trace import output as trace_output
+from tracesim.kernel_model.trace.event import TraceEvent
+from tracesim.kernel_model.trace.ring_buffer import RingBuffer
 
-from kernel_model import trace_output
-from kernel_model.kernel import Kernel
-from kernel_model.ring_buffer import RingBuffer
-from kernel_model.trace_event import TraceEvent
 from tests.conftest import FUZZ_LONG
 
 EXAMPLES = 400 if FUZZ_LONG else 40

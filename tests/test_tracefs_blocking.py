@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tracesim.tracefs.errors import FsError
 
 from tests.fuse_helpers import mounted, need_fuse
-from tracefs.errors import FsError
 
 ANSWER_S = 5.0
 # The consuming files of one trace array (the top level has no trace_pipe_raw of its own).
@@ -203,7 +203,7 @@ def _alive(pid: int) -> bool:
 # -- in process, on the tree API ---------------------------------------------------------------
 @pytest.fixture
 def tree():
-    from tracefs.system import System
+    from tracesim.tracefs.system import System
     system = System.boot(cpus=2, seed=1, clock="virtual")
     yield system.tree
     system.shutdown()

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tracesim.tracefs.errors import FsError
 
 from tests.fuse_helpers import mounted, need_fuse
-from tracefs.errors import FsError
 
 KFREE = "events/skb/kfree_skb"
 # Words set_event refuses, written without a newline (the last one is longer than the parser's
@@ -139,7 +139,7 @@ def test_an_error_at_close_reaches_close(clean):
 # -- in process --------------------------------------------------------------------------------------
 @pytest.fixture
 def tree():
-    from tracefs.system import System
+    from tracesim.tracefs.system import System
     system = System.boot(cpus=2, seed=1, clock="virtual")
     yield system.tree
     system.shutdown()

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tracesim.tracefs.errors import FsError
 
 from tests.fuse_helpers import mounted, need_fuse
-from tracefs.errors import FsError
 
 LONG = "a" * 256
 PID_INPUTS = [                       # (bytes written with printf, list read back or errno)
@@ -142,7 +142,7 @@ def test_pid_list_input(mnt, name, data, want):
 # -- in process --------------------------------------------------------------------------------------
 @pytest.fixture
 def tree():
-    from tracefs.system import System
+    from tracesim.tracefs.system import System
     system = System.boot(cpus=2, seed=1, clock="virtual")
     yield system.tree
     system.shutdown()

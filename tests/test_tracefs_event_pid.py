@@ -11,10 +11,10 @@ import errno
 import re
 
 import pytest
+from tracesim.tools.ctl_socket import request
+from tracesim.tracefs.errors import FsError
 
 from tests.fuse_helpers import mounted, need_fuse, sh
-from tools.ctl_socket import request
-from tracefs.errors import FsError
 
 NETIF = "/events/net/netif_receive_skb"
 LINE_TASK = re.compile(r"^\s*(\S+)-(\d+)\s+\[", re.M)

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from tracesim.tracefs.errors import FsError
 
 from tests.conftest import REFERENCE, need_shared
-from tracefs.errors import FsError
 
 
 def ref(name: str) -> str:
@@ -246,8 +246,8 @@ def test_options_are_the_kernels_only(tree):
 
 
 def test_bpf_engine_is_a_control_command(mnt):
-    out = sh(mnt, f"{sys.executable} -m tools.cli ctl . bpf-engine interp && "
-                  f"{sys.executable} -m tools.cli ctl . bpf-engine; ls options | grep -c bpf")
+    out = sh(mnt, f"{sys.executable} -m tracesim.tools.cli ctl . bpf-engine interp && "
+                  f"{sys.executable} -m tracesim.tools.cli ctl . bpf-engine; ls options | grep -c bpf")
     assert out.stdout == "interp\n0\n", out.stderr
 
 

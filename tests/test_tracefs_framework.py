@@ -8,11 +8,10 @@ import threading
 import time
 
 import pytest
-
-from tracefs.errors import FsError
-from tracefs.handles import SeqHandle, StreamHandle
-from tracefs.nodes import MODE_DIR, MODE_MARKER, MODE_RO, MODE_ROOT, MODE_RW, Dir, DirOps, File
-from tracefs.tree import Tree
+from tracesim.tracefs.errors import FsError
+from tracesim.tracefs.handles import SeqHandle, StreamHandle
+from tracesim.tracefs.nodes import MODE_DIR, MODE_MARKER, MODE_RO, MODE_ROOT, MODE_RW, Dir, DirOps, File
+from tracesim.tracefs.tree import Tree
 
 
 class Pipe:

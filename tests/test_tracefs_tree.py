@@ -6,6 +6,7 @@ import os
 import re
 
 import pytest
+from tracesim.tracefs.errors import FsError
 
 from tests.conftest import REFERENCE, need_shared
 from tests.tracefs_reference import (
@@ -17,7 +18,6 @@ from tests.tracefs_reference import (
     strip_id,
     strip_timestamps,
 )
-from tracefs.errors import FsError
 
 NETIF = "/events/net/netif_receive_skb"
 
@@ -351,7 +351,7 @@ def test_trace_clock_changes_the_timestamps(system, tree):
 
 
 def test_trace_pipe_raw_pages_decode(system, tree):
-    from kernel_model.ring_buffer import decode_page
+    from tracesim.kernel_model.trace.ring_buffer import decode_page
     tree.echo(NETIF + "/enable", "1")
     send(system, "eth0", 64, 5)
     cpu = next(c for c in range(2)

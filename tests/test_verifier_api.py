@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from filters.bpf.asm import assemble
-from filters.bpf.verifier import ContextSpec, verify
-from tools.cli import main as cli
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.verifier import ContextSpec, verify
+from tracesim.tools.cli import main as cli
 
 
 def test_accepts_and_summarises():

@@ -20,13 +20,13 @@ def _files(sub: str) -> list[Path]:
 @pytest.fixture(scope="module")
 def reader():
     need_shared()
-    from filters.bpf import conformance
+    from tracesim.filters.bpf.vm import conformance
     return conformance
 
 
 @pytest.mark.parametrize("path", _files("tests"), ids=lambda p: p.stem)
 def test_suite_programs_verify(reader, path):
-    from filters.bpf.verifier import ContextSpec, verify
+    from tracesim.filters.bpf.verifier import ContextSpec, verify
     case = reader.parse_file(path)
     res = verify(case.insns, prog_type="conformance", ctx=ContextSpec.memory(len(case.mem)))
     if path.stem in NOT_VERIFIABLE:
@@ -37,7 +37,7 @@ def test_suite_programs_verify(reader, path):
 
 @pytest.mark.parametrize("path", _files("negative"), ids=lambda p: p.stem)
 def test_negative_programs_rejected(reader, path):
-    from filters.bpf.verifier import ContextSpec, verify
+    from tracesim.filters.bpf.verifier import ContextSpec, verify
     case = reader.parse_file(path)
     res = verify(case.insns, prog_type="conformance", ctx=ContextSpec.memory(len(case.mem)))
     assert not res.ok

@@ -6,12 +6,12 @@ merging such paths: without it the program runs into the 1,000,000-insn limit.""
 from __future__ import annotations
 
 import pytest
+from tracesim.filters.bpf.runtime.maps import create_map
+from tracesim.filters.bpf.toolchain import elf
+from tracesim.filters.bpf.verifier import ContextSpec, verify
+from tracesim.tools.rss import ebpf_rss
 
-from filters.bpf import elf
-from filters.bpf.maps import create_map
-from filters.bpf.verifier import ContextSpec, verify
 from tests.conftest import need_tool
-from tools import ebpf_rss
 
 # Measured: 80,525 (clang -O2) and 107,757 (tracesim cc -O2) processed insns.
 PROCESSED_BOUND = 250_000

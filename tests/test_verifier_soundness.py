@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.isa import Insn
 
-from filters.bpf import isa
-from filters.bpf.isa import Insn
 from tests.conftest import FUZZ_LONG
 
 MEM_SIZE = 16
@@ -120,9 +120,9 @@ def program(draw) -> list[Insn]:
 
 
 def _run(insns, mem: bytes, garbage: int):
-    from filters.bpf.conformance import suite_helpers
-    from filters.bpf.interp import Interpreter
-    from filters.bpf.program import load_program
+    from tracesim.filters.bpf.runtime.program import load_program
+    from tracesim.filters.bpf.vm.conformance import suite_helpers
+    from tracesim.filters.bpf.vm.interp import Interpreter
 
     class Poisoned(Interpreter):
         def _start(self, ctx, env, packet, args):
@@ -138,7 +138,7 @@ def _run(insns, mem: bytes, garbage: int):
 
 
 def _check(insns, mem: bytes) -> None:
-    from filters.bpf.verifier import ContextSpec, verify
+    from tracesim.filters.bpf.verifier import ContextSpec, verify
     res = verify(insns, prog_type="conformance", ctx=ContextSpec.memory(len(mem)), log_level=0,
                  complexity_limit=LIMIT)
     if not res.ok:

@@ -11,11 +11,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from tracesim.filters.bpf.compiler.driver import compile_file
+from tracesim.filters.bpf.toolchain import elf
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.verifier.pool import VerifyWorkerError, verify_in_worker
 
-from filters.bpf import elf
-from filters.bpf.asm import assemble
-from filters.bpf.compiler.driver import compile_file
-from filters.bpf.verify_pool import VerifyWorkerError, verify_in_worker
 from tests.tree_helpers import cat_into
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "examples"
@@ -125,7 +125,7 @@ def test_forked_child_gets_its_own_pool():
 
 
 def test_worker_result_matches_in_process_verify():
-    from filters.bpf.verifier import verify
+    from tracesim.filters.bpf.verifier import verify
     insns = assemble("r1 = *(u64 *)(r1 + 0)\nr0 = r1\nr0 += 1\nexit\n")
     here = verify(insns, prog_type="kprobe", log_level=1)
     there = verify_in_worker(insns, prog_type="kprobe", ctx=None, log_level=1)

@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 
 
 def _tracesim(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "tracesim.tools.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tracesim.filters.bpf.runtime.program import load_program
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.interp import Interpreter
+from tracesim.filters.bpf.vm.isa import Insn
+from tracesim.filters.bpf.vm.jit import JitProgram
+from tracesim.filters.bpf.vm.native import NativeProgram
 
-from filters.bpf import isa
-from filters.bpf.interp import Interpreter
-from filters.bpf.isa import Insn
-from filters.bpf.jit import JitProgram
-from filters.bpf.native import NativeProgram
-from filters.bpf.program import load_program
 from tests.conftest import FUZZ_LONG
 
 ALU_OPS = [isa.ADD, isa.SUB, isa.MUL, isa.DIV, isa.OR, isa.AND, isa.LSH, isa.RSH, isa.NEG,

@@ -5,16 +5,20 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from filters.bpf import isa
-from filters.bpf.asm import assemble
-from filters.bpf.helper_table import TABLE
-from filters.bpf.helpers import StopProgram, register, unregister
-from filters.bpf.interp import Interpreter
-from filters.bpf.isa import Insn
-from filters.bpf.jit import compile_program
-from filters.bpf.memory import CTX_BASE, Memory, MemoryFault
-from filters.bpf.program import ProgramError, check_reserved, load_program, map_from_handle
+from tracesim.filters.bpf.runtime.helper_table import TABLE
+from tracesim.filters.bpf.runtime.helpers import StopProgram, register, unregister
+from tracesim.filters.bpf.runtime.program import (
+    ProgramError,
+    check_reserved,
+    load_program,
+    map_from_handle,
+)
+from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.interp import Interpreter
+from tracesim.filters.bpf.vm.isa import Insn
+from tracesim.filters.bpf.vm.jit import compile_program
+from tracesim.filters.bpf.vm.memory import CTX_BASE, Memory, MemoryFault
 
 ENGINES = {"interp": Interpreter, "jit": lambda p: compile_program(p)}
 

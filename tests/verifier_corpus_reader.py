@@ -49,7 +49,7 @@ class CorpusProgram:
         return out
 
     def context(self):
-        from filters.bpf.verifier import ContextSpec
+        from tracesim.filters.bpf.verifier import ContextSpec
         size = int(self.headers.get("ctxsize", "0"))
         if self.prog_type == "conformance":
             return ContextSpec.memory(size)
@@ -80,8 +80,8 @@ def read_corpus(name: str) -> list[CorpusProgram]:
 
 
 def verify_program(prog: CorpusProgram, log_level: int = 1):
-    from filters.bpf.asm import assemble
-    from filters.bpf.verifier import verify
+    from tracesim.filters.bpf.toolchain.asm import assemble
+    from tracesim.filters.bpf.verifier import verify
     return verify(assemble(prog.text), prog_type=prog.prog_type, ctx=prog.context(),
                   maps=prog.maps, privileged=prog.privileged, strict_loops=prog.strict,
                   log_level=log_level)

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
-    "mount": ("tools.cmd_mount", "mount the simulated tracefs on a directory (FUSE)"),
-    "umount": ("tools.cmd_mount", "unmount a tracesim mount"),
-    "ctl": ("tools.cmd_ctl", "drive the modelled kernel of a mount (send, ping, skb-bench, dmesg, maps ...)"),
-    "demo": ("tools.cmd_demo", "walk through the 2013 BPF tracing-filter story"),
-    "bench": ("tools.cmd_bench", "run a benchmark (tracesim bench --help lists them), or all"),
-    "cc": ("tools.cmd_cc", "compile restricted C to an eBPF ELF object"),
-    "objdump": ("tools.cmd_objdump", "show sections, symbols and disassembly of an eBPF object"),
-    "check": ("tools.cmd_check", "verify a BPF program offline (prints OK or the verifier log)"),
-    "conformance": ("tools.cmd_conformance", "run the eBPF conformance suite on the VM"),
-    "rss": ("tools.cmd_rss", "RSS steering with eBPF over a modelled multi-queue TUN device"),
-    "btf": ("tools.cmd_btf", "print the modelled kernel's BTF (raw, as a vmlinux.h, or bytes)"),
+    "mount": ("tracesim.tools.cmd_mount", "mount the simulated tracefs on a directory (FUSE)"),
+    "umount": ("tracesim.tools.cmd_mount", "unmount a tracesim mount"),
+    "ctl": ("tracesim.tools.cmd_ctl",
+            "drive the modelled kernel of a mount (send, ping, skb-bench, dmesg, maps ...)"),
+    "demo": ("tracesim.tools.cmd_demo", "walk through the 2013 BPF tracing-filter story"),
+    "bench": ("tracesim.tools.cmd_bench", "run a benchmark (tracesim bench --help lists them), or all"),
+    "cc": ("tracesim.tools.cmd_cc", "compile restricted C to an eBPF ELF object"),
+    "objdump": ("tracesim.tools.cmd_objdump", "show sections, symbols and disassembly of an eBPF object"),
+    "check": ("tracesim.tools.cmd_check", "verify a BPF program offline (prints OK or the verifier log)"),
+    "conformance": ("tracesim.tools.cmd_conformance", "run the eBPF conformance suite on the VM"),
+    "rss": ("tracesim.tools.cmd_rss", "RSS steering with eBPF over a modelled multi-queue TUN device"),
+    "btf": ("tracesim.tools.cmd_btf", "print the modelled kernel's BTF (raw, as a vmlinux.h, or bytes)"),
 }
 
 
@@ -49,6 +51,18 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `tracesim ... | head`: the reader left; say nothing more, and keep the interpreter's
+        # final flush of stdout from reporting the closed pipe as an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
@@ -59,13 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     if name == "umount":
         return module.umount_main(rest)
-    try:
-        return module.main(rest) or 0
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
-
+    return module.main(rest) or 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 Each benchmark module exposes ``run(argv: list[str]) -> int`` and parses its own options
 (``--json`` among them). The table below maps a name to its module; add yours. Every run goes
-through ``bench.common.run_with_machine``, which adds the machine (CPU, cores, Python, load at
+through ``tracesim.bench.common.run_with_machine``, which adds the machine (CPU, cores, Python, load at
 start and end) to the output; ``tracesim bench compare A.json B.json`` sets two outputs side by
 side.
 """
@@ -13,12 +13,11 @@ import importlib
 import importlib.util
 import sys
 
-from bench import compare
-from bench.common import run_with_machine
+from tracesim.bench import compare
+from tracesim.bench.common import run_with_machine
 
-BENCHES = {"vm": "bench.vm", "kernel": "bench.kernel", "verifier": "bench.verifier",
-           "cc": "bench.cc", "tracefs": "bench.tracefs", "skb": "bench.skb", "rss": "bench.rss",
-           "predicate": "bench.predicate", "tracing": "bench.tracing"}
+BENCHES = {name: f"tracesim.bench.{name}" for name in
+           ("vm", "kernel", "verifier", "cc", "tracefs", "skb", "rss", "predicate", "tracing")}
 # One line each for ``tracesim bench --help`` (without importing every benchmark).
 SUMMARIES = {"vm": "eBPF interpreter and JIT speed", "kernel": "skb alloc/free cost in the model",
              "verifier": "verifier speed (processed insns/s)",

@@ -19,10 +19,9 @@ import sys
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
-
-from filters.bpf import btf as B
-from filters.bpf.btf_dump import dump_c, dump_raw
-from tools.ctl_socket import CtlError, request
+from tracesim.filters.bpf.toolchain import btf as B
+from tracesim.filters.bpf.toolchain.btf_dump import dump_c, dump_raw
+from tracesim.tools.ctl_socket import CtlError, request
 
 USAGE = "usage: tracesim btf dump [--format raw|c|bin] [--mount DIR | --file F]\n"
 
@@ -76,7 +75,7 @@ def main(argv: list[str]) -> int:
         elif args.file is not None:
             data = read_file(args.file)
         else:
-            from kernel_model.model_btf import model_btf_bytes
+            from tracesim.kernel_model.model_btf import model_btf_bytes
             data = model_btf_bytes()
         if args.format == "bin":
             if sys.stdout.isatty():

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from filters.bpf.compiler import CompileError, compile_file
-from filters.bpf.disasm import disassemble
+from tracesim.filters.bpf.compiler import CompileError, compile_file
+from tracesim.filters.bpf.toolchain.disasm import disassemble
 
 
 def parser() -> argparse.ArgumentParser:

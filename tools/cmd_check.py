@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from filters.bpf import isa, loader
-from filters.bpf.verifier import ContextSpec
+from tracesim.filters.bpf import loader
+from tracesim.filters.bpf.verifier import ContextSpec
+from tracesim.filters.bpf.vm import isa
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _event(system: str, name: str) -> Any:
     """The tracepoint ``system:name`` of a fresh modelled kernel (its record is the context)."""
-    from kernel_model.kernel import Kernel
+    from tracesim.kernel_model.kernel import Kernel
     return Kernel(cpus=1, clock="virtual").tracing.event(system, name)
 
 
@@ -78,7 +79,7 @@ def _load(args: argparse.Namespace, verify_kw: dict) -> loader.LoadedProgram:
     if path.suffix == ".bin":
         insns = isa.decode(data)
     else:
-        from filters.bpf.asm import assemble
+        from tracesim.filters.bpf.toolchain.asm import assemble
         insns = assemble(data.decode())
     prog_type = prog_type or "kprobe"
     if ctx is None:

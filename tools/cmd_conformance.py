@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from filters.bpf.conformance import ENGINES, run_dir
+from tracesim.filters.bpf.vm.conformance import ENGINES, run_dir
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """``tracesim ctl MOUNTPOINT COMMAND [ARGS...]`` — drive the modelled kernel behind a mount.
 
 The words after the mountpoint go unchanged to the mount process over its control socket
-(``tools/ctl_socket.py``); the mount runs them (``kernel_model.control.run_command``, the
+(``tools/ctl_socket.py``); the mount runs them (``tracesim.kernel_model.control.run_command``, the
 BPF map commands ``maps`` / ``map dump NAME`` and ``bpf-engine``) and sends back the exit
 status and the text to print.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tools.ctl_socket import CtlError, request
+from tracesim.tools.ctl_socket import CtlError, request
 
 USAGE = """\
 usage: tracesim ctl MOUNTPOINT COMMAND [ARGS...]
@@ -43,7 +43,7 @@ TUN_SEND = ("send tun0 --src A --dst B [--proto P] [--sport S] [--dport D] [--vl
 def parser() -> argparse.ArgumentParser:
     """The command line as argparse sees it, for ``--help`` at every level. Only help is parsed
     here: the words after the mountpoint go to the mount unchanged, which owns the commands."""
-    from kernel_model.control import command_parsers
+    from tracesim.kernel_model.control import command_parsers
 
     p = argparse.ArgumentParser(prog="tracesim ctl", usage="%(prog)s MOUNTPOINT COMMAND [ARGS...]",
                                 description="Drive the modelled kernel behind a tracesim mount.",

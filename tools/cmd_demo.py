@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import skb as skb_bench
+from tracesim.bench import skb as skb_bench
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 EVENT = "events/net/netif_receive_skb"
@@ -94,7 +94,7 @@ class InProcessDemo(skb_bench.InProcess):
 
 def try_mount(mountpoint: str) -> tuple[Any, str]:
     """A mounted tree, or the in-process one with the reason the mount could not be made."""
-    from tools import cmd_mount
+    from tracesim.tools import cmd_mount
     problem = cmd_mount.preflight(mountpoint)
     if problem is None:
         if cmd_mount.main([mountpoint, "--clock", "real"]) == 0:
@@ -150,7 +150,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from filters.bpf.compiler.driver import compile_file
+    from tracesim.filters.bpf.compiler.driver import compile_file
     with tempfile.TemporaryDirectory(prefix="tracesim-demo-") as tmp:
         obj = Path(tmp) / "filter_ex1.o"
         obj.write_bytes(compile_file(EXAMPLES / "filter_ex1.c").elf)
@@ -168,7 +168,7 @@ def main(argv: list[str]) -> int:
             story(fs, obj, args.iterations)
         finally:
             if isinstance(fs, MountedDemo):
-                from tools import cmd_mount
+                from tracesim.tools import cmd_mount
                 shell(f"tracesim umount {mountpoint}")
                 cmd_mount.umount_main([str(mountpoint)])
             fs.close()

@@ -1,7 +1,7 @@
 """``tracesim mount DIR`` / ``tracesim umount DIR``: the simulated tracefs on a real directory.
 
 ``mount`` builds the modelled kernel and its tracefs tree, serves the tree over FUSE and the
-kernel's operations on the control socket (:mod:`tools.ctl_socket`). By default it forks: the
+kernel's operations on the control socket (:mod:`tracesim.tools.ctl_socket`). By default it forks: the
 child mounts and serves, the parent returns once the kernel reports the mount ready (or prints
 the child's one-line error). ``--foreground`` serves in the calling process. SIGINT, SIGTERM and
 SIGHUP end the FUSE loop, which unmounts; ``umount`` runs ``fusermount -u``.
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import traceback
 
-from tools.ctl_socket import (
+from tracesim.tools.ctl_socket import (
     CtlServer,
     StateDirError,
     create_state_file,
@@ -89,9 +89,9 @@ def preflight(mountpoint: str) -> str | None:
 
 def serve(args: argparse.Namespace, on_ready, on_error) -> int:
     """Build the kernel and tree, serve until unmounted. Returns the exit status."""
-    from kernel_model.control import set_progress_hook
-    from tracefs.fuse_mount import serve as fuse_serve
-    from tracefs.system import System
+    from tracesim.kernel_model.control import set_progress_hook
+    from tracesim.tracefs.fuse_mount import serve as fuse_serve
+    from tracesim.tracefs.system import System
 
     mountpoint = os.path.realpath(args.dir)
     try:

@@ -13,11 +13,11 @@ import sys
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
-
-from filters.bpf import btf as btfmod
-from filters.bpf import core_reloc, isa
-from filters.bpf.disasm import format_insn
-from filters.bpf.isa import decode
+from tracesim.filters.bpf.toolchain import btf as btfmod
+from tracesim.filters.bpf.toolchain import core_reloc
+from tracesim.filters.bpf.toolchain.disasm import format_insn
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.isa import decode
 
 RELOC_NAMES = {0: "R_BPF_NONE", 1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "R_BPF_64_ABS32",
                4: "R_BPF_64_NODYLD32", 10: "R_BPF_64_32"}

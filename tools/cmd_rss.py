@@ -10,10 +10,10 @@ import argparse
 import random
 import time
 
-from kernel_model import packets
-from tools import rss_software
-from tools.ebpf_rss import ENGINES, EbpfRss
-from tools.rss_software import HASH_ALL, HASH_TYPE_NAMES, INDIRECTION_TABLE_SIZE, RssConfig
+from tracesim.kernel_model.net import packets
+from tracesim.tools.rss import rss_software
+from tracesim.tools.rss.ebpf_rss import ENGINES, EbpfRss
+from tracesim.tools.rss.rss_software import HASH_ALL, HASH_TYPE_NAMES, INDIRECTION_TABLE_SIZE, RssConfig
 
 
 def random_frames(count: int, seed: int = 1, ipv6_share: float = 0.3) -> list[bytes]:
@@ -95,8 +95,8 @@ def main(argv: list[str]) -> int:
         if len(key) != rss_software.KEY_SIZE:
             ap.error(f"--key must be {rss_software.KEY_SIZE} bytes")
 
-    from kernel_model.kernel import Kernel
-    from kernel_model.tun import tun_device
+    from tracesim.kernel_model.kernel import Kernel
+    from tracesim.kernel_model.net.tun import tun_device
 
     kernel = Kernel(cpus=2, clock="real")
     tun = tun_device(kernel, "tun0", args.queues)

@@ -2,7 +2,7 @@
 
 In process::
 
-    from tracefs.system import System
+    from tracesim.tracefs.system import System
     system = System.boot(cpus=2, seed=1, clock="virtual")     # kernel model + tree + BPF layer
     tree = system.tree
     tree.echo("/events/net/netif_receive_skb/enable", "1")   # echo 1 > ...   (append=True: >>)
@@ -10,9 +10,9 @@ In process::
     print(tree.read_text("/trace"))                           # cat trace
 
 The tree's file operations (``getattr``, ``readdir``, ``open`` -> handle with ``read``/``write``/
-``flush``/``release``, ``mkdir``/``rmdir``) are what the FUSE adapter (``tracefs.fuse_mount``)
+``flush``/``release``, ``mkdir``/``rmdir``) are what the FUSE adapter (``tracesim.tracefs.fuse_mount``)
 calls one to one, so a mount and the in-process tree behave the same. Failures raise
-``tracefs.errors.FsError`` (an OSError carrying the kernel's errno).
+``tracesim.tracefs.errors.FsError`` (an OSError carrying the kernel's errno).
 
 Modules: ``nodes`` (directories/files, modes), ``handles`` (per-open state: seq files, lazy
 ``trace`` snapshots, blocking streams), ``blocking`` (EAGAIN/EINTR waits), ``tree`` (paths and

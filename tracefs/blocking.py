@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
-from tracefs.errors import FsError
+from tracesim.tracefs.errors import FsError
 
 # Longest time between two interruption checks; the data source's wake-up ends a wait sooner.
 SLICE_SECONDS = 0.05

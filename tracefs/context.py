@@ -1,7 +1,7 @@
 """What every part of the tree shares: the modelled kernel, the control lock and the hooks.
 
 ``bpf_loader`` is the seam for BPF filters: ``loader(target, object_bytes)`` installs a program
-on ``target.files`` (see :class:`tracefs.events.BpfTarget`) or raises an OSError (EACCES for a
+on ``target.files`` (see :class:`tracesim.tracefs.events.BpfTarget`) or raises an OSError (EACCES for a
 program that fails to load or verify); ``bpf_unloader(file)`` removes it (``echo 0 > filter``).
 Until a loader is installed, writing a BPF object to a ``filter`` file fails with EINVAL, as a
 kernel without BPF filters would refuse it as a predicate.
@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tracefs.caller import caller_comm
-from tracefs.errors import FsError
+from tracesim.tracefs.caller import caller_comm
+from tracesim.tracefs.errors import FsError
 
 BpfLoader = Callable[[Any, bytes], None]
 
@@ -81,11 +81,11 @@ class TreeContext:
         return options
 
     def header_page_text(self) -> str:
-        from kernel_model.ring_buffer import HEADER_PAGE_TEXT
+        from tracesim.kernel_model.trace.ring_buffer import HEADER_PAGE_TEXT
         return HEADER_PAGE_TEXT
 
     def header_event_text(self) -> str:
-        from kernel_model.ring_buffer import HEADER_EVENT_TEXT
+        from tracesim.kernel_model.trace.ring_buffer import HEADER_EVENT_TEXT
         return HEADER_EVENT_TEXT
 
 

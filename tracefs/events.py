@@ -24,13 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tracefs.errors import FsError
-from tracefs.handles import Handle, seq_opener, to_text
-from tracefs.nodes import MODE_EVENTS_DIR, MODE_RO, MODE_RW, Dir, File, Node
-from tracefs.parse import kstrtoul_from_user, strstrip
+from tracesim.tracefs.errors import FsError
+from tracesim.tracefs.handles import Handle, seq_opener, to_text
+from tracesim.tracefs.nodes import MODE_EVENTS_DIR, MODE_RO, MODE_RW, Dir, File, Node
+from tracesim.tracefs.parse import kstrtoul_from_user, strstrip
 
 if TYPE_CHECKING:
-    from tracefs.context import TreeContext
+    from tracesim.tracefs.context import TreeContext
 
 PAGE_SIZE = 4096
 BPF_MAGICS = (b"\x7fELF", b"bpf\0")
@@ -204,7 +204,7 @@ class EventsDir:
         return self.ctx.filter_compile_options()
 
     def _apply_event_filter(self, system: str, name: str, text: str) -> None:
-        from filters.predicate import FilterError, compile_filter, is_clear_request
+        from tracesim.filters.predicate import FilterError, compile_filter, is_clear_request
         file = self._event_file(system, name)
         with self.ctx.lock:
             if is_clear_request(text):
@@ -220,7 +220,7 @@ class EventsDir:
             file.set_filter(compiled, compiled.text)
 
     def _apply_subsystem_filter(self, system: str, text: str) -> None:
-        from filters.predicate import compile_subsystem_filter, is_clear_request
+        from tracesim.filters.predicate import compile_subsystem_filter, is_clear_request
         tracing = self.ctx.tracing
         names = tracing.events_of(system)
         if not names:
@@ -256,7 +256,7 @@ class EventsDir:
 
     # -- triggers ------------------------------------------------------------------------------
     def _open_trigger(self, flags: int, system: str, name: str) -> Handle:
-        from kernel_model import triggers
+        from tracesim.kernel_model.trace import triggers
         file = self._event_file(system, name)
 
         def store(text: str) -> None:

@@ -1,4 +1,4 @@
-"""The FUSE adapter: fusepy calls translated one to one into :class:`tracefs.tree.Tree` calls.
+"""The FUSE adapter: fusepy calls translated one to one into :class:`tracesim.tracefs.tree.Tree` calls.
 
 Everything a file does lives in the tree; this module only keeps the table of open handles,
 turns attributes into ``stat`` dicts and sets the mount options that make tracefs files work
@@ -40,13 +40,12 @@ from collections.abc import Callable
 from typing import Any
 
 import fuse
-
-from tracefs.blocking import set_interrupt_check
-from tracefs.caller import proc_comm, set_caller_lookup
-from tracefs.errors import FsError
-from tracefs.handles import Handle
-from tracefs.nodes import Attr
-from tracefs.tree import Tree
+from tracesim.tracefs.blocking import set_interrupt_check
+from tracesim.tracefs.caller import proc_comm, set_caller_lookup
+from tracesim.tracefs.errors import FsError
+from tracesim.tracefs.handles import Handle
+from tracesim.tracefs.nodes import Attr
+from tracesim.tracefs.tree import Tree
 
 MAX_WRITE = 131072
 SWITCH_INTERVAL = 0.001

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-from tracefs.blocking import wait_until
-from tracefs.errors import FsError, kernel_call
+from tracesim.tracefs.blocking import wait_until
+from tracesim.tracefs.errors import FsError, kernel_call
 
 Show = Callable[[], "str | bytes"]
 Store = Callable[[str], "int | None"]

@@ -1,6 +1,6 @@
 """The files every trace array has: the top level and each ``instances/<name>``.
 
-Each file maps to one operation of the trace array (``kernel_model.trace.TraceArray``) with the
+Each file maps to one operation of the trace array (``kernel_model.trace.array.TraceArray``) with the
 kernel's parsing and errno: numbers through kstrtoul (``tracing_on``, ``buffer_size_kb``),
 names stripped (``trace_clock``, ``current_tracer``), ``echo > trace`` clears the buffers,
 ``echo > error_log`` clears the log. Open files of an instance hold a reference on it, so
@@ -12,13 +12,13 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
-from tracefs.errors import FsError, kernel_call
-from tracefs.events import EventsDir
-from tracefs.handles import Handle, LazyTextHandle, SeqHandle, seq_opener, truncating
-from tracefs.lists import EventPidList, FunctionFilter, PidList
-from tracefs.nodes import MODE_DIR, MODE_MARKER, MODE_RO, MODE_RW, MODE_WO, Dir, File, Node
-from tracefs.parse import TraceParser, kstrtoul_from_user, strstrip
-from tracefs.streams import open_trace_pipe, open_trace_pipe_raw
+from tracesim.tracefs.errors import FsError, kernel_call
+from tracesim.tracefs.events import EventsDir
+from tracesim.tracefs.handles import Handle, LazyTextHandle, SeqHandle, seq_opener, truncating
+from tracesim.tracefs.lists import EventPidList, FunctionFilter, PidList
+from tracesim.tracefs.nodes import MODE_DIR, MODE_MARKER, MODE_RO, MODE_RW, MODE_WO, Dir, File, Node
+from tracesim.tracefs.parse import TraceParser, kstrtoul_from_user, strstrip
+from tracesim.tracefs.streams import open_trace_pipe, open_trace_pipe_raw
 
 TRACERS = ("nop",)
 TIMESTAMP_MODE = "[delta] absolute\n"
@@ -131,7 +131,7 @@ class InstanceFiles:
 
     # -- behaviours ----------------------------------------------------------------------------
     def _open_trace(self, flags: int, cpu: int | None) -> Handle:
-        from kernel_model.trace_output import header_text, iter_trace_lines
+        from tracesim.kernel_model.trace.output import header_text, iter_trace_lines
         if truncating(flags):
             with self.ctx.lock:
                 self.array.clear(cpu)
@@ -143,7 +143,7 @@ class InstanceFiles:
         return LazyTextHandle(flags, pieces, store=lambda t: None)
 
     def _stats(self, cpu: int) -> str:
-        from kernel_model.trace_output import stats_text
+        from tracesim.kernel_model.trace.output import stats_text
         return stats_text(self.array, cpu)
 
     def _open_set_event(self, flags: int) -> Handle:

@@ -2,7 +2,7 @@
 
 Both follow the kernel's list files: ``>`` (O_TRUNC) empties the list first, ``>>`` adds,
 ``!word`` removes (function filters), and a word that is not valid fails with EINVAL. Words are
-read by the kernel's trace_parser (:class:`tracefs.parse.TraceParser`):
+read by the kernel's trace_parser (:class:`tracesim.tracefs.parse.TraceParser`):
 
 * pid lists (trace_pid_write): all the words of one write, all or nothing; a NUL byte where a
   word should start ends the write early (a short count: the writer sends the rest again);
@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from tracefs.errors import FsError
-from tracefs.handles import Handle, SeqHandle
-from tracefs.parse import WORDS, TraceParser, kstrtoul
+from tracesim.tracefs.errors import FsError
+from tracesim.tracefs.handles import Handle, SeqHandle
+from tracesim.tracefs.parse import WORDS, TraceParser, kstrtoul
 
 MAX_PID = 1 << 30     # kernel/trace/pid_list.h: what a pid list can hold
 PID_BUF_SIZE = 127    # trace.c: the longest pid word
@@ -84,7 +84,7 @@ def parse_pids(text: str) -> tuple[set[int], int]:
 
 class EventPidList:
     """``set_event_pid`` / ``set_event_notrace_pid``: the trace array's pid list in the model,
-    which the array's events filter on (``kernel_model.trace.TraceArray.add_event_pids``)."""
+    which the array's events filter on (``tracesim.kernel_model.trace.tracing.TraceArray.add_event_pids``)."""
 
     def __init__(self, array: Any, notrace: bool, lock: AbstractContextManager[Any]) -> None:
         self.array = array

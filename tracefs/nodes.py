@@ -3,7 +3,7 @@
 A directory lists its children either from a fixed dict or from a function called at each
 lookup (``events/`` grows when a kprobe is defined; ``instances/`` when one is made), so the tree
 never caches something the kernel model has changed. A file is a mode plus an ``opener`` that
-makes a fresh :class:`~tracefs.handles.Handle` (the per-open state) for each open.
+makes a fresh :class:`~tracesim.tracefs.handles.Handle` (the per-open state) for each open.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
-from tracefs.errors import FsError
+from tracesim.tracefs.errors import FsError
 
 if TYPE_CHECKING:
-    from tracefs.handles import Handle
+    from tracesim.tracefs.handles import Handle
 
 # Modes as a 6.18 tracefs shows them (ls_root / ls_sub captures).
 MODE_ROOT = 0o700

@@ -14,7 +14,7 @@ import errno
 import re
 import string
 
-from tracefs.errors import FsError
+from tracesim.tracefs.errors import FsError
 
 ULONG_MAX = (1 << 64) - 1
 KSTRTOX_USER_MAX = 23           # kstrtoul_from_user copies into char buf[24]

@@ -1,6 +1,6 @@
 """The whole tree: the top-level trace array's files, the global files, and ``instances/``.
 
-    tree = build_tree(kernel)              # kernel_model.kernel.Kernel
+    tree = build_tree(kernel)              # tracesim.kernel_model.kernel.Kernel
     tree.cat("/trace"); tree.echo("/events/net/netif_receive_skb/enable", "1")
 
 Global files (only at the top): README, available_events, the function lists, kprobe_events,
@@ -13,14 +13,14 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
-from tracefs.context import TreeContext
-from tracefs.errors import FsError, kernel_call
-from tracefs.handles import seq_opener
-from tracefs.instance import InstanceFiles
-from tracefs.nodes import MODE_DIR, MODE_RO, MODE_ROOT, MODE_RW, Dir, DirOps, File, Node
-from tracefs.parse import kstrtoul_from_user
-from tracefs.readme import README
-from tracefs.tree import Tree
+from tracesim.tracefs.context import TreeContext
+from tracesim.tracefs.errors import FsError, kernel_call
+from tracesim.tracefs.handles import seq_opener
+from tracesim.tracefs.instance import InstanceFiles
+from tracesim.tracefs.nodes import MODE_DIR, MODE_RO, MODE_ROOT, MODE_RW, Dir, DirOps, File, Node
+from tracesim.tracefs.parse import kstrtoul_from_user
+from tracesim.tracefs.readme import README
+from tracesim.tracefs.tree import Tree
 
 DYN_FTRACE_RECORD = 16            # bytes per dyn_ftrace record
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from tracefs.handles import StreamHandle
+from tracesim.tracefs.handles import StreamHandle
 
 
 class _PipeSource:
     def __init__(self, array: Any, cpu: int | None) -> None:
-        from kernel_model.trace_output import PipeReader
+        from tracesim.kernel_model.trace.output import PipeReader
         self.array = array
         self.cpu = cpu
         self.reader = PipeReader(array, cpu)

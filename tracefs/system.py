@@ -6,7 +6,7 @@
     system.shutdown()
 
 The mount command serves ``tree`` over FUSE and ``control`` on the control socket; the demo uses
-the same object in process when FUSE is not available. ``bpf`` (filters.bpf.filter_registry)
+the same object in process when FUSE is not available. ``bpf`` (tracesim.filters.bpf.filter_registry)
 loads BPF objects written to ``filter`` files and answers the ``maps``/``map dump`` commands;
 ``bpf-engine [jit|interp]`` shows or switches the engine for programs loaded afterwards (a
 tracesim switch, so it lives on the control channel and not in the kernel's tracefs tree).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracefs.root import TracefsTree, build_tree
+from tracesim.tracefs.root import TracefsTree, build_tree
 
 
 class System:
@@ -23,20 +23,20 @@ class System:
         self.kernel = kernel
         self.bpf_engine = bpf_engine
         self.tree: TracefsTree = build_tree(kernel)
-        from filters.bpf.filter_registry import BpfFilters
+        from tracesim.filters.bpf.filter_registry import BpfFilters
         self.bpf = BpfFilters(kernel, bpf_engine)
         self.bpf.install(self.tree.ctx)
 
     @classmethod
     def boot(cls, cpus: int = 2, seed: int = 1, clock: str = "real",
              bpf_engine: str = "jit") -> System:
-        from kernel_model.kernel import Kernel
+        from tracesim.kernel_model.kernel import Kernel
         return cls(Kernel(cpus=cpus, seed=seed, clock=clock), bpf_engine)
 
     def control(self, argv: list[str]) -> tuple[int, str]:
         """Run one control command of the kernel model: ``(status, text to print)``."""
-        from filters.bpf import map_commands
-        from kernel_model import control
+        from tracesim.filters.bpf.runtime import map_commands
+        from tracesim.kernel_model import control
         if argv[:1] and argv[0] in map_commands.COMMANDS:
             return map_commands.run(self.bpf, argv, lock=self.kernel.lock)
         if argv[:1] == ["bpf-engine"]:
@@ -46,7 +46,7 @@ class System:
     def _engine_command(self, args: list[str]) -> tuple[int, str]:
         if not args:
             return 0, self.bpf.engine + "\n"
-        from filters.bpf.loader import ENGINE_CHOICES
+        from tracesim.filters.bpf.loader import ENGINE_CHOICES
         if len(args) != 1 or args[0] not in ENGINE_CHOICES:
             return 2, f"usage: bpf-engine [{'|'.join(ENGINE_CHOICES)}]\n"
         with self.kernel.lock:

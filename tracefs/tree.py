@@ -9,9 +9,9 @@ import errno
 import os
 import time
 
-from tracefs.errors import FsError
-from tracefs.handles import Handle, truncating
-from tracefs.nodes import Attr, Dir, Node
+from tracesim.tracefs.errors import FsError
+from tracesim.tracefs.handles import Handle, truncating
+from tracesim.tracefs.nodes import Attr, Dir, Node
 
 
 class Tree:

@@ -5,7 +5,7 @@
 
 ``data`` is an ELF object (``tracesim cc`` or ``clang -target bpf``) or a 2013 RFC image
 (``"bpf\\0"``).  Loading picks the program for the event and loads it through
-``filters.bpf.loader`` (its type from its section name: a kprobe event takes kprobe programs, a
+``tracesim.filters.bpf.loader`` (its type from its section name: a kprobe event takes kprobe programs, a
 tracepoint tracepoint ones; the object's maps; the verifier for the event's context; the
 engine: JIT or interpreter), then returns an ``AttachedFilter`` whose ``prog`` is the fast path
 the kernel model calls before reserving anything in the ring buffer: ``prog(ctx) -> r0``; 0
@@ -38,18 +38,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from filters.bpf import elf as elfmod
-from filters.bpf import image2013, isa
-from filters.bpf import loader as loadermod
-from filters.bpf.interp import Interpreter
-from filters.bpf.jit import JitProgram
-from filters.bpf.loader import LoadedProgram, LoadError
-from filters.bpf.maps import BpfMap
-from filters.bpf.memory import VMError
-from filters.bpf.native import NativeProgram
-from filters.bpf.verify_pool import VerifyWorkerError, verify_in_worker
-from kernel_model.trace_event import trace_ctx
-from kernel_model.trace_kprobe import KprobeEvent
+from tracesim.filters.bpf import loader as loadermod
+from tracesim.filters.bpf.loader import LoadedProgram, LoadError
+from tracesim.filters.bpf.runtime.maps import BpfMap
+from tracesim.filters.bpf.toolchain import elf as elfmod
+from tracesim.filters.bpf.toolchain import image2013
+from tracesim.filters.bpf.verifier.pool import VerifyWorkerError, verify_in_worker
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.interp import Interpreter
+from tracesim.filters.bpf.vm.jit import JitProgram
+from tracesim.filters.bpf.vm.memory import VMError
+from tracesim.filters.bpf.vm.native import NativeProgram
+from tracesim.kernel_model.trace.event import trace_ctx
+from tracesim.kernel_model.trace.kprobe_events import KprobeEvent
 
 __all__ = ["AttachedFilter", "BpfFilterError", "load_event_filter", "pick_program",
            "program_sections", "section_matches"]

@@ -26,15 +26,15 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from filters.bpf.event_filter import (
+from tracesim.filters.bpf.event_filter import (
     AttachedFilter,
     BpfFilterError,
     load_event_filter,
     program_sections,
     section_matches,
 )
-from filters.bpf.loader import ENGINE_CHOICES, check_engine
-from filters.bpf.maps import BpfMap
+from tracesim.filters.bpf.loader import ENGINE_CHOICES, check_engine
+from tracesim.filters.bpf.runtime.maps import BpfMap
 
 
 @dataclass

@@ -32,16 +32,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from filters.bpf import core_reloc, helper_table, isa, native
-from filters.bpf import elf as elfmod
-from filters.bpf.helpers import Helper
-from filters.bpf.helpers_skb import SK_BUFF_CTX_SIZE
-from filters.bpf.interp import Interpreter
-from filters.bpf.jit import JitProgram, compile_program
-from filters.bpf.maps import BpfMap, MapError, create_map
-from filters.bpf.program import Program, ProgramError, load_program
-from filters.bpf.verifier import ContextSpec, VerifierResult, verify
-from filters.bpf.verifier.context import PT_REGS_SIZE
+from tracesim.filters.bpf.runtime import helper_table
+from tracesim.filters.bpf.runtime.helpers import Helper
+from tracesim.filters.bpf.runtime.helpers_skb import SK_BUFF_CTX_SIZE
+from tracesim.filters.bpf.runtime.maps import BpfMap, MapError, create_map
+from tracesim.filters.bpf.runtime.program import Program, ProgramError, load_program
+from tracesim.filters.bpf.toolchain import core_reloc
+from tracesim.filters.bpf.toolchain import elf as elfmod
+from tracesim.filters.bpf.verifier import ContextSpec, VerifierResult, verify
+from tracesim.filters.bpf.verifier.context import PT_REGS_SIZE
+from tracesim.filters.bpf.vm import isa, native
+from tracesim.filters.bpf.vm.interp import Interpreter
+from tracesim.filters.bpf.vm.jit import JitProgram, compile_program
 
 ENGINES = ("jit", "interp", "native")
 ENGINE_CHOICES = ENGINES + ("auto",)
@@ -197,7 +199,7 @@ def open_object(data: bytes, target_btf: Any = None) -> elfmod.BpfObject:
     core_log: list[str] = []
     if b".BTF.ext" in data:               # only objects with BTF.ext can carry CO-RE records
         if target_btf is None:
-            from kernel_model.model_btf import model_btf
+            from tracesim.kernel_model.model_btf import model_btf
             target_btf = model_btf()
         try:
             data, core_log = core_reloc.apply_to_elf(data, target_btf)

@@ -1,6 +1,6 @@
 """ftrace predicate filters as Linux 6.18 parses and runs them (kernel/trace/trace_events_filter.c).
 
-    from filters.predicate import compile_filter, FilterError
+    from tracesim.filters.predicate import compile_filter, FilterError
     flt = compile_filter('name == "lo" && len > 10', fields)
     flt.match(record, cpu, comm)      # -> bool
     flt.text, flt.fields_used
@@ -8,15 +8,15 @@
 """
 from __future__ import annotations
 
-from filters.predicate.compile import (
+from tracesim.filters.predicate.compile import (
     CompiledFilter,
     compile_filter,
     compile_subsystem_filter,
     is_clear_request,
 )
-from filters.predicate.errors import ERROR_TEXTS, FilterError
-from filters.predicate.fields import FieldLike
-from filters.predicate.parser import SymbolLookup
+from tracesim.filters.predicate.errors import ERROR_TEXTS, FilterError
+from tracesim.filters.predicate.fields import FieldLike
+from tracesim.filters.predicate.parser import SymbolLookup
 
 __all__ = [
     "CompiledFilter",

@@ -16,12 +16,12 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from filters.predicate import errors as FE
-from filters.predicate import fields as F
-from filters.predicate import parser as P
-from filters.predicate.ctype import from_kernel_chars, strip_trailing, strstrip, to_kernel_chars
-from filters.predicate.errors import FilterError
-from filters.predicate.glob import MATCH_FRONT, MATCH_FULL, make_matcher
+from tracesim.filters.predicate import errors as FE
+from tracesim.filters.predicate import fields as F
+from tracesim.filters.predicate import parser as P
+from tracesim.filters.predicate.ctype import from_kernel_chars, strip_trailing, strstrip, to_kernel_chars
+from tracesim.filters.predicate.errors import FilterError
+from tracesim.filters.predicate.glob import MATCH_FRONT, MATCH_FULL, make_matcher
 
 TASK_COMM_LEN = 16
 USTRING_BUF_SIZE = 1024

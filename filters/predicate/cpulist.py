@@ -1,7 +1,7 @@
 """cpulist_parse() — lib/bitmap-str.c bitmap_parselist(): ``0-3,5``, ``all``, ``N``, ``0-7:2/4``."""
 from __future__ import annotations
 
-from filters.predicate.ctype import isspace
+from tracesim.filters.predicate.ctype import isspace
 
 U32_MAX = (1 << 32) - 1
 

@@ -22,12 +22,12 @@ import errno as E
 from dataclasses import dataclass
 from typing import Protocol
 
-from filters.predicate import errors as FE
-from filters.predicate import fields as F
-from filters.predicate.cpulist import CpulistError, cpulist_parse
-from filters.predicate.ctype import isalnum, isdigit, isspace
-from filters.predicate.glob import Pattern, parse_pattern
-from filters.predicate.kstrtox import kstrtoll, kstrtoul, kstrtoull
+from tracesim.filters.predicate import errors as FE
+from tracesim.filters.predicate import fields as F
+from tracesim.filters.predicate.cpulist import CpulistError, cpulist_parse
+from tracesim.filters.predicate.ctype import isalnum, isdigit, isspace
+from tracesim.filters.predicate.glob import Pattern, parse_pattern
+from tracesim.filters.predicate.kstrtox import kstrtoll, kstrtoul, kstrtoull
 
 # Operators in the kernel's match order ("<=" before "<", ">=" before ">").
 OPS = ("~", "!=", "==", "<=", "<", ">=", ">", "&")

@@ -6,7 +6,7 @@ return a ``CompiledObject`` (``.elf`` bytes, per-function machine code); user er
 """
 from __future__ import annotations
 
-from .driver import CompiledObject, compile_file, compile_source
-from .errors import CompileError
+from tracesim.filters.bpf.compiler.driver import CompiledObject, compile_file, compile_source
+from tracesim.filters.bpf.compiler.errors import CompileError
 
 __all__ = ["CompileError", "CompiledObject", "compile_file", "compile_source"]

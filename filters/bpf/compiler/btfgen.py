@@ -2,9 +2,8 @@
 global variables), so the loader, and map dumps, know each map's key and value types."""
 from __future__ import annotations
 
-from kernel_model.c_types import Array, CType, Enum, Float, Func, Int, Pointer, Struct, Void
-
-from .. import btf as B
+from tracesim.filters.bpf.toolchain import btf as B
+from tracesim.kernel_model.c_types import Array, CType, Enum, Float, Func, Int, Pointer, Struct, Void
 
 
 class BtfBuilder:

@@ -4,13 +4,18 @@ compiler builtins a BPF program uses (``__builtin_memcpy``/``memset``/``memcmp``
 from __future__ import annotations
 
 from pycparser import c_ast
-
-from kernel_model.c_types import Array, Func, Pointer, Struct, Void, strip
-
-from . import ctypes_ext as T
-from .errors import error_at
-from .ir import FP, Imm, Op
-from .values import MAX_INLINE_DEPTH, InlineFrame, LVal, Scope, Val, address_taken
+from tracesim.filters.bpf.compiler import ctypes_ext as T
+from tracesim.filters.bpf.compiler.errors import error_at
+from tracesim.filters.bpf.compiler.ir import FP, Imm, Op
+from tracesim.filters.bpf.compiler.values import (
+    MAX_INLINE_DEPTH,
+    InlineFrame,
+    LVal,
+    Scope,
+    Val,
+    address_taken,
+)
+from tracesim.kernel_model.c_types import Array, Func, Pointer, Struct, Void, strip
 
 ATOMIC_OPS = {"add": "add", "or": "or", "and": "and", "xor": "xor", "sub": "add"}
 

@@ -1,8 +1,8 @@
-"""C type rules the compiler needs on top of ``kernel_model.c_types``: promotions, the usual
+"""C type rules the compiler needs on top of ``tracesim.kernel_model.c_types``: promotions, the usual
 arithmetic conversions, and how a value of each type sits in a 64-bit register."""
 from __future__ import annotations
 
-from kernel_model.c_types import CType, Enum, Float, Int, Pointer, Void, strip
+from tracesim.kernel_model.c_types import CType, Enum, Float, Int, Pointer, Void, strip
 
 INT = Int("int", 4, True)
 UINT = Int("unsigned int", 4, False)

@@ -7,17 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pycparser import c_parser
-
-from .. import elf
-from . import btfgen
-from .emit import MachineCode, emit
-from .errors import CompileError, error_at
-from .isel import select
-from .lower import Lowerer
-from .opt import dce, optimise
-from .preprocess import preprocess
-from .regalloc import allocate
-from .unit import Unit
+from tracesim.filters.bpf.compiler import btfgen
+from tracesim.filters.bpf.compiler.emit import MachineCode, emit
+from tracesim.filters.bpf.compiler.errors import CompileError, error_at
+from tracesim.filters.bpf.compiler.isel import select
+from tracesim.filters.bpf.compiler.lower import Lowerer
+from tracesim.filters.bpf.compiler.opt import dce, optimise
+from tracesim.filters.bpf.compiler.preprocess import preprocess
+from tracesim.filters.bpf.compiler.regalloc import allocate
+from tracesim.filters.bpf.compiler.unit import Unit
+from tracesim.filters.bpf.toolchain import elf
 
 MAX_STACK = 512
 _PARSE_ERROR = re.compile(r"^(?P<file>.*?):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?P<msg>.*)$")

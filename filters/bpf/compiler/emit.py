@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import isa
-from ..isa import Insn
-from .ir import NEGATED, Function, Imm, Op
-from .opt import fits_imm, s32, s64
+from tracesim.filters.bpf.compiler.ir import NEGATED, Function, Imm, Op
+from tracesim.filters.bpf.compiler.opt import fits_imm, s32, s64
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.isa import Insn
 
 ALU_CODES = {"add": isa.ADD, "sub": isa.SUB, "mul": isa.MUL, "div": isa.DIV, "sdiv": isa.DIV,
              "mod": isa.MOD, "smod": isa.MOD, "or": isa.OR, "and": isa.AND, "lsh": isa.LSH,

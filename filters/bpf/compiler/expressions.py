@@ -2,8 +2,23 @@
 from __future__ import annotations
 
 from pycparser import c_ast
-
-from kernel_model.c_types import (
+from tracesim.filters.bpf.compiler import ctypes_ext as T
+from tracesim.filters.bpf.compiler.builtins import call
+from tracesim.filters.bpf.compiler.errors import error_at
+from tracesim.filters.bpf.compiler.ir import FP, SWAPPED, Imm, Op
+from tracesim.filters.bpf.compiler.values import (
+    ALU_OF,
+    CMP_OF,
+    LVal,
+    Val,
+    eval_cmp,
+    fits_s32,
+    fold,
+    literal_type,
+    string_bytes,
+    walk,
+)
+from tracesim.kernel_model.c_types import (
     Array,
     CType,
     Float,
@@ -14,12 +29,6 @@ from kernel_model.c_types import (
     char_value,
     parse_int_literal,
 )
-
-from . import ctypes_ext as T
-from .builtins import call
-from .errors import error_at
-from .ir import FP, SWAPPED, Imm, Op
-from .values import ALU_OF, CMP_OF, LVal, Val, eval_cmp, fits_s32, fold, literal_type, string_bytes, walk
 
 
 class ExpressionLowering:

@@ -7,8 +7,8 @@ within the 16-bit field.
 """
 from __future__ import annotations
 
-from .ir import COMMUTATIVE, Function, Imm, Op
-from .opt import fits_imm
+from tracesim.filters.bpf.compiler.ir import COMMUTATIVE, Function, Imm, Op
+from tracesim.filters.bpf.compiler.opt import fits_imm
 
 
 def select(fn: Function) -> None:

@@ -1,4 +1,4 @@
-"""Front end: a C function's pycparser AST, typed with ``kernel_model.c_types``, lowered to IR.
+"""Front end: a C function's pycparser AST, typed with ``tracesim.kernel_model.c_types``, lowered to IR.
 
 Scalar locals whose address is never taken live in virtual registers; arrays, structs and
 address-taken locals live in stack slots.  Conditions are lowered straight to compare-and-branch.
@@ -7,23 +7,12 @@ address-taken locals live in stack slots.  Conditions are lowered straight to co
 from __future__ import annotations
 
 from pycparser import c_ast
-
-from kernel_model.c_types import (
-    CType,
-    CTypeError,
-    Func,
-    Void,
-)
-
-from . import ctypes_ext as T
-from .errors import error_at
-from .expressions import ExpressionLowering
-from .ir import Block, Function, Imm, Op
-from .statements import EXPR_NODES, StatementLowering, unroll_plan  # noqa: F401
-from .values import (  # noqa: F401 - the public names of the lowering, importable from here
-    ALU_OF,
-    CMP_OF,
-    MAX_INLINE_DEPTH,
+from tracesim.filters.bpf.compiler import ctypes_ext as T
+from tracesim.filters.bpf.compiler.errors import error_at
+from tracesim.filters.bpf.compiler.expressions import ExpressionLowering
+from tracesim.filters.bpf.compiler.ir import Block, Function, Imm, Op
+from tracesim.filters.bpf.compiler.statements import EXPR_NODES, StatementLowering, unroll_plan  # noqa: F401
+from tracesim.filters.bpf.compiler.values import (
     InlineFrame,
     Loop,
     LVal,
@@ -31,13 +20,8 @@ from .values import (  # noqa: F401 - the public names of the lowering, importab
     Val,
     ValueLowering,
     address_taken,
-    eval_cmp,
-    fits_s32,
-    fold,
-    literal_type,
-    string_bytes,
-    walk,
 )
+from tracesim.kernel_model.c_types import CType, CTypeError, Func, Void
 
 
 class Lowerer(StatementLowering, ExpressionLowering, ValueLowering):

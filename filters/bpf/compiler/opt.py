@@ -3,8 +3,8 @@ unreachable blocks, block merging), constant and copy propagation with folding, 
 into load/store offsets, and dead-code elimination."""
 from __future__ import annotations
 
-from .ir import FIRST_VREG, FP, SWAPPED, Function, Imm, Op
-from .values import eval_cmp
+from tracesim.filters.bpf.compiler.ir import FIRST_VREG, FP, SWAPPED, Function, Imm, Op
+from tracesim.filters.bpf.compiler.values import eval_cmp
 
 MASK64 = (1 << 64) - 1
 MASK32 = (1 << 32) - 1

@@ -8,10 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pcpp import Preprocessor
-
-from kernel_model.c_types import INCLUDE_DIR as KERNEL_INCLUDE
-
-from .errors import CompileError
+from tracesim.filters.bpf.compiler.errors import CompileError
+from tracesim.kernel_model.c_types import INCLUDE_DIR as KERNEL_INCLUDE
 
 BPF_INCLUDE = Path(__file__).resolve().parent.parent / "include"
 

@@ -8,8 +8,8 @@ straight from r0.
 """
 from __future__ import annotations
 
-from .ir import FIRST_VREG, FP, Function, Op
-from .opt import liveness
+from tracesim.filters.bpf.compiler.ir import FIRST_VREG, FP, Function, Op
+from tracesim.filters.bpf.compiler.opt import liveness
 
 ALLOCATABLE = (1, 2, 3, 4, 5, 0, 6, 7, 8, 9)
 

@@ -2,18 +2,11 @@
 from __future__ import annotations
 
 from pycparser import c_ast
-
-from kernel_model.c_types import (
-    Array,
-    CType,
-    CTypeError,
-    Func,
-)
-
-from . import ctypes_ext as T
-from .errors import error_at
-from .ir import FP, Imm, Op
-from .values import Loop, LVal, Scope, Val, eval_cmp, string_bytes, walk
+from tracesim.filters.bpf.compiler import ctypes_ext as T
+from tracesim.filters.bpf.compiler.errors import error_at
+from tracesim.filters.bpf.compiler.ir import FP, Imm, Op
+from tracesim.filters.bpf.compiler.values import Loop, LVal, Scope, Val, eval_cmp, string_bytes, walk
+from tracesim.kernel_model.c_types import Array, CType, CTypeError, Func
 
 EXPR_NODES = {"Assignment", "FuncCall", "UnaryOp", "BinaryOp", "ID", "Constant", "Cast",
               "TernaryOp", "ExprList", "StructRef", "ArrayRef", "CompoundLiteral"}

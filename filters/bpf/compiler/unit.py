@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pycparser import c_ast
-
-from kernel_model.c_types import (
+from tracesim.filters.bpf.compiler import ctypes_ext as T
+from tracesim.filters.bpf.compiler.errors import error_at
+from tracesim.filters.bpf.compiler.values import string_bytes
+from tracesim.kernel_model.c_types import (
     Array,
     CType,
     CTypeError,
@@ -18,10 +20,6 @@ from kernel_model.c_types import (
     parse_int_literal,
     strip,
 )
-
-from . import ctypes_ext as T
-from .errors import error_at
-from .values import string_bytes
 
 
 @dataclass

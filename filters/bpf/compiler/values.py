@@ -10,22 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pycparser import c_ast
-
-from kernel_model.c_types import (
-    Array,
-    CType,
-    Func,
-    Int,
-    Member,
-    Pointer,
-    Struct,
-    Void,
-    strip,
-)
-
-from . import ctypes_ext as T
-from .errors import error_at
-from .ir import FP, Imm, Op
+from tracesim.filters.bpf.compiler import ctypes_ext as T
+from tracesim.filters.bpf.compiler.errors import error_at
+from tracesim.filters.bpf.compiler.ir import FP, Imm, Op
+from tracesim.kernel_model.c_types import Array, CType, Func, Int, Member, Pointer, Struct, Void, strip
 
 MAX_INLINE_DEPTH = 16
 

@@ -5,7 +5,7 @@
     res.ok, res.error, res.log, res.insn_processed   (complexity_limit=1_000_000 by default)
 
 Inputs (``Insn`` tuples, ``ContextSpec``, map objects) and the ``VerifierResult`` pickle, so a
-worker process can verify (``filters.bpf.verify_pool``).
+worker process can verify (``tracesim.filters.bpf.verifier.pool``).
 
 Modules: ``cfg`` (structure), ``liveness`` (static liveness/precision), ``tnum`` and ``bounds``
 (scalar tracking), ``state`` (registers, stack, frames, pruning equivalence), ``check`` (the walk),
@@ -17,12 +17,12 @@ import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from filters.bpf.isa import Insn
-from filters.bpf.verifier import cfg as cfg_mod
-from filters.bpf.verifier import liveness
-from filters.bpf.verifier.check import COMPLEXITY_LIMIT_INSNS, Walk, combined_stack_check
-from filters.bpf.verifier.context import ContextSpec, default_context
-from filters.bpf.verifier.log import Reject, insn_text
+from tracesim.filters.bpf.verifier import cfg as cfg_mod
+from tracesim.filters.bpf.verifier import liveness
+from tracesim.filters.bpf.verifier.check import COMPLEXITY_LIMIT_INSNS, Walk, combined_stack_check
+from tracesim.filters.bpf.verifier.context import ContextSpec, default_context
+from tracesim.filters.bpf.verifier.log import Reject, insn_text
+from tracesim.filters.bpf.vm.isa import Insn
 
 PROG_TYPES = ("kprobe", "tracepoint", "socket_filter", "conformance")
 

@@ -3,14 +3,14 @@ and the buffers helpers read or write (``check_mem_access``, ``check_stack_*`` i
 """
 
 
-from filters.bpf import isa
-from filters.bpf.isa import Insn
-from filters.bpf.verifier import bounds, tnum
-from filters.bpf.verifier import state as st
-from filters.bpf.verifier.bounds import S64_MIN
-from filters.bpf.verifier.context import SCALAR as CTX_SCALAR
-from filters.bpf.verifier.liveness import slot_bits
-from filters.bpf.verifier.log import Reject
+from tracesim.filters.bpf.verifier import bounds, tnum
+from tracesim.filters.bpf.verifier import state as st
+from tracesim.filters.bpf.verifier.bounds import S64_MIN
+from tracesim.filters.bpf.verifier.context import SCALAR as CTX_SCALAR
+from tracesim.filters.bpf.verifier.liveness import slot_bits
+from tracesim.filters.bpf.verifier.log import Reject
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.isa import Insn
 
 MAX_VAR_OFF = 1 << 29
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from filters.bpf import isa
-from filters.bpf.verifier import tnum
+from tracesim.filters.bpf.verifier import tnum
+from tracesim.filters.bpf.vm import isa
 
 U64 = tnum.U64
 U32 = tnum.U32

@@ -3,12 +3,12 @@
 """
 
 
-from filters.bpf import isa
-from filters.bpf.isa import Insn
-from filters.bpf.verifier import bounds
-from filters.bpf.verifier import state as st
-from filters.bpf.verifier.bounds import U32
-from filters.bpf.verifier.log import Reject
+from tracesim.filters.bpf.verifier import bounds
+from tracesim.filters.bpf.verifier import state as st
+from tracesim.filters.bpf.verifier.bounds import U32
+from tracesim.filters.bpf.verifier.log import Reject
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.isa import Insn
 
 
 class BranchChecks:

@@ -3,10 +3,10 @@ released, and ``exit`` (``check_helper_call``, ``check_func_call``, ``check_retu
 """
 
 
-from filters.bpf import helper_table as hp
-from filters.bpf.isa import Insn
-from filters.bpf.verifier import state as st
-from filters.bpf.verifier.log import Reject
+from tracesim.filters.bpf.runtime import helper_table as hp
+from tracesim.filters.bpf.verifier import state as st
+from tracesim.filters.bpf.verifier.log import Reject
+from tracesim.filters.bpf.vm.isa import Insn
 
 MAX_CALL_FRAMES = 8
 MAX_VAR_SIZ = 1 << 29

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from filters.bpf import isa
-from filters.bpf.isa import Insn
-from filters.bpf.verifier.log import Reject
+from tracesim.filters.bpf.verifier.log import Reject
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.isa import Insn
 
 MAX_INSNS = 1_000_000        # BPF_COMPLEXITY_LIMIT_INSNS: also the privileged size limit
 MAX_INSNS_UNPRIV = 4096      # BPF_MAXINSNS

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import operator
 
-from filters.bpf import isa
-from filters.bpf.isa import Insn
-from filters.bpf.verifier import bounds, tnum
-from filters.bpf.verifier import state as st
-from filters.bpf.verifier.access import MAX_VAR_OFF, AccessChecks
-from filters.bpf.verifier.bounds import S64_MIN, U32
-from filters.bpf.verifier.branches import BranchChecks
-from filters.bpf.verifier.calls import CallChecks
-from filters.bpf.verifier.cfg import Cfg, is_pseudo_call
-from filters.bpf.verifier.context import ContextSpec
-from filters.bpf.verifier.liveness import ALL_SLOTS
-from filters.bpf.verifier.log import Reject, annotate, fmt_frame, fmt_state, insn_text
+from tracesim.filters.bpf.verifier import bounds, tnum
+from tracesim.filters.bpf.verifier import state as st
+from tracesim.filters.bpf.verifier.access import MAX_VAR_OFF, AccessChecks
+from tracesim.filters.bpf.verifier.bounds import S64_MIN, U32
+from tracesim.filters.bpf.verifier.branches import BranchChecks
+from tracesim.filters.bpf.verifier.calls import CallChecks
+from tracesim.filters.bpf.verifier.cfg import Cfg, is_pseudo_call
+from tracesim.filters.bpf.verifier.context import ContextSpec
+from tracesim.filters.bpf.verifier.liveness import ALL_SLOTS
+from tracesim.filters.bpf.verifier.log import Reject, annotate, fmt_frame, fmt_state, insn_text
+from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.isa import Insn
 
 COMPLEXITY_LIMIT_INSNS = 1_000_000
 COMPLEXITY_LIMIT_JMP_SEQ = 8192

@@ -17,9 +17,9 @@ slots (an offset spilled beside a stack pointer stays a scalar).
 """
 from __future__ import annotations
 
-from filters.bpf import isa
-from filters.bpf.helper_table import table_for
-from filters.bpf.verifier.cfg import Cfg, is_pseudo_call
+from tracesim.filters.bpf.runtime.helper_table import table_for
+from tracesim.filters.bpf.verifier.cfg import Cfg, is_pseudo_call
+from tracesim.filters.bpf.vm import isa
 
 R0_R5 = 0x3F
 ARGS = 0x3E          # r1-r5

@@ -6,10 +6,10 @@
 """
 from __future__ import annotations
 
-from filters.bpf.isa import Insn
-from filters.bpf.verifier import state as st
-from filters.bpf.verifier import tnum
-from filters.bpf.verifier.bounds import S32_MAX, S32_MIN, S64_MAX, S64_MIN, U32, U64
+from tracesim.filters.bpf.verifier import state as st
+from tracesim.filters.bpf.verifier import tnum
+from tracesim.filters.bpf.verifier.bounds import S32_MAX, S32_MIN, S64_MAX, S64_MIN, U32, U64
+from tracesim.filters.bpf.vm.isa import Insn
 
 LOG_ALIGNMENT = 40
 LOG_MIN_ALIGNMENT = 8
@@ -125,7 +125,7 @@ def fmt_state(s: st.VState, maps) -> str:
 
 def insn_text(insns: list[Insn], pc: int) -> str:
     """``(b7) r0 = 0x0``: the opcode in hex, then the VM room's disassembly of the insn."""
-    from filters.bpf import disasm  # the disassembler is only needed to print logs
+    from tracesim.filters.bpf.toolchain import disasm  # the disassembler is only needed to print logs
     insn = insns[pc]
     nxt = insns[pc + 1] if pc + 1 < len(insns) else None
     try:

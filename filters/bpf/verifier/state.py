@@ -7,7 +7,7 @@ that is not *needed* (its value never reaches a safety decision) matches any oth
 """
 from __future__ import annotations
 
-from filters.bpf.verifier import bounds, tnum
+from tracesim.filters.bpf.verifier import bounds, tnum
 
 # Register types (enum bpf_reg_type), plus flag bits as the kernel composes them.
 NOT_INIT, SCALAR, PTR_TO_CTX, CONST_PTR_TO_MAP, PTR_TO_MAP_VALUE, PTR_TO_STACK, PTR_TO_PACKET, \

@@ -1,6 +1,6 @@
 /* BPF helper declarations and map-definition macros, the libbpf way.
  * GENERATED from filters/bpf/helper_table.py: do not edit; regenerate with
- *     python -m filters.bpf.helper_table --header > filters/bpf/include/bpf/bpf_helpers.h
+ *     python -m tracesim.filters.bpf.runtime.helper_table --header > filters/bpf/include/bpf/bpf_helpers.h
  * The same file builds with `tracesim cc` and with `clang -target bpf`
  * (both put kernel_model/include and filters/bpf/include on the include path). */
 #ifndef __BPF_HELPERS__

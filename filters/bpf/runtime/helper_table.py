@@ -1,0 +1,288 @@
+"""The one helper table, like the kernel's ``struct bpf_func_proto`` per ``enum bpf_func_id``.
+
+For each helper tracesim implements, one ``HelperSpec``: its kernel name, the Python
+implementation, the kinds of its arguments r1..r5 and of its result (what the verifier checks),
+``gpl_only``, the program types that may call it, and its C declaration.  Everything else is
+made from or checked against this table:
+
+* the verifier (``helper_proto``: "program of this type cannot use helper ..." otherwise);
+* the program loader (``implementations()``: the id -> callable map a program runs with; an id
+  missing there is "unknown helper"), its GPL check (``gpl_only``);
+* ``bpf/bpf_helpers.h`` for the C compiler (``render_header``; the file in
+  ``filters/bpf/include`` is its output: ``python -m tracesim.filters.bpf.runtime.helper_table --header``);
+* the README's helper list (``render_doc_list``), checked by ``tests/test_helper_table.py``.
+
+Names of all ids 1..211 are ``isa.HELPER_IDS`` (``___BPF_FUNC_MAPPER``).  A caller that needs
+other behaviour passes its own table (or a changed copy of ``implementations()``) as
+``helpers=``; nothing here is meant to be changed at run time.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from tracesim.filters.bpf.runtime import helpers_maps as hm
+from tracesim.filters.bpf.runtime import helpers_skb as hs
+from tracesim.filters.bpf.runtime import helpers_tracing as ht
+from tracesim.filters.bpf.runtime.helpers import Helper, StopProgram
+from tracesim.filters.bpf.runtime.maps import MAP_TYPE_RINGBUF
+from tracesim.filters.bpf.vm.isa import HELPER_NAMES
+
+# Argument kinds (enum bpf_arg_type, reduced to those tracesim's helpers use).
+ANYTHING = "anything"              # any initialised value
+CONST_MAP_PTR = "const_map_ptr"    # a map from LD_IMM64 src=PSEUDO_MAP_FD
+MAP_KEY = "map_key"                # memory of the map's key_size, initialised
+MAP_VALUE = "map_value"            # memory of the map's value_size, initialised
+CTX = "ctx"                        # the program's context, unmodified
+MEM = "mem"                        # read-only memory, size in the next argument
+UNINIT_MEM = "uninit_mem"          # memory the helper writes, size in the next argument
+CONST_SIZE = "const_size"          # size of the previous memory argument, > 0
+CONST_SIZE_OR_ZERO = "const_size_or_zero"
+CONST_ALLOC_SIZE_OR_ZERO = "const_alloc_size_or_zero"   # a known constant: size of returned mem
+RINGBUF_MEM_RELEASE = "ringbuf_mem_release"             # memory from ringbuf_reserve, released
+
+# Return kinds (enum bpf_return_type).
+RET_INTEGER = "integer"
+RET_VOID = "void"
+RET_MAP_VALUE_OR_NULL = "map_value_or_null"
+RET_RINGBUF_MEM_OR_NULL = "ringbuf_mem_or_null"
+
+FUNC_MAX_ID = 212      # __BPF_FUNC_MAX_ID in Linux 6.18: ids at or above it are "unknown"
+
+# Program types (the verifier's names).  CAP_PERFMON-only: bpf_base_func_proto gives
+# trace_printk to socket filters only when the loader is privileged.
+KPROBE, TRACEPOINT, SOCKET_FILTER, CONFORMANCE = "kprobe", "tracepoint", "socket_filter", "conformance"
+TRACING = frozenset({KPROBE, TRACEPOINT})
+ALL_TYPES = frozenset({KPROBE, TRACEPOINT, SOCKET_FILTER})
+
+
+@dataclass(frozen=True)
+class HelperSpec:
+    """One helper (``struct bpf_func_proto`` plus what tracesim needs around it).
+    ``c_ret``/``c_params``: the C declaration in ``bpf_helpers.h``; ``privileged_types``:
+    types that may call it only from a privileged loader."""
+    id: int
+    impl: Helper
+    args: tuple[str, ...]
+    ret: str
+    gpl_only: bool
+    prog_types: frozenset[str]
+    c_ret: str
+    c_params: str
+    privileged_types: frozenset[str] = frozenset()
+
+    @property
+    def name(self) -> str:
+        return "bpf_" + HELPER_NAMES[self.id]
+
+
+_PROBE_READ = (UNINIT_MEM, CONST_SIZE_OR_ZERO, ANYTHING)
+_PROBE_READ_C = "void *dst, __u32 size, const void *unsafe_ptr"
+
+_SPECS = (
+    HelperSpec(1, hm.map_lookup_elem, (CONST_MAP_PTR, MAP_KEY), RET_MAP_VALUE_OR_NULL, False,
+               ALL_TYPES, "void *", "void *map, const void *key"),
+    HelperSpec(2, hm.map_update_elem, (CONST_MAP_PTR, MAP_KEY, MAP_VALUE, ANYTHING), RET_INTEGER,
+               False, ALL_TYPES, "long", "void *map, const void *key, const void *value, "
+                                         "__u64 flags"),
+    HelperSpec(3, hm.map_delete_elem, (CONST_MAP_PTR, MAP_KEY), RET_INTEGER, False, ALL_TYPES,
+               "long", "void *map, const void *key"),
+    HelperSpec(4, ht.probe_read_kernel, _PROBE_READ, RET_INTEGER, True, TRACING, "long",
+               _PROBE_READ_C),
+    HelperSpec(5, ht.ktime_get_ns, (), RET_INTEGER, False, ALL_TYPES, "__u64", "void"),
+    HelperSpec(6, ht.trace_printk, (MEM, CONST_SIZE), RET_INTEGER, True, TRACING, "long",
+               "const char *fmt, __u32 fmt_size, ...", frozenset({SOCKET_FILTER})),
+    HelperSpec(7, ht.get_prandom_u32, (), RET_INTEGER, False, ALL_TYPES, "__u32", "void"),
+    HelperSpec(8, ht.get_smp_processor_id, (), RET_INTEGER, False, ALL_TYPES, "__u32", "void"),
+    HelperSpec(14, ht.get_current_pid_tgid, (), RET_INTEGER, False, TRACING, "__u64", "void"),
+    HelperSpec(16, ht.get_current_comm, (UNINIT_MEM, CONST_SIZE), RET_INTEGER, False, TRACING,
+               "long", "void *buf, __u32 size_of_buf"),
+    HelperSpec(26, hs.skb_load_bytes, (CTX, ANYTHING, UNINIT_MEM, CONST_SIZE), RET_INTEGER,
+               False, frozenset({SOCKET_FILTER}), "long",
+               "const void *skb, __u32 offset, void *to, __u32 len"),
+    HelperSpec(35, ht.get_current_task, (), RET_INTEGER, True, TRACING, "__u64", "void"),
+    HelperSpec(45, ht.probe_read_kernel_str, _PROBE_READ, RET_INTEGER, True, TRACING, "long",
+               _PROBE_READ_C),
+    HelperSpec(68, hs.skb_load_bytes_relative, (CTX, ANYTHING, UNINIT_MEM, CONST_SIZE, ANYTHING),
+               RET_INTEGER, False, frozenset({SOCKET_FILTER}), "long",
+               "const void *skb, __u32 offset, void *to, __u32 len, __u32 start_header"),
+    HelperSpec(112, ht.probe_read_kernel, _PROBE_READ, RET_INTEGER, True, TRACING, "long",
+               _PROBE_READ_C),
+    HelperSpec(113, ht.probe_read_kernel, _PROBE_READ, RET_INTEGER, True, TRACING, "long",
+               _PROBE_READ_C),
+    HelperSpec(114, ht.probe_read_kernel_str, _PROBE_READ, RET_INTEGER, True, TRACING, "long",
+               _PROBE_READ_C),
+    HelperSpec(115, ht.probe_read_kernel_str, _PROBE_READ, RET_INTEGER, True, TRACING, "long",
+               _PROBE_READ_C),
+    HelperSpec(130, hm.ringbuf_output, (CONST_MAP_PTR, MEM, CONST_SIZE_OR_ZERO, ANYTHING),
+               RET_INTEGER, False, ALL_TYPES, "long",
+               "void *ringbuf, void *data, __u64 size, __u64 flags"),
+    HelperSpec(131, hm.ringbuf_reserve, (CONST_MAP_PTR, CONST_ALLOC_SIZE_OR_ZERO, ANYTHING),
+               RET_RINGBUF_MEM_OR_NULL, False, ALL_TYPES, "void *",
+               "void *ringbuf, __u64 size, __u64 flags"),
+    HelperSpec(132, hm.ringbuf_submit, (RINGBUF_MEM_RELEASE, ANYTHING), RET_VOID, False,
+               ALL_TYPES, "void", "void *data, __u64 flags"),
+    HelperSpec(133, hm.ringbuf_discard, (RINGBUF_MEM_RELEASE, ANYTHING), RET_VOID, False,
+               ALL_TYPES, "void", "void *data, __u64 flags"),
+    HelperSpec(134, hm.ringbuf_query, (CONST_MAP_PTR, ANYTHING), RET_INTEGER, False, ALL_TYPES,
+               "__u64", "void *ringbuf, __u64 flags"),
+    # The kernel returns PTR_TO_BTF_ID (trusted); the verifier here has no BTF pointers, so r0
+    # is a scalar: programs read through it with bpf_probe_read_kernel / BPF_CORE_READ.
+    HelperSpec(158, ht.get_current_task, (), RET_INTEGER, True, TRACING, "struct task_struct *",
+               "void"),
+)
+
+TABLE: Mapping[int, HelperSpec] = MappingProxyType({s.id: s for s in _SPECS})
+RINGBUF_HELPERS = frozenset({130, 131, 132, 133, 134})
+
+
+def _unwind(vm: object, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    """The conformance suite's helper 5: end the program with r0 = 0 when r1 is 0."""
+    if r1 == 0:
+        raise StopProgram(0)
+    return r1
+
+
+# The conformance suite's execution model has exactly one helper, under id 5.
+CONFORMANCE_TABLE: Mapping[int, HelperSpec] = MappingProxyType({5: HelperSpec(
+    5, _unwind, (ANYTHING,), RET_INTEGER, False, frozenset({CONFORMANCE}), "__u64", "__u64 x")})
+
+
+def table_for(prog_type: str) -> Mapping[int, HelperSpec]:
+    return CONFORMANCE_TABLE if prog_type == CONFORMANCE else TABLE
+
+
+def implementations(table: Mapping[int, HelperSpec] = TABLE) -> dict[int, Helper]:
+    """A fresh id -> callable map for a program to run with (the caller may change its copy;
+    a plain dict, as the interpreter looks a helper up on every call)."""
+    return {hid: spec.impl for hid, spec in table.items()}
+
+
+# ---------------------------------------------------------------- what the verifier asks
+
+def helper_name(func_id: int) -> str:
+    """``bpf_<name>`` of a uapi helper id, "unknown" outside 1..211."""
+    name = HELPER_NAMES.get(func_id)
+    return "bpf_" + name if name else "unknown"
+
+
+def helper_proto(func_id: int, prog_type: str, privileged: bool = True) -> HelperSpec | None:
+    """The helper a program of ``prog_type`` may call as ``func_id``, or None if it may not."""
+    spec = table_for(prog_type).get(func_id)
+    if spec is None:
+        return None
+    if prog_type in spec.prog_types or (privileged and prog_type in spec.privileged_types):
+        return spec
+    return None
+
+
+def map_compatible(func_id: int, map_type: int) -> bool:
+    """check_map_func_compatibility: ring buffers only with ringbuf helpers and vice versa."""
+    if map_type == MAP_TYPE_RINGBUF:
+        return func_id in RINGBUF_HELPERS
+    return func_id not in RINGBUF_HELPERS
+
+
+def gpl_only(func_id: int) -> bool:
+    spec = TABLE.get(func_id)
+    return spec is not None and spec.gpl_only
+
+
+# ---------------------------------------------------------------- generated text
+
+HEADER = Path(__file__).resolve().parents[1] / "include" / "bpf" / "bpf_helpers.h"
+
+_HEADER_HEAD = """\
+/* BPF helper declarations and map-definition macros, the libbpf way.
+ * GENERATED from filters/bpf/helper_table.py: do not edit; regenerate with
+ *     python -m tracesim.filters.bpf.runtime.helper_table --header > filters/bpf/include/bpf/bpf_helpers.h
+ * The same file builds with `tracesim cc` and with `clang -target bpf`
+ * (both put kernel_model/include and filters/bpf/include on the include path). */
+#ifndef __BPF_HELPERS__
+#define __BPF_HELPERS__
+
+#include <linux/types.h>
+
+#ifndef NULL
+#define NULL ((void *)0)
+#endif
+
+/* Where a definition lands in the object: programs, maps, the license. */
+#ifdef __TRACESIM_CC__
+#define SEC(name) [[gnu::section(name)]]
+#else
+#define SEC(name) __attribute__((section(name), used))
+#endif
+
+/* tracesim cc inlines every `inline` function and calls the others (bpf-to-bpf calls). */
+#ifndef __always_inline
+#ifdef __TRACESIM_CC__
+#define __always_inline inline
+#else
+#define __always_inline inline __attribute__((always_inline))
+#endif
+#endif
+#ifdef __TRACESIM_CC__
+#define __noinline
+#else
+#define __noinline __attribute__((noinline))
+#endif
+
+/* BTF-defined maps: struct { __uint(type, BPF_MAP_TYPE_HASH); __type(key, u32); ... } m SEC(".maps"); */
+#define __uint(name, val) int (*name)[val]
+#ifdef __TRACESIM_CC__
+#define __type(name, val) val *name
+#else
+#define __type(name, val) typeof(val) *name
+#endif
+#define __array(name, val) typeof(val) *name[]
+
+/* Map types, update flags and struct bpf_map_def: the uapi header (kernel_model/include). */
+#include <uapi/linux/bpf.h>
+
+/* Helpers tracesim implements, numbered as uapi enum bpf_func_id. */
+"""
+
+_HEADER_TAIL = """
+/* bpf_printk("fmt", args...): the format is copied to the stack, as the helper needs. */
+#define bpf_printk(fmt, ...)\t\t\t\t\t\t\\
+({\t\t\t\t\t\t\t\t\t\\
+\tchar ____fmt[] = fmt;\t\t\t\t\t\t\\
+\tbpf_trace_printk(____fmt, sizeof(____fmt), ##__VA_ARGS__);\t\\
+})
+
+#endif /* __BPF_HELPERS__ */
+"""
+
+
+def _declaration(spec: HelperSpec) -> str:
+    ret = spec.c_ret if spec.c_ret.endswith("*") else spec.c_ret + " "
+    return f"static {ret}(*{spec.name})({spec.c_params}) = (void *) {spec.id};\n"
+
+
+def render_header(table: Mapping[int, HelperSpec] = TABLE) -> str:
+    """``bpf/bpf_helpers.h``: a declaration for every helper of ``table``, nothing else."""
+    return _HEADER_HEAD + "".join(_declaration(table[i]) for i in sorted(table)) + _HEADER_TAIL
+
+
+def render_doc_list(table: Mapping[int, HelperSpec] = TABLE) -> str:
+    """The README's list of helpers: one backquoted name each, in id order."""
+    return ", ".join(f"`{table[i].name}`" for i in sorted(table))
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--header"]:
+        sys.stdout.write(render_header())
+        return 0
+    if argv == ["--doc"]:
+        print(render_doc_list())
+        return 0
+    print("usage: python -m tracesim.filters.bpf.runtime.helper_table --header | --doc", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

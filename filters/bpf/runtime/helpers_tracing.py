@@ -1,0 +1,232 @@
+"""Helpers for tracing programs (kprobe and tracepoint events), with the kernel's ids and semantics.
+Which id each implements, and who may call it, is ``tracesim.filters.bpf.runtime.helper_table``.
+
+The engine's ``vm.env`` is a ``TraceEnv``-like object built by ``tracesim.filters.bpf.event_filter``: it
+gives the running CPU, the modelled kernel (memory for probe_read, clocks, current task) and the
+trace array the program runs in (for bpf_trace_printk).  Helpers never see kernel objects any other
+way, so a program reaches kernel memory only through them.
+"""
+from __future__ import annotations
+
+import errno
+import re
+
+from tracesim.filters.bpf.runtime.helpers import VMContext
+from tracesim.filters.bpf.runtime.helpers_maps import current_cpu
+from tracesim.filters.bpf.vm.memory import VMError
+from tracesim.kernel_model.mm.memory import PAGE_SHIFT
+
+M64 = 0xFFFFFFFFFFFFFFFF
+TRACE_PRINTK_SIZE = 1024     # BPF_TRACE_PRINTK_SIZE
+# x86-64 kernel half: the modelled kernel's memory lives here, the VM's own regions (stack, maps,
+# context) far below it, so an address says which side to read without trying both.
+KERNEL_HALF = 0xFFFF_8000_0000_0000
+MAX_PRINTK_ARGS = 3
+
+
+def _neg(err: int) -> int:
+    return -err & M64
+
+
+# ---------------------------------------------------------------- memory
+
+def _read_any(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
+    """probe_read semantics over both address spaces: BPF-visible memory (stack, maps, ctx) and
+    the modelled kernel's memory. A fault gives ``-EFAULT`` and zeros."""
+    env = vm.env
+    if addr >= KERNEL_HALF and env is not None:
+        return env.kernel.mem.probe_read(addr, size)
+    try:
+        return 0, vm.mem.read(addr, size)
+    except VMError:
+        pass
+    if env is None:
+        return -errno.EFAULT, bytes(size)
+    return env.kernel.mem.probe_read(addr, size)
+
+
+def probe_read_kernel(vm: VMContext, r1: int, r2: int, r3: int, r4: int = 0, r5: int = 0) -> int:
+    env = vm.env
+    stack = vm.mem.regions[0]          # the usual destination: a buffer on the BPF stack
+    start = r1 - stack.start
+    to_stack = start >= 0 and r1 + r2 <= stack.end
+    if to_stack and r3 >= KERNEL_HALF and env is not None and r2 > 0:
+        # The hot case (a field of a kernel object -> stack), copied in place from the region
+        # that holds it; anything else (a fault, a read across objects or regions) takes the
+        # general path below.
+        region = env.kpages.get(r3 >> PAGE_SHIFT)
+        off = r3 - region.base if region is not None else 0
+        end = off + r2
+        if region is not None and end <= region.size:
+            live = region.live
+            if live is None:
+                readable = True
+            else:                      # a slab: the object must be allocated (Region.accessible)
+                first = off // region.obj_size
+                readable = (live[first] if first == (end - 1) // region.obj_size < len(live)
+                            else region.accessible(off, end))
+            if readable:
+                stack.buf[start:start + r2] = region.buf[off:end]
+                return 0
+    err, data = _read_any(vm, r3, r2)
+    if to_stack:
+        stack.buf[start:start + r2] = data
+    else:
+        vm.mem.write(r1, data)
+    return err & M64
+
+
+def _read_str(vm: VMContext, addr: int, size: int) -> tuple[int, bytes]:
+    if size <= 0:
+        return 0, b""
+    env = vm.env
+    if addr >= KERNEL_HALF and env is not None:
+        return env.kernel.mem.probe_read_str(addr, size)
+    try:                      # a string in BPF memory (stack, map value)
+        out = bytearray()
+        while len(out) < size - 1:
+            c = vm.mem.read(addr + len(out), 1)
+            if c == b"\0":
+                break
+            out += c
+        return len(out) + 1, bytes(out) + b"\0"
+    except VMError:
+        pass
+    if env is None:
+        return -errno.EFAULT, bytes(size)
+    return env.kernel.mem.probe_read_str(addr, size)
+
+
+def probe_read_kernel_str(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
+    n, data = _read_str(vm, r3, r2)
+    vm.mem.write(r1, data)
+    return n & M64
+
+
+# ---------------------------------------------------------------- context
+
+def ktime_get_ns(vm: VMContext, *_: int) -> int:
+    clock = getattr(vm.env, "ktime_ns", None)
+    if clock is None:
+        raise VMError("bpf_ktime_get_ns: this run's env has no kernel clock")
+    return clock() & M64
+
+
+def get_smp_processor_id(vm: VMContext, *_: int) -> int:
+    return current_cpu(vm)
+
+
+def get_current_pid_tgid(vm: VMContext, *_: int) -> int:
+    task = vm.env.task()
+    return ((task.tgid << 32) | (task.pid & 0xFFFFFFFF)) & M64
+
+
+def get_current_task(vm: VMContext, *_: int) -> int:
+    """bpf_get_current_task (and _btf): the address of the current task's task_struct in the
+    model's memory, where the machine mirrors its pid, tgid, comm and CPU at 6.18 offsets."""
+    return vm.env.task().addr & M64
+
+
+def get_current_comm(vm: VMContext, r1: int, r2: int, *_: int) -> int:
+    if r2 == 0:
+        return _neg(errno.EINVAL)
+    comm = vm.env.task().comm.encode()[:r2 - 1]
+    vm.mem.write(r1, comm + bytes(r2 - len(comm)))
+    return 0
+
+
+def get_prandom_u32(vm: VMContext, *_: int) -> int:
+    prandom = getattr(vm.env, "prandom_u32", None)     # a socket filter's env is the skb
+    return prandom() if prandom is not None else 0
+
+
+# ---------------------------------------------------------------- bpf_trace_printk
+
+# bpf_bprintf_prepare(): "[0 +-][width]" then an optional l/ll and one of d i u x X, or %c, %s,
+# or %p with the extensions the kernel accepts.
+_CONV = re.compile(r"%(?P<flags>[-+ 0]*)(?P<width>[1-9][0-9]*)?"
+                   r"(?:(?P<p>p(?P<pext>[KxBSsi]|I[46]|i[46]|ks|us)?)"
+                   r"|(?P<len>ll|l)?(?P<conv>[diuxX])|(?P<c>c)|(?P<s>s))")
+
+
+def format_printk(vm: VMContext, fmt: bytes, args: list[int]) -> str | None:
+    """The message bpf_trace_printk prints, or None where the kernel returns -EINVAL."""
+    text = fmt.decode("latin-1")
+    if any(not (ch.isprintable() or ch.isspace()) or ord(ch) > 127 for ch in text):
+        return None
+    out: list[str] = []
+    i = 0
+    argi = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "%":
+            out.append(ch)
+            i += 1
+            continue
+        if text.startswith("%%", i):
+            out.append("%")
+            i += 2
+            continue
+        m = _CONV.match(text, i)
+        if m is None or argi >= MAX_PRINTK_ARGS or argi >= len(args):
+            return None
+        val = args[argi]
+        argi += 1
+        out.append(_render(vm, m, val))
+        i = m.end()
+    return "".join(out)
+
+
+def _render(vm: VMContext, m: re.Match, val: int) -> str:
+    flags, width = m["flags"], m["width"] or ""
+    spec = "%" + flags + width
+    if m["p"]:
+        ext = m["pext"] or ""
+        if ext in ("x", "K", "B"):
+            return (spec + "s") % f"{val:016x}"
+        if ext in ("S", "s"):
+            sym = vm.env.symbol(val) if vm.env is not None else None
+            if sym is None:
+                return (spec + "s") % f"0x{val:x}"
+            name, off, size = sym
+            return (spec + "s") % (f"{name}+0x{off:x}/0x{size:x}" if ext == "S" else name)
+        if ext in ("i4", "I4"):
+            err, raw = _read_any(vm, val, 4)
+            sep = "." if ext == "I4" else ""
+            return (spec + "s") % (".".join(str(b) for b in raw) if sep else
+                                   "".join(f"{b:03d}" for b in raw))
+        if ext in ("i6", "I6"):
+            err, raw = _read_any(vm, val, 16)
+            words = [raw[k:k + 2].hex() for k in range(0, 16, 2)]
+            return (spec + "s") % (":".join(words) if ext == "I6" else "".join(words))
+        if ext in ("ks", "us"):
+            n, s = _read_str(vm, val, TRACE_PRINTK_SIZE)
+            return (spec + "s") % s.rstrip(b"\0").decode("latin-1") if n > 0 else "(efault)"
+        hashed = vm.env.hash_ptr(val) if vm.env is not None else val
+        return (spec + "s") % (f"{hashed:016x}" if val else "0000000000000000")
+    if m["c"]:
+        return (spec + "c") % chr(val & 0xFF)
+    if m["s"]:
+        n, s = _read_str(vm, val, TRACE_PRINTK_SIZE)
+        return (spec + "s") % (s.rstrip(b"\0").decode("latin-1") if n > 0 else "(efault)")
+    bits = 64 if m["len"] else 32
+    val &= (1 << bits) - 1
+    conv = m["conv"]
+    if conv in "di" and val >> (bits - 1):
+        val -= 1 << bits
+    return (spec + {"i": "d", "u": "d"}.get(conv, conv)) % val
+
+
+def trace_printk(vm: VMContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    if r2 == 0 or r2 > TRACE_PRINTK_SIZE:
+        return _neg(errno.EINVAL)
+    fmt = vm.mem.read(r1, r2)
+    nul = fmt.find(b"\0")
+    if nul < 0:
+        return _neg(errno.EINVAL)
+    msg = format_printk(vm, fmt[:nul], [r3, r4, r5])
+    if msg is None:
+        return _neg(errno.EINVAL)
+    msg = msg[:TRACE_PRINTK_SIZE - 1]
+    vm.env.trace_printk(msg)
+    return len(msg.encode("latin-1"))

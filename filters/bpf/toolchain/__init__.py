@@ -1,0 +1,1 @@
+"""Object files and their tools: ELF and BTF readers, CO-RE, assembler, disassembler."""

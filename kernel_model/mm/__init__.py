@@ -1,0 +1,1 @@
+"""Simulated memory and the slab allocator."""

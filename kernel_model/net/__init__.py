@@ -1,0 +1,1 @@
+"""Net devices, sk_buffs, packets and the receive/transmit paths."""

@@ -1,0 +1,1 @@
+"""The tracing core: trace arrays, events, the emission path, ring buffers, output."""

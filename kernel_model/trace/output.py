@@ -1,0 +1,253 @@
+"""Text output of a trace array: the ``trace`` header, trace lines, per-CPU ``stats``.
+
+Formats follow Linux 6.18 (trace.c / trace_output.c):
+
+* header: ``print_event_info`` + ``print_func_help_header_irq`` (irq-info on, the default) or
+  ``print_func_help_header``; with ``record-tgid`` the TGID columns;
+* a line: ``%16s-%-7d `` comm-pid, ``(%7d) `` tgid with record-tgid, ``[%03d] `` CPU, five flag
+  characters (``trace_print_lat_fmt``) with irq-info, `` %5lu.%06lu`` (ns clocks, rounded to the
+  nearest µs) or `` %12llu`` (counter, uptime, x86-tsc), ``: ``, then the event text;
+* lost events: ``CPU:%d [LOST %lu EVENTS]``;
+* ``per_cpu/cpuN/stats`` with the kernel's keys.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from tracesim.kernel_model.trace.event import (
+    TRACE_FLAG_BH_OFF,
+    TRACE_FLAG_HARDIRQ,
+    TRACE_FLAG_IRQS_OFF,
+    TRACE_FLAG_NEED_RESCHED,
+    TRACE_FLAG_NEED_RESCHED_LAZY,
+    TRACE_FLAG_NMI,
+    TRACE_FLAG_PREEMPT_RESCHED,
+    TRACE_FLAG_SOFTIRQ,
+)
+
+TRACE_BATCH = 256          # events formatted together for ``trace``
+PIPE_BATCH_MAX = 512       # most events one trace_pipe batch takes under the buffer lock
+
+_NR, _LZ, _PR = TRACE_FLAG_NEED_RESCHED, TRACE_FLAG_NEED_RESCHED_LAZY, TRACE_FLAG_PREEMPT_RESCHED
+_RESCHED_CHAR = {
+    _NR | _LZ | _PR: "B", _NR | _PR: "N", _LZ | _PR: "L", _NR | _LZ: "b",
+    _NR: "n", _PR: "p", _LZ: "l",
+}
+
+
+def lat_flags(flags: int, preempt_count: int) -> str:
+    """The five characters of trace_print_lat_fmt."""
+    nmi = flags & TRACE_FLAG_NMI
+    hardirq = flags & TRACE_FLAG_HARDIRQ
+    softirq = flags & TRACE_FLAG_SOFTIRQ
+    bh_off = flags & TRACE_FLAG_BH_OFF
+    irqs_off = flags & TRACE_FLAG_IRQS_OFF
+    c1 = "D" if irqs_off and bh_off else "d" if irqs_off else "b" if bh_off else "."
+    c2 = _RESCHED_CHAR.get(flags & (_NR | _LZ | _PR), ".")
+    c3 = ("Z" if nmi and hardirq else "z" if nmi else "H" if hardirq and softirq
+          else "h" if hardirq else "s" if softirq else ".")
+    c4 = f"{preempt_count & 0xf:x}" if preempt_count & 0xf else "."
+    c5 = f"{preempt_count >> 4:x}" if preempt_count & 0xf0 else "."
+    return c1 + c2 + c3 + c4 + c5
+
+
+def ns2usecs_text(ts: int) -> str:
+    """``%5lu.%06lu`` of a ns timestamp, rounded to the nearest microsecond (ns2usecs)."""
+    us = (ts + 500) // 1000
+    return f"{us // 1_000_000:5d}.{us % 1_000_000:06d}"
+
+
+def header_text(array: Any) -> str:
+    """The comment block at the top of ``trace``."""
+    inbuf, written = array.buffer.entries()
+    tgid = array.options.get("record-tgid", False)
+    out = ["# tracer: nop\n", "#\n",
+           f"# entries-in-buffer/entries-written: {inbuf}/{written}   "
+           f"#P:{array.tracing.ncpus}\n", "#\n"]
+    if array.options.get("irq-info", True):
+        sp = " " * (12 if tgid else 2)
+        col = "     TGID   "[:12 if tgid else 2]
+        bar = "       |    "[:12 if tgid else 2]
+        out += [f"#                            {sp}  _-----=> irqs-off/BH-disabled\n",
+                f"#                            {sp} / _----=> need-resched\n",
+                f"#                            {sp}| / _---=> hardirq/softirq\n",
+                f"#                            {sp}|| / _--=> preempt-depth\n",
+                f"#                            {sp}||| / _-=> migrate-disable\n",
+                f"#                            {sp}|||| /     delay\n",
+                f"#           TASK-PID  {col} CPU#  |||||  TIMESTAMP  FUNCTION\n",
+                f"#              | |    {bar}   |   |||||     |         |\n"]
+    else:
+        out += [f"#           TASK-PID    {'   TGID     ' if tgid else ''} CPU#     "
+                "TIMESTAMP  FUNCTION\n",
+                f"#              | |      {'     |      ' if tgid else ''}   |         "
+                "|         |\n"]
+    return "".join(out)
+
+
+_HEADER = struct.Struct("<HBBi")        # common_type, common_flags, common_preempt_count, pid
+_LAT_TEXT: dict[int, str] = {}
+_UNSEEN: Any = object()
+
+
+def _lat_text(flags: int, pc: int) -> str:
+    """lat_flags, memoised on the two header bytes (a few dozen combinations occur)."""
+    key = flags << 8 | pc
+    text = _LAT_TEXT.get(key)
+    if text is None:
+        text = _LAT_TEXT[key] = lat_flags(flags, pc)
+    return text
+
+
+def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> str:
+    """The text of several events given as (cpu, ts, record, lost), as ``trace``/``trace_pipe``
+    print each (a ``LOST`` line first when events were lost before it): the context columns as
+    the array's options say, then the event's generated printer.
+    The options are read once for the whole batch."""
+    tracing = array.tracing
+    by_id = tracing.by_id
+    symbols = tracing.symbols
+    find = tracing.cmdlines.find
+    opts = array.options
+    context = opts.get("context-info", True)
+    tgid = context and opts.get("record-tgid", False)
+    irq = context and opts.get("irq-info", True)
+    in_ns = array.clock_in_ns
+    default = context and irq and in_ns and not tgid
+    unpack = _HEADER.unpack_from
+    heads: dict[tuple[int, int, int, int], str] = {}     # comm-pid [cpu] flags, per batch
+    printers: dict[int, Callable[[bytes, Any], str] | None] = {}
+    out: list[str] = []
+    append = out.append
+    for cpu, ts, data, lost in events:
+        if lost:
+            append(f"CPU:{cpu} [LOST {lost} EVENTS]\n")
+        etype, flags, pc, pid = unpack(data, 0)
+        if default:
+            key = (pid, cpu, flags, pc)
+            head = heads.get(key)
+            if head is None:
+                head = heads[key] = "%16s-%-7d [%03d] %s " % (find(pid), pid, cpu,
+                                                              _lat_text(flags, pc))
+            us = (ts + 500) // 1000
+            append(head + "%5d.%06d: " % (us // 1_000_000, us % 1_000_000))
+        elif context:
+            append(_context_columns(tracing, cpu, ts, pid, flags, pc, tgid, irq, in_ns))
+        printer = printers.get(etype, _UNSEEN)
+        if printer is _UNSEEN:
+            ev = by_id.get(etype)
+            printer = printers[etype] = None if ev is None else ev.line_printer
+        append(f"Unknown type {etype}\n" if printer is None else printer(data, symbols))
+    return "".join(out)
+
+
+def _context_columns(tracing: Any, cpu: int, ts: int, pid: int, flags: int, pc: int,
+                     tgid: bool, irq: bool, in_ns: bool) -> str:
+    """comm-pid, (tgid), [cpu], (flags) and the timestamp for options other than the defaults."""
+    parts = [f"{tracing.cmdlines.find(pid):>16}-{pid:<7d} "]
+    if tgid:
+        task_tgid = tracing.tgids.get(pid)
+        parts.append(f"({task_tgid:7d}) " if task_tgid else "(-------) ")
+    parts.append(f"[{cpu:03d}] ")
+    if irq:
+        parts.append(_lat_text(flags, pc))
+    parts.append(" " + ns2usecs_text(ts) if in_ns else f" {ts:12d}")
+    parts.append(": ")
+    return "".join(parts)
+
+
+def trace_text(array: Any, cpu: int | None = None) -> str:
+    """The whole ``trace`` (or ``per_cpu/cpuN/trace``) file: header + lines, non-consuming."""
+    return header_text(array) + "".join(iter_trace_lines(array, cpu))
+
+
+def iter_trace_lines(array: Any, cpu: int | None = None) -> Iterator[str]:
+    """The lines of ``trace``, formatted a few hundred events at a time."""
+    events = array.buffer.iter_events(cpu)
+    while True:
+        batch = list(itertools.islice(events, TRACE_BATCH))
+        if not batch:
+            return
+        yield format_lines(array, batch)
+
+
+def stats_text(array: Any, cpu: int) -> str:
+    """``per_cpu/cpuN/stats`` (tracing_stats_read)."""
+    st = array.buffer.stats(cpu, array.now())
+    if array.clock_in_ns:
+        oldest, now = ns2usecs_text(st["oldest event ts"]), ns2usecs_text(st["now ts"])
+    else:
+        oldest, now = str(st["oldest event ts"]), str(st["now ts"])
+    return (f"entries: {st['entries']}\n"
+            f"overrun: {st['overrun']}\n"
+            f"commit overrun: {st['commit overrun']}\n"
+            f"bytes: {st['bytes']}\n"
+            f"oldest event ts: {oldest}\n"
+            f"now ts: {now}\n"
+            f"dropped events: {st['dropped events']}\n"
+            f"read events: {st['read events']}\n")
+
+
+class PipeReader:
+    """A consuming reader of ``trace_pipe`` (all CPUs) or ``per_cpu/cpuN/trace_pipe``.
+
+    ``read(max_bytes, nonblock)`` returns text of whole lines (at least one line unless
+    interrupted); it blocks while the buffer is empty, raises ``OSError(EAGAIN)`` with
+    ``nonblock``, and ``OSError(EINTR)`` once ``interrupt()`` was called.
+
+    Events are taken from the ring buffer in batches sized to the room left in the read (by the
+    running average line length), so a large read formats many lines per lock hold and the
+    text consumed but not yet returned stays small.
+    """
+
+    def __init__(self, array: Any, cpu: int | None = None) -> None:
+        self.array = array
+        self.cpu = cpu
+        self.pending = ""
+        self.interrupted = False
+        self.line_estimate = 128.0         # average characters per event line seen so far
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self.array.buffer.wake_all()
+
+    def _fill(self, max_bytes: int) -> None:
+        size = len(self.pending)
+        if size >= max_bytes:
+            return
+        consume = self.array.buffer.consume_batch
+        parts = [self.pending]
+        while size < max_bytes:
+            limit = max(1, min(PIPE_BATCH_MAX, int((max_bytes - size) / self.line_estimate)))
+            batch = consume(self.cpu, limit)
+            if not batch:
+                break
+            text = format_lines(self.array, batch)
+            parts.append(text)
+            size += len(text)
+            self.line_estimate = 0.75 * self.line_estimate + 0.25 * (len(text) / len(batch))
+        self.pending = "".join(parts)
+
+    def read(self, max_bytes: int = 65536, nonblock: bool = False) -> str:
+        while True:
+            self._fill(max_bytes)
+            if self.pending:
+                cut = len(self.pending) if len(self.pending) <= max_bytes else max_bytes
+                out, self.pending = self.pending[:cut], self.pending[cut:]
+                return out
+            if nonblock:
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            if self.interrupted:
+                self.interrupted = False
+                raise OSError(errno.EINTR, "Interrupted system call")
+            buf = self.array.buffer
+            with buf.lock:
+                buf.waiters += 1
+                try:
+                    buf.cond.wait_for(lambda: self.interrupted or buf._has_data(self.cpu),  # noqa: B023
+                                      timeout=0.5)
+                finally:
+                    buf.waiters -= 1

@@ -1,0 +1,191 @@
+"""Event triggers (kernel/trace/trace_events_trigger.c): traceon, traceoff, stacktrace,
+enable_event, disable_event — each with ``[:count]`` and ``[if FILTER]``; ``!cmd`` removes.
+
+``set_trigger(file, text)`` is a write to ``events/<sys>/<event>/trigger``; ``trigger_text(file)``
+what reading it shows (the ``# Available triggers`` header when there are none, else one line
+per trigger as ``event_trigger_print`` formats it: ``traceoff:count=3 if len > 10``). Triggers
+are kept newest first, the order the kernel both runs and lists them in.
+
+Rules as trace_events_trigger.c has them: two triggers clash when they are of one trigger type
+(``traceon`` and ``traceoff`` share one, as do ``enable_event`` and ``disable_event`` on one target
+event), so adding either while the other is set is EEXIST, and ``!traceoff`` removes a
+``traceon``. Removing a trigger that is not set succeeds silently (event_trigger_parse and
+event_enable_trigger_parse return 0 after unregistering, whether or not anything matched).
+Opening with O_TRUNC clears only hist triggers (the only commands with ``unreg_all``), so ``>``
+leaves these in place.
+Errors: ``OSError`` with EINVAL (unknown command, bad count, bad filter, unknown target
+event), EEXIST (a trigger of the same type is set); removing one that is not there succeeds.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from tracesim.kernel_model.trace.emit import write_entry
+
+AVAILABLE_TEXT = ("# Available triggers:\n"
+                  "# traceon traceoff stacktrace enable_event disable_event\n")
+COMMANDS = ("traceon", "traceoff", "stacktrace", "enable_event", "disable_event")
+# enum event_trigger_type: the commands that share one type exclude each other on an event
+TRIGGER_TYPE = {"traceon": "TRACE_ONOFF", "traceoff": "TRACE_ONOFF", "stacktrace": "STACKTRACE",
+                "enable_event": "EVENT_ENABLE", "disable_event": "EVENT_ENABLE"}
+
+
+class Trigger:
+    """One trigger attached to an event file."""
+
+    def __init__(self, cmd: str, count: int, flt: Any, filter_text: str | None,
+                 target: Any = None) -> None:
+        self.cmd = cmd
+        self.count = count                # -1: unlimited
+        self.filter = flt
+        self.filter_text = filter_text
+        self.target = target              # EventFile for enable_event/disable_event
+
+    def same(self, other: Trigger) -> bool:
+        return TRIGGER_TYPE[self.cmd] == TRIGGER_TYPE[other.cmd] and self.target is other.target
+
+    def text(self) -> str:
+        name = self.cmd
+        if self.target is not None:
+            ev = self.target.event
+            name = f"{self.cmd}:{ev.system}:{ev.name}"
+        count = ":unlimited" if self.count == -1 else f":count={self.count}"
+        cond = f" if {self.filter_text}" if self.filter_text is not None else ""
+        return f"{name}{count}{cond}\n"
+
+    def fire(self, file: Any, record: bytes | None) -> None:
+        """Run the trigger for one hit on ``file`` (record None: unconditional call)."""
+        if self.count == 0:
+            return
+        array = file.array
+        if self.cmd in ("traceon", "traceoff"):
+            want = self.cmd == "traceon"
+            if array.tracing_on == want:        # no state change: count untouched
+                return
+            self._spend()
+            array.set_tracing_on(want)
+        elif self.cmd == "stacktrace":
+            self._spend()
+            record_stack(array)
+        else:
+            target = self.target
+            enable = self.cmd == "enable_event"
+            if enable == (not target.soft_disabled):
+                return
+            self._spend()
+            target.soft_disabled = not enable
+            array.tracing.update_event(target.event)
+
+    def _spend(self) -> None:
+        if self.count != -1:
+            self.count -= 1
+
+
+def record_stack(array: Any) -> None:
+    """Write a kernel_stack entry (the modelled call chain, if the CPU keeps one)."""
+    tracing = array.tracing
+    ev = tracing.events[("ftrace", "kernel_stack")]
+    cpu = tracing.this_cpu()
+    write_entry(array, ev, ev.assign(list(getattr(cpu, "stack", ()) or ())), cpu)
+
+
+def trigger_text(file: Any) -> str:
+    if not file.triggers:
+        return AVAILABLE_TEXT
+    return "".join(t.text() for t in file.triggers)
+
+
+def _compile(file: Any, text: str) -> Any:
+    from tracesim.filters.predicate import FilterError, compile_filter
+    try:
+        return compile_filter(text, file.event.all_fields)
+    except FilterError as e:
+        raise OSError(e.errno, str(e)) from None
+
+
+def _parse_count(text: str) -> int:
+    try:
+        n = int(text, 0) if text else -1
+    except ValueError:
+        raise OSError(errno.EINVAL, "bad count") from None
+    if n < -1:
+        raise OSError(errno.EINVAL, "bad count")
+    return n
+
+
+def set_trigger(file: Any, text: str) -> None:
+    """One write to a ``trigger`` file (the whole buffer is one command)."""
+    text = text.strip()
+    remove = text.startswith("!")
+    body = text[1:] if remove else text
+    cond_text = None
+    if " if " in f" {body} " and body.split(None, 1)[0] != "if":
+        head, _, cond_text = body.partition(" if ")
+        cond_text = cond_text.strip() or None
+        body = head
+    parts = body.strip().split(":")
+    cmd = parts[0].strip()
+    if cmd not in COMMANDS:
+        raise OSError(errno.EINVAL, f"unknown trigger {cmd!r}")
+    target = None
+    if cmd in ("enable_event", "disable_event"):
+        if len(parts) < 3:
+            raise OSError(errno.EINVAL, "enable_event:SYSTEM:EVENT expected")
+        try:
+            target = file.array.file(parts[1], parts[2])
+        except OSError:
+            raise OSError(errno.EINVAL, "no such event") from None
+        count_text = parts[3] if len(parts) > 3 else ""
+    else:
+        count_text = parts[1] if len(parts) > 1 else ""
+    new = Trigger(cmd, -1, None, None, target)
+    if remove:             # event_trigger_parse: removing a trigger that is not there is 0
+        for t in file.triggers:
+            if t.same(new):
+                _detach(file, t)
+                break
+        return
+    new.count = _parse_count(count_text.strip())
+    if cond_text is not None:
+        new.filter = _compile(file, cond_text)
+        new.filter_text = cond_text
+    if any(t.same(new) for t in file.triggers):
+        raise OSError(errno.EEXIST, "trigger exists")
+    if target is not None:
+        _soft_get(target)
+    if not file.triggers:               # trace_event_trigger_enable_disable: the first trigger
+        _soft_get(file)                 # puts the event itself in soft mode (enable reads 0*)
+    file.triggers.insert(0, new)        # register_trigger: list_add_rcu, newest first
+    file.array.tracing.update_event(file.event)
+
+
+def _soft_get(file: Any) -> None:
+    """One more soft-mode user of ``file`` (__ftrace_event_enable_disable with soft_disable)."""
+    if file.soft_refs == 0:
+        file.soft_disabled = not file.enabled
+    file.soft_refs += 1
+    file.array.tracing.update_event(file.event)
+
+
+def _soft_put(file: Any) -> None:
+    file.soft_refs -= 1
+    if file.soft_refs == 0:
+        file.enabled = not file.soft_disabled
+        file.soft_disabled = False
+    file.array.tracing.update_event(file.event)
+
+
+def _detach(file: Any, trig: Trigger) -> None:
+    file.triggers.remove(trig)
+    if trig.target is not None:
+        _soft_put(trig.target)
+    if not file.triggers:
+        _soft_put(file)
+    file.array.tracing.update_event(file.event)
+
+
+def clear_triggers(file: Any) -> None:
+    """Remove every trigger of ``file`` (instance removal)."""
+    for t in list(file.triggers):
+        _detach(file, t)

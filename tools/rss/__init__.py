@@ -1,0 +1,1 @@
+"""The RSS steering application: software Toeplitz steering and its eBPF program."""
