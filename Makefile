@@ -11,7 +11,7 @@ PIP    := PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m p
 RUN_DEBS  := libfuse2 fuse
 TEST_DEBS := $(RUN_DEBS) clang llvm trace-cmd libtracefs-dev linux-perf libbpf-dev bpftool
 
-.PHONY: run test bench fuzz setup sysdeps-run sysdeps-test clean
+.PHONY: run test typecheck bench fuzz setup sysdeps-run sysdeps-test clean
 
 run: setup sysdeps-run
 	@$(VENV)/bin/tracesim demo
@@ -20,7 +20,17 @@ run: setup sysdeps-run
 # (pytest-randomly; the seed is printed at the end, rerun with --randomly-seed=N).
 test: setup sysdeps-test
 	$(VENV)/bin/ruff check .
+	@$(MAKE) --no-print-directory typecheck
 	$(PY) -m pytest -q -n 2 tests
+
+# mypy resolves modules by path, and the rooms install as tracesim.<room>: a folder of symlinks
+# gives it that layout without touching the tree.
+TYPECHECK_ROOT := $(VENV)/typecheck
+typecheck: setup
+	@rm -rf $(TYPECHECK_ROOT) && mkdir -p $(TYPECHECK_ROOT)/tracesim
+	@cp tracesim/__init__.py $(TYPECHECK_ROOT)/tracesim/
+	@for room in bench filters kernel_model tools tracefs; do ln -s "$$PWD/$$room" $(TYPECHECK_ROOT)/tracesim/$$room; done
+	MYPYPATH=$(TYPECHECK_ROOT) $(PY) -m mypy -p tracesim.filters.bpf -p tracesim.kernel_model
 
 bench: setup sysdeps-run
 	$(VENV)/bin/tracesim bench all

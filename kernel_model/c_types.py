@@ -198,7 +198,7 @@ class Func:
 CType = Void | Int | Float | Pointer | Array | Struct | Enum | Func
 
 # The base types by every spelling C allows (order of specifiers does not matter).
-_BASE = {
+_BASE: dict[tuple[str, ...], CType] = {
     ("char",): Int("char", 1, True),
     ("char", "signed"): Int("signed char", 1, True),
     ("unsigned", "char"): Int("unsigned char", 1, False),

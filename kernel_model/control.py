@@ -62,7 +62,7 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing and exiting."""
 
-    def error(self, message: str) -> None:   # type: ignore[override]
+    def error(self, message: str) -> None:
         raise UsageError(f"{self.prog}: {message}\n{self.format_usage()}")
 
 

@@ -223,7 +223,7 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     attached = AttachedFilter(loaded.name, loaded.section, len(loaded.insns), loaded.engine,
                               loaded.prog_type, origin, loaded.maps, loaded.log,
                               event=f"{event.system}:{event.name}", btf=loaded.btf)
-    run = _fast_path(loaded, env, attached.stats)
+    run: Any = _fast_path(loaded, env, attached.stats)   # a function, given two attributes below
     if origin == "bpf-2013" and not is_kprobe_event(event):
         run = _v1_tracepoint_path(run, event)
     run.describe = attached.describe       # what ``cat filter`` shows (tracefs reads it)

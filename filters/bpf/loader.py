@@ -42,6 +42,7 @@ from tracesim.filters.bpf.toolchain import elf as elfmod
 from tracesim.filters.bpf.verifier import ContextSpec, VerifierResult, verify
 from tracesim.filters.bpf.verifier.context import PT_REGS_SIZE
 from tracesim.filters.bpf.vm import isa, native
+from tracesim.filters.bpf.vm.analysis import is_pseudo_call
 from tracesim.filters.bpf.vm.interp import Interpreter
 from tracesim.filters.bpf.vm.jit import JitProgram, compile_program
 
@@ -268,7 +269,7 @@ def choose_engine(insns: Sequence[isa.Insn]) -> str:
     if len(insns) > AUTO_NATIVE_MIN_INSNS:
         return "native"
     for pc, i in enumerate(insns):
-        if i.opcode == isa.OP_CALL and i.src == isa.PSEUDO_CALL:
+        if is_pseudo_call(i):
             return "native"
         if isa.is_jump(i) and isa.jump_target(pc, i) <= pc:
             return "native"

@@ -131,7 +131,7 @@ class Slab:
         self._tp_cache_alloc = event("kmem", "kmem_cache_alloc")
         self._tp_kfree = event("kmem", "kfree")
         self._tp_cache_free = event("kmem", "kmem_cache_free")
-        site = kprobes.site if kprobes is not None else (lambda name: _Unprobed)
+        site: Callable[[str], Any] = kprobes.site if kprobes is not None else (lambda name: _Unprobed)
         self._kp_cache_alloc = site("kmem_cache_alloc_noprof")
         self._kp_cache_free = site("kmem_cache_free")
         self._kp_kmalloc = site("__kmalloc_noprof")

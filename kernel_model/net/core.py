@@ -32,6 +32,7 @@ on the reference machine; transmit runs with bottom halves disabled.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ from tracesim.kernel_model.mm.slab import (
     GFP_NOMEMALLOC,
     GFP_NOWARN,
     SLAB_HWCACHE_ALIGN,
+    KmemCache,
 )
 from tracesim.kernel_model.net import packets
 from tracesim.kernel_model.trace.events.skb import DROP_REASON_VALUES
@@ -144,6 +146,34 @@ class SkBuff:
                  "protocol", "transport_header", "network_header", "mac_header", "tail", "end",
                  "head", "data", "truesize", "users", "_buf", "_off", "head_cache")
 
+    addr: int
+    dev: NetDevice | None
+    dev_addr: int
+    len: int
+    data_len: int
+    mac_len: int
+    queue_mapping: int
+    pkt_type: int
+    alloc_cpu: int
+    priority: int
+    skb_iif: int
+    hash: int
+    napi_id: int
+    mark: int
+    protocol: int
+    transport_header: int
+    network_header: int
+    mac_header: int
+    tail: int
+    end: int
+    head: int
+    data: int
+    truesize: int
+    users: int
+    _buf: bytearray      # the memory region's buffer the struct sits in, and its offset there
+    _off: int
+    head_cache: KmemCache | None
+
     def __repr__(self) -> str:
         name = self.dev.name if self.dev is not None else None
         return f"<sk_buff 0x{self.addr:x} dev={name} len={self.len}>"
@@ -158,6 +188,35 @@ class NetDevice:
                  "ipv4", "ipv6", "peer_ipv4", "peer_ipv6", "napi", "rx_ring", "loopback",
                  "rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped")
 
+    addr: int
+    name: str
+    name_bytes: bytes
+    ifindex: int
+    mtu: int
+    flags: int
+    type: int
+    hard_header_len: int
+    addr_len: int
+    num_rx_queues: int
+    real_num_rx_queues: int
+    num_tx_queues: int
+    real_num_tx_queues: int
+    dev_addr_ptr: int
+    perm_addr: bytes
+    mac: bytes
+    ipv4: str
+    ipv6: str
+    peer_ipv4: str
+    peer_ipv6: str
+    napi: list[Napi]
+    rx_ring: list[list[Any]]
+    loopback: bool
+    rx_packets: int
+    tx_packets: int
+    rx_bytes: int
+    tx_bytes: int
+    rx_dropped: int
+
     def __repr__(self) -> str:
         return f"<net_device {self.name} ifindex={self.ifindex}>"
 
@@ -167,6 +226,16 @@ class Napi:
 
     __slots__ = ("addr", "dev", "dev_addr", "weight", "napi_id", "poll", "state", "queue",
                  "cpu")
+
+    addr: int
+    dev: NetDevice | None
+    dev_addr: int
+    weight: int
+    napi_id: int
+    poll: Callable[..., int]
+    state: int
+    queue: list[Any]
+    cpu: int
 
     def __repr__(self) -> str:
         return f"<napi 0x{self.addr:x} dev={self.dev.name if self.dev else None}>"
@@ -679,6 +748,7 @@ class Net:
         kind = icmp[0] if icmp else -1
         v6 = p.proto == packets.IPPROTO_ICMPV6
         if kind == (128 if v6 else 8):           # echo request: answer on the same device
+            assert skb.dev is not None           # a received skb always has its device
             ident, seq = int.from_bytes(icmp[4:6], "big"), int.from_bytes(icmp[6:8], "big")
             reply = build_frame(skb.dev, "icmp-reply", p.dst, p.src, ident, seq, icmp[8:],
                                 v6=v6, outgoing=True)
@@ -721,6 +791,7 @@ class Net:
 
     def _dev_queue_xmit(self, skb: SkBuff, sb_dev: int) -> int:
         dev = skb.dev
+        assert dev is not None                   # set by whoever queues the skb
         pick = self.select_queue.get(dev.name)      # ndo_select_queue (tun: kernel_model/tun.py)
         skb.queue_mapping = pick(skb) if pick else (
             0 if dev.loopback else self.machine.current.id % dev.real_num_tx_queues)

@@ -193,7 +193,7 @@ SEND_COMM = "tracesim-ctl"
 
 
 class _SendParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:   # type: ignore[override]
+    def error(self, message: str) -> None:
         raise ValueError(f"send: {message}\nusage: {SEND_USAGE}")
 
 

@@ -36,8 +36,9 @@ from tracesim.kernel_model.trace.event import TraceEvent, trace_ctx
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.trace.array import TraceArray
+    from tracesim.kernel_model.trace.printfmt import Buffer
 
-Emitter = Callable[[bytes | None, Any, bytes], None]
+Emitter = Callable[[bytes | None, Any, "Buffer"], None]
 
 
 class EventFile:
@@ -52,7 +53,7 @@ class EventFile:
         self.filter: Any = None       # compiled predicate (tracesim.filters.predicate) or None
         self.filter_text = "none"     # what ``filter`` reads
         self.triggers: list[Any] = [] # triggers.Trigger objects
-        self.prog: Callable[[bytes], int] | None = None
+        self.prog: Callable[[Buffer], int] | None = None
 
     # -- state seen through files
     @property
@@ -77,7 +78,7 @@ class EventFile:
         self.filter_text = text
         self.array.tracing.update_event(self.event)
 
-    def set_prog(self, prog: Callable[[bytes], int] | None) -> None:
+    def set_prog(self, prog: Callable[[Buffer], int] | None) -> None:
         self.prog = prog
         self.array.tracing.update_event(self.event)
 
@@ -87,7 +88,7 @@ class EventFile:
         return self.enabled or bool(self.soft_refs) or bool(self.triggers)
 
     # -- what the tracepoint calls
-    def sink(self, record: bytes | None, cpu: Any, ctx: bytes) -> None:
+    def sink(self, record: bytes | None, cpu: Any, ctx: Buffer) -> None:
         """One event occurrence for this trace array (record None: build it from ``ctx``)."""
         emit(self, record, cpu, ctx)
 
@@ -102,14 +103,14 @@ class EventFile:
         if prog is None:
             return write
 
-        def gated(record: bytes | None, cpu: Any, ctx: bytes) -> None:
+        def gated(record: bytes | None, cpu: Any, ctx: Buffer) -> None:
             if prog(ctx):
                 write(record, cpu, ctx)
         gated.gate = (prog, write)  # type: ignore[attr-defined]  # kprobe events run the two
         return gated
 
 
-def emit(file: EventFile, record: bytes | None, cpu: Any, ctx: bytes) -> None:
+def emit(file: EventFile, record: bytes | None, cpu: Any, ctx: Buffer) -> None:
     """Every step of one occurrence for ``file`` (the module docstring's 1–9)."""
     triggers = file.triggers
     cond = False
@@ -129,13 +130,13 @@ def emit(file: EventFile, record: bytes | None, cpu: Any, ctx: bytes) -> None:
     emit_filtered(file, record, cpu, ctx, cond, soft_off)          # 5-9
 
 
-def emit_filtered(file: EventFile, record: bytes | None, cpu: Any, ctx: bytes,
+def emit_filtered(file: EventFile, record: bytes | None, cpu: Any, ctx: Buffer,
                   cond: bool = False, soft_off: bool = False) -> None:
     """Steps 5–9: reserve, conditional triggers, predicate, commit or discard, trigger
     actions. ``cond``: conditional triggers are attached; ``soft_off``: the file is
     soft-disabled (the record is written only for those triggers, then discarded)."""
-    if record is None:
-        record = file.event.record_from_ctx(ctx, cpu)
+    if record is None:                   # a kprobe event's record is made from its pt_regs
+        record = file.event.record_from_ctx(ctx, cpu)  # type: ignore[attr-defined]
     array = file.array
     fired: list[Any] = []
     if array.recording:
@@ -178,7 +179,7 @@ def committer(file: EventFile) -> Emitter:
     saved = cmdlines.map
     from_ctx = getattr(file.event, "record_from_ctx", None)
 
-    def commit(record: bytes | None, cpu: Any, ctx: bytes) -> None:
+    def commit(record: bytes | None, cpu: Any, ctx: Buffer) -> None:
         if record is None:
             record = from_ctx(ctx, cpu)
         if not array.tracing_on:

@@ -47,9 +47,12 @@ import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.trace.printfmt import compile_print_fmt
+
+if TYPE_CHECKING:
+    from tracesim.kernel_model.trace.printfmt import Buffer
 
 # trace_flag_type (kernel/trace/trace.h, 6.13+)
 TRACE_FLAG_IRQS_OFF = 0x01
@@ -212,7 +215,7 @@ class TraceEvent:
 
     def __init__(self, system: str, name: str, fields: Sequence[tuple[str, str]],
                  print_fmt: str, assign: Callable[..., Sequence[Any]],
-                 printer: Callable[[TraceEvent], Callable[[bytes, Any], str]] | None = None,
+                 printer: Callable[[TraceEvent], Callable[[Buffer, Any], str]] | None = None,
                  proto: str = "", show_name: bool = True, packed: bool = False) -> None:
         self.system = system
         self.name = name
@@ -240,10 +243,10 @@ class TraceEvent:
             self.line_printer = compile_print_fmt(print_fmt, self, f"{name}: ", "\n")
         # runtime state, owned by Tracing (trace.py)
         self.enabled = False                     # the static key
-        self.sinks: tuple[Callable[[bytes | None, Any, bytes], None], ...] = ()
+        self.sinks: tuple[Callable[[bytes | None, Any, Buffer], None], ...] = ()
         self.this_cpu: Callable[[], Any] = _no_machine
 
-    def _named(self, printer: Callable[[bytes, Any], str]) -> Callable[[bytes, Any], str]:
+    def _named(self, printer: Callable[[Buffer, Any], str]) -> Callable[[Buffer, Any], str]:
         head = f"{self.name}: "
         return lambda record, symbols: head + printer(record, symbols) + "\n"
 

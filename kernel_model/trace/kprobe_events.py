@@ -21,10 +21,13 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.kprobes import PtRegs
 from tracesim.kernel_model.trace.event import TraceEvent, trace_ctx
+
+if TYPE_CHECKING:
+    from tracesim.kernel_model.trace.printfmt import Buffer
 
 MAX_EVENT_NAME_LEN = 64
 MAX_ARG_NAME_LEN = 32
@@ -227,7 +230,7 @@ class KprobeEvent(TraceEvent):
         return values
 
 
-def _kprobe_printer(ev: TraceEvent) -> Callable[[bytes, Any], str]:
+def _kprobe_printer(ev: TraceEvent) -> Callable[[Buffer, Any], str]:
     """print_kprobe_event / print_kretprobe_event: ``(sym+0x0/0x60) a=0x1`` (name added by output)."""
     assert isinstance(ev, KprobeEvent)
 
@@ -240,7 +243,7 @@ def _kprobe_printer(ev: TraceEvent) -> Callable[[bytes, Any], str]:
         name, off, size = hit
         return f"{name}+0x{off:x}/0x{size:x}" if offset else name
 
-    def printer(record: bytes, symbols: Any) -> str:
+    def printer(record: Buffer, symbols: Any) -> str:
         vals = ev.decode(record)
         if ev.is_return:
             head = (f"({sym(vals['__probe_ret_ip'], symbols, True)} <- "

@@ -16,7 +16,7 @@ import errno
 import itertools
 import struct
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.trace.event import (
     TRACE_FLAG_BH_OFF,
@@ -28,6 +28,9 @@ from tracesim.kernel_model.trace.event import (
     TRACE_FLAG_PREEMPT_RESCHED,
     TRACE_FLAG_SOFTIRQ,
 )
+
+if TYPE_CHECKING:
+    from tracesim.kernel_model.trace.printfmt import Buffer
 
 TRACE_BATCH = 256          # events formatted together for ``trace``
 PIPE_BATCH_MAX = 512       # most events one trace_pipe batch takes under the buffer lock
@@ -119,7 +122,7 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> s
     default = context and irq and in_ns and not tgid
     unpack = _HEADER.unpack_from
     heads: dict[tuple[int, int, int, int], str] = {}     # comm-pid [cpu] flags, per batch
-    printers: dict[int, Callable[[bytes, Any], str] | None] = {}
+    printers: dict[int, Callable[[Buffer, Any], str] | None] = {}
     out: list[str] = []
     append = out.append
     for cpu, ts, data, lost in events:

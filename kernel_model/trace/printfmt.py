@@ -27,6 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# what a printer reads a record from: the ring buffer page's bytes, or a view of them
+Buffer = bytes | bytearray | memoryview
+
 Value = Any
 
 _TOKEN = re.compile(r"""
@@ -458,8 +461,8 @@ def _conversion(m: re.Match, ext: str, arg: _Code) -> tuple[str, str]:
         return f"%{spec}s", arg.src
     if conv == "c":
         return f"%{spec}c", f"({arg.src} & 0xff)"
-    value = _convert(arg, _BITS[m.group("len")], conv in "di")
-    return f"%{spec}{'d' if conv in 'diu' else conv}", value.src
+    converted = _convert(arg, _BITS[m.group("len")], conv in "di")
+    return f"%{spec}{'d' if conv in 'diu' else conv}", converted.src
 
 
 def _plan(fmt: str, args: Sequence[_Code]) -> tuple[str, list[str]]:
@@ -492,7 +495,7 @@ def _plan(fmt: str, args: Sequence[_Code]) -> tuple[str, list[str]]:
 
 @functools.lru_cache(maxsize=256)
 def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
-           suffix: str) -> Callable[[bytes, Any], str]:
+           suffix: str) -> Callable[[Buffer, Any], str]:
     """Generate and compile the printer (cached: every Kernel declares the same events)."""
     fmt, arg_tokens = _split_args(_tokenize(text))
     by_name = {f.name: f for f in fields}
@@ -540,7 +543,7 @@ def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
 
 
 def compile_print_fmt(text: str, event: Any, prefix: str = "",
-                      suffix: str = "") -> Callable[[bytes, Any], str]:
+                      suffix: str = "") -> Callable[[Buffer, Any], str]:
     """A printer (record, symbols) -> ``prefix`` + text + ``suffix`` for ``event`` (an object with
     ``all_fields`` and ``fixed_format``, the struct format of its record's fixed part)."""
     return _build(text, tuple(event.all_fields), event.fixed_format, prefix, suffix)

@@ -41,6 +41,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 PAGE_SIZE = 4096
 PAGE_HEADER = 16
@@ -169,7 +170,7 @@ def page_events(buf: bytes | bytearray, stamp: int, start: int,
     """The data events of a page buffer (header included) between data offsets ``start`` and
     ``end``, as (next offset, ts, payload): :func:`decode_events` in one pass, for readers that
     take a page's events at a time."""
-    out = []
+    out: list[tuple[int, int, bytes]] = []
     append = out.append
     unpack = _U32.unpack_from
     ts = stamp
@@ -282,7 +283,8 @@ class CpuBuffer:
         ``RingBuffer.lock`` from reserve to commit or discard, so no reader sees the record
         before it is committed."""
         length = _LENGTHS.get(len(record)) or event_length(len(record))
-        page = self.pages[-1]
+        page: Page | None = self.pages[-1]
+        assert page is not None
         w = page.write
         if page.entries == 0 and w == 0:
             page.ts = page.last_ts = ts
@@ -484,7 +486,7 @@ class RingBuffer:
         lost). One lock hold, and each page's events decoded in one pass."""
         out: list[tuple[int, int, bytes, int]] = []
         with self.lock:
-            runs = []              # [cpu buffer, head page events, next index, taken from page]
+            runs: list[list[Any]] = []  # [cpu buffer, head page events, next index, taken]
             for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
                 events = cb.head_events()
                 if events:

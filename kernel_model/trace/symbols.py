@@ -33,7 +33,7 @@ class Symbols:
     def lookup(self, addr: int) -> tuple[str, int, int] | None:
         """kallsyms' (name, offset, size) of ``addr``, remembered: kallsyms does not change
         after boot and the same call sites print on every line."""
-        hit = self._lookups.get(addr, _UNSEEN)
+        hit: Any = self._lookups.get(addr, _UNSEEN)
         if hit is _UNSEEN:
             hit = self.kallsyms.lookup(addr) if self.kallsyms is not None else None
             if len(self._lookups) < 65536:

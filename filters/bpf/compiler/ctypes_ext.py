@@ -2,6 +2,8 @@
 arithmetic conversions, and how a value of each type sits in a 64-bit register."""
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from tracesim.kernel_model.c_types import CType, Enum, Float, Int, Pointer, Void, strip
 
 INT = Int("int", 4, True)
@@ -19,7 +21,7 @@ def is_int(t: CType) -> bool:
     return isinstance(t, (Int, Enum))
 
 
-def is_ptr(t: CType) -> bool:
+def is_ptr(t: CType) -> TypeGuard[Pointer]:
     return isinstance(t, Pointer)
 
 
@@ -27,7 +29,7 @@ def is_scalar(t: CType) -> bool:
     return isinstance(t, (Int, Enum, Pointer))
 
 
-def is_float(t: CType) -> bool:
+def is_float(t: CType) -> TypeGuard[Float]:
     return isinstance(t, Float)
 
 

@@ -3,6 +3,7 @@ and a caret under the column."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class CompileError(Exception):
@@ -44,7 +45,7 @@ def source_line(file: str, line: int, sources: dict[str, str] | None = None) -> 
 
 def error_at(node: object, message: str) -> CompileError:
     """A CompileError located at a pycparser node (or a bare ``Coord``)."""
-    coord = getattr(node, "coord", node)
+    coord: Any = getattr(node, "coord", node)
     if coord is None or not hasattr(coord, "line"):
         return CompileError(message)
     return CompileError(message, coord.file, coord.line or 0, coord.column or 0)

@@ -1,11 +1,13 @@
 """Expressions: conditions lowered to compare-and-branch, rvalues, lvalues and operators."""
 from __future__ import annotations
 
+from typing import cast
+
 from pycparser import c_ast
 from tracesim.filters.bpf.compiler import ctypes_ext as T
 from tracesim.filters.bpf.compiler.builtins import call
 from tracesim.filters.bpf.compiler.errors import error_at
-from tracesim.filters.bpf.compiler.ir import FP, SWAPPED, Imm, Op
+from tracesim.filters.bpf.compiler.ir import FP, SWAPPED, Block, Imm, Op
 from tracesim.filters.bpf.compiler.values import (
     ALU_OF,
     CMP_OF,
@@ -18,6 +20,7 @@ from tracesim.filters.bpf.compiler.values import (
     string_bytes,
     walk,
 )
+from tracesim.filters.bpf.parts import Part
 from tracesim.kernel_model.c_types import (
     Array,
     CType,
@@ -31,8 +34,10 @@ from tracesim.kernel_model.c_types import (
 )
 
 
-class ExpressionLowering:
+class ExpressionLowering(Part):
     """The ``Lowerer``'s methods for expressions (mixed into ``lower.Lowerer``)."""
+
+    cur: Block                    # the block being filled (the Lowerer's state)
 
     # ------------------------------------------------------------ conditions
     def cond(self, e: c_ast.Node, t: int, f: int) -> None:
@@ -147,7 +152,7 @@ class ExpressionLowering:
             p = self.rv(e.name)
             if not T.is_ptr(p.type) and not isinstance(p.type, Array):
                 raise error_at(e, f"member reference type '{p.type}' is not a pointer")
-            st = p.type.target if T.is_ptr(p.type) else p.type.elem
+            st = p.type.target if isinstance(p.type, Pointer) else p.type.elem
             base, off = self.materialize(p), 0
         else:
             lv = self.lval(e.name)
@@ -280,7 +285,8 @@ class ExpressionLowering:
 
     def type_without_code(self, e: c_ast.Node) -> CType:
         """The type of an expression for sizeof, without keeping the code it would run."""
-        saved_blocks, saved_cur = list(self.fn.blocks), self.cur
+        saved_blocks = list(self.fn.blocks)
+        saved_cur: Block = self.cur
         saved_next = self.fn.next_vreg
         saved_ops = list(self.cur.ops) if self.cur is not None else None
         v = self.e_any(e)
@@ -372,7 +378,7 @@ class ExpressionLowering:
         return Val(self.alu(alu, a.v, bv, w32), t)
 
     def ptr_add(self, p: Val, i: Val, sign: int, e) -> Val:
-        elem = p.type.target if T.is_ptr(p.type) else p.type.elem
+        elem = p.type.target if isinstance(p.type, Pointer) else cast(Array, p.type).elem
         size = max(getattr(elem, "size", 1), 1) if not isinstance(elem, Void) else 1
         pt = p.type if T.is_ptr(p.type) else Pointer(elem)
         i = self.convert(i, T.LONG if T.is_signed(i.type) else T.ULONG, e)

@@ -10,6 +10,7 @@ subregisters (and zero the upper half, as the ISA does).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 FP = 10
 FIRST_VREG = 16
@@ -49,8 +50,9 @@ class Op:
     """
     kind: str
     dst: int | None = None
-    a: object = None
-    b: object = None
+    # operands: a vreg (int) or an Imm; after register allocation a register number
+    a: Any = None
+    b: Any = None
     alu: str = ""
     size: int = 8
     w32: bool = False
@@ -82,7 +84,7 @@ class Op:
         """No effect besides writing dst (so it may go when dst is dead)."""
         return self.kind in ("mov", "alu", "neg", "end", "ld", "ldmap", "ldaddr")
 
-    def replace_uses(self, mapping: dict[int, object]) -> None:
+    def replace_uses(self, mapping: dict[int, Any]) -> None:
         if isinstance(self.a, int) and self.a in mapping:
             self.a = mapping[self.a]
         if isinstance(self.b, int) and self.b in mapping:

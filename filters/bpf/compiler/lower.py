@@ -35,7 +35,7 @@ class Lowerer(StatementLowering, ExpressionLowering, ValueLowering):
         self.fn = Function(fdef.decl.name, section, [], nparams=len(ftype.params),
                            is_global=is_global)
         self.next_label = 0
-        self.cur: Block | None = None
+        self.cur: Block = None   # set by start() before anything is emitted
         self.scopes: list[Scope] = [Scope()]
         self.loops: list[Loop] = []
         self.inline_stack: list[InlineFrame] = []

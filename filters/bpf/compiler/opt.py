@@ -358,8 +358,8 @@ def liveness(fn: Function) -> dict[int, set[int]]:
                     u.add(x)
             k.update(op.defs())
         use[b.label], kill[b.label] = u, k
-    live_in = {b.label: set() for b in fn.blocks}
-    live_out = {b.label: set() for b in fn.blocks}
+    live_in: dict[int, set[int]] = {b.label: set() for b in fn.blocks}
+    live_out: dict[int, set[int]] = {b.label: set() for b in fn.blocks}
     changed = True
     while changed:
         changed = False

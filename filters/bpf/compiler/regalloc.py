@@ -72,8 +72,8 @@ def try_allocate(fn: Function) -> list[int]:
             x = alias[x]
         return x
 
-    for _, a, b in sorted(moves, key=lambda m: -m[0]):
-        x, y = find(a), find(b)
+    for _, src, dst in sorted(moves, key=lambda m: -m[0]):
+        x, y = find(src), find(dst)
         if x == y or (x < FIRST_VREG and y < FIRST_VREG) or y in adj.get(x, ()):
             continue
         if x >= FIRST_VREG and y < FIRST_VREG:
@@ -89,8 +89,8 @@ def try_allocate(fn: Function) -> list[int]:
         weight[x] = weight.get(x, 0) + weight.pop(y, 0)
     color: dict[int, int] = {r: r for r in range(FIRST_VREG) if r in adj or r < 10}
     hints: dict[int, set[int]] = {}
-    for _, a, b in moves:
-        x, y = find(a), find(b)
+    for _, src, dst in moves:
+        x, y = find(src), find(dst)
         if x != y:
             hints.setdefault(x, set()).add(y)
             hints.setdefault(y, set()).add(x)

@@ -6,13 +6,14 @@ from tracesim.filters.bpf.compiler import ctypes_ext as T
 from tracesim.filters.bpf.compiler.errors import error_at
 from tracesim.filters.bpf.compiler.ir import FP, Imm, Op
 from tracesim.filters.bpf.compiler.values import Loop, LVal, Scope, Val, eval_cmp, string_bytes, walk
+from tracesim.filters.bpf.parts import Part
 from tracesim.kernel_model.c_types import Array, CType, CTypeError, Func
 
 EXPR_NODES = {"Assignment", "FuncCall", "UnaryOp", "BinaryOp", "ID", "Constant", "Cast",
               "TernaryOp", "ExprList", "StructRef", "ArrayRef", "CompoundLiteral"}
 
 
-class StatementLowering:
+class StatementLowering(Part):
     """The ``Lowerer``'s methods for statements (mixed into ``lower.Lowerer``)."""
 
     # ------------------------------------------------------------ locals

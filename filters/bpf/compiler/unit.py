@@ -3,6 +3,7 @@ functions and the license, with the data sections they fill."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from pycparser import c_ast
 from tracesim.filters.bpf.compiler import ctypes_ext as T
@@ -108,7 +109,8 @@ class Unit:
             raise error_at(d, f"extern variable '{d.name}' cannot be resolved in a BPF object")
         helper = helper_id(d, t)
         if helper is not None:
-            self.helpers[d.name] = (helper, t.target)
+            # helper_id said: a pointer to a function
+            self.helpers[d.name] = (helper, cast(Func, cast(Pointer, t).target))
             return
         if isinstance(t, Float):
             raise error_at(d, "floating point is not supported in BPF programs")

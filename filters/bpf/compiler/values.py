@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from pycparser import c_ast
 from tracesim.filters.bpf.compiler import ctypes_ext as T
 from tracesim.filters.bpf.compiler.errors import error_at
 from tracesim.filters.bpf.compiler.ir import FP, Imm, Op
+from tracesim.filters.bpf.parts import Part
 from tracesim.kernel_model.c_types import Array, CType, Func, Int, Member, Pointer, Struct, Void, strip
 
 MAX_INLINE_DEPTH = 16
@@ -26,7 +28,7 @@ CMP_OF = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
 @dataclass
 class Val:
     """An rvalue: a virtual register or an immediate, with its C type."""
-    v: object            # int (vreg) or Imm
+    v: Any               # int (vreg) or Imm
     type: CType
 
 
@@ -62,7 +64,7 @@ class Scope:
     names: dict[str, LVal] = field(default_factory=dict)
 
 
-class ValueLowering:
+class ValueLowering(Part):
     """The ``Lowerer``'s methods for values (mixed into ``lower.Lowerer``)."""
 
     def flag(self, test: Callable[[int, int], None]) -> int:
@@ -141,7 +143,7 @@ class ValueLowering:
                 self.emit(Op("mov", dst=t, a=r, w32=True))
                 r = t
             if tsize < 4 and (tsize < ssize or T.is_signed(to) != T.is_signed(src)):
-                r = self.narrow(r, strip(to))
+                r = self.narrow(r, cast(Int, strip(to)))
             return Val(r, to)
         return Val(r, to)
 

@@ -44,6 +44,7 @@ class BpfMap:
         self.name, self.map_type, self.flags = name, map_type, flags
         self.key_size, self.value_size, self.max_entries = key_size, value_size, max_entries
         self.ncpus = ncpus if self.percpu else 1
+        self.key_type = self.value_type = 0        # BTF type ids, when the object has BTF
         self.values = bytearray(value_size * max_entries * self.ncpus)
 
     def _slot_offset(self, slot: int, cpu: int) -> int:
@@ -189,7 +190,7 @@ class LruHashMap(HashMap):
 
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
-        self.slots = OrderedDict()
+        self.slots: OrderedDict[bytes, int] = OrderedDict()
 
     def lookup_offset(self, key: bytes, cpu: int = 0) -> int | None:
         slot = self.slots.get(key)

@@ -17,6 +17,7 @@ from tracesim.filters.bpf.runtime.helpers import Helper
 from tracesim.filters.bpf.runtime.helpers_maps import MAP_HANDLE_BASE, MAP_HANDLE_STRIDE, map_from_handle
 from tracesim.filters.bpf.toolchain.disasm import format_insn
 from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.analysis import is_pseudo_call
 from tracesim.filters.bpf.vm.isa import Insn
 
 __all__ = ["Program", "ProgramError", "load_program", "check_program", "check_reserved",
@@ -167,7 +168,7 @@ def check_program(insns: Sequence[Insn], *, helpers: Mapping[int, Helper] | None
     if not insns:
         raise ProgramError(0, None, "empty program")
     check_reserved(insns)
-    helpers = TABLE if helpers is None else helpers
+    known: Mapping[int, Any] = TABLE if helpers is None else helpers
     n = len(insns)
     second_slots = set()
     pc = 0
@@ -184,13 +185,13 @@ def check_program(insns: Sequence[Insn], *, helpers: Mapping[int, Helper] | None
             raise ProgramError(pc, insn, f"invalid register r{max(insn.dst, insn.src)}")
         if insn.dst == isa.R10 and _writes_dst(insn):
             raise ProgramError(pc, insn, "frame pointer r10 is read only")
-        if isa.is_jump(insn) or (insn.opcode == isa.OP_CALL and insn.src == isa.PSEUDO_CALL):
+        if isa.is_jump(insn) or is_pseudo_call(insn):
             target = pc + insn.imm + 1 if insn.opcode == isa.OP_CALL else isa.jump_target(pc, insn)
             if not 0 <= target < n:
                 raise ProgramError(pc, insn, f"jump out of range to {target}")
             if target in second_slots:
                 raise ProgramError(pc, insn, f"jump into the middle of LD_IMM64 at {target - 1}")
-        if insn.opcode == isa.OP_CALL and insn.src == 0 and insn.imm not in helpers:
+        if insn.opcode == isa.OP_CALL and insn.src == 0 and insn.imm not in known:
             raise ProgramError(pc, insn, f"unknown helper {insn.imm}")
         if nxt is not None and insn.src:
             if not 0 <= insn.imm < len(maps):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from tracesim.filters.bpf.toolchain import btf as B
 from tracesim.filters.bpf.vm.isa import Insn, decode, encode
@@ -748,7 +749,7 @@ def apply_to_elf(data: bytes, target: B.Btf) -> tuple[bytes, list[str]]:
     except CoreReloError as e:
         return data, [f"Error loading ELF section .BTF.ext: -{e.errno}. Ignored and continue."]
     names: dict[tuple[int, int], str] = {}
-    symtab = by_name.get(".symtab")
+    symtab: Any = by_name.get(".symtab")
     for sym in symtab[1].iter_symbols() if symtab is not None else ():
         if sym["st_info"]["type"] == "STT_FUNC" and isinstance(sym["st_shndx"], int):
             names[(sym["st_shndx"], sym["st_value"])] = sym.name

@@ -18,15 +18,15 @@ import io
 import re
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from tracesim.filters.bpf.toolchain import btf as btfmod
 from tracesim.filters.bpf.toolchain.core_reloc import BtfExt, CoreReloError, parse_btf_ext
+from tracesim.filters.bpf.vm.analysis import is_pseudo_call
 from tracesim.filters.bpf.vm.isa import (
     LD_IMM64,
-    OP_CALL,
-    PSEUDO_CALL,
     PSEUDO_MAP_FD,
     PSEUDO_MAP_VALUE,
     Insn,
@@ -231,7 +231,7 @@ def _read_elf(data: bytes) -> _Elf:
             body = b"\0" * s["sh_size"] if kind == SHT_NOBITS else s.data()
             sections.append((s.name, kind, s["sh_flags"], body, s["sh_link"], s["sh_info"]))
         symbols = []
-        symtab = f.get_section_by_name(".symtab")
+        symtab: Any = f.get_section_by_name(".symtab")   # a SymbolTableSection
         if symtab is not None:
             for sym in symtab.iter_symbols():
                 shndx = sym["st_shndx"]
@@ -373,7 +373,7 @@ def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs
         insns = decode(body[fn.value:fn.value + fn.size])
         code.append(insns)
         for i, insn in enumerate(insns):
-            if insn.opcode == OP_CALL and insn.src == PSEUDO_CALL:
+            if is_pseudo_call(insn):
                 target_sec, target = _call_target(elf, sec, fn.value // 8 + i, insn, relocs)
                 callee = _function_at(functions, target_sec, target)
                 if callee is None:
@@ -394,7 +394,7 @@ def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs
         for i, insn in enumerate(insns):
             slot = base_old + i
             rel = table.get(slot)
-            if insn.opcode == OP_CALL and insn.src == PSEUDO_CALL:
+            if is_pseudo_call(insn):
                 target_sec, target = _call_target(elf, sec, slot, insn, relocs)
                 callee = _function_at(functions, target_sec, target)
                 new_target = position[(target_sec, callee.value)] + target - callee.value // 8

@@ -3,6 +3,7 @@ and the buffers helpers read or write (``check_mem_access``, ``check_stack_*`` i
 """
 
 
+from tracesim.filters.bpf.parts import Part
 from tracesim.filters.bpf.verifier import bounds, tnum
 from tracesim.filters.bpf.verifier import state as st
 from tracesim.filters.bpf.verifier.bounds import S64_MIN
@@ -15,7 +16,7 @@ from tracesim.filters.bpf.vm.isa import Insn
 MAX_VAR_OFF = 1 << 29
 
 
-class AccessChecks:
+class AccessChecks(Part):
     """Methods of ``check.Walk`` (mixed into it); they use its state (``self.cur``, ``self.cfg``...)."""
 
     # --- memory ------------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ def _sync(r, v: int, m: int) -> None:
         var64 = tnum.intersect((v, m), tnum.trange(umin, umax))
         var32 = tnum.intersect((v & U32, m & U32), tnum.trange(u32min, u32max))
         v, m = tnum.or_(tnum.clear_subreg(var64), var32)
-        t = _tighten(v, m, *t, passes=0)
+        t = _tighten(v, m, smin, smax, umin, umax, s32min, s32max, u32min, u32max, passes=0)
     r.var = (v, m)
     r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min, r.u32max = t
 

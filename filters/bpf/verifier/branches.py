@@ -3,6 +3,7 @@
 """
 
 
+from tracesim.filters.bpf.parts import Part
 from tracesim.filters.bpf.verifier import bounds
 from tracesim.filters.bpf.verifier import state as st
 from tracesim.filters.bpf.verifier.bounds import U32
@@ -11,7 +12,7 @@ from tracesim.filters.bpf.vm import isa
 from tracesim.filters.bpf.vm.isa import Insn
 
 
-class BranchChecks:
+class BranchChecks(Part):
     """Methods of ``check.Walk`` (mixed into it); they use its state (``self.cur``, ``self.cfg``...)."""
 
     # --- conditional jumps -------------------------------------------------------------------------

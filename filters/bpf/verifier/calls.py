@@ -3,6 +3,7 @@ released, and ``exit`` (``check_helper_call``, ``check_func_call``, ``check_retu
 """
 
 
+from tracesim.filters.bpf.parts import Part
 from tracesim.filters.bpf.runtime import helper_table as hp
 from tracesim.filters.bpf.verifier import state as st
 from tracesim.filters.bpf.verifier.log import Reject
@@ -16,7 +17,7 @@ MEM_TYPES = (st.PTR_TO_STACK, st.PTR_TO_PACKET, st.PTR_TO_MAP_VALUE, st.PTR_TO_M
 MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
 
 
-class CallChecks:
+class CallChecks(Part):
     """Methods of ``check.Walk`` (mixed into it); they use its state (``self.cur``, ``self.cfg``...)."""
 
     def _type_check(self, regno: int, reg: st.Reg, allowed, expected: str) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from tracesim.filters.bpf.verifier.log import Reject
 from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.analysis import is_pseudo_call
 from tracesim.filters.bpf.vm.isa import Insn
 
 MAX_INSNS = 1_000_000        # BPF_COMPLEXITY_LIMIT_INSNS: also the privileged size limit
@@ -57,10 +58,6 @@ class Cfg:
     prune_points: set[int] = field(default_factory=set)
     loop_headers: set[int] = field(default_factory=set)
     second_half: set[int] = field(default_factory=set)   # second slots of LD_IMM64
-
-
-def is_pseudo_call(insn: Insn) -> bool:
-    return insn.opcode == isa.OP_CALL and insn.src == isa.PSEUDO_CALL
 
 
 def build(insns: list[Insn], maps: list, privileged: bool, strict_loops: bool,
@@ -172,7 +169,7 @@ def _dfs(cfg: Cfg, allow_loops: bool) -> None:
     for t, insn in enumerate(insns):
         if t in second:
             continue
-        if insn.opcode == isa.OP_CALL and insn.src == isa.PSEUDO_CALL:
+        if is_pseudo_call(insn):
             nexts[t] = succ[t] + (t + insn.imm + 1,)
         else:
             nexts[t] = succ[t]

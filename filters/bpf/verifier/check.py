@@ -8,6 +8,7 @@ when one covers it.  Loops are explored iteration by iteration until the state r
 from __future__ import annotations
 
 import operator
+from typing import Any
 
 from tracesim.filters.bpf.verifier import bounds, tnum
 from tracesim.filters.bpf.verifier import state as st
@@ -15,11 +16,12 @@ from tracesim.filters.bpf.verifier.access import MAX_VAR_OFF, AccessChecks
 from tracesim.filters.bpf.verifier.bounds import S64_MIN, U32
 from tracesim.filters.bpf.verifier.branches import BranchChecks
 from tracesim.filters.bpf.verifier.calls import CallChecks
-from tracesim.filters.bpf.verifier.cfg import Cfg, is_pseudo_call
+from tracesim.filters.bpf.verifier.cfg import Cfg
 from tracesim.filters.bpf.verifier.context import ContextSpec
 from tracesim.filters.bpf.verifier.liveness import ALL_SLOTS
 from tracesim.filters.bpf.verifier.log import Reject, annotate, fmt_frame, fmt_state, insn_text
 from tracesim.filters.bpf.vm import isa
+from tracesim.filters.bpf.vm.analysis import is_pseudo_call
 from tracesim.filters.bpf.vm.isa import Insn
 
 COMPLEXITY_LIMIT_INSNS = 1_000_000
@@ -38,6 +40,7 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
     def __init__(self, cfg: Cfg, live: list[int], needed: list[int], prog_type: str,
                  ctx: ContextSpec, maps: list, privileged: bool, log_level: int) -> None:
         self.cfg = cfg
+        self.prev_pc = -1
         self.insns: list[Insn] = cfg.insns
         self.live = live
         self.needed = needed
@@ -49,7 +52,7 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
         self.log: list = []              # str lines, or int pcs to print as instruction lines
         self.id_gen = 0
         self.explored: dict[int, list[st.VState]] = {}
-        self.on_path: dict[int, dict[tuple, list[st.VState]]] = {}   # by fingerprint
+        self.on_path: dict[int, dict[int, list[st.VState]]] = {}   # by fingerprint
         self.decided: set[int] = set()      # conditional jumps seen decided by a scalar value
         self.reanalyse = lambda decided, seen: (live, needed)
         self.top_based: frozenset[int] = frozenset()    # loads through unplaced stack pointers
@@ -654,7 +657,7 @@ def combined_stack_check(cfg: Cfg, depths: list[int]) -> None:
     def rounded(k: int) -> int:
         return -(-max(depths[k], 1) // 32) * 32
 
-    stack = [(0, rounded(0), 1, (0,))]
+    stack: list[tuple[int, int, int, tuple[int, ...]]] = [(0, rounded(0), 1, (0,))]
     while stack:
         k, total, nframes, chain = stack.pop()
         if total > st.STACK_SIZE:
@@ -693,7 +696,7 @@ def _decode(insns: list[Insn]) -> list[tuple]:
     """One tuple per slot for the fast path; ``(_F_SLOW,)`` leaves the insn to ``Walk.step``.
     Only instructions whose every check is visible here are decoded: register numbers in range,
     no write to r10; the operands' types are checked when the insn runs."""
-    slow = (_F_SLOW,)
+    slow: tuple[Any, ...] = (_F_SLOW,)
     out: list[tuple] = []
     for pc, insn in enumerate(insns):
         op = insn.opcode

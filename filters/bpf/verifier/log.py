@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+from typing import Any
+
 from tracesim.filters.bpf.verifier import state as st
 from tracesim.filters.bpf.verifier import tnum
 from tracesim.filters.bpf.verifier.bounds import S32_MAX, S32_MIN, S64_MAX, S64_MIN, U32, U64
@@ -34,12 +36,12 @@ def _snum(v: int) -> str:
 def _ranges(r: st.Reg) -> list[str]:
     def s32v(v: int) -> int:
         return v if -32768 <= v <= 32767 else v & U32
-    items = [["smin", r.smin, r.smin == S64_MIN], ["smax", r.smax, r.smax == S64_MAX],
+    items: list[list[Any]] = [["smin", r.smin, r.smin == S64_MIN], ["smax", r.smax, r.smax == S64_MAX],
              ["umin", r.umin, r.umin == 0], ["umax", r.umax, r.umax == U64],
              ["smin32", s32v(r.s32min), r.s32min == S32_MIN],
              ["smax32", s32v(r.s32max), r.s32max == S32_MAX],
              ["umin32", r.u32min, r.u32min == 0], ["umax32", r.u32max, r.u32max == U32]]
-    out = []
+    out: list[str] = []
     for i, (name, val, omit) in enumerate(items):
         if omit:
             continue

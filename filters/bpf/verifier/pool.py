@@ -157,7 +157,7 @@ def _pool() -> ProcessPoolExecutor:
     with _lock:
         if _executor is None:
             if "forkserver" in multiprocessing.get_all_start_methods() and not _spawn_only:
-                mp = multiprocessing.get_context("forkserver")
+                mp: multiprocessing.context.BaseContext = multiprocessing.get_context("forkserver")
                 # workers fork from a server that has the verifier imported already
                 mp.set_forkserver_preload(["tracesim.filters.bpf.verifier.pool"])
                 _forkserver_used = True

@@ -7,6 +7,8 @@ that is not *needed* (its value never reaches a safety decision) matches any oth
 """
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from tracesim.filters.bpf.verifier import bounds, tnum
 
 # Register types (enum bpf_reg_type), plus flag bits as the kernel composes them.
@@ -40,6 +42,24 @@ class Reg:
     object."""
     __slots__ = ("type", "off", "var", "smin", "smax", "umin", "umax", "s32min", "s32max",
                  "u32min", "u32max", "id", "ref_id", "map", "mem_size", "frameno", "fk")
+
+    type: int
+    off: int
+    var: tnum.Tnum            # the known bits (value, mask)
+    smin: int
+    smax: int
+    umin: int
+    umax: int
+    s32min: int
+    s32max: int
+    u32min: int
+    u32max: int
+    id: int
+    ref_id: int
+    map: int | None           # the map a map pointer points to, by its key in the program's maps
+    mem_size: int
+    frameno: int
+    fk: int | None
 
     def __init__(self, type_: int = NOT_INIT) -> None:
         self.fk = None      # reg_fk(self), computed when a fingerprint first needs it
@@ -156,8 +176,8 @@ class VState:
         self.insn = 0
         self.hits = 0
         self.misses = 0
-        self.fp = None
-        self.linked_key = None      # the masks ``linked_ids`` was computed for
+        self.fp: int | None = None
+        self.linked_key: tuple[tuple[int, int], ...] | None = None  # what ``linked_ids`` is for
         self.linked_ids: set[int] = set()
 
     @property
@@ -263,7 +283,7 @@ def _range_within(old: Reg, cur: Reg) -> bool:
 
 
 def regsafe(old: Reg, cur: Reg, needed: bool, idmap: IdMap, exact: bool,
-            linked: frozenset | set = frozenset()) -> bool:
+            linked: Collection[int] = frozenset()) -> bool:
     """May a path from a state with ``cur`` be pruned because one with ``old`` was safe?"""
     if exact:
         return regs_exact(old, cur, idmap)

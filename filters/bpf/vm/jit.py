@@ -30,8 +30,9 @@ from typing import Any
 
 from tracesim.filters.bpf.runtime.helpers import StopProgram, VMContext
 from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program, ProgramError
-from tracesim.filters.bpf.vm import alu, isa
+from tracesim.filters.bpf.vm import alu, analysis, isa
 from tracesim.filters.bpf.vm.alu import M32, M64
+from tracesim.filters.bpf.vm.analysis import ALL_REGS, slots
 from tracesim.filters.bpf.vm.interp import (
     BudgetExceeded,
     CallDepthExceeded,
@@ -62,18 +63,38 @@ UNKNOWN = ("w", 64)
 BASE_OF = {"ctx": "ctx", "ctx+": "ctx", "fp": "fp", "fp+": "fp"}
 
 
-# Plain arithmetic on registers and constants (no calls, no memory, nothing that can raise), in
-# a register assignment "rA = E" / "rA op= E", or in a jump's condition "if E:" / "if not (E):".
-_PLAIN = r"(?:[r\d\s()&|^~<>+*%-]|M64|//)+"
-_ASSIGN = re.compile(rf"(r\d+) (<<|>>|//|[-+*&|^%])?= ({_PLAIN})")
-_COND = re.compile(r"if ((?:[r\d\s()&|^~<>=!+*%-]|M64|not )+):")
+# Fusion works on expressions whose register reads are marked: ``_reg(n)`` is a slot ("\0n\0")
+# that renders as ``rn`` (``_render``), so forwarding a value into the next instruction replaces
+# the slots of one register, never text that merely looks like it.  Only plain arithmetic (no
+# calls, no memory, nothing that raises) is fused: evaluating it later changes nothing.
 
 
-def _plain(reg: str, m: re.Match) -> str:
-    """The right side of an _ASSIGN match as a plain assignment's ("rA op= E" -> "rA op E")."""
-    if not m[2]:
-        return m[3]
-    return f"{reg} {m[2]} {m[3]}" if re.fullmatch(r"r\d|\d+", m[3]) else f"{reg} {m[2]} ({m[3]})"
+def _reg(n: int) -> str:
+    return f"\0{n}\0"
+
+
+def _render(text: str) -> str:
+    parts = text.split("\0")
+    parts[1::2] = [f"r{n}" for n in parts[1::2]]
+    return "".join(parts)
+
+
+def _reads(expr: str, reg: int) -> int:
+    """How many times ``expr`` reads register ``reg``."""
+    return expr.split("\0")[1::2].count(str(reg))
+
+
+def _substitute(expr: str, reg: int, value: str) -> str:
+    """``expr`` with every read of ``reg`` replaced by the expression ``value``."""
+    parts = expr.split("\0")
+    inner = value if _atom(value) else f"({value})"
+    return "".join(inner if i % 2 and part == str(reg) else f"\0{part}\0" if i % 2 else part
+                   for i, part in enumerate(parts))
+
+
+def _atom(expr: str) -> bool:
+    """A single register or a decimal constant (needs no parentheses)."""
+    return expr.isdigit() or (expr.startswith("\0") and expr.endswith("\0") and expr.count("\0") == 2)
 
 
 def _bits(v: int) -> int:
@@ -87,38 +108,11 @@ def _width(a) -> int:
 # ---------------------------------------------------------------------------------------------
 # Program structure
 
-def _functions(insns: Sequence[isa.Insn]) -> list[tuple[int, int]]:
-    """(start, end) of the entry function and every bpf-to-bpf callee."""
-    starts = {0}
-    for pc, insn in enumerate(insns):
-        if insn.opcode == isa.OP_CALL and insn.src == isa.PSEUDO_CALL:
-            starts.add(pc + insn.imm + 1)
-    ordered = sorted(starts)
-    return [(s, ordered[i + 1] if i + 1 < len(ordered) else len(insns)) for i, s in enumerate(ordered)]
-
-
-def _slots(insns, start: int, end: int):
-    """Instruction indexes of [start, end), skipping LD_IMM64 second slots."""
-    pc = start
-    while pc < end:
-        yield pc
-        pc += 2 if insns[pc].opcode == isa.LD_IMM64 else 1
-
-
-def _blocks(insns, start: int, end: int) -> list[tuple[int, int]]:
-    leaders = {start}
-    for pc in _slots(insns, start, end):
-        insn = insns[pc]
-        if isa.is_jump(insn):
-            target = isa.jump_target(pc, insn)
-            if not start <= target < end:
-                raise ProgramError(pc, insn, "jump leaves its function")
-            leaders.add(target)
-            leaders.add(pc + 1)
-        elif insn.opcode == isa.OP_EXIT:
-            leaders.add(pc + 1)
-    ordered = sorted(x for x in leaders if x < end)
-    return [(s, ordered[i + 1] if i + 1 < len(ordered) else end) for i, s in enumerate(ordered)]
+def _blocks(insns: Sequence[isa.Insn], start: int, end: int) -> list[tuple[int, int]]:
+    try:
+        return analysis.blocks(insns, start, end)
+    except analysis.JumpOutsideFunction as e:
+        raise ProgramError(e.pc, insns[e.pc], "jump leaves its function") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,74 +208,6 @@ def _transfer(insn: isa.Insn, state: list) -> None:
                 state[r] = UNKNOWN
 
 
-ALL_REGS = frozenset(range(isa.NUM_REGS))
-
-
-def _uses_defs(insn: isa.Insn, exit_uses: frozenset) -> tuple[frozenset, frozenset]:
-    """Registers one instruction reads and writes (reads over-approximated where unsure)."""
-    op, cls, d, s = insn.opcode, insn.opcode & 7, insn.dst, insn.src
-    x = op & isa.X
-    if cls in (isa.ALU, isa.ALU64):
-        mov = op & 0xF0 == isa.MOV
-        uses = ({s} if x else set()) | (set() if mov else {d})
-        return frozenset(uses), frozenset({d})
-    if cls == isa.LDX:
-        return frozenset({s}), frozenset({d})
-    if cls == isa.ST:
-        return frozenset({d}), frozenset()
-    if cls == isa.STX:
-        if op & 0xE0 == isa.ATOMIC and insn.imm & isa.FETCH:
-            if insn.imm == isa.CMPXCHG:
-                return frozenset({d, s, 0}), frozenset({0})
-            return frozenset({d, s}), frozenset({s})
-        return frozenset({d, s}), frozenset()
-    if cls == isa.LD:
-        if op == isa.LD_IMM64:
-            return frozenset(), frozenset({d})
-        return frozenset({s} if op & 0xE0 == isa.IND else ()), frozenset({0})
-    if op == isa.OP_EXIT:
-        return exit_uses, frozenset()
-    if op == isa.OP_CALL and insn.src == isa.PSEUDO_CALL:
-        return ALL_REGS, frozenset(range(6))       # the callee starts with every register
-    if op in (isa.OP_CALL, isa.JMP | isa.CALL | isa.X):
-        return frozenset({1, 2, 3, 4, 5} | ({d} if x else set())), frozenset({0})
-    if isa.is_jump(insn):
-        return frozenset({d} | ({s} if x else set())) if op not in (isa.OP_JA, isa.OP_JA32) \
-            else frozenset(), frozenset()
-    return ALL_REGS, frozenset()
-
-
-def _liveness(insns, blocks, exit_uses: frozenset) -> dict[int, frozenset]:
-    """Registers live after each instruction (by pc): read later before being written."""
-    index = {b[0]: i for i, b in enumerate(blocks)}
-    code = [[(pc, insns[pc], *_uses_defs(insns[pc], exit_uses)) for pc in _slots(insns, *b)]
-            for b in blocks]
-    succs = []
-    for i, body in enumerate(code):
-        pc, last = body[-1][0], body[-1][1]
-        nxt = [index[isa.jump_target(pc, last)]] if isa.is_jump(last) else []
-        if last.opcode not in (isa.OP_JA, isa.OP_JA32, isa.OP_EXIT) and i + 1 < len(blocks):
-            nxt.append(i + 1)
-        succs.append(nxt)
-    live_in = [frozenset()] * len(blocks)
-    changed = True
-    while changed:
-        changed = False
-        for i in reversed(range(len(blocks))):
-            live = frozenset().union(*(live_in[j] for j in succs[i]))
-            for _, _, uses, defs in reversed(code[i]):
-                live = (live - defs) | uses
-            if live != live_in[i]:
-                live_in[i], changed = live, True
-    after: dict[int, frozenset] = {}
-    for i, body in enumerate(code):
-        live = frozenset().union(*(live_in[j] for j in succs[i]))
-        for pc, _, uses, defs in reversed(body):
-            after[pc] = live
-            live = (live - defs) | uses
-    return after
-
-
 def _dataflow(insns, blocks, entry_state: list) -> dict[int, list]:
     index = {b[0]: i for i, b in enumerate(blocks)}
     states: dict[int, list] = {blocks[0][0]: list(entry_state)}
@@ -291,7 +217,7 @@ def _dataflow(insns, blocks, entry_state: list) -> dict[int, list]:
         end = blocks[index[start]][1]
         state = list(states[start])
         succs = []
-        for pc in _slots(insns, start, end):
+        for pc in slots(insns, start, end):
             insn = insns[pc]
             if isa.is_jump(insn):
                 succs.append(isa.jump_target(pc, insn))
@@ -398,10 +324,11 @@ class _Gen:
         self.capture = capture_regs
         self.lines: list[str | None] = []        # None: a line dropped after the fact
         self.env: dict[str, Any] = {}
-        self.funcs = _functions(self.insns)
+        self.funcs = analysis.functions(self.insns)
         self.has_calls = len(self.funcs) > 1
         self.budget = budget
-        self.dead: set[str] = set()              # registers not read after the current insn
+        self.dead: set[int] = set()              # registers not read after the current insn
+        self.plain: dict[int, tuple[str, int, str]] = {}  # line -> (indent, dst, expr): fusable
 
     # -- helpers for names in the generated module's globals --------------------------------------
     def const(self, name: str, value: Any) -> str:
@@ -409,46 +336,50 @@ class _Gen:
         return name
 
     def emit(self, depth: int, text: str) -> None:
-        indent = "    " * depth
-        while (fused := self.fuse(indent, text)) is not None:
-            self.lines.pop()                  # the previous line went into this one
-            text = fused
-        self.lines.append(indent + text)
+        """A line that takes no part in fusion (it may still end a fused run)."""
+        self.lines.append("    " * depth + text)
 
-    def dead_after(self, pc: int) -> set[str]:
+    def dead_after(self, pc: int) -> set[int]:
         live = self.live_after[pc]
-        return {f"r{r}" for r in range(isa.NUM_REGS) if r not in live}
+        return {r for r in range(isa.NUM_REGS) if r not in live}
 
-    def fuse(self, indent: str, text: str) -> str | None:
-        """``rA = E1`` followed, in the same block, by a line that reads rA once: one line with
-        E1 in place of rA, when that line writes rA itself or rA is dead after it (the line
-        being emitted is for an instruction after which ``self.dead`` registers are not read);
-        followed by one that does not read rA: that line alone.  Both sides must be plain
-        arithmetic (_PLAIN: no calls, no memory, nothing that raises), so evaluating E1 later
-        changes nothing.  Saves a store and a load per forwarded value."""
-        prev = self.lines[-1] if self.lines else None
-        if prev is None or not prev.startswith(indent) or prev[len(indent):len(indent) + 1] == " ":
-            return None
-        old = _ASSIGN.fullmatch(prev[len(indent):])
-        if old is None:
-            return None
-        reg = old[1]
-        new = _ASSIGN.fullmatch(text)
-        if new is not None:
-            head, rhs, tail = f"{new[1]} = ", _plain(new[1], new), ""
-            overwrites = new[1] == reg
-        elif (cond := _COND.fullmatch(text)) is not None:
-            head, rhs, tail, overwrites = "if ", cond[1], ":", False
-        else:
-            return None
-        uses = len(re.findall(rf"\b{reg}\b", rhs))
-        old_rhs = _plain(reg, old)
-        if uses > 1 or not overwrites and reg not in self.dead or len(old_rhs) + len(rhs) > 240:
-            return None
-        if uses == 0:
-            return head + rhs + tail
-        inner = old_rhs if re.fullmatch(r"r\d+|\d+", old_rhs) else f"({old_rhs})"
-        return head + re.sub(rf"\b{reg}\b", inner, rhs) + tail
+    def assign(self, depth: int, dst: int, op: str, rhs: str, plain: bool) -> None:
+        """``rD op= rhs`` (op "": ``rD = rhs``), rhs with register slots. A plain one may absorb
+        the plain assignment before it and be absorbed by the next line."""
+        if not plain:
+            return self.emit(depth, _render(f"r{dst} {op}= {rhs}" if op else f"r{dst} = {rhs}"))
+        whole = f"{_reg(dst)} {op} {rhs if _atom(rhs) else f'({rhs})'}" if op else rhs
+        self.fused_line(depth, whole, dst, f"r{dst} {op}= {_render(rhs)}" if op else None)
+
+    def test(self, depth: int, cond: str, negate: bool = False) -> None:
+        """``if cond:`` (``if not (cond):``), cond with register slots: always plain."""
+        self.fused_line(depth, f"not ({cond})" if negate else cond, None, None)
+
+    def fused_line(self, depth: int, expr: str, dst: int | None, as_is: str | None) -> None:
+        """Emit ``rD = expr`` (dst) or ``if expr:`` (dst None), first folding in the plain
+        assignments just before it, in the same block: ``rA = E1`` followed by a line that
+        reads rA once becomes that line with E1 in place of rA, when the line writes rA itself
+        or rA is dead after it (``self.dead``); followed by one that does not read rA, that
+        line alone.  Saves a store and a load per forwarded value.  ``as_is``: the text to use
+        when nothing was folded in (an augmented assignment)."""
+        indent = "    " * depth
+        lines, plain = self.lines, self.plain
+        while lines and lines[-1] is not None and (prev := plain.get(len(lines) - 1)) is not None:
+            prev_indent, reg, value = prev
+            uses = _reads(expr, reg)
+            if prev_indent != indent or uses > 1 or (dst != reg and reg not in self.dead) \
+                    or len(value) + len(expr) > 240:
+                break
+            if uses:
+                expr = _substitute(expr, reg, value)
+            lines.pop()
+            del plain[len(lines)]
+            as_is = None
+        if dst is None:
+            lines.append(f"{indent}if {_render(expr)}:")
+            return
+        plain[len(lines)] = (indent, dst, expr)
+        lines.append(indent + (as_is if as_is is not None else f"r{dst} = {_render(expr)}"))
 
     # -- functions -------------------------------------------------------------------------------
     def generate(self) -> str:
@@ -462,13 +393,10 @@ class _Gen:
         self.block_at = {b[0]: i for i, b in enumerate(blocks)}
         jumps = []                                   # (pc, source block, target block)
         for i, (bstart, bend) in enumerate(blocks):
-            for pc in _slots(insns, bstart, bend):
+            for pc in slots(insns, bstart, bend):
                 if isa.is_jump(insns[pc]):
                     jumps.append((pc, i, self.block_at[isa.jump_target(pc, insns[pc])]))
-        heads: dict[int, int] = {}                   # loop head -> last block jumping back
-        for _, i, t in jumps:
-            if t <= i:
-                heads[t] = max(i, heads.get(t, i))
+        heads = analysis.loop_heads(insns, blocks)   # loop head -> last block jumping back
         top, self.innermost = _loop_tree(len(blocks), _loop_spans(heads.items()))
         self.analyse_loops(top, jumps)
         looped = any(loop is not None for loop in self.innermost)
@@ -498,7 +426,7 @@ class _Gen:
             body = 1
         self.states = _dataflow(insns, blocks, entry)
         exit_uses = (ALL_REGS if self.capture else frozenset({0})) if main else frozenset(range(6))
-        self.live_after = _liveness(insns, blocks, exit_uses)
+        self.live_after = analysis.reg_liveness(insns, blocks, exit_uses)
         self.targets = {blocks[t][0] for _, _, t in jumps}
         self.jumps_to = Counter(blocks[t][0] for _, _, t in jumps)
         self.t_sets: list[tuple[int, int]] = []     # (line, value) of every "t = value"
@@ -530,7 +458,7 @@ class _Gen:
                 t != loop.first and t <= i and _common(self.innermost[i], t) is loop
                 for _, i, t in jumps)
             loop.exits = {t for _, i, t in jumps if loop.holds(i) and not loop.holds(t)}
-            last_pc = list(_slots(insns, *blocks[loop.last]))[-1]
+            last_pc = list(slots(insns, *blocks[loop.last]))[-1]
             if insns[last_pc].opcode not in (isa.OP_JA, isa.OP_JA32, isa.OP_EXIT) \
                     and loop.last + 1 < len(blocks):
                 loop.exits.add(loop.last + 1)
@@ -665,7 +593,7 @@ class _Gen:
         if isinstance(nxt, _Loop) or nxt != i + 1:
             return None
         start, end = self.blocks[i]
-        pcs = list(_slots(self.insns, start, end))
+        pcs = list(slots(self.insns, start, end))
         last = self.insns[pcs[-1]]
         if not isa.is_jump(last) or last.opcode in (isa.OP_JA, isa.OP_JA32):
             return None
@@ -674,7 +602,7 @@ class _Gen:
             return None
         if self.jumps_to[then_end] != 1 or then_start not in self.states:
             return None
-        tail = self.insns[list(_slots(self.insns, then_start, then_end))[-1]]
+        tail = self.insns[list(slots(self.insns, then_start, then_end))[-1]]
         if isa.is_jump(tail) or tail.opcode == isa.OP_EXIT:
             return None
         return nxt
@@ -688,7 +616,7 @@ class _Gen:
         leads there can leave its count to it)."""
         start, end = self.blocks[i]
         state = list(self.states[start])
-        pcs = list(_slots(self.insns, start, end))
+        pcs = list(slots(self.insns, start, end))
         if self.counting:
             count = carry + len(pcs)
             tested = self.checks_budget(pcs, state)
@@ -705,7 +633,7 @@ class _Gen:
             insn = self.insns[pc]
             if isa.is_jump(insn) and then is not None:
                 self.dead = self.dead_after(pc)
-                self.emit(depth, f"if not ({self.condition(insn, state)}):")
+                self.test(depth, self.condition(insn, state), negate=True)
                 self.dead = set()
                 self.block(then, depth + 1)
                 return True, False, carry
@@ -774,7 +702,7 @@ class _Gen:
         if insn.opcode in (isa.OP_JA, isa.OP_JA32):
             self.goto(target, pc, i, depth)
             return False, False
-        self.emit(depth, f"if {self.condition(insn, state)}:")
+        self.test(depth, self.condition(insn, state))
         self.dead = set()
         return True, not self.goto(target, pc, i, depth + 1)
 
@@ -785,7 +713,7 @@ class _Gen:
         sign = S64 if wide else S32
 
         def operand(r: int) -> str:
-            return f"r{r}" if wide or _width(state[r]) <= 32 else f"(r{r} & {M32})"
+            return _reg(r) if wide or _width(state[r]) <= 32 else f"({_reg(r)} & {M32})"
         a = operand(insn.dst)
         if op == isa.JSET:
             return f"{a} & {operand(insn.src) if x else insn.imm & mask}"
@@ -800,14 +728,15 @@ class _Gen:
     def insn(self, pc: int, insn: isa.Insn, state: list, depth: int) -> None:
         cls = insn.opcode & 7
         e = lambda text: self.emit(depth, text)        # noqa: E731
-        if cls == isa.ALU64:
-            return e(self.alu64(insn, state))
-        if cls == isa.ALU:
-            return e(self.alu32(insn, state))
+        if cls in (isa.ALU64, isa.ALU):
+            op, rhs, plain = (self.alu64 if cls == isa.ALU64 else self.alu32)(insn, state)
+            if op is None:                                 # a statement of its own
+                return e(_render(rhs))
+            return self.assign(depth, insn.dst, op, rhs, plain)
         if cls == isa.LD:
             if insn.opcode == isa.LD_IMM64:
                 value = resolve_ld_imm64(self.program, self.jit.mem, insn, self.insns[pc + 1])
-                return e(f"r{insn.dst} = {value}")
+                return self.assign(depth, insn.dst, "", str(value), True)
             size = SIZE[insn.opcode & 0x18]
             off = f"r{insn.src} + {insn.imm}" if insn.opcode & 0xE0 == isa.IND else str(insn.imm)
             return e(f"r0 = _ldpkt({off}, {size})")
@@ -824,108 +753,110 @@ class _Gen:
         # callx: helper id in a register
         return e(f"r0 = _callx(r{insn.dst}, r1, r2, r3, r4, r5)")
 
-    def alu64(self, insn: isa.Insn, state: list) -> str:
+    # An ALU instruction is (op, rhs, plain): ``rD op= rhs`` (op "": ``rD = rhs``; None: rhs is a
+    # whole statement), rhs with register slots; plain: arithmetic only, fusion may move it.
+    def alu64(self, insn: isa.Insn, state: list) -> tuple[str | None, str, bool]:
         code, x, d = insn.opcode & 0xF0, insn.opcode & isa.X, insn.dst
         a = state[d]
-        rd = f"r{d}"
+        rd = _reg(d)
         if code == isa.END:
             if insn.imm == 16:
-                return f"{rd} = ({rd} & 0xFF) << 8 | ({rd} >> 8 & 0xFF)"
-            return f"{rd} = _bswap({rd}, {insn.imm})"
+                return "", f"({rd} & 0xFF) << 8 | ({rd} >> 8 & 0xFF)", True
+            return "", f"_bswap({rd}, {insn.imm})", False
         if code == isa.NEG:
-            return f"{rd} = -{rd} & M64"
+            return "", f"-{rd} & M64", True
         name = alu.alu_name(insn)
         if x:
-            b, bw = f"r{insn.src}", _width(state[insn.src])
+            b, bw = _reg(insn.src), _width(state[insn.src])
         else:
             val = insn.imm & M64
             b, bw = str(val), _bits(val)
         aw = _width(a)
         if name == "mov":
-            return f"{rd} = {b}"
+            return "", b, True
         if name == "add":
             if not x and a[0] in ("ctx", "fp") and 0 <= a[1] + insn.imm < (1 << 40):
-                return f"{rd} += {insn.imm}" if insn.imm >= 0 else f"{rd} -= {-insn.imm}"
+                return ("+", str(insn.imm), True) if insn.imm >= 0 else ("-", str(-insn.imm), True)
             if not x and insn.imm < 0:
-                return f"{rd} = ({rd} - {-insn.imm}) & M64"
-            return f"{rd} += {b}" if max(aw, bw) < 64 else f"{rd} = ({rd} + {b}) & M64"
+                return "", f"({rd} - {-insn.imm}) & M64", True
+            return ("+", b, True) if max(aw, bw) < 64 else ("", f"({rd} + {b}) & M64", True)
         if name == "sub":
             if not x and a[0] in ("ctx", "fp") and 0 <= a[1] - insn.imm < (1 << 40):
-                return f"{rd} -= {insn.imm}" if insn.imm >= 0 else f"{rd} += {-insn.imm}"
-            return f"{rd} = ({rd} - {b}) & M64"
+                return ("-", str(insn.imm), True) if insn.imm >= 0 else ("+", str(-insn.imm), True)
+            return "", f"({rd} - {b}) & M64", True
         if name == "mul":
-            return f"{rd} *= {b}" if aw + bw <= 64 else f"{rd} = ({rd} * {b}) & M64"
+            return ("*", b, True) if aw + bw <= 64 else ("", f"({rd} * {b}) & M64", True)
         if name in ("or", "and", "xor"):
-            return f"{rd} {_BITOPS[name]}= {b}"
+            return _BITOPS[name], b, True
         if name == "lsh":
             if not x:
                 k = insn.imm & 63
-                return f"{rd} <<= {k}" if aw + k <= 64 else f"{rd} = ({rd} << {k}) & M64"
-            return f"{rd} = ({rd} << ({b} & 63)) & M64"
+                return ("<<", str(k), True) if aw + k <= 64 else ("", f"({rd} << {k}) & M64", True)
+            return "", f"({rd} << ({b} & 63)) & M64", True
         if name == "rsh":
-            return f"{rd} >>= {insn.imm & 63}" if not x else f"{rd} >>= {b} & 63"
+            return (">>", str(insn.imm & 63), True) if not x else (">>", f"{b} & 63", True)
         if name == "arsh":
-            k = str(insn.imm & 63) if not x else f"({b} & 63)"
+            by = str(insn.imm & 63) if not x else f"({b} & 63)"
             if aw < 64:
-                return f"{rd} >>= {k}"
-            return f"{rd} = ((({rd} ^ {S64}) - {S64}) >> {k}) & M64"
+                return ">>", by, True
+            return "", f"((({rd} ^ {S64}) - {S64}) >> {by}) & M64", True
         if name == "div":
             if not x:
-                return f"{rd} //= {b}" if insn.imm & M64 else f"{rd} = 0"
-            return f"{rd} = {rd} // {b} if {b} else 0"
+                return ("//", b, True) if insn.imm & M64 else ("", "0", True)
+            return "", f"{rd} // {b} if {b} else 0", False
         if name == "mod":
             if not x:
-                return f"{rd} %= {b}" if insn.imm & M64 else "pass"
-            return f"if {b}: {rd} %= {b}"
+                return ("%", b, True) if insn.imm & M64 else (None, "pass", False)
+            return None, f"if {b}: {rd} %= {b}", False
         fn = self.const(f"_alu64_{name}", alu.ALU64[name])
-        return f"{rd} = {fn}({rd}, {b})"
+        return "", f"{fn}({rd}, {b})", False
 
-    def alu32(self, insn: isa.Insn, state: list) -> str:
+    def alu32(self, insn: isa.Insn, state: list) -> tuple[str | None, str, bool]:
         code, x, d = insn.opcode & 0xF0, insn.opcode & isa.X, insn.dst
-        rd = f"r{d}"
+        rd = _reg(d)
         if code == isa.END:
             if insn.opcode & isa.X == isa.TO_LE:
-                return f"{rd} &= {(1 << insn.imm) - 1}" if insn.imm < 64 else "pass"
+                return ("&", str((1 << insn.imm) - 1), True) if insn.imm < 64 else (None, "pass", False)
             if insn.imm == 16:
-                return f"{rd} = ({rd} & 0xFF) << 8 | ({rd} >> 8 & 0xFF)"
-            return f"{rd} = _bswap({rd}, {insn.imm})"
+                return "", f"({rd} & 0xFF) << 8 | ({rd} >> 8 & 0xFF)", True
+            return "", f"_bswap({rd}, {insn.imm})", False
         a = rd if _width(state[d]) <= 32 else f"({rd} & {M32})"
         if x:
-            b = f"r{insn.src}" if _width(state[insn.src]) <= 32 else f"(r{insn.src} & {M32})"
+            b = _reg(insn.src) if _width(state[insn.src]) <= 32 else f"({_reg(insn.src)} & {M32})"
         else:
             b = str(insn.imm & M32)
         if code == isa.NEG:
-            return f"{rd} = -{a} & {M32}"
+            return "", f"-{a} & {M32}", True
         name = alu.alu_name(insn)
         if name == "mov":
-            return f"{rd} = {b}" if b != rd else "pass"
+            return ("", b, True) if b != rd else (None, "pass", False)
         aw = min(32, _width(state[d]))
         if name in ("add", "sub", "mul"):
             sym = {"add": "+", "sub": "-", "mul": "*"}[name]
             if name == "add" and not x and max(aw, _bits(insn.imm & M32)) < 32:
-                return f"{rd} = {a} + {b}"
-            return f"{rd} = ({a} {sym} {b}) & {M32}"
+                return "", f"{a} + {b}", True
+            return "", f"({a} {sym} {b}) & {M32}", True
         if name in ("or", "and", "xor"):
-            return f"{rd} = {a} {_BITOPS[name]} {b}"
+            return "", f"{a} {_BITOPS[name]} {b}", True
         if not x and name in ("lsh", "rsh", "arsh"):    # constant shift count
             k = insn.imm & 31
             if name == "lsh":
-                return f"{rd} = {a} << {k}" if aw + k <= 32 else f"{rd} = ({a} << {k}) & {M32}"
+                return ("", f"{a} << {k}", True) if aw + k <= 32 else ("", f"({a} << {k}) & {M32}", True)
             if name == "rsh" or aw < 32:                   # sign bit clear: arsh is rsh
-                return f"{rd} = {a} >> {k}"
-            return f"{rd} = ((({a} ^ {S32}) - {S32}) >> {k}) & {M32}"
+                return "", f"{a} >> {k}", True
+            return "", f"((({a} ^ {S32}) - {S32}) >> {k}) & {M32}", True
         if name == "lsh":
-            return f"{rd} = ({a} << ({b} & 31)) & {M32}"
+            return "", f"({a} << ({b} & 31)) & {M32}", True
         if name == "rsh":
-            return f"{rd} = {a} >> ({b} & 31)"
+            return "", f"{a} >> ({b} & 31)", True
         if name == "arsh":
-            return f"{rd} = ((({a} ^ {S32}) - {S32}) >> ({b} & 31)) & {M32}"
+            return "", f"((({a} ^ {S32}) - {S32}) >> ({b} & 31)) & {M32}", True
         if name == "div":
-            return f"{rd} = {a} // {b} if {b} else 0"
+            return "", f"{a} // {b} if {b} else 0", False
         if name == "mod":
-            return f"{rd} = {a} % {b} if {b} else {a}"
+            return "", f"{a} % {b} if {b} else {a}", False
         fn = self.const(f"_alu32_{name}", alu.ALU32[name])
-        return f"{rd} = {fn}({rd}, {b})"
+        return "", f"{fn}({rd}, {b})", False
 
     def memory(self, insn: isa.Insn, state: list, e) -> None:
         op, cls = insn.opcode, insn.opcode & 7

@@ -32,7 +32,7 @@ from typing import Any
 
 from tracesim.filters.bpf.runtime.helpers import StopProgram, VMContext
 from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program
-from tracesim.filters.bpf.vm import alu, isa
+from tracesim.filters.bpf.vm import alu, analysis, isa
 from tracesim.filters.bpf.vm.alu import M32, M64
 from tracesim.filters.bpf.vm.interp import (
     BudgetExceeded,
@@ -392,22 +392,6 @@ def native_helpers(program: Program) -> tuple[dict[int, str], list[int]]:
     return out, eligible
 
 
-def _functions(insns: Sequence[isa.Insn]) -> list[int]:
-    starts = {0}
-    for pc, i in enumerate(insns):
-        if i.opcode == isa.OP_CALL and i.src == isa.PSEUDO_CALL:
-            starts.add(pc + i.imm + 1)
-    return sorted(starts)
-
-
-def _slots(insns: Sequence[isa.Insn], start: int, end: int) -> list[int]:
-    out, pc = [], start
-    while pc < end:
-        out.append(pc)
-        pc += 2 if insns[pc].opcode == isa.LD_IMM64 else 1
-    return out
-
-
 class _Fn:
     """IR text of one BPF function ``[start, end)``."""
 
@@ -457,21 +441,8 @@ class _Fn:
     # -- generation ---------------------------------------------------------------------------
     def generate(self) -> list[str]:
         insns, start, end = self.insns, self.start, self.end
-        slots = _slots(insns, start, end)
-        leaders = {start}
-        for pc in slots:
-            i = insns[pc]
-            cls, op = i.opcode & 7, i.opcode & 0xF0
-            if cls in (isa.JMP, isa.JMP32) and op not in (isa.CALL,):
-                if op != isa.EXIT:
-                    target = isa.jump_target(pc, i)
-                    if not start <= target < end:
-                        raise ValueError(f"insn {pc}: jump to {target} leaves its function")
-                    leaders.add(target)
-                nxt = pc + 1
-                if nxt < end:
-                    leaders.add(nxt)
-        blocks = sorted(leaders)
+        slots = analysis.slots(insns, start, end)
+        blocks = analysis.blocks(insns, start, end)
         self.lines.append(f"define internal i64 @f{start}(ptr %env, i64 %depth) {{")
         self.label("entry")
         for r in range(isa.NUM_REGS):
@@ -505,8 +476,7 @@ class _Fn:
                 self.put(r, v)
         self.e("store i64 %bud0, ptr %n")
         self.e(f"br label %b{start}")
-        for bi, b in enumerate(blocks):
-            bend = blocks[bi + 1] if bi + 1 < len(blocks) else end
+        for b, bend in blocks:
             self.block(b, [pc for pc in slots if b <= pc < bend], bend)
         self.label("bail")
         self.e("%nb = load i64, ptr %n")
@@ -855,10 +825,8 @@ class _Gen:
         return resolve_ld_imm64(self.program, self.mem, self.insns[pc], self.insns[pc + 1])
 
     def generate(self) -> str:
-        starts = _functions(self.insns)
-        bounds = list(zip(starts, starts[1:] + [len(self.insns)], strict=True))
         out = [_PRELUDE, *self.native.values()]
-        for start, end in bounds:
+        for start, end in analysis.functions(self.insns):
             lines = _Fn(self, start, end).generate()
             # error exits shared by the function's blocks
             tail = ["budget:", f"  store i64 {ST_BUDGET}, ptr %status", "  ret i64 0"]
@@ -933,7 +901,8 @@ class NativeProgram:
     def _bind_row(self, k: int) -> None:
         """Row ``k`` of the region table from ``mem.regions[k]`` (re-exported when its buffer,
         size or writability changed)."""
-        region, rows = self.mem.regions[k], self._rows
+        region: Any = self.mem.regions[k]
+        rows = self._rows
         if region is self._ctx_region:        # the context is served by the E_CTX_* words
             region = _NO_REGION
         if k < len(rows):
@@ -1037,7 +1006,7 @@ class NativeProgram:
             else:                              # not addressable: every access takes the slow path
                 e[E_CTX_LEN] = 0
         if args or self._args:
-            e[E_ARGS:E_ARGS + 4] = [v & M64 for v in args] + [0] * (4 - len(args))
+            e[E_ARGS:E_ARGS + 4] = [v & M64 for v in args] + [0] * (4 - len(args))  # type: ignore[assignment]  # ints fill a ctypes array
             self._args = bool(args)
         if self._native_skb:
             data = getattr(env, "data", None)
