@@ -19,13 +19,16 @@ from __future__ import annotations
 import threading
 
 from kernel_model.clock import Clock
+from kernel_model.idle import IdleTrickle
 from kernel_model.kallsyms import Kallsyms
 from kernel_model.kprobes import Kprobes
 from kernel_model.machine import Machine, Task
 from kernel_model.memory import Memory
 from kernel_model.net import Net
 from kernel_model.printk import Printk
+from kernel_model.sched import Scheduler
 from kernel_model.slab import Slab
+from kernel_model.syscalls import Syscalls
 from kernel_model.trace import Tracing
 from kernel_model.workload import Workloads
 
@@ -63,6 +66,11 @@ class Kernel:
         self.printk.printk(f"smp: Brought up 1 node, {cpus} CPU{'s' if cpus > 1 else ''}")
         self.workloads = Workloads(self)
         self._user_tasks: dict[str, Task] = {}
+        # the task model: scheduler, syscalls, and the idle machine's background (kworkers,
+        # rcu_sched, ticks) - which never runs by itself: idle.run_until / idle.start
+        self.sched = Scheduler(self)
+        self.syscalls = Syscalls(self)
+        self.idle = IdleTrickle(self)
 
     def user_task(self, comm: str) -> Task:
         """The user process called ``comm`` (created on first use, kept for later calls)."""

@@ -47,10 +47,11 @@ SYSCALLS: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {
 }
 
 _SIX_ARGS = struct.Struct("<6Q")
+_ULONG = 0xFFFFFFFFFFFFFFFF
 
 
 def _raw_enter(nr: int, args: Sequence[int]) -> tuple:
-    six = [a & 0xFFFFFFFFFFFFFFFF for a in args] + [0] * (6 - len(args))
+    six = [a & _ULONG for a in args] + [0] * (6 - len(args))
     return (nr, _SIX_ARGS.pack(*six[:6]))
 
 
@@ -73,7 +74,7 @@ def _enter_event(name: str, nr: int, decls: tuple[tuple[str, str], ...]) -> Trac
     args = ", ".join(f"((unsigned long)(REC->{arg}))" for _, arg in decls)
     ev = TraceEvent("syscalls", f"sys_enter_{name}",
                     [("int", "__syscall_nr")] + [("unsigned long", arg) for _, arg in decls],
-                    f'"{fmt}", {args}', lambda *a: (nr, *a))
+                    f'"{fmt}", {args}', lambda *a: (nr, *(v & _ULONG for v in a)))
     # the slots are unsigned long; the format file names each argument's own C type
     shown = [ev.fields[0]] + [Field(f.name, ctype, f.offset, 8, False)
                               for f, (ctype, _) in zip(ev.fields[1:], decls, strict=True)]
