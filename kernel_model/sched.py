@@ -186,15 +186,18 @@ class Scheduler:
                     self.schedule(sleep)
 
     # ------------------------------------------------------------------ process life cycle
-    def fork(self, comm: str | None = None, cpu: int | None = None) -> Task:
+    def fork(self, comm: str | None = None, cpu: int | None = None,
+             pid: int | None = None) -> Task:
         """``kernel_clone`` from the current task: a child process, woken (sched_wakeup_new)
         on ``cpu`` (default: the CPU after the parent's, as a balanced fork lands)."""
-        return call(self.kp["kernel_clone"], self._kernel_clone, 0, comm, cpu)
+        return call(self.kp["kernel_clone"], self._kernel_clone, 0, comm, cpu, pid)
 
-    def _kernel_clone(self, args: int, comm: str | None, cpu: int | None) -> Task:
+    def _kernel_clone(self, args: int, comm: str | None, cpu: int | None,
+                      pid: int | None) -> Task:
         m = self.machine
         parent = m.current.task
-        child = call(self.kp["copy_process"], self._copy_process, 0, 0, -1, args, parent, comm)
+        child = call(self.kp["copy_process"], self._copy_process, 0, 0, -1, args, parent, comm,
+                     pid)
         tp = self.tp["sched_process_fork"]
         if tp.enabled:
             tp.fire(parent, child)
@@ -202,12 +205,13 @@ class Scheduler:
         call(self.kp["wake_up_new_task"], self._wake_up_new_task, child, target)
         return child
 
-    def _copy_process(self, pid: int, trace: int, node: int, args: int, parent: Task,
-                      comm: str | None) -> Task:
+    def _copy_process(self, pid_struct: int, trace: int, node: int, args: int, parent: Task,
+                      comm: str | None, pid: int | None) -> Task:
         m = self.machine
         user = parent.pid >= FIRST_USER_PID or parent.pid == 1
-        child = m.spawn(comm or parent.comm,
-                        pid=max(m._next_pid, FIRST_USER_PID) if user else None,
+        if pid is None and user:
+            pid = max(m._next_pid, FIRST_USER_PID)
+        child = m.spawn(comm or parent.comm, pid=pid,
                         kthread=bool(parent.flags & 0x00200000) and parent.pid != 0)
         child.parent = parent
         child.prio = parent.prio
