@@ -1,0 +1,58 @@
+"""The mount's callers as tasks of the model (--host-tasks): a kprobe on vfs_read fires for
+``cat`` on the mount, set_event_pid and event-fork follow a real shell; CLI refusals."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from kernel_model.kernel import Kernel
+from tests.fuse_helpers import sh, tracesim
+from tracefs.host_tasks import HostTasks
+
+
+def test_kprobe_on_vfs_read_shows_the_reader_of_trace(mnt: Path) -> None:
+    done = sh("echo 'p:myprobe vfs_read' > kprobe_events && echo 1 > events/kprobes/enable && "
+              "cat trace > /dev/null && cat trace", mnt)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^ +cat-\d+ +\[000\] \.\.\.\.\. +[\d.]+: myprobe: \(vfs_read\+0x0/0x2f0\)$",
+                     done.stdout, re.M)
+    sh("echo 0 > events/kprobes/enable; echo > kprobe_events", mnt)
+
+
+def test_set_event_pid_with_a_real_shell_and_event_fork(mnt: Path) -> None:
+    script = ("echo $$ > set_event_pid && echo 1 > options/event-fork && "
+              "echo 1 > events/syscalls/sys_enter_openat/enable && "
+              "echo 1 > events/sched/sched_process_fork/enable && "
+              "cat set_event_pid > /dev/null && echo $$ && cat trace")
+    done = sh(script, mnt)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    shell = out[0]
+    trace = "\n".join(out[1:])
+    assert re.search(rf"sched_process_fork: comm=\w+ pid={shell} child_comm=cat child_pid=\d+",
+                     trace)
+    assert re.search(r"^ +cat-\d+ .* sys_enter_openat: dfd: 0xffffff9c", trace, re.M)
+    sh("echo 0 > events/enable; echo 0 > options/event-fork; echo > set_event_pid", mnt)
+
+
+def test_host_tasks_fork_from_a_known_parent_in_process() -> None:
+    kernel = Kernel(cpus=2, seed=0)
+    kernel.tracing.top.set_system_enabled("sched", True)
+    parents = {5001: 0, 5002: 5001}
+    host = HostTasks(kernel, comm_of=lambda pid: f"p{pid}", ppid_of=parents.__getitem__)
+    assert host.task(5001).comm == "p5001"
+    child = host.task(5002)
+    assert (child.pid, child.comm, child.parent.pid) == (5002, "p5002", 5001)
+    ev = kernel.tracing.event("sched", "sched_process_fork")
+    assert ev.enabled
+
+
+def test_unknown_workload_and_bad_seed_are_clear_errors(tmp_path: Path) -> None:
+    done = tracesim("mount", str(tmp_path), "--workload", "bogus", check=False)
+    assert done.returncode == 2
+    assert "unknown workload 'bogus' (have: none, " in done.stderr
+    assert "Traceback" not in done.stderr
+    done = tracesim("mount", str(tmp_path), "--seed", "x1", check=False)
+    assert done.returncode == 2
+    assert "argument --seed: invalid int value: 'x1'" in done.stderr
+    assert "Traceback" not in done.stderr
