@@ -1,8 +1,9 @@
 """The ``forkexec`` workload: a shell forking and exec'ing short commands, as a build does.
 
 Each step: ``bash`` (pid from 1000 on) calls clone(); the child (woken on the other CPU) execs a
-command drawn by the seeded RNG from ``COMMANDS``, opens, reads and writes a few times, closes,
-exits; bash waits for it (wait4). Every step emits the events a real fork/exec/exit does:
+command drawn by the seeded RNG from ``COMMANDS``, opens, reads and closes a file (``sleep``
+then sleeps 1 ms in nanosleep; ``curl`` makes a TCP socket whose connect is refused), writes
+its output, exits; bash waits for it (wait4). Every step emits the events a real fork/exec/exit does:
 sys_enter/exit of each syscall, sched_process_fork/exec/exit/wait, sched_wakeup_new,
 sched_switch, signal_generate (SIGCHLD), and sched_process_free one RCU grace period later
 (when the idle timeline runs). Rate: ``RATE`` commands per second of model time.
@@ -14,12 +15,18 @@ import threading
 import zlib
 from typing import TYPE_CHECKING
 
+from kernel_model.syscalls import USER_PATH
+
 if TYPE_CHECKING:
     from kernel_model.kernel import Kernel
 
 RATE = 50
 COMMANDS = ("/usr/bin/ls", "/usr/bin/cat", "/usr/bin/grep", "/usr/bin/sed", "/usr/bin/cc1",
-            "/usr/bin/as", "/usr/bin/ld")
+            "/usr/bin/as", "/usr/bin/ld", "/usr/bin/sleep", "/usr/bin/curl")
+SLEEP_NS = 1_000_000
+O_RDONLY_CLOEXEC = 0o2000000
+AF_INET, SOCK_STREAM = 2, 1
+ECONNREFUSED = 111
 
 
 class ForkExecWorkload:
@@ -48,11 +55,17 @@ class ForkExecWorkload:
                 child = sys.clone()
             with k.machine.on_cpu(child.cpu), sched.running(child):
                 sys.execve(command)
-                fd = sys.openat(0x7ffd3a1c4f60, 0, lambda: 3)
+                fd = sys.openat(USER_PATH, O_RDONLY_CLOEXEC, lambda: 3)
                 for _ in range(self.rng.randint(1, 4)):
                     sys.read(fd, 4096, lambda: 4096)
-                sys.write(1, 64, lambda: 64)
                 sys.close(fd, lambda: 0)
+                if command.endswith("/sleep"):
+                    sys.nanosleep(SLEEP_NS)
+                elif command.endswith("/curl"):      # nobody listens on the port it tries
+                    sock = sys.socket(AF_INET, SOCK_STREAM, 0, 3)
+                    sys.connect(sock, lambda: -ECONNREFUSED)
+                    sys.close(sock, lambda: 0)
+                sys.write(1, 64, lambda: 64)
                 sys.exit_group(0)
             with k.machine.on_cpu(0), sched.running(self.shell):
                 sys.wait4(child)

@@ -6,7 +6,8 @@ those of a quiet VM:
 
 activity (rate): events
 - tick, the ``tick_nohz_handler`` hrtimer (~25/s per CPU): hrtimer_expire_entry/exit,
-  hrtimer_start, sched_stat_runtime of a running task;
+  hrtimer_start, sched_stat_runtime of a running task; when a CPU goes idle after a kthread,
+  tick_stop, hrtimer_cancel and hrtimer_start (tick_nohz_idle_stop_tick);
 - timer-wheel softirq (every 4th tick): softirq_raise/entry/exit TIMER;
 - ``vmstat_update`` delayed work on ``kworker/N:1`` (1/s per CPU): timer_expire_entry/exit,
   workqueue_queue_work/activate_work/execute_start/execute_end, timer_start, sched_waking,
@@ -26,12 +27,13 @@ nothing. The same seed gives the same timeline.
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kernel_model.events.irq import BLOCK_SOFTIRQ, IRQ_HANDLED, RCU_SOFTIRQ, TIMER_SOFTIRQ
@@ -96,6 +98,7 @@ class IdleTrickle:
                 ("timer", "hrtimer_start"), ("timer", "hrtimer_expire_entry"),
                 ("timer", "hrtimer_expire_exit"), ("timer", "timer_start"),
                 ("timer", "timer_expire_entry"), ("timer", "timer_expire_exit"),
+                ("timer", "hrtimer_cancel"), ("timer", "tick_stop"),
                 ("irq", "irq_handler_entry"), ("irq", "irq_handler_exit"),
                 ("irq", "softirq_raise"), ("irq", "softirq_entry"), ("irq", "softirq_exit"),
                 ("workqueue", "workqueue_queue_work"), ("workqueue", "workqueue_activate_work"),
@@ -201,6 +204,27 @@ class IdleTrickle:
                                              else self.clock.peek_ns())
             self._stop.wait(min(max(wait_ns, 1_000_000), 200_000_000) / NSEC)
 
+    @contextlib.contextmanager
+    def _kthread(self, task: Task, sleep: int) -> Iterator[None]:
+        """A kthread runs on this CPU, sleeps in ``sleep``; the CPU goes idle again."""
+        with self.sched.running(task, sleep):
+            yield
+        if self.machine.current.task is self.machine.current.idle:
+            self._stop_tick(self.machine.current.id)
+
+    def _stop_tick(self, cpu: int) -> None:
+        """tick_nohz_idle_stop_tick: the idle CPU stops its periodic tick and programs the
+        tick hrtimer for the next timer event (tick_stop, hrtimer_cancel, hrtimer_start)."""
+        tp, tick = self.tp, self.ticks[cpu]
+        with self.machine.irqs_disabled():
+            if tp["tick_stop"].enabled:
+                tp["tick_stop"].fire(1, 0)
+            if tp["hrtimer_cancel"].enabled:
+                tp["hrtimer_cancel"].fire(tick)
+            tick.expires = self.clock.peek_ns() + TICK_NS
+            if tp["hrtimer_start"].enabled:
+                tp["hrtimer_start"].fire(tick, HRTIMER_MODE_ABS_PINNED_HARD, False)
+
     # ------------------------------------------------------------------ interrupts
     def _jiffies(self) -> int:
         return (INITIAL_JIFFIES + self.clock.peek_ns() // JIFFY_NS) & 0xffffffffffffffff
@@ -249,7 +273,7 @@ class IdleTrickle:
                 self._softirq(vec, lambda: call(self.sites["run_timer_softirq"], lambda: None))
             elif self.rng.randrange(8) == 0:          # deferred to ksoftirqd
                 ksoftirqd = self.kernel.ksoftirqd[cpu]
-                with self.sched.running(ksoftirqd, TASK_INTERRUPTIBLE):
+                with self._kthread(ksoftirqd, TASK_INTERRUPTIBLE):
                     self._softirq(vec, lambda: self._rcu_core(cpu))
             else:
                 self._softirq(vec, lambda: self._rcu_core(cpu))
@@ -309,7 +333,7 @@ class IdleTrickle:
                 tp["workqueue_activate_work"].fire(work)
             self.sched.wake_up(kworker, cpu)
         self._expire_timer(timer, queue)
-        with self.sched.running(kworker, TASK_IDLE):
+        with self._kthread(kworker, TASK_IDLE):
             if tp["workqueue_execute_start"].enabled:
                 tp["workqueue_execute_start"].fire(work)
             fn = self.kernel.kallsyms.lookup(work.func)[0]
@@ -329,6 +353,6 @@ class IdleTrickle:
         """The grace-period kthread wakes from its timeout, advances the GP, sleeps (I)."""
         task: Task = self.rcu_sched
         self._expire_timer(self.rcu_timer, lambda: self.sched.wake_up(task, cpu))
-        with self.sched.running(task, TASK_IDLE):
+        with self._kthread(task, TASK_IDLE):
             call(self.sites["rcu_gp_kthread"], lambda _: None, 0)
             self._arm_timer(self.rcu_timer, 3 * JIFFY_NS)

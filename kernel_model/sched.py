@@ -143,13 +143,25 @@ class Scheduler:
         tp = self.tp["sched_switch"]
         if tp.enabled:
             tp.fire(preempt, prev, nxt, state)
-        if self.kernel.tracing.recording_events:
-            record = self.kernel.tracing.cmdlines.record
-            record(prev.pid, prev.comm)
-            record(nxt.pid, nxt.comm)
+        tracing = self.kernel.tracing
+        if tracing.recording_events:
+            self._record_taskinfo(tracing, prev, nxt)
         self.nr_switches += 1
         nxt.exec_start = now
         m.switch_to(nxt, cpu)
+
+    @staticmethod
+    def _record_taskinfo(tracing: Any, prev: Task, nxt: Task) -> None:
+        """tracing_record_taskinfo_sched_switch: while events are on, both tasks' comms (with
+        record-cmd) and tgids (with record-tgid) are saved at every switch."""
+        arrays = tracing.arrays()
+        tasks = [t for t in (prev, nxt) if t.pid]         # the idle task is never saved
+        if any(ta.record_cmd for ta in arrays):
+            for t in tasks:
+                tracing.cmdlines.record(t.pid, t.comm)
+        if any(ta.record_tgid for ta in arrays):
+            for t in tasks:
+                tracing.tgids[t.pid] = t.tgid
 
     def _stat_runtime(self, p: Task, runtime: int) -> None:
         tp = self.tp["sched_stat_runtime"]

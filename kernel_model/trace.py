@@ -213,7 +213,8 @@ class Tracing:
 
     def saved_tgids_text(self) -> str:
         """``saved_tgids``: ``pid tgid`` per recorded task."""
-        return "".join(f"{pid} {tgid}\n" for pid, tgid in sorted(self.tgids.items()))
+        return "".join(f"{pid} {tgid}\n" for pid, tgid in sorted(self.tgids.items())
+                       if pid)                     # trace_save_tgid skips the idle task
 
     def printk_formats_text(self) -> str:
         """``printk_formats``: no trace_printk() call sites with constant formats in the model."""

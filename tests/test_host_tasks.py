@@ -56,3 +56,17 @@ def test_unknown_workload_and_bad_seed_are_clear_errors(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "argument --seed: invalid int value: 'x1'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_idle_mount_trickles_sched_timer_irq_events_into_trace_pipe(mnt: Path) -> None:
+    done = sh("echo 1 > events/sched/enable && echo 1 > events/timer/enable && "
+              "echo 1 > events/irq/enable && "
+              "for ev in hrtimer_expire_entry softirq_entry 'sched_switch: prev_comm=kworker'; do "
+              "timeout 10 grep -m 1 -e \"$ev\" trace_pipe || exit 1; done", mnt, timeout=40)
+    sh("echo 0 > events/enable", mnt)
+    assert done.returncode == 0, done.stderr + done.stdout
+    first, second, third = done.stdout.splitlines()
+    assert re.search(r"<idle>-0 +\[00[01]\] d\.h1\. +[\d.]+: hrtimer_expire_entry: "
+                     r"hrtimer=[0-9a-f]{16} function=tick_nohz_handler now=\d+$", first)
+    assert re.search(r"softirq_entry: vec=\d \[action=[A-Z_]+\]$", second)
+    assert re.search(r"kworker/[01]:1-\d+ .* prev_state=I ==> next_comm=swapper/[01] ", third)

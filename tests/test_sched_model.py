@@ -145,3 +145,12 @@ def test_saved_cmdlines_reflect_switched_tasks() -> None:
     saved = kernel.tracing.saved_cmdlines_text()
     assert re.search(r"^\d+ kworker/0:1$", saved, re.M)
     assert re.search(r"^\d+ rcu_sched$", saved, re.M)
+
+
+def test_saved_tgids_with_record_tgid_and_never_the_idle_task() -> None:
+    kernel = enabled_kernel()
+    kernel.tracing.top.set_option("record-tgid", True)
+    kernel.workloads.get("forkexec").step(1)
+    assert "1001 1001\n" in kernel.tracing.saved_tgids_text()
+    assert not re.search(r"^0 ", kernel.tracing.saved_tgids_text(), re.M)
+    assert not re.search(r"^0 ", kernel.tracing.saved_cmdlines_text(), re.M)
