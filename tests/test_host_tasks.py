@@ -70,3 +70,19 @@ def test_idle_mount_trickles_sched_timer_irq_events_into_trace_pipe(mnt: Path) -
                      r"hrtimer=[0-9a-f]{16} function=tick_nohz_handler now=\d+$", first)
     assert re.search(r"softirq_entry: vec=\d \[action=[A-Z_]+\]$", second)
     assert re.search(r"kworker/[01]:1-\d+ .* prev_state=I ==> next_comm=swapper/[01] ", third)
+
+
+def test_a_shell_redirect_is_openat_write_close_of_the_shell(mnt: Path) -> None:
+    script = ("echo 1 > events/raw_syscalls/enable; "
+              "echo 1 > events/syscalls/sys_exit_close/enable; echo 0 > tracing_on; echo $$; "
+              "cat trace")
+    done = sh(script, mnt)
+    sh("echo 0 > events/enable; echo 1 > tracing_on; echo > trace", mnt)
+    assert done.returncode == 0, done.stderr
+    shell, trace = done.stdout.split("\n", 1)
+    calls = [ln.split(": ", 1)[1] for ln in trace.splitlines()
+             if re.match(rf" *bash-{shell} ", ln)]
+    # the redirect of "echo 1 > events/syscalls/sys_exit_close/enable": write, then close
+    assert "sys_exit: NR 1 = 2" in calls                      # write(fd, "1\n", 2) = 2
+    assert any(c.startswith("sys_enter: NR 3 (") for c in calls)   # close
+    assert "sys_exit_close: 0x0" in calls

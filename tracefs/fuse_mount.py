@@ -225,7 +225,13 @@ class TracefsOperations(fuse.Operations):
         return self._handle(fi).write(data, offset)
 
     def flush(self, path: str, fi: Any) -> None:
-        self._handle(fi).flush()
+        # every close(2) of the file flushes, in the closing process's context: its close()
+        handle = self._handle(fi)
+        pid = self._caller()
+        if pid:
+            self.host.close(pid, fi.fh, handle.flush)
+        else:
+            handle.flush()
 
     def release(self, path: str, fi: Any) -> None:
         with self._lock:
@@ -233,11 +239,9 @@ class TracefsOperations(fuse.Operations):
             self._paths.pop(fi.fh, None)
         if handle is None:
             return
-        pid = self._caller()
-        if pid:
-            self.host.close(pid, fi.fh, handle.release)
-        else:
-            handle.release()
+        if self.host is not None:
+            self.host.forget(fi.fh)
+        handle.release()
 
 
 PATH_ENCODING = "tracesim_fs"

@@ -4,11 +4,11 @@ Each FUSE request carries the calling process's pid (``fuse_get_context``). The 
 a pid makes a model task with that pid and the process's comm (``/proc/PID/comm``); when its
 parent (``/proc/PID/stat``) is already a task of the model, the new task is forked from it
 (``sched_process_fork``, so ``options/event-fork`` follows real shells into their children).
-Then each ``open``/``read``/``write``/``release`` on a tracefs file runs in the model as that
-task doing ``openat``/``read``/``write``/``close``: switched in on CPU 0, the syscall events and
-the real functions (``__x64_sys_read`` → ``ksys_read`` → ``vfs_read`` ...) through their kprobe
-sites, the tree's own work innermost, then back to sleep. So ``cat trace`` with a kprobe on
-``vfs_read`` shows cat's own reads, as on Linux.
+Then each ``open``/``read``/``write``/``flush`` (which every close(2) sends) on a tracefs file
+runs in the model as that task doing ``openat``/``read``/``write``/``close``: switched in on
+CPU 0, the syscall events and the real functions (``__x64_sys_read`` → ``ksys_read`` →
+``vfs_read`` ...) through their kprobe sites, the tree's own work innermost, then back to sleep.
+So ``cat trace`` with a kprobe on ``vfs_read`` shows cat's own reads, as on Linux.
 
 Reads of the consuming streams (``trace_pipe``, ``trace_pipe_raw``) run as the caller without
 syscall events: a reader that is woken by the events of its own read would never block.
@@ -123,11 +123,16 @@ class HostTasks:
         return self._result(out)
 
     def close(self, pid: int, fh: int, do_close: Callable[[], None]) -> None:
-        fd = self.fds.pop(fh, 3)
+        """``close(fd)`` by ``pid``: FUSE's flush, sent on every close(2) of the file."""
+        fd = self.fds.get(fh, 3)
         out: list = []
         body = self._returning(do_close, out, lambda _: 0)
         self._as(pid, lambda t: self.kernel.syscalls.close(fd, body))
         self._result(out)
+
+    def forget(self, fh: int) -> None:
+        """The file's last reference is gone (FUSE release)."""
+        self.fds.pop(fh, None)
 
 
 def caller_pid_valid(pid: int) -> bool:
