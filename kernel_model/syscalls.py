@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from kernel_model.events.syscalls import SYSCALLS
+from kernel_model.events.syscalls import INT32_TYPES, SYSCALLS
 from kernel_model.sched import SIGCHLD_CLONE, call
 
 if TYPE_CHECKING:
@@ -58,7 +58,10 @@ class Syscalls:
     def call(self, name: str, args: Sequence[int], body: Callable[[], int],
              chain: Chain = ()) -> int:
         """Run syscall ``name`` with ``args`` in the current task; returns ``body()``'s value."""
-        nr = SYSCALLS[name][0]
+        nr, decls = SYSCALLS[name]
+        # a 32-bit argument is zero-extended in its register (AT_FDCWD shows as ffffff9c)
+        args = tuple(a & 0xFFFFFFFF if ctype in INT32_TYPES else a
+                     for a, (ctype, _) in zip(args, decls, strict=True))
         if self.raw_enter.enabled:
             self.raw_enter.fire(nr, args)
         enter = self.enter[name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from kernel_model import trace_output
 from kernel_model.kernel import Kernel
 from tests.fuse_helpers import sh, tracesim
 from tracefs.host_tasks import HostTasks
@@ -29,22 +30,37 @@ def test_set_event_pid_with_a_real_shell_and_event_fork(mnt: Path) -> None:
     out = done.stdout.splitlines()
     shell = out[0]
     trace = "\n".join(out[1:])
-    assert re.search(rf"sched_process_fork: comm=\w+ pid={shell} child_comm=cat child_pid=\d+",
+    assert re.search(rf"sched_process_fork: comm=\w+ pid={shell} child_comm=\w+ child_pid=\d+",
                      trace)
     assert re.search(r"^ +cat-\d+ .* sys_enter_openat: dfd: 0xffffff9c", trace, re.M)
     sh("echo 0 > events/enable; echo 0 > options/event-fork; echo > set_event_pid", mnt)
 
 
-def test_host_tasks_fork_from_a_known_parent_in_process() -> None:
+def test_host_tasks_fork_exec_and_exit_with_their_processes() -> None:
     kernel = Kernel(cpus=2, seed=0)
-    kernel.tracing.top.set_system_enabled("sched", True)
-    parents = {5001: 0, 5002: 5001}
-    host = HostTasks(kernel, comm_of=lambda pid: f"p{pid}", ppid_of=parents.__getitem__)
-    assert host.task(5001).comm == "p5001"
-    child = host.task(5002)
-    assert (child.pid, child.comm, child.parent.pid) == (5002, "p5002", 5001)
-    ev = kernel.tracing.event("sched", "sched_process_fork")
-    assert ev.enabled
+    for system in ("sched", "syscalls"):
+        kernel.tracing.top.set_system_enabled(system, True)
+    procs = {5001: (0, "bash"), 5002: (5001, "cat")}
+    host = HostTasks(kernel, comm_of=lambda pid: procs[pid][1],
+                     ppid_of=lambda pid: procs[pid][0], exe_of=lambda pid: "/usr/bin/cat",
+                     alive=procs.__contains__)
+    host.openat(5001, "/trace", 0, lambda: 11)
+    host.openat(5002, "/trace", 0, lambda: 12)
+    child = kernel.machine.tasks[5002]
+    assert (child.comm, child.parent.pid) == ("cat", 5001)
+    del procs[5002]
+    procs[5003] = (5001, "bash")
+    host.openat(5003, "/trace", 0, lambda: 13)
+    kernel.idle.run_for(2 * 1_000_000_000)
+    text = trace_output.trace_text(kernel.tracing.top)
+    for expected in ("sched_process_fork: comm=bash pid=5001 child_comm=bash child_pid=5002",
+                     "sched_process_exec: filename=/usr/bin/cat pid=5002 old_pid=5002",
+                     "sched_process_exit: comm=cat pid=5002 prio=120 group_dead=true",
+                     "sched_process_wait: comm=bash pid=5002 prio=120",
+                     "sched_process_free: comm=cat pid=5002 prio=120",
+                     "sched_process_fork: comm=bash pid=5001 child_comm=bash child_pid=5003"):
+        assert expected in text
+    assert 5002 not in kernel.machine.tasks
 
 
 def test_unknown_workload_and_bad_seed_are_clear_errors(tmp_path: Path) -> None:
@@ -81,7 +97,7 @@ def test_a_shell_redirect_is_openat_write_close_of_the_shell(mnt: Path) -> None:
     assert done.returncode == 0, done.stderr
     shell, trace = done.stdout.split("\n", 1)
     calls = [ln.split(": ", 1)[1] for ln in trace.splitlines()
-             if re.match(rf" *bash-{shell} ", ln)]
+             if re.match(rf" *[\w-]+-{shell} ", ln)]     # bash execs its last command, cat
     # the redirect of "echo 1 > events/syscalls/sys_exit_close/enable": write, then close
     assert "sys_exit: NR 1 = 2" in calls                      # write(fd, "1\n", 2) = 2
     assert any(c.startswith("sys_enter: NR 3 (") for c in calls)   # close

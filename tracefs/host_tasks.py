@@ -3,7 +3,10 @@
 Each FUSE request carries the calling process's pid (``fuse_get_context``). The first request of
 a pid makes a model task with that pid and the process's comm (``/proc/PID/comm``); when its
 parent (``/proc/PID/stat``) is already a task of the model, the new task is forked from it
-(``sched_process_fork``, so ``options/event-fork`` follows real shells into their children).
+(``sched_process_fork``, so ``options/event-fork`` follows real shells into their children) and
+exec's the process's program (``/proc/PID/exe``) if its comm differs, as ``bash`` running
+``cat`` does. A comm that changes later (seen at open) is an exec; a process that is gone
+(seen when a new one appears) exits and is reaped, so ``sched_process_exit``/``free`` follow.
 Then each ``open``/``read``/``write``/``flush`` (which every close(2) sends) on a tracefs file
 runs in the model as that task doing ``openat``/``read``/``write``/``close``: switched in on
 CPU 0, the syscall events and the real functions (``__x64_sys_read`` → ``ksys_read`` →
@@ -21,7 +24,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-O_ACCMODE = 0o3
+O_LARGEFILE = 0o100000
 STREAMS = ("trace_pipe", "trace_pipe_raw")
 # the path string the task passes to openat (on its stack)
 PATH_ADDR = 0x7ffd3a1c4f60
@@ -45,37 +48,84 @@ def proc_ppid(pid: int) -> int:
         return 0
 
 
+def proc_exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def proc_alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
 class HostTasks:
     """Host pid → model task, and the syscalls those tasks make on the tree's files."""
 
     def __init__(self, kernel: Any, comm_of: Callable[[int], str] = proc_comm,
-                 ppid_of: Callable[[int], int] = proc_ppid) -> None:
+                 ppid_of: Callable[[int], int] = proc_ppid,
+                 exe_of: Callable[[int], str | None] = proc_exe,
+                 alive: Callable[[int], bool] = proc_alive) -> None:
         self.kernel = kernel
         self.comm_of = comm_of
         self.ppid_of = ppid_of
+        self.exe_of = exe_of
+        self.alive = alive
+        self.hosts: dict[int, Any] = {}         # host pid -> its model task
         self.fds: dict[int, int] = {}           # fh -> fd number in its task
         self._next_fd: dict[int, int] = {}      # pid -> next fd
 
-    def task(self, pid: int) -> Any:
-        """The model task of host process ``pid`` (made, or forked from its parent, once)."""
-        machine = self.kernel.machine
-        task = machine.tasks.get(pid)
-        if task is not None:
-            return task
-        comm = self.comm_of(pid)
-        parent = machine.tasks.get(self.ppid_of(pid))
-        if parent is not None and parent.pid >= 1000:
-            with self.kernel.sched.running(parent):
-                task = self.kernel.sched.fork(comm, cpu=0, pid=pid)
-        else:
-            task = machine.spawn(comm, pid=pid)
+    def task(self, pid: int, check_exec: bool = False) -> Any:
+        """The model task of host process ``pid``: made once (forked from its parent's task when
+        that is known, then exec'd if the comm differs); ``check_exec`` notices a later exec."""
+        task = self.hosts.get(pid)
+        if task is None:
+            self._reap_gone()
+            task = self._new_task(pid)
+        elif check_exec:
+            self._exec_if_changed(pid, task)
         return task
 
-    def _as(self, pid: int, body: Callable[[Any], T]) -> T:
+    def _new_task(self, pid: int) -> Any:
         kernel = self.kernel
-        with kernel.lock:
-            task = self.task(pid)
-            with kernel.machine.on_cpu(0), kernel.sched.running(task):
+        sched, machine = kernel.sched, kernel.machine
+        own_pid = None if pid in machine.tasks else pid     # a model task has it: a fresh one
+        parent = self.hosts.get(self.ppid_of(pid))
+        if parent is None:
+            task = machine.spawn(self.comm_of(pid), pid=own_pid)
+        else:
+            with sched.running(parent):
+                task = sched.fork(cpu=0, pid=own_pid)
+        self.hosts[pid] = task
+        if parent is not None:
+            self._exec_if_changed(pid, task)
+        return task
+
+    def _exec_if_changed(self, pid: int, task: Any) -> None:
+        comm = self.comm_of(pid)
+        if comm != task.comm:
+            with self.kernel.sched.running(task):
+                self.kernel.syscalls.execve(self.exe_of(pid) or comm)
+
+    def _reap_gone(self) -> None:
+        """Host processes that ended: their tasks exit and are reaped by the parent's task
+        (or init's), so event-fork's pid lists and saved tasks follow."""
+        sched, machine = self.kernel.sched, self.kernel.machine
+        for pid, task in list(self.hosts.items()):
+            if self.alive(pid):
+                continue
+            del self.hosts[pid]
+            with sched.running(task):
+                sched.exit(0)
+            reaper = task.parent if task.parent in self.hosts.values() else machine.tasks[1]
+            with sched.running(reaper):
+                sched.wait(task)
+
+    def _as(self, pid: int, body: Callable[[Any], T], check_exec: bool = False) -> T:
+        kernel = self.kernel
+        with kernel.lock, kernel.machine.on_cpu(0):
+            task = self.task(pid, check_exec)
+            with kernel.sched.running(task):
                 return body(task)
 
     @staticmethod
@@ -102,7 +152,8 @@ class HostTasks:
         fd = self._next_fd.get(pid, 3)
         out: list = []
         body = self._returning(do_open, out, lambda fh: fd)
-        self._as(pid, lambda t: self.kernel.syscalls.openat(PATH_ADDR, flags, body))
+        user_flags = flags & ~O_LARGEFILE           # the kernel's own addition, not the caller's
+        self._as(pid, lambda t: self.kernel.syscalls.openat(PATH_ADDR, user_flags, body), True)
         fh = self._result(out)
         self._next_fd[pid] = fd + 1
         self.fds[fh] = fd

@@ -48,7 +48,7 @@ SYSCALLS: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {
 
 _SIX_ARGS = struct.Struct("<6Q")
 _ULONG = 0xFFFFFFFFFFFFFFFF
-_INT32 = frozenset({"int", "unsigned int", "pid_t", "umode_t"})
+INT32_TYPES = frozenset({"int", "unsigned int", "pid_t", "umode_t"})
 
 
 def _raw_enter(nr: int, args: Sequence[int]) -> tuple:
@@ -73,7 +73,7 @@ def _raw_exit(nr: int, ret: int) -> tuple:
 def _enter_event(name: str, nr: int, decls: tuple[tuple[str, str], ...]) -> TraceEvent:
     fmt = ", ".join(f"{arg}: 0x%08lx" for _, arg in decls)
     # a 32-bit argument arrives zero-extended (dfd -100 prints 0xffffff9c, as on Linux)
-    masks = [0xFFFFFFFF if ctype in _INT32 else _ULONG for ctype, _ in decls]
+    masks = [0xFFFFFFFF if ctype in INT32_TYPES else _ULONG for ctype, _ in decls]
     args = ", ".join(f"((unsigned long)(REC->{arg}))" for _, arg in decls)
     ev = TraceEvent("syscalls", f"sys_enter_{name}",
                     [("int", "__syscall_nr")] + [("unsigned long", arg) for _, arg in decls],
