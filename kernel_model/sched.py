@@ -38,6 +38,7 @@ SIGKILL, SIGTERM, SIGCHLD = 9, 15, 17
 CLD_EXITED = 1
 TASK_NORMAL = 3           # TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE: try_to_wake_up's state
 SIGCHLD_CLONE = SIGCHLD   # clone(2) flags of a fork(): the exit signal only
+CLONE_ARGS = 0xffffc90000a0fe78   # the struct kernel_clone_args on the caller's kernel stack
 
 _SCHED_EVENTS = ("sched_switch", "sched_waking", "sched_wakeup", "sched_wakeup_new",
                  "sched_process_fork", "sched_process_exec", "sched_process_exit",
@@ -61,6 +62,8 @@ class Scheduler:
         self.tp = {name: tracing.event("sched", name) for name in _SCHED_EVENTS}
         self.tp_signal_generate = tracing.event("signal", "signal_generate")
         self.tp_signal_deliver = tracing.event("signal", "signal_deliver")
+        self.tp_newtask = tracing.event("task", "task_newtask")
+        self.tp_rename = tracing.event("task", "task_rename")
         site = kernel.kprobes.site
         self.kp = {name: site(name) for name in (
             "schedule", "try_to_wake_up", "update_curr", "kernel_clone", "copy_process",
@@ -202,7 +205,7 @@ class Scheduler:
              pid: int | None = None) -> Task:
         """``kernel_clone`` from the current task: a child process, woken (sched_wakeup_new)
         on ``cpu`` (default: the CPU after the parent's, as a balanced fork lands)."""
-        return call(self.kp["kernel_clone"], self._kernel_clone, 0, comm, cpu, pid)
+        return call(self.kp["kernel_clone"], self._kernel_clone, CLONE_ARGS, comm, cpu, pid)
 
     def _kernel_clone(self, args: int, comm: str | None, cpu: int | None,
                       pid: int | None) -> Task:
@@ -228,6 +231,8 @@ class Scheduler:
         child.parent = parent
         child.prio = parent.prio
         child.state = TASK_RUNNING
+        if self.tp_newtask.enabled:
+            self.tp_newtask.fire(child, SIGCHLD_CLONE)
         return child
 
     def _wake_up_new_task(self, p: Task, target: int) -> None:
@@ -247,7 +252,10 @@ class Scheduler:
 
     def _exec(self, bprm: int, filename: str) -> None:
         p = self.machine.current.task
-        p.comm = filename.rsplit("/", 1)[-1][:15]
+        comm = filename.rsplit("/", 1)[-1][:15]
+        if self.tp_rename.enabled:                 # begin_new_exec -> __set_task_comm
+            self.tp_rename.fire(p, comm)
+        p.comm = comm
         if p.addr:
             self.machine._mirror(p)
         tp = self.tp["sched_process_exec"]

@@ -12,7 +12,7 @@ from kernel_model.kernel import Kernel
 from kernel_model.trace_cmdlines import SAVED_CMDLINES_DEFAULT
 
 REF = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "linux-6.18"
-SYSTEMS = ("sched", "irq", "timer", "workqueue", "signal", "raw_syscalls", "syscalls")
+SYSTEMS = ("sched", "irq", "timer", "workqueue", "signal", "raw_syscalls", "syscalls", "task")
 SECOND = 1_000_000_000
 
 
@@ -110,6 +110,8 @@ def test_fork_exec_exit_wait_and_the_free_after_a_grace_period() -> None:
     assert re.search(r"sched_process_free: comm=\w+ pid=1001 prio=120", text)
     assert re.search(r"sys_enter_clone: clone_flags: 0x00000011, newsp: 0x00000000", text)
     assert re.search(r"sys_exit: NR 56 = 1001", text)
+    assert "task_newtask: pid=1001 comm=bash clone_flags=11 oom_score_adj=0" in text
+    assert re.search(r"task_rename: pid=1001 oldcomm=bash newcomm=\w+ oom_score_adj=0", text)
     assert "sys_exit_exit_group" not in text           # exit_group never returns
     assert 1001 not in kernel.machine.tasks             # reaped and freed
 

@@ -16,6 +16,7 @@ from kernel_model.events import (
     signal,
     skb,
     syscalls,
+    task,
     timer,
     workqueue,
 )
@@ -25,6 +26,6 @@ from kernel_model.trace_event import TraceEvent
 def all_events() -> list[TraceEvent]:
     out: list[TraceEvent] = []
     for module in (ftrace, bpf_trace, kmem, napi, net, skb,
-                   sched, irq, timer, workqueue, signal, syscalls):
+                   sched, irq, timer, workqueue, signal, syscalls, task):
         out += module.events()
     return out
