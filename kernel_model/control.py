@@ -38,6 +38,11 @@ from typing import TYPE_CHECKING
 
 from tracesim.kernel_model.net import core as netmod
 from tracesim.kernel_model.net import skb_bench, tun
+from tracesim.kernel_model.syscalls import USER_SOCKADDR
+
+AF_INET, SOCK_DGRAM, IPPROTO_ICMP = 2, 2, 1
+PING_FD = 3
+SEND_FD = 3
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.kernel import Kernel
@@ -97,17 +102,25 @@ def send(kernel: Kernel, dev: str, length: int, proto: str = "udp", count: int =
             break
         batch = range(sent, min(count, sent + SEND_BATCH))
         with kernel.lock:
-            if device.loopback:
-                with kernel.machine.running(kernel.user_task(CTL_COMM)):
+            if device.loopback:     # the sender's sendto() per datagram, on its socket
+                with kernel.sched.running(kernel.user_task(CTL_COMM)):
                     for seq in batch:
-                        kernel.net.xmit_frame(device, netmod.packet_frame(device, proto, length,
-                                                                          seq=seq, v6=ipv6))
+                        frame = netmod.packet_frame(device, proto, length, seq=seq, v6=ipv6)
+                        kernel.syscalls.sendto(SEND_FD, len(frame), _xmitter(kernel, device,
+                                                                            frame))
             else:
                 for seq in batch:
                     kernel.net.receive(device, netmod.packet_frame(device, proto, length,
                                                                    seq=seq, v6=ipv6))
         sent = batch.stop
     return sent
+
+
+def _xmitter(kernel: Kernel, device: netmod.NetDevice, frame: bytes) -> Callable[[], int]:
+    def xmit() -> int:
+        kernel.net.xmit_frame(device, frame)
+        return len(frame)
+    return xmit
 
 
 def ping(kernel: Kernel, dev: str, count: int = 4) -> str:
@@ -119,23 +132,31 @@ def ping(kernel: Kernel, dev: str, count: int = 4) -> str:
     replies.clear()
     lines = [f"PING {dst} ({dst}) {PING_DATA}({PING_DATA + 28}) bytes of data."]
     first = clock.peek_ns()
-    with kernel.machine.running(kernel.user_task("ping")):
+    sys = kernel.syscalls       # ping's own syscalls: an ICMP datagram socket, sendto, recvfrom
+    with kernel.sched.running(kernel.user_task("ping")):
+        fd = sys.socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP, PING_FD)
         for seq in range(1, count + 1):
             if seq > 1:
-                clock.advance(1_000_000_000)
+                sys.nanosleep(1_000_000_000)
             sent_at = clock.peek_ns()
             payload = bytes(range(PING_DATA))
             request = netmod.build_frame(device, "icmp", src, dst, PING_IDENT, seq, payload,
                                          outgoing=True)
-            net.xmit_frame(device, request)
+
+            def transmit(frame: bytes = request) -> int:
+                net.xmit_frame(device, frame)
+                return PING_DATA + 8
+            sys.sendto(fd, PING_DATA + 8, transmit, USER_SOCKADDR)
             if not device.loopback:      # the peer answers over the wire
                 reply = netmod.build_frame(device, "icmp-reply", dst, src, PING_IDENT, seq,
                                            payload)
                 net.receive(device, reply)
             if seq in replies:
+                sys.recvfrom(fd, 192, lambda: PING_DATA + 8)
                 rtt = (clock.peek_ns() - sent_at) / 1e6
                 lines.append(f"{PING_DATA + 8} bytes from {dst}: icmp_seq={seq} ttl=64 "
                              f"time={rtt:.3f} ms")
+        sys.close(fd, lambda: 0)
     got = len(replies)
     net.ping_sockets.pop(PING_IDENT, None)
     loss = 0 if count == 0 else round(100 * (count - got) / count)

@@ -19,12 +19,15 @@ from __future__ import annotations
 import threading
 
 from tracesim.kernel_model.clock import Clock
+from tracesim.kernel_model.idle import IdleTrickle
 from tracesim.kernel_model.kallsyms import Kallsyms
 from tracesim.kernel_model.kprobes import Kprobes
 from tracesim.kernel_model.machine import Machine, Task
 from tracesim.kernel_model.mm.memory import Memory
 from tracesim.kernel_model.mm.slab import Slab
 from tracesim.kernel_model.net.core import Net
+from tracesim.kernel_model.sched import Scheduler
+from tracesim.kernel_model.syscalls import Syscalls
 from tracesim.kernel_model.trace.printk import Printk
 from tracesim.kernel_model.trace.tracing import Tracing
 from tracesim.kernel_model.workload import Workloads
@@ -63,6 +66,11 @@ class Kernel:
         self.printk.printk(f"smp: Brought up 1 node, {cpus} CPU{'s' if cpus > 1 else ''}")
         self.workloads = Workloads(self)
         self._user_tasks: dict[str, Task] = {}
+        # the task model: scheduler, syscalls, and the idle machine's background (kworkers,
+        # rcu_sched, ticks) - which never runs by itself: idle.run_until / idle.start
+        self.sched = Scheduler(self)
+        self.syscalls = Syscalls(self)
+        self.idle = IdleTrickle(self)
 
     def user_task(self, comm: str) -> Task:
         """The user process called ``comm`` (created on first use, kept for later calls)."""

@@ -56,9 +56,13 @@ FIRST_USER_PID = 1000   # user tasks start here; pids below are boot tasks and k
 
 
 class Task:
-    """A task: ``pid``, ``tgid``, ``comm`` (at most 15 characters), ``addr`` of its task_struct."""
+    """A task: ``pid``, ``tgid``, ``comm`` (at most 15 characters), ``addr`` of its task_struct.
 
-    __slots__ = ("pid", "tgid", "comm", "addr", "flags", "cpu")
+    The scheduler (sched.py) keeps ``prio`` (``p->prio``, 120 at nice 0), ``state``
+    (``__state | exit_state``), ``parent`` and ``exec_start`` (ns it last went on a CPU)."""
+
+    __slots__ = ("pid", "tgid", "comm", "addr", "flags", "cpu", "prio", "state", "parent",
+                 "exec_start")
 
     def __init__(self, pid: int, tgid: int, comm: str, flags: int = 0, cpu: int = 0) -> None:
         self.pid = pid
@@ -67,6 +71,10 @@ class Task:
         self.addr = 0
         self.flags = flags
         self.cpu = cpu
+        self.prio = 120
+        self.state = 0
+        self.parent: Task | None = None
+        self.exec_start = 0
 
     def __repr__(self) -> str:
         return f"<Task {self.comm}-{self.pid}>"

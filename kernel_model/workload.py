@@ -25,7 +25,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.net.core import DISCARD_PORT, packet_frame
 
@@ -136,6 +136,15 @@ class Workload:
                 next_at = time.monotonic()      # behind: do not try to catch up in a burst
 
 
+def _forkexec(kernel: Kernel) -> Any:
+    from tracesim.kernel_model.forkexec import ForkExecWorkload
+    return ForkExecWorkload(kernel)
+
+
+# forkexec: a shell forking and exec'ing short commands (kernel_model/forkexec.py)
+TASK_WORKLOADS = {"forkexec": _forkexec}
+
+
 class Workloads:
     """The named workloads of one kernel: ``get``, ``start``, ``stop``, ``running``."""
 
@@ -144,9 +153,14 @@ class Workloads:
         self._made: dict[str, Workload] = {}
 
     def names(self) -> list[str]:
-        return list(WORKLOADS)
+        return [*WORKLOADS, *TASK_WORKLOADS]
 
     def get(self, name: str) -> Workload:
+        if name in TASK_WORKLOADS:                # workloads of tasks, not packets
+            made = self._made.get(name)
+            if made is None:
+                made = self._made[name] = TASK_WORKLOADS[name](self.kernel)
+            return made
         if name not in WORKLOADS:
             raise KeyError(f"no workload {name!r} (have: {', '.join(WORKLOADS)})")
         made = self._made.get(name)

@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clock", choices=("real", "virtual"), default="real",
                    help="time base of the trace clocks (default real)")
     p.add_argument("--debug", action="store_true", help="libfuse debug output (foreground)")
+    p.add_argument("--host-tasks", action=argparse.BooleanOptionalAction, default=True,
+                   help="the mount's callers are tasks of the model: their openat/read/write/"
+                        "close show as syscall events and kprobes (default on)")
     return p
 
 
@@ -100,12 +103,14 @@ def serve(args: argparse.Namespace, on_ready, on_error) -> int:
         ctl = CtlServer(mountpoint, system.control, set_progress_hook)
         if args.workload != "none":
             system.start_workload(args.workload)
+        system.kernel.idle.start()          # a kernel is never silent: ticks, kworkers, RCU
     except Exception as exc:
         on_error(f"cannot start the modelled kernel: {exc}")
         traceback.print_exc()
         return 1
     try:
-        fuse_serve(system.tree, mountpoint, on_ready=on_ready, debug=args.debug)
+        fuse_serve(system.tree, mountpoint, on_ready=on_ready, debug=args.debug,
+                   host_tasks=args.host_tasks)
     except RuntimeError as exc:
         on_error(f"mounting {mountpoint} failed (libfuse status {exc})")
         return 1
@@ -115,8 +120,21 @@ def serve(args: argparse.Namespace, on_ready, on_error) -> int:
     return 0
 
 
+def workload_problem(name: str) -> str | None:
+    """An unknown --workload, said before anything starts."""
+    from tracesim.kernel_model.workload import TASK_WORKLOADS, WORKLOADS
+    names = [*WORKLOADS, *TASK_WORKLOADS]
+    if name == "none" or name in names:
+        return None
+    return f"unknown workload {name!r} (have: none, {', '.join(names)})"
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    problem = workload_problem(args.workload)
+    if problem:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return 2
     try:
         state_dir()     # first: a planted state folder is refused whatever else is wrong
         problem = preflight(args.dir)

@@ -44,6 +44,7 @@ from tracesim.tracefs.blocking import set_interrupt_check
 from tracesim.tracefs.caller import proc_comm, set_caller_lookup
 from tracesim.tracefs.errors import FsError
 from tracesim.tracefs.handles import Handle
+from tracesim.tracefs.host_tasks import HostTasks, caller_pid_valid
 from tracesim.tracefs.nodes import Attr
 from tracesim.tracefs.tree import Tree
 
@@ -79,9 +80,12 @@ class TracefsOperations(fuse.Operations):
     # having no ioctl of their own, answer too (lsattr: "Inappropriate ioctl for device").
     ioctl = None
 
-    def __init__(self, tree: Tree, on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(self, tree: Tree, on_ready: Callable[[], None] | None = None,
+                 host_tasks: bool = False) -> None:
         self.tree = tree
         self.on_ready = on_ready
+        # --host-tasks: callers become model tasks doing openat/read/write/close
+        self.host = HostTasks(tree.ctx.kernel) if host_tasks else None
         self._handles: dict[int, Handle] = {}
         self._paths: dict[int, str] = {}        # fh -> path it was opened by (files and dirs)
         self._next_fh = itertools.count(1)
@@ -120,7 +124,10 @@ class TracefsOperations(fuse.Operations):
     # -- lifecycle -----------------------------------------------------------------------------
     def init(self, path: str) -> None:
         set_interrupt_check(_request_must_end())
-        set_caller_lookup(lambda: proc_comm(fuse.fuse_get_context()[2]))
+        if self.host is None:
+            set_caller_lookup(lambda: proc_comm(fuse.fuse_get_context()[2]))
+        else:       # each file operation already runs as the caller's own task
+            set_caller_lookup(lambda: None)
         if self.on_ready is not None:
             self.on_ready()
 
@@ -181,9 +188,20 @@ class TracefsOperations(fuse.Operations):
         self.tree.link(path)
 
     # -- files ---------------------------------------------------------------------------------
+    def _caller(self) -> int:
+        """The calling process's pid when callers are model tasks, else 0."""
+        if self.host is None:
+            return 0
+        pid = fuse.fuse_get_context()[2]
+        return pid if caller_pid_valid(pid) else 0
+
     def open(self, path: str, fi: Any) -> int:
-        handle = self.tree.open(path, fi.flags)
-        fi.fh = self._new_fh(path, handle)
+        pid = self._caller()
+        if pid:
+            fi.fh = self.host.openat(pid, path, fi.flags,
+                                     lambda: self._new_fh(path, self.tree.open(path, fi.flags)))
+        else:
+            fi.fh = self._new_fh(path, self.tree.open(path, fi.flags))
         fi.direct_io = 1
         return 0
 
@@ -192,20 +210,37 @@ class TracefsOperations(fuse.Operations):
         # The request carries the file's current flags: O_NONBLOCK may have been set by fcntl
         # after open (libtracefs does so before flushing trace_pipe_raw).
         handle.nonblock = bool(fi.flags & os.O_NONBLOCK)
+        pid = self._caller()
+        if pid:
+            return self.host.read(pid, fi.fh, self._paths.get(fi.fh, ""), size,
+                                  lambda: handle.read(size, offset))
         return handle.read(size, offset)
 
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
+        pid = self._caller()
+        if pid:
+            handle = self._handle(fi)
+            return self.host.write(pid, fi.fh, len(data), lambda: handle.write(data, offset))
         return self._handle(fi).write(data, offset)
 
     def flush(self, path: str, fi: Any) -> None:
-        self._handle(fi).flush()
+        # every close(2) of the file flushes, in the closing process's context: its close()
+        handle = self._handle(fi)
+        pid = self._caller()
+        if pid:
+            self.host.close(pid, fi.fh, handle.flush)
+        else:
+            handle.flush()
 
     def release(self, path: str, fi: Any) -> None:
         with self._lock:
             handle = self._handles.pop(fi.fh, None)
             self._paths.pop(fi.fh, None)
-        if handle is not None:
-            handle.release()
+        if handle is None:
+            return
+        if self.host is not None:
+            self.host.forget(fi.fh)
+        handle.release()
 
 
 PATH_ENCODING = "tracesim_fs"
@@ -225,7 +260,7 @@ def _path_codec(name: str) -> codecs.CodecInfo | None:
 
 
 def serve(tree: Tree, mountpoint: str, *, on_ready: Callable[[], None] | None = None,
-          debug: bool = False) -> None:
+          debug: bool = False, host_tasks: bool = False) -> None:
     """Mount ``tree`` on ``mountpoint`` and serve until unmounted or SIGINT/SIGTERM/SIGHUP.
 
     Runs in the calling thread (libfuse's multithreaded loop); libfuse's own signal handlers end
@@ -233,7 +268,7 @@ def serve(tree: Tree, mountpoint: str, *, on_ready: Callable[[], None] | None = 
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
     codecs.register(_path_codec)
-    fuse.FUSE(TracefsOperations(tree, on_ready), mountpoint, raw_fi=True, foreground=True,
+    fuse.FUSE(TracefsOperations(tree, on_ready, host_tasks), mountpoint, raw_fi=True, foreground=True,
               encoding=PATH_ENCODING,
               nothreads=False, debug=debug, fsname="tracesim", subtype="tracesim",
               default_permissions=True, atomic_o_trunc=True, big_writes=True,

@@ -62,3 +62,6 @@ class System:
         lock: a workload thread takes that lock for each batch, so stopping it under the lock
         would wait forever."""
         self.kernel.workloads.stop_all()
+        idle = getattr(self.kernel, "idle", None)
+        if idle is not None:
+            idle.stop()

@@ -33,7 +33,7 @@ class SavedCmdlines:
         self.map: dict[int, str] = {}
 
     def record(self, pid: int, comm: str) -> None:
-        if self.map.get(pid) == comm:
+        if self.map.get(pid) == comm or not pid:      # trace_save_cmdline skips the idle task
             return
         self.map.pop(pid, None)
         if len(self.map) >= self.size:

@@ -87,6 +87,8 @@ class Tracing:
         self.symbols = Symbols(kernel, key=hashlib.sha256(f"ptr_key:{seed}".encode()).digest()[:32])
         self.cmdlines = SavedCmdlines()
         self.tgids: dict[int, int] = {}          # pid → tgid, recorded with record-tgid
+        # events active in some trace array: while any is, sched_switch saves both comms
+        self.recording_events: set[tuple[str, str]] = set()
         self.events: dict[tuple[str, str], TraceEvent] = {}
         self.by_id: dict[int, TraceEvent] = {}
         self._next_id = FIRST_DYNAMIC_ID
@@ -153,6 +155,7 @@ class Tracing:
         files = [ta.files[key] for ta in self.arrays() if key in ta.files]
         ev.sinks = tuple(f.emitter() for f in files if f.active)
         ev.enabled = bool(ev.sinks)
+        (self.recording_events.add if ev.enabled else self.recording_events.discard)(key)
         hook = getattr(ev, "on_enabled_changed", None)
         if hook is not None:
             hook()
@@ -210,7 +213,8 @@ class Tracing:
 
     def saved_tgids_text(self) -> str:
         """``saved_tgids``: ``pid tgid`` per recorded task."""
-        return "".join(f"{pid} {tgid}\n" for pid, tgid in sorted(self.tgids.items()))
+        return "".join(f"{pid} {tgid}\n" for pid, tgid in sorted(self.tgids.items())
+                       if pid)                     # trace_save_tgid skips the idle task
 
     def printk_formats_text(self) -> str:
         """``printk_formats``: no trace_printk() call sites with constant formats in the model."""

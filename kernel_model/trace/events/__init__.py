@@ -6,11 +6,26 @@
 from __future__ import annotations
 
 from tracesim.kernel_model.trace.event import TraceEvent
-from tracesim.kernel_model.trace.events import bpf_trace, ftrace, kmem, napi, net, skb
+from tracesim.kernel_model.trace.events import (
+    bpf_trace,
+    ftrace,
+    irq,
+    kmem,
+    napi,
+    net,
+    sched,
+    signal,
+    skb,
+    syscalls,
+    task,
+    timer,
+    workqueue,
+)
 
 
 def all_events() -> list[TraceEvent]:
     out: list[TraceEvent] = []
-    for module in (ftrace, bpf_trace, kmem, napi, net, skb):
+    for module in (ftrace, bpf_trace, kmem, napi, net, skb,
+                   sched, irq, timer, workqueue, signal, syscalls, task):
         out += module.events()
     return out

@@ -1,0 +1,177 @@
+"""The syscall layer: what a task's system call does between user space and the kernel.
+
+``kernel.syscalls.call(name, args, body, chain)`` runs in the current task's context the path
+of ``do_syscall_64``: ``raw_syscalls:sys_enter`` and ``syscalls:sys_enter_<name>``, then the
+6.18 functions of that syscall through their kprobe sites (``__x64_sys_read`` → ``ksys_read``
+→ ``vfs_read``; ``__x64_sys_openat`` → ``do_sys_openat2`` ...), ``body()`` innermost (what the
+model does: read a tracefs file, fork ...), then ``syscalls:sys_exit_<name>`` and
+``raw_syscalls:sys_exit`` with the return value (a negative errno on failure). ``exit_group``
+never returns, so it has no exit events, as on Linux.
+
+The helpers (``read``, ``write``, ``openat``, ``close``, ``clone``, ``execve``, ``exit_group``,
+``wait4``, ``kill``, ``nanosleep``, ``socket``, ``connect``, ``accept4``, ``sendto``,
+``recvfrom``) pass plausible user-space pointers (a stack buffer near 0x7ffd...) and the
+functions' real argument lists.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tracesim.kernel_model.sched import SIGCHLD_CLONE, call
+from tracesim.kernel_model.trace.events.syscalls import INT32_TYPES, SYSCALLS
+
+if TYPE_CHECKING:
+    from tracesim.kernel_model.kernel import Kernel
+    from tracesim.kernel_model.machine import Task
+
+USER_BUF = 0x7ffd3a1c2e40          # a user stack buffer
+USER_PATH = 0x7ffd3a1c4f60         # a path string on the user stack
+USER_SOCKADDR = 0x7ffd3a1c2e20
+PT_REGS_ON_STACK = 0xffffc90000a0ff58   # the user pt_regs do_syscall_64 passes to __x64_sys_*
+FILE_BASE = 0xffff888104a3c000     # struct file of fd N: FILE_BASE + N * 0x100
+AT_FDCWD = -100
+CLOCK_MONOTONIC = 1
+HRTIMER_MODE_REL = 1
+EBADF = 9
+
+Chain = Sequence[tuple[str, Sequence[Any]]]
+
+
+def file_addr(fd: int) -> int:
+    """The ``struct file *`` the model's fd ``fd`` stands for."""
+    return FILE_BASE + (fd & 0xffff) * 0x100
+
+
+class Syscalls:
+    """sys_enter/sys_exit events and the syscall functions' kprobe sites."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        event = kernel.tracing.event
+        self.raw_enter = event("raw_syscalls", "sys_enter")
+        self.raw_exit = event("raw_syscalls", "sys_exit")
+        self.enter = {name: event("syscalls", f"sys_enter_{name}") for name in SYSCALLS}
+        self.exit = {name: event("syscalls", f"sys_exit_{name}") for name in SYSCALLS}
+        self.sites = kernel.kprobes.sites
+
+    def call(self, name: str, args: Sequence[int], body: Callable[[], int],
+             chain: Chain = ()) -> int:
+        """Run syscall ``name`` with ``args`` in the current task; returns ``body()``'s value."""
+        nr, decls = SYSCALLS[name]
+        # a 32-bit argument is zero-extended in its register (AT_FDCWD shows as ffffff9c)
+        args = tuple(a & 0xFFFFFFFF if ctype in INT32_TYPES else a
+                     for a, (ctype, _) in zip(args, decls, strict=True))
+        if self.raw_enter.enabled:
+            self.raw_enter.fire(nr, args)
+        enter = self.enter[name]
+        if enter.enabled:
+            enter.fire(*args)
+        ret = call(self.sites[f"__x64_sys_{name}"], lambda regs: self._chain(chain, body),
+                   PT_REGS_ON_STACK)
+        if name == "exit_group":
+            return ret
+        leave = self.exit[name]
+        if leave.enabled:
+            leave.fire(ret)
+        if self.raw_exit.enabled:
+            self.raw_exit.fire(nr, ret)
+        return ret
+
+    def _chain(self, chain: Chain, body: Callable[[], int]) -> int:
+        if not chain:
+            return body()
+        (site, args), rest = chain[0], chain[1:]
+        return call(self.sites[site], lambda *_: self._chain(rest, body), *args)
+
+    # ------------------------------------------------------------------ files
+    def openat(self, path_addr: int, flags: int, body: Callable[[], int], mode: int = 0) -> int:
+        return self.call("openat", (AT_FDCWD, path_addr, flags, mode), body,
+                         (("do_sys_openat2", (AT_FDCWD, path_addr, USER_BUF)),))
+
+    def read(self, fd: int, count: int, body: Callable[[], int], pos: int = 0) -> int:
+        return self.call("read", (fd, USER_BUF, count), body,
+                         (("ksys_read", (fd, USER_BUF, count)),
+                          ("vfs_read", (file_addr(fd), USER_BUF, count, pos))))
+
+    def write(self, fd: int, count: int, body: Callable[[], int], pos: int = 0) -> int:
+        return self.call("write", (fd, USER_BUF, count), body,
+                         (("ksys_write", (fd, USER_BUF, count)),
+                          ("vfs_write", (file_addr(fd), USER_BUF, count, pos))))
+
+    def close(self, fd: int, body: Callable[[], int]) -> int:
+        def closing() -> int:
+            ret = body()
+            call(self.sites["filp_flush"], lambda f, owner: 0, file_addr(fd), 0)
+            return ret
+        return self.call("close", (fd,), closing, (("file_close_fd", (fd,)),))
+
+    # ------------------------------------------------------------------ processes
+    def clone(self, comm: str | None = None, cpu: int | None = None) -> Task:
+        """fork(): glibc's clone(SIGCHLD ...) in the current task; returns the child."""
+        made: list[Task] = []
+
+        def fork() -> int:
+            made.append(self.kernel.sched.fork(comm, cpu))
+            return made[0].pid
+        self.call("clone", (SIGCHLD_CLONE, 0, 0, USER_BUF, 0), fork)
+        return made[0]
+
+    def execve(self, filename: str) -> int:
+        def execute() -> int:
+            self.kernel.sched.exec(filename)
+            return 0
+        return self.call("execve", (USER_PATH, USER_BUF, USER_BUF + 0x40), execute)
+
+    def exit_group(self, code: int = 0) -> None:
+        sched = self.kernel.sched
+
+        def leave() -> int:
+            sched.exit(code)
+            return 0
+        self.call("exit_group", (code,), leave, (("do_group_exit", (code << 8,)),))
+
+    def wait4(self, child: Task | None) -> int:
+        return self.call("wait4", (-1, USER_BUF, 0, 0), lambda: self.kernel.sched.wait(child))
+
+    def kill(self, target: Task, sig: int) -> int:
+        def send() -> int:
+            self.kernel.sched.send_signal(sig, target)
+            return 0
+        return self.call("kill", (target.pid, sig), send,
+                         (("kill_something_info", (sig, USER_BUF, target.pid)),))
+
+    def nanosleep(self, ns: int) -> int:
+        """The current task sleeps ``ns`` (the CPU goes idle; the hrtimer wakes it)."""
+        sched, clock = self.kernel.sched, self.kernel.clock
+
+        def sleep() -> int:
+            task = self.kernel.machine.current.task
+            sched.schedule()
+            clock.advance(ns)
+            sched.wake_up(task)
+            sched.schedule()
+            return 0
+        return self.call("nanosleep", (USER_BUF, 0), sleep,
+                         (("hrtimer_nanosleep", (ns, HRTIMER_MODE_REL, CLOCK_MONOTONIC)),
+                          ("do_nanosleep", (USER_BUF, HRTIMER_MODE_REL))))
+
+    # ------------------------------------------------------------------ sockets
+    def socket(self, family: int, kind: int, protocol: int, fd: int) -> int:
+        return self.call("socket", (family, kind, protocol), lambda: fd,
+                         (("__sys_socket", (family, kind, protocol)),))
+
+    def connect(self, fd: int, body: Callable[[], int] = lambda: 0) -> int:
+        return self.call("connect", (fd, USER_SOCKADDR, 16), body,
+                         (("__sys_connect", (fd, USER_SOCKADDR, 16)),))
+
+    def accept4(self, fd: int, body: Callable[[], int]) -> int:
+        return self.call("accept4", (fd, 0, 0, 0), body, (("__sys_accept4", (fd, 0, 0, 0)),))
+
+    def sendto(self, fd: int, length: int, body: Callable[[], int], addr: int = 0) -> int:
+        args = (fd, USER_BUF, length, 0, addr, 16 if addr else 0)
+        return self.call("sendto", args, body, (("__sys_sendto", args),))
+
+    def recvfrom(self, fd: int, size: int, body: Callable[[], int]) -> int:
+        args = (fd, USER_BUF, size, 0, USER_SOCKADDR, USER_BUF - 8)
+        return self.call("recvfrom", args, body, (("__sys_recvfrom", args),))

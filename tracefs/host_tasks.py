@@ -1,0 +1,191 @@
+"""The mount's callers as tasks of the model (``tracesim mount --host-tasks``, the default).
+
+Each FUSE request carries the calling process's pid (``fuse_get_context``). The first request of
+a pid makes a model task with that pid and the process's comm (``/proc/PID/comm``); when its
+parent (``/proc/PID/stat``) is already a task of the model, the new task is forked from it
+(``sched_process_fork``, so ``options/event-fork`` follows real shells into their children) and
+exec's the process's program (``/proc/PID/exe``) if its comm differs, as ``bash`` running
+``cat`` does. A comm that changes later (seen at open) is an exec; a process that is gone
+(seen when a new one appears) exits and is reaped, so ``sched_process_exit``/``free`` follow.
+Then each ``open``/``read``/``write``/``flush`` (which every close(2) sends) on a tracefs file
+runs in the model as that task doing ``openat``/``read``/``write``/``close``: switched in on
+CPU 0, the syscall events and the real functions (``__x64_sys_read`` → ``ksys_read`` →
+``vfs_read`` ...) through their kprobe sites, the tree's own work innermost, then back to sleep.
+So ``cat trace`` with a kprobe on ``vfs_read`` shows cat's own reads, as on Linux.
+
+Reads of the consuming streams (``trace_pipe``, ``trace_pipe_raw``) run as the caller without
+syscall events: a reader that is woken by the events of its own read would never block.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+O_LARGEFILE = 0o100000
+STREAMS = ("trace_pipe", "trace_pipe_raw")
+# the path string the task passes to openat (on its stack)
+PATH_ADDR = 0x7ffd3a1c4f60
+
+
+def proc_comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip() or f"pid{pid}"
+    except OSError:
+        return f"pid{pid}"
+
+
+def proc_ppid(pid: int) -> int:
+    """The parent pid from ``/proc/PID/stat`` (field 4, after the parenthesised comm)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def proc_exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def proc_alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+class HostTasks:
+    """Host pid → model task, and the syscalls those tasks make on the tree's files."""
+
+    def __init__(self, kernel: Any, comm_of: Callable[[int], str] = proc_comm,
+                 ppid_of: Callable[[int], int] = proc_ppid,
+                 exe_of: Callable[[int], str | None] = proc_exe,
+                 alive: Callable[[int], bool] = proc_alive) -> None:
+        self.kernel = kernel
+        self.comm_of = comm_of
+        self.ppid_of = ppid_of
+        self.exe_of = exe_of
+        self.alive = alive
+        self.hosts: dict[int, Any] = {}         # host pid -> its model task
+        self.fds: dict[int, int] = {}           # fh -> fd number in its task
+        self._next_fd: dict[int, int] = {}      # pid -> next fd
+
+    def task(self, pid: int, check_exec: bool = False) -> Any:
+        """The model task of host process ``pid``: made once (forked from its parent's task when
+        that is known, then exec'd if the comm differs); ``check_exec`` notices a later exec."""
+        task = self.hosts.get(pid)
+        if task is None:
+            self._reap_gone()
+            task = self._new_task(pid)
+        elif check_exec:
+            self._exec_if_changed(pid, task)
+        return task
+
+    def _new_task(self, pid: int) -> Any:
+        kernel = self.kernel
+        sched, machine = kernel.sched, kernel.machine
+        own_pid = None if pid in machine.tasks else pid     # a model task has it: a fresh one
+        parent = self.hosts.get(self.ppid_of(pid))
+        if parent is None:
+            task = machine.spawn(self.comm_of(pid), pid=own_pid)
+        else:
+            with sched.running(parent):
+                task = sched.fork(cpu=0, pid=own_pid)
+        self.hosts[pid] = task
+        if parent is not None:
+            self._exec_if_changed(pid, task)
+        return task
+
+    def _exec_if_changed(self, pid: int, task: Any) -> None:
+        comm = self.comm_of(pid)
+        if comm != task.comm:
+            with self.kernel.sched.running(task):
+                self.kernel.syscalls.execve(self.exe_of(pid) or comm)
+
+    def _reap_gone(self) -> None:
+        """Host processes that ended: their tasks exit and are reaped by the parent's task
+        (or init's), so event-fork's pid lists and saved tasks follow."""
+        sched, machine = self.kernel.sched, self.kernel.machine
+        for pid, task in list(self.hosts.items()):
+            if self.alive(pid):
+                continue
+            del self.hosts[pid]
+            with sched.running(task):
+                sched.exit(0)
+            reaper = task.parent if task.parent in self.hosts.values() else machine.tasks[1]
+            with sched.running(reaper):
+                sched.wait(task)
+
+    def _as(self, pid: int, body: Callable[[Any], T], check_exec: bool = False) -> T:
+        kernel = self.kernel
+        with kernel.lock, kernel.machine.on_cpu(0):
+            task = self.task(pid, check_exec)
+            with kernel.sched.running(task):
+                return body(task)
+
+    @staticmethod
+    def _returning(work: Callable[[], T], out: list, ret: Callable[[T], int]) -> Callable[[], int]:
+        """The syscall's body: ``work()``'s result kept in ``out``, its return value (a failing
+        file operation returns -errno and the error is raised again after sys_exit)."""
+        def body() -> int:
+            try:
+                out.append(work())
+            except OSError as exc:
+                out.append(exc)
+                return -(exc.errno or 5)
+            return ret(out[0])
+        return body
+
+    @staticmethod
+    def _result(out: list) -> Any:
+        if isinstance(out[0], OSError):
+            raise out[0]
+        return out[0]
+
+    def openat(self, pid: int, path: str, flags: int, do_open: Callable[[], int]) -> int:
+        """``openat(AT_FDCWD, path, flags)`` by ``pid``; ``do_open()`` returns the fh."""
+        fd = self._next_fd.get(pid, 3)
+        out: list = []
+        body = self._returning(do_open, out, lambda fh: fd)
+        user_flags = flags & ~O_LARGEFILE           # the kernel's own addition, not the caller's
+        self._as(pid, lambda t: self.kernel.syscalls.openat(PATH_ADDR, user_flags, body), True)
+        fh = self._result(out)
+        self._next_fd[pid] = fd + 1
+        self.fds[fh] = fd
+        return fh
+
+    def read(self, pid: int, fh: int, path: str, size: int, do_read: Callable[[], bytes]) -> bytes:
+        if path.rsplit("/", 1)[-1] in STREAMS:
+            return do_read()
+        out: list = []
+        body = self._returning(do_read, out, len)
+        self._as(pid, lambda t: self.kernel.syscalls.read(self.fds.get(fh, 3), size, body))
+        return self._result(out)
+
+    def write(self, pid: int, fh: int, size: int, do_write: Callable[[], int]) -> int:
+        out: list = []
+        body = self._returning(do_write, out, int)
+        self._as(pid, lambda t: self.kernel.syscalls.write(self.fds.get(fh, 3), size, body))
+        return self._result(out)
+
+    def close(self, pid: int, fh: int, do_close: Callable[[], None]) -> None:
+        """``close(fd)`` by ``pid``: FUSE's flush, sent on every close(2) of the file."""
+        fd = self.fds.get(fh, 3)
+        out: list = []
+        body = self._returning(do_close, out, lambda _: 0)
+        self._as(pid, lambda t: self.kernel.syscalls.close(fd, body))
+        self._result(out)
+
+    def forget(self, fh: int) -> None:
+        """The file's last reference is gone (FUSE release)."""
+        self.fds.pop(fh, None)
+
+
+def caller_pid_valid(pid: int) -> bool:
+    """A request from a real process (libfuse reports pid 0 for its own requests)."""
+    return pid > 0 and pid != os.getpid()
