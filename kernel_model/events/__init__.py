@@ -5,12 +5,12 @@
 """
 from __future__ import annotations
 
-from kernel_model.events import bpf_trace, ftrace, kmem, napi, net, skb
+from kernel_model.events import bpf_trace, ftrace, kmem, napi, net, skb, sock, tcp, udp
 from kernel_model.trace_event import TraceEvent
 
 
 def all_events() -> list[TraceEvent]:
     out: list[TraceEvent] = []
-    for module in (ftrace, bpf_trace, kmem, napi, net, skb):
+    for module in (ftrace, bpf_trace, kmem, napi, net, skb, sock, tcp, udp):
         out += module.events()
     return out

@@ -1,4 +1,5 @@
-"""skb:kfree_skb and skb:consume_skb as in Linux 6.18 include/trace/events/skb.h."""
+"""skb:kfree_skb, skb:consume_skb and skb:skb_copy_datagram_iovec as in Linux 6.18
+include/trace/events/skb.h."""
 from __future__ import annotations
 
 from typing import Any
@@ -72,4 +73,8 @@ def events() -> list[TraceEvent]:
             [("void *", "skbaddr"), ("void *", "location")],
             '"skbaddr=%p location=%pS", REC->skbaddr, REC->location',
             _consume_skb, proto="struct sk_buff *skb, void *location"),
+        TraceEvent(
+            "skb", "skb_copy_datagram_iovec", [("const void *", "skbaddr"), ("int", "len")],
+            '"skbaddr=%p len=%d", REC->skbaddr, REC->len', lambda skb, length: (skb.addr, length),
+            proto="const struct sk_buff *skb, int len"),
     ]
