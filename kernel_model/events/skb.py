@@ -48,8 +48,9 @@ def _symbolic(table: tuple[str, ...], first: int) -> str:
     return ", ".join(f'{{ {first + i}, "{name}" }}' for i, name in enumerate(table))
 
 
-def _kfree_skb(skb: Any, location: int, reason: int, rx_sk: int = 0) -> tuple:
-    return (skb.addr, location, rx_sk, ntohs(skb.protocol), reason)
+def _kfree_skb(skb: Any, location: int, reason: int, rx_sk: Any = 0) -> tuple:
+    sk = rx_sk if type(rx_sk) is int else rx_sk.addr       # a socket of sockets.py
+    return (skb.addr, location, sk, ntohs(skb.protocol), reason)
 
 
 def _consume_skb(skb: Any, location: int) -> tuple:
