@@ -82,7 +82,8 @@ class Sock:
     __slots__ = ("addr", "cache", "family", "protocol", "type", "state", "saddr", "daddr",
                  "sport", "dport", "rcvbuf", "rmem_alloc", "queue", "cookie", "dev", "dead",
                  "accept_queue", "listener", "snd_nxt", "snd_una", "snd_cwnd", "ssthresh",
-                 "snd_wnd", "srtt_us", "rcv_wnd", "rcv_nxt", "rtx", "rto_ns", "sent_at")
+                 "snd_wnd", "srtt_us", "rcv_wnd", "rcv_nxt", "rtx", "rto_ns", "sent_at",
+                 "timer_at")
 
     def __repr__(self) -> str:
         return f"<sock 0x{self.addr:x} proto={self.protocol} state={self.state} :{self.sport}>"
@@ -181,6 +182,7 @@ class Sockets:
         sk.snd_cwnd, sk.ssthresh = TCP_INIT_CWND, TCP_INFINITE_SSTHRESH
         sk.snd_wnd = sk.rcv_wnd = TCP_WINDOW
         sk.rto_ns = TCP_RTO_MIN_NS
+        sk.timer_at = 0                   # when the retransmission timer expires (0: not armed)
         return sk
 
     def _sk_free(self, sk: Sock) -> None:
@@ -504,6 +506,8 @@ class Sockets:
         data), a pure ACK is not kept."""
         seq = sk.snd_nxt
         if queue:
+            if not sk.rtx:
+                sk.timer_at = self.kernel.clock.peek_ns() + sk.rto_ns
             sk.rtx.append((seq, flags, payload))
             sk.sent_at[seq] = self.kernel.clock.peek_ns()
             sk.snd_nxt = (seq + len(payload) + ("S" in flags) + ("F" in flags)) & 0xffffffff
@@ -556,9 +560,11 @@ class Sockets:
             tp.fire(sk)
 
     def retransmit_timer(self, sk: Sock) -> bool:
-        """The retransmission timer expired (the caller runs it in softirq): RTO recovery sends
-        the oldest unacknowledged segment again. False when nothing was outstanding."""
+        """The retransmission timer expired (the caller runs it in softirq at ``timer_at``):
+        RTO recovery sends the oldest unacknowledged segment again. False when nothing was
+        outstanding."""
         if not sk.rtx:
+            sk.timer_at = 0
             return False
         self._run("tcp_retransmit_timer", self._retransmit_timer, sk)
         return True
@@ -570,6 +576,7 @@ class Sockets:
         self._run("tcp_retransmit_skb", self._retransmit_skb, sk, None, 1, seq, flags, payload)
         sk.sent_at.pop(seq, None)                 # Karn: no RTT sample from a retransmission
         sk.rto_ns *= 2
+        sk.timer_at = self.kernel.clock.peek_ns() + sk.rto_ns
 
     def _retransmit_skb(self, sk: Sock, _skb: Any, segs: int, seq: int, flags: str,
                         payload: bytes) -> int:
@@ -641,6 +648,7 @@ class Sockets:
             sk.snd_wnd = seg.window
             return
         now = self.kernel.clock.peek_ns()
+        in_flight = len(sk.rtx)
         while sk.rtx:
             seq, flags, payload = sk.rtx[0]
             end = (seq + len(payload) + ("S" in flags) + ("F" in flags)) & 0xffffffff
@@ -651,11 +659,12 @@ class Sockets:
             if sent is not None:
                 rtt = max(1, (now - sent) // 1000)
                 sk.srtt_us = rtt << 3 if not sk.srtt_us else sk.srtt_us + rtt - (sk.srtt_us >> 3)
-            if sk.snd_cwnd < sk.ssthresh:
-                sk.snd_cwnd += 1                  # slow start
+            if in_flight >= sk.snd_cwnd and sk.snd_cwnd < sk.ssthresh:
+                sk.snd_cwnd += 1                  # slow start, while cwnd-limited
         sk.snd_una = seg.ack
         sk.snd_wnd = seg.window
         sk.rto_ns = TCP_RTO_MIN_NS
+        sk.timer_at = now + sk.rto_ns if sk.rtx else 0
 
     def _rcv_established(self, sk: Sock, skb: SkBuff, seg: Segment) -> None:
         tp = self.tp_probe
