@@ -26,6 +26,7 @@ from kernel_model.memory import Memory
 from kernel_model.net import Net
 from kernel_model.printk import Printk
 from kernel_model.slab import Slab
+from kernel_model.sockets import Sockets
 from kernel_model.trace import Tracing
 from kernel_model.workload import Workloads
 
@@ -60,6 +61,7 @@ class Kernel:
             with self.machine.on_cpu(cpu):
                 self.ksoftirqd.append(self.machine.spawn(f"ksoftirqd/{cpu}", kthread=True))
         self.net = Net(self, tuple(devices))
+        self.net.sockets = Sockets(self.net)       # UDP, TCP and ping sockets over net
         self.printk.printk(f"smp: Brought up 1 node, {cpus} CPU{'s' if cpus > 1 else ''}")
         self.workloads = Workloads(self)
         self._user_tasks: dict[str, Task] = {}

@@ -297,8 +297,7 @@ class Net:
         self.select_queue: dict[str, Any] = {}      # device name -> ndo_select_queue(skb) -> queue
         for name in devices:
             self.add_device(name)
-        from kernel_model.sockets import Sockets
-        self.sockets = Sockets(self)
+        self.sockets: Any = None       # the transport layer (sockets.Sockets), set by Kernel
 
     def _event(self, system: str, name: str) -> Any:
         try:
@@ -365,7 +364,7 @@ class Net:
         """Mirror the skb's attributes into its struct in memory."""
         self.skb_mirror.write(skb._buf, skb._off, skb)
 
-    def _alloc_skb_core(self, size: int, gfp: int, node: int = -1) -> SkBuff:
+    def _alloc_skb_core(self, size: int, gfp: int, flags: int = 0, node: int = -1) -> SkBuff:
         slab = self.slab
         addr = slab.kmem_cache_alloc(self.head_cache, gfp & ~1, self.ip_alloc_head, node)
         kp = self.kp_kmalloc_reserve

@@ -40,6 +40,7 @@ from kernel_model import packets
 from kernel_model.events.skb import DROP_REASON_VALUES
 from kernel_model.events.sock import AF_INET, AF_INET6, TCP_STATE_VALUES
 from kernel_model.events.tcp import RST_REASON_VALUES
+from kernel_model.net import build_frame, peer_mac
 from kernel_model.slab import GFP_ATOMIC, GFP_KERNEL, SLAB_HWCACHE_ALIGN
 
 if TYPE_CHECKING:
@@ -354,7 +355,6 @@ class Sockets:
 
     def _ping_sendmsg(self, sk: Sock, msg: int, length: int, dev: Any, dst: str, seq: int,
                       payload: bytes) -> int:
-        from kernel_model.net import build_frame
         frame = build_frame(dev, "icmp", dev.ipv4, dst, sk.sport, seq, payload, outgoing=True)
         self.net.xmit_frame(dev, frame, via_ip=True)
         return length
@@ -497,7 +497,6 @@ class Sockets:
         src, dst = packets.addr_text(sk.saddr), packets.addr_text(sk.daddr)
         ip = (packets.ipv6(src, dst, packets.IPPROTO_TCP, seg) if v6
               else packets.ipv4(src, dst, packets.IPPROTO_TCP, seg, df=True))
-        from kernel_model.net import peer_mac
         return packets.ethernet(peer_mac(sk.dev), sk.dev.mac,
                                 packets.ETH_P_IPV6 if v6 else packets.ETH_P_IP, ip)
 
@@ -630,7 +629,6 @@ class Sockets:
             rst = packets.tcp(seg.dport, seg.sport, ack=end & 0xffffffff, flags="RA", window=0)
         ip = (packets.ipv6(p.dst, p.src, packets.IPPROTO_TCP, rst) if v6
               else packets.ipv4(p.dst, p.src, packets.IPPROTO_TCP, rst, df=True))
-        from kernel_model.net import peer_mac
         dev = skb.dev
         frame = packets.ethernet(peer_mac(dev), dev.mac,
                                  packets.ETH_P_IPV6 if v6 else packets.ETH_P_IP, ip)
