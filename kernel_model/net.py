@@ -542,10 +542,6 @@ class Net:
         self.sync(n)
         return n
 
-    def run(self, kp: Any, func: Any, *args: Any) -> Any:
-        """Call the model function ``func`` of a kernel function through its kprobe site."""
-        return kp.call(func, *args) if kp.active else func(*args)
-
     # ------------------------------------------------------------------ helpers on skbs
     def eth_type_trans(self, skb: SkBuff, dev: NetDevice) -> int:
         """Set dev, mac header, pkt_type; pull the Ethernet header; return the protocol (be16)."""
@@ -726,18 +722,22 @@ class Net:
         p = self._ip_rcv_core(skb, 4)
         if p is None:
             return 1
-        return self.run(self.kp_ip_rcv_finish, self._ip_rcv_finish, 0, 0, skb, p)
+        kp = self.kp_ip_rcv_finish
+        return kp.call(self._ip_rcv_finish, 0, 0, skb, p) if kp.active else self._ip_rcv_finish(0, 0, skb, p)
 
     def _ipv6_rcv(self, skb: SkBuff, dev: Any, pt: int, orig_dev: int) -> int:
         """``ipv6_rcv`` → ``ip6_rcv_finish`` → ``ip6_input`` → ``ip6_protocol_deliver_rcu``."""
         p = self._ip_rcv_core(skb, 6)
         if p is None:
             return 1
-        return self.run(self.kp_ip6_input, self._ip6_input, skb, p)
+        kp = self.kp_ip6_input
+        return kp.call(self._ip6_input, skb, p) if kp.active else self._ip6_input(skb, p)
 
     def _ip6_input(self, skb: SkBuff, p: Any) -> int:
-        return self.run(self.kp_ip6_protocol_deliver, self._protocol_deliver, 0, skb, p.proto,
-                        False, p)
+        kp = self.kp_ip6_protocol_deliver
+        if kp.active:
+            return kp.call(self._protocol_deliver, 0, skb, p.proto, False, p)
+        return self._protocol_deliver(0, skb, p.proto, False, p)
 
     def _ip_rcv_core(self, skb: SkBuff, version: int) -> Any:
         """The header checks: a truncated packet or one for another host is dropped here."""
@@ -754,11 +754,14 @@ class Net:
         return p
 
     def _ip_rcv_finish(self, net: int, sk: int, skb: SkBuff, p: Any) -> int:
-        return self.run(self.kp_ip_local_deliver, self._ip_local_deliver, skb, p)
+        kp = self.kp_ip_local_deliver
+        return kp.call(self._ip_local_deliver, skb, p) if kp.active else self._ip_local_deliver(skb, p)
 
     def _ip_local_deliver(self, skb: SkBuff, p: Any) -> int:
-        return self.run(self.kp_ip_local_deliver_finish, self._ip_local_deliver_finish, 0, 0,
-                        skb, p)
+        kp = self.kp_ip_local_deliver_finish
+        if kp.active:
+            return kp.call(self._ip_local_deliver_finish, 0, 0, skb, p)
+        return self._ip_local_deliver_finish(0, 0, skb, p)
 
     def _ip_local_deliver_finish(self, net: int, sk: int, skb: SkBuff, p: Any) -> int:
         # __skb_pull(skb, skb_network_header_len(skb)): data at the transport header
@@ -767,8 +770,10 @@ class Net:
         skb.len -= pulled
         self.sync(skb)
         with self.machine.rcu_read_lock():
-            return self.run(self.kp_ip_protocol_deliver, self._protocol_deliver, 0, skb,
-                            p.proto, False, p)
+            kp = self.kp_ip_protocol_deliver
+            if kp.active:
+                return kp.call(self._protocol_deliver, 0, skb, p.proto, False, p)
+            return self._protocol_deliver(0, skb, p.proto, False, p)
 
     def _protocol_deliver(self, net: int, skb: SkBuff, protocol: int, _v6: bool, p: Any) -> int:
         """``ip_protocol_deliver_rcu`` / ``ip6_protocol_deliver_rcu``: the transport's handler."""
@@ -834,13 +839,18 @@ class Net:
 
     def ip_local_out(self, skb: SkBuff) -> int:
         """The IP layer sends ``skb``: ip_local_out → ip_output → ip_finish_output2."""
-        return self.run(self.kp_ip_local_out, self._ip_local_out, 0, 0, skb)
+        kp = self.kp_ip_local_out
+        return kp.call(self._ip_local_out, 0, 0, skb) if kp.active else self._ip_local_out(0, 0, skb)
 
     def _ip_local_out(self, net: int, sk: int, skb: SkBuff) -> int:
-        return self.run(self.kp_ip_output, self._ip_output, net, sk, skb)
+        kp = self.kp_ip_output
+        return kp.call(self._ip_output, net, sk, skb) if kp.active else self._ip_output(net, sk, skb)
 
     def _ip_output(self, net: int, sk: int, skb: SkBuff) -> int:
-        return self.run(self.kp_ip_finish_output2, self._ip_finish_output2, net, sk, skb)
+        kp = self.kp_ip_finish_output2
+        if kp.active:
+            return kp.call(self._ip_finish_output2, net, sk, skb)
+        return self._ip_finish_output2(net, sk, skb)
 
     def _ip_finish_output2(self, net: int, sk: int, skb: SkBuff) -> int:
         return self.dev_queue_xmit(skb)          # neigh_output: the MAC header is in place
@@ -899,7 +909,8 @@ class Net:
         dev.tx_bytes += length
         dev.rx_packets += 1
         dev.rx_bytes += skb.len
-        return self.run(self.kp_netif_rx_core, self._netif_rx_core, skb)
+        kp = self.kp_netif_rx_core
+        return kp.call(self._netif_rx_core, skb) if kp.active else self._netif_rx_core(skb)
 
     def netif_rx(self, skb: SkBuff) -> int:
         """Queue to this CPU's backlog (net:netif_rx); processed at the next softirq."""
@@ -910,7 +921,8 @@ class Net:
         tp = self.tp_netif_rx_entry
         if tp.enabled:
             tp.fire(skb)
-        return self.run(self.kp_netif_rx_core, self._netif_rx_core, skb)
+        kp = self.kp_netif_rx_core
+        return kp.call(self._netif_rx_core, skb) if kp.active else self._netif_rx_core(skb)
 
     def _netif_rx_core(self, skb: SkBuff) -> int:
         """``__netif_rx`` → netif_rx_internal (loopback calls it without netif_rx's entry/exit

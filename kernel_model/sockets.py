@@ -252,10 +252,17 @@ class Sockets:
         return 1
 
     def _checksum_ok(self, skb: SkBuff, p: Any) -> bool:
-        """Frames from a NIC are verified (CHECKSUM_NONE); loopback's are trusted."""
+        """Frames from a NIC are verified (CHECKSUM_NONE); loopback's are trusted. The answer
+        is kept on the frame's parse (net.py remembers those of frames it sees again)."""
         if skb.dev is None or skb.dev.loopback:
             return True
-        frame = self.net.frame_of(skb)
+        ok = p.l4_csum_ok
+        if ok is None:
+            ok = p.l4_csum_ok = self._l4_checksum(self.net.frame_of(skb), p)
+        return ok
+
+    @staticmethod
+    def _l4_checksum(frame: bytes, p: Any) -> bool:
         segment = frame[p.l4_offset:]
         src, dst = packets.addr_bytes(p.src), packets.addr_bytes(p.dst)
         if p.l3 == "ipv6":
