@@ -370,8 +370,15 @@ class Net:
         kp = self.kp_kmalloc_reserve
         if kp.active:
             data, cache, osize = kp.call(self._kmalloc_reserve, size, gfp, node, 0)
-        else:
-            data, cache, osize = self._kmalloc_reserve(size, gfp, node, 0)
+        else:                                    # kmalloc_reserve's small-head case, inline
+            osize = skb_data_align(size) + SKB_SHINFO_SIZE
+            if osize <= SKB_SMALL_HEAD_CACHE_SIZE:
+                cache = self.small_head_cache
+                data = slab.kmem_cache_alloc(cache, gfp | GFP_NOMEMALLOC | GFP_NOWARN,
+                                             self.ip_alloc_data, node)
+                osize = cache.size
+            else:
+                data, cache, osize = self._kmalloc_reserve(size, gfp, node, 0)
         size = osize - SKB_SHINFO_SIZE
         region = self.mem.pages[addr >> 12]
         off = addr - region.base
@@ -455,6 +462,9 @@ class Net:
 
     def _release_data(self, skb: SkBuff, reason: int) -> None:
         cache = skb.head_cache
+        if cache is self.small_head_cache:       # the common case first: one compare
+            self.slab.kmem_cache_free(cache, skb.head, self.ip_release_data)
+            return
         if type(cache) is SharedData:            # a clone's buffer: freed with the last user
             cache.dataref -= 1
             if cache.dataref:
