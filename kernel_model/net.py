@@ -744,6 +744,7 @@ class Net:
         return kp.call(self._ip6_input, skb, p) if kp.active else self._ip6_input(skb, p)
 
     def _ip6_input(self, skb: SkBuff, p: Any) -> int:
+        self._pull_to_transport(skb)
         kp = self.kp_ip6_protocol_deliver
         if kp.active:
             return kp.call(self._protocol_deliver, 0, skb, p.proto, False, p)
@@ -773,12 +774,15 @@ class Net:
             return kp.call(self._ip_local_deliver_finish, 0, 0, skb, p)
         return self._ip_local_deliver_finish(0, 0, skb, p)
 
-    def _ip_local_deliver_finish(self, net: int, sk: int, skb: SkBuff, p: Any) -> int:
-        # __skb_pull(skb, skb_network_header_len(skb)): data at the transport header
+    def _pull_to_transport(self, skb: SkBuff) -> None:
+        """__skb_pull(skb, skb_network_header_len(skb)): data at the transport header."""
         pulled = skb.transport_header - (skb.data - skb.head)
         skb.data += pulled
         skb.len -= pulled
         self.sync(skb)
+
+    def _ip_local_deliver_finish(self, net: int, sk: int, skb: SkBuff, p: Any) -> int:
+        self._pull_to_transport(skb)
         with self.machine.rcu_read_lock():
             kp = self.kp_ip_protocol_deliver
             if kp.active:

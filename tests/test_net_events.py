@@ -156,6 +156,20 @@ def test_tcp_to_a_closed_port_gets_a_reset(kernel):
     assert "dev=eth5" in next(ln for ln in trace if "net_dev_xmit:" in ln)   # the RST
 
 
+def test_closed_ports_over_ipv6(kernel):
+    enable_all(kernel, ("skb", "tcp"))
+    for proto in ("tcp", "udp"):
+        assert run_command(kernel, ["send", "eth0", "--len", "100", "--proto", proto, "--ipv6",
+                                    "--port", "7777"])[0] == 0
+    trace = lines(kernel)
+    reset = body(next(ln for ln in trace if "tcp_send_reset:" in ln))
+    assert "src=[fd00::1]:7777 dest=[fd00::2]:40000 state=UNKNOWN reason=NO_SOCKET" in reset
+    drops = [ln for ln in trace if "kfree_skb:" in ln]
+    assert ["location=tcp_v6_rcv+" in drops[0], "location=__udp6_lib_rcv+" in drops[1]] == \
+        [True, True]
+    assert all("protocol=34525" in d and d.endswith("reason: NO_SOCKET") for d in drops)
+
+
 def test_a_full_udp_socket_drops_with_socket_rcvbuff(kernel):
     enable_all(kernel, ("udp", "skb", "sock"))
     sink = kernel.workloads.get("udp_sink:rcvbuf=4096,read=0")
@@ -169,6 +183,25 @@ def test_a_full_udp_socket_drops_with_socket_rcvbuff(kernel):
     assert all(d.endswith("reason: SOCKET_RCVBUFF") and "location=udp_queue_rcv_one_skb+" in d
                and "rx_sk=0000000000000000" not in d for d in drops)
     assert names(trace).count("sk_data_ready") == 12 - len(fails)
+
+
+def test_a_ping_socket_nobody_reads_fills_up(kernel):
+    from kernel_model.net import build_frame
+    enable_all(kernel, ("sock", "skb"))
+    eth0 = kernel.net.device("eth0")
+    sk = kernel.net.sockets.ping_socket(0x1234)
+    sk.rcvbuf = 2048                                       # SO_RCVBUF: two replies' worth
+    for seq in range(4):
+        kernel.net.receive(eth0, build_frame(eth0, "icmp-reply", eth0.peer_ipv4, eth0.ipv4,
+                                             0x1234, seq, bytes(56)))
+    trace = lines(kernel)
+    full = [body(ln) for ln in trace if "sock_rcvqueue_full:" in ln]
+    assert full and all(f.endswith("sk_rcvbuf=2048") for f in full)
+    drops = [ln for ln in trace if "kfree_skb:" in ln]
+    assert len(drops) == len(full) and all("location=ping_queue_rcv_skb+" in d and
+                                           d.endswith("reason: SOCKET_RCVBUFF") for d in drops)
+    assert names(trace).count("sk_data_ready") == 4 - len(full)
+    kernel.net.sockets.ping_close(sk)
 
 
 # -- TCP ---------------------------------------------------------------------------------------
