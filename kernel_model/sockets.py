@@ -21,7 +21,8 @@ udp: and skb: events where the kernel has them:
   ``tcp_recvmsg``, a retransmission queue and ``tcp_retransmit_timer`` (tcp:tcp_retransmit_skb,
   cwnd to 1, doubled RTO), tcp:tcp_destroy_sock, and for a segment to a closed port
   ``tcp_v4_send_reset`` (tcp:tcp_send_reset, an RST sent) and kfree_skb ``NO_SOCKET``; a bad
-  checksum on a frame from a NIC is dropped with ``TCP_CSUM`` (``UDP_CSUM`` for UDP).
+  checksum on a frame from a NIC is dropped with ``TCP_CSUM`` after tcp:tcp_bad_csum
+  (``UDP_CSUM`` for UDP).
 * ``sock_sendmsg`` / ``sock_recvmsg`` fire sock:sock_send_length / sock_recv_length.
 
 What is simplified (and says so): every transmitted TCP segment is a fresh skb (the kernel
@@ -138,6 +139,7 @@ class Sockets:
         self.tp_space_adjust = ev("tcp", "tcp_rcv_space_adjust")
         self.tp_send_reset = ev("tcp", "tcp_send_reset")
         self.tp_destroy = ev("tcp", "tcp_destroy_sock")
+        self.tp_bad_csum = ev("tcp", "tcp_bad_csum")
         site = kernel.kprobes.site
         self.kp = {name: site(name) for name in (
             "udp_rcv", "udpv6_rcv", "__udp4_lib_rcv", "__udp6_lib_rcv", "udp_unicast_rcv_skb",
@@ -598,6 +600,12 @@ class Sockets:
         net = self.net
         where = self.ret["tcp_v6_rcv" if v6 else "tcp_v4_rcv"]
         if not self._checksum_ok(skb, p):
+            tp = self.tp_bad_csum
+            if tp.enabled:
+                family = AF_INET6 if v6 else AF_INET
+                sport, dport = struct.unpack_from("!HH", net.mem.read(skb.data, 4))
+                tp.fire(skb, (family, packets.addr_bytes(p.src), sport),
+                        (family, packets.addr_bytes(p.dst), dport))
             net.kfree_skb(skb, SKB_DROP["TCP_CSUM"], where)
             return 0
         seg = Segment(net.mem.read(skb.data, skb.len))

@@ -64,7 +64,7 @@ def test_the_listed_network_events_are_the_ones_the_path_passes(kernel):
                  "tcp:tcp_rcv_space_adjust", "udp:udp_fail_queue_rcv_skb"):
         assert want in listed
     for never in ("net:napi_gro_receive_entry", "net:netif_rx_entry", "kmem:mm_page_alloc",
-                  "tcp:tcp_bad_csum", "napi:dql_stall_detected"):
+                  "tcp:tcp_ao_handshake_failure", "napi:dql_stall_detected"):
         assert never not in listed                 # the model has no path that fires them
 
 
@@ -168,6 +168,23 @@ def test_closed_ports_over_ipv6(kernel):
     assert ["location=tcp_v6_rcv+" in drops[0], "location=__udp6_lib_rcv+" in drops[1]] == \
         [True, True]
     assert all("protocol=34525" in d and d.endswith("reason: NO_SOCKET") for d in drops)
+
+
+@pytest.mark.parametrize("proto, reason", [("tcp", "TCP_CSUM"), ("udp", "UDP_CSUM")])
+def test_a_bad_checksum_from_a_nic_is_dropped(kernel, proto, reason):
+    from kernel_model.net import packet_frame
+    enable_all(kernel, ("skb", "tcp"))
+    eth0 = kernel.net.device("eth0")
+    frame = bytearray(packet_frame(eth0, proto, 100, dport=7777))
+    frame[-1] ^= 0xff                                    # the payload's last byte, flipped
+    kernel.net.receive(eth0, bytes(frame))
+    trace = lines(kernel)
+    assert trace[-1].endswith(f"reason: {reason}")
+    if proto == "tcp":
+        assert body(trace[0]).endswith("src=10.0.0.2:40000 dest=10.0.0.1:7777")
+        assert names(trace) == ["tcp_bad_csum", "kfree_skb"]    # no reset for a bad segment
+    else:
+        assert names(trace) == ["kfree_skb"]
 
 
 def test_a_full_udp_socket_drops_with_socket_rcvbuff(kernel):

@@ -1,5 +1,5 @@
 """tcp: events of the modelled TCP (include/trace/events/tcp.h, 6.18): tcp_probe,
-tcp_retransmit_skb, tcp_rcv_space_adjust, tcp_send_reset, tcp_destroy_sock.
+tcp_retransmit_skb, tcp_rcv_space_adjust, tcp_send_reset, tcp_destroy_sock, tcp_bad_csum.
 
 tcp.h prints states through ``tcp_state_name``, whose table names the enum constants without a
 TRACE_DEFINE_ENUM, so the format shows ``{ TCP_ESTABLISHED, "TCP_ESTABLISHED" }``: the values
@@ -91,6 +91,12 @@ def events() -> list[TraceEvent]:
                                "const enum sk_rst_reason reason",
             print_constants=TCP_STATE_VALUES),
         _sock_event("tcp_destroy_sock"),
+        TraceEvent(
+            "tcp", "tcp_bad_csum",
+            [("const void *", "skbaddr"), ("__u8[28]", "saddr"), ("__u8[28]", "daddr")],
+            '"skbaddr=%p src=%pISpc dest=%pISpc", REC->skbaddr, REC->saddr, REC->daddr',
+            lambda skb, src, dst: (skb.addr, sockaddr(*src), sockaddr(*dst)),
+            proto="const struct sk_buff *skb"),
         _sock_event("tcp_rcv_space_adjust"),
         TraceEvent(
             "tcp", "tcp_probe",
