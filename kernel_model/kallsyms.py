@@ -117,6 +117,7 @@ FUNCTIONS: tuple[tuple[str, int, str, str | None, int | None], ...] = (
     ("inet_listen", 0xe0, "T", None, 2),
     ("sk_prot_alloc", 0x110, "t", None, None),
     ("tcp_data_queue", 0xf30, "t", None, None),
+    ("nf_hook_slow", 0xe0, "T", None, None),
     ("_etext", 0, "T", None, None),
     ("skb_bench_run", 0x90, "t", "skb_bench", None),
     ("skb_bench_init", 0x40, "t", "skb_bench", None),

@@ -69,6 +69,7 @@ SKB_DROP_REASON_UDP_CSUM = DROP_REASON_VALUES["UDP_CSUM"]
 SKB_DROP_REASON_OTHERHOST = DROP_REASON_VALUES["OTHERHOST"]
 SKB_DROP_REASON_UNHANDLED_PROTO = DROP_REASON_VALUES["UNHANDLED_PROTO"]
 SKB_DROP_REASON_QDISC_DROP = DROP_REASON_VALUES["QDISC_DROP"]
+SKB_DROP_REASON_NETFILTER_DROP = DROP_REASON_VALUES["NETFILTER_DROP"]
 DISCARD_PORT = 9      # the port the host listens on by default (TCP and UDP "discard")
 
 
@@ -278,6 +279,7 @@ class Net:
         self.ip_alloc_data = ks.addr("kmalloc_reserve") + 0x5d
         self.ip_clone = ks.addr("skb_clone") + 0x7c
         self.ip_qdisc_drop = ks.addr("__dev_queue_xmit") + 0x8a6
+        self.ip_nf_drop = ks.addr("nf_hook_slow") + 0x8c
         self.ip_release_data = ks.addr("skb_release_data") + 0x136
         self.ip_kfree_skbmem = ks.addr("kfree_skbmem") + 0x5e
         self.ip_deliver = {4: ks.addr("ip_rcv_core") + 0x9a, 6: ks.addr("ipv6_rcv") + 0xa3}
@@ -292,6 +294,8 @@ class Net:
                                                 (packets.IPPROTO_TCP, DISCARD_PORT)}
         # device name -> the root qdisc's verdict on an skb: True drops it (QDISC_DROP)
         self.qdisc_drop: dict[str, Any] = {}
+        # the netfilter INPUT chain: (protocol, destination port) of its DROP rules
+        self.nf_input_drop: set[tuple[int, int]] = set()
         self._parsed: dict[bytes, Any] = {}            # frame -> packets.Parsed (_parse_frame)
         self.devices: dict[str, NetDevice] = {}
         self.select_queue: dict[str, Any] = {}      # device name -> ndo_select_queue(skb) -> queue
@@ -744,6 +748,8 @@ class Net:
         return kp.call(self._ip6_input, skb, p) if kp.active else self._ip6_input(skb, p)
 
     def _ip6_input(self, skb: SkBuff, p: Any) -> int:
+        if self.nf_input_drop and self._nf_local_in_drops(skb, p):
+            return 1
         self._pull_to_transport(skb)
         kp = self.kp_ip6_protocol_deliver
         if kp.active:
@@ -768,7 +774,16 @@ class Net:
         kp = self.kp_ip_local_deliver
         return kp.call(self._ip_local_deliver, skb, p) if kp.active else self._ip_local_deliver(skb, p)
 
+    def _nf_local_in_drops(self, skb: SkBuff, p: Any) -> bool:
+        """NF_HOOK(NF_INET_LOCAL_IN): a DROP rule's verdict, the skb freed in nf_hook_slow."""
+        if (p.proto, p.dport) in self.nf_input_drop:
+            self.kfree_skb(skb, SKB_DROP_REASON_NETFILTER_DROP, self.ip_nf_drop)
+            return True
+        return False
+
     def _ip_local_deliver(self, skb: SkBuff, p: Any) -> int:
+        if self.nf_input_drop and self._nf_local_in_drops(skb, p):
+            return 1
         kp = self.kp_ip_local_deliver_finish
         if kp.active:
             return kp.call(self._ip_local_deliver_finish, 0, 0, skb, p)

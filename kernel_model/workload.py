@@ -14,6 +14,7 @@ each batch; ``stop()`` ends it.
 | name     | what                                                                      |
 | -------- | ------------------------------------------------------------------------- |
 | net      | eth0+eth5, 64–1500 B, 20% IPv6, 70% TCP / 30% UDP, 10% to closed ports      |
+|          | (``filtered=F``: that fraction to a port an INPUT DROP rule covers)       |
 | eth0     | eth0 only, the same mix                                                   |
 | udp-small| every NIC, 64–128 B UDP over IPv4, all to the listening port              |
 | flood    | every NIC, 64 B UDP at 100,000 packets/s                                   |
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 POOL_SIZE = 256
 BATCH = 64
 CLOSED_PORT = 7777
+FILTERED_PORT = 6666      # iptables -A INPUT -p tcp|udp --dport 6666 -j DROP, with ``filtered``
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class WorkloadSpec:
     ipv6: float = 0.2
     tcp: float = 0.7
     closed: float = 0.1                    # fraction sent to a port nobody listens on
+    filtered: float = 0.0                  # fraction sent to a port an INPUT rule drops
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ WORKLOADS: dict[str, Any] = {
 }
 # the parameters each kind of workload takes: key -> (low, high), inclusive
 _PACKET_PARAMS = {"rate": (1, 1_000_000), "min_len": (48, 65535), "max_len": (48, 65535),
-                  "ipv6": (0.0, 1.0), "tcp": (0.0, 1.0), "closed": (0.0, 1.0)}
+                  "ipv6": (0.0, 1.0), "tcp": (0.0, 1.0), "closed": (0.0, 1.0),
+                  "filtered": (0.0, 1.0)}
 WORKLOAD_PARAMS: dict[type, dict[str, tuple]] = {
     WorkloadSpec: _PACKET_PARAMS,
     TcpRrSpec: {"rate": (1, 100_000), "req": (1, 65483), "resp": (1, 65483),
@@ -202,6 +206,8 @@ class Workload(_Runner):
         if missing:
             raise KeyError(f"workload {spec.name}: no such device: {', '.join(missing)}")
         self.devices = [kernel.net.devices[n] for n in names]
+        if spec.filtered:
+            kernel.net.nf_input_drop.update({(6, FILTERED_PORT), (17, FILTERED_PORT)})
         self.pool = [self._frame(i) for i in range(POOL_SIZE)]
         self.sent = 0
 
@@ -213,6 +219,8 @@ class Workload(_Runner):
         least = (40 if v6 else 20) + (20 if proto == "tcp" else 8)
         length = max(least, rng.randint(spec.min_len, min(spec.max_len, dev.mtu)))
         port = CLOSED_PORT if rng.random() < spec.closed else DISCARD_PORT
+        if spec.filtered and rng.random() < spec.filtered:
+            port = FILTERED_PORT
         sport = rng.randint(1024, 65535)
         return dev, packet_frame(dev, proto, length, seq=i, v6=v6, dport=port, sport=sport)
 

@@ -187,6 +187,14 @@ def test_a_bad_checksum_from_a_nic_is_dropped(kernel, proto, reason):
         assert names(trace) == ["kfree_skb"]
 
 
+def test_a_netfilter_rule_drops_with_netfilter_drop(kernel):
+    enable_all(kernel, ("skb",))
+    kernel.workloads.get("net:filtered=0.5,closed=0").step(40)
+    drops = [body(ln) for ln in lines(kernel) if "kfree_skb:" in ln]
+    assert drops and all(d.endswith("reason: NETFILTER_DROP") and "location=nf_hook_slow+" in d
+                         for d in drops)
+
+
 def test_a_full_udp_socket_drops_with_socket_rcvbuff(kernel):
     enable_all(kernel, ("udp", "skb", "sock"))
     sink = kernel.workloads.get("udp_sink:rcvbuf=4096,read=0")
