@@ -16,7 +16,7 @@ from kernel_model.control import run_command
 from kernel_model.kernel import Kernel
 from kernel_model.workload import parse_workload
 from tests.conftest import ROOT
-from tests.fuse_helpers import sh
+from tests.fuse_helpers import mounted, need_fuse, sh
 
 SYSTEMS = ("net", "skb", "napi", "kmem", "sock", "tcp", "udp")
 
@@ -365,3 +365,18 @@ def test_ping_through_the_mount_with_cat(mnt):
     trace = sh("cat trace", mnt).stdout
     assert trace.count("consume_skb: ") == 3
     assert "location=skb_free_datagram+" in trace and "name=skbuff_small_head" in trace
+
+
+def test_a_mount_runs_tcp_rr_and_cat_shows_its_states(tmp_path_factory):
+    need_fuse(tmp_path_factory.getbasetemp())
+    with mounted(tmp_path_factory.mktemp("rr"), "--workload", "tcp_rr:rate=400,conn=4") as mnt:
+        sh("echo sock:inet_sock_set_state > set_event", mnt)
+        seen = ""
+        for _ in range(200):                     # until a few connections have come and gone
+            seen = sh("cat trace", mnt).stdout
+            if seen.count("newstate=TCP_CLOSE\n") >= 2:
+                break
+            sh("sleep 0.1", mnt)
+        assert "oldstate=TCP_CLOSE newstate=TCP_SYN_SENT" in seen
+        assert "oldstate=TCP_LAST_ACK newstate=TCP_CLOSE" in seen
+        assert re.search(r"netperf-\d+ +\[000\]", seen)
