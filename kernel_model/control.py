@@ -6,17 +6,18 @@ usage error; text is what the command prints (newline-terminated, or empty). Com
 ``kernel.lock`` held, except ``workload`` (which joins threads that take it) and ``send`` (which
 takes it per batch).
 
-    send DEV --len N [--proto udp|tcp|icmp] [--count K] [--ipv6]
+    send DEV --len N [--proto udp|tcp|icmp] [--count K] [--ipv6] [--port P]
         K packets whose skb ``len`` at netif_receive_skb is exactly N (the IP packet; the frame
         is N + 14 bytes). On a NIC they arrive from the wire (hardirq → softirq on this CPU);
         on ``lo`` the ``tracesim-ctl`` task sends them to itself through loopback. UDP and TCP
-        go to the listening discard port (consumed); ICMP is an echo request (answered).
+        go to port P (default 9, the listening discard service: consumed; a closed port drops
+        them with NO_SOCKET, and TCP answers with a reset); ICMP is an echo request (answered).
         K is at most MAX_SEND_COUNT (10^9); frames are generated and delivered in batches, so
         memory does not grow with K.
-    ping DEV [-c K]
-        The ``ping`` task sends K echo requests (56 data bytes) to the device's peer (to
-        127.0.0.1 on lo) and collects the replies; prints what iputils' ping prints. Virtual
-        time advances one second between requests, as ping's default interval.
+    ping DEV [-c K] [-s SIZE]
+        The ``ping`` task sends K echo requests (SIZE data bytes, default 56) from a ping socket
+        to the device's peer (to 127.0.0.1 on lo) and reads the replies from it; prints what
+        iputils' ping prints. Virtual time advances one second between requests, as ping's default interval.
     skb-bench [N] [--dev DEV] [--clock wall|cpu]
         Loads the 2013 RFC's benchmark module (``skb_bench``): N alloc/free pairs (default
         1,000,000) on DEV (default lo), timed by the wall clock (default) or the CPU time of
@@ -34,7 +35,8 @@ import argparse
 import base64
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.net import core as netmod
 from tracesim.kernel_model.net import skb_bench, tun
@@ -55,6 +57,8 @@ MAX_SEND_COUNT = 10**9
 SEND_BATCH = 256
 PING_DATA = 56
 PING_IDENT = 0x7ace
+MAX_PING_SIZE = 65507      # 65535 - 20 (IP) - 8 (ICMP), as ping -s allows
+MAX_PORT = 0xffff
 
 
 _progress = threading.local()
@@ -86,7 +90,7 @@ def _requester_gone() -> bool:
 
 
 def send(kernel: Kernel, dev: str, length: int, proto: str = "udp", count: int = 1,
-         ipv6: bool = False) -> int:
+         ipv6: bool = False, port: int = netmod.DISCARD_PORT) -> int:
     """Deliver ``count`` packets of skb len ``length`` through ``dev``'s receive path.
 
     Frames are built one at a time and delivered in batches of SEND_BATCH, each under the
@@ -105,60 +109,73 @@ def send(kernel: Kernel, dev: str, length: int, proto: str = "udp", count: int =
             if device.loopback:     # the sender's sendto() per datagram, on its socket
                 with kernel.sched.running(kernel.user_task(CTL_COMM)):
                     for seq in batch:
-                        frame = netmod.packet_frame(device, proto, length, seq=seq, v6=ipv6)
+                        frame = netmod.packet_frame(device, proto, length, seq=seq, v6=ipv6,
+                                                    dport=port)
                         kernel.syscalls.sendto(SEND_FD, len(frame), _xmitter(kernel, device,
                                                                             frame))
             else:
                 for seq in batch:
                     kernel.net.receive(device, netmod.packet_frame(device, proto, length,
-                                                                   seq=seq, v6=ipv6))
+                                                                   seq=seq, v6=ipv6, dport=port))
         sent = batch.stop
     return sent
 
 
 def _xmitter(kernel: Kernel, device: netmod.NetDevice, frame: bytes) -> Callable[[], int]:
     def xmit() -> int:
-        kernel.net.xmit_frame(device, frame)
+        kernel.net.xmit_frame(device, frame, via_ip=True)
         return len(frame)
     return xmit
 
 
-def ping(kernel: Kernel, dev: str, count: int = 4) -> str:
-    """Echo requests to the device's peer; returns ping's output."""
+def _ping_receive(sockets: Any, sk: Any, echo: list[tuple[int, int]]) -> int:
+    """recvfrom's body for ping: the next echo reply (length, sequence) on ``sk``."""
+    echo.append(sockets.ping_recv(sk))
+    return echo[-1][0]
+
+
+def ping(kernel: Kernel, dev: str, count: int = 4, size: int = PING_DATA) -> str:
+    """Echo requests to the device's peer from a ping socket, with ping's own syscalls (an ICMP
+    datagram socket, sendto, recvfrom, close); returns ping's output."""
     net, clock = kernel.net, kernel.clock
     device = net.device(dev)
+    if not 0 <= size <= MAX_PING_SIZE:
+        raise UsageError(f"ping: -s {size} is out of range (0 to {MAX_PING_SIZE})")
     src, dst = device.ipv4, device.peer_ipv4
-    replies = net.ping_sockets.setdefault(PING_IDENT, [])
-    replies.clear()
-    lines = [f"PING {dst} ({dst}) {PING_DATA}({PING_DATA + 28}) bytes of data."]
+    sockets = net.sockets
+    lines = [f"PING {dst} ({dst}) {size}({size + 28}) bytes of data."]
     first = clock.peek_ns()
-    sys = kernel.syscalls       # ping's own syscalls: an ICMP datagram socket, sendto, recvfrom
+    got = 0
+    payload = bytes(i & 0xff for i in range(size))
+    sys = kernel.syscalls
     with kernel.sched.running(kernel.user_task("ping")):
         fd = sys.socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP, PING_FD)
-        for seq in range(1, count + 1):
-            if seq > 1:
-                sys.nanosleep(1_000_000_000)
-            sent_at = clock.peek_ns()
-            payload = bytes(range(PING_DATA))
-            request = netmod.build_frame(device, "icmp", src, dst, PING_IDENT, seq, payload,
-                                         outgoing=True)
+        sk = sockets.ping_socket(PING_IDENT)
+        try:
+            for seq in range(1, count + 1):
+                if seq > 1:
+                    sys.nanosleep(1_000_000_000)
+                sent_at = clock.peek_ns()
 
-            def transmit(frame: bytes = request) -> int:
-                net.xmit_frame(device, frame)
-                return PING_DATA + 8
-            sys.sendto(fd, PING_DATA + 8, transmit, USER_SOCKADDR)
-            if not device.loopback:      # the peer answers over the wire
-                reply = netmod.build_frame(device, "icmp-reply", dst, src, PING_IDENT, seq,
-                                           payload)
-                net.receive(device, reply)
-            if seq in replies:
-                sys.recvfrom(fd, 192, lambda: PING_DATA + 8)
-                rtt = (clock.peek_ns() - sent_at) / 1e6
-                lines.append(f"{PING_DATA + 8} bytes from {dst}: icmp_seq={seq} ttl=64 "
-                             f"time={rtt:.3f} ms")
-        sys.close(fd, lambda: 0)
-    got = len(replies)
-    net.ping_sockets.pop(PING_IDENT, None)
+                def transmit(seq: int = seq) -> int:
+                    sockets.ping_send(sk, device, dst, seq, payload)
+                    return size + 8
+                sys.sendto(fd, size + 8, transmit, USER_SOCKADDR)
+                if not device.loopback:      # the peer answers over the wire
+                    reply = netmod.build_frame(device, "icmp-reply", dst, src, PING_IDENT, seq,
+                                               payload)
+                    net.receive(device, reply)
+                echo: list[tuple[int, int]] = []
+                sys.recvfrom(fd, 192, partial(_ping_receive, sockets, sk, echo))
+                length, echo_seq = echo[-1]
+                if length > 0 and echo_seq == seq:
+                    got += 1
+                    rtt = (clock.peek_ns() - sent_at) / 1e6
+                    lines.append(f"{length} bytes from {dst}: icmp_seq={seq} ttl=64 "
+                                 f"time={rtt:.3f} ms")
+        finally:
+            sockets.ping_close(sk)
+            sys.close(fd, lambda: 0)
     loss = 0 if count == 0 else round(100 * (count - got) / count)
     elapsed_ms = (clock.peek_ns() - first) // 1_000_000
     lines += ["", f"--- {dst} ping statistics ---",
@@ -204,9 +221,12 @@ def command_parsers() -> dict[str, tuple[_Parser, Callable]]:
     p_send.add_argument("--proto", choices=("udp", "tcp", "icmp"), default="udp")
     p_send.add_argument("--count", type=int, default=1)
     p_send.add_argument("--ipv6", action="store_true")
+    p_send.add_argument("--port", type=int, default=netmod.DISCARD_PORT,
+                        help="destination port (default 9, the discard service)")
     p_ping = _Parser(prog="ping", add_help=False)
     p_ping.add_argument("dev")
     p_ping.add_argument("-c", type=int, default=4, dest="count")
+    p_ping.add_argument("-s", type=int, default=PING_DATA, dest="size")
     p_bench = _Parser(prog="skb-bench", add_help=False)
     p_bench.add_argument("iterations", type=int, nargs="?", default=skb_bench.DEFAULT_ITERATIONS)
     p_bench.add_argument("--dev", default=skb_bench.DEFAULT_DEVICE)
@@ -221,14 +241,16 @@ def command_parsers() -> dict[str, tuple[_Parser, Callable]]:
     def do_send(k: Kernel, a: argparse.Namespace) -> str:
         if not 0 <= a.count <= MAX_SEND_COUNT:
             raise UsageError(f"send: --count {a.count} is out of range (0 to {MAX_SEND_COUNT})")
-        n = send(k, a.dev, a.length, a.proto, a.count, a.ipv6)
+        if not 0 <= a.port <= MAX_PORT:
+            raise UsageError(f"send: --port {a.port} is out of range (0 to {MAX_PORT})")
+        n = send(k, a.dev, a.length, a.proto, a.count, a.ipv6, a.port)
         if n < a.count:
             raise ValueError(f"stopped after {n} of {a.count} packets: the requester went away")
         return f"sent {n} {a.proto} packet{'s' if n != 1 else ''} of len {a.length} on {a.dev}\n"
 
     return {
         "send": (p_send, do_send),
-        "ping": (p_ping, lambda k, a: ping(k, a.dev, a.count)),
+        "ping": (p_ping, lambda k, a: ping(k, a.dev, a.count, a.size)),
         "skb-bench": (p_bench, lambda k, a: skb_bench_cmd(k, a.iterations, a.dev, a.clock)),
         "dmesg": (p_dmesg, lambda k, a: dmesg(k, read=not a.clear, clear=a.clear or a.read_clear)),
         "workload": (p_work, lambda k, a: workload(k, a.action, a.name)),
@@ -239,8 +261,8 @@ COMMANDS = ("send", "ping", "skb-bench", "dmesg", "workload")
 
 
 def usage() -> str:
-    return ("commands: send DEV --len N [--proto udp|tcp|icmp] [--count K] [--ipv6]; "
-            "ping DEV [-c K]; skb-bench [N] [--dev DEV]; dmesg [-c|-C]; "
+    return ("commands: send DEV --len N [--proto udp|tcp|icmp] [--count K] [--ipv6] [--port P]; "
+            "ping DEV [-c K] [-s SIZE]; skb-bench [N] [--dev DEV]; dmesg [-c|-C]; "
             "workload start|stop NAME | workload list; btf\n")
 
 

@@ -27,6 +27,7 @@ from tracesim.kernel_model.mm.memory import Memory
 from tracesim.kernel_model.mm.slab import Slab
 from tracesim.kernel_model.net.core import Net
 from tracesim.kernel_model.sched import Scheduler
+from tracesim.kernel_model.sockets import Sockets
 from tracesim.kernel_model.syscalls import Syscalls
 from tracesim.kernel_model.trace.printk import Printk
 from tracesim.kernel_model.trace.tracing import Tracing
@@ -63,6 +64,7 @@ class Kernel:
             with self.machine.on_cpu(cpu):
                 self.ksoftirqd.append(self.machine.spawn(f"ksoftirqd/{cpu}", kthread=True))
         self.net = Net(self, tuple(devices))
+        self.net.sockets = Sockets(self.net)       # UDP, TCP and ping sockets over net
         self.printk.printk(f"smp: Brought up 1 node, {cpus} CPU{'s' if cpus > 1 else ''}")
         self.workloads = Workloads(self)
         self._user_tasks: dict[str, Task] = {}

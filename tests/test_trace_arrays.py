@@ -66,9 +66,10 @@ def test_enable_files_and_set_event(kernel: Kernel) -> None:
     assert top.system_enable_text("net") == "0\n"
     top.set_event_write("net:netif_rx skb:*", truncate=False)
     assert top.system_enable_text("net") == "X\n" and top.system_enable_text("skb") == "1\n"
-    assert top.set_event_text() == "net:netif_rx\nskb:kfree_skb\nskb:consume_skb\n"
+    assert top.set_event_text() == ("net:netif_rx\nskb:kfree_skb\nskb:consume_skb\n"
+                                    "skb:skb_copy_datagram_iovec\n")
     top.set_event_write("!skb:kfree_skb", truncate=False)
-    assert top.set_event_text() == "net:netif_rx\nskb:consume_skb\n"
+    assert top.set_event_text() == "net:netif_rx\nskb:consume_skb\nskb:skb_copy_datagram_iovec\n"
     top.set_event_write("napi:napi_poll", truncate=True)
     assert top.set_event_text() == "napi:napi_poll\n"
     with pytest.raises(OSError) as e:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tracesim.bench import skb as skb_bench
+from tracesim.tools.cli_args import OneLineParser, int_in
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 EVENT = "events/net/netif_receive_skb"
@@ -141,8 +142,8 @@ def story(fs: Any, obj: Path, iterations: int) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="tracesim demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--iterations", type=int, default=20_000,
+    ap = OneLineParser(prog="tracesim demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int_in(1, 10**9), default=20_000,
                     help="skb alloc/free pairs per benchmark phase (default 20000)")
     ap.add_argument("--in-process", action="store_true", help="do not try a FUSE mount")
     return ap

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import traceback
 
+from tracesim.tools.cli_args import OneLineParser, int_in, workload_arg
 from tracesim.tools.ctl_socket import (
     CtlServer,
     StateDirError,
@@ -36,15 +37,20 @@ from tracesim.tools.ctl_socket import (
 )
 
 PROG = "tracesim mount"
+MAX_CPUS = 64
+MAX_SEED = 2**63 - 1
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Mount the simulated tracefs on DIR.")
+    p = OneLineParser(prog=PROG, description="Mount the simulated tracefs on DIR.")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--cpus", type=int, default=2, help="simulated CPUs (default 2)")
-    p.add_argument("--workload", default="none",
-                   help="background traffic: a workload name, or none (default)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
+    p.add_argument("--cpus", type=int_in(1, MAX_CPUS), default=2,
+                   help=f"simulated CPUs (default 2, at most {MAX_CPUS})")
+    p.add_argument("--workload", type=workload_arg, default="none",
+                   help="background traffic: a workload name with optional parameters "
+                        "(NAME:KEY=VALUE,..., e.g. tcp_rr:rate=500,loss=0.01), or none (default)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=1,
+                   help="seed of the workload (default 1)")
     p.add_argument("--foreground", action="store_true", help="serve in this process")
     p.add_argument("--bpf-engine", choices=("jit", "interp", "native", "auto"), default="jit",
                    help="how BPF filter programs run (default jit)")

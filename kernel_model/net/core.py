@@ -55,6 +55,7 @@ NET_SKB_PAD = 64
 SMP_CACHE_BYTES = 64
 SKB_SMALL_HEAD_CACHE_SIZE = 640          # SKB_HEAD_ALIGN(MAX_TCP_HEADER)
 NAPI_POLL_WEIGHT = 64
+NAPI_STATE_SCHED = 1
 PARSE_MEMO_MAX = 1024                    # frames whose parse _ip_deliver remembers
 ETH_HLEN = packets.ETH_HLEN
 ETH_P_IP, ETH_P_IPV6, ETH_P_ARP = packets.ETH_P_IP, packets.ETH_P_IPV6, packets.ETH_P_ARP
@@ -75,6 +76,8 @@ SKB_DROP_REASON_TCP_CSUM = DROP_REASON_VALUES["TCP_CSUM"]
 SKB_DROP_REASON_UDP_CSUM = DROP_REASON_VALUES["UDP_CSUM"]
 SKB_DROP_REASON_OTHERHOST = DROP_REASON_VALUES["OTHERHOST"]
 SKB_DROP_REASON_UNHANDLED_PROTO = DROP_REASON_VALUES["UNHANDLED_PROTO"]
+SKB_DROP_REASON_QDISC_DROP = DROP_REASON_VALUES["QDISC_DROP"]
+SKB_DROP_REASON_NETFILTER_DROP = DROP_REASON_VALUES["NETFILTER_DROP"]
 DISCARD_PORT = 9      # the port the host listens on by default (TCP and UDP "discard")
 
 
@@ -172,11 +175,22 @@ class SkBuff:
     users: int
     _buf: bytearray      # the memory region's buffer the struct sits in, and its offset there
     _off: int
-    head_cache: KmemCache | None
+    head_cache: KmemCache | SharedData | None  # SharedData: a clone's buffer, shared
 
     def __repr__(self) -> str:
         name = self.dev.name if self.dev is not None else None
         return f"<sk_buff 0x{self.addr:x} dev={name} len={self.len}>"
+
+
+class SharedData:
+    """The data buffer of an skb and its clones (``skb_shinfo(skb)->dataref``): freed with the
+    last of them. Cloned skbs hold one of these in ``head_cache`` instead of the cache."""
+
+    __slots__ = ("cache", "dataref")
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.dataref = 1
 
 
 class NetDevice:
@@ -322,12 +336,28 @@ class Net:
         self.kp_ip_rcv = site("ip_rcv")
         self.kp_ipv6_rcv = site("ipv6_rcv")
         self.kp_icmp_rcv = site("icmp_rcv")
+        self.kp_kmalloc_reserve = site("kmalloc_reserve")
+        self.kp_netif_rx_core = site("__netif_rx")
+        self.kp_ip_rcv_finish = site("ip_rcv_finish")
+        self.kp_ip_local_deliver = site("ip_local_deliver")
+        self.kp_ip_local_deliver_finish = site("ip_local_deliver_finish")
+        self.kp_ip_protocol_deliver = site("ip_protocol_deliver_rcu")
+        self.kp_ip6_input = site("ip6_input")
+        self.kp_ip6_protocol_deliver = site("ip6_protocol_deliver_rcu")
+        self.kp_skb_clone = site("skb_clone")
+        self.kp_ip_local_out = site("ip_local_out")
+        self.kp_ip_output = site("ip_output")
+        self.kp_ip_finish_output2 = site("ip_finish_output2")
+        self.tp_netif_receive_skb_exit = ev("net", "netif_receive_skb_exit")
         # return addresses the functions pass as call_site/location (_RET_IP_)
         self.ip_alloc_head = ks.addr("__alloc_skb") + 0x5c
-        self.ip_alloc_data = ks.addr("__alloc_skb") + 0xb1
+        self.ip_alloc_data = ks.addr("kmalloc_reserve") + 0x5d
+        self.ip_clone = ks.addr("skb_clone") + 0x7c
+        self.ip_qdisc_drop = ks.addr("__dev_queue_xmit") + 0x8a6
+        self.ip_nf_drop = ks.addr("nf_hook_slow") + 0x8c
         self.ip_release_data = ks.addr("skb_release_data") + 0x136
         self.ip_kfree_skbmem = ks.addr("kfree_skbmem") + 0x5e
-        self.ip_deliver = {4: ks.addr("ip_rcv") + 0x9a, 6: ks.addr("ipv6_rcv") + 0xa3}
+        self.ip_deliver = {4: ks.addr("ip_rcv_core") + 0x9a, 6: ks.addr("ipv6_rcv") + 0xa3}
         self.ip_icmp = ks.addr("icmp_rcv") + 0x1a4
         self.ip_unhandled = ks.addr("__netif_receive_skb_core") + 0x3b2
         self.ip_tx_done = ks.addr("virtnet_poll") + 0x2c8
@@ -337,12 +367,16 @@ class Net:
         self.poll_list: list[list[Napi]] = [[] for _ in self.machine.cpus]
         self.listeners: set[tuple[int, int]] = {(packets.IPPROTO_UDP, DISCARD_PORT),
                                                 (packets.IPPROTO_TCP, DISCARD_PORT)}
-        self.ping_sockets: dict[int, list[int]] = {}   # ICMP ident -> sequence numbers received
+        # device name -> the root qdisc's verdict on an skb: True drops it (QDISC_DROP)
+        self.qdisc_drop: dict[str, Any] = {}
+        # the netfilter INPUT chain: (protocol, destination port) of its DROP rules
+        self.nf_input_drop: set[tuple[int, int]] = set()
         self._parsed: dict[bytes, Any] = {}            # frame -> packets.Parsed (_parse_frame)
         self.devices: dict[str, NetDevice] = {}
         self.select_queue: dict[str, Any] = {}      # device name -> ndo_select_queue(skb) -> queue
         for name in devices:
             self.add_device(name)
+        self.sockets: Any = None       # the transport layer (sockets.Sockets), set by Kernel
 
     def _event(self, system: str, name: str) -> Any:
         try:
@@ -409,19 +443,21 @@ class Net:
         """Mirror the skb's attributes into its struct in memory."""
         self.skb_mirror.write(skb._buf, skb._off, skb)
 
-    def _alloc_skb_core(self, size: int, gfp: int, node: int = -1) -> SkBuff:
+    def _alloc_skb_core(self, size: int, gfp: int, flags: int = 0, node: int = -1) -> SkBuff:
         slab = self.slab
         addr = slab.kmem_cache_alloc(self.head_cache, gfp & ~1, self.ip_alloc_head, node)
-        osize = skb_data_align(size) + SKB_SHINFO_SIZE
-        if osize <= SKB_SMALL_HEAD_CACHE_SIZE:
-            cache = self.small_head_cache
-            data = slab.kmem_cache_alloc(cache, gfp | GFP_NOMEMALLOC | GFP_NOWARN,
-                                         self.ip_alloc_data, node)
-            osize = cache.size
-        else:
-            cache = None
-            data = slab.kmalloc(osize, gfp | GFP_NOMEMALLOC | GFP_NOWARN, self.ip_alloc_data, node)
-            osize = slab.ksize(data)
+        kp = self.kp_kmalloc_reserve
+        if kp.active:
+            data, cache, osize = kp.call(self._kmalloc_reserve, size, gfp, node, 0)
+        else:                                    # kmalloc_reserve's small-head case, inline
+            osize = skb_data_align(size) + SKB_SHINFO_SIZE
+            if osize <= SKB_SMALL_HEAD_CACHE_SIZE:
+                cache = self.small_head_cache
+                data = slab.kmem_cache_alloc(cache, gfp | GFP_NOMEMALLOC | GFP_NOWARN,
+                                             self.ip_alloc_data, node)
+                osize = cache.size
+            else:
+                data, cache, osize = self._kmalloc_reserve(size, gfp, node, 0)
         size = osize - SKB_SHINFO_SIZE
         region = self.mem.pages[addr >> 12]
         off = addr - region.base
@@ -440,6 +476,19 @@ class Net:
         skb.truesize = size + self.skb_truesize_overhead
         skb.users = 1
         return skb
+
+    def _kmalloc_reserve(self, size: int, gfp: int, node: int, pfmemalloc: int) -> tuple:
+        """``kmalloc_reserve``: the data buffer from ``skbuff_small_head`` when it fits, else
+        kmalloc (which rounds to its size class). Returns (data, its cache or None, usable
+        size); the kernel passes the size by pointer and updates it."""
+        slab = self.slab
+        osize = skb_data_align(size) + SKB_SHINFO_SIZE
+        if osize <= SKB_SMALL_HEAD_CACHE_SIZE:
+            cache = self.small_head_cache
+            return (slab.kmem_cache_alloc(cache, gfp | GFP_NOMEMALLOC | GFP_NOWARN,
+                                          self.ip_alloc_data, node), cache, cache.size)
+        data = slab.kmalloc(osize, gfp | GFP_NOMEMALLOC | GFP_NOWARN, self.ip_alloc_data, node)
+        return data, None, slab.ksize(data)
 
     def alloc_skb(self, size: int, gfp: int = GFP_KERNEL) -> SkBuff:
         """``__alloc_skb(size, gfp, 0, NUMA_NO_NODE)`` (mirrored into memory)."""
@@ -492,6 +541,14 @@ class Net:
 
     def _release_data(self, skb: SkBuff, reason: int) -> None:
         cache = skb.head_cache
+        if cache is self.small_head_cache:       # the common case first: one compare
+            self.slab.kmem_cache_free(cache, skb.head, self.ip_release_data)
+            return
+        if isinstance(cache, SharedData):        # a clone's buffer: freed with the last user
+            cache.dataref -= 1
+            if cache.dataref:
+                return
+            cache = cache.cache
         if cache is not None:
             self.slab.kmem_cache_free(cache, skb.head, self.ip_release_data)
         else:
@@ -520,17 +577,27 @@ class Net:
             self._free_skb(skb)
 
     def kfree_skb(self, skb: SkBuff | None, reason: int = SKB_DROP_REASON_NOT_SPECIFIED,
-                  location: int = 0) -> None:
-        """``kfree_skb_reason(skb, reason)`` → ``sk_skb_reason_drop(NULL, skb, reason)``.
+                  location: int = 0, sk: Any = 0) -> None:
+        """``kfree_skb_reason(skb, reason)`` → ``sk_skb_reason_drop(sk, skb, reason)``.
 
-        ``location`` is the caller's return address (the event's ``location``)."""
+        ``location`` is the caller's return address (the event's ``location``); ``sk`` the
+        receiving socket, when the drop happens at one (the event's ``rx_sk``)."""
         if skb is None:
             return
         kp = self.kp_reason_drop
         if kp.active:
-            kp.call(self._reason_drop, 0, skb, reason, location)
+            kp.call(self._reason_drop, sk, skb, reason, location)
         else:
-            self._reason_drop(0, skb, reason, location)
+            self._reason_drop(sk, skb, reason, location)
+
+    def free_skb_quietly(self, skb: SkBuff) -> None:
+        """``__kfree_skb``: free without a skb: event, as the kernel does where the skb did its
+        job in a protocol's fast path (a TCP ACK, a datagram read by recvmsg)."""
+        kp = self.kp_kfree_skb_core
+        if kp.active:
+            kp.call(self._free_skb, skb)
+        else:
+            self._free_skb(skb)
 
     def _consume(self, skb: SkBuff, location: int) -> None:
         self._reason_drop(0, skb, SKB_CONSUMED, location)
@@ -544,6 +611,25 @@ class Net:
             kp.call(self._consume, skb, location)
         else:
             self._consume(skb, location)
+
+    def skb_clone(self, skb: SkBuff, gfp: int = GFP_ATOMIC) -> SkBuff:
+        """``skb_clone``: a new sk_buff (head from ``skbuff_head_cache``) sharing the data."""
+        kp = self.kp_skb_clone
+        return kp.call(self._skb_clone, skb, gfp) if kp.active else self._skb_clone(skb, gfp)
+
+    def _skb_clone(self, skb: SkBuff, gfp: int) -> SkBuff:
+        shared = skb.head_cache
+        if type(shared) is not SharedData:
+            shared = skb.head_cache = SharedData(shared)
+        shared.dataref += 1
+        addr = self.slab.kmem_cache_alloc(self.head_cache, gfp, self.ip_clone)
+        region = self.mem.pages[addr >> 12]
+        n = SkBuff()
+        for name in SkBuff.__slots__:
+            setattr(n, name, getattr(skb, name))
+        n.addr, n._buf, n._off, n.users = addr, region.buf, addr - region.base, 1
+        self.sync(n)
+        return n
 
     # ------------------------------------------------------------------ helpers on skbs
     def eth_type_trans(self, skb: SkBuff, dev: NetDevice) -> int:
@@ -583,13 +669,21 @@ class Net:
         with m.hardirq():                        # the device interrupt: napi_schedule
             dev.rx_ring[q].append(frame)
             napi = dev.napi[q]
-            if napi not in self.poll_list[m.current.id]:
-                self.poll_list[m.current.id].append(napi)
+            self._napi_schedule(napi, m.current.id)
         self.do_softirq()
 
+    def _napi_schedule(self, napi: Napi, cpu: int) -> None:
+        """napi_schedule: on the CPU's poll list unless already scheduled (NAPI_STATE_SCHED,
+        which stays set while it is being polled)."""
+        if not napi.state & NAPI_STATE_SCHED:
+            napi.state |= NAPI_STATE_SCHED
+            self.poll_list[cpu].append(napi)
+
     def do_softirq(self) -> None:
-        """Run pending NET_RX work on this CPU (irq_exit / local_bh_enable)."""
-        if self.poll_list[self.machine.current.id]:
+        """Run pending NET_RX work on this CPU (irq_exit / local_bh_enable); inside a softirq
+        or hardirq nothing: the running net_rx_action (or the next) polls what was queued."""
+        cpu = self.machine.current
+        if self.poll_list[cpu.id] and not cpu.preempt_count & 0xf0100:
             with self.machine.softirq():
                 kp = self.kp_net_rx_action
                 if kp.active:
@@ -605,6 +699,8 @@ class Net:
             more = kp.call(self._napi_poll, napi, 0) if kp.active else self._napi_poll(napi, 0)
             if more:
                 pending.append(napi)
+            else:
+                napi.state &= ~NAPI_STATE_SCHED      # napi_complete_done
 
     def _napi_poll(self, napi: Napi, repoll: int) -> bool:
         weight = napi.weight
@@ -661,7 +757,11 @@ class Net:
         if tp.enabled:
             tp.fire(skb)
         with self.machine.rcu_read_lock():       # netif_receive_skb_internal
-            return self._netif_receive_skb_internal(skb)
+            ret = self._netif_receive_skb_internal(skb)
+        tp = self.tp_netif_receive_skb_exit
+        if tp.enabled:
+            tp.fire(ret)
+        return ret
 
     def _netif_receive_skb_internal(self, skb: SkBuff) -> int:
         kp = self.kp_netif_receive_skb_int
@@ -707,30 +807,84 @@ class Net:
         return 1                                  # NET_RX_DROP
 
     def _ip_rcv(self, skb: SkBuff, dev: Any, pt: int, orig_dev: int) -> int:
-        return self._ip_deliver(skb, 4)
+        """``ip_rcv``: ip_rcv_core's checks, then (no netfilter hooks) ip_rcv_finish."""
+        p = self._ip_rcv_core(skb, 4)
+        if p is None:
+            return 1
+        kp = self.kp_ip_rcv_finish
+        return kp.call(self._ip_rcv_finish, 0, 0, skb, p) if kp.active else self._ip_rcv_finish(0, 0, skb, p)
 
     def _ipv6_rcv(self, skb: SkBuff, dev: Any, pt: int, orig_dev: int) -> int:
-        return self._ip_deliver(skb, 6)
+        """``ipv6_rcv`` → ``ip6_rcv_finish`` → ``ip6_input`` → ``ip6_protocol_deliver_rcu``."""
+        p = self._ip_rcv_core(skb, 6)
+        if p is None:
+            return 1
+        kp = self.kp_ip6_input
+        return kp.call(self._ip6_input, skb, p) if kp.active else self._ip6_input(skb, p)
 
-    def _ip_deliver(self, skb: SkBuff, version: int) -> int:
+    def _ip6_input(self, skb: SkBuff, p: Any) -> int:
+        if self.nf_input_drop and self._nf_local_in_drops(skb, p):
+            return 1
+        self._pull_to_transport(skb)
+        kp = self.kp_ip6_protocol_deliver
+        if kp.active:
+            return kp.call(self._protocol_deliver, 0, skb, p.proto, False, p)
+        return self._protocol_deliver(0, skb, p.proto, False, p)
+
+    def _ip_rcv_core(self, skb: SkBuff, version: int) -> Any:
+        """The header checks: a truncated packet or one for another host is dropped here."""
         p = self._parse_frame(self.frame_of(skb))
         location = self.ip_deliver[version]
         if p.truncated or p.l4_offset < 0:
             self.kfree_skb(skb, SKB_DROP_REASON_PKT_TOO_SMALL, location)
-            return 1
+            return None
         if skb.pkt_type == PACKET_OTHERHOST:
             self.kfree_skb(skb, SKB_DROP_REASON_OTHERHOST, location)
-            return 1
+            return None
         skb.transport_header = skb.mac_header + p.l4_offset
         self.sync(skb)
+        return p
+
+    def _ip_rcv_finish(self, net: int, sk: int, skb: SkBuff, p: Any) -> int:
+        kp = self.kp_ip_local_deliver
+        return kp.call(self._ip_local_deliver, skb, p) if kp.active else self._ip_local_deliver(skb, p)
+
+    def _nf_local_in_drops(self, skb: SkBuff, p: Any) -> bool:
+        """NF_HOOK(NF_INET_LOCAL_IN): a DROP rule's verdict, the skb freed in nf_hook_slow."""
+        if (p.proto, p.dport) in self.nf_input_drop:
+            self.kfree_skb(skb, SKB_DROP_REASON_NETFILTER_DROP, self.ip_nf_drop)
+            return True
+        return False
+
+    def _ip_local_deliver(self, skb: SkBuff, p: Any) -> int:
+        if self.nf_input_drop and self._nf_local_in_drops(skb, p):
+            return 1
+        kp = self.kp_ip_local_deliver_finish
+        if kp.active:
+            return kp.call(self._ip_local_deliver_finish, 0, 0, skb, p)
+        return self._ip_local_deliver_finish(0, 0, skb, p)
+
+    def _pull_to_transport(self, skb: SkBuff) -> None:
+        """__skb_pull(skb, skb_network_header_len(skb)): data at the transport header."""
+        pulled = skb.transport_header - (skb.data - skb.head)
+        skb.data += pulled
+        skb.len -= pulled
+        self.sync(skb)
+
+    def _ip_local_deliver_finish(self, net: int, sk: int, skb: SkBuff, p: Any) -> int:
+        self._pull_to_transport(skb)
+        with self.machine.rcu_read_lock():
+            kp = self.kp_ip_protocol_deliver
+            if kp.active:
+                return kp.call(self._protocol_deliver, 0, skb, p.proto, False, p)
+            return self._protocol_deliver(0, skb, p.proto, False, p)
+
+    def _protocol_deliver(self, net: int, skb: SkBuff, protocol: int, _v6: bool, p: Any) -> int:
+        """``ip_protocol_deliver_rcu`` / ``ip6_protocol_deliver_rcu``: the transport's handler."""
         if p.proto in (packets.IPPROTO_ICMP, packets.IPPROTO_ICMPV6):
             kp = self.kp_icmp_rcv
             return kp.call(self._icmp_rcv, skb, p) if kp.active else self._icmp_rcv(skb, p)
-        if (p.proto, p.dport) in self.listeners:
-            self.consume_skb(skb, location)      # queued to the socket and read
-            return NET_RX_SUCCESS
-        self.kfree_skb(skb, SKB_DROP_REASON_NO_SOCKET, location)
-        return 1
+        return self.sockets.transport_rcv(skb, p)
 
     def _parse_frame(self, frame: bytes) -> Any:
         """packets.parse, remembered per frame: traffic generators replay a pool of frames, and
@@ -752,24 +906,32 @@ class Net:
             ident, seq = int.from_bytes(icmp[4:6], "big"), int.from_bytes(icmp[6:8], "big")
             reply = build_frame(skb.dev, "icmp-reply", p.dst, p.src, ident, seq, icmp[8:],
                                 v6=v6, outgoing=True)
+            self.xmit_frame(skb.dev, reply, via_ip=True)     # icmp_echo → icmp_reply
             self.consume_skb(skb, self.ip_icmp)
-            self.xmit_frame(skb.dev, reply)
             return NET_RX_SUCCESS
-        if kind == (129 if v6 else 0):           # echo reply: to the ping socket with that ident
-            ident, seq = int.from_bytes(icmp[4:6], "big"), int.from_bytes(icmp[6:8], "big")
-            got = self.ping_sockets.get(ident)
-            if got is not None:
-                got.append(seq)
+        if kind == (129 if v6 else 0):           # echo reply: ping_rcv, to the socket of ident
+            ident = int.from_bytes(icmp[4:6], "big")
+            if self.sockets.ping_rcv(skb, ident, p):
                 self.consume_skb(skb, self.ip_icmp)
                 return NET_RX_SUCCESS
         self.kfree_skb(skb, SKB_DROP_REASON_NO_SOCKET, self.ip_icmp)
         return 1
 
     # ------------------------------------------------------------------ transmit
-    def xmit_frame(self, dev: NetDevice | str, frame: bytes) -> int:
-        """The host sends ``frame`` out of ``dev``: an skb is built and ``dev_queue_xmit``'d."""
+    def xmit_frame(self, dev: NetDevice | str, frame: bytes, via_ip: bool = False) -> int:
+        """The host sends ``frame`` out of ``dev``: an skb is built (GFP_KERNEL in a task,
+        GFP_ATOMIC in softirq) and ``dev_queue_xmit``'d; ``via_ip`` sends it as the IP layer
+        does, through ip_local_out → ip_output → ip_finish_output2."""
+        skb = self.frame_skb(dev, frame)
+        if via_ip:
+            return self.ip_local_out(skb)
+        return self.dev_queue_xmit(skb)
+
+    def frame_skb(self, dev: NetDevice | str, frame: bytes) -> SkBuff:
+        """An skb holding ``frame`` to send out of ``dev`` (data at the MAC header)."""
         dev = self.device(dev) if isinstance(dev, str) else dev
-        skb = self.alloc_skb(len(frame) + NET_SKB_PAD, GFP_KERNEL)
+        gfp = GFP_KERNEL if self.machine.current.in_task() else GFP_ATOMIC
+        skb = self.alloc_skb(len(frame) + NET_SKB_PAD, gfp)
         skb.data += NET_SKB_PAD
         skb.tail += NET_SKB_PAD
         skb.dev, skb.dev_addr = dev, dev.addr
@@ -778,7 +940,25 @@ class Net:
         skb.network_header = skb.mac_header + ETH_HLEN
         skb.protocol = int.from_bytes(frame[12:14], "little")
         self.sync(skb)
-        return self.dev_queue_xmit(skb)
+        return skb
+
+    def ip_local_out(self, skb: SkBuff) -> int:
+        """The IP layer sends ``skb``: ip_local_out → ip_output → ip_finish_output2."""
+        kp = self.kp_ip_local_out
+        return kp.call(self._ip_local_out, 0, 0, skb) if kp.active else self._ip_local_out(0, 0, skb)
+
+    def _ip_local_out(self, net: int, sk: int, skb: SkBuff) -> int:
+        kp = self.kp_ip_output
+        return kp.call(self._ip_output, net, sk, skb) if kp.active else self._ip_output(net, sk, skb)
+
+    def _ip_output(self, net: int, sk: int, skb: SkBuff) -> int:
+        kp = self.kp_ip_finish_output2
+        if kp.active:
+            return kp.call(self._ip_finish_output2, net, sk, skb)
+        return self._ip_finish_output2(net, sk, skb)
+
+    def _ip_finish_output2(self, net: int, sk: int, skb: SkBuff) -> int:
+        return self.dev_queue_xmit(skb)          # neigh_output: the MAC header is in place
 
     def dev_queue_xmit(self, skb: SkBuff) -> int:
         """``dev_queue_xmit`` → ``__dev_queue_xmit(skb, NULL)``; bottom halves re-enabled after."""
@@ -799,6 +979,10 @@ class Net:
         tp = self.tp_net_dev_queue
         if tp.enabled:
             tp.fire(skb)
+        drop = self.qdisc_drop.get(dev.name)
+        if drop is not None and drop(skb):       # the qdisc's enqueue dropped it
+            self.kfree_skb(skb, SKB_DROP_REASON_QDISC_DROP, self.ip_qdisc_drop)
+            return NETDEV_TX_OK                  # NET_XMIT_SUCCESS | __NET_XMIT_BYPASS
         kp = self.kp_hard_start_xmit
         if kp.active:
             return kp.call(self._hard_start_xmit, skb, dev, 0, 0)
@@ -831,7 +1015,8 @@ class Net:
         dev.tx_bytes += length
         dev.rx_packets += 1
         dev.rx_bytes += skb.len
-        return self.netif_rx(skb)
+        kp = self.kp_netif_rx_core
+        return kp.call(self._netif_rx_core, skb) if kp.active else self._netif_rx_core(skb)
 
     def netif_rx(self, skb: SkBuff) -> int:
         """Queue to this CPU's backlog (net:netif_rx); processed at the next softirq."""
@@ -842,6 +1027,12 @@ class Net:
         tp = self.tp_netif_rx_entry
         if tp.enabled:
             tp.fire(skb)
+        kp = self.kp_netif_rx_core
+        return kp.call(self._netif_rx_core, skb) if kp.active else self._netif_rx_core(skb)
+
+    def _netif_rx_core(self, skb: SkBuff) -> int:
+        """``__netif_rx`` → netif_rx_internal (loopback calls it without netif_rx's entry/exit
+        events)."""
         tp = self.tp_netif_rx
         if tp.enabled:
             tp.fire(skb)
@@ -854,8 +1045,7 @@ class Net:
     def _enqueue_to_backlog(self, skb: SkBuff, cpu: int, qtail: int) -> int:
         backlog = self.backlogs[cpu]
         backlog.queue.append(skb)
-        if backlog not in self.poll_list[cpu]:
-            self.poll_list[cpu].append(backlog)
+        self._napi_schedule(backlog, cpu)
         return NET_RX_SUCCESS
 
 

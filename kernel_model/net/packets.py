@@ -12,6 +12,7 @@ never raises: what it cannot read is reported as ``truncated``.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections.abc import Sequence
@@ -71,7 +72,13 @@ def addr_bytes(addr: str | bytes) -> bytes:
         if len(addr) not in (4, 16):
             raise ValueError(f"an IP address is 4 or 16 bytes, got {len(addr)}")
         return addr
-    return ipaddress.ip_address(addr).packed
+    return _packed(addr)
+
+
+@functools.lru_cache(maxsize=1024)
+def _packed(text: str) -> bytes:
+    """Text to wire bytes, remembered: receive paths look the same few addresses up per packet."""
+    return ipaddress.ip_address(text).packed
 
 
 def addr_text(packed: bytes) -> str:
@@ -393,6 +400,7 @@ class Parsed:
     home_address: str = ""                   # from a destination-options HAO
     routing_home: str = ""                   # from a type-2 routing header
     truncated: bool = False
+    l4_csum_ok: bool | None = None           # the L4 checksum verified, once someone asked
 
 
 def parse(frame: bytes) -> Parsed:

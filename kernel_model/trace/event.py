@@ -113,7 +113,7 @@ COMMON_STRUCT = "HBBi"
 # since 6.2 (kbuild: -funsigned-char), so char fields show signed:0
 _SCALARS: dict[str, tuple[int, bool, str]] = {
     "char": (1, False, "B"), "signed char": (1, True, "b"), "unsigned char": (1, False, "B"),
-    "bool": (1, False, "B"), "u8": (1, False, "B"), "s8": (1, True, "b"),
+    "bool": (1, False, "B"), "u8": (1, False, "B"), "s8": (1, True, "b"), "__u8": (1, False, "B"),
     "short": (2, True, "h"), "unsigned short": (2, False, "H"), "u16": (2, False, "H"),
     "s16": (2, True, "h"), "__u16": (2, False, "H"),
     "int": (4, True, "i"), "unsigned int": (4, False, "I"), "u32": (4, False, "I"),
@@ -216,8 +216,10 @@ class TraceEvent:
     def __init__(self, system: str, name: str, fields: Sequence[tuple[str, str]],
                  print_fmt: str, assign: Callable[..., Sequence[Any]],
                  printer: Callable[[TraceEvent], Callable[[Buffer, Any], str]] | None = None,
-                 proto: str = "", show_name: bool = True, packed: bool = False) -> None:
+                 proto: str = "", show_name: bool = True, packed: bool = False,
+                 print_constants: dict[str, int] | None = None) -> None:
         self.system = system
+        self.print_constants = print_constants or {}   # enum names the print fmt leaves as is
         self.name = name
         self.proto = proto
         self.show_name = show_name        # trace lines print ``name: `` first (not ftrace entries)

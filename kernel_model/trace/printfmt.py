@@ -6,7 +6,12 @@ arguments as C expressions over ``REC->field``. Supported: ``__get_str``, ``__ge
 % ! ~``, numbers, strings. Conversions: ``%d %i %u %x %X %o %c %s`` with flags/width/precision
 and h/hh/l/ll/L/z/t/j lengths, ``%p`` (6.x: a hashed id — 32 bits of a keyed hash, 16 hex digits
 zero padded; NULL prints as zeros), ``%px`` (raw), ``%pS``/``%pB`` (``sym+0xoff/0xsize``),
-``%ps`` (``sym``), ``%pK`` (hashed like ``%p``).
+``%ps`` (``sym``), ``%pK`` (hashed like ``%p``), ``%pI4``/``%pI6``/``%pI6c`` (an address
+from a ``__u8`` array field), ``%pISpc`` (a ``struct sockaddr_in``/``_in6`` held in a ``__u8``
+array: address and port, IPv6 compressed in brackets). As vsnprintf does, every letter and digit
+after ``%p`` belongs to the pointer's extension. Identifiers the format names without a
+TRACE_DEFINE_ENUM (``{ TCP_ESTABLISHED, "TCP_ESTABLISHED" }``) take their values from the event's
+``print_constants``.
 
 Every event's printer is generated Python source, compiled once: one ``unpack_from`` of the
 record's fixed part with the event's struct format binds the fields the format uses, and one
@@ -128,7 +133,9 @@ class _Parser:
               ("<<", ">>"), ("+", "-"), ("*", "/", "%")]
 
     def __init__(self, tokens: list[tuple[str, str]], fields: dict[str, Any],
-                 helpers: dict[str, Any], used: set[str]) -> None:
+                 helpers: dict[str, Any], used: set[str],
+                 constants: dict[str, int] | None = None) -> None:
+        self.constants = constants or {}
         self.toks = tokens
         self.i = 0
         self.fields = fields
@@ -236,6 +243,8 @@ class _Parser:
             return self.field(self.take()[1])
         if kind == "id" and self.peek()[1] == "(":
             return self.call(tok)
+        if kind == "id" and tok in self.constants:
+            return _const(self.constants[tok])
         raise ValueError(f"print fmt: unexpected {tok!r}")
 
     def call(self, fn: str) -> _Code:
@@ -386,6 +395,73 @@ def _ptr_sym(v: int, s: Any) -> str:
     return f"0x{v:x}" if hit is None else hit[0]
 
 
+def _ip4(raw: Any) -> str:
+    return ".".join(str(b) for b in bytes(raw)[:4])
+
+
+def _ip6(raw: Any, compressed: bool) -> str:
+    """ip6_string / ip6_compressed_string: words in lowercase hex; compressed drops the
+    leading zeros, folds the longest run (of two words or more, the first such) into ``::``
+    and prints a v4-mapped or ISATAP address's last 32 bits dotted."""
+    raw = bytes(raw)[:16].ljust(16, b"\0")
+    words = [raw[i] << 8 | raw[i + 1] for i in range(0, 16, 2)]
+    if not compressed:
+        return ":".join(f"{w:04x}" for w in words)
+    use_v4 = words[:5] == [0] * 5 and words[5] == 0xffff or \
+        (words[4] | 0x0200) == 0x0200 and words[5] == 0x5efe
+    count = 6 if use_v4 else 8
+    best_at, best_len, i = -1, 1, 0
+    while i < count:
+        j = i
+        while j < count and words[j] == 0:
+            j += 1
+        if j - i > best_len:
+            best_at, best_len = i, j - i
+        i = j + 1
+    out, need_colon, i = "", False, 0
+    while i < count:
+        if i == best_at:
+            out += "::" if (need_colon or i == 0) else ":"
+            need_colon = False
+            i += best_len
+            continue
+        out += (":" if need_colon else "") + f"{words[i]:x}"
+        need_colon = True
+        i += 1
+    if use_v4:
+        out += (":" if need_colon else "") + _ip4(raw[12:])
+    return out
+
+
+def _sockaddr(raw: Any, ext: str) -> str:
+    """``%pIS<flags>``: a sockaddr_in (``addr:port`` with ``p``) or sockaddr_in6 (``[addr]:port``
+    with ``p``; ``c`` compresses; ``f`` adds ``/flowinfo``, ``s`` ``%scope``)."""
+    raw = bytes(raw).ljust(28, b"\0")
+    family = raw[0] | raw[1] << 8
+    port = raw[2] << 8 | raw[3]
+    if family == 2:
+        return _ip4(raw[4:8]) + (f":{port}" if "p" in ext else "")
+    if family != 10:
+        return "(einval)"
+    addr = _ip6(raw[8:24], "c" in ext)
+    text = f"[{addr}]:{port}" if "p" in ext else addr
+    if "f" in ext:
+        text += "/" + "%x" % (int.from_bytes(raw[4:8], "big") & 0xfffff)
+    if "s" in ext:
+        text += "%" + str(int.from_bytes(raw[24:28], "little"))
+    return text
+
+
+def _ptr_ip(ext: str) -> Callable[[Any, Any], str]:
+    """The printer of an ``%pI``/``%pi`` extension over an array field."""
+    if ext.startswith(("IS", "iS")):
+        return lambda raw, s: _sockaddr(raw, ext[2:])
+    if ext[1:2] == "4":
+        return lambda raw, s: _ip4(raw)
+    compressed = ext[2:3] == "c"
+    return lambda raw, s: _ip6(raw, compressed)
+
+
 def _div(x: int, y: int) -> int:
     return int(x / y) if y else 0
 
@@ -455,7 +531,11 @@ def _conversion(m: re.Match, ext: str, arg: _Code) -> tuple[str, str]:
         if ext == "x":
             value = _convert(arg, 64, False).src
             return ("%016x", value) if not spec else (f"%{spec}s", f"('%016x' % {value})")
-        fn = _PTR_HELPERS.get(ext, "_ptr_hashed")
+        if ext[:1] in ("I", "i"):
+            if arg.typ == "int":
+                raise ValueError(f"print fmt: %p{ext} needs an address array field")
+            return f"%{spec}s", f"_ptr_ip_{ext}({arg.src}, s)"
+        fn = _PTR_HELPERS.get(ext[:1], "_ptr_hashed")
         return f"%{spec}s", f"{fn}({arg.src}, s)"
     if conv == "s":
         return f"%{spec}s", arg.src
@@ -478,9 +558,10 @@ def _plan(fmt: str, args: Sequence[_Code]) -> tuple[str, list[str]]:
             out.append("%%")
             continue
         ext = ""
-        if m.group("conv") == "p" and pos < len(fmt) and fmt[pos] in "SBsxK":
-            ext = fmt[pos]
-            pos += 1
+        if m.group("conv") == "p":
+            while pos < len(fmt) and fmt[pos].isalnum():     # vsnprintf skips them all
+                ext += fmt[pos]
+                pos += 1
         if argi >= len(args):
             raise ValueError(f"print fmt: more conversions than the {len(args)} arguments")
         directive, src = _conversion(m, ext, args[argi])
@@ -495,7 +576,7 @@ def _plan(fmt: str, args: Sequence[_Code]) -> tuple[str, list[str]]:
 
 @functools.lru_cache(maxsize=256)
 def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
-           suffix: str) -> Callable[[Buffer, Any], str]:
+           suffix: str, constants: tuple[tuple[str, int], ...] = ()) -> Callable[[Buffer, Any], str]:
     """Generate and compile the printer (cached: every Kernel declares the same events)."""
     fmt, arg_tokens = _split_args(_tokenize(text))
     by_name = {f.name: f for f in fields}
@@ -503,7 +584,7 @@ def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
     used: set[str] = set()
     args = []
     for toks in arg_tokens:
-        p = _Parser(toks, by_name, helpers, used)
+        p = _Parser(toks, by_name, helpers, used, dict(constants))
         args.append(p.expr())
         if p.i != len(toks):
             raise ValueError(f"print fmt: trailing tokens in argument {toks!r}")
@@ -535,6 +616,7 @@ def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
         "_data_loc_str": _data_loc_str, "_ptr_hashed": _ptr_hashed,
         "_ptr_sym_off": _ptr_sym_off, "_ptr_sym": _ptr_sym, "_div": _div, "_mod": _mod,
         **helpers,
+        **{f"_ptr_ip_{ext}": _ptr_ip(ext) for ext in re.findall(r"_ptr_ip_(\w+)\(", source)},
     }
     exec(compile(source, f"<print fmt {prefix or text[:40]}>", "exec"), namespace)
     printer = namespace["printer"]
@@ -545,5 +627,7 @@ def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
 def compile_print_fmt(text: str, event: Any, prefix: str = "",
                       suffix: str = "") -> Callable[[Buffer, Any], str]:
     """A printer (record, symbols) -> ``prefix`` + text + ``suffix`` for ``event`` (an object with
-    ``all_fields`` and ``fixed_format``, the struct format of its record's fixed part)."""
-    return _build(text, tuple(event.all_fields), event.fixed_format, prefix, suffix)
+    ``all_fields`` and ``fixed_format``, the struct format of its record's fixed part, and
+    optionally ``print_constants``, the values of identifiers the format names)."""
+    constants = tuple(sorted(getattr(event, "print_constants", {}).items()))
+    return _build(text, tuple(event.all_fields), event.fixed_format, prefix, suffix, constants)

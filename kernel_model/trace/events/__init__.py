@@ -16,16 +16,19 @@ from tracesim.kernel_model.trace.events import (
     sched,
     signal,
     skb,
+    sock,
     syscalls,
     task,
+    tcp,
     timer,
+    udp,
     workqueue,
 )
 
 
 def all_events() -> list[TraceEvent]:
     out: list[TraceEvent] = []
-    for module in (ftrace, bpf_trace, kmem, napi, net, skb,
+    for module in (ftrace, bpf_trace, kmem, napi, net, skb, sock, tcp, udp,
                    sched, irq, timer, workqueue, signal, syscalls, task):
         out += module.events()
     return out

@@ -1,4 +1,5 @@
-"""skb:kfree_skb and skb:consume_skb as in Linux 6.18 include/trace/events/skb.h."""
+"""skb:kfree_skb, skb:consume_skb and skb:skb_copy_datagram_iovec as in Linux 6.18
+include/trace/events/skb.h."""
 from __future__ import annotations
 
 from typing import Any
@@ -47,8 +48,9 @@ def _symbolic(table: tuple[str, ...], first: int) -> str:
     return ", ".join(f'{{ {first + i}, "{name}" }}' for i, name in enumerate(table))
 
 
-def _kfree_skb(skb: Any, location: int, reason: int, rx_sk: int = 0) -> tuple:
-    return (skb.addr, location, rx_sk, ntohs(skb.protocol), reason)
+def _kfree_skb(skb: Any, location: int, reason: int, rx_sk: Any = 0) -> tuple:
+    sk = rx_sk if type(rx_sk) is int else rx_sk.addr       # a socket of sockets.py
+    return (skb.addr, location, sk, ntohs(skb.protocol), reason)
 
 
 def _consume_skb(skb: Any, location: int) -> tuple:
@@ -72,4 +74,8 @@ def events() -> list[TraceEvent]:
             [("void *", "skbaddr"), ("void *", "location")],
             '"skbaddr=%p location=%pS", REC->skbaddr, REC->location',
             _consume_skb, proto="struct sk_buff *skb, void *location"),
+        TraceEvent(
+            "skb", "skb_copy_datagram_iovec", [("const void *", "skbaddr"), ("int", "len")],
+            '"skbaddr=%p len=%d", REC->skbaddr, REC->len', lambda skb, length: (skb.addr, length),
+            proto="const struct sk_buff *skb, int len"),
     ]
