@@ -18,6 +18,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from kernel_model.events.ftrace import fn_line
 from kernel_model.trace_event import (
     TRACE_FLAG_BH_OFF,
     TRACE_FLAG_HARDIRQ,
@@ -28,6 +29,8 @@ from kernel_model.trace_event import (
     TRACE_FLAG_PREEMPT_RESCHED,
     TRACE_FLAG_SOFTIRQ,
 )
+from kernel_model.trace_functions import TRACE_FN
+from kernel_model.trace_graph_output import GraphPrinter, graph_header
 
 TRACE_BATCH = 256          # events formatted together for ``trace``
 PIPE_BATCH_MAX = 512       # most events one trace_pipe batch takes under the buffer lock
@@ -61,11 +64,20 @@ def ns2usecs_text(ts: int) -> str:
     return f"{us // 1_000_000:5d}.{us % 1_000_000:06d}"
 
 
+def _tracer(array: Any) -> str:
+    state = getattr(array, "function_tracing", None)
+    return "nop" if state is None else state.tracer
+
+
 def header_text(array: Any) -> str:
-    """The comment block at the top of ``trace``."""
+    """The comment block at the top of ``trace``: ``# tracer:``, then the tracer's header
+    (function_graph's own columns) or the default one."""
+    tracer = _tracer(array)
+    if tracer == "function_graph":
+        return f"# tracer: {tracer}\n#\n" + graph_header(array)
     inbuf, written = array.buffer.entries()
     tgid = array.options.get("record-tgid", False)
-    out = ["# tracer: nop\n", "#\n",
+    out = [f"# tracer: {tracer}\n", "#\n",
            f"# entries-in-buffer/entries-written: {inbuf}/{written}   "
            f"#P:{array.tracing.ncpus}\n", "#\n"]
     if array.options.get("irq-info", True):
@@ -106,7 +118,10 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> s
     """The text of several events given as (cpu, ts, record, lost), as ``trace``/``trace_pipe``
     print each (a ``LOST`` line first when events were lost before it): the context columns as
     the array's options say, then the event's generated printer.
-    The options are read once for the whole batch."""
+    The options are read once for the whole batch. Under function_graph the graph tracer
+    prints every entry (a leaf needs the return that follows it in the batch)."""
+    if _tracer(array) == "function_graph":
+        return "".join(GraphPrinter(array).lines(events))
     tracing = array.tracing
     by_id = tracing.by_id
     symbols = tracing.symbols
@@ -119,7 +134,8 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> s
     default = context and irq and in_ns and not tgid
     unpack = _HEADER.unpack_from
     heads: dict[tuple[int, int, int, int], str] = {}     # comm-pid [cpu] flags, per batch
-    printers: dict[int, Callable[[bytes, Any], str] | None] = {}
+    printers: dict[int, Callable[[bytes, Any], str] | None] = {
+        TRACE_FN: lambda record, syms: fn_line(record, syms, opts)}
     out: list[str] = []
     append = out.append
     for cpu, ts, data, lost in events:
@@ -165,7 +181,11 @@ def trace_text(array: Any, cpu: int | None = None) -> str:
 
 
 def iter_trace_lines(array: Any, cpu: int | None = None) -> Iterator[str]:
-    """The lines of ``trace``, formatted a few hundred events at a time."""
+    """The lines of ``trace``, formatted a few hundred events at a time (function_graph: one
+    printer over all of them, as its lines depend on the events before and after)."""
+    if _tracer(array) == "function_graph":
+        yield from GraphPrinter(array).lines(array.buffer.iter_events(cpu))
+        return
     events = array.buffer.iter_events(cpu)
     while True:
         batch = list(itertools.islice(events, TRACE_BATCH))

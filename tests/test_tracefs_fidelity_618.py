@@ -181,8 +181,8 @@ def test_set_event_walks_tr_events(tree):
 
 
 # -- options/ ----------------------------------------------------------------------------------
-# The reference kernel's options that come with tracers the model does not have (blk, function).
-NOT_MODELLED_OPTIONS = {"blk_cgname", "blk_cgroup", "blk_classic", "func-no-repeats", "func_stack_trace"}
+# The reference kernel's options that come with a tracer the model does not have (blk).
+NOT_MODELLED_OPTIONS = {"blk_cgname", "blk_cgroup", "blk_classic"}
 
 
 def reference_defaults() -> dict[str, str]:
@@ -193,7 +193,7 @@ def reference_defaults() -> dict[str, str]:
 def test_options_defaults_as_618(tree):
     for name, value in reference_defaults().items():
         assert tree.read_text(f"/options/{name}") == value + "\n", name
-    assert "display-graph" not in tree.readdir("/options")       # comes with function_graph
+    assert "display-graph" in tree.readdir("/options")           # comes with function_graph
     words = tree.read_text("/trace_options").split()
     assert words[words.index("noevent-fork") + 1:words.index("noevent-fork") + 3] == [
         "trace_printk_dest", "copy_trace_marker"]                  # TRACE_FLAGS order
@@ -242,7 +242,10 @@ def test_copy_trace_marker(tree):
 
 def test_options_are_the_kernels_only(tree):
     want = set(reference_defaults()) | {"trace_printk_dest", "copy_trace_marker"}
-    assert set(tree.readdir("/options")) == want              # no tracesim switch (bpf_jit) here
+    graph = {"display-graph", "funcgraph-overrun", "funcgraph-cpu", "funcgraph-overhead",
+             "funcgraph-proc", "funcgraph-duration", "funcgraph-abstime", "funcgraph-irqs",
+             "funcgraph-tail", "sleep-time", "graph-time"}   # function_graph (not in the reference)
+    assert set(tree.readdir("/options")) == want | graph     # no tracesim switch (bpf_jit) here
 
 
 def test_bpf_engine_is_a_control_command(mnt):

@@ -207,8 +207,8 @@ def test_trace_clock_and_tracer(tree):
     tree.echo("/trace_clock", "global")
     assert tree.read_text("/trace_clock").startswith("local [global] counter")
     assert errno_of(tree.echo, "/trace_clock", "nosuch") == errno.EINVAL
-    assert tree.read_text("/available_tracers") == "nop\n"
-    assert errno_of(tree.echo, "/current_tracer", "function") == errno.EINVAL
+    assert tree.read_text("/available_tracers") == "function_graph function nop\n"
+    assert errno_of(tree.echo, "/current_tracer", "blk") == errno.EINVAL
     tree.echo("/current_tracer", "nop")
 
 

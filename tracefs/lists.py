@@ -111,10 +111,20 @@ class EventPidList:
 class FunctionFilter:
     """``set_ftrace_filter`` / ``set_ftrace_notrace``: function names or globs from kallsyms."""
 
-    def __init__(self, functions: Callable[[], Iterable[str]], empty_text: str = "") -> None:
+    def __init__(self, functions: Callable[[], Iterable[str]], empty_text: str = "",
+                 on_change: Callable[[list[str]], None] | None = None) -> None:
         self.functions = functions
         self.selected: list[str] = []
         self.empty_text = empty_text
+        self.on_change = on_change          # told the new selection after every change
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.selected)
+
+    def clear(self) -> None:
+        self.selected.clear()
+        self._changed()
 
     def text(self) -> str:
         if not self.selected:
@@ -133,6 +143,7 @@ class FunctionFilter:
             self.selected = [n for n in self.selected if n not in hits]
         else:
             self.selected += [n for n in hits if n not in self.selected]
+        self._changed()
 
     def open(self, flags: int) -> Handle:
         parser = TraceParser(FTRACE_BUFF_MAX)
@@ -149,6 +160,6 @@ class FunctionFilter:
             if parser.loaded:
                 with contextlib.suppress(FsError):    # ftrace_regex_release drops the result
                     self.apply(parser.word())
-        handle = SeqHandle(flags, self.text, store, self.selected.clear)
+        handle = SeqHandle(flags, self.text, store, self.clear)
         handle.on_release(release)
         return handle

@@ -1,0 +1,243 @@
+"""The function tracers: ``function`` and ``function_graph`` (kernel/trace/trace_functions.c,
+trace_functions_graph.c, ftrace.c), over the modelled kernel functions.
+
+A trace array's ``FunctionTracing`` (``function_tracing(array)``) holds its tracer and the
+function filters. While a tracer other than ``nop`` runs, the array is hooked into
+``Kprobes.ftrace`` and holds the call stacks, so every modelled function goes through its
+site's ``call``: ``entry(site, stack, cpu)`` before the function runs and, when entry returned
+a token, ``exit(site, stack, cpu, token)`` after it returns.
+
+* ``function`` writes a ``TRACE_FN`` entry (ip = the function, parent_ip = the return address
+  into its caller); with ``func_stack_trace`` a ``kernel_stack`` entry follows.
+* ``function_graph`` writes ``TRACE_GRAPH_ENT`` (func, depth) at entry and ``TRACE_GRAPH_RET``
+  (func, depth, overrun, calltime, rettime) at return; ``max_graph_depth`` caps the depth,
+  ``set_graph_function`` limits the graph to calls under the named functions,
+  ``set_graph_notrace`` hides the named functions and everything they call.
+
+Both tracers honour ``set_ftrace_filter`` (when not empty, only those functions),
+``set_ftrace_notrace`` (never those), ``set_ftrace_pid``/``set_ftrace_notrace_pid`` and
+``tracing_on``. Entries go through the ring buffer API like every other entry.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from kernel_model.trace_errlog import os_error
+from kernel_model.trace_event import trace_ctx
+
+TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 1, 4, 10, 11
+FN_RECORD = struct.Struct("<HBBiQQ")              # struct ftrace_entry (args[] empty)
+GRAPH_ENT_RECORD = struct.Struct("<HBBiQI4x")      # struct ftrace_graph_ent_entry
+GRAPH_RET_RECORD = struct.Struct("<HBBiQIIQQ")     # struct ftrace_graph_ret_entry
+STACK_HEAD = struct.Struct("<HBBii")                # struct stack_entry: size, then caller[]
+
+NOP, FUNCTION, FUNCTION_GRAPH = "nop", "function", "function_graph"
+# available_tracers: register_tracer puts the newest first (function_graph registers after
+# function at boot)
+TRACERS = (FUNCTION_GRAPH, FUNCTION, NOP)
+# tracer_flags of each tracer, in the kernel's order, with their defaults
+TRACER_OPTIONS: dict[str, tuple[tuple[str, bool], ...]] = {
+    FUNCTION: (("func_stack_trace", False), ("func-no-repeats", False)),
+    FUNCTION_GRAPH: (("funcgraph-overrun", False), ("funcgraph-cpu", True),
+                     ("funcgraph-overhead", True), ("funcgraph-proc", False),
+                     ("funcgraph-duration", True), ("funcgraph-abstime", False),
+                     ("funcgraph-irqs", True), ("funcgraph-tail", False),
+                     ("sleep-time", True), ("graph-time", True)),
+}
+FTRACE_STACK_ENTRIES = 8
+MAX_GRAPH_DEPTH_LIMIT = 100      # FTRACE_RETFUNC_DEPTH: deeper calls are not recorded
+
+
+def function_tracing(array: Any) -> FunctionTracing:
+    """The array's function tracer state (made on first use)."""
+    state = getattr(array, "function_tracing", None)
+    if state is None:
+        state = array.function_tracing = FunctionTracing(array)
+    return state
+
+
+class FunctionTracing:
+    """One trace array's function tracer, filters and graph state."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.tracer = NOP
+        self.filter: list[str] = []          # set_ftrace_filter
+        self.notrace: list[str] = []         # set_ftrace_notrace
+        self.graph_functions: list[str] = []  # set_graph_function
+        self.graph_notrace: list[str] = []   # set_graph_notrace
+        self.pids: set[int] = set()          # set_ftrace_pid (empty: every task)
+        self.notrace_pids: set[int] = set()  # set_ftrace_notrace_pid
+        self.max_graph_depth = 0
+        self._traced: frozenset[str] | None = None   # None: every function
+        ncpus = array.tracing.ncpus
+        self._depth = [0] * ncpus            # graph depth per CPU
+        self._in_graph = [0] * ncpus         # set_graph_function nesting per CPU
+        self._hidden = [0] * ncpus           # set_graph_notrace nesting per CPU
+
+    # -- control ------------------------------------------------------------------------------
+    @property
+    def kprobes(self) -> Any:
+        return self.array.tracing.kernel.kprobes
+
+    def set_tracer(self, name: str) -> None:
+        """``current_tracer``: EINVAL for an unknown name; the options of the tracer show up."""
+        if name not in TRACERS:
+            raise os_error(errno.EINVAL)
+        if name == self.tracer:
+            return
+        old = self.tracer
+        self.tracer = name
+        self.array.buffer.reset()            # tracing_set_tracer resets the buffers
+        self._depth = [0] * len(self._depth)
+        self._in_graph = [0] * len(self._in_graph)
+        self._hidden = [0] * len(self._hidden)
+        kps = self.kprobes
+        if old == NOP:
+            kps.hold_call_stacks()
+        elif name == NOP:
+            kps.release_call_stacks()
+        _install(self.array.tracing, kps)
+
+    def set_filters(self, filter: list[str], notrace: list[str]) -> None:
+        self.filter, self.notrace = list(filter), list(notrace)
+        if not filter and not notrace:
+            self._traced = None
+        else:
+            names = filter or [s.name for s in self.kprobes.sites.values()]
+            self._traced = frozenset(names) - frozenset(notrace)
+
+    def set_graph_filters(self, functions: list[str], notrace: list[str]) -> None:
+        self.graph_functions, self.graph_notrace = list(functions), list(notrace)
+
+    def set_max_graph_depth(self, depth: int) -> None:
+        self.max_graph_depth = depth
+
+    def traced(self, name: str) -> bool:
+        """Whether the tracer records function ``name`` (the filter hash test)."""
+        return self._traced is None or name in self._traced
+
+    def ignores(self, pid: int) -> bool:
+        pids, no_pids = self.pids, self.notrace_pids
+        return bool((pids and pid not in pids) or (no_pids and pid in no_pids))
+
+    # -- the hooks ----------------------------------------------------------------------------
+    def entry(self, site: Any, stack: list[Any], cpu_id: int) -> Any:
+        array = self.array
+        if self.tracer == FUNCTION:
+            if array.tracing_on and self.traced(site.name):
+                cpu = array.tracing.this_cpu()
+                if not self.ignores(cpu.task.pid):
+                    parent = self.kprobes.caller_address(stack, site)
+                    addr = site.addr
+                    self._write(cpu, lambda ts, f, pc, pid: FN_RECORD.pack(TRACE_FN, f, pc, pid,
+                                                                           addr, parent))
+                    if array.options.get("func_stack_trace"):
+                        self._write_stack(cpu, [parent, *self.kprobes.call_stack(cpu_id, site.name)[1:]])
+            return None
+        return self._graph_entry(site, cpu_id)
+
+    def _graph_entry(self, site: Any, cpu_id: int) -> Any:
+        name = site.name
+        if self._hidden[cpu_id]:
+            return None
+        if name in self.graph_notrace:
+            self._hidden[cpu_id] += 1
+            return False                      # exit only undoes the hiding
+        starts = name in self.graph_functions
+        if self.graph_functions and not (starts or self._in_graph[cpu_id]):
+            return None
+        depth = self._depth[cpu_id]
+        limit = self.max_graph_depth
+        if (limit and depth >= limit) or depth >= MAX_GRAPH_DEPTH_LIMIT or not self.traced(name):
+            return None
+        array = self.array
+        cpu = array.tracing.this_cpu()
+        if self.ignores(cpu.task.pid) or not array.tracing_on:
+            return None
+        addr = site.addr
+        calltime = self._write(cpu, lambda ts, f, pc, pid: GRAPH_ENT_RECORD.pack(
+            TRACE_GRAPH_ENT, f, pc, pid, addr, depth))
+        self._depth[cpu_id] = depth + 1
+        if starts:
+            self._in_graph[cpu_id] += 1
+        return (calltime, depth, starts)
+
+    def exit(self, site: Any, stack: list[Any], cpu_id: int, token: Any) -> None:
+        if token is False:
+            self._hidden[cpu_id] -= 1
+            return
+        calltime, depth, starts = token
+        self._depth[cpu_id] = depth
+        if starts:
+            self._in_graph[cpu_id] -= 1
+        array = self.array
+        if array.tracing_on:
+            cpu = array.tracing.this_cpu()
+            addr = site.addr
+            self._write(cpu, lambda ts, f, pc, pid: GRAPH_RET_RECORD.pack(
+                TRACE_GRAPH_RET, f, pc, pid, addr, depth, 0, calltime, ts))
+
+    def _write(self, cpu: Any, build: Callable[[int, int, int, int], bytes]) -> int:
+        """One entry, ``build(ts, flags, preempt_count, pid)``, into the array's ring buffer
+        on ``cpu`` (written and committed at once: nothing filters it); returns its time."""
+        array = self.array
+        flags, pc = trace_ctx(cpu)
+        task = cpu.task
+        buf = array.buffer
+        with buf.lock:
+            ts = array.clock()
+            if buf.cpus[cpu.id].write(ts, build(ts, flags, pc, task.pid)):
+                tracing = array.tracing
+                if array.record_cmd and tracing.cmdlines.map.get(task.pid) != task.comm:
+                    tracing.cmdlines.record(task.pid, task.comm)
+                if array.record_tgid:
+                    tracing.tgids[task.pid] = task.tgid
+                if buf.waiters:
+                    buf.cond.notify_all()
+        return ts
+
+    def _write_stack(self, cpu: Any, callers: list[int]) -> None:
+        """A ``kernel_stack`` entry (__ftrace_trace_stack) with ``callers``."""
+        callers = callers[:FTRACE_STACK_ENTRIES]
+        flags, pc = trace_ctx(cpu)
+        record = (STACK_HEAD.pack(TRACE_STACK, flags, pc, cpu.task.pid, len(callers))
+                  + bytes(4) + struct.pack(f"<{len(callers)}Q", *callers)
+                  + bytes(8 * (FTRACE_STACK_ENTRIES - len(callers))))
+        buf = self.array.buffer
+        with buf.lock:
+            buf.cpus[cpu.id].write(self.array.clock(), record)
+
+
+class _Hooks:
+    """``Kprobes.ftrace`` when several arrays trace functions: each sees every call."""
+
+    def __init__(self, states: list[FunctionTracing]) -> None:
+        self.states = states
+
+    def entry(self, site: Any, stack: list[Any], cpu_id: int) -> Any:
+        tokens = [s.entry(site, stack, cpu_id) for s in self.states]
+        return tokens if any(t is not None for t in tokens) else None
+
+    def exit(self, site: Any, stack: list[Any], cpu_id: int, tokens: Any) -> None:
+        for state, token in zip(self.states, tokens, strict=True):
+            if token is not None:
+                state.exit(site, stack, cpu_id, token)
+
+
+def _install(tracing: Any, kps: Any) -> None:
+    """Point ``kps.ftrace`` at the arrays whose tracer runs (None when none does)."""
+    states = [ta.function_tracing for ta in tracing.arrays()
+              if getattr(ta, "function_tracing", None) is not None
+              and ta.function_tracing.tracer != NOP]
+    kps.ftrace = None if not states else states[0] if len(states) == 1 else _Hooks(states)
+
+
+def release_array(array: Any) -> None:
+    """An instance goes away: its tracer stops."""
+    state = getattr(array, "function_tracing", None)
+    if state is not None and state.tracer != NOP:
+        state.set_tracer(NOP)
