@@ -180,7 +180,7 @@ class KprobeSite:
     """The probe point of one function: ``active`` is the flag its call site checks."""
 
     __slots__ = ("name", "addr", "size", "nargs", "active", "entry", "ret", "_kprobes",
-                 "_write_regs")
+                 "_write_regs", "call", "return_ips")
 
     def __init__(self, kprobes: Kprobes, name: str, addr: int, size: int, nargs: int) -> None:
         self._kprobes = kprobes
@@ -192,9 +192,35 @@ class KprobeSite:
         self.entry: tuple[Kprobe, ...] = ()
         self.ret: tuple[Kprobe, ...] = ()
         self._write_regs = _CALL_REGS_WRITERS[nargs]
+        # where this function returns to, by caller (a stack frame)
+        self.return_ips: dict[Any, int] = {}
+        # ``call(func, *args)``: the plain form while no probe is registered here
+        self.call: Callable[..., Any] = self._call_unprobed
 
-    def call(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run ``func(*args)`` with this site's probes around it.
+    def refresh(self) -> None:
+        """After a probe or a stack hold came or went: ``active`` and the ``call`` form."""
+        probed = bool(self.entry or self.ret)
+        self.active = probed or self._kprobes.stack_holds > 0
+        self.call = self._call_probed if probed else self._call_unprobed
+
+    def _call_unprobed(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``call`` without probes: the function on the stack, the function tracers' hooks."""
+        kps = self._kprobes
+        cpu = kps.this_cpu_id()
+        stack = kps.stacks[cpu]
+        ftrace = kps.ftrace
+        token = ftrace.entry(self, stack, cpu) if ftrace is not None else None
+        stack.append(self)
+        try:
+            result = func(*args)
+        finally:
+            stack.pop()
+        if token is not None:
+            ftrace.exit(self, stack, cpu, token)
+        return result
+
+    def _call_probed(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func(*args)`` with this site's probes around it (``call`` while any is here).
 
         The first ``nargs`` arguments are the C function's, put in registers; any further ones
         are the model's own (a call site address, a parsed header) and stay out of pt_regs.
@@ -312,9 +338,8 @@ class Kprobes:
             self._update_active()
 
     def _update_active(self) -> None:
-        held = self.stack_holds > 0
         for site in self.sites.values():
-            site.active = held or bool(site.entry or site.ret)
+            site.refresh()
 
     def frame(self, name: str) -> _Frame:
         """``with kprobes.frame("skb_bench_run"):`` — the body runs as called from the kernel
@@ -340,7 +365,10 @@ class Kprobes:
         if not stack:
             return self.return_address
         caller = stack[-1]
-        return caller.addr + self.call_offset(caller, callee.name)
+        ip = callee.return_ips.get(caller)
+        if ip is None:
+            ip = callee.return_ips[caller] = caller.addr + self.call_offset(caller, callee.name)
+        return ip
 
     def call_stack(self, cpu: int | None = None, here: str = "") -> list[int]:
         """The kernel stack of ``cpu`` (default: this CPU) as return addresses, innermost
@@ -383,7 +411,7 @@ class Kprobes:
             site.ret += (probe,)
         else:
             site.entry += (probe,)
-        site.active = True
+        site.refresh()
         if retprobe:                    # the caller's address needs complete stacks
             self.hold_call_stacks()
         return probe
@@ -407,7 +435,7 @@ class Kprobes:
             site.ret = tuple(p for p in site.ret if p is not probe)
         else:
             site.entry = tuple(p for p in site.entry if p is not probe)
-        site.active = bool(site.entry or site.ret) or self.stack_holds > 0
+        site.refresh()
         if probe.retprobe:
             self.release_call_stacks()
 

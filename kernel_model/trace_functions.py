@@ -77,6 +77,12 @@ class FunctionTracing:
         self._depth = [0] * ncpus            # graph depth per CPU
         self._in_graph = [0] * ncpus         # set_graph_function nesting per CPU
         self._hidden = [0] * ncpus           # set_graph_notrace nesting per CPU
+        kernel = array.tracing.kernel
+        self._machine = kernel.machine
+        self._kprobes = kernel.kprobes
+        self._cmdlines = array.tracing.cmdlines
+        self._saved = self._cmdlines.map
+        self.entry: Callable[[Any, list[Any], int], Any] = self._graph_entry
 
     # -- control ------------------------------------------------------------------------------
     @property
@@ -91,6 +97,9 @@ class FunctionTracing:
             return
         old = self.tracer
         self.tracer = name
+        # entry(site, stack, cpu_id), the hook at a function's entry: a token (not None)
+        # asks for exit(site, stack, cpu_id, token) at its return
+        self.entry = self._function_entry if name == FUNCTION else self._graph_entry
         self.array.buffer.reset()            # tracing_set_tracer resets the buffers
         self._depth = [0] * len(self._depth)
         self._in_graph = [0] * len(self._in_graph)
@@ -125,22 +134,41 @@ class FunctionTracing:
         return bool((pids and pid not in pids) or (no_pids and pid in no_pids))
 
     # -- the hooks ----------------------------------------------------------------------------
-    def entry(self, site: Any, stack: list[Any], cpu_id: int) -> Any:
+    def _function_entry(self, site: Any, stack: list[Any], cpu_id: int) -> None:
+        """function_trace_call: one TRACE_FN entry (the hot path of the function tracer:
+        everything it needs is read straight off the objects)."""
         array = self.array
-        if self.tracer == FUNCTION:
-            if array.tracing_on and self.traced(site.name):
-                cpu = array.tracing.this_cpu()
-                if not self.ignores(cpu.task.pid):
-                    parent = self.kprobes.caller_address(stack, site)
-                    addr = site.addr
-                    self._write(cpu, lambda ts, f, pc, pid: FN_RECORD.pack(TRACE_FN, f, pc, pid,
-                                                                           addr, parent))
-                    if array.options.get("func_stack_trace"):
-                        self._write_stack(cpu, [parent, *self.kprobes.call_stack(cpu_id, site.name)[1:]])
+        if not array.tracing_on:
             return None
-        return self._graph_entry(site, cpu_id)
+        traced = self._traced
+        if traced is not None and site.name not in traced:
+            return None
+        cpu = self._machine.current
+        task = cpu.task
+        pid = task.pid
+        if (self.pids or self.notrace_pids) and self.ignores(pid):
+            return None
+        if stack:
+            caller = stack[-1]
+            parent = site.return_ips.get(caller) or self._kprobes.caller_address(stack, site)
+        else:
+            parent = self._kprobes.return_address
+        flags, pc = _ctx_of(cpu)
+        buf = array.buffer
+        with buf.lock:
+            if buf.cpus[cpu_id].write(array.clock(), _FN_PACK(TRACE_FN, flags, pc, pid,
+                                                               site.addr, parent)):
+                if array.record_cmd and self._saved.get(pid) != task.comm:
+                    self._cmdlines.record(pid, task.comm)
+                if array.record_tgid:
+                    array.tracing.tgids[pid] = task.tgid
+                if buf.waiters:
+                    buf.cond.notify_all()
+        if array.options["func_stack_trace"]:
+            self._write_stack(cpu, [parent, *self._kprobes.call_stack(cpu_id, site.name)[1:]])
+        return None
 
-    def _graph_entry(self, site: Any, cpu_id: int) -> Any:
+    def _graph_entry(self, site: Any, stack: list[Any], cpu_id: int) -> Any:
         name = site.name
         if self._hidden[cpu_id]:
             return None
@@ -185,7 +213,7 @@ class FunctionTracing:
         """One entry, ``build(ts, flags, preempt_count, pid)``, into the array's ring buffer
         on ``cpu`` (written and committed at once: nothing filters it); returns its time."""
         array = self.array
-        flags, pc = trace_ctx(cpu)
+        flags, pc = _ctx_of(cpu)
         task = cpu.task
         buf = array.buffer
         with buf.lock:
@@ -203,13 +231,27 @@ class FunctionTracing:
     def _write_stack(self, cpu: Any, callers: list[int]) -> None:
         """A ``kernel_stack`` entry (__ftrace_trace_stack) with ``callers``."""
         callers = callers[:FTRACE_STACK_ENTRIES]
-        flags, pc = trace_ctx(cpu)
+        flags, pc = _ctx_of(cpu)
         record = (STACK_HEAD.pack(TRACE_STACK, flags, pc, cpu.task.pid, len(callers))
                   + bytes(4) + struct.pack(f"<{len(callers)}Q", *callers)
                   + bytes(8 * (FTRACE_STACK_ENTRIES - len(callers))))
         buf = self.array.buffer
         with buf.lock:
             buf.cpus[cpu.id].write(self.array.clock(), record)
+
+
+_FN_PACK = FN_RECORD.pack
+_CTX: dict[tuple[int, bool, bool, bool, int], tuple[int, int]] = {}
+
+
+def _ctx_of(cpu: Any) -> tuple[int, int]:
+    """trace_ctx, remembered per CPU state (a handful of states occur)."""
+    key = (cpu.preempt_count, cpu.irqs_off, cpu.need_resched, cpu.need_resched_lazy,
+           cpu.migrate_disable)
+    ctx = _CTX.get(key)
+    if ctx is None:
+        ctx = _CTX[key] = trace_ctx(cpu)
+    return ctx
 
 
 class _Hooks:
