@@ -82,7 +82,11 @@ class FunctionTracing:
         self._kprobes = kernel.kprobes
         self._cmdlines = array.tracing.cmdlines
         self._saved = self._cmdlines.map
-        self.entry: Callable[[Any, list[Any], int], Any] = self._graph_entry
+        self.probes: dict[str, list[Any]] = {}     # function commands by function name
+        self.probe_order: list[Any] = []
+        self._hooked = False
+        self._tracer_entry: Callable[[Any, list[Any], int], Any] = _no_entry
+        self.entry: Callable[[Any, list[Any], int], Any] = _no_entry
 
     # -- control ------------------------------------------------------------------------------
     @property
@@ -95,21 +99,81 @@ class FunctionTracing:
             raise os_error(errno.EINVAL)
         if name == self.tracer:
             return
-        old = self.tracer
         self.tracer = name
-        # entry(site, stack, cpu_id), the hook at a function's entry: a token (not None)
-        # asks for exit(site, stack, cpu_id, token) at its return
-        self.entry = self._function_entry if name == FUNCTION else self._graph_entry
         self.array.buffer.reset()            # tracing_set_tracer resets the buffers
         self._depth = [0] * len(self._depth)
         self._in_graph = [0] * len(self._in_graph)
         self._hidden = [0] * len(self._hidden)
+        self._rehook()
+
+    def _rehook(self) -> None:
+        """Hook into the model's functions while a tracer runs or a function command is set
+        (holding the call stacks), and pick the entry hook for that state."""
         kps = self.kprobes
-        if old == NOP:
-            kps.hold_call_stacks()
-        elif name == NOP:
-            kps.release_call_stacks()
+        hooked = self.tracer != NOP or bool(self.probes)
+        if hooked != self._hooked:
+            self._hooked = hooked
+            if hooked:
+                kps.hold_call_stacks()
+            else:
+                kps.release_call_stacks()
+        # entry(site, stack, cpu_id), the hook at a function's entry: a token (not None)
+        # asks for exit(site, stack, cpu_id, token) at its return
+        self._tracer_entry = {FUNCTION: self._function_entry,
+                              FUNCTION_GRAPH: self._graph_entry}.get(self.tracer, _no_entry)
+        self.entry = self._entry_with_probes if self.probes else self._tracer_entry
         _install(self.array.tracing, kps)
+
+    # -- function commands (ftrace_commands.py) -----------------------------------------------
+    def add_probes(self, probes: list[Any]) -> None:
+        """Set commands on functions; one already set (same function, command, target) is
+        replaced."""
+        for probe in probes:
+            old = next((p for p in self.probe_order if p.key() == probe.key()), None)
+            if old is not None:
+                self._drop_probe(old)
+            self.probe_order.append(probe)
+            self.probes.setdefault(probe.func, []).append(probe)
+        self._rehook()
+
+    def remove_probes(self, names: list[str], cmd: str, target: Any) -> None:
+        wanted = set(names)
+        for probe in [p for p in self.probe_order if p.func in wanted and p.cmd == cmd
+                      and p.target is target]:
+            self._drop_probe(probe)
+        self._rehook()
+
+    def clear_probes(self) -> None:
+        for probe in list(self.probe_order):
+            self._drop_probe(probe)
+        self._rehook()
+
+    def _drop_probe(self, probe: Any) -> None:
+        from kernel_model.ftrace_commands import release_probe
+        self.probe_order.remove(probe)
+        on_func = self.probes[probe.func]
+        on_func.remove(probe)
+        if not on_func:
+            del self.probes[probe.func]
+        release_probe(probe)
+
+    def probes_text(self) -> str:
+        return "".join(p.text() for p in self.probe_order)
+
+    def _entry_with_probes(self, site: Any, stack: list[Any], cpu_id: int) -> Any:
+        probes = self.probes.get(site.name)
+        if probes:
+            cpu = self._machine.current
+            for probe in list(probes):
+                probe.hit(self.array, cpu_id,
+                          lambda _p: self._write_stack(cpu, self._stack_of(stack, site, cpu_id)))
+        return self._tracer_entry(site, stack, cpu_id)
+
+    def _stack_of(self, stack: list[Any], site: Any, cpu_id: int) -> list[int]:
+        """The kernel stack as seen at ``site``'s entry: its return address, then its
+        callers'."""
+        kps = self._kprobes
+        return [kps.caller_address(stack, site), *kps.call_stack(cpu_id, site.name)[1:]]
 
     def set_filters(self, filter: list[str], notrace: list[str]) -> None:
         self.filter, self.notrace = list(filter), list(notrace)
@@ -165,7 +229,7 @@ class FunctionTracing:
                 if buf.waiters:
                     buf.cond.notify_all()
         if array.options["func_stack_trace"]:
-            self._write_stack(cpu, [parent, *self._kprobes.call_stack(cpu_id, site.name)[1:]])
+            self._write_stack(cpu, self._stack_of(stack, site, cpu_id))
         return None
 
     def _graph_entry(self, site: Any, stack: list[Any], cpu_id: int) -> Any:
@@ -235,9 +299,12 @@ class FunctionTracing:
         record = (STACK_HEAD.pack(TRACE_STACK, flags, pc, cpu.task.pid, len(callers))
                   + bytes(4) + struct.pack(f"<{len(callers)}Q", *callers)
                   + bytes(8 * (FTRACE_STACK_ENTRIES - len(callers))))
-        buf = self.array.buffer
+        array = self.array
+        if not array.tracing_on:
+            return
+        buf = array.buffer
         with buf.lock:
-            buf.cpus[cpu.id].write(self.array.clock(), record)
+            buf.cpus[cpu.id].write(array.clock(), record)
 
 
 _FN_PACK = FN_RECORD.pack
@@ -270,16 +337,21 @@ class _Hooks:
                 state.exit(site, stack, cpu_id, token)
 
 
+def _no_entry(site: Any, stack: list[Any], cpu_id: int) -> None:
+    return None
+
+
 def _install(tracing: Any, kps: Any) -> None:
-    """Point ``kps.ftrace`` at the arrays whose tracer runs (None when none does)."""
+    """Point ``kps.ftrace`` at the arrays hooked into the functions (None when none is)."""
     states = [ta.function_tracing for ta in tracing.arrays()
               if getattr(ta, "function_tracing", None) is not None
-              and ta.function_tracing.tracer != NOP]
+              and ta.function_tracing._hooked]
     kps.ftrace = None if not states else states[0] if len(states) == 1 else _Hooks(states)
 
 
 def release_array(array: Any) -> None:
     """An instance goes away: its tracer stops."""
     state = getattr(array, "function_tracing", None)
-    if state is not None and state.tracer != NOP:
+    if state is not None:
+        state.clear_probes()
         state.set_tracer(NOP)

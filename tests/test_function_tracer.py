@@ -173,3 +173,66 @@ def test_function_entry_formats_match_the_reference(tree, reference):
     for name in ("function", "funcgraph_entry", "funcgraph_exit"):
         want = (reference / "events" / "ftrace" / name / "format").read_text()
         assert tree.read_text(f"/events/ftrace/{name}/format") == want, name
+
+
+# -- function commands in set_ftrace_filter -----------------------------------------------------
+
+def test_function_commands_run_and_count(system, tree):
+    tree.echo("/set_ftrace_filter", "ip_rcv:traceoff:1")
+    tree.echo("/set_ftrace_filter", "netif_rx:enable_event:net:netif_receive_skb:2", append=True)
+    assert tree.read_text("/set_ftrace_filter") == (
+        "#### all functions enabled ####\n"
+        "ip_rcv:traceoff:count=1\n"
+        "netif_rx:enable_event:net:netif_receive_skb:count=2\n")
+    assert tree.read_text("/events/net/netif_receive_skb/enable") == "0*\n"
+    send_lo(system)
+    assert tree.read_text("/tracing_on") == "0\n"          # whatever the current tracer (nop)
+    assert tree.read_text("/set_ftrace_filter").splitlines()[1:] == [
+        "ip_rcv:traceoff:count=0", "netif_rx:enable_event:net:netif_receive_skb:count=1"]
+    assert [ln.split(": ", 1)[1].split(":")[0] for ln in body(tree)] == ["netif_receive_skb"]
+    tree.echo("/tracing_on", "1")
+    send_lo(system)                        # enabled already: the count stays
+    assert tree.read_text("/set_ftrace_filter").splitlines()[2].endswith(":count=1")
+    tree.echo("/set_ftrace_filter", "!netif_rx:enable_event:net:netif_receive_skb", append=True)
+    tree.echo("/set_ftrace_filter", "!ip_rcv:traceoff", append=True)
+    assert tree.read_text("/set_ftrace_filter") == "#### all functions enabled ####\n"
+    assert tree.read_text("/events/net/netif_receive_skb/enable") == "1\n"
+    assert system.kernel.kprobes.ftrace is None
+
+
+def test_stacktrace_and_dump_commands(system, tree):
+    tree.echo("/set_ftrace_filter", "kfree_skbmem:stacktrace:1")
+    send_lo(system, count=2)
+    lines = body(tree)
+    assert lines[0].endswith(": <stack trace>") and len([ln for ln in lines if "<stack" in ln]) == 1
+    assert lines[1:4] == [" => __kfree_skb", " => consume_skb", " => ip_rcv"]
+    tree.echo("/set_ftrace_filter", "ip_rcv:dump", append=True)
+    send_lo(system)
+    log = system.kernel.printk.dmesg()
+    assert "Dumping ftrace buffer:\n" in log and "<stack trace>\n" in log
+    assert tree.read_text("/tracing_on") == "0\n"          # a dump turns tracing off
+    tree.echo("/set_ftrace_filter", "!ip_rcv:dump", append=True)
+    tree.echo("/set_ftrace_filter", "!kfree_skbmem:stacktrace", append=True)
+    tree.echo("/tracing_on", "1")
+
+
+def test_mod_selects_module_functions(tree):
+    tree.echo("/set_ftrace_filter", ":mod:skb_bench")
+    assert tree.read_text("/set_ftrace_filter") == "skb_bench_run\nskb_bench_init\n"
+    tree.echo("/set_ftrace_filter", "!*init:mod:skb_bench", append=True)
+    assert tree.read_text("/set_ftrace_filter") == "skb_bench_run\n"
+    tree.echo("/set_ftrace_notrace", ":mod:skb_bench")
+    assert tree.read_text("/set_ftrace_notrace") == "skb_bench_run\nskb_bench_init\n"
+
+
+@pytest.mark.parametrize("word", ["ip_rcv:nosuch", "nosuchfn:traceon", ":mod:nomodule",
+                                  "ip_rcv:enable_event:net:nosuch", "ip_rcv:enable_event:net",
+                                  "ip_rcv:traceon:abc"])
+def test_bad_function_commands(tree, word):
+    assert errno_of(tree.echo, "/set_ftrace_filter", word) == errno.EINVAL
+    assert tree.read_text("/set_ftrace_filter") == "#### all functions enabled ####\n"
+
+
+def test_notrace_takes_no_commands(tree):
+    assert errno_of(tree.echo, "/set_ftrace_notrace", "ip_rcv:traceon") == errno.EINVAL
+    assert errno_of(tree.echo, "/set_graph_function", "ip_rcv:traceon") == errno.EINVAL

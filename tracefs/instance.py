@@ -12,6 +12,7 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
+from kernel_model.ftrace_commands import run_command
 from kernel_model.trace_functions import TRACERS, function_tracing
 from tracefs.errors import FsError, kernel_call
 from tracefs.events import EventsDir
@@ -38,9 +39,12 @@ class InstanceFiles:
         functions = ctx.traceable_functions
         self.functions = function_tracing(array)
         self.ftrace_filter = FunctionFilter(functions, "#### all functions enabled ####\n",
-                                            self._filters_changed)
+                                            self._filters_changed,
+                                            lambda g, c, p: self._command(g, c, p, True),
+                                            self.functions.probes_text)
         self.ftrace_notrace = FunctionFilter(functions, "#### no functions disabled ####\n",
-                                             self._filters_changed)
+                                             self._filters_changed,
+                                             lambda g, c, p: self._command(g, c, p, False))
         self.graph_function = FunctionFilter(functions, "#### all functions enabled ####\n",
                                              self._filters_changed)
         self.graph_notrace = FunctionFilter(functions, "#### no functions disabled ####\n",
@@ -123,6 +127,12 @@ class InstanceFiles:
             self.functions.set_filters(self.ftrace_filter.selected, self.ftrace_notrace.selected)
             self.functions.set_graph_filters(self.graph_function.selected,
                                              self.graph_notrace.selected)
+
+    def _command(self, glob: str, cmd: str, param: str | None, enable: bool) -> list[str] | None:
+        """A function command or ``:mod:`` (kernel_model.ftrace_commands)."""
+        with self.ctx.lock:
+            return run_command(self.functions, self.ctx.traceable_functions(), glob, cmd, param,
+                               enable)
 
     def _set_max_graph_depth(self, text: str) -> None:
         value = kstrtoul_from_user(text)
