@@ -48,6 +48,11 @@ class FunctionProbe:
         count = ":unlimited" if self.count == -1 else f":count={self.count}"
         return f"{self.func}:{name}{count}\n"
 
+    def release(self) -> None:
+        """The probe goes: its event leaves soft mode when it was the last user."""
+        if self.target is not None:
+            _soft_put(self.target)
+
     def hit(self, array: Any, cpu_id: int, stack_of: Any) -> None:
         if self.count == 0:
             return
@@ -134,12 +139,6 @@ def run_command(state: Any, functions: list[str], glob: str, cmd: str, param: st
             _soft_get(target)
     state.add_probes(probes)
     return None
-
-
-def release_probe(probe: FunctionProbe) -> None:
-    """A probe goes: its event leaves soft mode when it was the last user."""
-    if probe.target is not None:
-        _soft_put(probe.target)
 
 
 def mod_functions(state: Any, functions: list[str], glob: str, module: str | None) -> list[str]:

@@ -149,13 +149,12 @@ class FunctionTracing:
         self._rehook()
 
     def _drop_probe(self, probe: Any) -> None:
-        from kernel_model.ftrace_commands import release_probe
         self.probe_order.remove(probe)
         on_func = self.probes[probe.func]
         on_func.remove(probe)
         if not on_func:
             del self.probes[probe.func]
-        release_probe(probe)
+        probe.release()
 
     def probes_text(self) -> str:
         return "".join(p.text() for p in self.probe_order)
@@ -342,11 +341,34 @@ def _no_entry(site: Any, stack: list[Any], cpu_id: int) -> None:
 
 
 def _install(tracing: Any, kps: Any) -> None:
-    """Point ``kps.ftrace`` at the arrays hooked into the functions (None when none is)."""
+    """Point ``kps.ftrace`` at the arrays hooked into the functions and the other ftrace
+    users (the profiler, the stack tracer); None when there are none."""
     states = [ta.function_tracing for ta in tracing.arrays()
               if getattr(ta, "function_tracing", None) is not None
               and ta.function_tracing._hooked]
+    states += function_hooks(tracing)
     kps.ftrace = None if not states else states[0] if len(states) == 1 else _Hooks(states)
+
+
+def function_hooks(tracing: Any) -> list[Any]:
+    """Ftrace users that are not a trace array's tracer (objects with ``entry``/``exit``)."""
+    hooks = getattr(tracing, "function_hooks", None)
+    if hooks is None:
+        hooks = tracing.function_hooks = []
+    return hooks
+
+
+def set_hooked(tracing: Any, hook: Any, on: bool) -> None:
+    """Add or remove an ftrace user (holding the call stacks while it is there)."""
+    hooks = function_hooks(tracing)
+    kps = tracing.kernel.kprobes
+    if on and hook not in hooks:
+        hooks.append(hook)
+        kps.hold_call_stacks()
+    elif not on and hook in hooks:
+        hooks.remove(hook)
+        kps.release_call_stacks()
+    _install(tracing, kps)
 
 
 def release_array(array: Any) -> None:
@@ -355,3 +377,26 @@ def release_array(array: Any) -> None:
     if state is not None:
         state.clear_probes()
         state.set_tracer(NOP)
+
+
+def enabled_functions_text(tracing: Any) -> str:
+    """``enabled_functions``: each function some ftrace user hooks, with how many hook it
+    (ftrace_rec_count), then the five flag columns (none set: no regs, ipmodify, direct or
+    call-ops users in the model)."""
+    counts: dict[str, int] = {}
+    names = list(tracing.kernel.kprobes.sites)
+    for ta in tracing.arrays():
+        state = getattr(ta, "function_tracing", None)
+        if state is None:
+            continue
+        for name in names:
+            hooks = (state.tracer != NOP and state.traced(name)) + bool(state.probes.get(name))
+            if hooks:
+                counts[name] = counts.get(name, 0) + hooks
+    for hook in function_hooks(tracing):
+        wanted = getattr(hook, "filter", None)
+        for name in names:
+            if wanted is None or name in wanted:
+                counts[name] = counts.get(name, 0) + 1
+    return "".join(f"{name} ({counts[name]})" + "  " * 4 + "   \n"
+                   for name in names if name in counts)

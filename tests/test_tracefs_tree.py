@@ -9,13 +9,13 @@ import pytest
 
 from tests.conftest import REFERENCE, need_shared
 from tests.tracefs_reference import (
-    EXTRA_ROOT_FILES,
     filter_cases,
     ls_blocks,
     ls_entries,
     mode_string,
     strip_id,
     strip_timestamps,
+    with_extra_root_files,
 )
 from tracefs.errors import FsError
 
@@ -70,9 +70,8 @@ def test_per_cpu_stats(tree):
 
 
 def test_root_modes_match_ls_root(tree):
-    want = ls_entries(ref("ls_root"))
+    want = with_extra_root_files(ls_entries(ref("ls_root")))
     want.pop("..")
-    want.update({name: (mode, 1) for name, mode in EXTRA_ROOT_FILES.items()})
     root = want.pop(".")
     assert (mode_string(tree.getattr("/").mode), tree.getattr("/").nlink) == root
     assert sorted(tree.readdir("/")) == sorted(want)
