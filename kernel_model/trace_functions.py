@@ -28,11 +28,13 @@ from typing import Any
 from kernel_model.trace_errlog import os_error
 from kernel_model.trace_event import trace_ctx
 
-TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 1, 4, 10, 11
+TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_FUNC_REPEATS = 1, 4, 10, 11, 20
 FN_RECORD = struct.Struct("<HBBiQQ")              # struct ftrace_entry (args[] empty)
 GRAPH_ENT_RECORD = struct.Struct("<HBBiQI4x")      # struct ftrace_graph_ent_entry
 GRAPH_RET_RECORD = struct.Struct("<HBBiQIIQQ")     # struct ftrace_graph_ret_entry
 STACK_HEAD = struct.Struct("<HBBii")                # struct stack_entry: size, then caller[]
+REPEATS_RECORD = struct.Struct("<HBBiQQHHI")        # struct func_repeats_entry
+U16_MAX = 0xffff
 
 NOP, FUNCTION, FUNCTION_GRAPH = "nop", "function", "function_graph"
 # available_tracers: register_tracer puts the newest first (function_graph registers after
@@ -77,6 +79,8 @@ class FunctionTracing:
         self._depth = [0] * ncpus            # graph depth per CPU
         self._in_graph = [0] * ncpus         # set_graph_function nesting per CPU
         self._hidden = [0] * ncpus           # set_graph_notrace nesting per CPU
+        # func-no-repeats: per CPU [ip, parent_ip, repeats, time of the last repeat]
+        self._last_call: list[list[int] | None] = [None] * ncpus
         kernel = array.tracing.kernel
         self._machine = kernel.machine
         self._kprobes = kernel.kprobes
@@ -168,6 +172,26 @@ class FunctionTracing:
                           lambda _p: self._write_stack(cpu, self._stack_of(stack, site, cpu_id)))
         return self._tracer_entry(site, stack, cpu_id)
 
+    def _repeated(self, cpu: Any, cpu_id: int, ip: int, parent: int) -> bool:
+        """func-no-repeats (function_no_repeats_trace_call): a call like the last one on this
+        CPU only counts; another call first writes the count as a func_repeats entry."""
+        last = self._last_call[cpu_id]
+        if last is not None and last[0] == ip and last[1] == parent and last[2] < U16_MAX:
+            last[2] += 1
+            last[3] = self.array.clock()
+            return True
+        if last is not None and last[2]:
+            count, last_ts = last[2], last[3]
+            ip0, parent0 = last[0], last[1]
+
+            def build(ts: int, f: int, pc: int, pid: int) -> bytes:
+                delta = max(0, ts - last_ts)
+                return REPEATS_RECORD.pack(TRACE_FUNC_REPEATS, f, pc, pid, ip0, parent0, count,
+                                           delta >> 32 & 0xffff, delta & 0xffffffff)
+            self._write(cpu, build)
+        self._last_call[cpu_id] = [ip, parent, 0, 0]
+        return False
+
     def _stack_of(self, stack: list[Any], site: Any, cpu_id: int) -> list[int]:
         """The kernel stack as seen at ``site``'s entry: its return address, then its
         callers'."""
@@ -216,6 +240,8 @@ class FunctionTracing:
             parent = site.return_ips.get(caller) or self._kprobes.caller_address(stack, site)
         else:
             parent = self._kprobes.return_address
+        if array.options["func-no-repeats"] and self._repeated(cpu, cpu_id, site.addr, parent):
+            return None
         flags, pc = _ctx_of(cpu)
         buf = array.buffer
         with buf.lock:
@@ -250,8 +276,11 @@ class FunctionTracing:
         if self.ignores(cpu.task.pid) or not array.tracing_on:
             return None
         addr = site.addr
-        calltime = self._write(cpu, lambda ts, f, pc, pid: GRAPH_ENT_RECORD.pack(
-            TRACE_GRAPH_ENT, f, pc, pid, addr, depth))
+        if getattr(array.tracing, "tracing_thresh", 0):      # returns only (thresh_return)
+            calltime = array.clock()
+        else:
+            calltime = self._write(cpu, lambda ts, f, pc, pid: GRAPH_ENT_RECORD.pack(
+                TRACE_GRAPH_ENT, f, pc, pid, addr, depth))
         self._depth[cpu_id] = depth + 1
         if starts:
             self._in_graph[cpu_id] += 1
@@ -266,7 +295,8 @@ class FunctionTracing:
         if starts:
             self._in_graph[cpu_id] -= 1
         array = self.array
-        if array.tracing_on:
+        thresh = getattr(array.tracing, "tracing_thresh", 0)
+        if array.tracing_on and not (thresh and array.clock() - calltime < thresh):
             cpu = array.tracing.this_cpu()
             addr = site.addr
             self._write(cpu, lambda ts, f, pc, pid: GRAPH_RET_RECORD.pack(

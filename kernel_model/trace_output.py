@@ -18,7 +18,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from kernel_model.events.ftrace import fn_line
+from kernel_model.events.ftrace import fn_line, repeats_line
 from kernel_model.trace_event import (
     TRACE_FLAG_BH_OFF,
     TRACE_FLAG_HARDIRQ,
@@ -29,7 +29,7 @@ from kernel_model.trace_event import (
     TRACE_FLAG_PREEMPT_RESCHED,
     TRACE_FLAG_SOFTIRQ,
 )
-from kernel_model.trace_functions import TRACE_FN
+from kernel_model.trace_functions import TRACE_FN, TRACE_FUNC_REPEATS
 from kernel_model.trace_graph_output import GraphPrinter, graph_header
 
 TRACE_BATCH = 256          # events formatted together for ``trace``
@@ -152,12 +152,21 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> s
             append(head + "%5d.%06d: " % (us // 1_000_000, us % 1_000_000))
         elif context:
             append(_context_columns(tracing, cpu, ts, pid, flags, pc, tgid, irq, in_ns))
+        if etype == TRACE_FUNC_REPEATS:
+            append(repeats_line(data, symbols, opts,
+                                lambda delta, ts=ts: _time_text(ts - delta, in_ns)))
+            continue
         printer = printers.get(etype, _UNSEEN)
         if printer is _UNSEEN:
             ev = by_id.get(etype)
             printer = printers[etype] = None if ev is None else ev.line_printer
         append(f"Unknown type {etype}\n" if printer is None else printer(data, symbols))
     return "".join(out)
+
+
+def _time_text(ts: int, in_ns: bool) -> str:
+    """trace_print_time: `` %5lu.%06lu`` (ns clocks) or `` %12llu``."""
+    return " " + ns2usecs_text(ts) if in_ns else f" {ts:12d}"
 
 
 def _context_columns(tracing: Any, cpu: int, ts: int, pid: int, flags: int, pc: int,

@@ -236,3 +236,35 @@ def test_bad_function_commands(tree, word):
 def test_notrace_takes_no_commands(tree):
     assert errno_of(tree.echo, "/set_ftrace_notrace", "ip_rcv:traceon") == errno.EINVAL
     assert errno_of(tree.echo, "/set_graph_function", "ip_rcv:traceon") == errno.EINVAL
+
+
+def test_func_no_repeats_collapses_identical_calls(system, tree):
+    kernel = system.kernel
+    tree.echo("/current_tracer", "function")
+    tree.echo("/set_ftrace_filter", "kfree")
+    tree.echo("/options/func-no-repeats", "1")
+    with kernel.machine.running(kernel.user_task("x")):
+        for _ in range(4):
+            kernel.slab.kfree(kernel.slab.kmalloc(100))
+        tree.echo("/set_ftrace_filter", "__kmalloc_noprof", append=True)
+        kernel.slab.kmalloc(50)
+    lines = functions(tree)
+    assert lines[0] == "kfree"
+    assert re.fullmatch(r"kfree \(repeats: 3, last_ts: +\d+\.\d{6}\)", lines[1])
+    assert lines[2] == "__kmalloc_noprof"
+    stamp = float(lines[1].split("last_ts:")[1].rstrip(")"))
+    entry_ts = [float(m.group(5)) for ln in body(tree) if (m := FN_LINE.match(ln))]
+    assert entry_ts[0] <= stamp <= entry_ts[1]
+
+
+def test_tracing_thresh_keeps_slow_returns_only(system, tree):
+    assert tree.read_text("/tracing_thresh") == "0\n"
+    tree.echo("/tracing_thresh", "1")                # µs
+    assert tree.read_text("/tracing_thresh") == "1\n"
+    tree.echo("/current_tracer", "function_graph")
+    send_lo(system)
+    lines = [ln for ln in tree.read_text("/trace").splitlines() if not ln.startswith("#")]
+    graph = [ln for ln in lines if "|" in ln and not ln.startswith(" ---")]
+    assert graph and all(re.search(r"\} /\* \w+ \*/$", ln) for ln in graph)
+    assert any(ln.endswith("} /* net_rx_action */") for ln in graph)
+    tree.echo("/tracing_thresh", "0")

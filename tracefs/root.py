@@ -56,7 +56,6 @@ def _seq(ctx: TreeContext, mode: int, show: Callable[[], str] | None,
 def _global_files(ctx: TreeContext) -> dict[str, Node]:
     tracing = ctx.tracing
     kprobes = tracing.kprobes
-    thresh = {"value": 0}
 
     def functions_text() -> str:
         return "".join(f"{s.name} [{s.module}]\n" if s.module else f"{s.name}\n"
@@ -72,7 +71,9 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
         return f"{count} pages:{-(-count // per_page)} groups: 1\n"
 
     def set_thresh(text: str) -> None:
-        thresh["value"] = kstrtoul_from_user(text)
+        value = kstrtoul_from_user(text)       # tracing_nsecs_write: µs in, ns kept
+        with ctx.lock:
+            tracing.tracing_thresh = value * 1000
 
     def set_cmdlines_size(text: str) -> None:
         tracing.set_saved_cmdlines_size(kstrtoul_from_user(text))
@@ -104,7 +105,9 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
         "saved_cmdlines_size": _seq(ctx, MODE_RW, lambda: f"{tracing.saved_cmdlines_size}\n",
                                     set_cmdlines_size),
         "saved_tgids": _seq(ctx, MODE_RO, tracing.saved_tgids_text),
-        "tracing_thresh": _seq(ctx, MODE_RW, lambda: f"{thresh['value']}\n", set_thresh),
+        "tracing_thresh": _seq(ctx, MODE_RW,
+                               lambda: f"{getattr(tracing, 'tracing_thresh', 0) // 1000}\n",
+                               set_thresh),
         **_profiler_and_stack_files(ctx),
     }
 

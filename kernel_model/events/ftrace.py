@@ -83,7 +83,27 @@ def function_events() -> list[TraceEvent]:
                      'REC->depth, REC->calltime, REC->rettime, REC->depth', _no_assign,
                      printer=_graph_ret_line, show_name=False)
     ret.id = 10
-    return [fn, ent, ret]
+    repeats = TraceEvent("ftrace", "func_repeats",
+                         [("unsigned long", "ip"), ("unsigned long", "parent_ip"),
+                          ("u16", "count"), ("u16", "top_delta_ts"), ("u32", "bottom_delta_ts")],
+                         '" %ps <-%ps\\t(repeats:%u  delta: -%llu)", (void *)REC->ip, '
+                         '(void *)REC->parent_ip, REC->count, '
+                         '(((u64)(REC)->top_delta_ts << 32) | (REC)->bottom_delta_ts)',
+                         _no_assign, printer=_repeats_plain, show_name=False)
+    repeats.id = 20
+    return [fn, ent, ret, repeats]
+
+
+def repeats_line(record: bytes, symbols: Any, opts: Any, ts_text: Any) -> str:
+    """trace_func_repeats_print: ``func <-parent (repeats: N, last_ts: T)``, T being the
+    entry's time less its delta, printed as the trace prints times (``ts_text``)."""
+    count, top, bottom = struct.unpack_from("<HHI", record, 24)
+    return (fn_line(record, symbols, opts)[:-1]
+            + f" (repeats: {count}, last_ts:{ts_text(top << 32 | bottom)})\n")
+
+
+def _repeats_plain(ev: TraceEvent) -> Any:
+    return lambda record, symbols: repeats_line(record, symbols, _DEFAULT_OPTS, lambda d: f" -{d}")
 
 
 def _no_assign(*values: Any) -> tuple:
