@@ -25,6 +25,8 @@ takes it per batch).
     dmesg [-c|-C]
         The kernel log; ``-c`` prints then clears, ``-C`` clears.
     workload start|stop NAME | workload list
+    sysctl kernel.stack_tracer_enabled[=0|1]
+        The stack tracer's switch (/proc/sys/kernel/stack_tracer_enabled on Linux).
     btf
         The model's raw BTF (what ``/sys/kernel/btf/vmlinux`` holds) in base64, one line: what
         ``tracesim btf dump --mount DIR`` reads.
@@ -270,6 +272,9 @@ def run_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
     """Run one control command; ``(0, output)``, ``(1, error line)`` or ``(2, usage)``."""
     if argv[:1] == ["send"] and argv[1:2] and argv[1].startswith("tun"):   # send tun0 --src ...
         return tun.send_command(kernel, argv[1:])
+    if argv[:1] == ["sysctl"]:
+        from tracesim.kernel_model.trace_stack import sysctl_command
+        return sysctl_command(kernel, argv[1:])
     if argv == ["btf"]:     # the raw BTF (/sys/kernel/btf/vmlinux), base64: tracesim btf --mount
         from tracesim.kernel_model.model_btf import model_btf_bytes
         return 0, base64.b64encode(model_btf_bytes()).decode() + "\n"

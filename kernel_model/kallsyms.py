@@ -10,11 +10,25 @@ Names are the real 6.18 symbols: wrappers that are ``static inline`` in 6.18 hav
 ``dev_queue_xmit`` → ``__dev_queue_xmit``, ``kmalloc`` → ``__kmalloc_noprof``).
 The symbols of the 2013 RFC's benchmark module carry its module name, as /proc/kallsyms shows
 module symbols (``... t skb_bench_run\t[skb_bench]``).
+
+The table is the model's ``/proc/kallsyms`` and ``available_filter_functions``. Beside it the
+names of every text symbol of a real 6.18 build ship as package data (``data/kallsyms_text.gz``,
+``TYPE NAME`` a line, in address order): ``address_of``/``find``/``lookup`` also know those, at
+stand-in addresses after the modelled text (``REAL_ONLY_BASE``, ``REAL_ONLY_SIZE`` bytes each),
+so ``kprobe_events`` accepts any real symbol; the model never runs their code. ``real_count``
+says how many symbols of a real build carry a name (static functions repeat: ``NON_UNIQ``).
+Iterating a ``Kallsyms`` gives the modelled table only.
+
+To add a modelled function, append a row to ``FUNCTIONS`` (before ``_etext``, or with its
+module after it); the order is the text layout, so appending never moves earlier addresses
+of the same region.
 """
 from __future__ import annotations
 
 import bisect
+import gzip
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 from tracesim.kernel_model.mm.memory import KERNEL_TEXT_BASE, Memory
@@ -193,6 +207,37 @@ FUNCTIONS: tuple[tuple[str, int, str, str | None, int | None], ...] = (
     ("skb_bench_init", 0x40, "t", "skb_bench", None),
 )
 MODULE_TEXT_BASE = 0xffffffffc0000000
+REAL_SYMBOLS_FILE = Path(__file__).resolve().parent / "data" / "kallsyms_text.gz"
+REAL_ONLY_BASE = KERNEL_TEXT_BASE + 0x0100_0000     # past any modelled text
+REAL_ONLY_SIZE = 0x40
+
+_real_names: tuple[list[str], list[str], dict[str, int], dict[str, int]] | None = None
+
+
+def real_text_symbols() -> tuple[list[str], list[str], dict[str, int], dict[str, int]]:
+    """The 6.18 text symbols: (names, types, first index by name, count by name), read once
+    per process (the file is immutable package data)."""
+    global _real_names
+    if _real_names is None:
+        names: list[str] = []
+        types: list[str] = []
+        first: dict[str, int] = {}
+        count: dict[str, int] = {}
+        with gzip.open(REAL_SYMBOLS_FILE, "rt", encoding="ascii") as f:
+            for i, line in enumerate(f):
+                typ, _, name = line.rstrip("\n").partition(" ")
+                names.append(name)
+                types.append(typ)
+                first.setdefault(name, i)
+                count[name] = count.get(name, 0) + 1
+        _real_names = (names, types, first, count)
+    return _real_names
+
+
+def _real_at(i: int) -> Symbol:
+    names, types, _first, _count = real_text_symbols()
+    return Symbol(REAL_ONLY_BASE + i * REAL_ONLY_SIZE, REAL_ONLY_SIZE, types[i], names[i],
+                  None, None)
 
 
 class Symbol(NamedTuple):
@@ -229,22 +274,44 @@ class Kallsyms:
             addr += (size + 15) & ~15
 
     def symbol(self, name: str) -> Symbol:
-        """The symbol called ``name``; KeyError if there is none."""
-        return self._by_name[name]
+        """The symbol called ``name`` (modelled, else of the real 6.18 list); KeyError if
+        there is none."""
+        s = self._by_name.get(name)
+        if s is None:
+            s = self._real_symbol(name)
+            if s is None:
+                raise KeyError(name)
+        return s
+
+    def _real_symbol(self, name: str) -> Symbol | None:
+        """A symbol of the real list the model does not run, at its stand-in address."""
+        i = real_text_symbols()[2].get(name)
+        return None if i is None else _real_at(i)
+
+    def real_count(self, name: str) -> int:
+        """How many text symbols of a real 6.18 build are called ``name`` (0: not a symbol)."""
+        return real_text_symbols()[3].get(name, 0)
+
+    def is_modelled(self, name: str) -> bool:
+        """Whether ``name`` is in the model's own table (its kallsyms)."""
+        return name in self._by_name
 
     def addr(self, name: str) -> int:
         return self._by_name[name].addr
 
     def __contains__(self, name: str) -> bool:
-        return name in self._by_name
+        return name in self._by_name or self._real_symbol(name) is not None
 
     def address_of(self, name: str) -> int | None:
         """The address of ``name``, or None if there is no such symbol."""
-        s = self._by_name.get(name)
+        s = self._by_name.get(name) or self._real_symbol(name)
         return None if s is None else s.addr
 
     def find(self, addr: int) -> Symbol | None:
         """The symbol of the function containing ``addr``, or None."""
+        if REAL_ONLY_BASE <= addr < MODULE_TEXT_BASE:
+            i = (addr - REAL_ONLY_BASE) // REAL_ONLY_SIZE
+            return _real_at(i) if i < len(real_text_symbols()[0]) else None
         i = bisect.bisect_right(self._addrs, addr) - 1
         while i >= 0 and self._symbols[i].size == 0 and self._symbols[i].addr != addr:
             i -= 1                       # markers like _etext contain nothing

@@ -26,12 +26,37 @@ Each CPU has one pt_regs buffer, written in place per hit: the argument register
 with one ``pack_into`` (the slots the call leaves unused are zeroed), the rest (cs, ss, flags, sp)
 set once.
 
+Call stacks (for stack traces: the ``stacktrace`` trigger and option, ``bpf_get_stackid``,
+``bpf_get_stack``, the stack tracer, kretprobe return addresses). Each CPU has a stack of the
+modelled functions running on it: ``call`` pushes its site while the function runs. While no
+one needs stacks an idle site is skipped by its caller (one ``.active`` test), so the stacks
+are complete only while a user holds them:
+
+* ``kprobes.hold_call_stacks()`` / ``release_call_stacks()``: a counted hold; while held every
+  site is active (the cost of one Python call per modelled function). Return probes and the
+  function tracers hold them themselves;
+* ``kprobes.call_stack(cpu=None, here="")`` → ``list[int]``: return addresses, innermost first
+  (the point in the running function, then each caller's return address), as
+  ``stack_trace_save`` fills ``entries``; symbolize with ``kallsyms.lookup``;
+* ``kprobes.call_stack_functions(cpu=None)`` → the functions' start addresses, innermost first;
+* ``kprobes.caller_address(stack, site)``: where ``site`` returns to in its caller;
+* ``kprobes.frame_size(frame)``: the bytes of stack a function's frame takes (stack tracer);
+* ``with kprobes.frame("skb_bench_run"):`` runs the body as called from a kernel function the
+  model has no site for (so the outermost modelled function has a caller).
+
+A return address is ``caller + off`` with ``off`` fixed per (caller, callee) pair
+(``call_offset``): kretprobe lines read ``(caller+0x4d <- func)`` as on a kernel.
+
+Symbols of a real 6.18 build that the model never runs (``kallsyms.real_count``) can be probed:
+the probe gets a dormant site and never fires, as on a kernel where that path is idle.
+
 The model has no instructions, so a probe at ``sym+off`` (0 < off < size) fires at the entry
 with ``ip = sym + off``; return probes need ``off == 0`` (the kernel refuses others too).
 """
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -156,7 +181,7 @@ class KprobeSite:
     """The probe point of one function: ``active`` is the flag its call site checks."""
 
     __slots__ = ("name", "addr", "size", "nargs", "active", "entry", "ret", "_kprobes",
-                 "_write_regs")
+                 "_write_regs", "call", "return_ips")
 
     def __init__(self, kprobes: Kprobes, name: str, addr: int, size: int, nargs: int) -> None:
         self._kprobes = kprobes
@@ -168,53 +193,99 @@ class KprobeSite:
         self.entry: tuple[Kprobe, ...] = ()
         self.ret: tuple[Kprobe, ...] = ()
         self._write_regs = _CALL_REGS_WRITERS[nargs]
+        # where this function returns to, by caller (a stack frame)
+        self.return_ips: dict[Any, int] = {}
+        # ``call(func, *args)``: the plain form while no probe is registered here
+        self.call: Callable[..., Any] = self._call_unprobed
 
-    def call(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run ``func(*args)`` with this site's probes around it.
+    def refresh(self) -> None:
+        """After a probe or a stack hold came or went: ``active`` and the ``call`` form."""
+        probed = bool(self.entry or self.ret)
+        self.active = probed or self._kprobes.stack_holds > 0
+        self.call = self._call_probed if probed else self._call_unprobed
+
+    def _call_unprobed(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``call`` without probes: the function on the stack, the function tracers' hooks."""
+        kps = self._kprobes
+        cpu = kps.this_cpu_id()
+        stack = kps.stacks[cpu]
+        ftrace = kps.ftrace
+        token = ftrace.entry(self, stack, cpu) if ftrace is not None else None
+        stack.append(self)
+        try:
+            result = func(*args)
+        finally:
+            stack.pop()
+        if token is not None:
+            ftrace.exit(self, stack, cpu, token)
+        return result
+
+    def _call_probed(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func(*args)`` with this site's probes around it (``call`` while any is here).
 
         The first ``nargs`` arguments are the C function's, put in registers; any further ones
         are the model's own (a call site address, a parsed header) and stay out of pt_regs.
+        The function is on this CPU's call stack while it runs; the function tracers
+        (``Kprobes.ftrace``) see its entry and return.
         """
         kps = self._kprobes
-        write = self._write_regs if len(args) >= self.nargs else _CALL_REGS_WRITERS[len(args)]
+        cpu = kps.this_cpu_id()
+        stack = kps.stacks[cpu]
         entry = self.entry
         if entry:
             if kps.in_handler:
                 for p in entry:
                     p.nmissed += 1
             else:
-                addr = self.addr
-                regs = kps.regs[kps.this_cpu_id()]
-                write(regs, addr, args)
-                kps.in_handler = True
-                try:
-                    for p in entry:
-                        p.nhit += 1
-                        if p.offset:
-                            _U64_PACK(regs, _IP_OFFSET, addr + p.offset)
-                        p.handler(regs if p.raw else PtRegs(bytes(regs), addr))
-                        if p.offset:
-                            _U64_PACK(regs, _IP_OFFSET, addr)
-                finally:
-                    kps.in_handler = False
-        result = func(*args)
+                self._run_entry(kps, entry, kps.regs[cpu], args)
+        ftrace = kps.ftrace
+        token = ftrace.entry(self, stack, cpu) if ftrace is not None else None
+        stack.append(self)
+        try:
+            result = func(*args)
+        finally:
+            stack.pop()
+        if token is not None:
+            ftrace.exit(self, stack, cpu, token)
         if self.ret:
             if kps.in_handler:
                 for p in self.ret:
                     p.nmissed += 1
             else:
-                ret_ip = kps.return_address
-                regs = kps.regs[kps.this_cpu_id()]
-                write(regs, ret_ip, args)
-                _U64_PACK(regs, _AX_OFFSET, reg_value(result))
-                kps.in_handler = True
-                try:
-                    for p in self.ret:
-                        p.nhit += 1
-                        p.handler(regs if p.raw else PtRegs(bytes(regs), self.addr, ret_ip))
-                finally:
-                    kps.in_handler = False
+                self._run_return(kps, kps.regs[cpu], args, result, kps.caller_address(stack, self))
         return result
+
+    def _run_entry(self, kps: Kprobes, entry: tuple[Kprobe, ...], regs: bytearray,
+                   args: tuple) -> None:
+        write = self._write_regs if len(args) >= self.nargs else _CALL_REGS_WRITERS[len(args)]
+        addr = self.addr
+        write(regs, addr, args)
+        kps.in_handler = True
+        try:
+            for p in entry:
+                p.nhit += 1
+                if p.offset:
+                    _U64_PACK(regs, _IP_OFFSET, addr + p.offset)
+                p.handler(regs if p.raw else PtRegs(bytes(regs), addr))
+                if p.offset:
+                    _U64_PACK(regs, _IP_OFFSET, addr)
+        finally:
+            kps.in_handler = False
+
+    def _run_return(self, kps: Kprobes, regs: bytearray, args: tuple, result: Any,
+                    ret_ip: int) -> None:
+        """The return probes, with ``ip`` = the return address into the caller (what the
+        kretprobe trampoline restores) and ``ax`` = the return value."""
+        write = self._write_regs if len(args) >= self.nargs else _CALL_REGS_WRITERS[len(args)]
+        write(regs, ret_ip, args)
+        _U64_PACK(regs, _AX_OFFSET, reg_value(result))
+        kps.in_handler = True
+        try:
+            for p in self.ret:
+                p.nhit += 1
+                p.handler(regs if p.raw else PtRegs(bytes(regs), self.addr, ret_ip))
+        finally:
+            kps.in_handler = False
 
 
 class Kprobes:
@@ -227,8 +298,19 @@ class Kprobes:
         self.sites: dict[str, KprobeSite] = {
             s.name: KprobeSite(self, s.name, s.addr, s.size, s.nargs)
             for s in kallsyms if s.nargs is not None}
-        # the return address return probes report: the caller is the model, not kernel code
+        # sites of functions the model never runs (probes there are accepted and never fire)
+        self.dormant: dict[str, KprobeSite] = {}
+        # the return address of an outermost modelled function when no frame() names its
+        # caller (0: unknown)
         self.return_address = 0
+        # per-CPU call stacks of modelled functions (KprobeSite, or a kallsyms Symbol pushed
+        # by frame()), outermost first; complete while stack users hold them
+        self.stacks: list[list[Any]] = [[] for _ in range(nr_cpus)]
+        self.stack_holds = 0
+        # the function tracers' hook: an object with entry(site, stack, cpu) -> token | None
+        # and exit(site, stack, cpu, token); None when no function tracer runs
+        self.ftrace: Any = None
+        self._call_offsets: dict[tuple[str, str], int] = {}
         # per-CPU kernel stacks, so $stackN fetches read mapped memory
         self._stack_tops = [0] * nr_cpus
         if mem is not None:
@@ -241,6 +323,76 @@ class Kprobes:
     def site(self, name: str) -> KprobeSite:
         """The probe point of function ``name`` (for a call site to cache)."""
         return self.sites[name]
+
+    # -- call stacks ---------------------------------------------------------------------------
+    def hold_call_stacks(self) -> None:
+        """A user of call stacks starts: every site runs through ``call`` from now on, so the
+        per-CPU stacks hold every modelled function (costs a Python call per function)."""
+        self.stack_holds += 1
+        if self.stack_holds == 1:
+            self._update_active()
+
+    def release_call_stacks(self) -> None:
+        """The matching end of ``hold_call_stacks``."""
+        self.stack_holds -= 1
+        if self.stack_holds == 0:
+            self._update_active()
+
+    def _update_active(self) -> None:
+        for site in self.sites.values():
+            site.refresh()
+
+    def frame(self, name: str) -> _Frame:
+        """``with kprobes.frame("skb_bench_run"):`` — the body runs as called from the kernel
+        function ``name`` (a kallsyms symbol the model has no site for: a module's loop, the
+        softirq handler), so stacks and return addresses continue into it."""
+        return _Frame(self, self.kallsyms.symbol(name))
+
+    def call_offset(self, caller: Any, callee: str) -> int:
+        """Where in ``caller`` the call to ``callee`` returns to: a fixed, plausible offset
+        (the model has no instructions), the same for every call of that pair."""
+        key = (caller.name, callee)
+        off = self._call_offsets.get(key)
+        if off is None:
+            room = caller.size - 0x20
+            off = 0x10 + zlib.crc32(f"{caller.name}>{callee}".encode()) % room if room > 0 \
+                else caller.size // 2
+            self._call_offsets[key] = off
+        return off
+
+    def frame_size(self, frame: Any) -> int:
+        """The stack frame ``frame``'s function uses, in bytes: fixed per function, 32 to
+        192 (the model has no prologues to measure)."""
+        return 16 * (2 + zlib.crc32(frame.name.encode()) % 11)
+
+    def caller_address(self, stack: list[Any], callee: Any) -> int:
+        """The return address of ``callee`` called from the top of ``stack`` (its caller),
+        or ``return_address`` when the stack is empty."""
+        if not stack:
+            return self.return_address
+        caller = stack[-1]
+        ip = callee.return_ips.get(caller)
+        if ip is None:
+            ip = callee.return_ips[caller] = caller.addr + self.call_offset(caller, callee.name)
+        return ip
+
+    def call_stack(self, cpu: int | None = None, here: str = "") -> list[int]:
+        """The kernel stack of ``cpu`` (default: this CPU) as return addresses, innermost
+        first, as ``stack_trace_save`` gives them: the point in the running function (the call
+        of ``here``, e.g. a tracepoint name), then each caller's return address. Empty when
+        no modelled function runs. Complete only while ``hold_call_stacks`` is in effect."""
+        stack = self.stacks[self.this_cpu_id() if cpu is None else cpu]
+        out: list[int] = []
+        callee = here or "<here>"
+        for frame in reversed(stack):
+            out.append(frame.addr + self.call_offset(frame, callee))
+            callee = frame.name
+        return out
+
+    def call_stack_functions(self, cpu: int | None = None) -> list[int]:
+        """The function addresses on ``cpu``'s stack, innermost first."""
+        stack = self.stacks[self.this_cpu_id() if cpu is None else cpu]
+        return [frame.addr for frame in reversed(stack)]
 
     def _template(self, cpu: int) -> bytearray:
         values = [0] * len(PT_REGS_NAMES)
@@ -255,12 +407,7 @@ class Kprobes:
                         retprobe: bool = False, offset: int = 0, raw: bool = False) -> Kprobe:
         """Probe ``symbol+offset``; ``retprobe`` probes the return instead of the entry.
         ``handler`` gets a ``PtRegs`` snapshot, or with ``raw`` the CPU's live pt_regs buffer."""
-        site = self.sites.get(symbol)
-        if site is None:
-            if symbol in self.kallsyms:
-                raise KprobeError(EINVAL, f"{symbol} cannot be probed: the model has no call site"
-                                  " for it")
-            raise KprobeError(ENOENT, f"symbol {symbol!r} not found")
+        site = self.sites.get(symbol) or self._dormant_site(symbol)
         if offset < 0 or offset >= site.size:
             raise KprobeError(EINVAL, f"offset 0x{offset:x} is outside {symbol} (size 0x{site.size:x})")
         if retprobe and offset:
@@ -270,8 +417,23 @@ class Kprobes:
             site.ret += (probe,)
         else:
             site.entry += (probe,)
-        site.active = True
+        site.refresh()
+        if retprobe:                    # the caller's address needs complete stacks
+            self.hold_call_stacks()
         return probe
+
+    def _dormant_site(self, symbol: str) -> KprobeSite:
+        """A site for a kernel function the model never runs: probes there never fire."""
+        site = self.dormant.get(symbol)
+        if site is None:
+            try:
+                sym = self.kallsyms.symbol(symbol)
+            except KeyError:
+                raise KprobeError(ENOENT, f"symbol {symbol!r} not found") from None
+            if not sym.size:
+                raise KprobeError(EINVAL, f"{symbol} is not a function")
+            site = self.dormant[symbol] = KprobeSite(self, symbol, sym.addr, sym.size, 0)
+        return site
 
     def unregister_kprobe(self, probe: Kprobe) -> None:
         site = probe.site
@@ -279,4 +441,25 @@ class Kprobes:
             site.ret = tuple(p for p in site.ret if p is not probe)
         else:
             site.entry = tuple(p for p in site.entry if p is not probe)
-        site.active = bool(site.entry or site.ret)
+        site.refresh()
+        if probe.retprobe:
+            self.release_call_stacks()
+
+
+class _Frame:
+    """See ``Kprobes.frame``."""
+
+    __slots__ = ("kprobes", "symbol", "stack")
+
+    def __init__(self, kprobes: Kprobes, symbol: Any) -> None:
+        self.kprobes = kprobes
+        self.symbol = symbol
+        self.stack: list[Any] = []
+
+    def __enter__(self) -> None:
+        kps = self.kprobes
+        self.stack = kps.stacks[kps.this_cpu_id()]
+        self.stack.append(self.symbol)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.pop()

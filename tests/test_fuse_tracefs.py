@@ -15,12 +15,12 @@ from tracesim.tools.ctl_socket import request
 from tests.conftest import REFERENCE, need_shared
 from tests.fuse_helpers import sh, tracesim
 from tests.tracefs_reference import (
-    EXTRA_ROOT_FILES,
     filter_cases,
     ls_blocks,
     ls_entries,
     strip_id,
     strip_timestamps,
+    with_extra_root_files,
 )
 
 pytestmark = pytest.mark.fuse
@@ -40,10 +40,9 @@ def ref(name: str) -> str:
 
 def test_ls_la_root_and_subdirectories(mnt):
     out = sh("ls -la", mnt).stdout
-    got, want = ls_entries(out), ls_entries(ref("ls_root"))
+    got, want = ls_entries(out), with_extra_root_files(ls_entries(ref("ls_root")))
     for listing in (got, want):
         listing.pop("..")
-    want.update({name: (mode, 1) for name, mode in EXTRA_ROOT_FILES.items()})
     assert got == want
     for directory, listing in ls_blocks(ref("ls_sub")).items():
         got = ls_entries(sh(f"ls -la {directory}", mnt).stdout)

@@ -10,13 +10,13 @@ from tracesim.tracefs.errors import FsError
 
 from tests.conftest import REFERENCE, need_shared
 from tests.tracefs_reference import (
-    EXTRA_ROOT_FILES,
     filter_cases,
     ls_blocks,
     ls_entries,
     mode_string,
     strip_id,
     strip_timestamps,
+    with_extra_root_files,
 )
 
 NETIF = "/events/net/netif_receive_skb"
@@ -70,9 +70,8 @@ def test_per_cpu_stats(tree):
 
 
 def test_root_modes_match_ls_root(tree):
-    want = ls_entries(ref("ls_root"))
+    want = with_extra_root_files(ls_entries(ref("ls_root")))
     want.pop("..")
-    want.update({name: (mode, 1) for name, mode in EXTRA_ROOT_FILES.items()})
     root = want.pop(".")
     assert (mode_string(tree.getattr("/").mode), tree.getattr("/").nlink) == root
     assert sorted(tree.readdir("/")) == sorted(want)
@@ -207,8 +206,8 @@ def test_trace_clock_and_tracer(tree):
     tree.echo("/trace_clock", "global")
     assert tree.read_text("/trace_clock").startswith("local [global] counter")
     assert errno_of(tree.echo, "/trace_clock", "nosuch") == errno.EINVAL
-    assert tree.read_text("/available_tracers") == "nop\n"
-    assert errno_of(tree.echo, "/current_tracer", "function") == errno.EINVAL
+    assert tree.read_text("/available_tracers") == "function_graph function nop\n"
+    assert errno_of(tree.echo, "/current_tracer", "blk") == errno.EINVAL
     tree.echo("/current_tracer", "nop")
 
 

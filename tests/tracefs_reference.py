@@ -12,7 +12,26 @@ ERRNO_OF_MESSAGE = {"Invalid argument": errno.EINVAL, "No such file or directory
 TIMESTAMP = re.compile(r"^\[\s*\d+\.\d{6}\]", re.M)
 ID_LINE = re.compile(r"^ID: \d+$", re.M)
 # Files the reference listing lacks but issue 4 asks for (the capture shows no kprobe files).
-EXTRA_ROOT_FILES = {"kprobe_events": "-rw-r-----", "kprobe_profile": "-r--r-----"}
+EXTRA_ROOT_FILES = {"kprobe_events": "-rw-r-----", "kprobe_profile": "-r--r-----",
+                    # function_graph's files (the reference kernel has no graph tracer)
+                    "set_graph_function": "-rw-r-----", "set_graph_notrace": "-rw-r-----",
+                    "max_graph_depth": "-rw-r-----",
+                    # the function profiler and the stack tracer (absent there too)
+                    "function_profile_enabled": "-rw-r-----", "trace_stat": "drwxr-x---",
+                    "stack_trace": "-r--r-----", "stack_max_size": "-rw-r-----",
+                    "stack_trace_filter": "-rw-r-----"}
+
+
+def with_extra_root_files(listing: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
+    """The reference root listing plus EXTRA_ROOT_FILES (a directory has 2 links and adds one
+    to the root's)."""
+    out = dict(listing)
+    extra_dirs = sum(1 for mode in EXTRA_ROOT_FILES.values() if mode[0] == "d")
+    if "." in out:
+        out["."] = (out["."][0], out["."][1] + extra_dirs)
+    out.update({name: (mode, 2 if mode[0] == "d" else 1)
+                for name, mode in EXTRA_ROOT_FILES.items()})
+    return out
 
 
 @dataclass

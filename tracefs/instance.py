@@ -12,6 +12,8 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
+from tracesim.kernel_model.ftrace_commands import run_command
+from tracesim.kernel_model.trace_functions import TRACERS, function_tracing
 from tracesim.tracefs.errors import FsError, kernel_call
 from tracesim.tracefs.events import EventsDir
 from tracesim.tracefs.handles import Handle, LazyTextHandle, SeqHandle, seq_opener, truncating
@@ -20,7 +22,6 @@ from tracesim.tracefs.nodes import MODE_DIR, MODE_MARKER, MODE_RO, MODE_RW, MODE
 from tracesim.tracefs.parse import TraceParser, kstrtoul_from_user, strstrip
 from tracesim.tracefs.streams import open_trace_pipe, open_trace_pipe_raw
 
-TRACERS = ("nop",)
 TIMESTAMP_MODE = "[delta] absolute\n"
 SUBBUF_KB = 4
 EVENT_BUF_SIZE = 127          # trace_events.c: the longest set_event word
@@ -32,15 +33,27 @@ class InstanceFiles:
     def __init__(self, ctx: Any, array: Any) -> None:
         self.ctx = ctx
         self.array = array
-        self.tracer = "nop"
         self.buffer_percent = 50
         self.event_pids = EventPidList(array, False, ctx.lock)
         self.event_notrace_pids = EventPidList(array, True, ctx.lock)
         functions = ctx.traceable_functions
-        self.ftrace_filter = FunctionFilter(functions, "#### all functions enabled ####\n")
-        self.ftrace_notrace = FunctionFilter(functions, "#### no functions disabled ####\n")
+        self.functions = function_tracing(array)
+        self.ftrace_filter = FunctionFilter(functions, "#### all functions enabled ####\n",
+                                            self._filters_changed,
+                                            lambda g, c, p: self._command(g, c, p, True),
+                                            self.functions.probes_text)
+        self.ftrace_notrace = FunctionFilter(functions, "#### no functions disabled ####\n",
+                                             self._filters_changed,
+                                             lambda g, c, p: self._command(g, c, p, False))
+        self.graph_function = FunctionFilter(functions, "#### all functions enabled ####\n",
+                                             self._filters_changed)
+        self.graph_notrace = FunctionFilter(functions, "#### no functions disabled ####\n",
+                                            self._filters_changed)
         self.ftrace_pids = PidList("no pid\n")
         self.ftrace_notrace_pids = PidList("no pid\n")
+        # the tracer reads the pid sets in place (an empty set: every task)
+        self.functions.pids = self.ftrace_pids.pids
+        self.functions.notrace_pids = self.ftrace_notrace_pids.pids
         self.events = EventsDir(ctx, array, self.counted)
 
     # -- references ----------------------------------------------------------------------------
@@ -68,7 +81,8 @@ class InstanceFiles:
         a = self.array
         nodes: dict[str, Node] = {
             "available_tracers": self.seq(MODE_RO, lambda: " ".join(TRACERS) + "\n"),
-            "current_tracer": self.seq(MODE_RW, lambda: self.tracer + "\n", self._set_tracer),
+            "current_tracer": self.seq(MODE_RW, lambda: self.functions.tracer + "\n",
+                                       self._set_tracer),
             "tracing_cpumask": self.seq(MODE_RW, self._cpumask_text, self._set_cpumask),
             "trace_options": self.seq(MODE_RW, a.options_text,
                                       lambda t: a.set_option(*_option_word(strstrip(t)))),
@@ -101,8 +115,29 @@ class InstanceFiles:
             "set_ftrace_notrace": self.file(MODE_RW, self.ftrace_notrace.open),
             "set_ftrace_pid": self.file(MODE_RW, self.ftrace_pids.open),
             "set_ftrace_notrace_pid": self.file(MODE_RW, self.ftrace_notrace_pids.open),
+            "set_graph_function": self.file(MODE_RW, self.graph_function.open),
+            "set_graph_notrace": self.file(MODE_RW, self.graph_notrace.open),
+            "max_graph_depth": self.seq(MODE_RW, lambda: f"{self.functions.max_graph_depth}\n",
+                                        self._set_max_graph_depth),
         }
         return nodes
+
+    def _filters_changed(self, _selected: list[str]) -> None:
+        with self.ctx.lock:
+            self.functions.set_filters(self.ftrace_filter.selected, self.ftrace_notrace.selected)
+            self.functions.set_graph_filters(self.graph_function.selected,
+                                             self.graph_notrace.selected)
+
+    def _command(self, glob: str, cmd: str, param: str | None, enable: bool) -> list[str] | None:
+        """A function command or ``:mod:`` (tracesim.kernel_model.ftrace_commands)."""
+        with self.ctx.lock:
+            return run_command(self.functions, self.ctx.traceable_functions(), glob, cmd, param,
+                               enable)
+
+    def _set_max_graph_depth(self, text: str) -> None:
+        value = kstrtoul_from_user(text)
+        with self.ctx.lock:
+            self.functions.set_max_graph_depth(value)
 
     def _per_cpu(self, cpu: int) -> Dir:
         a = self.array
@@ -184,7 +219,8 @@ class InstanceFiles:
         name = strstrip(text)
         if name not in TRACERS:
             raise FsError(errno.EINVAL)
-        self.tracer = name
+        with self.ctx.lock:
+            self.functions.set_tracer(name)
 
     def _cpumask_text(self) -> str:
         return f"{(1 << self.ctx.ncpus) - 1:x}\n"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from tracesim.tracefs.errors import FsError
+from tracesim.tracefs.errors import FsError, kernel_call
 from tracesim.tracefs.handles import Handle, SeqHandle
 from tracesim.tracefs.parse import WORDS, TraceParser, kstrtoul
 
@@ -111,19 +111,39 @@ class EventPidList:
 class FunctionFilter:
     """``set_ftrace_filter`` / ``set_ftrace_notrace``: function names or globs from kallsyms."""
 
-    def __init__(self, functions: Callable[[], Iterable[str]], empty_text: str = "") -> None:
+    def __init__(self, functions: Callable[[], Iterable[str]], empty_text: str = "",
+                 on_change: Callable[[list[str]], None] | None = None,
+                 command: Callable[[str, str, str | None], list[str] | None] | None = None,
+                 extra_text: Callable[[], str] | None = None) -> None:
         self.functions = functions
         self.selected: list[str] = []
         self.empty_text = empty_text
+        self.on_change = on_change          # told the new selection after every change
+        # ``glob:cmd[:param]`` words (function commands, ``:mod:``): returns the functions to
+        # select (``!name`` to drop), or None when the command was applied elsewhere
+        self.command = command
+        self.extra_text = extra_text        # listed after the functions (the commands)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.selected)
+
+    def clear(self) -> None:
+        self.selected.clear()
+        self._changed()
 
     def text(self) -> str:
+        extra = self.extra_text() if self.extra_text is not None else ""
         if not self.selected:
-            return self.empty_text
-        return "".join(f"{name}\n" for name in self.selected)
+            return self.empty_text + extra
+        return "".join(f"{name}\n" for name in self.selected) + extra
 
     def apply(self, word: str) -> None:
         """One word (ftrace_process_regex): a glob adds its matches, ``!glob`` removes them;
-        a glob matching no function is EINVAL."""
+        a glob matching no function is EINVAL; ``glob:cmd[:param]`` is a command."""
+        if ":" in word:
+            self._command(word)
+            return
         remove = word.startswith("!")
         pattern = word[1:] if remove else word
         hits = [n for n in self.functions() if fnmatch.fnmatchcase(n, pattern)]
@@ -133,6 +153,19 @@ class FunctionFilter:
             self.selected = [n for n in self.selected if n not in hits]
         else:
             self.selected += [n for n in hits if n not in self.selected]
+        self._changed()
+
+    def _command(self, word: str) -> None:
+        glob, cmd, *rest = word.split(":", 2)
+        if self.command is None:
+            raise FsError(errno.EINVAL)
+        names = kernel_call(self.command)(glob, cmd, rest[0] if rest else None)
+        if names is None:
+            return
+        drop = {n[1:] for n in names if n.startswith("!")}
+        self.selected = [n for n in self.selected if n not in drop]
+        self.selected += [n for n in names if not n.startswith("!") and n not in self.selected]
+        self._changed()
 
     def open(self, flags: int) -> Handle:
         parser = TraceParser(FTRACE_BUFF_MAX)
@@ -149,6 +182,6 @@ class FunctionFilter:
             if parser.loaded:
                 with contextlib.suppress(FsError):    # ftrace_regex_release drops the result
                     self.apply(parser.word())
-        handle = SeqHandle(flags, self.text, store, self.selected.clear)
+        handle = SeqHandle(flags, self.text, store, self.clear)
         handle.on_release(release)
         return handle

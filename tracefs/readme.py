@@ -3,8 +3,8 @@
 Tools and the ftrace selftests (``check_requires ...:README``) grep this file for a feature's
 syntax line to decide whether the kernel has it, so the text follows the kernel's for each
 feature the model has, as a 6.18 kernel built with just those features prints it, and carries no
-line for a feature the model lacks: no function tracer triggers or ``:mod:`` commands, no stack
-tracer, no snapshot, no hist triggers or synthetic events, no event probes (``e``), no fprobes
+line for a feature the model lacks: no snapshot (nor its function trigger), no hist triggers or
+synthetic events, no event probes (``e``), no fprobes
 or tracepoint probes, no ``%return`` suffix, and only the fetch types the kprobe parser takes
 (kernel_model/trace_kprobe.py).
 """
@@ -50,13 +50,48 @@ README = (
     "  set_ftrace_filter\t- echo function name in here to only trace these\n"
     "\t\t\t  functions\n"
     "\t     accepts: func_full_name or glob-matching-pattern\n"
+    "\t     modules: Can select a group via module\n"
+    "\t      Format: :mod:<module-name>\n"
+    "\t     example: echo :mod:ext3 > set_ftrace_filter\n"
+    "\t    triggers: a command to perform when function is hit\n"
+    "\t      Format: <function>:<trigger>[:count]\n"
+    "\t     trigger: traceon, traceoff\n"
+    "\t\t      enable_event:<system>:<event>\n"
+    "\t\t      disable_event:<system>:<event>\n"
+    "\t\t      stacktrace\n"
+    "\t\t      dump\n"
+    "\t\t      cpudump\n"
+    "\t     example: echo do_fault:traceoff > set_ftrace_filter\n"
+    "\t              echo do_trap:traceoff:3 > set_ftrace_filter\n"
+    "\t     The first one will disable tracing every time do_fault is hit\n"
+    "\t     The second will disable tracing at most 3 times when do_trap is hit\n"
+    "\t       The first time do trap is hit and it disables tracing, the\n"
+    "\t       counter will decrement to 2. If tracing is already disabled,\n"
+    "\t       the counter will not decrement. It only decrements when the\n"
+    "\t       trigger did work\n"
+    "\t     To remove trigger without count:\n"
+    "\t       echo '!<function>:<trigger> > set_ftrace_filter\n"
+    "\t     To remove trigger with a count:\n"
+    "\t       echo '!<function>:<trigger>:0 > set_ftrace_filter\n"
     "  set_ftrace_notrace\t- echo function name in here to never trace.\n"
     "\t    accepts: func_full_name, *func_end, func_begin*, *func_middle*\n"
+    "\t    modules: Can select a group via module command :mod:\n"
     "\t    Does not accept triggers\n"
     "  set_ftrace_pid\t- Write pid(s) to only function trace those pids\n"
     "\t\t    (function)\n"
     "  set_ftrace_notrace_pid\t- Write pid(s) to not function trace those pids\n"
     "\t\t    (function)\n"
+    # CONFIG_FUNCTION_GRAPH_TRACER
+    "  set_graph_function\t- Trace the nested calls of a function (function_graph)\n"
+    "  set_graph_notrace\t- Do not trace the nested calls of a function (function_graph)\n"
+    "  max_graph_depth\t- Trace a limited depth of nested calls (0 is unlimited)\n"
+    # CONFIG_STACK_TRACER
+    "  stack_trace\t\t- Shows the max stack trace when active\n"
+    "  stack_max_size\t- Shows current max stack size that was traced\n"
+    "\t\t\t  Write into this file to reset the max size (trigger a\n"
+    "\t\t\t  new trace)\n"
+    "  stack_trace_filter\t- Like set_ftrace_filter but limits what stack_trace\n"
+    "\t\t\t  traces\n"
     "  dynamic_events\t\t- Create/append/remove/show the generic dynamic events\n"
     "\t\t\t  Write into this file to define/undefine new trace events.\n"
     "  kprobe_events\t\t- Create/append/remove/show the kernel dynamic events\n"

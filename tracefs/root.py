@@ -13,10 +13,14 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
+from tracesim.kernel_model.ftrace_profile import function_profile
+from tracesim.kernel_model.trace_functions import enabled_functions_text
+from tracesim.kernel_model.trace_stack import stack_tracer
 from tracesim.tracefs.context import TreeContext
 from tracesim.tracefs.errors import FsError, kernel_call
 from tracesim.tracefs.handles import seq_opener
 from tracesim.tracefs.instance import InstanceFiles
+from tracesim.tracefs.lists import FunctionFilter
 from tracesim.tracefs.nodes import MODE_DIR, MODE_RO, MODE_ROOT, MODE_RW, Dir, DirOps, File, Node
 from tracesim.tracefs.parse import kstrtoul_from_user
 from tracesim.tracefs.readme import README
@@ -52,7 +56,6 @@ def _seq(ctx: TreeContext, mode: int, show: Callable[[], str] | None,
 def _global_files(ctx: TreeContext) -> dict[str, Node]:
     tracing = ctx.tracing
     kprobes = tracing.kprobes
-    thresh = {"value": 0}
 
     def functions_text() -> str:
         return "".join(f"{s.name} [{s.module}]\n" if s.module else f"{s.name}\n"
@@ -68,7 +71,9 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
         return f"{count} pages:{-(-count // per_page)} groups: 1\n"
 
     def set_thresh(text: str) -> None:
-        thresh["value"] = kstrtoul_from_user(text)
+        value = kstrtoul_from_user(text)       # tracing_nsecs_write: µs in, ns kept
+        with ctx.lock:
+            tracing.tracing_thresh = value * 1000
 
     def set_cmdlines_size(text: str) -> None:
         tracing.set_saved_cmdlines_size(kstrtoul_from_user(text))
@@ -84,7 +89,7 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
         "available_filter_functions": _seq(ctx, MODE_RO, functions_text),
         "available_filter_functions_addrs": _seq(ctx, MODE_RO, functions_addrs_text),
         "dyn_ftrace_total_info": _seq(ctx, MODE_RO, dyn_ftrace_text),
-        "enabled_functions": _seq(ctx, MODE_RO, lambda: ""),
+        "enabled_functions": _seq(ctx, MODE_RO, lambda: enabled_functions_text(tracing)),
         "touched_functions": _seq(ctx, MODE_RO, lambda: ""),
         "kprobe_events": _seq(ctx, MODE_RW, kprobes.text,
                               lambda t: kprobes.write(t, False),
@@ -100,7 +105,40 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
         "saved_cmdlines_size": _seq(ctx, MODE_RW, lambda: f"{tracing.saved_cmdlines_size}\n",
                                     set_cmdlines_size),
         "saved_tgids": _seq(ctx, MODE_RO, tracing.saved_tgids_text),
-        "tracing_thresh": _seq(ctx, MODE_RW, lambda: f"{thresh['value']}\n", set_thresh),
+        "tracing_thresh": _seq(ctx, MODE_RW,
+                               lambda: f"{getattr(tracing, 'tracing_thresh', 0) // 1000}\n",
+                               set_thresh),
+        **_profiler_and_stack_files(ctx),
+    }
+
+
+def _profiler_and_stack_files(ctx: TreeContext) -> dict[str, Node]:
+    """function_profile_enabled, trace_stat/function<cpu>, and the stack tracer's files."""
+    tracing = ctx.tracing
+    profile = function_profile(tracing)
+    stack = stack_tracer(tracing)
+
+    def set_profile(text: str) -> None:
+        value = kstrtoul_from_user(text)    # ftrace_profile_write: any non-zero enables
+        with ctx.lock:
+            profile.set_enabled(bool(value))
+
+    def set_max_size(text: str) -> None:
+        value = kstrtoul_from_user(text)
+        with ctx.lock:
+            stack.set_max_size(value)
+
+    stack_filter = FunctionFilter(ctx.traceable_functions, "#### all functions enabled ####\n",
+                                  stack.set_filter)
+    return {
+        "function_profile_enabled": _seq(ctx, MODE_RW, lambda: f"{int(profile.enabled)}\n",
+                                         set_profile),
+        "trace_stat": Dir(MODE_DIR, {f"function{cpu}": _seq(ctx, MODE_RO,
+                                                             lambda cpu=cpu: profile.text(cpu))
+                                     for cpu in range(ctx.ncpus)}),
+        "stack_trace": _seq(ctx, MODE_RO, stack.text),
+        "stack_max_size": _seq(ctx, MODE_RW, lambda: f"{stack.max_size}\n", set_max_size),
+        "stack_trace_filter": File(MODE_RW, stack_filter.open),
     }
 
 

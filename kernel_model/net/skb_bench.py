@@ -62,7 +62,7 @@ def run(kernel: Kernel, iterations: int = DEFAULT_ITERATIONS, dev: str = DEFAULT
     location = kernel.kallsyms.addr("skb_bench_run") + KFREE_SKB_RET_OFFSET
     alloc, free = net.netdev_alloc_skb, net.kfree_skb
     reason = SKB_DROP_REASON_NOT_SPECIFIED
-    with kernel.machine.running(kernel.user_task("insmod")):
+    with kernel.machine.running(kernel.user_task("insmod")), kernel.kprobes.frame("skb_bench_run"):
         start = now()
         for _ in range(iterations):
             free(alloc(device, SKB_SIZE), reason, location)

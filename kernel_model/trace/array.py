@@ -15,6 +15,7 @@ from tracesim.kernel_model.trace.emit import EventFile, write_marker
 from tracesim.kernel_model.trace.errlog import ErrorLog, os_error
 from tracesim.kernel_model.trace.printk import KERN_DEBUG
 from tracesim.kernel_model.trace.ring_buffer import RingBuffer
+from tracesim.kernel_model.trace_functions import TRACER_OPTIONS
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.trace.tracing import Tracing
@@ -37,9 +38,10 @@ TRACE_OPTIONS: tuple[tuple[str, bool], ...] = (
     ("overwrite", True), ("disable_on_free", False), ("irq-info", True), ("markers", True),
     ("event-fork", False), ("trace_printk_dest", True), ("copy_trace_marker", True),
     ("pause-on-trace", False), ("hash-ptr", True),
-    ("function-trace", True), ("function-fork", False),
+    ("function-trace", True), ("function-fork", False), ("display-graph", False),
     ("stacktrace", False),
 )
+CORE_OPTIONS = frozenset(name for name, _ in TRACE_OPTIONS)
 # ZEROED_TRACE_FLAGS: off in a new instance whatever the top array has
 ZEROED_IN_INSTANCES = frozenset({"event-fork", "function-fork", "trace_printk_dest", "copy_trace_marker"})
 # The current tracer's own options (tracer_flags), listed after the core ones in trace_options.
@@ -67,6 +69,8 @@ class TraceArray:
         if name:
             self.options.update((opt, False) for opt in ZEROED_IN_INSTANCES)
         self.options.update(NOP_TRACER_OPTIONS)
+        for tracer_options in TRACER_OPTIONS.values():   # every tracer's flags have files
+            self.options.update(tracer_options)
         self.record_cmd = True
         self.record_tgid = False
         self.clock_name = "local"
@@ -247,7 +251,11 @@ class TraceArray:
         self.buffer.resize(kb, cpu)
 
     def options_text(self) -> str:
-        return "".join(("" if on else "no") + name + "\n" for name, on in self.options.items())
+        """``trace_options``: the core flags, then the current tracer's own."""
+        tracer = getattr(getattr(self, "function_tracing", None), "tracer", "nop")
+        own = dict(TRACER_OPTIONS.get(tracer, NOP_TRACER_OPTIONS))
+        names = [n for n in self.options if n in CORE_OPTIONS] + list(own)
+        return "".join(("" if self.options[n] else "no") + n + "\n" for n in names)
 
     def set_option(self, name: str, on: bool) -> None:
         """``trace_options`` / ``options/<name>``; unknown names → EINVAL."""

@@ -28,6 +28,9 @@ from tracesim.kernel_model.trace.event import (
     TRACE_FLAG_PREEMPT_RESCHED,
     TRACE_FLAG_SOFTIRQ,
 )
+from tracesim.kernel_model.trace.events.ftrace import fn_line, repeats_line
+from tracesim.kernel_model.trace_functions import TRACE_FN, TRACE_FUNC_REPEATS
+from tracesim.kernel_model.trace_graph_output import GraphPrinter, graph_header
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.trace.printfmt import Buffer
@@ -64,11 +67,20 @@ def ns2usecs_text(ts: int) -> str:
     return f"{us // 1_000_000:5d}.{us % 1_000_000:06d}"
 
 
+def _tracer(array: Any) -> str:
+    state = getattr(array, "function_tracing", None)
+    return "nop" if state is None else state.tracer
+
+
 def header_text(array: Any) -> str:
-    """The comment block at the top of ``trace``."""
+    """The comment block at the top of ``trace``: ``# tracer:``, then the tracer's header
+    (function_graph's own columns) or the default one."""
+    tracer = _tracer(array)
+    if tracer == "function_graph":
+        return f"# tracer: {tracer}\n#\n" + graph_header(array)
     inbuf, written = array.buffer.entries()
     tgid = array.options.get("record-tgid", False)
-    out = ["# tracer: nop\n", "#\n",
+    out = [f"# tracer: {tracer}\n", "#\n",
            f"# entries-in-buffer/entries-written: {inbuf}/{written}   "
            f"#P:{array.tracing.ncpus}\n", "#\n"]
     if array.options.get("irq-info", True):
@@ -109,7 +121,10 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> s
     """The text of several events given as (cpu, ts, record, lost), as ``trace``/``trace_pipe``
     print each (a ``LOST`` line first when events were lost before it): the context columns as
     the array's options say, then the event's generated printer.
-    The options are read once for the whole batch."""
+    The options are read once for the whole batch. Under function_graph the graph tracer
+    prints every entry (a leaf needs the return that follows it in the batch)."""
+    if _tracer(array) == "function_graph":
+        return "".join(GraphPrinter(array).lines(events))
     tracing = array.tracing
     by_id = tracing.by_id
     symbols = tracing.symbols
@@ -122,7 +137,8 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> s
     default = context and irq and in_ns and not tgid
     unpack = _HEADER.unpack_from
     heads: dict[tuple[int, int, int, int], str] = {}     # comm-pid [cpu] flags, per batch
-    printers: dict[int, Callable[[Buffer, Any], str] | None] = {}
+    printers: dict[int, Callable[[Buffer, Any], str] | None] = {
+        TRACE_FN: lambda record, syms: fn_line(record, syms, opts)}
     out: list[str] = []
     append = out.append
     for cpu, ts, data, lost in events:
@@ -139,12 +155,21 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> s
             append(head + "%5d.%06d: " % (us // 1_000_000, us % 1_000_000))
         elif context:
             append(_context_columns(tracing, cpu, ts, pid, flags, pc, tgid, irq, in_ns))
+        if etype == TRACE_FUNC_REPEATS:
+            append(repeats_line(data, symbols, opts,
+                                lambda delta, ts=ts: _time_text(ts - delta, in_ns)))
+            continue
         printer = printers.get(etype, _UNSEEN)
         if printer is _UNSEEN:
             ev = by_id.get(etype)
             printer = printers[etype] = None if ev is None else ev.line_printer
         append(f"Unknown type {etype}\n" if printer is None else printer(data, symbols))
     return "".join(out)
+
+
+def _time_text(ts: int, in_ns: bool) -> str:
+    """trace_print_time: `` %5lu.%06lu`` (ns clocks) or `` %12llu``."""
+    return " " + ns2usecs_text(ts) if in_ns else f" {ts:12d}"
 
 
 def _context_columns(tracing: Any, cpu: int, ts: int, pid: int, flags: int, pc: int,
@@ -168,7 +193,11 @@ def trace_text(array: Any, cpu: int | None = None) -> str:
 
 
 def iter_trace_lines(array: Any, cpu: int | None = None) -> Iterator[str]:
-    """The lines of ``trace``, formatted a few hundred events at a time."""
+    """The lines of ``trace``, formatted a few hundred events at a time (function_graph: one
+    printer over all of them, as its lines depend on the events before and after)."""
+    if _tracer(array) == "function_graph":
+        yield from GraphPrinter(array).lines(array.buffer.iter_events(cpu))
+        return
     events = array.buffer.iter_events(cpu)
     while True:
         batch = list(itertools.islice(events, TRACE_BATCH))

@@ -196,6 +196,8 @@ class Tracing:
         ta._follow_fork(False)
         if ta.options["trace_printk_dest"]:        # the flags are cleared: printk goes back top
             ta.set_option("trace_printk_dest", False)
+        from tracesim.kernel_model.trace_functions import release_array
+        release_array(ta)                          # its tracer stops (nop)
         del self.instances[name]
         for ev in self.events.values():
             self.update_event(ev)

@@ -55,7 +55,106 @@ def events() -> list[TraceEvent]:
                           [("int", "size"), (f"unsigned long[{FTRACE_STACK_ENTRIES}]", "caller")],
                           stack_fmt, _stack_values, printer=_stack_line, show_name=False)
     stack_ev.id = TRACE_STACK
-    return [print_ev, stack_ev]
+    return [*function_events(), print_ev, stack_ev]
+
+
+def function_events() -> list[TraceEvent]:
+    """The function tracers' entries (trace_entries.h: FTRACE_ENTRY function, funcgraph_entry,
+    funcgraph_exit, func_repeats) as the events/ftrace formats show them. The tracers write
+    their records themselves (trace_functions.py); the printers here are the plain forms the
+    ``function`` tracer's output and a graph comment use."""
+    fn = TraceEvent("ftrace", "function",
+                    [("unsigned long", "ip"), ("unsigned long", "parent_ip"),
+                     ("unsigned long[]", "args")],
+                    '" %ps <-- %ps", (void *)REC->ip, (void *)REC->parent_ip',
+                    _no_assign, printer=_fn_line, show_name=False)
+    fn.id = 1
+    ent = TraceEvent("ftrace", "funcgraph_entry",
+                     [("unsigned long", "func"), ("unsigned int", "depth"),
+                      ("unsigned long[]", "args")],
+                     '"--> %ps (%u)", (void *)REC->func, REC->depth', _no_assign,
+                     printer=_graph_ent_line, show_name=False)
+    ent.id = 11
+    ret = TraceEvent("ftrace", "funcgraph_exit",
+                     [("unsigned long", "func"), ("unsigned int", "depth"),
+                      ("unsigned int", "overrun"), ("unsigned long long", "calltime"),
+                      ("unsigned long long", "rettime")],
+                     '"<-- %ps (%u) (start: %llx  end: %llx) over: %u", (void *)REC->func, '
+                     'REC->depth, REC->calltime, REC->rettime, REC->depth', _no_assign,
+                     printer=_graph_ret_line, show_name=False)
+    ret.id = 10
+    repeats = TraceEvent("ftrace", "func_repeats",
+                         [("unsigned long", "ip"), ("unsigned long", "parent_ip"),
+                          ("u16", "count"), ("u16", "top_delta_ts"), ("u32", "bottom_delta_ts")],
+                         '" %ps <-%ps\\t(repeats:%u  delta: -%llu)", (void *)REC->ip, '
+                         '(void *)REC->parent_ip, REC->count, '
+                         '(((u64)(REC)->top_delta_ts << 32) | (REC)->bottom_delta_ts)',
+                         _no_assign, printer=_repeats_plain, show_name=False)
+    repeats.id = 20
+    return [fn, ent, ret, repeats]
+
+
+def repeats_line(record: bytes, symbols: Any, opts: Any, ts_text: Any) -> str:
+    """trace_func_repeats_print: ``func <-parent (repeats: N, last_ts: T)``, T being the
+    entry's time less its delta, printed as the trace prints times (``ts_text``)."""
+    count, top, bottom = struct.unpack_from("<HHI", record, 24)
+    return (fn_line(record, symbols, opts)[:-1]
+            + f" (repeats: {count}, last_ts:{ts_text(top << 32 | bottom)})\n")
+
+
+def _repeats_plain(ev: TraceEvent) -> Any:
+    return lambda record, symbols: repeats_line(record, symbols, _DEFAULT_OPTS, lambda d: f" -{d}")
+
+
+def _no_assign(*values: Any) -> tuple:
+    return values
+
+
+def print_ip_sym(addr: int, symbols: Any, opts: Any) -> str:
+    """seq_print_ip_sym: ``0`` for no address, the symbol (``sym+0xoff/0xsize`` with
+    sym-offset), `` <%016lx>`` after it with sym-addr."""
+    if not addr:
+        return "0"
+    hit = symbols.lookup(addr)
+    if hit is None:
+        text = f"0x{addr:x}"
+    elif opts.get("sym-offset"):
+        text = f"{hit[0]}+0x{hit[1]:x}/0x{hit[2]:x}"
+    else:
+        text = hit[0]
+    return text + (f" <{addr:016x}>" if opts.get("sym-addr") else "")
+
+
+def fn_line(record: bytes | bytearray | memoryview, symbols: Any, opts: Any) -> str:
+    """trace_fn_trace: ``func <-parent`` (the parent with print-parent, when known)."""
+    ip, parent = struct.unpack_from("<QQ", record, 8)
+    text = print_ip_sym(ip, symbols, opts)
+    if opts.get("print-parent", True) and parent:
+        text += " <-" + print_ip_sym(parent, symbols, opts)
+    return text + "\n"
+
+
+_DEFAULT_OPTS = {"print-parent": True}
+
+
+def _fn_line(ev: TraceEvent) -> Any:
+    return lambda record, symbols: fn_line(record, symbols, _DEFAULT_OPTS)
+
+
+def _graph_ent_line(ev: TraceEvent) -> Any:
+    """A graph entry printed outside the graph tracer (its event print format)."""
+    def printer(record: bytes, symbols: Any) -> str:
+        func, depth = struct.unpack_from("<QI", record, 8)
+        return f"--> {ip_sym(func, symbols)} ({depth})\n"
+    return printer
+
+
+def _graph_ret_line(ev: TraceEvent) -> Any:
+    def printer(record: bytes, symbols: Any) -> str:
+        func, depth, overrun, calltime, rettime = struct.unpack_from("<QIIQQ", record, 8)
+        return (f"<-- {ip_sym(func, symbols)} ({depth}) (start: {calltime:x}  end: "
+                f"{rettime:x}) over: {depth}\n")
+    return printer
 
 
 def _stack_values(callers: list[int]) -> tuple:

@@ -1,0 +1,432 @@
+"""The function tracers: ``function`` and ``function_graph`` (kernel/trace/trace_functions.c,
+trace_functions_graph.c, ftrace.c), over the modelled kernel functions.
+
+A trace array's ``FunctionTracing`` (``function_tracing(array)``) holds its tracer and the
+function filters. While a tracer other than ``nop`` runs, the array is hooked into
+``Kprobes.ftrace`` and holds the call stacks, so every modelled function goes through its
+site's ``call``: ``entry(site, stack, cpu)`` before the function runs and, when entry returned
+a token, ``exit(site, stack, cpu, token)`` after it returns.
+
+* ``function`` writes a ``TRACE_FN`` entry (ip = the function, parent_ip = the return address
+  into its caller); with ``func_stack_trace`` a ``kernel_stack`` entry follows.
+* ``function_graph`` writes ``TRACE_GRAPH_ENT`` (func, depth) at entry and ``TRACE_GRAPH_RET``
+  (func, depth, overrun, calltime, rettime) at return; ``max_graph_depth`` caps the depth,
+  ``set_graph_function`` limits the graph to calls under the named functions,
+  ``set_graph_notrace`` hides the named functions and everything they call.
+
+Both tracers honour ``set_ftrace_filter`` (when not empty, only those functions),
+``set_ftrace_notrace`` (never those), ``set_ftrace_pid``/``set_ftrace_notrace_pid`` and
+``tracing_on``. Entries go through the ring buffer API like every other entry.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from tracesim.kernel_model.trace.errlog import os_error
+from tracesim.kernel_model.trace.event import trace_ctx
+
+TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_FUNC_REPEATS = 1, 4, 10, 11, 20
+FN_RECORD = struct.Struct("<HBBiQQ")              # struct ftrace_entry (args[] empty)
+GRAPH_ENT_RECORD = struct.Struct("<HBBiQI4x")      # struct ftrace_graph_ent_entry
+GRAPH_RET_RECORD = struct.Struct("<HBBiQIIQQ")     # struct ftrace_graph_ret_entry
+STACK_HEAD = struct.Struct("<HBBii")                # struct stack_entry: size, then caller[]
+REPEATS_RECORD = struct.Struct("<HBBiQQHHI")        # struct func_repeats_entry
+U16_MAX = 0xffff
+
+NOP, FUNCTION, FUNCTION_GRAPH = "nop", "function", "function_graph"
+# available_tracers: register_tracer puts the newest first (function_graph registers after
+# function at boot)
+TRACERS = (FUNCTION_GRAPH, FUNCTION, NOP)
+# tracer_flags of each tracer, in the kernel's order, with their defaults
+TRACER_OPTIONS: dict[str, tuple[tuple[str, bool], ...]] = {
+    FUNCTION: (("func_stack_trace", False), ("func-no-repeats", False)),
+    FUNCTION_GRAPH: (("funcgraph-overrun", False), ("funcgraph-cpu", True),
+                     ("funcgraph-overhead", True), ("funcgraph-proc", False),
+                     ("funcgraph-duration", True), ("funcgraph-abstime", False),
+                     ("funcgraph-irqs", True), ("funcgraph-tail", False),
+                     ("sleep-time", True), ("graph-time", True)),
+}
+FTRACE_STACK_ENTRIES = 8
+MAX_GRAPH_DEPTH_LIMIT = 100      # FTRACE_RETFUNC_DEPTH: deeper calls are not recorded
+
+
+def function_tracing(array: Any) -> FunctionTracing:
+    """The array's function tracer state (made on first use)."""
+    state = getattr(array, "function_tracing", None)
+    if state is None:
+        state = array.function_tracing = FunctionTracing(array)
+    return state
+
+
+class FunctionTracing:
+    """One trace array's function tracer, filters and graph state."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.tracer = NOP
+        self.filter: list[str] = []          # set_ftrace_filter
+        self.notrace: list[str] = []         # set_ftrace_notrace
+        self.graph_functions: list[str] = []  # set_graph_function
+        self.graph_notrace: list[str] = []   # set_graph_notrace
+        self.pids: set[int] = set()          # set_ftrace_pid (empty: every task)
+        self.notrace_pids: set[int] = set()  # set_ftrace_notrace_pid
+        self.max_graph_depth = 0
+        self._traced: frozenset[str] | None = None   # None: every function
+        ncpus = array.tracing.ncpus
+        self._depth = [0] * ncpus            # graph depth per CPU
+        self._in_graph = [0] * ncpus         # set_graph_function nesting per CPU
+        self._hidden = [0] * ncpus           # set_graph_notrace nesting per CPU
+        # func-no-repeats: per CPU [ip, parent_ip, repeats, time of the last repeat]
+        self._last_call: list[list[int] | None] = [None] * ncpus
+        kernel = array.tracing.kernel
+        self._machine = kernel.machine
+        self._kprobes = kernel.kprobes
+        self._cmdlines = array.tracing.cmdlines
+        self._saved = self._cmdlines.map
+        self.probes: dict[str, list[Any]] = {}     # function commands by function name
+        self.probe_order: list[Any] = []
+        self._hooked = False
+        self._tracer_entry: Callable[[Any, list[Any], int], Any] = _no_entry
+        self.entry: Callable[[Any, list[Any], int], Any] = _no_entry
+
+    # -- control ------------------------------------------------------------------------------
+    @property
+    def kprobes(self) -> Any:
+        return self.array.tracing.kernel.kprobes
+
+    def set_tracer(self, name: str) -> None:
+        """``current_tracer``: EINVAL for an unknown name; the options of the tracer show up."""
+        if name not in TRACERS:
+            raise os_error(errno.EINVAL)
+        if name == self.tracer:
+            return
+        self.tracer = name
+        self.array.buffer.reset()            # tracing_set_tracer resets the buffers
+        self._depth = [0] * len(self._depth)
+        self._in_graph = [0] * len(self._in_graph)
+        self._hidden = [0] * len(self._hidden)
+        self._rehook()
+
+    def _rehook(self) -> None:
+        """Hook into the model's functions while a tracer runs or a function command is set
+        (holding the call stacks), and pick the entry hook for that state."""
+        kps = self.kprobes
+        hooked = self.tracer != NOP or bool(self.probes)
+        if hooked != self._hooked:
+            self._hooked = hooked
+            if hooked:
+                kps.hold_call_stacks()
+            else:
+                kps.release_call_stacks()
+        # entry(site, stack, cpu_id), the hook at a function's entry: a token (not None)
+        # asks for exit(site, stack, cpu_id, token) at its return
+        self._tracer_entry = {FUNCTION: self._function_entry,
+                              FUNCTION_GRAPH: self._graph_entry}.get(self.tracer, _no_entry)
+        self.entry = self._entry_with_probes if self.probes else self._tracer_entry
+        _install(self.array.tracing, kps)
+
+    # -- function commands (ftrace_commands.py) -----------------------------------------------
+    def add_probes(self, probes: list[Any]) -> None:
+        """Set commands on functions; one already set (same function, command, target) is
+        replaced."""
+        for probe in probes:
+            old = next((p for p in self.probe_order if p.key() == probe.key()), None)
+            if old is not None:
+                self._drop_probe(old)
+            self.probe_order.append(probe)
+            self.probes.setdefault(probe.func, []).append(probe)
+        self._rehook()
+
+    def remove_probes(self, names: list[str], cmd: str, target: Any) -> None:
+        wanted = set(names)
+        for probe in [p for p in self.probe_order if p.func in wanted and p.cmd == cmd
+                      and p.target is target]:
+            self._drop_probe(probe)
+        self._rehook()
+
+    def clear_probes(self) -> None:
+        for probe in list(self.probe_order):
+            self._drop_probe(probe)
+        self._rehook()
+
+    def _drop_probe(self, probe: Any) -> None:
+        self.probe_order.remove(probe)
+        on_func = self.probes[probe.func]
+        on_func.remove(probe)
+        if not on_func:
+            del self.probes[probe.func]
+        probe.release()
+
+    def probes_text(self) -> str:
+        return "".join(p.text() for p in self.probe_order)
+
+    def _entry_with_probes(self, site: Any, stack: list[Any], cpu_id: int) -> Any:
+        probes = self.probes.get(site.name)
+        if probes:
+            cpu = self._machine.current
+            for probe in list(probes):
+                probe.hit(self.array, cpu_id,
+                          lambda _p: self._write_stack(cpu, self._stack_of(stack, site, cpu_id)))
+        return self._tracer_entry(site, stack, cpu_id)
+
+    def _repeated(self, cpu: Any, cpu_id: int, ip: int, parent: int) -> bool:
+        """func-no-repeats (function_no_repeats_trace_call): a call like the last one on this
+        CPU only counts; another call first writes the count as a func_repeats entry."""
+        last = self._last_call[cpu_id]
+        if last is not None and last[0] == ip and last[1] == parent and last[2] < U16_MAX:
+            last[2] += 1
+            last[3] = self.array.clock()
+            return True
+        if last is not None and last[2]:
+            count, last_ts = last[2], last[3]
+            ip0, parent0 = last[0], last[1]
+
+            def build(ts: int, f: int, pc: int, pid: int) -> bytes:
+                delta = max(0, ts - last_ts)
+                return REPEATS_RECORD.pack(TRACE_FUNC_REPEATS, f, pc, pid, ip0, parent0, count,
+                                           delta >> 32 & 0xffff, delta & 0xffffffff)
+            self._write(cpu, build)
+        self._last_call[cpu_id] = [ip, parent, 0, 0]
+        return False
+
+    def _stack_of(self, stack: list[Any], site: Any, cpu_id: int) -> list[int]:
+        """The kernel stack as seen at ``site``'s entry: its return address, then its
+        callers'."""
+        kps = self._kprobes
+        return [kps.caller_address(stack, site), *kps.call_stack(cpu_id, site.name)[1:]]
+
+    def set_filters(self, filter: list[str], notrace: list[str]) -> None:
+        self.filter, self.notrace = list(filter), list(notrace)
+        if not filter and not notrace:
+            self._traced = None
+        else:
+            names = filter or [s.name for s in self.kprobes.sites.values()]
+            self._traced = frozenset(names) - frozenset(notrace)
+
+    def set_graph_filters(self, functions: list[str], notrace: list[str]) -> None:
+        self.graph_functions, self.graph_notrace = list(functions), list(notrace)
+
+    def set_max_graph_depth(self, depth: int) -> None:
+        self.max_graph_depth = depth
+
+    def traced(self, name: str) -> bool:
+        """Whether the tracer records function ``name`` (the filter hash test)."""
+        return self._traced is None or name in self._traced
+
+    def ignores(self, pid: int) -> bool:
+        pids, no_pids = self.pids, self.notrace_pids
+        return bool((pids and pid not in pids) or (no_pids and pid in no_pids))
+
+    # -- the hooks ----------------------------------------------------------------------------
+    def _function_entry(self, site: Any, stack: list[Any], cpu_id: int) -> None:
+        """function_trace_call: one TRACE_FN entry (the hot path of the function tracer:
+        everything it needs is read straight off the objects)."""
+        array = self.array
+        if not array.tracing_on:
+            return None
+        traced = self._traced
+        if traced is not None and site.name not in traced:
+            return None
+        cpu = self._machine.current
+        task = cpu.task
+        pid = task.pid
+        if (self.pids or self.notrace_pids) and self.ignores(pid):
+            return None
+        if stack:
+            caller = stack[-1]
+            parent = site.return_ips.get(caller) or self._kprobes.caller_address(stack, site)
+        else:
+            parent = self._kprobes.return_address
+        if array.options["func-no-repeats"] and self._repeated(cpu, cpu_id, site.addr, parent):
+            return None
+        flags, pc = _ctx_of(cpu)
+        buf = array.buffer
+        with buf.lock:
+            if buf.cpus[cpu_id].write(array.clock(), _FN_PACK(TRACE_FN, flags, pc, pid,
+                                                               site.addr, parent)):
+                if array.record_cmd and self._saved.get(pid) != task.comm:
+                    self._cmdlines.record(pid, task.comm)
+                if array.record_tgid:
+                    array.tracing.tgids[pid] = task.tgid
+                if buf.waiters:
+                    buf.cond.notify_all()
+        if array.options["func_stack_trace"]:
+            self._write_stack(cpu, self._stack_of(stack, site, cpu_id))
+        return None
+
+    def _graph_entry(self, site: Any, stack: list[Any], cpu_id: int) -> Any:
+        name = site.name
+        if self._hidden[cpu_id]:
+            return None
+        if name in self.graph_notrace:
+            self._hidden[cpu_id] += 1
+            return False                      # exit only undoes the hiding
+        starts = name in self.graph_functions
+        if self.graph_functions and not (starts or self._in_graph[cpu_id]):
+            return None
+        depth = self._depth[cpu_id]
+        limit = self.max_graph_depth
+        if (limit and depth >= limit) or depth >= MAX_GRAPH_DEPTH_LIMIT or not self.traced(name):
+            return None
+        array = self.array
+        cpu = array.tracing.this_cpu()
+        if self.ignores(cpu.task.pid) or not array.tracing_on:
+            return None
+        addr = site.addr
+        if getattr(array.tracing, "tracing_thresh", 0):      # returns only (thresh_return)
+            calltime = array.clock()
+        else:
+            calltime = self._write(cpu, lambda ts, f, pc, pid: GRAPH_ENT_RECORD.pack(
+                TRACE_GRAPH_ENT, f, pc, pid, addr, depth))
+        self._depth[cpu_id] = depth + 1
+        if starts:
+            self._in_graph[cpu_id] += 1
+        return (calltime, depth, starts)
+
+    def exit(self, site: Any, stack: list[Any], cpu_id: int, token: Any) -> None:
+        if token is False:
+            self._hidden[cpu_id] -= 1
+            return
+        calltime, depth, starts = token
+        self._depth[cpu_id] = depth
+        if starts:
+            self._in_graph[cpu_id] -= 1
+        array = self.array
+        thresh = getattr(array.tracing, "tracing_thresh", 0)
+        if array.tracing_on and not (thresh and array.clock() - calltime < thresh):
+            cpu = array.tracing.this_cpu()
+            addr = site.addr
+            self._write(cpu, lambda ts, f, pc, pid: GRAPH_RET_RECORD.pack(
+                TRACE_GRAPH_RET, f, pc, pid, addr, depth, 0, calltime, ts))
+
+    def _write(self, cpu: Any, build: Callable[[int, int, int, int], bytes]) -> int:
+        """One entry, ``build(ts, flags, preempt_count, pid)``, into the array's ring buffer
+        on ``cpu`` (written and committed at once: nothing filters it); returns its time."""
+        array = self.array
+        flags, pc = _ctx_of(cpu)
+        task = cpu.task
+        buf = array.buffer
+        with buf.lock:
+            ts = array.clock()
+            if buf.cpus[cpu.id].write(ts, build(ts, flags, pc, task.pid)):
+                tracing = array.tracing
+                if array.record_cmd and tracing.cmdlines.map.get(task.pid) != task.comm:
+                    tracing.cmdlines.record(task.pid, task.comm)
+                if array.record_tgid:
+                    tracing.tgids[task.pid] = task.tgid
+                if buf.waiters:
+                    buf.cond.notify_all()
+        return ts
+
+    def _write_stack(self, cpu: Any, callers: list[int]) -> None:
+        """A ``kernel_stack`` entry (__ftrace_trace_stack) with ``callers``."""
+        callers = callers[:FTRACE_STACK_ENTRIES]
+        flags, pc = _ctx_of(cpu)
+        record = (STACK_HEAD.pack(TRACE_STACK, flags, pc, cpu.task.pid, len(callers))
+                  + bytes(4) + struct.pack(f"<{len(callers)}Q", *callers)
+                  + bytes(8 * (FTRACE_STACK_ENTRIES - len(callers))))
+        array = self.array
+        if not array.tracing_on:
+            return
+        buf = array.buffer
+        with buf.lock:
+            buf.cpus[cpu.id].write(array.clock(), record)
+
+
+_FN_PACK = FN_RECORD.pack
+_CTX: dict[tuple[int, bool, bool, bool, int], tuple[int, int]] = {}
+
+
+def _ctx_of(cpu: Any) -> tuple[int, int]:
+    """trace_ctx, remembered per CPU state (a handful of states occur)."""
+    key = (cpu.preempt_count, cpu.irqs_off, cpu.need_resched, cpu.need_resched_lazy,
+           cpu.migrate_disable)
+    ctx = _CTX.get(key)
+    if ctx is None:
+        ctx = _CTX[key] = trace_ctx(cpu)
+    return ctx
+
+
+class _Hooks:
+    """``Kprobes.ftrace`` when several arrays trace functions: each sees every call."""
+
+    def __init__(self, states: list[FunctionTracing]) -> None:
+        self.states = states
+
+    def entry(self, site: Any, stack: list[Any], cpu_id: int) -> Any:
+        tokens = [s.entry(site, stack, cpu_id) for s in self.states]
+        return tokens if any(t is not None for t in tokens) else None
+
+    def exit(self, site: Any, stack: list[Any], cpu_id: int, tokens: Any) -> None:
+        for state, token in zip(self.states, tokens, strict=True):
+            if token is not None:
+                state.exit(site, stack, cpu_id, token)
+
+
+def _no_entry(site: Any, stack: list[Any], cpu_id: int) -> None:
+    return None
+
+
+def _install(tracing: Any, kps: Any) -> None:
+    """Point ``kps.ftrace`` at the arrays hooked into the functions and the other ftrace
+    users (the profiler, the stack tracer); None when there are none."""
+    states = [ta.function_tracing for ta in tracing.arrays()
+              if getattr(ta, "function_tracing", None) is not None
+              and ta.function_tracing._hooked]
+    states += function_hooks(tracing)
+    kps.ftrace = None if not states else states[0] if len(states) == 1 else _Hooks(states)
+
+
+def function_hooks(tracing: Any) -> list[Any]:
+    """Ftrace users that are not a trace array's tracer (objects with ``entry``/``exit``)."""
+    hooks = getattr(tracing, "function_hooks", None)
+    if hooks is None:
+        hooks = tracing.function_hooks = []
+    return hooks
+
+
+def set_hooked(tracing: Any, hook: Any, on: bool) -> None:
+    """Add or remove an ftrace user (holding the call stacks while it is there)."""
+    hooks = function_hooks(tracing)
+    kps = tracing.kernel.kprobes
+    if on and hook not in hooks:
+        hooks.append(hook)
+        kps.hold_call_stacks()
+    elif not on and hook in hooks:
+        hooks.remove(hook)
+        kps.release_call_stacks()
+    _install(tracing, kps)
+
+
+def release_array(array: Any) -> None:
+    """An instance goes away: its tracer stops."""
+    state = getattr(array, "function_tracing", None)
+    if state is not None:
+        state.clear_probes()
+        state.set_tracer(NOP)
+
+
+def enabled_functions_text(tracing: Any) -> str:
+    """``enabled_functions``: each function some ftrace user hooks, with how many hook it
+    (ftrace_rec_count), then the five flag columns (none set: no regs, ipmodify, direct or
+    call-ops users in the model)."""
+    counts: dict[str, int] = {}
+    names = list(tracing.kernel.kprobes.sites)
+    for ta in tracing.arrays():
+        state = getattr(ta, "function_tracing", None)
+        if state is None:
+            continue
+        for name in names:
+            hooks = (state.tracer != NOP and state.traced(name)) + bool(state.probes.get(name))
+            if hooks:
+                counts[name] = counts.get(name, 0) + hooks
+    for hook in function_hooks(tracing):
+        wanted = getattr(hook, "filter", None)
+        for name in names:
+            if wanted is None or name in wanted:
+                counts[name] = counts.get(name, 0) + 1
+    return "".join(f"{name} ({counts[name]})" + "  " * 4 + "   \n"
+                   for name in names if name in counts)

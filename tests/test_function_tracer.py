@@ -1,0 +1,269 @@
+"""The ``function`` tracer through the tracefs tree: current_tracer, the trace layout, the
+function filters, pid filters, func_stack_trace and the print options."""
+from __future__ import annotations
+
+import errno
+import re
+
+import pytest
+from tracesim.kernel_model.net import core as netmod
+
+
+def errno_of(fn, *args) -> int:
+    with pytest.raises(OSError) as info:
+        fn(*args)
+    return info.value.errno
+
+
+def send_lo(system, count: int = 1, comm: str = "ping") -> None:
+    kernel = system.kernel
+    lo = kernel.net.device("lo")
+    with kernel.machine.running(kernel.user_task(comm)):
+        for i in range(count):
+            kernel.net.xmit_frame(lo, netmod.packet_frame(lo, "udp", 100, seq=i))
+
+
+def body(tree, path: str = "/trace") -> list[str]:
+    return [ln for ln in tree.read_text(path).splitlines() if not ln.startswith("#")]
+
+
+FN_LINE = re.compile(r"^ +(\S+)-(\d+) +\[(\d{3})\] (\S{5}) +(\d+\.\d{6}): (.*)$")
+
+
+def functions(tree, path: str = "/trace") -> list[str]:
+    return [m.group(6) for ln in body(tree, path) if (m := FN_LINE.match(ln))]
+
+
+def test_available_and_current_tracer(tree):
+    assert tree.read_text("/available_tracers") == "function_graph function nop\n"
+    assert tree.read_text("/current_tracer") == "nop\n"
+    tree.echo("/current_tracer", "function")
+    assert tree.read_text("/current_tracer") == "function\n"
+    assert errno_of(tree.echo, "/current_tracer", "wakeup") == errno.EINVAL
+    assert tree.read_text("/current_tracer") == "function\n"
+    assert tree.read_text("/trace").startswith("# tracer: function\n#\n# entries-in-buffer")
+    tree.echo("/current_tracer", "nop")
+    assert tree.read_text("/trace").startswith("# tracer: nop\n")
+
+
+def test_function_lines_name_the_caller(system, tree):
+    tree.echo("/current_tracer", "function")
+    send_lo(system)
+    lines = functions(tree)
+    for want in ("__dev_queue_xmit", "dev_hard_start_xmit <-__dev_queue_xmit",
+                 "netif_rx <-loopback_xmit", "napi_poll <-net_rx_action",
+                 "__netif_receive_skb <-process_backlog",
+                 "__netif_receive_skb_core <-__netif_receive_skb",
+                 "ip_rcv <-__netif_receive_skb_core", "kmem_cache_free <-skb_release_data"):
+        assert want in lines, want
+    assert any(ln.startswith("            ping-1000    [000] ..s1. ") for ln in body(tree))
+
+
+def test_print_options_shape_the_line(system, tree):
+    tree.echo("/current_tracer", "function")
+    tree.echo("/set_ftrace_filter", "ip_rcv")
+    tree.echo("/options/sym-offset", "1")
+    send_lo(system)
+    (line,) = functions(tree)
+    assert re.fullmatch(r"ip_rcv\+0x0/0xe0 <-__netif_receive_skb_core\+0x[0-9a-f]+/0x1180", line)
+    tree.echo("/options/sym-offset", "0")
+    tree.echo("/options/print-parent", "0")
+    assert functions(tree) == ["ip_rcv"]
+    tree.echo("/options/sym-addr", "1")
+    addr = system.kernel.kallsyms.addr("ip_rcv")
+    assert functions(tree) == [f"ip_rcv <{addr:016x}>"]
+
+
+def test_filter_globs_removal_and_notrace(system, tree):
+    tree.echo("/current_tracer", "function")
+    tree.echo("/set_ftrace_filter", "*netif_receive*")
+    assert tree.read_text("/set_ftrace_filter") == (
+        "netif_receive_skb\n__netif_receive_skb\n__netif_receive_skb_core\n")
+    tree.echo("/set_ftrace_filter", "!__netif_receive_skb_core", append=True)
+    send_lo(system)
+    assert functions(tree) == ["__netif_receive_skb <-process_backlog"]
+    assert errno_of(tree.echo, "/set_ftrace_filter", "no_such_function") == errno.EINVAL
+    tree.echo("/set_ftrace_filter", "")
+    assert tree.read_text("/set_ftrace_filter") == "#### all functions enabled ####\n"
+    tree.echo("/trace", "")
+    tree.echo("/set_ftrace_notrace", "kmem_cache_*")
+    send_lo(system)
+    names = {ln.split(" <-")[0] for ln in functions(tree)}
+    assert "ip_rcv" in names and not any(n.startswith("kmem_cache_") for n in names)
+
+
+def test_ftrace_pid_filters(system, tree):
+    tree.echo("/current_tracer", "function")
+    send_lo(system, comm="ping")              # make the task
+    ping = system.kernel.user_task("ping").pid
+    tree.echo("/trace", "")
+    tree.echo("/set_ftrace_pid", str(ping + 1))
+    send_lo(system)
+    assert functions(tree) == []
+    tree.echo("/set_ftrace_pid", str(ping))
+    send_lo(system)
+    assert functions(tree) and all(m.group(2) == str(ping) for ln in body(tree)
+                                   if (m := FN_LINE.match(ln)))
+    tree.echo("/set_ftrace_pid", "")
+    tree.echo("/trace", "")
+    tree.echo("/set_ftrace_notrace_pid", str(ping))
+    send_lo(system)
+    assert functions(tree) == []
+
+
+def test_func_stack_trace_follows_each_function(system, tree):
+    tree.echo("/current_tracer", "function")
+    tree.echo("/set_ftrace_filter", "ip_rcv")
+    tree.echo("/options/func_stack_trace", "1")
+    send_lo(system)
+    lines = body(tree)
+    assert lines[0].endswith(": ip_rcv <-__netif_receive_skb_core")
+    assert lines[1].endswith(": <stack trace>")
+    assert lines[2:7] == [" => __netif_receive_skb_core", " => __netif_receive_skb",
+                          " => process_backlog", " => napi_poll", " => net_rx_action"]
+
+
+def test_tracer_options_in_trace_options(tree):
+    assert tree.read_text("/trace_options").split()[-2:] == ["notest_nop_accept",
+                                                             "notest_nop_refuse"]
+    tree.echo("/current_tracer", "function")
+    assert tree.read_text("/trace_options").split()[-2:] == ["nofunc_stack_trace",
+                                                             "nofunc-no-repeats"]
+    tree.echo("/current_tracer", "function_graph")
+    words = tree.read_text("/trace_options").split()
+    assert words[-10:] == ["nofuncgraph-overrun", "funcgraph-cpu", "funcgraph-overhead",
+                           "nofuncgraph-proc", "funcgraph-duration", "nofuncgraph-abstime",
+                           "funcgraph-irqs", "nofuncgraph-tail", "sleep-time", "graph-time"]
+    assert "nodisplay-graph" in words
+
+
+def test_tracer_switch_clears_the_buffer_and_tracing_off_stops_it(system, tree):
+    tree.echo("/current_tracer", "function")
+    send_lo(system)
+    assert functions(tree)
+    tree.echo("/tracing_on", "0")
+    tree.echo("/current_tracer", "nop")
+    tree.echo("/current_tracer", "function")
+    send_lo(system)
+    assert functions(tree) == []
+    tree.echo("/tracing_on", "1")
+    tree.echo("/current_tracer", "nop")
+    send_lo(system)
+    assert functions(tree) == []
+    assert system.kernel.kprobes.ftrace is None
+    assert not system.kernel.kprobes.sites["ip_rcv"].active     # back to the one-test cost
+
+
+def test_instance_and_top_trace_functions_independently(system, tree):
+    tree.mkdir("/instances/fn")
+    tree.echo("/instances/fn/current_tracer", "function")
+    tree.echo("/instances/fn/set_ftrace_filter", "ip_rcv")
+    tree.echo("/current_tracer", "function")
+    tree.echo("/set_ftrace_filter", "netif_rx")
+    send_lo(system)
+    assert functions(tree, "/instances/fn/trace") == ["ip_rcv <-__netif_receive_skb_core"]
+    assert functions(tree) == ["netif_rx <-loopback_xmit"]
+    tree.echo("/instances/fn/current_tracer", "nop")
+    tree.echo("/current_tracer", "nop")
+    tree.rmdir("/instances/fn")
+
+
+def test_function_entry_formats_match_the_reference(tree, reference):
+    for name in ("function", "funcgraph_entry", "funcgraph_exit"):
+        want = (reference / "events" / "ftrace" / name / "format").read_text()
+        assert tree.read_text(f"/events/ftrace/{name}/format") == want, name
+
+
+# -- function commands in set_ftrace_filter -----------------------------------------------------
+
+def test_function_commands_run_and_count(system, tree):
+    tree.echo("/set_ftrace_filter", "ip_rcv:traceoff:1")
+    tree.echo("/set_ftrace_filter", "netif_rx:enable_event:net:netif_receive_skb:2", append=True)
+    assert tree.read_text("/set_ftrace_filter") == (
+        "#### all functions enabled ####\n"
+        "ip_rcv:traceoff:count=1\n"
+        "netif_rx:enable_event:net:netif_receive_skb:count=2\n")
+    assert tree.read_text("/events/net/netif_receive_skb/enable") == "0*\n"
+    send_lo(system)
+    assert tree.read_text("/tracing_on") == "0\n"          # whatever the current tracer (nop)
+    assert tree.read_text("/set_ftrace_filter").splitlines()[1:] == [
+        "ip_rcv:traceoff:count=0", "netif_rx:enable_event:net:netif_receive_skb:count=1"]
+    assert [ln.split(": ", 1)[1].split(":")[0] for ln in body(tree)] == ["netif_receive_skb"]
+    tree.echo("/tracing_on", "1")
+    send_lo(system)                        # enabled already: the count stays
+    assert tree.read_text("/set_ftrace_filter").splitlines()[2].endswith(":count=1")
+    tree.echo("/set_ftrace_filter", "!netif_rx:enable_event:net:netif_receive_skb", append=True)
+    tree.echo("/set_ftrace_filter", "!ip_rcv:traceoff", append=True)
+    assert tree.read_text("/set_ftrace_filter") == "#### all functions enabled ####\n"
+    assert tree.read_text("/events/net/netif_receive_skb/enable") == "1\n"
+    assert system.kernel.kprobes.ftrace is None
+
+
+def test_stacktrace_and_dump_commands(system, tree):
+    tree.echo("/set_ftrace_filter", "kfree_skbmem:stacktrace:1")
+    send_lo(system, count=2)
+    lines = body(tree)
+    assert lines[0].endswith(": <stack trace>") and len([ln for ln in lines if "<stack" in ln]) == 1
+    assert lines[1:4] == [" => __kfree_skb", " => consume_skb", " => ip_rcv"]
+    tree.echo("/set_ftrace_filter", "ip_rcv:dump", append=True)
+    send_lo(system)
+    log = system.kernel.printk.dmesg()
+    assert "Dumping ftrace buffer:\n" in log and "<stack trace>\n" in log
+    assert tree.read_text("/tracing_on") == "0\n"          # a dump turns tracing off
+    tree.echo("/set_ftrace_filter", "!ip_rcv:dump", append=True)
+    tree.echo("/set_ftrace_filter", "!kfree_skbmem:stacktrace", append=True)
+    tree.echo("/tracing_on", "1")
+
+
+def test_mod_selects_module_functions(tree):
+    tree.echo("/set_ftrace_filter", ":mod:skb_bench")
+    assert tree.read_text("/set_ftrace_filter") == "skb_bench_run\nskb_bench_init\n"
+    tree.echo("/set_ftrace_filter", "!*init:mod:skb_bench", append=True)
+    assert tree.read_text("/set_ftrace_filter") == "skb_bench_run\n"
+    tree.echo("/set_ftrace_notrace", ":mod:skb_bench")
+    assert tree.read_text("/set_ftrace_notrace") == "skb_bench_run\nskb_bench_init\n"
+
+
+@pytest.mark.parametrize("word", ["ip_rcv:nosuch", "nosuchfn:traceon", ":mod:nomodule",
+                                  "ip_rcv:enable_event:net:nosuch", "ip_rcv:enable_event:net",
+                                  "ip_rcv:traceon:abc"])
+def test_bad_function_commands(tree, word):
+    assert errno_of(tree.echo, "/set_ftrace_filter", word) == errno.EINVAL
+    assert tree.read_text("/set_ftrace_filter") == "#### all functions enabled ####\n"
+
+
+def test_notrace_takes_no_commands(tree):
+    assert errno_of(tree.echo, "/set_ftrace_notrace", "ip_rcv:traceon") == errno.EINVAL
+    assert errno_of(tree.echo, "/set_graph_function", "ip_rcv:traceon") == errno.EINVAL
+
+
+def test_func_no_repeats_collapses_identical_calls(system, tree):
+    kernel = system.kernel
+    tree.echo("/current_tracer", "function")
+    tree.echo("/set_ftrace_filter", "kfree")
+    tree.echo("/options/func-no-repeats", "1")
+    with kernel.machine.running(kernel.user_task("x")):
+        for _ in range(4):
+            kernel.slab.kfree(kernel.slab.kmalloc(100))
+        tree.echo("/set_ftrace_filter", "__kmalloc_noprof", append=True)
+        kernel.slab.kmalloc(50)
+    lines = functions(tree)
+    assert lines[0] == "kfree"
+    assert re.fullmatch(r"kfree \(repeats: 3, last_ts: +\d+\.\d{6}\)", lines[1])
+    assert lines[2] == "__kmalloc_noprof"
+    stamp = float(lines[1].split("last_ts:")[1].rstrip(")"))
+    entry_ts = [float(m.group(5)) for ln in body(tree) if (m := FN_LINE.match(ln))]
+    assert entry_ts[0] <= stamp <= entry_ts[1]
+
+
+def test_tracing_thresh_keeps_slow_returns_only(system, tree):
+    assert tree.read_text("/tracing_thresh") == "0\n"
+    tree.echo("/tracing_thresh", "1")                # µs
+    assert tree.read_text("/tracing_thresh") == "1\n"
+    tree.echo("/current_tracer", "function_graph")
+    send_lo(system)
+    lines = [ln for ln in tree.read_text("/trace").splitlines() if not ln.startswith("#")]
+    graph = [ln for ln in lines if "|" in ln and not ln.startswith(" ---")]
+    assert graph and all(re.search(r"\} /\* \w+ \*/$", ln) for ln in graph)
+    assert any(ln.endswith("} /* net_rx_action */") for ln in graph)
+    tree.echo("/tracing_thresh", "0")
