@@ -97,6 +97,8 @@ class Tracing:
         self.instances: dict[str, TraceArray] = {}
         from kernel_model.trace_kprobe import KprobeEvents
         self.kprobes = KprobeEvents(self)
+        from kernel_model.dynamic_events import DynamicEvents
+        self.dynevents = DynamicEvents(self)
 
     def clock_reader(self, name: str) -> Callable[[], int]:
         return self.kernel.clock.reader(name)
@@ -151,8 +153,9 @@ class Tracing:
         """Recompute the static key and the sinks of ``ev`` after a state change."""
         key = (ev.system, ev.name)
         files = [ta.files[key] for ta in self.arrays() if key in ta.files]
-        ev.sinks = tuple(f.emitter() for f in files if f.active)
-        ev.enabled = bool(ev.sinks)
+        # event probes attached to ``ev`` take its records like a trace array does
+        ev.sinks = tuple(f.emitter() for f in files if f.active) + ev.attached
+        ev.enabled = bool(ev.sinks or ev.probes)
         hook = getattr(ev, "on_enabled_changed", None)
         if hook is not None:
             hook()

@@ -110,9 +110,9 @@ def test_delete_and_busy_rules(kernel: Kernel) -> None:
      "$retval is not available on probe", 30),
     ("p:myprobe __netif_receive_skb x=%di:u128", errno.EINVAL, "Unknown type is specified", 36),
     ("p:myprobe __netif_receive_skb %di:string", errno.EINVAL,
-     "String accepts only memory argument", 30),
+     "String accepts only memory argument", 34),
     ("p:myprobe __netif_receive_skb 8(%di)", errno.EINVAL, "Invalid fetch argument", 30),
-    ("p:myprobe __netif_receive_skb +8%di", errno.EINVAL, "Dereference needs a brace", 32),
+    ("p:myprobe __netif_receive_skb +8%di", errno.EINVAL, "Dereference needs a brace", 30),
     ("p:myprobe __netif_receive_skb $foo", errno.EINVAL, "Invalid $-valiable specified", 30),
     ("p:myprobe __netif_receive_skb $arg0", errno.EINVAL, "Invalid argument number", 30),
     ("p:myprobe __netif_receive_skb 1x=%di", errno.EINVAL,
@@ -157,4 +157,4 @@ def test_memory_fetches_and_faults(kernel: Kernel) -> None:
     tr.top.file("kprobes", "devname").set_enabled(True)
     send_lo(kernel)
     line = next(ln for ln in event_lines(kernel) if "devname:" in ln)
-    assert line.endswith('name="lo" bad=0 badstr="(fault)"')
+    assert line.endswith('name="lo" bad=0 badstr=(fault)')
