@@ -248,6 +248,7 @@ FUNC_PROTOS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "__dev_queue_xmit": ("int", (("struct sk_buff *", "skb"), ("struct net_device *", "sb_dev"))),
     "netif_rx": ("int", (("struct sk_buff *", "skb"),)),
     "netif_receive_skb": ("int", (("struct sk_buff *", "skb"),)),
+    "__netif_receive_skb": ("int", (("struct sk_buff *", "skb"),)),
     "ip_rcv": ("int", (("struct sk_buff *", "skb"), ("struct net_device *", "dev"),
                        ("struct packet_type *", "pt"), ("struct net_device *", "orig_dev"))),
     "ipv6_rcv": ("int", (("struct sk_buff *", "skb"), ("struct net_device *", "dev"),
