@@ -14,6 +14,8 @@ import errno
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kernel_model.trace_eprobe import EprobeEvent, EprobeEvents
+from kernel_model.trace_fprobe import FprobeEvents
 from kernel_model.trace_probe import CommandError, ProbeError, ProbeEvent, log_refusal
 
 
@@ -21,8 +23,6 @@ class DynamicEvents:
     """Every dynamic event of one kernel, in creation order."""
 
     def __init__(self, tracing: Any) -> None:
-        from kernel_model.trace_eprobe import EprobeEvents
-        from kernel_model.trace_fprobe import FprobeEvents
         self.tracing = tracing
         self.events: list[ProbeEvent] = []
         self.kinds: tuple[Any, ...] = (tracing.kprobes, FprobeEvents(tracing),
@@ -74,20 +74,35 @@ class DynamicEvents:
         key = (ev.system, ev.name)
         old = next((o for o in self.events if (o.system, o.name) == key), None)
         if old is not None:
-            if old.owner is not ev.owner:
+            if old.owner is not ev.owner or isinstance(ev, EprobeEvent):
+                # another kind's event, or an event probe (trace_probe_register_event_call)
                 raise ProbeError("EVENT_EXIST", 0, 0, errno.EEXIST)
             if not same_kind(old):
                 raise ProbeError("DIFF_PROBE_TYPE", 0, 0, errno.EEXIST)
             diff = ev.same_args(old)
             if diff:
                 raise ProbeError("DIFF_ARG_TYPE", diff + 1, 0, errno.EEXIST)
-            raise ProbeError("SAME_PROBE", 0, 0, errno.EEXIST)
+            same_place = getattr(old, "same_place", None)
+            if same_place is None or same_place(ev):
+                raise ProbeError("SAME_PROBE", 0, 0, errno.EEXIST)
+            old.append(ev)                               # type: ignore[attr-defined]
+            self.events.append(ev)
+            return
         if key in self.tracing.events:
             raise ProbeError("EVENT_EXIST", 0, 0, errno.EEXIST)
         self.tracing.register_event(ev)
         self.events.append(ev)
 
     def remove(self, ev: ProbeEvent) -> None:
+        primary = getattr(ev, "primary", None)
+        if primary is not None:                          # an appended probe: unlink it
+            primary.siblings.remove(ev)
+            self.events.remove(ev)
+            ev.enabled, ev.sinks = False, ()
+            ev.on_enabled_changed()                      # type: ignore[attr-defined]
+            return
+        for sibling in list(getattr(ev, "siblings", ())):
+            self.remove(sibling)
         detach = getattr(ev, "detach", None)
         self.tracing.unregister_event(ev)
         self.events.remove(ev)
@@ -96,6 +111,7 @@ class DynamicEvents:
 
     def busy(self, ev: ProbeEvent) -> bool:
         """trace_probe_is_enabled / an event probe attached to it: the event cannot go."""
+        ev = getattr(ev, "primary", None) or ev
         key = (ev.system, ev.name)
         if getattr(ev, "attached", ()) or getattr(ev, "probes", ()):
             return True
@@ -120,6 +136,8 @@ class DynamicEvents:
         if not hits:
             raise CommandError(errno.ENOENT, "No such file or directory")
         for ev in hits:
+            if ev not in self.events:                    # went with its event's first probe
+                continue
             if self.busy(ev):
                 raise CommandError(errno.EBUSY, "Device or resource busy")
             self.remove(ev)

@@ -136,7 +136,7 @@ class EprobeEvents:
         if ctx.missing_symbol:
             raise ProbeError("BAD_MEM_ADDR", 2, 0, errno.ENOENT)
         ev = EprobeEvent(self, group, event, target, filter_match, parsed)
-        self.tracing.dynevents.add(ev, lambda old: True)
+        self.tracing.dynevents.add(ev, lambda old: False)
         return ev
 
     def _filter(self, text: str, target: TraceEvent) -> Any:

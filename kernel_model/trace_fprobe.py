@@ -29,6 +29,7 @@ from kernel_model.trace_probe import (
     ProbeArg,
     ProbeError,
     ProbeEvent,
+    expand_dentry_args,
     expand_meta_args,
     parse_arg,
     parse_event_name,
@@ -133,6 +134,7 @@ class FprobeEvents:
         args = expand_meta_args(argv[2:], ctx)
         if len(args) > MAX_TRACE_ARGS:
             raise ProbeError("TOO_MANY_ARGS", 2, 0, errno.E2BIG)
+        args = expand_dentry_args(args)
         parsed: list[ProbeArg] = []
         for i, text in enumerate(args):
             parsed.append(parse_arg(text, i + 2, i + 1, ctx, parsed))

@@ -32,6 +32,7 @@ from kernel_model.trace_probe import (
     ProbeArg,
     ProbeError,
     ProbeEvent,
+    expand_dentry_args,
     expand_meta_args,
     parse_arg,
     parse_event_name,
@@ -77,7 +78,24 @@ class KprobeEvent(ProbeEvent):
         self.nhit = 0
         self.missed_base = 0
         self._probe: Any = None
+        # trace_probe_append: more probe points on this event (``p:ev SYM2`` with the same
+        # arguments); an appended probe writes its records as this event's
+        self.siblings: list[KprobeEvent] = []
+        self.primary: KprobeEvent | None = None
         super().__init__(group, name, kprobe_head(is_return), args)
+
+    def same_place(self, other: ProbeEvent) -> bool:
+        """trace_kprobe_has_same_kprobe: the same probe point (and so the same probe)."""
+        return any((p.symbol, p.offset) == (getattr(other, "symbol", None),
+                                            getattr(other, "offset", None))
+                   for p in (self, *self.siblings))
+
+    def append(self, probe: KprobeEvent) -> None:
+        probe.primary = self
+        probe.id = self.id
+        probe.this_cpu = self.this_cpu
+        self.siblings.append(probe)
+        self.on_enabled_changed()
 
     # -- definition text
     def definition(self) -> str:
@@ -103,11 +121,16 @@ class KprobeEvent(ProbeEvent):
             self._probe = None
         if self._probe is not None:
             self._probe.handler = self._handler()
+        for sibling in self.siblings:
+            sibling.enabled, sibling.sinks = self.enabled, self.sinks
+            sibling.on_enabled_changed()
 
     def _handler(self) -> Callable[[bytearray], None]:
         """The probe's handler for the current sinks: ``_hit``, or with one sink whose BPF
         program gates the write, a hit that calls the program itself (one layer less on the
         path the program runs for every hit)."""
+        if self.primary is not None:
+            return self._appended_hit
         sinks = self.sinks
         gate = getattr(sinks[0], "gate", None) if len(sinks) == 1 else None
         if gate is None:
@@ -127,6 +150,14 @@ class KprobeEvent(ProbeEvent):
         cpu = self.this_cpu()
         for sink in self.sinks:
             sink(None, cpu, ctx)
+
+    def _appended_hit(self, ctx: bytearray) -> None:
+        """An appended probe's hit: its own record (its probe point, its values)."""
+        self.nhit += 1
+        cpu = self.this_cpu()
+        record = self.record_from_ctx(ctx, cpu)
+        for sink in self.sinks:
+            sink(record, cpu, ctx)
 
     def record_from_ctx(self, ctx: bytes, cpu: Any) -> bytes:
         """The record for the hit being dispatched (``ctx`` is its pt_regs bytes)."""
@@ -226,6 +257,7 @@ class KprobeEvents:
         args = expand_meta_args(argv[2:], ctx)
         if len(args) > MAX_TRACE_ARGS:
             raise ProbeError("TOO_MANY_ARGS", 2, 0, errno.E2BIG)
+        args = expand_dentry_args(args)
         parsed: list[ProbeArg] = []
         for i, text in enumerate(args):
             parsed.append(parse_arg(text, i + 2, i + 1, ctx, parsed))

@@ -369,11 +369,32 @@ def expand_meta_args(argv: list[str], ctx: ParseContext, base: int = 2) -> list[
             if m is None or m.group(2)[:1] not in ("", ":"):
                 raise ProbeError("BAD_VAR", i + base)
             n = int(m.group(1))
-            if not 1 <= n <= len(ctx.params):
+            if not n:
+                raise ProbeError("BAD_ARG_NUM", i + base)
+            if n > len(ctx.params):
                 raise ProbeError("NO_BTFARG", i + base)
             out.append(ctx.params[n - 1][1] + m.group(2))
         else:
             out.append(a)
+    return out
+
+
+# offsetof(struct dentry, d_name.name) and offsetof(struct file, f_path.dentry) in 6.18 x86-64
+DENTRY_NAME_OFFSET = 40
+FILE_DENTRY_OFFSET = 72
+
+
+def expand_dentry_args(argv: list[str]) -> list[str]:
+    """traceprobe_expand_dentry_args: ``[NAME=]VAL:%pd`` is the name of the dentry VAL points
+    to, ``:%pD`` the name of a struct file's dentry; both become ``:string`` dereferences (and
+    are listed so)."""
+    out = []
+    for a in argv:
+        if a.endswith((":%pd", ":%pD")):
+            name, eq, val = a[:-4].rpartition("=")
+            inner = val if a[-1] == "d" else f"+{FILE_DENTRY_OFFSET}({val})"
+            a = f"{name}{eq}+0(+{DENTRY_NAME_OFFSET}({inner})):string"
+        out.append(a)
     return out
 
 

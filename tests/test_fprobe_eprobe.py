@@ -239,3 +239,25 @@ def test_fprobe_and_eprobe_through_the_mount(mnt) -> None:
     done = sh("echo 0 > events/fprobes/fp/enable; echo 0 > events/eg/ev/enable; "
               "echo > dynamic_events; cat dynamic_events; ls events | grep -c fprobes", mnt)
     assert done.stdout == "0\n", done.stderr
+
+
+def test_appended_probes_share_one_event(kernel: Kernel) -> None:
+    """trace_probe_append: the same event and arguments on another function adds a probe."""
+    tr = kernel.tracing
+    tr.kprobes.write("p:multi __netif_receive_skb a=%di\np:multi netif_rx a=%di")
+    assert tr.kprobes.text() == ("p:kprobes/multi __netif_receive_skb a=%di\n"
+                                 "p:kprobes/multi netif_rx a=%di\n")
+    tr.top.file("kprobes", "multi").set_enabled(True)
+    send_lo(kernel)
+    heads = [re.search(r"multi: \((\w+)\+", ln).group(1) for ln in lines_of(kernel, "multi")]
+    assert heads == ["netif_rx", "__netif_receive_skb"]
+    tr.top.file("kprobes", "multi").set_enabled(False)
+    tr.kprobes.write("-:multi")
+    assert tr.kprobes.text() == "" and "kprobes:multi" not in tr.available_events()
+
+
+def test_dentry_types_expand_to_string_dereferences(kernel: Kernel) -> None:
+    """traceprobe_expand_dentry_args: %pd / %pD name a dentry's / a file's d_name.name."""
+    kernel.tracing.kprobes.write("p:d kfree f=%di:%pD %si:%pd")
+    assert kernel.tracing.kprobes.text() == (
+        "p:kprobes/d kfree f=+0(+40(+72(%di))):string arg2=+0(+40(%si)):string\n")

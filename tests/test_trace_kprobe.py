@@ -56,7 +56,8 @@ def test_format_of_a_kprobe_event(kernel: Kernel) -> None:
     ret = kernel.tracing.kprobes.command("r:myret __netif_receive_skb $retval")
     assert "field:unsigned long __probe_func;\toffset:8;" in ret.format_text()
     assert "field:unsigned long __probe_ret_ip;\toffset:16;" in ret.format_text()
-    assert 'print fmt: "(%lx <- %lx) arg1=0x%Lx", REC->__probe_func, REC->__probe_ret_ip, ' \
+    # BTF: $retval has the function's return type (int)
+    assert 'print fmt: "(%lx <- %lx) arg1=%d", REC->__probe_func, REC->__probe_ret_ip, ' \
            "REC->arg1" in ret.format_text()
 
 
@@ -70,7 +71,7 @@ def test_enabled_probe_prints_symbol_offset_size_and_args(kernel: Kernel) -> Non
     size = kernel.kallsyms.lookup(kernel.kallsyms.address_of("__netif_receive_skb"))[2]
     assert any(re.search(rf": myprobe: \(__netif_receive_skb\+0x0/0x{size:x}\) "
                          r"skb=0xffff[0-9a-f]{12} len=150 comm=\"ping\"$", ln) for ln in lines)
-    assert any(ln.endswith(": myret: (0 <- __netif_receive_skb) arg1=0x0") for ln in lines)
+    assert any(ln.endswith(": myret: (0 <- __netif_receive_skb) arg1=0") for ln in lines)  # s32 (BTF)
     profile = tr.kprobes.profile_text().splitlines()
     assert profile[0] == f"  {'myprobe':<44} {1:>15} {0:>15}"
 
