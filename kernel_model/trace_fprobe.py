@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from kernel_model.trace_event import TraceEvent, trace_ctx
-from kernel_model.trace_kprobe import KPROBE_BLACKLIST, KprobeEvent
+from kernel_model.trace_kprobe import KprobeEvent, check_registrable
 from kernel_model.trace_probe import (
     FUNC_PROTOS,
     MAX_TRACE_ARGS,
@@ -184,8 +184,7 @@ class FprobeEvents:
         syms = self.kernel.kallsyms
         if syms.address_of(symbol) is None:
             raise ProbeError("BAD_PROBE_ADDR", 1, 0, errno.EINVAL)
-        if symbol in KPROBE_BLACKLIST or self.kernel.kprobes.sites.get(symbol) is None:
-            raise ProbeError("FAIL_REG_PROBE", 1, 0)
+        check_registrable(self.kernel, symbol, 0, False)
 
 
 def _proto_params(proto: str) -> tuple[tuple[str, str], ...]:

@@ -21,6 +21,7 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
+from kernel_model.kprobes import KprobeError as MachineKprobeError
 from kernel_model.kprobes import PtRegs
 from kernel_model.trace_event import trace_ctx
 from kernel_model.trace_probe import (
@@ -178,6 +179,26 @@ class KprobeEvent(ProbeEvent):
 _IP = 16    # pt_regs.ip's index
 
 
+def check_registrable(kernel: Any, symbol: str, offset: int, is_return: bool) -> None:
+    """register_trace_kprobe's outcome, known at definition time: the blacklist and what the
+    machine's register_kprobe refuses (ENOENT → BAD_PROBE_ADDR, else FAIL_REG_PROBE). The
+    model arms the probe only while the event is used, so the trial registration is undone."""
+    if symbol in KPROBE_BLACKLIST:
+        raise ProbeError("FAIL_REG_PROBE", 1, 0)
+    kprobes = kernel.kprobes
+    try:
+        probe = kprobes.register_kprobe(symbol, _no_handler, retprobe=is_return, offset=offset)
+    except MachineKprobeError as e:
+        if e.errno == errno.ENOENT:
+            raise ProbeError("BAD_PROBE_ADDR", 1, 0, errno.ENOENT) from None
+        raise ProbeError("FAIL_REG_PROBE", 1, 0) from None
+    kprobes.unregister_kprobe(probe)
+
+
+def _no_handler(regs: Any) -> None:
+    return None
+
+
 def kprobe_head(is_return: bool) -> tuple[list[tuple[str, str]], str, str]:
     return ProbeEvent.HEAD_RETURN if is_return else ProbeEvent.HEAD_NORMAL
 
@@ -263,8 +284,7 @@ class KprobeEvents:
             parsed.append(parse_arg(text, i + 2, i + 1, ctx, parsed))
         if ctx.missing_symbol:
             raise ProbeError("BAD_PROBE_ADDR", 1, 0, errno.ENOENT)
-        if symbol in KPROBE_BLACKLIST or self.kernel.kprobes.sites.get(symbol) is None:
-            raise ProbeError("FAIL_REG_PROBE", 1, 0)
+        check_registrable(self.kernel, symbol, offset, is_return)
         ev = KprobeEvent(self, group, event, symbol, offset, is_return, maxactive, parsed)
         self.tracing.dynevents.add(ev, lambda old: old.is_return == is_return)
         return ev

@@ -12,6 +12,13 @@ from kernel_model import net as netmod
 from kernel_model import trace_output
 from kernel_model.kernel import Kernel
 from tests.fuse_helpers import sh
+from tools.ctl_socket import request
+
+
+def ctl(mnt, *argv: str) -> str:
+    status, text = request(str(mnt), list(argv))
+    assert status == 0, text
+    return text
 
 
 def send_lo(kernel: Kernel, length: int = 128, count: int = 1) -> None:
@@ -261,3 +268,36 @@ def test_dentry_types_expand_to_string_dereferences(kernel: Kernel) -> None:
     kernel.tracing.kprobes.write("p:d kfree f=%di:%pD %si:%pd")
     assert kernel.tracing.kprobes.text() == (
         "p:kprobes/d kfree f=+0(+40(+72(%di))):string arg2=+0(+40(%si)):string\n")
+
+
+def test_kprobe_blacklist_refuses_registration(kernel: Kernel) -> None:
+    """within_kprobe_blacklist: NOKPROBE_SYMBOL functions fail register_kprobe with EINVAL."""
+    from kernel_model.trace_kprobe import KPROBE_BLACKLIST, check_registrable
+    from kernel_model.trace_probe import ProbeError
+    assert {"do_int3", "notify_die", "kprobe_int3_handler"} <= KPROBE_BLACKLIST
+    with pytest.raises(ProbeError) as e:
+        check_registrable(kernel, "do_int3", 0, False)
+    assert (e.value.key, e.value.index, e.value.code) == ("FAIL_REG_PROBE", 1, errno.EINVAL)
+    check_registrable(kernel, "consume_skb", 0, False)          # a probe-able function
+    assert not kernel.kprobes.site("consume_skb").active       # the trial left nothing armed
+
+
+def test_tracepoint_a_module_may_bring_is_accepted(kernel: Kernel) -> None:
+    """With modules, a tracepoint not (yet) there is kept as a stub: the probe is defined."""
+    kernel.tracing.dynevents.write("t:later no_such_tracepoint")
+    assert kernel.tracing.dynevents.text() == "t:tracepoints/later no_such_tracepoint\n"
+
+
+@pytest.mark.fuse
+def test_fprobe_and_eprobe_lines_in_trace_through_the_mount(mnt) -> None:
+    out = sh("echo 'f:fp __netif_receive_skb len=+112(skb):u32' >> dynamic_events && "
+             "echo 'e:eg/ev net.netif_receive_skb len=$len:u32 if len > 100' >> dynamic_events && "
+             "echo 1 > events/fprobes/fp/enable && echo 1 > events/eg/ev/enable", mnt)
+    assert out.returncode == 0, out.stderr
+    ctl(mnt, "send", "lo", "--len", "128", "--count", "2")
+    ctl(mnt, "send", "lo", "--len", "64")
+    text = sh("cat trace", mnt).stdout
+    fp = [ln for ln in text.splitlines() if " fp: " in ln]
+    ev = [ln for ln in text.splitlines() if " ev: " in ln]
+    assert len(fp) == 3 and all("fp: (__netif_receive_skb+0x0/0x70) len=" in ln for ln in fp)
+    assert len(ev) == 2 and all("ev: (net.netif_receive_skb) len=" in ln for ln in ev)
