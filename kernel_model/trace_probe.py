@@ -16,11 +16,13 @@ as it counts it, so a too deep dereference fails where the kernel's does.
 from __future__ import annotations
 
 import errno
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kernel_model.c_types import Array, Enum, Int, Pointer, Struct, kernel_types
 from kernel_model.kprobes import PT_REGS_NAMES, reg_value
 from kernel_model.trace_event import TraceEvent
 
@@ -120,6 +122,7 @@ ERR_TEXT: dict[str, str] = {
 RESERVED_FIELD_NAMES = ("common_type", "common_flags", "common_preempt_count", "common_pid",
                         "common_tgid", "__probe_ip", "__probe_ret_ip", "__probe_func")
 
+_PAD_PREFIX = "__pad_at_"      # the model's struct padding members (not BTF members)
 _REG_INDEX = {n: i for i, n in enumerate(PT_REGS_NAMES)}
 _ARG_REGS = ("di", "si", "dx", "cx", "r8", "r9")
 _GOOD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -257,25 +260,31 @@ FUNC_PROTOS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "net_rx_action": ("void", ()),
 }
 
-_INT_TYPES = {"char": "s8", "signed char": "s8", "unsigned char": "u8", "short": "s16",
-              "unsigned short": "u16", "int": "s32", "unsigned int": "u32", "long": "s64",
-              "unsigned long": "u64", "long long": "s64", "unsigned long long": "u64",
-              "size_t": "u64", "gfp_t": "u32", "__be16": "u16", "u8": "u8", "u16": "u16",
-              "u32": "u32", "u64": "u64", "bool": "u8", "pid_t": "s32"}
+@functools.cache
+def _ctype(spelling: str) -> Any:
+    """The model BTF's type of a prototype's spelling (None if the model lacks it)."""
+    try:
+        return kernel_types().parse_type(spelling)
+    except Exception:                  # noqa: BLE001 - a type the model does not declare
+        return None
 
 
-def btf_fetch_type(ctype: str) -> str | None:
-    """type_from_btf_id: pointers are x64, enums s32, ints by size and sign; else no type."""
-    t = ctype.replace("const ", "").strip()
-    if t.endswith("*"):
+def btf_fetch_type(ctype: Any) -> str | None:
+    """type_from_btf_id: pointers are x64, enums s32 (s64), ints by size and sign."""
+    if isinstance(ctype, Pointer):
         return "x64"
-    if t.startswith("enum "):
-        return "s32"
-    return _INT_TYPES.get(t)
+    if isinstance(ctype, Enum):
+        return "s64" if ctype.size == 8 else "s32"
+    if isinstance(ctype, Int) and ctype.size in (1, 2, 4, 8):
+        return f"{'s' if ctype.signed else 'u'}{ctype.size * 8}"
+    return None
 
 
-def _is_char_pointer(ctype: str) -> bool:
-    return ctype.replace("const ", "").replace(" ", "") == "char*"
+def _is_string_type(ctype: Any) -> bool:
+    """check_prepare_btf_string_fetch: a char pointer or a char array."""
+    inner = ctype.target if isinstance(ctype, Pointer) else \
+        ctype.elem if isinstance(ctype, Array) else None
+    return isinstance(inner, Int) and inner.size == 1
 
 
 # -- parsing arguments
@@ -458,9 +467,11 @@ def _parse_body(arg: str, name: str, index: int, ctx: ParseContext) -> ProbeArg:
     if type_text is None and btf_type is not None:
         type_name = btf_fetch_type(btf_type) or type_name
     if type_name in ("string", "ustring") and btf_type is not None:
-        if not _is_char_pointer(btf_type):
+        if not _is_string_type(btf_type):
             raise ProbeError("BAD_TYPE4STR", index, base)
-        op, fetch = "DEREF", fetch
+        if op == "DEREF" and isinstance(btf_type, Pointer):   # a char * member: its value
+            fetch = _read_sized(ctx.kernel.mem, fetch, 8)
+        op = "DEREF"
     store = _store(op, type_name, count, index, base + t_at, base, ctx)
     bitfield = None
     if type_text is not None and type_text.startswith("b"):
@@ -522,7 +533,7 @@ def _bitfield(text: str, container: str) -> tuple[int, int, int] | None:
     return width, offset, bits
 
 
-def _parse_fetch(arg: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, str | None]:
+def _parse_fetch(arg: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, Any]:
     """parse_probe_arg: (the last op, fetch → value or address, BTF type of a named value)."""
     head = arg[:1]
     if head == "$":
@@ -569,7 +580,7 @@ def _immediate(text: str) -> int | None:
     return v & 0xFFFFFFFFFFFFFFFF
 
 
-def _parse_var(var: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, str | None]:
+def _parse_var(var: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, Any]:
     """parse_probe_vars: ``$retval``, ``$stack[N]``, ``$comm``, ``$argN``, event fields."""
     offs = ctx.offset
     if ctx.event is not None:
@@ -579,13 +590,18 @@ def _parse_var(var: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, str
         if var in ("comm", "COMM"):
             return "COMM", lambda src, cpu: cpu.task.comm.encode(), None
         raise ProbeError("BAD_ATTACH_ARG", index, 0)
-    if var == "retval":
+    if var == "retval" or var.startswith(("retval->", "retval.", "retval-")):
         if not ctx.ret:
             raise ProbeError("RETVAL_ON_PROBE", index, offs)
         if ctx.ret_type == "void":
             raise ProbeError("NO_RETVAL", index, offs)
         ax = _REG_INDEX["ax"]
-        return "RETVAL", lambda src, cpu: src.values[ax], ctx.ret_type
+        ret_type = _ctype(ctx.ret_type) if ctx.ret_type else None
+        fetch: Fetch = lambda src, cpu: src.values[ax]      # noqa: E731
+        if var == "retval":
+            return "RETVAL", fetch, ret_type
+        ctx.offset += len("$retval")
+        return _btf_fields(fetch, ret_type, var[6:], index, ctx)
     if var.startswith("stack"):
         rest = var[5:]
         if not rest:
@@ -622,14 +638,79 @@ def _nth_arg(ctx: ParseContext, n: int) -> Fetch:
     return _stack_nth(ctx.kernel.mem, n - len(_ARG_REGS))
 
 
-def _parse_btf_arg(name: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, str | None]:
-    """parse_btf_arg: a parameter named in the function's (or tracepoint's) BTF prototype."""
+def _parse_btf_arg(arg: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, Any]:
+    """parse_btf_arg: a parameter named in the function's (or tracepoint's) BTF prototype,
+    then its members: ``name->field[.field]...``."""
+    cut = re.search(r"[.-]", arg)
+    name = arg[:cut.start()] if cut else arg
     if ctx.params is None:
         raise ProbeError("NO_BTF_ENTRY", index, ctx.offset)
-    for i, (ctype, pname) in enumerate(ctx.params):
+    for i, (spelling, pname) in enumerate(ctx.params):
         if pname == name:
-            return "ARG", _nth_arg(ctx, i + 1), ctype
+            fetch = _nth_arg(ctx, i + 1)
+            ctype = _ctype(spelling)
+            if cut is None:
+                return "ARG", fetch, ctype
+            ctx.offset += len(name)
+            return _btf_fields(fetch, ctype, arg[len(name):], index, ctx)
     raise ProbeError("NO_BTFARG", index, ctx.offset)
+
+
+def _btf_fields(fetch: Fetch, ctype: Any, chain: str, index: int,
+                ctx: ParseContext) -> tuple[str, Fetch, Any]:
+    """parse_btf_field: each ``->`` (or a first ``.``) goes through a struct pointer and each
+    ``.`` into a member; every pointer crossed is one more dereference instruction."""
+    mem = ctx.kernel.mem
+    pos = 0                                   # in ``chain``, which starts at a separator
+    first = True
+    while pos < len(chain):
+        step = _separator(chain, pos, index, ctx)
+        if step is None:
+            break
+        pos += step
+        ctx.offset += step
+        if not isinstance(ctype, Pointer):
+            raise ProbeError("NO_PTR_STRCT", index, ctx.offset)
+        if not first:                         # the previous member's value: read it
+            fetch = _read_sized(mem, fetch, 8)
+        first = False
+        ctype = ctype.target
+        off = 0
+        while True:                           # member, then ``.member`` ...
+            m = re.match(r"[A-Za-z_][A-Za-z0-9_]*", chain[pos:])
+            field = m.group(0) if m else ""
+            member = ctype.find(field) if isinstance(ctype, Struct) and field and \
+                not field.startswith(_PAD_PREFIX) else None
+            if member is None:
+                raise ProbeError("NO_BTF_FIELD", index, ctx.offset)
+            off += member.offset
+            ctype = member.type
+            pos += len(field)
+            ctx.offset += len(field)
+            if chain[pos:pos + 1] != ".":
+                break
+            pos += 1
+            ctx.offset += 1
+        _next_insn(ctx, index, ctx.offset)
+        fetch = _offset_fetch(fetch, off)
+        if pos < len(chain) and chain[pos] != "-":
+            break
+    return "DEREF", fetch, ctype
+
+
+def _offset_fetch(fetch: Fetch, off: int) -> Fetch:
+    return lambda src, cpu: _add(fetch(src, cpu), off)
+
+
+def _separator(chain: str, pos: int, index: int, ctx: ParseContext) -> int | None:
+    """split_next_field: ``->`` (2) or ``.`` (1); a lone ``-`` is BAD_HYPHEN."""
+    if chain.startswith("->", pos):
+        return 2
+    if chain.startswith(".", pos):
+        return 1
+    if chain.startswith("-", pos):
+        raise ProbeError("BAD_HYPHEN", index, ctx.offset)
+    return None
 
 
 def _parse_memory(arg: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, str | None]:

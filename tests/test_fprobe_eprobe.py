@@ -301,3 +301,23 @@ def test_fprobe_and_eprobe_lines_in_trace_through_the_mount(mnt) -> None:
     ev = [ln for ln in text.splitlines() if " ev: " in ln]
     assert len(fp) == 3 and all("fp: (__netif_receive_skb+0x0/0x70) len=" in ln for ln in fp)
     assert len(ev) == 2 and all("ev: (net.netif_receive_skb) len=" in ln for ln in ev)
+
+
+def test_btf_member_access(kernel: Kernel) -> None:
+    """``param->field[.field]`` and ``$retval->field`` through the model's struct layouts."""
+    tr = kernel.tracing
+    tr.dynevents.write("f:a __netif_receive_skb skb->len dev=skb->dev->name:string "
+                       "ifindex=skb->dev->ifindex\n"
+                       "t:b netif_receive_skb l=skb->len\n"
+                       "f:c __alloc_skb%return r=$retval->len")
+    assert tr.dynevents.text().splitlines()[0] == (
+        "f:fprobes/a __netif_receive_skb arg1=skb->len dev=skb->dev->name:string "
+        "ifindex=skb->dev->ifindex")
+    fmt = tr.event("fprobes", "a").format_text()
+    assert "\tfield:u32 arg1;" in fmt and "\tfield:s32 ifindex;" in fmt     # member types
+    tr.top.set_system_enabled("fprobes", True)
+    tr.top.set_system_enabled("tracepoints", True)
+    send_lo(kernel, length=150)
+    assert lines_of(kernel, "a")[0].endswith('arg1=150 dev="lo" ifindex=1')
+    assert lines_of(kernel, "b")[0].endswith("l=150")
+    assert lines_of(kernel, "c")[0].endswith("r=0")                 # a new skb's len

@@ -306,6 +306,7 @@ HAS = ["  error_log\t- error log for failed commands (that support it)",
        "\t           $stack<index>, $stack, $retval, $comm, $arg<N>,",
        "\t           f[:[<group>/][<event>]] <func-name>[%return] [<args>]",
        "\t           t[:[<group>/][<event>]] <tracepoint> [<args>]",
+       "\t           <argname>[->field[->field|.field...]],",
        "\t           e[:[<group>/][<event>]] <attached-group>.<attached-event> [<args>] [if <filter>]",
        "\t           symstr, %pd/%pD, <type>\\[<array-size>\\]",
        "\t    Format: <trigger>[:count][if <filter>]",
@@ -322,8 +323,8 @@ def test_readme_has_the_kernels_lines_for_the_models_features(tree):
     for line in HAS:
         assert line in text.splitlines(), line
     for line in HAS:
-        if "kprobe_events" not in line and "f[" not in line and "t[" not in line:
-            # the reference kernel has no kprobes, fprobes or tracepoint probes
+        if not any(w in line for w in ("kprobe_events", "f[", "t[", "<argname>")):
+            # the reference kernel has no kprobes, fprobes, tracepoint probes or BTF args
             assert line in reference, line
     for word in LACKS:
         assert word not in text, word
