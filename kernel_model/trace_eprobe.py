@@ -144,5 +144,8 @@ class EprobeEvents:
         try:
             return compile_filter(text, target.all_fields).match
         except FilterError as e:
-            # create_event_filter refuses it: the write fails, nothing in this kind's log
-            raise CommandError(e.errno, e.message) from None
+            # create_event_filter(top_trace_array(), ..., set_str=true) logs the filter's own
+            # parse error; the eprobe then fails with -EINVAL
+            top = self.tracing.top
+            top.add_error_entry(e.error_log_entry(top.error_timestamp()))
+            raise CommandError(errno.EINVAL, e.message) from None

@@ -321,3 +321,13 @@ def test_btf_member_access(kernel: Kernel) -> None:
     assert lines_of(kernel, "a")[0].endswith('arg1=150 dev="lo" ifindex=1')
     assert lines_of(kernel, "b")[0].endswith("l=150")
     assert lines_of(kernel, "c")[0].endswith("r=0")                 # a new skb's len
+
+
+def test_eprobe_bad_filter_logs_the_filter_error(kernel: Kernel) -> None:
+    with pytest.raises(OSError) as e:
+        kernel.tracing.dynevents.write("e:eg/ev net.netif_receive_skb if nosuch > 1")
+    assert e.value.errno == errno.EINVAL
+    log = kernel.tracing.top.error_log_text().splitlines()
+    assert log[0].endswith("event filter parse error: error: Field not found")
+    assert log[1] == "  Command: nosuch > 1" and log[2].strip() == "^"   # the filter's caret
+    assert kernel.tracing.dynevents.text() == ""
