@@ -24,14 +24,11 @@ from kernel_model.trace_event import TraceEvent, trace_ctx
 from kernel_model.trace_kprobe import KprobeEvent, check_registrable
 from kernel_model.trace_probe import (
     FUNC_PROTOS,
-    MAX_TRACE_ARGS,
     ParseContext,
     ProbeArg,
     ProbeError,
     ProbeEvent,
-    expand_dentry_args,
-    expand_meta_args,
-    parse_arg,
+    parse_args,
     parse_event_name,
     sanitize_event_name,
 )
@@ -131,15 +128,7 @@ class FprobeEvents:
         if event is None:
             event = sanitize_event_name(symbol if is_tp else
                                         f"{symbol}__{'exit' if is_return else 'entry'}")
-        args = expand_meta_args(argv[2:], ctx)
-        if len(args) > MAX_TRACE_ARGS:
-            raise ProbeError("TOO_MANY_ARGS", 2, 0, errno.E2BIG)
-        args = expand_dentry_args(args)
-        parsed: list[ProbeArg] = []
-        for i, text in enumerate(args):
-            parsed.append(parse_arg(text, i + 2, i + 1, ctx, parsed))
-        if ctx.missing_symbol:
-            raise ProbeError("BAD_PROBE_ADDR", 1, 0, errno.ENOENT)
+        parsed = parse_args(argv[2:], ctx)
         ev: ProbeEvent
         if is_tp:
             ev = TprobeEvent(self, group, event, symbol, target, parsed)

@@ -27,15 +27,12 @@ from kernel_model.trace_event import trace_ctx
 from kernel_model.trace_probe import (
     FUNC_PROTOS,
     MAX_EVENT_NAME_LEN,
-    MAX_TRACE_ARGS,
     CommandError,
     ParseContext,
     ProbeArg,
     ProbeError,
     ProbeEvent,
-    expand_dentry_args,
-    expand_meta_args,
-    parse_arg,
+    parse_args,
     parse_event_name,
     sanitize_event_name,
 )
@@ -275,15 +272,7 @@ class KprobeEvents:
             group = grp or group
         if event is None:
             event = sanitize_event_name(f"{'r' if is_return else 'p'}_{symbol}_{offset}")
-        args = expand_meta_args(argv[2:], ctx)
-        if len(args) > MAX_TRACE_ARGS:
-            raise ProbeError("TOO_MANY_ARGS", 2, 0, errno.E2BIG)
-        args = expand_dentry_args(args)
-        parsed: list[ProbeArg] = []
-        for i, text in enumerate(args):
-            parsed.append(parse_arg(text, i + 2, i + 1, ctx, parsed))
-        if ctx.missing_symbol:
-            raise ProbeError("BAD_PROBE_ADDR", 1, 0, errno.ENOENT)
+        parsed = parse_args(argv[2:], ctx)
         check_registrable(self.kernel, symbol, offset, is_return)
         ev = KprobeEvent(self, group, event, symbol, offset, is_return, maxactive, parsed)
         self.tracing.dynevents.add(ev, lambda old: old.is_return == is_return)

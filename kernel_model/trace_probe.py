@@ -407,6 +407,20 @@ def expand_dentry_args(argv: list[str]) -> list[str]:
     return out
 
 
+def parse_args(words: list[str], ctx: ParseContext) -> list[ProbeArg]:
+    """The arguments of a kprobe or fprobe (argv[2:]): ``$arg*``/``$argN`` and ``%pd`` expanded,
+    at most MAX_TRACE_ARGS, each parsed; an ``@SYM`` kallsyms lacks fails the registration."""
+    args = expand_meta_args(words, ctx)
+    if len(args) > MAX_TRACE_ARGS:
+        raise ProbeError("TOO_MANY_ARGS", 2, 0, errno.E2BIG)
+    parsed: list[ProbeArg] = []
+    for i, text in enumerate(expand_dentry_args(args)):
+        parsed.append(parse_arg(text, i + 2, i + 1, ctx, parsed))
+    if ctx.missing_symbol:
+        raise ProbeError("BAD_PROBE_ADDR", 1, 0, errno.ENOENT)
+    return parsed
+
+
 def parse_arg(text: str, index: int, nth: int, ctx: ParseContext,
               previous: Sequence[ProbeArg]) -> ProbeArg:
     """traceprobe_parse_probe_arg: ``[NAME=]FETCHARG[:TYPE]`` (``nth`` counts from 1)."""
