@@ -18,6 +18,7 @@ refused as register_kprobe refuses them: EINVAL, "Failed to register probe event
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,7 @@ class KprobeEvent(ProbeEvent):
         # arguments); an appended probe writes its records as this event's
         self.siblings: list[KprobeEvent] = []
         self.primary: KprobeEvent | None = None
+        self.address_text: str | None = None        # a probe defined by address lists it
         super().__init__(group, name, kprobe_head(is_return), args)
 
     def same_place(self, other: ProbeEvent) -> bool:
@@ -99,7 +101,8 @@ class KprobeEvent(ProbeEvent):
     def definition(self) -> str:
         """The ``kprobe_events`` / ``dynamic_events`` line (trace_kprobe_show)."""
         kind = "r" + (str(self.maxactive) if self.maxactive else "") if self.is_return else "p"
-        where = f"{self.symbol}+{self.offset}" if self.offset else self.symbol
+        where = self.address_text or (f"{self.symbol}+{self.offset}" if self.offset
+                                      else self.symbol)
         return f"{kind}:{self.system}/{self.name} {where}{self.args_text()}\n"
 
     @property
@@ -192,6 +195,13 @@ def check_registrable(kernel: Any, symbol: str, offset: int, is_return: bool) ->
     kprobes.unregister_kprobe(probe)
 
 
+def _kstrtoul(text: str) -> int | None:
+    """kstrtoul(text, 0): a whole unsigned number in C notation, else None."""
+    m = re.fullmatch(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*", text)
+    return int(text, 16 if text[1:2] in "xX" and len(text) > 1 else 8 if text[:1] == "0"
+               else 10) if m else None
+
+
 def _no_handler(regs: Any) -> None:
     return None
 
@@ -260,21 +270,34 @@ class KprobeEvents:
         place = argv[1]
         if "/" in place and ":" in place:
             return None                    # a uprobe's PATH:OFFSET (no uprobes here)
-        symbol, offset, is_return = self._parse_place(place, is_return)
-        ctx = ParseContext(self.kernel, ret=is_return, entry=not is_return and offset == 0,
-                           funcname=symbol)
-        proto = FUNC_PROTOS.get(symbol)
-        if proto is not None:
-            ctx.ret_type, ctx.params = proto
+        kind = "r" if is_return else "p"
+        address = _kstrtoul(place)
+        if address is not None:            # MEMADDR: no symbol, no BTF, not a function entry
+            hit = self.kernel.kallsyms.lookup(address)
+            symbol, offset = (hit[0], hit[1]) if hit is not None else ("", 0)
+            shown = f"0x{self.tracing.symbols.hash_ptr(address):016x}"     # "0x%p"
+            ctx = ParseContext(self.kernel, ret=is_return)
+            default = f"{kind}_{shown}"
+        else:
+            symbol, offset, is_return = self._parse_place(place, is_return)
+            kind, shown = ("r" if is_return else "p"), None
+            ctx = ParseContext(self.kernel, ret=is_return, entry=not is_return and offset == 0,
+                               funcname=symbol)
+            proto = FUNC_PROTOS.get(symbol)
+            if proto is not None:
+                ctx.ret_type, ctx.params = proto
+            default = f"{kind}_{symbol}_{offset}"
         group, event = "kprobes", None
         if event_text is not None:
             grp, event = parse_event_name(event_text, colon + 1)
             group = grp or group
-        if event is None:
-            event = sanitize_event_name(f"{'r' if is_return else 'p'}_{symbol}_{offset}")
         parsed = parse_args(argv[2:], ctx)
+        if not symbol:                     # not kernel text: register_kprobe says -EINVAL
+            raise ProbeError("FAIL_REG_PROBE", 1, 0)
         check_registrable(self.kernel, symbol, offset, is_return)
-        ev = KprobeEvent(self, group, event, symbol, offset, is_return, maxactive, parsed)
+        ev = KprobeEvent(self, group, event or sanitize_event_name(default), symbol, offset,
+                         is_return, maxactive, parsed)
+        ev.address_text = shown
         self.tracing.dynevents.add(ev, lambda old: old.is_return == is_return)
         return ev
 

@@ -331,3 +331,19 @@ def test_eprobe_bad_filter_logs_the_filter_error(kernel: Kernel) -> None:
     assert log[0].endswith("event filter parse error: error: Field not found")
     assert log[1] == "  Command: nosuch > 1" and log[2].strip() == "^"   # the filter's caret
     assert kernel.tracing.dynevents.text() == ""
+
+
+def test_kprobe_by_address(kernel: Kernel) -> None:
+    """``p MEMADDR``: named and listed by the hashed address (``0x%p``), printed by symbol."""
+    tr = kernel.tracing
+    addr = kernel.kallsyms.address_of("__netif_receive_skb")
+    tr.kprobes.write(f"p 0x{addr:x} %di\np:in 0x{addr + 4:x}")
+    shown = f"0x{tr.symbols.hash_ptr(addr):016x}"
+    assert tr.kprobes.text().splitlines()[0] == f"p:kprobes/p_{shown} {shown} arg1=%di"
+    tr.top.set_system_enabled("kprobes", True)
+    send_lo(kernel)
+    assert lines_of(kernel, "in")[0].endswith("in: (__netif_receive_skb+0x4/0x70)")
+    with pytest.raises(OSError) as e:
+        tr.kprobes.write("p 0x10")                    # not kernel text
+    assert e.value.errno == errno.EINVAL
+    assert "Failed to register probe event" in tr.top.error_log_text()
