@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from filters.predicate.compile import compile_filter
 from kernel_model import net as netmod
 from kernel_model import trace_output
 from kernel_model.kernel import Kernel
@@ -347,3 +348,27 @@ def test_kprobe_by_address(kernel: Kernel) -> None:
         tr.kprobes.write("p 0x10")                    # not kernel text
     assert e.value.errno == errno.EINVAL
     assert "Failed to register probe event" in tr.top.error_log_text()
+
+
+def test_symbol_memory_and_stack_fetches(kernel: Kernel) -> None:
+    """``@SYM`` reads kernel text (each function starts with endbr64), ``+OFFS($stackN)``
+    the stack, ``$stack`` is the stack pointer."""
+    tr = kernel.tracing
+    tr.kprobes.write("p:m __netif_receive_skb text=@__netif_receive_skb:x32 "
+                     "st=+0($stack0):x64 sp=$stack")
+    tr.top.file("kprobes", "m").set_enabled(True)
+    send_lo(kernel)
+    line = lines_of(kernel, "m")[0]
+    assert re.search(r" text=0xfa1e0ff3 st=0x[0-9a-f]+ sp=0xffff[0-9a-f]+$", line), line
+
+
+def test_filter_on_an_fprobe_event(kernel: Kernel) -> None:
+    tr = kernel.tracing
+    tr.dynevents.write("f:fp __netif_receive_skb len=skb->len")
+    fp = tr.top.file("fprobes", "fp")
+    fp.set_filter(compile_filter("len > 1000", fp.event.all_fields), "len > 1000")
+    tr.top.file("fprobes", "fp").set_enabled(True)
+    send_lo(kernel, length=100)
+    send_lo(kernel, length=1500)
+    got = [int(ln.rsplit("len=", 1)[1]) for ln in lines_of(kernel, "fp")]
+    assert len(got) == 1 and got[0] > 1000
