@@ -32,6 +32,8 @@ from kernel_model.trace_probe import (
     parse_arg,
     parse_event_name,
 )
+from kernel_model.triggers import _soft_get as soft_mode_get
+from kernel_model.triggers import _soft_put as soft_mode_put
 
 
 class EprobeEvent(ProbeEvent):
@@ -43,6 +45,7 @@ class EprobeEvent(ProbeEvent):
         self.target = target
         self.filter_match = filter_match
         self.nhit = 0
+        self._held: list[Any] = []          # attached event files held in soft mode
         super().__init__(group, name, ProbeEvent.HEAD_EVENT, args)
 
     def definition(self) -> str:
@@ -54,7 +57,10 @@ class EprobeEvent(ProbeEvent):
         return f"({self.target.system}.{self.target.name})"
 
     def on_enabled_changed(self) -> None:
-        """Attach to the event while in use (the kernel's eprobe trigger on it)."""
+        """Attach to the event while in use (the kernel's eprobe trigger on it). In each trace
+        array using the eprobe, the attached event is in soft mode, as a trigger puts it
+        (trace_event_trigger_enable_disable): its ``enable`` reads ``0*``."""
+        self._hold_targets()
         want = bool(self.sinks)
         has = self._hit in self.target.attached
         if want and not has:
@@ -65,7 +71,23 @@ class EprobeEvent(ProbeEvent):
         if want != has:
             self.owner.tracing.update_event(self.target)
 
+    def _hold_targets(self) -> None:
+        key = (self.system, self.name)
+        tkey = (self.target.system, self.target.name)
+        want = [ta.files[tkey] for ta in self.owner.tracing.arrays()
+                if key in ta.files and ta.files[key].active and tkey in ta.files]
+        for f in want:
+            if f not in self._held:
+                soft_mode_get(f)
+        for f in self._held:
+            if f not in want:
+                soft_mode_put(f)
+        self._held = want
+
     def detach(self) -> None:
+        for f in self._held:
+            soft_mode_put(f)
+        self._held = []
         if self._hit in self.target.attached:
             self.target.attached = tuple(s for s in self.target.attached if s != self._hit)
             self.owner.tracing.update_event(self.target)

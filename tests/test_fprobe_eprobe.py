@@ -372,3 +372,16 @@ def test_filter_on_an_fprobe_event(kernel: Kernel) -> None:
     send_lo(kernel, length=1500)
     got = [int(ln.rsplit("len=", 1)[1]) for ln in lines_of(kernel, "fp")]
     assert len(got) == 1 and got[0] > 1000
+
+
+def test_eprobe_puts_the_attached_event_in_soft_mode(kernel: Kernel) -> None:
+    tr = kernel.tracing
+    tr.dynevents.write("e:eg/ev net.netif_receive_skb len=$len")
+    target = tr.top.file("net", "netif_receive_skb")
+    assert target.enable_text() == "0\n"
+    tr.top.file("eg", "ev").set_enabled(True)
+    assert target.enable_text() == "0*\n"
+    tr.top.file("eg", "ev").set_enabled(False)
+    assert target.enable_text() == "0\n"
+    tr.dynevents.write("-:eg/ev")
+    assert target.enable_text() == "0\n" and not tr.event("net", "netif_receive_skb").enabled
