@@ -45,13 +45,16 @@ What tracefs (T) calls — one method per operation (errors are ``OSError(errno,
 * global: ``saved_cmdlines_text()``, ``saved_tgids_text()``, ``saved_cmdlines_size`` /
   ``set_saved_cmdlines_size(n)``,
   ``printk_formats_text()``, ``kprobes`` (trace_kprobe.KprobeEvents: ``write(text, truncate)``,
-  ``text()``, ``profile_text()``), ``trace_printk(msg, ta=None)`` (bpf_trace_printk).
+  ``text()``, ``profile_text()``), ``dynevents`` (dynamic_events.DynamicEvents: every probe
+  event kind, ``write(text, truncate)``, ``text()``), ``trace_printk(msg, ta=None)``
+  (bpf_trace_printk).
 
 Modules: trace.py (``Tracing``: the event registry, the instances, the global files),
 trace_array.py (``TraceArray``), trace_emit.py (``EventFile`` and the emission hot path, from
 the tracepoint to the ring buffer's reserve/commit/discard), ring_buffer.py, trace_cmdlines.py
 (saved_cmdlines), trace_errlog.py (error_log), trace_symbols.py (%p, kallsyms),
-trace_output.py (reading), triggers.py, trace_kprobe.py.
+trace_output.py (reading), triggers.py, the probe events: trace_probe.py (arguments, errors),
+trace_kprobe.py, trace_fprobe.py, trace_eprobe.py, dynamic_events.py.
 """
 from __future__ import annotations
 
