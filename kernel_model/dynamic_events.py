@@ -55,7 +55,7 @@ class DynamicEvents:
     def command(self, line: str, array: Any = None,
                 kinds: Sequence[Any] | None = None) -> ProbeEvent | None:
         argv = line.split()
-        if argv[0].startswith("-"):
+        if argv[0][0] == "-" or argv[0][0] == "!" and kinds is None:   # create_dyn_event
             self._release(argv, kinds)
             return None
         for kind in kinds or self.kinds:
@@ -119,11 +119,12 @@ class DynamicEvents:
                    for ta in self.tracing.arrays() if key in ta.files)
 
     def _release(self, argv: list[str], kinds: Sequence[Any] | None) -> None:
-        """dyn_event_release: ``-:[GRP/]EVENT [NAME=ARG ...]``."""
+        """dyn_event_release: ``-:[GRP/]EVENT [NAME=ARG ...]`` (or ``!X:[GRP/]EVENT``)."""
         head = argv[0]
-        if head[1:2] != ":":
+        colon = 1 if head[0] == "-" else head.find(":")
+        if colon < 0 or head[colon:colon + 1] != ":":
             raise CommandError(errno.EINVAL, "Invalid argument")
-        spec = head[2:]
+        spec = head[colon + 1:]
         group: str | None = None
         if "/" in spec:
             group, spec = spec.split("/", 1)

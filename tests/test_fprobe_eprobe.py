@@ -385,3 +385,17 @@ def test_eprobe_puts_the_attached_event_in_soft_mode(kernel: Kernel) -> None:
     assert target.enable_text() == "0\n"
     tr.dynevents.write("-:eg/ev")
     assert target.enable_text() == "0\n" and not tr.event("net", "netif_receive_skb").enabled
+
+
+def test_bang_removes_in_dynamic_events_only(kernel: Kernel) -> None:
+    """create_dyn_event takes ``!``-commands as removals too; kprobe_events only ``-``."""
+    tr = kernel.tracing
+    tr.dynevents.write("p:a kfree\nf:b kfree")
+    with pytest.raises(OSError) as e:
+        tr.kprobes.write("!p:kprobes/a")
+    assert e.value.errno == errno.EINVAL
+    tr.dynevents.write("!f:fprobes/b")
+    with pytest.raises(OSError) as e:
+        tr.dynevents.write("!nocolon")
+    assert e.value.errno == errno.EINVAL
+    assert tr.dynevents.text() == "p:kprobes/a kfree\n"
