@@ -98,15 +98,15 @@ class EprobeEvent(ProbeEvent):
         if self.filter_match is not None and not self.filter_match(record, cpu, cpu.task.comm):
             return
         self.nhit += 1
-        vals = self.target.decode(record)
-        for k, v in vals.items():
-            if isinstance(v, str):
-                vals[k] = v.encode()
+        vals = self.owner.field_values(self.target, record)
         flags, depth = trace_ctx(cpu)
         out = self.build([self.target.id] + self.arg_values(vals, cpu), flags, depth,
                          cpu.task.pid)
         for sink in self.sinks:
             sink(out, cpu, out)
+
+
+SCRATCH_SIZE = 65536          # an event record is at most a ring buffer page
 
 
 class EprobeEvents:
@@ -117,6 +117,24 @@ class EprobeEvents:
     def __init__(self, tracing: Any) -> None:
         self.tracing = tracing
         self.kernel = tracing.kernel
+        self._scratch: Any = None
+
+    def field_values(self, target: TraceEvent, record: bytes) -> dict[str, Any]:
+        """get_event_field: numbers are their values; a string or char array field is the
+        address of its bytes in the record, which is placed in kernel memory for the fetch."""
+        mem = self.kernel.mem
+        if self._scratch is None:
+            self._scratch = mem.map(SCRATCH_SIZE, "eprobe record")
+        base = self._scratch.base
+        mem.write(base, bytes(record[:SCRATCH_SIZE]))
+        vals = target.decode(record)
+        for f in target.fields:
+            if f.is_data_loc:
+                loc = int.from_bytes(record[f.offset:f.offset + 4], "little")
+                vals[f.name] = base + (loc & 0xFFFF)
+            elif f.type.endswith("]"):
+                vals[f.name] = base + f.offset
+        return vals
 
     def create(self, argv: list[str]) -> EprobeEvent | None:
         """__trace_eprobe_create; None when the command is not an eprobe's."""

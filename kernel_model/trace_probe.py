@@ -904,6 +904,8 @@ class ProbeEvent(TraceEvent):
                 out.append(b"".join(int(x).to_bytes(size, "little") for x in items))
             else:
                 size, signed = FETCH_TYPES[a.type_name][:2]
+                if isinstance(v, bytes):     # $comm as a number: the model's comm has no address
+                    v = 0
                 v = reg_value(v or 0) & ((1 << (8 * size)) - 1)
                 if signed and v >> (8 * size - 1):
                     v -= 1 << (8 * size)

@@ -399,3 +399,16 @@ def test_bang_removes_in_dynamic_events_only(kernel: Kernel) -> None:
         tr.dynevents.write("!nocolon")
     assert e.value.errno == errno.EINVAL
     assert tr.dynevents.text() == "p:kprobes/a kfree\n"
+
+
+def test_eprobe_string_fields_are_addresses(kernel: Kernel) -> None:
+    """get_event_field: a string field is the address of its bytes, so ``:string`` and
+    ``+0($field):string`` read it and a number type shows the address."""
+    tr = kernel.tracing
+    tr.dynevents.write("e:x net.netif_receive_skb n=$name s=+0($name):string "
+                       "s2=$name:string cs=$comm:string")
+    tr.top.file("eprobes", "x").set_enabled(True)
+    send_lo(kernel)
+    line = lines_of(kernel, "x")[0]
+    assert re.search(r'x: \(net\.netif_receive_skb\) n=0xffff[0-9a-f]+ s="lo" s2="lo" '
+                     r'cs="ping"$', line), line
