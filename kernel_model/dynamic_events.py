@@ -115,6 +115,8 @@ class DynamicEvents:
         key = (ev.system, ev.name)
         if getattr(ev, "attached", ()) or getattr(ev, "probes", ()):
             return True
+        if any(getattr(o, "target", None) is ev for o in self.events):
+            return True                  # an event probe holds a reference (trace_event_get_ref)
         return any(ta.files[key].active or ta.files[key].filter is not None
                    for ta in self.tracing.arrays() if key in ta.files)
 

@@ -142,6 +142,9 @@ def test_eprobe_on_a_kprobe_event_keeps_it_busy(kernel: Kernel) -> None:
         tr.dynevents.write("-:kprobes/kp")
     assert e.value.errno == errno.EBUSY
     tr.top.file("eg", "onkp").set_enabled(False)
+    with pytest.raises(OSError) as e:             # still referenced by the eprobe
+        tr.dynevents.write("-:kprobes/kp")
+    assert e.value.errno == errno.EBUSY
     tr.dynevents.write("-:eg/onkp")
     tr.dynevents.write("-:kprobes/kp")
     assert tr.dynevents.text() == ""
@@ -412,3 +415,13 @@ def test_eprobe_string_fields_are_addresses(kernel: Kernel) -> None:
     line = lines_of(kernel, "x")[0]
     assert re.search(r'x: \(net\.netif_receive_skb\) n=0xffff[0-9a-f]+ s="lo" s2="lo" '
                      r'cs="ping"$', line), line
+
+
+def test_group_only_names_take_the_default_event_name(kernel: Kernel) -> None:
+    """traceprobe_parse_event_name: ``GRP/`` with no event uses the kind's default name."""
+    d = kernel.tracing.dynevents
+    d.write("p:g1/ kfree\nf:g2/ kfree\nt:g3/ kfree\ne:g4/ net.netif_rx")
+    assert d.text() == ("p:g1/p_kfree_0 kfree\n"
+                        "f:g2/kfree__entry kfree\n"
+                        "t:g3/kfree kfree\n"
+                        "e:g4/netif_rx net.netif_rx\n")
