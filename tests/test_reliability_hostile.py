@@ -74,7 +74,7 @@ STREAMS = ("trace_pipe", "trace_pipe_raw")
 GENERATED = ("README", "format", "id", "header_page", "header_event", "available_tracers",
              "available_filter_functions", "available_filter_functions_addrs", "timestamp_mode")
 # Files whose successful writes add or remove files (event directories): the walk is redone.
-DEFINE_EVENTS = ("kprobe_events", "dynamic_events", "uprobe_events")
+DEFINE_EVENTS = ("kprobe_events", "dynamic_events")
 MOVING_LINES = re.compile(rb"^(now ts|oldest event ts): .*$", re.M)
 
 # -- the tree walk -----------------------------------------------------------------------------

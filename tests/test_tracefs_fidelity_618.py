@@ -283,7 +283,8 @@ def test_subsystem_filter_where_some_events_lack_the_field(system, tree):
     ("x:foo kfree", errno.EINVAL),       # no dynamic event type takes it (-ECANCELED)
     ("p:foo", errno.EINVAL),             # too few words: -ECANCELED too
     ("p:foo nosuchsym", errno.ENOENT),   # BAD_PROBE_ADDR from the symbol lookup
-    ("p:grp/ kfree", errno.EINVAL),
+    ("p:/kp kfree", errno.EINVAL),        # NO_GROUP_NAME (``p:grp/ kfree`` names no event:
+                                         # the default name is used)
     ("e:foo sched/sched_switch", errno.EINVAL),
 ])
 def test_dynamic_events_errno(tree, line, code):
@@ -308,6 +309,11 @@ HAS = ["  error_log\t- error log for failed commands (that support it)",
        "\t           r[maxactive][:[<group>/][<event>]] <place> [<args>]",
        "\t           -:[<group>/][<event>]",
        "\t           $stack<index>, $stack, $retval, $comm, $arg<N>,",
+       "\t           f[:[<group>/][<event>]] <func-name>[%return] [<args>]",
+       "\t           t[:[<group>/][<event>]] <tracepoint> [<args>]",
+       "\t           <argname>[->field[->field|.field...]],",
+       "\t           e[:[<group>/][<event>]] <attached-group>.<attached-event> [<args>] [if <filter>]",
+       "\t           symstr, %pd/%pD, <type>\\[<array-size>\\]",
        "\t    Format: <trigger>[:count][if <filter>]",
        "\t            enable_event:<system>:<event>",
        "\t     echo '!<trigger>:0 > <system>/<event>/trigger",
@@ -318,9 +324,7 @@ HAS_BEYOND_REFERENCE = [
     "  set_graph_function\t- Trace the nested calls of a function (function_graph)",
     "  max_graph_depth\t- Trace a limited depth of nested calls (0 is unlimited)",
     "  stack_trace_filter\t- Like set_ftrace_filter but limits what stack_trace"]
-LACKS = ["hist", "snapshot", "synthetic", "funcgraph",
-         "e[:[<group>/][<event>]]", "f[:[<group>/][<event>]]", "%return|<memaddr>", "ustring", "symstr",
-         "b<bit-width>", "<array-size>", "[u]<offset>", "tracing_max_latency"]
+LACKS = ["hist", "snapshot", "synthetic", "funcgraph", "uprobe", "tracing_max_latency"]
 
 
 def test_readme_has_the_kernels_lines_for_the_models_features(tree):
@@ -330,7 +334,8 @@ def test_readme_has_the_kernels_lines_for_the_models_features(tree):
     for line in HAS + HAS_BEYOND_REFERENCE:
         assert line in text.splitlines(), line
     for line in HAS:
-        if "kprobe_events" not in line:                 # the reference kernel has no kprobes
+        if not any(w in line for w in ("kprobe_events", "f[", "t[", "<argname>")):
+            # the reference kernel has no kprobes, fprobes, tracepoint probes or BTF args
             assert line in reference, line
     for word in LACKS:
         assert word not in text, word

@@ -20,17 +20,22 @@ EXTRA_ROOT_FILES = {"kprobe_events": "-rw-r-----", "kprobe_profile": "-r--r-----
                     "function_profile_enabled": "-rw-r-----", "trace_stat": "drwxr-x---",
                     "stack_trace": "-r--r-----", "stack_max_size": "-rw-r-----",
                     "stack_trace_filter": "-rw-r-----"}
+# Files the reference has and the model leaves out: it runs no user programs, so it has no
+# uprobes (issue 19: modelled or absent, never a file that does nothing).
+ABSENT_ROOT_FILES = ("uprobe_events", "uprobe_profile")
 
 
 def with_extra_root_files(listing: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
     """The reference root listing plus EXTRA_ROOT_FILES (a directory has 2 links and adds one
-    to the root's)."""
+    to the root's), less ABSENT_ROOT_FILES."""
     out = dict(listing)
     extra_dirs = sum(1 for mode in EXTRA_ROOT_FILES.values() if mode[0] == "d")
     if "." in out:
         out["."] = (out["."][0], out["."][1] + extra_dirs)
     out.update({name: (mode, 2 if mode[0] == "d" else 1)
                 for name, mode in EXTRA_ROOT_FILES.items()})
+    for name in ABSENT_ROOT_FILES:
+        out.pop(name, None)
     return out
 
 

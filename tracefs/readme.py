@@ -4,9 +4,9 @@ Tools and the ftrace selftests (``check_requires ...:README``) grep this file fo
 syntax line to decide whether the kernel has it, so the text follows the kernel's for each
 feature the model has, as a 6.18 kernel built with just those features prints it, and carries no
 line for a feature the model lacks: no snapshot (nor its function trigger), no hist triggers or
-synthetic events, no event probes (``e``), no fprobes
-or tracepoint probes, no ``%return`` suffix, and only the fetch types the kprobe parser takes
-(kernel_model/trace_kprobe.py).
+synthetic events, no uprobes (the model runs no user programs). The probe syntax lines are the
+kernel's for kprobes, fprobes, tracepoint probes and event probes (kernel_model/trace_probe.py and
+the kinds' modules).
 """
 from __future__ import annotations
 
@@ -96,20 +96,26 @@ README = (
     "\t\t\t  Write into this file to define/undefine new trace events.\n"
     "  kprobe_events\t\t- Create/append/remove/show the kernel dynamic events\n"
     "\t\t\t  Write into this file to define/undefine new trace events.\n"
-    "  uprobe_events\t\t- Create/append/remove/show the userspace dynamic events\n"
-    "\t\t\t  Write into this file to define/undefine new trace events.\n"
     "\t  accepts: event-definitions (one definition per line)\n"
     "\t   Format: p[:[<group>/][<event>]] <place> [<args>]\n"
     "\t           r[maxactive][:[<group>/][<event>]] <place> [<args>]\n"
+    "\t           f[:[<group>/][<event>]] <func-name>[%return] [<args>]\n"
+    "\t           t[:[<group>/][<event>]] <tracepoint> [<args>]\n"
+    "\t           e[:[<group>/][<event>]] <attached-group>.<attached-event> [<args>] [if <filter>]\n"
     "\t           -:[<group>/][<event>]\n"
     "\t    place: [<module>:]<symbol>[+<offset>]|<memaddr>\n"
-    "   place (uprobe): <path>:<offset>[%return][(ref_ctr_offset)]\n"
+    "place (kretprobe): [<module>:]<symbol>[+<offset>]%return|<memaddr>\n"
     "\t     args: <name>=fetcharg[:type]\n"
-    "\t fetcharg: %<register>, @<address>, @<symbol>[+|-<offset>],\n"
+    "\t fetcharg: (%<register>|$<efield>), @<address>, @<symbol>[+|-<offset>],\n"
     "\t           $stack<index>, $stack, $retval, $comm, $arg<N>,\n"
-    "\t           +|-<offset>(<fetcharg>), \\imm-value\n"
+    "\t           <argname>[->field[->field|.field...]],\n"
+    "\t           +|-[u]<offset>(<fetcharg>), \\imm-value, \\\"imm-string\"\n"
     "\t     kernel return probes support: $retval, $arg<N>, $comm\n"
-    "\t     type: s8/16/32/64, u8/16/32/64, x8/16/32/64, string, symbol\n"
+    "\t     type: s8/16/32/64, u8/16/32/64, x8/16/32/64, char, string, symbol,\n"
+    "\t           b<bit-width>@<bit-offset>/<container-size>, ustring,\n"
+    "\t           symstr, %pd/%pD, <type>\\[<array-size>\\]\n"
+    "\t    efield: For event probes ('e' types), the field is on of the fields\n"
+    "\t            of the <attached-group>/<attached-event>.\n"
     "  set_event\t\t- Enables events by name written into it\n"
     "  events/\t\t- Directory containing all trace event subsystems:\n"
     "      enable\t\t- Write 0/1 to enable/disable tracing of all events\n"

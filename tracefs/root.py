@@ -4,12 +4,11 @@
     tree.cat("/trace"); tree.echo("/events/net/netif_receive_skb/enable", "1")
 
 Global files (only at the top): README, available_events, the function lists, kprobe_events,
-kprobe_profile, dynamic_events, uprobe_events/uprobe_profile, printk_formats, saved_cmdlines,
+kprobe_profile, dynamic_events, printk_formats, saved_cmdlines,
 saved_cmdlines_size, saved_tgids, tracing_thresh and instances/.
 """
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from tracesim.kernel_model.ftrace_profile import function_profile
 from tracesim.kernel_model.trace_functions import enabled_functions_text
 from tracesim.kernel_model.trace_stack import stack_tracer
 from tracesim.tracefs.context import TreeContext
-from tracesim.tracefs.errors import FsError, kernel_call
+from tracesim.tracefs.errors import kernel_call
 from tracesim.tracefs.handles import seq_opener
 from tracesim.tracefs.instance import InstanceFiles
 from tracesim.tracefs.lists import FunctionFilter
@@ -56,6 +55,7 @@ def _seq(ctx: TreeContext, mode: int, show: Callable[[], str] | None,
 def _global_files(ctx: TreeContext) -> dict[str, Node]:
     tracing = ctx.tracing
     kprobes = tracing.kprobes
+    dynevents = tracing.dynevents
 
     def functions_text() -> str:
         return "".join(f"{s.name} [{s.module}]\n" if s.module else f"{s.name}\n"
@@ -78,10 +78,6 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
     def set_cmdlines_size(text: str) -> None:
         tracing.set_saved_cmdlines_size(kstrtoul_from_user(text))
 
-    def uprobe_write(text: str) -> None:
-        for line in _command_lines(text):
-            _uprobe_command(tracing.top, line)
-
     return {
         "README": _seq(ctx, MODE_RO, lambda: README),
         "available_events": _seq(ctx, MODE_RO,
@@ -95,11 +91,9 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
                               lambda t: kprobes.write(t, False),
                               lambda: kprobes.write("", True)),
         "kprobe_profile": _seq(ctx, MODE_RO, kprobes.profile_text),
-        "dynamic_events": _seq(ctx, MODE_RW, _dynamic_text(kprobes),
-                               lambda t: kprobes.write(t, False),
-                               lambda: kprobes.write("", True)),
-        "uprobe_events": _seq(ctx, MODE_RW, lambda: "", uprobe_write, lambda: None),
-        "uprobe_profile": _seq(ctx, MODE_RO, lambda: ""),
+        "dynamic_events": _seq(ctx, MODE_RW, dynevents.text,
+                               lambda t: dynevents.write(t, False),
+                               lambda: dynevents.write("", True)),
         "printk_formats": _seq(ctx, MODE_RO, tracing.printk_formats_text),
         "saved_cmdlines": _seq(ctx, MODE_RO, tracing.saved_cmdlines_text),
         "saved_cmdlines_size": _seq(ctx, MODE_RW, lambda: f"{tracing.saved_cmdlines_size}\n",
@@ -140,47 +134,6 @@ def _profiler_and_stack_files(ctx: TreeContext) -> dict[str, Node]:
         "stack_max_size": _seq(ctx, MODE_RW, lambda: f"{stack.max_size}\n", set_max_size),
         "stack_trace_filter": File(MODE_RW, stack_filter.open),
     }
-
-
-UPROBE_MAX_ARGS = 128        # MAX_TRACE_ARGS
-
-
-def _command_lines(text: str) -> list[str]:
-    """trace_parse_run_command: one command a line, ``#`` starts a comment; a NUL byte cuts
-    the buffer short of the write's end, which the kernel refuses as a line too long."""
-    if "\0" in text:
-        raise FsError(errno.EINVAL)
-    return [line.split("#", 1)[0] for line in text.split("\n")]
-
-
-def _uprobe_command(top: Any, line: str) -> None:
-    """One ``uprobe_events`` command (create_or_delete_trace_uprobe), checked in the kernel's
-    order: malformed lines are EINVAL (its -ECANCELED), a removal finds no probe (ENOENT),
-    and a well-formed ``p|r[:[GRP/]EVENT] PATH:OFFSET ...`` names a file the modelled
-    machine does not have (ENOENT, "File not found" in error_log): there is no user space."""
-    argv = line.split()
-    if not argv:
-        return
-    if line.startswith("-"):                      # dyn_event_release
-        head = argv[0]
-        name = head[2:] if head.startswith("-:") else None
-        if name is None or ("/" not in name and not name):
-            raise FsError(errno.EINVAL)
-        raise FsError(errno.ENOENT)
-    if argv[0][0] not in "pr" or len(argv) < 2 or "/" not in argv[1]:
-        raise FsError(errno.EINVAL)
-    if len(argv) - 2 > UPROBE_MAX_ARGS:
-        raise FsError(errno.E2BIG)
-    _path, colon, offset = argv[1].rpartition(":")
-    if not colon or not offset[:1].isdigit():
-        raise FsError(errno.EINVAL)
-    top.log_error("trace_uprobe", " ".join(argv), "File not found", len(argv[0]) + 1)
-    raise FsError(errno.ENOENT)
-
-
-def _dynamic_text(kprobes: Any) -> Callable[[], str]:
-    """dynamic_events lists every dynamic event: here the kprobe events."""
-    return getattr(kprobes, "dynamic_text", kprobes.text)
 
 
 def _instances_dir(ctx: TreeContext) -> Dir:

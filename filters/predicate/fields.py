@@ -27,11 +27,17 @@ COMMON_FIELD_NAMES = frozenset({"common_type", "common_flags", "common_preempt_c
 class FieldLike(Protocol):
     """A field as the ``format`` file describes it; arrays carry ``[N]`` on the type."""
 
-    name: str
-    type: str
-    offset: int
-    size: int
-    is_signed: bool | int
+    # read-only: an implementation may narrow them (a Field's is_signed is a bool)
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def is_signed(self) -> bool | int: ...
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,8 @@ class TraceEvent:
         # runtime state, owned by Tracing (trace.py)
         self.enabled = False                     # the static key
         self.sinks: tuple[Callable[[bytes | None, Any, Buffer], None], ...] = ()
+        self.attached: tuple[Callable[[bytes | None, Any, Buffer], None], ...] = ()  # eprobes
+        self.probes: tuple[Callable[..., None], ...] = ()    # tracepoint probes: fire's args
         self.this_cpu: Callable[[], Any] = _no_machine
 
     def _named(self, printer: Callable[[Buffer, Any], str]) -> Callable[[Buffer, Any], str]:
@@ -292,6 +294,10 @@ class TraceEvent:
 
         Tracepoint BPF programs get the record itself as their context.
         """
+        for probe in self.probes:
+            probe(args)
+        if not self.sinks:
+            return
         cpu = self.this_cpu()
         flags, depth = trace_ctx(cpu)
         record = self.build(self.assign(*args), flags, depth, cpu.task.pid)

@@ -1,20 +1,19 @@
-"""kprobe events (kernel/trace/trace_kprobe.c, trace_probe.c): ``kprobe_events`` commands.
+"""kprobe events (kernel/trace/trace_kprobe.c): the ``p``/``r`` commands of ``kprobe_events``
+and ``dynamic_events``, their events, ``kprobe_profile`` and the probe blacklist.
 
 Commands (one per line, ``#`` starts a comment)::
 
-    p[:[GRP/][EVENT]] SYM[+offs] [FETCHARGS]     entry probe
-    r[MAXACTIVE][:[GRP/][EVENT]] SYM[+0] [FETCHARGS]   return probe
-    -:[GRP/]EVENT                                  delete
+    p[:[GRP/][EVENT]] SYM[+offs] [FETCHARGS]            entry probe (or SYM%return: exit)
+    r[MAXACTIVE][:[GRP/][EVENT]] SYM[+0] [FETCHARGS]    return probe
+    -:[GRP/]EVENT [FETCHARGS]                           delete
 
-FETCHARGS: ``[NAME=]ARG[:TYPE]`` with ARG one of ``%REG``, ``@ADDR``, ``@SYM[+|-off]``,
-``$argN``, ``$retval``, ``$comm``, ``$stack``, ``$stackN``, ``\\IMM``, ``+|-off(ARG)`` (nested),
-TYPE one of u8..u64, s8..s64, x8..x64, string, symbol (default x64; ``$comm`` string).
-
-Errors raise ``KprobeError(errno, message, pos)`` and are added to the trace array's
-``error_log`` with location ``trace_kprobe`` and the command (the words joined by one space)
-as the kernel logs them. Default names: group ``kprobes``, event ``p_<sym>_<offs>`` /
-``r_<sym>_<offs>``. A probe is registered with the machine's kprobes (``kernel.kprobes``) only
-while its event is in use, so an unused probe costs nothing.
+The checks run in ``__trace_kprobe_create``'s order; fetch arguments are parsed by
+``trace_probe.parse_arg`` (``$argN`` and parameter names through the functions' BTF
+prototypes). Errors go to the trace array's ``error_log`` with location ``trace_kprobe``.
+Default names: group ``kprobes``, event ``p_<sym>_<offs>`` / ``r_<sym>_<offs>``. A probe is
+registered with the machine's kprobes (``kernel.kprobes``) only while its event is in use, so
+an unused probe costs nothing. Functions on the kprobe blacklist (``KPROBE_BLACKLIST``) are
+refused as register_kprobe refuses them: EINVAL, "Failed to register probe event".
 """
 from __future__ import annotations
 
@@ -23,108 +22,51 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tracesim.kernel_model.kprobes import KprobeError as MachineKprobeError
 from tracesim.kernel_model.kprobes import PtRegs
-from tracesim.kernel_model.trace.event import TraceEvent, trace_ctx
+from tracesim.kernel_model.trace.event import trace_ctx
+from tracesim.kernel_model.trace_probe import (
+    FUNC_PROTOS,
+    MAX_EVENT_NAME_LEN,
+    CommandError,
+    ParseContext,
+    ProbeArg,
+    ProbeError,
+    ProbeEvent,
+    parse_args,
+    parse_event_name,
+    sanitize_event_name,
+)
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.trace.printfmt import Buffer
 
-MAX_EVENT_NAME_LEN = 64
-MAX_ARG_NAME_LEN = 32
-MAX_TRACE_ARGS = 128
-MAX_STRING_SIZE = 4096
-MAXACTIVE_MAX = 4096
-DEREF_MAX = 15            # fetch-instruction budget: the kernel's FETCH_INSN_MAX is 16
+KprobeError = CommandError          # the name the kprobe tests and tools know it by
+MAXACTIVE_MAX = 4096                # KRETPROBE_MAXACTIVE_MAX
 
-REG_NAMES = ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx",
-             "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss")
-_REG_INDEX = {n: i for i, n in enumerate(REG_NAMES)}
-_ARG_REGS = ("di", "si", "dx", "cx", "r8", "r9")
-
-# fetch types: name -> (size, signed, format field type, print fmt in the `format` file)
-FETCH_TYPES: dict[str, tuple[int, bool, str, str]] = {
-    "u8": (1, False, "u8", "%u"), "u16": (2, False, "u16", "%u"),
-    "u32": (4, False, "u32", "%u"), "u64": (8, False, "u64", "%Lu"),
-    "s8": (1, True, "s8", "%d"), "s16": (2, True, "s16", "%d"),
-    "s32": (4, True, "s32", "%d"), "s64": (8, True, "s64", "%Ld"),
-    "x8": (1, False, "u8", "0x%x"), "x16": (2, False, "u16", "0x%x"),
-    "x32": (4, False, "u32", "0x%x"), "x64": (8, False, "u64", "0x%Lx"),
-    "string": (4, False, "__data_loc char[]", '\\"%s\\"'),
-    "symbol": (8, False, "u64", "%pS"),
-}
-DEFAULT_TYPE = "x64"
-
-ERR_TEXT = {
-    "BAD_MAXACT_TYPE": "Maxactive is only for function exit",
-    "BAD_MAXACT": "Invalid maxactive number",
-    "MAXACT_TOO_BIG": "Maxactive is too big",
-    "BAD_PROBE_ADDR": "Invalid probed address or symbol",
-    "BAD_RETPROBE": "Retprobe address must be an function entry",
-    "NO_GROUP_NAME": "Group name is not specified",
-    "GROUP_TOO_LONG": "Group name is too long",
-    "BAD_GROUP_NAME": "Group name must follow the same rules as C identifiers",
-    "NO_EVENT_NAME": "Event name is not specified",
-    "EVENT_TOO_LONG": "Event name is too long",
-    "BAD_EVENT_NAME": "Event name must follow the same rules as C identifiers",
-    "RETVAL_ON_PROBE": "$retval is not available on probe",
-    "BAD_STACK_NUM": "Invalid stack number",
-    "BAD_ARG_NUM": "Invalid argument number",
-    "BAD_VAR": "Invalid $-valiable specified",
-    "BAD_REG_NAME": "Invalid register name",
-    "BAD_MEM_ADDR": "Invalid memory address",
-    "BAD_IMM": "Invalid immediate value",
-    "TOO_MANY_OPS": "Dereference is too much nested",
-    "DEREF_NEED_BRACE": "Dereference needs a brace",
-    "BAD_DEREF_OFFS": "Invalid dereference offset",
-    "DEREF_OPEN_BRACE": "Dereference brace is not closed",
-    "COMM_CANT_DEREF": "$comm can not be dereferenced",
-    "BAD_FETCH_ARG": "Invalid fetch argument",
-    "BAD_TYPE": "Unknown type is specified",
-    "BAD_STRING": "String accepts only memory argument",
-    "ARG_NAME_TOO_LONG": "Argument name is too long",
-    "NO_ARG_NAME": "Argument name is not specified",
-    "BAD_ARG_NAME": "Argument name must follow the same rules as C identifiers",
-    "USED_ARG_NAME": "This argument name is already used",
-    "NO_ARG_BODY": "No argument expression",
-    "TOO_MANY_ARGS": "Too many arguments are specified",
-    "DIFF_PROBE_TYPE": "Probe type is different from existing probe",
-    "DIFF_ARG_TYPE": "Argument type or name is different from existing probe",
-    "SAME_PROBE": "There is already the exact same probe event",
-}
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# within_kprobe_blacklist: NOKPROBE_SYMBOL() functions and the .kprobes.text / .entry.text /
+# .noinstr.text sections of a 6.18 x86-64 kernel (a sample of what /sys/kernel/debug/kprobes/
+# blacklist lists); a probe on one registers with -EINVAL.
+KPROBE_BLACKLIST = frozenset({
+    "do_int3", "do_int3_user", "exc_int3", "exc_debug", "exc_nmi", "exc_page_fault",
+    "exc_general_protection", "notify_die", "atomic_notifier_call_chain",
+    "notifier_call_chain", "kprobe_int3_handler", "kprobe_debug_handler",
+    "kprobe_fault_handler", "kprobe_exceptions_notify", "kprobe_ftrace_handler",
+    "pre_handler_kretprobe", "kretprobe_trampoline_handler", "arch_rethook_trampoline",
+    "arch_rethook_trampoline_callback", "rethook_trampoline_handler", "optimized_callback",
+    "opt_pre_handler", "aggr_pre_handler", "aggr_post_handler", "kprobe_dispatcher",
+    "kretprobe_dispatcher", "kprobe_trace_func", "kretprobe_trace_func", "kprobe_perf_func",
+    "kretprobe_perf_func", "process_fetch_insn", "fetch_store_string", "fetch_store_strlen",
+    "native_load_idt", "native_set_debugreg", "native_get_debugreg", "fixup_bad_iret",
+    "sync_regs", "do_debug", "oops_begin", "oops_end", "__die", "entry_SYSCALL_64",
+    "asm_exc_int3", "asm_exc_page_fault", "error_entry", "paranoid_entry", "paranoid_exit",
+    "sysvec_apic_timer_interrupt", "ftrace_ops_list_func", "arch_ftrace_ops_list_func",
+    "perf_trace_buf_alloc", "perf_trace_buf_update", "preempt_schedule",
+    "preempt_schedule_notrace", "__do_softirq", "irqentry_enter", "irqentry_exit",
+})
 
 
-class KprobeError(OSError):
-    """A refused ``kprobe_events`` command: errno, the kernel's message, caret position."""
-
-    def __init__(self, code: int, message: str, pos: int = 0, command: str = "") -> None:
-        super().__init__(code, message)
-        self.message = message
-        self.pos = pos
-        self.command = command
-
-
-class _ParseError(Exception):
-    def __init__(self, key: str, index: int, offset: int, code: int = errno.EINVAL) -> None:
-        super().__init__(key)
-        self.key, self.index, self.offset, self.code = key, index, offset, code
-
-
-Fetch = Callable[[Any, Any], Any]     # (regs, cpu) -> int | bytes | None (fault)
-
-
-class ProbeArg:
-    """One fetch argument: its name, the original text (read back), type and fetch function."""
-
-    def __init__(self, name: str, text: str, type_name: str, fetch: Fetch) -> None:
-        self.name = name
-        self.text = text
-        self.type_name = type_name
-        self.fetch = fetch
-
-
-class KprobeEvent(TraceEvent):
+class KprobeEvent(ProbeEvent):
     """The event of a kprobe: ``__probe_ip`` (or ``__probe_func``, ``__probe_ret_ip``) + args."""
 
     def __init__(self, owner: KprobeEvents, group: str, name: str, symbol: str, offset: int,
@@ -138,26 +80,33 @@ class KprobeEvent(TraceEvent):
         self.nhit = 0
         self.missed_base = 0
         self._probe: Any = None
-        head = ([("unsigned long", "__probe_func"), ("unsigned long", "__probe_ret_ip")]
-                if is_return else [("unsigned long", "__probe_ip")])
-        fields = head + [(FETCH_TYPES[a.type_name][2], a.name) for a in args]
-        if is_return:
-            fmt, rec = "(%lx <- %lx)", "REC->__probe_func, REC->__probe_ret_ip"
-        else:
-            fmt, rec = "(%lx)", "REC->__probe_ip"
-        fmt += "".join(f" {a.name}={FETCH_TYPES[a.type_name][3]}" for a in args)
-        rec += "".join(f", __get_str({a.name})" if a.type_name == "string"
-                       else f", REC->{a.name}" for a in args)
-        super().__init__(group, name, fields, f'"{fmt}", {rec}', self._assign,
-                         printer=_kprobe_printer, packed=True)
+        # trace_probe_append: more probe points on this event (``p:ev SYM2`` with the same
+        # arguments); an appended probe writes its records as this event's
+        self.siblings: list[KprobeEvent] = []
+        self.primary: KprobeEvent | None = None
+        self.address_text: str | None = None        # a probe defined by address lists it
+        super().__init__(group, name, kprobe_head(is_return), args)
+
+    def same_place(self, other: ProbeEvent) -> bool:
+        """trace_kprobe_has_same_kprobe: the same probe point (and so the same probe)."""
+        return any((p.symbol, p.offset) == (getattr(other, "symbol", None),
+                                            getattr(other, "offset", None))
+                   for p in (self, *self.siblings))
+
+    def append(self, probe: KprobeEvent) -> None:
+        probe.primary = self
+        probe.id = self.id
+        probe.this_cpu = self.this_cpu
+        self.siblings.append(probe)
+        self.on_enabled_changed()
 
     # -- definition text
     def definition(self) -> str:
         """The ``kprobe_events`` / ``dynamic_events`` line (trace_kprobe_show)."""
         kind = "r" + (str(self.maxactive) if self.maxactive else "") if self.is_return else "p"
-        where = f"{self.symbol}+{self.offset}" if self.offset else self.symbol
-        args = "".join(f" {a.name}={a.text}" for a in self.args)
-        return f"{kind}:{self.system}/{self.name} {where}{args}\n"
+        where = self.address_text or (f"{self.symbol}+{self.offset}" if self.offset
+                                      else self.symbol)
+        return f"{kind}:{self.system}/{self.name} {where}{self.args_text()}\n"
 
     @property
     def nmissed(self) -> int:
@@ -176,11 +125,16 @@ class KprobeEvent(TraceEvent):
             self._probe = None
         if self._probe is not None:
             self._probe.handler = self._handler()
+        for sibling in self.siblings:
+            sibling.enabled, sibling.sinks = self.enabled, self.sinks
+            sibling.on_enabled_changed()
 
     def _handler(self) -> Callable[[bytearray], None]:
         """The probe's handler for the current sinks: ``_hit``, or with one sink whose BPF
         program gates the write, a hit that calls the program itself (one layer less on the
         path the program runs for every hit)."""
+        if self.primary is not None:
+            return self._appended_hit
         sinks = self.sinks
         gate = getattr(sinks[0], "gate", None) if len(sinks) == 1 else None
         if gate is None:
@@ -201,9 +155,17 @@ class KprobeEvent(TraceEvent):
         for sink in self.sinks:
             sink(None, cpu, ctx)
 
-    def record_from_ctx(self, ctx: bytes, cpu: Any) -> bytes:
+    def _appended_hit(self, ctx: bytearray) -> None:
+        """An appended probe's hit: its own record (its probe point, its values)."""
+        self.nhit += 1
+        cpu = self.this_cpu()
+        record = self.record_from_ctx(ctx, cpu)
+        for sink in self.sinks:
+            sink(record, cpu, ctx)
+
+    def record_from_ctx(self, ctx: Buffer, cpu: Any) -> bytes:
         """The record for the hit being dispatched (``ctx`` is its pt_regs bytes)."""
-        regs = PtRegs(ctx, self._probe.site.addr)
+        regs = PtRegs(bytes(ctx), self._probe.site.addr)
         if self.is_return:
             regs.ret_ip = regs.ip
         flags, depth = trace_ctx(cpu)
@@ -211,381 +173,162 @@ class KprobeEvent(TraceEvent):
 
     def _values(self, regs: Any, cpu: Any) -> list[Any]:
         if self.is_return:
-            out: list[Any] = [regs.func, regs.ret_ip]
+            head: list[Any] = [regs.func, regs.ret_ip]
         else:
-            out = [regs.values[_REG_INDEX["ip"]]]
-        for a in self.args:
-            v = a.fetch(regs, cpu)
-            if a.type_name == "string":
-                out.append(b"(fault)" if v is None else v)
-            else:
-                size, signed = FETCH_TYPES[a.type_name][:2]
-                v = (v or 0) & ((1 << (8 * size)) - 1)
-                if signed and v >> (8 * size - 1):
-                    v -= 1 << (8 * size)
-                out.append(v)
-        return out
-
-    def _assign(self, *values: Any) -> tuple:
-        return values
+            head = [regs.values[_IP]]
+        return head + self.arg_values(regs, cpu)
 
 
-def _kprobe_printer(ev: TraceEvent) -> Callable[[Buffer, Any], str]:
-    """print_kprobe_event / print_kretprobe_event: ``(sym+0x0/0x60) a=0x1`` (name added by output)."""
-    assert isinstance(ev, KprobeEvent)
+_IP = 16    # pt_regs.ip's index
 
-    def sym(addr: int, symbols: Any, offset: bool) -> str:
-        if not addr:
-            return "0"
-        hit = symbols.lookup(addr)
-        if hit is None:
-            return f"0x{addr:x}"
-        name, off, size = hit
-        return f"{name}+0x{off:x}/0x{size:x}" if offset else name
 
-    def printer(record: Buffer, symbols: Any) -> str:
-        vals = ev.decode(record)
-        if ev.is_return:
-            head = (f"({sym(vals['__probe_ret_ip'], symbols, True)} <- "
-                    f"{sym(vals['__probe_func'], symbols, False)})")
-        else:
-            head = f"({sym(vals['__probe_ip'], symbols, True)})"
-        parts = [head]
-        for a in ev.args:
-            v = vals[a.name]
-            t = a.type_name
-            if t == "string":
-                text = f'"{v}"'
-            elif t == "symbol":
-                text = sym(v, symbols, True)
-            elif t.startswith("x"):
-                text = f"0x{v:x}"
-            else:
-                text = str(v)
-            parts.append(f"{a.name}={text}")
-        return " ".join(parts)
-    return printer
+def check_registrable(kernel: Any, symbol: str, offset: int, is_return: bool) -> None:
+    """register_trace_kprobe's outcome, known at definition time: the blacklist and what the
+    machine's register_kprobe refuses (ENOENT → BAD_PROBE_ADDR, else FAIL_REG_PROBE). The
+    model arms the probe only while the event is used, so the trial registration is undone."""
+    if symbol in KPROBE_BLACKLIST:
+        raise ProbeError("FAIL_REG_PROBE", 1, 0)
+    kprobes = kernel.kprobes
+    try:
+        probe = kprobes.register_kprobe(symbol, _no_handler, retprobe=is_return, offset=offset)
+    except MachineKprobeError as e:
+        if e.errno == errno.ENOENT:
+            raise ProbeError("BAD_PROBE_ADDR", 1, 0, errno.ENOENT) from None
+        raise ProbeError("FAIL_REG_PROBE", 1, 0) from None
+    kprobes.unregister_kprobe(probe)
+
+
+def _kstrtoul(text: str) -> int | None:
+    """kstrtoul(text, 0): a whole unsigned number in C notation, else None."""
+    m = re.fullmatch(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*", text)
+    return int(text, 16 if text[1:2] in "xX" and len(text) > 1 else 8 if text[:1] == "0"
+               else 10) if m else None
+
+
+def _no_handler(regs: Any) -> None:
+    return None
+
+
+def kprobe_head(is_return: bool) -> tuple[list[tuple[str, str]], str, str]:
+    return ProbeEvent.HEAD_RETURN if is_return else ProbeEvent.HEAD_NORMAL
 
 
 class KprobeEvents:
-    """The set of kprobe events of one kernel (``kprobe_events``, ``kprobe_profile``)."""
+    """The kprobe kind of dynamic event (``kprobe_events``, ``kprobe_profile``)."""
+
+    location = "trace_kprobe"
+    commands = "pr"
 
     def __init__(self, tracing: Any) -> None:
         self.tracing = tracing
         self.kernel = tracing.kernel
-        self.events: list[KprobeEvent] = []
+
+    @property
+    def events(self) -> list[KprobeEvent]:
+        return [ev for ev in self.tracing.dynevents.events
+                if ev.owner is self]
 
     # -- files
     def text(self) -> str:
         return "".join(ev.definition() for ev in self.events)
 
     def profile_text(self) -> str:
-        """``kprobe_profile``: ``  %-44s %15lu %15lu`` name, hits, misses."""
+        """probes_profile_seq_show: ``  %-44s %15lu %15lu`` name, hits, misses."""
         return "".join(f"  {ev.name:<44} {ev.nhit:>15} {ev.nmissed:>15}\n" for ev in self.events)
 
     def write(self, text: str, truncate: bool = False, array: Any = None) -> None:
-        """A write to ``kprobe_events``: O_TRUNC removes every probe first (EBUSY if one is used),
-        then each line is a command. Errors are logged to ``array``'s error_log (default top)."""
-        if truncate:
-            self.clear()
-        for line in text.split("\n"):
-            line = line.split("#", 1)[0].strip()
-            if line:
-                self.command(line, array)
-
-    def clear(self) -> None:
-        if any(_busy(self.tracing, ev) for ev in self.events):
-            raise KprobeError(errno.EBUSY, "Device or resource busy")
-        for ev in list(self.events):
-            self._remove(ev)
+        """A write to ``kprobe_events``: O_TRUNC removes every kprobe first (EBUSY if one is in
+        use), then each line is a ``p``/``r``/``-`` command."""
+        self.tracing.dynevents.write(text, truncate, array, kinds=(self,))
 
     def command(self, line: str, array: Any = None) -> KprobeEvent | None:
         """Run one command; returns the new event for ``p``/``r``."""
-        argv = line.split()
-        try:
-            if argv[0].startswith("-"):
-                self._delete(argv)
-                return None
-            if argv[0][0] not in "pr":
-                raise KprobeError(errno.EINVAL, "Invalid argument")
-            return self._create(argv)
-        except _ParseError as e:
-            pos = sum(len(a) + 1 for a in argv[:e.index]) + e.offset
-            command = " ".join(argv)
-            message = ERR_TEXT[e.key]
-            (array or self.tracing.top).log_error("trace_kprobe", command, message, pos)
-            raise KprobeError(e.code, message, pos, command) from None
+        ev = self.tracing.dynevents.command(line, array, kinds=(self,))
+        return ev if isinstance(ev, KprobeEvent) else None
 
-    # -- delete
-    def _delete(self, argv: list[str]) -> None:
-        """dyn_event_release: ``-:[GRP/]EVENT``; no name at all is EINVAL, ``GRP/`` alone
-        matches every event of the group (trace_kprobe_match), a miss is ENOENT."""
+    # -- create (__trace_kprobe_create)
+    def create(self, argv: list[str]) -> KprobeEvent | None:
+        """The new event, or None when the command is not a kprobe's (-ECANCELED)."""
         head = argv[0]
-        if head[1:2] == ":":
-            spec = head[2:]
-        elif ":" in head:
-            spec = head.split(":", 1)[1]
-        else:
-            raise KprobeError(errno.EINVAL, "Invalid argument")
-        group: str | None = None
-        if "/" in spec:
-            group, spec = spec.split("/", 1)
-        elif not spec:
-            raise KprobeError(errno.EINVAL, "Invalid argument")
-        hits = [ev for ev in self.events
-                if spec in ("", ev.name) and group in (None, ev.system)]
-        if not hits:
-            raise KprobeError(errno.ENOENT, "No such file or directory")
-        for ev in hits:
-            if _busy(self.tracing, ev):
-                raise KprobeError(errno.EBUSY, "Device or resource busy")
-        for ev in hits:
-            self._remove(ev)
-
-    def _remove(self, ev: KprobeEvent) -> None:
-        self.tracing.unregister_event(ev)
-        self.events.remove(ev)
-
-    # -- create
-    def _create(self, argv: list[str]) -> KprobeEvent:
-        head = argv[0]
+        if head[0] not in "pr" or len(argv) < 2:
+            return None
         is_return = head[0] == "r"
-        group, event = "kprobes", ""
-        spec, _, ename = head.partition(":")
+        colon = head.find(":", 1)
+        event_text = head[colon + 1:] if colon >= 0 else None
         maxactive = 0
-        if len(spec) > 1:
+        if head[1:2].isdigit():
             if not is_return:
-                raise _ParseError("BAD_MAXACT_TYPE", 0, 1)
-            digits = spec[1:]
-            if not digits.isdigit() or int(digits) == 0:
-                raise _ParseError("BAD_MAXACT", 0, 1)
-            maxactive = int(digits)
+                raise ProbeError("BAD_MAXACT_TYPE", 0, 1)
+            digits = head[1:colon] if colon >= 0 else head[1:]
+            if len(digits) > MAX_EVENT_NAME_LEN - 1:
+                raise ProbeError("BAD_MAXACT", 0, 1)
+            try:
+                maxactive = int(digits, 0)
+            except ValueError:
+                raise ProbeError("BAD_MAXACT", 0, 1) from None
+            if not maxactive:
+                raise ProbeError("BAD_MAXACT", 0, 1)
             if maxactive > MAXACTIVE_MAX:
-                raise _ParseError("MAXACT_TOO_BIG", 0, 1)
-        if _:
-            base = len(spec) + 1
-            if "/" in ename:
-                group, _, event = ename.partition("/")
-                if not group:
-                    raise _ParseError("NO_GROUP_NAME", 0, base)
-                if len(group) >= MAX_EVENT_NAME_LEN:
-                    raise _ParseError("GROUP_TOO_LONG", 0, base)
-                if not _IDENT.match(group):
-                    raise _ParseError("BAD_GROUP_NAME", 0, base)
-                base += len(group) + 1
-            else:
-                event = ename
-            if event:
-                if len(event) >= MAX_EVENT_NAME_LEN:
-                    raise _ParseError("EVENT_TOO_LONG", 0, base)
-                if not _IDENT.match(event):
-                    raise _ParseError("BAD_EVENT_NAME", 0, base)
-            elif "/" in ename:
-                raise _ParseError("NO_EVENT_NAME", 0, base)
-        if len(argv) < 2:                  # the kernel returns -ECANCELED: no log entry
-            raise KprobeError(errno.EINVAL, "Invalid argument")
-        symbol, offset = self._parse_location(argv[1], is_return)
-        if not event:
-            clean = re.sub(r"[^A-Za-z0-9_]", "_", symbol)
-            event = f"{'r' if is_return else 'p'}_{clean}_{offset}"
-        if len(argv) - 2 > MAX_TRACE_ARGS:
-            raise _ParseError("TOO_MANY_ARGS", 2 + MAX_TRACE_ARGS, 0)
-        args: list[ProbeArg] = []
-        for i, text in enumerate(argv[2:], start=2):
-            args.append(self._parse_arg(text, i, len(args) + 1, is_return, args))
-        existing = next((ev for ev in self.events
-                         if ev.name == event and ev.system == group), None)
-        if existing is not None:
-            if existing.is_return != is_return:
-                raise _ParseError("DIFF_PROBE_TYPE", 0, 0, errno.EEXIST)
-            if [(a.name, a.text) for a in existing.args] != [(a.name, a.text) for a in args]:
-                raise _ParseError("DIFF_ARG_TYPE", 0, 0, errno.EEXIST)
-            raise _ParseError("SAME_PROBE", 0, 0, errno.EEXIST)
-        if (group, event) in self.tracing.events:
-            raise _ParseError("DIFF_PROBE_TYPE", 0, 0, errno.EEXIST)
-        ev = KprobeEvent(self, group, event, symbol, offset, is_return, maxactive, args)
-        self.tracing.register_event(ev)
-        self.events.append(ev)
+                raise ProbeError("MAXACT_TOO_BIG", 0, 1)
+        place = argv[1]
+        if "/" in place and ":" in place:
+            return None                    # a uprobe's PATH:OFFSET (no uprobes here)
+        kind = "r" if is_return else "p"
+        address = _kstrtoul(place)
+        if address is not None:            # MEMADDR: no symbol, no BTF, not a function entry
+            hit = self.kernel.kallsyms.lookup(address)
+            symbol, offset = (hit[0], hit[1]) if hit is not None else ("", 0)
+            shown = f"0x{self.tracing.symbols.hash_ptr(address):016x}"     # "0x%p"
+            ctx = ParseContext(self.kernel, ret=is_return)
+            default = f"{kind}_{shown}"
+        else:
+            symbol, offset, is_return = self._parse_place(place, is_return)
+            kind, shown = ("r" if is_return else "p"), None
+            ctx = ParseContext(self.kernel, ret=is_return, entry=not is_return and offset == 0,
+                               funcname=symbol)
+            proto = FUNC_PROTOS.get(symbol)
+            if proto is not None:
+                ctx.ret_type, ctx.params = proto
+            default = f"{kind}_{symbol}_{offset}"
+        group, event = "kprobes", None
+        if event_text is not None:
+            grp, event = parse_event_name(event_text, colon + 1)
+            group = grp or group
+        parsed = parse_args(argv[2:], ctx)
+        if not symbol:                     # not kernel text: register_kprobe says -EINVAL
+            raise ProbeError("FAIL_REG_PROBE", 1, 0)
+        check_registrable(self.kernel, symbol, offset, is_return)
+        ev = KprobeEvent(self, group, event or sanitize_event_name(default), symbol, offset,
+                         is_return, maxactive, parsed)
+        ev.address_text = shown
+        self.tracing.dynevents.add(ev, lambda old: old.is_return == is_return)
         return ev
 
-    def _parse_location(self, text: str, is_return: bool) -> tuple[str, int]:
-        m = re.match(r"^([A-Za-z_.$][A-Za-z0-9_.$]*)(?:\+(\w+))?$", text)
-        if not m:       # includes raw addresses: the model probes symbols only
-            raise _ParseError("BAD_PROBE_ADDR", 1, 0)
-        symbol = m.group(1)
-        offset = 0
-        if m.group(2) is not None:
+    def _parse_place(self, place: str, is_return: bool) -> tuple[str, int, bool]:
+        """SYM[+offs][%return]: the symbol, its offset, and whether this probes the exit."""
+        cut = place.find("%")
+        if cut >= 0:
+            if place[cut:] != "%return":
+                raise ProbeError("BAD_ADDR_SUFFIX", 1, cut)
+            place, is_return = place[:cut], True
+        sign = next((i for i, c in enumerate(place) if c in "+-"), -1)
+        symbol, offset = place, 0
+        if sign >= 0:
+            symbol = place[:sign]
             try:
-                offset = int(m.group(2), 0)
+                offset = int(place[sign:], 0) if place[sign + 1:] else -1
             except ValueError:
-                raise _ParseError("BAD_PROBE_ADDR", 1, 0) from None
+                offset = -1
+        if offset < 0 or offset > 0xFFFFFFFF or not symbol:
+            raise ProbeError("BAD_PROBE_ADDR", 1, 0)
         syms = self.kernel.kallsyms
         addr = syms.address_of(symbol)
         if addr is None:
-            raise _ParseError("BAD_PROBE_ADDR", 1, 0, errno.ENOENT)
-        if is_return and offset:
-            raise _ParseError("BAD_RETPROBE", 1, 0)
+            # validate_probe_symbol: not in kallsyms; the kernel defers this to register
+            raise ProbeError("BAD_PROBE_ADDR", 1, 0, errno.ENOENT)
         hit = syms.lookup(addr)
+        if is_return and offset:
+            raise ProbeError("BAD_RETPROBE", 1, 0)
         if hit is not None and offset >= max(hit[2], 1):
-            raise _ParseError("BAD_PROBE_ADDR", 1, 0)
-        return symbol, offset
-
-    def _parse_arg(self, text: str, index: int, nth: int, is_return: bool,
-                   previous: list[ProbeArg]) -> ProbeArg:
-        name, eq, body = text.partition("=")
-        base = 0
-        if eq:
-            if not name:
-                raise _ParseError("NO_ARG_NAME", index, 0)
-            if len(name) > MAX_ARG_NAME_LEN:
-                raise _ParseError("ARG_NAME_TOO_LONG", index, 0)
-            if not _IDENT.match(name):
-                raise _ParseError("BAD_ARG_NAME", index, 0)
-            base = len(name) + 1
-            if not body:
-                raise _ParseError("NO_ARG_BODY", index, base)
-        else:
-            name, body = f"arg{nth}", text
-        if any(p.name == name for p in previous) or name in ("__probe_ip", "__probe_func",
-                                                              "__probe_ret_ip"):
-            raise _ParseError("USED_ARG_NAME", index, 0)
-        expr, colon, type_name = body.partition(":")
-        if colon:
-            if type_name not in FETCH_TYPES:
-                raise _ParseError("BAD_TYPE", index, base + len(expr) + 1)
-        else:
-            type_name = "string" if expr == "$comm" else DEFAULT_TYPE
-        fetch, is_mem = self._parse_fetch(expr, index, base, is_return, 0)
-        if type_name == "string":
-            if expr != "$comm":
-                if not is_mem:
-                    raise _ParseError("BAD_STRING", index, base)
-                fetch = self._string_fetch(fetch)
-        elif expr == "$comm":
-            raise _ParseError("BAD_TYPE", index, base + len(expr) + 1)
-        elif is_mem:
-            fetch = self._read_sized(fetch, FETCH_TYPES[type_name][0])
-        return ProbeArg(name, body, type_name, fetch)
-
-    def _string_fetch(self, addr_fetch: Fetch) -> Fetch:
-        mem = self.kernel.mem
-
-        def fetch(regs: Any, cpu: Any) -> bytes | None:
-            addr = addr_fetch(regs, cpu)
-            if addr is None:
-                return None
-            n, raw = mem.probe_read_str(addr, MAX_STRING_SIZE)
-            if n < 0:
-                return None
-            return raw.split(b"\0", 1)[0]
-        return fetch
-
-    def _parse_fetch(self, expr: str, index: int, pos: int, is_return: bool,
-                     depth: int) -> tuple[Fetch, bool]:
-        """Compile one fetch expression; returns (fetch → address or value, reads memory?).
-
-        For memory expressions the fetch returns the *address*; the caller reads it.
-        """
-        if expr.startswith("%"):
-            reg = expr[1:]
-            if reg not in _REG_INDEX:
-                raise _ParseError("BAD_REG_NAME", index, pos)
-            i = _REG_INDEX[reg]
-            return (lambda regs, cpu: regs.values[i]), False
-        if expr.startswith("$"):
-            var = expr[1:]
-            if var == "retval":
-                if not is_return:
-                    raise _ParseError("RETVAL_ON_PROBE", index, pos)
-                i = _REG_INDEX["ax"]
-                return (lambda regs, cpu: regs.values[i]), False
-            if var == "comm":
-                return (lambda regs, cpu: cpu.task.comm.encode()), False
-            if var == "stack":
-                i = _REG_INDEX["sp"]
-                return (lambda regs, cpu: regs.values[i]), False
-            if var.startswith("stack"):
-                if not var[5:].isdigit():
-                    raise _ParseError("BAD_STACK_NUM", index, pos)
-                return self._stack_nth(int(var[5:])), False
-            if var.startswith("arg"):
-                if not var[3:].isdigit() or int(var[3:]) < 1:
-                    raise _ParseError("BAD_ARG_NUM", index, pos)
-                n = int(var[3:])
-                if n <= len(_ARG_REGS):
-                    i = _REG_INDEX[_ARG_REGS[n - 1]]
-                    return (lambda regs, cpu: regs.values[i]), False
-                return self._stack_nth(n - len(_ARG_REGS)), False
-            raise _ParseError("BAD_VAR", index, pos)
-        if expr.startswith("@"):
-            target = expr[1:]
-            m = re.match(r"^([A-Za-z_.][A-Za-z0-9_.]*)([+-]\w+)?$", target)
-            if re.match(r"^(0x[0-9a-fA-F]+|\d+)$", target):
-                addr = int(target, 0)
-            elif m:
-                base_addr = self.kernel.kallsyms.address_of(m.group(1))
-                if base_addr is None:
-                    raise _ParseError("BAD_MEM_ADDR", index, pos)
-                try:
-                    addr = base_addr + (int(m.group(2), 0) if m.group(2) else 0)
-                except ValueError:
-                    raise _ParseError("BAD_MEM_ADDR", index, pos) from None
-            else:
-                raise _ParseError("BAD_MEM_ADDR", index, pos)
-            return (lambda regs, cpu: addr), True
-        if expr.startswith("\\"):
-            try:
-                imm = int(expr[1:], 0)
-            except ValueError:
-                raise _ParseError("BAD_IMM", index, pos) from None
-            return (lambda regs, cpu: imm), False
-        if expr[:1] in "+-" and expr[:1]:
-            m = re.match(r"^([+-](?:0x[0-9a-fA-F]+|\d+))", expr)
-            if not m:
-                raise _ParseError("BAD_DEREF_OFFS", index, pos)
-            off = int(m.group(1), 0)
-            rest = expr[m.end():]
-            if not rest.startswith("("):
-                raise _ParseError("DEREF_NEED_BRACE", index, pos + m.end())
-            if not rest.endswith(")"):
-                raise _ParseError("DEREF_OPEN_BRACE", index, pos + m.end())
-            if depth >= DEREF_MAX:
-                raise _ParseError("TOO_MANY_OPS", index, pos)
-            inner_text = rest[1:-1]
-            if inner_text == "$comm":
-                raise _ParseError("COMM_CANT_DEREF", index, pos + m.end() + 1)
-            inner, inner_mem = self._parse_fetch(inner_text, index, pos + m.end() + 1,
-                                                 is_return, depth + 1)
-            if inner_mem:          # the inner memory expression yields its value first
-                inner = self._read_u64(inner)
-            return (lambda regs, cpu, f=inner: _add(f(regs, cpu), off)), True
-        raise _ParseError("BAD_FETCH_ARG", index, pos)
-
-    def _read_sized(self, addr_fetch: Fetch, size: int) -> Fetch:
-        """Read ``size`` bytes at the fetched address (None on a fault)."""
-        mem = self.kernel.mem
-
-        def fetch(regs: Any, cpu: Any) -> int | None:
-            addr = addr_fetch(regs, cpu)
-            if addr is None:
-                return None
-            err, raw = mem.probe_read(addr, size)
-            return None if err else int.from_bytes(raw, "little")
-        return fetch
-
-    def _read_u64(self, addr_fetch: Fetch) -> Fetch:
-        return self._read_sized(addr_fetch, 8)
-
-    def _stack_nth(self, n: int) -> Fetch:
-        sp_index = _REG_INDEX["sp"]
-        return self._read_u64(lambda regs, cpu: regs.values[sp_index] + 8 * n)
-
-
-def _add(v: int | None, off: int) -> int | None:
-    return None if v is None else (v + off) & 0xFFFFFFFFFFFFFFFF
-
-
-def _busy(tracing: Any, ev: KprobeEvent) -> bool:
-    key = (ev.system, ev.name)
-    return any(ta.files[key].active or ta.files[key].filter is not None
-               for ta in tracing.arrays() if key in ta.files)
+            raise ProbeError("BAD_PROBE_ADDR", 1, 0)
+        return symbol, offset, is_return

@@ -45,13 +45,16 @@ What tracefs (T) calls — one method per operation (errors are ``OSError(errno,
 * global: ``saved_cmdlines_text()``, ``saved_tgids_text()``, ``saved_cmdlines_size`` /
   ``set_saved_cmdlines_size(n)``,
   ``printk_formats_text()``, ``kprobes`` (trace_kprobe.KprobeEvents: ``write(text, truncate)``,
-  ``text()``, ``profile_text()``), ``trace_printk(msg, ta=None)`` (bpf_trace_printk).
+  ``text()``, ``profile_text()``), ``dynevents`` (dynamic_events.DynamicEvents: every probe
+  event kind, ``write(text, truncate)``, ``text()``), ``trace_printk(msg, ta=None)``
+  (bpf_trace_printk).
 
 Modules: trace.py (``Tracing``: the event registry, the instances, the global files),
 trace_array.py (``TraceArray``), trace_emit.py (``EventFile`` and the emission hot path, from
 the tracepoint to the ring buffer's reserve/commit/discard), ring_buffer.py, trace_cmdlines.py
 (saved_cmdlines), trace_errlog.py (error_log), trace_symbols.py (%p, kallsyms),
-trace_output.py (reading), triggers.py, trace_kprobe.py.
+trace_output.py (reading), triggers.py, the probe events: trace_probe.py (arguments, errors),
+trace_kprobe.py, trace_fprobe.py, trace_eprobe.py, dynamic_events.py.
 """
 from __future__ import annotations
 
@@ -99,6 +102,8 @@ class Tracing:
         self.instances: dict[str, TraceArray] = {}
         from tracesim.kernel_model.trace.kprobe_events import KprobeEvents
         self.kprobes = KprobeEvents(self)
+        from tracesim.kernel_model.dynamic_events import DynamicEvents
+        self.dynevents = DynamicEvents(self)
 
     def clock_reader(self, name: str) -> Callable[[], int]:
         return self.kernel.clock.reader(name)
@@ -153,8 +158,9 @@ class Tracing:
         """Recompute the static key and the sinks of ``ev`` after a state change."""
         key = (ev.system, ev.name)
         files = [ta.files[key] for ta in self.arrays() if key in ta.files]
-        ev.sinks = tuple(f.emitter() for f in files if f.active)
-        ev.enabled = bool(ev.sinks)
+        # event probes attached to ``ev`` take its records like a trace array does
+        ev.sinks = tuple(f.emitter() for f in files if f.active) + ev.attached
+        ev.enabled = bool(ev.sinks or ev.probes)
         (self.recording_events.add if ev.enabled else self.recording_events.discard)(key)
         hook = getattr(ev, "on_enabled_changed", None)
         if hook is not None:
