@@ -435,6 +435,18 @@ class RingBuffer:
             for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
                 cb.reset()
 
+    def swap_with(self, other: RingBuffer, cpu: int | None = None) -> None:
+        """ring_buffer_swap_cpu (for every CPU, or one): the two buffers exchange their pages
+        and counters; each keeps its identity, lock, mode and readers (a snapshot swaps the
+        live buffer with the snapshot buffer this way)."""
+        with self.lock, other.lock:
+            for i in (range(len(self.cpus)) if cpu is None else [cpu]):
+                self.cpus[i], other.cpus[i] = other.cpus[i], self.cpus[i]
+                self.cpus[i].overwrite = self.overwrite
+                other.cpus[i].overwrite = other.overwrite
+            if self.waiters:
+                self.cond.notify_all()
+
     # -- writer
     def notify(self) -> None:
         """Wake blocked readers (the writer calls this after a commit, under ``lock``)."""

@@ -97,6 +97,8 @@ class Tracing:
         self.instances: dict[str, TraceArray] = {}
         from kernel_model.trace_kprobe import KprobeEvents
         self.kprobes = KprobeEvents(self)
+        from kernel_model.synth import SynthEvents
+        self.synth = SynthEvents(self)
 
     def clock_reader(self, name: str) -> Callable[[], int]:
         return self.kernel.clock.reader(name)

@@ -178,6 +178,7 @@ class EventsDir:
                 lambda t: self._apply_event_filter(system, name, t),
                 lambda obj: self._load_bpf(system, name, obj)))
             files["trigger"] = self._file(MODE_RW, lambda f: self._open_trigger(f, system, name))
+            files["hist"] = self._seq(MODE_RO, lambda: self._hist_text(system, name))
         return Dir(MODE_EVENTS_DIR, files, eventfs=True)
 
     # -- state -------------------------------------------------------------------------------
@@ -264,5 +265,10 @@ class EventsDir:
                 raise FsError(errno.EINVAL)
             triggers.set_trigger(file, strstrip(text))
 
-        # no on_trunc: O_TRUNC clears only hist triggers in the kernel, and the model has none
-        return seq_opener(lambda: triggers.trigger_text(file), store, None, self.ctx.lock)(flags)
+        # O_TRUNC clears only hist triggers (hist_unreg_all)
+        return seq_opener(lambda: triggers.trigger_text(file), store,
+                          lambda: triggers.truncate_hist(file), self.ctx.lock)(flags)
+
+    def _hist_text(self, system: str, name: str) -> str:
+        from kernel_model.hist import hist_text
+        return hist_text(self._event_file(system, name))

@@ -101,6 +101,9 @@ class InstanceFiles:
             "set_ftrace_notrace": self.file(MODE_RW, self.ftrace_notrace.open),
             "set_ftrace_pid": self.file(MODE_RW, self.ftrace_pids.open),
             "set_ftrace_notrace_pid": self.file(MODE_RW, self.ftrace_notrace_pids.open),
+            "snapshot": self.file(MODE_RW, lambda f: self._open_snapshot(f, None)),
+            "tracing_max_latency": self.seq(MODE_RW, self._max_latency_text,
+                                            self._set_max_latency),
         }
         return nodes
 
@@ -113,6 +116,7 @@ class InstanceFiles:
             "trace": self.file(MODE_RW, lambda f: self._open_trace(f, cpu)),
             "trace_pipe": self.file(MODE_RO, lambda f: open_trace_pipe(f, a, cpu)),
             "trace_pipe_raw": self.file(MODE_RO, lambda f: open_trace_pipe_raw(f, a, cpu)),
+            "snapshot": self.file(MODE_RW, lambda f: self._open_snapshot(f, cpu)),
         })
 
     def _options(self) -> dict[str, Node]:
@@ -141,6 +145,34 @@ class InstanceFiles:
             yield from iter_trace_lines(self.array, cpu)
         # tracing_write_stub: writes to ``trace`` are accepted and ignored.
         return LazyTextHandle(flags, pieces, store=lambda t: None)
+
+    def _open_snapshot(self, flags: int, cpu: int | None) -> Handle:
+        """``snapshot`` (tracing_snapshot_open/write): reads like ``trace`` over the snapshot
+        buffer, with the help text when it is empty; a write of a number is 0 free, 1 take,
+        other clear (``echo 1 > snapshot`` opens with O_TRUNC, which clears nothing)."""
+        from kernel_model.trace_output import header_text, iter_trace_lines
+        view = self.array.snapshot_view()
+
+        def pieces():
+            if view.buffer.entries()[0] == 0:
+                yield "# tracer: nop\n#\n" + snapshot_help(view.snapshot_buffer is not None,
+                                                          cpu is not None)
+                return
+            yield header_text(view)
+            yield from iter_trace_lines(view, cpu)
+
+        def store(text: str) -> None:
+            value = kstrtoul_from_user(text)
+            with self.ctx.lock:
+                kernel_call(self.array.snapshot_write)(value, cpu)
+        return LazyTextHandle(flags, pieces, store=store)
+
+    def _max_latency_text(self) -> str:
+        """tracing_nsecs_read: microseconds."""
+        return f"{self.array.max_latency_ns // 1000}\n"
+
+    def _set_max_latency(self, text: str) -> None:
+        self.array.max_latency_ns = kstrtoul_from_user(text) * 1000
 
     def _stats(self, cpu: int) -> str:
         from kernel_model.trace_output import stats_text
@@ -229,6 +261,27 @@ class InstanceFiles:
 
 
 TOP_LEVEL_OPTIONS = ("trace_printk", "printk-msg-only", "record-cmd")
+
+
+def snapshot_help(allocated: bool, per_cpu: bool) -> str:
+    """print_snapshot_help: the state, then the commands of the whole-buffer or per-CPU file."""
+    state = "allocated" if allocated else "freed"
+    out = f"#\n# * Snapshot is {state} *\n#\n# Snapshot commands:\n"
+    if per_cpu:
+        return out + (
+            "# echo 0 > snapshot : Invalid for per_cpu snapshot file.\n"
+            "# echo 1 > snapshot : Allocates snapshot buffer, if not already allocated.\n"
+            "#                      Takes a snapshot of the main buffer for this cpu.\n"
+            "# echo 2 > snapshot : Clears this cpu's snapshot buffer (but does not allocate)\n"
+            "#                      (Doesn't have to be '2' works with any number that\n"
+            "#                       is not a '0' or '1')\n")
+    return out + (
+        "# echo 0 > snapshot : Clears and frees snapshot buffer\n"
+        "# echo 1 > snapshot : Allocates snapshot buffer, if not already allocated.\n"
+        "#                      Takes a snapshot of the main buffer.\n"
+        "# echo 2 > snapshot : Clears snapshot buffer (but does not allocate or free)\n"
+        "#                      (Doesn't have to be '2' works with any number that\n"
+        "#                       is not a '0' or '1')\n")
 
 
 def _option_word(word: str) -> tuple[str, bool]:

@@ -90,9 +90,12 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
                               lambda t: kprobes.write(t, False),
                               lambda: kprobes.write("", True)),
         "kprobe_profile": _seq(ctx, MODE_RO, kprobes.profile_text),
-        "dynamic_events": _seq(ctx, MODE_RW, _dynamic_text(kprobes),
-                               lambda t: kprobes.write(t, False),
-                               lambda: kprobes.write("", True)),
+        "dynamic_events": _seq(ctx, MODE_RW, _dynamic_text(kprobes, tracing.synth),
+                               lambda t: _dynamic_write(tracing, t),
+                               lambda: _dynamic_clear(tracing)),
+        "synthetic_events": _seq(ctx, MODE_RW, tracing.synth.text,
+                                 lambda t: tracing.synth.write(t, False),
+                                 lambda: tracing.synth.write("", True)),
         "uprobe_events": _seq(ctx, MODE_RW, lambda: "", uprobe_write, lambda: None),
         "uprobe_profile": _seq(ctx, MODE_RO, lambda: ""),
         "printk_formats": _seq(ctx, MODE_RO, tracing.printk_formats_text),
@@ -140,9 +143,31 @@ def _uprobe_command(top: Any, line: str) -> None:
     raise FsError(errno.ENOENT)
 
 
-def _dynamic_text(kprobes: Any) -> Callable[[], str]:
-    """dynamic_events lists every dynamic event: here the kprobe events."""
-    return getattr(kprobes, "dynamic_text", kprobes.text)
+def _dynamic_text(kprobes: Any, synth: Any) -> Callable[[], str]:
+    """dynamic_events lists every dynamic event: the kprobe events, then synthetic events."""
+    probes = getattr(kprobes, "dynamic_text", kprobes.text)
+    return lambda: probes() + synth.dynamic_text()
+
+
+def _is_synth_line(line: str) -> bool:
+    head = line.split(None, 1)[0] if line.split() else ""
+    return head.startswith("s:") or head.startswith("-:synthetic/")
+
+
+def _dynamic_write(tracing: Any, text: str) -> None:
+    """Each line goes to its kind: ``s:``/``-:synthetic/`` to synthetic events, the rest to
+    the probe events."""
+    for line in text.split("\n"):
+        cmd = line.split("#", 1)[0].strip()
+        if cmd and _is_synth_line(cmd):
+            tracing.synth.dynamic_command(cmd)
+        elif cmd:
+            tracing.kprobes.write(cmd, False)
+
+
+def _dynamic_clear(tracing: Any) -> None:
+    tracing.kprobes.write("", True)
+    tracing.synth.write("", True)
 
 
 def _instances_dir(ctx: TreeContext) -> Dir:
