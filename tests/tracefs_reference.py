@@ -12,7 +12,15 @@ ERRNO_OF_MESSAGE = {"Invalid argument": errno.EINVAL, "No such file or directory
 TIMESTAMP = re.compile(r"^\[\s*\d+\.\d{6}\]", re.M)
 ID_LINE = re.compile(r"^ID: \d+$", re.M)
 # Files the reference listing lacks but issue 4 asks for (the capture shows no kprobe files).
-EXTRA_ROOT_FILES = {"kprobe_events": "-rw-r-----", "kprobe_profile": "-r--r-----"}
+EXTRA_ROOT_FILES = {"kprobe_events": "-rw-r-----", "kprobe_profile": "-r--r-----",
+                    # CONFIG_TRACER_SNAPSHOT, CONFIG_TRACER_MAX_TRACE, CONFIG_SYNTH_EVENTS
+                    "snapshot": "-rw-r-----", "tracing_max_latency": "-rw-r-----",
+                    "synthetic_events": "-rw-r-----"}
+# CONFIG_HIST_TRIGGERS gives each event a read-only ``hist`` file
+EXTRA_EVENT_FILES = {"hist": "-r--r-----"}
+# the empty trigger file of a kernel with snapshot and hist triggers (the reference lacks both)
+EMPTY_TRIGGERS = ("# Available triggers:\n# traceon traceoff snapshot stacktrace "
+                  "enable_event disable_event enable_hist disable_hist hist\n")
 
 
 @dataclass
