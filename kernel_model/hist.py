@@ -686,11 +686,11 @@ class Parser:
             if len(t.vals) >= VALS_MAX + 1:
                 raise HistError(None)
             f = self.parse_expr(item, 0, None, key=False)
-            bad = {"graph", "percent", "buckets", "log2", "sym", "sym-offset", "syscall",
-                   "stacktrace"}
-            if f.flags & bad or f.buckets:
-                if not (f.kind == "hitcount" and f.flags <= {"percent", "graph"}):
-                    raise HistError("BAD_FIELD_MODIFIER", item)
+            # __create_val_field: a value is a sum, so no modifier that changes what is
+            # summed; .percent and .graph only change how the sum is shown
+            if f.flags & {"buckets", "log2", "sym", "sym-offset", "syscall", "stacktrace"} \
+                    or f.buckets:
+                raise HistError("BAD_FIELD_MODIFIER", item)
             t.vals.append(f)
 
     def create_var(self, name: str, expr: str) -> None:

@@ -141,7 +141,7 @@ def set_trigger(file: Any, text: str) -> None:
         head, _, cond_text = body.partition(" if ")
         cond_text = cond_text.strip() or None
         body = head
-    if body.split(":", 1)[0].split(None, 1)[0] == "hist":
+    if body.split(":", 1)[0].strip() == "hist":
         _hist_command(file, text)
         return
     parts = body.strip().split(":")
