@@ -126,9 +126,7 @@ def test_wakeup_latency_example_verbatim(tree, system):
         pytest.skip("the model has no sched:sched_waking event yet (issue #17, engineer a1)")
     for path, cmd in WAKEUP_EXAMPLE:
         tree.echo("/" + path, cmd, append=True)
-    workload = getattr(system.kernel, "run_scheduler", None)
-    if workload is not None:
-        workload(1000)
+    control.send(system.kernel, "lo", 64, count=50)      # activity: softirqs, wakeups
     text = tree.read_text("/events/synthetic/wakeup_latency/hist")
     assert text.startswith("# event histogram\n#\n# trigger info: hist:keys=pid,prio,lat:"
                            "vals=hitcount:sort=pid,lat:size=2048 [active]\n#\n\n")
