@@ -22,7 +22,8 @@ from tracefs.streams import open_trace_pipe, open_trace_pipe_raw
 
 TRACERS = ("nop",)
 TIMESTAMP_MODE = "[delta] absolute\n"
-SUBBUF_KB = 4
+PAGE_KB = 4                   # a sub-buffer is PAGE_SIZE << order
+SUBBUF_ORDER_MAX = 7          # 128 pages: 512 KiB
 EVENT_BUF_SIZE = 127          # trace_events.c: the longest set_event word
 
 
@@ -86,7 +87,7 @@ class InstanceFiles:
             "timestamp_mode": self.seq(MODE_RO, lambda: TIMESTAMP_MODE),
             "buffer_percent": self.seq(MODE_RW, lambda: f"{self.buffer_percent}\n",
                                        self._set_buffer_percent),
-            "buffer_subbuf_size_kb": self.seq(MODE_RW, lambda: f"{SUBBUF_KB}\n",
+            "buffer_subbuf_size_kb": self.seq(MODE_RW, self._subbuf_size_text,
                                               self._set_subbuf_size),
             "options": Dir(MODE_DIR, self._options()),
             "per_cpu": Dir(MODE_DIR, {f"cpu{c}": self._per_cpu(c)
@@ -241,11 +242,22 @@ class InstanceFiles:
             raise FsError(errno.EINVAL)
         self.buffer_percent = value
 
+    def _subbuf_size_text(self) -> str:
+        return f"{(PAGE_KB << self.array.buffer.subbuf_order)}\n"
+
     def _set_subbuf_size(self, text: str) -> None:
-        """Sub-buffers are one 4 KiB page in the model: 1..4 KiB round up to it, others EINVAL."""
-        value = kstrtoul_from_user(text)
-        if not 1 <= value <= SUBBUF_KB:
+        """buffer_subbuf_size_write: KiB rounded up to a power-of-two number of pages, from 1
+        to 128 pages (order = fls(pages - 1), 0..7; 0 KiB gives fls(-1) = 32: EINVAL). A new
+        order empties the buffers (and the snapshot buffer, when allocated)."""
+        pages = -(-kstrtoul_from_user(text) // PAGE_KB)
+        order = (pages - 1).bit_length() if pages else 32
+        if order > SUBBUF_ORDER_MAX:
             raise FsError(errno.EINVAL)
+        with self.ctx.lock:
+            if order != self.array.buffer.subbuf_order:
+                self.array.buffer.set_subbuf_order(order)
+                if self.array.snapshot_buffer is not None:
+                    self.array.snapshot_buffer.set_subbuf_order(order)
 
     def _marker(self, text: str) -> int:
         """trace_marker: a tracing_mark_write entry in the context of the writing task."""
