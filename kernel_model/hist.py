@@ -1169,13 +1169,20 @@ def command(file: Any, text: str) -> tuple[str, HistTrigger] | None:
         else:
             parser.bind_actions()
         if trig.timestamps:
-            file.array.set_clock(trig.clock)
+            try:
+                file.array.set_clock(trig.clock)
+            except OSError:
+                raise HistError("SET_CLOCK_FAIL", trig.clock) from None
         for ref in trig.refs:
             owner = ref.target_hist
             if owner is not None and owner is not trig:
                 owner.var_users.append(trig)
         if any(a.kind == "snapshot" for a in trig.actions):
+            # tracing_snapshot_cond_enable: one conditional snapshot user per trace array
+            if file.array.cond_snapshot is not None:
+                raise HistError(None, code=errno.EBUSY)
             file.array.alloc_snapshot()
+            file.array.cond_snapshot = trig
         return "add", trig
     except HistError as e:
         if e.key is not None:
@@ -1207,6 +1214,8 @@ def _release(trig: HistTrigger) -> None:
     for a in trig.actions:
         if a.synth is not None:
             a.synth.ref -= 1
+    if trig.file.array.cond_snapshot is trig:
+        trig.file.array.cond_snapshot = None
 
 
 def removable_on_truncate(file: Any) -> list[HistTrigger]:

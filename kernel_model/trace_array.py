@@ -86,6 +86,7 @@ class TraceArray:
         self.pid_filtered = False             # EVENT_FILE_FL_PID_FILTER on the array's files
         self.snapshot_buffer: RingBuffer | None = None     # tr->max_buffer while allocated
         self.max_latency_ns = 0                            # tracing_max_latency
+        self.cond_snapshot: Any = None        # the hist trigger whose .snapshot() owns it
 
     # -- references held by open files (rmdir → EBUSY)
     def get(self) -> None:
@@ -336,7 +337,10 @@ class TraceArray:
 
     def snapshot_write(self, value: int, cpu: int | None = None) -> None:
         """tracing_snapshot_write: 0 frees (EINVAL per CPU), 1 allocates and swaps, any
-        other number clears the snapshot buffer (or one CPU of it)."""
+        other number clears the snapshot buffer (or one CPU of it). A hist trigger's
+        conditional snapshot holds the buffer: EBUSY."""
+        if self.cond_snapshot is not None:
+            raise os_error(errno.EBUSY)
         if value == 0:
             if cpu is not None:
                 raise os_error(errno.EINVAL)

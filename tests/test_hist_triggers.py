@@ -206,6 +206,16 @@ def test_onchange_and_snapshot_action(tree, system):
     assert "* Snapshot is" not in snap
     assert re.findall(r"bytes_req=(\d+)", snap) == ["64", "128"]
     assert re.findall(r"bytes_req=(\d+)", tree.read_text("/trace")) == ["64"]
+    # the conditional snapshot holds the buffer: the snapshot file and a second user are EBUSY
+    assert errno_of(tree.echo, "/snapshot", "1") == errno.EBUSY
+    assert errno_of(tree.echo, KFREE + "/trigger", "hist:keys=ptr:v=ptr:onchange($v).snapshot()",
+                    append=True) == errno.EBUSY
+    with pytest.raises(FsError):
+        tree.echo(KMALLOC + "/trigger", "")             # O_TRUNC removes it; "" is EINVAL
+    tree.echo("/snapshot", "1")
+    assert errno_of(tree.echo, KMALLOC + "/trigger", "hist:keys=ptr:clock=nosuch:"
+                    "t=common_timestamp", append=True) == errno.EINVAL
+    assert "error: Couldn't set trace_clock\n" in tree.read_text("/error_log")
 
 
 def test_onmatch_trace_to_a_synthetic_event(tree, system):
