@@ -136,6 +136,21 @@ class HistField:
         return f is not None and (f.type.startswith("char") or f.is_data_loc) and \
             "[" in f.type
 
+    def c_type(self) -> tuple[str, int, bool]:
+        """(type, size, signed) as create_hist_field sets them: what a synthetic event's
+        parameter is checked against."""
+        if self.kind == "ref" and self.ref is not None:
+            return self.ref.target.c_type()
+        if self.kind == "expr":
+            return self.operands[0].c_type()
+        if self.kind == "comm" or (self.var_name and "execname" in self.flags):
+            return "char[]", 256, False
+        if self.kind == "cpu":
+            return "unsigned int", 4, False
+        if self.field is not None:
+            return self.field.type, self.field.size, self.field.is_signed
+        return "u64", 8, False
+
     @property
     def usecs(self) -> bool:
         if self.kind == "ref" and self.ref is not None:
@@ -1047,12 +1062,14 @@ class Parser:
 
 
 def _type_ok(synth_field: Any, f: HistField) -> bool:
-    """check_synth_field: strings go to strings; numbers need the size and signedness unless
-    the types are named alike."""
-    if synth_field.is_string:
-        return f.is_string
-    if f.is_string:
-        return False
+    """check_synth_field: a dynamic string takes any string; otherwise types named alike
+    match, and others need the same size (and, for numbers, signedness)."""
+    ctype, size, signed = f.c_type()
+    if "char[" in ctype and synth_field.is_string and synth_field.is_dynamic:
+        return True
+    if synth_field.type != ctype:
+        return synth_field.size == size and (synth_field.is_string or
+                                             synth_field.is_signed == signed)
     return True
 
 

@@ -8,8 +8,11 @@ synth_trace_event``: the common header, then one u64 slot per field (a fixed-siz
 size at its slot's offset. Hist trigger actions (``onmatch(...).trace(NAME, ...)``) fire it with
 ``SynthEvent.trace(values)``.
 
-Errors are ``OSError`` with the kernel's errno and, for malformed commands, an ``error_log``
-entry at location ``synthetic_events`` with the caret under the offending word.
+Field types: the numeric types of ``SYNTH_TYPES``, fixed strings ``char name[N]`` (N up to
+``STR_VAR_LEN_MAX``, a 256-byte slot) and dynamic strings ``char name[]`` (an 8-byte slot holding
+the ``__data_loc`` word, the text after the slots). Errors are ``OSError`` with the kernel's
+errno and, for malformed commands, an ``error_log`` entry at location ``synthetic_events`` with
+the caret under the offending word.
 """
 from __future__ import annotations
 
@@ -38,35 +41,39 @@ SYNTH_ERRORS = {
     "INVALID_ARRAY_SPEC": "Invalid array specification",
 }
 
-# synth_field_size / synth_field_signed / synth_field_fmt: type -> (size, signed, printf)
-SYNTH_TYPES: dict[str, tuple[int, bool, str]] = {
-    "s64": (8, True, "%lld"), "u64": (8, False, "%llu"), "s32": (4, True, "%d"),
-    "u32": (4, False, "%u"), "s16": (2, True, "%d"), "u16": (2, False, "%u"),
-    "s8": (1, True, "%d"), "u8": (1, False, "%u"), "char": (1, True, "%d"),
-    "unsigned char": (1, False, "%u"), "int": (4, True, "%d"), "unsigned int": (4, False, "%u"),
-    "long": (8, True, "%ld"), "unsigned long": (8, False, "%lu"), "bool": (1, False, "%d"),
-    "pid_t": (4, True, "%d"), "gfp_t": (4, False, "%x"),
+# synth_field_size / synth_field_fmt: type -> (size, printf); synth_field_signed: every type
+# not starting with "u" is signed, but gfp_t
+SYNTH_TYPES: dict[str, tuple[int, str]] = {
+    "s64": (8, "%lld"), "u64": (8, "%llu"), "s32": (4, "%d"), "u32": (4, "%u"),
+    "s16": (2, "%d"), "u16": (2, "%u"), "s8": (1, "%d"), "u8": (1, "%u"), "char": (1, "%d"),
+    "unsigned char": (1, "%u"), "int": (4, "%d"), "unsigned int": (4, "%u"),
+    "long": (8, "%ld"), "unsigned long": (8, "%lu"), "bool": (1, "%d"), "pid_t": (4, "%d"),
+    "gfp_t": (4, "%x"),
 }
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_STRING = re.compile(r"^char\[(\d+)\]$")
+_STRING = re.compile(r"^char\[(\d{0,3})\]$")
 
 
 class SynthField:
     """One declared field: C type, name, size, signedness, and whether it is a string."""
 
     def __init__(self, ctype: str, name: str) -> None:
-        self.type = ctype
         self.name = name
         m = _STRING.match(ctype)
         self.is_string = m is not None
+        self.is_dynamic = m is not None and not m.group(1)
+        self.type = "__data_loc " + ctype if self.is_dynamic else ctype
+        self.is_signed = not self.type.startswith("u") and ctype != "gfp_t"
         if m:
-            self.size, self.is_signed, self.fmt = int(m.group(1)), True, "%s"
+            self.size = 8 if self.is_dynamic else int(m.group(1))
+            self.fmt = "%.*s"
         else:
-            self.size, self.is_signed, self.fmt = SYNTH_TYPES[ctype]
+            self.size, self.fmt = SYNTH_TYPES[ctype]
 
     @property
-    def slot(self) -> int:
-        return STR_VAR_LEN_MAX if self.is_string else 8
+    def shown_type(self) -> str:
+        """The type as ``synthetic_events`` shows it (``__data_loc`` only in ``format``)."""
+        return self.type.removeprefix("__data_loc ")
 
 
 class SynthError(Exception):
@@ -81,10 +88,11 @@ class SynthEvent(TraceEvent):
     def __init__(self, name: str, fields: list[SynthField]) -> None:
         self.synth_fields = fields
         self.ref = 0                      # hist triggers using it (removal is EBUSY then)
-        slots = [(f"char[{STR_VAR_LEN_MAX}]" if f.is_string else
-                  ("s64" if f.is_signed else "u64"), f.name) for f in fields]
+        slots = [(f"char[{STR_VAR_LEN_MAX}]" if f.is_string and not f.is_dynamic else
+                  ("s64" if f.is_signed and not f.is_dynamic else "u64"), f.name)
+                 for f in fields]
         fmt = ", ".join(f"{f.name}={f.fmt}" for f in fields)
-        args = "".join(f", __get_str({f.name})" if f.is_string else f", REC->{f.name}"
+        args = "".join(f", __get_str({f.name})" if f.is_dynamic else f", REC->{f.name}"
                        for f in fields)
         super().__init__(SYSTEM, name, slots, f'"{fmt}"{args}', self._assign,
                          printer=_synth_printer)
@@ -96,22 +104,31 @@ class SynthEvent(TraceEvent):
         self.all_fields = COMMON_FIELDS + shown
 
     def _assign(self, *values: Any) -> list[Any]:
+        """Slot values: numbers cut to the field's size (trace_event_raw_event_synth),
+        strings to their slot; a dynamic string's text goes to ``self._tail``."""
         out: list[Any] = []
+        tail = b""
+        data = self.struct_size
         for f, v in zip(self.synth_fields, values, strict=False):
             if f.is_string:
-                raw = v.encode() if isinstance(v, str) else bytes(v or b"")
-                out.append(raw[:min(f.size, STR_VAR_LEN_MAX) - 1])
+                raw = (v.encode() if isinstance(v, str) else bytes(v or b""))
+                raw = raw[:STR_VAR_LEN_MAX - 1]
+                if f.is_dynamic:
+                    text = raw + b"\0"
+                    out.append(len(text) << 16 | (data + len(tail)))
+                    tail += text
+                else:
+                    out.append(raw[:f.size - 1] if f.size else raw)
             else:
-                bits = 64
-                v = int(v) & ((1 << bits) - 1)
-                if f.is_signed and v >> 63:
-                    v -= 1 << 64
-                out.append(v)
+                v = _truncate(int(v), f.size, False)
+                out.append(v - (1 << 64) if f.is_signed and f.size == 8 and v >> 63 else v)
+        self._tail = tail
         return out
 
     def definition(self) -> str:
         """``synthetic_events`` line: ``NAME\\tTYPE FIELD; TYPE FIELD``."""
-        return f"{self.name}\t" + "; ".join(f"{f.type} {f.name}" for f in self.synth_fields)
+        return f"{self.name}\t" + "; ".join(f"{f.shown_type} {f.name}"
+                                            for f in self.synth_fields)
 
     def trace(self, values: list[Any]) -> None:
         """trace_synth: the event fired from a hist action with the action's values."""
@@ -119,7 +136,8 @@ class SynthEvent(TraceEvent):
             return
         cpu = self.this_cpu()
         flags, depth = trace_ctx(cpu)
-        record = self.build(self._assign(*values), flags, depth, cpu.task.pid)
+        slots = self._assign(*values)
+        record = self.build(slots, flags, depth, cpu.task.pid) + self._tail
         for sink in self.sinks:
             sink(record, cpu, record)
 
@@ -129,8 +147,14 @@ def _synth_printer(event: TraceEvent) -> Any:
     structs = [struct.Struct("<q" if f.is_signed else "<Q") for f in fields]
 
     def printer(record: bytes, symbols: Any) -> str:
+        """print_synth_event: ``name=value`` pairs separated by one space."""
         parts = []
         for f, shown, st in zip(fields, event.fields, structs, strict=True):
+            if f.is_dynamic:
+                loc = struct.unpack_from("<I", record, shown.offset)[0]
+                raw = bytes(record[loc & 0xffff:(loc & 0xffff) + (loc >> 16)])
+                parts.append(f"{f.name}={raw.split(bytes(1), 1)[0].decode('utf-8', 'replace')}")
+                continue
             if f.is_string:
                 raw = bytes(record[shown.offset:shown.offset + STR_VAR_LEN_MAX])
                 text = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
@@ -216,22 +240,27 @@ class SynthEvents:
 
     # -- create / delete
     def _create(self, line: str) -> None:
-        name, _, rest = line.partition(" ")
-        name = name.strip()
-        if not name or len(name) > MAX_EVENT_NAME_LEN or not _IDENT.match(name):
-            raise SynthError("BAD_NAME", name)
-        if name in self.events or (SYSTEM, name) in self.tracing.events:
-            raise SynthError("EVENT_EXISTS", name, errno.EEXIST)
-        specs = [s.strip() for s in rest.split(";")]
-        if specs and not specs[-1]:
-            specs.pop()
-        if not specs:
+        """create_or_delete_synth_event / __create_synth_event, in the kernel's order."""
+        head = line.split(";", 1)[0]
+        if len(head.split()) < 3:                              # check_command
             raise SynthError("INVALID_CMD")
+        name, _, rest = line.partition(" ")
+        if len(name) > MAX_EVENT_NAME_LEN or not _IDENT.match(name):
+            raise SynthError("BAD_NAME", name)
+        if name in self.events:
+            raise SynthError("EVENT_EXISTS", name, errno.EEXIST)
         fields: list[SynthField] = []
-        for spec in specs:
-            fields.append(_parse_field(spec))
-            if len(fields) > SYNTH_FIELDS_MAX:
-                raise SynthError("TOO_MANY_FIELDS")
+        for spec in rest.split(";"):
+            argv = spec.split()
+            consumed = 0
+            while consumed < len(argv):
+                field, used = _parse_field(argv[consumed:])
+                consumed += used
+                fields.append(field)
+                if len(fields) == SYNTH_FIELDS_MAX:
+                    raise SynthError("TOO_MANY_FIELDS")
+        if not fields:
+            raise SynthError("INVALID_CMD")
         ev = SynthEvent(name, fields)
         self.tracing.register_event(ev)
         self.events[name] = ev
@@ -253,21 +282,24 @@ class SynthEvents:
         del self.events[ev.name]
 
 
-def _parse_field(spec: str) -> SynthField:
-    """``TYPE NAME`` (``unsigned int x``, ``char comm[16]``)."""
-    words = spec.split()
-    if len(words) < 2:
-        raise SynthError("INCOMPLETE_TYPE", spec or None)
-    name = words[-1]
-    ctype = " ".join(words[:-1])
-    if "[" in name:
-        name, _, dim = name.partition("[")
-        if not dim.endswith("]") or not dim[:-1].isdigit():
-            raise SynthError("INVALID_ARRAY_SPEC", words[-1])
-        ctype = f"{ctype}[{dim[:-1]}]"
-    if not _IDENT.match(name):
-        raise SynthError("INVALID_FIELD", name)
-    if ctype not in SYNTH_TYPES and not (_STRING.match(ctype) and
-                                         0 < int(ctype[5:-1]) <= STR_VAR_LEN_MAX):
-        raise SynthError("INVALID_TYPE", words[0])
-    return SynthField(ctype, name)
+def _parse_field(argv: list[str]) -> tuple[SynthField, int]:
+    """parse_synth_field: ``TYPE NAME`` or ``unsigned TYPE NAME``; returns the words used."""
+    if argv[0] == "unsigned":
+        if len(argv) < 3:
+            raise SynthError("INCOMPLETE_TYPE", argv[0])
+        ctype, name, used = "unsigned " + argv[1], argv[2], 3
+    else:
+        if len(argv) < 2:
+            raise SynthError("INVALID_FIELD", argv[0])
+        ctype, name, used = argv[0], argv[1], 2
+    base, bracket, array = name.partition("[")
+    if not _IDENT.match(base):
+        raise SynthError("BAD_NAME", name)
+    full = ctype + (bracket + array if bracket else "")
+    if "char[" in full:
+        m = _STRING.match(full)
+        if m is None or (m.group(1) and not 0 < int(m.group(1)) <= STR_VAR_LEN_MAX):
+            raise SynthError("INVALID_ARRAY_SPEC", name)
+    elif full not in SYNTH_TYPES:
+        raise SynthError("INVALID_TYPE", ctype.split()[-1])
+    return SynthField(full, base), used

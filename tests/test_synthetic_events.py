@@ -69,18 +69,25 @@ def test_dynamic_events_s_lines_and_removal(tree):
     assert "synthetic" not in tree.readdir("/events")
 
 
-@pytest.mark.parametrize("cmd, err, message", [
-    ("9bad u32 a", errno.EINVAL, "Illegal name"),
-    ("ev u32", errno.EINVAL, "Incomplete type"),
-    ("ev badtype a", errno.EINVAL, "Invalid type"),
-    ("ev u32 a-b", errno.EINVAL, "Invalid field"),
-    ("ev char a[x]", errno.EINVAL, "Invalid array specification"),
-    ("ev", errno.EINVAL, "Command must be of the form: <name> field[;field] ..."),
+@pytest.mark.parametrize("cmd, message, word", [
+    ("9bad u32 a", "Illegal name", "9bad"),
+    ("ev u32", "Command must be of the form: <name> field[;field] ...", None),
+    ("ev u32 a; u64", "Invalid field", "u64"),
+    ("ev u32 a; unsigned b", "Incomplete type", "unsigned"),
+    ("ev badtype a", "Invalid type", "badtype"),
+    ("ev u32 a[2]", "Invalid type", "u32"),
+    ("ev u32 a-b", "Illegal name", "a-b"),
+    ("ev char a[x]", "Invalid array specification", "a[x]"),
+    ("ev char a[300]", "Invalid array specification", "a[300]"),
+    ("ev", "Command must be of the form: <name> field[;field] ...", None),
 ])
-def test_errors(tree, cmd, err, message):
-    assert errno_of(tree.echo, "/synthetic_events", cmd, append=True) == err
-    assert f"synthetic_events: error: {message}\n  Command: {cmd}\n" in \
-           tree.read_text("/error_log")
+def test_errors(tree, cmd, message, word):
+    """__create_synth_event's checks: EINVAL, the caret under the word errpos() finds (the
+    first occurrence of the offending word), or at the start."""
+    assert errno_of(tree.echo, "/synthetic_events", cmd, append=True) == errno.EINVAL
+    caret = cmd.find(word) if word else 0
+    assert f"synthetic_events: error: {message}\n  Command: {cmd}\n" + " " * (11 + caret) \
+           + "^\n" in tree.read_text("/error_log")
     assert tree.read_text("/synthetic_events") == ""
 
 
@@ -99,7 +106,7 @@ def test_type_and_count_mismatch(tree):
     tree.echo("/synthetic_events", "two u64 a; u64 b", append=True)
     trig = "/events/net/netif_receive_skb/trigger"
     assert errno_of(tree.echo, trig, "hist:keys=skbaddr:onmatch(net.net_dev_queue)"
-                                     ".trace(two,len)", append=True) == errno.EINVAL
+                                     ".trace(two,skbaddr)", append=True) == errno.EINVAL
     assert "Param count doesn't match synthetic event field count" in \
            tree.read_text("/error_log")
     tree.echo("/synthetic_events", "str char s[16]", append=True)
@@ -107,6 +114,23 @@ def test_type_and_count_mismatch(tree):
                                      ".trace(str,len)", append=True) == errno.EINVAL
     assert "Param type doesn't match synthetic event field type" in \
            tree.read_text("/error_log")
+
+
+def test_dynamic_string_field(tree, system):
+    """``char name[]``: a ``__data_loc`` word in an 8-byte slot, the text after the slots."""
+    tree.echo("/synthetic_events", "dev_ev char dev[]; unsigned int len", append=True)
+    assert tree.read_text("/synthetic_events") == "dev_ev\tchar[] dev; unsigned int len\n"
+    fmt = tree.read_text("/events/synthetic/dev_ev/format")
+    assert "\tfield:__data_loc char[] dev;\toffset:8;\tsize:8;\tsigned:1;\n" \
+           "\tfield:unsigned int len;\toffset:16;\tsize:4;\tsigned:0;\n" in fmt
+    assert 'print fmt: "dev=%.*s, len=%u", __get_str(dev), REC->len\n' in fmt
+    tree.echo("/events/net/netif_receive_skb/trigger",
+              "hist:keys=skbaddr:onmatch(net.net_dev_queue).dev_ev(name,len)", append=True)
+    tree.echo("/events/net/net_dev_queue/trigger", "hist:keys=skbaddr:t=common_cpu",
+              append=True)
+    tree.echo("/events/synthetic/dev_ev/enable", "1")
+    control.send(system.kernel, "lo", 90, count=1)
+    assert re.search(r" dev_ev: dev=lo len=90\n", tree.read_text("/trace"))
 
 
 WAKEUP_EXAMPLE = (
