@@ -56,7 +56,7 @@ def test_ls_la_root_and_subdirectories(mnt):
         if directory.count("/") == 2:            # an event: the model's hist file as well
             want.update({name: (mode, 1) for name, mode in EXTRA_EVENT_FILES.items()})
         if directory.startswith("per_cpu/"):     # and the per-CPU snapshot file
-            want["snapshot"] = ("-rw-r-----", 1)
+            want.update(snapshot=("-rw-r-----", 1), snapshot_raw=("-r--r-----", 1))
         assert {k: v for k, v in want.items() if k in got} == got, directory
 
 

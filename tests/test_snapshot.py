@@ -73,6 +73,17 @@ def test_per_cpu_snapshot(tree, system):
     assert "on cpu0" not in tree.read_text("/trace")
 
 
+def test_snapshot_raw_reads_the_snapshot_pages(tree):
+    from kernel_model.ring_buffer import decode_page
+    mark(tree, "raw line")
+    tree.echo("/per_cpu/cpu0/snapshot", "1")
+    page = tree.cat("/per_cpu/cpu0/snapshot_raw", nonblock=True)
+    assert len(page) == 4096
+    _, _, _, events = decode_page(page)
+    assert len(events) == 1 and b"raw line" in events[0][1]
+    assert errno_of(tree.cat, "/per_cpu/cpu0/snapshot_raw", nonblock=True) == errno.EAGAIN
+
+
 def test_instances_have_their_own(tree):
     tree.mkdir("/instances/foo")
     mark(tree, "top line")

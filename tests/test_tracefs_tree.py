@@ -108,7 +108,7 @@ def test_sub_modes_match_ls_sub(tree):
                 continue   # an event the model does not have (e.g. skb_copy_datagram_iovec)
             assert (mode_string(attr.mode), attr.nlink) == (mode, nlink), path
         extra = (set(EXTRA_EVENT_FILES) if directory.count("/") == 2 else
-                 {"snapshot"} if directory.startswith("per_cpu/") else set())
+                 {"snapshot", "snapshot_raw"} if directory.startswith("per_cpu/") else set())
         assert set(tree.readdir("/" + directory)) <= set(want) | extra, directory
 
 

@@ -118,6 +118,8 @@ class InstanceFiles:
             "trace_pipe": self.file(MODE_RO, lambda f: open_trace_pipe(f, a, cpu)),
             "trace_pipe_raw": self.file(MODE_RO, lambda f: open_trace_pipe_raw(f, a, cpu)),
             "snapshot": self.file(MODE_RW, lambda f: self._open_snapshot(f, cpu)),
+            "snapshot_raw": self.file(MODE_RO, lambda f: open_trace_pipe_raw(
+                f, a.snapshot_view(), cpu)),
         })
 
     def _options(self) -> dict[str, Node]:
