@@ -352,6 +352,7 @@ class HistTrigger:
         self.drops = 0
         self.snapshot_taken: tuple[int, tuple, Elt] | None = None
         self.var_users: list[HistTrigger] = []
+        self.field_var_hists: list[HistTrigger] = []   # made on other events for params
 
     # -- identity (hist_trigger_match) and listing
     def spec(self) -> str:
@@ -1049,16 +1050,53 @@ class Parser:
 
     def action_field(self, action: Action, system: str | None, event: str | None,
                      name: str) -> HistField:
-        """A plain field as a parameter: a field variable on this event."""
-        if system is not None and (system, event) != (self.event.system, self.event.name):
-            raise HistError("HIST_NOT_FOUND", name)
-        try:
+        """A plain field as a parameter (trace_action_create_field_var): a field variable
+        on this event, else one on the onmatch event, made by a new hist trigger there."""
+        here = system is None or (system, event) == (self.event.system, self.event.name)
+        if here and (_event_field(self.event, name) is not None or name.startswith("common_")):
             f = self.parse_field(name, False)
-        except HistError:
-            raise HistError("FIELD_VAR_PARSE_FAIL", name) from None
-        f.var_name = name
-        self.trig.field_vars.append(f)
+            f.var_name = name
+            self.trig.field_vars.append(f)
+            return f
+        if system is None and action.handler == "onmatch":
+            system, event = action.arg.split(".", 1)
+        if system is None:
+            raise HistError("FIELD_VAR_PARSE_FAIL", name)
+        return self.field_var_hist(system, event, name)
+
+    def field_var_hist(self, system: str, event: str, name: str) -> HistField:
+        """create_field_var_hist: on the other event, a hist trigger with the keys of one of
+        its hist triggers whose keys match this one's, and a ``synthetic_<field>`` variable."""
+        try:
+            other = self.file.array.file(system, event)
+        except OSError:
+            raise HistError("EVENT_FILE_NOT_FOUND", name) from None
+        compatible = next((t for t in other.triggers if isinstance(t, HistTrigger)
+                           and _keys_compatible(t, self.trig)), None)
+        if compatible is None:
+            raise HistError("HIST_NOT_FOUND", name)
+        var_name = "synthetic_" + name
+        found, owner = _file_var_owner(other, var_name)
+        if found is None:
+            text = ("keys=" + ",".join(k.field_name() for k in compatible.keys)
+                    + f":{var_name}={name}"
+                    + (f" if {compatible.filter_text}" if compatible.filter_text else ""))
+            try:
+                owner = Parser(other, text, False).parse()
+            except HistError:
+                raise HistError("HIST_CREATE_FAIL", name) from None
+            self.trig.field_var_hists.append(owner)
+            found = owner.vars[-1]
+        f = HistField("ref")
+        f.name = var_name
+        f.ref = self.add_ref(found, owner, system, event)
         return f
+
+
+def _keys_compatible(a: HistTrigger, b: HistTrigger) -> bool:
+    """compatible_keys: as many keys, each of the same type, size and signedness."""
+    return len(a.keys) == len(b.keys) and all(
+        x.c_type() == y.c_type() for x, y in zip(a.keys, b.keys, strict=True))
 
 
 def _type_ok(synth_field: Any, f: HistField) -> bool:
@@ -1144,8 +1182,9 @@ def _file_var(file: Any, name: str) -> HistField | None:
 
 # -- the command --------------------------------------------------------------------------------
 
-def command(file: Any, text: str) -> tuple[str, HistTrigger] | None:
-    """One ``[!]hist:...`` write to ``file``'s trigger file (event_hist_trigger_parse)."""
+def command(file: Any, text: str) -> list[tuple[str, HistTrigger]]:
+    """One ``[!]hist:...`` write to ``file``'s trigger file (event_hist_trigger_parse): the
+    triggers to add or remove, each on its own event file (``trigger.file``)."""
     remove = text.startswith("!")
     body = text[1:] if remove else text
     param = body[len("hist"):]
@@ -1158,11 +1197,10 @@ def command(file: Any, text: str) -> tuple[str, HistTrigger] | None:
         existing = next((t for t in file.triggers if trig.same(t)), None)
         if remove:
             if existing is None:
-                return None
+                return []
             if _referenced(existing):
                 raise HistError(None, code=errno.EBUSY)
-            _release(existing)
-            return "remove", existing
+            return [("remove", existing)] + _release(existing)
         if trig.pause or trig.cont or trig.clear:
             if existing is not None:
                 if trig.pause:
@@ -1172,7 +1210,7 @@ def command(file: Any, text: str) -> tuple[str, HistTrigger] | None:
                 else:
                     existing.shared.map.clear()
                     existing.shared.hits = existing.shared.drops = 0
-                return None
+                return []
         named = _named(file.array, trig.name) if trig.name else None
         if named is not None and named.spec().split(":", 2)[2] != trig.spec().split(":", 2)[2]:
             raise HistError("NAMED_MISMATCH", trig.name)
@@ -1184,29 +1222,39 @@ def command(file: Any, text: str) -> tuple[str, HistTrigger] | None:
         if named is not None:
             trig.shared = named.shared
         else:
-            parser.bind_actions()
-        if trig.timestamps:
             try:
-                file.array.set_clock(trig.clock)
-            except OSError:
-                raise HistError("SET_CLOCK_FAIL", trig.clock) from None
-        for ref in trig.refs:
-            owner = ref.target_hist
-            if owner is not None and owner is not trig:
-                owner.var_users.append(trig)
-        if any(a.kind == "snapshot" for a in trig.actions):
-            # tracing_snapshot_cond_enable: one conditional snapshot user per trace array
-            if file.array.cond_snapshot is not None:
-                raise HistError(None, code=errno.EBUSY)
-            file.array.alloc_snapshot()
-            file.array.cond_snapshot = trig
-        return "add", trig
+                _register(parser, trig)
+            except HistError:
+                _release(trig)
+                raise
+        return [("add", h) for h in trig.field_var_hists] + [("add", trig)]
     except HistError as e:
         if e.key is not None:
             pos = e.pos if e.pos is not None else parser.errpos(e.word)
             file.array.log_error(f"hist:{file.event.system}:{file.event.name}",
                                  parser.last_cmd, HIST_ERRORS[e.key], pos)
         raise OSError(e.code, HIST_ERRORS.get(e.key or "", "Invalid argument")) from None
+
+
+def _register(parser: Parser, trig: HistTrigger) -> None:
+    """The steps after the duplicate checks (event_trigger_register, create_actions)."""
+    array = parser.file.array
+    parser.bind_actions()
+    if any(a.kind == "snapshot" for a in trig.actions):
+        # tracing_snapshot_cond_enable: one conditional snapshot user per trace array
+        if array.cond_snapshot is not None:
+            raise HistError(None, code=errno.EBUSY)
+    if trig.timestamps:
+        try:
+            array.set_clock(trig.clock)
+        except OSError:
+            raise HistError("SET_CLOCK_FAIL", trig.clock) from None
+    for ref in trig.refs:
+        if ref.target_hist is not trig:
+            ref.target_hist.var_users.append(trig)
+    if any(a.kind == "snapshot" for a in trig.actions):
+        array.alloc_snapshot()
+        array.cond_snapshot = trig
 
 
 def _named(array: Any, name: str) -> HistTrigger | None:
@@ -1222,27 +1270,32 @@ def _referenced(trig: HistTrigger) -> bool:
     return any(user is not trig for user in trig.var_users)
 
 
-def _release(trig: HistTrigger) -> None:
-    """What removing a trigger gives back: its references and synthetic event uses."""
+def _release(trig: HistTrigger) -> list[tuple[str, HistTrigger]]:
+    """What removing a trigger gives back: its references, synthetic event uses and the
+    conditional snapshot; returns the field-variable hists it made, to be removed too
+    (unregister_field_var_hists)."""
     for ref in trig.refs:
-        owner = ref.target_hist
-        if owner is not None and trig in owner.var_users:
-            owner.var_users.remove(trig)
+        while trig in ref.target_hist.var_users:
+            ref.target_hist.var_users.remove(trig)
     for a in trig.actions:
         if a.synth is not None:
             a.synth.ref -= 1
+            a.synth = None
     if trig.file.array.cond_snapshot is trig:
         trig.file.array.cond_snapshot = None
+    helpers, trig.field_var_hists = trig.field_var_hists, []
+    return [("remove", h) for h in helpers if h in h.file.triggers and not _referenced(h)]
 
 
-def removable_on_truncate(file: Any) -> list[HistTrigger]:
+def removable_on_truncate(file: Any) -> list[tuple[str, HistTrigger]]:
     """hist_unreg_all: O_TRUNC removes every hist trigger, or none when one is referenced."""
     hists = [t for t in file.triggers if isinstance(t, HistTrigger)]
     if any(_referenced(t) for t in hists):
         return []
+    ops: list[tuple[str, HistTrigger]] = []
     for t in hists:
-        _release(t)
-    return hists
+        ops += [("remove", t)] + _release(t)
+    return ops
 
 
 def set_paused(file: Any, paused: bool) -> None:

@@ -190,20 +190,22 @@ def _attach(file: Any, trig: Any, tail: bool) -> None:
 
 
 def _hist_command(file: Any, text: str) -> None:
-    outcome = hist.command(file, text)
-    if outcome is None:
-        return
-    op, trig = outcome
-    if op == "add":
-        _attach(file, trig, tail=True)
-    else:
-        _detach(file, trig)
+    _apply(hist.command(file, text))
+
+
+def _apply(ops: list[tuple[str, Any]]) -> None:
+    """Add or remove hist triggers, each on its own event file (a trigger's field-variable
+    hists live on the events it reads)."""
+    for op, trig in ops:
+        if op == "add":
+            _attach(trig.file, trig, tail=True)
+        elif trig in trig.file.triggers:
+            _detach(trig.file, trig)
 
 
 def truncate_hist(file: Any) -> None:
     """O_TRUNC on a trigger file: hist_unreg_all."""
-    for trig in hist.removable_on_truncate(file):
-        _detach(file, trig)
+    _apply(hist.removable_on_truncate(file))
 
 
 def _soft_get(file: Any) -> None:

@@ -245,6 +245,31 @@ def test_onmatch_trace_to_a_synthetic_event(tree, system):
     assert errno_of(tree.echo, "/synthetic_events", "!lo_latency", append=True) == errno.EBUSY
 
 
+def test_field_of_the_matching_event_as_a_parameter(tree, system):
+    """A parameter naming the other event's field makes a hist trigger there with the
+    matching keys and a ``synthetic_<field>`` variable (create_field_var_hist); removing the
+    trigger that needed it removes it too."""
+    from kernel_model import control
+    tree.echo("/synthetic_events", "qlen u64 lat; unsigned int qlen; unsigned int rlen",
+              append=True)
+    queue = "/events/net/net_dev_queue/trigger"
+    tree.echo(queue, "hist:keys=skbaddr:ts0=common_timestamp.usecs", append=True)
+    cmd = ("hist:keys=skbaddr:lat=common_timestamp.usecs-$ts0:"
+           "onmatch(net.net_dev_queue).qlen($lat,net.net_dev_queue.len,len)")
+    tree.echo("/events/net/netif_receive_skb/trigger", cmd, append=True)
+    assert tree.read_text(queue).splitlines()[1] == \
+        "hist:keys=skbaddr:vals=hitcount:synthetic_len=len:sort=hitcount:size=2048 [active]"
+    tree.echo("/events/synthetic/qlen/enable", "1")
+    control.send(system.kernel, "lo", 128, count=2)
+    lines = re.findall(r" qlen: lat=\d+ qlen=(\d+) rlen=(\d+)\n", tree.read_text("/trace"))
+    assert lines == [("142", "128")] * 2               # the queued frame has its link header
+    # the first trigger's variables are in use: it cannot go while the second is there
+    assert errno_of(tree.echo, queue, "!hist:keys=skbaddr:ts0=common_timestamp.usecs",
+                    append=True) == errno.EBUSY
+    tree.echo("/events/net/netif_receive_skb/trigger", "!" + cmd, append=True)
+    assert len(tree.read_text(queue).splitlines()) == 1
+
+
 def test_common_stacktrace_key(tree, system):
     tree.echo(KMALLOC + "/trigger", "hist:keys=common_stacktrace")
     allocate(system, [16])
