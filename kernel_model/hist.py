@@ -353,6 +353,7 @@ class HistTrigger:
         self.snapshot_taken: tuple[int, tuple, Elt] | None = None
         self.var_users: list[HistTrigger] = []
         self.field_var_hists: list[HistTrigger] = []   # made on other events for params
+        self.holds_array = False      # save_hist_vars took a reference on the trace array
 
     # -- identity (hist_trigger_match) and listing
     def spec(self) -> str:
@@ -1255,6 +1256,12 @@ def _register(parser: Parser, trig: HistTrigger) -> None:
     if any(a.kind == "snapshot" for a in trig.actions):
         array.alloc_snapshot()
         array.cond_snapshot = trig
+    # save_hist_vars: a trigger with variables or references holds its trace array, so the
+    # instance cannot be removed (EBUSY) while it is there
+    for t in [*trig.field_var_hists, trig]:
+        if t.vars or t.refs or t.field_vars:
+            t.file.array.get()
+            t.holds_array = True
 
 
 def _named(array: Any, name: str) -> HistTrigger | None:
@@ -1283,8 +1290,15 @@ def _release(trig: HistTrigger) -> list[tuple[str, HistTrigger]]:
             a.synth = None
     if trig.file.array.cond_snapshot is trig:
         trig.file.array.cond_snapshot = None
+    if trig.holds_array:
+        trig.holds_array = False
+        trig.file.array.put()
     helpers, trig.field_var_hists = trig.field_var_hists, []
-    return [("remove", h) for h in helpers if h in h.file.triggers and not _referenced(h)]
+    ops: list[tuple[str, HistTrigger]] = []
+    for h in helpers:
+        if not _referenced(h):
+            ops += [("remove", h)] + _release(h)
+    return ops
 
 
 def removable_on_truncate(file: Any) -> list[tuple[str, HistTrigger]]:

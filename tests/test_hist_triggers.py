@@ -270,6 +270,17 @@ def test_field_of_the_matching_event_as_a_parameter(tree, system):
     assert len(tree.read_text(queue).splitlines()) == 1
 
 
+def test_variables_hold_the_instance(tree, system):
+    """A trigger with variables holds its trace array (save_hist_vars): rmdir is EBUSY."""
+    tree.mkdir("/instances/h")
+    trig = "/instances/h" + KMALLOC + "/trigger"
+    tree.echo(trig, "hist:keys=ptr:t=bytes_req", append=True)
+    assert errno_of(tree.rmdir, "/instances/h") == errno.EBUSY
+    tree.echo(trig, "!hist:keys=ptr:t=bytes_req", append=True)
+    tree.echo(trig, "hist:keys=ptr", append=True)           # no variables: no hold
+    tree.rmdir("/instances/h")
+
+
 def test_common_stacktrace_key(tree, system):
     tree.echo(KMALLOC + "/trigger", "hist:keys=common_stacktrace")
     allocate(system, [16])
