@@ -696,12 +696,15 @@ class Parser:
         t.vals.append(HistField("hitcount"))
         if text is None:
             return
+        # create_val_fields: at most VALS_MAX items looked at and VALS_MAX - 1 values made
+        # besides hitcount; anything left over but a lone "hitcount" is EINVAL
         items = text.split(",")
-        for item in items[:VALS_MAX * 2]:
+        taken = 0
+        while taken < VALS_MAX and len(t.vals) < VALS_MAX and taken < len(items):
+            item = items[taken]
+            taken += 1
             if item == "hitcount":
                 continue
-            if len(t.vals) >= VALS_MAX + 1:
-                raise HistError(None)
             f = self.parse_expr(item, 0, None, key=False)
             # __create_val_field: a value is a sum, so no modifier that changes what is
             # summed; .percent and .graph only change how the sum is shown
@@ -709,6 +712,8 @@ class Parser:
                     or f.buckets:
                 raise HistError("BAD_FIELD_MODIFIER", item)
             t.vals.append(f)
+        if items[taken:] not in ([], ["hitcount"]):
+            raise HistError(None)
 
     def create_var(self, name: str, expr: str) -> None:
         t = self.trig

@@ -321,6 +321,14 @@ def test_errors_logged_with_caret(tree, cmd, key, word):
     assert tree.read_text(KMALLOC + "/trigger") == EMPTY_TRIGGERS
 
 
+def test_value_limit(tree):
+    """TRACING_MAP_VALS_MAX: hitcount and two values."""
+    tree.echo(KMALLOC + "/trigger", "hist:keys=ptr:vals=bytes_req,hitcount,bytes_alloc")
+    assert "vals=hitcount,bytes_req,bytes_alloc:" in tree.read_text(KMALLOC + "/trigger")
+    assert errno_of(tree.echo, KMALLOC + "/trigger", "hist:keys=call_site:vals=bytes_req,"
+                    "bytes_alloc,gfp_flags", append=True) == errno.EINVAL
+
+
 @pytest.mark.parametrize("cmd", ["hist", "hist:", "hist:vals=bytes_req", "hist:keys=a,b,c,d",
                                  "hist:keys=bytes_req:size=3", "hist:keys=bytes_req:bogus"])
 def test_malformed_without_log_entry(tree, cmd):
