@@ -61,12 +61,16 @@ _U32 = struct.Struct("<I")
 _U32X2 = struct.Struct("<II")
 _PAGE_HDR = struct.Struct("<Qq")
 
-HEADER_PAGE_TEXT = (
-    "\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n"
-    "\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n"
-    "\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n"
-    f"\tfield: char data;\toffset:16;\tsize:{BUF_PAGE_SIZE};\tsigned:0;\n"
-)
+def page_header_text(data_size: int = BUF_PAGE_SIZE) -> str:
+    """``events/header_page`` (ring_buffer_print_page_header): the data size is the buffer's
+    sub-buffer size less the page header."""
+    return ("\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n"
+            "\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n"
+            "\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n"
+            f"\tfield: char data;\toffset:16;\tsize:{data_size};\tsigned:0;\n")
+
+
+HEADER_PAGE_TEXT = page_header_text()
 HEADER_EVENT_TEXT = (
     "# compressed entry header\n"
     "\ttype_len    :    5 bits\n"
@@ -423,6 +427,11 @@ class RingBuffer:
     def size_kb(self, cpu: int) -> int:
         cb = self.cpus[cpu]
         return cb.nr_pages * cb.data_size >> 10
+
+    @property
+    def subbuf_data_size(self) -> int:
+        """Data bytes of one sub-buffer (the kernel's buffer->subbuf_size)."""
+        return self.cpus[0].data_size
 
     @property
     def subbuf_order(self) -> int:

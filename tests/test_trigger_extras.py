@@ -48,6 +48,15 @@ def test_subbuf_size_keeps_the_buffer_size_and_drops_contents(tree):
     tree.rmdir("/instances/sb")
 
 
+def test_header_page_shows_the_subbuf_size(tree):
+    tree.echo("/buffer_subbuf_size_kb", "8")
+    assert "\tfield: char data;\toffset:16;\tsize:8176;\tsigned:0;\n" in \
+           tree.read_text("/events/header_page")
+    tree.mkdir("/instances/hp")
+    assert "size:4080;" in tree.read_text("/instances/hp/events/header_page")
+    tree.rmdir("/instances/hp")
+
+
 def test_large_subbuf_holds_large_events_and_reads_raw():
     rb = RingBuffer(1, size_kb=64)
     rb.set_subbuf_order(2)                                 # 16 KiB sub-buffers

@@ -118,9 +118,14 @@ class EventsDir:
         self._top_files: dict[str, Node] = {
             "enable": self._seq(MODE_RW, lambda: self.array.system_enable_text(None),
                                 lambda t: self._set_system(None, t)),
-            "header_page": self._seq(MODE_RO, self.ctx.header_page_text),
+            "header_page": self._seq(MODE_RO, self._header_page_text),
             "header_event": self._seq(MODE_RO, self.ctx.header_event_text),
         }
+
+    def _header_page_text(self) -> str:
+        """This array's buffer's page header (its sub-buffer size)."""
+        from kernel_model.ring_buffer import page_header_text
+        return page_header_text(self.array.buffer.subbuf_data_size)
 
     def _file(self, mode: int, opener: Callable[[int], Handle]) -> File:
         return File(mode, self.counted(opener))
