@@ -7,7 +7,8 @@ line for a feature the model lacks: no function tracer triggers or ``:mod:`` com
 tracer, no event probes (``e``), no fprobes or tracepoint probes, no ``%return`` suffix, and only
 the fetch types the kprobe parser takes (kernel_model/trace_kprobe.py). The snapshot, hist
 trigger and synthetic event lines are those of CONFIG_TRACER_SNAPSHOT, CONFIG_HIST_TRIGGERS and
-CONFIG_SYNTH_EVENTS.
+CONFIG_SYNTH_EVENTS; the synthetic_events example is the one of the kernels before stacktrace
+fields (``long[] stack``, not modelled).
 """
 from __future__ import annotations
 
@@ -170,6 +171,7 @@ README = (
     "\t           [unsigned] char/int/long\n"
     "  events/synthetic_events\t- Create/append/remove/show synthetic events\n"
     "\t  Write into this file to define/undefine new synthetic events.\n"
+    "\t     example: echo 'myevent u64 lat; char name[]' >> synthetic_events\n"
     "  set_event\t\t- Enables events by name written into it\n"
     "  events/\t\t- Directory containing all trace event subsystems:\n"
     "      enable\t\t- Write 0/1 to enable/disable tracing of all events\n"
