@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import errno
 import functools
+import struct
+from collections.abc import Callable
 from typing import Any
 
 from kernel_model.call_stack import event_stack
@@ -118,6 +120,7 @@ class HistField:
         self.op = ""
         self.constant = 0
         self.ref: VarRef | None = None
+        self.read = _field_reader(field) if field is not None else _no_read
 
     # what the field's printed name is (hist_field_name)
     def field_name(self) -> str:
@@ -195,7 +198,7 @@ class HistField:
         if kind == "field":
             if self.var_name and "execname" in self.flags:
                 return hit.comm                  # update_var_execname: the comm as a string
-            v = hit.values[self.field.name]
+            v = self.read(hit.record)
         elif kind == "ts":
             v = hit.ts_us if self.usecs else hit.ts
         elif kind == "cpu":
@@ -219,6 +222,43 @@ class HistField:
         if self.buckets:
             return (v & U64) // self.buckets * self.buckets
         return v
+
+
+_INT_CODES = {(1, False): "B", (1, True): "b", (2, False): "H", (2, True): "h",
+              (4, False): "I", (4, True): "i", (8, False): "Q", (8, True): "q"}
+
+
+def _field_reader(field: Any) -> Callable[[bytes], Any]:
+    """How a hit reads one field of the record (hist_field_<type>, hist_field_string,
+    hist_field_dynstring): numbers by size and sign, strings up to their NUL."""
+    off = field.offset
+    if field.is_data_loc:
+        loc = struct.Struct("<I")
+
+        def dynstring(record: bytes) -> str:
+            v = loc.unpack_from(record, off)[0]
+            start = v & 0xffff
+            return _cstr(record[start:start + (v >> 16)])
+        return dynstring
+    if "[" in field.type:
+        end = off + field.size
+
+        def string(record: bytes) -> str:
+            return _cstr(record[off:end])
+        return string
+    code = _INT_CODES.get((field.size, field.is_signed))
+    if code is None:
+        return _no_read
+    unpack = struct.Struct("<" + code).unpack_from
+    return lambda record: unpack(record, off)[0]
+
+
+def _no_read(record: bytes) -> int:
+    return 0
+
+
+def _cstr(raw: bytes) -> str:
+    return bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def _apply(op: str, vals: list[Any]) -> int:
@@ -255,9 +295,9 @@ class VarRef:
 class Hit:
     """One event hit as the fields see it."""
 
-    def __init__(self, values: dict[str, Any], cpu: Any, ts: int, ts_us: int, comm: str,
+    def __init__(self, record: bytes, cpu: Any, ts: int, ts_us: int, comm: str,
                  stack: tuple[int, ...]) -> None:
-        self.values = values
+        self.record = record
         self.cpu = cpu
         self.ts, self.ts_us = ts, ts_us
         self.comm = comm
@@ -396,16 +436,22 @@ class HistTrigger:
         comm = "<idle>" if task.pid == 0 else task.comm
         stack = tuple(event_stack(tracing, file.event, cpu)[:STACKTRACE_DEPTH]) \
             if self.has_stack else ()
-        hit = Hit(file.event.decode(record), cpu, ts, ts_us, comm, stack)
+        hit = Hit(record, cpu, ts, ts_us, comm, stack)
         self.shared.update(self, hit)
 
     @functools.cached_property
     def has_stack(self) -> bool:
         return any(k.kind == "stack" for k in self.keys)
 
+    @functools.cached_property
+    def key_plan(self) -> tuple[tuple[HistField, bool, bool], ...]:
+        """Per key: the field, whether it is the stack, whether it is a string (fixed once
+        the trigger is registered, so worked out at the first hit)."""
+        return tuple((k, k.kind == "stack", k.is_string) for k in self.keys)
+
     def key_of(self, hit: Hit) -> tuple:
-        return tuple(hit.stack if k.kind == "stack" else
-                     (k.value(hit) if k.is_string else k.value(hit) & U64) for k in self.keys)
+        return tuple(hit.stack if stack else (k.value(hit) if text else k.value(hit) & U64)
+                     for k, stack, text in self.key_plan)
 
     def update(self, trig: HistTrigger, hit: Hit) -> None:
         """event_hist_trigger on the map this trigger owns (``trig`` is the one hit)."""
