@@ -172,8 +172,8 @@ def set_trigger(file: Any, text: str) -> None:
         new.filter_text = cond_text
     if any(t.same(new) for t in file.triggers):
         raise OSError(errno.EEXIST, "trigger exists")
-    if target is not None and cmd in ("enable_event", "disable_event"):
-        _soft_get(target)
+    if target is not None:              # event_enable_trigger_parse (enable_hist too):
+        _soft_get(target)               # the target goes into soft mode
     if cmd == "snapshot":
         file.array.alloc_snapshot()     # register_snapshot_trigger arms the snapshot buffer
     _attach(file, new, tail=False)
@@ -226,7 +226,7 @@ def _soft_put(file: Any) -> None:
 
 def _detach(file: Any, trig: Trigger) -> None:
     file.triggers.remove(trig)
-    if trig.target is not None and trig.cmd in ("enable_event", "disable_event"):
+    if trig.target is not None:
         _soft_put(trig.target)
     if not file.triggers:
         _soft_put(file)

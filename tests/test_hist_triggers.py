@@ -152,6 +152,7 @@ def test_enable_hist_and_disable_hist(tree, system):
     tree.echo(KMALLOC + "/trigger", "hist:keys=bytes_req")
     tree.echo(KFREE + "/trigger", "disable_hist:kmem:kmalloc:1")
     assert tree.read_text(KFREE + "/trigger") == "disable_hist:kmem:kmalloc:count=1\n"
+    assert tree.read_text(KMALLOC + "/enable") == "0*\n"      # soft mode, as enable_event
     allocate(system, [32, 32])
     # the first kfree paused the histogram: the second kmalloc is not counted
     assert "Hits: 1\n" in tree.read_text(KMALLOC + "/hist")
