@@ -115,6 +115,16 @@ def test_snapshot_trigger_with_count(tree, system):
     tree.echo(trig, "!snapshot", append=True)
 
 
+def test_snapshot_trigger_after_the_buffer_was_freed(tree, system):
+    from kernel_model import control
+    tree.echo("/events/net/netif_receive_skb/trigger", "snapshot")
+    tree.echo("/snapshot", "0")
+    control.send(system.kernel, "lo", 64, count=1)
+    trace = tree.read_text("/trace")
+    assert "*** SNAPSHOT NOT ALLOCATED ***" in trace and "*** stopping trace here!   ***" in trace
+    assert tree.read_text("/tracing_on") == "0\n"
+
+
 def test_tracing_max_latency(tree):
     assert tree.read_text("/tracing_max_latency") == "0\n"
     tree.echo("/tracing_max_latency", "150")
