@@ -15,6 +15,8 @@ from tracesim.tools.ctl_socket import request
 from tests.conftest import REFERENCE, need_shared
 from tests.fuse_helpers import sh, tracesim
 from tests.tracefs_reference import (
+    EMPTY_TRIGGERS,
+    EXTRA_EVENT_FILES,
     filter_cases,
     ls_blocks,
     ls_entries,
@@ -50,6 +52,10 @@ def test_ls_la_root_and_subdirectories(mnt):
         assert got.pop(".") == want.pop(".")
         got.pop("..")
         want.pop("..")
+        if directory.count("/") == 2:            # an event: the model's hist file as well
+            want.update({name: (mode, 1) for name, mode in EXTRA_EVENT_FILES.items()})
+        if directory.startswith("per_cpu/"):     # and the per-CPU snapshot file
+            want.update(snapshot=("-rw-r-----", 1), snapshot_raw=("-r--r-----", 1))
         assert {k: v for k, v in want.items() if k in got} == got, directory
 
 
@@ -57,7 +63,7 @@ def test_ls_la_root_and_subdirectories(mnt):
     ("events/header_page", "header_page"), ("events/header_event", "header_event"),
     ("trace", "trace_empty"), ("events/skb/kfree_skb/enable", "event_enable"),
     ("events/enable", "events_enable"), (NETIF + "/filter", "event_filter_none"),
-    ("events/skb/kfree_skb/trigger", "event_trigger"), ("buffer_size_kb", "buffer_size_kb"),
+    ("buffer_size_kb", "buffer_size_kb"),
     ("trace_clock", "trace_clock"), ("tracing_on", "tracing_on"),
 ])
 def test_cat_reference_files(mnt, path, name):
@@ -168,7 +174,7 @@ def test_kprobe_events_through_the_shell(mnt):
     assert sh("cat kprobe_events", mnt).stdout == \
         "p:kprobes/myprobe __netdev_alloc_skb len=%si:u32\n"
     assert sh("ls events/kprobes/myprobe", mnt).stdout.split() == \
-        ["enable", "filter", "format", "id", "trigger"]
+        ["enable", "filter", "format", "hist", "id", "trigger"]
     sh("echo 1 > events/kprobes/myprobe/enable", mnt)
     ctl(mnt, "skb-bench", "2")
     assert len(re.findall(r"myprobe: \(__netdev_alloc_skb\+0x0/0x[0-9a-f]+\) len=128",
@@ -187,7 +193,7 @@ def test_triggers_through_the_shell(mnt):
     assert sh(f"cat {NETIF}/trigger", mnt).stdout.startswith("enable_event:skb:kfree_skb:count=2")
     assert sh("cat events/skb/kfree_skb/enable", mnt).stdout == "0*\n"
     sh(f"echo '!enable_event:skb:kfree_skb:2' >> {NETIF}/trigger", mnt)
-    assert sh(f"cat {NETIF}/trigger", mnt).stdout == ref("event_trigger")
+    assert sh(f"cat {NETIF}/trigger", mnt).stdout == EMPTY_TRIGGERS
 
 
 def test_binary_object_is_collected_until_close(mnt, tmp_path):

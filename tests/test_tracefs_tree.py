@@ -10,6 +10,8 @@ from tracesim.tracefs.errors import FsError
 
 from tests.conftest import REFERENCE, need_shared
 from tests.tracefs_reference import (
+    EMPTY_TRIGGERS,
+    EXTRA_EVENT_FILES,
     filter_cases,
     ls_blocks,
     ls_entries,
@@ -53,11 +55,21 @@ def test_format_files(tree, path, name):
     ("/events/header_page", "header_page"), ("/events/header_event", "header_event"),
     ("/trace", "trace_empty"), ("/events/skb/kfree_skb/enable", "event_enable"),
     ("/events/enable", "events_enable"), (NETIF + "/filter", "event_filter_none"),
-    ("/events/skb/kfree_skb/trigger", "event_trigger"), ("/buffer_size_kb", "buffer_size_kb"),
+    ("/buffer_size_kb", "buffer_size_kb"),
     ("/trace_clock", "trace_clock"), ("/tracing_on", "tracing_on"),
 ])
 def test_boot_state_files(tree, path, name):
     assert tree.read_text(path) == ref(name)
+
+
+def test_empty_trigger_file_lists_the_models_commands(tree):
+    """The reference kernel (no snapshot, no hist triggers) lists five commands; the model
+    lists them in the same registration order with snapshot and the hist commands added."""
+    reference = ref("event_trigger").split("\n")[1].split()[1:]
+    text = tree.read_text("/events/skb/kfree_skb/trigger").split("\n")[1].split()[1:]
+    assert [c for c in text if c in reference] == reference
+    assert text == ["traceon", "traceoff", "snapshot", "stacktrace", "enable_event",
+                    "disable_event", "enable_hist", "disable_hist", "hist"]
 
 
 def test_per_cpu_stats(tree):
@@ -94,7 +106,9 @@ def test_sub_modes_match_ls_sub(tree):
             except FsError:
                 continue   # an event the model does not have (e.g. skb_copy_datagram_iovec)
             assert (mode_string(attr.mode), attr.nlink) == (mode, nlink), path
-        assert set(tree.readdir("/" + directory)) <= set(want), directory
+        extra = (set(EXTRA_EVENT_FILES) if directory.count("/") == 2 else
+                 {"snapshot", "snapshot_raw"} if directory.startswith("per_cpu/") else set())
+        assert set(tree.readdir("/" + directory)) <= set(want) | extra, directory
 
 
 # -- predicate filters -------------------------------------------------------------------------
@@ -278,7 +292,7 @@ def test_triggers(system, tree):
     tree.echo(trig, "traceoff:1")
     assert tree.read_text(trig).startswith("traceoff:count=1")
     tree.echo(trig, "!traceoff:1", append=True)
-    assert tree.read_text(trig) == ref("event_trigger")
+    assert tree.read_text(trig) == EMPTY_TRIGGERS
     tree.echo(NETIF + "/trigger", "enable_event:skb:kfree_skb")
     assert tree.read_text("/events/skb/kfree_skb/enable") == "0*\n"
     assert errno_of(tree.echo, trig, "bogus") == errno.EINVAL

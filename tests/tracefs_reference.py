@@ -19,10 +19,18 @@ EXTRA_ROOT_FILES = {"kprobe_events": "-rw-r-----", "kprobe_profile": "-r--r-----
                     # the function profiler and the stack tracer (absent there too)
                     "function_profile_enabled": "-rw-r-----", "trace_stat": "drwxr-x---",
                     "stack_trace": "-r--r-----", "stack_max_size": "-rw-r-----",
-                    "stack_trace_filter": "-rw-r-----"}
+                    "stack_trace_filter": "-rw-r-----",
+                    # CONFIG_TRACER_SNAPSHOT, CONFIG_TRACER_MAX_TRACE, CONFIG_SYNTH_EVENTS
+                    "snapshot": "-rw-r-----", "tracing_max_latency": "-rw-r-----",
+                    "synthetic_events": "-rw-r-----"}
 # Files the reference has and the model leaves out: it runs no user programs, so it has no
 # uprobes (issue 19: modelled or absent, never a file that does nothing).
 ABSENT_ROOT_FILES = ("uprobe_events", "uprobe_profile")
+# CONFIG_HIST_TRIGGERS gives each event a read-only ``hist`` file
+EXTRA_EVENT_FILES = {"hist": "-r--r-----"}
+# the empty trigger file of a kernel with snapshot and hist triggers (the reference lacks both)
+EMPTY_TRIGGERS = ("# Available triggers:\n# traceon traceoff snapshot stacktrace "
+                  "enable_event disable_event enable_hist disable_hist hist\n")
 
 
 def with_extra_root_files(listing: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:

@@ -80,10 +80,6 @@ class TreeContext:
             options["symbols"] = KallsymsLookup(kallsyms)
         return options
 
-    def header_page_text(self) -> str:
-        from tracesim.kernel_model.trace.ring_buffer import HEADER_PAGE_TEXT
-        return HEADER_PAGE_TEXT
-
     def header_event_text(self) -> str:
         from tracesim.kernel_model.trace.ring_buffer import HEADER_EVENT_TEXT
         return HEADER_EVENT_TEXT

@@ -118,9 +118,14 @@ class EventsDir:
         self._top_files: dict[str, Node] = {
             "enable": self._seq(MODE_RW, lambda: self.array.system_enable_text(None),
                                 lambda t: self._set_system(None, t)),
-            "header_page": self._seq(MODE_RO, self.ctx.header_page_text),
+            "header_page": self._seq(MODE_RO, self._header_page_text),
             "header_event": self._seq(MODE_RO, self.ctx.header_event_text),
         }
+
+    def _header_page_text(self) -> str:
+        """This array's buffer's page header (its sub-buffer size)."""
+        from tracesim.kernel_model.trace.ring_buffer import page_header_text
+        return page_header_text(self.array.buffer.subbuf_data_size)
 
     def _file(self, mode: int, opener: Callable[[int], Handle]) -> File:
         return File(mode, self.counted(opener))
@@ -178,6 +183,7 @@ class EventsDir:
                 lambda t: self._apply_event_filter(system, name, t),
                 lambda obj: self._load_bpf(system, name, obj)))
             files["trigger"] = self._file(MODE_RW, lambda f: self._open_trigger(f, system, name))
+            files["hist"] = self._seq(MODE_RO, lambda: self._hist_text(system, name))
         return Dir(MODE_EVENTS_DIR, files, eventfs=True)
 
     # -- state -------------------------------------------------------------------------------
@@ -264,5 +270,10 @@ class EventsDir:
                 raise FsError(errno.EINVAL)
             triggers.set_trigger(file, strstrip(text))
 
-        # no on_trunc: O_TRUNC clears only hist triggers in the kernel, and the model has none
-        return seq_opener(lambda: triggers.trigger_text(file), store, None, self.ctx.lock)(flags)
+        # O_TRUNC clears only hist triggers (hist_unreg_all)
+        return seq_opener(lambda: triggers.trigger_text(file), store,
+                          lambda: triggers.truncate_hist(file), self.ctx.lock)(flags)
+
+    def _hist_text(self, system: str, name: str) -> str:
+        from tracesim.kernel_model.hist import hist_text
+        return hist_text(self._event_file(system, name))

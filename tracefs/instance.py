@@ -23,7 +23,8 @@ from tracesim.tracefs.parse import TraceParser, kstrtoul_from_user, strstrip
 from tracesim.tracefs.streams import open_trace_pipe, open_trace_pipe_raw
 
 TIMESTAMP_MODE = "[delta] absolute\n"
-SUBBUF_KB = 4
+PAGE_KB = 4                   # a sub-buffer is PAGE_SIZE << order
+SUBBUF_ORDER_MAX = 7          # 128 pages: 512 KiB
 EVENT_BUF_SIZE = 127          # trace_events.c: the longest set_event word
 
 
@@ -100,7 +101,7 @@ class InstanceFiles:
             "timestamp_mode": self.seq(MODE_RO, lambda: TIMESTAMP_MODE),
             "buffer_percent": self.seq(MODE_RW, lambda: f"{self.buffer_percent}\n",
                                        self._set_buffer_percent),
-            "buffer_subbuf_size_kb": self.seq(MODE_RW, lambda: f"{SUBBUF_KB}\n",
+            "buffer_subbuf_size_kb": self.seq(MODE_RW, self._subbuf_size_text,
                                               self._set_subbuf_size),
             "options": Dir(MODE_DIR, self._options()),
             "per_cpu": Dir(MODE_DIR, {f"cpu{c}": self._per_cpu(c)
@@ -119,6 +120,9 @@ class InstanceFiles:
             "set_graph_notrace": self.file(MODE_RW, self.graph_notrace.open),
             "max_graph_depth": self.seq(MODE_RW, lambda: f"{self.functions.max_graph_depth}\n",
                                         self._set_max_graph_depth),
+            "snapshot": self.file(MODE_RW, lambda f: self._open_snapshot(f, None)),
+            "tracing_max_latency": self.seq(MODE_RW, self._max_latency_text,
+                                            self._set_max_latency),
         }
         return nodes
 
@@ -148,6 +152,9 @@ class InstanceFiles:
             "trace": self.file(MODE_RW, lambda f: self._open_trace(f, cpu)),
             "trace_pipe": self.file(MODE_RO, lambda f: open_trace_pipe(f, a, cpu)),
             "trace_pipe_raw": self.file(MODE_RO, lambda f: open_trace_pipe_raw(f, a, cpu)),
+            "snapshot": self.file(MODE_RW, lambda f: self._open_snapshot(f, cpu)),
+            "snapshot_raw": self.file(MODE_RO, lambda f: open_trace_pipe_raw(
+                f, a.snapshot_view(), cpu)),
         })
 
     def _options(self) -> dict[str, Node]:
@@ -176,6 +183,34 @@ class InstanceFiles:
             yield from iter_trace_lines(self.array, cpu)
         # tracing_write_stub: writes to ``trace`` are accepted and ignored.
         return LazyTextHandle(flags, pieces, store=lambda t: None)
+
+    def _open_snapshot(self, flags: int, cpu: int | None) -> Handle:
+        """``snapshot`` (tracing_snapshot_open/write): reads like ``trace`` over the snapshot
+        buffer, with the help text when it is empty; a write of a number is 0 free, 1 take,
+        other clear (``echo 1 > snapshot`` opens with O_TRUNC, which clears nothing)."""
+        from tracesim.kernel_model.trace.output import header_text, iter_trace_lines
+        view = self.array.snapshot_view()
+
+        def pieces():
+            if view.buffer.entries()[0] == 0:
+                yield "# tracer: nop\n#\n" + snapshot_help(view.snapshot_buffer is not None,
+                                                          cpu is not None)
+                return
+            yield header_text(view)
+            yield from iter_trace_lines(view, cpu)
+
+        def store(text: str) -> None:
+            value = kstrtoul_from_user(text)
+            with self.ctx.lock:
+                kernel_call(self.array.snapshot_write)(value, cpu)
+        return LazyTextHandle(flags, pieces, store=store)
+
+    def _max_latency_text(self) -> str:
+        """tracing_nsecs_read: microseconds."""
+        return f"{self.array.max_latency_ns // 1000}\n"
+
+    def _set_max_latency(self, text: str) -> None:
+        self.array.max_latency_ns = kstrtoul_from_user(text) * 1000
 
     def _stats(self, cpu: int) -> str:
         from tracesim.kernel_model.trace.output import stats_text
@@ -245,11 +280,22 @@ class InstanceFiles:
             raise FsError(errno.EINVAL)
         self.buffer_percent = value
 
+    def _subbuf_size_text(self) -> str:
+        return f"{(PAGE_KB << self.array.buffer.subbuf_order)}\n"
+
     def _set_subbuf_size(self, text: str) -> None:
-        """Sub-buffers are one 4 KiB page in the model: 1..4 KiB round up to it, others EINVAL."""
-        value = kstrtoul_from_user(text)
-        if not 1 <= value <= SUBBUF_KB:
+        """buffer_subbuf_size_write: KiB rounded up to a power-of-two number of pages, from 1
+        to 128 pages (order = fls(pages - 1), 0..7; 0 KiB gives fls(-1) = 32: EINVAL). A new
+        order empties the buffers (and the snapshot buffer, when allocated)."""
+        pages = -(-kstrtoul_from_user(text) // PAGE_KB)
+        order = (pages - 1).bit_length() if pages else 32
+        if order > SUBBUF_ORDER_MAX:
             raise FsError(errno.EINVAL)
+        with self.ctx.lock:
+            if order != self.array.buffer.subbuf_order:
+                self.array.buffer.set_subbuf_order(order)
+                if self.array.snapshot_buffer is not None:
+                    self.array.snapshot_buffer.set_subbuf_order(order)
 
     def _marker(self, text: str) -> int:
         """trace_marker: a tracing_mark_write entry in the context of the writing task."""
@@ -265,6 +311,27 @@ class InstanceFiles:
 
 
 TOP_LEVEL_OPTIONS = ("trace_printk", "printk-msg-only", "record-cmd")
+
+
+def snapshot_help(allocated: bool, per_cpu: bool) -> str:
+    """print_snapshot_help: the state, then the commands of the whole-buffer or per-CPU file."""
+    state = "allocated" if allocated else "freed"
+    out = f"#\n# * Snapshot is {state} *\n#\n# Snapshot commands:\n"
+    if per_cpu:
+        return out + (
+            "# echo 0 > snapshot : Invalid for per_cpu snapshot file.\n"
+            "# echo 1 > snapshot : Allocates snapshot buffer, if not already allocated.\n"
+            "#                      Takes a snapshot of the main buffer for this cpu.\n"
+            "# echo 2 > snapshot : Clears this cpu's snapshot buffer (but does not allocate)\n"
+            "#                      (Doesn't have to be '2' works with any number that\n"
+            "#                       is not a '0' or '1')\n")
+    return out + (
+        "# echo 0 > snapshot : Clears and frees snapshot buffer\n"
+        "# echo 1 > snapshot : Allocates snapshot buffer, if not already allocated.\n"
+        "#                      Takes a snapshot of the main buffer.\n"
+        "# echo 2 > snapshot : Clears snapshot buffer (but does not allocate or free)\n"
+        "#                      (Doesn't have to be '2' works with any number that\n"
+        "#                       is not a '0' or '1')\n")
 
 
 def _option_word(word: str) -> tuple[str, bool]:

@@ -91,9 +91,12 @@ def _global_files(ctx: TreeContext) -> dict[str, Node]:
                               lambda t: kprobes.write(t, False),
                               lambda: kprobes.write("", True)),
         "kprobe_profile": _seq(ctx, MODE_RO, kprobes.profile_text),
-        "dynamic_events": _seq(ctx, MODE_RW, dynevents.text,
-                               lambda t: dynevents.write(t, False),
-                               lambda: dynevents.write("", True)),
+        "dynamic_events": _seq(ctx, MODE_RW, lambda: dynevents.text() + tracing.synth.dynamic_text(),
+                               lambda t: _dynamic_write(tracing, t),
+                               lambda: _dynamic_clear(tracing)),
+        "synthetic_events": _seq(ctx, MODE_RW, tracing.synth.text,
+                                 lambda t: tracing.synth.write(t, False),
+                                 lambda: tracing.synth.write("", True)),
         "printk_formats": _seq(ctx, MODE_RO, tracing.printk_formats_text),
         "saved_cmdlines": _seq(ctx, MODE_RO, tracing.saved_cmdlines_text),
         "saved_cmdlines_size": _seq(ctx, MODE_RW, lambda: f"{tracing.saved_cmdlines_size}\n",
@@ -134,6 +137,27 @@ def _profiler_and_stack_files(ctx: TreeContext) -> dict[str, Node]:
         "stack_max_size": _seq(ctx, MODE_RW, lambda: f"{stack.max_size}\n", set_max_size),
         "stack_trace_filter": File(MODE_RW, stack_filter.open),
     }
+
+
+def _is_synth_line(line: str) -> bool:
+    head = line.split(None, 1)[0] if line.split() else ""
+    return head.startswith("s:") or head.startswith("-:synthetic/")
+
+
+def _dynamic_write(tracing: Any, text: str) -> None:
+    """Each line goes to its kind: ``s:``/``-:synthetic/`` to synthetic events, the rest to
+    the probe events (dynamic_events.py parses and routes those)."""
+    for line in text.split("\n"):
+        cmd = line.split("#", 1)[0].strip()
+        if cmd and _is_synth_line(cmd):
+            tracing.synth.dynamic_command(cmd)
+        elif cmd:
+            tracing.dynevents.write(cmd, False)
+
+
+def _dynamic_clear(tracing: Any) -> None:
+    tracing.dynevents.write("", True)
+    tracing.synth.write("", True)
 
 
 def _instances_dir(ctx: TreeContext) -> Dir:

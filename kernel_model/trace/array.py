@@ -88,6 +88,9 @@ class TraceArray:
         self.event_pids: set[int] | None = None
         self.event_notrace_pids: set[int] | None = None
         self.pid_filtered = False             # EVENT_FILE_FL_PID_FILTER on the array's files
+        self.snapshot_buffer: RingBuffer | None = None     # tr->max_buffer while allocated
+        self.max_latency_ns = 0                            # tracing_max_latency
+        self.cond_snapshot: Any = None        # the hist trigger whose .snapshot() owns it
 
     # -- references held by open files (rmdir → EBUSY)
     def get(self) -> None:
@@ -317,6 +320,51 @@ class TraceArray:
             written = write_marker(ta, text)
         return written
 
+    # -- snapshot (the max buffer)
+    def alloc_snapshot(self) -> None:
+        """tracing_alloc_snapshot_instance: a buffer the size of the live one, empty."""
+        if self.snapshot_buffer is None:
+            snap = RingBuffer(self.tracing.ncpus, overwrite=self.buffer.overwrite)
+            for mine, live in zip(snap.cpus, self.buffer.cpus, strict=True):
+                mine.nr_pages = live.nr_pages       # resize_buffer_duplicate_size
+            self.snapshot_buffer = snap
+
+    def free_snapshot(self) -> None:
+        self.snapshot_buffer = None
+
+    def take_snapshot(self, cpu: int | None = None) -> None:
+        """update_max_tr (or update_max_tr_single for ``cpu``): the live buffer and the
+        snapshot buffer change places. Unallocated, the kernel writes two warning lines into
+        the live buffer and stops tracing (tracing_snapshot_instance_cond)."""
+        if self.snapshot_buffer is None:
+            for text in ("*** SNAPSHOT NOT ALLOCATED ***\n", "*** stopping trace here!   ***\n"):
+                try:                    # trace_array_puts: nothing to report if it fails
+                    write_marker(self, text)
+                except OSError:
+                    pass
+            self.set_tracing_on(False)
+            return
+        self.buffer.swap_with(self.snapshot_buffer, cpu)
+
+    def snapshot_write(self, value: int, cpu: int | None = None) -> None:
+        """tracing_snapshot_write: 0 frees (EINVAL per CPU), 1 allocates and swaps, any
+        other number clears the snapshot buffer (or one CPU of it). A hist trigger's
+        conditional snapshot holds the buffer: EBUSY."""
+        if self.cond_snapshot is not None:
+            raise os_error(errno.EBUSY)
+        if value == 0:
+            if cpu is not None:
+                raise os_error(errno.EINVAL)
+            self.free_snapshot()
+        elif value == 1:
+            self.alloc_snapshot()
+            self.take_snapshot(cpu)
+        elif self.snapshot_buffer is not None:
+            self.snapshot_buffer.reset(cpu)
+
+    def snapshot_view(self) -> SnapshotView:
+        return SnapshotView(self)
+
     # -- error_log
     def log_error(self, location: str, command: str, message: str, pos: int) -> None:
         """tracing_log_err: ``[ts] location: error: message`` / ``  Command: ...`` / caret."""
@@ -334,3 +382,15 @@ class TraceArray:
 
     def clear_error_log(self) -> None:
         self.error_log.clear()
+
+
+class SnapshotView:
+    """The trace array as the ``snapshot`` file reads it: the snapshot buffer in place of the
+    live one (an empty buffer when none is allocated); every other attribute is the array's."""
+
+    def __init__(self, array: TraceArray) -> None:
+        self._array = array
+        self.buffer = array.snapshot_buffer or RingBuffer(array.tracing.ncpus, 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._array, name)

@@ -3,7 +3,8 @@
 A tracepoint (``TraceEvent.fire``, a kprobe hit) builds the record once and calls each active
 ``EventFile``'s emitter. For one event file the kernel's order is (``emit``, top to bottom):
 
-1. unconditional triggers run (soft mode: enable_event/disable_event point here);
+1. unconditional triggers run (soft mode: enable_event/disable_event point here); when one
+   has a filter or reads the record (hist), all wait for the record (TRIGGER_COND);
 2. a soft-disabled file stops here, unless a conditional trigger must still see the record;
 3. the array's pid lists (``set_event_pid`` / ``set_event_notrace_pid``): a task they leave out
    stops here (trace_event_ignore_this_pid: nothing reserved, no trigger);
@@ -115,7 +116,7 @@ def emit(file: EventFile, record: bytes | None, cpu: Any, ctx: Buffer) -> None:
     triggers = file.triggers
     cond = False
     if triggers:                                                   # 1
-        cond = any(t.filter is not None for t in triggers)
+        cond = any(t.filter is not None or t.needs_record for t in triggers)
         if not cond:
             _run_triggers(file, triggers, None)
     soft_off = file.soft_disabled if file.soft_refs else not file.enabled

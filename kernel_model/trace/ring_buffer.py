@@ -62,12 +62,16 @@ _U32 = struct.Struct("<I")
 _U32X2 = struct.Struct("<II")
 _PAGE_HDR = struct.Struct("<Qq")
 
-HEADER_PAGE_TEXT = (
-    "\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n"
-    "\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n"
-    "\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n"
-    f"\tfield: char data;\toffset:16;\tsize:{BUF_PAGE_SIZE};\tsigned:0;\n"
-)
+def page_header_text(data_size: int = BUF_PAGE_SIZE) -> str:
+    """``events/header_page`` (ring_buffer_print_page_header): the data size is the buffer's
+    sub-buffer size less the page header."""
+    return ("\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n"
+            "\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n"
+            "\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n"
+            f"\tfield: char data;\toffset:16;\tsize:{data_size};\tsigned:0;\n")
+
+
+HEADER_PAGE_TEXT = page_header_text()
 HEADER_EVENT_TEXT = (
     "# compressed entry header\n"
     "\ttype_len    :    5 bits\n"
@@ -111,12 +115,13 @@ class Entry:
 
 
 class Page:
-    """One 4096-byte buffer page being filled or waiting to be read."""
+    """One sub-buffer (a 4096-byte page unless ``buffer_subbuf_size_kb`` made it larger)
+    being filled or waiting to be read."""
 
     __slots__ = ("buf", "write", "ts", "last_ts", "entries", "bytes")
 
-    def __init__(self) -> None:
-        self.buf = bytearray(PAGE_SIZE)
+    def __init__(self, size: int = PAGE_SIZE) -> None:
+        self.buf = bytearray(size)
         self.write = 0          # data bytes used
         self.ts = 0             # page timestamp (first event)
         self.last_ts = 0        # time of the last event written
@@ -225,14 +230,15 @@ Reservation = tuple[Page, int, int, int]
 class CpuBuffer:
     """The pages of one CPU: ``pages[0]`` is the oldest, ``pages[-1]`` the one being written."""
 
-    def __init__(self, cpu: int, nr_pages: int) -> None:
+    def __init__(self, cpu: int, nr_pages: int, data_size: int = BUF_PAGE_SIZE) -> None:
         self.cpu = cpu
         self.nr_pages = nr_pages
+        self.data_size = data_size   # data bytes per sub-buffer (subbuf_size)
         self.overwrite = True
         self.reset()
 
     def reset(self) -> None:
-        self.pages: list[Page] = [Page()]
+        self.pages: list[Page] = [Page(PAGE_HEADER + self.data_size)]
         self.read_off = 0          # consumer position in pages[0]
         self.read_stamp = 0        # time of the last consumed event of pages[0]
         self.read_entries = 0      # consumed events of pages[0]
@@ -248,7 +254,7 @@ class CpuBuffer:
     # -- writer
     def _next_page(self, ts: int) -> Page | None:
         tail = self.pages[-1]
-        room = BUF_PAGE_SIZE - tail.write
+        room = self.data_size - tail.write
         if room >= 8:      # rb_reset_tail: a discarded event covering the rest of the page
             _U32X2.pack_into(tail.buf, PAGE_HEADER + tail.write, TYPE_PADDING | 1 << 5, room - 4)
         elif room >= 4:
@@ -257,7 +263,7 @@ class CpuBuffer:
             if not self.overwrite:
                 return None
             self._drop_oldest()
-        page = Page()
+        page = Page(PAGE_HEADER + self.data_size)
         page.ts = page.last_ts = ts
         self.pages.append(page)
         return page
@@ -294,7 +300,7 @@ class CpuBuffer:
             if delta < 0:
                 delta = 0
         need = length + RB_LEN_TIME_EXTEND if delta > TS_MASK else length
-        if w + need > BUF_PAGE_SIZE:
+        if w + need > self.data_size:
             page = self._next_page(ts)
             if page is None:
                 self.dropped_events += 1
@@ -421,11 +427,32 @@ class RingBuffer:
                 cb.overwrite = overwrite
 
     def size_kb(self, cpu: int) -> int:
-        return self.cpus[cpu].nr_pages * BUF_PAGE_SIZE >> 10
+        cb = self.cpus[cpu]
+        return cb.nr_pages * cb.data_size >> 10
+
+    @property
+    def subbuf_data_size(self) -> int:
+        """Data bytes of one sub-buffer (the kernel's buffer->subbuf_size)."""
+        return self.cpus[0].data_size
+
+    @property
+    def subbuf_order(self) -> int:
+        """log2 of a sub-buffer's size in pages (ring_buffer_subbuf_order_get)."""
+        return (PAGE_HEADER + self.cpus[0].data_size).bit_length() - PAGE_SIZE.bit_length()
+
+    def set_subbuf_order(self, order: int) -> None:
+        """ring_buffer_subbuf_order_set: sub-buffers of ``PAGE_SIZE << order`` bytes; each CPU
+        keeps its size in bytes (at least two sub-buffers) and loses its contents."""
+        data = (PAGE_SIZE << order) - PAGE_HEADER
+        with self.lock:
+            for cb in self.cpus:
+                cb.nr_pages = max(2, -(-(cb.nr_pages * cb.data_size) // data))
+                cb.data_size = data
+                cb.reset()
 
     def resize(self, kb: int, cpu: int | None = None) -> None:
         """Set the size of one CPU's buffer or of all; a shrink drops the oldest pages (overrun)."""
-        nr = pages_for_kb(kb)
+        nr = max(2, -(-(kb << 10) // self.cpus[0].data_size))
         with self.lock:
             for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
                 cb.nr_pages = nr
@@ -436,6 +463,18 @@ class RingBuffer:
         with self.lock:
             for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
                 cb.reset()
+
+    def swap_with(self, other: RingBuffer, cpu: int | None = None) -> None:
+        """ring_buffer_swap_cpu (for every CPU, or one): the two buffers exchange their pages
+        and counters; each keeps its identity, lock, mode and readers (a snapshot swaps the
+        live buffer with the snapshot buffer this way)."""
+        with self.lock, other.lock:
+            for i in (range(len(self.cpus)) if cpu is None else [cpu]):
+                self.cpus[i], other.cpus[i] = other.cpus[i], self.cpus[i]
+                self.cpus[i].overwrite = self.overwrite
+                other.cpus[i].overwrite = other.overwrite
+            if self.waiters:
+                self.cond.notify_all()
 
     # -- writer
     def notify(self) -> None:
@@ -573,12 +612,12 @@ class RingBuffer:
                 cb.read_off = page.write
                 cb.read_stamp = page.last_ts
             lost = cb.take_lost()
-            out = bytearray(PAGE_SIZE)
+            out = bytearray(PAGE_HEADER + cb.data_size)
             out[PAGE_HEADER:PAGE_HEADER + len(data)] = data
             commit = len(data)
             if lost:
                 commit |= RB_MISSED_EVENTS
-                if len(data) + 8 <= BUF_PAGE_SIZE:
+                if len(data) + 8 <= cb.data_size:
                     struct.pack_into("<Q", out, PAGE_HEADER + len(data), lost)
                     commit |= RB_MISSED_STORED
             _PAGE_HDR.pack_into(out, 0, stamp, commit)

@@ -104,6 +104,8 @@ class Tracing:
         self.kprobes = KprobeEvents(self)
         from tracesim.kernel_model.dynamic_events import DynamicEvents
         self.dynevents = DynamicEvents(self)
+        from tracesim.kernel_model.synth import SynthEvents
+        self.synth = SynthEvents(self)
 
     def clock_reader(self, name: str) -> Callable[[], int]:
         return self.kernel.clock.reader(name)

@@ -1,5 +1,6 @@
-"""Event triggers (kernel/trace/trace_events_trigger.c): traceon, traceoff, stacktrace,
-enable_event, disable_event — each with ``[:count]`` and ``[if FILTER]``; ``!cmd`` removes.
+"""Event triggers (kernel/trace/trace_events_trigger.c): traceon, traceoff, snapshot, stacktrace,
+enable_event, disable_event, enable_hist, disable_hist — each with ``[:count]`` and
+``[if FILTER]``; ``!cmd`` removes — and ``hist`` (kernel_model/hist.py parses those).
 
 ``set_trigger(file, text)`` is a write to ``events/<sys>/<event>/trigger``; ``trigger_text(file)``
 what reading it shows (the ``# Available triggers`` header when there are none, else one line
@@ -11,8 +12,9 @@ Rules as trace_events_trigger.c has them: two triggers clash when they are of on
 event), so adding either while the other is set is EEXIST, and ``!traceoff`` removes a
 ``traceon``. Removing a trigger that is not set succeeds silently (event_trigger_parse and
 event_enable_trigger_parse return 0 after unregistering, whether or not anything matched).
-Opening with O_TRUNC clears only hist triggers (the only commands with ``unreg_all``), so ``>``
-leaves these in place.
+Opening with O_TRUNC clears only hist triggers (``truncate_hist``; hist_unreg_all), so ``>``
+leaves the others in place. Hist triggers go to the tail of the list (hist_trigger_enable:
+list_add_tail_rcu), the others to its head.
 Errors: ``OSError`` with EINVAL (unknown command, bad count, bad filter, unknown target
 event), EEXIST (a trigger of the same type is set); removing one that is not there succeeds.
 """
@@ -21,18 +23,26 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+from tracesim.kernel_model import hist
+from tracesim.kernel_model.call_stack import event_stack
 from tracesim.kernel_model.trace.emit import write_entry
 
-AVAILABLE_TEXT = ("# Available triggers:\n"
-                  "# traceon traceoff stacktrace enable_event disable_event\n")
-COMMANDS = ("traceon", "traceoff", "stacktrace", "enable_event", "disable_event")
+# the commands in registration order (register_trigger_cmds), as the empty file lists them
+COMMANDS = ("traceon", "traceoff", "snapshot", "stacktrace", "enable_event", "disable_event",
+            "enable_hist", "disable_hist", "hist")
+AVAILABLE_TEXT = "# Available triggers:\n# " + " ".join(COMMANDS) + "\n"
 # enum event_trigger_type: the commands that share one type exclude each other on an event
 TRIGGER_TYPE = {"traceon": "TRACE_ONOFF", "traceoff": "TRACE_ONOFF", "stacktrace": "STACKTRACE",
-                "enable_event": "EVENT_ENABLE", "disable_event": "EVENT_ENABLE"}
+                "snapshot": "SNAPSHOT", "enable_event": "EVENT_ENABLE",
+                "disable_event": "EVENT_ENABLE", "enable_hist": "HIST_ENABLE",
+                "disable_hist": "HIST_ENABLE"}
+TARGETED = ("enable_event", "disable_event", "enable_hist", "disable_hist")
 
 
 class Trigger:
     """One trigger attached to an event file."""
+
+    needs_record = False          # EVENT_CMD_FL_NEEDS_REC: only hist triggers read the record
 
     def __init__(self, cmd: str, count: int, flt: Any, filter_text: str | None,
                  target: Any = None) -> None:
@@ -42,8 +52,9 @@ class Trigger:
         self.filter_text = filter_text
         self.target = target              # EventFile for enable_event/disable_event
 
-    def same(self, other: Trigger) -> bool:
-        return TRIGGER_TYPE[self.cmd] == TRIGGER_TYPE[other.cmd] and self.target is other.target
+    def same(self, other: Any) -> bool:
+        return (other.cmd in TRIGGER_TYPE and TRIGGER_TYPE[self.cmd] == TRIGGER_TYPE[other.cmd]
+                and self.target is other.target)
 
     def text(self) -> str:
         name = self.cmd
@@ -67,7 +78,13 @@ class Trigger:
             array.set_tracing_on(want)
         elif self.cmd == "stacktrace":
             self._spend()
-            record_stack(array)
+            record_stack(array, file.event)
+        elif self.cmd == "snapshot":
+            self._spend()
+            array.take_snapshot()
+        elif self.cmd in ("enable_hist", "disable_hist"):
+            self._spend()
+            hist.set_paused(self.target, self.cmd == "disable_hist")
         else:
             target = self.target
             enable = self.cmd == "enable_event"
@@ -82,12 +99,12 @@ class Trigger:
             self.count -= 1
 
 
-def record_stack(array: Any) -> None:
-    """Write a kernel_stack entry (the modelled call chain, if the CPU keeps one)."""
+def record_stack(array: Any, event: Any) -> None:
+    """Write a kernel_stack entry: the tracepoint's frames, then the modelled call chain."""
     tracing = array.tracing
     ev = tracing.events[("ftrace", "kernel_stack")]
     cpu = tracing.this_cpu()
-    write_entry(array, ev, ev.assign(list(getattr(cpu, "stack", ()) or ())), cpu)
+    write_entry(array, ev, ev.assign(event_stack(tracing, event, cpu)), cpu)
 
 
 def trigger_text(file: Any) -> str:
@@ -124,12 +141,15 @@ def set_trigger(file: Any, text: str) -> None:
         head, _, cond_text = body.partition(" if ")
         cond_text = cond_text.strip() or None
         body = head
+    if body.split(":", 1)[0].strip() == "hist":
+        _hist_command(file, text)
+        return
     parts = body.strip().split(":")
     cmd = parts[0].strip()
     if cmd not in COMMANDS:
         raise OSError(errno.EINVAL, f"unknown trigger {cmd!r}")
     target = None
-    if cmd in ("enable_event", "disable_event"):
+    if cmd in TARGETED:
         if len(parts) < 3:
             raise OSError(errno.EINVAL, "enable_event:SYSTEM:EVENT expected")
         try:
@@ -152,12 +172,40 @@ def set_trigger(file: Any, text: str) -> None:
         new.filter_text = cond_text
     if any(t.same(new) for t in file.triggers):
         raise OSError(errno.EEXIST, "trigger exists")
-    if target is not None:
-        _soft_get(target)
+    if target is not None:              # event_enable_trigger_parse (enable_hist too):
+        _soft_get(target)               # the target goes into soft mode
+    if cmd == "snapshot":
+        file.array.alloc_snapshot()     # register_snapshot_trigger arms the snapshot buffer
+    _attach(file, new, tail=False)
+
+
+def _attach(file: Any, trig: Any, tail: bool) -> None:
     if not file.triggers:               # trace_event_trigger_enable_disable: the first trigger
         _soft_get(file)                 # puts the event itself in soft mode (enable reads 0*)
-    file.triggers.insert(0, new)        # register_trigger: list_add_rcu, newest first
+    if tail:
+        file.triggers.append(trig)
+    else:
+        file.triggers.insert(0, trig)   # register_trigger: list_add_rcu, newest first
     file.array.tracing.update_event(file.event)
+
+
+def _hist_command(file: Any, text: str) -> None:
+    _apply(hist.command(file, text))
+
+
+def _apply(ops: list[tuple[str, Any]]) -> None:
+    """Add or remove hist triggers, each on its own event file (a trigger's field-variable
+    hists live on the events it reads)."""
+    for op, trig in ops:
+        if op == "add":
+            _attach(trig.file, trig, tail=True)
+        elif trig in trig.file.triggers:
+            _detach(trig.file, trig)
+
+
+def truncate_hist(file: Any) -> None:
+    """O_TRUNC on a trigger file: hist_unreg_all."""
+    _apply(hist.removable_on_truncate(file))
 
 
 def _soft_get(file: Any) -> None:
