@@ -334,7 +334,7 @@ class Net:
         """Mirror the skb's attributes into its struct in memory."""
         self.skb_mirror.write(skb._buf, skb._off, skb)
 
-    def _alloc_skb_core(self, size: int, gfp: int, node: int = -1) -> SkBuff:
+    def _alloc_skb_core(self, size: int, gfp: int, flags: int = 0, node: int = -1) -> SkBuff:
         slab = self.slab
         addr = slab.kmem_cache_alloc(self.head_cache, gfp & ~1, self.ip_alloc_head, node)
         osize = skb_data_align(size) + SKB_SHINFO_SIZE

@@ -152,10 +152,20 @@ class Tracing:
         key = (ev.system, ev.name)
         files = [ta.files[key] for ta in self.arrays() if key in ta.files]
         ev.sinks = tuple(f.emitter() for f in files if f.active)
-        ev.enabled = bool(ev.sinks)
+        ev.enabled = bool(ev.sinks or ev.probes)
         hook = getattr(ev, "on_enabled_changed", None)
         if hook is not None:
             hook()
+
+    def register_probe(self, ev: TraceEvent, probe: Callable[[tuple], None]) -> None:
+        """tracepoint_probe_register: ``probe(args)`` runs on every hit of ``ev``, whatever
+        the trace arrays do (BPF raw tracepoint and perf event programs attach here)."""
+        ev.probes += (probe,)
+        self.update_event(ev)
+
+    def unregister_probe(self, ev: TraceEvent, probe: Callable[[tuple], None]) -> None:
+        ev.probes = tuple(p for p in ev.probes if p is not probe)
+        self.update_event(ev)
 
     # -- instances
     def arrays(self) -> list[TraceArray]:

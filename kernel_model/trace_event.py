@@ -241,6 +241,9 @@ class TraceEvent:
         # runtime state, owned by Tracing (trace.py)
         self.enabled = False                     # the static key
         self.sinks: tuple[Callable[[bytes | None, Any, bytes], None], ...] = ()
+        # probes called with the TP_PROTO arguments before the record is built, as the
+        # kernel's tracepoint_probe_register adds them (BPF raw tracepoints, perf events)
+        self.probes: tuple[Callable[[tuple], None], ...] = ()
         self.this_cpu: Callable[[], Any] = _no_machine
 
     def _named(self, printer: Callable[[bytes, Any], str]) -> Callable[[bytes, Any], str]:
@@ -287,6 +290,10 @@ class TraceEvent:
 
         Tracepoint BPF programs get the record itself as their context.
         """
+        for probe in self.probes:
+            probe(args)
+        if not self.sinks:
+            return
         cpu = self.this_cpu()
         flags, depth = trace_ctx(cpu)
         record = self.build(self.assign(*args), flags, depth, cpu.task.pid)

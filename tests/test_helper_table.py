@@ -19,12 +19,13 @@ from filters.bpf.helpers import register
 from filters.bpf.isa import HELPER_NAMES
 from filters.bpf.maps import MAP_TYPE_RINGBUF, create_map
 from filters.bpf.program import ProgramError, load_program
+from filters.bpf.verifier import PROG_TYPES as VERIFIER_PROG_TYPES
 from filters.bpf.verifier import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "filters" / "bpf" / "include" / "bpf" / "bpf_helpers.h"
 EXAMPLES = ROOT / "tools" / "examples"
-PROG_TYPES = ("kprobe", "tracepoint", "socket_filter")
+PROG_TYPES = tuple(t for t in VERIFIER_PROG_TYPES if t != "conformance")
 NOT_ALLOWED = re.compile(r"^program of this type cannot use helper (\S+)#(\d+)$")
 
 

@@ -23,6 +23,7 @@ COMMANDS = {
     "conformance": ("tools.cmd_conformance", "run the eBPF conformance suite on the VM"),
     "rss": ("tools.cmd_rss", "RSS steering with eBPF over a modelled multi-queue TUN device"),
     "btf": ("tools.cmd_btf", "print the modelled kernel's BTF (raw, as a vmlinux.h, or bytes)"),
+    "run": ("tools.cmd_run", "load a BPF object, attach its programs by section, print records"),
 }
 
 

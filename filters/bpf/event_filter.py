@@ -51,7 +51,8 @@ from filters.bpf.verify_pool import VerifyWorkerError, verify_in_worker
 from kernel_model.trace_event import trace_ctx
 from kernel_model.trace_kprobe import KprobeEvent
 
-__all__ = ["AttachedFilter", "BpfFilterError", "load_event_filter", "pick_program",
+__all__ = ["AttachedFilter", "BpfFilterError", "TraceEnv", "fast_path", "load_event_filter",
+           "pick_program",
            "program_sections", "section_matches"]
 
 PT_REGS = struct.Struct("<21Q")
@@ -135,6 +136,7 @@ class TraceEnv:
 class FilterStats:
     runs: int = 0
     errors: int = 0
+    run_time_ns: int = 0          # counted where the caller times runs (bpf_stats)
     last_error: str = ""
 
 
@@ -222,7 +224,7 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     attached = AttachedFilter(loaded.name, loaded.section, len(loaded.insns), loaded.engine,
                               loaded.prog_type, origin, loaded.maps, loaded.log,
                               event=f"{event.system}:{event.name}", btf=loaded.btf)
-    run = _fast_path(loaded, env, attached.stats)
+    run = fast_path(loaded, env, attached.stats)
     if origin == "bpf-2013" and not is_kprobe_event(event):
         run = _v1_tracepoint_path(run, event)
     run.describe = attached.describe       # what ``cat filter`` shows (tracefs reads it)
@@ -310,7 +312,8 @@ def pick_program(programs: Sequence[Any], event: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Fast paths: one plain function per attached program
 
-def _fast_path(loaded: LoadedProgram, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
+def fast_path(loaded: LoadedProgram, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
+    """``prog(ctx) -> r0`` for ``loaded`` running in ``env``, counting runs and faults."""
     runner = loaded.runner
     if isinstance(runner, JitProgram):
         return _jit_path(runner, env, stats)
