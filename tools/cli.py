@@ -24,6 +24,9 @@ COMMANDS = {
     "rss": ("tools.cmd_rss", "RSS steering with eBPF over a modelled multi-queue TUN device"),
     "btf": ("tools.cmd_btf", "print the modelled kernel's BTF (raw, as a vmlinux.h, or bytes)"),
     "run": ("tools.cmd_run", "load a BPF object, attach its programs by section, print records"),
+    "map": ("tools.cmd_map", "list, dump, look up, update, delete the BPF maps of a mount"),
+    "prog": ("tools.cmd_prog", "list the BPF programs of a mount (type, attach point, stats)"),
+    "kallsyms": ("tools.cmd_kallsyms", "print the model's /proc/kallsyms (for trace-cmd, perf)"),
 }
 
 

@@ -188,7 +188,7 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     """
     loadermod.check_engine(engine)
     command = "bpf object"
-    verify_with = _pool_verifier(unlock)
+    verify_with = pool_verifier(unlock)
     core_log: list[str] = []
     line_info: list[elfmod.LineInfo] = []
     try:
@@ -233,7 +233,7 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     return attached
 
 
-def _pool_verifier(unlock: Any) -> Callable[..., Any]:
+def pool_verifier(unlock: Any) -> Callable[..., Any]:
     """The loader's verify step for filters: ``verify_pool`` (a worker process) with ``unlock``
     released meanwhile and the log kept to its last ``VERIFIER_LOG_SIZE`` bytes."""
     def verify_with(insns: Sequence[isa.Insn], *, strict_loops: bool = False, **kw: Any) -> Any:

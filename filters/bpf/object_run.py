@@ -111,6 +111,7 @@ class ObjectRun:
                                   f"create: {errstr(e.errno)} ({e.summary})",
                                   f"libbpf: failed to load object '{name}'") from None
         for m, spec in zip(self.maps, self.obj.maps, strict=True):
+            m.name = map_display_name(name, spec.name)      # as bpftool lists it
             m.section = spec.section          # type: ignore[attr-defined]
             m.frozen = spec.section.startswith((".rodata", ".kconfig"))  # type: ignore[attr-defined]
         self.env = TraceEnv(kernel, ta)
