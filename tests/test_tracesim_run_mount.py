@@ -3,7 +3,9 @@ the model's kallsyms for the tools that read ``/proc/kallsyms``."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_tool
+from tests.test_fuse_tools import trace_cmd  # noqa: F401  (trace-cmd with the libtracefs shim)
 from tests.test_tracesim_run import objects  # noqa: F401  (the clang-built objects fixture)
 from tools.ctl_socket import request
 
@@ -40,7 +44,7 @@ def start_run(obj: Path, mnt: Path, *args: str) -> subprocess.Popen:
 
 
 def test_run_on_a_mount_with_map_and_prog_commands(mnt, objects):  # noqa: F811
-    proc = start_run(objects["pktlatency"], mnt, "--duration", "3")
+    proc = start_run(objects["pktlatency"], mnt)             # until Ctrl-C
     try:
         listed = tracesim("prog", "list", "--mount", str(mnt))
         assert listed.returncode == 0, listed.stderr
@@ -71,6 +75,7 @@ def test_run_on_a_mount_with_map_and_prog_commands(mnt, objects):  # noqa: F811
         hist = map_cmd("dump", "hists").stdout
         assert re.fullmatch(r"key: 0  value: \{slots = \[[0-9, ]+\]\}\nFound 1 element\n", hist)
     finally:
+        proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "Attached prog 'rx_start' (kprobe) to kprobe/netif_receive_skb" in err
@@ -80,10 +85,12 @@ def test_run_on_a_mount_with_map_and_prog_commands(mnt, objects):  # noqa: F811
 
 
 def test_run_on_a_mount_streams_ring_buffer_records(mnt, objects):  # noqa: F811
-    proc = start_run(objects["pktsnoop"], mnt, "--duration", "2", "--json")
+    proc = start_run(objects["pktsnoop"], mnt, "--json")
     try:
         assert request(str(mnt), ["send", "eth0", "--len", "333", "--count", "3"])[0] == 0
+        time.sleep(0.3)                                 # a poll or two
     finally:
+        proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
@@ -106,6 +113,38 @@ def test_kallsyms_are_the_models(mnt):
     assert "ffffffff81000000 T _stext\n" in done.stdout
     assert re.search(r"^[0-9a-f]{16} t skb_bench_run\t\[skb_bench\]$", done.stdout, re.M)
     assert done.stdout == tracesim("kallsyms").stdout       # the same layout in every model
+
+
+def test_trace_cmd_report_resolves_with_the_model_kallsyms(mnt, trace_cmd, tmp_path):  # noqa: F811
+    """trace-cmd copies /proc/kallsyms into trace.dat; given the model's (the shim's
+    TRACESIM_KALLSYMS), report prints a drop's %pS location as the mount's trace does."""
+    (mnt / "events/skb/kfree_skb/enable").write_text("1\n")
+    assert request(str(mnt), ["workload", "start", "net"])[0] == 0
+    while "kfree_skb:" not in (mnt / "trace").read_text():
+        time.sleep(0.05)
+    assert request(str(mnt), ["workload", "stop", "net"])[0] == 0
+    shown = re.search(r"location=(\w+\+0x[0-9a-f]+)/0x[0-9a-f]+ ", (mnt / "trace").read_text())
+    out = tmp_path / "trace.dat"
+    assert trace_cmd("extract", "-o", str(out)).returncode == 0
+    report = trace_cmd("report", "-i", str(out))
+    assert report.returncode == 0, report.stderr
+    assert f"location={shown[1]} reason: " in report.stdout
+
+
+def test_host_perf_cannot_count_model_events(mnt):
+    perf = need_tool("perf", "linux-perf")
+    env = {**os.environ, "TRACEFS_PATH": str(mnt)}
+    for command in ("stat", "record"):
+        done = subprocess.run([perf, command, "-e", "net:netif_receive_skb", "-o", os.devnull,
+                               "true"] if command == "record" else
+                              [perf, command, "-e", "net:netif_receive_skb", "true"],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0
+        assert "Operation not supported" in done.stderr, done.stderr
+    listed = subprocess.run([perf, "list", "tracepoint"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert "net:netif_receive_skb" in listed.stdout
+    assert (mnt / "events/net/netif_receive_skb/format").read_text().startswith("name: ")
 
 
 def test_map_and_prog_need_a_mount():
