@@ -40,6 +40,19 @@ def objects(tmp_path_factory) -> dict[str, Path]:
     return built
 
 
+@pytest.fixture(scope="module")
+def cc_objects(tmp_path_factory) -> dict[str, Path]:
+    """The tools written without libbpf's BPF_KPROBE macros, built with ``tracesim cc``."""
+    out = tmp_path_factory.mktemp("cc_progs")
+    built = {}
+    for name in ("pktlatency", "pktsnoop"):
+        obj = out / f"{name}.bpf.o"
+        subprocess.run([sys.executable, "-m", "tools.cli", "cc", str(PROGS / f"{name}.bpf.c"),
+                        "-o", str(obj)], cwd=ROOT, check=True, capture_output=True, timeout=300)
+        built[name] = obj
+    return built
+
+
 def tracesim_run(obj: Path, *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "tools.cli", "run", str(obj), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -71,6 +84,18 @@ def test_biolatency_like_histogram(objects):
     top = max(int(r[2]) for r in rows)
     assert all(r[3] == "*" * (int(r[2]) * 40 // top) + " " * (40 - int(r[2]) * 40 // top)
                for r in rows)
+
+
+def test_tracesim_cc_builds_print_what_clang_builds_print(objects, cc_objects):
+    for name in ("pktlatency", "pktsnoop"):
+        clang_run = tracesim_run(objects[name], *RUN, "--set", "min_ns=0" if name == "pktlatency"
+                                 else "targ_min_len=0")
+        cc_run = tracesim_run(cc_objects[name], *RUN)
+        assert cc_run.returncode == clang_run.returncode == 0, cc_run.stderr
+        records = [line for line in cc_run.stdout.splitlines() if line.startswith("{")]
+        assert records == [line for line in clang_run.stdout.splitlines() if line.startswith("{")]
+        hist = cc_run.stdout.split("@.bss:")[0]
+        assert hist == clang_run.stdout.split("@.bss:")[0]
 
 
 def test_biolatency_like_rodata_filter_drops_everything(objects):

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /* One program per auto-attach kind, each counting its hits in .bss (tracesim's tests). */
+#ifndef __TRACESIM_CC__		/* tracesim cc's bpf_helpers.h brings the uapi and pt_regs */
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
+#endif
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /* A biolatency-like tool for tracesim's tests: the time an skb lives from netif_receive_skb
  * to kfree_skbmem, as a log2 histogram (struct hist, as libbpf-tools keeps one). */
+#ifndef __TRACESIM_CC__		/* tracesim cc's bpf_helpers.h brings the uapi and pt_regs */
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
+#endif
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
@@ -45,18 +47,18 @@ static __always_inline __u32 slot_of(__u64 v)
 }
 
 SEC("kprobe/netif_receive_skb")
-int BPF_KPROBE(rx_start, void *skb)
+int rx_start(struct pt_regs *ctx)
 {
-	__u64 key = (__u64)skb, ts = bpf_ktime_get_ns();
+	__u64 key = PT_REGS_PARM1(ctx), ts = bpf_ktime_get_ns();
 
 	bpf_map_update_elem(&start, &key, &ts, BPF_ANY);
 	return 0;
 }
 
 SEC("kprobe/kfree_skbmem")
-int BPF_KPROBE(rx_done, void *skb)
+int rx_done(struct pt_regs *ctx)
 {
-	__u64 key = (__u64)skb, delta, *tsp;
+	__u64 key = PT_REGS_PARM1(ctx), delta, *tsp;
 	__u32 zero = 0, slot;
 	struct hist *h;
 

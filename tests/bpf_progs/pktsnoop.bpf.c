@@ -2,8 +2,10 @@
 /* An execsnoop-like ring buffer tool for tracesim's tests: one record per skb the driver
  * allocates (__netdev_alloc_skb(dev, length, gfp)).  The model's exec path is not there yet,
  * so this watches a function the model has; the shape (reserve, fill, submit) is execsnoop's. */
+#ifndef __TRACESIM_CC__		/* tracesim cc's bpf_helpers.h brings the uapi and pt_regs */
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
+#endif
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
@@ -30,8 +32,9 @@ __u64 emitted = 0;
 __u64 lost = 0;
 
 SEC("kprobe/__netdev_alloc_skb")
-int BPF_KPROBE(on_alloc, void *dev, unsigned int length)
+int on_alloc(struct pt_regs *ctx)
 {
+	unsigned int length = PT_REGS_PARM2(ctx);
 	struct event *e;
 
 	if (length < targ_min_len)
