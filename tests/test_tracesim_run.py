@@ -4,15 +4,19 @@ records and maps checked as the command prints them; broken objects fail alone, 
 lines and no traceback."""
 from __future__ import annotations
 
+import errno
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from filters.bpf import btf_values, helper_table
+from filters.bpf.attach import AttachError, attach_program
 from tests.conftest import need_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,3 +244,51 @@ def test_log2_hist_draws_as_bcc():
     wide = btf_values.log2_hist([0] * 33 + [3], "nsecs")
     assert wide[0] == f"{'':15}{'nsecs':<29} : count    distribution"
     assert wide[-1] == (f"{1 << 33:>20} -> {(1 << 34) - 1:<20} : 3        |" + "*" * 20 + "|")
+
+
+@pytest.mark.parametrize("section, err, line", [
+    ("tp/ftrace/print", "EINVAL", "prog 'p': failed to attach to tracepoint 'ftrace/print': "
+                                  "-EINVAL"),
+    ("tp/net/nosuch", "ENOENT", "prog 'p': failed to create tracepoint 'net/nosuch' perf event: "
+                                "-ENOENT"),
+    ("tp/net", "EINVAL", "prog 'p': invalid format of section definition 'tp/net'"),
+    ("raw_tp/nosuch", "ENOENT", "prog 'p': failed to attach to raw tracepoint 'nosuch': -ENOENT"),
+    ("tp_btf/nosuch", "ESRCH", "prog 'p': failed to find kernel BTF type ID of "
+                               "'btf_trace_nosuch': -ESRCH"),
+    ("fentry/nosuch", "ESRCH", "prog 'p': failed to find kernel BTF type ID of 'nosuch': -ESRCH"),
+    ("kprobe.multi/zzz*", "ENOENT", "prog 'p': failed to find any kernel symbol matching 'zzz*'"),
+    ("kretprobe/kfree+0x4", "EINVAL", "prog 'p': kretprobes do not support offset specification"),
+    ("kprobe/skb_put", "EINVAL", "prog 'p': failed to create kprobe 'skb_put+0x0' perf event: "
+                                 "-EINVAL"),
+])
+def test_attach_errors_are_libbpfs(kernel, section, err, line):
+    with pytest.raises(AttachError) as info:
+        attach_program(kernel, "p", section, lambda ctx: 0)
+    assert (errno.errorcode[info.value.errno], info.value.lines[-1]) == (err, line)
+
+
+def test_bare_sections_are_not_attached_and_detach_undoes(kernel):
+    assert attach_program(kernel, "p", "kprobe", lambda ctx: 0) is None
+    assert attach_program(kernel, "p", "socket", lambda ctx: 0) is None
+    hits = []
+    link = attach_program(kernel, "p", "raw_tp/netif_receive_skb", hits.append)
+    kernel.workloads.get("eth0").step(3)
+    link.detach()
+    kernel.workloads.get("eth0").step(3)
+    assert len(hits) == 3 and all(len(ctx) == 96 for ctx in hits)
+    assert not kernel.tracing.event("net", "netif_receive_skb").enabled
+
+
+def test_ctrl_c_ends_the_run_with_its_maps(objects):
+    proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", str(objects["pktlatency"]),
+                             "--workload", "eth0"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = ""
+    while "Tracing..." not in line:
+        line = proc.stderr.readline()
+        assert line, proc.communicate()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert bss(out)["samples"] > 0

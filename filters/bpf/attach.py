@@ -207,6 +207,11 @@ def _find_event(kernel: Any, prog: str, target: Target) -> Any:
     if target.kind == "tracepoint":
         system, _, name = target.name.partition("/")
         ev = tracing.events.get((system, name))
+        if ev is not None and (system == "ftrace" or hasattr(ev, "symbol")):
+            # perf_event_set_bpf_prog: a kprobe event takes kprobe programs only, and ftrace's
+            # own entries are no tracepoints
+            raise AttachError(errno.EINVAL, f"prog '{prog}': failed to attach to tracepoint "
+                                            f"'{target.name}': {errstr(errno.EINVAL)}")
         if ev is None:
             raise AttachError(errno.ENOENT, f"failed to determine tracepoint '{target.name}' perf "
                                             f"event ID: {errstr(errno.ENOENT)}",
