@@ -152,3 +152,23 @@ def test_map_and_prog_need_a_mount():
     assert done.returncode == 2 and "--mount" in done.stderr
     done = tracesim("prog", "list", "--mount", "/nonexistent")
     assert done.returncode == 1 and done.stderr.startswith("tracesim prog: no tracesim mount")
+
+
+def test_tracesim_perf_stat_counts_through_the_model(mnt):
+    assert request(str(mnt), ["workload", "start", "eth0"])[0] == 0
+    try:
+        done = tracesim("perf", "stat", "-e", "net:netif_receive_skb,skb:consume_skb", "-a",
+                        "--mount", str(mnt), "--duration", "0.5")
+    finally:
+        assert request(str(mnt), ["workload", "stop", "eth0"])[0] == 0
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[:3] == ["", " Performance counter stats for 'system wide':", ""]
+    rows = [re.fullmatch(r" {3,}(\d+)      (\S+) +", line) for line in lines[3:5]]
+    assert [r[2] for r in rows] == ["net:netif_receive_skb", "skb:consume_skb"]
+    assert int(rows[0][1]) > 0 and all(len(line) == 91 for line in lines[3:5])
+    assert re.fullmatch(r" +\d+\.\d{9} seconds time elapsed", lines[6])
+    bad = tracesim("perf", "stat", "-e", "net:nosuch", "-m", str(mnt), "--duration", "0.1")
+    assert (bad.returncode, bad.stderr) == (1, "event syntax error: 'net:nosuch'\n"
+                                               + " " * 21 + "\\___ unknown tracepoint\n")
+    assert not request(str(mnt), ["perf-stat", "stop", "1"])[0] == 0      # stopped and gone

@@ -26,6 +26,7 @@ COMMANDS = {
     "run": ("tools.cmd_run", "load a BPF object, attach its programs by section, print records"),
     "map": ("tools.cmd_map", "list, dump, look up, update, delete the BPF maps of a mount"),
     "prog": ("tools.cmd_prog", "list the BPF programs of a mount (type, attach point, stats)"),
+    "perf": ("tools.cmd_perf", "perf stat -e for the model's tracepoints of a mount"),
     "kallsyms": ("tools.cmd_kallsyms", "print the model's /proc/kallsyms (for trace-cmd, perf)"),
 }
 

@@ -42,6 +42,9 @@ class System:
         from filters.bpf import run_commands
         if argv[:1] and argv[0] in run_commands.COMMANDS:
             return run_commands.run(self.bpf, argv, lock=self.kernel.lock)
+        if argv[:1] == ["perf-stat"]:
+            from kernel_model import perf_stat
+            return perf_stat.run(self.kernel, argv)
         if argv == ["kallsyms"]:
             from kernel_model.proc_kallsyms import kallsyms_text
             return 0, kallsyms_text(self.kernel.kallsyms)
