@@ -292,3 +292,9 @@ def test_ctrl_c_ends_the_run_with_its_maps(objects):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert bss(out)["samples"] > 0
+
+
+def test_python_dash_m_runs_the_cli():
+    done = subprocess.run([sys.executable, "-m", "tools", "run", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: tracesim run ")

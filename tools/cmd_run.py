@@ -131,7 +131,13 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         print(f"{PROG}: {args.object}: {e.strerror}", file=sys.stderr)
         return 1
-    if args.mount:
-        from tools.cmd_run_mount import run_on_mount
-        return run_on_mount(args, data)
-    return run_in_process(args, data)
+    try:
+        if args.mount:
+            from tools.cmd_run_mount import run_on_mount
+            return run_on_mount(args, data)
+        return run_in_process(args, data)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:      # a bug of the model or of a helper: one line, no traceback
+        print(f"{PROG}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
