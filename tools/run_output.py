@@ -62,7 +62,7 @@ class Printer:
                 self._entries(spec, name, items)
 
     def _globals(self, spec: Any, name: str, image: Any) -> None:
-        image = _summed(image)
+        image = bytes(image)
         variables = {var: btf_values.to_python(self.btf, tid, image[off:off + size])
                      for var, tid, off, size in (self.btf.datasec(spec.section)
                                                  if self.btf else [])}
@@ -76,7 +76,9 @@ class Printer:
     def _hists(self, spec: Any, name: str, items: list[tuple[bytes, Any]]) -> None:
         where = btf_values.hist_slots(self.btf, spec.value_type)
         for key, value in items:
-            vals = btf_values.slot_values(_summed(value), where)
+            per_cpu = value if isinstance(value, list) else [value]
+            vals = [sum(col) for col in zip(*(btf_values.slot_values(v, where) for v in per_cpu),
+                                            strict=True)]
             k = btf_values.to_python(self.btf, spec.key_type, key) if spec.key_type else key.hex()
             if self.json:
                 self.emit({"map": name, "key": k, "hist": [
@@ -119,18 +121,6 @@ class _StaticMap:
 
     def items(self) -> list[tuple[bytes, Any]]:
         return self._items
-
-
-def _summed(value: Any) -> bytes:
-    """A per-CPU value as the sum of its CPUs' (u64 words), else the value itself."""
-    if not isinstance(value, list):
-        return bytes(value)
-    width = len(value[0])
-    if width % 8:
-        return bytes(value[0])
-    words = [sum(int.from_bytes(v[i:i + 8], "little") for v in value) & ((1 << 64) - 1)
-             for i in range(0, width, 8)]
-    return b"".join(w.to_bytes(8, "little") for w in words)
 
 
 def map_contents(run: Any) -> list[tuple[Any, str, list[tuple[bytes, Any]]]]:
