@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from filters.bpf import btf_values, helper_table
-from filters.bpf.attach import AttachError, attach_program
+from filters.bpf.attach import AttachError, attach_program, attach_target
 from tests.conftest import need_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -298,3 +298,14 @@ def test_python_dash_m_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "tools", "run", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("usage: tracesim run ")
+
+
+@pytest.mark.parametrize("section, target", [
+    ("kprobe/kfree+0x10", ("kprobe", "kfree", 16)), ("kprobe/kfree+010", ("kprobe", "kfree", 8)),
+    ("kprobe/kfree+16", ("kprobe", "kfree", 16)), ("tp/net/netif_rx", ("tracepoint", "net/netif_rx", 0)),
+    ("raw_tp/netif_rx", ("raw_tracepoint", "netif_rx", 0)), ("perf_event", ("perf_event", "", 0)),
+    ("kprobe", None), ("tracepoint", None), ("socket", None), ("xdp", None),
+])
+def test_attach_target_parses_as_libbpf(section, target):
+    parsed = attach_target("p", section)
+    assert (None if parsed is None else (parsed.kind, parsed.name, parsed.offset)) == target

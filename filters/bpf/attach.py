@@ -92,7 +92,7 @@ class Link:
         self.detach_fns = []
 
 
-_ALIASES = {"tp": "tracepoint", "raw_tp": "raw_tracepoint", "kprobe": "kprobe"}
+_ALIASES = {"tp": "tracepoint", "raw_tp": "raw_tracepoint"}
 _KPROBE_SPEC = re.compile(r"^([a-zA-Z0-9_.]+)(?:\+(0x[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*))?$")
 _GLOB_SPEC = re.compile(r"^[a-zA-Z0-9_.*?]+$")
 AUTO_ATTACH = ("kprobe", "kretprobe", "kprobe.multi", "kretprobe.multi", "ksyscall",
@@ -115,7 +115,8 @@ def attach_target(prog: str, section: str) -> Target | None:
         if m is None:
             raise AttachError(errno.EINVAL, f"prog '{prog}': invalid format of section "
                                             f"definition '{section}'")
-        offset = int(m.group(2), 0) if m.group(2) else 0
+        digits = m.group(2) or "0"          # %li: 0x hex, 0 octal, else decimal
+        offset = int(digits, 16 if digits[:2] == "0x" else 8 if digits[0] == "0" else 10)
         if kind == "kretprobe" and offset:
             raise AttachError(errno.EINVAL, f"prog '{prog}': kretprobes do not support "
                                             "offset specification")
