@@ -14,8 +14,9 @@ from tests.conftest import need_tool
 pytestmark = pytest.mark.fuse
 
 # trace-cmd has no option for another tracefs directory: this preload library points libtracefs
-# at the mount, and sends trace-cmd's one write outside tracefs (/proc/sys/kernel/ftrace_enabled,
-# which sandboxes refuse) to a scratch file.
+# at the mount, sends trace-cmd's one write outside tracefs (/proc/sys/kernel/ftrace_enabled,
+# which sandboxes refuse) to a scratch file, and gives it the model's kallsyms
+# (TRACESIM_KALLSYMS, from `tracesim kallsyms`) where it would copy the host's /proc/kallsyms.
 SHIM = textwrap.dedent(r"""
     #define _GNU_SOURCE
     #include <dlfcn.h>
@@ -35,8 +36,11 @@ SHIM = textwrap.dedent(r"""
     static const char *redirect(const char *path)
     {
         const char *scratch = getenv("TRACESIM_FTRACE_ENABLED");
+        const char *kallsyms = getenv("TRACESIM_KALLSYMS");
         if (scratch && strcmp(path, "/proc/sys/kernel/ftrace_enabled") == 0)
             return scratch;
+        if (kallsyms && strcmp(path, "/proc/kallsyms") == 0)
+            return kallsyms;
         return path;
     }
 
@@ -82,8 +86,10 @@ def trace_cmd(mnt, tmp_path):
         pytest.skip(f"cannot build the libtracefs shim (install 'libtracefs-dev'): {built.stderr}")
     scratch = tmp_path / "ftrace_enabled"
     scratch.write_text("1\n")
+    kallsyms = tmp_path / "kallsyms"
+    kallsyms.write_text(request(str(mnt), ["kallsyms"])[1])
     env = {**os.environ, "LD_PRELOAD": str(lib), "TRACESIM_TRACEFS": str(mnt),
-           "TRACESIM_FTRACE_ENABLED": str(scratch)}
+           "TRACESIM_FTRACE_ENABLED": str(scratch), "TRACESIM_KALLSYMS": str(kallsyms)}
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([binary, *args], env=env, capture_output=True, text=True,

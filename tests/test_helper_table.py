@@ -18,13 +18,14 @@ from tracesim.filters.bpf.runtime.helpers import register
 from tracesim.filters.bpf.runtime.maps import MAP_TYPE_RINGBUF, create_map
 from tracesim.filters.bpf.runtime.program import ProgramError, load_program
 from tracesim.filters.bpf.toolchain.asm import assemble
+from tracesim.filters.bpf.verifier import PROG_TYPES as VERIFIER_PROG_TYPES
 from tracesim.filters.bpf.verifier import verify
 from tracesim.filters.bpf.vm.isa import HELPER_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "filters" / "bpf" / "include" / "bpf" / "bpf_helpers.h"
 EXAMPLES = ROOT / "tools" / "examples"
-PROG_TYPES = ("kprobe", "tracepoint", "socket_filter")
+PROG_TYPES = tuple(t for t in VERIFIER_PROG_TYPES if t != "conformance")
 NOT_ALLOWED = re.compile(r"^program of this type cannot use helper (\S+)#(\d+)$")
 
 

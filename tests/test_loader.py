@@ -40,8 +40,8 @@ def test_unknown_section_gives_libbpfs_error(section):
 
 
 @pytest.mark.parametrize("section,kernel_type", [
-    ("raw_tp/sched_switch", "RAW_TRACEPOINT"), ("raw_tracepoint/x", "RAW_TRACEPOINT"),
-    ("tc", "SCHED_CLS"), ("classifier", "SCHED_CLS"), ("xdp", "XDP"), ("fentry/f", "TRACING"),
+    ("raw_tp.w/sched_switch", "RAW_TRACEPOINT_WRITABLE"), ("lsm/file_open", "LSM"),
+    ("tc", "SCHED_CLS"), ("classifier", "SCHED_CLS"), ("xdp", "XDP"), ("sk_msg", "SK_MSG"),
     ("sk_reuseport/migrate", "SK_REUSEPORT"), ("cgroup_skb/egress", "CGROUP_SKB"),
 ])
 def test_known_but_unsupported_types_are_named(section, kernel_type):
@@ -116,7 +116,7 @@ CASES = [
     ("unknown_section", HEAD + 'SEC("kprobes/sk_skb_reason_drop")\n'
      "int f(struct pt_regs *ctx) { return 1; }\n" + GPL,
      "/events/kprobes/lprobe/filter", KPROBE_EVENT),
-    ("unsupported_type", HEAD + 'SEC("raw_tp/netif_receive_skb")\n'
+    ("unsupported_type", HEAD + 'SEC("xdp")\n'
      "int f(void *ctx) { return 1; }\n" + GPL, NETIF, None),
     ("not_gpl", HEAD + 'SEC("tracepoint/net/netif_receive_skb")\n'
      'int f(void *ctx) { bpf_printk("x"); return 1; }\n'

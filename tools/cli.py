@@ -25,6 +25,11 @@ COMMANDS = {
     "conformance": ("tracesim.tools.cmd_conformance", "run the eBPF conformance suite on the VM"),
     "rss": ("tracesim.tools.cmd_rss", "RSS steering with eBPF over a modelled multi-queue TUN device"),
     "btf": ("tracesim.tools.cmd_btf", "print the modelled kernel's BTF (raw, as a vmlinux.h, or bytes)"),
+    "run": ("tracesim.tools.cmd_run", "load a BPF object, attach its programs by section, print records"),
+    "map": ("tracesim.tools.cmd_map", "list, dump, look up, update, delete the BPF maps of a mount"),
+    "prog": ("tracesim.tools.cmd_prog", "list the BPF programs of a mount (type, attach point, stats)"),
+    "perf": ("tracesim.tools.cmd_perf", "perf stat -e for the model's tracepoints of a mount"),
+    "kallsyms": ("tracesim.tools.cmd_kallsyms", "print the model's /proc/kallsyms (for trace-cmd, perf)"),
 }
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tracesim.tracefs.caller import caller_comm
 from tracesim.tracefs.errors import FsError
 from tracesim.tracefs.handles import Handle, seq_opener, to_text
 from tracesim.tracefs.nodes import MODE_EVENTS_DIR, MODE_RO, MODE_RW, Dir, File, Node
@@ -171,7 +172,8 @@ class EventsDir:
 
     def _event_dir(self, system: str, name: str, event: Any) -> Dir:
         files: dict[str, Node] = {
-            "format": self._seq(MODE_RO, event.format_text),
+            "format": self._file(MODE_RO, not_for_host_perf(
+                seq_opener(event.format_text, None, None, self.ctx.lock))),
             "id": self._seq(MODE_RO, lambda: f"{event.id}\n"),
         }
         if system != INTERNAL_SYSTEM:
@@ -277,3 +279,19 @@ class EventsDir:
     def _hist_text(self, system: str, name: str) -> str:
         from tracesim.kernel_model.hist import hist_text
         return hist_text(self._event_file(system, name))
+
+
+# perf counts a tracepoint with the host kernel's perf_event_open(PERF_TYPE_TRACEPOINT, config =
+# the event's id), and the host has no model events: the id perf reads here (from ``format`` or
+# ``id``) would make it count whatever host event has that number, silently.  A perf process is
+# refused instead (perf says "Operation not supported"); ``tracesim perf stat`` counts through
+# the model.  Processes of other names (cat, trace-cmd) read these files as usual.
+HOST_PERF_COMMS = frozenset({"perf", "perf-exec"})
+
+
+def not_for_host_perf(opener: Callable[[int], Handle]) -> Callable[[int], Handle]:
+    def open_(flags: int) -> Handle:
+        if caller_comm() in HOST_PERF_COMMS:
+            raise FsError(errno.EOPNOTSUPP)
+        return opener(flags)
+    return open_

@@ -39,6 +39,15 @@ class System:
         from tracesim.kernel_model import control
         if argv[:1] and argv[0] in map_commands.COMMANDS:
             return map_commands.run(self.bpf, argv, lock=self.kernel.lock)
+        from tracesim.filters.bpf import run_commands
+        if argv[:1] and argv[0] in run_commands.COMMANDS:
+            return run_commands.run(self.bpf, argv, lock=self.kernel.lock)
+        if argv[:1] == ["perf-stat"]:
+            from tracesim.kernel_model import perf_stat
+            return perf_stat.run(self.kernel, argv)
+        if argv == ["kallsyms"]:
+            from tracesim.kernel_model.proc_kallsyms import kallsyms_text
+            return 0, kallsyms_text(self.kernel.kallsyms)
         if argv[:1] == ["bpf-engine"]:
             return self._engine_command(argv[1:])
         return control.run_command(self.kernel, argv)

@@ -52,7 +52,8 @@ from tracesim.filters.bpf.vm.native import NativeProgram
 from tracesim.kernel_model.trace.event import trace_ctx
 from tracesim.kernel_model.trace.kprobe_events import KprobeEvent
 
-__all__ = ["AttachedFilter", "BpfFilterError", "load_event_filter", "pick_program",
+__all__ = ["AttachedFilter", "BpfFilterError", "TraceEnv", "fast_path", "load_event_filter",
+           "pick_program",
            "program_sections", "section_matches"]
 
 PT_REGS = struct.Struct("<21Q")
@@ -136,6 +137,7 @@ class TraceEnv:
 class FilterStats:
     runs: int = 0
     errors: int = 0
+    run_time_ns: int = 0          # counted where the caller times runs (bpf_stats)
     last_error: str = ""
 
 
@@ -187,7 +189,7 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     """
     loadermod.check_engine(engine)
     command = "bpf object"
-    verify_with = _pool_verifier(unlock)
+    verify_with = pool_verifier(unlock)
     core_log: list[str] = []
     line_info: list[elfmod.LineInfo] = []
     try:
@@ -223,7 +225,7 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     attached = AttachedFilter(loaded.name, loaded.section, len(loaded.insns), loaded.engine,
                               loaded.prog_type, origin, loaded.maps, loaded.log,
                               event=f"{event.system}:{event.name}", btf=loaded.btf)
-    run: Any = _fast_path(loaded, env, attached.stats)   # a function, given two attributes below
+    run: Any = fast_path(loaded, env, attached.stats)   # a function, given two attributes below
     if origin == "bpf-2013" and not is_kprobe_event(event):
         run = _v1_tracepoint_path(run, event)
     run.describe = attached.describe       # what ``cat filter`` shows (tracefs reads it)
@@ -232,7 +234,7 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     return attached
 
 
-def _pool_verifier(unlock: Any) -> Callable[..., Any]:
+def pool_verifier(unlock: Any) -> Callable[..., Any]:
     """The loader's verify step for filters: ``verify_pool`` (a worker process) with ``unlock``
     released meanwhile and the log kept to its last ``VERIFIER_LOG_SIZE`` bytes."""
     def verify_with(insns: Sequence[isa.Insn], *, strict_loops: bool = False, **kw: Any) -> Any:
@@ -311,7 +313,8 @@ def pick_program(programs: Sequence[Any], event: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Fast paths: one plain function per attached program
 
-def _fast_path(loaded: LoadedProgram, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
+def fast_path(loaded: LoadedProgram, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
+    """``prog(ctx) -> r0`` for ``loaded`` running in ``env``, counting runs and faults."""
     runner = loaded.runner
     if isinstance(runner, JitProgram):
         return _jit_path(runner, env, stats)

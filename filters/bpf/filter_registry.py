@@ -66,6 +66,10 @@ class BpfFilters:
         self._btf: dict[int, Any] = {}              # id(map) -> the object's BTF
         self._next_map_id = 1
         self._lock: Any = None        # the tree's lock, released while a load verifies
+        self.runs: dict[int, Any] = {}               # run id -> ObjectRun (``tracesim run``)
+        self._next_run_id = 1
+        self._prog_ids: dict[int, int] = {}          # id(program) -> prog id
+        self._next_prog_id = 1
 
     # -- hooks --------------------------------------------------------------------------------
     def install(self, ctx: Any) -> None:
@@ -156,12 +160,51 @@ class BpfFilters:
         entry = self._by_file.get(file)
         return entry[0] if entry else None
 
+    def add_run(self, run: Any) -> int:
+        """Register an object ``tracesim run`` loaded here: its maps and programs get ids."""
+        run_id = self._next_run_id
+        self._next_run_id += 1
+        self.runs[run_id] = run
+        for m in run.maps:
+            self._map_ids[id(m)] = self._next_map_id
+            self._btf[id(m)] = run.obj.btf
+            self._next_map_id += 1
+        for p in run.programs:
+            if p.state != "failed":
+                self._prog_ids[id(p)] = self._next_prog_id
+                self._next_prog_id += 1
+        return run_id
+
+    def remove_run(self, run_id: int) -> Any:
+        """Detach and forget run ``run_id`` (KeyError if there is none); returns it."""
+        run = self.runs.pop(run_id)
+        run.detach()
+        for m in run.maps:
+            self._map_ids.pop(id(m), None)
+            self._btf.pop(id(m), None)
+        for p in run.programs:
+            self._prog_ids.pop(id(p), None)
+        return run
+
+    def programs(self) -> list[tuple[int, Any]]:
+        """(prog id, ProgramRun) of every program loaded by ``tracesim run`` objects here."""
+        return sorted(((self._prog_ids[id(p)], p) for run in self.runs.values()
+                       for p in run.programs if id(p) in self._prog_ids), key=lambda t: t[0])
+
+    def map_id(self, m: BpfMap) -> int:
+        return self._map_ids.get(id(m), 0)
+
     def maps(self) -> list[MapEntry]:
         out = []
         for key, obj in self._objects.items():
             events = sorted(f"{f.event.system}:{f.event.name}" for f in obj.files)
             for m in obj.maps:
                 out.append(MapEntry(self._map_ids[id(m)], m, key[0], events,
+                                    self._btf.get(id(m))))
+        for run_id, run in self.runs.items():
+            points = [p.attach_point for p in run.programs if p.link is not None]
+            for m in run.maps:
+                out.append(MapEntry(self._map_ids[id(m)], m, f"(run {run_id})", points,
                                     self._btf.get(id(m))))
         return sorted(out, key=lambda e: e.id)
 

@@ -99,7 +99,8 @@ SECTION_DEFS: tuple[tuple[str, str], ...] = (
 
 # BPF_PROG_TYPE_* -> the verifier's name, for the types tracesim runs.
 SUPPORTED_TYPES = {"KPROBE": "kprobe", "TRACEPOINT": "tracepoint",
-                   "SOCKET_FILTER": "socket_filter"}
+                   "SOCKET_FILTER": "socket_filter", "RAW_TRACEPOINT": "raw_tracepoint",
+                   "TRACING": "tracing", "PERF_EVENT": "perf_event"}
 
 
 class LoadError(Exception):
@@ -185,6 +186,12 @@ def context_for(prog_type: str, event: Any = None) -> tuple[ContextSpec | None, 
         return ContextSpec.pt_regs(), PT_REGS_SIZE
     if prog_type == "socket_filter":
         return ContextSpec.sk_buff(), SK_BUFF_CTX_SIZE
+    if prog_type in ("raw_tracepoint", "tracing"):
+        spec = ContextSpec.args()
+        return spec, spec.size
+    if prog_type == "perf_event":
+        spec = ContextSpec.perf_event()
+        return spec, spec.size
     if prog_type == "tracepoint" and event is not None:
         fields = [(f.name, f.offset, f.size) for f in event.all_fields]
         return ContextSpec.tracepoint(fields, event.struct_size), event.struct_size

@@ -247,7 +247,9 @@ class TraceEvent:
         self.enabled = False                     # the static key
         self.sinks: tuple[Callable[[bytes | None, Any, Buffer], None], ...] = ()
         self.attached: tuple[Callable[[bytes | None, Any, Buffer], None], ...] = ()  # eprobes
-        self.probes: tuple[Callable[..., None], ...] = ()    # tracepoint probes: fire's args
+        # probes called with the TP_PROTO arguments before the record is built, as the
+        # kernel's tracepoint_probe_register adds them (tprobes, BPF raw tracepoints, perf events)
+        self.probes: tuple[Callable[[tuple], None], ...] = ()
         self.this_cpu: Callable[[], Any] = _no_machine
 
     def _named(self, printer: Callable[[Buffer, Any], str]) -> Callable[[Buffer, Any], str]:

@@ -168,6 +168,16 @@ class Tracing:
         if hook is not None:
             hook()
 
+    def register_probe(self, ev: TraceEvent, probe: Callable[[tuple], None]) -> None:
+        """tracepoint_probe_register: ``probe(args)`` runs on every hit of ``ev``, whatever
+        the trace arrays do (BPF raw tracepoint and perf event programs attach here)."""
+        ev.probes += (probe,)
+        self.update_event(ev)
+
+    def unregister_probe(self, ev: TraceEvent, probe: Callable[[tuple], None]) -> None:
+        ev.probes = tuple(p for p in ev.probes if p is not probe)
+        self.update_event(ev)
+
     # -- instances
     def arrays(self) -> list[TraceArray]:
         top = getattr(self, "top", None)

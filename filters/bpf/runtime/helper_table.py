@@ -55,8 +55,11 @@ FUNC_MAX_ID = 212      # __BPF_FUNC_MAX_ID in Linux 6.18: ids at or above it are
 # Program types (the verifier's names).  CAP_PERFMON-only: bpf_base_func_proto gives
 # trace_printk to socket filters only when the loader is privileged.
 KPROBE, TRACEPOINT, SOCKET_FILTER, CONFORMANCE = "kprobe", "tracepoint", "socket_filter", "conformance"
-TRACING = frozenset({KPROBE, TRACEPOINT})
-ALL_TYPES = frozenset({KPROBE, TRACEPOINT, SOCKET_FILTER})
+# raw tracepoints, tp_btf/fentry/fexit (BPF_PROG_TYPE_TRACING) and perf_event programs take
+# the tracing helpers too (bpf_tracing_func_proto)
+RAW_TRACEPOINT, TRACING_PROG, PERF_EVENT = "raw_tracepoint", "tracing", "perf_event"
+TRACING = frozenset({KPROBE, TRACEPOINT, RAW_TRACEPOINT, TRACING_PROG, PERF_EVENT})
+ALL_TYPES = TRACING | {SOCKET_FILTER}
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,7 @@ def load_object(data: bytes) -> BpfObject:
             btf = btfmod.parse(elf.sections[elf.by_name[".BTF"]][3])
         except btfmod.BtfError as e:
             raise ElfLoadError(f"section '.BTF': {e}") from None
+        _fixup_datasecs(elf, btf)
     maps, map_of = _collect_maps(elf, btf)
     license_ = ""
     if "license" in elf.by_name:
@@ -167,6 +168,19 @@ def load_object(data: bytes) -> BpfObject:
             spec.line_info = _moved(ext.line_info, elf, placed)
         programs.append(spec)
     return BpfObject(programs, maps, license_, btf)
+
+
+def _fixup_datasecs(elf: _Elf, btf: btfmod.Btf) -> None:
+    """libbpf's btf_fixup_datasec: clang leaves a DATASEC's size and its variables' offsets 0;
+    they are the ELF section's size and the variables' symbol values."""
+    for t in btf.types[1:]:
+        if t.kind != btfmod.DATASEC or t.name not in elf.by_name:
+            continue
+        shndx = elf.by_name[t.name]
+        t.ref = t.ref or len(elf.sections[shndx][3])
+        where = {s.name: s.value for s in elf.symbols if s.shndx == shndx and s.kind == STT_OBJECT}
+        t.secinfo = [(var, where.get(btf.types[var].name, off) if 0 < var < len(btf.types)
+                      else off, size) for var, off, size in t.secinfo]
 
 
 _INSN_LINE = re.compile(r"^(\d+): \([0-9a-f]{2}\) ")

@@ -24,7 +24,8 @@ from tracesim.filters.bpf.verifier.context import ContextSpec, default_context
 from tracesim.filters.bpf.verifier.log import Reject, insn_text
 from tracesim.filters.bpf.vm.isa import Insn
 
-PROG_TYPES = ("kprobe", "tracepoint", "socket_filter", "conformance")
+PROG_TYPES = ("kprobe", "tracepoint", "socket_filter", "conformance", "raw_tracepoint", "tracing",
+              "perf_event")
 
 __all__ = ["verify", "VerifierResult", "ContextSpec", "PROG_TYPES"]
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 PT_REGS_SIZE = 168          # struct pt_regs on x86-64
 PERF_MAX_TRACE_SIZE = 2048
+MAX_BPF_FUNC_ARGS = 12      # raw tracepoint / fentry contexts: u64 args[12] at most
+PERF_EVENT_DATA_SIZE = PT_REGS_SIZE + 16   # struct bpf_perf_event_data: regs, sample_period, addr
 SK_BUFF_SIZE = 192          # uapi struct __sk_buff
 
 # uapi struct __sk_buff: name -> (offset, size)
@@ -75,6 +77,17 @@ class ContextSpec:
         return cls("tracepoint", size, True, tuple((n, o, s) for n, o, s in fields))
 
     @classmethod
+    def args(cls, count: int = MAX_BPF_FUNC_ARGS) -> ContextSpec:
+        """Raw tracepoints, tp_btf, fentry/fexit: ``u64 args[count]`` (fexit: the return value
+        after the arguments), read only (raw_tp_prog_is_valid_access / btf_ctx_access)."""
+        return cls("args", 8 * count)
+
+    @classmethod
+    def perf_event(cls) -> ContextSpec:
+        """``struct bpf_perf_event_data`` of a perf_event program, read only."""
+        return cls("perf_event", PERF_EVENT_DATA_SIZE)
+
+    @classmethod
     def sk_buff(cls) -> ContextSpec:
         return cls("sk_buff", SK_BUFF_SIZE, False)
 
@@ -89,7 +102,7 @@ class ContextSpec:
 
     def check(self, off: int, size: int, write: bool) -> str | None:
         """None if the access is refused, else the kind of the value read."""
-        if self.kind == "pt_regs":
+        if self.kind in ("pt_regs", "args", "perf_event"):
             ok = 0 <= off and off + size <= self.size and off % size == 0 and not write
             return SCALAR if ok else None
         if self.kind == "tracepoint":
@@ -108,6 +121,10 @@ def default_context(prog_type: str) -> ContextSpec:
         return ContextSpec.tracepoint((), PERF_MAX_TRACE_SIZE)
     if prog_type == "socket_filter":
         return ContextSpec.sk_buff()
+    if prog_type in ("raw_tracepoint", "tracing"):
+        return ContextSpec.args()
+    if prog_type == "perf_event":
+        return ContextSpec.perf_event()
     if prog_type == "conformance":
         return ContextSpec.memory(0)
     raise ValueError(f"unknown program type {prog_type!r}")

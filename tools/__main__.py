@@ -1,0 +1,5 @@
+import sys
+
+from tracesim.tools.cli import main
+
+sys.exit(main())
