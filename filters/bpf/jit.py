@@ -31,9 +31,11 @@ from typing import Any
 from filters.bpf import alu, isa
 from filters.bpf.alu import M32, M64
 from filters.bpf.helpers import StopProgram, VMContext
+from filters.bpf.helpers_calls import calls_helper, with_tail_calls
 from filters.bpf.interp import (
     BudgetExceeded,
     CallDepthExceeded,
+    bind_callbacks,
     bind_run,
     new_memory,
     resolve_ld_imm64,
@@ -806,7 +808,7 @@ class _Gen:
             return e(self.alu32(insn, state))
         if cls == isa.LD:
             if insn.opcode == isa.LD_IMM64:
-                value = resolve_ld_imm64(self.program, self.jit.mem, insn, self.insns[pc + 1])
+                value = resolve_ld_imm64(self.program, self.jit.mem, insn, self.insns[pc + 1], pc)
                 return e(f"r{insn.dst} = {value}")
             size = SIZE[insn.opcode & 0x18]
             off = f"r{insn.src} + {insn.imm}" if insn.opcode & 0xE0 == isa.IND else str(insn.imm)
@@ -1007,6 +1009,7 @@ class JitProgram:
         self.budget = budget
         self.mem, self.stack, self._ctx_region = new_memory(program)
         self.vm = VMContext(program, self.mem)
+        bind_callbacks(self.vm)
         self.regs = [0] * isa.NUM_REGS
         gen = _Gen(program, self, budget, capture_regs)
         self.source = gen.generate()
@@ -1015,6 +1018,8 @@ class JitProgram:
         exec(compile(self.source, f"<bpf-jit {program.name or 'program'}>", "exec"), env)
         self.functions = {name: fn for name, fn in env.items() if name.startswith("_f")}
         self.entry = env["_f0"]
+        if calls_helper(program, 12):
+            self.entry = with_tail_calls(self.entry, self.vm)
 
     def _globals(self) -> dict[str, Any]:
         mem, vm, helpers = self.mem, self.vm, self.program.helpers
