@@ -41,7 +41,7 @@ from filters.bpf.jit import JitProgram, compile_program
 from filters.bpf.maps import BpfMap, MapError, create_map
 from filters.bpf.program import Program, ProgramError, load_program
 from filters.bpf.verifier import ContextSpec, VerifierResult, verify
-from filters.bpf.verifier.context import PT_REGS_SIZE
+from filters.bpf.verifier.context import BTF_ARGS_SIZE, PT_REGS_SIZE
 
 ENGINES = ("jit", "interp", "native")
 ENGINE_CHOICES = ENGINES + ("auto",)
@@ -96,7 +96,7 @@ SECTION_DEFS: tuple[tuple[str, str], ...] = (
 
 # BPF_PROG_TYPE_* -> the verifier's name, for the types tracesim runs.
 SUPPORTED_TYPES = {"KPROBE": "kprobe", "TRACEPOINT": "tracepoint",
-                   "SOCKET_FILTER": "socket_filter"}
+                   "SOCKET_FILTER": "socket_filter", "TRACING": "tracing"}
 
 
 class LoadError(Exception):
@@ -182,6 +182,8 @@ def context_for(prog_type: str, event: Any = None) -> tuple[ContextSpec | None, 
         return ContextSpec.pt_regs(), PT_REGS_SIZE
     if prog_type == "socket_filter":
         return ContextSpec.sk_buff(), SK_BUFF_CTX_SIZE
+    if prog_type == "tracing":
+        return ContextSpec.btf_args(), BTF_ARGS_SIZE
     if prog_type == "tracepoint" and event is not None:
         fields = [(f.name, f.offset, f.size) for f in event.all_fields]
         return ContextSpec.tracepoint(fields, event.struct_size), event.struct_size

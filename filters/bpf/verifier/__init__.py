@@ -24,7 +24,7 @@ from filters.bpf.verifier.check import COMPLEXITY_LIMIT_INSNS, Walk, combined_st
 from filters.bpf.verifier.context import ContextSpec, default_context
 from filters.bpf.verifier.log import Reject, insn_text
 
-PROG_TYPES = ("kprobe", "tracepoint", "socket_filter", "conformance")
+PROG_TYPES = ("kprobe", "tracepoint", "socket_filter", "conformance", "tracing")
 
 __all__ = ["verify", "VerifierResult", "ContextSpec", "PROG_TYPES"]
 

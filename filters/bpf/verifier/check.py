@@ -17,7 +17,7 @@ from filters.bpf.verifier.access import MAX_VAR_OFF, AccessChecks
 from filters.bpf.verifier.bounds import S64_MIN, U32
 from filters.bpf.verifier.branches import BranchChecks
 from filters.bpf.verifier.calls import CallChecks
-from filters.bpf.verifier.cfg import Cfg, is_pseudo_call
+from filters.bpf.verifier.cfg import Cfg, is_pseudo_call, is_pseudo_func
 from filters.bpf.verifier.context import ContextSpec
 from filters.bpf.verifier.liveness import ALL_SLOTS
 from filters.bpf.verifier.log import Reject, annotate, fmt_frame, fmt_state, insn_text
@@ -472,8 +472,7 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
             if code == isa.CALL:
                 if is_pseudo_call(insn):
                     self.do_subprog_call(pc, insn)
-                else:
-                    self.do_helper_call(pc, insn)
+                elif not self.do_helper_call(pc, insn):     # True: a callback was entered
                     self.pc = pc + 1
             elif code == isa.JA:
                 self.pc = isa.jump_target(pc, insn)
@@ -569,7 +568,8 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
         if ptr.type & st.MAYBE_NULL:
             raise Reject(f"R{d} pointer arithmetic on {tname} prohibited, null-check it first")
         base = ptr.type & st.BASE
-        if base in (st.CONST_PTR_TO_MAP, st.PTR_TO_PACKET_END, st.PTR_TO_SOCK_COMMON):
+        if base in (st.CONST_PTR_TO_MAP, st.PTR_TO_PACKET_END, st.PTR_TO_SOCK_COMMON,
+                    st.PTR_TO_FUNC):
             raise Reject(f"R{d} pointer arithmetic on {tname} prohibited")
         if code in (isa.AND, isa.OR, isa.XOR):
             raise Reject(f"R{d} bitwise operator {ALU_STRING[code]} on pointer prohibited")
@@ -622,6 +622,8 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
             self.set_reg(insn.dst, st.scalar_const(isa.imm64(insn, second)))
         elif insn.src == isa.PSEUDO_MAP_FD:
             self.set_reg(insn.dst, st.pointer(st.CONST_PTR_TO_MAP, map=insn.imm))
+        elif insn.src == isa.PSEUDO_FUNC:      # a callback: mem_size holds its first insn
+            self.set_reg(insn.dst, st.pointer(st.PTR_TO_FUNC, mem_size=self.pc + insn.imm + 1))
         else:
             self.set_reg(insn.dst, st.pointer(st.PTR_TO_MAP_VALUE, map=insn.imm,
                                               off=second.imm & 0xFFFFFFFF))
@@ -653,6 +655,9 @@ def combined_stack_check(cfg: Cfg, depths: list[int]) -> None:
 
     def rounded(k: int) -> int:
         return -(-max(depths[k], 1) // 32) * 32
+
+        if i not in cfg.second_half and is_pseudo_func(insn):      # a callback's frame
+            calls[cfg.subprog_of[i]].append(cfg.subprog_of[i + insn.imm + 1])
 
     stack = [(0, rounded(0), 1, (0,))]
     while stack:
