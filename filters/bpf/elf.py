@@ -17,6 +17,7 @@ import bisect
 import io
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from elftools.common.exceptions import ELFError
@@ -24,6 +25,8 @@ from elftools.elf.elffile import ELFFile
 
 from . import btf as btfmod
 from .core_reloc import BtfExt, CoreReloError, parse_btf_ext
+from .externs import Externs, ExternSym
+from .externs import resolve as resolve_externs
 from .isa import (
     LD_IMM64,
     OP_CALL,
@@ -34,6 +37,9 @@ from .isa import (
     decode,
     encode,
 )
+from .isa import (
+    to_s32 as isa_s32,
+)
 
 EM_BPF = 247
 ET_REL = 1
@@ -41,7 +47,7 @@ SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_NOBITS, SHT_REL = 1, 2, 3, 8, 9
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_INFO_LINK = 0x1, 0x2, 0x4, 0x40
 STB_LOCAL, STB_GLOBAL = 0, 1
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
-SHN_ABS = 0xFFF1
+SHN_UNDEF, SHN_ABS = 0, 0xFFF1
 
 # Relocation types of the BPF backend (llvm/BinaryFormat/ELFRelocs/BPF.def).
 R_BPF_NONE, R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_NODYLD32, R_BPF_64_32 = (
@@ -126,6 +132,7 @@ class _Symbol:
     shndx: int
     value: int
     size: int
+    weak: bool = False
 
 
 @dataclass
@@ -133,13 +140,16 @@ class _Elf:
     sections: list[tuple[str, int, int, bytes, int, int]]   # name, type, flags, data, link, info
     symbols: list[_Symbol]
     by_name: dict[str, int] = field(default_factory=dict)
+    externs: Externs | None = None       # the undefined symbols, resolved
+    kconfig_map: int = -1                # index of the .kconfig map
 
     def section_name(self, idx: int) -> str:
         return self.sections[idx][0] if 0 <= idx < len(self.sections) else f"#{idx}"
 
 
-def load_object(data: bytes) -> BpfObject:
-    """Load an EM_BPF relocatable object (ours or clang's)."""
+def load_object(data: bytes, ksym_address: Callable[[str], int | None] | None = None) -> BpfObject:
+    """Load an EM_BPF relocatable object (ours or clang's); its externs are resolved as
+    ``externs.resolve`` says (``ksym_address``: name -> kernel address, for ``__ksym``)."""
     elf = _read_elf(data)
     btf = None
     if ".BTF" in elf.by_name:
@@ -148,6 +158,14 @@ def load_object(data: bytes) -> BpfObject:
         except btfmod.BtfError as e:
             raise ElfLoadError(f"section '.BTF': {e}") from None
     maps, map_of = _collect_maps(elf, btf)
+    undefined = [ExternSym(s.name, s.weak) for s in elf.symbols
+                 if s.shndx == SHN_UNDEF and s.name and s.kind != STT_FILE]
+    if undefined:
+        elf.externs = ext = resolve_externs(btf, undefined, ksym_address)
+        if ext.kconfig_offsets:
+            elf.kconfig_map = len(maps)
+            maps.append(MapSpec(".kconfig", BPF_MAP_TYPE_ARRAY, 4, len(ext.kconfig), 1,
+                                BPF_F_RDONLY_PROG, ".kconfig", initial=ext.kconfig))
     license_ = ""
     if "license" in elf.by_name:
         license_ = elf.sections[elf.by_name["license"]][3].split(b"\0")[0].decode("ascii", "replace")
@@ -236,10 +254,14 @@ def _read_elf(data: bytes) -> _Elf:
         if symtab is not None:
             for sym in symtab.iter_symbols():
                 shndx = sym["st_shndx"]
+                bind = sym["st_info"]["bind"]
+                if shndx == "SHN_UNDEF":
+                    shndx = SHN_UNDEF
                 symbols.append(_Symbol(
                     sym.name, _SYMBOL_TYPES.get(sym["st_info"]["type"], -1),
-                    STB_GLOBAL if sym["st_info"]["bind"] in ("STB_GLOBAL", "STB_WEAK") else STB_LOCAL,
-                    shndx if isinstance(shndx, int) else -1, sym["st_value"], sym["st_size"]))
+                    STB_GLOBAL if bind in ("STB_GLOBAL", "STB_WEAK") else STB_LOCAL,
+                    shndx if isinstance(shndx, int) else -1, sym["st_value"], sym["st_size"],
+                    bind == "STB_WEAK"))
     except ELFError as e:
         raise ElfLoadError(f"not a valid ELF object: {e}") from None
     except (struct.error, ValueError) as e:
@@ -431,6 +453,14 @@ def _map_reference(elf: _Elf, sec_name: str, slot: int, first: Insn, second: Ins
     where = f"section '{sec_name}': insn {slot} refers to '{sym.name or elf.section_name(sym.shndx)}'"
     if rtype != R_BPF_64_64:
         raise ElfLoadError(f"{where} with relocation type {rtype}, expected R_BPF_64_64")
+    ext = elf.externs
+    if sym.shndx == SHN_UNDEF and ext is not None:
+        if sym.name in ext.kconfig_offsets:        # a load from the .kconfig map
+            return (first._replace(src=PSEUDO_MAP_VALUE, imm=elf.kconfig_map),
+                    second._replace(imm=first.imm + ext.kconfig_offsets[sym.name]))
+        addr = ext.ksyms[sym.name] + first.imm            # a __ksym: its address
+        return (first._replace(src=0, imm=isa_s32(addr & 0xFFFFFFFF)),
+                second._replace(imm=isa_s32(addr >> 32 & 0xFFFFFFFF)))
     target_name = elf.section_name(sym.shndx)
     if (sym.shndx, sym.value) in map_of and target_name in ("maps", ".maps"):
         return first._replace(src=PSEUDO_MAP_FD, imm=map_of[(sym.shndx, sym.value)]), second

@@ -320,6 +320,19 @@ _HEADER_HEAD = """\
 #define __noinline __attribute__((noinline))
 #endif
 
+/* Externs libbpf resolves at open (filters/bpf/externs.py): kconfig values, kernel symbols. */
+#ifndef __TRACESIM_CC__
+#define __kconfig __attribute__((section(".kconfig")))
+#define __ksym __attribute__((section(".ksyms")))
+#define __weak __attribute__((weak))
+#endif
+enum libbpf_tristate {
+	TRI_NO = 0,
+	TRI_YES = 1,
+	TRI_MODULE = 2,
+};
+#define KERNEL_VERSION(a, b, c) (((a) << 16) + ((b) << 8) + ((c) > 255 ? 255 : (c)))
+
 /* BTF-defined maps: struct { __uint(type, BPF_MAP_TYPE_HASH); __type(key, u32); ... } m SEC(".maps"); */
 #define __uint(name, val) int (*name)[val]
 #ifdef __TRACESIM_CC__

@@ -34,6 +34,7 @@ from typing import Any
 
 from filters.bpf import core_reloc, helper_table, isa, native
 from filters.bpf import elf as elfmod
+from filters.bpf.externs import ExternError
 from filters.bpf.helpers import Helper
 from filters.bpf.helpers_skb import SK_BUFF_CTX_SIZE
 from filters.bpf.interp import Interpreter
@@ -42,6 +43,7 @@ from filters.bpf.maps import BpfMap, MapError, create_map
 from filters.bpf.program import Program, ProgramError, load_program
 from filters.bpf.verifier import ContextSpec, VerifierResult, verify
 from filters.bpf.verifier.context import BTF_ARGS_SIZE, PT_REGS_SIZE
+from kernel_model.kallsyms import Kallsyms
 
 ENGINES = ("jit", "interp", "native")
 ENGINE_CHOICES = ENGINES + ("auto",)
@@ -192,10 +194,23 @@ def context_for(prog_type: str, event: Any = None) -> tuple[ContextSpec | None, 
 
 # ---------------------------------------------------------------- the steps
 
+def ksym_address(name: str) -> int | None:
+    """The model kernel's address of ``name`` (its kallsyms), for ``__ksym`` externs."""
+    global _kallsyms
+    if _kallsyms is None:
+        _kallsyms = Kallsyms()
+    return _kallsyms.address_of(name)
+
+
+_kallsyms: Any = None
+
+
 def open_object(data: bytes, target_btf: Any = None) -> elfmod.BpfObject:
     """An ELF object, its relocations applied: the CO-RE relocations of its ``.BTF.ext``
     against ``target_btf`` (default: the model kernel's BTF), as libbpf does before loading,
-    then the ELF ones.  ``LoadError`` (EINVAL) if it cannot be used."""
+    then the ELF ones, its externs resolved (``externs``: kconfig values of the model, ksyms
+    from its kallsyms).  ``LoadError`` (EINVAL; ESRCH for an unresolved strong extern) if it
+    cannot be used."""
     core_log: list[str] = []
     if b".BTF.ext" in data:               # only objects with BTF.ext can carry CO-RE records
         if target_btf is None:
@@ -206,7 +221,9 @@ def open_object(data: bytes, target_btf: Any = None) -> elfmod.BpfObject:
         except core_reloc.CoreReloError as e:
             raise LoadError(f"libbpf: {e}", err=e.errno, stage="object") from None
     try:
-        obj = elfmod.load_object(data)
+        obj = elfmod.load_object(data, ksym_address)
+    except ExternError as e:
+        raise LoadError(f"libbpf: {e}", err=e.errno) from None
     except (elfmod.ElfLoadError, ValueError) as e:
         raise LoadError(f"invalid BPF object: {e}", err=errno.EINVAL) from None
     obj.core_log = core_log
