@@ -153,3 +153,53 @@ def test_maps_of_maps_check_the_inner_template():
     hom.update(k(1, 8), inner)
     assert err_of(hom.update, k(2, 8), inner) == errno.E2BIG
     assert err_of(hom.update, k(1, 8), inner, mp.BPF_NOEXIST) == errno.EEXIST
+
+
+# lookup outer[0] -> inner map; lookup inner[1] -> its value (0xFFFF when either is missing)
+MAP_IN_MAP = """
+*(u32 *)(r10 - 4) = 0
+ld_pseudo r1, 1, 0, 0
+r2 = r10
+r2 += -4
+call 1
+if r0 == 0 goto missing
+*(u32 *)(r10 - 8) = 1
+r1 = r0
+r2 = r10
+r2 += -8
+call 1
+if r0 == 0 goto missing
+r0 = *(u64 *)(r0 + 0)
+exit
+missing:
+r0 = 0xffff
+exit
+"""
+
+
+@pytest.mark.parametrize("engine", ["interp", "jit", "native"])
+def test_array_of_maps_through_a_program(engine):
+    from filters.bpf import loader
+    from filters.bpf.asm import assemble
+    inner = create_map("inner", mp.MAP_TYPE_ARRAY, 4, 8, 4)
+    outer = create_map("outer", mp.MAP_TYPE_ARRAY_OF_MAPS, 4, 4, 2, inner=inner)
+    prog = loader.load(assemble(MAP_IN_MAP), prog_type="kprobe", maps=[outer], engine=engine)
+    assert prog.runner.run(bytes(168)).value == 0xFFFF          # slot 0 empty
+    one = create_map("one", mp.MAP_TYPE_ARRAY, 4, 8, 4)
+    one.update(k(1), k(77, 8))
+    outer.update(k(0), one)
+    assert prog.runner.run(bytes(168)).value == 77
+
+
+def test_verifier_turns_a_map_of_maps_lookup_into_a_map_pointer():
+    from filters.bpf.asm import assemble
+    from filters.bpf.verifier import verify
+    inner = create_map("inner", mp.MAP_TYPE_ARRAY, 4, 8, 4)
+    outer = create_map("outer", mp.MAP_TYPE_ARRAY_OF_MAPS, 4, 4, 2, inner=inner)
+    assert verify(assemble(MAP_IN_MAP), maps=[outer]).ok
+    deref = MAP_IN_MAP.replace("*(u32 *)(r10 - 8) = 1", "r3 = *(u64 *)(r0 + 0)")
+    assert verify(assemble(deref), maps=[outer]).error == "R0 invalid mem access 'map_ptr'"
+    update = assemble("*(u32 *)(r10 - 4) = 0\n*(u32 *)(r10 - 8) = 0\nld_pseudo r1, 1, 0, 0\n"
+                      "r2 = r10\nr2 += -4\nr3 = r10\nr3 += -8\nr4 = 0\ncall 2\nr0 = 0\nexit\n")
+    assert verify(update, maps=[outer]).error == \
+        "cannot pass map_type 12 into func bpf_map_update_elem#2"

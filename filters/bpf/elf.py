@@ -31,6 +31,7 @@ from .isa import (
     LD_IMM64,
     OP_CALL,
     PSEUDO_CALL,
+    PSEUDO_FUNC,
     PSEUDO_MAP_FD,
     PSEUDO_MAP_VALUE,
     Insn,
@@ -396,8 +397,10 @@ def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs
         insns = decode(body[fn.value:fn.value + fn.size])
         code.append(insns)
         for i, insn in enumerate(insns):
-            if insn.opcode == OP_CALL and insn.src == PSEUDO_CALL:
-                target_sec, target = _call_target(elf, sec, fn.value // 8 + i, insn, relocs)
+            callback = _callback_target(elf, relocs, sec, fn.value // 8 + i, insn)
+            if insn.opcode == OP_CALL and insn.src == PSEUDO_CALL or callback is not None:
+                target_sec, target = callback or _call_target(elf, sec, fn.value // 8 + i, insn,
+                                                              relocs)
                 callee = _function_at(functions, target_sec, target)
                 if callee is None:
                     raise ElfLoadError(
@@ -417,11 +420,14 @@ def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs
         for i, insn in enumerate(insns):
             slot = base_old + i
             rel = table.get(slot)
-            if insn.opcode == OP_CALL and insn.src == PSEUDO_CALL:
-                target_sec, target = _call_target(elf, sec, slot, insn, relocs)
+            callback = _callback_target(elf, relocs, sec, slot, insn)
+            if insn.opcode == OP_CALL and insn.src == PSEUDO_CALL or callback is not None:
+                target_sec, target = callback or _call_target(elf, sec, slot, insn, relocs)
                 callee = _function_at(functions, target_sec, target)
                 new_target = position[(target_sec, callee.value)] + target - callee.value // 8
                 insns[i] = insn._replace(imm=new_target - (base_new + i + 1))
+                if callback is not None:       # ld_imm64 of a function: a callback (libbpf)
+                    insns[i] = insns[i]._replace(src=PSEUDO_FUNC)
             elif insn.opcode == LD_IMM64 and rel is not None:
                 if i + 1 >= len(insns):
                     raise ElfLoadError(f"section '{sec_name}': ld_imm64 at insn {slot} is cut off")
@@ -433,6 +439,19 @@ def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs
                                    "nor a call")
         out.extend(insns)
     return out
+
+
+def _callback_target(elf: _Elf, relocs: dict, sec: int, slot: int,
+                     insn: Insn) -> tuple[int, int] | None:
+    """(section, slot) of the function an ``ld_imm64`` takes the address of (``r2 = cb ll``,
+    relocated against a code section), or None."""
+    rel = relocs.get(sec, {}).get(slot)
+    if insn.opcode != LD_IMM64 or rel is None or rel[0] != R_BPF_64_64:
+        return None
+    sym = rel[1]
+    if not 0 < sym.shndx < len(elf.sections) or not elf.sections[sym.shndx][2] & SHF_EXECINSTR:
+        return None
+    return sym.shndx, (sym.value + insn.imm) // 8
 
 
 def _call_target(elf: _Elf, sec: int, slot: int, insn: Insn, relocs: dict) -> tuple[int, int]:

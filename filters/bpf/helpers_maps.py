@@ -21,7 +21,9 @@ from filters.bpf.helpers import VMContext
 from filters.bpf.maps import (
     BPF_RB_FORCE_WAKEUP,
     BPF_RB_NO_WAKEUP,
+    MAP_TYPE_ARRAY_OF_MAPS,
     MAP_TYPE_BLOOM_FILTER,
+    MAP_TYPE_HASH_OF_MAPS,
     MAP_TYPE_RINGBUF,
     MapError,
 )
@@ -34,11 +36,22 @@ RINGBUF_SAMPLE = "ringbuf sample"        # name of the memory region of a reserv
 
 
 def map_from_handle(program: Any, handle: int) -> Any:
-    """The map object a ``ld_pseudo`` map handle stands for, or None."""
+    """The map object a ``ld_pseudo`` map handle stands for (or an inner map a lookup in a
+    map of maps returned), or None."""
     index, rest = divmod(handle - MAP_HANDLE_BASE, MAP_HANDLE_STRIDE)
-    if rest or not 0 <= index < len(program.maps):
+    n = len(program.maps)
+    if rest or not 0 <= index < n + len(program.inner_maps):
         return None
-    return program.maps[index]
+    return program.maps[index] if index < n else program.inner_maps[index - n]
+
+
+def inner_map_handle(program: Any, m: Any) -> int:
+    """The handle a program gets for inner map ``m`` (numbered after the program's maps)."""
+    k = next((k for k, known in enumerate(program.inner_maps) if known is m), None)
+    if k is None:
+        k = len(program.inner_maps)
+        program.inner_maps.append(m)
+    return MAP_HANDLE_BASE + (len(program.maps) + k) * MAP_HANDLE_STRIDE
 
 
 def _neg(err: int) -> int:
@@ -59,6 +72,9 @@ def current_cpu(vm: VMContext) -> int:
 
 def map_lookup_elem(vm: VMContext, r1: int, r2: int, *_: int) -> int:
     m = _map(vm, r1)
+    if m.map_type in (MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS):
+        inner = m.inner_map(vm.mem.read(r2, m.key_size))
+        return 0 if inner is None else inner_map_handle(vm.program, inner)
     off = m.lookup_offset(vm.mem.read(r2, m.key_size), current_cpu(vm))
     if off is None:
         return 0

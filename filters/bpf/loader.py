@@ -98,7 +98,7 @@ SECTION_DEFS: tuple[tuple[str, str], ...] = (
 
 # BPF_PROG_TYPE_* -> the verifier's name, for the types tracesim runs.
 SUPPORTED_TYPES = {"KPROBE": "kprobe", "TRACEPOINT": "tracepoint",
-                   "SOCKET_FILTER": "socket_filter", "TRACING": "tracing"}
+                   "SOCKET_FILTER": "socket_filter"}
 
 
 class LoadError(Exception):

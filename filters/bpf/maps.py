@@ -633,6 +633,13 @@ class MapOfMapsMixin:
                 (not t.flags & BPF_F_INNER_MAP and obj.max_entries != t.max_entries):
             raise MapError(errno.EINVAL, f"map does not match the inner map of {self.name}")
 
+    def inner_map(self, key: bytes) -> BpfMap | None:
+        """The map stored under ``key`` (what a program's lookup returns), or None."""
+        try:
+            return self.slots.get(self._index(key))
+        except MapError:
+            return None
+
 
 class ArrayOfMapsMap(MapOfMapsMixin, FdArrayMap):
     pass

@@ -46,6 +46,8 @@ class Program:
     ctx_size: int | None = None
     ctx_writable: bool = False
     jit_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    inner_maps: list = field(default_factory=list, repr=False, compare=False)   # see
+    # helpers_maps.inner_map_handle: maps a lookup in a map of maps handed to the program
 
     def map_handle(self, index: int) -> int:
         return MAP_HANDLE_BASE + index * MAP_HANDLE_STRIDE

@@ -124,6 +124,9 @@ class CallChecks:
             regs[0] = st.scalar_unknown()
         elif proto.ret == hp.RET_VOID:
             regs[0] = st.Reg()
+        elif proto.ret == hp.RET_MAP_VALUE_OR_NULL and map_ in self.inner_of:
+            regs[0] = st.pointer(st.PTR_TO_MAP_VALUE | st.MAYBE_NULL | st.INNER_MAP,
+                                 map=self.inner_of[map_], id=self.new_id())
         elif proto.ret == hp.RET_MAP_VALUE_OR_NULL:
             regs[0] = st.pointer(st.PTR_TO_MAP_VALUE | st.MAYBE_NULL, map=map_, id=self.new_id())
         else:

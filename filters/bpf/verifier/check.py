@@ -43,7 +43,14 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
         self.needed = needed
         self.prog_type = prog_type
         self.ctx = ctx
-        self.maps = maps
+        # a map of maps' inner template gets an index after the program's maps
+        self.maps = list(maps)
+        self.inner_of: dict[int, int] = {}
+        for i, m in enumerate(maps):
+            inner = getattr(m, "inner", None)
+            if inner is not None:
+                self.inner_of[i] = len(self.maps)
+                self.maps.append(inner)
         self.priv = privileged
         self.log_level = log_level
         self.log: list = []              # str lines, or int pcs to print as instruction lines

@@ -15,6 +15,7 @@ NOT_INIT, SCALAR, PTR_TO_CTX, CONST_PTR_TO_MAP, PTR_TO_MAP_VALUE, PTR_TO_STACK, 
 MAYBE_NULL = 0x100
 MEM_RINGBUF = 0x200
 MEM_RDONLY = 0x400
+INNER_MAP = 0x800          # a map-of-maps lookup's result: CONST_PTR_TO_MAP once not NULL
 BASE = 0xFF
 
 _BASE_NAMES = {NOT_INIT: "?", SCALAR: "scalar", PTR_TO_CTX: "ctx", CONST_PTR_TO_MAP: "map_ptr",
