@@ -118,3 +118,59 @@ def test_verifier_wants_a_prog_array_and_no_r0_after_the_call():
     assert verify(lookup, maps=[array]).ok
     assert verify(lookup, maps=[_maps()[0]]).error == \
         "cannot pass map_type 3 into func bpf_map_lookup_elem#1"
+
+
+DISPATCH_C = r"""
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+int handler_a(void *ctx);
+int handler_b(void *ctx);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 4);
+	__uint(key_size, 4);
+	__array(values, int (void *));
+} jmp_table SEC(".maps") = {
+	.values = { [1] = (void *)&handler_a, [3] = (void *)&handler_b },
+};
+
+SEC("kprobe/a")
+int handler_a(void *ctx)
+{
+	return 42;
+}
+
+SEC("kprobe/b")
+int handler_b(void *ctx)
+{
+	return 43;
+}
+
+SEC("kprobe/consume_skb")
+int dispatch(struct pt_regs *ctx)
+{
+	__u32 which = *(volatile __u64 *)((char *)ctx + 112);  /* pt_regs.di */
+	bpf_tail_call(ctx, &jmp_table, which);
+	return 7;
+}
+
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.parametrize("engine", loader.ENGINES)
+def test_clang_dispatcher_with_initial_slots(tmp_path, engine):
+    from tests.test_externs import _clang
+    obj = loader.open_object(_clang(tmp_path, DISPATCH_C, "dispatch").read_bytes())
+    maps = loader.create_maps(obj.maps)
+    progs = {spec.name: loader.load_object_program(obj, spec, maps=maps, engine=engine)
+             for spec in obj.programs}
+    loader.fill_initial_slots(obj.maps, maps, progs)
+    runs = []
+    for di in (1, 2, 3, 9):
+        regs = bytearray(168)
+        regs[112] = di
+        runs.append(progs["dispatch"].runner.run(bytes(regs)).value)
+    assert runs == [42, 7, 43, 7]

@@ -78,6 +78,10 @@ class MapSpec:
     initial: bytes = b""
     key_type: int = 0        # BTF type ids in BpfObject.btf (0: unknown)
     value_type: int = 0
+    # __array(values, ...): the initial slots (index -> program or map name) and, for a map
+    # of maps, its inner map's definition
+    init_slots: dict[int, str] = field(default_factory=dict)
+    inner: MapSpec | None = None
 
 
 # One .BTF.ext line_info record: (insn index, file name, source line, line number, column).
@@ -315,11 +319,13 @@ def _collect_maps(elf: _Elf, btf: btfmod.Btf | None) -> tuple[list[MapSpec], dic
             if "type" not in attrs:
                 raise ElfLoadError(f"section '.maps': map '{s.name}' has no __uint(type, ...)")
             map_of[(shndx, s.value)] = len(maps)
-            maps.append(MapSpec(s.name, attrs["type"], attrs.get("key_size", 0),
-                                attrs.get("value_size", 0), attrs.get("max_entries", 0),
-                                attrs.get("map_flags", 0), ".maps",
-                                key_type=attrs.get("key_type", 0),
-                                value_type=attrs.get("value_type", 0)))
+            spec = _btf_map_spec(s.name, attrs)
+            if "inner_type" in attrs:
+                spec.inner = _btf_map_spec(s.name + ".inner", btf.map_attributes(attrs["inner_type"]))
+            if "values_offset" in attrs:
+                spec.value_size = spec.value_size or 4
+                spec.init_slots = _initial_slots(elf, shndx, s, attrs["values_offset"])
+            maps.append(spec)
     for shndx, (name, _kind, flags, body, _link, _info) in enumerate(elf.sections):
         if not (flags & SHF_ALLOC) or flags & SHF_EXECINSTR or not _is_data_section(name):
             continue
@@ -328,6 +334,31 @@ def _collect_maps(elf: _Elf, btf: btfmod.Btf | None) -> tuple[list[MapSpec], dic
         maps.append(MapSpec(name, BPF_MAP_TYPE_ARRAY, 4, len(body), 1,
                             BPF_F_RDONLY_PROG if readonly else 0, name, initial=bytes(body)))
     return maps, map_of
+
+
+def _btf_map_spec(name: str, attrs: dict[str, int]) -> MapSpec:
+    if "type" not in attrs:
+        raise ElfLoadError(f"section '.maps': map '{name}' has no __uint(type, ...)")
+    return MapSpec(name, attrs["type"], attrs.get("key_size", 0), attrs.get("value_size", 0),
+                   attrs.get("max_entries", 0), attrs.get("map_flags", 0), ".maps",
+                   key_type=attrs.get("key_type", 0), value_type=attrs.get("value_type", 0))
+
+
+def _initial_slots(elf: _Elf, shndx: int, sym: _Symbol, values_offset: int) -> dict[int, str]:
+    """The ``.values = { [i] = &prog_or_map }`` of a map: the ``.rel.maps`` relocations that
+    fall in its ``values`` array."""
+    out: dict[int, str] = {}
+    for name, kind, _flags, body, _link, info in elf.sections:
+        if kind != SHT_REL or info != shndx:
+            continue
+        for off, rinfo in struct.iter_unpack("<QQ", body[:len(body) // 16 * 16]):
+            rel_off = off - sym.value - values_offset
+            if 0 <= rel_off < sym.size - values_offset:      # the symbol covers its slots
+                target = elf.symbols[rinfo >> 32] if rinfo >> 32 < len(elf.symbols) else None
+                if target is None or rel_off % 8:
+                    raise ElfLoadError(f"section '{name}': bad relocation at {off:#x}")
+                out[rel_off // 8] = target.name
+    return out
 
 
 def _is_data_section(name: str) -> bool:

@@ -39,7 +39,13 @@ from filters.bpf.helpers import Helper
 from filters.bpf.helpers_skb import SK_BUFF_CTX_SIZE
 from filters.bpf.interp import Interpreter
 from filters.bpf.jit import JitProgram, compile_program
-from filters.bpf.maps import BpfMap, MapError, create_map
+from filters.bpf.maps import (
+    MAP_TYPE_PROG_ARRAY,
+    MAP_TYPE_RINGBUF,
+    BpfMap,
+    MapError,
+    create_map,
+)
 from filters.bpf.program import Program, ProgramError, load_program
 from filters.bpf.verifier import ContextSpec, VerifierResult, verify
 from filters.bpf.verifier.context import BTF_ARGS_SIZE, PT_REGS_SIZE
@@ -231,18 +237,58 @@ def open_object(data: bytes, target_btf: Any = None) -> elfmod.BpfObject:
 
 
 def create_maps(specs: Sequence[Any], ncpus: int = 1) -> list[BpfMap]:
-    """bpf(BPF_MAP_CREATE) for each map spec of an object; ``LoadError`` (EINVAL-like)."""
+    """bpf(BPF_MAP_CREATE) for each map spec of an object (a map of maps' inner definition
+    first, as its template); ``LoadError`` with the kernel's errno and libbpf's message."""
     out = []
     for spec in specs:
+        inner_spec = getattr(spec, "inner", None)
+        inner = create_maps([inner_spec], ncpus)[0] if inner_spec is not None else None
+        entries = spec.max_entries
+        if spec.type == MAP_TYPE_RINGBUF:
+            entries = ringbuf_size(entries)
         try:
             m = create_map(spec.name, spec.type, spec.key_size, spec.value_size,
-                           spec.max_entries, spec.flags, ncpus, spec.initial)
+                           entries, spec.flags, ncpus, spec.initial, inner=inner)
         except MapError as e:
-            raise LoadError(str(e), err=e.errno, stage="maps") from None
+            msg = f"libbpf: map '{spec.name}': failed to create: {_errno_name(e.errno)}"
+            raise LoadError(msg, f"{msg}\n{e}\n", err=e.errno, stage="maps") from None
         m.key_type = getattr(spec, "key_type", 0)      # BTF ids, for dumping
         m.value_type = getattr(spec, "value_type", 0)
         out.append(m)
     return out
+
+
+def ringbuf_size(size: int) -> int:
+    """libbpf's adjust_ringbuf_sz: a valid ring buffer size (a power-of-2 number of pages)
+    stays, any other is rounded up to the next one; 0 stays 0 (for the kernel to refuse)."""
+    if not size:
+        return 0
+    pages = -(-size // 4096)
+    return 4096 << (pages - 1).bit_length()
+
+
+def _errno_name(err: int) -> str:
+    """libbpf's errstr(): -EINVAL, -E2BIG ... (-524 for the kernel-internal ENOTSUPP)."""
+    return "-" + errno.errorcode[err] if err in errno.errorcode else f"-{err}"
+
+
+def fill_initial_slots(specs: Sequence[Any], maps: Sequence[BpfMap],
+                       programs: Mapping[str, LoadedProgram]) -> None:
+    """Put what ``.values = { [i] = &x }`` names into program arrays (loaded programs, by
+    function name) and maps of maps (the object's maps, by name), as libbpf does after
+    loading; ``LoadError`` (EINVAL) for a name it cannot find or the map refuses."""
+    by_name = {m.name: m for m in maps}
+    for spec, m in zip(specs, maps, strict=True):
+        for index, name in sorted(getattr(spec, "init_slots", {}).items()):
+            target = programs.get(name) if spec.type == MAP_TYPE_PROG_ARRAY else by_name.get(name)
+            if target is None:
+                raise LoadError(f"libbpf: map '{spec.name}': slot {index}: no loaded program or "
+                                f"map '{name}'", err=errno.EINVAL, stage="maps")
+            try:
+                m.update(index.to_bytes(m.key_size, "little"), target)
+            except MapError as e:
+                raise LoadError(f"libbpf: map '{spec.name}': slot {index} ('{name}'): {e}",
+                                err=e.errno, stage="maps") from None
 
 
 def verify_program(insns: Sequence[isa.Insn], *, prog_type: str, ctx: ContextSpec | None,
