@@ -446,3 +446,67 @@ def test_for_each_map_elem_over_a_hash_and_its_verifier_rules():
         "cannot pass map_type 11 into func bpf_for_each_map_elem#164"
     write_key = FOR_EACH.replace("r5 = *(u32 *)(r2 + 0)", "*(u32 *)(r2 + 0) = 1\nr5 = 0")
     assert verify(assemble(write_key), maps=[h]).error == "R2 cannot write into rdonly_mem"
+
+
+CALLBACKS_C = r"""
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+struct loop_ctx { __u64 sum; __u32 stop; };
+struct walk_ctx { __u64 total; __u32 elems; };
+
+static int add_index(__u32 i, void *data)
+{
+	struct loop_ctx *c = data;
+
+	c->sum += i;
+	return i >= c->stop;
+}
+
+static long add_value(void *map, __u32 *key, __u64 *value, void *data)
+{
+	struct walk_ctx *w = data;
+
+	w->total += *key * *value;
+	w->elems++;
+	return 0;
+}
+
+__u64 out[4];
+
+SEC("kprobe/consume_skb")
+int callbacks(void *ctx)
+{
+	struct loop_ctx c = { .sum = 0, .stop = 6 };
+	struct walk_ctx w = { .total = 0, .elems = 0 };
+
+	out[0] = bpf_loop(100, add_index, &c, 0);
+	out[1] = c.sum;
+	out[2] = bpf_for_each_map_elem(&counts, add_value, &w, 0);
+	out[3] = w.total << 8 | w.elems;
+	return 0;
+}
+
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.parametrize("engine", loader.ENGINES)
+def test_clang_callbacks(tmp_path, engine):
+    from tests.test_externs import _clang
+    obj = loader.open_object(_clang(tmp_path, CALLBACKS_C, "callbacks").read_bytes())
+    loaded = loader.load_object_program(obj, obj.program("callbacks"), engine=engine)
+    counts = loaded.maps[0]
+    for key, val in ((1, 10), (2, 20), (5, 1)):
+        counts.update(key.to_bytes(4, "little"), val.to_bytes(8, "little"))
+    assert loaded.runner.run(bytes(168), env=Env()).value == 0
+    bss = next(m for m in loaded.maps if m.name == ".bss")
+    out = [int.from_bytes(bss.values[i:i + 8], "little") for i in range(0, 32, 8)]
+    assert out == [7, 21, 3, (10 + 40 + 5) << 8 | 3]
