@@ -510,3 +510,44 @@ def test_clang_callbacks(tmp_path, engine):
     bss = next(m for m in loaded.maps if m.name == ".bss")
     out = [int.from_bytes(bss.values[i:i + 8], "little") for i in range(0, 32, 8)]
     assert out == [7, 21, 3, (10 + 40 + 5) << 8 | 3]
+
+
+MOUNTED_C = r"""
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+static int add(__u32 i, void *data)
+{
+	*(__u64 *)data += i;
+	return 0;
+}
+
+const char fmt[] = "sum %llu loops %ld";
+
+SEC("tracepoint/net/netif_receive_skb")
+int loop_and_print(void *ctx)
+{
+	__u64 sum = 0;
+	__u64 args[2];
+
+	args[1] = bpf_loop(5, add, &sum, 0);
+	args[0] = sum;
+	bpf_trace_vprintk(fmt, sizeof(fmt), args, sizeof(args));
+	return 1;
+}
+
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_callbacks_and_vprintk_through_a_mounted_tree(system, tmp_path):
+    from tests.test_bpf_filter import NETIF
+    from tests.test_externs import _clang
+    from tests.tree_helpers import cat_into
+    tree = system.tree
+    cat_into(tree, NETIF + "/filter", _clang(tmp_path, MOUNTED_C, "mounted").read_bytes())
+    tree.echo(NETIF + "/enable", "1")
+    assert system.control(["send", "eth5", "--len", "100"])[0] == 0
+    printed = [line.split("bpf_trace_printk: ")[1] for line in tree.read_text("/trace").splitlines()
+               if "bpf_trace_printk: " in line]
+    assert printed == ["sum 10 loops 5"]
