@@ -21,6 +21,8 @@ struct {
 	__uint(map_flags, %(flags)s);
 } m SEC(".maps");
 
+const char fmt[] = "value %%llu";
+
 SEC("tracepoint/net/netif_receive_skb")
 int prog(void *ctx)
 {
@@ -57,6 +59,8 @@ ACCEPTED = [
     ("ARRAY", 4, "__uint(key_size, 4);\n\t__uint(value_size, 8);", 0,
      "bpf_get_stack(ctx, val, sizeof(val), 0); bpf_ktime_get_boot_ns(); "
      "bpf_get_current_uid_gid(); bpf_get_attach_cookie(ctx); bpf_get_smp_processor_id();"),
+    ("HASH", 8, KV8, 0, "char buf[16]; bpf_snprintf(buf, sizeof(buf), fmt, val, 8); "
+                        "bpf_trace_vprintk(fmt, sizeof(fmt), val, 8);"),
 ]
 REFUSED = [
     (("ARRAY", 4, KV8, 0, LOOKUP), "libbpf: map 'm': failed to create: -EINVAL"),
@@ -87,7 +91,7 @@ def _object(tmp_path, case) -> tuple[bytes, str]:
     return elf, str(path)
 
 
-@pytest.mark.parametrize("case", ACCEPTED, ids=[c[0] for c in ACCEPTED])
+@pytest.mark.parametrize("case", ACCEPTED, ids=[f"{c[0]}-{i}" for i, c in enumerate(ACCEPTED)])
 def test_both_accept(system, tmp_path, capsys, case):
     elf, path = _object(tmp_path, case)
     assert cli_main(["check", path]) == 0
