@@ -132,9 +132,13 @@ def test_writer_round_trip_and_relocation_errors():
     p = obj.program()
     assert p.insns[0].src == isa.PSEUDO_MAP_FD and p.insns[2].imm == 1
     assert p.insns[4:] == [Insn(0xB7, 0, 0, 0, 7), Insn(isa.OP_EXIT)]
-    # A map reference to something that is not a map names the section and symbol.
+    # The address of a function is a callback (libbpf's subprogram address relocation).
     spec.relocs["kprobe/x"][0] = elf.Reloc(0, "sub")
-    with pytest.raises(elf.ElfLoadError, match=r"section 'kprobe/x'.*'sub'.*'\.text'"):
+    p = elf.load_object(elf.write_object(spec)).program()
+    assert p.insns[0].src == isa.PSEUDO_FUNC and p.insns[0].imm == 3      # sub, at insn 4
+    # A map reference to something that holds no map names the section and symbol.
+    spec.relocs["kprobe/x"][0] = elf.Reloc(0, "license")
+    with pytest.raises(elf.ElfLoadError, match=r"section 'kprobe/x'.*'license'.*no map"):
         elf.load_object(elf.write_object(spec))
 
 

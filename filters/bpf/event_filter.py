@@ -62,6 +62,7 @@ M64 = (1 << 64) - 1
 # pt_regs slots (x86-64, 8 bytes each) where a 2013 tracepoint program found its arguments.
 V1_TRACEPOINT_ARG_OFFSETS = (104, 96, 88)          # si, dx, cx
 TRACE_PRINTK_ID = isa.HELPER_IDS["trace_printk"]
+PRINTK_HELPERS = (TRACE_PRINTK_ID, isa.HELPER_IDS["trace_vprintk"])   # both enable the event
 # The verifier log a failed load keeps (its tail, as a kernel log buffer of this size would):
 # it goes to dmesg line by line, and a loop walked to the 1M-insn limit logs a line per insn.
 VERIFIER_LOG_SIZE = 16 * 1024
@@ -219,7 +220,7 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     for line in core_log:
         kernel.printk.printk(line)
     env = TraceEnv(kernel, ta)
-    if any(i.opcode == isa.OP_CALL and i.src == 0 and i.imm == TRACE_PRINTK_ID
+    if any(i.opcode == isa.OP_CALL and i.src == 0 and i.imm in PRINTK_HELPERS
            for i in loaded.insns):
         env.enable_printk()
     attached = AttachedFilter(loaded.name, loaded.section, len(loaded.insns), loaded.engine,

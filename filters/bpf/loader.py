@@ -30,21 +30,29 @@ import errno
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from tracesim.filters.bpf.externs import ExternError
 from tracesim.filters.bpf.runtime import helper_table
 from tracesim.filters.bpf.runtime.helpers import Helper
 from tracesim.filters.bpf.runtime.helpers_skb import SK_BUFF_CTX_SIZE
-from tracesim.filters.bpf.runtime.maps import BpfMap, MapError, create_map
+from tracesim.filters.bpf.runtime.maps import (
+    MAP_TYPE_PROG_ARRAY,
+    MAP_TYPE_RINGBUF,
+    BpfMap,
+    MapError,
+    create_map,
+)
 from tracesim.filters.bpf.runtime.program import Program, ProgramError, load_program
 from tracesim.filters.bpf.toolchain import core_reloc
 from tracesim.filters.bpf.toolchain import elf as elfmod
 from tracesim.filters.bpf.verifier import ContextSpec, VerifierResult, verify
-from tracesim.filters.bpf.verifier.context import PT_REGS_SIZE
+from tracesim.filters.bpf.verifier.context import BTF_ARGS_SIZE, PT_REGS_SIZE
 from tracesim.filters.bpf.vm import isa, native
 from tracesim.filters.bpf.vm.analysis import is_pseudo_call
 from tracesim.filters.bpf.vm.interp import Interpreter
 from tracesim.filters.bpf.vm.jit import JitProgram, compile_program
+from tracesim.kernel_model.kallsyms import Kallsyms
 
 ENGINES = ("jit", "interp", "native")
 ENGINE_CHOICES = ENGINES + ("auto",)
@@ -186,9 +194,11 @@ def context_for(prog_type: str, event: Any = None) -> tuple[ContextSpec | None, 
         return ContextSpec.pt_regs(), PT_REGS_SIZE
     if prog_type == "socket_filter":
         return ContextSpec.sk_buff(), SK_BUFF_CTX_SIZE
-    if prog_type in ("raw_tracepoint", "tracing"):
+    if prog_type == "raw_tracepoint":
         spec = ContextSpec.args()
         return spec, spec.size
+    if prog_type == "tracing":
+        return ContextSpec.btf_args(), BTF_ARGS_SIZE
     if prog_type == "perf_event":
         spec = ContextSpec.perf_event()
         return spec, spec.size
@@ -200,10 +210,23 @@ def context_for(prog_type: str, event: Any = None) -> tuple[ContextSpec | None, 
 
 # ---------------------------------------------------------------- the steps
 
+def ksym_address(name: str) -> int | None:
+    """The model kernel's address of ``name`` (its kallsyms), for ``__ksym`` externs."""
+    global _kallsyms
+    if _kallsyms is None:
+        _kallsyms = Kallsyms()
+    return _kallsyms.address_of(name)
+
+
+_kallsyms: Any = None
+
+
 def open_object(data: bytes, target_btf: Any = None) -> elfmod.BpfObject:
     """An ELF object, its relocations applied: the CO-RE relocations of its ``.BTF.ext``
     against ``target_btf`` (default: the model kernel's BTF), as libbpf does before loading,
-    then the ELF ones.  ``LoadError`` (EINVAL) if it cannot be used."""
+    then the ELF ones, its externs resolved (``externs``: kconfig values of the model, ksyms
+    from its kallsyms).  ``LoadError`` (EINVAL; ESRCH for an unresolved strong extern) if it
+    cannot be used."""
     core_log: list[str] = []
     if b".BTF.ext" in data:               # only objects with BTF.ext can carry CO-RE records
         if target_btf is None:
@@ -214,7 +237,9 @@ def open_object(data: bytes, target_btf: Any = None) -> elfmod.BpfObject:
         except core_reloc.CoreReloError as e:
             raise LoadError(f"libbpf: {e}", err=e.errno, stage="object") from None
     try:
-        obj = elfmod.load_object(data)
+        obj = elfmod.load_object(data, ksym_address)
+    except ExternError as e:
+        raise LoadError(f"libbpf: {e}", err=e.errno) from None
     except (elfmod.ElfLoadError, ValueError) as e:
         raise LoadError(f"invalid BPF object: {e}", err=errno.EINVAL) from None
     obj.core_log = core_log
@@ -222,18 +247,58 @@ def open_object(data: bytes, target_btf: Any = None) -> elfmod.BpfObject:
 
 
 def create_maps(specs: Sequence[Any], ncpus: int = 1) -> list[BpfMap]:
-    """bpf(BPF_MAP_CREATE) for each map spec of an object; ``LoadError`` (EINVAL-like)."""
+    """bpf(BPF_MAP_CREATE) for each map spec of an object (a map of maps' inner definition
+    first, as its template); ``LoadError`` with the kernel's errno and libbpf's message."""
     out = []
     for spec in specs:
+        inner_spec = getattr(spec, "inner", None)
+        inner = create_maps([inner_spec], ncpus)[0] if inner_spec is not None else None
+        entries = spec.max_entries
+        if spec.type == MAP_TYPE_RINGBUF:
+            entries = ringbuf_size(entries)
         try:
             m = create_map(spec.name, spec.type, spec.key_size, spec.value_size,
-                           spec.max_entries, spec.flags, ncpus, spec.initial)
+                           entries, spec.flags, ncpus, spec.initial, inner=inner)
         except MapError as e:
-            raise LoadError(str(e), err=e.errno, stage="maps") from None
+            msg = f"libbpf: map '{spec.name}': failed to create: {_errno_name(e.errno)}"
+            raise LoadError(msg, f"{msg}\n{e}\n", err=e.errno, stage="maps") from None
         m.key_type = getattr(spec, "key_type", 0)      # BTF ids, for dumping
         m.value_type = getattr(spec, "value_type", 0)
         out.append(m)
     return out
+
+
+def ringbuf_size(size: int) -> int:
+    """libbpf's adjust_ringbuf_sz: a valid ring buffer size (a power-of-2 number of pages)
+    stays, any other is rounded up to the next one; 0 stays 0 (for the kernel to refuse)."""
+    if not size:
+        return 0
+    pages = -(-size // 4096)
+    return 4096 << (pages - 1).bit_length()
+
+
+def _errno_name(err: int) -> str:
+    """libbpf's errstr(): -EINVAL, -E2BIG ... (-524 for the kernel-internal ENOTSUPP)."""
+    return "-" + errno.errorcode[err] if err in errno.errorcode else f"-{err}"
+
+
+def fill_initial_slots(specs: Sequence[Any], maps: Sequence[BpfMap],
+                       programs: Mapping[str, LoadedProgram]) -> None:
+    """Put what ``.values = { [i] = &x }`` names into program arrays (loaded programs, by
+    function name) and maps of maps (the object's maps, by name), as libbpf does after
+    loading; ``LoadError`` (EINVAL) for a name it cannot find or the map refuses."""
+    by_name = {m.name: m for m in maps}
+    for spec, m in zip(specs, maps, strict=True):
+        for index, name in sorted(getattr(spec, "init_slots", {}).items()):
+            target = programs.get(name) if spec.type == MAP_TYPE_PROG_ARRAY else by_name.get(name)
+            if target is None:
+                raise LoadError(f"libbpf: map '{spec.name}': slot {index}: no loaded program or "
+                                f"map '{name}'", err=errno.EINVAL, stage="maps")
+            try:
+                cast(Any, m).update(index.to_bytes(m.key_size, "little"), target)  # an fd map
+            except MapError as e:
+                raise LoadError(f"libbpf: map '{spec.name}': slot {index} ('{name}'): {e}",
+                                err=e.errno, stage="maps") from None
 
 
 def verify_program(insns: Sequence[isa.Insn], *, prog_type: str, ctx: ContextSpec | None,

@@ -28,13 +28,18 @@ class StopProgram(Exception):
 
 class VMContext:
     """What a helper sees of the running engine."""
-    __slots__ = ("program", "mem", "env", "packet")
+    __slots__ = ("program", "mem", "env", "packet", "tail_calls", "tail_start", "call_function")
 
     def __init__(self, program: Any, mem: Any) -> None:
         self.program = program
         self.mem = mem
         self.env: Any = None          # whatever the caller passed to run(env=...)
         self.packet: bytes | bytearray | None = None
+        self.tail_calls = 0           # bpf_tail_call's count in this run (helpers_calls)
+        self.tail_start = 0           # the count the next run starts from (a tail call's target)
+        # call_function(pc, args, fp) -> r0: runs a BPF function of the program for helpers
+        # that call back (bpf_loop); engines set it (interp.bind_callbacks)
+        self.call_function: Any = None
 
 
 def helper_id(name_or_id: int | str) -> int:

@@ -121,6 +121,56 @@ def get_current_pid_tgid(vm: VMContext, *_: int) -> int:
     return ((task.tgid << 32) | (task.pid & 0xFFFFFFFF)) & M64
 
 
+def get_current_uid_gid(vm: VMContext, *_: int) -> int:
+    """gid << 32 | uid of the current task (the model's tasks run as root unless they say)."""
+    task = vm.env.task()
+    return (getattr(task, "gid", 0) << 32 | getattr(task, "uid", 0)) & M64
+
+
+def ktime_get_boot_ns(vm: VMContext, *_: int) -> int:
+    """CLOCK_BOOTTIME: the model never suspends, so it is the monotonic clock plus the boot
+    offset the env's kernel keeps (0 without one)."""
+    clock = getattr(vm.env, "boot_ns", None)
+    return (clock() if clock is not None else ktime_get_ns(vm)) & M64
+
+
+def get_func_ip(vm: VMContext, *_: int) -> int:
+    """The traced function's address (kprobe at a function entry, fentry/fexit), or 0."""
+    ip = getattr(vm.env, "func_ip", None)
+    return ip() & M64 if ip is not None else 0
+
+
+def get_attach_cookie(vm: VMContext, *_: int) -> int:
+    """The bpf_cookie the program's link was attached with (0 without one)."""
+    cookie = getattr(vm.env, "attach_cookie", None)
+    return cookie() & M64 if cookie is not None else 0
+
+
+def _func_nargs(vm: VMContext) -> int:
+    nargs = getattr(vm.env, "func_nargs", None)
+    return nargs() if nargs is not None else 0
+
+
+def get_func_arg(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
+    """fentry/fexit: argument ``r2`` of the traced function (ctx[r2]) into ``*r3``."""
+    if r2 & 0xFFFF_FFFF >= _func_nargs(vm):
+        return _neg(errno.EINVAL)
+    vm.mem.write(r3, vm.mem.read(r1 + 8 * (r2 & 0xFFFF_FFFF), 8))
+    return 0
+
+
+def get_func_ret(vm: VMContext, r1: int, r2: int, *_: int) -> int:
+    """fexit: the traced function's return value (ctx[nargs]) into ``*r2``."""
+    if not getattr(vm.env, "func_returned", False):
+        return _neg(errno.EOPNOTSUPP)
+    vm.mem.write(r2, vm.mem.read(r1 + 8 * _func_nargs(vm), 8))
+    return 0
+
+
+def get_func_arg_cnt(vm: VMContext, *_: int) -> int:
+    return _func_nargs(vm)
+
+
 def get_current_task(vm: VMContext, *_: int) -> int:
     """bpf_get_current_task (and _btf): the address of the current task's task_struct in the
     model's memory, where the machine mirrors its pid, tgid, comm and CPU at 6.18 offsets."""
@@ -149,8 +199,10 @@ _CONV = re.compile(r"%(?P<flags>[-+ 0]*)(?P<width>[1-9][0-9]*)?"
                    r"|(?P<len>ll|l)?(?P<conv>[diuxX])|(?P<c>c)|(?P<s>s))")
 
 
-def format_printk(vm: VMContext, fmt: bytes, args: list[int]) -> str | None:
-    """The message bpf_trace_printk prints, or None where the kernel returns -EINVAL."""
+def format_printk(vm: VMContext, fmt: bytes, args: list[int],
+                  max_args: int = MAX_PRINTK_ARGS) -> str | None:
+    """The message bpf_trace_printk prints (``max_args``: 12 for the vprintk/snprintf
+    family), or None where the kernel returns -EINVAL."""
     text = fmt.decode("latin-1")
     if any(not (ch.isprintable() or ch.isspace()) or ord(ch) > 127 for ch in text):
         return None
@@ -168,7 +220,7 @@ def format_printk(vm: VMContext, fmt: bytes, args: list[int]) -> str | None:
             i += 2
             continue
         m = _CONV.match(text, i)
-        if m is None or argi >= MAX_PRINTK_ARGS or argi >= len(args):
+        if m is None or argi >= max_args or argi >= len(args):
             return None
         val = args[argi]
         argi += 1
@@ -230,3 +282,55 @@ def trace_printk(vm: VMContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> 
     msg = msg[:TRACE_PRINTK_SIZE - 1]
     vm.env.trace_printk(msg)
     return len(msg.encode("latin-1"))
+
+
+# ---------------------------------------------------------------- vprintk, snprintf
+
+MAX_BPRINTF_VARARGS = 12
+
+
+def _varargs(vm: VMContext, data: int, data_len: int) -> list[int] | None:
+    """The u64 arguments of a vprintk/snprintf call, None where the kernel says -EINVAL."""
+    if data_len % 8 or data_len > MAX_BPRINTF_VARARGS * 8 or (data_len and not data):
+        return None
+    raw = vm.mem.read(data, data_len)
+    return [int.from_bytes(raw[i:i + 8], "little") for i in range(0, data_len, 8)]
+
+
+def trace_vprintk(vm: VMContext, r1: int, r2: int, r3: int, r4: int, *_: int) -> int:
+    """bpf_trace_vprintk(fmt, fmt_size, data, data_len): bpf_trace_printk with up to 12
+    arguments in an array of u64."""
+    fmt = vm.mem.read(r1, r2) if 0 < r2 <= TRACE_PRINTK_SIZE else b""
+    msg = _format_var_text(vm, fmt, r3, r4)
+    if msg is None:
+        return _neg(errno.EINVAL)
+    msg = msg[:TRACE_PRINTK_SIZE - 1]
+    vm.env.trace_printk(msg)
+    return len(msg.encode("latin-1"))
+
+
+def snprintf(vm: VMContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    """bpf_snprintf(str, str_size, fmt, data, data_len): the formatted text, cut to
+    ``str_size`` with its NUL; returns the length it would have plus one."""
+    fmt = vm.mem.read(r3, min(TRACE_PRINTK_SIZE, _readable(vm, r3)))
+    msg = _format_var_text(vm, fmt, r4, r5)
+    if msg is None:
+        return _neg(errno.EINVAL)
+    out = msg.encode("latin-1")
+    if r2:
+        cut = out[:r2 - 1] + b"\0"
+        vm.mem.write(r1, cut)
+    return len(out) + 1
+
+
+def _readable(vm: VMContext, addr: int) -> int:
+    region = vm.mem.find(addr, 1)
+    return region.end - addr
+
+
+def _format_var_text(vm: VMContext, fmt: bytes, data: int, data_len: int) -> str | None:
+    args = _varargs(vm, data, data_len)
+    nul = fmt.find(b"\0")
+    if args is None or nul < 0:
+        return None
+    return format_printk(vm, fmt[:nul], args, MAX_BPRINTF_VARARGS)

@@ -47,6 +47,8 @@ class Program:
     ctx_size: int | None = None
     ctx_writable: bool = False
     jit_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    inner_maps: list = field(default_factory=list, repr=False, compare=False)   # see
+    # helpers_maps.inner_map_handle: maps a lookup in a map of maps handed to the program
 
     def map_handle(self, index: int) -> int:
         return MAP_HANDLE_BASE + index * MAP_HANDLE_STRIDE
@@ -61,6 +63,33 @@ def load_program(insns: Sequence[Insn], *, maps: Sequence[Any] = (),
     insns = tuple(Insn(*i) for i in insns)
     check_program(insns, helpers=helpers, maps=maps)
     return Program(insns, list(maps), helpers, name, ctx_size, ctx_writable)
+
+
+def function_depth(program: Program, pc: int) -> int:
+    """The deepest call frame (1: the entry's) the function holding insn ``pc`` may run in: a
+    bpf-to-bpf call and a callback loaded with ``ld_imm64 PSEUDO_FUNC`` each add one frame
+    below their caller.  Cached on the program."""
+    depths = program.jit_cache.get("function_depths")
+    if depths is None:
+        depths = program.jit_cache["function_depths"] = _function_depths(program.insns)
+    starts = sorted(depths)
+    return depths[max(s for s in starts if s <= pc)]
+
+
+def _function_depths(insns: Sequence[Insn]) -> dict[int, int]:
+    edges: list[tuple[int, int]] = []          # (insn of the call or load, first insn of callee)
+    for pc, i in enumerate(insns):
+        if i.opcode == isa.OP_CALL and i.src == isa.PSEUDO_CALL or \
+                i.opcode == isa.LD_IMM64 and i.src == isa.PSEUDO_FUNC:
+            edges.append((pc, pc + i.imm + 1))
+    starts = sorted({0} | {t for _, t in edges})
+    depth = {s: 1 if s == 0 else 0 for s in starts}
+    for _ in range(isa.MAX_CALL_DEPTH):        # longest path in the (acyclic) call graph
+        for pc, target in edges:
+            caller = max(s for s in starts if s <= pc)
+            if depth[caller]:
+                depth[target] = min(max(depth[target], depth[caller] + 1), isa.MAX_CALL_DEPTH)
+    return {s: d or 1 for s, d in depth.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +137,7 @@ def _rules(insn: Insn) -> dict[str, Any] | None:
     size, mode = op & 0x18, op & 0xE0
     if cls == isa.LD:
         if op == isa.LD_IMM64:
-            return {"off": 0, "src": {0, isa.PSEUDO_MAP_FD, isa.PSEUDO_MAP_VALUE,
+            return {"off": 0, "src": {0, isa.PSEUDO_MAP_FD, isa.PSEUDO_MAP_VALUE, isa.PSEUDO_FUNC,
                                       isa.PSEUDO_MAP_IDX, isa.PSEUDO_MAP_IDX_VALUE}}
         if mode == isa.ABS and size != isa.DW:
             return {"dst": 0, "src": 0, "off": 0}
@@ -193,7 +222,10 @@ def check_program(insns: Sequence[Insn], *, helpers: Mapping[int, Helper] | None
                 raise ProgramError(pc, insn, f"jump into the middle of LD_IMM64 at {target - 1}")
         if insn.opcode == isa.OP_CALL and insn.src == 0 and insn.imm not in known:
             raise ProgramError(pc, insn, f"unknown helper {insn.imm}")
-        if nxt is not None and insn.src:
+        if nxt is not None and insn.src == isa.PSEUDO_FUNC:
+            if not 0 <= pc + insn.imm + 1 < n or pc + insn.imm + 1 in second_slots:
+                raise ProgramError(pc, insn, f"callback out of range at {pc + insn.imm + 1}", nxt)
+        elif nxt is not None and insn.src:
             if not 0 <= insn.imm < len(maps):
                 raise ProgramError(pc, insn, f"map index {insn.imm} out of range ({len(maps)} maps)", nxt)
             if insn.src in (isa.PSEUDO_MAP_VALUE, isa.PSEUDO_MAP_IDX_VALUE) and \

@@ -126,8 +126,18 @@ class Btf:
         if struct_t.kind != STRUCT:
             raise BtfError(f"map definition is a {KIND_NAMES.get(struct_t.kind)}, expected a struct")
         attrs: dict[str, int] = {}
-        for name, mtype, _ in struct_t.members:
-            ptr = self.get(self.resolve(mtype))
+        for name, mtype, bit_off in struct_t.members:
+            member = self.get(self.resolve(mtype))
+            if name == "values" and member.kind == ARRAY:
+                # __array(values, T): initial slots (.rel.maps), their type an inner map
+                # definition (maps of maps) or a program (program arrays)
+                attrs["values_offset"] = (bit_off & 0xFFFFFF) // 8
+                elem = self.get(self.resolve(member.array[0]))
+                inner = self.resolve(elem.ref) if elem.kind == PTR else 0
+                if inner and self.get(inner).kind == STRUCT:
+                    attrs["inner_type"] = inner
+                continue
+            ptr = member
             if ptr.kind != PTR:
                 raise BtfError(f"map attribute '{name}' is not a pointer (use __uint/__type)")
             target_id = self.resolve(ptr.ref)

@@ -17,22 +17,27 @@ import bisect
 import io
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from tracesim.filters.bpf.externs import Externs, ExternSym
+from tracesim.filters.bpf.externs import resolve as resolve_externs
 from tracesim.filters.bpf.toolchain import btf as btfmod
 from tracesim.filters.bpf.toolchain.core_reloc import BtfExt, CoreReloError, parse_btf_ext
 from tracesim.filters.bpf.vm.analysis import is_pseudo_call
 from tracesim.filters.bpf.vm.isa import (
     LD_IMM64,
+    PSEUDO_FUNC,
     PSEUDO_MAP_FD,
     PSEUDO_MAP_VALUE,
     Insn,
     decode,
     encode,
 )
+from tracesim.filters.bpf.vm.isa import to_s32 as isa_s32
 
 EM_BPF = 247
 ET_REL = 1
@@ -40,7 +45,7 @@ SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_NOBITS, SHT_REL = 1, 2, 3, 8, 9
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_INFO_LINK = 0x1, 0x2, 0x4, 0x40
 STB_LOCAL, STB_GLOBAL = 0, 1
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
-SHN_ABS = 0xFFF1
+SHN_UNDEF, SHN_ABS = 0, 0xFFF1
 
 # Relocation types of the BPF backend (llvm/BinaryFormat/ELFRelocs/BPF.def).
 R_BPF_NONE, R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_NODYLD32, R_BPF_64_32 = (
@@ -70,6 +75,10 @@ class MapSpec:
     initial: bytes = b""
     key_type: int = 0        # BTF type ids in BpfObject.btf (0: unknown)
     value_type: int = 0
+    # __array(values, ...): the initial slots (index -> program or map name) and, for a map
+    # of maps, its inner map's definition
+    init_slots: dict[int, str] = field(default_factory=dict)
+    inner: MapSpec | None = None
 
 
 # One .BTF.ext line_info record: (insn index, file name, source line, line number, column).
@@ -125,6 +134,7 @@ class _Symbol:
     shndx: int
     value: int
     size: int
+    weak: bool = False
 
 
 @dataclass
@@ -132,13 +142,16 @@ class _Elf:
     sections: list[tuple[str, int, int, bytes, int, int]]   # name, type, flags, data, link, info
     symbols: list[_Symbol]
     by_name: dict[str, int] = field(default_factory=dict)
+    externs: Externs | None = None       # the undefined symbols, resolved
+    kconfig_map: int = -1                # index of the .kconfig map
 
     def section_name(self, idx: int) -> str:
         return self.sections[idx][0] if 0 <= idx < len(self.sections) else f"#{idx}"
 
 
-def load_object(data: bytes) -> BpfObject:
-    """Load an EM_BPF relocatable object (ours or clang's)."""
+def load_object(data: bytes, ksym_address: Callable[[str], int | None] | None = None) -> BpfObject:
+    """Load an EM_BPF relocatable object (ours or clang's); its externs are resolved as
+    ``externs.resolve`` says (``ksym_address``: name -> kernel address, for ``__ksym``)."""
     elf = _read_elf(data)
     btf = None
     if ".BTF" in elf.by_name:
@@ -148,6 +161,14 @@ def load_object(data: bytes) -> BpfObject:
             raise ElfLoadError(f"section '.BTF': {e}") from None
         _fixup_datasecs(elf, btf)
     maps, map_of = _collect_maps(elf, btf)
+    undefined = [ExternSym(s.name, s.weak) for s in elf.symbols
+                 if s.shndx == SHN_UNDEF and s.name and s.kind != STT_FILE]
+    if undefined:
+        elf.externs = ext = resolve_externs(btf, undefined, ksym_address)
+        if ext.kconfig_offsets:
+            elf.kconfig_map = len(maps)
+            maps.append(MapSpec(".kconfig", BPF_MAP_TYPE_ARRAY, 4, len(ext.kconfig), 1,
+                                BPF_F_RDONLY_PROG, ".kconfig", initial=ext.kconfig))
     license_ = ""
     if "license" in elf.by_name:
         license_ = elf.sections[elf.by_name["license"]][3].split(b"\0")[0].decode("ascii", "replace")
@@ -157,15 +178,15 @@ def load_object(data: bytes) -> BpfObject:
     entries = [(i, fn) for i, fns in functions.items() if i != text for fn in fns]
     if not entries:   # no SEC() programs: the global functions of .text are the programs
         entries = [(text, fn) for fn in functions.get(text, []) if fn.bind == STB_GLOBAL]
-    ext = _btf_ext(elf, btf)
+    btf_ext = _btf_ext(elf, btf)
     programs = []
     for i, fn in entries:
         placed: list[tuple[int, _Symbol, int]] = []
         insns = _link_program(elf, i, fn, functions, relocs, map_of, placed)
         spec = ProgramSpec(fn.name, elf.section_name(i), insns)
-        if ext is not None:
-            spec.func_info = _moved(ext.func_info, elf, placed)
-            spec.line_info = _moved(ext.line_info, elf, placed)
+        if btf_ext is not None:
+            spec.func_info = _moved(btf_ext.func_info, elf, placed)
+            spec.line_info = _moved(btf_ext.line_info, elf, placed)
         programs.append(spec)
     return BpfObject(programs, maps, license_, btf)
 
@@ -249,10 +270,14 @@ def _read_elf(data: bytes) -> _Elf:
         if symtab is not None:
             for sym in symtab.iter_symbols():
                 shndx = sym["st_shndx"]
+                bind = sym["st_info"]["bind"]
+                if shndx == "SHN_UNDEF":
+                    shndx = SHN_UNDEF
                 symbols.append(_Symbol(
                     sym.name, _SYMBOL_TYPES.get(sym["st_info"]["type"], -1),
-                    STB_GLOBAL if sym["st_info"]["bind"] in ("STB_GLOBAL", "STB_WEAK") else STB_LOCAL,
-                    shndx if isinstance(shndx, int) else -1, sym["st_value"], sym["st_size"]))
+                    STB_GLOBAL if bind in ("STB_GLOBAL", "STB_WEAK") else STB_LOCAL,
+                    shndx if isinstance(shndx, int) else -1, sym["st_value"], sym["st_size"],
+                    bind == "STB_WEAK"))
     except ELFError as e:
         raise ElfLoadError(f"not a valid ELF object: {e}") from None
     except (struct.error, ValueError) as e:
@@ -305,11 +330,13 @@ def _collect_maps(elf: _Elf, btf: btfmod.Btf | None) -> tuple[list[MapSpec], dic
             if "type" not in attrs:
                 raise ElfLoadError(f"section '.maps': map '{s.name}' has no __uint(type, ...)")
             map_of[(shndx, s.value)] = len(maps)
-            maps.append(MapSpec(s.name, attrs["type"], attrs.get("key_size", 0),
-                                attrs.get("value_size", 0), attrs.get("max_entries", 0),
-                                attrs.get("map_flags", 0), ".maps",
-                                key_type=attrs.get("key_type", 0),
-                                value_type=attrs.get("value_type", 0)))
+            spec = _btf_map_spec(s.name, attrs)
+            if "inner_type" in attrs:
+                spec.inner = _btf_map_spec(s.name + ".inner", btf.map_attributes(attrs["inner_type"]))
+            if "values_offset" in attrs:
+                spec.value_size = spec.value_size or 4
+                spec.init_slots = _initial_slots(elf, shndx, s, attrs["values_offset"])
+            maps.append(spec)
     for shndx, (name, _kind, flags, body, _link, _info) in enumerate(elf.sections):
         if not (flags & SHF_ALLOC) or flags & SHF_EXECINSTR or not _is_data_section(name):
             continue
@@ -318,6 +345,31 @@ def _collect_maps(elf: _Elf, btf: btfmod.Btf | None) -> tuple[list[MapSpec], dic
         maps.append(MapSpec(name, BPF_MAP_TYPE_ARRAY, 4, len(body), 1,
                             BPF_F_RDONLY_PROG if readonly else 0, name, initial=bytes(body)))
     return maps, map_of
+
+
+def _btf_map_spec(name: str, attrs: dict[str, int]) -> MapSpec:
+    if "type" not in attrs:
+        raise ElfLoadError(f"section '.maps': map '{name}' has no __uint(type, ...)")
+    return MapSpec(name, attrs["type"], attrs.get("key_size", 0), attrs.get("value_size", 0),
+                   attrs.get("max_entries", 0), attrs.get("map_flags", 0), ".maps",
+                   key_type=attrs.get("key_type", 0), value_type=attrs.get("value_type", 0))
+
+
+def _initial_slots(elf: _Elf, shndx: int, sym: _Symbol, values_offset: int) -> dict[int, str]:
+    """The ``.values = { [i] = &prog_or_map }`` of a map: the ``.rel.maps`` relocations that
+    fall in its ``values`` array."""
+    out: dict[int, str] = {}
+    for name, kind, _flags, body, _link, info in elf.sections:
+        if kind != SHT_REL or info != shndx:
+            continue
+        for off, rinfo in struct.iter_unpack("<QQ", body[:len(body) // 16 * 16]):
+            rel_off = off - sym.value - values_offset
+            if 0 <= rel_off < sym.size - values_offset:      # the symbol covers its slots
+                target = elf.symbols[rinfo >> 32] if rinfo >> 32 < len(elf.symbols) else None
+                if target is None or rel_off % 8:
+                    raise ElfLoadError(f"section '{name}': bad relocation at {off:#x}")
+                out[rel_off // 8] = target.name
+    return out
 
 
 def _is_data_section(name: str) -> bool:
@@ -387,8 +439,10 @@ def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs
         insns = decode(body[fn.value:fn.value + fn.size])
         code.append(insns)
         for i, insn in enumerate(insns):
-            if is_pseudo_call(insn):
-                target_sec, target = _call_target(elf, sec, fn.value // 8 + i, insn, relocs)
+            callback = _callback_target(elf, relocs, sec, fn.value // 8 + i, insn)
+            if is_pseudo_call(insn) or callback is not None:
+                target_sec, target = callback or _call_target(elf, sec, fn.value // 8 + i, insn,
+                                                              relocs)
                 callee = _function_at(functions, target_sec, target)
                 if callee is None:
                     raise ElfLoadError(
@@ -408,11 +462,14 @@ def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs
         for i, insn in enumerate(insns):
             slot = base_old + i
             rel = table.get(slot)
-            if is_pseudo_call(insn):
-                target_sec, target = _call_target(elf, sec, slot, insn, relocs)
+            callback = _callback_target(elf, relocs, sec, slot, insn)
+            if is_pseudo_call(insn) or callback is not None:
+                target_sec, target = callback or _call_target(elf, sec, slot, insn, relocs)
                 callee = _function_at(functions, target_sec, target)
                 new_target = position[(target_sec, callee.value)] + target - callee.value // 8
                 insns[i] = insn._replace(imm=new_target - (base_new + i + 1))
+                if callback is not None:       # ld_imm64 of a function: a callback (libbpf)
+                    insns[i] = insns[i]._replace(src=PSEUDO_FUNC)
             elif insn.opcode == LD_IMM64 and rel is not None:
                 if i + 1 >= len(insns):
                     raise ElfLoadError(f"section '{sec_name}': ld_imm64 at insn {slot} is cut off")
@@ -424,6 +481,19 @@ def _link_program(elf: _Elf, shndx: int, entry: _Symbol, functions: dict, relocs
                                    "nor a call")
         out.extend(insns)
     return out
+
+
+def _callback_target(elf: _Elf, relocs: dict, sec: int, slot: int,
+                     insn: Insn) -> tuple[int, int] | None:
+    """(section, slot) of the function an ``ld_imm64`` takes the address of (``r2 = cb ll``,
+    relocated against a code section), or None."""
+    rel = relocs.get(sec, {}).get(slot)
+    if insn.opcode != LD_IMM64 or rel is None or rel[0] != R_BPF_64_64:
+        return None
+    sym = rel[1]
+    if not 0 < sym.shndx < len(elf.sections) or not elf.sections[sym.shndx][2] & SHF_EXECINSTR:
+        return None
+    return sym.shndx, (sym.value + insn.imm) // 8
 
 
 def _call_target(elf: _Elf, sec: int, slot: int, insn: Insn, relocs: dict) -> tuple[int, int]:
@@ -444,6 +514,14 @@ def _map_reference(elf: _Elf, sec_name: str, slot: int, first: Insn, second: Ins
     where = f"section '{sec_name}': insn {slot} refers to '{sym.name or elf.section_name(sym.shndx)}'"
     if rtype != R_BPF_64_64:
         raise ElfLoadError(f"{where} with relocation type {rtype}, expected R_BPF_64_64")
+    ext = elf.externs
+    if sym.shndx == SHN_UNDEF and ext is not None:
+        if sym.name in ext.kconfig_offsets:        # a load from the .kconfig map
+            return (first._replace(src=PSEUDO_MAP_VALUE, imm=elf.kconfig_map),
+                    second._replace(imm=first.imm + ext.kconfig_offsets[sym.name]))
+        addr = ext.ksyms[sym.name] + first.imm            # a __ksym: its address
+        return (first._replace(src=0, imm=isa_s32(addr & 0xFFFFFFFF)),
+                second._replace(imm=isa_s32(addr >> 32 & 0xFFFFFFFF)))
     target_name = elf.section_name(sym.shndx)
     if (sym.shndx, sym.value) in map_of and target_name in ("maps", ".maps"):
         return first._replace(src=PSEUDO_MAP_FD, imm=map_of[(sym.shndx, sym.value)]), second

@@ -66,6 +66,8 @@ class BranchChecks(Part):
                     else:
                         r = r.copy()
                         r.type &= ~st.MAYBE_NULL
+                        if r.type & st.INNER_MAP:      # the inner map itself
+                            r.type = st.CONST_PTR_TO_MAP
                         r.id = 0
                         regs[k] = r
         if is_null and ref:

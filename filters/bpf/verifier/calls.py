@@ -5,11 +5,13 @@ released, and ``exit`` (``check_helper_call``, ``check_func_call``, ``check_retu
 
 from tracesim.filters.bpf.parts import Part
 from tracesim.filters.bpf.runtime import helper_table as hp
+from tracesim.filters.bpf.runtime.maps import BPF_F_RDONLY_PROG
 from tracesim.filters.bpf.verifier import state as st
 from tracesim.filters.bpf.verifier.log import Reject
 from tracesim.filters.bpf.vm.isa import Insn
 
 MAX_CALL_FRAMES = 8
+S64_MIN, S64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_VAR_SIZ = 1 << 29
 MAP_KEY_TYPES = (st.PTR_TO_STACK, st.PTR_TO_PACKET, st.PTR_TO_MAP_VALUE)
 MAP_KEY_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value"
@@ -24,7 +26,8 @@ class CallChecks(Part):
         if reg.type & st.MAYBE_NULL or reg.type & st.BASE not in allowed:
             raise Reject(f"R{regno} type={st.type_str(reg.type)} expected={expected}")
 
-    def do_helper_call(self, pc: int, insn: Insn) -> None:
+    def do_helper_call(self, pc: int, insn: Insn) -> bool:
+        """Check a helper call; True when it entered a callback (``self.pc`` set)."""
         fid = insn.imm
         if not 0 <= fid < hp.FUNC_MAX_ID:
             raise Reject(f"invalid func unknown#{fid}")
@@ -35,6 +38,7 @@ class CallChecks(Part):
         map_ = None
         mem_size = 0
         released = None
+        callback = cb_ctx = None
         for k, kind in enumerate(proto.args):
             regno = k + 1
             reg = self.read_reg(regno)
@@ -48,13 +52,29 @@ class CallChecks(Part):
                 if not hp.map_compatible(fid, m.map_type):
                     raise Reject(f"cannot pass map_type {m.map_type} into func "
                                  f"{proto.name}#{fid}")
-            elif kind in (hp.MAP_KEY, hp.MAP_VALUE):
+            elif kind in (hp.MAP_KEY, hp.MAP_VALUE, hp.UNINIT_MAP_VALUE):
                 self._type_check(regno, reg, MAP_KEY_TYPES, MAP_KEY_EXPECTED)
                 if map_ is None:
                     raise Reject("invalid map_ptr to access map->key")
                 m = self.maps[map_]
                 size = m.key_size if kind == hp.MAP_KEY else m.value_size
-                self.helper_mem_access(regno, reg, size, False, False)
+                self.helper_mem_access(regno, reg, size, kind == hp.UNINIT_MAP_VALUE, False)
+            elif kind == hp.U64_OUT:
+                self._type_check(regno, reg, MEM_TYPES, MEM_EXPECTED)
+                self.helper_mem_access(regno, reg, 8, True, False)
+            elif kind in (hp.MEM_OR_NULL, hp.UNINIT_MEM_OR_NULL):
+                if not _is_null(reg):
+                    self._type_check(regno, reg, MEM_TYPES, MEM_EXPECTED)
+            elif kind == hp.CONST_STR:
+                self._check_const_str(regno, reg)
+            elif kind == hp.FUNC:
+                if reg.type != st.PTR_TO_FUNC:
+                    raise Reject(f"R{regno} type={st.type_str(reg.type)} expected=func")
+                callback = reg.mem_size
+            elif kind == hp.STACK_OR_NULL:
+                if not _is_null(reg):
+                    self._type_check(regno, reg, (st.PTR_TO_STACK,), "fp")
+                cb_ctx = reg
             elif kind == hp.CTX:
                 self._type_check(regno, reg, (st.PTR_TO_CTX,), "ctx")
                 if reg.off:
@@ -76,8 +96,11 @@ class CallChecks(Part):
                     raise Reject(f"R{regno} unbounded memory access, use 'var &= const' or "
                                  f"'if (var < const)'")
                 mem = regs[regno - 1]
-                write = proto.args[k - 1] == hp.UNINIT_MEM
-                if reg.umax or not zero_ok:
+                write = proto.args[k - 1] in (hp.UNINIT_MEM, hp.UNINIT_MEM_OR_NULL)
+                if _is_null(mem) and proto.args[k - 1] in (hp.MEM_OR_NULL, hp.UNINIT_MEM_OR_NULL):
+                    if reg.umax:
+                        raise Reject(f"R{regno - 1} type=scalar expected={MEM_EXPECTED}")
+                elif reg.umax or not zero_ok:
                     self.helper_mem_access(regno - 1, mem, reg.umax, write, zero_ok)
             elif kind == hp.CONST_ALLOC_SIZE_OR_ZERO:
                 if reg.type != st.SCALAR or reg.var[1]:
@@ -92,6 +115,9 @@ class CallChecks(Part):
                 released = reg.ref_id
         if released is not None:
             self.release_reference(released)
+        if callback is not None:
+            self.enter_callback(pc, proto.callback, callback, map_, cb_ctx)
+            return True
         for r in range(1, 6):
             regs[r] = st.Reg()
         self.check_write(0)
@@ -99,6 +125,9 @@ class CallChecks(Part):
             regs[0] = st.scalar_unknown()
         elif proto.ret == hp.RET_VOID:
             regs[0] = st.Reg()
+        elif proto.ret == hp.RET_MAP_VALUE_OR_NULL and map_ in self.inner_of:
+            regs[0] = st.pointer(st.PTR_TO_MAP_VALUE | st.MAYBE_NULL | st.INNER_MAP,
+                                 map=self.inner_of[map_], id=self.new_id())
         elif proto.ret == hp.RET_MAP_VALUE_OR_NULL:
             regs[0] = st.pointer(st.PTR_TO_MAP_VALUE | st.MAYBE_NULL, map=map_, id=self.new_id())
         else:
@@ -107,6 +136,49 @@ class CallChecks(Part):
             regs[0] = st.pointer(st.PTR_TO_MEM | st.MEM_RINGBUF | st.MAYBE_NULL,
                                  mem_size=mem_size, id=ref, ref_id=ref)
             self.state.refs.append((ref, pc))
+        return False
+
+    def _check_const_str(self, regno: int, reg: st.Reg) -> None:
+        """ARG_PTR_TO_CONST_STR: a constant offset into a read-only map value, NUL inside."""
+        self._type_check(regno, reg, (st.PTR_TO_MAP_VALUE,), "map_value")
+        m = self.maps[reg.map]
+        if not m.flags & BPF_F_RDONLY_PROG:
+            raise Reject(f"R{regno} does not point to a readonly map'")
+        if reg.var[1]:
+            raise Reject(f"R{regno} is not a constant address'")
+        off = reg.off + reg.var[0]
+        self.helper_mem_access(regno, reg, 1, False, False)
+        if b"\0" not in bytes(m.values[off:m.value_size]):
+            raise Reject("string is not zero-terminated")
+
+    def enter_callback(self, pc: int, kind: str, target: int, map_: int | None,
+                       cb_ctx: st.Reg | None) -> None:
+        """push_callback_call for a synchronous callback, called once: the path where the
+        helper calls it no time continues after the call; this one enters the callback with
+        the arguments the helper gives it (set_loop_callback_state,
+        set_map_elem_callback_state) and comes back after the call when it returns."""
+        frames = self.state.frames
+        if len(frames) >= MAX_CALL_FRAMES:
+            raise Reject(f"the call stack of {len(frames) + 1} frames is too deep !")
+        caller = frames[-1]
+        for r in range(1, 6):
+            caller.regs[r] = st.Reg()
+        caller.regs[0] = st.scalar_unknown()
+        self.push(pc + 1, pc, self.state.copy())          # the helper made no call
+        caller.regs[0] = st.Reg()
+        callee = st.Frame(len(frames), pc, self.cfg.subprog_of[target])
+        ctx = cb_ctx if cb_ctx is not None else st.scalar_const(0)
+        if kind == "loop":
+            callee.regs[1] = st.scalar_unknown()
+            callee.regs[2] = ctx
+        else:
+            m = self.maps[map_]
+            callee.regs[1] = st.pointer(st.CONST_PTR_TO_MAP, map=map_)
+            callee.regs[2] = st.pointer(st.PTR_TO_MEM | st.MEM_RDONLY, mem_size=m.key_size)
+            callee.regs[3] = st.pointer(st.PTR_TO_MAP_VALUE, map=map_)
+            callee.regs[4] = ctx
+        frames.append(callee)
+        self.pc = target
 
     def release_reference(self, ref: int) -> None:
         self.state.refs = [(i, at) for i, at in self.state.refs if i != ref]
@@ -142,6 +214,9 @@ class CallChecks(Part):
                 raise Reject("cannot return stack pointer to the caller frame")
             frames.pop()
             caller = frames[-1]
+            if self.insns[callee.callsite].src == 0:       # a callback returns to its helper
+                _check_callback_return(r0)
+                r0 = st.scalar_unknown()
             caller.regs[0] = r0
             self.pc = callee.callsite + 1
             return False
@@ -151,3 +226,18 @@ class CallChecks(Part):
         if self.is_pointer_value(r0):
             raise Reject("R0 leaks addr as return value")
         return True
+
+
+def _is_null(reg: st.Reg) -> bool:
+    return reg.type == st.SCALAR and reg.var == (0, 0)
+
+
+def _check_callback_return(r0: st.Reg) -> None:
+    """A bpf_loop / for_each_map_elem callback returns 0 (go on) or 1 (stop)."""
+    if r0.type != st.SCALAR:
+        raise Reject("R0 not a scalar value")
+    if r0.smin < 0 or r0.smax > 1:
+        known = (f" smin={r0.smin}" if r0.smin > S64_MIN else "") + \
+            (f" smax={r0.smax}" if r0.smax < S64_MAX else "")
+        raise Reject(f"At callback return the register R0 has{known or ' unknown scalar value'}"
+                     f" should have been in [0, 1]")

@@ -60,6 +60,11 @@ class Cfg:
     second_half: set[int] = field(default_factory=set)   # second slots of LD_IMM64
 
 
+def is_pseudo_func(insn: Insn) -> bool:
+    """``ld_imm64 rX, callback``: the address of a subprogram a helper calls back."""
+    return insn.opcode == isa.LD_IMM64 and insn.src == isa.PSEUDO_FUNC
+
+
 def build(insns: list[Insn], maps: list, privileged: bool, strict_loops: bool,
           masked_shifts: bool = False) -> Cfg:
     """``masked_shifts``: immediate shift counts >= the width are allowed (RFC 9669 masks them;
@@ -107,6 +112,9 @@ def _resolve_ldimm64(insns: list[Insn], maps: list) -> set[int]:
                     if m.max_entries != 1 or off >= m.value_size:
                         raise Reject(f"invalid access to map value pointer, "
                                      f"value_size={m.value_size} off={off}")
+            elif insn.src == isa.PSEUDO_FUNC:
+                if not 0 <= i + insn.imm + 1 < n:
+                    raise Reject("call to invalid destination")
             elif insn.src != 0:
                 raise Reject("unrecognized bpf_ld_imm64 insn")
             second.add(i + 1)
@@ -121,7 +129,7 @@ def _resolve_ldimm64(insns: list[Insn], maps: list) -> set[int]:
 def _subprogs(insns: list[Insn], second: set[int], privileged: bool) -> list[int]:
     starts = {0}
     for i, insn in enumerate(insns):
-        if i in second or not is_pseudo_call(insn):
+        if i in second or not (is_pseudo_call(insn) or is_pseudo_func(insn)):
             continue
         if not privileged:
             raise Reject("loading/calling other bpf or kernel functions are allowed for "
@@ -169,7 +177,7 @@ def _dfs(cfg: Cfg, allow_loops: bool) -> None:
     for t, insn in enumerate(insns):
         if t in second:
             continue
-        if is_pseudo_call(insn):
+        if is_pseudo_call(insn) or is_pseudo_func(insn):
             nexts[t] = succ[t] + (t + insn.imm + 1,)
         else:
             nexts[t] = succ[t]

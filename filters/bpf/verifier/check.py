@@ -16,7 +16,7 @@ from tracesim.filters.bpf.verifier.access import MAX_VAR_OFF, AccessChecks
 from tracesim.filters.bpf.verifier.bounds import S64_MIN, U32
 from tracesim.filters.bpf.verifier.branches import BranchChecks
 from tracesim.filters.bpf.verifier.calls import CallChecks
-from tracesim.filters.bpf.verifier.cfg import Cfg
+from tracesim.filters.bpf.verifier.cfg import Cfg, is_pseudo_func
 from tracesim.filters.bpf.verifier.context import ContextSpec
 from tracesim.filters.bpf.verifier.liveness import ALL_SLOTS
 from tracesim.filters.bpf.verifier.log import Reject, annotate, fmt_frame, fmt_state, insn_text
@@ -46,7 +46,14 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
         self.needed = needed
         self.prog_type = prog_type
         self.ctx = ctx
-        self.maps = maps
+        # a map of maps' inner template gets an index after the program's maps
+        self.maps = list(maps)
+        self.inner_of: dict[int, int] = {}
+        for i, m in enumerate(maps):
+            inner = getattr(m, "inner", None)
+            if inner is not None:
+                self.inner_of[i] = len(self.maps)
+                self.maps.append(inner)
         self.priv = privileged
         self.log_level = log_level
         self.log: list = []              # str lines, or int pcs to print as instruction lines
@@ -475,8 +482,7 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
             if code == isa.CALL:
                 if is_pseudo_call(insn):
                     self.do_subprog_call(pc, insn)
-                else:
-                    self.do_helper_call(pc, insn)
+                elif not self.do_helper_call(pc, insn):     # True: a callback was entered
                     self.pc = pc + 1
             elif code == isa.JA:
                 self.pc = isa.jump_target(pc, insn)
@@ -572,7 +578,8 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
         if ptr.type & st.MAYBE_NULL:
             raise Reject(f"R{d} pointer arithmetic on {tname} prohibited, null-check it first")
         base = ptr.type & st.BASE
-        if base in (st.CONST_PTR_TO_MAP, st.PTR_TO_PACKET_END, st.PTR_TO_SOCK_COMMON):
+        if base in (st.CONST_PTR_TO_MAP, st.PTR_TO_PACKET_END, st.PTR_TO_SOCK_COMMON,
+                    st.PTR_TO_FUNC):
             raise Reject(f"R{d} pointer arithmetic on {tname} prohibited")
         if code in (isa.AND, isa.OR, isa.XOR):
             raise Reject(f"R{d} bitwise operator {ALU_STRING[code]} on pointer prohibited")
@@ -625,6 +632,8 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
             self.set_reg(insn.dst, st.scalar_const(isa.imm64(insn, second)))
         elif insn.src == isa.PSEUDO_MAP_FD:
             self.set_reg(insn.dst, st.pointer(st.CONST_PTR_TO_MAP, map=insn.imm))
+        elif insn.src == isa.PSEUDO_FUNC:      # a callback: mem_size holds its first insn
+            self.set_reg(insn.dst, st.pointer(st.PTR_TO_FUNC, mem_size=self.pc + insn.imm + 1))
         else:
             self.set_reg(insn.dst, st.pointer(st.PTR_TO_MAP_VALUE, map=insn.imm,
                                               off=second.imm & 0xFFFFFFFF))
@@ -656,6 +665,9 @@ def combined_stack_check(cfg: Cfg, depths: list[int]) -> None:
 
     def rounded(k: int) -> int:
         return -(-max(depths[k], 1) // 32) * 32
+
+        if i not in cfg.second_half and is_pseudo_func(insn):      # a callback's frame
+            calls[cfg.subprog_of[i]].append(cfg.subprog_of[i + insn.imm + 1])
 
     stack: list[tuple[int, int, int, tuple[int, ...]]] = [(0, rounded(0), 1, (0,))]
     while stack:

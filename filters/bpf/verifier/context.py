@@ -12,6 +12,7 @@ PT_REGS_SIZE = 168          # struct pt_regs on x86-64
 PERF_MAX_TRACE_SIZE = 2048
 MAX_BPF_FUNC_ARGS = 12      # raw tracepoint / fentry contexts: u64 args[12] at most
 PERF_EVENT_DATA_SIZE = PT_REGS_SIZE + 16   # struct bpf_perf_event_data: regs, sample_period, addr
+BTF_ARGS_SIZE = 8 * (MAX_BPF_FUNC_ARGS + 1)    # fentry/fexit: the arguments, then the return value
 SK_BUFF_SIZE = 192          # uapi struct __sk_buff
 
 # uapi struct __sk_buff: name -> (offset, size)
@@ -92,6 +93,12 @@ class ContextSpec:
         return cls("sk_buff", SK_BUFF_SIZE, False)
 
     @classmethod
+    def btf_args(cls, nargs: int = MAX_BPF_FUNC_ARGS, fexit: bool = True) -> ContextSpec:
+        """BPF_PROG_TYPE_TRACING (fentry/fexit/tp_btf): ``u64 ctx[]``, the traced function's
+        arguments (and, for fexit, its return value after them), read-only."""
+        return cls("btf_args", 8 * (nargs + fexit), True)
+
+    @classmethod
     def memory(cls, size: int) -> ContextSpec:
         """The conformance model: r1 = ``size`` bytes of read-write memory, r2 = ``size``."""
         return cls("memory", size, False)
@@ -111,6 +118,10 @@ class ContextSpec:
             return SCALAR if ok else None
         if self.kind == "sk_buff":
             return _sk_filter_access(off, size, write)
+        if self.kind == "btf_args":
+            # btf_ctx_access: an aligned u64 slot (or a narrower read of one), read-only
+            ok = 0 <= off and off + size <= self.size and off % size == 0 and not write
+            return SCALAR if ok else None
         return None
 
 
@@ -127,4 +138,6 @@ def default_context(prog_type: str) -> ContextSpec:
         return ContextSpec.perf_event()
     if prog_type == "conformance":
         return ContextSpec.memory(0)
+    if prog_type == "tracing":
+        return ContextSpec.btf_args()
     raise ValueError(f"unknown program type {prog_type!r}")

@@ -41,6 +41,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NamedTuple
 
+from tracesim.filters.bpf.runtime.maps import BPF_F_RDONLY_PROG
 from tracesim.filters.bpf.verifier import ContextSpec, VerifierResult, verify
 from tracesim.filters.bpf.vm.isa import Insn
 
@@ -56,12 +57,17 @@ class VerifyWorkerError(OSError):
 
 
 class MapShape(NamedTuple):
-    """What the verifier reads of a map, without its contents (maps stay in the daemon)."""
+    """What the verifier reads of a map, without its contents (maps stay in the daemon): only
+    a read-only map's values (format strings the verifier checks), and a map of maps' inner
+    template."""
     name: str
     map_type: int
     key_size: int
     value_size: int
     max_entries: int
+    flags: int = 0
+    values: bytes = b""
+    inner: Any = None
 
 
 _lock = threading.Lock()
@@ -148,8 +154,12 @@ def _watch_parent(parent: int) -> None:
 
 
 def _shape(m: Any) -> MapShape:
+    flags = getattr(m, "flags", 0)
+    inner = getattr(m, "inner", None)
     return MapShape(str(getattr(m, "name", "")), m.map_type, m.key_size, m.value_size,
-                    m.max_entries)
+                    m.max_entries, flags,
+                    bytes(m.values) if flags & BPF_F_RDONLY_PROG else b"",
+                    _shape(inner) if inner is not None else None)
 
 
 def _pool() -> ProcessPoolExecutor:

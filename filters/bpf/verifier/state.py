@@ -13,15 +13,17 @@ from tracesim.filters.bpf.verifier import bounds, tnum
 
 # Register types (enum bpf_reg_type), plus flag bits as the kernel composes them.
 NOT_INIT, SCALAR, PTR_TO_CTX, CONST_PTR_TO_MAP, PTR_TO_MAP_VALUE, PTR_TO_STACK, PTR_TO_PACKET, \
-    PTR_TO_PACKET_END, PTR_TO_MEM, PTR_TO_SOCK_COMMON = range(10)
+    PTR_TO_PACKET_END, PTR_TO_MEM, PTR_TO_SOCK_COMMON, PTR_TO_FUNC = range(11)
 MAYBE_NULL = 0x100
 MEM_RINGBUF = 0x200
 MEM_RDONLY = 0x400
+INNER_MAP = 0x800          # a map-of-maps lookup's result: CONST_PTR_TO_MAP once not NULL
 BASE = 0xFF
 
 _BASE_NAMES = {NOT_INIT: "?", SCALAR: "scalar", PTR_TO_CTX: "ctx", CONST_PTR_TO_MAP: "map_ptr",
                PTR_TO_MAP_VALUE: "map_value", PTR_TO_STACK: "fp", PTR_TO_PACKET: "pkt",
-               PTR_TO_PACKET_END: "pkt_end", PTR_TO_MEM: "mem", PTR_TO_SOCK_COMMON: "sock_common"}
+               PTR_TO_PACKET_END: "pkt_end", PTR_TO_MEM: "mem", PTR_TO_SOCK_COMMON: "sock_common",
+               PTR_TO_FUNC: "func"}
 
 
 def type_str(t: int) -> str:

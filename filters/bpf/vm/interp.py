@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from tracesim.filters.bpf.helpers_calls import TailCall, calls_helper, follow_tail_call, func_handle
 from tracesim.filters.bpf.runtime.helpers import StopProgram, VMContext
-from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program
+from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program, function_depth
 from tracesim.filters.bpf.vm import alu, isa
 from tracesim.filters.bpf.vm.alu import M32, M64
 from tracesim.filters.bpf.vm.memory import (
@@ -59,11 +60,15 @@ class _Exit(Exception):
     pass
 
 
-def resolve_ld_imm64(program: Program, mem: Memory, insn: isa.Insn, second: isa.Insn) -> int:
-    """The 64-bit value an LD_IMM64 loads, resolving map pseudo sources through Program.maps."""
+def resolve_ld_imm64(program: Program, mem: Memory, insn: isa.Insn, second: isa.Insn,
+                     pc: int = 0) -> int:
+    """The 64-bit value the LD_IMM64 at ``pc`` loads, resolving map pseudo sources through
+    Program.maps and a callback (``PSEUDO_FUNC``) to its function handle."""
     src = insn.src
     if src == 0:
         return isa.imm64(insn, second)
+    if src == isa.PSEUDO_FUNC:
+        return func_handle(pc + insn.imm + 1, function_depth(program, pc))
     if src in (isa.PSEUDO_MAP_FD, isa.PSEUDO_MAP_IDX):
         return program.map_handle(insn.imm)
     buf = program.maps[insn.imm].direct_value()
@@ -81,6 +86,15 @@ def new_memory(program: Program) -> tuple[Memory, bytearray, Any]:
     return mem, stack, ctx_region
 
 
+def bind_callbacks(vm: VMContext) -> None:
+    """Give ``vm`` (another engine's) a ``call_function`` for callback helpers: an interpreter
+    sharing its memory, built on the first callback."""
+    def first_call(pc: int, args: Sequence[int], fp: int) -> int:
+        vm.call_function = Interpreter(vm.program, shared=vm).call_function
+        return vm.call_function(pc, args, fp)
+    vm.call_function = first_call
+
+
 def bind_run(mem: Memory, ctx_region: Any, vm: VMContext, ctx, env: Any, packet: Any,
              ctx_writable: bool) -> None:
     """Point the context (and packet) regions at this run's buffers."""
@@ -94,14 +108,23 @@ def bind_run(mem: Memory, ctx_region: Any, vm: VMContext, ctx, env: Any, packet:
 class Interpreter:
     """Runs a Program.  ``run`` never raises for program errors; ``__call__`` raises VMError."""
 
-    def __init__(self, program: Program, *, budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, program: Program, *, budget: int = DEFAULT_BUDGET,
+                 shared: VMContext | None = None) -> None:
+        """``shared``: run in another engine's memory and context (bpf_loop callbacks, through
+        ``call_function``) instead of an address space of its own."""
         self.program = program
         self.budget = budget
-        self.mem, self.stack, self._ctx_region = new_memory(program)
-        self.vm = VMContext(program, self.mem)
+        if shared is None:
+            self.mem, self.stack, self._ctx_region = new_memory(program)
+            self.vm = VMContext(program, self.mem)
+            self.vm.call_function = self.call_function
+        else:
+            self.mem, self.vm = shared.mem, shared
+            self.stack, self._ctx_region = self.mem.regions[0].buf, self.mem.regions[1]
         self.regs = [0] * isa.NUM_REGS
         self.frames: list[tuple] = []
         self.executed = 0
+        self.tail_calls = calls_helper(program, 12)
         self.code = self._build()
 
     # -- running ---------------------------------------------------------------------------------
@@ -119,8 +142,18 @@ class Interpreter:
     def __call__(self, ctx=b"", *, env: Any = None, packet: Any = None,
                  args: Sequence[int] = ()) -> int:
         self._start(ctx, env, packet, args)
+        if not self.tail_calls:
+            return self._execute(0)
+        vm = self.vm
+        vm.tail_calls, vm.tail_start = vm.tail_start, 0
+        try:
+            return self._execute(0)
+        except TailCall as tc:
+            return follow_tail_call(tc, ctx)
+
+    def _execute(self, pc: int) -> int:
+        """Run from slot ``pc`` until the outermost frame exits: r0."""
         code = self.code
-        pc = 0
         n = -1
         try:
             for n in range(self.budget):  # noqa: B007 - n counts insns for the except below
@@ -133,6 +166,24 @@ class Interpreter:
             return stop.value & M64
         self.executed = self.budget
         raise BudgetExceeded(f"instruction budget of {self.budget} exceeded")
+
+    def call_function(self, pc: int, args: Sequence[int], fp: int) -> int:
+        """Call the BPF function at insn ``pc`` with r1.. = ``args`` and its frame at ``fp``
+        (a callback, from a helper running in the engine this interpreter shares): its r0.
+        The registers of a call in progress (a callback calling bpf_loop) are kept."""
+        R = self.regs
+        saved, frames = R[:], self.frames[:]
+        for i in range(isa.NUM_REGS):
+            R[i] = 0
+        for i, v in enumerate(args):
+            R[1 + i] = v & M64
+        R[10] = fp
+        self.frames.clear()
+        try:
+            return self._execute(pc)
+        finally:
+            R[:] = saved
+            self.frames[:] = frames
 
     run = run_to_result
 
@@ -296,7 +347,7 @@ class Interpreter:
     def _ld(self, pc: int, insn: isa.Insn) -> Callable[[], int]:
         R, d, after = self.regs, insn.dst, pc + 2
         if insn.opcode == isa.LD_IMM64:
-            value = resolve_ld_imm64(self.program, self.mem, insn, self.program.insns[pc + 1])
+            value = resolve_ld_imm64(self.program, self.mem, insn, self.program.insns[pc + 1], pc)
 
             def ld_imm64():
                 R[d] = value

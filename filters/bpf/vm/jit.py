@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracesim.filters.bpf.helpers_calls import calls_helper, with_tail_calls
 from tracesim.filters.bpf.runtime.helpers import StopProgram, VMContext
 from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program, ProgramError
 from tracesim.filters.bpf.vm import alu, analysis, isa
@@ -36,6 +37,7 @@ from tracesim.filters.bpf.vm.analysis import ALL_REGS, slots
 from tracesim.filters.bpf.vm.interp import (
     BudgetExceeded,
     CallDepthExceeded,
+    bind_callbacks,
     bind_run,
     new_memory,
     resolve_ld_imm64,
@@ -735,7 +737,7 @@ class _Gen:
             return self.assign(depth, insn.dst, op, rhs, plain)
         if cls == isa.LD:
             if insn.opcode == isa.LD_IMM64:
-                value = resolve_ld_imm64(self.program, self.jit.mem, insn, self.insns[pc + 1])
+                value = resolve_ld_imm64(self.program, self.jit.mem, insn, self.insns[pc + 1], pc)
                 return self.assign(depth, insn.dst, "", str(value), True)
             size = SIZE[insn.opcode & 0x18]
             off = f"r{insn.src} + {insn.imm}" if insn.opcode & 0xE0 == isa.IND else str(insn.imm)
@@ -938,6 +940,7 @@ class JitProgram:
         self.budget = budget
         self.mem, self.stack, self._ctx_region = new_memory(program)
         self.vm = VMContext(program, self.mem)
+        bind_callbacks(self.vm)
         self.regs = [0] * isa.NUM_REGS
         gen = _Gen(program, self, budget, capture_regs)
         self.source = gen.generate()
@@ -946,6 +949,8 @@ class JitProgram:
         exec(compile(self.source, f"<bpf-jit {program.name or 'program'}>", "exec"), env)
         self.functions = {name: fn for name, fn in env.items() if name.startswith("_f")}
         self.entry = env["_f0"]
+        if calls_helper(program, 12):
+            self.entry = with_tail_calls(self.entry, self.vm)
 
     def _globals(self) -> dict[str, Any]:
         mem, vm, helpers = self.mem, self.vm, self.program.helpers

@@ -30,6 +30,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from tracesim.filters.bpf.helpers_calls import TailCall, calls_helper, follow_tail_call
 from tracesim.filters.bpf.runtime.helpers import StopProgram, VMContext
 from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program
 from tracesim.filters.bpf.vm import alu, analysis, isa
@@ -38,6 +39,7 @@ from tracesim.filters.bpf.vm.interp import (
     BudgetExceeded,
     CallDepthExceeded,
     RunResult,
+    bind_callbacks,
     bind_run,
     new_memory,
     resolve_ld_imm64,
@@ -822,7 +824,7 @@ class _Gen:
         return f"L{self.labels}"
 
     def ld_imm64(self, pc: int) -> int:
-        return resolve_ld_imm64(self.program, self.mem, self.insns[pc], self.insns[pc + 1])
+        return resolve_ld_imm64(self.program, self.mem, self.insns[pc], self.insns[pc + 1], pc)
 
     def generate(self) -> str:
         out = [_PRELUDE, *self.native.values()]
@@ -851,6 +853,8 @@ class NativeProgram:
         self.budget = budget
         self.mem, self.stack, self._ctx_region = new_memory(program)
         self.vm = VMContext(program, self.mem)
+        bind_callbacks(self.vm)
+        self._tail = calls_helper(program, 12)
         gen = _Gen(program, self.mem)
         self.source = gen.generate()
         self._engine, addr = _compile_ir(self.source)
@@ -884,7 +888,7 @@ class NativeProgram:
         call, addr, data = self._entry, self._env_addr, _BYTES_DATA
 
         def entry(ctx: bytes) -> int:
-            if type(ctx) is not bytes or self._args or self._native_skb:
+            if type(ctx) is not bytes or self._args or self._native_skb or self._tail:
                 return self(ctx, env=self.vm.env, packet=self.vm.packet)
             region.buf, region.end, region.writable = ctx, CTX_BASE + len(ctx), False
             e[E_CTX_HOST] = id(ctx) + data
@@ -990,6 +994,8 @@ class NativeProgram:
                  args: Sequence[int] = ()) -> int:
         vm, ctx_region, e = self.vm, self._ctx_region, self._env
         vm.env = env
+        if self._tail:
+            vm.tail_calls, vm.tail_start = vm.tail_start, 0
         if packet is not None or vm.packet is not None:
             bind_run(self.mem, ctx_region, vm, ctx, env, packet, self.program.ctx_writable)
         # bind_run's context rebind, inline: this is the per-call overhead of the tier
@@ -1035,6 +1041,8 @@ class NativeProgram:
             return self._stop
         if status == ST_EXC:
             err, self._pending = self._pending, None
+            if isinstance(err, TailCall):
+                return follow_tail_call(err, self._ctx_region.buf)
             raise err
         if status == ST_BUDGET:
             raise BudgetExceeded(f"instruction budget of {self.budget} exceeded")

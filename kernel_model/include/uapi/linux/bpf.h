@@ -18,7 +18,31 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_LRU_PERCPU_HASH = 10,
 	BPF_MAP_TYPE_LPM_TRIE = 11,
+	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
+	BPF_MAP_TYPE_HASH_OF_MAPS = 13,
+	BPF_MAP_TYPE_DEVMAP = 14,
+	BPF_MAP_TYPE_SOCKMAP = 15,
+	BPF_MAP_TYPE_CPUMAP = 16,
+	BPF_MAP_TYPE_XSKMAP = 17,
+	BPF_MAP_TYPE_SOCKHASH = 18,
+	BPF_MAP_TYPE_CGROUP_STORAGE_DEPRECATED = 19,
+	BPF_MAP_TYPE_CGROUP_STORAGE = 19,
+	BPF_MAP_TYPE_REUSEPORT_SOCKARRAY = 20,
+	BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE_DEPRECATED = 21,
+	BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE = 21,
+	BPF_MAP_TYPE_QUEUE = 22,
+	BPF_MAP_TYPE_STACK = 23,
+	BPF_MAP_TYPE_SK_STORAGE = 24,
+	BPF_MAP_TYPE_DEVMAP_HASH = 25,
+	BPF_MAP_TYPE_STRUCT_OPS = 26,
 	BPF_MAP_TYPE_RINGBUF = 27,
+	BPF_MAP_TYPE_INODE_STORAGE = 28,
+	BPF_MAP_TYPE_TASK_STORAGE = 29,
+	BPF_MAP_TYPE_BLOOM_FILTER = 30,
+	BPF_MAP_TYPE_USER_RINGBUF = 31,
+	BPF_MAP_TYPE_CGRP_STORAGE = 32,
+	BPF_MAP_TYPE_ARENA = 33,
+	__MAX_BPF_MAP_TYPE = 34,
 };
 
 enum {
@@ -35,11 +59,50 @@ struct bpf_map_def {
 	unsigned int map_flags;
 };
 
-/* Map creation flags (the ones tracesim's examples use). */
+/* Map creation flags. */
 enum {
 	BPF_F_NO_PREALLOC = (1U << 0),
+	BPF_F_NO_COMMON_LRU = (1U << 1),
+	BPF_F_NUMA_NODE = (1U << 2),
+	BPF_F_RDONLY = (1U << 3),
+	BPF_F_WRONLY = (1U << 4),
+	BPF_F_STACK_BUILD_ID = (1U << 5),
+	BPF_F_ZERO_SEED = (1U << 6),
 	BPF_F_RDONLY_PROG = (1U << 7),
+	BPF_F_WRONLY_PROG = (1U << 8),
+	BPF_F_CLONE = (1U << 9),
 	BPF_F_MMAPABLE = (1U << 10),
+	BPF_F_PRESERVE_ELEMS = (1U << 11),
+	BPF_F_INNER_MAP = (1U << 12),
+};
+
+/* flags of bpf_get_stackid() and bpf_get_stack() */
+enum {
+	BPF_F_SKIP_FIELD_MASK = 0xffULL,
+	BPF_F_USER_STACK = (1ULL << 8),
+	BPF_F_FAST_STACK_CMP = (1ULL << 9),
+	BPF_F_REUSE_STACKID = (1ULL << 10),
+	BPF_F_USER_BUILD_ID = (1ULL << 11),
+};
+
+/* flags of bpf_perf_event_output() */
+enum {
+	BPF_F_INDEX_MASK = 0xffffffffULL,
+	BPF_F_CURRENT_CPU = BPF_F_INDEX_MASK,
+	BPF_F_CTXLEN_MASK = (0xfffffULL << 32),
+};
+
+/* bpf_ringbuf_output/submit/discard flags and bpf_ringbuf_query() keys */
+enum {
+	BPF_RB_NO_WAKEUP = (1ULL << 0),
+	BPF_RB_FORCE_WAKEUP = (1ULL << 1),
+};
+
+enum {
+	BPF_RB_AVAIL_DATA = 0,
+	BPF_RB_RING_SIZE = 1,
+	BPF_RB_CONS_POS = 2,
+	BPF_RB_PROD_POS = 3,
 };
 
 /* bpf_skb_load_bytes_relative() start_header. */
