@@ -273,7 +273,7 @@ def run_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
     if argv[:1] == ["send"] and argv[1:2] and argv[1].startswith("tun"):   # send tun0 --src ...
         return tun.send_command(kernel, argv[1:])
     if argv[:1] == ["sysctl"]:
-        from tracesim.kernel_model.trace_stack import sysctl_command
+        from tracesim.kernel_model.trace.stack_tracer import sysctl_command
         return sysctl_command(kernel, argv[1:])
     if argv == ["btf"]:     # the raw BTF (/sys/kernel/btf/vmlinux), base64: tracesim btf --mount
         from tracesim.kernel_model.model_btf import model_btf_bytes

@@ -26,8 +26,8 @@ from tracesim.kernel_model.machine import Machine, Task
 from tracesim.kernel_model.mm.memory import Memory
 from tracesim.kernel_model.mm.slab import Slab
 from tracesim.kernel_model.net.core import Net
+from tracesim.kernel_model.net.sockets import Sockets
 from tracesim.kernel_model.sched import Scheduler
-from tracesim.kernel_model.sockets import Sockets
 from tracesim.kernel_model.syscalls import Syscalls
 from tracesim.kernel_model.trace.printk import Printk
 from tracesim.kernel_model.trace.tracing import Tracing

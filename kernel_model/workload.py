@@ -43,7 +43,7 @@ import zlib
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from tracesim.kernel_model import sockets as socks
+from tracesim.kernel_model.net import sockets as socks
 from tracesim.kernel_model.net.core import DISCARD_PORT, packet_frame
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from tracesim.filters.bpf import loader
-from tracesim.filters.bpf.externs import KCONFIG, kernel_version_code
+from tracesim.filters.bpf.toolchain.externs import KCONFIG, kernel_version_code
 from tracesim.kernel_model.kallsyms import Kallsyms
 from tracesim.tools.cli import main as cli_main
 

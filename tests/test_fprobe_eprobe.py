@@ -277,7 +277,7 @@ def test_dentry_types_expand_to_string_dereferences(kernel: Kernel) -> None:
 def test_kprobe_blacklist_refuses_registration(kernel: Kernel) -> None:
     """within_kprobe_blacklist: NOKPROBE_SYMBOL functions fail register_kprobe with EINVAL."""
     from tracesim.kernel_model.trace.kprobe_events import KPROBE_BLACKLIST, check_registrable
-    from tracesim.kernel_model.trace_probe import ProbeError
+    from tracesim.kernel_model.trace.probe import ProbeError
     assert {"do_int3", "notify_die", "kprobe_int3_handler"} <= KPROBE_BLACKLIST
     with pytest.raises(ProbeError) as e:
         check_registrable(kernel, "do_int3", 0, False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from tracesim.kernel_model.trace_graph_output import duration_text, mark
+from tracesim.kernel_model.trace.graph_output import duration_text, mark
 from tracesim.tools.ctl_socket import request
 
 from tests.fuse_helpers import sh

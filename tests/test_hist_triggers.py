@@ -6,7 +6,7 @@ import errno
 import re
 
 import pytest
-from tracesim.kernel_model.hist import HIST_ERRORS
+from tracesim.kernel_model.trace.hist import HIST_ERRORS
 from tracesim.tracefs.errors import FsError
 
 from tests.fuse_helpers import sh

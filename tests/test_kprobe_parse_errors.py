@@ -13,7 +13,7 @@ import re
 import subprocess
 
 import pytest
-from tracesim.kernel_model.trace_probe import ERR_TEXT
+from tracesim.kernel_model.trace.probe import ERR_TEXT
 
 LONG = "1234567890" * 6 + "12345"          # 65 characters: longer than MAX_EVENT_NAME_LEN
 DEEP = "+0(" * 14 + "@0" + ")" * 14        # 15 fetch instructions: one too many

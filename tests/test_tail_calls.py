@@ -8,7 +8,7 @@ import errno
 
 import pytest
 from tracesim.filters.bpf import loader
-from tracesim.filters.bpf.helpers_calls import MAX_TAIL_CALL_CNT
+from tracesim.filters.bpf.runtime.helpers_calls import MAX_TAIL_CALL_CNT
 from tracesim.filters.bpf.runtime.maps import (
     MAP_TYPE_ARRAY,
     MAP_TYPE_HASH,

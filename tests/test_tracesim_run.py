@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tracesim.filters.bpf import btf_values
 from tracesim.filters.bpf.attach import AttachError, attach_program, attach_target
 from tracesim.filters.bpf.runtime import helper_table
+from tracesim.filters.bpf.toolchain import btf_values
 
 from tests.conftest import need_tool
 

@@ -8,7 +8,7 @@ import errno
 import re
 
 import pytest
-from tracesim.kernel_model.call_stack import current_stack, event_stack
+from tracesim.kernel_model.trace.call_stack import current_stack, event_stack
 from tracesim.kernel_model.trace.ring_buffer import RingBuffer, decode_page
 from tracesim.tracefs.errors import FsError
 

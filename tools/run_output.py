@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tracesim.filters.bpf import btf_values
 from tracesim.filters.bpf.object_run import map_display_name
 from tracesim.filters.bpf.runtime import map_commands
 from tracesim.filters.bpf.runtime.maps import MAP_TYPE_RINGBUF
+from tracesim.filters.bpf.toolchain import btf_values
 
 PROG = "tracesim run"
 POLL_S = 0.1                      # how often records are read (real clock, mounts)

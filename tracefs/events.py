@@ -277,7 +277,7 @@ class EventsDir:
                           lambda: triggers.truncate_hist(file), self.ctx.lock)(flags)
 
     def _hist_text(self, system: str, name: str) -> str:
-        from tracesim.kernel_model.hist import hist_text
+        from tracesim.kernel_model.trace.hist import hist_text
         return hist_text(self._event_file(system, name))
 
 

@@ -12,8 +12,8 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
-from tracesim.kernel_model.ftrace_commands import run_command
-from tracesim.kernel_model.trace_functions import TRACERS, function_tracing
+from tracesim.kernel_model.trace.ftrace_commands import run_command
+from tracesim.kernel_model.trace.functions import TRACERS, function_tracing
 from tracesim.tracefs.errors import FsError, kernel_call
 from tracesim.tracefs.events import EventsDir
 from tracesim.tracefs.handles import Handle, LazyTextHandle, SeqHandle, seq_opener, truncating
@@ -133,7 +133,7 @@ class InstanceFiles:
                                              self.graph_notrace.selected)
 
     def _command(self, glob: str, cmd: str, param: str | None, enable: bool) -> list[str] | None:
-        """A function command or ``:mod:`` (tracesim.kernel_model.ftrace_commands)."""
+        """A function command or ``:mod:`` (tracesim.kernel_model.trace.ftrace_commands)."""
         with self.ctx.lock:
             return run_command(self.functions, self.ctx.traceable_functions(), glob, cmd, param,
                                enable)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tracesim.kernel_model.ftrace_profile import function_profile
-from tracesim.kernel_model.trace_functions import enabled_functions_text
-from tracesim.kernel_model.trace_stack import stack_tracer
+from tracesim.kernel_model.trace.ftrace_profile import function_profile
+from tracesim.kernel_model.trace.functions import enabled_functions_text
+from tracesim.kernel_model.trace.stack_tracer import stack_tracer
 from tracesim.tracefs.context import TreeContext
 from tracesim.tracefs.errors import kernel_call
 from tracesim.tracefs.handles import seq_opener

@@ -43,7 +43,7 @@ class System:
         if argv[:1] and argv[0] in run_commands.COMMANDS:
             return run_commands.run(self.bpf, argv, lock=self.kernel.lock)
         if argv[:1] == ["perf-stat"]:
-            from tracesim.kernel_model import perf_stat
+            from tracesim.kernel_model.trace import perf_stat
             return perf_stat.run(self.kernel, argv)
         if argv == ["kallsyms"]:
             from tracesim.kernel_model.proc_kallsyms import kallsyms_text

@@ -32,7 +32,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from tracesim.filters.bpf.externs import ExternError
 from tracesim.filters.bpf.runtime import helper_table
 from tracesim.filters.bpf.runtime.helpers import Helper
 from tracesim.filters.bpf.runtime.helpers_skb import SK_BUFF_CTX_SIZE
@@ -46,6 +45,7 @@ from tracesim.filters.bpf.runtime.maps import (
 from tracesim.filters.bpf.runtime.program import Program, ProgramError, load_program
 from tracesim.filters.bpf.toolchain import core_reloc
 from tracesim.filters.bpf.toolchain import elf as elfmod
+from tracesim.filters.bpf.toolchain.externs import ExternError
 from tracesim.filters.bpf.verifier import ContextSpec, VerifierResult, verify
 from tracesim.filters.bpf.verifier.context import BTF_ARGS_SIZE, PT_REGS_SIZE
 from tracesim.filters.bpf.vm import isa, native

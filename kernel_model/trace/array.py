@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.trace.emit import EventFile, write_marker
 from tracesim.kernel_model.trace.errlog import ErrorLog, os_error
+from tracesim.kernel_model.trace.functions import TRACER_OPTIONS
 from tracesim.kernel_model.trace.printk import KERN_DEBUG
 from tracesim.kernel_model.trace.ring_buffer import RingBuffer
-from tracesim.kernel_model.trace_functions import TRACER_OPTIONS
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.trace.tracing import Tracing

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tracesim.kernel_model.kprobes import KprobeError as MachineKprobeError
 from tracesim.kernel_model.kprobes import PtRegs
 from tracesim.kernel_model.trace.event import trace_ctx
-from tracesim.kernel_model.trace_probe import (
+from tracesim.kernel_model.trace.probe import (
     FUNC_PROTOS,
     MAX_EVENT_NAME_LEN,
     CommandError,

@@ -29,8 +29,8 @@ from tracesim.kernel_model.trace.event import (
     TRACE_FLAG_SOFTIRQ,
 )
 from tracesim.kernel_model.trace.events.ftrace import fn_line, repeats_line
-from tracesim.kernel_model.trace_functions import TRACE_FN, TRACE_FUNC_REPEATS
-from tracesim.kernel_model.trace_graph_output import GraphPrinter, graph_header
+from tracesim.kernel_model.trace.functions import TRACE_FN, TRACE_FUNC_REPEATS
+from tracesim.kernel_model.trace.graph_output import GraphPrinter, graph_header
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.trace.printfmt import Buffer

@@ -102,9 +102,9 @@ class Tracing:
         self.instances: dict[str, TraceArray] = {}
         from tracesim.kernel_model.trace.kprobe_events import KprobeEvents
         self.kprobes = KprobeEvents(self)
-        from tracesim.kernel_model.dynamic_events import DynamicEvents
+        from tracesim.kernel_model.trace.dynamic_events import DynamicEvents
         self.dynevents = DynamicEvents(self)
-        from tracesim.kernel_model.synth import SynthEvents
+        from tracesim.kernel_model.trace.synth import SynthEvents
         self.synth = SynthEvents(self)
 
     def clock_reader(self, name: str) -> Callable[[], int]:
@@ -214,7 +214,7 @@ class Tracing:
         ta._follow_fork(False)
         if ta.options["trace_printk_dest"]:        # the flags are cleared: printk goes back top
             ta.set_option("trace_printk_dest", False)
-        from tracesim.kernel_model.trace_functions import release_array
+        from tracesim.kernel_model.trace.functions import release_array
         release_array(ta)                          # its tracer stops (nop)
         del self.instances[name]
         for ev in self.events.values():

@@ -23,8 +23,8 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from tracesim.kernel_model import hist
-from tracesim.kernel_model.call_stack import event_stack
+from tracesim.kernel_model.trace import hist
+from tracesim.kernel_model.trace.call_stack import event_stack
 from tracesim.kernel_model.trace.emit import write_entry
 
 # the commands in registration order (register_trigger_cmds), as the empty file lists them

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from tracesim.filters.bpf import helpers_calls as hc
-from tracesim.filters.bpf import helpers_stack as hk
+from tracesim.filters.bpf.runtime import helpers_calls as hc
 from tracesim.filters.bpf.runtime import helpers_maps as hm
 from tracesim.filters.bpf.runtime import helpers_skb as hs
+from tracesim.filters.bpf.runtime import helpers_stack as hk
 from tracesim.filters.bpf.runtime import helpers_tracing as ht
 from tracesim.filters.bpf.runtime import maps as mp
 from tracesim.filters.bpf.runtime.helpers import Helper, StopProgram

@@ -23,10 +23,10 @@ from typing import Any
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
-from tracesim.filters.bpf.externs import Externs, ExternSym
-from tracesim.filters.bpf.externs import resolve as resolve_externs
 from tracesim.filters.bpf.toolchain import btf as btfmod
 from tracesim.filters.bpf.toolchain.core_reloc import BtfExt, CoreReloError, parse_btf_ext
+from tracesim.filters.bpf.toolchain.externs import Externs, ExternSym
+from tracesim.filters.bpf.toolchain.externs import resolve as resolve_externs
 from tracesim.filters.bpf.vm.analysis import is_pseudo_call
 from tracesim.filters.bpf.vm.isa import (
     LD_IMM64,

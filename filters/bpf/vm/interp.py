@@ -10,8 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from tracesim.filters.bpf.helpers_calls import TailCall, calls_helper, follow_tail_call, func_handle
 from tracesim.filters.bpf.runtime.helpers import StopProgram, VMContext
+from tracesim.filters.bpf.runtime.helpers_calls import (
+    TailCall,
+    calls_helper,
+    follow_tail_call,
+    func_handle,
+)
 from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program, function_depth
 from tracesim.filters.bpf.vm import alu, isa
 from tracesim.filters.bpf.vm.alu import M32, M64

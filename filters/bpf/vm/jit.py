@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracesim.filters.bpf.helpers_calls import calls_helper, with_tail_calls
 from tracesim.filters.bpf.runtime.helpers import StopProgram, VMContext
+from tracesim.filters.bpf.runtime.helpers_calls import calls_helper, with_tail_calls
 from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program, ProgramError
 from tracesim.filters.bpf.vm import alu, analysis, isa
 from tracesim.filters.bpf.vm.alu import M32, M64

@@ -30,8 +30,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from tracesim.filters.bpf.helpers_calls import TailCall, calls_helper, follow_tail_call
 from tracesim.filters.bpf.runtime.helpers import StopProgram, VMContext
+from tracesim.filters.bpf.runtime.helpers_calls import TailCall, calls_helper, follow_tail_call
 from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program
 from tracesim.filters.bpf.vm import alu, analysis, isa
 from tracesim.filters.bpf.vm.alu import M32, M64

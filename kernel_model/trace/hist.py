@@ -25,7 +25,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from tracesim.kernel_model.call_stack import event_stack
+from tracesim.kernel_model.trace.call_stack import event_stack
 
 HIST_ERRORS = {
     "DUPLICATE_VAR": "Variable already defined",

@@ -14,9 +14,9 @@ import errno
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tracesim.kernel_model.trace_eprobe import EprobeEvent, EprobeEvents
-from tracesim.kernel_model.trace_fprobe import FprobeEvents
-from tracesim.kernel_model.trace_probe import CommandError, ProbeError, ProbeEvent, log_refusal
+from tracesim.kernel_model.trace.eprobe import EprobeEvent, EprobeEvents
+from tracesim.kernel_model.trace.fprobe import FprobeEvents
+from tracesim.kernel_model.trace.probe import CommandError, ProbeError, ProbeEvent, log_refusal
 
 
 class DynamicEvents:

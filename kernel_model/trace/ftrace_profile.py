@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracesim.kernel_model.trace_functions import set_hooked
-from tracesim.kernel_model.trace_graph_output import duration_text
+from tracesim.kernel_model.trace.functions import set_hooked
+from tracesim.kernel_model.trace.graph_output import duration_text
 
 HEADER = ("  Function                               Hit    Time            Avg             s^2\n"
           "  --------                               ---    ----            ---             ---\n")

@@ -22,7 +22,7 @@ from typing import Any
 
 from tracesim.kernel_model.trace.event import TraceEvent, trace_ctx
 from tracesim.kernel_model.trace.kprobe_events import KprobeEvent, check_registrable
-from tracesim.kernel_model.trace_probe import (
+from tracesim.kernel_model.trace.probe import (
     FUNC_PROTOS,
     ParseContext,
     ProbeArg,

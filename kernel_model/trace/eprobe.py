@@ -21,9 +21,7 @@ from typing import Any
 from tracesim.filters.predicate.compile import compile_filter
 from tracesim.filters.predicate.errors import FilterError
 from tracesim.kernel_model.trace.event import TraceEvent, trace_ctx
-from tracesim.kernel_model.trace.triggers import _soft_get as soft_mode_get
-from tracesim.kernel_model.trace.triggers import _soft_put as soft_mode_put
-from tracesim.kernel_model.trace_probe import (
+from tracesim.kernel_model.trace.probe import (
     MAX_EVENT_NAME_LEN,
     MAX_TRACE_ARGS,
     CommandError,
@@ -34,6 +32,8 @@ from tracesim.kernel_model.trace_probe import (
     parse_arg,
     parse_event_name,
 )
+from tracesim.kernel_model.trace.triggers import _soft_get as soft_mode_get
+from tracesim.kernel_model.trace.triggers import _soft_put as soft_mode_put
 
 
 class EprobeEvent(ProbeEvent):

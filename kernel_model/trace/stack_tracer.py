@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracesim.kernel_model.trace_functions import set_hooked
+from tracesim.kernel_model.trace.functions import set_hooked
 
 DISABLED_NOTE = ("#\n"
                  "#  Stack tracer disabled\n"

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tracesim.kernel_model.trace.events.ftrace import fn_line
-from tracesim.kernel_model.trace_functions import TRACE_FN, TRACE_GRAPH_ENT, TRACE_GRAPH_RET
+from tracesim.kernel_model.trace.functions import TRACE_FN, TRACE_GRAPH_ENT, TRACE_GRAPH_RET
 
 TRACE_GRAPH_INDENT = 2
 PROCINFO_LENGTH = 14
