@@ -68,7 +68,7 @@ SHORT = ("empty", "huge", "binary", "bad-utf8", "negative", "u64-overflow", "pre
 
 # What the snapshots leave out or blank: consuming streams (a read changes them, and blocks),
 # and the stats lines that follow the clock.
-STREAMS = ("trace_pipe", "trace_pipe_raw")
+STREAMS = ("trace_pipe", "trace_pipe_raw", "snapshot_raw")   # consuming (raw) readers
 # Text generated from tables no write can change, left out of the short run's snapshots (half
 # their bytes); the long run reads them too.
 GENERATED = ("README", "format", "id", "header_page", "header_event", "available_tracers",
