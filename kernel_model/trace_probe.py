@@ -504,12 +504,20 @@ def _parse_body(arg: str, name: str, index: int, ctx: ParseContext) -> ProbeArg:
     return ProbeArg(name, arg, type_name, fetch, count, bitfield)
 
 
+def kstrtoul(text: str) -> int | None:
+    """kstrtoul(text, 0): a whole unsigned number in C notation (0x hex, 0 octal), else None."""
+    if re.fullmatch(r"0[xX][0-9a-fA-F]+", text):
+        return int(text, 16)
+    if re.fullmatch(r"0[0-7]*", text):
+        return int(text, 8)
+    if re.fullmatch(r"[1-9][0-9]*", text):
+        return int(text)
+    return None
+
+
 def _kstrtouint(text: str) -> int:
-    try:
-        v = int(text, 0) if text[:1].isdigit() else -1
-    except ValueError:
-        return 0
-    return v if 0 <= v < 1 << 32 else 0
+    v = kstrtoul(text)
+    return v if v is not None and v < 1 << 32 else 0
 
 
 def _next_insn(ctx: ParseContext, index: int, offset: int) -> None:
