@@ -16,7 +16,8 @@ from typing import Any
 
 from kernel_model.trace_eprobe import EprobeEvent, EprobeEvents
 from kernel_model.trace_fprobe import FprobeEvents
-from kernel_model.trace_probe import CommandError, ProbeError, ProbeEvent, log_refusal
+from kernel_model.trace_probe import CommandError, ProbeError, log_refusal
+from kernel_model.trace_probe_event import ProbeEvent
 
 
 class DynamicEvents:

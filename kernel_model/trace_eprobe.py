@@ -28,10 +28,10 @@ from kernel_model.trace_probe import (
     ParseContext,
     ProbeArg,
     ProbeError,
-    ProbeEvent,
     parse_arg,
     parse_event_name,
 )
+from kernel_model.trace_probe_event import ProbeEvent
 from kernel_model.triggers import _soft_get as soft_mode_get
 from kernel_model.triggers import _soft_put as soft_mode_put
 

@@ -20,18 +20,18 @@ import errno
 import re
 from typing import Any
 
+from kernel_model.probe_btf import FUNC_PROTOS
 from kernel_model.trace_event import TraceEvent, trace_ctx
 from kernel_model.trace_kprobe import KprobeEvent, check_registrable
 from kernel_model.trace_probe import (
-    FUNC_PROTOS,
     ParseContext,
     ProbeArg,
     ProbeError,
-    ProbeEvent,
     parse_args,
     parse_event_name,
     sanitize_event_name,
 )
+from kernel_model.trace_probe_event import ProbeEvent
 
 
 class FprobeEvent(KprobeEvent):

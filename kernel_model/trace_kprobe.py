@@ -23,20 +23,20 @@ from typing import Any
 
 from kernel_model.kprobes import KprobeError as MachineKprobeError
 from kernel_model.kprobes import PtRegs
+from kernel_model.probe_btf import FUNC_PROTOS
 from kernel_model.trace_event import trace_ctx
 from kernel_model.trace_probe import (
-    FUNC_PROTOS,
     MAX_EVENT_NAME_LEN,
     CommandError,
     ParseContext,
     ProbeArg,
     ProbeError,
-    ProbeEvent,
     kstrtoul,
     parse_args,
     parse_event_name,
     sanitize_event_name,
 )
+from kernel_model.trace_probe_event import ProbeEvent
 
 KprobeError = CommandError          # the name the kprobe tests and tools know it by
 MAXACTIVE_MAX = 4096                # KRETPROBE_MAXACTIVE_MAX
