@@ -16,7 +16,8 @@ from typing import Any
 
 from tracesim.kernel_model.trace.eprobe import EprobeEvent, EprobeEvents
 from tracesim.kernel_model.trace.fprobe import FprobeEvents
-from tracesim.kernel_model.trace.probe import CommandError, ProbeError, ProbeEvent, log_refusal
+from tracesim.kernel_model.trace.probe import CommandError, ProbeError, log_refusal
+from tracesim.kernel_model.trace.probe_event import ProbeEvent
 
 
 class DynamicEvents:

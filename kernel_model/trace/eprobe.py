@@ -28,10 +28,10 @@ from tracesim.kernel_model.trace.probe import (
     ParseContext,
     ProbeArg,
     ProbeError,
-    ProbeEvent,
     parse_arg,
     parse_event_name,
 )
+from tracesim.kernel_model.trace.probe_event import ProbeEvent
 from tracesim.kernel_model.trace.triggers import _soft_get as soft_mode_get
 from tracesim.kernel_model.trace.triggers import _soft_put as soft_mode_put
 

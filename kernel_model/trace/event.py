@@ -215,7 +215,7 @@ class TraceEvent:
 
     def __init__(self, system: str, name: str, fields: Sequence[tuple[str, str]],
                  print_fmt: str, assign: Callable[..., Sequence[Any]],
-                 printer: Callable[[TraceEvent], Callable[[Buffer, Any], str]] | None = None,
+                 printer: Callable[[TraceEvent], Callable[..., str]] | None = None,
                  proto: str = "", show_name: bool = True, packed: bool = False,
                  print_constants: dict[str, int] | None = None) -> None:
         self.system = system

@@ -23,15 +23,15 @@ from typing import Any
 from tracesim.kernel_model.trace.event import TraceEvent, trace_ctx
 from tracesim.kernel_model.trace.kprobe_events import KprobeEvent, check_registrable
 from tracesim.kernel_model.trace.probe import (
-    FUNC_PROTOS,
     ParseContext,
     ProbeArg,
     ProbeError,
-    ProbeEvent,
     parse_args,
     parse_event_name,
     sanitize_event_name,
 )
+from tracesim.kernel_model.trace.probe_btf import FUNC_PROTOS
+from tracesim.kernel_model.trace.probe_event import ProbeEvent
 
 
 class FprobeEvent(KprobeEvent):

@@ -18,7 +18,6 @@ refused as register_kprobe refuses them: EINVAL, "Failed to register probe event
 from __future__ import annotations
 
 import errno
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,17 +25,18 @@ from tracesim.kernel_model.kprobes import KprobeError as MachineKprobeError
 from tracesim.kernel_model.kprobes import PtRegs
 from tracesim.kernel_model.trace.event import trace_ctx
 from tracesim.kernel_model.trace.probe import (
-    FUNC_PROTOS,
     MAX_EVENT_NAME_LEN,
     CommandError,
     ParseContext,
     ProbeArg,
     ProbeError,
-    ProbeEvent,
+    kstrtoul,
     parse_args,
     parse_event_name,
     sanitize_event_name,
 )
+from tracesim.kernel_model.trace.probe_btf import FUNC_PROTOS
+from tracesim.kernel_model.trace.probe_event import ProbeEvent
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.trace.printfmt import Buffer
@@ -198,13 +198,6 @@ def check_registrable(kernel: Any, symbol: str, offset: int, is_return: bool) ->
     kprobes.unregister_kprobe(probe)
 
 
-def _kstrtoul(text: str) -> int | None:
-    """kstrtoul(text, 0): a whole unsigned number in C notation, else None."""
-    m = re.fullmatch(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*", text)
-    return int(text, 16 if text[1:2] in "xX" and len(text) > 1 else 8 if text[:1] == "0"
-               else 10) if m else None
-
-
 def _no_handler(regs: Any) -> None:
     return None
 
@@ -274,7 +267,7 @@ class KprobeEvents:
         if "/" in place and ":" in place:
             return None                    # a uprobe's PATH:OFFSET (no uprobes here)
         kind = "r" if is_return else "p"
-        address = _kstrtoul(place)
+        address = kstrtoul(place)
         if address is not None:            # MEMADDR: no symbol, no BTF, not a function entry
             hit = self.kernel.kallsyms.lookup(address)
             symbol, offset = (hit[0], hit[1]) if hit is not None else ("", 0)

@@ -1,5 +1,6 @@
 """What every probe event shares (kernel/trace/trace_probe.c, trace_probe.h): the error table
-and its caret rule, event names, fetch arguments and their types, the record and its printing.
+and its caret rule, event names, fetch arguments and their types. The event and its printing
+are trace_probe_event.py; the BTF prototypes arguments are typed with, probe_btf.py.
 
 The kinds (``trace_kprobe.py``, ``trace_fprobe.py``, ``trace_eprobe.py``) parse their own head
 (``p:GRP/EV SYM``) and hand each argument to ``parse_arg`` with a ``ParseContext`` saying where
@@ -16,18 +17,18 @@ as it counts it, so a too deep dereference fails where the kernel's does.
 from __future__ import annotations
 
 import errno
-import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tracesim.kernel_model.c_types import Array, Enum, Int, Pointer, Struct, kernel_types
+from tracesim.kernel_model.c_types import Pointer, Struct
 from tracesim.kernel_model.kprobes import PT_REGS_NAMES, reg_value
 from tracesim.kernel_model.trace.event import TraceEvent
+from tracesim.kernel_model.trace.probe_btf import btf_fetch_type, ctype_of, is_string_type
 
 if TYPE_CHECKING:
-    from tracesim.kernel_model.trace.printfmt import Buffer
+    pass
 
 MAX_EVENT_NAME_LEN = 64
 MAX_ARG_NAME_LEN = 32
@@ -236,60 +237,6 @@ def find_fetch_type(name: str | None) -> str | None:
     return name if name in FETCH_TYPES else None
 
 
-# -- BTF: prototypes of the modelled functions whose parameters a probe may name
-FUNC_PROTOS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
-    "kmem_cache_alloc_noprof": ("void *", (("struct kmem_cache *", "s"), ("gfp_t", "gfpflags"))),
-    "kmem_cache_free": ("void", (("struct kmem_cache *", "s"), ("void *", "x"))),
-    "__kmalloc_noprof": ("void *", (("size_t", "size"), ("gfp_t", "flags"))),
-    "kfree": ("void", (("const void *", "object"),)),
-    "__alloc_skb": ("struct sk_buff *", (("unsigned int", "size"), ("gfp_t", "gfp_mask"),
-                                         ("int", "flags"), ("int", "node"))),
-    "__netdev_alloc_skb": ("struct sk_buff *", (("struct net_device *", "dev"),
-                                                ("unsigned int", "len"), ("gfp_t", "gfp_mask"))),
-    "__kfree_skb": ("void", (("struct sk_buff *", "skb"),)),
-    "consume_skb": ("void", (("struct sk_buff *", "skb"),)),
-    "sk_skb_reason_drop": ("void", (("struct sock *", "sk"), ("struct sk_buff *", "skb"),
-                                    ("enum skb_drop_reason", "reason"))),
-    "eth_type_trans": ("__be16", (("struct sk_buff *", "skb"), ("struct net_device *", "dev"))),
-    "__dev_queue_xmit": ("int", (("struct sk_buff *", "skb"), ("struct net_device *", "sb_dev"))),
-    "netif_rx": ("int", (("struct sk_buff *", "skb"),)),
-    "netif_receive_skb": ("int", (("struct sk_buff *", "skb"),)),
-    "__netif_receive_skb": ("int", (("struct sk_buff *", "skb"),)),
-    "ip_rcv": ("int", (("struct sk_buff *", "skb"), ("struct net_device *", "dev"),
-                       ("struct packet_type *", "pt"), ("struct net_device *", "orig_dev"))),
-    "ipv6_rcv": ("int", (("struct sk_buff *", "skb"), ("struct net_device *", "dev"),
-                         ("struct packet_type *", "pt"), ("struct net_device *", "orig_dev"))),
-    "icmp_rcv": ("int", (("struct sk_buff *", "skb"),)),
-    "net_rx_action": ("void", ()),
-}
-
-@functools.cache
-def _ctype(spelling: str) -> Any:
-    """The model BTF's type of a prototype's spelling (None if the model lacks it)."""
-    try:
-        return kernel_types().parse_type(spelling)
-    except Exception:                  # noqa: BLE001 - a type the model does not declare
-        return None
-
-
-def btf_fetch_type(ctype: Any) -> str | None:
-    """type_from_btf_id: pointers are x64, enums s32 (s64), ints by size and sign."""
-    if isinstance(ctype, Pointer):
-        return "x64"
-    if isinstance(ctype, Enum):
-        return "s64" if ctype.size == 8 else "s32"
-    if isinstance(ctype, Int) and ctype.size in (1, 2, 4, 8):
-        return f"{'s' if ctype.signed else 'u'}{ctype.size * 8}"
-    return None
-
-
-def _is_string_type(ctype: Any) -> bool:
-    """check_prepare_btf_string_fetch: a char pointer or a char array."""
-    inner = ctype.target if isinstance(ctype, Pointer) else \
-        ctype.elem if isinstance(ctype, Array) else None
-    return isinstance(inner, Int) and inner.size == 1
-
-
 # -- parsing arguments
 @dataclass
 class ParseContext:
@@ -484,7 +431,7 @@ def _parse_body(arg: str, name: str, index: int, ctx: ParseContext) -> ProbeArg:
     if type_text is None and btf_type is not None:
         type_name = btf_fetch_type(btf_type) or type_name
     if type_name in ("string", "ustring") and btf_type is not None:
-        if not _is_string_type(btf_type):
+        if not is_string_type(btf_type):
             raise ProbeError("BAD_TYPE4STR", index, base)
         if op == "DEREF" and isinstance(btf_type, Pointer):   # a char * member: its value
             fetch = _read_sized(ctx.kernel.mem, fetch, 8)
@@ -507,12 +454,20 @@ def _parse_body(arg: str, name: str, index: int, ctx: ParseContext) -> ProbeArg:
     return ProbeArg(name, arg, type_name, fetch, count, bitfield)
 
 
+def kstrtoul(text: str) -> int | None:
+    """kstrtoul(text, 0): a whole unsigned number in C notation (0x hex, 0 octal), else None."""
+    if re.fullmatch(r"0[xX][0-9a-fA-F]+", text):
+        return int(text, 16)
+    if re.fullmatch(r"0[0-7]*", text):
+        return int(text, 8)
+    if re.fullmatch(r"[1-9][0-9]*", text):
+        return int(text)
+    return None
+
+
 def _kstrtouint(text: str) -> int:
-    try:
-        v = int(text, 0) if text[:1].isdigit() else -1
-    except ValueError:
-        return 0
-    return v if 0 <= v < 1 << 32 else 0
+    v = kstrtoul(text)
+    return v if v is not None and v < 1 << 32 else 0
 
 
 def _next_insn(ctx: ParseContext, index: int, offset: int) -> None:
@@ -613,7 +568,7 @@ def _parse_var(var: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, Any
         if ctx.ret_type == "void":
             raise ProbeError("NO_RETVAL", index, offs)
         ax = _REG_INDEX["ax"]
-        ret_type = _ctype(ctx.ret_type) if ctx.ret_type else None
+        ret_type = ctype_of(ctx.ret_type) if ctx.ret_type else None
         fetch: Fetch = lambda src, cpu: src.values[ax]      # noqa: E731
         if var == "retval":
             return "RETVAL", fetch, ret_type
@@ -665,7 +620,7 @@ def _parse_btf_arg(arg: str, index: int, ctx: ParseContext) -> tuple[str, Fetch,
     for i, (spelling, pname) in enumerate(ctx.params):
         if pname == name:
             fetch = _nth_arg(ctx, i + 1)
-            ctype = _ctype(spelling)
+            ctype = ctype_of(spelling)
             if cut is None:
                 return "ARG", fetch, ctype
             ctx.offset += len(name)
@@ -865,109 +820,3 @@ def symbol_text(addr: int, symbols: Any, offset: bool) -> str:
         return f"0x{addr:x}"
     name, off, size = hit
     return f"{name}+0x{off:x}/0x{size:x}" if offset else name
-
-
-# -- the event of a probe
-class ProbeEvent(TraceEvent):
-    """A probe's event: its head fields, then one field per argument, packed end to end
-    (``parg->offset = *size``), with the kernel's print fmt and line printer."""
-
-    HEAD_NORMAL = ([("unsigned long", "__probe_ip")], "(%lx)", "REC->__probe_ip")
-    HEAD_RETURN = ([("unsigned long", "__probe_func"), ("unsigned long", "__probe_ret_ip")],
-                   "(%lx <- %lx)", "REC->__probe_func, REC->__probe_ret_ip")
-    HEAD_EVENT = ([("unsigned int", "__probe_type")], "(%u)", "REC->__probe_type")
-
-    owner: Any                       # the kind's table (kprobe, fprobe, eprobe ... events)
-
-    def definition(self) -> str:
-        """The line ``dynamic_events`` lists for this probe (each kind says it its way)."""
-        raise NotImplementedError
-
-    def __init__(self, group: str, name: str, head: tuple[list[tuple[str, str]], str, str],
-                 args: list[ProbeArg]) -> None:
-        self.args = args
-        fields, fmt, rec = head
-        decls = list(fields) + [(a.field_type, a.name) for a in args]
-        fmt += "".join(f" {a.name}={a.print_format()}" for a in args)
-        rec += "".join(a.rec_args() for a in args)
-        super().__init__(group, name, decls, f'"{fmt}", {rec}', _pass_through,
-                         printer=_probe_printer, packed=True)
-
-    def head_text(self, vals: dict[str, Any], symbols: Any) -> str:
-        """What comes before the arguments in a trace line (``(sym+0x0/0x60)``)."""
-        if "__probe_ret_ip" in vals:
-            return (f"({symbol_text(vals['__probe_ret_ip'], symbols, True)} <- "
-                    f"{symbol_text(vals['__probe_func'], symbols, False)})")
-        return f"({symbol_text(vals['__probe_ip'], symbols, True)})"
-
-    def arg_values(self, src: Any, cpu: Any) -> list[Any]:
-        """The record values of the arguments (a fault stores 0, or an empty string)."""
-        out: list[Any] = []
-        for a in self.args:
-            v = a.fetch(src, cpu)
-            if a.is_string:
-                out.append(b"" if v is None else v)
-            elif a.count:
-                size = FETCH_TYPES[a.type_name][0]
-                items = v if v is not None else (0,) * a.count
-                out.append(b"".join(int(x).to_bytes(size, "little") for x in items))
-            else:
-                size, signed = FETCH_TYPES[a.type_name][:2]
-                if isinstance(v, bytes):     # $comm as a number: the model's comm has no address
-                    v = 0
-                v = reg_value(v or 0) & ((1 << (8 * size)) - 1)
-                if signed and v >> (8 * size - 1):
-                    v -= 1 << (8 * size)
-                out.append(v)
-        return out
-
-    def same_args(self, other: ProbeEvent) -> int:
-        """trace_probe_compare_arg_type: 0, or the 1-based index of the first difference."""
-        a, b = self.args, other.args
-        if len(a) != len(b):
-            return min(len(a), len(b)) + 1
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            if (x.type_name, x.count, x.name) != (y.type_name, y.count, y.name):
-                return i + 1
-        return 0
-
-    def args_text(self) -> str:
-        return "".join(f" {a.name}={a.comm}" for a in self.args)
-
-
-def _pass_through(*values: Any) -> tuple:
-    return values
-
-
-def _probe_printer(ev: TraceEvent) -> Callable[[Buffer, Any], str]:
-    """print_kprobe_event & co: the head, then ``name=value`` per argument
-    (trace_probe_print_args); a string that faulted prints ``(fault)``."""
-    assert isinstance(ev, ProbeEvent)
-
-    def one(a: ProbeArg, v: Any, symbols: Any) -> str:
-        t = a.type_name
-        if a.is_string:
-            return f'"{v}"' if v != "" else "(fault)"
-        if t == "symbol":
-            return symbol_text(v, symbols, True)
-        if t == "char":
-            return f"'{chr(v)}'"
-        if t.startswith("x"):
-            return f"0x{v:x}"
-        return str(v)
-
-    def printer(record: Buffer, symbols: Any) -> str:
-        vals = ev.decode(record)
-        parts = [ev.head_text(vals, symbols)]
-        for a in ev.args:
-            v = vals[a.name]
-            if a.count:
-                size = FETCH_TYPES[a.type_name][0]
-                raw = bytes(v).ljust(size * a.count, b"\0")
-                items = [int.from_bytes(raw[i:i + size], "little", signed=FETCH_TYPES[a.type_name][1])
-                         for i in range(0, size * a.count, size)]
-                parts.append(f"{a.name}={{" + ",".join(one(a, x, symbols) for x in items) + "}")
-            else:
-                parts.append(f"{a.name}={one(a, v, symbols)}")
-        return " ".join(parts)
-    return printer

@@ -54,7 +54,8 @@ trace_array.py (``TraceArray``), trace_emit.py (``EventFile`` and the emission h
 the tracepoint to the ring buffer's reserve/commit/discard), ring_buffer.py, trace_cmdlines.py
 (saved_cmdlines), trace_errlog.py (error_log), trace_symbols.py (%p, kallsyms),
 trace_output.py (reading), triggers.py, the probe events: trace_probe.py (arguments, errors),
-trace_kprobe.py, trace_fprobe.py, trace_eprobe.py, dynamic_events.py.
+trace_probe_event.py (their events), probe_btf.py, trace_kprobe.py, trace_fprobe.py,
+trace_eprobe.py, dynamic_events.py.
 """
 from __future__ import annotations
 
