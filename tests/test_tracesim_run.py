@@ -310,3 +310,27 @@ def test_python_dash_m_runs_the_cli():
 def test_attach_target_parses_as_libbpf(section, target):
     parsed = attach_target("p", section)
     assert (None if parsed is None else (parsed.kind, parsed.name, parsed.offset)) == target
+
+
+def test_maps_as_json(objects):
+    done = tracesim_run(objects["pktlatency"], *RUN, "--json")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    by_map = {line["map"]: line for line in lines}
+    assert set(by_map) == {"start", "hists", "pktlatency.bss"}
+    assert by_map["start"] == {"map": "start", "entries": []}      # every skb was freed
+    hist = by_map["hists"]
+    assert hist["key"] == 0 and len(hist["hist"]) == 27
+    assert hist["hist"][:2] == [{"low": 0, "high": 1, "count": 0}, {"low": 2, "high": 3, "count": 0}]
+    assert sum(s["count"] for s in hist["hist"]) == PACKETS
+    assert by_map["pktlatency.bss"]["variables"] == {"samples": PACKETS, "skipped": 0}
+
+
+def test_record_type_skips_map_types(objects):
+    from tracesim.filters.bpf import loader
+    obj = loader.open_object(objects["pktsnoop"].read_bytes())
+    event = obj.btf.find(4, "event")                       # BTF_KIND_STRUCT
+    assert btf_values.record_type(obj.btf, 28, None, btf_values.map_type_ids(obj.btf, obj.maps)) \
+        == event
+    assert btf_values.record_type(obj.btf, 29) is None
+    assert btf_values.to_python(obj.btf, event, bytes(range(28)))["len"] == 0x0b0a0908

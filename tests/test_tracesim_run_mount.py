@@ -49,7 +49,7 @@ def test_run_on_a_mount_with_map_and_prog_commands(mnt, objects):  # noqa: F811
         listed = tracesim("prog", "list", "--mount", str(mnt))
         assert listed.returncode == 0, listed.stderr
         assert re.search(r"^\d+: kprobe  name rx_start  tag [0-9a-f]{16}  gpl", listed.stdout, re.M)
-        assert "\tattach kprobe/kfree_skbmem  engine " in listed.stdout
+        assert re.search(r"^\tattach kprobe/kfree_skbmem  engine \w+  run \d+$", listed.stdout, re.M)
         maps = tracesim("map", "list", "-m", str(mnt)).stdout
         assert re.search(r"^\d+ +pktlatency.bss +array +4 +16 +1 +1 +\(run \d+\) ", maps, re.M)
 
@@ -145,6 +145,17 @@ def test_host_perf_cannot_count_model_events(mnt):
                             text=True, timeout=60)
     assert "net:netif_receive_skb" in listed.stdout
     assert (mnt / "events/net/netif_receive_skb/format").read_text().startswith("name: ")
+
+
+def test_prog_detach_ends_a_run_whose_client_is_gone(mnt, objects):  # noqa: F811
+    proc = start_run(objects["pktsnoop"], mnt)
+    proc.kill()                                       # kill -9: nobody stops the run
+    proc.communicate()
+    run = re.search(r"  run (\d+)$", tracesim("prog", "list", "-m", str(mnt)).stdout, re.M)[1]
+    assert tracesim("prog", "detach", run, "--mount", str(mnt)).returncode == 0
+    assert tracesim("prog", "list", "-m", str(mnt)).stdout == "no BPF programs are loaded\n"
+    done = tracesim("prog", "detach", run, "--mount", str(mnt))
+    assert (done.returncode, done.stderr) == (1, f"bpf-run: no object loaded as {run}\n")
 
 
 def test_map_and_prog_need_a_mount():

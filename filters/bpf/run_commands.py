@@ -5,6 +5,8 @@ mount process (``tracesim.tracefs.system.System.control``):
     bpf-run poll ID                                              its new ring/perf records
     bpf-run stop ID                                              detach it; its maps' contents
     prog list                                                    every program (bpftool style)
+    prog detach RUN                                              what ``bpf-run stop`` does, for
+                                                                 a run whose client went away
 
 ``bpf-run`` answers JSON (the client decodes records and maps with the object's BTF, which it
 has); ``prog list`` answers text.  ``run(filters, argv, lock) -> (status, text)`` as
@@ -25,7 +27,7 @@ from tracesim.filters.bpf.runtime.maps import MAP_TYPE_RINGBUF
 
 COMMANDS = ("bpf-run", "prog")
 USAGE = ("usage: bpf-run load NAME BASE64 [--strict] [--set NAME=VALUE]... | bpf-run poll ID | "
-         "bpf-run stop ID | prog list\n")
+         "bpf-run stop ID | prog list | prog detach RUN\n")
 
 
 def run(filters: Any, argv: list[str], lock: Any = None) -> tuple[int, str]:
@@ -35,6 +37,8 @@ def run(filters: Any, argv: list[str], lock: Any = None) -> tuple[int, str]:
             return 0, prog_list_text(filters)
     if argv[:2] == ["bpf-run", "load"] and len(argv) >= 4:
         return _load(filters, argv[2], argv[3], argv[4:], lock)
+    if argv[:2] == ["prog", "detach"] and len(argv) == 3:
+        argv = ["bpf-run", "stop", argv[2]]
     if argv[:2] in (["bpf-run", "poll"], ["bpf-run", "stop"]) and len(argv) == 3:
         try:
             run_id = int(argv[2])
@@ -102,7 +106,7 @@ def prog_list_text(filters: Any) -> str:
             if p.stats.runs else ""
         gpl = "  gpl" if _run_of(filters, p).obj.license in GPL_COMPATIBLE else ""
         lines.append(f"{prog_id}: {p.prog_type}  name {p.name}  tag {p.tag}{gpl}{stats}")
-        lines.append(f"\tattach {p.attach_point}  engine {p.engine}")
+        lines.append(f"\tattach {p.attach_point}  engine {p.engine}  run {_run_id(filters, p)}")
         run_maps = [filters.map_id(m) for m in _run_of(filters, p).maps if m.name in p.map_names]
         map_ids = f"  map_ids {','.join(str(i) for i in run_maps)}" if run_maps else ""
         lines.append(f"\txlated {p.insns * 8}B{map_ids}")
@@ -115,4 +119,8 @@ def prog_list_text(filters: Any) -> str:
 
 
 def _run_of(filters: Any, prog: Any) -> Any:
-    return next(r for r in filters.runs.values() if prog in r.programs)
+    return filters.runs[_run_id(filters, prog)]
+
+
+def _run_id(filters: Any, prog: Any) -> int:
+    return next(i for i, r in filters.runs.items() if prog in r.programs)
