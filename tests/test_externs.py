@@ -112,3 +112,35 @@ def test_unresolvable_externs_fail_the_open(tmp_path, capsys, decl, message, err
     assert cli_main(["check", str(path)]) == 1           # tracesim check: the same message
     captured = capsys.readouterr()
     assert message in captured.out + captured.err
+
+
+BLOOM_C = r"""
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_BLOOM_FILTER);
+	__uint(max_entries, 64);
+	__uint(value_size, 4);
+	__ulong(map_extra, 3);
+} seen SEC(".maps");
+
+SEC("kprobe/x")
+int prog(void *ctx)
+{
+	__u32 v = 1;
+	return bpf_map_peek_elem(&seen, &v) == 0;
+}
+
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_map_extra_sets_the_bloom_filters_hashes(tmp_path):
+    obj = loader.open_object(_clang(tmp_path, BLOOM_C, "bloom").read_bytes())
+    assert obj.maps[0].map_extra == 3
+    loaded = loader.load_object_program(obj, obj.program("prog"), engine="jit")
+    assert loaded.maps[0].nr_hashes == 3
+    assert loaded.runner.run(bytes(168)).value == 0
+    loaded.maps[0].push((1).to_bytes(4, "little"))
+    assert loaded.runner.run(bytes(168)).value == 1

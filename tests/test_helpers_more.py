@@ -551,3 +551,12 @@ def test_callbacks_and_vprintk_through_a_mounted_tree(system, tmp_path):
     printed = [line.split("bpf_trace_printk: ")[1] for line in tree.read_text("/trace").splitlines()
                if "bpf_trace_printk: " in line]
     assert printed == ["sum 10 loops 5"]
+
+
+def test_callbacks_share_the_instruction_budget():
+    from tracesim.filters.bpf.vm.interp import Interpreter
+    many = assemble(LOOP.replace("r1 = 10", "r1 = 0x800000").replace("if r1 != 6", "if r1 != -1"))
+    prog = loader.load(many, prog_type="kprobe", engine=None)
+    small = Interpreter(prog.program, budget=5000)       # its callbacks share its budget
+    assert small.run(bytes(168)).error == "instruction budget of 5000 exceeded"
+    assert small.run(bytes(168)).error == "instruction budget of 5000 exceeded"   # each run

@@ -258,7 +258,8 @@ def create_maps(specs: Sequence[Any], ncpus: int = 1) -> list[BpfMap]:
             entries = ringbuf_size(entries)
         try:
             m = create_map(spec.name, spec.type, spec.key_size, spec.value_size,
-                           entries, spec.flags, ncpus, spec.initial, inner=inner)
+                           entries, spec.flags, ncpus, spec.initial, inner=inner,
+                           map_extra=getattr(spec, "map_extra", 0))
         except MapError as e:
             msg = f"libbpf: map '{spec.name}': failed to create: {_errno_name(e.errno)}"
             raise LoadError(msg, f"{msg}\n{e}\n", err=e.errno, stage="maps") from None

@@ -28,7 +28,8 @@ class StopProgram(Exception):
 
 class VMContext:
     """What a helper sees of the running engine."""
-    __slots__ = ("program", "mem", "env", "packet", "tail_calls", "tail_start", "call_function")
+    __slots__ = ("program", "mem", "env", "packet", "tail_calls", "tail_start", "call_function",
+                 "callback_insns")
 
     def __init__(self, program: Any, mem: Any) -> None:
         self.program = program
@@ -40,6 +41,7 @@ class VMContext:
         # call_function(pc, args, fp) -> r0: runs a BPF function of the program for helpers
         # that call back (bpf_loop); engines set it (interp.bind_callbacks)
         self.call_function: Any = None
+        self.callback_insns = 0       # instructions the callbacks of a helper call ran
 
 
 def helper_id(name_or_id: int | str) -> int:

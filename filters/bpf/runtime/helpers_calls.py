@@ -16,7 +16,9 @@ Callbacks.  ``r2 = callback ll`` (LD_IMM64 with src ``PSEUDO_FUNC``) loads a fun
 loading it may run in (``program.function_depth``).  The helper runs the callback through
 ``vm.call_function`` (the reference interpreter on the engine's own memory, see
 ``interp.bind_callbacks``) with its frame just below that deepest frame, so the callback reads
-and writes the caller's stack through its context pointer as in the kernel.
+and writes the caller's stack through its context pointer as in the kernel.  The callbacks
+of one helper call share the engines' instruction budget (the kernel has none: 8M loops of a
+callback would stall the model for minutes), so a run that exceeds it fails like any other.
 """
 from __future__ import annotations
 
@@ -106,6 +108,7 @@ def loop(vm: VMContext, r1: int, r2: int, r3: int, r4: int, *_: int) -> int:
         return _neg(errno.E2BIG)
     target, fp = _callback(vm, r2)
     call = vm.call_function
+    vm.callback_insns = 0
     for i in range(r1):
         if call(target, (i, r3), fp):
             return i + 1
@@ -121,6 +124,7 @@ def for_each_map_elem(vm: VMContext, r1: int, r2: int, r3: int, r4: int, *_: int
     m = _map(vm, r1)
     target, fp = _callback(vm, r2)
     call = vm.call_function
+    vm.callback_insns = 0
     key_buf = bytearray(m.key_size)
     key_addr = vm.mem.address_of(key_buf, writable=False, name="callback key")
     values = vm.mem.address_of(m.values, name=m.name)

@@ -137,6 +137,9 @@ class Btf:
                 if inner and self.get(inner).kind == STRUCT:
                     attrs["inner_type"] = inner
                 continue
+            if member.kind in (ENUM, ENUM64) and member.members:
+                attrs[name] = member.members[0][1]       # __ulong(name, v): enum { x = v }
+                continue
             ptr = member
             if ptr.kind != PTR:
                 raise BtfError(f"map attribute '{name}' is not a pointer (use __uint/__type)")

@@ -79,6 +79,7 @@ class MapSpec:
     # of maps, its inner map's definition
     init_slots: dict[int, str] = field(default_factory=dict)
     inner: MapSpec | None = None
+    map_extra: int = 0       # __ulong(map_extra, ...): a bloom filter's number of hashes
 
 
 # One .BTF.ext line_info record: (insn index, file name, source line, line number, column).
@@ -352,7 +353,8 @@ def _btf_map_spec(name: str, attrs: dict[str, int]) -> MapSpec:
         raise ElfLoadError(f"section '.maps': map '{name}' has no __uint(type, ...)")
     return MapSpec(name, attrs["type"], attrs.get("key_size", 0), attrs.get("value_size", 0),
                    attrs.get("max_entries", 0), attrs.get("map_flags", 0), ".maps",
-                   key_type=attrs.get("key_type", 0), value_type=attrs.get("value_type", 0))
+                   key_type=attrs.get("key_type", 0), value_type=attrs.get("value_type", 0),
+                   map_extra=attrs.get("map_extra", 0))
 
 
 def _initial_slots(elf: _Elf, shndx: int, sym: _Symbol, values_offset: int) -> dict[int, str]:

@@ -156,12 +156,14 @@ class Interpreter:
         except TailCall as tc:
             return follow_tail_call(tc, ctx)
 
-    def _execute(self, pc: int) -> int:
-        """Run from slot ``pc`` until the outermost frame exits: r0."""
+    def _execute(self, pc: int, budget: int | None = None) -> int:
+        """Run from slot ``pc`` until the outermost frame exits (at most ``budget``
+        instructions, default ``self.budget``): r0."""
         code = self.code
+        budget = self.budget if budget is None else budget
         n = -1
         try:
-            for n in range(self.budget):  # noqa: B007 - n counts insns for the except below
+            for n in range(budget):  # noqa: B007 - n counts insns for the except below
                 pc = code[pc]()
         except _Exit:
             self.executed = n + 1
@@ -169,13 +171,18 @@ class Interpreter:
         except StopProgram as stop:
             self.executed = n + 1
             return stop.value & M64
-        self.executed = self.budget
+        self.executed = budget
         raise BudgetExceeded(f"instruction budget of {self.budget} exceeded")
 
     def call_function(self, pc: int, args: Sequence[int], fp: int) -> int:
         """Call the BPF function at insn ``pc`` with r1.. = ``args`` and its frame at ``fp``
         (a callback, from a helper running in the engine this interpreter shares): its r0.
-        The registers of a call in progress (a callback calling bpf_loop) are kept."""
+        The registers of a call in progress (a callback calling bpf_loop) are kept.  The
+        callbacks of one helper call share the instruction budget (``vm.callback_insns``)."""
+        vm = self.vm
+        left = self.budget - vm.callback_insns
+        if left <= 0:
+            raise BudgetExceeded(f"instruction budget of {self.budget} exceeded in callbacks")
         R = self.regs
         saved, frames = R[:], self.frames[:]
         for i in range(isa.NUM_REGS):
@@ -184,9 +191,11 @@ class Interpreter:
             R[1 + i] = v & M64
         R[10] = fp
         self.frames.clear()
+        self.executed = 0
         try:
-            return self._execute(pc)
+            return self._execute(pc, left)
         finally:
+            vm.callback_insns += self.executed
             R[:] = saved
             self.frames[:] = frames
 

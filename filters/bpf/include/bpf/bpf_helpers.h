@@ -54,6 +54,11 @@ enum libbpf_tristate {
 #define __type(name, val) typeof(val) *name
 #endif
 #define __array(name, val) typeof(val) *name[]
+#ifndef __TRACESIM_CC__
+#define ___bpf_concat(a, b) a ## b
+#define ___bpf_unique(a, b) ___bpf_concat(a, b)
+#define __ulong(name, val) enum { ___bpf_unique(__unique_value, __COUNTER__) = val } name
+#endif
 
 /* Map types, update flags and struct bpf_map_def: the uapi header (kernel_model/include). */
 #include <uapi/linux/bpf.h>
