@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import random
 import struct
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,13 @@ M64 = (1 << 64) - 1
 V1_TRACEPOINT_ARG_OFFSETS = (104, 96, 88)          # si, dx, cx
 TRACE_PRINTK_ID = isa.HELPER_IDS["trace_printk"]
 PRINTK_HELPERS = (TRACE_PRINTK_ID, isa.HELPER_IDS["trace_vprintk"])   # both enable the event
+# helpers that read the kernel stack: while a program calling them is attached, the model keeps
+# complete per-CPU call stacks (kprobes.hold_call_stacks)
+STACK_HELPERS = (isa.HELPER_IDS["get_stackid"], isa.HELPER_IDS["get_stack"])
+
+
+def calls_helper(insns: Sequence[isa.Insn], ids: Sequence[int]) -> bool:
+    return any(i.opcode == isa.OP_CALL and i.src == 0 and i.imm in ids for i in insns)
 # The verifier log a failed load keeps (its tail, as a kernel log buffer of this size would):
 # it goes to dmesg line by line, and a loop walked to the 1M-insn limit logs a line per insn.
 VERIFIER_LOG_SIZE = 16 * 1024
@@ -103,6 +111,19 @@ class TraceEnv:
 
     def cpu_id(self) -> int:
         return self._this_cpu().id
+
+    def kernel_stack(self) -> list[int]:
+        """This CPU's kernel stack as return addresses, innermost first (bpf_get_stack*)."""
+        return self.kernel.kprobes.call_stack()
+
+    def hold_stacks(self) -> None:
+        """Keep complete call stacks while this environment lives: a program reading them is
+        attached. The hold goes with the environment (when its last program is detached)."""
+        if not getattr(self, "_holds_stacks", False):
+            self._holds_stacks = True
+            kprobes = self.kernel.kprobes
+            kprobes.hold_call_stacks()
+            weakref.finalize(self, kprobes.release_call_stacks)
 
     def task(self) -> Any:
         return self._this_cpu().task
@@ -220,9 +241,10 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     for line in core_log:
         kernel.printk.printk(line)
     env = TraceEnv(kernel, ta)
-    if any(i.opcode == isa.OP_CALL and i.src == 0 and i.imm in PRINTK_HELPERS
-           for i in loaded.insns):
+    if calls_helper(loaded.insns, PRINTK_HELPERS):
         env.enable_printk()
+    if calls_helper(loaded.insns, STACK_HELPERS):
+        env.hold_stacks()
     attached = AttachedFilter(loaded.name, loaded.section, len(loaded.insns), loaded.engine,
                               loaded.prog_type, origin, loaded.maps, loaded.log,
                               event=f"{event.system}:{event.name}", btf=loaded.btf)

@@ -288,7 +288,7 @@ def fill_initial_slots(specs: Sequence[Any], maps: Sequence[BpfMap],
     """Put what ``.values = { [i] = &x }`` names into program arrays (loaded programs, by
     function name) and maps of maps (the object's maps, by name), as libbpf does after
     loading; ``LoadError`` (EINVAL) for a name it cannot find or the map refuses."""
-    by_name = {m.name: m for m in maps}
+    by_name = {s.name: m for s, m in zip(specs, maps, strict=True)}   # the object's own names
     for spec, m in zip(specs, maps, strict=True):
         for index, name in sorted(getattr(spec, "init_slots", {}).items()):
             target = programs.get(name) if spec.type == MAP_TYPE_PROG_ARRAY else by_name.get(name)

@@ -25,14 +25,20 @@ from typing import Any
 
 from tracesim.filters.bpf import loader as loadermod
 from tracesim.filters.bpf.attach import AttachError, Link, attach_program, errstr
-from tracesim.filters.bpf.event_filter import FilterStats, TraceEnv, fast_path
+from tracesim.filters.bpf.event_filter import (
+    PRINTK_HELPERS,
+    STACK_HELPERS,
+    FilterStats,
+    TraceEnv,
+    calls_helper,
+    fast_path,
+)
 from tracesim.filters.bpf.runtime.maps import BpfMap
 from tracesim.filters.bpf.toolchain import btf as btfmod
 from tracesim.filters.bpf.vm import isa
 
 OBJ_NAME_LEN = 16                               # BPF_OBJ_NAME_LEN
 DATA_SECTIONS = (".rodata", ".data", ".bss", ".kconfig")
-TRACE_PRINTK_ID = isa.HELPER_IDS["trace_printk"]
 
 
 class ObjectError(Exception):
@@ -57,6 +63,7 @@ class ProgramRun:
     link: Link | None = None
     stats: FilterStats = field(default_factory=FilterStats)
     map_names: list[str] = field(default_factory=list)
+    loaded: loadermod.LoadedProgram | None = None
 
     @property
     def attach_point(self) -> str:
@@ -121,6 +128,15 @@ class ObjectRun:
             if prog.state == "failed" and strict:
                 self.detach()
                 raise ObjectError(*self.messages)
+        # libbpf fills program arrays and maps of maps from ``.values = {...}`` after loading
+        loaded = {p.name: p.loaded for p in self.programs if p.loaded is not None}
+        try:
+            loadermod.fill_initial_slots(self.obj.maps, self.maps, loaded)
+        except loadermod.LoadError as e:
+            self.messages.append(e.summary)
+            if strict:
+                self.detach()
+                raise ObjectError(*self.messages) from None
 
     def _load(self, spec: Any, engine: str, verify_with: Callable[..., Any] | None) -> ProgramRun:
         prog = ProgramRun(spec.name, spec.section)
@@ -132,12 +148,14 @@ class ObjectRun:
             prog.error = e.summary
             self.messages += _load_failure(spec.name, e)
             return prog
+        prog.loaded = loaded
         prog.prog_type, prog.insns, prog.engine = loaded.prog_type, len(loaded.insns), loaded.engine
         prog.tag = prog_tag(loaded.insns)
         prog.map_names = [m.name for m in loaded.maps if _references(loaded.insns, loaded.maps, m)]
-        if any(i.opcode == isa.OP_CALL and i.src == 0 and i.imm == TRACE_PRINTK_ID
-               for i in loaded.insns):
+        if calls_helper(loaded.insns, PRINTK_HELPERS):
             self.env.enable_printk()
+        if calls_helper(loaded.insns, STACK_HELPERS):
+            self.env.hold_stacks()
         run = _timed(fast_path(loaded, self.env, prog.stats), prog.stats)
         try:
             prog.link = attach_program(self.kernel, spec.name, spec.section, run)
