@@ -84,6 +84,27 @@ X86_EFLAGS_IF = 0x200
 THREAD_SIZE = 16384
 MASK64 = (1 << 64) - 1
 
+# within_kprobe_blacklist (register_kprobe refuses these with EINVAL): NOKPROBE_SYMBOL() functions and the .kprobes.text / .entry.text /
+# .noinstr.text sections of a 6.18 x86-64 kernel (a sample of what /sys/kernel/debug/kprobes/
+# blacklist lists); a probe on one registers with -EINVAL.
+KPROBE_BLACKLIST = frozenset({
+    "do_int3", "do_int3_user", "exc_int3", "exc_debug", "exc_nmi", "exc_page_fault",
+    "exc_general_protection", "notify_die", "atomic_notifier_call_chain",
+    "notifier_call_chain", "kprobe_int3_handler", "kprobe_debug_handler",
+    "kprobe_fault_handler", "kprobe_exceptions_notify", "kprobe_ftrace_handler",
+    "pre_handler_kretprobe", "kretprobe_trampoline_handler", "arch_rethook_trampoline",
+    "arch_rethook_trampoline_callback", "rethook_trampoline_handler", "optimized_callback",
+    "opt_pre_handler", "aggr_pre_handler", "aggr_post_handler", "kprobe_dispatcher",
+    "kretprobe_dispatcher", "kprobe_trace_func", "kretprobe_trace_func", "kprobe_perf_func",
+    "kretprobe_perf_func", "process_fetch_insn", "fetch_store_string", "fetch_store_strlen",
+    "native_load_idt", "native_set_debugreg", "native_get_debugreg", "fixup_bad_iret",
+    "sync_regs", "do_debug", "oops_begin", "oops_end", "__die", "entry_SYSCALL_64",
+    "asm_exc_int3", "asm_exc_page_fault", "error_entry", "paranoid_entry", "paranoid_exit",
+    "sysvec_apic_timer_interrupt", "ftrace_ops_list_func", "arch_ftrace_ops_list_func",
+    "perf_trace_buf_alloc", "perf_trace_buf_update", "preempt_schedule",
+    "preempt_schedule_notrace", "__do_softirq", "irqentry_enter", "irqentry_exit",
+})
+
 
 class KprobeError(Exception):
     """register_kprobe refused: ``errno`` is the kernel's (ENOENT unknown symbol, EINVAL ...)."""
@@ -407,6 +428,8 @@ class Kprobes:
                         retprobe: bool = False, offset: int = 0, raw: bool = False) -> Kprobe:
         """Probe ``symbol+offset``; ``retprobe`` probes the return instead of the entry.
         ``handler`` gets a ``PtRegs`` snapshot, or with ``raw`` the CPU's live pt_regs buffer."""
+        if symbol in KPROBE_BLACKLIST:
+            raise KprobeError(EINVAL, f"{symbol} is on the kprobe blacklist")
         site = self.sites.get(symbol) or self._dormant_site(symbol)
         if offset < 0 or offset >= site.size:
             raise KprobeError(EINVAL, f"offset 0x{offset:x} is outside {symbol} (size 0x{site.size:x})")

@@ -117,7 +117,8 @@ def parse_workload(text: str) -> Any:
     name, _, params = text.partition(":")
     spec = WORKLOADS.get(name)
     if spec is None:
-        raise ValueError(f"unknown workload '{name}' (have: {', '.join(WORKLOADS)}, none)")
+        raise ValueError(f"unknown workload '{name}' (have: {', '.join([*WORKLOADS, *TASK_WORKLOADS])}, "
+                         "none)")
     allowed = WORKLOAD_PARAMS[type(spec)]
     changes: dict[str, Any] = {}
     for item in filter(None, params.split(",")):

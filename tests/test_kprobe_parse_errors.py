@@ -78,7 +78,7 @@ KPROBE_CASES = [
     ("p consume_skb ^$arg2", "NO_BTFARG", EINVAL),
     ("p consume_skb args=^$arg*", "BAD_VAR_ARGS", EINVAL),
     ("r consume_skb ^$retval", "NO_RETVAL", EINVAL),
-    ("p ^skb_put", "FAIL_REG_PROBE", EINVAL),
+    ("p ^notify_die", "FAIL_REG_PROBE", EINVAL),         # on the kprobe blacklist
 ]
 
 FPROBE_CASES = [

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import NoReturn
 
-from tracesim.kernel_model.workload import parse_workload
+from tracesim.kernel_model.workload import TASK_WORKLOADS, parse_workload
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -34,7 +34,7 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
 
 def workload_arg(text: str) -> str:
     """An argparse type: ``none`` or a workload with valid parameters (the text, unchanged)."""
-    if text == "none":
+    if text == "none" or text in TASK_WORKLOADS:     # task workloads take no parameters
         return text
     try:
         parse_workload(text)

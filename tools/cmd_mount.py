@@ -126,21 +126,8 @@ def serve(args: argparse.Namespace, on_ready, on_error) -> int:
     return 0
 
 
-def workload_problem(name: str) -> str | None:
-    """An unknown --workload, said before anything starts."""
-    from tracesim.kernel_model.workload import TASK_WORKLOADS, WORKLOADS
-    names = [*WORKLOADS, *TASK_WORKLOADS]
-    if name == "none" or name in names:
-        return None
-    return f"unknown workload {name!r} (have: none, {', '.join(names)})"
-
-
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    problem = workload_problem(args.workload)
-    if problem:
-        print(f"{PROG}: {problem}", file=sys.stderr)
-        return 2
+    args = parse_args(argv)         # --workload is checked there (cli_args.workload_arg)
     try:
         state_dir()     # first: a planted state folder is refused whatever else is wrong
         problem = preflight(args.dir)

@@ -114,8 +114,9 @@ class ObjectRun:
             try:
                 self.maps += loadermod.create_maps([spec], kernel.ncpus)
             except loadermod.LoadError as e:
+                why = e.log.splitlines()[1] if len(e.log.splitlines()) > 1 else e.summary
                 raise ObjectError(f"libbpf: map '{map_display_name(name, spec.name)}': failed to "
-                                  f"create: {errstr(e.errno)} ({e.summary})",
+                                  f"create: {errstr(e.errno)} ({why})",
                                   f"libbpf: failed to load object '{name}'") from None
         for m, spec in zip(self.maps, self.obj.maps, strict=True):
             m.name = map_display_name(name, spec.name)      # as bpftool lists it

@@ -21,8 +21,8 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tracesim.kernel_model.kprobes import KPROBE_BLACKLIST, PtRegs
 from tracesim.kernel_model.kprobes import KprobeError as MachineKprobeError
-from tracesim.kernel_model.kprobes import PtRegs
 from tracesim.kernel_model.trace.event import trace_ctx
 from tracesim.kernel_model.trace.probe import (
     MAX_EVENT_NAME_LEN,
@@ -44,26 +44,6 @@ if TYPE_CHECKING:
 KprobeError = CommandError          # the name the kprobe tests and tools know it by
 MAXACTIVE_MAX = 4096                # KRETPROBE_MAXACTIVE_MAX
 
-# within_kprobe_blacklist: NOKPROBE_SYMBOL() functions and the .kprobes.text / .entry.text /
-# .noinstr.text sections of a 6.18 x86-64 kernel (a sample of what /sys/kernel/debug/kprobes/
-# blacklist lists); a probe on one registers with -EINVAL.
-KPROBE_BLACKLIST = frozenset({
-    "do_int3", "do_int3_user", "exc_int3", "exc_debug", "exc_nmi", "exc_page_fault",
-    "exc_general_protection", "notify_die", "atomic_notifier_call_chain",
-    "notifier_call_chain", "kprobe_int3_handler", "kprobe_debug_handler",
-    "kprobe_fault_handler", "kprobe_exceptions_notify", "kprobe_ftrace_handler",
-    "pre_handler_kretprobe", "kretprobe_trampoline_handler", "arch_rethook_trampoline",
-    "arch_rethook_trampoline_callback", "rethook_trampoline_handler", "optimized_callback",
-    "opt_pre_handler", "aggr_pre_handler", "aggr_post_handler", "kprobe_dispatcher",
-    "kretprobe_dispatcher", "kprobe_trace_func", "kretprobe_trace_func", "kprobe_perf_func",
-    "kretprobe_perf_func", "process_fetch_insn", "fetch_store_string", "fetch_store_strlen",
-    "native_load_idt", "native_set_debugreg", "native_get_debugreg", "fixup_bad_iret",
-    "sync_regs", "do_debug", "oops_begin", "oops_end", "__die", "entry_SYSCALL_64",
-    "asm_exc_int3", "asm_exc_page_fault", "error_entry", "paranoid_entry", "paranoid_exit",
-    "sysvec_apic_timer_interrupt", "ftrace_ops_list_func", "arch_ftrace_ops_list_func",
-    "perf_trace_buf_alloc", "perf_trace_buf_update", "preempt_schedule",
-    "preempt_schedule_notrace", "__do_softirq", "irqentry_enter", "irqentry_exit",
-})
 
 
 class KprobeEvent(ProbeEvent):
