@@ -84,9 +84,9 @@ X86_EFLAGS_IF = 0x200
 THREAD_SIZE = 16384
 MASK64 = (1 << 64) - 1
 
-# within_kprobe_blacklist (register_kprobe refuses these with EINVAL): NOKPROBE_SYMBOL() functions and the .kprobes.text / .entry.text /
+# within_kprobe_blacklist: NOKPROBE_SYMBOL() functions and the .kprobes.text / .entry.text /
 # .noinstr.text sections of a 6.18 x86-64 kernel (a sample of what /sys/kernel/debug/kprobes/
-# blacklist lists); a probe on one registers with -EINVAL.
+# blacklist lists); register_kprobe refuses them with EINVAL.
 KPROBE_BLACKLIST = frozenset({
     "do_int3", "do_int3_user", "exc_int3", "exc_debug", "exc_nmi", "exc_page_fault",
     "exc_general_protection", "notify_die", "atomic_notifier_call_chain",
