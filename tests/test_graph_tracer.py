@@ -136,3 +136,19 @@ def test_function_graph_on_the_mount(mnt):
     assert (4, "entry", "__netif_receive_skb_core") in graph_calls
     assert any(LEAF.match(ln) and ln.endswith("kmem_cache_free();") for ln in lines)
     sh("echo nop > current_tracer", mnt)
+
+
+def test_funcgraph_irqs_off_hides_hardirq_functions(system, tree):
+    kernel = system.kernel
+    tree.echo("/current_tracer", "function_graph")
+    tree.echo("/set_ftrace_filter", "__kmalloc_noprof")
+    with kernel.machine.hardirq():
+        kernel.slab.kmalloc(64)
+    assert [c[2] for c in calls(tree.read_text("/trace").splitlines())] == ["__kmalloc_noprof"]
+    tree.echo("/trace", "")
+    tree.echo("/options/funcgraph-irqs", "0")
+    with kernel.machine.hardirq():
+        kernel.slab.kmalloc(64)
+    kernel.slab.kmalloc(64)
+    got = calls(tree.read_text("/trace").splitlines())
+    assert [c[2] for c in got] == ["__kmalloc_noprof"]       # the one outside the irq
