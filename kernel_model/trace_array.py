@@ -250,12 +250,17 @@ class TraceArray:
             raise os_error(errno.EINVAL)
         self.buffer.resize(kb, cpu)
 
-    def options_text(self) -> str:
-        """``trace_options``: the core flags, then the current tracer's own."""
+    def trace_options_names(self) -> list[str]:
+        """What ``trace_options`` lists and takes: the core flags, then the current tracer's
+        own (another tracer's flags only have their ``options/`` file)."""
         tracer = getattr(getattr(self, "function_tracing", None), "tracer", "nop")
         own = dict(TRACER_OPTIONS.get(tracer, NOP_TRACER_OPTIONS))
-        names = [n for n in self.options if n in CORE_OPTIONS] + list(own)
-        return "".join(("" if self.options[n] else "no") + n + "\n" for n in names)
+        return [n for n in self.options if n in CORE_OPTIONS] + list(own)
+
+    def options_text(self) -> str:
+        """``trace_options``."""
+        return "".join(("" if self.options[n] else "no") + n + "\n"
+                       for n in self.trace_options_names())
 
     def set_option(self, name: str, on: bool) -> None:
         """``trace_options`` / ``options/<name>``; unknown names → EINVAL."""

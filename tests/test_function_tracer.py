@@ -268,3 +268,15 @@ def test_tracing_thresh_keeps_slow_returns_only(system, tree):
     assert graph and all(re.search(r"\} /\* \w+ \*/$", ln) for ln in graph)
     assert any(ln.endswith("} /* net_rx_action */") for ln in graph)
     tree.echo("/tracing_thresh", "0")
+
+
+def test_trace_options_takes_the_current_tracers_flags_only(tree):
+    assert errno_of(tree.echo, "/trace_options", "func_stack_trace") == errno.EINVAL
+    tree.echo("/options/func_stack_trace", "1")           # its options/ file always works
+    tree.echo("/options/func_stack_trace", "0")
+    tree.echo("/current_tracer", "function")
+    tree.echo("/trace_options", "func_stack_trace")
+    assert tree.read_text("/options/func_stack_trace") == "1\n"
+    assert errno_of(tree.echo, "/trace_options", "funcgraph-tail") == errno.EINVAL
+    tree.echo("/trace_options", "nofunc_stack_trace")
+    tree.echo("/current_tracer", "nop")
