@@ -51,7 +51,9 @@ Modules: trace.py (``Tracing``: the event registry, the instances, the global fi
 trace_array.py (``TraceArray``), trace_emit.py (``EventFile`` and the emission hot path, from
 the tracepoint to the ring buffer's reserve/commit/discard), ring_buffer.py, trace_cmdlines.py
 (saved_cmdlines), trace_errlog.py (error_log), trace_symbols.py (%p, kallsyms),
-trace_output.py (reading), triggers.py, trace_kprobe.py.
+trace_output.py (reading), triggers.py, trace_kprobe.py; the function tracers
+trace_functions.py (+ trace_graph_output.py, ftrace_commands.py, ftrace_profile.py,
+trace_stack.py).
 """
 from __future__ import annotations
 
