@@ -15,7 +15,7 @@ from kernel_model.printk import KERN_DEBUG
 from kernel_model.ring_buffer import RingBuffer
 from kernel_model.trace_emit import EventFile, write_marker
 from kernel_model.trace_errlog import ErrorLog, os_error
-from kernel_model.trace_functions import TRACER_OPTIONS
+from kernel_model.trace_functions import TRACER_OPTIONS, function_tracing
 
 if TYPE_CHECKING:
     from kernel_model.trace import Tracing
@@ -287,6 +287,8 @@ class TraceArray:
             self.record_tgid = on
         elif name == "event-fork":
             self._follow_fork(on)
+        elif name == "function-fork":
+            function_tracing(self).follow_fork(on)
         elif name == "hash-ptr" and self is self.tracing.top:
             self.tracing.symbols.hash_raw = not on      # %p prints the raw address
 

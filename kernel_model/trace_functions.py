@@ -208,6 +208,28 @@ class FunctionTracing:
             names = filter or [s.name for s in self.kprobes.sites.values()]
             self._traced = frozenset(names) - frozenset(notrace)
 
+    def follow_fork(self, on: bool) -> None:
+        """The function-fork option: children of listed tasks join set_ftrace_pid /
+        set_ftrace_notrace_pid, and exiting tasks leave them (ftrace_pid_follow_fork)."""
+        machine = self._machine
+        if not hasattr(machine, "fork_hooks"):
+            return
+        for hooks, hook in ((machine.fork_hooks, self._task_forked),
+                            (machine.exit_hooks, self._task_exited)):
+            if on and hook not in hooks:
+                hooks.append(hook)
+            elif not on and hook in hooks:
+                hooks.remove(hook)
+
+    def _task_forked(self, parent: Any, child: Any) -> None:
+        for pids in (self.pids, self.notrace_pids):
+            if parent.pid in pids:
+                pids.add(child.pid)
+
+    def _task_exited(self, task: Any) -> None:
+        self.pids.discard(task.pid)
+        self.notrace_pids.discard(task.pid)
+
     def set_graph_filters(self, functions: list[str], notrace: list[str]) -> None:
         self.graph_functions, self.graph_notrace = list(functions), list(notrace)
 

@@ -280,3 +280,21 @@ def test_trace_options_takes_the_current_tracers_flags_only(tree):
     assert errno_of(tree.echo, "/trace_options", "funcgraph-tail") == errno.EINVAL
     tree.echo("/trace_options", "nofunc_stack_trace")
     tree.echo("/current_tracer", "nop")
+
+
+def test_function_fork_follows_children(system, tree):
+    machine = system.kernel.machine
+    parent = system.kernel.user_task("sh")
+    tree.echo("/set_ftrace_pid", str(parent.pid))
+    with machine.running(parent):
+        machine.spawn("child")
+    assert tree.read_text("/set_ftrace_pid") == f"{parent.pid}\n"
+    tree.echo("/options/function-fork", "1")
+    with machine.running(parent):
+        child = machine.spawn("child2")
+    assert tree.read_text("/set_ftrace_pid") == f"{parent.pid}\n{child.pid}\n"
+    machine.exit_task(child)
+    assert tree.read_text("/set_ftrace_pid") == f"{parent.pid}\n"
+    tree.echo("/options/function-fork", "0")
+    assert machine.fork_hooks == [] or all(
+        getattr(h, "__name__", "") != "_task_forked" for h in machine.fork_hooks)
