@@ -152,3 +152,19 @@ def test_funcgraph_irqs_off_hides_hardirq_functions(system, tree):
     kernel.slab.kmalloc(64)
     got = calls(tree.read_text("/trace").splitlines())
     assert [c[2] for c in got] == ["__kmalloc_noprof"]       # the one outside the irq
+
+
+def test_trace_pipe_keeps_the_graph_state_between_reads(system, tree):
+    from kernel_model.trace_output import PipeReader
+    tree.echo("/current_tracer", "function_graph")
+    tree.echo("/set_ftrace_filter", "net_rx_action napi_poll")
+    send_lo(system)
+    reader = PipeReader(system.kernel.tracing.top)
+    first = reader.read(60)                  # the first entry line only
+    send_lo(system)
+    rest = reader.read(4096, nonblock=True)
+    lines = (first + rest).splitlines()
+    assert lines[0].endswith("|  net_rx_action() {")
+    assert lines.count(" 0)               |  net_rx_action() {") == 2
+    assert not any("/*" in ln for ln in lines)        # every return found its entry
+    assert "tracing_mark_write" not in tree.read_text("/available_filter_functions")
