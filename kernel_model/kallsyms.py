@@ -206,6 +206,9 @@ FUNCTIONS: tuple[tuple[str, int, str, str | None, int | None], ...] = (
     ("skb_bench_run", 0x90, "t", "skb_bench", None),
     ("skb_bench_init", 0x40, "t", "skb_bench", None),
 )
+# functions built without the ftrace hook (kernel/trace/ is compiled without -pg): not in
+# available_filter_functions
+NOTRACE = frozenset({"tracing_mark_write"})
 MODULE_TEXT_BASE = 0xffffffffc0000000
 REAL_SYMBOLS_FILE = Path(__file__).resolve().parent / "data" / "kallsyms_text.gz"
 REAL_ONLY_BASE = KERNEL_TEXT_BASE + 0x0100_0000     # past any modelled text

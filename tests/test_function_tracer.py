@@ -267,3 +267,33 @@ def test_tracing_thresh_keeps_slow_returns_only(system, tree):
     assert graph and all(re.search(r"\} /\* \w+ \*/$", ln) for ln in graph)
     assert any(ln.endswith("} /* net_rx_action */") for ln in graph)
     tree.echo("/tracing_thresh", "0")
+
+
+def test_trace_options_takes_the_current_tracers_flags_only(tree):
+    assert errno_of(tree.echo, "/trace_options", "func_stack_trace") == errno.EINVAL
+    tree.echo("/options/func_stack_trace", "1")           # its options/ file always works
+    tree.echo("/options/func_stack_trace", "0")
+    tree.echo("/current_tracer", "function")
+    tree.echo("/trace_options", "func_stack_trace")
+    assert tree.read_text("/options/func_stack_trace") == "1\n"
+    assert errno_of(tree.echo, "/trace_options", "funcgraph-tail") == errno.EINVAL
+    tree.echo("/trace_options", "nofunc_stack_trace")
+    tree.echo("/current_tracer", "nop")
+
+
+def test_function_fork_follows_children(system, tree):
+    machine = system.kernel.machine
+    parent = system.kernel.user_task("sh")
+    tree.echo("/set_ftrace_pid", str(parent.pid))
+    with machine.running(parent):
+        machine.spawn("child")
+    assert tree.read_text("/set_ftrace_pid") == f"{parent.pid}\n"
+    tree.echo("/options/function-fork", "1")
+    with machine.running(parent):
+        child = machine.spawn("child2")
+    assert tree.read_text("/set_ftrace_pid") == f"{parent.pid}\n{child.pid}\n"
+    machine.exit_task(child)
+    assert tree.read_text("/set_ftrace_pid") == f"{parent.pid}\n"
+    tree.echo("/options/function-fork", "0")
+    assert machine.fork_hooks == [] or all(
+        getattr(h, "__name__", "") != "_task_forked" for h in machine.fork_hooks)

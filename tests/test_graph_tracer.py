@@ -136,3 +136,35 @@ def test_function_graph_on_the_mount(mnt):
     assert (4, "entry", "__netif_receive_skb_core") in graph_calls
     assert any(LEAF.match(ln) and ln.endswith("kmem_cache_free();") for ln in lines)
     sh("echo nop > current_tracer", mnt)
+
+
+def test_funcgraph_irqs_off_hides_hardirq_functions(system, tree):
+    kernel = system.kernel
+    tree.echo("/current_tracer", "function_graph")
+    tree.echo("/set_ftrace_filter", "__kmalloc_noprof")
+    with kernel.machine.hardirq():
+        kernel.slab.kmalloc(64)
+    assert [c[2] for c in calls(tree.read_text("/trace").splitlines())] == ["__kmalloc_noprof"]
+    tree.echo("/trace", "")
+    tree.echo("/options/funcgraph-irqs", "0")
+    with kernel.machine.hardirq():
+        kernel.slab.kmalloc(64)
+    kernel.slab.kmalloc(64)
+    got = calls(tree.read_text("/trace").splitlines())
+    assert [c[2] for c in got] == ["__kmalloc_noprof"]       # the one outside the irq
+
+
+def test_trace_pipe_keeps_the_graph_state_between_reads(system, tree):
+    from tracesim.kernel_model.trace.output import PipeReader
+    tree.echo("/current_tracer", "function_graph")
+    tree.echo("/set_ftrace_filter", "net_rx_action napi_poll")
+    send_lo(system)
+    reader = PipeReader(system.kernel.tracing.top)
+    first = reader.read(60)                  # the first entry line only
+    send_lo(system)
+    rest = reader.read(4096, nonblock=True)
+    lines = (first + rest).splitlines()
+    assert lines[0].endswith("|  net_rx_action() {")
+    assert lines.count(" 0)               |  net_rx_action() {") == 2
+    assert not any("/*" in ln for ln in lines)        # every return found its entry
+    assert "tracing_mark_write" not in tree.read_text("/available_filter_functions")

@@ -94,3 +94,21 @@ def test_stack_tracer_on_the_mount(mnt):
     assert out[0].startswith("        Depth    Size   Location    (")
     assert ROW.match(out[2]) and int(out[-1]) == int(ROW.match(out[2]).group(2))
     request(str(mnt), ["sysctl", "kernel.stack_tracer_enabled=0"])
+
+
+def test_profile_without_graph_time_counts_own_time(system, tree):
+    def times() -> dict[str, float]:
+        lines = tree.read_text("/trace_stat/function0").splitlines()[2:]
+        return {ln[2:32].rstrip(): float(ln[48:].split(" us")[0]) for ln in lines}
+    tree.echo("/function_profile_enabled", "1")
+    send_lo(system)
+    nested = times()
+    tree.echo("/function_profile_enabled", "0")
+    tree.echo("/options/graph-time", "0")
+    tree.echo("/function_profile_enabled", "1")
+    send_lo(system)
+    own = times()
+    tree.echo("/function_profile_enabled", "0")
+    # net_rx_action calls everything on the receive path: its own time is a small part
+    assert own["net_rx_action"] < nested["net_rx_action"] / 2
+    assert own["kmem_cache_free"] == pytest.approx(nested["kmem_cache_free"], rel=0.5)

@@ -37,8 +37,11 @@ class TreeContext:
         return self.tracing.ncpus
 
     def traceable_symbols(self) -> list:
-        """Functions ftrace could trace: kallsyms text symbols ('t'/'T') with a size."""
-        return [s for s in self.kernel.kallsyms if s.type in "tT" and s.size]
+        """Functions ftrace could trace: kallsyms text symbols ('t'/'T') with a size, less
+        those built without the ftrace hook."""
+        from tracesim.kernel_model.kallsyms import NOTRACE
+        return [s for s in self.kernel.kallsyms
+                if s.type in "tT" and s.size and s.name not in NOTRACE]
 
     def traceable_functions(self) -> list[str]:
         return [s.name for s in self.traceable_symbols()]

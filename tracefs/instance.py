@@ -85,8 +85,7 @@ class InstanceFiles:
             "current_tracer": self.seq(MODE_RW, lambda: self.functions.tracer + "\n",
                                        self._set_tracer),
             "tracing_cpumask": self.seq(MODE_RW, self._cpumask_text, self._set_cpumask),
-            "trace_options": self.seq(MODE_RW, a.options_text,
-                                      lambda t: a.set_option(*_option_word(strstrip(t)))),
+            "trace_options": self.seq(MODE_RW, a.options_text, self._trace_options_write),
             "trace": self.file(MODE_RW, lambda f: self._open_trace(f, None)),
             "trace_pipe": self.file(MODE_RO, lambda f: open_trace_pipe(f, a, None)),
             "buffer_size_kb": self.seq(MODE_RW, a.buffer_size_text,
@@ -125,6 +124,13 @@ class InstanceFiles:
                                             self._set_max_latency),
         }
         return nodes
+
+    def _trace_options_write(self, text: str) -> None:
+        """trace_set_options: a core flag or one of the current tracer's; else EINVAL."""
+        name, on = _option_word(strstrip(text))
+        if name not in self.array.trace_options_names():
+            raise FsError(errno.EINVAL)
+        self.array.set_option(name, on)
 
     def _filters_changed(self, _selected: list[str]) -> None:
         with self.ctx.lock:

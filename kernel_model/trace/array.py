@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.trace.emit import EventFile, write_marker
 from tracesim.kernel_model.trace.errlog import ErrorLog, os_error
-from tracesim.kernel_model.trace.functions import TRACER_OPTIONS
+from tracesim.kernel_model.trace.functions import TRACER_OPTIONS, function_tracing
 from tracesim.kernel_model.trace.printk import KERN_DEBUG
 from tracesim.kernel_model.trace.ring_buffer import RingBuffer
 
@@ -253,12 +253,17 @@ class TraceArray:
             raise os_error(errno.EINVAL)
         self.buffer.resize(kb, cpu)
 
-    def options_text(self) -> str:
-        """``trace_options``: the core flags, then the current tracer's own."""
+    def trace_options_names(self) -> list[str]:
+        """What ``trace_options`` lists and takes: the core flags, then the current tracer's
+        own (another tracer's flags only have their ``options/`` file)."""
         tracer = getattr(getattr(self, "function_tracing", None), "tracer", "nop")
         own = dict(TRACER_OPTIONS.get(tracer, NOP_TRACER_OPTIONS))
-        names = [n for n in self.options if n in CORE_OPTIONS] + list(own)
-        return "".join(("" if self.options[n] else "no") + n + "\n" for n in names)
+        return [n for n in self.options if n in CORE_OPTIONS] + list(own)
+
+    def options_text(self) -> str:
+        """``trace_options``."""
+        return "".join(("" if self.options[n] else "no") + n + "\n"
+                       for n in self.trace_options_names())
 
     def set_option(self, name: str, on: bool) -> None:
         """``trace_options`` / ``options/<name>``; unknown names → EINVAL."""
@@ -285,6 +290,8 @@ class TraceArray:
             self.record_tgid = on
         elif name == "event-fork":
             self._follow_fork(on)
+        elif name == "function-fork":
+            function_tracing(self).follow_fork(on)
         elif name == "hash-ptr" and self is self.tracing.top:
             self.tracing.symbols.hash_raw = not on      # %p prints the raw address
 

@@ -2,7 +2,8 @@
 tracer): ``function_profile_enabled`` and ``trace_stat/function<cpu>``.
 
 Enabling it clears the counts; each modelled function's hits and time (entry to return,
-nested calls included, as with the default ``graph-time``) add up per CPU. A table lists the
+nested calls included with the default ``graph-time`` option, its own time only without it)
+add up per CPU. A table lists the
 functions of one CPU, the longest total time first::
 
       Function                               Hit    Time            Avg             s^2
@@ -39,6 +40,8 @@ class FunctionProfile:
         self.clock = tracing.clock_reader("local")
         # per CPU: function address -> [hits, total ns, sum of squared ns]
         self.stats: list[dict[int, list[int]]] = [{} for _ in range(tracing.ncpus)]
+        # per CPU: the time the running calls' children took (for graph-time off)
+        self.children: list[list[int]] = [[] for _ in range(tracing.ncpus)]
 
     def set_enabled(self, on: bool) -> None:
         """``function_profile_enabled``: enabling clears the counts (ftrace_profile_reset)."""
@@ -46,6 +49,7 @@ class FunctionProfile:
             return
         if on:
             self.stats = [{} for _ in range(self.tracing.ncpus)]
+            self.children = [[] for _ in range(self.tracing.ncpus)]
         self.enabled = on
         set_hooked(self.tracing, self, on)
 
@@ -54,11 +58,18 @@ class FunctionProfile:
         if rec is None:
             rec = self.stats[cpu_id][site.addr] = [0, 0, 0]
         rec[0] += 1
+        self.children[cpu_id].append(0)
         return (rec, self.clock())
 
     def exit(self, site: Any, stack: list[Any], cpu_id: int, token: Any) -> None:
         rec, calltime = token
         spent = self.clock() - calltime
+        children = self.children[cpu_id]
+        nested = children.pop() if children else 0
+        if children:
+            children[-1] += spent
+        if not self.tracing.top.options.get("graph-time", True):
+            spent -= nested                   # profile_graph_return without graph-time
         rec[1] += spent
         rec[2] += spent * spent
 

@@ -12,7 +12,9 @@ a token, ``exit(site, stack, cpu, token)`` after it returns.
 * ``function_graph`` writes ``TRACE_GRAPH_ENT`` (func, depth) at entry and ``TRACE_GRAPH_RET``
   (func, depth, overrun, calltime, rettime) at return; ``max_graph_depth`` caps the depth,
   ``set_graph_function`` limits the graph to calls under the named functions,
-  ``set_graph_notrace`` hides the named functions and everything they call.
+  ``set_graph_notrace`` hides the named functions and everything they call; with
+  ``funcgraph-irqs`` off, functions in hardirq context are not recorded; with
+  ``tracing_thresh`` set only the returns that took that long are.
 
 Both tracers honour ``set_ftrace_filter`` (when not empty, only those functions),
 ``set_ftrace_notrace`` (never those), ``set_ftrace_pid``/``set_ftrace_notrace_pid`` and
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tracesim.kernel_model.trace.errlog import os_error
-from tracesim.kernel_model.trace.event import trace_ctx
+from tracesim.kernel_model.trace.event import HARDIRQ_MASK, trace_ctx
 
 TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_FUNC_REPEATS = 1, 4, 10, 11, 20
 FN_RECORD = struct.Struct("<HBBiQQ")              # struct ftrace_entry (args[] empty)
@@ -206,6 +208,28 @@ class FunctionTracing:
             names = filter or [s.name for s in self.kprobes.sites.values()]
             self._traced = frozenset(names) - frozenset(notrace)
 
+    def follow_fork(self, on: bool) -> None:
+        """The function-fork option: children of listed tasks join set_ftrace_pid /
+        set_ftrace_notrace_pid, and exiting tasks leave them (ftrace_pid_follow_fork)."""
+        machine = self._machine
+        if not hasattr(machine, "fork_hooks"):
+            return
+        for hooks, hook in ((machine.fork_hooks, self._task_forked),
+                            (machine.exit_hooks, self._task_exited)):
+            if on and hook not in hooks:
+                hooks.append(hook)
+            elif not on and hook in hooks:
+                hooks.remove(hook)
+
+    def _task_forked(self, parent: Any, child: Any) -> None:
+        for pids in (self.pids, self.notrace_pids):
+            if parent.pid in pids:
+                pids.add(child.pid)
+
+    def _task_exited(self, task: Any) -> None:
+        self.pids.discard(task.pid)
+        self.notrace_pids.discard(task.pid)
+
     def set_graph_filters(self, functions: list[str], notrace: list[str]) -> None:
         self.graph_functions, self.graph_notrace = list(functions), list(notrace)
 
@@ -275,6 +299,8 @@ class FunctionTracing:
         cpu = array.tracing.this_cpu()
         if self.ignores(cpu.task.pid) or not array.tracing_on:
             return None
+        if cpu.preempt_count & HARDIRQ_MASK and not array.options["funcgraph-irqs"]:
+            return None                      # ftrace_graph_ignore_irqs
         addr = site.addr
         if getattr(array.tracing, "tracing_thresh", 0):      # returns only (thresh_return)
             calltime = array.clock()

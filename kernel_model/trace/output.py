@@ -117,14 +117,15 @@ def _lat_text(flags: int, pc: int) -> str:
     return text
 
 
-def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> str:
+def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]],
+                 graph: GraphPrinter | None = None) -> str:
     """The text of several events given as (cpu, ts, record, lost), as ``trace``/``trace_pipe``
     print each (a ``LOST`` line first when events were lost before it): the context columns as
     the array's options say, then the event's generated printer.
     The options are read once for the whole batch. Under function_graph the graph tracer
     prints every entry (a leaf needs the return that follows it in the batch)."""
-    if _tracer(array) == "function_graph":
-        return "".join(GraphPrinter(array).lines(events))
+    if _tracer(array) == "function_graph":       # ``graph``: a reader's printer state
+        return "".join((graph or GraphPrinter(array)).lines(events))
     tracing = array.tracing
     by_id = tracing.by_id
     symbols = tracing.symbols
@@ -241,6 +242,7 @@ class PipeReader:
         self.pending = ""
         self.interrupted = False
         self.line_estimate = 128.0         # average characters per event line seen so far
+        self.graph: GraphPrinter | None = None   # function_graph's state across batches
 
     def interrupt(self) -> None:
         self.interrupted = True
@@ -257,7 +259,9 @@ class PipeReader:
             batch = consume(self.cpu, limit)
             if not batch:
                 break
-            text = format_lines(self.array, batch)
+            if self.graph is None and _tracer(self.array) == "function_graph":
+                self.graph = GraphPrinter(self.array)
+            text = format_lines(self.array, batch, self.graph)
             parts.append(text)
             size += len(text)
             self.line_estimate = 0.75 * self.line_estimate + 0.25 * (len(text) / len(batch))

@@ -49,13 +49,14 @@ What tracefs (T) calls — one method per operation (errors are ``OSError(errno,
   event kind, ``write(text, truncate)``, ``text()``), ``trace_printk(msg, ta=None)``
   (bpf_trace_printk).
 
-Modules: trace.py (``Tracing``: the event registry, the instances, the global files),
-trace_array.py (``TraceArray``), trace_emit.py (``EventFile`` and the emission hot path, from
-the tracepoint to the ring buffer's reserve/commit/discard), ring_buffer.py, trace_cmdlines.py
-(saved_cmdlines), trace_errlog.py (error_log), trace_symbols.py (%p, kallsyms),
-trace_output.py (reading), triggers.py, the probe events: trace_probe.py (arguments, errors),
-trace_probe_event.py (their events), probe_btf.py, trace_kprobe.py, trace_fprobe.py,
-trace_eprobe.py, dynamic_events.py.
+Modules (kernel_model/trace/): tracing.py (``Tracing``: the event registry, the instances, the
+global files), array.py (``TraceArray``), emit.py (``EventFile`` and the emission hot path, from
+the tracepoint to the ring buffer's reserve/commit/discard), ring_buffer.py, cmdlines.py
+(saved_cmdlines), errlog.py (error_log), symbols.py (%p, kallsyms), output.py (reading),
+triggers.py, hist.py and synth.py, the probe events: probe.py (arguments, errors),
+probe_event.py (their events), probe_btf.py, kprobe_events.py, fprobe.py, eprobe.py,
+dynamic_events.py; the function tracers functions.py (+ graph_output.py, ftrace_commands.py,
+ftrace_profile.py, stack_tracer.py).
 """
 from __future__ import annotations
 
