@@ -17,6 +17,7 @@ each batch; ``stop()`` ends it.
 | eth0     | eth0 only, the same mix                                                   |
 | udp-small| every NIC, 64–128 B UDP over IPv4, all to the listening port              |
 | flood    | every NIC, 64 B UDP at 100,000 packets/s                                   |
+| forkexec | no packets: a shell forking and exec'ing commands, 50/s (forkexec.py)      |
 """
 from __future__ import annotations
 
