@@ -50,6 +50,8 @@ TICK_NS = NSEC // 25             # idle ticks: ~25/s per CPU
 JIFFY_NS = NSEC // 250           # HZ=250
 INITIAL_JIFFIES = 0xfffb6c20     # -300 s of jiffies at HZ=250, as a kernel boots (wraps soon)
 BLOCK_IRQ = 25
+BLOCK_VECTOR = 0x22              # its x86 vector
+IRQ_REGS = 0xffffc90000003f58    # the pt_regs an interrupt entry passes, on the irq stack
 TIMER_OBJ_BASE = 0xffff88813bc20000
 WORK_OBJ_BASE = 0xffff88813bd20000
 
@@ -232,31 +234,44 @@ class IdleTrickle:
     def _softirq(self, vec: int, body: Callable[[], None]) -> None:
         """``handle_softirqs`` on irq exit for one raised vector."""
         tp = self.tp
-        with self.machine.softirq():
-            if tp["softirq_entry"].enabled:
-                tp["softirq_entry"].fire(vec)
-            body()
-            if tp["softirq_exit"].enabled:
-                tp["softirq_exit"].fire(vec)
+        def run(ksirqd: int) -> None:
+            with self.machine.softirq():
+                if tp["softirq_entry"].enabled:
+                    tp["softirq_entry"].fire(vec)
+                body()
+                if tp["softirq_exit"].enabled:
+                    tp["softirq_exit"].fire(vec)
+        call(self.sites["handle_softirqs"], run, self.machine.current.task.comm.startswith(
+            "ksoftirqd/"))
 
     def _raise(self, vec: int) -> None:
         if self.tp["softirq_raise"].enabled:
             self.tp["softirq_raise"].fire(vec)
 
     def _tick(self, cpu: int) -> None:
-        """The tick hrtimer on ``cpu``: sched_tick, then TIMER/RCU softirqs on irq exit."""
+        """The tick hrtimer on ``cpu`` (the local APIC timer interrupt): sched_tick, then the
+        TIMER/RCU softirqs it raised on irq exit."""
+        raised: list[int] = []
+        call(self.sites["sysvec_apic_timer_interrupt"], lambda regs: self._tick_irq(cpu, raised),
+             IRQ_REGS)
+        for vec in raised:
+            if vec == TIMER_SOFTIRQ:
+                self._softirq(vec, lambda: call(self.sites["run_timer_softirq"], lambda: None))
+            elif self.rng.randrange(8) == 0:          # deferred to ksoftirqd
+                ksoftirqd = self.kernel.ksoftirqd[cpu]
+                with self._kthread(ksoftirqd, TASK_INTERRUPTIBLE):
+                    self._softirq(vec, lambda: self._rcu_core(cpu))
+            else:
+                self._softirq(vec, lambda: self._rcu_core(cpu))
+
+    def _tick_irq(self, cpu: int, raised: list[int]) -> None:
         tp, m = self.tp, self.machine
         tick = self.ticks[cpu]
-        raised = []
         with m.hardirq():
             now = self.clock.peek_ns()
             if tp["hrtimer_expire_entry"].enabled:
                 tp["hrtimer_expire_entry"].fire(tick, now)
-            call(self.sites["tick_nohz_handler"], lambda t: None, tick.addr)
-            task = m.current.task
-            if task is not m.current.idle:
-                self.sched._stat_runtime(task, max(now - task.exec_start, 0))
-                task.exec_start = now
+            call(self.sites["tick_nohz_handler"], lambda t: self._sched_tick(now), tick.addr)
             if self.rng.randrange(4) == 0:
                 self._raise(TIMER_SOFTIRQ)
                 raised.append(TIMER_SOFTIRQ)
@@ -268,15 +283,16 @@ class IdleTrickle:
             tick.expires = now + TICK_NS
             if tp["hrtimer_start"].enabled:
                 tp["hrtimer_start"].fire(tick, HRTIMER_MODE_ABS_PINNED_HARD, False)
-        for vec in raised:
-            if vec == TIMER_SOFTIRQ:
-                self._softirq(vec, lambda: call(self.sites["run_timer_softirq"], lambda: None))
-            elif self.rng.randrange(8) == 0:          # deferred to ksoftirqd
-                ksoftirqd = self.kernel.ksoftirqd[cpu]
-                with self._kthread(ksoftirqd, TASK_INTERRUPTIBLE):
-                    self._softirq(vec, lambda: self._rcu_core(cpu))
-            else:
-                self._softirq(vec, lambda: self._rcu_core(cpu))
+
+    def _sched_tick(self, now: int) -> None:
+        """sched_tick: the running task's runtime is accounted (update_curr)."""
+        def account() -> None:
+            m = self.machine
+            task = m.current.task
+            if task is not m.current.idle:
+                self.sched._stat_runtime(task, max(now - task.exec_start, 0))
+                task.exec_start = now
+        call(self.sites["sched_tick"], account)
 
     def _rcu_core(self, cpu: int) -> None:
         """RCU_SOFTIRQ: invoke the callbacks whose grace period ended (rcu_do_batch)."""
@@ -289,13 +305,15 @@ class IdleTrickle:
     def _block_irq(self, cpu: int) -> None:
         """A disk completion: irq 25 handled, BLOCK softirq on exit."""
         tp = self.tp
-        with self.machine.hardirq():
-            if tp["irq_handler_entry"].enabled:
-                tp["irq_handler_entry"].fire(BLOCK_IRQ, self.block_action)
-            call(self.sites["vp_interrupt"], lambda irq, dev: IRQ_HANDLED, BLOCK_IRQ, 0)
-            self._raise(BLOCK_SOFTIRQ)
-            if tp["irq_handler_exit"].enabled:
-                tp["irq_handler_exit"].fire(BLOCK_IRQ, self.block_action, IRQ_HANDLED)
+        def handle(regs: int, vector: int) -> None:
+            with self.machine.hardirq():
+                if tp["irq_handler_entry"].enabled:
+                    tp["irq_handler_entry"].fire(BLOCK_IRQ, self.block_action)
+                call(self.sites["vp_interrupt"], lambda irq, dev: IRQ_HANDLED, BLOCK_IRQ, 0)
+                self._raise(BLOCK_SOFTIRQ)
+                if tp["irq_handler_exit"].enabled:
+                    tp["irq_handler_exit"].fire(BLOCK_IRQ, self.block_action, IRQ_HANDLED)
+        call(self.sites["common_interrupt"], handle, IRQ_REGS, BLOCK_VECTOR)
         self._softirq(BLOCK_SOFTIRQ, lambda: None)
 
     # ------------------------------------------------------------------ timers and workers

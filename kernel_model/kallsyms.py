@@ -101,7 +101,6 @@ TASK_FUNCTIONS: tuple[tuple[str, int, str, str | None, int | None], ...] = (
     ("process_one_work", 0x310, "t", None, 2),
     ("vmstat_update", 0x70, "t", None, 1),
     ("psi_avgs_work", 0xd0, "t", None, 1),
-    ("kfree_rcu_monitor", 0x2f0, "t", None, 1),
     ("rcu_gp_kthread", 0x190, "t", None, 1),
 )
 

@@ -39,6 +39,7 @@ CLD_EXITED = 1
 TASK_NORMAL = 3           # TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE: try_to_wake_up's state
 SIGCHLD_CLONE = SIGCHLD   # clone(2) flags of a fork(): the exit signal only
 CLONE_ARGS = 0xffffc90000a0fe78   # the struct kernel_clone_args on the caller's kernel stack
+WAIT_OPTS = 0xffffc90000a0fe00    # the struct wait_opts of kernel_wait4, on the same stack
 
 _SCHED_EVENTS = ("sched_switch", "sched_waking", "sched_wakeup", "sched_wakeup_new",
                  "sched_process_fork", "sched_process_exec", "sched_process_exit",
@@ -68,7 +69,8 @@ class Scheduler:
         self.kp = {name: site(name) for name in (
             "schedule", "try_to_wake_up", "update_curr", "kernel_clone", "copy_process",
             "wake_up_new_task", "bprm_execve", "do_exit", "kernel_wait4", "release_task",
-            "delayed_put_task_struct", "__send_signal_locked")}
+            "delayed_put_task_struct", "__send_signal_locked", "begin_new_exec", "do_wait",
+            "sched_fork")}
         self.rq: list[list[Task]] = [[] for _ in self.machine.cpus]
         self.nr_switches = 0
         self.pending_signals: dict[int, list[int]] = {}
@@ -229,11 +231,16 @@ class Scheduler:
         child = m.spawn(comm or parent.comm, pid=pid,
                         kthread=bool(parent.flags & 0x00200000) and parent.pid != 0)
         child.parent = parent
-        child.prio = parent.prio
-        child.state = TASK_RUNNING
+        call(self.kp["sched_fork"], self._sched_fork, SIGCHLD_CLONE, child)
         if self.tp_newtask.enabled:
             self.tp_newtask.fire(child, SIGCHLD_CLONE)
         return child
+
+    @staticmethod
+    def _sched_fork(clone_flags: int, p: Task) -> int:
+        p.prio = p.parent.prio if p.parent is not None else p.prio
+        p.state = TASK_RUNNING
+        return 0
 
     def _wake_up_new_task(self, p: Task, target: int) -> None:
         m = self.machine
@@ -252,15 +259,18 @@ class Scheduler:
 
     def _exec(self, bprm: int, filename: str) -> None:
         p = self.machine.current.task
+        call(self.kp["begin_new_exec"], self._begin_new_exec, bprm, p, filename)
+        tp = self.tp["sched_process_exec"]
+        if tp.enabled:
+            tp.fire(p, p.pid, filename)
+
+    def _begin_new_exec(self, bprm: int, p: Task, filename: str) -> None:
         comm = filename.rsplit("/", 1)[-1][:15]
-        if self.tp_rename.enabled:                 # begin_new_exec -> __set_task_comm
+        if self.tp_rename.enabled:                 # __set_task_comm
             self.tp_rename.fire(p, comm)
         p.comm = comm
         if p.addr:
             self.machine._mirror(p)
-        tp = self.tp["sched_process_exec"]
-        if tp.enabled:
-            tp.fire(p, p.pid, filename)
 
     def exit(self, code: int = 0) -> None:
         """``do_exit``: the current task dies; its parent gets SIGCHLD; it leaves the CPU as a
@@ -288,6 +298,9 @@ class Scheduler:
         tp = self.tp["sched_process_wait"]
         if tp.enabled:
             tp.fire(max(upid, 0), self.machine.current.task)
+        return call(self.kp["do_wait"], self._do_wait, WAIT_OPTS, child)
+
+    def _do_wait(self, wo: int, child: Task | None) -> int:
         if child is None or child.state != EXIT_ZOMBIE:
             return 0
         call(self.kp["release_task"], self._release_task, child)

@@ -31,6 +31,7 @@ USER_SOCKADDR = 0x7ffd3a1c2e20
 PT_REGS_ON_STACK = 0xffffc90000a0ff58   # the user pt_regs do_syscall_64 passes to __x64_sys_*
 FILE_BASE = 0xffff888104a3c000     # struct file of fd N: FILE_BASE + N * 0x100
 AT_FDCWD = -100
+SLEEP_TIMER = 0xffffc90000a0fd80   # the hrtimer_sleeper on the sleeping task's stack
 CLOCK_MONOTONIC = 1
 HRTIMER_MODE_REL = 1
 EBADF = 9
@@ -149,7 +150,7 @@ class Syscalls:
             task = self.kernel.machine.current.task
             sched.schedule()
             clock.advance(ns)
-            sched.wake_up(task)
+            call(self.sites["hrtimer_wakeup"], lambda timer: sched.wake_up(task), SLEEP_TIMER)
             sched.schedule()
             return 0
         return self.call("nanosleep", (USER_BUF, 0), sleep,

@@ -20,6 +20,7 @@ each batch; ``stop()`` ends it.
 | flood    | every NIC, 64 B UDP at 100,000 packets/s                                   |
 | tcp_rr   | netperf TCP_RR over lo: ``netperf`` (CPU 0) and ``netserver`` (CPU 1)     |
 | udp_sink | UDP from eth0's peer to a socket whose reader keeps up only in part       |
+| forkexec | no packets: a shell forking and exec'ing commands, 50/s (forkexec.py)      |
 
 Parameters follow the name: ``NAME:KEY=VALUE,...`` (``tcp_rr:rate=500,req=64,loss=0.01``);
 ``WORKLOAD_PARAMS`` lists each workload's keys with their ranges and ``parse_workload`` checks

@@ -155,3 +155,24 @@ def test_saved_tgids_with_record_tgid_and_never_the_idle_task() -> None:
     assert "1001 1001\n" in kernel.tracing.saved_tgids_text()
     assert not re.search(r"^0 ", kernel.tracing.saved_tgids_text(), re.M)
     assert not re.search(r"^0 ", kernel.tracing.saved_cmdlines_text(), re.M)
+
+
+def test_every_task_model_function_with_a_probe_site_is_run() -> None:
+    from tracesim.kernel_model import control
+    from tracesim.kernel_model.kallsyms import TASK_FUNCTIONS
+    kernel = Kernel(cpus=2, seed=5)
+    hits: dict[str, int] = {}
+    for name, _, _, _, nargs in TASK_FUNCTIONS:
+        if nargs is not None:
+            kernel.kprobes.register_kprobe(
+                name, lambda regs, n=name: hits.__setitem__(n, hits.get(n, 0) + 1))
+    kernel.workloads.get("forkexec").step(40)
+    control.ping(kernel, "eth0", 2)
+    shell, victim = kernel.user_task("bash"), kernel.user_task("sleep")
+    with kernel.sched.running(shell):
+        kernel.syscalls.kill(victim, 15)
+        kernel.syscalls.accept4(3, lambda: -11)
+    kernel.idle.run_for(10 * SECOND)
+    never = [name for name, _, _, _, nargs in TASK_FUNCTIONS
+             if nargs is not None and name not in hits]
+    assert never == []
