@@ -142,6 +142,7 @@ GLOBAL_TABLES: dict[str, Any] = {
 # Hooks the FUSE adapter installs in the mount process; in the test process they stay the defaults.
 GLOBAL_HOOKS: dict[str, tuple[Any, str]] = {
     "tracesim.tracefs.caller._lookup": (caller, "_lookup"),
+    "tracesim.tracefs.caller._process": (caller, "_process"),
     "tracesim.tracefs.blocking._interrupt_check": (blocking, "_interrupt_check"),
 }
 # pytest itself rewrites this one for every phase of every test.

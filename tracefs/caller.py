@@ -15,9 +15,22 @@ def _lookup() -> str | None:
     return None
 
 
-def set_caller_lookup(lookup: Callable[[], str | None]) -> None:
-    global _lookup
+def set_caller_lookup(lookup: Callable[[], str | None],
+                      process: Callable[[], str | None] | None = None) -> None:
+    """``lookup``: the name a write runs as (None while host tasks already run each operation as
+    the caller's own task); ``process``: the calling process's name whatever the mode."""
+    global _lookup, _process
     _lookup = lookup
+    _process = process or lookup
+
+
+def _process() -> str | None:
+    return None
+
+
+def caller_process_comm() -> str | None:
+    """The name of the process behind the current request (what refuses host ``perf``)."""
+    return _process()
 
 
 def caller_comm() -> str | None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tracesim.tracefs.caller import caller_comm
+from tracesim.tracefs.caller import caller_process_comm
 from tracesim.tracefs.errors import FsError
 from tracesim.tracefs.handles import Handle, seq_opener, to_text
 from tracesim.tracefs.nodes import MODE_EVENTS_DIR, MODE_RO, MODE_RW, Dir, File, Node
@@ -291,7 +291,7 @@ HOST_PERF_COMMS = frozenset({"perf", "perf-exec"})
 
 def not_for_host_perf(opener: Callable[[int], Handle]) -> Callable[[int], Handle]:
     def open_(flags: int) -> Handle:
-        if caller_comm() in HOST_PERF_COMMS:
+        if caller_process_comm() in HOST_PERF_COMMS:
             raise FsError(errno.EOPNOTSUPP)
         return opener(flags)
     return open_

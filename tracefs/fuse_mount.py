@@ -124,10 +124,12 @@ class TracefsOperations(fuse.Operations):
     # -- lifecycle -----------------------------------------------------------------------------
     def init(self, path: str) -> None:
         set_interrupt_check(_request_must_end())
+        def process() -> str | None:
+            return proc_comm(fuse.fuse_get_context()[2])
         if self.host is None:
-            set_caller_lookup(lambda: proc_comm(fuse.fuse_get_context()[2]))
+            set_caller_lookup(process)
         else:       # each file operation already runs as the caller's own task
-            set_caller_lookup(lambda: None)
+            set_caller_lookup(lambda: None, process)
         if self.on_ready is not None:
             self.on_ready()
 
