@@ -51,10 +51,15 @@ def test_function_lines_name_the_caller(system, tree):
     send_lo(system)
     lines = functions(tree)
     for want in ("__dev_queue_xmit", "dev_hard_start_xmit <-__dev_queue_xmit",
-                 "netif_rx <-loopback_xmit", "napi_poll <-net_rx_action",
+                 "__netif_rx <-loopback_xmit", "napi_poll <-net_rx_action",
                  "__netif_receive_skb <-process_backlog",
                  "__netif_receive_skb_core <-__netif_receive_skb",
-                 "ip_rcv <-__netif_receive_skb_core", "kmem_cache_free <-skb_release_data"):
+                 "ip_rcv <-__netif_receive_skb_core", "ip_rcv_finish <-ip_rcv",
+                 "ip_local_deliver <-ip_rcv_finish",
+                 "ip_local_deliver_finish <-ip_local_deliver",
+                 "ip_protocol_deliver_rcu <-ip_local_deliver_finish",
+                 "udp_rcv <-ip_protocol_deliver_rcu", "__udp4_lib_rcv <-udp_rcv",
+                 "kmem_cache_free <-skb_release_data"):
         assert want in lines, want
     assert any(ln.startswith("            ping-1000    [000] ..s1. ") for ln in body(tree))
 
@@ -159,10 +164,10 @@ def test_instance_and_top_trace_functions_independently(system, tree):
     tree.echo("/instances/fn/current_tracer", "function")
     tree.echo("/instances/fn/set_ftrace_filter", "ip_rcv")
     tree.echo("/current_tracer", "function")
-    tree.echo("/set_ftrace_filter", "netif_rx")
+    tree.echo("/set_ftrace_filter", "__netif_rx")
     send_lo(system)
     assert functions(tree, "/instances/fn/trace") == ["ip_rcv <-__netif_receive_skb_core"]
-    assert functions(tree) == ["netif_rx <-loopback_xmit"]
+    assert functions(tree) == ["__netif_rx <-loopback_xmit"]
     tree.echo("/instances/fn/current_tracer", "nop")
     tree.echo("/current_tracer", "nop")
     tree.rmdir("/instances/fn")
@@ -178,21 +183,23 @@ def test_function_entry_formats_match_the_reference(tree, reference):
 
 def test_function_commands_run_and_count(system, tree):
     tree.echo("/set_ftrace_filter", "ip_rcv:traceoff:1")
-    tree.echo("/set_ftrace_filter", "netif_rx:enable_event:net:netif_receive_skb:2", append=True)
+    tree.echo("/set_ftrace_filter", "__netif_rx:enable_event:net:netif_receive_skb:2",
+              append=True)
     assert tree.read_text("/set_ftrace_filter") == (
         "#### all functions enabled ####\n"
         "ip_rcv:traceoff:count=1\n"
-        "netif_rx:enable_event:net:netif_receive_skb:count=2\n")
+        "__netif_rx:enable_event:net:netif_receive_skb:count=2\n")
     assert tree.read_text("/events/net/netif_receive_skb/enable") == "0*\n"
     send_lo(system)
     assert tree.read_text("/tracing_on") == "0\n"          # whatever the current tracer (nop)
     assert tree.read_text("/set_ftrace_filter").splitlines()[1:] == [
-        "ip_rcv:traceoff:count=0", "netif_rx:enable_event:net:netif_receive_skb:count=1"]
+        "ip_rcv:traceoff:count=0", "__netif_rx:enable_event:net:netif_receive_skb:count=1"]
     assert [ln.split(": ", 1)[1].split(":")[0] for ln in body(tree)] == ["netif_receive_skb"]
     tree.echo("/tracing_on", "1")
     send_lo(system)                        # enabled already: the count stays
     assert tree.read_text("/set_ftrace_filter").splitlines()[2].endswith(":count=1")
-    tree.echo("/set_ftrace_filter", "!netif_rx:enable_event:net:netif_receive_skb", append=True)
+    tree.echo("/set_ftrace_filter", "!__netif_rx:enable_event:net:netif_receive_skb",
+              append=True)
     tree.echo("/set_ftrace_filter", "!ip_rcv:traceoff", append=True)
     assert tree.read_text("/set_ftrace_filter") == "#### all functions enabled ####\n"
     assert tree.read_text("/events/net/netif_receive_skb/enable") == "1\n"
@@ -204,7 +211,11 @@ def test_stacktrace_and_dump_commands(system, tree):
     send_lo(system, count=2)
     lines = body(tree)
     assert lines[0].endswith(": <stack trace>") and len([ln for ln in lines if "<stack" in ln]) == 1
-    assert lines[1:4] == [" => __kfree_skb", " => consume_skb", " => ip_rcv"]
+    # the innermost frames: the skb freed by the UDP receive, up the IP input path
+    assert lines[1:9] == [" => __kfree_skb", " => consume_skb", " => __udp4_lib_rcv",
+                          " => udp_rcv", " => ip_protocol_deliver_rcu",
+                          " => ip_local_deliver_finish", " => ip_local_deliver",
+                          " => ip_rcv_finish"]
     tree.echo("/set_ftrace_filter", "ip_rcv:dump", append=True)
     send_lo(system)
     log = system.kernel.printk.dmesg()
