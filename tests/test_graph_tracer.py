@@ -41,6 +41,38 @@ def calls(lines: list[str]) -> list[tuple[int, str, str]]:
     return out
 
 
+# net_rx_action's calls down to the skb freed by the UDP receive (the discard port), 6.18's
+# receive path: netif_receive_skb core, IP input through its netfilter okfns, the UDP handler
+RECEIVE_PATH = ["net_rx_action", "napi_poll", "process_backlog", "__netif_receive_skb",
+                "__netif_receive_skb_core", "ip_rcv", "ip_rcv_finish", "ip_local_deliver",
+                "ip_local_deliver_finish", "ip_protocol_deliver_rcu", "udp_rcv",
+                "__udp4_lib_rcv", "consume_skb", "__kfree_skb", "skb_release_data"]
+
+
+def subtree(graph_calls: list[tuple[int, str, str]], start: int) -> list[tuple[int, str, str]]:
+    """The calls from the entry at ``start`` to its closing brace, checking that entries and
+    exits nest (other tasks' functions, e.g. the idle machine's schedule, stay outside)."""
+    base = depth = graph_calls[start][0]
+    for i, (d, kind, _name) in enumerate(graph_calls[start:], start):
+        assert d == (depth if kind != "exit" else depth - 1), graph_calls[start:i + 1]
+        depth += {"entry": 1, "exit": -1, "leaf": 0}[kind]
+        if depth == base:
+            return graph_calls[start:i + 1]
+    raise AssertionError(f"{graph_calls[start]} never returns")
+
+
+def receive_path(graph_calls: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """net_rx_action's subtree, after checking that it calls down RECEIVE_PATH."""
+    rx = next(i for i, (_, kind, name) in enumerate(graph_calls)
+              if (kind, name) == ("entry", "net_rx_action"))
+    base = graph_calls[rx][0]
+    got = subtree(graph_calls, rx)
+    assert got[:len(RECEIVE_PATH)] == [(base + i, "entry", name)
+                                       for i, name in enumerate(RECEIVE_PATH)]
+    assert got[len(RECEIVE_PATH)] == (base + len(RECEIVE_PATH), "leaf", "kmem_cache_free")
+    return got
+
+
 def test_duration_and_marks_as_the_kernel_prints_them():
     assert duration_text(544) == "0.544 us    "
     assert duration_text(317_132) == "317.132 us  "
@@ -55,19 +87,15 @@ def test_header_and_the_receive_path_graph(system, tree):
     assert tree.read_text("/trace") == HEADER
     lines = graph(system, tree)
     graph_calls = calls(lines)
-    rx = graph_calls.index((0, "entry", "net_rx_action"))
-    assert graph_calls[rx:rx + 8] == [
-        (0, "entry", "net_rx_action"), (1, "entry", "napi_poll"),
-        (2, "entry", "process_backlog"), (3, "entry", "__netif_receive_skb"),
-        (4, "entry", "__netif_receive_skb_core"), (5, "entry", "ip_rcv"),
-        (6, "entry", "consume_skb"), (7, "entry", "__kfree_skb")]
-    assert (9, "leaf", "kmem_cache_free") in graph_calls
-    assert graph_calls[-1] == (0, "exit", "")
-    depth = 0
-    for d, kind, _name in graph_calls[rx:]:       # entries and exits nest
-        assert d == depth if kind != "exit" else d == depth - 1
-        depth += {"entry": 1, "exit": -1, "leaf": 0}[kind]
-    assert depth == 0
+    # loopback's driver hands the skb to the backlog with __netif_rx (not netif_rx)
+    xmit = graph_calls.index((0, "entry", "__dev_queue_xmit"))
+    assert subtree(graph_calls, xmit) == [
+        (0, "entry", "__dev_queue_xmit"), (1, "entry", "dev_hard_start_xmit"),
+        (2, "entry", "loopback_xmit"), (3, "leaf", "eth_type_trans"),
+        (3, "entry", "__netif_rx"), (4, "leaf", "enqueue_to_backlog"), (3, "exit", ""),
+        (2, "exit", ""), (1, "exit", ""), (0, "exit", "")]
+    rx = receive_path(graph_calls)
+    assert rx[0][0] == 0 and rx[-1] == (0, "exit", "")
     # the task changed on CPU 0 (idle forked ping): the context-switch banner
     banner = lines.index(" ------------------------------------------")
     assert lines[banner + 1] == " 0)    <idle>-0    =>   ping-1000   "
@@ -103,9 +131,9 @@ def test_set_graph_function_and_notrace(system, tree):
     assert tree.read_text("/set_graph_function") == "#### all functions enabled ####\n"
     assert tree.read_text("/set_graph_notrace") == "#### no functions disabled ####\n"
     got = calls(graph(system, tree, ("/set_graph_function", "ip_rcv")))
-    assert got[0] == (0, "entry", "ip_rcv") and got[-1] == (0, "exit", "")
-    assert {name for _, _, name in got} == {"ip_rcv", "consume_skb", "__kfree_skb",
-                                            "skb_release_data", "kmem_cache_free",
+    assert subtree(got, 0) == got                  # only ip_rcv and what it calls
+    assert got[:10] == [(i, "entry", name) for i, name in enumerate(RECEIVE_PATH[5:])]
+    assert {name for _, _, name in got} == {*RECEIVE_PATH[5:], "kmem_cache_free",
                                             "kfree_skbmem", ""}
     tree.echo("/set_graph_function", "")
     tree.echo("/trace", "")
@@ -132,9 +160,7 @@ def test_function_graph_on_the_mount(mnt):
     shown = sh("cat trace", mnt).stdout
     assert shown.startswith(HEADER)
     lines = shown.splitlines()[4:]
-    graph_calls = calls(lines)
-    assert (4, "entry", "__netif_receive_skb_core") in graph_calls
-    assert any(LEAF.match(ln) and ln.endswith("kmem_cache_free();") for ln in lines)
+    receive_path(calls(lines))              # at whatever depth the sending syscall runs it
     sh("echo nop > current_tracer", mnt)
 
 
