@@ -15,6 +15,7 @@ import threading
 import zlib
 from typing import TYPE_CHECKING
 
+from tracesim.kernel_model.background import Background
 from tracesim.kernel_model.syscalls import USER_PATH
 
 if TYPE_CHECKING:
@@ -29,8 +30,10 @@ AF_INET, SOCK_STREAM = 2, 1
 ECONNREFUSED = 111
 
 
-class ForkExecWorkload:
+class ForkExecWorkload(Background):
     """Same surface as a packet workload: ``step(n)``, ``start()``, ``stop()``, ``running``."""
+
+    thread_name = "workload-forkexec"
 
     name = "forkexec"
 
@@ -42,9 +45,6 @@ class ForkExecWorkload:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def step(self, n: int = 1) -> None:
         k = self.kernel
@@ -72,18 +72,7 @@ class ForkExecWorkload:
             k.clock.advance(1_000_000_000 // RATE)
             self.sent += 1
 
-    def start(self) -> None:
-        if self.running:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="workload-forkexec", daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
 
     def _run(self) -> None:
         while not self._stop.is_set():

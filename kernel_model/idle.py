@@ -36,6 +36,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from tracesim.kernel_model.background import Background
 from tracesim.kernel_model.sched import call
 from tracesim.kernel_model.trace.events.irq import BLOCK_SOFTIRQ, IRQ_HANDLED, RCU_SOFTIRQ, TIMER_SOFTIRQ
 from tracesim.kernel_model.trace.events.sched import TASK_IDLE, TASK_INTERRUPTIBLE
@@ -84,8 +85,10 @@ class IrqAction:
         self.name = name
 
 
-class IdleTrickle:
+class IdleTrickle(Background):
     """The idle machine's timeline over one kernel (``kernel.idle``)."""
+
+    thread_name = "idle-trickle"
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
@@ -174,23 +177,8 @@ class IdleTrickle:
         return self.run_until(self.clock.peek_ns() + ns)
 
     # ------------------------------------------------------------------ a background thread
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> None:
-        """Play the timeline as wall time passes, until ``stop()``."""
-        if self.running:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="idle-trickle", daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
 
     def _run(self) -> None:
         origin_wall = time.monotonic_ns()

@@ -38,12 +38,12 @@ fills, and then datagrams are dropped (udp:udp_fail_queue_rcv_skb, kfree_skb ``S
 from __future__ import annotations
 
 import random
-import threading
 import time
 import zlib
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from tracesim.kernel_model.background import Background
 from tracesim.kernel_model.net import sockets as socks
 from tracesim.kernel_model.net.core import DISCARD_PORT, packet_frame
 
@@ -150,33 +150,18 @@ def _spec_text(spec: Any) -> str:
     return spec.name + (":" + ",".join(changed) if changed else "")
 
 
-class _Runner:
-    """start/stop of a workload's background thread: ``step(BATCH)`` per batch at the rate."""
+class _Runner(Background):
+    """A workload's background thread: ``step(BATCH)`` per batch at the rate."""
 
     kernel: Kernel
     spec: Any
-    _thread: threading.Thread | None = None
 
     def step(self, n: int = 1) -> None:
         raise NotImplementedError
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        if self.running:
-            return
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"workload-{self.spec.name}",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
+    def thread_name(self) -> str:  # type: ignore[override]
+        return f"workload-{self.spec.name}"
 
     def _run(self) -> None:
         period = BATCH / max(self.spec.rate, 1)
