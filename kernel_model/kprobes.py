@@ -156,7 +156,7 @@ class KprobeSite:
     """The probe point of one function: ``active`` is the flag its call site checks."""
 
     __slots__ = ("name", "addr", "size", "nargs", "active", "entry", "ret", "_kprobes",
-                 "_write_regs")
+                 "_write_regs", "_plain")
 
     def __init__(self, kprobes: Kprobes, name: str, addr: int, size: int, nargs: int) -> None:
         self._kprobes = kprobes
@@ -167,7 +167,22 @@ class KprobeSite:
         self.active = False
         self.entry: tuple[Kprobe, ...] = ()
         self.ret: tuple[Kprobe, ...] = ()
+        self._plain = False        # entry is one raw probe at offset 0 (see ``call``)
         self._write_regs = _CALL_REGS_WRITERS[nargs]
+
+    def plain_changed(self) -> None:
+        """After the entry probes changed: whether ``call`` takes its one-probe path."""
+        entry = self.entry
+        self._plain = len(entry) == 1 and entry[0].raw and not entry[0].offset
+
+    def _run_entry(self, entry: tuple[Kprobe, ...], regs: bytearray, addr: int) -> None:
+        for p in entry:
+            p.nhit += 1
+            if p.offset:
+                _U64_PACK(regs, _IP_OFFSET, addr + p.offset)
+            p.handler(regs if p.raw else PtRegs(bytes(regs), addr))
+            if p.offset:
+                _U64_PACK(regs, _IP_OFFSET, addr)
 
     def call(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func(*args)`` with this site's probes around it.
@@ -188,13 +203,12 @@ class KprobeSite:
                 write(regs, addr, args)
                 kps.in_handler = True
                 try:
-                    for p in entry:
+                    if self._plain:        # one raw probe at the entry: the usual case
+                        p = entry[0]
                         p.nhit += 1
-                        if p.offset:
-                            _U64_PACK(regs, _IP_OFFSET, addr + p.offset)
-                        p.handler(regs if p.raw else PtRegs(bytes(regs), addr))
-                        if p.offset:
-                            _U64_PACK(regs, _IP_OFFSET, addr)
+                        p.handler(regs)
+                    else:
+                        self._run_entry(entry, regs, addr)
                 finally:
                     kps.in_handler = False
         result = func(*args)
@@ -271,6 +285,7 @@ class Kprobes:
         else:
             site.entry += (probe,)
         site.active = True
+        site.plain_changed()
         return probe
 
     def unregister_kprobe(self, probe: Kprobe) -> None:
@@ -280,3 +295,4 @@ class Kprobes:
         else:
             site.entry = tuple(p for p in site.entry if p is not probe)
         site.active = bool(site.entry or site.ret)
+        site.plain_changed()

@@ -140,7 +140,7 @@ def emit_filtered(file: EventFile, record: bytes | None, cpu: Any, ctx: bytes,
     fired: list[Any] = []
     if array.recording:
         buf = array.buffer
-        with buf.lock:
+        with buf.exclusive:
             cb = buf.cpus[cpu.id]
             res = cb.reserve(array.clock(), record)                # 5
             if cond:                                               # 6
@@ -167,31 +167,36 @@ def emit_filtered(file: EventFile, record: bytes | None, cpu: Any, ctx: bytes,
 
 def committer(file: EventFile) -> Emitter:
     """Steps 5 and 8 for a file without predicate, triggers or soft mode: nothing can
-    discard the record, so it is reserved and committed in one ``write`` (the comm saved
-    only when it changed). Objects that never change are bound once; the array's
-    ``tracing_on``, ``clock`` and options are read per event."""
+    discard the record, so it is reserved and committed in one ``write``, without the
+    buffer's lock while no reader or control write is in the buffer (``write_unlocked``),
+    the comm saved only when it changed. Objects that never change are bound once; the
+    array's ``tracing_on``, ``clock`` and options are read per event."""
     array = file.array
     buf = array.buffer
-    lock, cpus, cond = buf.lock, buf.cpus, buf.cond
+    exclusive, cpus, cond = buf.exclusive, buf.cpus, buf.cond
+    write_unlocked = buf.write_unlocked
     tracing = array.tracing
     cmdlines, tgids = tracing.cmdlines, tracing.tgids
     saved = cmdlines.map
     from_ctx = getattr(file.event, "record_from_ctx", None)
 
     def commit(record: bytes | None, cpu: Any, ctx: bytes) -> None:
-        if record is None:
-            record = from_ctx(ctx, cpu)
         if not array.tracing_on:
             return
-        with lock:
-            if cpus[cpu.id].write(array.clock(), record):
-                task = cpu.task
-                if array.record_cmd and saved.get(task.pid) != task.comm:
-                    cmdlines.record(task.pid, task.comm)
-                if array.record_tgid:
-                    tgids[task.pid] = task.tgid
-                if buf.waiters:
+        if record is None:
+            record = from_ctx(ctx, cpu)
+        written = write_unlocked(cpu.id, array.clock(), record)
+        if written is None:            # a reader is in the buffer: the locked path
+            with exclusive:
+                written = cpus[cpu.id].write(array.clock(), record)
+                if written and buf.waiters:
                     cond.notify_all()
+        if written:
+            task = cpu.task
+            if array.record_cmd and saved.get(task.pid) != task.comm:
+                cmdlines.record(task.pid, task.comm)
+            if array.record_tgid:
+                tgids[task.pid] = task.tgid
     return commit
 
 
@@ -228,7 +233,7 @@ def write_entry(array: TraceArray, event: TraceEvent, values: Any, cpu: Any,
     if not array.recording:
         return False
     buf = array.buffer
-    with buf.lock:
+    with buf.exclusive:
         if not buf.cpus[cpu.id].write(array.clock(), record):
             return False
         _save_task(array, cpu.task)

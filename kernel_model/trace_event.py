@@ -181,9 +181,15 @@ def layout(decls: Sequence[tuple[str, str]],
     return fields, off, off + (-off % max_align), fmt
 
 
+_TASK_CTX = (0, 0)
+
+
 def trace_ctx(cpu: Any) -> tuple[int, int]:
     """(common_flags, common_preempt_count) for the current context (tracing_gen_ctx_irq_test)."""
     pc = cpu.preempt_count
+    if not (pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
+            or cpu.need_resched_lazy):
+        return _TASK_CTX               # task context, nothing disabled: the usual case
     flags = TRACE_FLAG_IRQS_OFF if cpu.irqs_off else 0
     if pc & NMI_MASK:
         flags |= TRACE_FLAG_NMI

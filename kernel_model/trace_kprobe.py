@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import errno
 import re
+import struct
 from collections.abc import Callable
 from typing import Any
 
-from kernel_model.kprobes import PtRegs
+from kernel_model.memory import KernelFault
 from kernel_model.trace_event import TraceEvent, trace_ctx
 
 MAX_EVENT_NAME_LEN = 64
@@ -108,7 +109,22 @@ class _ParseError(Exception):
         self.key, self.index, self.offset, self.code = key, index, offset, code
 
 
-Fetch = Callable[[Any, Any], Any]     # (regs, cpu) -> int | bytes | None (fault)
+Fetch = Callable[[Any, Any], Any]     # (pt_regs bytes, cpu) -> int | bytes | None (fault)
+_U64_AT = struct.Struct("<Q").unpack_from
+MASK64 = (1 << 64) - 1
+
+
+def _reg(i: int) -> Fetch:
+    """Register ``i`` of pt_regs (REG_NAMES order), read from the raw 168 bytes."""
+    off = 8 * i
+    return _inlinable(lambda ctx, cpu: _U64_AT(ctx, off)[0], f"u64(ctx, {off})[0]")
+
+
+def _inlinable(fetch: Fetch, expr: str) -> Fetch:
+    """Mark ``fetch`` with the Python expression (over ``ctx``, ``u64``) that computes the same
+    value, so the event's record builder can inline it instead of calling it."""
+    fetch.expr = expr  # type: ignore[attr-defined]
+    return fetch
 
 
 class ProbeArg:
@@ -147,6 +163,8 @@ class KprobeEvent(TraceEvent):
                        else f", REC->{a.name}" for a in args)
         super().__init__(group, name, fields, f'"{fmt}", {rec}', self._assign,
                          printer=_kprobe_printer, packed=True)
+        # the record of a hit from its pt_regs bytes (``ctx``), generated once for the event
+        self.record_from_ctx: Callable[[bytes, Any], bytes] = _record_builder(self)
 
     # -- definition text
     def definition(self) -> str:
@@ -198,33 +216,55 @@ class KprobeEvent(TraceEvent):
         for sink in self.sinks:
             sink(None, cpu, ctx)
 
-    def record_from_ctx(self, ctx: bytes, cpu: Any) -> bytes:
-        """The record for the hit being dispatched (``ctx`` is its pt_regs bytes)."""
-        regs = PtRegs(ctx, self._probe.site.addr)
-        if self.is_return:
-            regs.ret_ip = regs.ip
-        flags, depth = trace_ctx(cpu)
-        return self.build(self._values(regs, cpu), flags, depth, cpu.task.pid)
-
-    def _values(self, regs: Any, cpu: Any) -> list[Any]:
-        if self.is_return:
-            out: list[Any] = [regs.func, regs.ret_ip]
-        else:
-            out = [regs.values[_REG_INDEX["ip"]]]
-        for a in self.args:
-            v = a.fetch(regs, cpu)
-            if a.type_name == "string":
-                out.append(b"(fault)" if v is None else v)
-            else:
-                size, signed = FETCH_TYPES[a.type_name][:2]
-                v = (v or 0) & ((1 << (8 * size)) - 1)
-                if signed and v >> (8 * size - 1):
-                    v -= 1 << (8 * size)
-                out.append(v)
-        return out
-
     def _assign(self, *values: Any) -> tuple:
         return values
+
+
+def _record_builder(ev: KprobeEvent) -> Callable[[bytes, Any], bytes]:
+    """``record(ctx, cpu)``: one generated function per event that fetches every argument from
+    the raw pt_regs and packs the record (the probe's head fields, the args converted to their
+    fetch types, ``__data_loc`` strings after the fixed part; a fault stores ``(fault)`` or
+    0), so a hit costs the fetches and one ``pack``: the layout is worked out here, once."""
+    env: dict[str, Any] = {"trace_ctx": trace_ctx, "u64": _U64_AT, "ev": ev,
+                           "pack": ev._fixed.pack, "FAULT": b"(fault)\0",
+                           "read_cstr": ev.owner.kernel.mem.read_cstr, "KernelFault": KernelFault}
+    lines = ["def record(ctx, cpu):",
+             "    if cpu.preempt_count or cpu.irqs_off or cpu.need_resched or"
+             " cpu.migrate_disable or cpu.need_resched_lazy:",
+             "        flags, depth = trace_ctx(cpu)",
+             "    else:",
+             "        flags = depth = 0"]
+    ip = f"u64(ctx, {8 * _REG_INDEX['ip']})[0]"
+    values = ["ev._probe.site.addr", ip] if ev.is_return else [ip]
+    strings: list[str] = []
+    for n, arg in enumerate(ev.args):
+        env[f"f{n}"] = arg.fetch
+        at_expr = getattr(getattr(arg.fetch, "string_at", None), "expr", None)
+        if at_expr is not None:        # a string at a register-relative address: inline
+            lines += ["    try:",
+                      f"        a{n} = read_cstr({at_expr}, {MAX_STRING_SIZE - 1}) + b'\\0'",
+                      "    except KernelFault:",
+                      f"        a{n} = FAULT"]
+        else:
+            lines.append(f"    a{n} = {getattr(arg.fetch, 'expr', None) or f'f{n}(ctx, cpu)'}")
+        if arg.type_name == "string":
+            if at_expr is None:
+                lines.append(f"    a{n} = FAULT if a{n} is None else a{n} + b'\\0'")
+            at = " + ".join([str(ev.data_offset)] + [f"len({x})" for x in strings])
+            values.append(f"len(a{n}) << 16 | ({at})")
+            strings.append(f"a{n}")
+            continue
+        size, signed = FETCH_TYPES[arg.type_name][:2]
+        bits = 8 * size
+        lines.append(f"    a{n} = (a{n} or 0) & {(1 << bits) - 1:#x}")
+        if signed:
+            lines.append(f"    if a{n} >> {bits - 1}:")
+            lines.append(f"        a{n} -= {1 << bits:#x}")
+        values.append(f"a{n}")
+    lines.append(f"    return pack(ev.id, flags, depth, cpu.task.pid, {', '.join(values)})"
+                 + "".join(f" + {x}" for x in strings))
+    exec(compile("\n".join(lines) + "\n", f"<kprobe record {ev.name}>", "exec"), env)
+    return env["record"]
 
 
 def _kprobe_printer(ev: TraceEvent) -> Callable[[bytes, Any], str]:
@@ -465,16 +505,19 @@ class KprobeEvents:
         return ProbeArg(name, body, type_name, fetch)
 
     def _string_fetch(self, addr_fetch: Fetch) -> Fetch:
-        mem = self.kernel.mem
+        """The string at the fetched address, at most MAX_STRING_SIZE - 1 bytes (None on a
+        fault: unmapped or freed memory)."""
+        read_cstr = self.kernel.mem.read_cstr
 
-        def fetch(regs: Any, cpu: Any) -> bytes | None:
-            addr = addr_fetch(regs, cpu)
+        def fetch(ctx: Any, cpu: Any) -> bytes | None:
+            addr = addr_fetch(ctx, cpu)
             if addr is None:
                 return None
-            n, raw = mem.probe_read_str(addr, MAX_STRING_SIZE)
-            if n < 0:
+            try:
+                return read_cstr(addr, MAX_STRING_SIZE - 1)
+            except KernelFault:
                 return None
-            return raw.split(b"\0", 1)[0]
+        fetch.string_at = addr_fetch  # type: ignore[attr-defined]  # the builder inlines it
         return fetch
 
     def _parse_fetch(self, expr: str, index: int, pos: int, is_return: bool,
@@ -488,19 +531,17 @@ class KprobeEvents:
             if reg not in _REG_INDEX:
                 raise _ParseError("BAD_REG_NAME", index, pos)
             i = _REG_INDEX[reg]
-            return (lambda regs, cpu: regs.values[i]), False
+            return _reg(i), False
         if expr.startswith("$"):
             var = expr[1:]
             if var == "retval":
                 if not is_return:
                     raise _ParseError("RETVAL_ON_PROBE", index, pos)
-                i = _REG_INDEX["ax"]
-                return (lambda regs, cpu: regs.values[i]), False
+                return _reg(_REG_INDEX["ax"]), False
             if var == "comm":
-                return (lambda regs, cpu: cpu.task.comm.encode()), False
+                return (lambda ctx, cpu: cpu.task.comm.encode()), False
             if var == "stack":
-                i = _REG_INDEX["sp"]
-                return (lambda regs, cpu: regs.values[i]), False
+                return _reg(_REG_INDEX["sp"]), False
             if var.startswith("stack"):
                 if not var[5:].isdigit():
                     raise _ParseError("BAD_STACK_NUM", index, pos)
@@ -510,8 +551,7 @@ class KprobeEvents:
                     raise _ParseError("BAD_ARG_NUM", index, pos)
                 n = int(var[3:])
                 if n <= len(_ARG_REGS):
-                    i = _REG_INDEX[_ARG_REGS[n - 1]]
-                    return (lambda regs, cpu: regs.values[i]), False
+                    return _reg(_REG_INDEX[_ARG_REGS[n - 1]]), False
                 return self._stack_nth(n - len(_ARG_REGS)), False
             raise _ParseError("BAD_VAR", index, pos)
         if expr.startswith("@"):
@@ -529,13 +569,13 @@ class KprobeEvents:
                     raise _ParseError("BAD_MEM_ADDR", index, pos) from None
             else:
                 raise _ParseError("BAD_MEM_ADDR", index, pos)
-            return (lambda regs, cpu: addr), True
+            return (lambda ctx, cpu: addr), True
         if expr.startswith("\\"):
             try:
                 imm = int(expr[1:], 0)
             except ValueError:
                 raise _ParseError("BAD_IMM", index, pos) from None
-            return (lambda regs, cpu: imm), False
+            return (lambda ctx, cpu: imm), False
         if expr[:1] in "+-" and expr[:1]:
             m = re.match(r"^([+-](?:0x[0-9a-fA-F]+|\d+))", expr)
             if not m:
@@ -555,15 +595,19 @@ class KprobeEvents:
                                                  is_return, depth + 1)
             if inner_mem:          # the inner memory expression yields its value first
                 inner = self._read_u64(inner)
-            return (lambda regs, cpu, f=inner: _add(f(regs, cpu), off)), True
+            elif inner_text.startswith("%"):   # +off(%reg), the usual form: one step
+                roff = 8 * _REG_INDEX[inner_text[1:]]
+                return _inlinable(lambda ctx, cpu: (_U64_AT(ctx, roff)[0] + off) & MASK64,
+                                  f"(u64(ctx, {roff})[0] + {off}) & {MASK64:#x}"), True
+            return (lambda ctx, cpu, f=inner: _add(f(ctx, cpu), off)), True
         raise _ParseError("BAD_FETCH_ARG", index, pos)
 
     def _read_sized(self, addr_fetch: Fetch, size: int) -> Fetch:
         """Read ``size`` bytes at the fetched address (None on a fault)."""
         mem = self.kernel.mem
 
-        def fetch(regs: Any, cpu: Any) -> int | None:
-            addr = addr_fetch(regs, cpu)
+        def fetch(ctx: Any, cpu: Any) -> int | None:
+            addr = addr_fetch(ctx, cpu)
             if addr is None:
                 return None
             err, raw = mem.probe_read(addr, size)
@@ -575,7 +619,8 @@ class KprobeEvents:
 
     def _stack_nth(self, n: int) -> Fetch:
         sp_index = _REG_INDEX["sp"]
-        return self._read_u64(lambda regs, cpu: regs.values[sp_index] + 8 * n)
+        sp_off = 8 * sp_index
+        return self._read_u64(lambda ctx, cpu: _U64_AT(ctx, sp_off)[0] + 8 * n)
 
 
 def _add(v: int | None, off: int) -> int | None:
