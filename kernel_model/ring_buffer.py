@@ -621,13 +621,15 @@ class RingBuffer:
         """Consume one page of ``cpu`` for ``trace_pipe_raw``: 4096 bytes, or None if empty."""
         with self.exclusive:
             cb = self.cpus[cpu]
-            if cb.peek() is None:
-                return None
+            while cb.read_off >= cb.pages[0].write and len(cb.pages) > 1:
+                cb.pages.pop(0)                 # read out: the next page is the head
+                cb._head_done()
             page = cb.pages[0]
+            if cb.read_off >= page.write:
+                return None
             start, stamp = cb.read_off, (cb.read_stamp if cb.read_off else page.ts)
             data = page.buf[PAGE_HEADER + start:PAGE_HEADER + page.write]
-            n = sum(1 for _ in decode_events(memoryview(page.buf)[PAGE_HEADER:], stamp,
-                                             start, page.write))
+            n = page.entries - cb.read_entries  # the page's events not consumed yet
             # everything up to the commit is consumed in one step
             cb.bytes -= page.write - start
             cb.read += n
