@@ -501,7 +501,38 @@ class RingBuffer:
         try:
             if self.others:
                 return None
-            return self.cpus[cpu].write(ts, record)
+            cb = self.cpus[cpu]
+            if cb._place(ts, record):
+                cb.entries += 1
+                return True
+            return False
+        finally:
+            self.writing = False
+
+    def reserve_unlocked(self, cpu: int, ts: int, record: bytes) -> Reservation | None | bool:
+        """``reserve`` on ``cpu`` without the lock, as ``write_unlocked``: the reservation
+        (end it with ``end_unlocked``), None when dropped, False when someone is in the buffer
+        (nothing reserved: the caller reserves under ``exclusive``)."""
+        self.writing = True
+        if self.others:
+            self.writing = False
+            return False
+        try:
+            res = self.cpus[cpu].reserve(ts, record)
+        except BaseException:
+            self.writing = False
+            raise
+        if res is None:
+            self.writing = False
+        return res
+
+    def end_unlocked(self, cpu: int, res: Reservation, keep: bool) -> None:
+        """Commit (``keep``) or discard a ``reserve_unlocked`` reservation; the writer leaves."""
+        try:
+            if keep:
+                self.cpus[cpu].entries += 1
+            else:
+                self.cpus[cpu].discard(res)
         finally:
             self.writing = False
 
