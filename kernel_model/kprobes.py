@@ -156,7 +156,7 @@ class KprobeSite:
     """The probe point of one function: ``active`` is the flag its call site checks."""
 
     __slots__ = ("name", "addr", "size", "nargs", "active", "entry", "ret", "_kprobes",
-                 "_write_regs", "_plain")
+                 "_write_regs", "call")
 
     def __init__(self, kprobes: Kprobes, name: str, addr: int, size: int, nargs: int) -> None:
         self._kprobes = kprobes
@@ -167,24 +167,39 @@ class KprobeSite:
         self.active = False
         self.entry: tuple[Kprobe, ...] = ()
         self.ret: tuple[Kprobe, ...] = ()
-        self._plain = False        # entry is one raw probe at offset 0 (see ``call``)
         self._write_regs = _CALL_REGS_WRITERS[nargs]
+        # ``call(func, *args)``: what a call site runs while ``active`` (see ``probes_changed``)
+        self.call: Callable[..., Any] = self.call_probed
 
-    def plain_changed(self) -> None:
-        """After the entry probes changed: whether ``call`` takes its one-probe path."""
+    def probes_changed(self) -> None:
+        """After a probe was registered or unregistered: ``call`` is ``call_probed``, or for
+        one raw entry probe at the function's address and no return probe (a kprobe event,
+        a BPF kprobe program) a closure that runs just that one (``_one_probe_call``)."""
         entry = self.entry
-        self._plain = len(entry) == 1 and entry[0].raw and not entry[0].offset
+        one = len(entry) == 1 and not self.ret and entry[0].raw and not entry[0].offset
+        self.call = self._one_probe_call(entry[0]) if one else self.call_probed
 
-    def _run_entry(self, entry: tuple[Kprobe, ...], regs: bytearray, addr: int) -> None:
-        for p in entry:
-            p.nhit += 1
-            if p.offset:
-                _U64_PACK(regs, _IP_OFFSET, addr + p.offset)
-            p.handler(regs if p.raw else PtRegs(bytes(regs), addr))
-            if p.offset:
-                _U64_PACK(regs, _IP_OFFSET, addr)
+    def _one_probe_call(self, probe: Kprobe) -> Callable[..., Any]:
+        kps = self._kprobes
+        addr, nargs, write_all, all_regs = self.addr, self.nargs, self._write_regs, kps.regs
 
-    def call(self, func: Callable[..., Any], *args: Any) -> Any:
+        def call(func: Callable[..., Any], *args: Any) -> Any:
+            if kps.in_handler:
+                probe.nmissed += 1
+            else:
+                regs = all_regs[kps.this_cpu_id()]
+                (write_all if len(args) >= nargs else _CALL_REGS_WRITERS[len(args)])(
+                    regs, addr, args)
+                kps.in_handler = True
+                try:
+                    probe.nhit += 1
+                    probe.handler(regs)
+                finally:
+                    kps.in_handler = False
+            return func(*args)
+        return call
+
+    def call_probed(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func(*args)`` with this site's probes around it.
 
         The first ``nargs`` arguments are the C function's, put in registers; any further ones
@@ -203,12 +218,13 @@ class KprobeSite:
                 write(regs, addr, args)
                 kps.in_handler = True
                 try:
-                    if self._plain:        # one raw probe at the entry: the usual case
-                        p = entry[0]
+                    for p in entry:
                         p.nhit += 1
-                        p.handler(regs)
-                    else:
-                        self._run_entry(entry, regs, addr)
+                        if p.offset:
+                            _U64_PACK(regs, _IP_OFFSET, addr + p.offset)
+                        p.handler(regs if p.raw else PtRegs(bytes(regs), addr))
+                        if p.offset:
+                            _U64_PACK(regs, _IP_OFFSET, addr)
                 finally:
                     kps.in_handler = False
         result = func(*args)
@@ -285,7 +301,7 @@ class Kprobes:
         else:
             site.entry += (probe,)
         site.active = True
-        site.plain_changed()
+        site.probes_changed()
         return probe
 
     def unregister_kprobe(self, probe: Kprobe) -> None:
@@ -295,4 +311,4 @@ class Kprobes:
         else:
             site.entry = tuple(p for p in site.entry if p is not probe)
         site.active = bool(site.entry or site.ret)
-        site.plain_changed()
+        site.probes_changed()

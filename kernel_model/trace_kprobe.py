@@ -193,15 +193,22 @@ class KprobeEvent(TraceEvent):
             self._probe.handler = self._handler()
 
     def _handler(self) -> Callable[[bytearray], None]:
-        """The probe's handler for the current sinks: ``_hit``, or with one sink whose BPF
-        program gates the write, a hit that calls the program itself (one layer less on the
-        path the program runs for every hit)."""
+        """The probe's handler for the current sinks: ``_hit``, or with one sink, a hit that
+        calls it directly, or when its BPF program gates the write, calls the program itself
+        (one layer less on the path the program runs for every hit)."""
         sinks = self.sinks
-        gate = getattr(sinks[0], "gate", None) if len(sinks) == 1 else None
-        if gate is None:
+        if len(sinks) != 1:
             return self._hit
-        prog, write = gate
         this_cpu = self.this_cpu
+        gate = getattr(sinks[0], "gate", None)
+        if gate is None:            # one trace array records it: call its emitter directly
+            sink = sinks[0]
+
+            def hit_one(ctx: bytearray) -> None:
+                self.nhit += 1
+                sink(None, this_cpu(), ctx)
+            return hit_one
+        prog, write = gate
 
         def hit(ctx: bytearray) -> None:
             self.nhit += 1
