@@ -536,6 +536,11 @@ class RingBuffer:
         finally:
             self.writing = False
 
+    def wake_waiters(self) -> None:
+        """After a lock-free write: wake the blocked readers (the caller saw ``waiters``)."""
+        with self.lock:
+            self.cond.notify_all()
+
     def notify(self) -> None:
         """Wake blocked readers (the writer calls this after a commit, under ``lock``)."""
         if self.waiters:
@@ -543,8 +548,13 @@ class RingBuffer:
 
     # -- readers
     def wait(self, cpu: int | None = None, timeout: float | None = None) -> bool:
-        """Block until ``cpu`` (or any CPU) has unread events; False on timeout."""
-        with self.exclusive:
+        """Block until ``cpu`` (or any CPU) has unread events; False on timeout.
+
+        A blocked reader holds the plain lock only (it reads counters, changes nothing), so
+        writers stay lock-free meanwhile: one counts itself in ``waiters`` before its last look
+        at the counters, the lock-free writer looks at ``waiters`` after its write and then
+        wakes it under the lock (``wake_waiters``), so no wake-up is lost."""
+        with self.lock:
             self.waiters += 1
             try:
                 return self.cond.wait_for(lambda: self._has_data(cpu), timeout)

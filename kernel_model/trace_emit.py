@@ -174,7 +174,7 @@ def committer(file: EventFile) -> Emitter:
     array's ``tracing_on``, ``clock`` and options are read per event."""
     array = file.array
     buf = array.buffer
-    exclusive, cpus, cond = buf.exclusive, buf.cpus, buf.cond
+    exclusive, cpus = buf.exclusive, buf.cpus
     write_unlocked = buf.write_unlocked
     tracing = array.tracing
     cmdlines, tgids = tracing.cmdlines, tracing.tgids
@@ -190,14 +190,14 @@ def committer(file: EventFile) -> Emitter:
         if written is None:            # a reader is in the buffer: the locked path
             with exclusive:
                 written = cpus[cpu.id].write(array.clock(), record)
-                if written and buf.waiters:
-                    cond.notify_all()
         if written:
             task = cpu.task
             if array.record_cmd and saved.get(task.pid) != task.comm:
                 cmdlines.record(task.pid, task.comm)
             if array.record_tgid:
                 tgids[task.pid] = task.tgid
+            if buf.waiters:
+                buf.wake_waiters()
     return commit
 
 
@@ -237,6 +237,8 @@ def filtered_committer(file: EventFile) -> Emitter:
                 cmdlines.record(task.pid, task.comm)
             if array.record_tgid:
                 tgids[task.pid] = task.tgid
+            if buf.waiters:
+                buf.wake_waiters()
     return commit
 
 
