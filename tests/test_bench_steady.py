@@ -35,3 +35,11 @@ def test_skb_json_reports_rounds_and_the_rfc_shape(capsys):
     assert set(doc["ratios"]) == set(skb.PHASES) and doc["ratios"]["off"] == 1.0
     assert set(doc["targets_met"]) == set(skb.RFC_SHAPE) | {"bpf_over_predicate_overhead"}
     assert doc["ns_per_iteration"]["off"] > 0
+
+
+def test_skb_opcode_counts_are_per_phase(capsys):
+    from bench import skb_opcodes
+    assert skb_opcodes.main(["--pairs", "5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc) == list(skb_opcodes.PHASES) and doc["off"]["ratio"] == 1.0
+    assert doc["enabled"]["opcodes"] > doc["off"]["opcodes"]       # recording costs something
