@@ -1,6 +1,8 @@
 """What several benchmarks share: the ``--iterations/--repeat/--json`` command line, the
 progress bar long runs show on a terminal, the machine a run was measured on, and the spread
-of repeated measurements."""
+of repeated measurements: a bench that repeats runs until ``--repeat`` of its runs agree within
+5 % (``sample_until_steady``, at most ``MAX_ROUNDS_FACTOR × --repeat`` runs) and reports the
+runs it took and the spread of those it kept, or the spread it reached at the cap."""
 from __future__ import annotations
 
 import argparse
@@ -142,6 +144,40 @@ def spread(values: Sequence[float]) -> float:
 
 
 SPREAD_OK = 0.05      # repeated runs agreeing within 5 % are a figure to trust
+MAX_ROUNDS_FACTOR = 3  # a bench repeating until steady stops at 3 × --repeat runs
+
+
+def tightest(values: Sequence[float], k: int) -> list[float]:
+    """The ``k`` values that lie closest together (the window of sorted values with the
+    smallest spread): a run slowed by the machine's other work falls outside it."""
+    ordered = sorted(values)
+    if len(ordered) <= k:
+        return ordered
+    best = min(range(len(ordered) - k + 1),
+               key=lambda i: (ordered[i + k - 1] - ordered[i]) / (ordered[i + k // 2] or 1))
+    return ordered[best:best + k]
+
+
+def steady(values: Sequence[float], k: int) -> bool:
+    """Whether ``k`` of the runs agree within ``SPREAD_OK``."""
+    return k <= 1 or spread(tightest(values, k)) < SPREAD_OK
+
+
+def sample_until_steady(sample: Callable[[], float], repeat: int,
+                        max_rounds: int | None = None) -> list[float]:
+    """``repeat`` samples, then more while no ``repeat`` of them agree within 5 %, up to
+    ``max_rounds`` (default ``MAX_ROUNDS_FACTOR × repeat``); every sample taken."""
+    cap = max_rounds or MAX_ROUNDS_FACTOR * repeat
+    values = [sample() for _ in range(repeat)]
+    while len(values) < cap and not steady(values, repeat):
+        values.append(sample())
+    return values
+
+
+def steady_figure(values: Sequence[float], k: int) -> tuple[float, float]:
+    """(median, spread) of the ``k`` runs that agree best."""
+    kept = tightest(values, k)
+    return statistics.median(kept), spread(kept)
 
 
 def spread_line(spreads: dict[str, float]) -> str:

@@ -20,7 +20,11 @@ DIR/trace_pipe`` streams the lines into this process, which counts them. Reporte
 * ``drain_events_per_s`` - the same path without a producer competing for the mount process:
   a synchronous ``send`` fills a large buffer, tracing is switched off, and ``cat trace_pipe``
   reads until end of file (what the tree + FUSE + line formatting can deliver at most);
-* ``latency_ms_median`` - from an event's timestamp to its line arriving through cat. The
+* ``raw_events_per_s`` - the same full buffer read as binary pages from every CPU's
+  ``per_cpu/cpuN/trace_pipe_raw`` (one page per read, non-blocking until empty), the events
+  counted by decoding the pages;
+* ``latency_ms_median``, ``latency_ms`` (p50/p90/p99/max) - from an event's timestamp to its
+  line arriving through cat. The
   mount's ``local`` clock in real mode is CLOCK_MONOTONIC from the kernel's start, so its
   offset to this process's ``perf_counter`` is measured by reading ``per_cpu/cpu0/stats``
   (``now ts``) between two clock reads (best of 20; the error is under the shortest read).
@@ -120,6 +124,51 @@ def drain_rate(mnt: Path, events: str, packets: int) -> tuple[int, float]:
     return lines, elapsed
 
 
+def raw_drain_rate(mnt: Path, events: str, packets: int) -> tuple[int, float]:
+    """Fill the buffer with ``packets`` received packets, then time reading every CPU's
+    ``trace_pipe_raw`` (non-blocking, one 4096-byte page per read) until it is empty; the
+    events counted by decoding the pages."""
+    from tracesim.kernel_model.trace.ring_buffer import PAGE_SIZE, decode_page
+    from tracesim.tools.ctl_socket import request
+    (mnt / "buffer_size_kb").write_text("32768\n")
+    (mnt / "set_event").write_text(events + "\n")
+    status, text = request(str(mnt), ["send", "eth0", "--len", "64", "--count", str(packets)])
+    if status:
+        raise SystemExit(f"tracesim bench tracefs: {text.strip()}")
+    (mnt / "tracing_on").write_text("0\n")
+    pages: list[bytes] = []
+    start = time.perf_counter()
+    for cpu_dir in sorted((mnt / "per_cpu").iterdir()):
+        fd = os.open(cpu_dir / "trace_pipe_raw", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            while True:
+                try:
+                    page = os.read(fd, PAGE_SIZE)
+                except BlockingIOError:
+                    break
+                if not page:
+                    break
+                pages.append(page)
+        finally:
+            os.close(fd)
+    elapsed = time.perf_counter() - start
+    count = sum(len(decode_page(page)[3]) for page in pages)
+    (mnt / "trace").write_text("")
+    (mnt / "buffer_size_kb").write_text("1410\n")
+    (mnt / "tracing_on").write_text("1\n")
+    return count, elapsed
+
+
+def percentiles(values: list[float]) -> dict[str, float] | None:
+    """p50, p90, p99 and max of sorted ``values`` (ms, 3 decimals)."""
+    if not values:
+        return None
+    pick = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
+    out = {k: round(values[min(len(values) - 1, int(q * len(values)))], 3) for k, q in pick.items()}
+    out["max"] = round(values[-1], 3)
+    return out
+
+
 def run(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="tracesim bench tracefs")
     p.add_argument("--seconds", type=float, default=5.0, help="streaming time (default 5)")
@@ -143,6 +192,7 @@ def run(argv: list[str]) -> int:
             offset = clock_offset_us(mnt)
             server = mount_pid(mnt)
             drained, drain_time = drain_rate(mnt, args.events, args.drain_packets)
+            raw_drained, raw_time = raw_drain_rate(mnt, args.events, args.drain_packets)
             (mnt / "set_event").write_text(args.events + "\n")
             cat = subprocess.Popen(["cat", str(mnt / "trace_pipe")], stdout=subprocess.PIPE)
 
@@ -187,7 +237,10 @@ def run(argv: list[str]) -> int:
         "mount_cpu_s": round(cpu, 2),
         "events_per_mount_cpu_s": round(events / cpu) if cpu else None,
         "drain_events_per_s": round(drained / drain_time), "drain_events": drained,
+        "raw_events_per_s": round(raw_drained / raw_time) if raw_time else None,
+        "raw_drain_events": raw_drained,
         "latency_ms_median": round(statistics.median(latencies), 3) if latencies else None,
+        "latency_ms": percentiles(latencies),
         "latency_samples": len(latencies),
         "seconds": round(elapsed, 2), "workload": args.workload, "events": args.events,
     }
@@ -199,6 +252,7 @@ def run(argv: list[str]) -> int:
               f"{result['limited_by']}-limited; {result['events_per_mount_cpu_s']:,} per CPU "
               f"second of the mount process); draining a full buffer "
               f"{result['drain_events_per_s']:,} "
-              f"events/s; event->line latency median {result['latency_ms_median']} ms "
+              f"events/s; per_cpu trace_pipe_raw {result['raw_events_per_s']:,} events/s; "
+              f"event->line latency ms {result['latency_ms']} "
               f"({len(latencies)} samples, workload {args.workload}, {elapsed:.1f} s)")
     return 0

@@ -220,10 +220,50 @@ class KprobeSite:
         self.call: Callable[..., Any] = self._call_unprobed
 
     def refresh(self) -> None:
-        """After a probe or a stack hold came or went: ``active`` and the ``call`` form."""
-        probed = bool(self.entry or self.ret)
-        self.active = probed or self._kprobes.stack_holds > 0
-        self.call = self._call_probed if probed else self._call_unprobed
+        """After a probe or a stack hold came or went: ``active`` and the ``call`` form.
+
+        One raw entry probe at the function's address, no return probe (a kprobe event, a BPF
+        kprobe program) and no stack hold (so no function tracer: they all hold the stacks)
+        is the common case: ``call`` is then a closure that runs just that probe
+        (``_one_probe_call``), not ``_call_probed``'s general form."""
+        kps = self._kprobes
+        entry = self.entry
+        probed = bool(entry or self.ret)
+        self.active = probed or kps.stack_holds > 0
+        if not probed:
+            self.call = self._call_unprobed
+        elif (len(entry) == 1 and not self.ret and entry[0].raw and not entry[0].offset
+              and not kps.stack_holds):
+            self.call = self._one_probe_call(entry[0])
+        else:
+            self.call = self._call_probed
+
+    def _one_probe_call(self, probe: Kprobe) -> Callable[..., Any]:
+        """``call`` for a site with one raw entry probe while no stack is held: the registers
+        written, the probe run, the function called; nothing pushed on the call stack (no one
+        reads it without a hold). Should a function tracer hook in without a hold, the
+        general form runs."""
+        kps = self._kprobes
+        addr, nargs, write_all, all_regs = self.addr, self.nargs, self._write_regs, kps.regs
+        call_probed = self._call_probed
+
+        def call(func: Callable[..., Any], *args: Any) -> Any:
+            if kps.ftrace is not None:
+                return call_probed(func, *args)
+            if kps.in_handler:
+                probe.nmissed += 1
+            else:
+                regs = all_regs[kps.this_cpu_id()]
+                (write_all if len(args) >= nargs else _CALL_REGS_WRITERS[len(args)])(
+                    regs, addr, args)
+                kps.in_handler = True
+                try:
+                    probe.nhit += 1
+                    probe.handler(regs)
+                finally:
+                    kps.in_handler = False
+            return func(*args)
+        return call
 
     def _call_unprobed(self, func: Callable[..., Any], *args: Any) -> Any:
         """``call`` without probes: the function on the stack, the function tracers' hooks."""

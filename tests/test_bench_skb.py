@@ -14,7 +14,8 @@ PHASES = ["off", "enabled", "predicate", "bpf_jit", "bpf_interp", "off_again"]
 def test_json_output(capsys):
     assert skb.run(["--iterations", "200", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"phases", "iterations", "spread"} and result["iterations"] == 200
+    assert {"phases", "iterations", "spread", "ns_per_iteration", "ratios"} <= set(result)
+    assert result["iterations"] == 200 and "rounds" not in result   # one repeat: no rounds
     assert result["spread"] == {}               # one repeat: no spread to report
     assert list(result["phases"]) == PHASES
     assert all(isinstance(v, (int, float)) and v > 0 for v in result["phases"].values())
@@ -22,10 +23,12 @@ def test_json_output(capsys):
 
 def test_table_and_dmesg_lines(capsys, tmp_path):
     png = tmp_path / "skb.png"
-    assert skb.run(["--iterations", "300", "--repeat", "2", "--plot", str(png)]) == 0
+    assert skb.run(["--iterations", "300", "--repeat", "2", "--max-repeat", "2",
+                    "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     lines = re.findall(r"^\[ *(\w+)\] 300 skb alloc/free \d+ \(usecs\)$", out, re.M)
     assert lines == PHASES * 2
+    assert "2 sequence(s) run (at most 2)" in out and "RFC shape: " in out
     for phase in PHASES:
         assert re.search(rf"^{phase} +\d+ +\d+\.\d\d ", out, re.M)
     assert "off_again/off = " in out and "(bpf_jit-off)/(predicate-off) = " in out

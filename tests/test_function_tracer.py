@@ -308,3 +308,28 @@ def test_function_fork_follows_children(system, tree):
     tree.echo("/options/function-fork", "0")
     assert machine.fork_hooks == [] or all(
         getattr(h, "__name__", "") != "_task_forked" for h in machine.fork_hooks)
+
+
+@pytest.mark.parametrize("probe_first", [True, False])
+def test_a_kprobe_event_and_the_function_tracer_share_a_function(system, tree, probe_first):
+    """A site with one kprobe event takes a shortcut while no stacks are held: the function
+    tracer still sees the function, whichever comes first, and the probe keeps firing."""
+    def probe() -> None:
+        tree.echo("/kprobe_events", "p:kp_ip_rcv ip_rcv")
+        tree.echo("/events/kprobes/kp_ip_rcv/enable", "1")
+    if probe_first:
+        probe()
+    tree.echo("/current_tracer", "function")
+    if not probe_first:
+        probe()
+    send_lo(system)
+    lines = body(tree)
+    assert "ip_rcv <-__netif_receive_skb_core" in functions(tree)
+    assert sum("kp_ip_rcv: (ip_rcv+0x0/" in ln for ln in lines) == 1
+    tree.echo("/current_tracer", "nop")
+    tree.echo("/trace", "")
+    send_lo(system)
+    assert [f for f in functions(tree) if "kp_ip_rcv" not in f] == []     # no function lines
+    assert sum("kp_ip_rcv: (ip_rcv+0x0/" in ln for ln in body(tree)) == 1
+    tree.echo("/events/kprobes/kp_ip_rcv/enable", "0")
+    tree.echo("/kprobe_events", "")

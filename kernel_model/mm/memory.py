@@ -189,6 +189,14 @@ class Memory:
 
     def read_cstr(self, addr: int, max_len: int = 4096) -> bytes:
         """The NUL-terminated string at ``addr`` (without the NUL), at most ``max_len`` bytes."""
+        region = self.pages.get(addr >> PAGE_SHIFT)
+        if region is not None:     # the usual string: its NUL in the same region, one object
+            off = addr - region.base
+            nul = region.buf.find(0, off, off + max_len)
+            live = region.live
+            if nul >= 0 and (live is None or (off // region.obj_size == nul // region.obj_size
+                                              and live[off // region.obj_size])):
+                return bytes(region.buf[off:nul])
         out = bytearray()
         while len(out) < max_len:
             region = self.pages.get(addr >> PAGE_SHIFT)

@@ -20,7 +20,9 @@ A tracepoint (``TraceEvent.fire``, a kprobe hit) builds the record once and call
 Without triggers, soft mode or pid lists the file's ``emitter()`` is a leaner form of the same
 steps (``update_event`` asks again after every state change, as the kernel flips static keys and
 file flags): the BPF program gating ``emit_filtered`` (steps 5, 7, 8), and without a predicate
-either, ``committer`` (steps 5 and 8 in one ``ring_buffer_write``).
+either, ``committer`` (steps 5 and 8 in one ``ring_buffer_write``); with a predicate,
+``filtered_committer`` (steps 5, 7, 8). Those two write without the buffer's lock while no
+reader is in the buffer (``RingBuffer.write_unlocked`` / ``reserve_unlocked``).
 
 ftrace's own entries (``trace_marker``, stack traces) cannot be filtered: ``write_entry`` writes
 and commits them through the same ring buffer API (ring_buffer.py).
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.trace.errlog import os_error
@@ -100,7 +101,7 @@ class EventFile:
         if self.triggers or self.soft_refs or not self.enabled or self.array.pid_filtered:
             return self.sink
         prog = self.prog
-        write = partial(emit_filtered, self) if self.filter is not None else committer(self)
+        write = filtered_committer(self) if self.filter is not None else committer(self)
         if prog is None:
             return write
 
@@ -142,7 +143,7 @@ def emit_filtered(file: EventFile, record: bytes | None, cpu: Any, ctx: Buffer,
     fired: list[Any] = []
     if array.recording:
         buf = array.buffer
-        with buf.lock:
+        with buf.exclusive:
             cb = buf.cpus[cpu.id]
             res = cb.reserve(array.clock(), record)                # 5
             if cond:                                               # 6
@@ -169,31 +170,77 @@ def emit_filtered(file: EventFile, record: bytes | None, cpu: Any, ctx: Buffer,
 
 def committer(file: EventFile) -> Emitter:
     """Steps 5 and 8 for a file without predicate, triggers or soft mode: nothing can
-    discard the record, so it is reserved and committed in one ``write`` (the comm saved
-    only when it changed). Objects that never change are bound once; the array's
-    ``tracing_on``, ``clock`` and options are read per event."""
+    discard the record, so it is reserved and committed in one ``write``, without the
+    buffer's lock while no reader or control write is in the buffer (``write_unlocked``),
+    the comm saved only when it changed. Objects that never change are bound once; the
+    array's ``tracing_on``, ``clock`` and options are read per event."""
     array = file.array
     buf = array.buffer
-    lock, cpus, cond = buf.lock, buf.cpus, buf.cond
+    exclusive, cpus = buf.exclusive, buf.cpus
+    write_unlocked = buf.write_unlocked
     tracing = array.tracing
     cmdlines, tgids = tracing.cmdlines, tracing.tgids
     saved = cmdlines.map
     from_ctx = getattr(file.event, "record_from_ctx", None)
 
     def commit(record: bytes | None, cpu: Any, ctx: Buffer) -> None:
-        if record is None:
-            record = from_ctx(ctx, cpu)
         if not array.tracing_on:
             return
-        with lock:
-            if cpus[cpu.id].write(array.clock(), record):
-                task = cpu.task
-                if array.record_cmd and saved.get(task.pid) != task.comm:
-                    cmdlines.record(task.pid, task.comm)
-                if array.record_tgid:
-                    tgids[task.pid] = task.tgid
-                if buf.waiters:
-                    cond.notify_all()
+        if record is None:
+            record = from_ctx(ctx, cpu)
+        written = write_unlocked(cpu.id, array.clock(), record)
+        if written is None:            # a reader is in the buffer: the locked path
+            with exclusive:
+                written = cpus[cpu.id].write(array.clock(), record)
+        if written:
+            task = cpu.task
+            if array.record_cmd and saved.get(task.pid) != task.comm:
+                cmdlines.record(task.pid, task.comm)
+            if array.record_tgid:
+                tgids[task.pid] = task.tgid
+            if buf.waiters:
+                buf.wake_waiters()
+    return commit
+
+
+def filtered_committer(file: EventFile) -> Emitter:
+    """Steps 5, 7 and 8 for a file with a predicate and no triggers or soft mode: reserve
+    (the record written), the predicate on the written record, commit or discard, as
+    ``emit_filtered`` does, without the buffer's lock while nobody else is in the buffer
+    (``reserve_unlocked``; otherwise ``emit_filtered`` under the lock)."""
+    array = file.array
+    buf = array.buffer
+    reserve, end = buf.reserve_unlocked, buf.end_unlocked
+    tracing = array.tracing
+    cmdlines, tgids = tracing.cmdlines, tracing.tgids
+    saved = cmdlines.map
+    from_ctx = getattr(file.event, "record_from_ctx", None)
+    match = file.filter.match
+
+    def commit(record: bytes | None, cpu: Any, ctx: Buffer) -> None:
+        if not array.tracing_on:
+            return
+        if record is None:
+            record = from_ctx(ctx, cpu)
+        cpu_id = cpu.id
+        res = reserve(cpu_id, array.clock(), record)                # 5
+        if not res:
+            if res is False:           # a reader is in the buffer: the locked path
+                emit_filtered(file, record, cpu, ctx)
+            return
+        task = cpu.task
+        keep = False
+        try:
+            keep = match(record, cpu_id, task.comm)                  # 7
+        finally:
+            end(cpu_id, res, keep)                                   # 8 or discard
+        if keep:
+            if array.record_cmd and saved.get(task.pid) != task.comm:
+                cmdlines.record(task.pid, task.comm)
+            if array.record_tgid:
+                tgids[task.pid] = task.tgid
+            if buf.waiters:
+                buf.wake_waiters()
     return commit
 
 
@@ -230,7 +277,7 @@ def write_entry(array: TraceArray, event: TraceEvent, values: Any, cpu: Any,
     if not array.recording:
         return False
     buf = array.buffer
-    with buf.lock:
+    with buf.exclusive:
         if not buf.cpus[cpu.id].write(array.clock(), record):
             return False
         _save_task(array, cpu.task)

@@ -184,9 +184,15 @@ def layout(decls: Sequence[tuple[str, str]],
     return fields, off, off + (-off % max_align), fmt
 
 
+_TASK_CTX = (0, 0)
+
+
 def trace_ctx(cpu: Any) -> tuple[int, int]:
     """(common_flags, common_preempt_count) for the current context (tracing_gen_ctx_irq_test)."""
     pc = cpu.preempt_count
+    if not (pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
+            or cpu.need_resched_lazy):
+        return _TASK_CTX               # task context, nothing disabled: the usual case
     flags = TRACE_FLAG_IRQS_OFF if cpu.irqs_off else 0
     if pc & NMI_MASK:
         flags |= TRACE_FLAG_NMI
@@ -236,6 +242,9 @@ class TraceEvent:
         self._array_index = tuple(i for i, f in enumerate(self.fields)
                                   if f.type.endswith("]") and not f.type.endswith("[]"))
         self._simple = not self._dyn_index and not any(f.type.endswith("]") for f in self.fields)
+        if self._dyn_index and self._flex is None:
+            # strings after the fixed part: one generated builder, the layout worked out once
+            self.build = _dynamic_builder(self)  # type: ignore[method-assign,assignment]
         if printer is not None:
             self._printer = printer(self)
             self.line_printer = self._printer if not show_name else self._named(self._printer)
@@ -351,6 +360,34 @@ class TraceEvent:
         lines += [f.format_line() for f in self.fields]
         lines.append(f"\nprint fmt: {self.print_fmt}\n")
         return "".join(lines)
+
+
+def _dynamic_builder(ev: TraceEvent) -> Callable[[Sequence[Any], int, int, int], bytes]:
+    """``build`` for an event with ``__data_loc`` strings and no flexible array, generated:
+    each string encoded with its NUL, its ``len << 16 | offset`` word computed from the
+    strings before it, char arrays given as str encoded, one ``pack`` (the same record as
+    the generic ``TraceEvent.build``)."""
+    n = len(ev.fields)
+    names = [f"v{i}" for i in range(n)]
+    lines = ["def build(values, flags, depth, pid):",
+             f"    {', '.join(names)}{',' if n == 1 else ''} = values"]
+    at = [str(ev.data_offset)]
+    strings = []
+    for i in range(n):
+        if i in ev._dyn_index:
+            lines.append(f"    d{i} = (v{i}.encode() if type(v{i}) is str else bytes(v{i}))"
+                         " + b'\\0'")
+            lines.append(f"    v{i} = len(d{i}) << 16 | ({' + '.join(at)})")
+            at.append(f"len(d{i})")
+            strings.append(f"d{i}")
+        elif i in ev._array_index:
+            lines.append(f"    if type(v{i}) is str:")
+            lines.append(f"        v{i} = v{i}.encode()")
+    lines.append(f"    return pack(ev.id, flags, depth, pid, {', '.join(names)})"
+                 + "".join(f" + {d}" for d in strings) + " + TAIL")
+    env: dict[str, Any] = {"pack": ev._fixed.pack, "ev": ev, "TAIL": ev._tail_pad}
+    exec(compile("\n".join(lines) + "\n", f"<record {ev.system}:{ev.name}>", "exec"), env)
+    return env["build"]
 
 
 def _no_machine() -> Any:

@@ -268,7 +268,7 @@ class FunctionTracing:
             return None
         flags, pc = _ctx_of(cpu)
         buf = array.buffer
-        with buf.lock:
+        with buf.exclusive:
             if buf.cpus[cpu_id].write(array.clock(), _FN_PACK(TRACE_FN, flags, pc, pid,
                                                                site.addr, parent)):
                 if array.record_cmd and self._saved.get(pid) != task.comm:
@@ -335,7 +335,7 @@ class FunctionTracing:
         flags, pc = _ctx_of(cpu)
         task = cpu.task
         buf = array.buffer
-        with buf.lock:
+        with buf.exclusive:
             ts = array.clock()
             if buf.cpus[cpu.id].write(ts, build(ts, flags, pc, task.pid)):
                 tracing = array.tracing
@@ -358,7 +358,7 @@ class FunctionTracing:
         if not array.tracing_on:
             return
         buf = array.buffer
-        with buf.lock:
+        with buf.exclusive:
             buf.cpus[cpu.id].write(array.clock(), record)
 
 

@@ -116,11 +116,18 @@ class KprobeEvent(ProbeEvent):
         if self.primary is not None:
             return self._appended_hit
         sinks = self.sinks
-        gate = getattr(sinks[0], "gate", None) if len(sinks) == 1 else None
-        if gate is None:
+        if len(sinks) != 1:
             return self._hit
-        prog, write = gate
         this_cpu = self.this_cpu
+        gate = getattr(sinks[0], "gate", None)
+        if gate is None:            # one trace array records it: call its emitter directly
+            sink = sinks[0]
+
+            def hit_one(ctx: bytearray) -> None:
+                self.nhit += 1
+                sink(None, this_cpu(), ctx)
+            return hit_one
+        prog, write = gate
 
         def hit(ctx: bytearray) -> None:
             self.nhit += 1

@@ -280,7 +280,7 @@ class PipeReader:
                 self.interrupted = False
                 raise OSError(errno.EINTR, "Interrupted system call")
             buf = self.array.buffer
-            with buf.lock:
+            with buf.lock:             # waiting reads only: see RingBuffer.wait
                 buf.waiters += 1
                 try:
                     buf.cond.wait_for(lambda: self.interrupted or buf._has_data(self.cpu),  # noqa: B023

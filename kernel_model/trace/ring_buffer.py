@@ -21,7 +21,8 @@ The writer's API is the kernel's (kernel/trace/ring_buffer.c), per CPU buffer:
 (ring_buffer_unlock_commit) or ``discard`` (ring_buffer_discard_commit), and ``write``
 (ring_buffer_write: reserve + commit). Every producer of a trace array (trace events, kprobe
 events, bpf_trace_printk, trace_marker, stack entries) writes through them
-(kernel_model/trace_emit.py), holding ``RingBuffer.lock`` from reserve to commit or discard.
+(kernel_model/trace/emit.py), holding ``RingBuffer.exclusive`` from reserve to commit or
+discard; a plain write when nobody else is in the buffer takes no lock (``write_unlocked``).
 
 Accounting (kernel names): ``entries`` committed, ``overrun`` (lost to overwrite, including pages
 dropped by a shrink), ``read`` (consumed), ``dropped_events`` (refused in producer-drop mode),
@@ -30,7 +31,8 @@ dropped by a shrink), ``read`` (consumed), ``dropped_events`` (refused in produc
 Nothing leaves the buffer without being counted in one of them.
 
 Thread model: one writer (the simulated kernel) and readers on other threads (FUSE). All state
-is guarded by ``RingBuffer.lock``; ``cond`` (on that lock) wakes blocked readers.
+is guarded by ``RingBuffer.exclusive`` (the lock, plus the lock-free writer's handshake);
+``cond`` (on that lock) wakes blocked readers.
 """
 from __future__ import annotations
 
@@ -39,9 +41,10 @@ import heapq
 import operator
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 PAGE_SIZE = 4096
 PAGE_HEADER = 16
@@ -250,6 +253,7 @@ class CpuBuffer:
         self.commit_overrun = 0
         self.bytes = 0
         self.last_overrun = 0      # overrun already reported to the consumer
+        self.prev_ts = 0           # the tail page's time before the last event placed
 
     # -- writer
     def _next_page(self, ts: int) -> Page | None:
@@ -262,71 +266,96 @@ class CpuBuffer:
         if len(self.pages) >= self.nr_pages:
             if not self.overwrite:
                 return None
-            self._drop_oldest()
-        page = Page(PAGE_HEADER + self.data_size)
+            # the oldest page, overwritten, becomes the new tail: pages are allocated once
+            # (a page of an older sub-buffer size is not reused)
+            page = self._drop_oldest()
+            if len(page.buf) == PAGE_HEADER + self.data_size:
+                page.write = page.entries = page.bytes = 0
+            else:
+                page = Page(PAGE_HEADER + self.data_size)
+        else:
+            page = Page(PAGE_HEADER + self.data_size)
         page.ts = page.last_ts = ts
         self.pages.append(page)
         return page
 
-    def _drop_oldest(self) -> None:
+    def _drop_oldest(self) -> Page:
         old = self.pages.pop(0)
         self.overrun += old.entries - self.read_entries
         self.bytes -= old.bytes - self.head_read_bytes
         self._head_done()
+        return old
 
     def _head_done(self) -> None:
         self.read_off = 0
         self.read_entries = 0
         self.head_read_bytes = 0
 
-    def reserve(self, ts: int, record: bytes) -> Reservation | None:
-        """ring_buffer_lock_reserve with the fields written: room for ``record`` on the tail
-        page (moving to the next page, overwriting the oldest in overwrite mode), the record
-        copied in. The model builds a record before reserving it (a BPF program reads it
-        first), so the copy is the "write fields" step. None when the buffer is full in
-        producer-drop mode (counted in ``dropped_events``). The page's entry and byte counts
-        move now, as the kernel's do; ``entries`` moves on :meth:`commit`. The caller holds
-        ``RingBuffer.lock`` from reserve to commit or discard, so no reader sees the record
-        before it is committed."""
-        length = _LENGTHS.get(len(record)) or event_length(len(record))
-        page: Page | None = self.pages[-1]
-        assert page is not None
-        w = page.write
-        if page.entries == 0 and w == 0:
-            page.ts = page.last_ts = ts
-            delta = 0
-        else:
-            delta = ts - page.last_ts
-            if delta < 0:
-                delta = 0
-        need = length + RB_LEN_TIME_EXTEND if delta > TS_MASK else length
-        if w + need > self.data_size:
-            page = self._next_page(ts)
+    def _place(self, ts: int, record: bytes) -> int:
+        """The writer's one path: room for ``record`` on the tail page (moving to the next
+        page, overwriting the oldest in overwrite mode), its header and a time extend written,
+        the record copied in; the bytes taken, 0 when the buffer is full in producer-drop mode
+        (counted in ``dropped_events``). ``prev_ts`` keeps the tail's time before the event,
+        what a discard restores."""
+        n = len(record)
+        length = _LENGTHS[n] if n < 512 else event_length(n)
+        page = self.pages[-1]
+        w = start = page.write
+        delta = ts - page.last_ts
+        if not w or not 0 <= delta <= TS_MASK or w + length > self.data_size:
+            page = self._tail_for(ts, length)      # not the usual event: small, no extend
             if page is None:
                 self.dropped_events += 1
-                return None
-            w, delta, need = 0, 0, length
-        saved = (page.write, page.last_ts)
+                return 0
+            w = start = page.write
+            delta = max(ts - page.last_ts, 0) if w else 0
+            if delta > TS_MASK:
+                _U32X2.pack_into(page.buf, PAGE_HEADER + w,
+                                 TYPE_TIME_EXTEND | (delta & TS_MASK) << 5, delta >> TS_SHIFT)
+                w += RB_LEN_TIME_EXTEND
+                delta = 0
         off = PAGE_HEADER + w
         buf = page.buf
-        if delta > TS_MASK:
-            _U32X2.pack_into(buf, off, TYPE_TIME_EXTEND | (delta & TS_MASK) << 5,
-                             delta >> TS_SHIFT)
-            off += RB_LEN_TIME_EXTEND
-            delta = 0
-        n = len(record)
-        if length - 4 > RB_MAX_SMALL_DATA:
+        if length > RB_MAX_SMALL_DATA + 4:
             _U32X2.pack_into(buf, off, delta << 5, length - 4)
             buf[off + 8:off + 8 + n] = record
         else:
             _U32.pack_into(buf, off, (length - 4) >> 2 | delta << 5)
             buf[off + 4:off + 4 + n] = record
-        page.write = w + need
+        need = w + length - start
+        self.prev_ts = page.last_ts
+        page.write = w + length
         page.last_ts = ts
         page.entries += 1
         page.bytes += need
         self.bytes += need
-        return page, saved[0], saved[1], need
+        return need
+
+    def _tail_for(self, ts: int, length: int) -> Page | None:
+        """The page an event of ``length`` bytes at ``ts`` goes on (with its time extend):
+        the tail, stamped when empty, or the next page; None when full in producer-drop mode."""
+        page = self.pages[-1]
+        if not page.write:
+            page.ts = page.last_ts = ts
+            return page
+        delta = ts - page.last_ts
+        need = length + RB_LEN_TIME_EXTEND if delta > TS_MASK else length
+        if page.write + need <= self.data_size:
+            return page
+        return self._next_page(ts)
+
+    def reserve(self, ts: int, record: bytes) -> Reservation | None:
+        """ring_buffer_lock_reserve with the fields written (see ``_place``). The model builds
+        a record before reserving it (a BPF program reads it first), so the copy is the "write
+        fields" step. None when dropped. The page's entry and byte counts move now, as the
+        kernel's do; ``entries`` moves on :meth:`commit`. The caller holds ``RingBuffer.exclusive``
+        from reserve to commit or discard, so no reader sees the record before it is
+        committed."""
+        need = self._place(ts, record)
+        if not need:
+            return None
+        page = self.pages[-1]
+        return page, page.write - need, self.prev_ts, need
 
     def commit(self, res: Reservation) -> None:
         """ring_buffer_unlock_commit: the reserved record becomes an entry readers see."""
@@ -345,10 +374,10 @@ class CpuBuffer:
 
     def write(self, ts: int, record: bytes) -> bool:
         """ring_buffer_write: reserve and commit in one step; False when dropped (counted)."""
-        if self.reserve(ts, record) is None:
-            return False
-        self.entries += 1
-        return True
+        if self._place(ts, record):
+            self.entries += 1
+            return True
+        return False
 
     # -- readers
     def unread(self) -> int:
@@ -407,6 +436,28 @@ class CpuBuffer:
         return 0
 
 
+class _Exclusive:
+    """``with buf.exclusive:`` the buffer's lock, once any lock-free write in progress on
+    another thread has ended (``RingBuffer.write_unlocked``); every path but that writer's
+    holds it to touch the buffer, and ``cond`` waits inside it."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self, buf: RingBuffer) -> None:
+        self.buf = buf
+
+    def __enter__(self) -> None:
+        buf = self.buf
+        buf.lock.acquire()
+        buf.others += 1
+        while buf.writing:
+            time.sleep(0)          # let the writer's thread finish its write
+
+    def __exit__(self, *exc: object) -> None:
+        self.buf.others -= 1
+        self.buf.lock.release()
+
+
 class RingBuffer:
     """The per-CPU buffers of one trace array, with the locks and wake-ups readers need."""
 
@@ -417,11 +468,15 @@ class RingBuffer:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.waiters = 0
+        # The lock-free writer (``write_unlocked``) and everyone else (``exclusive``): see there.
+        self.others = 0            # threads inside ``exclusive``
+        self.writing = False       # a lock-free write is in progress
+        self.exclusive = _Exclusive(self)
         self.set_overwrite(overwrite)
 
     # -- configuration
     def set_overwrite(self, overwrite: bool) -> None:
-        with self.lock:
+        with self.exclusive:
             self.overwrite = overwrite
             for cb in self.cpus:
                 cb.overwrite = overwrite
@@ -444,7 +499,7 @@ class RingBuffer:
         """ring_buffer_subbuf_order_set: sub-buffers of ``PAGE_SIZE << order`` bytes; each CPU
         keeps its size in bytes (at least two sub-buffers) and loses its contents."""
         data = (PAGE_SIZE << order) - PAGE_HEADER
-        with self.lock:
+        with self.exclusive:
             for cb in self.cpus:
                 cb.nr_pages = max(2, -(-(cb.nr_pages * cb.data_size) // data))
                 cb.data_size = data
@@ -453,14 +508,14 @@ class RingBuffer:
     def resize(self, kb: int, cpu: int | None = None) -> None:
         """Set the size of one CPU's buffer or of all; a shrink drops the oldest pages (overrun)."""
         nr = max(2, -(-(kb << 10) // self.cpus[0].data_size))
-        with self.lock:
+        with self.exclusive:
             for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
                 cb.nr_pages = nr
                 while len(cb.pages) > nr:
                     cb._drop_oldest()
 
     def reset(self, cpu: int | None = None) -> None:
-        with self.lock:
+        with self.exclusive:
             for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
                 cb.reset()
 
@@ -468,7 +523,7 @@ class RingBuffer:
         """ring_buffer_swap_cpu (for every CPU, or one): the two buffers exchange their pages
         and counters; each keeps its identity, lock, mode and readers (a snapshot swaps the
         live buffer with the snapshot buffer this way)."""
-        with self.lock, other.lock:
+        with self.exclusive, other.exclusive:
             for i in (range(len(self.cpus)) if cpu is None else [cpu]):
                 self.cpus[i], other.cpus[i] = other.cpus[i], self.cpus[i]
                 self.cpus[i].overwrite = self.overwrite
@@ -477,6 +532,60 @@ class RingBuffer:
                 self.cond.notify_all()
 
     # -- writer
+    def write_unlocked(self, cpu: int, ts: int, record: bytes) -> bool | None:
+        """``ring_buffer_write`` without the lock when nobody else is in the buffer; None when
+        someone is (a reader, a control write): the caller then writes under ``exclusive``.
+
+        The kernel's writer takes no lock either. Here writes are serialized by the kernel's
+        lock and readers run on other threads, so the writer announces itself (``writing``)
+        and then checks ``others``, while ``exclusive`` counts itself in ``others`` and then
+        waits for ``writing`` to clear: one of the two always sees the other (the GIL orders
+        the stores), so a reader never sees half a write and the writer pays no lock."""
+        self.writing = True
+        try:
+            if self.others:
+                return None
+            cb = self.cpus[cpu]
+            if cb._place(ts, record):
+                cb.entries += 1
+                return True
+            return False
+        finally:
+            self.writing = False
+
+    def reserve_unlocked(self, cpu: int, ts: int,
+                         record: bytes) -> Reservation | None | Literal[False]:
+        """``reserve`` on ``cpu`` without the lock, as ``write_unlocked``: the reservation
+        (end it with ``end_unlocked``), None when dropped, False when someone is in the buffer
+        (nothing reserved: the caller reserves under ``exclusive``)."""
+        self.writing = True
+        if self.others:
+            self.writing = False
+            return False
+        try:
+            res = self.cpus[cpu].reserve(ts, record)
+        except BaseException:
+            self.writing = False
+            raise
+        if res is None:
+            self.writing = False
+        return res
+
+    def end_unlocked(self, cpu: int, res: Reservation, keep: bool) -> None:
+        """Commit (``keep``) or discard a ``reserve_unlocked`` reservation; the writer leaves."""
+        try:
+            if keep:
+                self.cpus[cpu].entries += 1
+            else:
+                self.cpus[cpu].discard(res)
+        finally:
+            self.writing = False
+
+    def wake_waiters(self) -> None:
+        """After a lock-free write: wake the blocked readers (the caller saw ``waiters``)."""
+        with self.lock:
+            self.cond.notify_all()
+
     def notify(self) -> None:
         """Wake blocked readers (the writer calls this after a commit, under ``lock``)."""
         if self.waiters:
@@ -484,7 +593,12 @@ class RingBuffer:
 
     # -- readers
     def wait(self, cpu: int | None = None, timeout: float | None = None) -> bool:
-        """Block until ``cpu`` (or any CPU) has unread events; False on timeout."""
+        """Block until ``cpu`` (or any CPU) has unread events; False on timeout.
+
+        A blocked reader holds the plain lock only (it reads counters, changes nothing), so
+        writers stay lock-free meanwhile: one counts itself in ``waiters`` before its last look
+        at the counters, the lock-free writer looks at ``waiters`` after its write and then
+        wakes it under the lock (``wake_waiters``), so no wake-up is lost."""
         with self.lock:
             self.waiters += 1
             try:
@@ -494,7 +608,7 @@ class RingBuffer:
 
     def wake_all(self) -> None:
         """Wake every blocked reader (e.g. a reader being interrupted)."""
-        with self.lock:
+        with self.exclusive:
             self.cond.notify_all()
 
     def _has_data(self, cpu: int | None) -> bool:
@@ -506,7 +620,7 @@ class RingBuffer:
 
         ``Entry.lost`` is the number of events of that CPU overwritten since the last consume.
         """
-        with self.lock:
+        with self.exclusive:
             best = None
             for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
                 nxt = cb.peek()
@@ -524,7 +638,7 @@ class RingBuffer:
         gives them (earliest timestamp first, the lower CPU on ties), as (cpu, ts, payload,
         lost). One lock hold, and each page's events decoded in one pass."""
         out: list[tuple[int, int, bytes, int]] = []
-        with self.lock:
+        with self.exclusive:
             runs: list[list[Any]] = []  # [cpu buffer, head page events, next index, taken]
             for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
                 events = cb.head_events()
@@ -578,7 +692,7 @@ class RingBuffer:
         """``iter_entries`` as (cpu, ts, payload, 0) tuples, the form ``consume_batch`` gives:
         the pages are copied under the lock, then decoded a page at a time and merged by
         timestamp (the lower CPU first on ties)."""
-        with self.lock:
+        with self.exclusive:
             snaps = [(cb.cpu, cb.snapshot()) for cb in
                      (self.cpus if cpu is None else [self.cpus[cpu]])]
 
@@ -591,15 +705,17 @@ class RingBuffer:
 
     def read_page(self, cpu: int) -> bytes | None:
         """Consume one page of ``cpu`` for ``trace_pipe_raw``: 4096 bytes, or None if empty."""
-        with self.lock:
+        with self.exclusive:
             cb = self.cpus[cpu]
-            if cb.peek() is None:
-                return None
+            while cb.read_off >= cb.pages[0].write and len(cb.pages) > 1:
+                cb.pages.pop(0)                 # read out: the next page is the head
+                cb._head_done()
             page = cb.pages[0]
+            if cb.read_off >= page.write:
+                return None
             start, stamp = cb.read_off, (cb.read_stamp if cb.read_off else page.ts)
             data = page.buf[PAGE_HEADER + start:PAGE_HEADER + page.write]
-            n = sum(1 for _ in decode_events(memoryview(page.buf)[PAGE_HEADER:], stamp,
-                                             start, page.write))
+            n = page.entries - cb.read_entries  # the page's events not consumed yet
             # everything up to the commit is consumed in one step
             cb.bytes -= page.write - start
             cb.read += n
@@ -626,7 +742,7 @@ class RingBuffer:
     # -- statistics
     def stats(self, cpu: int, now: int) -> dict[str, int]:
         """The numbers of ``per_cpu/cpuN/stats`` (timestamps in trace clock units)."""
-        with self.lock:
+        with self.exclusive:
             cb = self.cpus[cpu]
             return {
                 "entries": cb.unread(), "overrun": cb.overrun,
@@ -637,6 +753,6 @@ class RingBuffer:
 
     def entries(self) -> tuple[int, int]:
         """(entries in buffer, entries written) over all CPUs, as the trace header counts them."""
-        with self.lock:
+        with self.exclusive:
             inbuf = sum(cb.unread() for cb in self.cpus)
             return inbuf, inbuf + sum(cb.overrun for cb in self.cpus)
