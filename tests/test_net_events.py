@@ -131,6 +131,21 @@ def test_ping_over_a_nic(kernel):
     assert got.count("consume_skb") == 6          # tx completion, icmp_rcv, skb_free_datagram
 
 
+def test_received_packets_run_in_the_net_rx_softirq(kernel):
+    """napi_schedule raises NET_RX (under rcu_read_lock_bh: 'b'), and handle_softirqs runs
+    net_rx_action between softirq_entry and softirq_exit, where netif_receive_skb fires."""
+    kernel.user_task("ping")
+    enable_all(kernel, ("irq", "net"))
+    assert run_command(kernel, ["ping", "lo", "-c", "1"])[0] == 0
+    trace = lines(kernel)
+    got = [n for n in names(trace) if n.startswith("softirq") or n == "netif_receive_skb"]
+    assert got[:3] == ["softirq_raise", "softirq_entry", "netif_receive_skb"]
+    assert got[-1] == "softirq_exit"
+    assert all(body(ln) == "vec=3 [action=NET_RX]" for ln in trace if ": softirq_" in ln)
+    raise_line = next(ln for ln in trace if ": softirq_raise:" in ln)
+    assert " b...." in raise_line
+
+
 # -- drops -------------------------------------------------------------------------------------
 
 def test_udp_to_a_closed_port_is_dropped_with_no_socket(kernel):

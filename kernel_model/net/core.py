@@ -46,6 +46,7 @@ from tracesim.kernel_model.mm.slab import (
     KmemCache,
 )
 from tracesim.kernel_model.net import packets
+from tracesim.kernel_model.trace.events.irq import NET_RX_SOFTIRQ
 from tracesim.kernel_model.trace.events.skb import DROP_REASON_VALUES
 
 if TYPE_CHECKING:
@@ -310,6 +311,9 @@ class Net:
         self.tp_net_dev_queue = ev("net", "net_dev_queue")
         self.tp_net_dev_start_xmit = ev("net", "net_dev_start_xmit")
         self.tp_net_dev_xmit = ev("net", "net_dev_xmit")
+        self.tp_softirq_raise = ev("irq", "softirq_raise")
+        self.tp_softirq_entry = ev("irq", "softirq_entry")
+        self.tp_softirq_exit = ev("irq", "softirq_exit")
         self.tp_napi_poll = ev("napi", "napi_poll")
         # kprobe sites
         site = kernel.kprobes.site
@@ -678,6 +682,8 @@ class Net:
         if not napi.state & NAPI_STATE_SCHED:
             napi.state |= NAPI_STATE_SCHED
             self.poll_list[cpu].append(napi)
+            if self.tp_softirq_raise.enabled:            # __raise_softirq_irqoff(NET_RX_SOFTIRQ)
+                self.tp_softirq_raise.fire(NET_RX_SOFTIRQ)
 
     def do_softirq(self) -> None:
         """Run pending NET_RX work on this CPU (irq_exit / local_bh_enable); inside a softirq
@@ -685,11 +691,15 @@ class Net:
         cpu = self.machine.current
         if self.poll_list[cpu.id] and not cpu.preempt_count & 0xf0100:
             with self.machine.softirq():
+                if self.tp_softirq_entry.enabled:        # handle_softirqs around the action
+                    self.tp_softirq_entry.fire(NET_RX_SOFTIRQ)
                 kp = self.kp_net_rx_action
                 if kp.active:
                     kp.call(self.net_rx_action)
                 else:
                     self.net_rx_action()
+                if self.tp_softirq_exit.enabled:
+                    self.tp_softirq_exit.fire(NET_RX_SOFTIRQ)
 
     def net_rx_action(self) -> None:
         pending = self.poll_list[self.machine.current.id]
