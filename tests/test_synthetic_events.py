@@ -145,9 +145,7 @@ WAKEUP_EXAMPLE = (
 
 def test_wakeup_latency_example_verbatim(tree, system):
     """Documentation/trace/histogram.rst's wakeup_latency, as written there, on the model's
-    scheduler events (skipped until the model has sched_waking)."""
-    if ("sched", "sched_waking") not in system.kernel.tracing.events:
-        pytest.skip("the model has no sched:sched_waking event yet (issue #17, engineer a1)")
+    scheduler events."""
     for path, cmd in WAKEUP_EXAMPLE:
         tree.echo("/" + path, cmd, append=True)
     control.send(system.kernel, "lo", 64, count=50)      # activity: softirqs, wakeups
