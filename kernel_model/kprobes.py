@@ -120,8 +120,8 @@ class PtRegs:
 
     __slots__ = ("raw", "func", "ret_ip", "_values")
 
-    def __init__(self, raw: bytes, func: int = 0, ret_ip: int = 0) -> None:
-        self.raw = raw
+    def __init__(self, raw: bytes | bytearray | memoryview, func: int = 0, ret_ip: int = 0) -> None:
+        self.raw = raw          # a snapshot, or the live buffer for a reader done within the hit
         self.func = func
         self.ret_ip = ret_ip
         self._values: tuple[int, ...] | None = None

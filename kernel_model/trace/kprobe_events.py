@@ -152,7 +152,7 @@ class KprobeEvent(ProbeEvent):
 
     def record_from_ctx(self, ctx: Buffer, cpu: Any) -> bytes:
         """The record for the hit being dispatched (``ctx`` is its pt_regs bytes)."""
-        regs = PtRegs(bytes(ctx), self._probe.site.addr)
+        regs = PtRegs(ctx, self._probe.site.addr)        # read now, within the hit: no copy
         if self.is_return:
             regs.ret_ip = regs.ip
         flags, depth = trace_ctx(cpu)
