@@ -9,7 +9,9 @@ PIP    := PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m p
 
 # System packages: libfuse2 for the mount (make run); the test suite also drives real tools.
 RUN_DEBS  := libfuse2 fuse
-TEST_DEBS := $(RUN_DEBS) clang llvm trace-cmd libtracefs-dev linux-perf libbpf-dev bpftool
+# linux-source-6.12 carries the kernel's ftrace selftests, which the suite runs against the mount.
+TEST_DEBS := $(RUN_DEBS) clang llvm trace-cmd libtracefs-dev linux-perf libbpf-dev bpftool \
+             linux-source-6.12
 
 .PHONY: run test typecheck bench fuzz setup sysdeps-run sysdeps-test clean
 
@@ -54,6 +56,7 @@ sysdeps-run:
 
 sysdeps-test:
 	@sh tools/sysdeps.sh $(TEST_DEBS)
+	@sh tools/selftests.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

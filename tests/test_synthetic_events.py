@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import errno
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 from tracesim.kernel_model import control
@@ -175,37 +172,6 @@ def test_latency_pair_through_the_mount(mnt):
     assert re.search(r"\{ len:         64 \} hitcount:          4  lat: +\d+\n", hist), hist
     assert sh("grep -c ' lo_lat: lat=' trace", mnt).stdout == "4\n"
     assert sh("cat dynamic_events", mnt).stdout == "s:synthetic/lo_lat\tu64 lat; unsigned int len\n"
-
-
-def _selftests_dir() -> Path | None:
-    for base in (Path("/usr/src"), Path("/usr/lib"), Path.home()):
-        for hit in sorted(base.glob("*/tools/testing/selftests/ftrace/ftracetest"))[:1]:
-            return hit.parent
-    return None
-
-
-def test_ftrace_selftests_against_the_mount(mnt, tmp_path):
-    """The kernel's ftrace selftests (trigger, hist and snapshot groups) run against the mount.
-
-    ftracetest finds tracefs in /proc/mounts by its type, which a FUSE mount does not have, so
-    a copy of the suite is pointed at the mount by its TRACING_DIR line."""
-    found = _selftests_dir()
-    if found is None:
-        pytest.skip("the kernel's ftrace selftests (tools/testing/selftests/ftrace) are not "
-                    "on this machine")
-    suite = tmp_path / "ftrace"
-    shutil.copytree(found, suite)
-    runner = suite / "ftracetest"
-    text = runner.read_text()
-    runner.write_text(re.sub(r"^TRACING_DIR=.*$", f"TRACING_DIR={mnt}", text, count=1,
-                             flags=re.M))
-    groups = [str(suite / "test.d" / "trigger")] + \
-        [str(p) for p in sorted((suite / "test.d").glob("*/snapshot*.tc"))]
-    out = subprocess.run(["bash", str(runner), "-vv", *groups], cwd=suite,
-                         capture_output=True, text=True, timeout=1800)
-    passed = re.search(r"# of passed:\s+(\d+)", out.stdout)
-    failed = re.search(r"# of failed:\s+(\d+)", out.stdout)
-    assert passed and failed and failed.group(1) == "0", out.stdout[-3000:]
 
 
 def test_send_does_not_need_a_trigger(system):
