@@ -34,6 +34,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("object", metavar="OBJ.o", help="BPF ELF object (clang -target bpf, tracesim cc)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
                    help="set a .rodata/.data/.bss global before load (by its BTF name)")
+    p.add_argument("--cookie", dest="cookies", action="append", default=[],
+                   metavar="PROG=VALUE",
+                   help="attach PROG with this bpf_cookie (PROG:SYMBOL=VALUE: one symbol's of "
+                        "a kprobe.multi program)")
     p.add_argument("--workload", default="none", help="traffic to run in process (default none)")
     p.add_argument("--duration", type=float, metavar="S",
                    help="seconds to run (default: until Ctrl-C)")
@@ -65,7 +69,8 @@ def run_in_process(args: argparse.Namespace, data: bytes) -> int:
         return 2
     try:
         run = ObjectRun(kernel, kernel.tracing.top, data, name=object_name(args.object),
-                        sets=args.sets, engine=args.engine, strict=args.strict)
+                        sets=args.sets, engine=args.engine, strict=args.strict,
+                        cookies=args.cookies)
         printer = Printer(run.obj, args)
     except ObjectError as e:
         print("\n".join(e.lines), file=sys.stderr)

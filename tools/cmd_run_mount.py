@@ -36,6 +36,8 @@ def run_on_mount(args: argparse.Namespace, data: bytes) -> int:
     command += ["--strict"] if args.strict else []
     for assignment in args.sets:
         command += ["--set", assignment]
+    for cookie in args.cookies:
+        command += ["--cookie", cookie]
     try:
         status, text = request(args.mount, command)
         if status:

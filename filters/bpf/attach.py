@@ -30,12 +30,13 @@ import errno
 import fnmatch
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracesim.kernel_model.kprobes import ARG_REGS, PT_REGS_OFFSETS, KprobeError, reg_value
 from tracesim.kernel_model.trace.event import trace_ctx
+from tracesim.kernel_model.trace.probe_btf import FUNC_PROTOS
 
 MAX_ARGS = 12                                  # MAX_BPF_FUNC_ARGS: the u64 args[] context
 _ARGS = struct.Struct(f"<{MAX_ARGS}Q")
@@ -132,28 +133,66 @@ def attach_target(prog: str, section: str) -> Target | None:
 
 # ---------------------------------------------------------------- the hooks
 
-def attach_program(kernel: Any, prog: str, section: str,
-                   run: Callable[[bytes], int]) -> Link | None:
+def attach_program(kernel: Any, prog: str, section: str, run: Callable[[bytes], int],
+                   env: Any = None, cookie: int | Mapping[str, int] = 0) -> Link | None:
     """Attach ``run`` where ``SEC(section)`` says; None for a section libbpf does not
-    auto-attach; ``AttachError`` when the target is missing."""
+    auto-attach; ``AttachError`` when the target is missing.
+
+    ``env`` is the program's own environment (``TraceEnv.for_program()``): the attachment sets
+    what the program's helpers learn of it there (``ip``, ``cookie``, ``nargs``,
+    ``func_returned``), for the link and, for a ``kprobe.multi`` link, for each hit.
+    ``cookie`` is the link's ``bpf_cookie`` (``bpf_*_opts.bpf_cookie``); for ``kprobe.multi``
+    and ``kretprobe.multi`` it may map each symbol to its own (``opts.cookies[]``, a symbol
+    without one has 0)."""
     target = attach_target(prog, section)
     if target is None:
         return None
+    if not isinstance(cookie, int) and not target.kind.endswith(".multi"):
+        raise AttachError(errno.EINVAL, f"prog '{prog}': per-symbol cookies are for "
+                                        f"kprobe.multi links only")
     link = Link(target, [])
     try:
-        _ATTACHERS[target.kind](kernel, prog, target, run, link)
+        _ATTACHERS[target.kind](kernel, prog, target, run, link, env, cookie)
     except AttachError:
         link.detach()
         raise
     return link
 
 
+def _cookie_of(cookie: int | Mapping[str, int], symbol: str) -> int:
+    value = cookie if isinstance(cookie, int) else cookie.get(symbol, 0)
+    return value & M64
+
+
 def _kprobe(kernel: Any, prog: str, target: Target, run: Callable[[bytes], int],
-            link: Link) -> None:
+            link: Link, env: Any, cookie: int | Mapping[str, int]) -> None:
     retprobe = target.kind in ("kretprobe", "kretsyscall", "kretprobe.multi")
     for symbol in _kprobe_symbols(kernel, prog, target):
-        _register(kernel, prog, symbol, target.offset, retprobe,
-                  lambda regs: run(bytes(regs)), link)
+        if env is None:
+            handler = _plain(run)
+        else:
+            # bpf_get_func_ip_kprobe: the function's address when the probe sits at its
+            # entry (a kretprobe's too), 0 for a probe at an offset into it; the multi
+            # links' entry_ip is always the function's address
+            addr = kernel.kallsyms.address_of(symbol) or 0
+            handler = _with_env(run, env, 0 if target.offset else addr,
+                                _cookie_of(cookie, symbol))
+        _register(kernel, prog, symbol, target.offset, retprobe, handler, link)
+
+
+def _plain(run: Callable[[bytes], int]) -> Callable[[bytearray], Any]:
+    return lambda regs: run(bytes(regs))
+
+
+def _with_env(run: Callable[[bytes], int], env: Any, ip: int,
+              cookie: int) -> Callable[[bytearray], Any]:
+    """The handler of one probe point: its ip and cookie in the program's env, then the run
+    (one program may be attached at many points: a multi link, or links made by hand)."""
+    def handler(regs: bytearray) -> Any:
+        env.ip = ip
+        env.cookie = cookie
+        return run(bytes(regs))
+    return handler
 
 
 def _kprobe_symbols(kernel: Any, prog: str, target: Target) -> list[str]:
@@ -184,22 +223,40 @@ def _register(kernel: Any, prog: str, symbol: str, offset: int, retprobe: bool,
     link.detach_fns.append(lambda: kprobes.unregister_kprobe(probe))
 
 
+def func_nargs(kernel: Any, symbol: str) -> int | None:
+    """The argument count of ``symbol``'s BTF prototype (``btf_type_vlen`` of its FUNC_PROTO):
+    the model's prototype where it has one, else the C argument count its call site passes;
+    None for a function the model has no prototype of."""
+    proto = FUNC_PROTOS.get(symbol)
+    if proto is not None:
+        return len(proto[1])
+    site = kernel.kprobes.sites.get(symbol)
+    return site.nargs if site is not None else None
+
+
 def _fentry(kernel: Any, prog: str, target: Target, run: Callable[[bytes], int],
-            link: Link) -> None:
+            link: Link, env: Any, cookie: int | Mapping[str, int]) -> None:
     site = kernel.kprobes.sites.get(target.name)
-    if site is None:
+    nargs = func_nargs(kernel, target.name)
+    if site is None or nargs is None:
         raise AttachError(errno.ESRCH, f"prog '{prog}': failed to find kernel BTF type ID of "
                                        f"'{target.name}': {errstr(errno.ESRCH)}")
-    nargs = site.nargs
+    nargs = min(nargs, MAX_ARGS)
     fexit = target.kind == "fexit"
+    if env is not None:
+        # the trampoline's ctx[-2] (func ip), ctx[-1] (nr_args) and the link's cookie
+        env.ip, env.nargs, env.cookie = site.addr, nargs, _cookie_of(cookie, target.name)
+        env.func_returned = fexit
     unpack = struct.Struct("<21Q").unpack_from
+    slots = [off // 8 for off in _ARG_OFFSETS[:nargs]]
+    pad = [0] * (MAX_ARGS - nargs - fexit)
 
     def handler(regs: bytearray) -> None:
         values = unpack(regs)
-        args = [values[off // 8] for off in _ARG_OFFSETS[:nargs]]
+        args = [values[i] for i in slots]
         if fexit:
             args.append(values[_AX // 8])     # the return value follows the arguments
-        run(_ARGS.pack(*args, *([0] * (MAX_ARGS - len(args)))))
+        run(_ARGS.pack(*args, *pad))
     _register(kernel, prog, target.name, 0, fexit, handler, link)
 
 
@@ -231,8 +288,10 @@ def _find_event(kernel: Any, prog: str, target: Target) -> Any:
 
 
 def _tracepoint(kernel: Any, prog: str, target: Target, run: Callable[[bytes], int],
-                link: Link) -> None:
+                link: Link, env: Any, cookie: int | Mapping[str, int]) -> None:
     ev = _find_event(kernel, prog, target)
+    if env is not None:
+        env.cookie = _cookie_of(cookie, target.name)
     if target.kind == "tracepoint":
         this_cpu = kernel.machine.this_cpu
 
@@ -256,7 +315,9 @@ def _add_probe(kernel: Any, ev: Any, probe: Callable[[tuple], None], link: Link)
 
 
 def _perf_event(kernel: Any, prog: str, target: Target, run: Callable[[bytes], int],
-                link: Link) -> None:
+                link: Link, env: Any, cookie: int | Mapping[str, int]) -> None:
+    if env is not None:
+        env.cookie = _cookie_of(cookie, "")
     sampler = CpuClockSampler(kernel, run)
     link.points.append(f"cpu-clock period {PERF_EVENT_PERIOD_NS} ns, {kernel.ncpus} CPUs")
     link.detach_fns.append(sampler.stop)

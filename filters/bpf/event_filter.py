@@ -31,6 +31,7 @@ carrying a one-line ``summary`` (for ``error_log``) and the full verifier ``log`
 """
 from __future__ import annotations
 
+import copy
 import errno
 import random
 import struct
@@ -96,7 +97,17 @@ class TraceEnv:
 
     ``trace_printk`` writes the ``bpf_trace:bpf_trace_printk`` event into the trace array the
     program is attached in (and only there), as ``tracing.trace_printk`` would into its array.
+
+    What a program learns of its attachment (``bpf_get_func_ip``, ``bpf_get_attach_cookie``,
+    ``bpf_get_func_arg_cnt``/``_ret``) is per program: ``for_program()`` gives each its own
+    copy, whose ``ip``, ``cookie``, ``nargs`` and ``func_returned`` the attach layer
+    (``attach.py``) sets for the link and, where they vary, for each hit.
     """
+
+    ip = 0                         # bpf_get_func_ip: the traced function's address, or 0
+    cookie = 0                     # bpf_get_attach_cookie: the link's (or this symbol's) cookie
+    nargs = 0                      # the traced function's argument count (its BTF prototype)
+    func_returned = False          # fexit: the return value follows the arguments in ctx
 
     def __init__(self, kernel: Any, ta: Any) -> None:
         self.kernel = kernel
@@ -108,6 +119,22 @@ class TraceEnv:
         self._rand = random.Random(getattr(kernel, "seed", 0))
         self._printk_file = ta.files[("bpf_trace", "bpf_trace_printk")]
         self._printk_event = self._printk_file.event
+
+    def for_program(self) -> TraceEnv:
+        """A copy for one program: the same kernel, its own attachment fields."""
+        env = copy.copy(self)
+        env.ip = env.cookie = env.nargs = 0
+        env.func_returned = False
+        return env
+
+    def func_ip(self) -> int:
+        return self.ip
+
+    def attach_cookie(self) -> int:
+        return self.cookie
+
+    def func_nargs(self) -> int:
+        return self.nargs
 
     def cpu_id(self) -> int:
         return self._this_cpu().id

@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from tracesim.filters.bpf import loader as loadermod
 from tracesim.filters.bpf.attach import AttachError, Link, attach_program, errstr
@@ -97,8 +97,15 @@ class ObjectRun:
 
     def __init__(self, kernel: Any, ta: Any, data: bytes, *, name: str = "obj",
                  sets: Sequence[str] = (), engine: str = "auto", strict: bool = False,
-                 verify_with: Callable[..., Any] | None = None) -> None:
+                 verify_with: Callable[..., Any] | None = None,
+                 cookies: Mapping[str, int | Mapping[str, int]] | Sequence[str] | None = None
+                 ) -> None:
         self.kernel = kernel
+        # bpf_cookie per program name (the skeleton's attach with opts.bpf_cookie; a
+        # kprobe.multi program's may map symbols to cookies, as opts.cookies[] does)
+        self.cookies: dict[str, int | Mapping[str, int]] = \
+            dict(parse_cookies(cookies)) if isinstance(cookies, (list, tuple)) else \
+            dict(cast(Mapping[str, "int | Mapping[str, int]"], cookies or {}))
         self.name = name
         self.messages: list[str] = []
         self.programs: list[ProgramRun] = []
@@ -107,6 +114,10 @@ class ObjectRun:
         except loadermod.LoadError as e:
             raise ObjectError(f"libbpf: failed to open object '{name}': {e.summary}") from None
         self.messages += [f"libbpf: {line}" for line in self.obj.core_log]
+        unknown = sorted(set(self.cookies) - {p.name for p in self.obj.programs})
+        if unknown:
+            raise ObjectError(f"--cookie {unknown[0]}: the object has no program "
+                              f"'{unknown[0]}'")
         for assignment in sets:
             set_global(self.obj, assignment)
         self.maps: list[BpfMap] = []
@@ -157,9 +168,11 @@ class ObjectRun:
             self.env.enable_printk()
         if calls_helper(loaded.insns, STACK_HELPERS):
             self.env.hold_stacks()
-        run = _timed(fast_path(loaded, self.env, prog.stats), prog.stats)
+        env = self.env.for_program()          # what its helpers learn of its attachment
+        run = _timed(fast_path(loaded, env, prog.stats), prog.stats)
         try:
-            prog.link = attach_program(self.kernel, spec.name, spec.section, run)
+            prog.link = attach_program(self.kernel, spec.name, spec.section, run, env,
+                                       self.cookies.get(spec.name, 0))
         except AttachError as e:
             prog.error = e.lines[-1] if e.lines else errstr(e.errno)
             self.messages += [f"libbpf: {line}" for line in e.lines]
@@ -225,6 +238,35 @@ def _load_failure(prog: str, e: loadermod.LoadError) -> list[str]:
     return [f"libbpf: prog '{prog}': BPF program load failed: {reason}",
             f"libbpf: prog '{prog}': -- BEGIN PROG LOAD LOG --\n{log}-- END PROG LOAD LOG --",
             f"libbpf: prog '{prog}': failed to load: {errstr(e.errno)}"]
+
+
+# ---------------------------------------------------------------- --cookie PROG=VALUE
+
+def parse_cookies(words: Sequence[str]) -> dict[str, int | dict[str, int]]:
+    """``--cookie PROG=VALUE`` (the link's bpf_cookie) and ``--cookie PROG:SYMBOL=VALUE`` (one
+    symbol's cookie of a kprobe.multi link): program name -> cookie or {symbol: cookie}.
+    ``ObjectError`` for a malformed one."""
+    out: dict[str, int | dict[str, int]] = {}
+    for word in words:
+        where, sep, text = word.partition("=")
+        prog, colon, symbol = where.strip().partition(":")
+        try:
+            value = int(text, 0)
+        except ValueError:
+            value = -1
+        if not sep or not prog or (colon and not symbol) or not 0 <= value < 1 << 64:
+            raise ObjectError(f"--cookie '{word}': expected PROG=VALUE or PROG:SYMBOL=VALUE "
+                              "with a 64-bit unsigned VALUE")
+        have = out.get(prog)
+        if colon:
+            if isinstance(have, int):
+                raise ObjectError(f"--cookie '{word}': {prog} already has one cookie")
+            out.setdefault(prog, {})[symbol] = value      # type: ignore[index]
+        elif have is not None:
+            raise ObjectError(f"--cookie '{word}': {prog} already has a cookie")
+        else:
+            out[prog] = value
+    return out
 
 
 # ---------------------------------------------------------------- --set NAME=VALUE

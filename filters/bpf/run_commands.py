@@ -2,6 +2,7 @@
 mount process (``tracesim.tracefs.system.System.control``):
 
     bpf-run load NAME BASE64 [--strict] [--set NAME=VALUE]...   load and attach an object
+                 [--cookie PROG=VALUE]...
     bpf-run poll ID                                              its new ring/perf records
     bpf-run stop ID                                              detach it; its maps' contents
     prog list                                                    every program (bpftool style)
@@ -26,7 +27,8 @@ from tracesim.filters.bpf.object_run import ObjectError, ObjectRun
 from tracesim.filters.bpf.runtime.maps import MAP_TYPE_RINGBUF
 
 COMMANDS = ("bpf-run", "prog")
-USAGE = ("usage: bpf-run load NAME BASE64 [--strict] [--set NAME=VALUE]... | bpf-run poll ID | "
+USAGE = ("usage: bpf-run load NAME BASE64 [--strict] [--set NAME=VALUE]... "
+         "[--cookie PROG=VALUE]... | bpf-run poll ID | "
          "bpf-run stop ID | prog list | prog detach RUN\n")
 
 
@@ -56,13 +58,15 @@ def run(filters: Any, argv: list[str], lock: Any = None) -> tuple[int, str]:
 
 def _load(filters: Any, name: str, encoded: str, options: list[str],
           lock: Any) -> tuple[int, str]:
-    sets, strict = [], False
+    sets, cookies, strict = [], [], False
     words = iter(options)
     for word in words:
         if word == "--strict":
             strict = True
         elif word == "--set":
             sets.append(next(words, ""))
+        elif word == "--cookie":
+            cookies.append(next(words, ""))
         else:
             return 2, USAGE
     try:
@@ -73,7 +77,7 @@ def _load(filters: Any, name: str, encoded: str, options: list[str],
     with lock:
         try:
             obj_run = ObjectRun(kernel, kernel.tracing.top, data, name=name, sets=sets,
-                                engine=filters.engine, strict=strict,
+                                engine=filters.engine, strict=strict, cookies=cookies,
                                 verify_with=pool_verifier(getattr(filters, "_lock", None)))
         except ObjectError as e:
             return 1, "".join(line + "\n" for line in e.lines)
