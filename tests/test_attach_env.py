@@ -189,3 +189,85 @@ def test_bad_cookie_option(env_object, bad):
     done = tracesim_run(env_object, *RUN, "--cookie", bad)
     assert done.returncode != 0
     assert "--cookie" in done.stderr
+
+
+TARGETS_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+__u64 hits;
+
+SEC("fentry/no_such_func")
+int BPF_PROG(missing, void *a) { hits++; return 0; }
+
+SEC("tp_btf/no_such_tp")
+int BPF_PROG(missing_tp, void *a) { hits++; return 0; }
+
+SEC("fexit/do_exit")
+int BPF_PROG(noreturn_exit, long code) { hits++; return 0; }
+
+SEC("fentry")
+int BPF_PROG(bare, void *a) { hits++; return 0; }
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(btf_func_arg, void *skb)
+{
+	__u64 v;
+
+	return bpf_get_func_arg(ctx, 0, &v);
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(btf_func_ip, void *skb)
+{
+	return bpf_get_func_ip(ctx);
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(btf_cookie, void *skb)
+{
+	hits += bpf_get_attach_cookie(ctx) + 1;
+	return 0;
+}
+
+SEC("fentry/do_exit")
+int BPF_PROG(good, long code) { hits++; return 0; }
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_btf_targets_are_checked_at_load(tmp_path):
+    """libbpf looks the target's BTF id up when it loads the program (-ESRCH, and -EINVAL
+    without a target), the kernel refuses fexit on a __noreturn function, and the helpers a
+    tp_btf program may not call are refused by the verifier; the other programs load."""
+    obj = build(tmp_path, "targets", TARGETS_C)
+    done = tracesim_run(obj, "--workload", "eth0", "--duration", "0.001", "--clock", "virtual")
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    for prog, name in (("missing", "no_such_func"), ("missing_tp", "no_such_tp")):
+        assert (f"libbpf: prog '{prog}': failed to find kernel BTF type ID of '{name}': -ESRCH\n"
+                f"libbpf: prog '{prog}': failed to prepare load attributes: -ESRCH\n"
+                f"libbpf: prog '{prog}': failed to load: -ESRCH\n") in err
+    assert ("libbpf: prog 'bare': no BTF-based attach target is specified, use "
+            "bpf_program__set_attach_target()\nlibbpf: prog 'bare': failed to prepare load "
+            "attributes: -EINVAL\nlibbpf: prog 'bare': failed to load: -EINVAL\n") in err
+    assert ("-- BEGIN PROG LOAD LOG --\nAttaching fexit/fmod_ret to __noreturn function "
+            "'do_exit' is rejected.\n-- END PROG LOAD LOG --\n"
+            "libbpf: prog 'noreturn_exit': failed to load: -EINVAL\n") in err
+    assert "program of this type cannot use helper bpf_get_func_arg#183\n" in err
+    assert "libbpf: prog 'btf_func_arg': failed to load: -EACCES\n" in err
+    assert "func bpf_get_func_ip#173 supported only for fentry/fexit/fmod_ret programs\n" in err
+    assert "libbpf: prog 'btf_func_ip': failed to load: -ENOTSUPP\n" in err
+    assert "Attached prog 'btf_cookie' (tracing) to tp_btf/netif_receive_skb" in err
+    assert "Attached prog 'good' (tracing) to fentry/do_exit" in err
+    assert "Traceback" not in err
+
+
+def test_tracesim_check_applies_the_attach_type_rules(tmp_path, capsys):
+    from tracesim.tools.cli import main as cli_main
+    obj = build(tmp_path, "targets", TARGETS_C)
+    assert cli_main(["check", str(obj), "--section", "btf_func_arg"]) == 1
+    assert "program of this type cannot use helper bpf_get_func_arg#183" in capsys.readouterr().out
+    assert cli_main(["check", str(obj), "--section", "btf_cookie"]) == 0

@@ -66,7 +66,7 @@ REFUSED = [
     (("ARRAY", 4, KV8, 0, LOOKUP), "libbpf: map 'm': failed to create: -EINVAL"),
     (("HASH", 4, "__uint(key_size, 600);\n\t__uint(value_size, 8);", 0, ""),
      "libbpf: map 'm': failed to create: -E2BIG"),
-    (("LRU_HASH", 4, KV8, "BPF_F_NO_PREALLOC", ""), "libbpf: map 'm': failed to create: -524"),
+    (("LRU_HASH", 4, KV8, "BPF_F_NO_PREALLOC", ""), "libbpf: map 'm': failed to create: -ENOTSUPP"),
     (("STACK_TRACE", 4, "__uint(key_size, 4);\n\t__uint(value_size, 12);", 0, ""),
      "libbpf: map 'm': failed to create: -EINVAL"),
     (("QUEUE", 4, KV8, 0, ""), "libbpf: map 'm': failed to create: -EINVAL"),

@@ -246,8 +246,8 @@ def test_log2_hist_draws_as_bcc():
                                 "-ENOENT"),
     ("tp/net", "EINVAL", "prog 'p': invalid format of section definition 'tp/net'"),
     ("raw_tp/nosuch", "ENOENT", "prog 'p': failed to attach to raw tracepoint 'nosuch': -ENOENT"),
-    ("tp_btf/nosuch", "ESRCH", "prog 'p': failed to find kernel BTF type ID of "
-                               "'btf_trace_nosuch': -ESRCH"),
+    ("tp_btf/nosuch", "ESRCH", "prog 'p': failed to find kernel BTF type ID of 'nosuch': "
+                               "-ESRCH"),
     ("fentry/nosuch", "ESRCH", "prog 'p': failed to find kernel BTF type ID of 'nosuch': -ESRCH"),
     ("kprobe.multi/zzz*", "ENOENT", "prog 'p': failed to find any kernel symbol matching 'zzz*'"),
     ("kretprobe/kfree+0x4", "EINVAL", "prog 'p': kretprobes do not support offset specification"),

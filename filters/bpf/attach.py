@@ -45,9 +45,16 @@ _AX = PT_REGS_OFFSETS["ax"]
 _U64 = struct.Struct("<Q")
 M64 = (1 << 64) - 1
 PERF_EVENT_PERIOD_NS = 10_000_000              # perf_event programs: 100 Hz of cpu-clock
-ERRNO_NAMES = {errno.ENOENT: "ENOENT", errno.EINVAL: "EINVAL", errno.ESRCH: "ESRCH",
-               errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EEXIST: "EEXIST", errno.EACCES: "EACCES",
-               errno.E2BIG: "E2BIG", errno.ENOSPC: "ENOSPC", errno.EPERM: "EPERM"}
+ENOTSUPP = 524                                 # the kernel-internal "not supported"
+# the errnos libbpf's errstr() spells by name (any other is its number)
+ERRNO_NAMES = {getattr(errno, n): n for n in (
+    "EINVAL", "EPERM", "ENXIO", "ENOMEM", "ENOENT", "E2BIG", "EEXIST", "EFAULT", "ENOSPC",
+    "EACCES", "EAGAIN", "EBADF", "ENAMETOOLONG", "ESRCH", "EBUSY", "EPROTO", "ERANGE",
+    "EMSGSIZE", "EINTR", "ENODATA", "ENODEV", "ENOLINK", "EIO", "EUCLEAN", "EDOM", "ELOOP",
+    "EPROTONOSUPPORT", "EDEADLK", "EOVERFLOW", "EOPNOTSUPP", "EINPROGRESS", "EBADFD",
+    "EADDRINUSE", "EADDRNOTAVAIL", "ECANCELED", "EILSEQ", "EMFILE", "ENOTTY", "EALREADY",
+    "ECHILD")}
+ERRNO_NAMES[ENOTSUPP] = "ENOTSUPP"
 
 
 def errstr(err: int) -> str:
@@ -129,6 +136,52 @@ def attach_target(prog: str, section: str) -> Target | None:
         raise AttachError(errno.EINVAL, f"prog '{prog}': invalid format of section definition "
                                         f"'{section}'")
     return Target(kind, rest)
+
+
+# ---------------------------------------------------------------- the load-time target check
+
+# sections whose target is a BTF id found when the program is loaded (SEC_ATTACH_BTF)
+BTF_TARGET_KINDS = ("tp_btf", "fentry", "fexit", "fmod_ret", "fentry.s", "fexit.s", "fmod_ret.s")
+# include/linux/noreturns.h: the __noreturn functions of 6.18 a kernel symbol of the model may
+# name (the verifier's noreturn_deny set; fexit and fmod_ret there are refused)
+NORETURN = frozenset({
+    "__x64_sys_exit", "__x64_sys_exit_group", "arch_cpu_idle_dead", "cpu_startup_entry",
+    "do_exit", "do_group_exit", "do_task_dead", "hlt_play_dead", "kthread_complete_and_exit",
+    "kthread_exit", "make_task_dead", "nmi_panic_self_stop", "panic", "panic_smp_self_stop",
+    "rest_init", "rewind_stack_and_make_dead", "start_kernel", "stop_this_cpu", "vpanic",
+    "x86_64_start_kernel", "x86_64_start_reservations"})
+
+
+def has_btf_function(kernel: Any, name: str) -> bool:
+    """Whether the model's BTF has a FUNC ``name`` with a prototype (``func_nargs``) and the
+    function is in its kallsyms: what an fentry/fexit target needs."""
+    return func_nargs(kernel, name) is not None and name in kernel.kprobes.sites
+
+
+def check_load_target(kernel: Any, prog: str, section: str) -> None:
+    """What loading a program of a ``SEC_ATTACH_BTF`` section checks of its target before the
+    verifier runs: libbpf's BTF id look-up (``libbpf_prepare_prog_load``: -EINVAL without a
+    target, -ESRCH for a name the kernel's BTF lacks, its messages as ``stage`` "prepare"),
+    then the kernel's ``bpf_check_attach_target`` / ``check_attach_btf_id`` (a verifier log
+    line, EINVAL).  ``LoadError`` (from ``loader``) for a target that fails."""
+    from tracesim.filters.bpf.loader import LoadError
+    kind, sep, name = section.partition("/")
+    if kind not in BTF_TARGET_KINDS:
+        return
+    if not sep:
+        raise LoadError(f"prog '{prog}': no BTF-based attach target is specified, use "
+                        "bpf_program__set_attach_target()", err=errno.EINVAL, stage="prepare")
+    if kind == "tp_btf":
+        found = any(n == name and s != "ftrace" and not hasattr(e, "symbol")
+                    for (s, n), e in kernel.tracing.events.items())
+    else:
+        found = has_btf_function(kernel, name)
+    if not found:
+        raise LoadError(f"prog '{prog}': failed to find kernel BTF type ID of '{name}': "
+                        f"{errstr(errno.ESRCH)}", err=errno.ESRCH, stage="prepare")
+    if kind.startswith(("fexit", "fmod_ret")) and name in NORETURN:
+        msg = f"Attaching fexit/fmod_ret to __noreturn function '{name}' is rejected."
+        raise LoadError(msg, msg + "\n", err=errno.EINVAL, stage="verifier")
 
 
 # ---------------------------------------------------------------- the hooks
@@ -238,7 +291,7 @@ def _fentry(kernel: Any, prog: str, target: Target, run: Callable[[bytes], int],
             link: Link, env: Any, cookie: int | Mapping[str, int]) -> None:
     site = kernel.kprobes.sites.get(target.name)
     nargs = func_nargs(kernel, target.name)
-    if site is None or nargs is None:
+    if site is None or nargs is None:      # loading checks it first (check_load_target)
         raise AttachError(errno.ESRCH, f"prog '{prog}': failed to find kernel BTF type ID of "
                                        f"'{target.name}': {errstr(errno.ESRCH)}")
     nargs = min(nargs, MAX_ARGS)
@@ -279,9 +332,9 @@ def _find_event(kernel: Any, prog: str, target: Target) -> Any:
     ev = next((e for (s, n), e in tracing.events.items() if n == target.name
                and s != "ftrace" and not hasattr(e, "symbol")), None)
     if ev is None:
-        if target.kind == "tp_btf":
+        if target.kind == "tp_btf":         # libbpf names the target, not its btf_trace_ type
             raise AttachError(errno.ESRCH, f"prog '{prog}': failed to find kernel BTF type ID "
-                                           f"of 'btf_trace_{target.name}': {errstr(errno.ESRCH)}")
+                                           f"of '{target.name}': {errstr(errno.ESRCH)}")
         raise AttachError(errno.ENOENT, f"prog '{prog}': failed to attach to raw tracepoint "
                                         f"'{target.name}': {errstr(errno.ENOENT)}")
     return ev

@@ -126,7 +126,7 @@ class LoadError(Exception):
         self.stage = stage
 
 
-STAGES = ("object", "section", "maps", "verifier", "license", "check")
+STAGES = ("object", "section", "prepare", "maps", "verifier", "license", "check")
 
 
 @dataclass
@@ -279,8 +279,9 @@ def ringbuf_size(size: int) -> int:
 
 
 def _errno_name(err: int) -> str:
-    """libbpf's errstr(): -EINVAL, -E2BIG ... (-524 for the kernel-internal ENOTSUPP)."""
-    return "-" + errno.errorcode[err] if err in errno.errorcode else f"-{err}"
+    """libbpf's errstr(): -EINVAL, -E2BIG ... (-ENOTSUPP for the kernel-internal 524)."""
+    from tracesim.filters.bpf.attach import errstr
+    return errstr(err)
 
 
 def fill_initial_slots(specs: Sequence[Any], maps: Sequence[BpfMap],
@@ -304,10 +305,21 @@ def fill_initial_slots(specs: Sequence[Any], maps: Sequence[BpfMap],
 
 def verify_program(insns: Sequence[isa.Insn], *, prog_type: str, ctx: ContextSpec | None,
                    maps: Sequence[Any], privileged: bool = True, log_level: int = 1,
-                   strict_loops: bool = False) -> VerifierResult:
+                   strict_loops: bool = False, attach: str = "") -> VerifierResult:
     """The verify step of every load (the one place to swap in another way of verifying)."""
     return verify(insns, prog_type=prog_type, ctx=ctx, maps=maps, privileged=privileged,
-                  strict_loops=strict_loops, log_level=log_level)
+                  strict_loops=strict_loops, log_level=log_level, attach=attach)
+
+
+def expected_attach(prog_type: str, section: str) -> str:
+    """A tracing program's expected attach type as its section names it (``fentry``,
+    ``fexit.s``, ``tp_btf``...); "" for other programs or a section that does not say."""
+    kind = section.partition("/")[0]
+    return kind if prog_type == "tracing" and kind in TRACING_ATTACH_KINDS else ""
+
+
+TRACING_ATTACH_KINDS = ("tp_btf", "fentry", "fexit", "fmod_ret", "fentry.s", "fexit.s",
+                        "fmod_ret.s", "iter", "iter.s")
 
 
 def check_license(insns: Sequence[isa.Insn], license_: str) -> None:
@@ -385,12 +397,16 @@ def load(insns: Sequence[isa.Insn], *, prog_type: str, name: str = "", section: 
     insns = [isa.Insn(*i) for i in insns]
     log = ""
     if verify:
+        kw: dict[str, Any] = {}
+        attach = expected_attach(prog_type, section)
+        if attach:
+            kw["attach"] = attach
         res = (verify_with or verify_program)(insns, prog_type=prog_type, ctx=ctx, maps=maps,
                                               privileged=privileged, log_level=log_level,
-                                              strict_loops=strict_loops)
+                                              strict_loops=strict_loops, **kw)
         if not res.ok:
             raise LoadError(res.error or "verifier rejected the program", res.log,
-                            stage="verifier")
+                            err=getattr(res, "errno", errno.EACCES), stage="verifier")
         log = res.log
     if license is not None:
         check_license(insns, license)

@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from tracesim.filters.bpf import loader as loadermod
-from tracesim.filters.bpf.attach import AttachError, Link, attach_program, errstr
+from tracesim.filters.bpf.attach import (
+    AttachError,
+    Link,
+    attach_program,
+    check_load_target,
+    errstr,
+)
 from tracesim.filters.bpf.event_filter import (
     PRINTK_HELPERS,
     STACK_HELPERS,
@@ -153,6 +159,7 @@ class ObjectRun:
     def _load(self, spec: Any, engine: str, verify_with: Callable[..., Any] | None) -> ProgramRun:
         prog = ProgramRun(spec.name, spec.section)
         try:
+            check_load_target(self.kernel, spec.name, spec.section)
             loaded = loadermod.load_object_program(self.obj, spec, maps=self.maps,
                                                    ncpus=self.kernel.ncpus, engine=engine,
                                                    verify_with=verify_with)
@@ -233,6 +240,10 @@ def _load_failure(prog: str, e: loadermod.LoadError) -> list[str]:
     if e.stage == "section":
         return [f"libbpf: {e.summary}", f"libbpf: prog '{prog}': failed to load: "
                                         f"{errstr(e.errno)}"]
+    if e.stage == "prepare":            # the sec_def's prog_prepare_load_fn failed
+        return [f"libbpf: {e.summary}",
+                f"libbpf: prog '{prog}': failed to prepare load attributes: {errstr(e.errno)}",
+                f"libbpf: prog '{prog}': failed to load: {errstr(e.errno)}"]
     reason = os.strerror(e.errno)
     log = e.log if e.log.endswith("\n") else e.log + "\n"
     return [f"libbpf: prog '{prog}': BPF program load failed: {reason}",

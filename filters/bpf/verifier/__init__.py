@@ -13,6 +13,7 @@ Modules: ``cfg`` (structure), ``liveness`` (static liveness/precision), ``tnum``
 """
 from __future__ import annotations
 
+import errno as _errno
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,18 +41,21 @@ class VerifierResult:
     total_states: int = 0
     peak_states: int = 0
     stack_depth: list[int] = field(default_factory=list)
+    errno: int = _errno.EACCES            # a rejection's BPF_PROG_LOAD errno
 
 
 def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | None = None,
            maps: Sequence = (), privileged: bool = True, strict_loops: bool = False,
            log_level: int = 1, complexity_limit: int = COMPLEXITY_LIMIT_INSNS,
-           log_size: int = 0) -> VerifierResult:
+           log_size: int = 0, attach: str = "") -> VerifierResult:
     """Verify ``insns`` (one ``Insn`` per 8-byte slot) for a program of ``prog_type``.
     ``complexity_limit``: processed insns before "BPF program is too large" (the kernel's
     BPF_COMPLEXITY_LIMIT_INSNS by default; lower it to bound the time spent on a program).
     ``log_size``: keep only the last ``log_size - 1`` bytes of the log, as the kernel's
     rotating log buffer of that size does (0: the whole log; a rejected loop's log has a line
-    per processed insn)."""
+    per processed insn).  ``attach``: a tracing program's expected attach type as its section
+    names it (``fentry``, ``fexit``, ``fmod_ret``, ``tp_btf``; "" when unknown), for the
+    helpers only some attach types may call."""
     if prog_type not in PROG_TYPES:
         raise ValueError(f"unknown program type {prog_type!r} (one of {', '.join(PROG_TYPES)})")
     insns = list(insns)
@@ -59,6 +63,7 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
     ctx = ctx if ctx is not None else default_context(prog_type)
     walk = None
     error_lines: list[str] = []
+    reject_errno = _errno.EACCES
     # A walk keeps up to tens of thousands of states alive: cyclic GC passes over them would
     # make it quadratic, and it makes no cycles to collect.  Restored as it was.
     gc_was_enabled = gc.isenabled()
@@ -70,6 +75,7 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
         ptrs = liveness.may_pointer(cfg, stack_ptr)
         live, needed = liveness.analyse(cfg, prog_type, stack_ptr=stack_ptr, ptrs=ptrs)
         walk = Walk(cfg, live, needed, prog_type, ctx, maps, privileged, log_level)
+        walk.attach = attach
         walk.complexity_limit = complexity_limit
         walk.top_based = liveness.top_based(cfg, stack_ptr)
         walk.reanalyse = lambda decided, seen: liveness.analyse(cfg, prog_type, decided,
@@ -78,6 +84,7 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
         combined_stack_check(cfg, walk.stack_depth)
     except Reject as e:
         error_lines = e.lines
+        reject_errno = e.errno
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -94,7 +101,7 @@ def verify(insns: Sequence[Insn], prog_type: str = "kprobe", ctx: ContextSpec | 
     return VerifierResult(ok, log, error_lines[0] if error_lines else None, processed,
                           walk.max_states_per_insn if walk else 0,
                           walk.total_states if walk else 0, walk.peak_states if walk else 0,
-                          list(walk.stack_depth) if walk else [])
+                          list(walk.stack_depth) if walk else [], reject_errno)
 
 
 def insn_line(insns: list[Insn], pc: int) -> str:

@@ -2,6 +2,7 @@
 released, and ``exit`` (``check_helper_call``, ``check_func_call``, ``check_return_code``).
 """
 
+from typing import Any
 
 from tracesim.filters.bpf.parts import Part
 from tracesim.filters.bpf.runtime import helper_table as hp
@@ -11,6 +12,11 @@ from tracesim.filters.bpf.verifier.log import Reject
 from tracesim.filters.bpf.vm.isa import Insn
 
 MAX_CALL_FRAMES = 8
+ENOTSUPP = 524                       # the kernel-internal errno check_get_func_ip returns
+TRAMPOLINE_ATTACH = ("fentry", "fexit", "fmod_ret")     # bpf_prog_has_trampoline
+FUNC_ARG_HELPERS = (183, 184, 185)   # bpf_get_func_arg, _ret, _arg_cnt
+GET_ATTACH_COOKIE = 174
+GET_FUNC_IP = 173
 S64_MIN, S64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_VAR_SIZ = 1 << 29
 MAP_KEY_TYPES = (st.PTR_TO_STACK, st.PTR_TO_PACKET, st.PTR_TO_MAP_VALUE)
@@ -26,12 +32,28 @@ class CallChecks(Part):
         if reg.type & st.MAYBE_NULL or reg.type & st.BASE not in allowed:
             raise Reject(f"R{regno} type={st.type_str(reg.type)} expected={expected}")
 
+    def _tracing_proto(self, fid: int, proto: Any) -> Any:
+        """tracing_prog_func_proto and check_get_func_ip for the expected attach type: the
+        function-argument helpers need a trampoline (fentry, fexit, fmod_ret); the attach
+        cookie a trampoline or a tp_btf link; bpf_get_func_ip a trampoline (-ENOTSUPP)."""
+        trampoline = self.attach.split(".")[0] in TRAMPOLINE_ATTACH
+        if fid in FUNC_ARG_HELPERS and not trampoline:
+            return None
+        if fid == GET_ATTACH_COOKIE and not trampoline and self.attach != "tp_btf":
+            return None
+        if fid == GET_FUNC_IP and not trampoline:
+            raise Reject(f"func {hp.helper_name(fid)}#{fid} supported only for "
+                         "fentry/fexit/fmod_ret programs", err=ENOTSUPP)
+        return proto
+
     def do_helper_call(self, pc: int, insn: Insn) -> bool:
         """Check a helper call; True when it entered a callback (``self.pc`` set)."""
         fid = insn.imm
         if not 0 <= fid < hp.FUNC_MAX_ID:
             raise Reject(f"invalid func unknown#{fid}")
         proto = hp.helper_proto(fid, self.prog_type, self.priv)
+        if proto is not None and self.prog_type == "tracing" and self.attach:
+            proto = self._tracing_proto(fid, proto)
         if proto is None:
             raise Reject(f"program of this type cannot use helper {hp.helper_name(fid)}#{fid}")
         regs = self.state.cur.regs

@@ -45,6 +45,7 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
         self.live = live
         self.needed = needed
         self.prog_type = prog_type
+        self.attach = ""               # a tracing program's expected attach type (verify())
         self.ctx = ctx
         # a map of maps' inner template gets an index after the program's maps
         self.maps = list(maps)

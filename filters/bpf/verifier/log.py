@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from tracesim.filters.bpf.verifier import state as st
@@ -20,9 +21,10 @@ LOG_MIN_ALIGNMENT = 8
 class Reject(Exception):
     """The program is unsafe (or malformed); ``lines`` are the log lines explaining why."""
 
-    def __init__(self, *lines: str) -> None:
+    def __init__(self, *lines: str, err: int = errno.EACCES) -> None:
         super().__init__(lines[0])
         self.lines = list(lines)
+        self.errno = err          # what BPF_PROG_LOAD returns (EACCES unless the check says)
 
 
 def _unum(v: int) -> str:

@@ -94,11 +94,11 @@ os.register_at_fork(after_in_child=_forget_pool)
 def verify_in_worker(insns: Sequence[Insn], *, prog_type: str, ctx: ContextSpec | None,
                      maps: Sequence[Any] = (), privileged: bool = True, log_level: int = 1,
                      log_size: int = 0, unlock: Any = None,
-                     timeout: float = DEFAULT_TIMEOUT) -> VerifierResult:
+                     timeout: float = DEFAULT_TIMEOUT, attach: str = "") -> VerifierResult:
     """``verify(...)`` in a worker process; the same result.  ``unlock``: a lock the caller
     holds (an ``RLock``, as the kernel's is), released while waiting, held again on return."""
     args = (list(insns), prog_type, ctx, [_shape(m) for m in maps], privileged, log_level,
-            log_size)
+            log_size, attach)
     with _released(unlock):
         for attempt in (1, 2):
             try:
@@ -130,9 +130,9 @@ def verify_in_worker(insns: Sequence[Insn], *, prog_type: str, ctx: ContextSpec 
 
 
 def _work(args: tuple) -> VerifierResult:
-    insns, prog_type, ctx, maps, privileged, log_level, log_size = args
+    insns, prog_type, ctx, maps, privileged, log_level, log_size, attach = args
     return verify(insns, prog_type=prog_type, ctx=ctx, maps=maps, privileged=privileged,
-                  log_level=log_level, log_size=log_size)
+                  log_level=log_level, log_size=log_size, attach=attach)
 
 
 def _init_worker(parent: int) -> None:
