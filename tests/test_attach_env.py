@@ -131,8 +131,10 @@ def tracesim_run(obj: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def bss(stdout: str) -> dict[str, int]:
-    """The global variables of a text dump (``name = value`` lines from ``@.data:`` on)."""
-    text = stdout.split("@.data:\n", 1)[1]
+    """The global variables of a text dump (``name = value`` lines from ``@.data:`` or
+    ``@.bss:`` on)."""
+    text = stdout[min(i for i in (stdout.find("@.data:\n"), stdout.find("@.bss:\n"), len(stdout))
+                      if i >= 0):]
     return {m[1]: int(m[2], 0) for m in re.finditer(r"^(\w+) = (\S+)$", text, re.M)}
 
 

@@ -8,8 +8,12 @@ same context, whose return value is the run's.  A chain makes at most ``MAX_TAIL
 tail calls; as in the kernel's interpreter the count also grows on an attempt at an empty slot.
 The count lives in the running engine's ``VMContext`` (``tail_calls``), reset at the start of
 each run by engines whose program calls the helper; the target starts from ``tail_start``.
-(Difference from the kernel: a tail call from a bpf-to-bpf subprogram ends the whole run, where
-the kernel returns the target's value to the subprogram's caller.)
+A tail call from a bpf-to-bpf subprogram replaces that subprogram only, as the x86-64 JIT does
+(it reuses the subprogram's frame): the target runs at once (``tail_call_in_subprog``) and its
+r0 is what the subprogram returns to its caller, which goes on; the chain's count carries on
+too (the JIT passes the counter through the frames).  The engine's own state (its stack, and
+what the engine keeps of the run) is kept across the target's run, which may be the same
+program re-entered.
 
 Callbacks.  ``r2 = callback ll`` (LD_IMM64 with src ``PSEUDO_FUNC``) loads a function handle:
 ``FUNC_HANDLE_BASE``, the callback's first instruction and the deepest frame the function
@@ -37,19 +41,44 @@ FRAME = 512
 
 
 class TailCall(Exception):
-    """Raised by bpf_tail_call: run ``target`` (an engine) next, on the same context."""
+    """Raised by bpf_tail_call: run ``target`` (an engine) next, on the same context.
+    ``final``: the chain's tail-call count once the target has run."""
 
     def __init__(self, target: Any, count: int, env: Any, packet: Any) -> None:
         super().__init__("tail call")
         self.target, self.count, self.env, self.packet = target, count, env, packet
+        self.final = count
 
 
 def follow_tail_call(tc: TailCall, ctx: Any) -> int:
     """The rest of a run after a tail call: the target engine on ``ctx`` (its own tail calls
-    are followed by its own entry, so a chain recurses at most MAX_TAIL_CALL_CNT deep)."""
+    are followed by its own entry, so a chain recurses at most MAX_TAIL_CALL_CNT deep).
+    The count the chain ends with is left in ``tc.final``."""
     target = tc.target
     target.vm.tail_start = tc.count
-    return target(ctx, env=tc.env, packet=tc.packet)
+    target.vm.tail_calls = tc.count
+    try:
+        return target(ctx, env=tc.env, packet=tc.packet)
+    finally:
+        tc.final = target.vm.tail_calls
+
+
+def tail_call_in_subprog(tc: TailCall, ctx: Any, vm: VMContext, stack: bytearray,
+                         save: Any = None, restore: Any = None) -> int:
+    """A tail call made in a bpf-to-bpf subprogram of the engine whose ``vm`` and ``stack``
+    are given: the target runs now, on ``ctx``; its r0 is the subprogram's return value.
+    The engine's stack (and what ``save()`` returns, given back to ``restore``) is kept
+    across the target's run; the engine's count becomes the chain's."""
+    kept = bytes(stack)
+    state = save() if save is not None else None
+    try:
+        r0 = follow_tail_call(tc, ctx)
+    finally:
+        stack[:] = kept
+        if restore is not None:
+            restore(state)
+    vm.tail_calls = tc.final
+    return r0
 
 
 def with_tail_calls(entry: Any, vm: VMContext) -> Any:
@@ -60,7 +89,9 @@ def with_tail_calls(entry: Any, vm: VMContext) -> Any:
         try:
             return entry(ctx, *args)
         except TailCall as tc:
-            return follow_tail_call(tc, ctx)
+            r0 = follow_tail_call(tc, ctx)
+            vm.tail_calls = tc.final
+            return r0
     return run
 
 

@@ -657,28 +657,41 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
 
 
 def combined_stack_check(cfg: Cfg, depths: list[int]) -> None:
-    """check_max_stack_depth: frames of a call chain share 512 bytes (each rounded up to 32)."""
+    """check_max_stack_depth: frames of a call chain (callbacks' frames too) share 512 bytes,
+    each rounded up to 32; a subprogram that tail-calls may be reached only while its callers'
+    frames take less than 256 bytes (a tail call frees its own frame, not its callers')."""
     insns = cfg.insns
     calls: dict[int, list[int]] = {k: [] for k in range(len(cfg.subprog_starts))}
+    tail_calling: set[int] = set()
     for i, insn in enumerate(insns):
-        if i not in cfg.second_half and is_pseudo_call(insn):
+        if i in cfg.second_half:
+            continue
+        if is_pseudo_call(insn) or is_pseudo_func(insn):     # a callee's or a callback's frame
             calls[cfg.subprog_of[i]].append(cfg.subprog_of[i + insn.imm + 1])
+        elif insn.opcode == isa.OP_CALL and insn.src == 0 and insn.imm == TAIL_CALL_ID:
+            tail_calling.add(cfg.subprog_of[i])
 
     def rounded(k: int) -> int:
         return -(-max(depths[k], 1) // 32) * 32
 
-        if i not in cfg.second_half and is_pseudo_func(insn):      # a callback's frame
-            calls[cfg.subprog_of[i]].append(cfg.subprog_of[i + insn.imm + 1])
-
-    stack: list[tuple[int, int, int, tuple[int, ...]]] = [(0, rounded(0), 1, (0,))]
+    # (subprogram, the depth of the frames before it, frames so far, the chain)
+    stack: list[tuple[int, int, int, tuple[int, ...]]] = [(0, 0, 1, (0,))]
     while stack:
-        k, total, nframes, chain = stack.pop()
+        k, before, nframes, chain = stack.pop()
+        if k and k in tail_calling and before >= TAIL_CALL_STACK_LIMIT:
+            raise Reject(f"tail_calls are not allowed when call stack of previous frames is "
+                         f"{before} bytes. Too large")
+        total = before + rounded(k)
         if total > st.STACK_SIZE:
             raise Reject(f"combined stack size of {nframes} calls is {total}. Too large")
-        for callee in calls[k]:
+        for callee in reversed(calls[k]):                # in instruction order
             if callee in chain:
                 continue
-            stack.append((callee, total + rounded(callee), nframes + 1, chain + (callee,)))
+            stack.append((callee, total, nframes + 1, chain + (callee,)))
+
+
+TAIL_CALL_ID = 12                    # bpf_tail_call
+TAIL_CALL_STACK_LIMIT = 256          # 33 tail calls then take at most 8 KiB of stack
 
 
 # --- the fast path's pre-decoded instructions (Walk._run_fast) -----------------------------------

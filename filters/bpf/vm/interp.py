@@ -16,6 +16,7 @@ from tracesim.filters.bpf.runtime.helpers_calls import (
     calls_helper,
     follow_tail_call,
     func_handle,
+    tail_call_in_subprog,
 )
 from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program, function_depth
 from tracesim.filters.bpf.vm import alu, isa
@@ -31,6 +32,7 @@ from tracesim.filters.bpf.vm.memory import (
 )
 
 SIZE = {isa.W: 4, isa.H: 2, isa.B: 1, isa.DW: 8}
+TAIL_CALL = 12                          # bpf_tail_call
 
 
 class BudgetExceeded(VMError):
@@ -154,7 +156,9 @@ class Interpreter:
         try:
             return self._execute(0)
         except TailCall as tc:
-            return follow_tail_call(tc, ctx)
+            r0 = follow_tail_call(tc, ctx)
+            vm.tail_calls = tc.final
+            return r0
 
     def _execute(self, pc: int, budget: int | None = None) -> int:
         """Run from slot ``pc`` until the outermost frame exits (at most ``budget``
@@ -352,11 +356,38 @@ class Interpreter:
                 return nxt
             return callx
         fn = helpers[insn.imm]
+        if insn.imm == TAIL_CALL:
+            return self._tail_call_insn(fn, nxt)
 
         def call_helper():
             R[0] = fn(vm, R[1], R[2], R[3], R[4], R[5]) & M64
             return nxt
         return call_helper
+
+    def _tail_call_insn(self, fn: Callable[..., int], nxt: int) -> Callable[[], int]:
+        """bpf_tail_call: in the outermost frame the TailCall ends the run (``__call__``
+        follows it); in a subprogram the target replaces the subprogram, whose caller gets the
+        target's r0 and goes on."""
+        R, frames, vm, ctx_region = self.regs, self.frames, self.vm, self._ctx_region
+
+        def save() -> tuple:
+            return R[:], frames[:], self.executed
+
+        def restore(state: tuple) -> None:
+            R[:], frames[:], self.executed = state
+
+        def call_tail():
+            try:
+                R[0] = fn(vm, R[1], R[2], R[3], R[4], R[5]) & M64
+            except TailCall as tc:
+                if not frames:
+                    raise
+                r0 = tail_call_in_subprog(tc, ctx_region.buf, vm, self.stack, save, restore)
+                R[0] = r0 & M64
+                ret, R[6], R[7], R[8], R[9], R[10] = frames.pop()     # the subprogram's exit
+                return ret
+            return nxt
+        return call_tail
 
     def _ld(self, pc: int, insn: isa.Insn) -> Callable[[], int]:
         R, d, after = self.regs, insn.dst, pc + 2

@@ -29,7 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracesim.filters.bpf.runtime.helpers import StopProgram, VMContext
-from tracesim.filters.bpf.runtime.helpers_calls import calls_helper, with_tail_calls
+from tracesim.filters.bpf.runtime.helpers_calls import (
+    TailCall,
+    calls_helper,
+    tail_call_in_subprog,
+    with_tail_calls,
+)
 from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program, ProgramError
 from tracesim.filters.bpf.vm import alu, analysis, isa
 from tracesim.filters.bpf.vm.alu import M32, M64
@@ -54,6 +59,7 @@ from tracesim.filters.bpf.vm.memory import (
 )
 
 SIZE = {isa.W: 4, isa.H: 2, isa.B: 1, isa.DW: 8}
+TAIL_CALL = 12                          # bpf_tail_call
 S64, S32 = 1 << 63, 1 << 31
 _BITOPS = {"or": "|", "and": "&", "xor": "^"}
 MAX_NEST = 40          # deepest fall-through nesting before blocks get a guard instead
@@ -751,6 +757,13 @@ class _Gen:
                 return e(f"r0, r1, r2, r3, r4, r5, n = _f{target}(r0, r1, r2, r3, r4, r5, r6, r7, "
                          f"r8, r9, {self.fp} - {isa.STACK_SIZE}, {depth_arg}, n)")
             fn = self.const(f"_h{insn.imm}", self.program.helpers[insn.imm])
+            if insn.imm == TAIL_CALL and not self.main:
+                # in a subprogram the target replaces it: its r0 is the subprogram's
+                e("try:")
+                self.emit(depth + 1, f"r0 = {fn}(_vm, r1, r2, r3, r4, r5) & M64")
+                e("except _TailCall as _tc:")
+                self.emit(depth + 1, "return _tail_sub(_tc), r1, r2, r3, r4, r5, n")
+                return None
             return e(f"r0 = {fn}(_vm, r1, r2, r3, r4, r5) & M64")
         # callx: helper id in a register
         return e(f"r0 = _callx(r{insn.dst}, r1, r2, r3, r4, r5)")
@@ -992,6 +1005,11 @@ class JitProgram:
                 mem.store(addr, size, src)
             return old
 
+        ctx_region, stack = self._ctx_region, self.stack
+
+        def tail_sub(tc: TailCall) -> int:
+            return tail_call_in_subprog(tc, ctx_region.buf, vm, stack) & M64
+
         def callx(hid: int, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
             fn = helpers.get(hid)
             if fn is None:
@@ -1000,6 +1018,7 @@ class JitProgram:
 
         return {
             "M64": M64, "_stack": self.stack, "_regs": self.regs, "_vm": vm,
+            "_TailCall": TailCall, "_tail_sub": tail_sub,
             "_load": load, "_store": mem.store, "_atomic": atomic, "_cmpxchg": cmpxchg,
             "_callx": callx, "_ldpkt": ldpkt, "_bswap": alu.bswap,
             "_u16": struct.Struct("<H").unpack_from, "_u32": struct.Struct("<I").unpack_from,

@@ -31,7 +31,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from tracesim.filters.bpf.runtime.helpers import StopProgram, VMContext
-from tracesim.filters.bpf.runtime.helpers_calls import TailCall, calls_helper, follow_tail_call
+from tracesim.filters.bpf.runtime.helpers_calls import (
+    TailCall,
+    calls_helper,
+    follow_tail_call,
+    tail_call_in_subprog,
+)
 from tracesim.filters.bpf.runtime.program import DEFAULT_BUDGET, Program
 from tracesim.filters.bpf.vm import alu, analysis, isa
 from tracesim.filters.bpf.vm.alu import M32, M64
@@ -82,8 +87,11 @@ MAX_REGIONS = 64                         # rows of the region table; more region
 
 # status values
 ST_OK, ST_STOP, ST_EXC, ST_BUDGET, ST_DEPTH = 0, 1, 2, 3, 4
+ST_TAILRET = 5          # a subprogram's tail call ran its target: return the callback's value
 # callback kinds
 CB_HELPER, CB_LOAD, CB_STORE, CB_ATOMIC, CB_LDPKT = 0, 1, 2, 3, 4
+CB_TAIL_SUB = 5         # bpf_tail_call in a subprogram (see tail_call_in_subprog)
+TAIL_CALL = 12
 
 CALLBACK = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64,
                             ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64)
@@ -696,6 +704,9 @@ class _Fn:
             return
         hid = self.get(i.dst) if i.opcode & isa.X else str(i.imm)     # callx: id in dst
         args = [self.get(r) for r in range(1, 6)]
+        if not i.opcode & isa.X and i.imm == TAIL_CALL and self.start != 0:
+            self.tail_call_in_subprog(args)
+            return
         if i.opcode & isa.X or i.imm not in self.gen.native:
             self.put(0, self.callback(CB_HELPER, hid, *args))
             return
@@ -715,6 +726,24 @@ class _Fn:
         self.label(join)
         v = self.t()
         self.e(f"{v} = phi i64 [{v1}, %{fast}], [{v2}, %{end}]")
+        self.put(0, v)
+
+    def tail_call_in_subprog(self, args: list[str]) -> None:
+        """bpf_tail_call in a subprogram: when the callback ran the target (status
+        ST_TAILRET), the target's r0 is this function's return value."""
+        v, s, c = self.t(), self.t(), self.t()
+        done, went_on = self.gen.new_label(), self.gen.new_label()
+        self.e(f"{v} = call i64 %cb(i64 {CB_TAIL_SUB}, i64 {TAIL_CALL}, "
+               + ", ".join(f"i64 {a}" for a in args) + ")")
+        self.e(f"{s} = load volatile i64, ptr %status")
+        self.e(f"{c} = icmp eq i64 {s}, {ST_TAILRET}")
+        self.e(f"br i1 {c}, label %{done}, label %{went_on}")
+        self.label(done)
+        self.e(f"store i64 {ST_OK}, ptr %status")
+        self.put(0, v)
+        self.leave()
+        self.label(went_on)
+        self.check_status()
         self.put(0, v)
 
     def ld(self, pc: int, i: isa.Insn) -> None:
@@ -958,6 +987,8 @@ class NativeProgram:
             if kind == CB_STORE:
                 self.mem.store(a, b, c)
                 return 0
+            if kind == CB_TAIL_SUB:
+                return self._tail_call_in_subprog(b, c, d, e, f)
             if kind == CB_HELPER:
                 fn = self._helpers.get(a)
                 if fn is None:
@@ -988,6 +1019,27 @@ class NativeProgram:
             self._pending = err
             self._env[E_STATUS] = ST_EXC
         return 0
+
+    def _tail_call_in_subprog(self, *args: int) -> int:
+        try:
+            value = self._helpers[TAIL_CALL](self.vm, *args) & M64
+        except TailCall as tc:
+            value = tail_call_in_subprog(tc, self._ctx_region.buf, self.vm, self.stack,
+                                         self._save_run, self._restore_run) & M64
+            self._env[E_STATUS] = ST_TAILRET
+        self._sync()
+        return value
+
+    def _save_run(self) -> tuple:
+        """What a run keeps outside the stack (the target may be this program again)."""
+        return (bytes(self._env), bytes(self._table), list(self._rows), self._locked,
+                self._args)
+
+    def _restore_run(self, state: tuple) -> None:
+        env, table, rows, self._locked, self._args = state
+        ctypes.memmove(self._env, env, len(env))
+        ctypes.memmove(self._table, table, len(table))
+        self._rows[:] = rows
 
     # -- running ----------------------------------------------------------------------------------
     def __call__(self, ctx=b"", *, env: Any = None, packet: Any = None,
@@ -1042,7 +1094,9 @@ class NativeProgram:
         if status == ST_EXC:
             err, self._pending = self._pending, None
             if isinstance(err, TailCall):
-                return follow_tail_call(err, self._ctx_region.buf)
+                r0 = follow_tail_call(err, self._ctx_region.buf)
+                self.vm.tail_calls = err.final
+                return r0
             raise err
         if status == ST_BUDGET:
             raise BudgetExceeded(f"instruction budget of {self.budget} exceeded")
