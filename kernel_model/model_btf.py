@@ -29,6 +29,7 @@ from tracesim.kernel_model.c_types import (
     parse_c,
     preprocess,
 )
+from tracesim.kernel_model.percpu import PERCPU_VARS, PercpuVar
 
 # c_types spelling -> the one gcc writes into DWARF (and pahole into BTF)
 INT_NAMES = {"unsigned long": "long unsigned int", "long": "long int",
@@ -136,9 +137,11 @@ class _Builder:
 UAPI_TYPES = (("struct", "__sk_buff"), ("enum", "bpf_map_type"), ("enum", "bpf_hdr_start_off"))
 
 
-def build(env: TypeEnv, extra: tuple[tuple[TypeEnv, str, str], ...] = ()) -> B.Btf:
+def build(env: TypeEnv, extra: tuple[tuple[TypeEnv, str, str], ...] = (),
+          percpu: bool = False) -> B.Btf:
     """The BTF of every type ``env`` declares (typedefs, then structs, unions, named enums),
-    then the ``extra`` ones: (environment, "struct" or "enum", name)."""
+    then the ``extra`` ones: (environment, "struct" or "enum", name); with ``percpu``, the
+    model's per-CPU variables last."""
     b = _Builder(env)
     for name in env.typedefs:
         b.typedef(name)
@@ -148,7 +151,21 @@ def build(env: TypeEnv, extra: tuple[tuple[TypeEnv, str, str], ...] = ()) -> B.B
         b.type_id(e)
     for other, kind, name in extra:
         b.type_id(other.struct(name) if kind == "struct" else other.enums[name])
+    if percpu:
+        percpu_vars(b, env)
     return b.btf
+
+
+def percpu_vars(b: _Builder, env: TypeEnv) -> None:
+    """The per-CPU variables the model keeps (``percpu.PERCPU_VARS``): a global VAR each, in a
+    ``.data..percpu`` DATASEC, as pahole emits them (the only variables in a kernel's BTF)."""
+    secinfo = []
+    for var in PERCPU_VARS:
+        tid = b.type_id(env.parse_type(var.ctype))
+        vid = b._add(B.BtfType(B.VAR, var.name, ref=tid, linkage=B.VAR_GLOBAL))
+        secinfo.append((vid, var.offset, var.size))
+    size = max(off + n for _, off, n in secinfo)
+    b._add(B.BtfType(B.DATASEC, ".data..percpu", ref=size, secinfo=secinfo))
 
 
 def uapi_types() -> TypeEnv:
@@ -162,8 +179,23 @@ def uapi_types() -> TypeEnv:
 def model_btf_bytes() -> bytes:
     """The raw BTF of the modelled kernel (``/sys/kernel/btf/vmlinux``)."""
     uapi = uapi_types()
-    return build(kernel_types(), tuple((uapi, kind, name) for kind, name in UAPI_TYPES)).encode()
+    return build(kernel_types(), tuple((uapi, kind, name) for kind, name in UAPI_TYPES),
+                 percpu=True).encode()
 
 
 def model_btf() -> B.Btf:
     return B.parse(model_btf_bytes())
+
+
+@functools.cache
+def percpu_btf_vars() -> dict[int, tuple[PercpuVar, str, int]]:
+    """The model BTF's per-CPU VARs by type id: (the variable, the kernel's name of its type,
+    the type's size)."""
+    btf = model_btf()
+    by_name = {v.name: v for v in PERCPU_VARS}
+    out = {}
+    for tid, t in enumerate(btf.types):
+        if t.kind == B.VAR and t.name in by_name:
+            ref = btf.resolve(t.ref)
+            out[tid] = (by_name[t.name], btf.get(ref).name if ref else "void", by_name[t.name].size)
+    return out

@@ -21,11 +21,14 @@ RAW_LINE = re.compile(
     r"|(PTR|CONST|VOLATILE|RESTRICT|TYPEDEF|TYPE_TAG) '[^']+' type_id=\d+"
     r"|ARRAY '\(anon\)' type_id=\d+ index_type_id=\d+ nr_elems=\d+"
     r"|(STRUCT|UNION) '[^']+' size=\d+ vlen=\d+"
+    r"|VAR '[^']+' type_id=\d+, linkage=(static|global)"
+    r"|DATASEC '[^']+' size=\d+ vlen=\d+"
     r"|ENUM(64)? '[^']+' encoding=(UNSIGNED|SIGNED) size=\d+ vlen=\d+"
     r"|FWD '[^']+' fwd_kind=(struct|union)"
     r"|FUNC_PROTO '\(anon\)' ret_type_id=\d+ vlen=\d+)$")
 MEMBER_LINE = re.compile(r"\t'[^']+' (type_id=\d+ bits_offset=\d+( bitfield_size=\d+)?|val=-?\d+"
-                         r"|type_id=\d+)$")
+                         r"|type_id=\d+)$"
+                         r"|\ttype_id=\d+ offset=\d+ size=\d+ \(VAR '[^']+'\)$")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

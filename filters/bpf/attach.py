@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracesim.filters.bpf.loader import LoadError, errstr
 from tracesim.kernel_model.kprobes import ARG_REGS, PT_REGS_OFFSETS, KprobeError, reg_value
 from tracesim.kernel_model.trace.event import trace_ctx
 from tracesim.kernel_model.trace.probe_btf import FUNC_PROTOS
@@ -45,24 +46,6 @@ _AX = PT_REGS_OFFSETS["ax"]
 _U64 = struct.Struct("<Q")
 M64 = (1 << 64) - 1
 PERF_EVENT_PERIOD_NS = 10_000_000              # perf_event programs: 100 Hz of cpu-clock
-ENOTSUPP = 524                                 # the kernel-internal "not supported"
-# the errnos libbpf's errstr() spells by name (any other is its number)
-ERRNO_NAMES = {getattr(errno, n): n for n in (
-    "EINVAL", "EPERM", "ENXIO", "ENOMEM", "ENOENT", "E2BIG", "EEXIST", "EFAULT", "ENOSPC",
-    "EACCES", "EAGAIN", "EBADF", "ENAMETOOLONG", "ESRCH", "EBUSY", "EPROTO", "ERANGE",
-    "EMSGSIZE", "EINTR", "ENODATA", "ENODEV", "ENOLINK", "EIO", "EUCLEAN", "EDOM", "ELOOP",
-    "EPROTONOSUPPORT", "EDEADLK", "EOVERFLOW", "EOPNOTSUPP", "EINPROGRESS", "EBADFD",
-    "EADDRINUSE", "EADDRNOTAVAIL", "ECANCELED", "EILSEQ", "EMFILE", "ENOTTY", "EALREADY",
-    "ECHILD")}
-ERRNO_NAMES[ENOTSUPP] = "ENOTSUPP"
-
-
-def errstr(err: int) -> str:
-    """libbpf's ``errstr()``: ``-ENOENT`` for a known errno, else the number."""
-    name = ERRNO_NAMES.get(err)
-    return f"-{name}" if name else f"-{err}"
-
-
 class AttachError(Exception):
     """An attach that failed: ``errno`` and libbpf's lines (``lines``, without ``libbpf: ``)."""
 
@@ -164,7 +147,6 @@ def check_load_target(kernel: Any, prog: str, section: str) -> None:
     target, -ESRCH for a name the kernel's BTF lacks, its messages as ``stage`` "prepare"),
     then the kernel's ``bpf_check_attach_target`` / ``check_attach_btf_id`` (a verifier log
     line, EINVAL).  ``LoadError`` (from ``loader``) for a target that fails."""
-    from tracesim.filters.bpf.loader import LoadError
     kind, sep, name = section.partition("/")
     if kind not in BTF_TARGET_KINDS:
         return

@@ -221,6 +221,14 @@ def ksym_address(name: str) -> int | None:
 _kallsyms: Any = None
 
 
+def _kernel_btf(data: bytes) -> Any:
+    """The model kernel's BTF, for an object with typed ``__ksym`` externs (else None)."""
+    if b".ksyms" not in data:
+        return None
+    from tracesim.kernel_model.model_btf import model_btf
+    return model_btf()
+
+
 def open_object(data: bytes, target_btf: Any = None) -> elfmod.BpfObject:
     """An ELF object, its relocations applied: the CO-RE relocations of its ``.BTF.ext``
     against ``target_btf`` (default: the model kernel's BTF), as libbpf does before loading,
@@ -237,7 +245,7 @@ def open_object(data: bytes, target_btf: Any = None) -> elfmod.BpfObject:
         except core_reloc.CoreReloError as e:
             raise LoadError(f"libbpf: {e}", err=e.errno, stage="object") from None
     try:
-        obj = elfmod.load_object(data, ksym_address)
+        obj = elfmod.load_object(data, ksym_address, kernel_btf=_kernel_btf(data))
     except ExternError as e:
         raise LoadError(f"libbpf: {e}", err=e.errno) from None
     except (elfmod.ElfLoadError, ValueError) as e:
@@ -278,9 +286,26 @@ def ringbuf_size(size: int) -> int:
     return 4096 << (pages - 1).bit_length()
 
 
+ENOTSUPP = 524                                 # the kernel-internal "not supported"
+# the errnos libbpf's errstr() spells by name (any other is its number)
+ERRNO_NAMES = {getattr(errno, n): n for n in (
+    "EINVAL", "EPERM", "ENXIO", "ENOMEM", "ENOENT", "E2BIG", "EEXIST", "EFAULT", "ENOSPC",
+    "EACCES", "EAGAIN", "EBADF", "ENAMETOOLONG", "ESRCH", "EBUSY", "EPROTO", "ERANGE",
+    "EMSGSIZE", "EINTR", "ENODATA", "ENODEV", "ENOLINK", "EIO", "EUCLEAN", "EDOM", "ELOOP",
+    "EPROTONOSUPPORT", "EDEADLK", "EOVERFLOW", "EOPNOTSUPP", "EINPROGRESS", "EBADFD",
+    "EADDRINUSE", "EADDRNOTAVAIL", "ECANCELED", "EILSEQ", "EMFILE", "ENOTTY", "EALREADY",
+    "ECHILD")}
+ERRNO_NAMES[ENOTSUPP] = "ENOTSUPP"
+
+
+def errstr(err: int) -> str:
+    """libbpf's ``errstr()``: ``-ENOENT`` for a known errno, else the number."""
+    name = ERRNO_NAMES.get(err)
+    return f"-{name}" if name else f"-{err}"
+
+
 def _errno_name(err: int) -> str:
     """libbpf's errstr(): -EINVAL, -E2BIG ... (-ENOTSUPP for the kernel-internal 524)."""
-    from tracesim.filters.bpf.attach import errstr
     return errstr(err)
 
 

@@ -51,6 +51,7 @@ UNINIT_MEM_OR_NULL = "uninit_mem_or_null"
 CONST_STR = "const_str"            # a NUL-terminated string in a read-only map value
 FUNC = "func"                      # a callback: ld_imm64 PSEUDO_FUNC (see HelperSpec.callback)
 STACK_OR_NULL = "stack_or_null"    # the callback's context: a stack pointer or NULL
+PERCPU_BTF_ID = "percpu_btf_id"    # a per-CPU variable: ld_imm64 of a typed __ksym
 U64_OUT = "u64_out"                # 8 bytes the helper writes (ARG_PTR_TO_FIXED_SIZE_MEM)
 
 # Return kinds (enum bpf_return_type).
@@ -58,6 +59,9 @@ RET_INTEGER = "integer"
 RET_VOID = "void"
 RET_MAP_VALUE_OR_NULL = "map_value_or_null"
 RET_RINGBUF_MEM_OR_NULL = "ringbuf_mem_or_null"
+# RET_PTR_TO_MEM_OR_BTF_ID | MEM_RDONLY (| PTR_MAYBE_NULL): the variable's instance, read-only
+RET_PERCPU_MEM_OR_NULL = "percpu_mem_or_null"
+RET_PERCPU_MEM = "percpu_mem"
 
 FUNC_MAX_ID = 212      # __BPF_FUNC_MAX_ID in Linux 6.18: ids at or above it are "unknown"
 
@@ -164,6 +168,10 @@ _SPECS = (
                "__u64", "void *ringbuf, __u64 flags"),
     # The kernel returns PTR_TO_BTF_ID (trusted); the verifier here has no BTF pointers, so r0
     # is a scalar: programs read through it with bpf_probe_read_kernel / BPF_CORE_READ.
+    HelperSpec(153, ht.per_cpu_ptr, (PERCPU_BTF_ID, ANYTHING), RET_PERCPU_MEM_OR_NULL, False,
+               TRACING, "void *", "const void *percpu_ptr, __u32 cpu", PERFMON_ONLY),
+    HelperSpec(154, ht.this_cpu_ptr, (PERCPU_BTF_ID,), RET_PERCPU_MEM, False, TRACING, "void *",
+               "const void *percpu_ptr", PERFMON_ONLY),
     HelperSpec(158, ht.get_current_task, (), RET_INTEGER, True, TRACING, "struct task_struct *",
                "void"),
     HelperSpec(164, hc.for_each_map_elem, (CONST_MAP_PTR, FUNC, STACK_OR_NULL, ANYTHING),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import re
+import weakref
+from typing import Any
 
 from tracesim.filters.bpf.runtime.helpers import VMContext
 from tracesim.filters.bpf.runtime.helpers_maps import current_cpu
@@ -169,6 +171,37 @@ def get_func_ret(vm: VMContext, r1: int, r2: int, *_: int) -> int:
 
 def get_func_arg_cnt(vm: VMContext, *_: int) -> int:
     return _func_nargs(vm)
+
+
+# per-CPU variables (kernel_model.percpu): each CPU's instance is a small read-only buffer mapped
+# into the engine's memory, refreshed from the model at every bpf_per_cpu_ptr/this_cpu_ptr
+_PERCPU_BUFS: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], bytearray]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _percpu_instance(vm: VMContext, symbol: int, cpu: int) -> int:
+    from tracesim.kernel_model import percpu
+    var = percpu.BY_OFFSET.get(symbol)
+    kernel = getattr(vm.env, "kernel", None)
+    ncpus = kernel.ncpus if kernel is not None else 1
+    if var is None or cpu >= ncpus:
+        return 0
+    bufs = _PERCPU_BUFS.setdefault(vm.mem, {})
+    buf = bufs.get((var.name, cpu))
+    if buf is None:
+        buf = bufs[(var.name, cpu)] = bytearray(var.size)
+    buf[:] = percpu.value(kernel, var, cpu)
+    return vm.mem.address_of(buf, writable=False, name=f"percpu {var.name} cpu{cpu}")
+
+
+def per_cpu_ptr(vm: VMContext, r1: int, r2: int, *_: int) -> int:
+    """CPU ``r2``'s instance of the per-CPU variable ``r1`` (NULL past the last CPU)."""
+    return _percpu_instance(vm, r1, r2 & 0xFFFF_FFFF)
+
+
+def this_cpu_ptr(vm: VMContext, r1: int, *_: int) -> int:
+    """This CPU's instance of the per-CPU variable ``r1``."""
+    return _percpu_instance(vm, r1, current_cpu(vm))
 
 
 def get_current_task(vm: VMContext, *_: int) -> int:

@@ -138,6 +138,7 @@ def _rules(insn: Insn) -> dict[str, Any] | None:
     if cls == isa.LD:
         if op == isa.LD_IMM64:
             return {"off": 0, "src": {0, isa.PSEUDO_MAP_FD, isa.PSEUDO_MAP_VALUE, isa.PSEUDO_FUNC,
+                                      isa.PSEUDO_BTF_ID,
                                       isa.PSEUDO_MAP_IDX, isa.PSEUDO_MAP_IDX_VALUE}}
         if mode == isa.ABS and size != isa.DW:
             return {"dst": 0, "src": 0, "off": 0}
@@ -225,7 +226,7 @@ def check_program(insns: Sequence[Insn], *, helpers: Mapping[int, Helper] | None
         if nxt is not None and insn.src == isa.PSEUDO_FUNC:
             if not 0 <= pc + insn.imm + 1 < n or pc + insn.imm + 1 in second_slots:
                 raise ProgramError(pc, insn, f"callback out of range at {pc + insn.imm + 1}", nxt)
-        elif nxt is not None and insn.src:
+        elif nxt is not None and insn.src and insn.src != isa.PSEUDO_BTF_ID:
             if not 0 <= insn.imm < len(maps):
                 raise ProgramError(pc, insn, f"map index {insn.imm} out of range ({len(maps)} maps)", nxt)
             if insn.src in (isa.PSEUDO_MAP_VALUE, isa.PSEUDO_MAP_IDX_VALUE) and \

@@ -30,6 +30,7 @@ from tracesim.filters.bpf.toolchain.externs import resolve as resolve_externs
 from tracesim.filters.bpf.vm.analysis import is_pseudo_call
 from tracesim.filters.bpf.vm.isa import (
     LD_IMM64,
+    PSEUDO_BTF_ID,
     PSEUDO_FUNC,
     PSEUDO_MAP_FD,
     PSEUDO_MAP_VALUE,
@@ -150,9 +151,11 @@ class _Elf:
         return self.sections[idx][0] if 0 <= idx < len(self.sections) else f"#{idx}"
 
 
-def load_object(data: bytes, ksym_address: Callable[[str], int | None] | None = None) -> BpfObject:
+def load_object(data: bytes, ksym_address: Callable[[str], int | None] | None = None,
+                kernel_btf: Any = None) -> BpfObject:
     """Load an EM_BPF relocatable object (ours or clang's); its externs are resolved as
-    ``externs.resolve`` says (``ksym_address``: name -> kernel address, for ``__ksym``)."""
+    ``externs.resolve`` says (``ksym_address``: name -> kernel address, for untyped
+    ``__ksym``; ``kernel_btf``: the kernel's BTF, for typed ones)."""
     elf = _read_elf(data)
     btf = None
     if ".BTF" in elf.by_name:
@@ -165,7 +168,8 @@ def load_object(data: bytes, ksym_address: Callable[[str], int | None] | None = 
     undefined = [ExternSym(s.name, s.weak) for s in elf.symbols
                  if s.shndx == SHN_UNDEF and s.name and s.kind != STT_FILE]
     if undefined:
-        elf.externs = ext = resolve_externs(btf, undefined, ksym_address)
+        elf.externs = ext = resolve_externs(btf, undefined, ksym_address,
+                                            kernel_btf=kernel_btf)
         if ext.kconfig_offsets:
             elf.kconfig_map = len(maps)
             maps.append(MapSpec(".kconfig", BPF_MAP_TYPE_ARRAY, 4, len(ext.kconfig), 1,
@@ -521,6 +525,9 @@ def _map_reference(elf: _Elf, sec_name: str, slot: int, first: Insn, second: Ins
         if sym.name in ext.kconfig_offsets:        # a load from the .kconfig map
             return (first._replace(src=PSEUDO_MAP_VALUE, imm=elf.kconfig_map),
                     second._replace(imm=first.imm + ext.kconfig_offsets[sym.name]))
+        if sym.name in ext.ksym_btf_ids:                   # a typed __ksym: its BTF id
+            return (first._replace(src=PSEUDO_BTF_ID, imm=ext.ksym_btf_ids[sym.name]),
+                    second._replace(imm=0))
         addr = ext.ksyms[sym.name] + first.imm            # a __ksym: its address
         return (first._replace(src=0, imm=isa_s32(addr & 0xFFFFFFFF)),
                 second._replace(imm=isa_s32(addr >> 32 & 0xFFFFFFFF)))

@@ -6,8 +6,12 @@ externs`` / ``bpf_object__resolve_externs``):
   ``LINUX_HAS_BPF_COOKIE`` (both true on the model's x86-64), and ``CONFIG_*`` from ``KCONFIG``,
   a distribution-like tracing configuration.  Their values go into one read-only array map,
   ``.kconfig``, and every reference becomes a load from it.
-* ``__ksym`` externs (section ``.ksyms``): the symbol's address from the model's kallsyms (the
-  loader passes a ``ksym_address`` look-up); ``ld_imm64`` loads it as a constant.
+* ``__ksym`` externs (section ``.ksyms``): an untyped one (``extern const void sym __ksym``)
+  is the symbol's address from the model's kallsyms (the loader passes a ``ksym_address``
+  look-up); ``ld_imm64`` loads it as a constant.  A typed one (``extern const int cpu_number
+  __ksym``) is a VAR of the kernel's BTF (``kernel_btf``: the model's, whose VARs are its
+  per-CPU variables), its type compatible with the extern's as ``bpf_core_types_are_compat``
+  decides; ``ld_imm64`` then carries the VAR's BTF id (``BPF_PSEUDO_BTF_ID``).
 * A ``__weak`` extern that cannot be resolved is 0; a strong one fails the open with libbpf's
   message (``ExternError``, errno ESRCH), as does a value of the wrong type (EINVAL).
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tracesim.filters.bpf.toolchain import btf as btfmod
 
@@ -82,6 +86,7 @@ class Externs:
     kconfig: bytes
     kconfig_offsets: dict[str, int]
     ksyms: dict[str, int]
+    ksym_btf_ids: dict[str, int] = field(default_factory=dict)   # typed: the kernel VAR's id
 
 
 def _kcfg_value(name: str, kind: str, size: int, raw: str) -> bytes:
@@ -125,9 +130,82 @@ def _kcfg_kind(btf: btfmod.Btf, type_id: int) -> str:
     return "unsupported"
 
 
+def _ksym_types(btf: btfmod.Btf | None) -> dict[str, int]:
+    """The typed ``__ksym`` variables of the object: name -> local type id (modifiers and
+    typedefs skipped; a ``void`` one is untyped and left out)."""
+    out: dict[str, int] = {}
+    if btf is None:
+        return out
+    for name, type_id, _off, _size in btf.datasec(".ksyms"):
+        tid = btf.resolve(type_id)
+        if tid and btf.get(tid).kind != btfmod.FUNC:
+            out[name] = tid
+    return out
+
+
+_KIND_STR = {btfmod.INT: "int", btfmod.PTR: "ptr", btfmod.ARRAY: "array",
+             btfmod.STRUCT: "struct", btfmod.UNION: "union", btfmod.ENUM: "enum",
+             btfmod.FWD: "fwd", btfmod.TYPEDEF: "typedef", btfmod.FUNC_PROTO: "func_proto",
+             btfmod.ENUM64: "enum64", btfmod.FLOAT: "float"}
+
+
+def _compat(local: btfmod.Btf, lid: int, targ: btfmod.Btf, tid: int, depth: int = 0) -> bool:
+    """bpf_core_types_are_compat: the same kind (modifiers and typedefs skipped), ints of any
+    size, pointers to compatible types, arrays of compatible elements; structs, unions and
+    enums by kind only."""
+    lid, tid = local.resolve(lid), targ.resolve(tid)
+    if lid == 0 or tid == 0:
+        return lid == tid
+    lt, tt = local.get(lid), targ.get(tid)
+    if lt.kind != tt.kind:
+        return {lt.kind, tt.kind} <= {btfmod.ENUM, btfmod.ENUM64} or \
+            (btfmod.FWD in (lt.kind, tt.kind) and {lt.kind, tt.kind} <= {
+                btfmod.FWD, btfmod.STRUCT, btfmod.UNION})
+    if depth > 32:
+        return False
+    if lt.kind == btfmod.PTR:
+        return _compat(local, lt.ref, targ, tt.ref, depth + 1)
+    if lt.kind == btfmod.ARRAY:
+        return _compat(local, lt.array[0], targ, tt.array[0], depth + 1)
+    if lt.kind == btfmod.FUNC_PROTO:
+        return len(lt.members) == len(tt.members) and _compat(local, lt.ref, targ, tt.ref,
+                                                              depth + 1)
+    return True
+
+
+def _kernel_var(kernel_btf: btfmod.Btf | None, name: str) -> int | None:
+    if kernel_btf is None:
+        return None
+    for tid, t in enumerate(kernel_btf.types):
+        if t.kind == btfmod.VAR and t.name == name:
+            return tid
+    return None
+
+
+def _resolve_typed_ksym(btf: btfmod.Btf, kernel_btf: btfmod.Btf | None, name: str,
+                        local_tid: int, weak: bool) -> int | None:
+    """bpf_object__resolve_ksym_var_btf_id: the kernel VAR's BTF id (None: a weak one that
+    is not there)."""
+    vid = _kernel_var(kernel_btf, name)
+    if vid is None:
+        if weak:
+            return None
+        raise ExternError(f"extern (var ksym) '{name}': not found in kernel BTF", errno.ESRCH)
+    assert kernel_btf is not None
+    targ_tid = kernel_btf.resolve(kernel_btf.get(vid).ref)
+    if not _compat(btf, local_tid, kernel_btf, targ_tid):
+        lt, tt = btf.get(local_tid), kernel_btf.get(targ_tid)
+        raise ExternError(f"extern (var ksym) '{name}': incompatible types, expected "
+                          f"[{local_tid}] {_KIND_STR.get(lt.kind, 'unknown')} {lt.name}, but "
+                          f"kernel has [{targ_tid}] {_KIND_STR.get(tt.kind, 'unknown')} "
+                          f"{tt.name}", errno.EINVAL)
+    return vid
+
+
 def resolve(btf: btfmod.Btf | None, syms: list[ExternSym],
             ksym_address: Callable[[str], int | None] | None = None,
-            kconfig: dict[str, str] | None = None) -> Externs:
+            kconfig: dict[str, str] | None = None,
+            kernel_btf: btfmod.Btf | None = None) -> Externs:
     """Resolve the object's externs (``syms``: its undefined symbols), as libbpf does."""
     kconfig = KCONFIG if kconfig is None else kconfig
     weak = {s.name: s.weak for s in syms}
@@ -160,11 +238,21 @@ def resolve(btf: btfmod.Btf | None, syms: list[ExternSym],
             raise ExternError(f"extern '{name}' (strong): not resolved", errno.ESRCH)
         image[off:off + size] = value
     ksyms: dict[str, int] = {}
+    btf_ids: dict[str, int] = {}
+    typed = _ksym_types(btf)
     for s in syms:                    # the rest: __ksym externs, by address from kallsyms
         if s.name in offsets:
+            continue
+        if s.name in typed:           # typed: by BTF id (an unresolved weak one loads 0)
+            assert btf is not None
+            vid = _resolve_typed_ksym(btf, kernel_btf, s.name, typed[s.name], s.weak)
+            if vid is None:
+                ksyms[s.name] = 0
+            else:
+                btf_ids[s.name] = vid
             continue
         addr = ksym_address(s.name) if ksym_address is not None else None
         if addr is None and not s.weak:
             raise ExternError(f"extern '{s.name}' (strong): not resolved", errno.ESRCH)
         ksyms[s.name] = addr or 0
-    return Externs(bytes(image), offsets, ksyms)
+    return Externs(bytes(image), offsets, ksyms, btf_ids)

@@ -96,6 +96,10 @@ class AccessChecks(Part):
                 raise Reject(f"R{regno} cannot write into {st.type_str(t)}")
             self.mem_region_access(regno, reg, off, size, reg.mem_size, "memory")
             return value if write else self.loaded_scalar(size, sx)
+        if base == st.PTR_TO_BTF_ID and t & st.MEM_PERCPU and not t & st.MAYBE_NULL:
+            from tracesim.filters.bpf.verifier.cfg import check_pseudo_btf_id
+            tname = check_pseudo_btf_id(reg.mem_size)[1]
+            raise Reject(f"R{regno} is ptr_{tname} access percpu memory: off={reg.off + off}")
         raise Reject(f"R{regno} invalid mem access '{st.type_str(t)}'")
 
     @staticmethod

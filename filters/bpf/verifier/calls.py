@@ -67,6 +67,11 @@ class CallChecks(Part):
             if kind == hp.ANYTHING:
                 if self.is_pointer_value(reg):
                     raise Reject(f"R{regno} leaks addr into helper function")
+            elif kind == hp.PERCPU_BTF_ID:
+                if reg.type != st.PTR_TO_BTF_ID | st.MEM_PERCPU:
+                    raise Reject(f"R{regno} type={st.type_str(reg.type)} expected=percpu_ptr_, "
+                                 "percpu_rcu_ptr_, percpu_trusted_ptr_")
+                mem_size = self._percpu_size(reg.mem_size)
             elif kind == hp.CONST_MAP_PTR:
                 self._type_check(regno, reg, (st.CONST_PTR_TO_MAP,), "map_ptr")
                 map_ = reg.map
@@ -152,6 +157,11 @@ class CallChecks(Part):
                                  map=self.inner_of[map_], id=self.new_id())
         elif proto.ret == hp.RET_MAP_VALUE_OR_NULL:
             regs[0] = st.pointer(st.PTR_TO_MAP_VALUE | st.MAYBE_NULL, map=map_, id=self.new_id())
+        elif proto.ret == hp.RET_PERCPU_MEM_OR_NULL:     # the variable is no struct: memory
+            regs[0] = st.pointer(st.PTR_TO_MEM | st.MEM_RDONLY | st.MAYBE_NULL,
+                                 mem_size=mem_size, id=self.new_id())
+        elif proto.ret == hp.RET_PERCPU_MEM:
+            regs[0] = st.pointer(st.PTR_TO_MEM | st.MEM_RDONLY, mem_size=mem_size)
         else:
             self.new_id()           # the or-null id, then replaced by the reference's own
             ref = self.new_id()
@@ -159,6 +169,12 @@ class CallChecks(Part):
                                  mem_size=mem_size, id=ref, ref_id=ref)
             self.state.refs.append((ref, pc))
         return False
+
+    @staticmethod
+    def _percpu_size(btf_id: int) -> int:
+        """The size of a per-CPU variable's type (btf_resolve_size)."""
+        from tracesim.filters.bpf.verifier.cfg import check_pseudo_btf_id
+        return int(check_pseudo_btf_id(btf_id)[2])
 
     def _check_const_str(self, regno: int, reg: st.Reg) -> None:
         """ARG_PTR_TO_CONST_STR: a constant offset into a read-only map value, NUL inside."""

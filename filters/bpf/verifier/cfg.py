@@ -5,6 +5,7 @@ Produces a ``Cfg``: subprogram boundaries, successors, prune points and loop hea
 """
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 
 from tracesim.filters.bpf.verifier.log import Reject
@@ -115,6 +116,8 @@ def _resolve_ldimm64(insns: list[Insn], maps: list) -> set[int]:
             elif insn.src == isa.PSEUDO_FUNC:
                 if not 0 <= i + insn.imm + 1 < n:
                     raise Reject("call to invalid destination")
+            elif insn.src == isa.PSEUDO_BTF_ID:
+                check_pseudo_btf_id(insn.imm)
             elif insn.src != 0:
                 raise Reject("unrecognized bpf_ld_imm64 insn")
             second.add(i + 1)
@@ -286,3 +289,17 @@ def check_reserved(insn: Insn, masked_shifts: bool = False) -> None:
                 raise Reject("BPF_EXIT uses reserved fields")
         elif (x and insn.imm) or (not x and insn.src):
             raise Reject("BPF_JMP/JMP32 uses reserved fields")
+
+
+def check_pseudo_btf_id(btf_id: int) -> tuple:
+    """check_pseudo_btf_id: ``ld_imm64 rX, btf_id`` names a VAR of the kernel's BTF (the
+    model's: its per-CPU variables); (variable, type name, type size)."""
+    from tracesim.kernel_model.model_btf import model_btf, percpu_btf_vars
+    var = percpu_btf_vars().get(btf_id)
+    if var is not None:
+        return var
+    btf = model_btf()
+    if not 0 < btf_id < len(btf.types):
+        raise Reject(f"ldimm64 insn specifies invalid btf_id {btf_id}.", err=errno.ENOENT)
+    raise Reject(f"pseudo btf_id {btf_id} in ldimm64 isn't KIND_VAR or KIND_FUNC",
+                 err=errno.EINVAL)

@@ -635,6 +635,9 @@ class Walk(AccessChecks, CallChecks, BranchChecks):
             self.set_reg(insn.dst, st.pointer(st.CONST_PTR_TO_MAP, map=insn.imm))
         elif insn.src == isa.PSEUDO_FUNC:      # a callback: mem_size holds its first insn
             self.set_reg(insn.dst, st.pointer(st.PTR_TO_FUNC, mem_size=self.pc + insn.imm + 1))
+        elif insn.src == isa.PSEUDO_BTF_ID:    # a per-CPU variable: mem_size holds its BTF id
+            self.set_reg(insn.dst, st.pointer(st.PTR_TO_BTF_ID | st.MEM_PERCPU,
+                                              mem_size=insn.imm))
         else:
             self.set_reg(insn.dst, st.pointer(st.PTR_TO_MAP_VALUE, map=insn.imm,
                                               off=second.imm & 0xFFFFFFFF))

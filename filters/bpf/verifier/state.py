@@ -13,23 +13,26 @@ from tracesim.filters.bpf.verifier import bounds, tnum
 
 # Register types (enum bpf_reg_type), plus flag bits as the kernel composes them.
 NOT_INIT, SCALAR, PTR_TO_CTX, CONST_PTR_TO_MAP, PTR_TO_MAP_VALUE, PTR_TO_STACK, PTR_TO_PACKET, \
-    PTR_TO_PACKET_END, PTR_TO_MEM, PTR_TO_SOCK_COMMON, PTR_TO_FUNC = range(11)
+    PTR_TO_PACKET_END, PTR_TO_MEM, PTR_TO_SOCK_COMMON, PTR_TO_FUNC, PTR_TO_BTF_ID = range(12)
 MAYBE_NULL = 0x100
 MEM_RINGBUF = 0x200
 MEM_RDONLY = 0x400
 INNER_MAP = 0x800          # a map-of-maps lookup's result: CONST_PTR_TO_MAP once not NULL
+MEM_PERCPU = 0x1000        # PTR_TO_BTF_ID of a per-CPU variable (its BTF id in ``mem_size``)
 BASE = 0xFF
 
 _BASE_NAMES = {NOT_INIT: "?", SCALAR: "scalar", PTR_TO_CTX: "ctx", CONST_PTR_TO_MAP: "map_ptr",
                PTR_TO_MAP_VALUE: "map_value", PTR_TO_STACK: "fp", PTR_TO_PACKET: "pkt",
                PTR_TO_PACKET_END: "pkt_end", PTR_TO_MEM: "mem", PTR_TO_SOCK_COMMON: "sock_common",
-               PTR_TO_FUNC: "func"}
+               PTR_TO_FUNC: "func", PTR_TO_BTF_ID: "ptr_"}
 
 
 def type_str(t: int) -> str:
     """The kernel's ``reg_type_str``: ``map_value_or_null``, ``ringbuf_mem``, ``rdonly_mem``..."""
-    prefix = ("rdonly_" if t & MEM_RDONLY else "") + ("ringbuf_" if t & MEM_RINGBUF else "")
-    return prefix + _BASE_NAMES[t & BASE] + ("_or_null" if t & MAYBE_NULL else "")
+    prefix = ("rdonly_" if t & MEM_RDONLY else "") + ("ringbuf_" if t & MEM_RINGBUF else "") + \
+        ("percpu_" if t & MEM_PERCPU else "")
+    null = ("or_null_" if t & BASE == PTR_TO_BTF_ID else "_or_null") if t & MAYBE_NULL else ""
+    return prefix + _BASE_NAMES[t & BASE] + null
 
 
 # Stack byte kinds (enum bpf_stack_slot_type) and their letters in the log.

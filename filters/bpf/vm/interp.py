@@ -78,6 +78,10 @@ def resolve_ld_imm64(program: Program, mem: Memory, insn: isa.Insn, second: isa.
         return func_handle(pc + insn.imm + 1, function_depth(program, pc))
     if src in (isa.PSEUDO_MAP_FD, isa.PSEUDO_MAP_IDX):
         return program.map_handle(insn.imm)
+    if src == isa.PSEUDO_BTF_ID:          # a per-CPU variable: its symbol (a per-CPU offset)
+        from tracesim.kernel_model.model_btf import percpu_btf_vars
+        var = percpu_btf_vars().get(insn.imm)
+        return var[0].offset if var is not None else 0
     buf = program.maps[insn.imm].direct_value()
     base = mem.address_of(buf, writable=True, name=f"map{insn.imm}")
     return (base + (second.imm & M32)) & M64
