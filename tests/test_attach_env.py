@@ -273,3 +273,59 @@ def test_tracesim_check_applies_the_attach_type_rules(tmp_path, capsys):
     assert cli_main(["check", str(obj), "--section", "btf_func_arg"]) == 1
     assert "program of this type cannot use helper bpf_get_func_arg#183" in capsys.readouterr().out
     assert cli_main(["check", str(obj), "--section", "btf_cookie"]) == 0
+    capsys.readouterr()
+    assert cli_main(["check", str(obj), "--section", "missing"]) == 1      # as tracesim run
+    assert capsys.readouterr().out == (
+        "libbpf: prog 'missing': failed to find kernel BTF type ID of 'no_such_func': -ESRCH\n"
+        "libbpf: prog 'missing': failed to prepare load attributes: -ESRCH\n"
+        "libbpf: prog 'missing': failed to load: -ESRCH\n")
+
+
+def test_func_ip_in_a_kprobe_event_filter(system):
+    """A program written to a kprobe event's filter sees the probed function's address
+    (0 when the probe is at an offset into it, as the kernel's KPROBE_FLAG_ON_FUNC_ENTRY)."""
+    from tests.test_bpf_filter import send, source, trace_lines
+    from tests.tree_helpers import cat_into
+    addr = Kallsyms().address_of("__netif_receive_skb")
+    obj = source(f"""
+        #include <bpf/bpf_helpers.h>
+        SEC("kprobe/__netif_receive_skb")
+        int at_entry(struct pt_regs *ctx)
+        {{
+            return bpf_get_func_ip(ctx) == {addr}ULL;
+        }}
+        char _license[] SEC("license") = "GPL";
+    """)
+    tree = system.tree
+    tree.echo("/kprobe_events", "p:rx __netif_receive_skb")
+    tree.echo("/kprobe_events", "p:rx4 __netif_receive_skb+4", append=True)
+    for ev in ("rx", "rx4"):
+        cat_into(tree, f"/events/kprobes/{ev}/filter", obj)
+        tree.echo(f"/events/kprobes/{ev}/enable", "1")
+    send(system, "eth0", 3)
+    lines = trace_lines(tree)
+    assert sum(" rx:" in line for line in lines) == 3
+    assert not any(" rx4:" in line for line in lines)
+
+
+def test_attach_api_sets_the_env_per_hit(kernel):
+    import types
+
+    from tracesim.filters.bpf.attach import AttachError, attach_program
+    env = types.SimpleNamespace(ip=0, cookie=0, nargs=0, func_returned=False)
+    seen = set()
+    link = attach_program(kernel, "p", "kprobe.multi/kmem_cache_*",
+                          lambda ctx: seen.add((env.ip, env.cookie)), env,
+                          {"kmem_cache_free": 5})
+    kernel.workloads.get("eth0").step(2)
+    link.detach()
+    syms = kernel.kallsyms
+    assert seen == {(syms.address_of("kmem_cache_alloc_noprof"), 0),
+                    (syms.address_of("kmem_cache_free"), 5)}
+    fexit = attach_program(kernel, "p", "fexit/__kmalloc_noprof", lambda ctx: 0, env, 9)
+    assert (env.ip, env.nargs, env.cookie, env.func_returned) == \
+        (syms.address_of("__kmalloc_noprof"), 2, 9, True)
+    fexit.detach()
+    with pytest.raises(AttachError) as info:
+        attach_program(kernel, "p", "kprobe/kfree", lambda ctx: 0, env, {"kfree": 1})
+    assert info.value.errno == errno.EINVAL

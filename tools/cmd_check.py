@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tracesim.filters.bpf import loader
+from tracesim.filters.bpf.attach import BTF_TARGET_KINDS, check_load_target
 from tracesim.filters.bpf.verifier import ContextSpec
 from tracesim.filters.bpf.vm import isa
 
@@ -70,6 +71,9 @@ def _load(args: argparse.Namespace, verify_kw: dict) -> loader.LoadedProgram:
             prog_type = loader.prog_type_of(spec.name, spec.section)
             target = loader.tracepoint_target(spec.section) if prog_type == "tracepoint" else None
             event = _event(*target) if target else None
+        if spec.section.partition("/")[0] in BTF_TARGET_KINDS:    # the target, as run does
+            from tracesim.kernel_model.kernel import Kernel
+            check_load_target(Kernel(cpus=1, clock="virtual"), spec.name, spec.section)
         if ctx is not None:
             return loader.load(spec.insns, prog_type=prog_type, name=spec.name,
                                section=spec.section, maps=loader.create_maps(obj.maps), ctx=ctx,

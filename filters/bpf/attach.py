@@ -151,19 +151,27 @@ def check_load_target(kernel: Any, prog: str, section: str) -> None:
     if kind not in BTF_TARGET_KINDS:
         return
     if not sep:
-        raise LoadError(f"prog '{prog}': no BTF-based attach target is specified, use "
-                        "bpf_program__set_attach_target()", err=errno.EINVAL, stage="prepare")
+        raise _prepare_error(prog, f"prog '{prog}': no BTF-based attach target is specified, "
+                                   "use bpf_program__set_attach_target()", errno.EINVAL)
     if kind == "tp_btf":
         found = any(n == name and s != "ftrace" and not hasattr(e, "symbol")
                     for (s, n), e in kernel.tracing.events.items())
     else:
         found = has_btf_function(kernel, name)
     if not found:
-        raise LoadError(f"prog '{prog}': failed to find kernel BTF type ID of '{name}': "
-                        f"{errstr(errno.ESRCH)}", err=errno.ESRCH, stage="prepare")
+        raise _prepare_error(prog, f"prog '{prog}': failed to find kernel BTF type ID of "
+                                   f"'{name}': {errstr(errno.ESRCH)}", errno.ESRCH)
     if kind.startswith(("fexit", "fmod_ret")) and name in NORETURN:
         msg = f"Attaching fexit/fmod_ret to __noreturn function '{name}' is rejected."
         raise LoadError(msg, msg + "\n", err=errno.EINVAL, stage="verifier")
+
+
+def _prepare_error(prog: str, line: str, err: int) -> LoadError:
+    """libbpf's lines for a program whose load attributes could not be prepared: ``summary``
+    the first, ``log`` all three."""
+    lines = [line, f"prog '{prog}': failed to prepare load attributes: {errstr(err)}",
+             f"prog '{prog}': failed to load: {errstr(err)}"]
+    return LoadError(line, "".join(f"libbpf: {x}\n" for x in lines), err=err, stage="prepare")
 
 
 # ---------------------------------------------------------------- the hooks

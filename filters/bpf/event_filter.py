@@ -268,6 +268,9 @@ def load_event_filter(data: bytes, event: Any, *, kernel: Any, ta: Any, engine: 
     for line in core_log:
         kernel.printk.printk(line)
     env = TraceEnv(kernel, ta)
+    if is_kprobe_event(event) and not getattr(event, "offset", 0):
+        # bpf_get_func_ip: the probed function's address when the probe is at its entry
+        env.ip = kernel.kallsyms.address_of(getattr(event, "symbol", "") or "") or 0
     if calls_helper(loaded.insns, PRINTK_HELPERS):
         env.enable_printk()
     if calls_helper(loaded.insns, STACK_HELPERS):
