@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.trace.errlog import os_error
 from tracesim.kernel_model.trace.event import TraceEvent, trace_ctx
+from tracesim.kernel_model.trace.kprobe_events import KprobeEvent
+from tracesim.kernel_model.trace.probe_codegen import direct_hit
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.trace.array import TraceArray
@@ -102,13 +104,19 @@ class EventFile:
             return self.sink
         prog = self.prog
         write = filtered_committer(self) if self.filter is not None else committer(self)
+        # a kprobe event's generated hit: fetch, write into the page, filter, commit
+        direct = direct_hit(self.event, self, write,
+                            self.filter.match if self.filter is not None else None, prog) \
+            if isinstance(self.event, KprobeEvent) else None
         if prog is None:
+            write.direct = direct  # type: ignore[attr-defined]  # the kprobe event runs it
             return write
 
         def gated(record: bytes | None, cpu: Any, ctx: Buffer) -> None:
             if prog(ctx):
                 write(record, cpu, ctx)
         gated.gate = (prog, write)  # type: ignore[attr-defined]  # kprobe events run the two
+        gated.direct = direct  # type: ignore[attr-defined]
         return gated
 
 
