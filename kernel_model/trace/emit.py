@@ -181,7 +181,8 @@ def committer(file: EventFile) -> Emitter:
     discard the record, so it is reserved and committed in one ``write``, without the
     buffer's lock while no reader or control write is in the buffer (``write_unlocked``),
     the comm saved only when it changed. Objects that never change are bound once; the
-    array's ``tracing_on``, ``clock`` and options are read per event."""
+    array's ``tracing_on``, ``clock`` and options are read per event (``ts``: the time a
+    caller already read for this event, kprobe events' generated hit)."""
     array = file.array
     buf = array.buffer
     exclusive, cpus = buf.exclusive, buf.cpus
@@ -191,12 +192,12 @@ def committer(file: EventFile) -> Emitter:
     saved = cmdlines.map
     from_ctx = getattr(file.event, "record_from_ctx", None)
 
-    def commit(record: bytes | None, cpu: Any, ctx: Buffer) -> None:
+    def commit(record: bytes | None, cpu: Any, ctx: Buffer, ts: int | None = None) -> None:
         if not array.tracing_on:
             return
         if record is None:
             record = from_ctx(ctx, cpu)
-        written = write_unlocked(cpu.id, array.clock(), record)
+        written = write_unlocked(cpu.id, array.clock() if ts is None else ts, record)
         if written is None:            # a reader is in the buffer: the locked path
             with exclusive:
                 written = cpus[cpu.id].write(array.clock(), record)
@@ -225,13 +226,13 @@ def filtered_committer(file: EventFile) -> Emitter:
     from_ctx = getattr(file.event, "record_from_ctx", None)
     match = file.filter.match
 
-    def commit(record: bytes | None, cpu: Any, ctx: Buffer) -> None:
+    def commit(record: bytes | None, cpu: Any, ctx: Buffer, ts: int | None = None) -> None:
         if not array.tracing_on:
             return
         if record is None:
             record = from_ctx(ctx, cpu)
         cpu_id = cpu.id
-        res = reserve(cpu_id, array.clock(), record)                # 5
+        res = reserve(cpu_id, array.clock() if ts is None else ts, record)   # 5
         if not res:
             if res is False:           # a reader is in the buffer: the locked path
                 emit_filtered(file, record, cpu, ctx)

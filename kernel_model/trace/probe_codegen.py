@@ -43,8 +43,11 @@ from tracesim.kernel_model.trace.probe import FETCH_TYPES, MAX_STRING_SIZE
 from tracesim.kernel_model.trace.ring_buffer import (
     _LENGTHS,
     PAGE_HEADER,
+    RB_LEN_TIME_EXTEND,
     RB_MAX_SMALL_DATA,
     TS_MASK,
+    TS_SHIFT,
+    TYPE_TIME_EXTEND,
     event_length,
 )
 
@@ -95,12 +98,13 @@ def arg_plan(arg: Any) -> tuple[str, int, int] | None:
     return None if off is None else ("reg", off, 0)
 
 
-def direct_hit(ev: Any, file: Any, fallback: Callable[[bytes | None, Any, Any], None],
+def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
                match: Callable[..., bool] | None = None,
                prog: Callable[[Any], int] | None = None) -> Callable[[Any], None] | None:
     """The generated ``hit(ctx)`` for kprobe event ``ev`` recorded by ``file`` (see the module
     docstring), or None when the event's record is not one it lays out (not packed, a flexible
-    array). ``fallback(record, cpu, ctx)`` is the emitter that writes a built record."""
+    array). ``fallback(record, cpu, ctx, ts)`` is the emitter that writes a built record at
+    the time ``ts`` the hit read."""
     if ev._tail_pad or ev._flex is not None or getattr(ev, "primary", None) is not None:
         return None
     array = file.array
@@ -114,6 +118,7 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[[bytes | None, Any, Any], 
         "TS_MASK": TS_MASK, "pack": ev._fixed.pack,
         "pack_small": struct.Struct("<I" + fmt[1:]).pack_into,
         "pack_big": struct.Struct("<II" + fmt[1:]).pack_into,
+        "pack_ext": struct.Struct("<II").pack_into,
         "kpages_get": ev.owner.kernel.mem.pages.get, "probe_read": ev.owner.kernel.mem.probe_read,
         "PtRegs": PtRegs, "reg_value": reg_value, "ZEROS": ZEROS, "memoryview": memoryview,
         "cmdlines": tracing.cmdlines, "saved": tracing.cmdlines.map, "tgids": tracing.tgids,
@@ -129,8 +134,9 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[[bytes | None, Any, Any], 
           "        flags, depth = trace_ctx(cpu)",
           "    else:",
           "        flags = depth = 0",
-          "    task = cpu.task",
-          "    regs = None"]
+          "    task = cpu.task"]
+    if any(arg_plan(a) is None or a.is_string for a in ev.args):
+        L.append("    regs = None")
     if ev.is_return:
         values = ["ev._probe.site.addr", f"u64(ctx, {_IP_OFF})[0]"]
     else:
@@ -207,10 +213,25 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[[bytes | None, Any, Any], 
           "            cb = cpus[cpu.id]",
           "            page = cb.pages[-1]",
           "            w = page.write",
-          "            delta = ts - page.last_ts",
-          "            if w and 0 <= delta <= TS_MASK and w + length <= cb.data_size:",
+          "            need = length",
+          "            if w:",
+          "                delta = ts - page.last_ts",
+          "                if delta > TS_MASK:       # a time extend before the event",
+          f"                    need += {RB_LEN_TIME_EXTEND}",
+          "                fast = delta >= 0 and w + need <= cb.data_size",
+          "            else:                  # an empty tail page: stamped with this event",
+          "                delta = 0",
+          "                fast = length <= cb.data_size",
+          "                if fast:",
+          "                    page.ts = page.last_ts = ts",
+          "            if fast:",
           "                buf = page.buf",
           f"                o = {PAGE_HEADER} + w",
+          "                if need != length:",
+          f"                    pack_ext(buf, o, {TYPE_TIME_EXTEND} | (delta & TS_MASK) << 5,"
+          f" delta >> {TS_SHIFT})",
+          f"                    o += {RB_LEN_TIME_EXTEND}",
+          "                    delta = 0",
           f"                if length > {RB_MAX_SMALL_DATA + 4}:",
           f"                    pack_big(buf, o, delta << 5, length - 4, {args})",
           "                    d = o + 8",
@@ -223,20 +244,19 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[[bytes | None, Any, Any], 
         at += f" + len({s})"
     if match is not None:
         L += ["                if not match(memoryview(buf)[d:d + n], cpu.id, task.comm):",
-              "                    buf[o:o + length] = ZEROS[:length]",
+              f"                    buf[{PAGE_HEADER} + w:{PAGE_HEADER} + w + need] = ZEROS[:need]",
               "                    return"]
-    L += ["                cb.prev_ts = page.last_ts",
-          "                page.write = w + length",
+    L += ["                page.write = w + need",
           "                page.last_ts = ts",
           "                page.entries += 1",
-          "                page.bytes += length",
-          "                cb.bytes += length",
+          "                page.bytes += need",
+          "                cb.bytes += need",
           "                cb.entries += 1",
           "                done = True",
           "    finally:",
           "        rb.writing = False",
           "    if not done:",
-          f"        fallback(pack({args}){''.join(f' + bytes({s})' for s in strings)}, cpu, ctx)",
+          f"        fallback(pack({args}){''.join(f' + bytes({s})' for s in strings)}, cpu, ctx, ts)",
           "        return",
           "    if array.record_cmd and saved.get(task.pid) != task.comm:",
           "        cmdlines.record(task.pid, task.comm)",
