@@ -98,6 +98,16 @@ def arg_plan(arg: Any) -> tuple[str, int, int] | None:
     return None if off is None else ("reg", off, 0)
 
 
+def _plain_this_cpu_owner(this_cpu: Callable[[], Any]) -> Any:
+    """The machine whose own ``this_cpu`` (``return self.current``) ``this_cpu`` is, so the
+    generated code reads ``machine.current`` without the call; None for anything else."""
+    owner = getattr(this_cpu, "__self__", None)
+    func = getattr(this_cpu, "__func__", None)
+    if owner is None or func is None or func.__name__ != "this_cpu":
+        return None
+    return owner if func.__code__.co_names == ("current",) and hasattr(owner, "current") else None
+
+
 def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
                match: Callable[..., bool] | None = None,
                prog: Callable[[Any], int] | None = None) -> Callable[[Any], None] | None:
@@ -124,11 +134,12 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
         "cmdlines": tracing.cmdlines, "saved": tracing.cmdlines.map, "tgids": tracing.tgids,
         "fallback": fallback, "match": match, "prog": prog,
     }
+    env["machine"] = machine = _plain_this_cpu_owner(ev.this_cpu)
     L = ["def hit(ctx):", "    ev.nhit += 1"]
     if prog is not None:
         L += ["    if not prog(ctx):", "        return"]
     L += ["    if not array.tracing_on:", "        return",
-          "    cpu = this_cpu()",
+          "    cpu = machine.current" if machine is not None else "    cpu = this_cpu()",
           "    if (cpu.preempt_count or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable",
           "            or cpu.need_resched_lazy):",
           "        flags, depth = trace_ctx(cpu)",
