@@ -178,6 +178,44 @@ def _call_regs_writer(nargs: int) -> Callable[[bytearray, int, tuple], None]:
     return env["write"]
 
 
+def _one_probe_call_maker(nargs: int) -> Callable[..., Callable[..., Any]]:
+    """``KprobeSite._one_probe_call``'s closure with the pt_regs writer of ``nargs``
+    arguments inline (``_call_regs_writer``'s one ``pack_into``) and the CPU read as
+    ``machine.current.id``; fewer arguments than ``nargs`` go through the writer for them."""
+    slot = {reg: i for i, reg in enumerate(ARG_REGS[:nargs])}
+    values = ["addr" if reg == "ip" else
+              f"(a{slot[reg]} & MASK64 if type(a{slot[reg]}) is int else "
+              f"g if (g := getattr(a{slot[reg]}, 'addr', None)) is not None "
+              f"else reg_value(a{slot[reg]}))"
+              if reg in slot else "0" for reg in _CALL_REGS]
+    unpack = "".join(f"                a{i} = args[{i}]\n" for i in range(nargs))
+    source = (
+        "def make(kps, probe, all_regs, machine, addr, call_probed, writers):\n"
+        "    def call(func, *args):\n"
+        "        if kps.ftrace is not None:\n"
+        "            return call_probed(func, *args)\n"
+        "        if kps.in_handler:\n"
+        "            probe.nmissed += 1\n"
+        "        else:\n"
+        "            regs = all_regs[machine.current.id]\n"
+        f"            if len(args) >= {nargs}:\n"
+        + unpack +
+        f"                pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})\n"
+        "            else:\n"
+        "                writers[len(args)](regs, addr, args)\n"
+        "            kps.in_handler = True\n"
+        "            try:\n"
+        "                probe.nhit += 1\n"
+        "                probe.handler(regs)\n"
+        "            finally:\n"
+        "                kps.in_handler = False\n"
+        "        return func(*args)\n"
+        "    return call\n")
+    env: dict[str, Any] = {"pack": _CALL_REGS_PACK, "reg_value": reg_value, "MASK64": MASK64}
+    exec(compile(source, f"<kprobe call {nargs}>", "exec"), env)
+    return env["make"]
+
+
 def _plain_cpu_id_owner(this_cpu_id: Callable[[], int]) -> Any:
     """The machine whose own ``smp_processor_id`` (``current.id``) ``this_cpu_id`` is, so a
     hot path can read ``machine.current.id`` without the call; None for anything else."""
@@ -190,6 +228,7 @@ def _plain_cpu_id_owner(this_cpu_id: Callable[[], int]) -> Any:
 
 
 _CALL_REGS_WRITERS = tuple(_call_regs_writer(n) for n in range(len(ARG_REGS) + 1))
+_ONE_PROBE_CALLS = tuple(_one_probe_call_maker(n) for n in range(len(ARG_REGS) + 1))
 
 
 class Kprobe:
@@ -262,24 +301,9 @@ class KprobeSite:
         call_probed = self._call_probed
         this_cpu_id = kps.this_cpu_id
         machine = _plain_cpu_id_owner(this_cpu_id)
-        if machine is not None:         # the machine's smp_processor_id: its body, inline
-            def inline_call(func: Callable[..., Any], *args: Any) -> Any:
-                if kps.ftrace is not None:
-                    return call_probed(func, *args)
-                if kps.in_handler:
-                    probe.nmissed += 1
-                else:
-                    regs = all_regs[machine.current.id]
-                    (write_all if len(args) >= nargs else _CALL_REGS_WRITERS[len(args)])(
-                        regs, addr, args)
-                    kps.in_handler = True
-                    try:
-                        probe.nhit += 1
-                        probe.handler(regs)
-                    finally:
-                        kps.in_handler = False
-                return func(*args)
-            return inline_call
+        if machine is not None:         # the machine's smp_processor_id and the writer, inline
+            return _ONE_PROBE_CALLS[nargs](kps, probe, all_regs, machine, addr, call_probed,
+                                           _CALL_REGS_WRITERS)
 
         def call(func: Callable[..., Any], *args: Any) -> Any:
             if kps.ftrace is not None:

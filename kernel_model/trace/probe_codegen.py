@@ -136,7 +136,20 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
     }
     env["machine"] = machine = _plain_this_cpu_owner(ev.this_cpu)
     L = ["def hit(ctx):", "    ev.nhit += 1"]
-    if prog is not None:
+    inline = getattr(prog, "inline", None)
+    if inline is not None:          # a JIT'd BPF program's run (event_filter._jit_path's prog)
+        env.update({f"bpf_{k}": v for k, v in inline.items()})
+        L += ["    bpf_stats.runs += 1",
+              "    if bpf_region.buf is not ctx:",
+              "        bpf_region.buf = ctx",
+              "        bpf_region.end = bpf_start + len(ctx)",
+              "    try:",
+              "        r0 = bpf_entry(ctx)",
+              "    except bpf_VMError as e:",
+              "        r0 = bpf_failed(bpf_stats, e)",
+              "    if not r0:",
+              "        return"]
+    elif prog is not None:
         L += ["    if not prog(ctx):", "        return"]
     L += ["    if not array.tracing_on:", "        return",
           "    cpu = machine.current" if machine is not None else "    cpu = this_cpu()",
