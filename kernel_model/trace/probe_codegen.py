@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -98,6 +99,40 @@ def arg_plan(arg: Any) -> tuple[str, int, int] | None:
     return None if off is None else ("reg", off, 0)
 
 
+_U64_READ = re.compile(r"u64\(ctx, (\d+)\)\[0\]")
+
+
+def _one_register_read(lines: list[str], env: dict[str, Any]) -> list[str]:
+    """Every ``u64(ctx, OFF)[0]`` of the generated lines read once, by one ``unpack_from``
+    over the pt_regs slots they name (placed after ``task = cpu.task``)."""
+    offs = sorted({int(m) for line in lines for m in _U64_READ.findall(line)})
+    if len(offs) < 2:
+        return lines
+    fmt, at = "<", offs[0]
+    for off in offs:
+        fmt += f"{off - at}x" if off > at else ""
+        fmt += "Q"
+        at = off + 8
+    names = ", ".join(f"x{off}" for off in offs)
+    out = [_U64_READ.sub(lambda m: f"x{m.group(1)}", line) for line in lines]
+    i = out.index("    task = cpu.task") + 1
+    env["unpack_regs"] = struct.Struct(fmt).unpack_from
+    out.insert(i, f"    {names} = unpack_regs(ctx, {offs[0]})")
+    return out
+
+
+def _real_clock(clock: Callable[[], int]) -> Any:
+    """``clock`` when it is the model's real-time base (``Clock._real_base``: the
+    ``perf_counter_ns`` since boot), which the generated code reads without the call; else a
+    marker no clock is."""
+    func = getattr(clock, "__func__", None)
+    owner = getattr(clock, "__self__", None)
+    if (func is not None and func.__name__ == "_real_base" and hasattr(owner, "_real_origin")
+            and func.__code__.co_names == ("time", "perf_counter_ns", "_real_origin")):
+        return clock
+    return object()
+
+
 def _plain_this_cpu_owner(this_cpu: Callable[[], Any]) -> Any:
     """The machine whose own ``this_cpu`` (``return self.current``) ``this_cpu`` is, so the
     generated code reads ``machine.current`` without the call; None for anything else."""
@@ -135,6 +170,8 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
         "fallback": fallback, "match": match, "prog": prog,
     }
     env["machine"] = machine = _plain_this_cpu_owner(ev.this_cpu)
+    env["real_clock"] = _real_clock(array.clock)
+    env["perf_counter_ns"] = time.perf_counter_ns
     L = ["def hit(ctx):", "    ev.nhit += 1"]
     inline = getattr(prog, "inline", None)
     if inline is not None:          # a JIT'd BPF program's run (event_filter._jit_path's prog)
@@ -211,25 +248,31 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
                   f"    s{i} = None",
                   f"    if g{i} is not None:",
                   f"        o{i} = p{i} - g{i}.base",
-                  f"        z{i} = g{i}.buf.find(0, o{i}, o{i} + {MAX_STRING_SIZE - 1})",
+                  "        try:",
+                  f"            z{i} = g{i}.buf.index(0, o{i}, o{i} + {MAX_STRING_SIZE - 1})",
+                  "        except ValueError:",
+                  f"            z{i} = -1",
                   f"        if z{i} >= 0:",
-                  f"            l{i} = g{i}.live",
-                  f"            if l{i} is None or (o{i} // g{i}.obj_size == z{i} // g{i}.obj_size"
-                  f" and l{i}[o{i} // g{i}.obj_size]):",
+                  f"            lv{i} = g{i}.live",
+                  f"            if lv{i} is None or (o{i} // g{i}.obj_size == z{i} // g{i}.obj_size"
+                  f" and lv{i}[o{i} // g{i}.obj_size]):",
                   f"                s{i} = g{i}.buf[o{i}:z{i} + 1]",
                   f"    if s{i} is None:"]
             L += generic(i, a, "        ")
         if a.is_string:
-            at = " + ".join([str(fixed)] + [f"len({s})" for s in strings])
-            values.append(f"len(s{i}) << 16 | ({at})")
+            L.append(f"    l{i} = len(s{i})")
+            at = " + ".join([str(fixed)] + [f"l{s[1:]}" for s in strings])
+            values.append(f"l{i} << 16 | ({at})")
             strings.append(f"s{i}")
         else:
             values.append(f"v{i}")
     args = ", ".join(["ev.id", "flags", "depth", "task.pid"] + values)
-    n_expr = " + ".join([str(fixed)] + [f"len({s})" for s in strings])
+    n_expr = " + ".join([str(fixed)] + [f"l{s[1:]}" for s in strings])
     L += [f"    n = {n_expr}",
           "    length = LENGTHS[n] if n < 512 else event_length(n)",
-          "    ts = array.clock()",
+          "    clock = array.clock",
+          "    ts = perf_counter_ns() - real_clock.__self__._real_origin if clock is real_clock"
+          " else clock()",
           "    done = False",
           "    rb.writing = True",
           "    try:",
@@ -264,8 +307,8 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
           "                    d = o + 4"]
     at = f"d + {fixed}"
     for s in strings:
-        L.append(f"                buf[{at}:{at} + len({s})] = {s}")
-        at += f" + len({s})"
+        L.append(f"                buf[{at}:{at} + l{s[1:]}] = {s}")
+        at += f" + l{s[1:]}"
     if match is not None:
         L += ["                if not match(memoryview(buf)[d:d + n], cpu.id, task.comm):",
               f"                    buf[{PAGE_HEADER} + w:{PAGE_HEADER} + w + need] = ZEROS[:need]",
@@ -288,6 +331,7 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
           "        tgids[task.pid] = task.tgid",
           "    if rb.waiters:",
           "        rb.wake_waiters()"]
+    L = _one_register_read(L, env)
     source = "\n".join(L) + "\n"
     exec(compile(source, f"<kprobe hit {ev.system}:{ev.name}>", "exec"), env)  # noqa: S102
     hit = env["hit"]
