@@ -22,7 +22,11 @@ steps (``update_event`` asks again after every state change, as the kernel flips
 file flags): the BPF program gating ``emit_filtered`` (steps 5, 7, 8), and without a predicate
 either, ``committer`` (steps 5 and 8 in one ``ring_buffer_write``); with a predicate,
 ``filtered_committer`` (steps 5, 7, 8). Those two write without the buffer's lock while no
-reader is in the buffer (``RingBuffer.write_unlocked`` / ``reserve_unlocked``).
+reader is in the buffer (``RingBuffer.write_unlocked`` / ``reserve_unlocked``). For a kprobe
+event the emitter also carries ``direct``, the event's generated hit (probe_codegen.py: steps
+4, 5, 7 and 8 in one function, the fields fetched from pt_regs and written into the tail page
+with no record object; the unusual cases hand a built record to the emitter), which the
+probe calls when this file is its only sink.
 
 ftrace's own entries (``trace_marker``, stack traces) cannot be filtered: ``write_entry`` writes
 and commits them through the same ring buffer API (ring_buffer.py).
