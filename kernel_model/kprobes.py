@@ -165,8 +165,11 @@ def _call_regs_writer(nargs: int) -> Callable[[bytearray, int, tuple], None]:
     """
     slot = {reg: i for i, reg in enumerate(ARG_REGS[:nargs])}
     lines = [f"    a{i} = args[{i}]" for i in range(nargs)]
+    # an object's address without a call: ``reg_value`` returns ``addr`` when there is one
     values = ["ip" if reg == "ip" else
-              f"(a{slot[reg]} & MASK64 if type(a{slot[reg]}) is int else reg_value(a{slot[reg]}))"
+              f"(a{slot[reg]} & MASK64 if type(a{slot[reg]}) is int else "
+              f"g if (g := getattr(a{slot[reg]}, 'addr', None)) is not None "
+              f"else reg_value(a{slot[reg]}))"
               if reg in slot else "0" for reg in _CALL_REGS]
     source = ("def write(regs, ip, args):\n" + "".join(line + "\n" for line in lines)
               + f"    pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})\n")
@@ -175,7 +178,57 @@ def _call_regs_writer(nargs: int) -> Callable[[bytearray, int, tuple], None]:
     return env["write"]
 
 
+def _one_probe_call_maker(nargs: int) -> Callable[..., Callable[..., Any]]:
+    """``KprobeSite._one_probe_call``'s closure with the pt_regs writer of ``nargs``
+    arguments inline (``_call_regs_writer``'s one ``pack_into``) and the CPU read as
+    ``machine.current.id``; fewer arguments than ``nargs`` go through the writer for them."""
+    slot = {reg: i for i, reg in enumerate(ARG_REGS[:nargs])}
+    values = ["addr" if reg == "ip" else
+              f"(a{slot[reg]} & MASK64 if type(a{slot[reg]}) is int else "
+              f"g if (g := getattr(a{slot[reg]}, 'addr', None)) is not None "
+              f"else reg_value(a{slot[reg]}))"
+              if reg in slot else "0" for reg in _CALL_REGS]
+    unpack = "".join(f"                a{i} = args[{i}]\n" for i in range(nargs))
+    source = (
+        "def make(kps, probe, all_regs, machine, addr, call_probed, writers):\n"
+        "    def call(func, *args):\n"
+        "        if kps.ftrace is not None:\n"
+        "            return call_probed(func, *args)\n"
+        "        if kps.in_handler:\n"
+        "            probe.nmissed += 1\n"
+        "        else:\n"
+        "            regs = all_regs[machine.current.id]\n"
+        f"            if len(args) >= {nargs}:\n"
+        + unpack +
+        f"                pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})\n"
+        "            else:\n"
+        "                writers[len(args)](regs, addr, args)\n"
+        "            kps.in_handler = True\n"
+        "            try:\n"
+        "                probe.nhit += 1\n"
+        "                probe.handler(regs)\n"
+        "            finally:\n"
+        "                kps.in_handler = False\n"
+        "        return func(*args)\n"
+        "    return call\n")
+    env: dict[str, Any] = {"pack": _CALL_REGS_PACK, "reg_value": reg_value, "MASK64": MASK64}
+    exec(compile(source, f"<kprobe call {nargs}>", "exec"), env)
+    return env["make"]
+
+
+def _plain_cpu_id_owner(this_cpu_id: Callable[[], int]) -> Any:
+    """The machine whose own ``smp_processor_id`` (``current.id``) ``this_cpu_id`` is, so a
+    hot path can read ``machine.current.id`` without the call; None for anything else."""
+    owner = getattr(this_cpu_id, "__self__", None)
+    func = getattr(this_cpu_id, "__func__", None)
+    if owner is None or func is None or func.__name__ != "smp_processor_id":
+        return None
+    code = func.__code__
+    return owner if code.co_names == ("current", "id") and hasattr(owner, "current") else None
+
+
 _CALL_REGS_WRITERS = tuple(_call_regs_writer(n) for n in range(len(ARG_REGS) + 1))
+_ONE_PROBE_CALLS = tuple(_one_probe_call_maker(n) for n in range(len(ARG_REGS) + 1))
 
 
 class Kprobe:
@@ -246,6 +299,11 @@ class KprobeSite:
         kps = self._kprobes
         addr, nargs, write_all, all_regs = self.addr, self.nargs, self._write_regs, kps.regs
         call_probed = self._call_probed
+        this_cpu_id = kps.this_cpu_id
+        machine = _plain_cpu_id_owner(this_cpu_id)
+        if machine is not None:         # the machine's smp_processor_id and the writer, inline
+            return _ONE_PROBE_CALLS[nargs](kps, probe, all_regs, machine, addr, call_probed,
+                                           _CALL_REGS_WRITERS)
 
         def call(func: Callable[..., Any], *args: Any) -> Any:
             if kps.ftrace is not None:
@@ -253,7 +311,7 @@ class KprobeSite:
             if kps.in_handler:
                 probe.nmissed += 1
             else:
-                regs = all_regs[kps.this_cpu_id()]
+                regs = all_regs[this_cpu_id()]
                 (write_all if len(args) >= nargs else _CALL_REGS_WRITERS[len(args)])(
                     regs, addr, args)
                 kps.in_handler = True

@@ -42,6 +42,8 @@ from typing import Any
 
 from tracesim.filters.bpf import loader as loadermod
 from tracesim.filters.bpf.loader import LoadedProgram, LoadError
+from tracesim.filters.bpf.runtime import helpers_tracing
+from tracesim.filters.bpf.runtime.helpers_tracing import KERNEL_HALF
 from tracesim.filters.bpf.runtime.maps import BpfMap
 from tracesim.filters.bpf.toolchain import elf as elfmod
 from tracesim.filters.bpf.toolchain import image2013
@@ -51,6 +53,7 @@ from tracesim.filters.bpf.vm.interp import Interpreter
 from tracesim.filters.bpf.vm.jit import JitProgram
 from tracesim.filters.bpf.vm.memory import VMError
 from tracesim.filters.bpf.vm.native import NativeProgram
+from tracesim.kernel_model.mm.memory import PAGE_SHIFT
 from tracesim.kernel_model.trace.event import trace_ctx
 from tracesim.kernel_model.trace.kprobe_events import KprobeEvent
 
@@ -376,19 +379,63 @@ def fast_path(loaded: LoadedProgram, env: TraceEnv, stats: FilterStats) -> Calla
 
 def _jit_path(jp: JitProgram, env: TraceEnv, stats: FilterStats) -> Callable[[bytes], int]:
     jp.vm.env = env                    # helpers read it; constant for this attachment
+    _bind_fast_helpers(jp, env)
     entry = jp.entry
     region = jp._ctx_region            # helpers that take a context pointer read through it
     start = region.start
 
     def prog(ctx: bytes) -> int:
         stats.runs += 1
-        region.buf = ctx
-        region.end = start + len(ctx)
+        if region.buf is not ctx:      # a kprobe event passes its CPU's one pt_regs buffer
+            region.buf = ctx
+            region.end = start + len(ctx)
         try:
             return entry(ctx)
         except VMError as e:
             return _failed(stats, e)
+    # what a caller generating its own hot path inlines (kernel_model/trace/probe_codegen.py):
+    # the same steps as ``prog``, one call less per event
+    prog.inline = {"entry": entry, "stats": stats, "region": region, "start": start,  # type: ignore[attr-defined]
+                   "VMError": VMError, "failed": _failed}
     return prog
+
+
+def _bind_fast_helpers(jp: JitProgram, env: TraceEnv) -> None:
+    """Give this attachment's JIT code a ``bpf_probe_read_kernel`` bound to its objects (the
+    BPF stack's region list, the kernel's page table): the usual call, a field of a live kernel
+    object copied to a buffer on the BPF stack, without looking them up per call; anything
+    else (a fault, a read across objects or regions, another destination, another
+    environment) is the helper's own path (``helpers_tracing.probe_read_kernel``), so the
+    result is the same."""
+    general = helpers_tracing.probe_read_kernel
+    regions = jp.vm.mem.regions
+    kpages_get = env.kpages.get
+
+    def probe_read_kernel(vm: Any, r1: int, r2: int, r3: int, r4: int = 0, r5: int = 0) -> int:
+        stack = regions[0]
+        start = r1 - stack.start
+        if start >= 0 and r1 + r2 <= stack.end and r3 >= KERNEL_HALF and r2 > 0 \
+                and vm.env is env:
+            region = kpages_get(r3 >> PAGE_SHIFT)
+            if region is not None:
+                off = r3 - region.base
+                end = off + r2
+                if end <= region.size:
+                    live = region.live
+                    if live is None:
+                        stack.buf[start:start + r2] = region.buf[off:end]
+                        return 0
+                    first = off // region.obj_size
+                    if first == (end - 1) // region.obj_size < len(live) and live[first]:
+                        stack.buf[start:start + r2] = region.buf[off:end]
+                        return 0
+        return general(vm, r1, r2, r3, r4, r5)
+
+    for fn in jp.functions.values():
+        g = fn.__globals__
+        for name, value in list(g.items()):
+            if name.startswith("_h") and value is general:
+                g[name] = probe_read_kernel
 
 
 def _interp_path(interp: Interpreter | NativeProgram, env: TraceEnv,

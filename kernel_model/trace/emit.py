@@ -22,7 +22,11 @@ steps (``update_event`` asks again after every state change, as the kernel flips
 file flags): the BPF program gating ``emit_filtered`` (steps 5, 7, 8), and without a predicate
 either, ``committer`` (steps 5 and 8 in one ``ring_buffer_write``); with a predicate,
 ``filtered_committer`` (steps 5, 7, 8). Those two write without the buffer's lock while no
-reader is in the buffer (``RingBuffer.write_unlocked`` / ``reserve_unlocked``).
+reader is in the buffer (``RingBuffer.write_unlocked`` / ``reserve_unlocked``). For a kprobe
+event the emitter also carries ``direct``, the event's generated hit (probe_codegen.py: steps
+4, 5, 7 and 8 in one function, the fields fetched from pt_regs and written into the tail page
+with no record object; the unusual cases hand a built record to the emitter), which the
+probe calls when this file is its only sink.
 
 ftrace's own entries (``trace_marker``, stack traces) cannot be filtered: ``write_entry`` writes
 and commits them through the same ring buffer API (ring_buffer.py).
@@ -35,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.trace.errlog import os_error
 from tracesim.kernel_model.trace.event import TraceEvent, trace_ctx
+from tracesim.kernel_model.trace.kprobe_events import KprobeEvent
+from tracesim.kernel_model.trace.probe_codegen import direct_hit
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.trace.array import TraceArray
@@ -102,13 +108,19 @@ class EventFile:
             return self.sink
         prog = self.prog
         write = filtered_committer(self) if self.filter is not None else committer(self)
+        # a kprobe event's generated hit: fetch, write into the page, filter, commit
+        direct = direct_hit(self.event, self, write,
+                            self.filter.match if self.filter is not None else None, prog) \
+            if isinstance(self.event, KprobeEvent) else None
         if prog is None:
+            write.direct = direct  # type: ignore[attr-defined]  # the kprobe event runs it
             return write
 
         def gated(record: bytes | None, cpu: Any, ctx: Buffer) -> None:
             if prog(ctx):
                 write(record, cpu, ctx)
         gated.gate = (prog, write)  # type: ignore[attr-defined]  # kprobe events run the two
+        gated.direct = direct  # type: ignore[attr-defined]
         return gated
 
 
@@ -173,7 +185,8 @@ def committer(file: EventFile) -> Emitter:
     discard the record, so it is reserved and committed in one ``write``, without the
     buffer's lock while no reader or control write is in the buffer (``write_unlocked``),
     the comm saved only when it changed. Objects that never change are bound once; the
-    array's ``tracing_on``, ``clock`` and options are read per event."""
+    array's ``tracing_on``, ``clock`` and options are read per event (``ts``: the time a
+    caller already read for this event, kprobe events' generated hit)."""
     array = file.array
     buf = array.buffer
     exclusive, cpus = buf.exclusive, buf.cpus
@@ -183,12 +196,12 @@ def committer(file: EventFile) -> Emitter:
     saved = cmdlines.map
     from_ctx = getattr(file.event, "record_from_ctx", None)
 
-    def commit(record: bytes | None, cpu: Any, ctx: Buffer) -> None:
+    def commit(record: bytes | None, cpu: Any, ctx: Buffer, ts: int | None = None) -> None:
         if not array.tracing_on:
             return
         if record is None:
             record = from_ctx(ctx, cpu)
-        written = write_unlocked(cpu.id, array.clock(), record)
+        written = write_unlocked(cpu.id, array.clock() if ts is None else ts, record)
         if written is None:            # a reader is in the buffer: the locked path
             with exclusive:
                 written = cpus[cpu.id].write(array.clock(), record)
@@ -217,13 +230,13 @@ def filtered_committer(file: EventFile) -> Emitter:
     from_ctx = getattr(file.event, "record_from_ctx", None)
     match = file.filter.match
 
-    def commit(record: bytes | None, cpu: Any, ctx: Buffer) -> None:
+    def commit(record: bytes | None, cpu: Any, ctx: Buffer, ts: int | None = None) -> None:
         if not array.tracing_on:
             return
         if record is None:
             record = from_ctx(ctx, cpu)
         cpu_id = cpu.id
-        res = reserve(cpu_id, array.clock(), record)                # 5
+        res = reserve(cpu_id, array.clock() if ts is None else ts, record)   # 5
         if not res:
             if res is False:           # a reader is in the buffer: the locked path
                 emit_filtered(file, record, cpu, ctx)

@@ -119,6 +119,9 @@ class KprobeEvent(ProbeEvent):
         if len(sinks) != 1:
             return self._hit
         this_cpu = self.this_cpu
+        direct = getattr(sinks[0], "direct", None)
+        if direct is not None:      # the generated hit (probe_codegen.py) does it all
+            return direct
         gate = getattr(sinks[0], "gate", None)
         if gate is None:            # one trace array records it: call its emitter directly
             sink = sinks[0]
