@@ -1,5 +1,7 @@
 """``tracesim bench vm [--repeat R] [--json]``: speed of the eBPF interpreter, the Python JIT and
-the native tier (LLVM machine code; figures ``native_*``, per call through its Python entry point).
+the native tier (LLVM machine code; figures ``native_*``).  Each engine is timed through the entry
+point a caller that binds the environment once uses: ``entry(ctx)`` (the JIT's generated function,
+the native tier's builtin trampoline) and the interpreter's ``__call__``.
 
 Programs, each run on the same context by every engine:
 
@@ -183,8 +185,8 @@ def measure_program(program: Program, ctx: bytes, expected: int, repeat: int,
     insns = interp.executed
     interp_ns, spreads[f"{program.name}.interp_ns_per_run"] = _per_call_ns(interp, ctx, interp_calls, repeat)
     jit_ns, spreads[f"{program.name}.jit_ns_per_run"] = _per_call_ns(jit.entry, ctx, jit_calls, repeat)
-    native_ns, spreads[f"{program.name}.native_ns_per_run"] = _per_call_ns(native, ctx, jit_calls * 4,
-                                                                            repeat)
+    native_ns, spreads[f"{program.name}.native_ns_per_run"] = _per_call_ns(native.entry, ctx,
+                                                                            jit_calls * 4, repeat)
     return {"insns_per_run": insns, "interp_ns_per_run": round(interp_ns, 1),
             "jit_ns_per_run": round(jit_ns, 1), "native_ns_per_run": round(native_ns, 1),
             "interp_minsn_per_s": round(insns / interp_ns * 1e3, 3),

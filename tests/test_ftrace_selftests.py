@@ -25,6 +25,31 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "ftrace": ("ftrace",),
     "kprobe": ("kprobe",),
     "dynevent": ("dynevent",),
+    # the rest of the suite: tracefs basics, event enabling and pid filters, filters, instances
+    "basic": ("00basic/[!s]*.tc",),
+    "event": ("event",),
+    "filter": ("filter",),
+    "instances": ("instances",),
+}
+
+# Tests that cannot pass against a FUSE mount of the model, each with the reason. Nothing else may
+# fail.
+FAIL_OK: dict[str, str] = {
+    "Test tracefs GID mount option":
+        "remounts tracefs with gid=: a FUSE mount's options are its own",
+    "Test file and directory ownership changes for eventfs":
+        "remounts tracefs with gid=: a FUSE mount's options are its own",
+    "event filter function - test event filtering on functions":
+        "looks the function's address up in the host's /proc/kallsyms, not the model's",
+    "event tracing - restricts events based on pid":
+        "counts sched_switch events of tasks other than the shell and its children; the "
+        "shell's `ping`/`sleep` never call into the mount, so the model never sees them run",
+    "event tracing - restricts events based on pid notrace filtering":
+        "counts events of tasks other than the shell; the shell's `ping`/`sleep` never call "
+        "into the mount, so the model never sees them run",
+    "event filter - reject incomplete logical expressions":
+        "tests a filter-parser change newer than 6.18.44, which accepts `len == 100 ||` "
+        "(../shared/reference/linux-6.18/filter_behaviour)",
 }
 
 # Tests ftracetest may leave UNRESOLVED on the model, with the reason: they load a kernel module
@@ -32,6 +57,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 UNRESOLVED_OK: dict[str, str] = {
     "Generic dynamic event - add/remove tracepoint probe events on module": "loads a module",
     "Kprobe dynamic event - probing module": "loads a module",
+    "Test trace_printk from module": "loads a module",
 }
 
 
@@ -40,6 +66,11 @@ def _selftests_dir() -> Path | None:
         for hit in sorted(base.glob("*/tools/testing/selftests/ftrace/ftracetest"))[-1:]:
             return hit.parent
     return None
+
+
+def _plain(name: str) -> str:
+    """A test's description without the "(instance)" mark of its rerun in an instance."""
+    return name.removeprefix("(instance)").strip()
 
 
 def _cases(suite: Path, entries: tuple[str, ...]) -> list[str]:
@@ -72,6 +103,6 @@ def test_ftrace_selftest_group_passes(group: str, mnt: Path, tmp_path: Path) -> 
     results = re.findall(r"^\[\d+\] (.*?)\t\[(\w+)\]$", out.stdout, flags=re.M)
     assert results, out.stdout[-3000:] + out.stderr[-2000:]
     bad = [f"{name}: {verdict}" for name, verdict in results
-           if verdict == "FAIL"
-           or (verdict == "UNRESOLVED" and name not in UNRESOLVED_OK)]
+           if (verdict == "FAIL" and _plain(name) not in FAIL_OK)
+           or (verdict == "UNRESOLVED" and _plain(name) not in UNRESOLVED_OK)]
     assert not bad, "\n".join(bad) + "\n\n" + out.stdout[-4000:]

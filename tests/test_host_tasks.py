@@ -103,3 +103,19 @@ def test_a_shell_redirect_is_openat_write_close_of_the_shell(mnt: Path) -> None:
     assert "sys_exit: NR 1 = 2" in calls                      # write(fd, "1\n", 2) = 2
     assert any(c.startswith("sys_enter: NR 3 (") for c in calls)   # close
     assert "sys_exit_close: 0x0" in calls
+
+
+def test_a_forked_child_sleeps_between_its_syscalls(mnt: Path) -> None:
+    """A child whose fork switched to it goes back to sleep after its syscall like any caller:
+    event-fork then shows its own switches (the kernel's event-pid selftest counts them)."""
+    script = ("echo > trace; read me rest < /proc/self/stat; echo $me > set_event_pid; "
+              "echo 1 > options/event-fork; echo 1 > events/sched/sched_switch/enable; "
+              "cat trace > /dev/null; echo 0 > events/sched/sched_switch/enable; echo $me; "
+              "cat trace")
+    done = sh(script, mnt)
+    assert done.returncode == 0, done.stderr
+    me, trace = done.stdout.split("\n", 1)
+    child = re.findall(r"sched_switch: prev_comm=cat prev_pid=(\d+) prev_prio=120 prev_state=S "
+                       r"==> next_comm=swapper/0 next_pid=0 ", trace)
+    assert child and me not in child, trace
+    sh("echo 0 > options/event-fork; echo > set_event_pid", mnt)

@@ -290,3 +290,76 @@ def test_evicted_modules_leave_later_compiles_working(monkeypatch):
         gc.collect()
     program = load_program(assemble("r0 = 0\nloop:\nr0 += 7\nif r0 < 700 goto loop\nexit"))
     assert NativeProgram(program).run().value == 700
+
+
+# -- the entry trampoline (``NativeProgram.entry``, a builtin) -----------------------------------
+
+def _outcome(fn, ctx):
+    try:
+        return fn(ctx)
+    except VMError as err:
+        return f"{type(err).__name__}: {err}"
+
+
+def test_entry_agrees_with_the_interpreter_on_the_conformance_suite():
+    """Every conformance program run through ``entry`` on a read-only bytes context gives what
+    the interpreter gives on the same context: the value, or the same error."""
+    from tracesim.filters.bpf.vm.conformance import load_case, parse_file
+
+    from tests.conftest import CONFORMANCE, need_shared
+    need_shared()
+    compared = 0
+    for path in sorted((CONFORMANCE / "tests").glob("*.data")):
+        case = parse_file(path)
+        if case.error is not None:
+            continue
+        program = load_case(case).program
+        ctx = bytes(case.mem)
+        native = compile_native(program)
+        for _ in range(2):                    # the first run syncs the region table
+            assert _outcome(native.entry, ctx) == _outcome(Interpreter(program), ctx), path.name
+        compared += 1
+    assert compared > 250
+
+
+def test_entry_falls_back_for_other_contexts_and_after_arguments():
+    program = load_program(assemble("r0 = *(u32 *)(r1 + 0)\nr0 += r2\nexit"), ctx_size=4)
+    native = compile_native(program)
+    ctx = (7).to_bytes(4, "little")
+    assert native.entry(ctx) == 7
+    assert native.entry(bytearray(ctx)) == 7              # not bytes: the Python entry
+    assert native(ctx, args=(5,)) == 12                   # arguments through __call__
+    assert native.entry(ctx) == 7                         # the arguments do not leak into entry
+    assert native(ctx) == 7 and native.entry(ctx) == 7
+
+
+def test_entry_context_seen_by_helpers_is_this_runs():
+    """A helper reading the context (probe_read of r1) sees the context of the run under way,
+    not an earlier one, and a fault past its end names the same bounds as the interpreter."""
+    text = ("r6 = r1\nr1 = r10\nr1 += -8\nr2 = 8\nr3 = r6\ncall 113\n"
+            "r0 = *(u64 *)(r10 - 8)\nexit")
+    program = load_program(assemble(text), ctx_size=8)
+    native = compile_native(program)
+    for n in (1, 2, 0xDEADBEEF, 2**64 - 1):
+        ctx = n.to_bytes(8, "little")
+        assert native.entry(ctx) == Interpreter(program)(ctx) == n
+    past = load_program(assemble("r0 = *(u64 *)(r1 + 4)\nexit"), ctx_size=8)
+    assert _outcome(compile_native(past).entry, bytes(8)) == _outcome(Interpreter(past), bytes(8))
+
+
+def test_entry_raises_the_interpreters_errors_and_leaks_no_references():
+    loop = load_program(assemble("r0 = 0\nloop:\nr0 += 1\ngoto loop\n"))
+    native = NativeProgram(loop, budget=5000)
+    with pytest.raises(VMError) as err:
+        native.entry(b"")
+    with pytest.raises(VMError) as expected:
+        Interpreter(loop, budget=5000)(b"")
+    assert str(err.value) == str(expected.value)
+    program = load_program(assemble("r0 = *(u64 *)(r1 + 0)\nexit"), ctx_size=8)
+    entry = compile_native(program).entry
+    ctx = (2**63 + 5).to_bytes(8, "little")
+    assert entry(ctx) == 2**63 + 5          # the first run (Python path) keeps ctx in its region
+    before = sys.getrefcount(ctx)
+    for _ in range(1000):
+        assert entry(ctx) == 2**63 + 5
+    assert sys.getrefcount(ctx) == before

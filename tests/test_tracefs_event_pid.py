@@ -194,3 +194,54 @@ def test_through_a_mount_with_the_shell(tmp_path_factory):
         assert [m.group(1) for m in LINE_TASK.finditer(out)] == ["<idle>"]
         bad = sh("echo nope >> set_event_pid", mnt)
         assert bad.returncode != 0 and "Invalid argument" in bad.stderr
+
+
+SWITCH = "/events/sched/sched_switch"
+SWITCH_LINE = re.compile(r"sched_switch: prev_comm=\S+ prev_pid=(\d+) .* next_pid=(\d+) ")
+
+
+def switches(tree) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in SWITCH_LINE.findall(tree.read_text("/trace"))]
+
+
+def test_sched_switch_is_kept_when_prev_or_next_is_listed(system, tree):
+    """event_filter_pid_sched_switch_probe_pre: a switch into a listed task is recorded though
+    the task running when it fires (prev) is not listed; one between two others is not."""
+    machine, sched = system.kernel.machine, system.kernel.sched
+    worker, other = machine.spawn("worker"), machine.spawn("other")
+    tree.echo(NETIF + "/enable", "0")
+    tree.echo(SWITCH + "/enable", "1")
+    tree.echo("/set_event_pid", str(worker.pid))
+    with system.kernel.lock, machine.on_cpu(0):
+        with sched.running(other):
+            pass
+        with sched.running(worker):
+            pass
+    seen = switches(tree)
+    assert seen and all(worker.pid in pair for pair in seen), seen
+    assert (0, worker.pid) in seen and (worker.pid, 0) in seen
+    # the notrace list drops a switch only when it names both tasks
+    tree.echo("/set_event_pid", "")
+    tree.echo("/trace", "")
+    tree.echo("/set_event_notrace_pid", f"0 {worker.pid}")
+    with system.kernel.lock, machine.on_cpu(0):
+        with sched.running(worker):
+            pass
+        with sched.running(other):
+            pass
+    seen = switches(tree)
+    assert (0, worker.pid) not in seen and (0, other.pid) in seen, seen
+
+
+def test_wakeup_of_a_listed_task_is_kept(system, tree):
+    """event_filter_pid_sched_wakeup_probe_pre: the woken task decides when the waker would be
+    left out."""
+    machine, sched = system.kernel.machine, system.kernel.sched
+    worker = machine.spawn("worker")
+    tree.echo(NETIF + "/enable", "0")
+    tree.echo("/events/sched/sched_wakeup/enable", "1")
+    tree.echo("/set_event_pid", str(worker.pid))
+    with system.kernel.lock, machine.on_cpu(0):
+        with sched.running(worker):          # idle (not listed) wakes the worker
+            pass
+    assert re.search(rf"sched_wakeup: comm=worker pid={worker.pid} ", tree.read_text("/trace"))

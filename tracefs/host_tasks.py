@@ -90,16 +90,33 @@ class HostTasks:
         kernel = self.kernel
         sched, machine = kernel.sched, kernel.machine
         own_pid = None if pid in machine.tasks else pid     # a model task has it: a fresh one
-        parent = self.hosts.get(self.ppid_of(pid))
+        ppid = self.ppid_of(pid)
+        parent = self.hosts.get(ppid)
+        if parent is None and self._descends_from_a_task(ppid):
+            # a process between it and a task of the model (a shell's $(...) subshell) that
+            # never touched the mount joins the model too, so the fork chain is the host's
+            parent = self._new_task(ppid)
         if parent is None:
             task = machine.spawn(self.comm_of(pid), pid=own_pid)
         else:
             with sched.running(parent):
                 task = sched.fork(cpu=0, pid=own_pid)
+            if machine.current.task is parent:
+                sched.schedule()          # it was running already: it waits for its child too
         self.hosts[pid] = task
         if parent is not None:
             self._exec_if_changed(pid, task)
         return task
+
+    def _descends_from_a_task(self, pid: int, depth: int = 16) -> bool:
+        """Whether an ancestor of host process ``pid`` (itself included) is a task of the model."""
+        seen: set[int] = set()
+        while pid > 1 and pid not in seen and len(seen) < depth:
+            if pid in self.hosts:
+                return True
+            seen.add(pid)
+            pid = self.ppid_of(pid)
+        return False
 
     def _exec_if_changed(self, pid: int, task: Any) -> None:
         comm = self.comm_of(pid)
@@ -126,7 +143,12 @@ class HostTasks:
         with kernel.lock, kernel.machine.on_cpu(0):
             task = self.task(pid, check_exec)
             with kernel.sched.running(task):
-                return body(task)
+                result = body(task)
+            if kernel.machine.current.task is task:
+                # it was running already (its fork switched to it): it sleeps after this
+                # syscall as well, like every caller between its requests
+                kernel.sched.schedule()
+            return result
 
     @staticmethod
     def _returning(work: Callable[[], T], out: list, ret: Callable[[T], int]) -> Callable[[], int]:

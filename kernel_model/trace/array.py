@@ -56,6 +56,21 @@ NOP_TRACER_OPTIONS: tuple[tuple[str, bool], ...] = (("test_nop_accept", False), 
 IGNORE_ENABLE_SYSTEM = "ftrace"
 
 
+
+# The scheduler events the kernel hooks with pid-list probes, and the pid fields they read.
+_PID_PROBES: dict[tuple[str, str], str] = {
+    ("sched", "sched_switch"): "switch",
+    ("sched", "sched_wakeup"): "wakeup",
+    ("sched", "sched_wakeup_new"): "wakeup",
+    ("sched", "sched_waking"): "wakeup",
+}
+_PID_FIELDS = {"switch": ("prev_pid", "next_pid"), "wakeup": ("pid",)}
+
+
+def _pid_offsets(event: Any, rule: str) -> list[int]:
+    by_name = {f.name: f.offset for f in event.fields}
+    return [by_name[name] for name in _PID_FIELDS[rule]]
+
 class TraceArray:
     """A trace instance: the top level (name "") or one under ``instances/``."""
 
@@ -164,9 +179,33 @@ class TraceArray:
     # -- set_event_pid / set_event_notrace_pid
     def ignores_task(self, task: Any) -> bool:
         """trace_ignore_this_task: not in a pid list that exists, or in the notrace list."""
+        return self._ignores_pid(task.pid)
+
+    def ignores_event(self, event: Any, task: Any, record: bytes | None) -> bool:
+        """Step 3 of ``emit`` for one occurrence while pid lists exist: the current task's
+        verdict, except on the scheduler events whose pre-probes decide by the tasks they name
+        (event_filter_pid_sched_switch_probe_pre / _wakeup_probe_pre): a sched_switch is kept
+        when either prev or next is traced (dropped by the notrace list only when both are in
+        it), and a wakeup the current task would drop is kept when the woken task is traced."""
+        ignored = self.ignores_task(task)
+        rule = _PID_PROBES.get((event.system, event.name)) if record is not None else None
+        if rule is None:
+            return ignored
+        pids = [int.from_bytes(record[off:off + 4], "little", signed=True)
+                for off in _pid_offsets(event, rule)]
+        if rule == "switch":
+            prev, nxt = pids
+            listed, unlisted = self.event_pids, self.event_notrace_pids
+            if unlisted is not None and prev in unlisted and nxt in unlisted:
+                return True
+            return listed is not None and prev not in listed and nxt not in listed
+        if not ignored:
+            return False
+        return self._ignores_pid(pids[0])
+
+    def _ignores_pid(self, pid: int) -> bool:
         pids, no_pids = self.event_pids, self.event_notrace_pids
-        return ((pids is not None and task.pid not in pids)
-                or (no_pids is not None and task.pid in no_pids))
+        return (pids is not None and pid not in pids) or (no_pids is not None and pid in no_pids)
 
     def event_pids_text(self, notrace: bool = False) -> str:
         """The file's text: one pid a line, ascending (trace_pid_show)."""

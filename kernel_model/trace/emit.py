@@ -136,7 +136,7 @@ def emit(file: EventFile, record: bytes | None, cpu: Any, ctx: Buffer) -> None:
     if soft_off and not cond:                                      # 2
         return
     array = file.array
-    if array.pid_filtered and array.ignores_task(cpu.task):        # 3
+    if array.pid_filtered and array.ignores_event(file.event, cpu.task, record):   # 3
         return
     prog = file.prog
     if prog is not None and not prog(ctx):                         # 4

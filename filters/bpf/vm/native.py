@@ -82,7 +82,12 @@ E_REGS = 8                               # r0..r10
 E_SKB_OK, E_SKB_DATA, E_SKB_LEN, E_SKB_MAC, E_SKB_NET = 19, 20, 21, 22, 23
 E_ARGS = 24                              # r2-r5 of the entry (run(args=...))
 E_CTX_HOST, E_CTX_LEN, E_CTX_W = 28, 29, 30   # this run's context, tested inline after the stack
-E_MAPBASE = 32                           # + map index: address of an array map's values, once mapped
+# the entry trampoline's words (see _TRAMPOLINE): the address of bpf_main, whether a run may take
+# the trampoline's fast path, the Python fallback entry and finisher (PyObject *), the engine's
+# region list (PyObject *, its length tells whether the table is current) and the context object
+# of the run under way (PyObject *, 0 outside a trampoline run) for callbacks to adopt
+E_MAIN, E_FAST, E_FALLBACK, E_FINISH, E_REGLIST, E_CTX_OBJ = 32, 33, 34, 35, 36, 37
+E_MAPBASE = 40                           # + map index: address of an array map's values, once mapped
 MAX_REGIONS = 64                         # rows of the region table; more regions take the slow path
 
 # status values
@@ -904,10 +909,19 @@ class NativeProgram:
         self._env_addr = ctypes.addressof(env)
         self._locked = False
         self._args = False                    # E_ARGS holds a run's arguments
-        self.entry = self._make_entry()
         self._pending: BaseException | None = None
         self._stop = 0
         self._helpers = program.helpers
+        self.entry = self._python_entry = self._make_entry()
+        self._fast_ok = not (self._native_skb or self._tail)
+        trampoline = _trampoline_address()
+        if trampoline is not None:
+            self._finisher = self._finish     # kept alive: env holds only its address
+            env[E_MAIN], env[E_FAST] = addr, int(self._fast_ok)
+            env[E_FALLBACK], env[E_FINISH] = id(self._python_entry), id(self._finisher)
+            env[E_REGLIST] = id(self.mem.regions)
+            self._method = _MethodDef(b"bpf_entry", trampoline, METH_O, None)
+            self.entry = _builtin(self._method, env)
 
     def _make_entry(self) -> Any:
         """``entry(ctx) -> r0``: a run on a bytes context with the env and packet of the last
@@ -980,8 +994,18 @@ class NativeProgram:
         self._locked = False
 
     # -- callbacks --------------------------------------------------------------------------------
+    def _adopt_context(self, obj: int) -> None:
+        """A trampoline run leaves the context's region to the first callback that needs it."""
+        ctx = ctypes.cast(obj, ctypes.py_object).value
+        region = self._ctx_region
+        region.buf, region.end, region.writable = ctx, CTX_BASE + len(ctx), False
+        self._env[E_CTX_OBJ] = 0
+
     def _on_callback(self, kind: int, a: int, b: int, c: int, d: int, e: int, f: int) -> int:
         try:
+            obj = self._env[E_CTX_OBJ]
+            if obj:
+                self._adopt_context(obj)
             if kind == CB_LOAD:
                 return self.mem.load(a, b)
             if kind == CB_STORE:
@@ -1066,6 +1090,7 @@ class NativeProgram:
         if args or self._args:
             e[E_ARGS:E_ARGS + 4] = [v & M64 for v in args] + [0] * (4 - len(args))  # type: ignore[assignment]  # ints fill a ctypes array
             self._args = bool(args)
+            e[E_FAST] = int(self._fast_ok and not self._args)  # the trampoline passes no arguments
         if self._native_skb:
             data = getattr(env, "data", None)
             if type(data) is bytes and hasattr(env, "network_header") and hasattr(env, "mac_header"):
@@ -1170,6 +1195,141 @@ try:
     _BYTES_DATA = _bytes_data_offset()
 except ImportError as _layout:           # pragma: no cover - only off CPython
     IMPORT_ERROR, _BYTES_DATA = str(_layout), 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry trampoline: ``NativeProgram.entry`` as a CPython builtin.
+#
+# Calling machine code through a ctypes prototype costs more than a short program's whole run
+# (argument conversion, the GIL released and retaken, a Python function around it).  The
+# trampoline is a METH_O builtin written in IR, bound to the program's env array: for a bytes
+# context while the region table is current it fills the context words, calls the program's
+# ``bpf_main`` and returns r0 as an int.  Anything else (another context type, run arguments,
+# tail calls, a stale table, a run that ended with a status) goes to the Python entry or to
+# ``_finish``, so results and errors are the Python path's by construction.  It relies on
+# CPython's object layouts (type at +8, size at +16, bytes data, ctypes' buffer pointer), each
+# checked at first use; where one is not as expected the Python entry stays.
+
+METH_O = 0x0008
+
+
+class _MethodDef(ctypes.Structure):
+    _fields_ = [("ml_name", ctypes.c_char_p), ("ml_meth", ctypes.c_void_p),
+                ("ml_flags", ctypes.c_int), ("ml_doc", ctypes.c_char_p)]
+
+
+_trampoline: Any = None                   # (engine, address) once built; False if unavailable
+
+
+def _ctypes_buffer_offset() -> int | None:
+    """Where a ctypes array keeps the address of its buffer, from its object address."""
+    probe = (ctypes.c_uint64 * 2)()
+    for off in range(16, 64, 8):
+        if ctypes.c_void_p.from_address(id(probe) + off).value == ctypes.addressof(probe):
+            return off
+    return None
+
+
+def _layout_ok() -> bool:
+    size = ctypes.c_ssize_t.from_address
+    kind = ctypes.c_void_p.from_address
+    data, items = b"tracesim", [1, 2, 3]
+    return (size(id(data) + 16).value == len(data) and size(id(items) + 16).value == len(items)
+            and kind(id(data) + 8).value == id(bytes) and _BYTES_DATA > 0)
+
+
+def _api(name: str) -> int:
+    return ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value or 0
+
+
+def _trampoline_ir(buffer_off: int) -> str:
+    pylong, call1, decref = (_api("PyLong_FromUnsignedLongLong"), _api("PyObject_CallOneArg"),
+                             _api("Py_DecRef"))
+
+    def word(name: str, index: int) -> str:
+        return f"  %{name}p = getelementptr i64, ptr %env, i64 {index}\n"
+    return f"""
+define ptr @bpf_entry(ptr %self, ptr %arg) {{
+entry:
+  %envpp = getelementptr i8, ptr %self, i64 {buffer_off}
+  %env = load ptr, ptr %envpp
+{word("fast", E_FAST)}  %fast = load i64, ptr %fastp
+  %typep = getelementptr i8, ptr %arg, i64 8
+  %type = load i64, ptr %typep
+  %isbytes = icmp eq i64 %type, {id(bytes)}
+  %allowed = icmp ne i64 %fast, 0
+  %ok1 = and i1 %isbytes, %allowed
+{word("rl", E_REGLIST)}  %rl = load ptr, ptr %rlp
+  %rszp = getelementptr i8, ptr %rl, i64 16
+  %rsz = load i64, ptr %rszp
+{word("nreg", E_NREG)}  %nreg = load i64, ptr %nregp
+  %current = icmp eq i64 %rsz, %nreg
+  %ok = and i1 %ok1, %current
+  br i1 %ok, label %run, label %slow
+run:
+{word("obj", E_CTX_OBJ)}  store ptr %arg, ptr %objp
+{word("host", E_CTX_HOST)}  %data = getelementptr i8, ptr %arg, i64 {_BYTES_DATA}
+  %datai = ptrtoint ptr %data to i64
+  store i64 %datai, ptr %hostp
+  %lenp = getelementptr i8, ptr %arg, i64 16
+  %len = load i64, ptr %lenp
+{word("clen", E_CTX_LEN)}  store i64 %len, ptr %clenp
+{word("cw", E_CTX_W)}  store i64 0, ptr %cwp
+{word("main", E_MAIN)}  %main = load ptr, ptr %mainp
+  %r0 = call i64 %main(ptr %env)
+  store ptr null, ptr %objp
+{word("status", E_STATUS)}  %status = load i64, ptr %statusp
+  %good = icmp eq i64 %status, {ST_OK}
+  br i1 %good, label %done, label %finish
+done:
+  %pylong = inttoptr i64 {pylong} to ptr
+  %out = call ptr %pylong(i64 %r0)
+  ret ptr %out
+finish:
+  %pylong2 = inttoptr i64 {pylong} to ptr
+  %code = call ptr %pylong2(i64 %status)
+  %nocode = icmp eq ptr %code, null
+  br i1 %nocode, label %fail, label %callfin
+callfin:
+{word("fin", E_FINISH)}  %fin = load ptr, ptr %finp
+  %call1 = inttoptr i64 {call1} to ptr
+  %res = call ptr %call1(ptr %fin, ptr %code)
+  %decref = inttoptr i64 {decref} to ptr
+  call void %decref(ptr %code)
+  ret ptr %res
+fail:
+  ret ptr null
+slow:
+{word("fb", E_FALLBACK)}  %fb = load ptr, ptr %fbp
+  %call2 = inttoptr i64 {call1} to ptr
+  %res2 = call ptr %call2(ptr %fb, ptr %arg)
+  ret ptr %res2
+}}
+"""
+
+
+def _trampoline_address() -> int | None:
+    """The trampoline's machine code (built once), or None where it cannot be used."""
+    global _trampoline
+    if _trampoline is None:
+        _trampoline = False
+        offset = _ctypes_buffer_offset()
+        if offset is not None and _layout_ok() and _binding() is not None:
+            tm = _machine()
+            mod = _llvm.parse_assembly(_trampoline_ir(offset))
+            mod.verify()
+            engine = _llvm.create_mcjit_compiler(mod, tm)
+            engine.finalize_object()
+            _trampoline = (engine, engine.get_function_address("bpf_entry"))
+    return _trampoline[1] if _trampoline else None
+
+
+def _builtin(method: _MethodDef, bound: Any) -> Any:
+    """A builtin function object calling ``method`` with ``bound`` as its self."""
+    new = ctypes.pythonapi.PyCFunction_NewEx
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
+    return new(ctypes.addressof(method), bound, None)
 
 
 def compile_native(program: Program, *, budget: int = DEFAULT_BUDGET) -> NativeProgram:
