@@ -446,7 +446,8 @@ def fixed_writer(record: struct.Struct) -> Callable[..., bool | None]:
     Lock-free as ``RingBuffer.write_unlocked``. The usual event (the tail page has room, the
     time delta fits the header, no time extend) has its precomputed header and the fields
     packed straight into the page (one ``pack_into``, no record object); any other goes
-    through ``CpuBuffer._place``. The bytes are those ``_place`` writes."""
+    through ``CpuBuffer._place``. The bytes and counters are those ``_place`` and ``write``
+    leave (``prev_ts``, which only a reservation's discard reads, is not kept)."""
     n = record.size
     length = event_length(n)
     if length > RB_MAX_SMALL_DATA + 4:
@@ -462,11 +463,9 @@ def write(rb, cpu, ts, {args}):
         cb = rb.cpus[cpu]
         page = cb.pages[-1]
         w = page.write
-        last = page.last_ts
-        delta = ts - last
-        if w and 0 <= delta <= {TS_MASK} and w + {length} <= cb.data_size:
+        delta = ts - page.last_ts
+        if w and not delta >> {TS_SHIFT} and w <= cb.data_size - {length}:
             pack_event(page.buf, {PAGE_HEADER} + w, {(length - 4) >> 2} | delta << 5, {args})
-            cb.prev_ts = last
             page.write = w + {length}
             page.last_ts = ts
             page.entries += 1
