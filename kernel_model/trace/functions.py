@@ -492,6 +492,8 @@ def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
     name, addr = site.name, site.addr
     ent_write, ret_write = _GRAPH_ENT_WRITE, _GRAPH_RET_WRITE
     ip = _IP.pack(addr)
+    if not hasattr(tracing, "tracing_thresh"):   # read per call below: plain attribute
+        tracing.tracing_thresh = 0
     real_base, origin = _fast_clock(array)
     now = time.perf_counter_ns
 
@@ -506,7 +508,7 @@ def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
         if (state._hidden[cpu_id] or state.graph_notrace or state.graph_functions
                 or state.pids or state.notrace_pids or (limit and depth >= limit)
                 or depth >= MAX_GRAPH_DEPTH_LIMIT or (traced is not None and name not in traced)
-                or not array.tracing_on or getattr(tracing, "tracing_thresh", 0)
+                or not array.tracing_on or tracing.tracing_thresh
                 or (cpu.preempt_count & HARDIRQ_MASK and not options["funcgraph-irqs"])):
             token = general_entry(site, stack, cpu_id)
             stack.append(site)
@@ -545,7 +547,7 @@ def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
         finally:
             stack.pop()
         state._depth[cpu_id] = depth
-        thresh = getattr(tracing, "tracing_thresh", 0)
+        thresh = tracing.tracing_thresh
         if array.tracing_on and not (thresh and array.clock() - calltime < thresh):
             cpu = machine.current
             task = cpu.task
