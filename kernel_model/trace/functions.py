@@ -19,6 +19,16 @@ a token, ``exit(site, stack, cpu, token)`` after it returns.
 Both tracers honour ``set_ftrace_filter`` (when not empty, only those functions),
 ``set_ftrace_notrace`` (never those), ``set_ftrace_pid``/``set_ftrace_notrace_pid`` and
 ``tracing_on``. Entries go through the ring buffer API like every other entry.
+
+The per-call path (the kernel's patched mcount call): while one array's ``function`` or
+``function_graph`` is the only ftrace user and no function command is set, each modelled
+function's ``call`` is that tracer's own closure (``site_call``, picked by
+``Kprobes.set_ftrace``/``unprobed_call`` whenever the hook or the stack holds change). It tests
+the usual case per call (tracing on, the function traced, no pid lists or per-call options)
+and packs the entry straight into the CPU's tail page with ``ring_buffer.fixed_writer`` (no
+lock while no reader is in the buffer, ip/parent_ip packed once per caller, a real-mode clock
+read inline); anything else goes through ``_function_entry`` / ``_graph_entry`` / ``exit``,
+which write the same bytes with the same clock reads (``tests/test_function_tracer_fastpath.py``).
 """
 from __future__ import annotations
 
