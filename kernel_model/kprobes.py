@@ -284,7 +284,7 @@ class KprobeSite:
         probed = bool(entry or self.ret)
         self.active = probed or kps.stack_holds > 0
         if not probed:
-            self.call = self._call_unprobed
+            self.call = kps.unprobed_call(self) if kps.stack_holds else self._call_unprobed
         elif (len(entry) == 1 and not self.ret and entry[0].raw and not entry[0].offset
               and not kps.stack_holds):
             self.call = self._one_probe_call(entry[0])
@@ -427,7 +427,9 @@ class Kprobes:
         self.stacks: list[list[Any]] = [[] for _ in range(nr_cpus)]
         self.stack_holds = 0
         # the function tracers' hook: an object with entry(site, stack, cpu) -> token | None
-        # and exit(site, stack, cpu, token); None when no function tracer runs
+        # and exit(site, stack, cpu, token), optionally site_call(site) -> a site's own
+        # ``call`` (see unprobed_call); None when no function tracer runs. Set it with
+        # set_ftrace, so the sites pick their call form again.
         self.ftrace: Any = None
         self._call_offsets: dict[tuple[str, str], int] = {}
         # per-CPU kernel stacks, so $stackN fetches read mapped memory
@@ -456,6 +458,20 @@ class Kprobes:
         self.stack_holds -= 1
         if self.stack_holds == 0:
             self._update_active()
+
+    def set_ftrace(self, hook: Any) -> None:
+        """Set the function tracers' hook (``ftrace``) and let every site pick its ``call``
+        for it (``unprobed_call``)."""
+        self.ftrace = hook
+        self._update_active()
+
+    def unprobed_call(self, site: KprobeSite) -> Callable[..., Any]:
+        """``call`` of a site without probes while the stacks are held: the hook's own form
+        for that site when it makes one (``ftrace.site_call(site)``: the function tracers'
+        per-function fast path, the kernel's patched mcount call), else ``_call_unprobed``."""
+        make = getattr(self.ftrace, "site_call", None)
+        call = make(site) if make is not None else None
+        return call if call is not None else site._call_unprobed
 
     def _update_active(self) -> None:
         for site in self.sites.values():

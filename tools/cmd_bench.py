@@ -17,13 +17,16 @@ from tracesim.bench import compare
 from tracesim.bench.common import run_with_machine
 
 BENCHES = {name: f"tracesim.bench.{name}" for name in
-           ("vm", "kernel", "verifier", "cc", "tracefs", "skb", "rss", "predicate", "tracing")}
+           ("vm", "kernel", "verifier", "cc", "tracefs", "skb", "functions", "rss", "predicate",
+            "tracing")}
 # One line each for ``tracesim bench --help`` (without importing every benchmark).
 SUMMARIES = {"vm": "eBPF interpreter and JIT speed", "kernel": "skb alloc/free cost in the model",
              "verifier": "verifier speed (processed insns/s)",
              "cc": "tracesim cc against clang: program size, compile time",
              "tracefs": "events streamed through a real mount", "skb": "the 2013 RFC's 1M skb "
-             "alloc/free benchmark through tracefs files", "rss": "RSS steering rate",
+             "alloc/free benchmark through tracefs files",
+             "functions": "the skb loop with the function tracers on, against tracing off",
+             "rss": "RSS steering rate",
              "predicate": "predicate filter cost per check", "tracing": "tracing core hot paths"}
 
 

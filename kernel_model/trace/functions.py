@@ -19,16 +19,28 @@ a token, ``exit(site, stack, cpu, token)`` after it returns.
 Both tracers honour ``set_ftrace_filter`` (when not empty, only those functions),
 ``set_ftrace_notrace`` (never those), ``set_ftrace_pid``/``set_ftrace_notrace_pid`` and
 ``tracing_on``. Entries go through the ring buffer API like every other entry.
+
+The per-call path (the kernel's patched mcount call): while one array's ``function`` or
+``function_graph`` is the only ftrace user and no function command is set, each modelled
+function's ``call`` is that tracer's own closure (``site_call``, picked by
+``Kprobes.set_ftrace``/``unprobed_call`` whenever the hook or the stack holds change). It tests
+the usual case per call (tracing on, the function traced, no pid lists or per-call options)
+and packs the entry straight into the CPU's tail page with ``ring_buffer.fixed_writer`` (no
+lock while no reader is in the buffer, ip/parent_ip packed once per caller, a real-mode clock
+read inline); anything else goes through ``_function_entry`` / ``_graph_entry`` / ``exit``,
+which write the same bytes with the same clock reads (``tests/test_function_tracer_fastpath.py``).
 """
 from __future__ import annotations
 
 import errno
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
 from tracesim.kernel_model.trace.errlog import os_error
 from tracesim.kernel_model.trace.event import HARDIRQ_MASK, trace_ctx
+from tracesim.kernel_model.trace.ring_buffer import fixed_writer
 
 TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_FUNC_REPEATS = 1, 4, 10, 11, 20
 FN_RECORD = struct.Struct("<HBBiQQ")              # struct ftrace_entry (args[] empty)
@@ -328,6 +340,20 @@ class FunctionTracing:
             self._write(cpu, lambda ts, f, pc, pid: GRAPH_RET_RECORD.pack(
                 TRACE_GRAPH_RET, f, pc, pid, addr, depth, 0, calltime, ts))
 
+    # -- the per-function fast path ------------------------------------------------------------
+    def site_call(self, site: Any) -> Callable[..., Any] | None:
+        """``call`` for an unprobed site while this array is the only ftrace user (Kprobes
+        asks when the hook or the stack holds change): the tracer's work for that function
+        in one closure around it, as the kernel patches each function's mcount call to its
+        tracer. None (the generic ``_call_unprobed``) while function commands are set."""
+        if self.probes:
+            return None
+        if self.tracer == FUNCTION:
+            return _function_call(self, site)
+        if self.tracer == FUNCTION_GRAPH:
+            return _graph_call(self, site)
+        return None
+
     def _write(self, cpu: Any, build: Callable[[int, int, int, int], bytes]) -> int:
         """One entry, ``build(ts, flags, preempt_count, pid)``, into the array's ring buffer
         on ``cpu`` (written and committed at once: nothing filters it); returns its time."""
@@ -363,6 +389,204 @@ class FunctionTracing:
 
 
 _FN_PACK = FN_RECORD.pack
+# The entries as the fast path packs them: the same bytes as FN_RECORD / GRAPH_*_RECORD with
+# the function's address (and for TRACE_FN the parent's) as precomputed bytes, so the
+# per-event pack converts only small ints.
+_FN_WIRE = struct.Struct("<HBBi16s")               # ip, parent_ip as one 16-byte field
+_GRAPH_ENT_WIRE = struct.Struct("<HBBi8sI4x")
+_GRAPH_RET_WIRE = struct.Struct("<HBBi8sIIQQ")
+_IP = struct.Struct("<Q")
+_IP_PAIR = struct.Struct("<QQ")
+_FN_WRITE = fixed_writer(_FN_WIRE)
+_GRAPH_ENT_WRITE = fixed_writer(_GRAPH_ENT_WIRE)
+_GRAPH_RET_WRITE = fixed_writer(_GRAPH_RET_WIRE)
+
+
+def _fast_clock(array: Any) -> tuple[Any, int]:
+    """(the base reader of a ``real`` time base, its origin): a trace clock that is that
+    reader is read inline as ``perf_counter_ns() - origin`` (what it returns) on the fast
+    path; (None, 0) in virtual mode."""
+    clock = array.tracing.kernel.clock
+    if clock.mode != "real":
+        return None, 0
+    return clock.base_ns, clock._real_origin
+
+
+def _function_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
+    """The function tracer's ``call`` of ``site`` (function_trace_call): the usual entry
+    (tracing on, the function traced, no pid lists, neither ``func_stack_trace`` nor
+    ``func-no-repeats``) packed straight into the CPU's ring buffer page without the lock
+    while no reader is in the buffer (``fixed_writer``), ip and parent_ip as bytes made once
+    per caller; anything else through ``_function_entry``. The entry's bytes and clock reads
+    are ``_function_entry``'s."""
+    array = state.array
+    machine = state._machine
+    kps = state._kprobes
+    stacks = kps.stacks
+    caller_address = kps.caller_address
+    buf = array.buffer
+    tracing = array.tracing
+    cmdlines, tgids = tracing.cmdlines, tracing.tgids
+    saved = cmdlines.map
+    options = array.options
+    general = state._function_entry
+    name, addr = site.name, site.addr
+    write, wire = _FN_WRITE, _FN_WIRE.pack
+    real_base, origin = _fast_clock(array)
+    now = time.perf_counter_ns
+    ips: dict[Any, bytes] = {}            # ip and parent_ip packed, by caller frame
+
+    def call(func: Callable[..., Any], *args: Any) -> Any:
+        cpu = machine.current
+        cpu_id = cpu.id
+        stack = stacks[cpu_id]
+        traced = state._traced
+        if array.tracing_on and (traced is None or name in traced):
+            if (state.pids or state.notrace_pids or options["func-no-repeats"]
+                    or options["func_stack_trace"]):
+                general(site, stack, cpu_id)
+            else:
+                if stack:
+                    caller = stack[-1]
+                    pair = ips.get(caller)
+                    if pair is None:
+                        pair = ips[caller] = _IP_PAIR.pack(addr, caller_address(stack, site))
+                else:
+                    pair = _IP_PAIR.pack(addr, kps.return_address)
+                task = cpu.task
+                pid = task.pid
+                pc = cpu.preempt_count
+                if (pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
+                        or cpu.need_resched_lazy):
+                    flags, pc = _ctx_of(cpu)
+                else:
+                    flags = 0
+                clock = array.clock
+                ts = now() - origin if clock is real_base else clock()
+                written = write(buf, cpu_id, ts, TRACE_FN, flags, pc, pid, pair)
+                if written is None:            # a reader is in the buffer: under the lock
+                    with buf.exclusive:
+                        written = buf.cpus[cpu_id].write(ts, wire(TRACE_FN, flags, pc, pid,
+                                                                  pair))
+                if written:
+                    if array.record_cmd and saved.get(pid) != task.comm:
+                        cmdlines.record(pid, task.comm)
+                    if array.record_tgid:
+                        tgids[pid] = task.tgid
+                    if buf.waiters:
+                        buf.wake_waiters()
+        stack.append(site)
+        try:
+            return func(*args)
+        finally:
+            stack.pop()
+    return call
+
+
+def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
+    """The function_graph tracer's ``call`` of ``site``: in the usual case (no graph or pid
+    lists, under the depth limits, tracing on, the function traced, not a hardirq with
+    ``funcgraph-irqs`` off, no ``tracing_thresh``) the entry and return records packed
+    straight into the ring buffer page (``fixed_writer``, the address as bytes made once),
+    the depth kept in locals; else ``_graph_entry`` / ``exit``. Bytes and clock reads are
+    theirs."""
+    array = state.array
+    machine = state._machine
+    stacks = state._kprobes.stacks
+    buf = array.buffer
+    tracing = array.tracing
+    cmdlines, tgids = tracing.cmdlines, tracing.tgids
+    saved = cmdlines.map
+    options = array.options
+    general_entry, general_exit = state._graph_entry, state.exit
+    name, addr = site.name, site.addr
+    ent_write, ret_write = _GRAPH_ENT_WRITE, _GRAPH_RET_WRITE
+    ip = _IP.pack(addr)
+    if not hasattr(tracing, "tracing_thresh"):   # read per call below: plain attribute
+        tracing.tracing_thresh = 0
+    real_base, origin = _fast_clock(array)
+    now = time.perf_counter_ns
+
+    def call(func: Callable[..., Any], *args: Any) -> Any:
+        cpu = machine.current
+        cpu_id = cpu.id
+        stack = stacks[cpu_id]
+        depths = state._depth
+        depth = depths[cpu_id]
+        limit = state.max_graph_depth
+        traced = state._traced
+        if (state._hidden[cpu_id] or state.graph_notrace or state.graph_functions
+                or state.pids or state.notrace_pids or (limit and depth >= limit)
+                or depth >= MAX_GRAPH_DEPTH_LIMIT or (traced is not None and name not in traced)
+                or not array.tracing_on or tracing.tracing_thresh
+                or (cpu.preempt_count & HARDIRQ_MASK and not options["funcgraph-irqs"])):
+            token = general_entry(site, stack, cpu_id)
+            stack.append(site)
+            try:
+                result = func(*args)
+            finally:
+                stack.pop()
+            if token is not None:
+                general_exit(site, stack, cpu_id, token)
+            return result
+        task = cpu.task
+        pid = task.pid
+        pc = cpu.preempt_count
+        if pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable or cpu.need_resched_lazy:
+            flags, pc = _ctx_of(cpu)
+        else:
+            flags = 0
+        clock = array.clock
+        calltime = now() - origin if clock is real_base else clock()
+        written = ent_write(buf, cpu_id, calltime, TRACE_GRAPH_ENT, flags, pc, pid, ip, depth)
+        if written is None:
+            with buf.exclusive:
+                written = buf.cpus[cpu_id].write(calltime, GRAPH_ENT_RECORD.pack(
+                    TRACE_GRAPH_ENT, flags, pc, pid, addr, depth))
+        if written:
+            if array.record_cmd and saved.get(pid) != task.comm:
+                cmdlines.record(pid, task.comm)
+            if array.record_tgid:
+                tgids[pid] = task.tgid
+            if buf.waiters:
+                buf.wake_waiters()
+        depths[cpu_id] = depth + 1
+        stack.append(site)
+        try:
+            result = func(*args)
+        finally:
+            stack.pop()
+        state._depth[cpu_id] = depth
+        thresh = tracing.tracing_thresh
+        if array.tracing_on and not (thresh and array.clock() - calltime < thresh):
+            cpu = machine.current
+            task = cpu.task
+            pid = task.pid
+            pc = cpu.preempt_count
+            if (pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
+                    or cpu.need_resched_lazy):
+                flags, pc = _ctx_of(cpu)
+            else:
+                flags = 0
+            clock = array.clock
+            rettime = now() - origin if clock is real_base else clock()
+            written = ret_write(buf, cpu.id, rettime, TRACE_GRAPH_RET, flags, pc, pid, ip,
+                                depth, 0, calltime, rettime)
+            if written is None:
+                with buf.exclusive:
+                    written = buf.cpus[cpu.id].write(rettime, GRAPH_RET_RECORD.pack(
+                        TRACE_GRAPH_RET, flags, pc, pid, addr, depth, 0, calltime, rettime))
+            if written:
+                if array.record_cmd and saved.get(pid) != task.comm:
+                    cmdlines.record(pid, task.comm)
+                if array.record_tgid:
+                    tgids[pid] = task.tgid
+                if buf.waiters:
+                    buf.wake_waiters()
+        return result
+    return call
+
+
 _CTX: dict[tuple[int, bool, bool, bool, int], tuple[int, int]] = {}
 
 
@@ -403,7 +627,7 @@ def _install(tracing: Any, kps: Any) -> None:
               if getattr(ta, "function_tracing", None) is not None
               and ta.function_tracing._hooked]
     states += function_hooks(tracing)
-    kps.ftrace = None if not states else states[0] if len(states) == 1 else _Hooks(states)
+    kps.set_ftrace(None if not states else states[0] if len(states) == 1 else _Hooks(states))
 
 
 def function_hooks(tracing: Any) -> list[Any]:

@@ -42,7 +42,7 @@ import operator
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -434,6 +434,56 @@ class CpuBuffer:
             if page.write > (self.read_off if i == 0 else 0):
                 return page.ts
         return 0
+
+
+def fixed_writer(record: struct.Struct) -> Callable[..., bool | None]:
+    """A writer of fixed-size records of layout ``record`` (``ring_buffer_write`` of one
+    ``struct``, the function tracers' entries), for the hot path:
+
+        write(rb, cpu, ts, *fields) -> True written, False dropped, None someone is in the
+        buffer (nothing written: the caller writes under ``rb.exclusive``)
+
+    Lock-free as ``RingBuffer.write_unlocked``. The usual event (the tail page has room, the
+    time delta fits the header, no time extend) has its precomputed header and the fields
+    packed straight into the page (one ``pack_into``, no record object); any other goes
+    through ``CpuBuffer._place``. The bytes and counters are those ``_place`` and ``write``
+    leave (``prev_ts``, which only a reservation's discard reads, is not kept)."""
+    n = record.size
+    length = event_length(n)
+    if length > RB_MAX_SMALL_DATA + 4:
+        raise ValueError("fixed_writer takes records of the small event form")
+    event = struct.Struct("<I" + record.format.lstrip("<=!@>"))
+    args = ", ".join(f"a{i}" for i in range(len(record.unpack(bytes(n)))))
+    source = f"""\
+def write(rb, cpu, ts, {args}):
+    rb.writing = True
+    try:
+        if rb.others:
+            return None
+        cb = rb.cpus[cpu]
+        page = cb.pages[-1]
+        w = page.write
+        delta = ts - page.last_ts
+        if w and not delta >> {TS_SHIFT} and w <= cb.data_size - {length}:
+            pack_event(page.buf, {PAGE_HEADER} + w, {(length - 4) >> 2} | delta << 5, {args})
+            page.write = w + {length}
+            page.last_ts = ts
+            page.entries += 1
+            page.bytes += {length}
+            cb.bytes += {length}
+            cb.entries += 1
+            return True
+        if cb._place(ts, pack({args})):
+            cb.entries += 1
+            return True
+        return False
+    finally:
+        rb.writing = False
+"""
+    env: dict[str, Any] = {"pack_event": event.pack_into, "pack": record.pack}
+    exec(compile(source, f"<ring buffer writer {record.format}>", "exec"), env)
+    writer: Callable[..., bool | None] = env["write"]
+    return writer
 
 
 class _Exclusive:
