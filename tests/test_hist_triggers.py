@@ -351,3 +351,25 @@ def test_hist_through_the_mount(mnt):
              "tail -3 error_log", mnt)
     assert "rc=1" in bad.stdout and "Invalid argument" in bad.stderr
     assert "error: Couldn't find field\n  Command: hist:keys=nosuch\n" in bad.stdout
+
+
+def test_named_trigger_lists_its_name_and_removes_by_that_line(tree, system):
+    fork = "/events/sched/sched_process_fork"
+    tree.echo(fork + "/trigger", "hist:name=test_hist:keys=common_pid")
+    line = "hist:name=test_hist:keys=common_pid:vals=hitcount:sort=hitcount:size=2048"
+    assert tree.read_text(fork + "/trigger") == line + " [active]\n"
+    assert f"# trigger info: {line} [active]\n" in tree.read_text(fork + "/hist")
+    tree.echo(fork + "/trigger", "!" + line, append=True)      # what ftracetest's reset writes
+    assert tree.read_text(fork + "/trigger") == EMPTY_TRIGGERS
+
+
+def test_trace_marker_hist_with_a_filter_on_buf(tree):
+    """ftrace:print's ``char buf[]`` has size 0: its string runs to the NUL, as the filter's
+    matchers read it; the trigger sees the text as written, before the newline is added."""
+    print_ = "/events/ftrace/print"
+    tree.echo(print_ + "/trigger", 'hist:keys=common_pid if buf == "start"')
+    for text in ("start", "end", "start", "started"):
+        tree.echo("/trace_marker", text, newline=False)
+    assert [re.sub(r"\d+", "N", line) for line in table(tree.read_text(print_ + "/hist"))] \
+        == ["{ common_pid:          N } hitcount:          N"]
+    assert "hitcount:          2" in tree.read_text(print_ + "/hist")

@@ -399,7 +399,7 @@ class HistTrigger:
     # -- identity (hist_trigger_match) and listing
     def spec(self) -> str:
         """event_hist_trigger_print without the state suffix."""
-        out = "hist:" + (f"{self.name}:" if self.name else "") + "keys="
+        out = "hist:" + (f"name={self.name}:" if self.name else "") + "keys="
         out += ",".join(k.spec() for k in self.keys)
         shown = [] if self.no_hitcount else ["hitcount"]
         shown += [v.spec() for v in self.vals[1:]]
