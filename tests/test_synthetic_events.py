@@ -179,3 +179,30 @@ def test_send_does_not_need_a_trigger(system):
     tracing = system.kernel.tracing
     assert ("net", "net_dev_queue") in tracing.events
     assert control.send(system.kernel, "lo", 64, count=1) == 1
+
+
+def test_variables_of_a_hist_with_fewer_keys_match_the_leading_key(tree, system):
+    """A compound key (pid, lat) finds the variables of hists keyed on pid alone: the kernel's
+    tracing_map_lookup compares the other map's key bytes, this key's leading u64 slots."""
+    ev = "/events/sched/"
+    tree.echo("/synthetic_events", "waking_latency u64 lat; pid_t pid")
+    tree.echo("/synthetic_events", "wakeup_latency u64 lat; pid_t pid", append=True)
+    tree.echo("/synthetic_events", "ww u64 lat; pid_t pid", append=True)
+    tree.echo(ev + "sched_waking/trigger",
+              'hist:keys=pid:ts0=common_timestamp.usecs if comm=="ping"')
+    tree.echo(ev + "sched_wakeup/trigger",
+              "hist:keys=pid:waking_lat=common_timestamp.usecs-$ts0:"
+              'onmatch(sched.sched_waking).waking_latency($waking_lat,pid) if comm=="ping"')
+    tree.echo(ev + "sched_wakeup/trigger",
+              'hist:keys=pid:ts1=common_timestamp.usecs if comm=="ping"', append=True)
+    tree.echo(ev + "sched_switch/trigger",
+              "hist:keys=next_pid:wakeup_lat=common_timestamp.usecs-$ts1:"
+              'onmatch(sched.sched_wakeup).wakeup_latency($wakeup_lat,next_pid) '
+              'if next_comm=="ping"')
+    tree.echo("/events/synthetic/wakeup_latency/trigger",
+              "hist:keys=pid,lat:sort=pid,lat:ww_lat=$waking_lat+$wakeup_lat:"
+              "onmatch(synthetic.wakeup_latency).ww($ww_lat,pid)")
+    tree.echo("/events/synthetic/ww/trigger", "hist:keys=pid,lat:sort=pid,lat")
+    control.ping(system.kernel, "lo", 2)
+    assert re.search(r"^\{ pid: +\d+, lat: +\d+ \} hitcount: +\d+$",
+                     tree.read_text("/events/synthetic/ww/hist"), re.M)

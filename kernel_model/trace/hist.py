@@ -460,7 +460,9 @@ class HistTrigger:
         for ref in trig.refs:                                    # other events' variables
             if ref.target_hist is trig:
                 continue
-            elt = ref.target_hist.map.get(key)
+            # tracing_map_lookup compares the other map's key_size bytes: with each key in
+            # its own u64-aligned slot, that is this key's leading fields
+            elt = ref.target_hist.map.get(key[:len(ref.target_hist.keys)])
             if elt is None or ref.target.var_name not in elt.vars:
                 return
             hit.refs[ref] = (elt.vars.pop(ref.target.var_name) if ref.read_once
