@@ -293,7 +293,10 @@ def test_common_stacktrace_key(tree, system):
                           symbols.address_of("__traceiter_kmalloc")) if a]
     want = "".join(f"         {n}+0x{o:x}/0x{z:x}\n"
                    for n, o, z in (symbols.lookup(a) for a in frames))
-    assert "{ common_stacktrace:\n" + want + "} hitcount:          1\n" in text
+    # then the modelled call chain that reached the tracepoint, innermost first
+    assert re.search(re.escape("{ common_stacktrace:\n" + want) +
+                     r"         __kmalloc_noprof\+0x[0-9a-f]+/0x[0-9a-f]+\n"
+                     r"(?:         \S+\n)*\} hitcount:          1\n", text), text
 
 
 @pytest.mark.parametrize("cmd, key, word", [

@@ -206,3 +206,31 @@ def test_variables_of_a_hist_with_fewer_keys_match_the_leading_key(tree, system)
     control.ping(system.kernel, "lo", 2)
     assert re.search(r"^\{ pid: +\d+, lat: +\d+ \} hitcount: +\d+$",
                      tree.read_text("/events/synthetic/ww/hist"), re.M)
+
+
+def test_stack_field_carries_a_stacktrace_variable(tree, system):
+    """``unsigned long[] stack`` (6.18): a dynamic array of return addresses, filled from a
+    ``common_stacktrace`` variable and printed as ``stack=STACK:`` with ``=> %pS`` lines."""
+    tree.echo("/dynamic_events", "s:wake_lat pid_t pid; u64 delta; unsigned long[] stack;")
+    assert tree.read_text("/synthetic_events") == \
+        "wake_lat\tpid_t pid; u64 delta; unsigned long[] stack\n"
+    fmt = tree.read_text("/events/synthetic/wake_lat/format")
+    assert "\tfield:__data_loc unsigned long[] stack;\toffset:24;\tsize:8;\tsigned:0;\n" in fmt
+    sw = "/events/sched/sched_switch/trigger"
+    tree.echo(sw, "hist:keys=next_pid:ts=common_timestamp.usecs,st=common_stacktrace "
+              "if prev_state == 1||prev_state == 2", append=True)
+    tree.echo(sw, "hist:keys=prev_pid:delta=common_timestamp.usecs-$ts,s=$st:"
+              "onmax($delta).trace(wake_lat,prev_pid,$delta,$s)", append=True)
+    tree.echo("/events/synthetic/wake_lat/enable", "1")
+    control.ping(system.kernel, "lo", 2)
+    trace = tree.read_text("/trace")
+    m = re.search(r" wake_lat: pid=\d+ delta=\d+ stack=STACK:\n((?:=> .*\n)+)", trace)
+    assert m, trace[-2000:]
+    frames = [line[3:] for line in m.group(1).splitlines()]
+    assert frames[0].startswith("trace_event_raw_event_sched_switch+")
+    assert any(f.startswith("schedule+0x") for f in frames)   # the modelled call chain
+    # only a stacktrace variable fits a stack field
+    tree.echo("/synthetic_events", "bad_stack unsigned long[] stack", append=True)
+    with pytest.raises(FsError):
+        tree.echo(sw, "hist:keys=prev_pid:p=prev_pid:onmatch(sched.sched_switch)"
+                  ".trace(bad_stack,$p)", append=True)

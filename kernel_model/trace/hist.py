@@ -151,6 +151,8 @@ class HistField:
             return "char[]", 256, False
         if self.kind == "cpu":
             return "unsigned int", 4, False
+        if self.kind == "stack":
+            return "unsigned long[]", 8, False
         if self.field is not None:
             return self.field.type, self.field.size, self.field.is_signed
         return "u64", 8, False
@@ -208,6 +210,8 @@ class HistField:
             return hit.comm
         elif kind == "hitcount":
             return 1
+        elif kind == "stack":
+            return hit.stack
         elif kind == "const":
             return self.constant
         elif kind == "ref":
@@ -442,7 +446,7 @@ class HistTrigger:
 
     @functools.cached_property
     def has_stack(self) -> bool:
-        return any(k.kind == "stack" for k in self.keys)
+        return any(k.kind == "stack" for k in self.keys + self.vars)
 
     @functools.cached_property
     def key_plan(self) -> tuple[tuple[HistField, bool, bool], ...]:
@@ -1160,6 +1164,9 @@ def _type_ok(synth_field: Any, f: HistField) -> bool:
     """check_synth_field: a dynamic string takes any string; otherwise types named alike
     match, and others need the same size (and, for numbers, signedness)."""
     ctype, size, signed = f.c_type()
+    if getattr(synth_field, "is_stack", False) or ctype == "unsigned long[]":
+        # a stack field takes a stacktrace variable, and only that
+        return bool(getattr(synth_field, "is_stack", False)) and ctype == "unsigned long[]"
     if "char[" in ctype and synth_field.is_string and synth_field.is_dynamic:
         return True
     if synth_field.type != ctype:
