@@ -376,3 +376,22 @@ def test_trace_marker_hist_with_a_filter_on_buf(tree):
     assert [re.sub(r"\d+", "N", line) for line in table(tree.read_text(print_ + "/hist"))] \
         == ["{ common_pid:          N } hitcount:          N"]
     assert "hitcount:          2" in tree.read_text(print_ + "/hist")
+
+
+def test_reading_a_seq_file_on_the_mount_allocates_its_buffer(mnt):
+    """A process reading a generated file takes seq_read_iter's page buffer (kvmalloc: a
+    kmalloc of 4096 from seq_read_iter) before the file's show runs, and frees it at close,
+    so a hist on kmalloc sees the reader of the hist file itself."""
+    out = sh("echo 'hist:keys=call_site.sym:vals=bytes_req' > events/kmem/kmalloc/trigger && "
+             "echo 1 > events/kmem/enable && cat events/kmem/kmalloc/hist && "
+             "echo 0 > events/kmem/enable && grep -E ' (kmalloc|kfree): ' trace", mnt)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^\{ call_site: \[[0-9a-f]+\] seq_read_iter +\} hitcount: +1 "
+                     r" bytes_req: +4096$", out.stdout, re.M), out.stdout
+    alloc = re.search(r"^ +cat-(\d+) .* kmalloc: call_site=seq_read_iter\+0x[0-9a-f]+/0x[0-9a-f]+"
+                      r" ptr=(\w+) bytes_req=4096 bytes_alloc=4096 gfp_flags=GFP_KERNEL_ACCOUNT",
+                      out.stdout, re.M)
+    assert alloc, out.stdout
+    assert re.search(rf"^ +cat-{alloc.group(1)} .* kfree: call_site=seq_release\+0x[0-9a-f]+"
+                     rf"/0x[0-9a-f]+ ptr={alloc.group(2)}$", out.stdout, re.M), out.stdout
+    sh("echo '!hist:keys=call_site.sym:vals=bytes_req' >> events/kmem/kmalloc/trigger", mnt)
