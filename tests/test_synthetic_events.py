@@ -234,3 +234,9 @@ def test_stack_field_carries_a_stacktrace_variable(tree, system):
     with pytest.raises(FsError):
         tree.echo(sw, "hist:keys=prev_pid:p=prev_pid:onmatch(sched.sched_switch)"
                   ".trace(bad_stack,$p)", append=True)
+
+
+def test_readme_shows_the_stack_field_syntax(tree):
+    # the kernel's README example (what the selftests grep to find stack fields)
+    assert "\t     example: echo 'myevent u64 lat; char name[]; long[] stack' >> " \
+           "synthetic_events\n" in tree.read_text("/README")
