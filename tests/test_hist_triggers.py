@@ -395,3 +395,21 @@ def test_reading_a_seq_file_on_the_mount_allocates_its_buffer(mnt):
     assert re.search(rf"^ +cat-{alloc.group(1)} .* kfree: call_site=seq_release\+0x[0-9a-f]+"
                      rf"/0x[0-9a-f]+ ptr={alloc.group(2)}$", out.stdout, re.M), out.stdout
     sh("echo '!hist:keys=call_site.sym:vals=bytes_req' >> events/kmem/kmalloc/trigger", mnt)
+
+
+def test_syscall_modifier_names_the_syscall(tree, system):
+    """``.syscall`` prints get_syscall_name's ``sys_<name>`` padded to 30, then the number."""
+    from tracesim.kernel_model.syscalls import USER_PATH
+    tree.echo("/events/raw_syscalls/sys_enter/trigger", "hist:keys=id.syscall:sort=id")
+    k = system.kernel
+    task = k.user_task("cat")
+    with k.sched.running(task):
+        fd = k.syscalls.openat(USER_PATH, 0, lambda: 3)
+        k.syscalls.read(fd, 4096, lambda: 0)
+        k.syscalls.close(fd, lambda: 0)
+    lines = table(tree.read_text("/events/raw_syscalls/sys_enter/hist"))
+    assert "{ id: sys_read                      [  0] } hitcount:          1" in lines
+    assert "{ id: sys_close                     [  3] } hitcount:          1" in lines
+    assert "{ id: sys_openat                    [257] } hitcount:          1" in lines
+    assert tree.read_text("/events/raw_syscalls/sys_enter/trigger").startswith(
+        "hist:keys=id.syscall:vals=hitcount:sort=id.syscall:size=2048")

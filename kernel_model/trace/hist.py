@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from tracesim.kernel_model.trace.call_stack import event_stack
+from tracesim.kernel_model.trace.events.syscalls import SYSCALLS
 
 HIST_ERRORS = {
     "DUPLICATE_VAR": "Variable already defined",
@@ -593,7 +594,8 @@ class HistTrigger:
             elif "execname" in k.flags:
                 parts.append(f"{sep}{name}: {elt.comm:<16}[{v:10d}]")
             elif "syscall" in k.flags:
-                parts.append(f"{sep}{name}: {'unknown_syscall':<30}[{v:3d}]")
+                call = _SYSCALL_NAMES.get(v, "unknown_syscall")        # get_syscall_name
+                parts.append(f"{sep}{name}: {call:<30}[{v:3d}]")
             elif "log2" in k.flags:
                 parts.append(f"{sep}{name}: ~ 2^{v:<2d}")
             elif k.buckets:
@@ -603,6 +605,10 @@ class HistTrigger:
             else:
                 parts.append(f"{sep}{name}: {v:10d}")
         return "{ " + "".join(parts) + ("" if multiline else " ") + "}"
+
+
+# syscall_nr_to_meta(nr)->name: the metadata's "sys_<name>" of each modelled syscall
+_SYSCALL_NAMES = {nr: f"sys_{name}" for name, (nr, _) in SYSCALLS.items()}
 
 
 def _track_better(handler: str, old: int, new: int) -> bool:
