@@ -103,3 +103,24 @@ def test_a_shell_redirect_is_openat_write_close_of_the_shell(mnt: Path) -> None:
     assert "sys_exit: NR 1 = 2" in calls                      # write(fd, "1\n", 2) = 2
     assert any(c.startswith("sys_enter: NR 3 (") for c in calls)   # close
     assert "sys_exit_close: 0x0" in calls
+
+
+def test_a_shell_that_reaped_its_child_sleeps_until_its_next_operation() -> None:
+    """The child's exit wakes the shell (SIGCHLD); after reaping it the shell sleeps again, so
+    its next operation on the mount starts with a wakeup (what hist triggers on sched_waking
+    keyed on the writer's pid rely on)."""
+    kernel = Kernel(cpus=2, seed=0)
+    procs = {5001: (0, "bash"), 5002: (5001, "cat")}
+    host = HostTasks(kernel, comm_of=lambda pid: procs[pid][1],
+                     ppid_of=lambda pid: procs[pid][0], exe_of=lambda pid: "/usr/bin/cat",
+                     alive=procs.__contains__)
+    host.openat(5001, "/trace", 0, lambda: 11)
+    host.openat(5002, "/trace", 0, lambda: 12)
+    del procs[5002]
+    procs[5003] = (5001, "cat")
+    host.openat(5003, "/trace", 0, lambda: 13)              # 5002 is reaped by the shell
+    assert all(cpu.task.pid != 5001 for cpu in kernel.machine.cpus)
+    kernel.tracing.top.file("sched", "sched_waking").set_enabled(True)
+    host.write(5001, 11, 1, lambda: 1)
+    text = trace_output.trace_text(kernel.tracing.top)
+    assert "sched_waking: comm=bash pid=5001 " in text

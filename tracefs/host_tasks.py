@@ -126,6 +126,11 @@ class HostTasks:
             reaper = task.parent if task.parent in self.hosts.values() else machine.tasks[1]
             with sched.running(reaper):
                 sched.wait(task)
+            # the child's exit woke its parent (SIGCHLD) and switched to it, so running()
+            # found it already on the CPU and leaves it there: it goes back to sleep after
+            # reaping, as after any other operation, or later wakeups would never be seen
+            if machine.current.task is reaper:
+                sched.schedule()
 
     def _as(self, pid: int, body: Callable[[Any], T], check_exec: bool = False) -> T:
         kernel = self.kernel
