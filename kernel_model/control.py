@@ -46,6 +46,7 @@ from tracesim.kernel_model.syscalls import USER_SOCKADDR
 
 AF_INET, SOCK_DGRAM, IPPROTO_ICMP = 2, 2, 1
 PING_FD = 3
+PING_PATH = "/usr/bin/ping"
 SEND_FD = 3
 
 if TYPE_CHECKING:
@@ -137,53 +138,72 @@ def _ping_receive(sockets: Any, sk: Any, echo: list[tuple[int, int]]) -> int:
 
 
 def ping(kernel: Kernel, dev: str, count: int = 4, size: int = PING_DATA) -> str:
-    """Echo requests to the device's peer from a ping socket, with ping's own syscalls (an ICMP
-    datagram socket, sendto, recvfrom, close); returns ping's output."""
-    net, clock = kernel.net, kernel.clock
-    device = net.device(dev)
+    """Echo requests to the device's peer from a ping socket, as the ping program: the shell
+    forks, the child execs ``/usr/bin/ping``, makes ping's own syscalls (an ICMP datagram
+    socket, sendto, recvfrom, close) and exits, and the shell reaps it; returns ping's output."""
+    device = kernel.net.device(dev)
     if not 0 <= size <= MAX_PING_SIZE:
         raise UsageError(f"ping: -s {size} is out of range (0 to {MAX_PING_SIZE})")
-    src, dst = device.ipv4, device.peer_ipv4
-    sockets = net.sockets
+    dst = device.peer_ipv4
+    clock = kernel.clock
     lines = [f"PING {dst} ({dst}) {size}({size + 28}) bytes of data."]
     first = clock.peek_ns()
-    got = 0
-    payload = bytes(i & 0xff for i in range(size))
-    sys = kernel.syscalls
-    with kernel.sched.running(kernel.user_task("ping")):
-        fd = sys.socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP, PING_FD)
-        sk = sockets.ping_socket(PING_IDENT)
-        try:
-            for seq in range(1, count + 1):
-                if seq > 1:
-                    sys.nanosleep(1_000_000_000)
-                sent_at = clock.peek_ns()
-
-                def transmit(seq: int = seq) -> int:
-                    sockets.ping_send(sk, device, dst, seq, payload)
-                    return size + 8
-                sys.sendto(fd, size + 8, transmit, USER_SOCKADDR)
-                if not device.loopback:      # the peer answers over the wire
-                    reply = netmod.build_frame(device, "icmp-reply", dst, src, PING_IDENT, seq,
-                                               payload)
-                    net.receive(device, reply)
-                echo: list[tuple[int, int]] = []
-                sys.recvfrom(fd, 192, partial(_ping_receive, sockets, sk, echo))
-                length, echo_seq = echo[-1]
-                if length > 0 and echo_seq == seq:
-                    got += 1
-                    rtt = (clock.peek_ns() - sent_at) / 1e6
-                    lines.append(f"{length} bytes from {dst}: icmp_seq={seq} ttl=64 "
-                                 f"time={rtt:.3f} ms")
-        finally:
-            sockets.ping_close(sk)
-            sys.close(fd, lambda: 0)
+    answered: list[int] = []
+    sys, sched = kernel.syscalls, kernel.sched
+    shell = kernel.user_task("bash")
+    with sched.running(shell):
+        child = sys.clone()
+    with kernel.machine.on_cpu(child.cpu), sched.running(child):
+        sys.execve(PING_PATH)
+        _ping_body(kernel, device, count, size, lines, answered)
+        sys.exit_group(0)
+    with sched.running(shell):
+        sys.wait4(child)
+    got = len(answered)
     loss = 0 if count == 0 else round(100 * (count - got) / count)
     elapsed_ms = (clock.peek_ns() - first) // 1_000_000
     lines += ["", f"--- {dst} ping statistics ---",
               f"{count} packets transmitted, {got} received, {loss}% packet loss, "
               f"time {elapsed_ms}ms"]
     return "\n".join(lines) + "\n"
+
+
+def _ping_body(kernel: Kernel, device: Any, count: int, size: int, lines: list[str],
+               answered: list[int]) -> None:
+    """What ping does between its exec and its exit: one echo request a second, each reply
+    read back; ``answered`` collects the sequence numbers that came back."""
+    net, clock = kernel.net, kernel.clock
+    src, dst = device.ipv4, device.peer_ipv4
+    sockets = net.sockets
+    payload = bytes(i & 0xff for i in range(size))
+    sys = kernel.syscalls
+    fd = sys.socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP, PING_FD)
+    sk = sockets.ping_socket(PING_IDENT)
+    try:
+        for seq in range(1, count + 1):
+            if seq > 1:
+                sys.nanosleep(1_000_000_000)
+            sent_at = clock.peek_ns()
+
+            def transmit(seq: int = seq) -> int:
+                sockets.ping_send(sk, device, dst, seq, payload)
+                return size + 8
+            sys.sendto(fd, size + 8, transmit, USER_SOCKADDR)
+            if not device.loopback:      # the peer answers over the wire
+                reply = netmod.build_frame(device, "icmp-reply", dst, src, PING_IDENT, seq,
+                                           payload)
+                net.receive(device, reply)
+            echo: list[tuple[int, int]] = []
+            sys.recvfrom(fd, 192, partial(_ping_receive, sockets, sk, echo))
+            length, echo_seq = echo[-1]
+            if length > 0 and echo_seq == seq:
+                answered.append(seq)
+                rtt = (clock.peek_ns() - sent_at) / 1e6
+                lines.append(f"{length} bytes from {dst}: icmp_seq={seq} ttl=64 "
+                             f"time={rtt:.3f} ms")
+    finally:
+        sockets.ping_close(sk)
+        sys.close(fd, lambda: 0)
 
 
 def skb_bench_cmd(kernel: Kernel, iterations: int = skb_bench.DEFAULT_ITERATIONS,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,30 @@ def _plain(name: str) -> str:
     return name.removeprefix("(instance)").strip()
 
 
+def _model_programs(bin_dir: Path, mnt: Path) -> dict[str, str]:
+    """The environment that runs the workload programs the tests start on the modelled
+    machine rather than the host. A ``ping`` on the host never reaches the model (its
+    packets, wakeups, exec and exit happen in the host's kernel), so ``ping`` here is a
+    script that has the mount's kernel run ping (``tracesim ctl MNT ping``: the shell forks,
+    the child execs /usr/bin/ping, pings lo and exits), as the tests expect of the traced
+    kernel. ftracetest moves TMPDIR, so the script brings back the one the mount's control
+    socket lives under."""
+    bin_dir.mkdir()
+    keep = "".join(f"export {var}={shlex.quote(os.environ[var])}\n" if var in os.environ
+                   else f"unset {var}\n" for var in ("TMPDIR", "XDG_RUNTIME_DIR"))
+    ping = bin_dir / "ping"
+    ping.write_text(
+        "#!/bin/sh\n"
+        "count=4\n"
+        "while [ $# -gt 0 ]; do\n"
+        '  case "$1" in -c) count=$2; shift 2;; -c*) count=${1#-c}; shift;; *) shift;; esac\n'
+        "done\n" + keep +
+        f"exec {shlex.quote(sys.executable)} -m tracesim ctl {shlex.quote(str(mnt))} "
+        'ping lo -c "$count"\n')
+    ping.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+
 def _cases(suite: Path, entries: tuple[str, ...]) -> list[str]:
     found: list[str] = []
     for entry in entries:
@@ -97,9 +123,10 @@ def test_ftrace_selftest_group_passes(group: str, mnt: Path, tmp_path: Path) -> 
                              count=1, flags=re.M))
     cases = _cases(suite, GROUPS[group])
     assert cases, f"no selftests matched {GROUPS[group]}"
+    env = _model_programs(tmp_path / "bin", mnt)
     out = subprocess.run(["bash", str(runner), "-l", str(tmp_path / "logs"), *cases], cwd=suite,
                          capture_output=True, text=True, timeout=900,
-                         stdin=subprocess.DEVNULL)
+                         stdin=subprocess.DEVNULL, env=env)
     results = re.findall(r"^\[\d+\] (.*?)\t\[(\w+)\]$", out.stdout, flags=re.M)
     assert results, out.stdout[-3000:] + out.stderr[-2000:]
     bad = [f"{name}: {verdict}" for name, verdict in results

@@ -293,7 +293,10 @@ def test_common_stacktrace_key(tree, system):
                           symbols.address_of("__traceiter_kmalloc")) if a]
     want = "".join(f"         {n}+0x{o:x}/0x{z:x}\n"
                    for n, o, z in (symbols.lookup(a) for a in frames))
-    assert "{ common_stacktrace:\n" + want + "} hitcount:          1\n" in text
+    # then the modelled call chain that reached the tracepoint, innermost first
+    assert re.search(re.escape("{ common_stacktrace:\n" + want) +
+                     r"         __kmalloc_noprof\+0x[0-9a-f]+/0x[0-9a-f]+\n"
+                     r"(?:         \S+\n)*\} hitcount:          1\n", text), text
 
 
 @pytest.mark.parametrize("cmd, key, word", [
@@ -351,3 +354,62 @@ def test_hist_through_the_mount(mnt):
              "tail -3 error_log", mnt)
     assert "rc=1" in bad.stdout and "Invalid argument" in bad.stderr
     assert "error: Couldn't find field\n  Command: hist:keys=nosuch\n" in bad.stdout
+
+
+def test_named_trigger_lists_its_name_and_removes_by_that_line(tree, system):
+    fork = "/events/sched/sched_process_fork"
+    tree.echo(fork + "/trigger", "hist:name=test_hist:keys=common_pid")
+    line = "hist:name=test_hist:keys=common_pid:vals=hitcount:sort=hitcount:size=2048"
+    assert tree.read_text(fork + "/trigger") == line + " [active]\n"
+    assert f"# trigger info: {line} [active]\n" in tree.read_text(fork + "/hist")
+    tree.echo(fork + "/trigger", "!" + line, append=True)      # what ftracetest's reset writes
+    assert tree.read_text(fork + "/trigger") == EMPTY_TRIGGERS
+
+
+def test_trace_marker_hist_with_a_filter_on_buf(tree):
+    """ftrace:print's ``char buf[]`` has size 0: its string runs to the NUL, as the filter's
+    matchers read it; the trigger sees the text as written, before the newline is added."""
+    print_ = "/events/ftrace/print"
+    tree.echo(print_ + "/trigger", 'hist:keys=common_pid if buf == "start"')
+    for text in ("start", "end", "start", "started"):
+        tree.echo("/trace_marker", text, newline=False)
+    assert [re.sub(r"\d+", "N", line) for line in table(tree.read_text(print_ + "/hist"))] \
+        == ["{ common_pid:          N } hitcount:          N"]
+    assert "hitcount:          2" in tree.read_text(print_ + "/hist")
+
+
+def test_reading_a_seq_file_on_the_mount_allocates_its_buffer(mnt):
+    """A process reading a generated file takes seq_read_iter's page buffer (kvmalloc: a
+    kmalloc of 4096 from seq_read_iter) before the file's show runs, and frees it at close,
+    so a hist on kmalloc sees the reader of the hist file itself."""
+    out = sh("echo 'hist:keys=call_site.sym:vals=bytes_req' > events/kmem/kmalloc/trigger && "
+             "echo 1 > events/kmem/enable && cat events/kmem/kmalloc/hist && "
+             "echo 0 > events/kmem/enable && grep -E ' (kmalloc|kfree): ' trace", mnt)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^\{ call_site: \[[0-9a-f]+\] seq_read_iter +\} hitcount: +1 "
+                     r" bytes_req: +4096$", out.stdout, re.M), out.stdout
+    alloc = re.search(r"^ +cat-(\d+) .* kmalloc: call_site=seq_read_iter\+0x[0-9a-f]+/0x[0-9a-f]+"
+                      r" ptr=(\w+) bytes_req=4096 bytes_alloc=4096 gfp_flags=GFP_KERNEL_ACCOUNT",
+                      out.stdout, re.M)
+    assert alloc, out.stdout
+    assert re.search(rf"^ +cat-{alloc.group(1)} .* kfree: call_site=seq_release\+0x[0-9a-f]+"
+                     rf"/0x[0-9a-f]+ ptr={alloc.group(2)}$", out.stdout, re.M), out.stdout
+    sh("echo '!hist:keys=call_site.sym:vals=bytes_req' >> events/kmem/kmalloc/trigger", mnt)
+
+
+def test_syscall_modifier_names_the_syscall(tree, system):
+    """``.syscall`` prints get_syscall_name's ``sys_<name>`` padded to 30, then the number."""
+    from tracesim.kernel_model.syscalls import USER_PATH
+    tree.echo("/events/raw_syscalls/sys_enter/trigger", "hist:keys=id.syscall:sort=id")
+    k = system.kernel
+    task = k.user_task("cat")
+    with k.sched.running(task):
+        fd = k.syscalls.openat(USER_PATH, 0, lambda: 3)
+        k.syscalls.read(fd, 4096, lambda: 0)
+        k.syscalls.close(fd, lambda: 0)
+    lines = table(tree.read_text("/events/raw_syscalls/sys_enter/hist"))
+    assert "{ id: sys_read                      [  0] } hitcount:          1" in lines
+    assert "{ id: sys_close                     [  3] } hitcount:          1" in lines
+    assert "{ id: sys_openat                    [257] } hitcount:          1" in lines
+    assert tree.read_text("/events/raw_syscalls/sys_enter/trigger").startswith(
+        "hist:keys=id.syscall:vals=hitcount:sort=id.syscall:size=2048")

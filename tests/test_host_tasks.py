@@ -119,3 +119,24 @@ def test_a_forked_child_sleeps_between_its_syscalls(mnt: Path) -> None:
                        r"==> next_comm=swapper/0 next_pid=0 ", trace)
     assert child and me not in child, trace
     sh("echo 0 > options/event-fork; echo > set_event_pid", mnt)
+
+
+def test_a_shell_that_reaped_its_child_sleeps_until_its_next_operation() -> None:
+    """The child's exit wakes the shell (SIGCHLD); after reaping it the shell sleeps again, so
+    its next operation on the mount starts with a wakeup (what hist triggers on sched_waking
+    keyed on the writer's pid rely on)."""
+    kernel = Kernel(cpus=2, seed=0)
+    procs = {5001: (0, "bash"), 5002: (5001, "cat")}
+    host = HostTasks(kernel, comm_of=lambda pid: procs[pid][1],
+                     ppid_of=lambda pid: procs[pid][0], exe_of=lambda pid: "/usr/bin/cat",
+                     alive=procs.__contains__)
+    host.openat(5001, "/trace", 0, lambda: 11)
+    host.openat(5002, "/trace", 0, lambda: 12)
+    del procs[5002]
+    procs[5003] = (5001, "cat")
+    host.openat(5003, "/trace", 0, lambda: 13)              # 5002 is reaped by the shell
+    assert all(cpu.task.pid != 5001 for cpu in kernel.machine.cpus)
+    kernel.tracing.top.file("sched", "sched_waking").set_enabled(True)
+    host.write(5001, 11, 1, lambda: 1)
+    text = trace_output.trace_text(kernel.tracing.top)
+    assert "sched_waking: comm=bash pid=5001 " in text

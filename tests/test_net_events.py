@@ -75,7 +75,8 @@ def test_ping_on_lo_is_the_kernels_sequence(kernel):
     enable_all(kernel, ("net", "skb", "napi", "kmem", "sock"))
     status, out = run_command(kernel, ["ping", "lo", "-c", "1"])
     assert status == 0 and "64 bytes from 127.0.0.1: icmp_seq=1" in out
-    trace = lines(kernel)
+    # ping is a process of its own: the shell's fork (a task_struct) comes before it
+    trace = [ln for ln in lines(kernel) if ln.lstrip().startswith("ping-")]
     assert names(trace) == [
         "kmem_cache_alloc",                                   # the ping socket (PING)
         "kmem_cache_alloc", "kmem_cache_alloc",               # request: head, data
@@ -395,3 +396,22 @@ def test_a_mount_runs_tcp_rr_and_cat_shows_its_states(tmp_path_factory):
         assert "oldstate=TCP_CLOSE newstate=TCP_SYN_SENT" in seen
         assert "oldstate=TCP_LAST_ACK newstate=TCP_CLOSE" in seen
         assert re.search(r"netperf-\d+ +\[000\]", seen)
+
+
+def test_ping_is_forked_execd_and_reaped(kernel):
+    """``ping`` runs as the program does: forked by a shell, exec'ing /usr/bin/ping, woken for
+    each reply, exiting and reaped (what the ftrace selftests' ping-driven hist tests key on)."""
+    for name in ("sched_process_fork", "sched_process_exec", "sched_process_exit",
+                 "sched_waking", "sched_process_wait"):
+        kernel.tracing.top.file("sched", name).set_enabled(True)
+    status, _ = run_command(kernel, ["ping", "lo", "-c", "2"])
+    assert status == 0
+    trace = lines(kernel)
+    fork = next(ln for ln in trace if "sched_process_fork:" in ln)
+    child = int(re.search(r"child_pid=(\d+)", fork).group(1))
+    assert "comm=bash" in fork
+    exec_ = next(ln for ln in trace if "sched_process_exec:" in ln)
+    assert f"filename=/usr/bin/ping pid={child} old_pid={child}" in exec_
+    assert any(f"sched_waking: comm=ping pid={child} " in ln for ln in trace)
+    assert any(f"sched_process_exit: comm=ping pid={child} " in ln for ln in trace)
+    assert re.search(r"bash-\d+ .* sched_process_wait: ", "\n".join(trace))

@@ -141,3 +141,35 @@ def test_snapshot_through_the_mount(mnt):
              " && echo 0 > snapshot && grep -c 'Snapshot is freed' snapshot && "
              "grep -qF 'snapshot\t\t- Like' README && echo ok", mnt)
     assert out.stdout == "1\n0\n1\n1\nok\n", out.stderr
+
+
+def test_tracing_cpumask_stops_recording_on_left_out_cpus(tree):
+    assert tree.read_text("/tracing_cpumask") == "3\n"
+    tree.echo("/tracing_cpumask", "0")                 # every CPU left out: nothing recorded
+    assert tree.read_text("/tracing_cpumask") == "0\n"
+    mark(tree, "dropped")
+    assert "dropped" not in tree.read_text("/trace")
+    # a snapshot swaps the buffers: the snapshot buffer follows the mask too, so restoring
+    # the mask after a swap records again (selftest 00basic/snapshot1.tc)
+    tree.echo("/snapshot", "1")
+    tree.echo("/tracing_cpumask", "3")
+    mark(tree, "kept")
+    assert "tracing_mark_write: kept\n" in tree.read_text("/trace")
+    assert errno_of(tree.echo, "/tracing_cpumask", "xyz") == errno.EINVAL
+
+
+def test_snapshot_trigger_on_trace_marker(tree):
+    """ftrace:print takes triggers: a trace_marker write runs them after its entry is
+    committed, so a snapshot trigger leaves every other line in each buffer."""
+    tree.echo("/events/ftrace/print/trigger", "snapshot")
+    assert tree.read_text("/events/ftrace/print/trigger") == "snapshot:unlimited\n"
+    for i in range(1, 5):
+        mark(tree, f"hello {i}")
+    trace, snap = tree.read_text("/trace"), tree.read_text("/snapshot")
+    assert re.findall(r"hello (\d)", trace) == ["1", "3"]
+    assert re.findall(r"hello (\d)", snap) == ["2", "4"]
+    tree.echo("/events/ftrace/print/trigger", "!snapshot", append=True)
+    # the other ftrace events take no triggers (event_callback)
+    with pytest.raises(FsError) as err:
+        tree.read_text("/events/ftrace/function/trigger")
+    assert err.value.errno == errno.ENOENT

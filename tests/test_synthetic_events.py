@@ -179,3 +179,64 @@ def test_send_does_not_need_a_trigger(system):
     tracing = system.kernel.tracing
     assert ("net", "net_dev_queue") in tracing.events
     assert control.send(system.kernel, "lo", 64, count=1) == 1
+
+
+def test_variables_of_a_hist_with_fewer_keys_match_the_leading_key(tree, system):
+    """A compound key (pid, lat) finds the variables of hists keyed on pid alone: the kernel's
+    tracing_map_lookup compares the other map's key bytes, this key's leading u64 slots."""
+    ev = "/events/sched/"
+    tree.echo("/synthetic_events", "waking_latency u64 lat; pid_t pid")
+    tree.echo("/synthetic_events", "wakeup_latency u64 lat; pid_t pid", append=True)
+    tree.echo("/synthetic_events", "ww u64 lat; pid_t pid", append=True)
+    tree.echo(ev + "sched_waking/trigger",
+              'hist:keys=pid:ts0=common_timestamp.usecs if comm=="ping"')
+    tree.echo(ev + "sched_wakeup/trigger",
+              "hist:keys=pid:waking_lat=common_timestamp.usecs-$ts0:"
+              'onmatch(sched.sched_waking).waking_latency($waking_lat,pid) if comm=="ping"')
+    tree.echo(ev + "sched_wakeup/trigger",
+              'hist:keys=pid:ts1=common_timestamp.usecs if comm=="ping"', append=True)
+    tree.echo(ev + "sched_switch/trigger",
+              "hist:keys=next_pid:wakeup_lat=common_timestamp.usecs-$ts1:"
+              'onmatch(sched.sched_wakeup).wakeup_latency($wakeup_lat,next_pid) '
+              'if next_comm=="ping"')
+    tree.echo("/events/synthetic/wakeup_latency/trigger",
+              "hist:keys=pid,lat:sort=pid,lat:ww_lat=$waking_lat+$wakeup_lat:"
+              "onmatch(synthetic.wakeup_latency).ww($ww_lat,pid)")
+    tree.echo("/events/synthetic/ww/trigger", "hist:keys=pid,lat:sort=pid,lat")
+    control.ping(system.kernel, "lo", 2)
+    assert re.search(r"^\{ pid: +\d+, lat: +\d+ \} hitcount: +\d+$",
+                     tree.read_text("/events/synthetic/ww/hist"), re.M)
+
+
+def test_stack_field_carries_a_stacktrace_variable(tree, system):
+    """``unsigned long[] stack`` (6.18): a dynamic array of return addresses, filled from a
+    ``common_stacktrace`` variable and printed as ``stack=STACK:`` with ``=> %pS`` lines."""
+    tree.echo("/dynamic_events", "s:wake_lat pid_t pid; u64 delta; unsigned long[] stack;")
+    assert tree.read_text("/synthetic_events") == \
+        "wake_lat\tpid_t pid; u64 delta; unsigned long[] stack\n"
+    fmt = tree.read_text("/events/synthetic/wake_lat/format")
+    assert "\tfield:__data_loc unsigned long[] stack;\toffset:24;\tsize:8;\tsigned:0;\n" in fmt
+    sw = "/events/sched/sched_switch/trigger"
+    tree.echo(sw, "hist:keys=next_pid:ts=common_timestamp.usecs,st=common_stacktrace "
+              "if prev_state == 1||prev_state == 2", append=True)
+    tree.echo(sw, "hist:keys=prev_pid:delta=common_timestamp.usecs-$ts,s=$st:"
+              "onmax($delta).trace(wake_lat,prev_pid,$delta,$s)", append=True)
+    tree.echo("/events/synthetic/wake_lat/enable", "1")
+    control.ping(system.kernel, "lo", 2)
+    trace = tree.read_text("/trace")
+    m = re.search(r" wake_lat: pid=\d+ delta=\d+ stack=STACK:\n((?:=> .*\n)+)", trace)
+    assert m, trace[-2000:]
+    frames = [line[3:] for line in m.group(1).splitlines()]
+    assert frames[0].startswith("trace_event_raw_event_sched_switch+")
+    assert any(f.startswith("schedule+0x") for f in frames)   # the modelled call chain
+    # only a stacktrace variable fits a stack field
+    tree.echo("/synthetic_events", "bad_stack unsigned long[] stack", append=True)
+    with pytest.raises(FsError):
+        tree.echo(sw, "hist:keys=prev_pid:p=prev_pid:onmatch(sched.sched_switch)"
+                  ".trace(bad_stack,$p)", append=True)
+
+
+def test_readme_shows_the_stack_field_syntax(tree):
+    # the kernel's README example (what the selftests grep to find stack fields)
+    assert "\t     example: echo 'myevent u64 lat; char name[]; long[] stack' >> " \
+           "synthetic_events\n" in tree.read_text("/README")

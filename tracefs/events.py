@@ -184,6 +184,9 @@ class EventsDir:
                 f, lambda: self._filter_read(system, name),
                 lambda t: self._apply_event_filter(system, name, t),
                 lambda obj: self._load_bpf(system, name, obj)))
+        if system != INTERNAL_SYSTEM or name == "print":
+            # event_callback: of ftrace's own events only print takes triggers (trace_marker
+            # writes run them)
             files["trigger"] = self._file(MODE_RW, lambda f: self._open_trigger(f, system, name))
             files["hist"] = self._seq(MODE_RO, lambda: self._hist_text(system, name))
         return Dir(MODE_EVENTS_DIR, files, eventfs=True)

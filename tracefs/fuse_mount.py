@@ -43,7 +43,7 @@ import fuse
 from tracesim.tracefs.blocking import set_interrupt_check
 from tracesim.tracefs.caller import proc_comm, set_caller_lookup
 from tracesim.tracefs.errors import FsError
-from tracesim.tracefs.handles import Handle
+from tracesim.tracefs.handles import Handle, LazyTextHandle, SeqHandle
 from tracesim.tracefs.host_tasks import HostTasks, caller_pid_valid
 from tracesim.tracefs.nodes import Attr
 from tracesim.tracefs.tree import Tree
@@ -215,7 +215,8 @@ class TracefsOperations(fuse.Operations):
         pid = self._caller()
         if pid:
             return self.host.read(pid, fi.fh, self._paths.get(fi.fh, ""), size,
-                                  lambda: handle.read(size, offset))
+                                  lambda: handle.read(size, offset),
+                                  seq_file=isinstance(handle, SeqHandle | LazyTextHandle))
         return handle.read(size, offset)
 
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:

@@ -19,12 +19,17 @@ syscall events: a reader that is woken by the events of its own read would never
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from tracesim.kernel_model.mm.slab import GFP_ACCOUNT, GFP_KERNEL
 
 T = TypeVar("T")
 
 O_LARGEFILE = 0o100000
+PAGE_SIZE = 4096
+GFP_KERNEL_ACCOUNT = GFP_KERNEL | GFP_ACCOUNT
 STREAMS = ("trace_pipe", "trace_pipe_raw")
 # the path string the task passes to openat (on its stack)
 PATH_ADDR = 0x7ffd3a1c4f60
@@ -73,6 +78,7 @@ class HostTasks:
         self.alive = alive
         self.hosts: dict[int, Any] = {}         # host pid -> its model task
         self.fds: dict[int, int] = {}           # fh -> fd number in its task
+        self.seq_bufs: dict[int, int] = {}      # fh -> its seq_file buffer (kmalloc'd)
         self._next_fd: dict[int, int] = {}      # pid -> next fd
 
     def task(self, pid: int, check_exec: bool = False) -> Any:
@@ -137,6 +143,11 @@ class HostTasks:
             reaper = task.parent if task.parent in self.hosts.values() else machine.tasks[1]
             with sched.running(reaper):
                 sched.wait(task)
+            # the child's exit woke its parent (SIGCHLD) and switched to it, so running()
+            # found it already on the CPU and leaves it there: it goes back to sleep after
+            # reaping, as after any other operation, or later wakeups would never be seen
+            if machine.current.task is reaper:
+                sched.schedule()
 
     def _as(self, pid: int, body: Callable[[Any], T], check_exec: bool = False) -> T:
         kernel = self.kernel
@@ -181,10 +192,21 @@ class HostTasks:
         self.fds[fh] = fd
         return fh
 
-    def read(self, pid: int, fh: int, path: str, size: int, do_read: Callable[[], bytes]) -> bytes:
+    def read(self, pid: int, fh: int, path: str, size: int, do_read: Callable[[], bytes],
+             seq_file: bool = False) -> bytes:
+        """``read(fd)`` by ``pid``. A ``seq_file`` (the generated text files) takes its
+        buffer at the first read, as seq_read_iter does (kvmalloc of a page: a kmalloc
+        event from seq_read_iter, before the file's show runs); it is freed at close."""
         if path.rsplit("/", 1)[-1] in STREAMS:
             return do_read()
         out: list = []
+        if seq_file and fh not in self.seq_bufs:
+            inner = do_read
+
+            def do_read() -> bytes:
+                self.seq_bufs[fh] = self._slab_call("kmalloc", "seq_read_iter", PAGE_SIZE,
+                                                    GFP_KERNEL_ACCOUNT)
+                return inner()
         body = self._returning(do_read, out, len)
         self._as(pid, lambda t: self.kernel.syscalls.read(self.fds.get(fh, 3), size, body))
         return self._result(out)
@@ -199,6 +221,13 @@ class HostTasks:
         """``close(fd)`` by ``pid``: FUSE's flush, sent on every close(2) of the file."""
         fd = self.fds.get(fh, 3)
         out: list = []
+        buf = self.seq_bufs.pop(fh, None)
+        if buf is not None:
+            inner = do_close
+
+            def do_close() -> None:
+                inner()
+                self._slab_call("kfree", "seq_release", buf)    # kvfree(m->buf)
         body = self._returning(do_close, out, lambda _: 0)
         self._as(pid, lambda t: self.kernel.syscalls.close(fd, body))
         self._result(out)
@@ -206,6 +235,27 @@ class HostTasks:
     def forget(self, fh: int) -> None:
         """The file's last reference is gone (FUSE release)."""
         self.fds.pop(fh, None)
+        self.seq_bufs.pop(fh, None)
+
+    def _slab_call(self, op: str, caller: str, *args: int) -> int:
+        """kmalloc(size, gfp) / kfree(addr) from ``caller`` (its call site: a fixed offset
+        in it, as the model's functions have no instructions)."""
+        kernel = self.kernel
+        site = kernel.kallsyms.address_of(caller) or 0
+        if site:
+            sym = kernel.kallsyms.lookup(site)
+            if sym is not None:
+                site += _call_offset(caller, op, sym[2])
+        if op == "kmalloc":
+            return int(kernel.slab.kmalloc(args[0], args[1], call_site=site))
+        kernel.slab.kfree(args[0], call_site=site)
+        return 0
+
+
+def _call_offset(caller: str, callee: str, size: int) -> int:
+    """A fixed, plausible offset of ``caller``'s call to ``callee`` (inside the function)."""
+    room = size - 0x20
+    return 0x10 + zlib.crc32(f"{caller}>{callee}".encode()) % room if room > 0 else size // 2
 
 
 def caller_pid_valid(pid: int) -> bool:

@@ -264,16 +264,16 @@ class InstanceFiles:
             self.functions.set_tracer(name)
 
     def _cpumask_text(self) -> str:
-        return f"{(1 << self.ctx.ncpus) - 1:x}\n"
+        return f"{self.array.cpumask:x}\n"
 
     def _set_cpumask(self, text: str) -> None:
-        """Only the full mask is accepted: the model records on every CPU."""
+        """cpumask_parse_user: hex words separated by commas; CPUs left out stop recording."""
         try:
             mask = int(strstrip(text).replace(",", ""), 16)
         except ValueError:
             raise FsError(errno.EINVAL) from None
-        if mask & ((1 << self.ctx.ncpus) - 1) != (1 << self.ctx.ncpus) - 1:
-            raise FsError(errno.EINVAL)
+        with self.ctx.lock:
+            self.array.set_cpumask(mask)
 
     def _set_tracing_on(self, text: str) -> None:
         on = kstrtoul_from_user(text) != 0

@@ -213,7 +213,7 @@ README = (
     "\t           [unsigned] char/int/long\n"
     "  events/synthetic_events\t- Create/append/remove/show synthetic events\n"
     "\t  Write into this file to define/undefine new synthetic events.\n"
-    "\t     example: echo 'myevent u64 lat; char name[]' >> synthetic_events\n"
+    "\t     example: echo 'myevent u64 lat; char name[]; long[] stack' >> synthetic_events\n"
     "  set_event\t\t- Enables events by name written into it\n"
     "  events/\t\t- Directory containing all trace event subsystems:\n"
     "      enable\t\t- Write 0/1 to enable/disable tracing of all events\n"

@@ -187,6 +187,16 @@ class _Codegen:
 
     def _pred_string(self, pred: P.Predicate) -> str:
         start, size = pred.field.offset, pred.field.size
+        if size == 0:
+            # a char[] of size 0 (ftrace:print's buf): the string runs to its NUL
+            # (regex_match_*: a length of 0 means a NUL-terminated string)
+            match0 = make_matcher(pred.pattern)
+            inverted0 = pred.negate
+
+            def open_string(r: Any) -> bool:
+                return match0(bytes(r[start:]), 0) != inverted0
+
+            return self._string_call(pred, open_string, "r")
         fast = _fixed_place_matcher(pred, start, size)
         if fast is not None:
             return self._string_call(pred, fast, "r")

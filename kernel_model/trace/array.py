@@ -106,6 +106,7 @@ class TraceArray:
         self.snapshot_buffer: RingBuffer | None = None     # tr->max_buffer while allocated
         self.max_latency_ns = 0                            # tracing_max_latency
         self.cond_snapshot: Any = None        # the hist trigger whose .snapshot() owns it
+        self.cpumask = (1 << tracing.ncpus) - 1             # tracing_cpumask
 
     # -- references held by open files (rmdir → EBUSY)
     def get(self) -> None:
@@ -373,7 +374,21 @@ class TraceArray:
             snap = RingBuffer(self.tracing.ncpus, overwrite=self.buffer.overwrite)
             for mine, live in zip(snap.cpus, self.buffer.cpus, strict=True):
                 mine.nr_pages = live.nr_pages       # resize_buffer_duplicate_size
+                mine.record_disabled = live.record_disabled
             self.snapshot_buffer = snap
+
+    def set_cpumask(self, mask: int) -> None:
+        """tracing_set_cpumask: recording stops on the CPUs that leave the mask and starts
+        again on those that join it, in the live buffer and the snapshot buffer alike (a
+        snapshot swaps them, so both must agree)."""
+        mask &= (1 << self.tracing.ncpus) - 1
+        for buf in (self.buffer, self.snapshot_buffer):
+            if buf is None:
+                continue
+            with buf.exclusive:
+                for cb in buf.cpus:
+                    cb.record_disabled = not mask >> cb.cpu & 1
+        self.cpumask = mask
 
     def free_snapshot(self) -> None:
         self.snapshot_buffer = None

@@ -318,7 +318,20 @@ def write_marker(array: TraceArray, text: str | bytes) -> int:
         msg += b"\n"
     tracing = array.tracing
     ip = tracing.symbols.address_of("tracing_mark_write") or 0
-    write_entry(array, tracing.print_event, (ip, msg), tracing.this_cpu(), preempt_bias=1)
+    cpu = tracing.this_cpu()
+    # the triggers of the array's ftrace:print file (tr->trace_marker_file) test the entry
+    # as written, before the newline is added; the ones that fired act after the commit
+    file = array.files.get(("ftrace", "print"))
+    fired: list[Any] = []
+    record = b""
+    if file is not None and file.triggers:
+        flags, depth = trace_ctx(cpu)
+        depth = (depth & ~0xf) | min((depth & 0xf) + 1, 0xf)
+        record = tracing.print_event.build((ip, raw[:MARKER_MAX]), flags, depth, cpu.task.pid)
+        fired = _test_triggers(file.triggers, record, cpu)
+    write_entry(array, tracing.print_event, (ip, msg), cpu, preempt_bias=1)
+    if fired and file is not None:
+        _run_triggers(file, fired, record)
     return taken
 
 

@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from tracesim.kernel_model.trace.call_stack import event_stack
+from tracesim.kernel_model.trace.events.syscalls import SYSCALLS
 
 HIST_ERRORS = {
     "DUPLICATE_VAR": "Variable already defined",
@@ -151,6 +152,8 @@ class HistField:
             return "char[]", 256, False
         if self.kind == "cpu":
             return "unsigned int", 4, False
+        if self.kind == "stack":
+            return "unsigned long[]", 8, False
         if self.field is not None:
             return self.field.type, self.field.size, self.field.is_signed
         return "u64", 8, False
@@ -208,6 +211,8 @@ class HistField:
             return hit.comm
         elif kind == "hitcount":
             return 1
+        elif kind == "stack":
+            return hit.stack
         elif kind == "const":
             return self.constant
         elif kind == "ref":
@@ -399,7 +404,7 @@ class HistTrigger:
     # -- identity (hist_trigger_match) and listing
     def spec(self) -> str:
         """event_hist_trigger_print without the state suffix."""
-        out = "hist:" + (f"{self.name}:" if self.name else "") + "keys="
+        out = "hist:" + (f"name={self.name}:" if self.name else "") + "keys="
         out += ",".join(k.spec() for k in self.keys)
         shown = [] if self.no_hitcount else ["hitcount"]
         shown += [v.spec() for v in self.vals[1:]]
@@ -442,7 +447,7 @@ class HistTrigger:
 
     @functools.cached_property
     def has_stack(self) -> bool:
-        return any(k.kind == "stack" for k in self.keys)
+        return any(k.kind == "stack" for k in self.keys + self.vars)
 
     @functools.cached_property
     def key_plan(self) -> tuple[tuple[HistField, bool, bool], ...]:
@@ -460,7 +465,9 @@ class HistTrigger:
         for ref in trig.refs:                                    # other events' variables
             if ref.target_hist is trig:
                 continue
-            elt = ref.target_hist.map.get(key)
+            # tracing_map_lookup compares the other map's key_size bytes: with each key in
+            # its own u64-aligned slot, that is this key's leading fields
+            elt = ref.target_hist.map.get(key[:len(ref.target_hist.keys)])
             if elt is None or ref.target.var_name not in elt.vars:
                 return
             hit.refs[ref] = (elt.vars.pop(ref.target.var_name) if ref.read_once
@@ -587,7 +594,8 @@ class HistTrigger:
             elif "execname" in k.flags:
                 parts.append(f"{sep}{name}: {elt.comm:<16}[{v:10d}]")
             elif "syscall" in k.flags:
-                parts.append(f"{sep}{name}: {'unknown_syscall':<30}[{v:3d}]")
+                call = _SYSCALL_NAMES.get(v, "unknown_syscall")        # get_syscall_name
+                parts.append(f"{sep}{name}: {call:<30}[{v:3d}]")
             elif "log2" in k.flags:
                 parts.append(f"{sep}{name}: ~ 2^{v:<2d}")
             elif k.buckets:
@@ -597,6 +605,10 @@ class HistTrigger:
             else:
                 parts.append(f"{sep}{name}: {v:10d}")
         return "{ " + "".join(parts) + ("" if multiline else " ") + "}"
+
+
+# syscall_nr_to_meta(nr)->name: the metadata's "sys_<name>" of each modelled syscall
+_SYSCALL_NAMES = {nr: f"sys_{name}" for name, (nr, _) in SYSCALLS.items()}
 
 
 def _track_better(handler: str, old: int, new: int) -> bool:
@@ -1158,6 +1170,9 @@ def _type_ok(synth_field: Any, f: HistField) -> bool:
     """check_synth_field: a dynamic string takes any string; otherwise types named alike
     match, and others need the same size (and, for numbers, signedness)."""
     ctype, size, signed = f.c_type()
+    if getattr(synth_field, "is_stack", False) or ctype == "unsigned long[]":
+        # a stack field takes a stacktrace variable, and only that
+        return bool(getattr(synth_field, "is_stack", False)) and ctype == "unsigned long[]"
     if "char[" in ctype and synth_field.is_string and synth_field.is_dynamic:
         return True
     if synth_field.type != ctype:

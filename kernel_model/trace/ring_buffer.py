@@ -238,6 +238,7 @@ class CpuBuffer:
         self.nr_pages = nr_pages
         self.data_size = data_size   # data bytes per sub-buffer (subbuf_size)
         self.overwrite = True
+        self.record_disabled = False   # tracing_cpumask left this CPU out: nothing is written
         self.reset()
 
     def reset(self) -> None:
@@ -297,6 +298,8 @@ class CpuBuffer:
         the record copied in; the bytes taken, 0 when the buffer is full in producer-drop mode
         (counted in ``dropped_events``). ``prev_ts`` keeps the tail's time before the event,
         what a discard restores."""
+        if self.record_disabled:
+            return 0
         n = len(record)
         length = _LENGTHS[n] if n < 512 else event_length(n)
         page = self.pages[-1]

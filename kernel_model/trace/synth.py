@@ -61,12 +61,18 @@ class SynthField:
         self.name = name
         m = _STRING.match(ctype)
         self.is_string = m is not None
-        self.is_dynamic = m is not None and not m.group(1)
+        # synth_field_is_stack: "long[]" / "unsigned long[]", a stack trace kept as a
+        # dynamic array of return addresses
+        self.is_stack = "long[" in ctype
+        self.is_dynamic = (m is not None and not m.group(1)) or self.is_stack
         self.type = "__data_loc " + ctype if self.is_dynamic else ctype
-        self.is_signed = not self.type.startswith("u") and ctype != "gfp_t"
+        self.is_signed = not self.type.startswith("u") and ctype != "gfp_t" \
+            and not self.is_stack
         if m:
             self.size = 8 if self.is_dynamic else int(m.group(1))
             self.fmt = "%.*s"
+        elif self.is_stack:
+            self.size, self.fmt = 8, "%s"
         else:
             self.size, self.fmt = SYNTH_TYPES[ctype]
 
@@ -92,7 +98,8 @@ class SynthEvent(TraceEvent):
                   ("s64" if f.is_signed and not f.is_dynamic else "u64"), f.name)
                  for f in fields]
         fmt = ", ".join(f"{f.name}={f.fmt}" for f in fields)
-        args = "".join(f", __get_str({f.name})" if f.is_dynamic else f", REC->{f.name}"
+        args = "".join(f", __get_stacktrace({f.name})" if f.is_stack else
+                       f", __get_str({f.name})" if f.is_dynamic else f", REC->{f.name}"
                        for f in fields)
         super().__init__(SYSTEM, name, slots, f'"{fmt}"{args}', self._assign,
                          printer=_synth_printer)
@@ -110,6 +117,13 @@ class SynthEvent(TraceEvent):
         tail = b""
         data = self.struct_size
         for f, v in zip(self.synth_fields, values, strict=False):
+            if f.is_stack:
+                # trace_stack: the addresses up to the first 0, and a 0 ending them
+                addrs = [a for a in (v if isinstance(v, tuple | list) else ()) if a]
+                raw = struct.pack(f"<{len(addrs) + 1}Q", *addrs, 0)
+                out.append(len(raw) << 16 | (data + len(tail)))
+                tail += raw
+                continue
             if f.is_string:
                 raw = (v.encode() if isinstance(v, str) else bytes(v or b""))
                 raw = raw[:STR_VAR_LEN_MAX - 1]
@@ -150,6 +164,17 @@ def _synth_printer(event: TraceEvent) -> Any:
         """print_synth_event: ``name=value`` pairs separated by one space."""
         parts = []
         for f, shown, st in zip(fields, event.fields, structs, strict=True):
+            if f.is_stack:
+                # print_synth_event: NAME=STACK: and one "=> %pS" line per address
+                loc = struct.unpack_from("<I", record, shown.offset)[0]
+                start, size = loc & 0xffff, loc >> 16
+                lines = [f"{f.name}=STACK:"]
+                for (addr,) in struct.iter_unpack("<Q", bytes(record[start:start + size])):
+                    if not addr:
+                        break
+                    lines.append("=> " + _sym_offset(symbols, addr))
+                parts.append("\n".join(lines) + "\n")
+                continue
             if f.is_dynamic:
                 loc = struct.unpack_from("<I", record, shown.offset)[0]
                 raw = bytes(record[loc & 0xffff:(loc & 0xffff) + (loc >> 16)])
@@ -165,6 +190,15 @@ def _synth_printer(event: TraceEvent) -> Any:
             parts.append(f"{f.name}={v:x}" if f.fmt == "%x" else f"{f.name}={v}")
         return " ".join(parts)
     return printer
+
+
+def _sym_offset(symbols: Any, addr: int) -> str:
+    """%pS: ``name+0xoff/0xsize``, the address when no symbol covers it."""
+    hit = symbols.lookup(addr) if symbols is not None else None
+    if hit is None:
+        return f"0x{addr:x}"
+    name, off, size = hit
+    return f"{name}+0x{off:x}/0x{size:x}"
 
 
 def _truncate(v: int, size: int, signed: bool) -> int:
@@ -296,7 +330,9 @@ def _parse_field(argv: list[str]) -> tuple[SynthField, int]:
     if not _IDENT.match(base):
         raise SynthError("BAD_NAME", name)
     full = ctype + (bracket + array if bracket else "")
-    if "char[" in full:
+    if full in ("long[]", "unsigned long[]"):
+        pass
+    elif "char[" in full:
         m = _STRING.match(full)
         if m is None or (m.group(1) and not 0 < int(m.group(1)) <= STR_VAR_LEN_MAX):
             raise SynthError("INVALID_ARRAY_SPEC", name)

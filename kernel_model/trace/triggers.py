@@ -24,7 +24,7 @@ import errno
 from typing import Any
 
 from tracesim.kernel_model.trace import hist
-from tracesim.kernel_model.trace.call_stack import event_stack
+from tracesim.kernel_model.trace.call_stack import event_stack, hold_stacks
 from tracesim.kernel_model.trace.emit import write_entry
 
 # the commands in registration order (register_trigger_cmds), as the empty file lists them
@@ -186,7 +186,14 @@ def _attach(file: Any, trig: Any, tail: bool) -> None:
         file.triggers.append(trig)
     else:
         file.triggers.insert(0, trig)   # register_trigger: list_add_rcu, newest first
+    if _needs_stack(trig):
+        hold_stacks(file.array.tracing, True)
     file.array.tracing.update_event(file.event)
+
+
+def _needs_stack(trig: Any) -> bool:
+    """The trigger records call stacks (stacktrace, a hist keyed on or saving one)."""
+    return trig.cmd == "stacktrace" or bool(getattr(trig, "has_stack", False))
 
 
 def _hist_command(file: Any, text: str) -> None:
@@ -226,6 +233,8 @@ def _soft_put(file: Any) -> None:
 
 def _detach(file: Any, trig: Trigger) -> None:
     file.triggers.remove(trig)
+    if _needs_stack(trig):
+        hold_stacks(file.array.tracing, False)
     if trig.target is not None:
         _soft_put(trig.target)
     if not file.triggers:
