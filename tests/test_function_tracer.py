@@ -235,7 +235,76 @@ def test_mod_selects_module_functions(tree):
     assert tree.read_text("/set_ftrace_notrace") == "skb_bench_run\nskb_bench_init\n"
 
 
-@pytest.mark.parametrize("word", ["ip_rcv:nosuch", "nosuchfn:traceon", ":mod:nomodule",
+def test_mod_of_a_module_not_loaded_is_kept_and_traces_nothing(system, tree):
+    """cache_mod: a ``:mod:`` word matching nothing is kept for a module not loaded yet,
+    listed newest first after the functions; the filter is then not empty (nothing traced)."""
+    tree.echo("/set_ftrace_filter", "non_exist_func:mod:non_exist_module")
+    tree.echo("/set_ftrace_filter", ":mod:other", append=True)
+    assert tree.read_text("/set_ftrace_filter") == (
+        ":mod:other\nnon_exist_func:mod:non_exist_module\n")
+    tree.echo("/current_tracer", "function")
+    send_lo(system)
+    assert functions(tree) == []
+    tree.echo("/set_ftrace_filter", "!non_exist_func:mod:non_exist_module", append=True)
+    assert tree.read_text("/set_ftrace_filter") == ":mod:other\n"
+    # forgetting a word not kept, a loaded module whose functions the glob misses: EINVAL
+    for word in ("!x:mod:other", "zz*:mod:skb_bench"):
+        with pytest.raises(OSError) as info:
+            tree.echo("/set_ftrace_filter", word, append=True)
+        assert info.value.errno == errno.EINVAL
+    tree.echo("/set_ftrace_filter", "ip_rcv:mod:other", append=True)
+    tree.echo("/set_ftrace_filter", "ip_rcv", append=True)
+    assert tree.read_text("/set_ftrace_filter") == "ip_rcv\nip_rcv:mod:other\n:mod:other\n"
+    tree.echo("/set_ftrace_filter", "")            # O_TRUNC forgets the kept words
+    assert tree.read_text("/set_ftrace_filter") == "#### all functions enabled ####\n"
+    send_lo(system)
+    assert functions(tree)
+    tree.echo("/set_ftrace_notrace", "a:mod:b")
+    assert tree.read_text("/set_ftrace_notrace") == "#### no functions disabled ####\na:mod:b\n"
+
+
+def test_lock_and_execve_functions_are_traced_where_the_kernel_calls_them(system, tree):
+    kernel = system.kernel
+    tree.echo("/set_ftrace_filter", "*pin*lock")
+    assert tree.read_text("/set_ftrace_filter") == (
+        "raw_spin_rq_unlock\n_raw_spin_lock\n_raw_spin_unlock\n")
+    tree.echo("/set_ftrace_filter", "mutex*unl*")
+    assert tree.read_text("/set_ftrace_filter") == "mutex_unlock\n"
+    tree.echo("/set_ftrace_filter", "[Ss]y[Ss]_*")
+    assert tree.read_text("/set_ftrace_filter") == "sys_ni_syscall\n"
+    tree.echo("/set_ftrace_filter", "do_execve*")
+    tree.echo("/set_ftrace_filter", "*spin_lock", append=True)
+    tree.echo("/current_tracer", "function")
+    with kernel.machine.running(kernel.user_task("sh")):
+        kernel.syscalls.execve("/usr/bin/true")
+    kernel.idle.run_for(20_000_000)
+    calls = set(functions(tree))
+    assert "do_execveat_common.isra.0 <-__x64_sys_execve" in calls
+    assert "_raw_spin_lock <-raw_spin_rq_lock_nested" in calls
+
+
+def test_tracing_cpumask_records_only_its_cpus(system, tree):
+    kernel = system.kernel
+    assert tree.read_text("/tracing_cpumask") == "3\n"
+    tree.echo("/tracing_cpumask", "2")
+    assert tree.read_text("/tracing_cpumask") == "2\n"
+    tree.echo("/current_tracer", "function")
+    tree.echo("/set_ftrace_filter", "kfree")
+    tree.echo("/trace_marker", "on cpu0")            # the marker's CPU is masked off too
+    for cpu in (0, 1):
+        with kernel.machine.on_cpu(cpu), kernel.machine.running(kernel.user_task("x")):
+            kernel.slab.kfree(kernel.slab.kmalloc(100))
+    cpus = {m.group(3) for ln in body(tree) if (m := FN_LINE.match(ln))}
+    assert cpus == {"001"}
+    tree.echo("/tracing_cpumask", "3")
+    tree.echo("/trace", "")
+    with kernel.machine.on_cpu(0), kernel.machine.running(kernel.user_task("x")):
+        kernel.slab.kfree(kernel.slab.kmalloc(100))
+    assert {m.group(3) for ln in body(tree) if (m := FN_LINE.match(ln))} == {"000"}
+    assert errno_of(tree.echo, "/tracing_cpumask", "xyz") == errno.EINVAL
+
+
+@pytest.mark.parametrize("word", ["ip_rcv:nosuch", "nosuchfn:traceon",
                                   "ip_rcv:enable_event:net:nosuch", "ip_rcv:enable_event:net",
                                   "ip_rcv:traceon:abc"])
 def test_bad_function_commands(tree, word):

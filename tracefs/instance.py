@@ -42,10 +42,15 @@ class InstanceFiles:
         self.ftrace_filter = FunctionFilter(functions, "#### all functions enabled ####\n",
                                             self._filters_changed,
                                             lambda g, c, p: self._command(g, c, p, True),
-                                            self.functions.probes_text)
+                                            self.functions.probes_text,
+                                            (lambda: self.functions.mods_text(True),
+                                             lambda: self.functions.clear_mods(True), True))
         self.ftrace_notrace = FunctionFilter(functions, "#### no functions disabled ####\n",
                                              self._filters_changed,
-                                             lambda g, c, p: self._command(g, c, p, False))
+                                             lambda g, c, p: self._command(g, c, p, False),
+                                             mods=(lambda: self.functions.mods_text(False),
+                                                   lambda: self.functions.clear_mods(False),
+                                                   False))
         self.graph_function = FunctionFilter(functions, "#### all functions enabled ####\n",
                                              self._filters_changed)
         self.graph_notrace = FunctionFilter(functions, "#### no functions disabled ####\n",
@@ -264,16 +269,16 @@ class InstanceFiles:
             self.functions.set_tracer(name)
 
     def _cpumask_text(self) -> str:
-        return f"{(1 << self.ctx.ncpus) - 1:x}\n"
+        return f"{self.array.tracing_cpumask:x}\n"
 
     def _set_cpumask(self, text: str) -> None:
-        """Only the full mask is accepted: the model records on every CPU."""
+        """tracing_cpumask_write: a hex mask (comma-separated 32-bit groups); the array
+        records only on its CPUs."""
         try:
             mask = int(strstrip(text).replace(",", ""), 16)
         except ValueError:
             raise FsError(errno.EINVAL) from None
-        if mask & ((1 << self.ctx.ncpus) - 1) != (1 << self.ctx.ncpus) - 1:
-            raise FsError(errno.EINVAL)
+        self.array.set_tracing_cpumask(mask)
 
     def _set_tracing_on(self, text: str) -> None:
         on = kstrtoul_from_user(text) != 0

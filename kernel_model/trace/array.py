@@ -91,6 +91,7 @@ class TraceArray:
         self.snapshot_buffer: RingBuffer | None = None     # tr->max_buffer while allocated
         self.max_latency_ns = 0                            # tracing_max_latency
         self.cond_snapshot: Any = None        # the hist trigger whose .snapshot() owns it
+        self.tracing_cpumask = (1 << tracing.ncpus) - 1     # the CPUs recorded
 
     # -- references held by open files (rmdir → EBUSY)
     def get(self) -> None:
@@ -326,6 +327,19 @@ class TraceArray:
         for ta in copies:
             written = write_marker(ta, text)
         return written
+
+    def set_tracing_cpumask(self, mask: int) -> None:
+        """tracing_set_cpumask: recording stops on each CPU leaving the mask and resumes on
+        each joining it, in the live buffer and the snapshot buffer (whatever writes there:
+        events, tracers, markers)."""
+        mask &= (1 << self.tracing.ncpus) - 1
+        for cpu in range(self.tracing.ncpus):
+            was, now = self.tracing_cpumask >> cpu & 1, mask >> cpu & 1
+            if was != now:
+                for buf in (self.buffer, self.snapshot_buffer):
+                    if buf is not None:
+                        buf.set_record_disabled(cpu, not now)
+        self.tracing_cpumask = mask
 
     # -- snapshot (the max buffer)
     def alloc_snapshot(self) -> None:

@@ -112,7 +112,7 @@ def run_command(state: Any, functions: list[str], glob: str, cmd: str, param: st
     Returns the functions ``:mod:`` selects (for the caller's hash), None for a probe
     command, which is applied to ``state`` here."""
     if cmd == "mod":
-        return mod_functions(state, functions, glob, param)
+        return mod_functions(state, functions, glob, param, enable)
     if cmd not in COMMANDS or not enable:
         raise os_error(errno.EINVAL)
     remove = glob.startswith("!")
@@ -141,8 +141,11 @@ def run_command(state: Any, functions: list[str], glob: str, cmd: str, param: st
     return None
 
 
-def mod_functions(state: Any, functions: list[str], glob: str, module: str | None) -> list[str]:
-    """``[glob]:mod:<module>``: the module's functions matching glob (all when empty)."""
+def mod_functions(state: Any, functions: list[str], glob: str, module: str | None,
+                  enable: bool = True) -> list[str]:
+    """``[glob]:mod:<module>``: the module's functions matching glob (all when empty). When
+    none match, the word is kept for a module not loaded yet (cache_mod) and listed as
+    ``glob:mod:module``; ``!glob:mod:module`` drops such a kept word."""
     if not module:
         raise os_error(errno.EINVAL)
     remove = glob.startswith("!")
@@ -151,5 +154,24 @@ def mod_functions(state: Any, functions: list[str], glob: str, module: str | Non
     of_module = {s.name for s in kallsyms if s.module == module}
     hits = [n for n in functions if n in of_module and fnmatch.fnmatchcase(n, pattern)]
     if not hits:
-        raise os_error(errno.EINVAL)
+        cache_mod(state, glob, module, enable, loaded=bool(of_module))
+        return []
     return ["!" + n for n in hits] if remove else hits
+
+
+def cache_mod(state: Any, glob: str, module: str, enable: bool, loaded: bool) -> None:
+    """Keep ``glob:mod:module`` for when the module loads (newest first), or with ``!glob``
+    forget the kept words of that module naming glob (``!*``: all of them); EINVAL when
+    nothing was forgotten, or when the module is loaded and glob matched none of its
+    functions."""
+    kept = state.mod_cache[enable]
+    if glob.startswith("!"):
+        func = glob[1:]
+        gone = [m for m in kept if m[1] == module and (func == "*" or m[0] == func)]
+        if not gone:
+            raise os_error(errno.EINVAL)
+        kept[:] = [m for m in kept if m not in gone]
+        return
+    if loaded:
+        raise os_error(errno.EINVAL)
+    kept.insert(0, (glob, module))

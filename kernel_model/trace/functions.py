@@ -90,6 +90,9 @@ class FunctionTracing:
         self._saved = self._cmdlines.map
         self.probes: dict[str, list[Any]] = {}     # function commands by function name
         self.probe_order: list[Any] = []
+        # ``glob:mod:module`` words kept for modules not loaded (tr->mod_trace, mod_notrace),
+        # by file: True for set_ftrace_filter, False for set_ftrace_notrace
+        self.mod_cache: dict[bool, list[tuple[str, str]]] = {True: [], False: []}
         self._hooked = False
         self._tracer_entry: Callable[[Any, list[Any], int], Any] = _no_entry
         self.entry: Callable[[Any, list[Any], int], Any] = _no_entry
@@ -201,12 +204,23 @@ class FunctionTracing:
         return [kps.caller_address(stack, site), *kps.call_stack(cpu_id, site.name)[1:]]
 
     def set_filters(self, filter: list[str], notrace: list[str]) -> None:
+        """The filter hashes; a filter holding only words kept for a module not loaded yet
+        is not empty (FTRACE_HASH_FL_MOD): nothing is traced until the module loads."""
         self.filter, self.notrace = list(filter), list(notrace)
-        if not filter and not notrace:
+        pending = bool(self.mod_cache[True])
+        if not filter and not notrace and not pending:
             self._traced = None
         else:
-            names = filter or [s.name for s in self.kprobes.sites.values()]
+            names = filter or ([] if pending else [s.name for s in self.kprobes.sites.values()])
             self._traced = frozenset(names) - frozenset(notrace)
+
+    def mods_text(self, enable: bool) -> str:
+        """The kept ``:mod:`` words, as set_ftrace_filter / set_ftrace_notrace list them."""
+        return "".join(f"{func}:mod:{module}\n" for func, module in self.mod_cache[enable])
+
+    def clear_mods(self, enable: bool) -> None:
+        """Opening the file with O_TRUNC forgets its kept ``:mod:`` words."""
+        self.mod_cache[enable].clear()
 
     def follow_fork(self, on: bool) -> None:
         """The function-fork option: children of listed tasks join set_ftrace_pid /

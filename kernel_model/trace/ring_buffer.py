@@ -238,6 +238,7 @@ class CpuBuffer:
         self.nr_pages = nr_pages
         self.data_size = data_size   # data bytes per sub-buffer (subbuf_size)
         self.overwrite = True
+        self.record_disabled = False   # ring_buffer_record_disable_cpu (tracing_cpumask)
         self.reset()
 
     def reset(self) -> None:
@@ -297,6 +298,8 @@ class CpuBuffer:
         the record copied in; the bytes taken, 0 when the buffer is full in producer-drop mode
         (counted in ``dropped_events``). ``prev_ts`` keeps the tail's time before the event,
         what a discard restores."""
+        if self.record_disabled:
+            return 0
         n = len(record)
         length = _LENGTHS[n] if n < 512 else event_length(n)
         page = self.pages[-1]
@@ -526,10 +529,19 @@ class RingBuffer:
         with self.exclusive, other.exclusive:
             for i in (range(len(self.cpus)) if cpu is None else [cpu]):
                 self.cpus[i], other.cpus[i] = other.cpus[i], self.cpus[i]
+                # each buffer keeps its CPUs' recording switch (tracing_cpumask)
+                self.cpus[i].record_disabled, other.cpus[i].record_disabled = (
+                    other.cpus[i].record_disabled, self.cpus[i].record_disabled)
                 self.cpus[i].overwrite = self.overwrite
                 other.cpus[i].overwrite = other.overwrite
             if self.waiters:
                 self.cond.notify_all()
+
+    def set_record_disabled(self, cpu: int, disabled: bool) -> None:
+        """ring_buffer_record_disable_cpu / _enable_cpu: ``cpu``'s writers place nothing
+        (not counted as dropped) while disabled."""
+        with self.exclusive:
+            self.cpus[cpu].record_disabled = disabled
 
     # -- writer
     def write_unlocked(self, cpu: int, ts: int, record: bytes) -> bool | None:
