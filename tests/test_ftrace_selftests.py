@@ -38,6 +38,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
 UNRESOLVED_OK: dict[str, str] = {
     "Generic dynamic event - add/remove tracepoint probe events on module": "loads a module",
     "Kprobe dynamic event - probing module": "loads a module",
+    # its :mod: part passes (the word is kept for the module); then it loads trace-printk
+    "ftrace - function trace on module": "loads a module",
 }
 
 
