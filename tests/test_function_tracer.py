@@ -128,6 +128,28 @@ def test_func_stack_trace_follows_each_function(system, tree):
                           " => process_backlog", " => napi_poll", " => net_rx_action"]
 
 
+def test_stack_entries_hold_the_whole_stack(system, tree):
+    """__ftrace_trace_stack reserves an entry the size of the stack it saved: no cap at the
+    format's caller[8]."""
+    tree.echo("/current_tracer", "function")
+    tree.echo("/set_ftrace_filter", "kfree_skbmem")
+    tree.echo("/options/func_stack_trace", "1")
+    send_lo(system)
+    first = body(tree)
+    tree.echo("/set_ftrace_filter", "kfree_skbmem:stacktrace")
+    tree.echo("/current_tracer", "nop")
+    send_lo(system)
+    whole = [" => __kfree_skb", " => consume_skb", " => __udp4_lib_rcv", " => udp_rcv",
+             " => ip_protocol_deliver_rcu", " => ip_local_deliver_finish",
+             " => ip_local_deliver", " => ip_rcv_finish", " => ip_rcv",
+             " => __netif_receive_skb_core", " => __netif_receive_skb",
+             " => process_backlog", " => napi_poll", " => net_rx_action"]
+    assert first[0].endswith(": kfree_skbmem <-__kfree_skb")
+    assert first[1].endswith(": <stack trace>") and first[2:] == whole
+    lines = body(tree)                        # the stacktrace command's entry
+    assert lines[0].endswith(": <stack trace>") and lines[1:] == whole
+
+
 def test_tracer_options_in_trace_options(tree):
     assert tree.read_text("/trace_options").split()[-2:] == ["notest_nop_accept",
                                                              "notest_nop_refuse"]

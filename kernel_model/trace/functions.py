@@ -29,12 +29,12 @@ from typing import Any
 
 from tracesim.kernel_model.trace.errlog import os_error
 from tracesim.kernel_model.trace.event import HARDIRQ_MASK, trace_ctx
+from tracesim.kernel_model.trace.events.ftrace import stack_record
 
 TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_FUNC_REPEATS = 1, 4, 10, 11, 20
 FN_RECORD = struct.Struct("<HBBiQQ")              # struct ftrace_entry (args[] empty)
 GRAPH_ENT_RECORD = struct.Struct("<HBBiQI4x")      # struct ftrace_graph_ent_entry
 GRAPH_RET_RECORD = struct.Struct("<HBBiQIIQQ")     # struct ftrace_graph_ret_entry
-STACK_HEAD = struct.Struct("<HBBii")                # struct stack_entry: size, then caller[]
 REPEATS_RECORD = struct.Struct("<HBBiQQHHI")        # struct func_repeats_entry
 U16_MAX = 0xffff
 
@@ -51,7 +51,6 @@ TRACER_OPTIONS: dict[str, tuple[tuple[str, bool], ...]] = {
                      ("funcgraph-irqs", True), ("funcgraph-tail", False),
                      ("sleep-time", True), ("graph-time", True)),
 }
-FTRACE_STACK_ENTRIES = 8
 MAX_GRAPH_DEPTH_LIMIT = 100      # FTRACE_RETFUNC_DEPTH: deeper calls are not recorded
 
 
@@ -362,12 +361,9 @@ class FunctionTracing:
         return ts
 
     def _write_stack(self, cpu: Any, callers: list[int]) -> None:
-        """A ``kernel_stack`` entry (__ftrace_trace_stack) with ``callers``."""
-        callers = callers[:FTRACE_STACK_ENTRIES]
+        """A ``kernel_stack`` entry (__ftrace_trace_stack) with every one of ``callers``."""
         flags, pc = _ctx_of(cpu)
-        record = (STACK_HEAD.pack(TRACE_STACK, flags, pc, cpu.task.pid, len(callers))
-                  + bytes(4) + struct.pack(f"<{len(callers)}Q", *callers)
-                  + bytes(8 * (FTRACE_STACK_ENTRIES - len(callers))))
+        record = stack_record(flags, pc, cpu.task.pid, callers)
         array = self.array
         if not array.tracing_on:
             return
