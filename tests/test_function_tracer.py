@@ -248,6 +248,27 @@ def test_stacktrace_and_dump_commands(system, tree):
     tree.echo("/tracing_on", "1")
 
 
+def test_snapshot_command_swaps_in_the_snapshot_buffer(system, tree):
+    """func:snapshot[:N]: setting it allocates the snapshot buffer; each hit (N at most)
+    swaps the live buffer with it."""
+    tree.echo("/events/net/netif_receive_skb/enable", "1")
+    tree.echo("/set_ftrace_filter", "ip_rcv:snapshot:1")
+    assert tree.read_text("/set_ftrace_filter") == (
+        "#### all functions enabled ####\nip_rcv:snapshot:count=1\n")
+    assert "Snapshot is allocated" in tree.read_text("/snapshot")
+    send_lo(system)            # netif_receive_skb, then ip_rcv swaps that into the snapshot
+    snap = [ln for ln in tree.read_text("/snapshot").splitlines() if not ln.startswith("#")]
+    assert len(snap) == 1 and "netif_receive_skb: dev=lo" in snap[0]
+    assert body(tree) == []
+    assert tree.read_text("/set_ftrace_filter").endswith("ip_rcv:snapshot:count=0\n")
+    send_lo(system)            # the count is spent: no swap
+    assert len(body(tree)) == 1
+    tree.echo("/set_ftrace_filter", "!ip_rcv:snapshot", append=True)
+    tree.echo("/set_ftrace_filter", "ip_rcv:snapshot", append=True)
+    assert tree.read_text("/set_ftrace_filter").endswith("ip_rcv:snapshot:unlimited\n")
+    assert errno_of(tree.echo, "/set_ftrace_notrace", "ip_rcv:snapshot") == errno.EINVAL
+
+
 def test_mod_selects_module_functions(tree):
     tree.echo("/set_ftrace_filter", ":mod:skb_bench")
     assert tree.read_text("/set_ftrace_filter") == "skb_bench_run\nskb_bench_init\n"

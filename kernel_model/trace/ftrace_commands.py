@@ -1,13 +1,15 @@
 """Function commands: ``<glob>:<command>[:param]`` written to ``set_ftrace_filter``
 (kernel/trace/ftrace.c ftrace_process_regex, trace_functions.c and trace_events.c probes).
 
-Commands: ``traceon``, ``traceoff``, ``stacktrace``, ``dump``, ``cpudump`` with an optional
-``:count``, and ``enable_event:<system>:<event>[:count]`` / ``disable_event:...``. They run when
-the function is hit whatever the current tracer (they register their own ftrace ops), in the
-trace array the file belongs to. ``!<glob>:<command>`` removes them (a count is ignored);
-``:mod:<module>`` (``<glob>:mod:<module>``) selects the functions of a module. The notrace
-file takes ``:mod:`` only. Counts fall only when the command changed something (traceon,
-traceoff, enable_event, disable_event) or ran (stacktrace, dump, cpudump).
+Commands: ``traceon``, ``traceoff``, ``stacktrace``, ``dump``, ``cpudump``, ``snapshot``
+(trace.c: the snapshot buffer is allocated when the command is set, each hit swaps it with the
+live buffer) with an optional ``:count``, and ``enable_event:<system>:<event>[:count]`` /
+``disable_event:...``. They run when the function is hit whatever the current tracer (they
+register their own ftrace ops), in the trace array the file belongs to. ``!<glob>:<command>``
+removes them (a count is ignored); ``:mod:<module>`` (``<glob>:mod:<module>``) selects the
+functions of a module. The notrace file takes ``:mod:`` only. Counts fall only when the
+command changed something (traceon, traceoff, enable_event, disable_event) or ran
+(stacktrace, dump, cpudump, snapshot).
 
 Listing (``cat set_ftrace_filter`` after the filter's functions): ``FUNC:CMD:unlimited`` or
 ``FUNC:CMD:count=N``; events as ``FUNC:enable_event:SYS:EVENT:...`` (ftrace_probe_print,
@@ -24,7 +26,7 @@ from tracesim.kernel_model.trace.printk import KERN_EMERG
 from tracesim.kernel_model.trace.triggers import _soft_get, _soft_put
 
 COMMANDS = ("traceon", "traceoff", "stacktrace", "dump", "cpudump", "enable_event",
-            "disable_event")
+            "disable_event", "snapshot")
 DUMP_RULE = "---------------------------------"
 
 
@@ -71,6 +73,8 @@ class FunctionProbe:
             array.tracing.update_event(target.event)
         elif cmd == "stacktrace":
             stack_of(self)
+        elif cmd == "snapshot":
+            array.take_snapshot()
         else:
             dump(array, cpu_id if cmd == "cpudump" else None)
         if self.count != -1:
@@ -133,6 +137,8 @@ def run_command(state: Any, functions: list[str], glob: str, cmd: str, param: st
     if not names:
         raise os_error(errno.EINVAL)
     count = parse_count(param.partition(":")[0] if param else None)
+    if cmd == "snapshot":
+        state.array.alloc_snapshot()      # tracing_arm_snapshot
     probes = [FunctionProbe(name, cmd, count, target) for name in names]
     if target is not None:
         for _ in probes:                  # each probe holds the event in soft mode
