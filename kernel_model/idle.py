@@ -55,6 +55,8 @@ BLOCK_VECTOR = 0x22              # its x86 vector
 IRQ_REGS = 0xffffc90000003f58    # the pt_regs an interrupt entry passes, on the irq stack
 TIMER_OBJ_BASE = 0xffff88813bc20000
 WORK_OBJ_BASE = 0xffff88813bd20000
+RQ_BASE = 0xffff88813bc2d340     # CPU 0's struct rq (runqueues, per CPU); its lock is first
+RQ_SIZE = 0x40000               # the per-CPU area stride
 
 # (name, mean interval ns, per CPU, handler method)
 ACTIVITIES: tuple[tuple[str, int, bool, str], ...] = (
@@ -273,14 +275,23 @@ class IdleTrickle(Background):
                 tp["hrtimer_start"].fire(tick, HRTIMER_MODE_ABS_PINNED_HARD, False)
 
     def _sched_tick(self, now: int) -> None:
-        """sched_tick: the running task's runtime is accounted (update_curr)."""
+        """sched_tick: under the run queue's lock (rq_lock → raw_spin_rq_lock_nested →
+        _raw_spin_lock, rq_unlock → raw_spin_rq_unlock → _raw_spin_unlock) the running task's
+        runtime is accounted (update_curr)."""
+        sites = self.sites
+        m = self.machine
+        rq = RQ_BASE + m.current.id * RQ_SIZE
+
         def account() -> None:
-            m = self.machine
+            call(sites["raw_spin_rq_lock_nested"],
+                 lambda r, sub: call(sites["_raw_spin_lock"], lambda lock: None, r), rq, 0)
             task = m.current.task
             if task is not m.current.idle:
                 self.sched._stat_runtime(task, max(now - task.exec_start, 0))
                 task.exec_start = now
-        call(self.sites["sched_tick"], account)
+            call(sites["raw_spin_rq_unlock"],
+                 lambda r: call(sites["_raw_spin_unlock"], lambda lock: None, r), rq)
+        call(sites["sched_tick"], account)
 
     def _rcu_core(self, cpu: int) -> None:
         """RCU_SOFTIRQ: invoke the callbacks whose grace period ended (rcu_do_batch)."""

@@ -201,6 +201,17 @@ FUNCTIONS: tuple[tuple[str, int, str, str | None, int | None], ...] = (
     ("sk_prot_alloc", 0x110, "t", None, None),
     ("tcp_data_queue", 0xf30, "t", None, None),
     ("nf_hook_slow", 0xe0, "T", None, None),
+    # locks the model takes on its paths (sched_tick's run-queue lock, a seq_file read's
+    # m->lock), execve's common body, and sys_ni_syscall (x86-64's unimplemented syscalls
+    # return from __x64_sys_ni_syscall without it, so nothing calls it)
+    ("raw_spin_rq_lock_nested", 0x40, "T", None, 2),
+    ("raw_spin_rq_unlock", 0x20, "T", None, 1),
+    ("_raw_spin_lock", 0x30, "T", None, 1),
+    ("_raw_spin_unlock", 0x20, "T", None, 1),
+    ("mutex_lock", 0x30, "T", None, 1),
+    ("mutex_unlock", 0x30, "T", None, 1),
+    ("do_execveat_common.isra.0", 0x1f0, "t", None, 5),
+    ("sys_ni_syscall", 0x10, "T", None, None),
     ("_etext", 0, "T", None, None),
     ("skb_bench_run", 0x90, "t", "skb_bench", None),
     ("skb_bench_init", 0x40, "t", "skb_bench", None),

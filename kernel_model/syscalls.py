@@ -35,6 +35,9 @@ SLEEP_TIMER = 0xffffc90000a0fd80   # the hrtimer_sleeper on the sleeping task's 
 CLOCK_MONOTONIC = 1
 HRTIMER_MODE_REL = 1
 EBADF = 9
+FILENAME = 0xffff888103d5e000      # the struct filename getname() made of the path
+SEQ_FILE_BASE = 0xffff888105a10000  # struct seq_file of fd N: SEQ_FILE_BASE + N * 0x100
+SEQ_LOCK = 0x38                    # offsetof(struct seq_file, lock)
 
 Chain = Sequence[tuple[str, Sequence[Any]]]
 
@@ -91,7 +94,17 @@ class Syscalls:
                          (("do_sys_openat2", (AT_FDCWD, path_addr, USER_BUF)),))
 
     def read(self, fd: int, count: int, body: Callable[[], int], pos: int = 0) -> int:
-        return self.call("read", (fd, USER_BUF, count), body,
+        """read(2) of a file of the model (a seq_file: seq_read_iter holds its m->lock)."""
+        sites = self.sites
+        lock = SEQ_FILE_BASE + (fd & 0xffff) * 0x100 + SEQ_LOCK
+
+        def locked() -> int:
+            call(sites["mutex_lock"], lambda m: None, lock)
+            try:
+                return body()
+            finally:
+                call(sites["mutex_unlock"], lambda m: None, lock)
+        return self.call("read", (fd, USER_BUF, count), locked,
                          (("ksys_read", (fd, USER_BUF, count)),
                           ("vfs_read", (file_addr(fd), USER_BUF, count, pos))))
 
@@ -119,10 +132,13 @@ class Syscalls:
         return made[0]
 
     def execve(self, filename: str) -> int:
+        """execve(2): ``do_execve`` (inlined) → ``do_execveat_common`` → ``bprm_execve``."""
         def execute() -> int:
             self.kernel.sched.exec(filename)
             return 0
-        return self.call("execve", (USER_PATH, USER_BUF, USER_BUF + 0x40), execute)
+        return self.call("execve", (USER_PATH, USER_BUF, USER_BUF + 0x40), execute,
+                         (("do_execveat_common.isra.0",
+                           (AT_FDCWD, FILENAME, USER_BUF, USER_BUF + 0x40, 0)),))
 
     def exit_group(self, code: int = 0) -> None:
         sched = self.kernel.sched

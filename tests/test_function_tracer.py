@@ -128,6 +128,28 @@ def test_func_stack_trace_follows_each_function(system, tree):
                           " => process_backlog", " => napi_poll", " => net_rx_action"]
 
 
+def test_stack_entries_hold_the_whole_stack(system, tree):
+    """__ftrace_trace_stack reserves an entry the size of the stack it saved: no cap at the
+    format's caller[8]."""
+    tree.echo("/current_tracer", "function")
+    tree.echo("/set_ftrace_filter", "kfree_skbmem")
+    tree.echo("/options/func_stack_trace", "1")
+    send_lo(system)
+    first = body(tree)
+    tree.echo("/set_ftrace_filter", "kfree_skbmem:stacktrace")
+    tree.echo("/current_tracer", "nop")
+    send_lo(system)
+    whole = [" => __kfree_skb", " => consume_skb", " => __udp4_lib_rcv", " => udp_rcv",
+             " => ip_protocol_deliver_rcu", " => ip_local_deliver_finish",
+             " => ip_local_deliver", " => ip_rcv_finish", " => ip_rcv",
+             " => __netif_receive_skb_core", " => __netif_receive_skb",
+             " => process_backlog", " => napi_poll", " => net_rx_action"]
+    assert first[0].endswith(": kfree_skbmem <-__kfree_skb")
+    assert first[1].endswith(": <stack trace>") and first[2:] == whole
+    lines = body(tree)                        # the stacktrace command's entry
+    assert lines[0].endswith(": <stack trace>") and lines[1:] == whole
+
+
 def test_tracer_options_in_trace_options(tree):
     assert tree.read_text("/trace_options").split()[-2:] == ["notest_nop_accept",
                                                              "notest_nop_refuse"]
@@ -226,6 +248,27 @@ def test_stacktrace_and_dump_commands(system, tree):
     tree.echo("/tracing_on", "1")
 
 
+def test_snapshot_command_swaps_in_the_snapshot_buffer(system, tree):
+    """func:snapshot[:N]: setting it allocates the snapshot buffer; each hit (N at most)
+    swaps the live buffer with it."""
+    tree.echo("/events/net/netif_receive_skb/enable", "1")
+    tree.echo("/set_ftrace_filter", "ip_rcv:snapshot:1")
+    assert tree.read_text("/set_ftrace_filter") == (
+        "#### all functions enabled ####\nip_rcv:snapshot:count=1\n")
+    assert "Snapshot is allocated" in tree.read_text("/snapshot")
+    send_lo(system)            # netif_receive_skb, then ip_rcv swaps that into the snapshot
+    snap = [ln for ln in tree.read_text("/snapshot").splitlines() if not ln.startswith("#")]
+    assert len(snap) == 1 and "netif_receive_skb: dev=lo" in snap[0]
+    assert body(tree) == []
+    assert tree.read_text("/set_ftrace_filter").endswith("ip_rcv:snapshot:count=0\n")
+    send_lo(system)            # the count is spent: no swap
+    assert len(body(tree)) == 1
+    tree.echo("/set_ftrace_filter", "!ip_rcv:snapshot", append=True)
+    tree.echo("/set_ftrace_filter", "ip_rcv:snapshot", append=True)
+    assert tree.read_text("/set_ftrace_filter").endswith("ip_rcv:snapshot:unlimited\n")
+    assert errno_of(tree.echo, "/set_ftrace_notrace", "ip_rcv:snapshot") == errno.EINVAL
+
+
 def test_mod_selects_module_functions(tree):
     tree.echo("/set_ftrace_filter", ":mod:skb_bench")
     assert tree.read_text("/set_ftrace_filter") == "skb_bench_run\nskb_bench_init\n"
@@ -235,7 +278,76 @@ def test_mod_selects_module_functions(tree):
     assert tree.read_text("/set_ftrace_notrace") == "skb_bench_run\nskb_bench_init\n"
 
 
-@pytest.mark.parametrize("word", ["ip_rcv:nosuch", "nosuchfn:traceon", ":mod:nomodule",
+def test_mod_of_a_module_not_loaded_is_kept_and_traces_nothing(system, tree):
+    """cache_mod: a ``:mod:`` word matching nothing is kept for a module not loaded yet,
+    listed newest first after the functions; the filter is then not empty (nothing traced)."""
+    tree.echo("/set_ftrace_filter", "non_exist_func:mod:non_exist_module")
+    tree.echo("/set_ftrace_filter", ":mod:other", append=True)
+    assert tree.read_text("/set_ftrace_filter") == (
+        ":mod:other\nnon_exist_func:mod:non_exist_module\n")
+    tree.echo("/current_tracer", "function")
+    send_lo(system)
+    assert functions(tree) == []
+    tree.echo("/set_ftrace_filter", "!non_exist_func:mod:non_exist_module", append=True)
+    assert tree.read_text("/set_ftrace_filter") == ":mod:other\n"
+    # forgetting a word not kept, a loaded module whose functions the glob misses: EINVAL
+    for word in ("!x:mod:other", "zz*:mod:skb_bench"):
+        with pytest.raises(OSError) as info:
+            tree.echo("/set_ftrace_filter", word, append=True)
+        assert info.value.errno == errno.EINVAL
+    tree.echo("/set_ftrace_filter", "ip_rcv:mod:other", append=True)
+    tree.echo("/set_ftrace_filter", "ip_rcv", append=True)
+    assert tree.read_text("/set_ftrace_filter") == "ip_rcv\nip_rcv:mod:other\n:mod:other\n"
+    tree.echo("/set_ftrace_filter", "")            # O_TRUNC forgets the kept words
+    assert tree.read_text("/set_ftrace_filter") == "#### all functions enabled ####\n"
+    send_lo(system)
+    assert functions(tree)
+    tree.echo("/set_ftrace_notrace", "a:mod:b")
+    assert tree.read_text("/set_ftrace_notrace") == "#### no functions disabled ####\na:mod:b\n"
+
+
+def test_lock_and_execve_functions_are_traced_where_the_kernel_calls_them(system, tree):
+    kernel = system.kernel
+    tree.echo("/set_ftrace_filter", "*pin*lock")
+    assert tree.read_text("/set_ftrace_filter") == (
+        "raw_spin_rq_unlock\n_raw_spin_lock\n_raw_spin_unlock\n")
+    tree.echo("/set_ftrace_filter", "mutex*unl*")
+    assert tree.read_text("/set_ftrace_filter") == "mutex_unlock\n"
+    tree.echo("/set_ftrace_filter", "[Ss]y[Ss]_*")
+    assert tree.read_text("/set_ftrace_filter") == "sys_ni_syscall\n"
+    tree.echo("/set_ftrace_filter", "do_execve*")
+    tree.echo("/set_ftrace_filter", "*spin_lock", append=True)
+    tree.echo("/current_tracer", "function")
+    with kernel.machine.running(kernel.user_task("sh")):
+        kernel.syscalls.execve("/usr/bin/true")
+    kernel.idle.run_for(20_000_000)
+    calls = set(functions(tree))
+    assert "do_execveat_common.isra.0 <-__x64_sys_execve" in calls
+    assert "_raw_spin_lock <-raw_spin_rq_lock_nested" in calls
+
+
+def test_tracing_cpumask_records_only_its_cpus(system, tree):
+    kernel = system.kernel
+    assert tree.read_text("/tracing_cpumask") == "3\n"
+    tree.echo("/tracing_cpumask", "2")
+    assert tree.read_text("/tracing_cpumask") == "2\n"
+    tree.echo("/current_tracer", "function")
+    tree.echo("/set_ftrace_filter", "kfree")
+    tree.echo("/trace_marker", "on cpu0")            # the marker's CPU is masked off too
+    for cpu in (0, 1):
+        with kernel.machine.on_cpu(cpu), kernel.machine.running(kernel.user_task("x")):
+            kernel.slab.kfree(kernel.slab.kmalloc(100))
+    cpus = {m.group(3) for ln in body(tree) if (m := FN_LINE.match(ln))}
+    assert cpus == {"001"}
+    tree.echo("/tracing_cpumask", "3")
+    tree.echo("/trace", "")
+    with kernel.machine.on_cpu(0), kernel.machine.running(kernel.user_task("x")):
+        kernel.slab.kfree(kernel.slab.kmalloc(100))
+    assert {m.group(3) for ln in body(tree) if (m := FN_LINE.match(ln))} == {"000"}
+    assert errno_of(tree.echo, "/tracing_cpumask", "xyz") == errno.EINVAL
+
+
+@pytest.mark.parametrize("word", ["ip_rcv:nosuch", "nosuchfn:traceon",
                                   "ip_rcv:enable_event:net:nosuch", "ip_rcv:enable_event:net",
                                   "ip_rcv:traceon:abc"])
 def test_bad_function_commands(tree, word):

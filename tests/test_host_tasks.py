@@ -140,3 +140,31 @@ def test_a_shell_that_reaped_its_child_sleeps_until_its_next_operation() -> None
     host.write(5001, 11, 1, lambda: 1)
     text = trace_output.trace_text(kernel.tracing.top)
     assert "sched_waking: comm=bash pid=5001 " in text
+
+
+def test_a_process_under_an_unseen_subshell_is_forked_through_it() -> None:
+    """``cat`` in a shell's command substitution: its parent (the subshell) never touched the
+    mount, its grandparent did; the subshell is forked from the shell and forks cat, and
+    nothing is left running between their syscalls."""
+    kernel = Kernel(cpus=2, seed=0)
+    kernel.tracing.top.set_system_enabled("sched", True)
+    procs = {5001: (0, "bash"), 5002: (5001, "bash"), 5003: (5002, "cat")}
+    host = HostTasks(kernel, comm_of=lambda pid: procs[pid][1],
+                     ppid_of=lambda pid: procs[pid][0],
+                     exe_of=lambda pid: "/usr/bin/" + procs[pid][1], alive=procs.__contains__)
+    host.openat(5001, "/trace", 0, lambda: 11)
+    host.openat(5003, "/trace", 0, lambda: 12)
+    tasks = kernel.machine.tasks
+    assert (tasks[5002].parent.pid, tasks[5003].parent.pid, tasks[5003].comm) == (
+        5001, 5002, "cat")
+    del procs[5003], procs[5002]
+    procs[5004] = (5001, "bash")                # a new process: the gone ones are reaped
+    host.openat(5004, "/trace", 0, lambda: 13)
+    text = trace_output.trace_text(kernel.tracing.top)
+    for expected in ("sched_process_fork: comm=bash pid=5001 child_comm=bash child_pid=5002",
+                     "sched_process_fork: comm=bash pid=5002 child_comm=bash child_pid=5003",
+                     "sched_process_exec: filename=/usr/bin/cat pid=5003 old_pid=5003",
+                     "sched_process_wait: comm=bash pid=5002"):
+        assert expected in text
+    assert [cpu.task.pid for cpu in kernel.machine.cpus] == [0, 0]
+    assert kernel.sched.rq == [[], []]

@@ -3,7 +3,8 @@
 Each FUSE request carries the calling process's pid (``fuse_get_context``). The first request of
 a pid makes a model task with that pid and the process's comm (``/proc/PID/comm``); when its
 parent (``/proc/PID/stat``) is already a task of the model, the new task is forked from it
-(``sched_process_fork``, so ``options/event-fork`` follows real shells into their children) and
+(``sched_process_fork``, so ``options/event-fork`` follows real shells into their children; a
+process whose grandparent or older ancestor is a task brings the processes between along) and
 exec's the process's program (``/proc/PID/exe``) if its comm differs, as ``bash`` running
 ``cat`` does. A comm that changes later (seen at open) is an exec; a process that is gone
 (seen when a new one appears) exits and is reaped, so ``sched_process_exit``/``free`` follow.
@@ -98,10 +99,8 @@ class HostTasks:
         own_pid = None if pid in machine.tasks else pid     # a model task has it: a fresh one
         ppid = self.ppid_of(pid)
         parent = self.hosts.get(ppid)
-        if parent is None and self._descends_from_a_task(ppid):
-            # a process between it and a task of the model (a shell's $(...) subshell) that
-            # never touched the mount joins the model too, so the fork chain is the host's
-            parent = self._new_task(ppid)
+        if parent is None and self._known_ancestor(ppid):
+            parent = self._new_task(ppid)     # a subshell between a known shell and pid
         if parent is None:
             task = machine.spawn(self.comm_of(pid), pid=own_pid)
         else:
@@ -112,12 +111,17 @@ class HostTasks:
         self.hosts[pid] = task
         if parent is not None:
             self._exec_if_changed(pid, task)
+            if machine.current.task is task:
+                sched.schedule()              # switched in for its syscalls only
         return task
 
-    def _descends_from_a_task(self, pid: int, depth: int = 16) -> bool:
-        """Whether an ancestor of host process ``pid`` (itself included) is a task of the model."""
+    def _known_ancestor(self, pid: int) -> bool:
+        """Whether a process above ``pid`` (its parent's parent and up) is a task of the
+        model: then ``pid`` and the processes between become tasks, each forked from its
+        parent, as the processes were (``cat`` in a command substitution of a shell: the
+        subshell forks it)."""
         seen: set[int] = set()
-        while pid > 1 and pid not in seen and len(seen) < depth:
+        while pid > 1 and pid not in seen and self.alive(pid):
             if pid in self.hosts:
                 return True
             seen.add(pid)

@@ -42,10 +42,15 @@ class InstanceFiles:
         self.ftrace_filter = FunctionFilter(functions, "#### all functions enabled ####\n",
                                             self._filters_changed,
                                             lambda g, c, p: self._command(g, c, p, True),
-                                            self.functions.probes_text)
+                                            self.functions.probes_text,
+                                            (lambda: self.functions.mods_text(True),
+                                             lambda: self.functions.clear_mods(True), True))
         self.ftrace_notrace = FunctionFilter(functions, "#### no functions disabled ####\n",
                                              self._filters_changed,
-                                             lambda g, c, p: self._command(g, c, p, False))
+                                             lambda g, c, p: self._command(g, c, p, False),
+                                             mods=(lambda: self.functions.mods_text(False),
+                                                   lambda: self.functions.clear_mods(False),
+                                                   False))
         self.graph_function = FunctionFilter(functions, "#### all functions enabled ####\n",
                                              self._filters_changed)
         self.graph_notrace = FunctionFilter(functions, "#### no functions disabled ####\n",

@@ -114,7 +114,8 @@ class FunctionFilter:
     def __init__(self, functions: Callable[[], Iterable[str]], empty_text: str = "",
                  on_change: Callable[[list[str]], None] | None = None,
                  command: Callable[[str, str, str | None], list[str] | None] | None = None,
-                 extra_text: Callable[[], str] | None = None) -> None:
+                 extra_text: Callable[[], str] | None = None,
+                 mods: tuple[Callable[[], str], Callable[[], None], bool] | None = None) -> None:
         self.functions = functions
         self.selected: list[str] = []
         self.empty_text = empty_text
@@ -123,6 +124,10 @@ class FunctionFilter:
         # select (``!name`` to drop), or None when the command was applied elsewhere
         self.command = command
         self.extra_text = extra_text        # listed after the functions (the commands)
+        # the ``:mod:`` words kept for modules not loaded: (their listing, forget them on
+        # O_TRUNC, whether they make the list not empty - FTRACE_HASH_FL_MOD, the filter
+        # file only); the listing follows the functions, before the commands
+        self.mods = mods
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -130,13 +135,16 @@ class FunctionFilter:
 
     def clear(self) -> None:
         self.selected.clear()
+        if self.mods is not None:
+            self.mods[1]()
         self._changed()
 
     def text(self) -> str:
         extra = self.extra_text() if self.extra_text is not None else ""
-        if not self.selected:
-            return self.empty_text + extra
-        return "".join(f"{name}\n" for name in self.selected) + extra
+        mods = self.mods[0]() if self.mods is not None else ""
+        if not self.selected and not (mods and self.mods is not None and self.mods[2]):
+            return self.empty_text + mods + extra
+        return "".join(f"{name}\n" for name in self.selected) + mods + extra
 
     def apply(self, word: str) -> None:
         """One word (ftrace_process_regex): a glob adds its matches, ``!glob`` removes them;

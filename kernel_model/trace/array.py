@@ -367,7 +367,6 @@ class TraceArray:
             written = write_marker(ta, text)
         return written
 
-    # -- snapshot (the max buffer)
     def alloc_snapshot(self) -> None:
         """tracing_alloc_snapshot_instance: a buffer the size of the live one, empty."""
         if self.snapshot_buffer is None:

@@ -1,13 +1,15 @@
 """Function commands: ``<glob>:<command>[:param]`` written to ``set_ftrace_filter``
 (kernel/trace/ftrace.c ftrace_process_regex, trace_functions.c and trace_events.c probes).
 
-Commands: ``traceon``, ``traceoff``, ``stacktrace``, ``dump``, ``cpudump`` with an optional
-``:count``, and ``enable_event:<system>:<event>[:count]`` / ``disable_event:...``. They run when
-the function is hit whatever the current tracer (they register their own ftrace ops), in the
-trace array the file belongs to. ``!<glob>:<command>`` removes them (a count is ignored);
-``:mod:<module>`` (``<glob>:mod:<module>``) selects the functions of a module. The notrace
-file takes ``:mod:`` only. Counts fall only when the command changed something (traceon,
-traceoff, enable_event, disable_event) or ran (stacktrace, dump, cpudump).
+Commands: ``traceon``, ``traceoff``, ``stacktrace``, ``dump``, ``cpudump``, ``snapshot``
+(trace.c: the snapshot buffer is allocated when the command is set, each hit swaps it with the
+live buffer) with an optional ``:count``, and ``enable_event:<system>:<event>[:count]`` /
+``disable_event:...``. They run when the function is hit whatever the current tracer (they
+register their own ftrace ops), in the trace array the file belongs to. ``!<glob>:<command>``
+removes them (a count is ignored); ``:mod:<module>`` (``<glob>:mod:<module>``) selects the
+functions of a module. The notrace file takes ``:mod:`` only. Counts fall only when the
+command changed something (traceon, traceoff, enable_event, disable_event) or ran
+(stacktrace, dump, cpudump, snapshot).
 
 Listing (``cat set_ftrace_filter`` after the filter's functions): ``FUNC:CMD:unlimited`` or
 ``FUNC:CMD:count=N``; events as ``FUNC:enable_event:SYS:EVENT:...`` (ftrace_probe_print,
@@ -24,7 +26,7 @@ from tracesim.kernel_model.trace.printk import KERN_EMERG
 from tracesim.kernel_model.trace.triggers import _soft_get, _soft_put
 
 COMMANDS = ("traceon", "traceoff", "stacktrace", "dump", "cpudump", "enable_event",
-            "disable_event")
+            "disable_event", "snapshot")
 DUMP_RULE = "---------------------------------"
 
 
@@ -71,6 +73,8 @@ class FunctionProbe:
             array.tracing.update_event(target.event)
         elif cmd == "stacktrace":
             stack_of(self)
+        elif cmd == "snapshot":
+            array.take_snapshot()
         else:
             dump(array, cpu_id if cmd == "cpudump" else None)
         if self.count != -1:
@@ -112,7 +116,7 @@ def run_command(state: Any, functions: list[str], glob: str, cmd: str, param: st
     Returns the functions ``:mod:`` selects (for the caller's hash), None for a probe
     command, which is applied to ``state`` here."""
     if cmd == "mod":
-        return mod_functions(state, functions, glob, param)
+        return mod_functions(state, functions, glob, param, enable)
     if cmd not in COMMANDS or not enable:
         raise os_error(errno.EINVAL)
     remove = glob.startswith("!")
@@ -133,6 +137,8 @@ def run_command(state: Any, functions: list[str], glob: str, cmd: str, param: st
     if not names:
         raise os_error(errno.EINVAL)
     count = parse_count(param.partition(":")[0] if param else None)
+    if cmd == "snapshot":
+        state.array.alloc_snapshot()      # tracing_arm_snapshot
     probes = [FunctionProbe(name, cmd, count, target) for name in names]
     if target is not None:
         for _ in probes:                  # each probe holds the event in soft mode
@@ -141,8 +147,11 @@ def run_command(state: Any, functions: list[str], glob: str, cmd: str, param: st
     return None
 
 
-def mod_functions(state: Any, functions: list[str], glob: str, module: str | None) -> list[str]:
-    """``[glob]:mod:<module>``: the module's functions matching glob (all when empty)."""
+def mod_functions(state: Any, functions: list[str], glob: str, module: str | None,
+                  enable: bool = True) -> list[str]:
+    """``[glob]:mod:<module>``: the module's functions matching glob (all when empty). When
+    none match, the word is kept for a module not loaded yet (cache_mod) and listed as
+    ``glob:mod:module``; ``!glob:mod:module`` drops such a kept word."""
     if not module:
         raise os_error(errno.EINVAL)
     remove = glob.startswith("!")
@@ -151,5 +160,24 @@ def mod_functions(state: Any, functions: list[str], glob: str, module: str | Non
     of_module = {s.name for s in kallsyms if s.module == module}
     hits = [n for n in functions if n in of_module and fnmatch.fnmatchcase(n, pattern)]
     if not hits:
-        raise os_error(errno.EINVAL)
+        cache_mod(state, glob, module, enable, loaded=bool(of_module))
+        return []
     return ["!" + n for n in hits] if remove else hits
+
+
+def cache_mod(state: Any, glob: str, module: str, enable: bool, loaded: bool) -> None:
+    """Keep ``glob:mod:module`` for when the module loads (newest first), or with ``!glob``
+    forget the kept words of that module naming glob (``!*``: all of them); EINVAL when
+    nothing was forgotten, or when the module is loaded and glob matched none of its
+    functions."""
+    kept = state.mod_cache[enable]
+    if glob.startswith("!"):
+        func = glob[1:]
+        gone = [m for m in kept if m[1] == module and (func == "*" or m[0] == func)]
+        if not gone:
+            raise os_error(errno.EINVAL)
+        kept[:] = [m for m in kept if m not in gone]
+        return
+    if loaded:
+        raise os_error(errno.EINVAL)
+    kept.insert(0, (glob, module))

@@ -40,13 +40,13 @@ from typing import Any
 
 from tracesim.kernel_model.trace.errlog import os_error
 from tracesim.kernel_model.trace.event import HARDIRQ_MASK, trace_ctx
+from tracesim.kernel_model.trace.events.ftrace import stack_record
 from tracesim.kernel_model.trace.ring_buffer import fixed_writer
 
 TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_FUNC_REPEATS = 1, 4, 10, 11, 20
 FN_RECORD = struct.Struct("<HBBiQQ")              # struct ftrace_entry (args[] empty)
 GRAPH_ENT_RECORD = struct.Struct("<HBBiQI4x")      # struct ftrace_graph_ent_entry
 GRAPH_RET_RECORD = struct.Struct("<HBBiQIIQQ")     # struct ftrace_graph_ret_entry
-STACK_HEAD = struct.Struct("<HBBii")                # struct stack_entry: size, then caller[]
 REPEATS_RECORD = struct.Struct("<HBBiQQHHI")        # struct func_repeats_entry
 U16_MAX = 0xffff
 
@@ -63,7 +63,6 @@ TRACER_OPTIONS: dict[str, tuple[tuple[str, bool], ...]] = {
                      ("funcgraph-irqs", True), ("funcgraph-tail", False),
                      ("sleep-time", True), ("graph-time", True)),
 }
-FTRACE_STACK_ENTRIES = 8
 MAX_GRAPH_DEPTH_LIMIT = 100      # FTRACE_RETFUNC_DEPTH: deeper calls are not recorded
 
 
@@ -102,6 +101,9 @@ class FunctionTracing:
         self._saved = self._cmdlines.map
         self.probes: dict[str, list[Any]] = {}     # function commands by function name
         self.probe_order: list[Any] = []
+        # ``glob:mod:module`` words kept for modules not loaded (tr->mod_trace, mod_notrace),
+        # by file: True for set_ftrace_filter, False for set_ftrace_notrace
+        self.mod_cache: dict[bool, list[tuple[str, str]]] = {True: [], False: []}
         self._hooked = False
         self._tracer_entry: Callable[[Any, list[Any], int], Any] = _no_entry
         self.entry: Callable[[Any, list[Any], int], Any] = _no_entry
@@ -213,12 +215,23 @@ class FunctionTracing:
         return [kps.caller_address(stack, site), *kps.call_stack(cpu_id, site.name)[1:]]
 
     def set_filters(self, filter: list[str], notrace: list[str]) -> None:
+        """The filter hashes; a filter holding only words kept for a module not loaded yet
+        is not empty (FTRACE_HASH_FL_MOD): nothing is traced until the module loads."""
         self.filter, self.notrace = list(filter), list(notrace)
-        if not filter and not notrace:
+        pending = bool(self.mod_cache[True])
+        if not filter and not notrace and not pending:
             self._traced = None
         else:
-            names = filter or [s.name for s in self.kprobes.sites.values()]
+            names = filter or ([] if pending else [s.name for s in self.kprobes.sites.values()])
             self._traced = frozenset(names) - frozenset(notrace)
+
+    def mods_text(self, enable: bool) -> str:
+        """The kept ``:mod:`` words, as set_ftrace_filter / set_ftrace_notrace list them."""
+        return "".join(f"{func}:mod:{module}\n" for func, module in self.mod_cache[enable])
+
+    def clear_mods(self, enable: bool) -> None:
+        """Opening the file with O_TRUNC forgets its kept ``:mod:`` words."""
+        self.mod_cache[enable].clear()
 
     def follow_fork(self, on: bool) -> None:
         """The function-fork option: children of listed tasks join set_ftrace_pid /
@@ -374,12 +387,9 @@ class FunctionTracing:
         return ts
 
     def _write_stack(self, cpu: Any, callers: list[int]) -> None:
-        """A ``kernel_stack`` entry (__ftrace_trace_stack) with ``callers``."""
-        callers = callers[:FTRACE_STACK_ENTRIES]
+        """A ``kernel_stack`` entry (__ftrace_trace_stack) with every one of ``callers``."""
         flags, pc = _ctx_of(cpu)
-        record = (STACK_HEAD.pack(TRACE_STACK, flags, pc, cpu.task.pid, len(callers))
-                  + bytes(4) + struct.pack(f"<{len(callers)}Q", *callers)
-                  + bytes(8 * (FTRACE_STACK_ENTRIES - len(callers))))
+        record = stack_record(flags, pc, cpu.task.pid, callers)
         array = self.array
         if not array.tracing_on:
             return

@@ -467,7 +467,8 @@ def write(rb, cpu, ts, {args}):
         page = cb.pages[-1]
         w = page.write
         delta = ts - page.last_ts
-        if w and not delta >> {TS_SHIFT} and w <= cb.data_size - {length}:
+        if w and not delta >> {TS_SHIFT} and w <= cb.data_size - {length} \
+                and not cb.record_disabled:
             pack_event(page.buf, {PAGE_HEADER} + w, {(length - 4) >> 2} | delta << 5, {args})
             page.write = w + {length}
             page.last_ts = ts
@@ -579,6 +580,9 @@ class RingBuffer:
         with self.exclusive, other.exclusive:
             for i in (range(len(self.cpus)) if cpu is None else [cpu]):
                 self.cpus[i], other.cpus[i] = other.cpus[i], self.cpus[i]
+                # each buffer keeps its CPUs' recording switch (tracing_cpumask)
+                self.cpus[i].record_disabled, other.cpus[i].record_disabled = (
+                    other.cpus[i].record_disabled, self.cpus[i].record_disabled)
                 self.cpus[i].overwrite = self.overwrite
                 other.cpus[i].overwrite = other.overwrite
             if self.waiters:

@@ -30,13 +30,27 @@ def _print_line(ev: TraceEvent) -> Any:
     return printer
 
 
+STACK_HEAD = struct.Struct("<HBBii4x")  # struct stack_entry up to caller[]: entry, size, pad
+ULONG_MAX = (1 << 64) - 1
+
+
+def stack_record(flags: int, preempt: int, pid: int, callers: list[int]) -> bytes:
+    """A ``kernel_stack`` entry as __ftrace_trace_stack reserves it: ``struct_size(entry,
+    caller, nr_entries)``, every caller of the stack (the format's ``caller[8]`` is only its
+    declaration)."""
+    return (STACK_HEAD.pack(TRACE_STACK, flags, preempt, pid, len(callers))
+            + struct.pack(f"<{len(callers)}Q", *callers))
+
+
 def _stack_line(ev: TraceEvent) -> Any:
-    """trace_stack_print: ``<stack trace>`` then `` => symbol`` per recorded caller."""
+    """trace_stack_print: ``<stack trace>`` then `` => symbol`` per caller up to the entry's
+    end (or a ULONG_MAX)."""
     def printer(record: bytes, symbols: Any) -> str:
-        size = struct.unpack_from("<i", record, 8)[0]
         out = ["<stack trace>\n"]
-        for i in range(min(size, FTRACE_STACK_ENTRIES)):
-            (addr,) = struct.unpack_from("<Q", record, 16 + 8 * i)
+        for off in range(16, len(record) - 7, 8):
+            (addr,) = struct.unpack_from("<Q", record, off)
+            if addr == ULONG_MAX:
+                break
             out.append(f" => {ip_sym(addr, symbols)}\n")
         return "".join(out)
     return printer
@@ -55,6 +69,8 @@ def events() -> list[TraceEvent]:
                           [("int", "size"), (f"unsigned long[{FTRACE_STACK_ENTRIES}]", "caller")],
                           stack_fmt, _stack_values, printer=_stack_line, show_name=False)
     stack_ev.id = TRACE_STACK
+    stack_ev.build = lambda values, flags, depth, pid: stack_record(  # type: ignore[method-assign]
+        flags, depth, pid, values[1])
     return [*function_events(), print_ev, stack_ev]
 
 
@@ -158,6 +174,5 @@ def _graph_ret_line(ev: TraceEvent) -> Any:
 
 
 def _stack_values(callers: list[int]) -> tuple:
-    callers = list(callers)[:FTRACE_STACK_ENTRIES]
-    packed = struct.pack(f"<{len(callers)}Q", *callers).ljust(8 * FTRACE_STACK_ENTRIES, b"\0")
-    return (len(callers), packed)
+    callers = list(callers)
+    return (len(callers), callers)
