@@ -108,12 +108,14 @@ class Syscalls:
         return self.call("close", (fd,), closing, (("file_close_fd", (fd,)),))
 
     # ------------------------------------------------------------------ processes
-    def clone(self, comm: str | None = None, cpu: int | None = None) -> Task:
-        """fork(): glibc's clone(SIGCHLD ...) in the current task; returns the child."""
+    def clone(self, comm: str | None = None, cpu: int | None = None,
+              pid: int | None = None) -> Task:
+        """fork(): glibc's clone(SIGCHLD ...) in the current task; returns the child (``pid``:
+        the child's pid, when the caller knows it)."""
         made: list[Task] = []
 
         def fork() -> int:
-            made.append(self.kernel.sched.fork(comm, cpu))
+            made.append(self.kernel.sched.fork(comm, cpu, pid))
             return made[0].pid
         self.call("clone", (SIGCHLD_CLONE, 0, 0, USER_BUF, 0), fork)
         return made[0]

@@ -107,6 +107,10 @@ FPROBE_CASES = [
     ("f consume_skb skb^-.foo", "BAD_HYPHEN", EINVAL),
     ("f consume_skb ^skb:string", "BAD_TYPE4STR", EINVAL),
     ("f consume_skb ^skb->len:string", "BAD_TYPE4STR", EINVAL),
+    # the task model's functions carry their 6.18 BTF prototypes too
+    ("f vfs_read file->^foo", "NO_BTF_FIELD", EINVAL),
+    ("f vfs_read%return $retval->^foo", "NO_PTR_STRCT", EINVAL),
+    ("f vfs_read ^hoge", "NO_BTFARG", EINVAL),
     ("t^100 kfree", "BAD_MAXACT", EINVAL),
     ("t:^/bar kfree", "NO_GROUP_NAME", EINVAL),
     ("t kfree^%return", "BAD_ADDR_SUFFIX", EINVAL),
@@ -127,7 +131,7 @@ EPROBE_CASES = [
     ("e:^ net/netif_receive_skb", "NO_EVENT_NAME", EINVAL),
     (f"e:foo/^{LONG} net/netif_receive_skb", "EVENT_TOO_LONG", EINVAL),
     ("e:foo/bar net/netif_receive_skb arg=^len", "NOSUP_BTFARG", EINVAL),
-    ("e:foo/bar net/netif_receive_skb ^arg=$foo", "BAD_ATTACH_ARG", EINVAL),
+    ("e:foo/bar net/netif_receive_skb arg=^$foo", "BAD_ATTACH_ARG", EINVAL),
     ("e:foo/bar net/netif_receive_skb ^%di", "BAD_VAR", EINVAL),
     ("e:foo/bar net/netif_receive_skb if ^", "NO_EP_FILTER", EINVAL),
 ]

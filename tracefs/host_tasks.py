@@ -94,8 +94,8 @@ class HostTasks:
         if parent is None:
             task = machine.spawn(self.comm_of(pid), pid=own_pid)
         else:
-            with sched.running(parent):
-                task = sched.fork(cpu=0, pid=own_pid)
+            with sched.running(parent):                 # the parent's clone(2)
+                task = kernel.syscalls.clone(cpu=0, pid=own_pid)
         self.hosts[pid] = task
         if parent is not None:
             self._exec_if_changed(pid, task)
