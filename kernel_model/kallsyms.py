@@ -201,6 +201,10 @@ FUNCTIONS: tuple[tuple[str, int, str, str | None, int | None], ...] = (
     ("sk_prot_alloc", 0x110, "t", None, None),
     ("tcp_data_queue", 0xf30, "t", None, None),
     ("nf_hook_slow", 0xe0, "T", None, None),
+    # tracefs: an event's directory (event_create_dir, when a dynamic event is added)
+    ("eventfs_create_dir", 0x1d0, "T", None, 5),
+    # the last fput of a file (__fput, task work on the way back to user space)
+    ("dput", 0x270, "T", None, 1),
     ("_etext", 0, "T", None, None),
     ("skb_bench_run", 0x90, "t", "skb_bench", None),
     ("skb_bench_init", 0x40, "t", "skb_bench", None),

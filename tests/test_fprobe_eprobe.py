@@ -492,3 +492,26 @@ def test_a_host_fork_is_the_parents_clone(mnt) -> None:
              "cat trace > /dev/null; grep -c 'kernel_clone <-__x64_sys_clone' trace; "
              "echo nop > current_tracer", mnt)
     assert out.stdout.split()[0] != "0", out.stdout + out.stderr
+
+
+def test_event_directory_names_reach_eventfs_create_dir(mnt) -> None:
+    """Adding a dynamic event runs eventfs_create_dir with the event's name in kernel memory."""
+    out = sh("echo 'p:testprobe eventfs_create_dir arg1=+0(%di):char arg2=+0(%di):string' "
+             "> kprobe_events && echo 1 > events/kprobes/testprobe/enable && "
+             "echo 'p:test kernel_clone' >> kprobe_events && "
+             "echo 'f:newgrp/fev vfs_read' >> dynamic_events && "
+             "echo 0 > events/kprobes/testprobe/enable && grep testprobe trace; "
+             "echo > dynamic_events", mnt)
+    assert "arg1='t' arg2=\"test\"" in out.stdout, out.stdout + out.stderr
+    assert 'arg2="newgrp"' in out.stdout and 'arg2="fev"' in out.stdout
+
+
+def test_files_of_callers_have_dentries(mnt) -> None:
+    """A caller's open file has its struct file and dentry in memory: vfs_read's ``%pD`` and
+    the dput at the last close (``%pd``) name the file; fds are the lowest free ones."""
+    out = sh("echo 'p:rd vfs_read name=$arg1:%pD' > kprobe_events && "
+             "echo 'p:dp dput name=$arg1:%pd' >> kprobe_events && "
+             "echo 1 > events/kprobes/enable && cat events/kprobes/rd/enable > /dev/null && "
+             "echo 0 > events/kprobes/enable && cat trace; echo > kprobe_events", mnt)
+    assert re.search(r' rd: \(vfs_read\+0x0/0x2f0\) name="enable"', out.stdout), out.stdout
+    assert re.search(r' dp: \(dput\+0x0/0x270\) name="enable"', out.stdout), out.stdout

@@ -73,7 +73,7 @@ class HostTasks:
         self.alive = alive
         self.hosts: dict[int, Any] = {}         # host pid -> its model task
         self.fds: dict[int, int] = {}           # fh -> fd number in its task
-        self._next_fd: dict[int, int] = {}      # pid -> next fd
+        self._open_fds: dict[int, set[int]] = {}    # pid -> its fds in use
 
     def task(self, pid: int, check_exec: bool = False) -> Any:
         """The model task of host process ``pid``: made once (forked from its parent's task when
@@ -115,6 +115,7 @@ class HostTasks:
             if self.alive(pid):
                 continue
             del self.hosts[pid]
+            self._open_fds.pop(pid, None)
             with sched.running(task):
                 sched.exit(0)
             reaper = task.parent if task.parent in self.hosts.values() else machine.tasks[1]
@@ -149,13 +150,20 @@ class HostTasks:
 
     def openat(self, pid: int, path: str, flags: int, do_open: Callable[[], int]) -> int:
         """``openat(AT_FDCWD, path, flags)`` by ``pid``; ``do_open()`` returns the fh."""
-        fd = self._next_fd.get(pid, 3)
+        used = self._open_fds.setdefault(pid, set())
+        fd = next(n for n in range(3, len(used) + 4) if n not in used)   # the lowest free fd
         out: list = []
-        body = self._returning(do_open, out, lambda fh: fd)
+        name = path.rstrip("/").rsplit("/", 1)[-1] or "/"
+
+        def opening() -> int:
+            fh = do_open()
+            self.kernel.syscalls.install_file(fd, name)     # fd_install
+            return fh
+        body = self._returning(opening, out, lambda fh: fd)
         user_flags = flags & ~O_LARGEFILE           # the kernel's own addition, not the caller's
         self._as(pid, lambda t: self.kernel.syscalls.openat(PATH_ADDR, user_flags, body), True)
         fh = self._result(out)
-        self._next_fd[pid] = fd + 1
+        used.add(fd)
         self.fds[fh] = fd
         return fh
 
@@ -176,6 +184,7 @@ class HostTasks:
     def close(self, pid: int, fh: int, do_close: Callable[[], None]) -> None:
         """``close(fd)`` by ``pid``: FUSE's flush, sent on every close(2) of the file."""
         fd = self.fds.get(fh, 3)
+        self._open_fds.get(pid, set()).discard(fd)
         out: list = []
         body = self._returning(do_close, out, lambda _: 0)
         self._as(pid, lambda t: self.kernel.syscalls.close(fd, body))

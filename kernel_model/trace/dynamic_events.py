@@ -93,6 +93,28 @@ class DynamicEvents:
             raise ProbeError("EVENT_EXIST", 0, 0, errno.EEXIST)
         self.tracing.register_event(ev)
         self.events.append(ev)
+        self._create_dirs(ev)
+
+    def _create_dirs(self, ev: ProbeEvent) -> None:
+        """event_create_dir in each trace array: ``eventfs_create_dir(name, parent, entries,
+        size, data)`` for the system's directory when it is new, then for the event's, the
+        name being the kstrdup'd string in kernel memory (a probe there reads it). Only run
+        while something probes the function."""
+        kernel = self.tracing.kernel
+        site = kernel.kprobes.site("eventfs_create_dir")
+        if not site.active:
+            return
+        slab, mem = kernel.slab, kernel.mem
+        new_system = not any(e is not ev and e.system == ev.system
+                             for e in self.tracing.events.values())
+        names = ([ev.system] if new_system else []) + [ev.name]
+        for _ in self.tracing.arrays():
+            for name in names:
+                raw = name.encode() + b"\0"
+                addr = slab.kmalloc(len(raw))
+                mem.write(addr, raw)
+                site.call(_eventfs_dir, addr, 0, 0, 0, 0)
+                slab.kfree(addr)
 
     def remove(self, ev: ProbeEvent) -> None:
         primary = getattr(ev, "primary", None)
@@ -156,6 +178,10 @@ class DynamicEvents:
         ev.symbol, ev.offset, ev.address_text = heir.symbol, heir.offset, heir.address_text
         ev.nhit, ev.missed_base = heir.nhit, heir.nmissed
         self.remove(heir)
+
+
+def _eventfs_dir(name: int, parent: int, entries: int, size: int, data: int) -> int:
+    return 0                    # the eventfs_inode is the tree's own (tracefs/)
 
 
 def _command_match(ev: ProbeEvent, args: list[str]) -> bool:
