@@ -26,6 +26,7 @@ KPROBE_CASES = [
     ("r^1a111 consume_skb", "BAD_MAXACT", EINVAL),
     ("r^100000 consume_skb", "MAXACT_TOO_BIG", EINVAL),
     ("p ^non_exist_func", "BAD_PROBE_ADDR", ENOENT),
+    ("p:test_non_unique ^name_show", "NON_UNIQ_SYMBOL", errno.EADDRNOTAVAIL),   # 4 in 6.18
     ("p ^hoge-fuga", "BAD_PROBE_ADDR", EINVAL),
     ("p ^hoge+1000-1000", "BAD_PROBE_ADDR", EINVAL),
     ("r ^consume_skb+10", "BAD_RETPROBE", EINVAL),
@@ -164,7 +165,7 @@ def test_the_table_covers_the_parser_errors_the_model_can_hit() -> None:
     # instruction decoder, no entry-data limit, no structure fields through BTF)
     unreachable = {"FILE_NOT_FOUND", "NO_REGULAR_FILE", "BAD_REFCNT", "REFCNT_OPEN_BRACE",
                    "BAD_REFCNT_SUFFIX", "BAD_UPROBE_OFFS", "SYM_ON_UPROBE", "BAD_FILE_OFFS",
-                   "NON_UNIQ_SYMBOL", "NO_TRACEPOINT", "BAD_INSN_BNDRY", "ARGS_2LONG",
+                   "NO_TRACEPOINT", "BAD_INSN_BNDRY", "ARGS_2LONG",
                    "ARGIDX_2BIG", "NOSUP_DAT_ARG", "BAD_BTF_TID", "TOO_MANY_EARGS"}
     # tested below with a probe already defined, or with 129 arguments
     elsewhere = {"EVENT_EXIST", "DIFF_PROBE_TYPE", "DIFF_ARG_TYPE", "SAME_PROBE", "TOO_MANY_ARGS"}
