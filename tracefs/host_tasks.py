@@ -19,7 +19,9 @@ syscall events: a reader that is woken by the events of its own read would never
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import socket
+import struct
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -59,14 +61,70 @@ def proc_alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = CN_VAL_PROC = 1
+PROC_CN_MCAST_LISTEN = 1
+PROC_EVENT_FORK = 0x00000001
+NLMSG_HDR = struct.Struct("=IHHII")
+CN_MSG = struct.Struct("=IIIIHH")
+FORK_EVENT = struct.Struct("=IIQIIII")     # what, cpu, timestamp, parent pid/tgid, child pid/tgid
+
+
+class ProcForks:
+    """The host kernel's process events connector (``NETLINK_CONNECTOR``, ``CN_IDX_PROC``):
+    forks of host processes that never touch the mount, like a shell's ``( subshell )``.
+    The kernel queues the event at the fork, so it is here before the parent's next request.
+    ``open()`` is None where the connector is not available (not root, another namespace)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    def open(cls) -> ProcForks | None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+            sock.bind((0, CN_IDX_PROC))
+            op = struct.pack("=I", PROC_CN_MCAST_LISTEN)
+            msg = CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(op), 0) + op
+            sock.send(NLMSG_HDR.pack(NLMSG_HDR.size + len(msg), 3, 0, 0, 0) + msg)  # NLMSG_DONE
+            sock.setblocking(False)
+        except (OSError, AttributeError):
+            return None
+        return cls(sock)
+
+    def __call__(self) -> list[tuple[int, int]]:
+        """The (parent tgid, child pid) of each process forked since the last call (threads,
+        whose pid is not their tgid, are left out)."""
+        out: list[tuple[int, int]] = []
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return out
+            except OSError:                  # ENOBUFS: events were lost; keep going
+                continue
+            at = 0
+            while at + NLMSG_HDR.size <= len(data):
+                length = NLMSG_HDR.unpack_from(data, at)[0]
+                body = at + NLMSG_HDR.size + CN_MSG.size
+                if length < NLMSG_HDR.size or body + FORK_EVENT.size > len(data):
+                    break
+                what, _, _, _, ptgid, cpid, ctgid = FORK_EVENT.unpack_from(data, body)
+                if what == PROC_EVENT_FORK and cpid == ctgid:
+                    out.append((ptgid, cpid))
+                at += (length + 3) & ~3
+
+
 class HostTasks:
     """Host pid → model task, and the syscalls those tasks make on the tree's files."""
 
     def __init__(self, kernel: Any, comm_of: Callable[[int], str] = proc_comm,
                  ppid_of: Callable[[int], int] = proc_ppid,
                  exe_of: Callable[[int], str | None] = proc_exe,
-                 alive: Callable[[int], bool] = proc_alive) -> None:
+                 alive: Callable[[int], bool] = proc_alive,
+                 forks: Callable[[], Iterable[tuple[int, int]]] | None = None) -> None:
         self.kernel = kernel
+        self.forks = forks
         self.comm_of = comm_of
         self.ppid_of = ppid_of
         self.exe_of = exe_of
@@ -78,6 +136,8 @@ class HostTasks:
     def task(self, pid: int, check_exec: bool = False) -> Any:
         """The model task of host process ``pid``: made once (forked from its parent's task when
         that is known, then exec'd if the comm differs); ``check_exec`` notices a later exec."""
+        if self.forks is not None:
+            self._catch_up_forks()
         task = self.hosts.get(pid)
         if task is None:
             self._reap_gone()
@@ -85,6 +145,25 @@ class HostTasks:
         elif check_exec:
             self._exec_if_changed(pid, task)
         return task
+
+    def _catch_up_forks(self) -> None:
+        """Forks the host made since the last request by processes that are tasks here
+        (``( echo )`` in a shell): each child is its parent's clone(2), then exits and is
+        reaped with the others that are gone."""
+        forked = False
+        for ppid, pid in self.forks():                  # type: ignore[misc]
+            parent = self.hosts.get(ppid)
+            if parent is None or pid in self.hosts:
+                continue
+            own_pid = None if pid in self.kernel.machine.tasks else pid
+            sched = self.kernel.sched
+            with sched.running(parent):
+                child = self.hosts[pid] = self.kernel.syscalls.clone(cpu=0, pid=own_pid)
+            with sched.running(child):          # it ran on the host; here it runs, then waits
+                pass
+            forked = True
+        if forked:
+            self._reap_gone()
 
     def _new_task(self, pid: int) -> Any:
         kernel = self.kernel
