@@ -159,8 +159,11 @@ class HostTasks:
             sched = self.kernel.sched
             with sched.running(parent):
                 child = self.hosts[pid] = self.kernel.syscalls.clone(cpu=0, pid=own_pid)
-            with sched.running(child):          # it ran on the host; here it runs, then waits
-                pass
+            for task in (child, parent):        # each ran on the host; here too, then waits
+                with sched.running(task):
+                    pass
+                if self.kernel.machine.current.task is task:
+                    sched.schedule()
             forked = True
         if forked:
             self._reap_gone()
