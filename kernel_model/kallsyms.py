@@ -212,6 +212,10 @@ FUNCTIONS: tuple[tuple[str, int, str, str | None, int | None], ...] = (
     ("mutex_unlock", 0x30, "T", None, 1),
     ("do_execveat_common.isra.0", 0x1f0, "t", None, 5),
     ("sys_ni_syscall", 0x10, "T", None, None),
+    # tracefs: an event's directory (event_create_dir, when a dynamic event is added)
+    ("eventfs_create_dir", 0x1d0, "T", None, 5),
+    # the last fput of a file (__fput, task work on the way back to user space)
+    ("dput", 0x270, "T", None, 1),
     ("_etext", 0, "T", None, None),
     ("skb_bench_run", 0x90, "t", "skb_bench", None),
     ("skb_bench_init", 0x40, "t", "skb_bench", None),

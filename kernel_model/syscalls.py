@@ -15,6 +15,7 @@ functions' real argument lists.
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,11 @@ EBADF = 9
 FILENAME = 0xffff888103d5e000      # the struct filename getname() made of the path
 SEQ_FILE_BASE = 0xffff888105a10000  # struct seq_file of fd N: SEQ_FILE_BASE + N * 0x100
 SEQ_LOCK = 0x38                    # offsetof(struct seq_file, lock)
+DENTRY_SIZE = 192                  # struct dentry (include/linux/fs.h)
+D_NAME = 32                        # its d_name: struct qstr {hash, len; name}
+F_PATH_DENTRY = 72                 # struct file's f_path.dentry
+MAX_BACKED_FDS = 256               # fds whose struct file is in memory
+DENTRY_SLOT = 0x200                # a dentry and its name, per fd
 
 Chain = Sequence[tuple[str, Sequence[Any]]]
 
@@ -58,6 +64,8 @@ class Syscalls:
         self.enter = {name: event("syscalls", f"sys_enter_{name}") for name in SYSCALLS}
         self.exit = {name: event("syscalls", f"sys_exit_{name}") for name in SYSCALLS}
         self.sites = kernel.kprobes.sites
+        self._dentries: dict[int, int] = {}            # fd -> its file's dentry
+        self._dentry_region: int | None = None
 
     def call(self, name: str, args: Sequence[int], body: Callable[[], int],
              chain: Chain = ()) -> int:
@@ -118,15 +126,42 @@ class Syscalls:
             ret = body()
             call(self.sites["filp_flush"], lambda f, owner: 0, file_addr(fd), 0)
             return ret
-        return self.call("close", (fd,), closing, (("file_close_fd", (fd,)),))
+        ret = self.call("close", (fd,), closing, (("file_close_fd", (fd,)),))
+        dentry = self._dentries.pop(fd, None)
+        if dentry is not None:
+            # the last fput's task work (__fput) on the way back to user space
+            call(self.sites["dput"], lambda d: None, dentry)
+            self.kernel.mem.write(file_addr(fd) + F_PATH_DENTRY, bytes(8))
+        return ret
+
+    def install_file(self, fd: int, name: str) -> None:
+        """An opened file takes fd ``fd`` (do_sys_openat2's fd_install): its ``struct file``
+        at ``file_addr(fd)`` gets ``f_path.dentry``, a dentry whose ``d_name`` is ``name``,
+        so probes read them (``file->f_path.dentry->d_name.name``, ``%pD``, ``%pd``); close
+        drops it with ``dput``. Files of fds the model has no room for (>= 256) stay bare."""
+        if not 0 <= fd < MAX_BACKED_FDS:
+            return
+        mem = self.kernel.mem
+        if self._dentry_region is None:
+            mem.map(MAX_BACKED_FDS * 0x100, "struct file", at=FILE_BASE)
+            self._dentry_region = mem.map(MAX_BACKED_FDS * DENTRY_SLOT, "dentry").base
+        dentry = self._dentry_region + fd * DENTRY_SLOT
+        raw = name.encode()[:DENTRY_SLOT - DENTRY_SIZE - 1] + b"\0"
+        mem.write(dentry + DENTRY_SIZE, raw)
+        # d_name: hash, len, name
+        mem.write(dentry + D_NAME, struct.pack("<IIQ", 0, len(raw) - 1, dentry + DENTRY_SIZE))
+        mem.write(file_addr(fd) + F_PATH_DENTRY, struct.pack("<Q", dentry))
+        self._dentries[fd] = dentry
 
     # ------------------------------------------------------------------ processes
-    def clone(self, comm: str | None = None, cpu: int | None = None) -> Task:
-        """fork(): glibc's clone(SIGCHLD ...) in the current task; returns the child."""
+    def clone(self, comm: str | None = None, cpu: int | None = None,
+              pid: int | None = None) -> Task:
+        """fork(): glibc's clone(SIGCHLD ...) in the current task; returns the child (``pid``:
+        the child's pid, when the caller knows it)."""
         made: list[Task] = []
 
         def fork() -> int:
-            made.append(self.kernel.sched.fork(comm, cpu))
+            made.append(self.kernel.sched.fork(comm, cpu, pid))
             return made[0].pid
         self.call("clone", (SIGCHLD_CLONE, 0, 0, USER_BUF, 0), fork)
         return made[0]

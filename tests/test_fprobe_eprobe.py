@@ -171,12 +171,14 @@ def test_removal_and_truncation(kernel: Kernel) -> None:
 
 
 def test_removal_matches_given_arguments(kernel: Kernel) -> None:
+    """After the name come the probe point, then the arguments (match_command_head)."""
     d = kernel.tracing.dynevents
     d.write("f:fp kfree obj=object")
-    with pytest.raises(OSError) as e:
-        d.write("-:fp obj=$arg1")
-    assert e.value.errno == errno.ENOENT
-    d.write("-:fp obj=object")
+    for wrong in ("-:fp kfree obj=$arg1", "-:fp obj=object"):
+        with pytest.raises(OSError) as e:
+            d.write(wrong)
+        assert e.value.errno == errno.ENOENT
+    d.write("-:fp kfree obj=object")
     assert d.text() == ""
 
 
@@ -425,3 +427,91 @@ def test_group_only_names_take_the_default_event_name(kernel: Kernel) -> None:
                         "f:g2/kfree__entry kfree\n"
                         "t:g3/kfree kfree\n"
                         "e:g4/netif_rx net.netif_rx\n")
+
+
+def test_removal_names_the_probe_point(kernel: Kernel) -> None:
+    """dyn_event_release: after the name, the probe point (match_command_head) picks one probe
+    of a multi-probe event; the event lives on with the other."""
+    tr = kernel.tracing
+    tr.kprobes.write("p:kprobes/multi kernel_clone\np:kprobes/multi do_exit")
+    with pytest.raises(OSError) as e:
+        tr.kprobes.write("-:kprobes/multi vfs_read")
+    assert e.value.errno == errno.ENOENT
+    tr.kprobes.write("-:kprobes/multi kernel_clone")
+    assert tr.kprobes.text() == "p:kprobes/multi do_exit\n"
+    assert "kprobes:multi" in tr.available_events()
+    tr.kprobes.write("-:kprobes/multi do_exit")
+    assert tr.kprobes.text() == "" and "kprobes:multi" not in tr.available_events()
+
+
+def test_bang_and_minus_removal_with_the_definition(kernel: Kernel) -> None:
+    """``!p:EV SYM``, ``!r:EV SYM``, ``-:EV SYS/EVENT ARGS`` (an event probe by its event,
+    as SYS/EVENT or SYS.EVENT), ``-:EV SYM`` for an fprobe (its symbol, without %return)."""
+    d = kernel.tracing.dynevents
+    d.write("p:myevent1 kernel_clone\nr:myevent2 kernel_clone\nf:fx vfs_read%return\n"
+            "e:ep syscalls/sys_enter_openat f=+0($filename):ustring")
+    d.write("!p:myevent1 kernel_clone")
+    assert "myevent1" not in d.text() and "myevent2" in d.text()
+    d.write("!r:myevent2 kernel_clone")
+    d.write("-:fx vfs_read")
+    with pytest.raises(OSError) as e:
+        d.write("-:ep syscalls/sys_enter_read")
+    assert e.value.errno == errno.ENOENT
+    d.write("-:eprobes/ep syscalls/sys_enter_openat f=+0($filename):ustring")
+    assert d.text() == ""
+
+
+def test_bang_removes_a_synthetic_event_through_the_mount(mnt) -> None:
+    out = sh("echo 's:latency1 u64 lat; pid_t pid;' >> dynamic_events && "
+             "echo 's:latency2 u64 lat; pid_t pid;' >> dynamic_events && "
+             "echo '!s:latency1 u64 lat; pid_t pid;' >> dynamic_events && cat dynamic_events",
+             mnt)
+    assert out.returncode == 0, out.stderr
+    assert "latency1" not in out.stdout and "latency2" in out.stdout
+
+
+def test_btf_of_the_task_models_functions(kernel: Kernel) -> None:
+    """Prototypes from the 6.18 BTF: vfs_read's ``file``, getname_flags' ``struct filename *``
+    return value, and task_struct's ``se`` through a tracepoint's BTF arguments."""
+    d = kernel.tracing.dynevents
+    d.write("f:fr vfs_read file count\n"
+            "f:fpevent getname_flags%return path=$retval->name:string\n"
+            "t:tpevent2 sched_wakeup p->se.group_node.next->prev")
+    assert d.text() == (
+        "f:fprobes/fr vfs_read file=file count=count\n"
+        "f:fprobes/fpevent getname_flags%return path=$retval->name:string\n"
+        "t:tracepoints/tpevent2 sched_wakeup arg1=p->se.group_node.next->prev\n")
+    fmt = kernel.tracing.event("fprobes", "fr").format_text()
+    assert "field:u64 file;" in fmt and "field:u64 count;" in fmt
+
+
+def test_a_host_fork_is_the_parents_clone(mnt) -> None:
+    """A process forked by a caller of the mount appears through clone(2): the function
+    tracer shows kernel_clone called from __x64_sys_clone."""
+    out = sh("echo kernel_clone > set_ftrace_filter && echo function > current_tracer && "
+             "cat trace > /dev/null; grep -c 'kernel_clone <-__x64_sys_clone' trace; "
+             "echo nop > current_tracer", mnt)
+    assert out.stdout.split()[0] != "0", out.stdout + out.stderr
+
+
+def test_event_directory_names_reach_eventfs_create_dir(mnt) -> None:
+    """Adding a dynamic event runs eventfs_create_dir with the event's name in kernel memory."""
+    out = sh("echo 'p:testprobe eventfs_create_dir arg1=+0(%di):char arg2=+0(%di):string' "
+             "> kprobe_events && echo 1 > events/kprobes/testprobe/enable && "
+             "echo 'p:test kernel_clone' >> kprobe_events && "
+             "echo 'f:newgrp/fev vfs_read' >> dynamic_events && "
+             "echo 0 > events/kprobes/testprobe/enable && grep testprobe trace; "
+             "echo > dynamic_events", mnt)
+    assert "arg1='t' arg2=\"test\"" in out.stdout, out.stdout + out.stderr
+    assert 'arg2="newgrp"' in out.stdout and 'arg2="fev"' in out.stdout
+
+
+def test_files_of_callers_have_dentries(mnt) -> None:
+    """A caller's open file has its struct file and dentry in memory: vfs_read's ``%pD`` and
+    the dput at the last close (``%pd``) name the file; fds are the lowest free ones."""
+    out = sh("echo 'p:rd vfs_read name=$arg1:%pD' > kprobe_events && "
+             "echo 'p:dp dput name=$arg1:%pd' >> kprobe_events && "
+             "echo 1 > events/kprobes/enable && cat events/kprobes/rd/enable > /dev/null && "
+             "echo 0 > events/kprobes/enable && cat trace; echo > kprobe_events", mnt)
+    assert re.search(r' rd: \(vfs_read\+0x0/0x2f0\) name="enable"', out.stdout), out.stdout
+    assert re.search(r' dp: \(dput\+0x0/0x270\) name="enable"', out.stdout), out.stdout

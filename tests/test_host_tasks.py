@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from tracesim.kernel_model.kernel import Kernel
 from tracesim.kernel_model.trace import output as trace_output
-from tracesim.tracefs.host_tasks import HostTasks
+from tracesim.tracefs.host_tasks import HostTasks, ProcForks
 
 from tests.fuse_helpers import sh, tracesim
 
@@ -168,3 +169,36 @@ def test_a_process_under_an_unseen_subshell_is_forked_through_it() -> None:
         assert expected in text
     assert [cpu.task.pid for cpu in kernel.machine.cpus] == [0, 0]
     assert kernel.sched.rq == [[], []]
+
+
+def test_forks_that_never_touch_the_mount_are_clones_of_their_parent() -> None:
+    """A fork the host reports (the process events connector) by a process that is a task
+    here is its clone(2): kernel_clone runs, the child exits and is reaped when it is gone."""
+    kernel = Kernel(cpus=2, seed=0)
+    kernel.tracing.top.set_system_enabled("sched", True)
+    procs = {6001: (0, "bash")}
+    pending: list[tuple[int, int]] = []
+
+    def forks() -> list[tuple[int, int]]:
+        out = list(pending)
+        pending.clear()
+        return out
+    host = HostTasks(kernel, comm_of=lambda pid: procs[pid][1],
+                     ppid_of=lambda pid: procs[pid][0], exe_of=lambda pid: None,
+                     alive=procs.__contains__, forks=forks)
+    host.openat(6001, "/trace", 0, lambda: 21)
+    pending.extend([(6001, 6002), (4242, 6003)])       # a subshell, and a stranger's child
+    host.openat(6001, "/trace", 0, lambda: 22)
+    text = trace_output.trace_text(kernel.tracing.top)
+    assert "sched_process_fork: comm=bash pid=6001 child_comm=bash child_pid=6002" in text
+    assert "sched_process_exit: comm=bash pid=6002" in text        # gone already: reaped
+    assert "child_pid=6003" not in text and 6003 not in kernel.machine.tasks
+
+
+def test_a_subshell_fork_hits_kernel_clone(mnt) -> None:
+    if ProcForks.open() is None:
+        pytest.skip("no process events connector here (needs root in the initial netns)")
+    out = sh("echo 'p:cl kernel_clone' > kprobe_events && echo 1 > events/kprobes/cl/enable "
+             "&& ( echo forked > /dev/null ) && echo 0 > events/kprobes/cl/enable && "
+             "grep -c ' cl: ' trace; echo > kprobe_events", mnt)
+    assert out.stdout.split()[0] == "1", out.stdout + out.stderr

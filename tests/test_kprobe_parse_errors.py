@@ -26,6 +26,7 @@ KPROBE_CASES = [
     ("r^1a111 consume_skb", "BAD_MAXACT", EINVAL),
     ("r^100000 consume_skb", "MAXACT_TOO_BIG", EINVAL),
     ("p ^non_exist_func", "BAD_PROBE_ADDR", ENOENT),
+    ("p:test_non_unique ^name_show", "NON_UNIQ_SYMBOL", errno.EADDRNOTAVAIL),   # 4 in 6.18
     ("p ^hoge-fuga", "BAD_PROBE_ADDR", EINVAL),
     ("p ^hoge+1000-1000", "BAD_PROBE_ADDR", EINVAL),
     ("r ^consume_skb+10", "BAD_RETPROBE", EINVAL),
@@ -107,6 +108,10 @@ FPROBE_CASES = [
     ("f consume_skb skb^-.foo", "BAD_HYPHEN", EINVAL),
     ("f consume_skb ^skb:string", "BAD_TYPE4STR", EINVAL),
     ("f consume_skb ^skb->len:string", "BAD_TYPE4STR", EINVAL),
+    # the task model's functions carry their 6.18 BTF prototypes too
+    ("f vfs_read file->^foo", "NO_BTF_FIELD", EINVAL),
+    ("f vfs_read%return $retval->^foo", "NO_PTR_STRCT", EINVAL),
+    ("f vfs_read ^hoge", "NO_BTFARG", EINVAL),
     ("t^100 kfree", "BAD_MAXACT", EINVAL),
     ("t:^/bar kfree", "NO_GROUP_NAME", EINVAL),
     ("t kfree^%return", "BAD_ADDR_SUFFIX", EINVAL),
@@ -127,7 +132,7 @@ EPROBE_CASES = [
     ("e:^ net/netif_receive_skb", "NO_EVENT_NAME", EINVAL),
     (f"e:foo/^{LONG} net/netif_receive_skb", "EVENT_TOO_LONG", EINVAL),
     ("e:foo/bar net/netif_receive_skb arg=^len", "NOSUP_BTFARG", EINVAL),
-    ("e:foo/bar net/netif_receive_skb ^arg=$foo", "BAD_ATTACH_ARG", EINVAL),
+    ("e:foo/bar net/netif_receive_skb arg=^$foo", "BAD_ATTACH_ARG", EINVAL),
     ("e:foo/bar net/netif_receive_skb ^%di", "BAD_VAR", EINVAL),
     ("e:foo/bar net/netif_receive_skb if ^", "NO_EP_FILTER", EINVAL),
 ]
@@ -160,7 +165,7 @@ def test_the_table_covers_the_parser_errors_the_model_can_hit() -> None:
     # instruction decoder, no entry-data limit, no structure fields through BTF)
     unreachable = {"FILE_NOT_FOUND", "NO_REGULAR_FILE", "BAD_REFCNT", "REFCNT_OPEN_BRACE",
                    "BAD_REFCNT_SUFFIX", "BAD_UPROBE_OFFS", "SYM_ON_UPROBE", "BAD_FILE_OFFS",
-                   "NON_UNIQ_SYMBOL", "NO_TRACEPOINT", "BAD_INSN_BNDRY", "ARGS_2LONG",
+                   "NO_TRACEPOINT", "BAD_INSN_BNDRY", "ARGS_2LONG",
                    "ARGIDX_2BIG", "NOSUP_DAT_ARG", "BAD_BTF_TID", "TOO_MANY_EARGS"}
     # tested below with a probe already defined, or with 129 arguments
     elsewhere = {"EVENT_EXIST", "DIFF_PROBE_TYPE", "DIFF_ARG_TYPE", "SAME_PROBE", "TOO_MANY_ARGS"}

@@ -44,7 +44,7 @@ from tracesim.tracefs.blocking import set_interrupt_check
 from tracesim.tracefs.caller import proc_comm, set_caller_lookup
 from tracesim.tracefs.errors import FsError
 from tracesim.tracefs.handles import Handle, LazyTextHandle, SeqHandle
-from tracesim.tracefs.host_tasks import HostTasks, caller_pid_valid
+from tracesim.tracefs.host_tasks import HostTasks, ProcForks, caller_pid_valid
 from tracesim.tracefs.nodes import Attr
 from tracesim.tracefs.tree import Tree
 
@@ -85,7 +85,7 @@ class TracefsOperations(fuse.Operations):
         self.tree = tree
         self.on_ready = on_ready
         # --host-tasks: callers become model tasks doing openat/read/write/close
-        self.host = HostTasks(tree.ctx.kernel) if host_tasks else None
+        self.host = HostTasks(tree.ctx.kernel, forks=ProcForks.open()) if host_tasks else None
         self._handles: dict[int, Handle] = {}
         self._paths: dict[int, str] = {}        # fh -> path it was opened by (files and dirs)
         self._next_fh = itertools.count(1)

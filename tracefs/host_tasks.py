@@ -20,8 +20,10 @@ syscall events: a reader that is woken by the events of its own read would never
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from tracesim.kernel_model.mm.slab import GFP_ACCOUNT, GFP_KERNEL
@@ -65,14 +67,70 @@ def proc_alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = CN_VAL_PROC = 1
+PROC_CN_MCAST_LISTEN = 1
+PROC_EVENT_FORK = 0x00000001
+NLMSG_HDR = struct.Struct("=IHHII")
+CN_MSG = struct.Struct("=IIIIHH")
+FORK_EVENT = struct.Struct("=IIQIIII")     # what, cpu, timestamp, parent pid/tgid, child pid/tgid
+
+
+class ProcForks:
+    """The host kernel's process events connector (``NETLINK_CONNECTOR``, ``CN_IDX_PROC``):
+    forks of host processes that never touch the mount, like a shell's ``( subshell )``.
+    The kernel queues the event at the fork, so it is here before the parent's next request.
+    ``open()`` is None where the connector is not available (not root, another namespace)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    def open(cls) -> ProcForks | None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+            sock.bind((0, CN_IDX_PROC))
+            op = struct.pack("=I", PROC_CN_MCAST_LISTEN)
+            msg = CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(op), 0) + op
+            sock.send(NLMSG_HDR.pack(NLMSG_HDR.size + len(msg), 3, 0, 0, 0) + msg)  # NLMSG_DONE
+            sock.setblocking(False)
+        except (OSError, AttributeError):
+            return None
+        return cls(sock)
+
+    def __call__(self) -> list[tuple[int, int]]:
+        """The (parent tgid, child pid) of each process forked since the last call (threads,
+        whose pid is not their tgid, are left out)."""
+        out: list[tuple[int, int]] = []
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return out
+            except OSError:                  # ENOBUFS: events were lost; keep going
+                continue
+            at = 0
+            while at + NLMSG_HDR.size <= len(data):
+                length = NLMSG_HDR.unpack_from(data, at)[0]
+                body = at + NLMSG_HDR.size + CN_MSG.size
+                if length < NLMSG_HDR.size or body + FORK_EVENT.size > len(data):
+                    break
+                what, _, _, _, ptgid, cpid, ctgid = FORK_EVENT.unpack_from(data, body)
+                if what == PROC_EVENT_FORK and cpid == ctgid:
+                    out.append((ptgid, cpid))
+                at += (length + 3) & ~3
+
+
 class HostTasks:
     """Host pid → model task, and the syscalls those tasks make on the tree's files."""
 
     def __init__(self, kernel: Any, comm_of: Callable[[int], str] = proc_comm,
                  ppid_of: Callable[[int], int] = proc_ppid,
                  exe_of: Callable[[int], str | None] = proc_exe,
-                 alive: Callable[[int], bool] = proc_alive) -> None:
+                 alive: Callable[[int], bool] = proc_alive,
+                 forks: Callable[[], Iterable[tuple[int, int]]] | None = None) -> None:
         self.kernel = kernel
+        self.forks = forks
         self.comm_of = comm_of
         self.ppid_of = ppid_of
         self.exe_of = exe_of
@@ -80,11 +138,13 @@ class HostTasks:
         self.hosts: dict[int, Any] = {}         # host pid -> its model task
         self.fds: dict[int, int] = {}           # fh -> fd number in its task
         self.seq_bufs: dict[int, int] = {}      # fh -> its seq_file buffer (kmalloc'd)
-        self._next_fd: dict[int, int] = {}      # pid -> next fd
+        self._open_fds: dict[int, set[int]] = {}    # pid -> its fds in use
 
     def task(self, pid: int, check_exec: bool = False) -> Any:
         """The model task of host process ``pid``: made once (forked from its parent's task when
         that is known, then exec'd if the comm differs); ``check_exec`` notices a later exec."""
+        if self.forks is not None:
+            self._catch_up_forks()
         task = self.hosts.get(pid)
         if task is None:
             self._reap_gone()
@@ -92,6 +152,28 @@ class HostTasks:
         elif check_exec:
             self._exec_if_changed(pid, task)
         return task
+
+    def _catch_up_forks(self) -> None:
+        """Forks the host made since the last request by processes that are tasks here
+        (``( echo )`` in a shell): each child is its parent's clone(2), then exits and is
+        reaped with the others that are gone."""
+        forked = False
+        for ppid, pid in self.forks():                  # type: ignore[misc]
+            parent = self.hosts.get(ppid)
+            if parent is None or pid in self.hosts:
+                continue
+            own_pid = None if pid in self.kernel.machine.tasks else pid
+            sched = self.kernel.sched
+            with sched.running(parent):
+                child = self.hosts[pid] = self.kernel.syscalls.clone(cpu=0, pid=own_pid)
+            for task in (child, parent):        # each ran on the host; here too, then waits
+                with sched.running(task):
+                    pass
+                if self.kernel.machine.current.task is task:
+                    sched.schedule()
+            forked = True
+        if forked:
+            self._reap_gone()
 
     def _new_task(self, pid: int) -> Any:
         kernel = self.kernel
@@ -104,8 +186,8 @@ class HostTasks:
         if parent is None:
             task = machine.spawn(self.comm_of(pid), pid=own_pid)
         else:
-            with sched.running(parent):
-                task = sched.fork(cpu=0, pid=own_pid)
+            with sched.running(parent):                 # the parent's clone(2)
+                task = kernel.syscalls.clone(cpu=0, pid=own_pid)
             if machine.current.task is parent:
                 sched.schedule()          # it was running already: it waits for its child too
         self.hosts[pid] = task
@@ -142,6 +224,7 @@ class HostTasks:
             if self.alive(pid):
                 continue
             del self.hosts[pid]
+            self._open_fds.pop(pid, None)
             with sched.running(task):
                 sched.exit(0)
             reaper = task.parent if task.parent in self.hosts.values() else machine.tasks[1]
@@ -186,13 +269,20 @@ class HostTasks:
 
     def openat(self, pid: int, path: str, flags: int, do_open: Callable[[], int]) -> int:
         """``openat(AT_FDCWD, path, flags)`` by ``pid``; ``do_open()`` returns the fh."""
-        fd = self._next_fd.get(pid, 3)
+        used = self._open_fds.setdefault(pid, set())
+        fd = next(n for n in range(3, len(used) + 4) if n not in used)   # the lowest free fd
         out: list = []
-        body = self._returning(do_open, out, lambda fh: fd)
+        name = path.rstrip("/").rsplit("/", 1)[-1] or "/"
+
+        def opening() -> int:
+            fh = do_open()
+            self.kernel.syscalls.install_file(fd, name)     # fd_install
+            return fh
+        body = self._returning(opening, out, lambda fh: fd)
         user_flags = flags & ~O_LARGEFILE           # the kernel's own addition, not the caller's
         self._as(pid, lambda t: self.kernel.syscalls.openat(PATH_ADDR, user_flags, body), True)
         fh = self._result(out)
-        self._next_fd[pid] = fd + 1
+        used.add(fd)
         self.fds[fh] = fd
         return fh
 
@@ -224,6 +314,7 @@ class HostTasks:
     def close(self, pid: int, fh: int, do_close: Callable[[], None]) -> None:
         """``close(fd)`` by ``pid``: FUSE's flush, sent on every close(2) of the file."""
         fd = self.fds.get(fh, 3)
+        self._open_fds.get(pid, set()).discard(fd)
         out: list = []
         buf = self.seq_bufs.pop(fh, None)
         if buf is not None:

@@ -141,7 +141,7 @@ def _profiler_and_stack_files(ctx: TreeContext) -> dict[str, Node]:
 
 def _is_synth_line(line: str) -> bool:
     head = line.split(None, 1)[0] if line.split() else ""
-    return head.startswith("s:") or head.startswith("-:synthetic/")
+    return head.startswith(("s:", "!s:", "-:synthetic/"))
 
 
 def _dynamic_write(tracing: Any, text: str) -> None:

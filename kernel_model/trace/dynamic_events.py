@@ -93,6 +93,28 @@ class DynamicEvents:
             raise ProbeError("EVENT_EXIST", 0, 0, errno.EEXIST)
         self.tracing.register_event(ev)
         self.events.append(ev)
+        self._create_dirs(ev)
+
+    def _create_dirs(self, ev: ProbeEvent) -> None:
+        """event_create_dir in each trace array: ``eventfs_create_dir(name, parent, entries,
+        size, data)`` for the system's directory when it is new, then for the event's, the
+        name being the kstrdup'd string in kernel memory (a probe there reads it). Only run
+        while something probes the function."""
+        kernel = self.tracing.kernel
+        site = kernel.kprobes.site("eventfs_create_dir")
+        if not site.active:
+            return
+        slab, mem = kernel.slab, kernel.mem
+        new_system = not any(e is not ev and e.system == ev.system
+                             for e in self.tracing.events.values())
+        names = ([ev.system] if new_system else []) + [ev.name]
+        for _ in self.tracing.arrays():
+            for name in names:
+                raw = name.encode() + b"\0"
+                addr = slab.kmalloc(len(raw))
+                mem.write(addr, raw)
+                site.call(_eventfs_dir, addr, 0, 0, 0, 0)
+                slab.kfree(addr)
 
     def remove(self, ev: ProbeEvent) -> None:
         primary = getattr(ev, "primary", None)
@@ -136,7 +158,7 @@ class DynamicEvents:
         hits = [ev for ev in self.events
                 if (kinds is None or ev.owner in kinds)
                 and spec in ("", ev.name) and group in (None, ev.system)
-                and _args_match(ev, argv[1:])]
+                and _command_match(ev, argv[1:])]
         if not hits:
             raise CommandError(errno.ENOENT, "No such file or directory")
         for ev in hits:
@@ -144,7 +166,37 @@ class DynamicEvents:
                 continue
             if self.busy(ev):
                 raise CommandError(errno.EBUSY, "Device or resource busy")
-            self.remove(ev)
+            kept = [p for p in getattr(ev, "siblings", ()) if p not in hits]
+            if kept:
+                self._unlink_first(ev, kept[0])
+            else:
+                self.remove(ev)
+
+    def _unlink_first(self, ev: Any, heir: Any) -> None:
+        """trace_probe_unlink of an event's first probe while others stay: the event (its
+        files, its id) lives on with the next probe's point (the arguments are the same)."""
+        ev.symbol, ev.offset, ev.address_text = heir.symbol, heir.offset, heir.address_text
+        ev.nhit, ev.missed_base = heir.nhit, heir.nmissed
+        self.remove(heir)
+
+
+def _eventfs_dir(name: int, parent: int, entries: int, size: int, data: int) -> int:
+    return 0                    # the eventfs_inode is the tree's own (tracefs/)
+
+
+def _command_match(ev: ProbeEvent, args: list[str]) -> bool:
+    """The kind's match_command_head: with arguments after the name, the first is the probe
+    point as the definition shows it (``SYM[+OFFS]``, an address, the fprobe's symbol without
+    ``%return``, the tracepoint, or the event probe's ``SYS.EVENT``/``SYS/EVENT``); the rest
+    are the event's arguments."""
+    if not args:
+        return True
+    place = ev.definition().split()[1]
+    if isinstance(ev, EprobeEvent):
+        places = {place, place.replace(".", "/", 1)}
+    else:
+        places = {place.removesuffix("%return")}
+    return args[0] in places and _args_match(ev, args[1:])
 
 
 def _args_match(ev: ProbeEvent, args: list[str]) -> bool:

@@ -309,6 +309,9 @@ class KprobeEvents:
         if addr is None:
             # validate_probe_symbol: not in kallsyms; the kernel defers this to register
             raise ProbeError("BAD_PROBE_ADDR", 1, 0, errno.ENOENT)
+        if not syms.is_modelled(symbol) and syms.real_count(symbol) > 1:
+            # validate_probe_symbol: static functions of several files share the name
+            raise ProbeError("NON_UNIQ_SYMBOL", 1, 0, errno.EADDRNOTAVAIL)
         hit = syms.lookup(addr)
         if is_return and offset:
             raise ProbeError("BAD_RETPROBE", 1, 0)

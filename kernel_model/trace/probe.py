@@ -561,7 +561,7 @@ def _parse_var(var: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, Any
             return "TP_ARG", lambda src, cpu: src[var], None
         if var in ("comm", "COMM"):
             return "COMM", lambda src, cpu: cpu.task.comm.encode(), None
-        raise ProbeError("BAD_ATTACH_ARG", index, 0)
+        raise ProbeError("BAD_ATTACH_ARG", index, offs)
     if var == "retval" or var.startswith(("retval->", "retval.", "retval-")):
         if not ctx.ret:
             raise ProbeError("RETVAL_ON_PROBE", index, offs)

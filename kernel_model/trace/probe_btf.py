@@ -33,6 +33,26 @@ FUNC_PROTOS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
                          ("struct packet_type *", "pt"), ("struct net_device *", "orig_dev"))),
     "icmp_rcv": ("int", (("struct sk_buff *", "skb"),)),
     "net_rx_action": ("void", ()),
+    # the task model's functions (sched.py, syscalls.py, the tree's own directories), as the
+    # 6.18 BTF declares them (FUNC_PROTO: parameter names, types, the return type)
+    "vfs_read": ("ssize_t", (("struct file *", "file"), ("char *", "buf"), ("size_t", "count"),
+                             ("loff_t *", "pos"))),
+    "vfs_write": ("ssize_t", (("struct file *", "file"), ("const char *", "buf"),
+                              ("size_t", "count"), ("loff_t *", "pos"))),
+    "ksys_read": ("ssize_t", (("unsigned int", "fd"), ("char *", "buf"), ("size_t", "count"))),
+    "ksys_write": ("ssize_t", (("unsigned int", "fd"), ("const char *", "buf"),
+                               ("size_t", "count"))),
+    "do_sys_openat2": ("int", (("int", "dfd"), ("const char *", "filename"),
+                               ("struct open_how *", "how"))),
+    "getname_flags": ("struct filename *", (("const char *", "filename"), ("int", "flags"))),
+    "dput": ("void", (("struct dentry *", "dentry"),)),
+    "kernel_clone": ("pid_t", (("struct kernel_clone_args *", "args"),)),
+    "do_exit": ("void", (("long int", "code"),)),
+    "eventfs_create_dir": ("struct eventfs_inode *", (
+        ("const char *", "name"), ("struct eventfs_inode *", "parent"),
+        ("const struct eventfs_entry *", "entries"), ("int", "size"), ("void *", "data"))),
+    "tracefs_create_dir": ("struct dentry *", (("const char *", "name"),
+                                               ("struct dentry *", "parent"))),
 }
 
 @functools.cache

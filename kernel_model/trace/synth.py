@@ -243,10 +243,11 @@ class SynthEvents:
             self._remove(ev)
 
     def dynamic_command(self, line: str) -> None:
-        """``s:[synthetic/]NAME FIELDS`` or ``-:[synthetic/]NAME`` written to dynamic_events."""
+        """``s:[synthetic/]NAME FIELDS``, ``-:[synthetic/]NAME`` or ``!s:[synthetic/]NAME ...``
+        written to dynamic_events."""
         head, _, rest = line.partition(" ")
-        remove = head.startswith("-:")
-        spec = head[2:]
+        remove = head.startswith(("-:", "!"))
+        spec = head[head.index(":") + 1:]
         if "/" in spec:
             group, spec = spec.split("/", 1)
             if group != SYSTEM:

@@ -28,7 +28,8 @@ struct task_struct {
 	int static_prio;
 	int normal_prio;
 	unsigned int rt_priority;
-	char __pad_at_124[932];
+	struct sched_entity se;
+	char __pad_at_384[672];
 	struct list_head tasks;
 	char __pad_at_1072[64];
 	struct mm_struct *mm;

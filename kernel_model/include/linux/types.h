@@ -179,6 +179,19 @@ struct thread_info {
 	u32 cpu;
 };
 
+struct sched_entity {
+	char __pad_at_0[16];
+	struct rb_node run_node;
+	char __pad_at_40[32];
+	struct list_head group_node;
+	unsigned char on_rq;
+	u64 exec_start;
+	u64 sum_exec_runtime;
+	u64 prev_sum_exec_runtime;
+	u64 vruntime;
+	char __pad_at_128[128];
+};
+
 typedef unsigned int slab_flags_t;
 
 typedef __u64 __addrpair;
