@@ -82,7 +82,7 @@ E_REGS = 8                               # r0..r10
 E_SKB_OK, E_SKB_DATA, E_SKB_LEN, E_SKB_MAC, E_SKB_NET = 19, 20, 21, 22, 23
 E_ARGS = 24                              # r2-r5 of the entry (run(args=...))
 E_CTX_HOST, E_CTX_LEN, E_CTX_W = 28, 29, 30   # this run's context, tested inline after the stack
-# the entry trampoline's words (see _TRAMPOLINE): the address of bpf_main, whether a run may take
+# the entry trampoline's words (see _trampoline_ir): the address of bpf_main, whether a run may take
 # the trampoline's fast path, the Python fallback entry and finisher (PyObject *), the engine's
 # region list (PyObject *, its length tells whether the table is current) and the context object
 # of the run under way (PyObject *, 0 outside a trampoline run) for callbacks to adopt
