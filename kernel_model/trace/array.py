@@ -67,9 +67,18 @@ _PID_PROBES: dict[tuple[str, str], str] = {
 _PID_FIELDS = {"switch": ("prev_pid", "next_pid"), "wakeup": ("pid",)}
 
 
+_PID_OFFSETS: dict[tuple[str, str], list[int]] = {}    # the formats are fixed: found once
+
+
 def _pid_offsets(event: Any, rule: str) -> list[int]:
-    by_name = {f.name: f.offset for f in event.fields}
-    return [by_name[name] for name in _PID_FIELDS[rule]]
+    """Offsets of the pid fields ``rule`` reads in ``event``'s record."""
+    key = (event.system, event.name)
+    offsets = _PID_OFFSETS.get(key)
+    if offsets is None:
+        by_name = {f.name: f.offset for f in event.fields}
+        offsets = _PID_OFFSETS[key] = [by_name[name] for name in _PID_FIELDS[rule]]
+    return offsets
+
 
 class TraceArray:
     """A trace instance: the top level (name "") or one under ``instances/``."""
