@@ -188,8 +188,14 @@ class FunctionFilter:
 
         def release() -> None:
             if parser.loaded:
+                word = parser.word()
+                parser.clear()
                 with contextlib.suppress(FsError):    # ftrace_regex_release drops the result
-                    self.apply(parser.word())
+                    self.apply(word)
         handle = SeqHandle(flags, self.text, store, self.clear)
+        # The kernel's release runs before close(2) returns (__fput as task work); FUSE sends
+        # RELEASE after close has returned, so a read right after close could miss the word.
+        # The close's flush applies it (once: the parser is cleared), release catches the rest.
+        handle.flush = release  # type: ignore[method-assign]
         handle.on_release(release)
         return handle
