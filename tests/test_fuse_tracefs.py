@@ -169,6 +169,17 @@ def test_instances(mnt):
     assert sh("rmdir instances/foo && ls instances", mnt).stdout == ""
 
 
+def test_rmdir_right_after_the_last_close_succeeds(mnt):
+    # The kernel drops a file's hold on its instance before close(2) returns; through FUSE
+    # the release comes later, so rmdir must not answer EBUSY for a file already closed.
+    for i in range(20):
+        os.mkdir(mnt / "instances" / f"gone{i}")
+        done = sh(f"cat instances/gone{i}/trace > /dev/null; exec 3< instances/gone{i}/trace_pipe;"
+                  f" exec 3<&-; rmdir instances/gone{i}", mnt)
+        assert done.returncode == 0, done.stderr
+    assert sh("ls instances", mnt).stdout == ""
+
+
 def test_kprobe_events_through_the_shell(mnt):
     sh("echo 'p:myprobe __netdev_alloc_skb len=%si:u32' > kprobe_events", mnt)
     assert sh("cat kprobe_events", mnt).stdout == \

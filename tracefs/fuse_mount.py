@@ -50,6 +50,8 @@ from tracesim.tracefs.tree import Tree
 
 MAX_WRITE = 131072
 SWITCH_INTERVAL = 0.001
+# how long rmdir waits for the RELEASE of files already closed (see rmdir)
+RELEASE_WAIT_S = 0.5
 
 
 def _request_must_end() -> Callable[[], bool]:
@@ -90,6 +92,9 @@ class TracefsOperations(fuse.Operations):
         self._paths: dict[int, str] = {}        # fh -> path it was opened by (files and dirs)
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
+        # fh closed by close(2) (FLUSH seen) whose RELEASE has not arrived yet; see rmdir
+        self._closing: set[int] = set()
+        self._released = threading.Condition(self._lock)
         self._uid, self._gid = os.getuid(), os.getgid()
 
     def _stat(self, attr: Attr) -> dict[str, Any]:
@@ -163,7 +168,16 @@ class TracefsOperations(fuse.Operations):
         self.tree.mkdir(path)
 
     def rmdir(self, path: str) -> None:
-        self.tree.rmdir(path)
+        try:
+            self.tree.rmdir(path)
+        except FsError as e:
+            # The kernel drops an open file's reference before close(2) returns (__fput runs
+            # as task work); FUSE sends RELEASE after close has returned. So `cat
+            # instances/foo/trace; rmdir instances/foo` could find the reference still held.
+            # Give files already closed a moment to be released, then answer for good.
+            if e.errno != errno.EBUSY or not self._await_releases(RELEASE_WAIT_S):
+                raise
+            self.tree.rmdir(path)
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
         self.tree.create(path)
@@ -230,20 +244,40 @@ class TracefsOperations(fuse.Operations):
         # every close(2) of the file flushes, in the closing process's context: its close()
         handle = self._handle(fi)
         pid = self._caller()
-        if pid:
-            self.host.close(pid, fi.fh, handle.flush)
-        else:
-            handle.flush()
+        try:
+            if pid:
+                self.host.close(pid, fi.fh, handle.flush)
+            else:
+                handle.flush()
+        finally:
+            with self._lock:
+                if fi.fh in self._handles:
+                    self._closing.add(fi.fh)
+
+    def _await_releases(self, timeout: float) -> bool:
+        """Wait until every file closed so far is released (or ``timeout`` passes); whether
+        any was pending. A descriptor dup'ed elsewhere keeps its file: the wait then ends
+        at the timeout and the caller answers as before."""
+        with self._released:
+            if not self._closing:
+                return False
+            self._released.wait_for(lambda: not self._closing, timeout)
+            return True
 
     def release(self, path: str, fi: Any) -> None:
         with self._lock:
             handle = self._handles.pop(fi.fh, None)
             self._paths.pop(fi.fh, None)
-        if handle is None:
-            return
-        if self.host is not None:
-            self.host.forget(fi.fh)
-        handle.release()
+        try:
+            if handle is None:
+                return
+            if self.host is not None:
+                self.host.forget(fi.fh)
+            handle.release()
+        finally:
+            with self._released:
+                self._closing.discard(fi.fh)
+                self._released.notify_all()
 
 
 PATH_ENCODING = "tracesim_fs"
