@@ -129,3 +129,66 @@ def test_ls_of_the_mount_is_its_openat_of_dot(mnt: Path) -> None:
     assert any(ln.endswith(' eop: (syscalls.sys_enter_openat) file="."') for ln in ls), ls
     assert any(ln.endswith(' eop: (syscalls.sys_enter_openat) file="events"') for ln in ls), ls
     assert any(ln.endswith(" sys_exit_close: 0x0") for ln in ls), ls     # its closedir
+
+
+USER_READER = r"""
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+SEC("kprobe/do_sys_openat2")
+int op(struct pt_regs *ctx)
+{
+	char buf[16];
+	char one[4];
+	const char *name = (const char *)PT_REGS_PARM2(ctx);
+	long n = bpf_probe_read_user_str(buf, sizeof(buf), name);
+	long k = bpf_probe_read_kernel_str(one, sizeof(one), name);
+	long c = bpf_probe_read_user(one, 1, name);
+
+	return n == 10 && buf[0] == '/' && buf[5] == 'n' && k < 0 && c == 0 && one[0] == '/';
+}
+
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_bpf_probe_read_user_reads_the_path_of_the_current_task(system) -> None:
+    """A kprobe program keeps only opens of "/dev/null": bpf_probe_read_user_str reads the
+    task's path, bpf_probe_read_kernel_str refuses the user address (-EFAULT)."""
+    from tracesim.filters.bpf.compiler.driver import compile_source
+
+    from tests.tree_helpers import cat_into
+    examples = Path(__file__).resolve().parent.parent / "tools" / "examples"
+    obj = compile_source(USER_READER, "op.c", [examples]).elf
+    kernel, tree = system.kernel, system.tree
+    tree.echo("/kprobe_events", "p:opev do_sys_openat2")
+    kept = {}
+    for engine in ("jit", "interp"):
+        assert system.control(["bpf-engine", engine])[0] == 0
+        cat_into(tree, "/events/kprobes/opev/filter", obj)
+        tree.echo("/events/kprobes/opev/enable", "1")
+        tree.echo("/trace", "")
+        with kernel.lock, kernel.sched.running(kernel.user_task("bash")):
+            for path in (b"/dev/null", b"/dev/zero", b"/dev/null"):
+                kernel.syscalls.openat(USER_PATH, 0, lambda: 3, path=path)
+            with kernel.sched.running(kernel.kthreadd):      # no user memory: a fault
+                kernel.syscalls.openat(USER_PATH, 0, lambda: 3)
+        kept[engine] = len(_trace_lines(tree.read_text("/trace"), "opev"))
+        tree.echo("/events/kprobes/opev/enable", "0")
+        tree.echo("/events/kprobes/opev/filter", "0")
+    assert system.control(["bpf-engine", "jit"])[0] == 0
+    assert kept == {"jit": 2, "interp": 2}
+
+
+def test_a_ustring_filter_matches_the_path_in_user_memory(tree, system) -> None:
+    """``filename.ustring ~ ...`` reads the task's path; a plain ``filename ~`` reads it as
+    kernel memory, which a user pointer is not (strncpy_from_kernel_nofault fails)."""
+    k = system.kernel
+    tree.echo("/events/syscalls/sys_enter_openat/filter", 'filename.ustring ~ "/dev/*"')
+    tree.echo("/events/syscalls/sys_enter_openat/enable", "1")
+    with k.sched.running(k.user_task("bash")):
+        for path in (b"/dev/null", b"trace", b"/dev/zero"):
+            k.syscalls.openat(USER_PATH, 0, lambda: 3, path=path)
+        tree.echo("/events/syscalls/sys_enter_openat/filter", 'filename ~ "/dev/*"')
+        k.syscalls.openat(USER_PATH, 0, lambda: 3, path=b"/dev/null")
+    assert len(_trace_lines(tree.read_text("/trace"), "sys_enter_openat")) == 2
