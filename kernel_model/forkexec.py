@@ -26,6 +26,7 @@ COMMANDS = ("/usr/bin/ls", "/usr/bin/cat", "/usr/bin/grep", "/usr/bin/sed", "/us
             "/usr/bin/as", "/usr/bin/ld", "/usr/bin/sleep", "/usr/bin/curl")
 SLEEP_NS = 1_000_000
 O_RDONLY_CLOEXEC = 0o2000000
+LD_SO_CACHE = b"/etc/ld.so.cache"     # what the dynamic loader of each program opens first
 AF_INET, SOCK_STREAM = 2, 1
 ECONNREFUSED = 111
 
@@ -55,7 +56,7 @@ class ForkExecWorkload(Background):
                 child = sys.clone()
             with k.machine.on_cpu(child.cpu), sched.running(child):
                 sys.execve(command)
-                fd = sys.openat(USER_PATH, O_RDONLY_CLOEXEC, lambda: 3)
+                fd = sys.openat(USER_PATH, O_RDONLY_CLOEXEC, lambda: 3, path=LD_SO_CACHE)
                 for _ in range(self.rng.randint(1, 4)):
                     sys.read(fd, 4096, lambda: 4096)
                 sys.close(fd, lambda: 0)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from tracesim.kernel_model.c_types import kernel_types
+from tracesim.kernel_model.mm.user import UserSpace
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.mm.memory import Memory
@@ -56,13 +57,14 @@ FIRST_USER_PID = 1000   # user tasks start here; pids below are boot tasks and k
 
 
 class Task:
-    """A task: ``pid``, ``tgid``, ``comm`` (at most 15 characters), ``addr`` of its task_struct.
+    """A task: ``pid``, ``tgid``, ``comm`` (at most 15 characters), ``addr`` of its task_struct,
+    ``mm``: its user address space (None for kernel threads and a task that has exited).
 
     The scheduler (sched.py) keeps ``prio`` (``p->prio``, 120 at nice 0), ``state``
     (``__state | exit_state``), ``parent`` and ``exec_start`` (ns it last went on a CPU)."""
 
     __slots__ = ("pid", "tgid", "comm", "addr", "flags", "cpu", "prio", "state", "parent",
-                 "exec_start")
+                 "exec_start", "mm")
 
     def __init__(self, pid: int, tgid: int, comm: str, flags: int = 0, cpu: int = 0) -> None:
         self.pid = pid
@@ -75,6 +77,7 @@ class Task:
         self.state = 0
         self.parent: Task | None = None
         self.exec_start = 0
+        self.mm: UserSpace | None = None if flags & PF_KTHREAD else UserSpace()
 
     def __repr__(self) -> str:
         return f"<Task {self.comm}-{self.pid}>"
@@ -216,6 +219,12 @@ class Machine:
         # is the task running on this CPU) and hook(task) when one exits (sched_process_free)
         self.fork_hooks: list[Callable[[Task, Task], None]] = []
         self.exit_hooks: list[Callable[[Task], None]] = []
+        if mem is not None:         # the kernel's user accessors read the current task's pages
+            mem.current_mm = self.current_mm
+
+    def current_mm(self) -> UserSpace | None:
+        """``current->mm``: the user address space of the task running on this CPU."""
+        return self.current.task.mm
 
     # ------------------------------------------------------------------ CPUs
     @property

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from tracesim.kernel_model.machine import FIRST_USER_PID, Task
+from tracesim.kernel_model.mm.user import UserSpace
 from tracesim.kernel_model.trace.events.sched import EXIT_ZOMBIE, TASK_INTERRUPTIBLE, TASK_RUNNING
 from tracesim.kernel_model.trace.events.signal import TRACE_SIGNAL_DELIVERED
 
@@ -231,6 +232,8 @@ class Scheduler:
         child = m.spawn(comm or parent.comm, pid=pid,
                         kthread=bool(parent.flags & 0x00200000) and parent.pid != 0)
         child.parent = parent
+        if child.mm is not None and parent.mm is not None:
+            child.mm = parent.mm.copy()             # copy_mm: dup_mmap of the parent's
         call(self.kp["sched_fork"], self._sched_fork, SIGCHLD_CLONE, child)
         if self.tp_newtask.enabled:
             self.tp_newtask.fire(child, SIGCHLD_CLONE)
@@ -271,6 +274,8 @@ class Scheduler:
         p.comm = comm
         if p.addr:
             self.machine._mirror(p)
+        if p.mm is not None:
+            p.mm = UserSpace()                      # exec_mmap: the new program's own mm
 
     def exit(self, code: int = 0) -> None:
         """``do_exit``: the current task dies; its parent gets SIGCHLD; it leaves the CPU as a
@@ -285,6 +290,7 @@ class Scheduler:
         parent = p.parent
         if parent is not None and parent.pid in self.machine.tasks:
             self.send_signal(SIGCHLD, parent, CLD_EXITED)
+        p.mm = None                                 # exit_mm
         self.schedule(EXIT_ZOMBIE)
         p.state = EXIT_ZOMBIE
 

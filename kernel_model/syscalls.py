@@ -97,9 +97,21 @@ class Syscalls:
         return call(self.sites[site], lambda *_: self._chain(rest, body), *args)
 
     # ------------------------------------------------------------------ files
-    def openat(self, path_addr: int, flags: int, body: Callable[[], int], mode: int = 0) -> int:
-        return self.call("openat", (AT_FDCWD, path_addr, flags, mode), body,
-                         (("do_sys_openat2", (AT_FDCWD, path_addr, USER_BUF)),))
+    def openat(self, path_addr: int, flags: int, body: Callable[[], int], mode: int = 0,
+               path: bytes | None = None, dfd: int = AT_FDCWD) -> int:
+        """openat(dfd, path_addr, flags, mode); ``path``: the string the task stored at
+        ``path_addr`` before the call (in its own memory, where ``getname`` and user-memory
+        probes read it)."""
+        if path is not None:
+            self.store_user(path_addr, path + b"\0")
+        return self.call("openat", (dfd, path_addr, flags, mode), body,
+                         (("do_sys_openat2", (dfd, path_addr, USER_BUF)),))
+
+    def store_user(self, addr: int, data: bytes) -> None:
+        """The current task's own store of ``data`` at user address ``addr``."""
+        mm = self.kernel.machine.current.task.mm
+        if mm is not None:
+            mm.write(addr, data)
 
     def read(self, fd: int, count: int, body: Callable[[], int], pos: int = 0) -> int:
         """read(2) of a file of the model (a seq_file: seq_read_iter holds its m->lock)."""
@@ -171,6 +183,7 @@ class Syscalls:
         def execute() -> int:
             self.kernel.sched.exec(filename)
             return 0
+        self.store_user(USER_PATH, filename.encode() + b"\0")
         return self.call("execve", (USER_PATH, USER_BUF, USER_BUF + 0x40), execute,
                          (("do_execveat_common.isra.0",
                            (AT_FDCWD, FILENAME, USER_BUF, USER_BUF + 0x40, 0)),))

@@ -54,12 +54,10 @@ FAIL_OK: dict[str, str] = {
     "event tracing - restricts events based on pid notrace filtering":
         "counts events of tasks other than the shell; the shell's `ping`/`sleep` never call "
         "into the mount, so the model never sees them run",
-    "event trigger - test inter-event histogram trigger eprobe on synthetic event":
-        "not modelled yet: `ls` lists the mount through FUSE opendir/readdir, which the model "
-        "does not run as the caller's openat, and a caller's path has no user memory in the "
-        "model for `:ustring` to read",
     "Kprobe event user-memory access":
-        "probes the shell's open of /dev/null, which never reaches the mount",
+        "probes the shell's open of /dev/null and ln's symlink in $TMPDIR, which never reach "
+        "the mount: a host process's syscalls reach the model only as its FUSE requests "
+        "(:ustring and +u themselves work: tests/test_user_memory.py)",
     "Register/unregister optimized probe":
         "reads the host's /proc/sys/debug/kprobes-optimization and debugfs kprobes/list",
     "Kprobe events - probe points":

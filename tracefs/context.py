@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from tracesim.filters.predicate.compile import USTRING_BUF_SIZE
 from tracesim.tracefs.caller import caller_comm
 from tracesim.tracefs.errors import FsError
 
@@ -78,6 +79,8 @@ class TreeContext:
         memory = getattr(kernel, "memory", None) or getattr(kernel, "mem", None)
         if memory is not None and hasattr(memory, "read_cstr"):
             options["read_string"] = _fault_to_none(memory.read_cstr)
+        if memory is not None and hasattr(memory, "probe_read_user_str"):
+            options["read_user_string"] = _user_string(memory.probe_read_user_str)
         kallsyms = getattr(kernel, "kallsyms", None)
         if kallsyms is not None:
             options["symbols"] = KallsymsLookup(kallsyms)
@@ -86,6 +89,15 @@ class TreeContext:
     def header_event_text(self) -> str:
         from tracesim.kernel_model.trace.ring_buffer import HEADER_EVENT_TEXT
         return HEADER_EVENT_TEXT
+
+
+def _user_string(read: Callable[[int, int], tuple[int, bytes]]) -> Callable[[int], bytes | None]:
+    """A ``.ustring`` read for filters: strncpy_from_user_nofault of the current task's
+    memory (None where it faults: the predicate fails)."""
+    def read_user_string(addr: int) -> bytes | None:
+        n, raw = read(addr, USTRING_BUF_SIZE)
+        return None if n < 0 else raw
+    return read_user_string
 
 
 def _fault_to_none(read: Callable[[int], bytes]) -> Callable[[int], bytes | None]:

@@ -83,11 +83,13 @@ class TracefsOperations(fuse.Operations):
     ioctl = None
 
     def __init__(self, tree: Tree, on_ready: Callable[[], None] | None = None,
-                 host_tasks: bool = False) -> None:
+                 host_tasks: bool = False, mountpoint: str = "") -> None:
         self.tree = tree
         self.on_ready = on_ready
         # --host-tasks: callers become model tasks doing openat/read/write/close
-        self.host = HostTasks(tree.ctx.kernel, forks=ProcForks.open()) if host_tasks else None
+        self.host = HostTasks(tree.ctx.kernel, forks=ProcForks.open(),
+                              mountpoint=os.path.abspath(mountpoint) if mountpoint else ""
+                              ) if host_tasks else None
         self._handles: dict[int, Handle] = {}
         self._paths: dict[int, str] = {}        # fh -> path it was opened by (files and dirs)
         self._next_fh = itertools.count(1)
@@ -144,12 +146,19 @@ class TracefsOperations(fuse.Operations):
         return self._stat(self.tree.getattr(self._path_of(path, getattr(fh, "fh", None))))
 
     def opendir(self, path: str) -> int:
-        self.tree.readdir(path)          # ENOENT/ENOTDIR at opendir, as the kernel's open does
-        return self._new_fh(path)
+        def do_open() -> int:
+            self.tree.readdir(path)      # ENOENT/ENOTDIR at opendir, as the kernel's open does
+            return self._new_fh(path)
+        pid = self._caller()
+        if pid:          # the caller's openat of the directory (ls: openat(AT_FDCWD, ".", ...))
+            return self.host.openat(pid, path, None, do_open)
+        return do_open()
 
     def releasedir(self, path: str | None, fh: int) -> None:
         with self._lock:
             self._paths.pop(fh, None)
+        if self.host is not None:    # a release carries no caller: the opener closed it
+            self.host.closedir(fh)
 
     def readdir(self, path: str | None, fh: int) -> list[tuple[str, dict[str, int], int]]:
         path = self._path_of(path, fh)
@@ -305,8 +314,8 @@ def serve(tree: Tree, mountpoint: str, *, on_ready: Callable[[], None] | None = 
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
     codecs.register(_path_codec)
-    fuse.FUSE(TracefsOperations(tree, on_ready, host_tasks), mountpoint, raw_fi=True, foreground=True,
-              encoding=PATH_ENCODING,
+    fuse.FUSE(TracefsOperations(tree, on_ready, host_tasks, mountpoint), mountpoint,
+              raw_fi=True, foreground=True, encoding=PATH_ENCODING,
               nothreads=False, debug=debug, fsname="tracesim", subtype="tracesim",
               default_permissions=True, atomic_o_trunc=True, big_writes=True,
               max_write=MAX_WRITE, entry_timeout=0, attr_timeout=0, negative_timeout=0)

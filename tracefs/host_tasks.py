@@ -16,6 +16,17 @@ So ``cat trace`` with a kprobe on ``vfs_read`` shows cat's own reads, as on Linu
 
 Reads of the consuming streams (``trace_pipe``, ``trace_pipe_raw``) run as the caller without
 syscall events: a reader that is woken by the events of its own read would never block.
+
+An open of a file or a directory (FUSE ``open``/``opendir``: ``cat trace``, ``ls`` listing a
+directory of the mount) is the caller's ``openat`` with the arguments the caller passed: while
+the request is served the caller sits in its syscall, so ``/proc/PID/syscall`` gives the
+syscall's number and arguments and ``/proc/PID/mem`` the path string at the pointer it passed
+(``"."`` for ``ls``). The model's task stores that string at that address in its own user
+memory before the call, so ``sys_enter_openat``'s ``filename`` is the caller's pointer and
+``:ustring`` fetches and ``bpf_probe_read_user_str`` read the caller's path there. Where the
+caller's syscall cannot be read (not root, not an open), the task passes the file's absolute
+path on its stack. A directory's close arrives only as ``releasedir``, after the close and
+without the closing process: it is the opener's ``close`` while its task is still the model's.
 """
 from __future__ import annotations
 
@@ -34,8 +45,94 @@ O_LARGEFILE = 0o100000
 PAGE_SIZE = 4096
 GFP_KERNEL_ACCOUNT = GFP_KERNEL | GFP_ACCOUNT
 STREAMS = ("trace_pipe", "trace_pipe_raw")
-# the path string the task passes to openat (on its stack)
+# the path string the task passes to openat (on its stack) when its own is not known
 PATH_ADDR = 0x7ffd3a1c4f60
+AT_FDCWD = -100
+O_DIRECTORY = 0o200000
+# what glibc's opendir passes: O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_DIRECTORY
+OPENDIR_FLAGS = 0o4000 | 0o2000000 | O_DIRECTORY
+PATH_MAX = 4096
+# x86-64 syscall numbers of the opens and where their (dfd, path, flags) arguments are
+NR_OPEN, NR_CREAT, NR_OPENAT, NR_OPENAT2 = 2, 85, 257, 437
+O_CREAT_TRUNC_WRONLY = 0o1000 | 0o100 | 0o1
+
+
+class OpenCall:
+    """The open a caller is in: its dfd, the path pointer and string, its flags (None when
+    the caller's own flags are not known: openat2's are in a struct)."""
+
+    __slots__ = ("dfd", "addr", "path", "flags")
+
+    def __init__(self, dfd: int, addr: int, path: bytes, flags: int | None) -> None:
+        self.dfd = dfd
+        self.addr = addr
+        self.path = path
+        self.flags = flags
+
+
+def proc_syscall(pid: int) -> tuple[int, list[int]] | None:
+    """The syscall ``pid`` is blocked in and its six arguments (``/proc/PID/syscall``), or None
+    (running, not in a syscall, or not readable)."""
+    try:
+        with open(f"/proc/{pid}/syscall", encoding="ascii") as f:
+            words = f.read().split()
+        if len(words) < 7:
+            return None
+        return int(words[0]), [int(w, 16) for w in words[1:7]]
+    except (OSError, ValueError):
+        return None
+
+
+def proc_user_string(pid: int, addr: int, max_len: int = PATH_MAX) -> bytes | None:
+    """The NUL-terminated string at ``addr`` in ``pid``'s memory (``/proc/PID/mem``), without
+    its NUL; None where it cannot be read."""
+    try:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        out = b""
+        while len(out) < max_len:
+            at = addr + len(out)
+            chunk = os.pread(fd, min(PAGE_SIZE - at % PAGE_SIZE, max_len - len(out)), at)
+            if not chunk:
+                return None
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                return out + chunk[:nul]
+            out += chunk
+        return None
+    except (OSError, OverflowError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def _signed32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+def caller_open(pid: int, syscall_of: Callable[[int], tuple[int, list[int]] | None] = proc_syscall,
+                string_at: Callable[[int, int], bytes | None] = proc_user_string
+                ) -> OpenCall | None:
+    """The open(2)/openat(2)/openat2(2)/creat(2) ``pid`` is in, with its path, or None."""
+    call = syscall_of(pid)
+    if call is None:
+        return None
+    nr, args = call
+    if nr == NR_OPENAT:
+        dfd, addr, flags = _signed32(args[0]), args[1], args[2] & 0xFFFFFFFF
+    elif nr == NR_OPENAT2:
+        dfd, addr, flags = _signed32(args[0]), args[1], None
+    elif nr == NR_OPEN:
+        dfd, addr, flags = AT_FDCWD, args[0], args[1] & 0xFFFFFFFF
+    elif nr == NR_CREAT:
+        dfd, addr, flags = AT_FDCWD, args[0], O_CREAT_TRUNC_WRONLY
+    else:
+        return None
+    path = string_at(pid, addr)
+    return None if path is None else OpenCall(dfd, addr, path, flags)
 
 
 def proc_comm(pid: int) -> str:
@@ -128,8 +225,12 @@ class HostTasks:
                  ppid_of: Callable[[int], int] = proc_ppid,
                  exe_of: Callable[[int], str | None] = proc_exe,
                  alive: Callable[[int], bool] = proc_alive,
-                 forks: Callable[[], Iterable[tuple[int, int]]] | None = None) -> None:
+                 forks: Callable[[], Iterable[tuple[int, int]]] | None = None,
+                 open_of: Callable[[int], OpenCall | None] = caller_open,
+                 mountpoint: str = "") -> None:
         self.kernel = kernel
+        self.open_of = open_of
+        self.mountpoint = mountpoint.rstrip("/")
         self.forks = forks
         self.comm_of = comm_of
         self.ppid_of = ppid_of
@@ -137,6 +238,7 @@ class HostTasks:
         self.alive = alive
         self.hosts: dict[int, Any] = {}         # host pid -> its model task
         self.fds: dict[int, int] = {}           # fh -> fd number in its task
+        self.openers: dict[int, int] = {}       # fh -> host pid that opened it
         self.seq_bufs: dict[int, int] = {}      # fh -> its seq_file buffer (kmalloc'd)
         self._open_fds: dict[int, set[int]] = {}    # pid -> its fds in use
 
@@ -267,12 +369,25 @@ class HostTasks:
             raise out[0]
         return out[0]
 
-    def openat(self, pid: int, path: str, flags: int, do_open: Callable[[], int]) -> int:
-        """``openat(AT_FDCWD, path, flags)`` by ``pid``; ``do_open()`` returns the fh."""
+    def openat(self, pid: int, path: str, flags: int | None, do_open: Callable[[], int]) -> int:
+        """``openat(dfd, path, flags)`` by ``pid`` as the caller made it (see the module
+        docstring); ``path`` is the file's path in the mount, ``flags`` the open's flags from
+        FUSE (None: a directory, opened as opendir does); ``do_open()`` returns the fh."""
         used = self._open_fds.setdefault(pid, set())
         fd = next(n for n in range(3, len(used) + 4) if n not in used)   # the lowest free fd
         out: list = []
         name = path.rstrip("/").rsplit("/", 1)[-1] or "/"
+        call = self.open_of(pid)
+        if call is None:
+            dfd, addr = AT_FDCWD, PATH_ADDR
+            raw = (self.mountpoint + path if path != "/" else self.mountpoint or "/").encode(
+                "utf-8", "surrogateescape")
+        else:
+            dfd, addr, raw = call.dfd, call.addr, call.path
+            if call.flags is not None:
+                flags = call.flags
+        if flags is None:
+            flags = OPENDIR_FLAGS
 
         def opening() -> int:
             fh = do_open()
@@ -280,10 +395,12 @@ class HostTasks:
             return fh
         body = self._returning(opening, out, lambda fh: fd)
         user_flags = flags & ~O_LARGEFILE           # the kernel's own addition, not the caller's
-        self._as(pid, lambda t: self.kernel.syscalls.openat(PATH_ADDR, user_flags, body), True)
+        self._as(pid, lambda t: self.kernel.syscalls.openat(addr, user_flags, body, path=raw,
+                                                            dfd=dfd), True)
         fh = self._result(out)
         used.add(fd)
         self.fds[fh] = fd
+        self.openers[fh] = pid
         return fh
 
     def read(self, pid: int, fh: int, path: str, size: int, do_read: Callable[[], bytes],
@@ -327,9 +444,19 @@ class HostTasks:
         self._as(pid, lambda t: self.kernel.syscalls.close(fd, body))
         self._result(out)
 
+    def closedir(self, fh: int) -> None:
+        """A directory's last close: FUSE sends no flush for a directory, only a releasedir
+        after the close(2), without the closing process; the process that opened it is taken
+        as the one that closed it (``ls``), if its task is still one of the model's."""
+        pid = self.openers.get(fh, 0)
+        if fh in self.fds and pid in self.hosts:
+            self.close(pid, fh, lambda: None)
+        self.forget(fh)
+
     def forget(self, fh: int) -> None:
         """The file's last reference is gone (FUSE release)."""
         self.fds.pop(fh, None)
+        self.openers.pop(fh, None)
         self.seq_bufs.pop(fh, None)
 
     def _slab_call(self, op: str, caller: str, *args: int) -> int:

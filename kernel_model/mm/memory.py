@@ -13,12 +13,19 @@ zero-filled output, as ``bpf_probe_read_kernel`` and ``bpf_probe_read_kernel_str
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 DIRECT_MAP_BASE = 0xffff888100000000   # where the model starts handing out direct-map pages
 KERNEL_TEXT_BASE = 0xffffffff81000000  # _stext on x86-64 without KASLR
 EFAULT = 14
+TASK_SIZE = (1 << 47) - PAGE_SIZE     # x86-64 TASK_SIZE_MAX (kernel_model/mm/user.py)
+
+
+def _no_mm() -> Any:
+    return None
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
@@ -83,6 +90,8 @@ class Memory:
         self.pages: dict[int, Region] = {}
         self._next_direct = DIRECT_MAP_BASE
         self._next_text = KERNEL_TEXT_BASE
+        # current->mm (a UserSpace, or None in a kernel thread); the machine sets it
+        self.current_mm: Callable[[], Any] = _no_mm
 
     # ------------------------------------------------------------------ mapping
     def map(self, size: int, name: str, obj_size: int = 0, owner: object = None,
@@ -237,3 +246,48 @@ class Memory:
             return -EFAULT, bytes(size)
         data = text + b"\0"
         return len(data), data
+
+    # ------------------------------------------------------------------ user memory
+    def probe_read_user(self, addr: int, size: int) -> tuple[int, bytes]:
+        """``copy_from_user_nofault`` (``bpf_probe_read_user``, a ``+u`` dereference):
+        ``(0, data)``, or ``(-EFAULT, size zero bytes)`` for a range outside user space, a
+        task without user memory or a page that is not present."""
+        mm = self.current_mm()
+        if mm is None or size < 0 or not 0 <= addr <= TASK_SIZE - size:
+            return -EFAULT, bytes(max(size, 0))
+        try:
+            return 0, mm.read(addr, size)
+        except KernelFault:
+            return -EFAULT, bytes(size)
+
+    def probe_read_user_str(self, addr: int, size: int) -> tuple[int, bytes]:
+        """``strncpy_from_user_nofault`` into a ``size``-byte buffer, as ``probe_read_str``
+        returns it (``bpf_probe_read_user_str``, ``:ustring``)."""
+        if size <= 0:
+            return 0, b""
+        mm = self.current_mm()
+        if mm is None or not 0 <= addr < TASK_SIZE:
+            return -EFAULT, bytes(size)
+        try:
+            text = mm.read_cstr(addr, min(size - 1, TASK_SIZE - addr))
+        except KernelFault:
+            return -EFAULT, bytes(size)
+        return len(text) + 1, text + b"\0"
+
+    def probe_mem_read(self, addr: int, size: int) -> tuple[int, bytes]:
+        """A trace probe's memory fetch: user memory below ``TASK_SIZE``, else kernel."""
+        region = self.pages.get(addr >> PAGE_SHIFT)
+        if region is not None:
+            off = addr - region.base
+            end = off + size
+            if end <= region.size and (region.live is None or region.accessible(off, end)):
+                return 0, bytes(region.buf[off:end])
+        if addr < TASK_SIZE:
+            return self.probe_read_user(addr, size)
+        return self.probe_read(addr, size)
+
+    def probe_mem_read_str(self, addr: int, size: int) -> tuple[int, bytes]:
+        """A trace probe's ``:string`` fetch: a user string below ``TASK_SIZE``, else kernel."""
+        if addr < TASK_SIZE:
+            return self.probe_read_user_str(addr, size)
+        return self.probe_read_str(addr, size)

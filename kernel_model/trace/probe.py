@@ -718,7 +718,8 @@ def _parse_deref(arg: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, s
     """``+|-[u]OFFS(FETCHARG)``: the offset, the braces, the inner fetch, one more insn."""
     sign = arg[0]
     text = arg[1:]
-    if text[:1] == "u":
+    user = text[:1] == "u"           # FETCH_OP_UDEREF: the address is read as user memory
+    if user:
         text = text[1:]
     open_at = text.find("(")
     if open_at < 0:
@@ -742,19 +743,32 @@ def _parse_deref(arg: str, index: int, ctx: ParseContext) -> tuple[str, Fetch, s
     _next_insn(ctx, index, here)
     if op == "DEREF":
         inner = _read_sized(ctx.kernel.mem, inner, 8)
-    return "DEREF", lambda src, cpu, f=inner: _add(f(src, cpu), off), None
+
+    def deref(src: Any, cpu: Any, f: Fetch = inner) -> int | None:
+        return _add(f(src, cpu), off)
+    deref.user = user                # type: ignore[attr-defined]
+    return "DEREF", deref, None
 
 
 def _add(v: int | None, off: int) -> int | None:
     return None if v is None else (v + off) & 0xFFFFFFFFFFFFFFFF
 
 
+def _is_user(fetch: Fetch) -> bool:
+    """Whether ``fetch`` is a ``+uOFFS(...)`` address, which is read as user memory."""
+    return getattr(fetch, "user", False)
+
+
 def _read_sized(mem: Any, addr_fetch: Fetch, size: int) -> Fetch:
+    """probe_mem_read (user memory below TASK_SIZE, kernel memory above), or
+    probe_mem_read_user for a ``+u`` dereference."""
+    read = mem.probe_read_user if _is_user(addr_fetch) else mem.probe_mem_read
+
     def fetch(src: Any, cpu: Any) -> int | None:
         addr = addr_fetch(src, cpu)
         if addr is None:
             return None
-        err, raw = mem.probe_read(addr, size)
+        err, raw = read(addr, size)
         return None if err else int.from_bytes(raw, "little")
     return fetch
 
@@ -771,13 +785,15 @@ def _finish_fetch(fetch: Fetch, store: str, type_name: str, count: int,
     if type_name == "symstr":
         return _symstr_fetch(fetch, kernel)
     if type_name in STRING_TYPES:
-        return _string_fetch(fetch, mem)
+        return _string_fetch(fetch, mem, type_name == "ustring" or _is_user(fetch))
     if count:
+        read = mem.probe_read_user if _is_user(fetch) else mem.probe_mem_read
+
         def array(src: Any, cpu: Any) -> tuple | None:
             addr = fetch(src, cpu)
             if addr is None:
                 return None
-            err, raw = mem.probe_read(addr, size * count)
+            err, raw = read(addr, size * count)
             if err:
                 return None
             return tuple(int.from_bytes(raw[i:i + size], "little") for i in range(0, len(raw), size))
@@ -792,14 +808,19 @@ def _finish_fetch(fetch: Fetch, store: str, type_name: str, count: int,
     return fetch
 
 
-def _string_fetch(fetch: Fetch, mem: Any) -> Fetch:
+def _string_fetch(fetch: Fetch, mem: Any, user: bool) -> Fetch:
+    """FETCH_OP_ST_STRING (a user string below TASK_SIZE, else a kernel one) or, for
+    ``:ustring`` and a ``+u`` address, FETCH_OP_ST_USTRING (user memory only: a kernel
+    address faults)."""
+    read_str = mem.probe_read_user_str if user else mem.probe_mem_read_str
+
     def string(src: Any, cpu: Any) -> bytes | None:
         v = fetch(src, cpu)
         if v is None or isinstance(v, bytes):
             return v
         if isinstance(v, str):
             return v.encode()
-        n, raw = mem.probe_read_str(v, MAX_STRING_SIZE)
+        n, raw = read_str(v, MAX_STRING_SIZE)
         return None if n < 0 else raw.split(b"\0", 1)[0]
     return string
 

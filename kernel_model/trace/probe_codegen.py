@@ -10,7 +10,8 @@ that:
 
 * reads register arguments (``%REG``, ``$argN`` for N ≤ 6, ``$stack``, ``$retval``) from the
   raw pt_regs with one ``unpack_from`` each, and ``+OFF(%REG)`` memory (integers through
-  ``Memory.probe_read``; strings with ``read_cstr``'s one-object case inlined);
+  ``Memory.probe_mem_read``, user memory below TASK_SIZE; strings with ``read_cstr``'s
+  one-object case inlined for kernel memory); a ``+uOFF`` dereference is its own closure's;
 * computes the record's length and its ``__data_loc`` words from the fetched strings (the
   layout is worked out here, once);
 * when the event is the usual one for the tail page (the page has events, the time delta fits
@@ -89,7 +90,7 @@ def arg_plan(arg: Any) -> tuple[str, int, int] | None:
     m = _DEREF.match(expr)
     if m is not None:
         reg = _REG.get(m.group(4))
-        if reg is None or not (typed == "string" or typed in _INT_TYPES):
+        if reg is None or m.group(2) or not (typed == "string" or typed in _INT_TYPES):
             return None
         disp = int(m.group(3), 0) * (-1 if m.group(1) == "-" else 1)
         return "deref", reg, disp
@@ -164,7 +165,7 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
         "pack_small": struct.Struct("<I" + fmt[1:]).pack_into,
         "pack_big": struct.Struct("<II" + fmt[1:]).pack_into,
         "pack_ext": struct.Struct("<II").pack_into,
-        "kpages_get": ev.owner.kernel.mem.pages.get, "probe_read": ev.owner.kernel.mem.probe_read,
+        "kpages_get": ev.owner.kernel.mem.pages.get, "probe_read": ev.owner.kernel.mem.probe_mem_read,
         "PtRegs": PtRegs, "reg_value": reg_value, "ZEROS": ZEROS, "memoryview": memoryview,
         "cmdlines": tracing.cmdlines, "saved": tracing.cmdlines.map, "tgids": tracing.tgids,
         "fallback": fallback, "match": match, "prog": prog,

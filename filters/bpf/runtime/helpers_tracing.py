@@ -16,7 +16,7 @@ from typing import Any
 from tracesim.filters.bpf.runtime.helpers import VMContext
 from tracesim.filters.bpf.runtime.helpers_maps import current_cpu
 from tracesim.filters.bpf.vm.memory import VMError
-from tracesim.kernel_model.mm.memory import PAGE_SHIFT
+from tracesim.kernel_model.mm.memory import PAGE_SHIFT, TASK_SIZE
 
 M64 = 0xFFFFFFFFFFFFFFFF
 TRACE_PRINTK_SIZE = 1024     # BPF_TRACE_PRINTK_SIZE
@@ -103,6 +103,58 @@ def probe_read_kernel_str(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> 
     n, data = _read_str(vm, r3, r2)
     vm.mem.write(r1, data)
     return n & M64
+
+
+def _bpf_memory(vm: VMContext, addr: int) -> bool:
+    """Whether ``addr`` is in the program's own memory (stack, maps, context): kernel memory,
+    though the VM lays it out low."""
+    return any(region.start <= addr < region.end for region in vm.mem.regions)
+
+
+def _user_env(vm: VMContext, addr: int) -> Any:
+    """The environment whose task's user memory holds ``addr``, or None (no kernel, or the
+    address is the program's own memory, which is the kernel's)."""
+    env = vm.env
+    if env is None or addr >= KERNEL_HALF or _bpf_memory(vm, addr):
+        return None
+    return env
+
+
+def probe_read_user(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
+    """bpf_probe_read_user: ``copy_from_user_nofault`` from the current task's user memory
+    (zeros and -EFAULT where it faults)."""
+    env = _user_env(vm, r3)
+    err, data = ((-errno.EFAULT, bytes(r2)) if env is None
+                 else env.kernel.mem.probe_read_user(r3, r2))
+    vm.mem.write(r1, data)
+    return err & M64
+
+
+def probe_read_user_str(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
+    """bpf_probe_read_user_str: ``strncpy_from_user_nofault``; the length with the NUL, or
+    -EFAULT with the buffer cleared."""
+    if r2 <= 0:
+        return 0
+    env = _user_env(vm, r3)
+    n, data = ((-errno.EFAULT, bytes(r2)) if env is None
+               else env.kernel.mem.probe_read_user_str(r3, r2))
+    vm.mem.write(r1, data)
+    return n & M64
+
+
+def probe_read_compat(vm: VMContext, r1: int, r2: int, r3: int, r4: int = 0, r5: int = 0) -> int:
+    """bpf_probe_read (x86-64, whose halves do not overlap): a user address is read as user
+    memory, anything else as probe_read_kernel reads it."""
+    if r3 < TASK_SIZE and _user_env(vm, r3) is not None:
+        return probe_read_user(vm, r1, r2, r3)
+    return probe_read_kernel(vm, r1, r2, r3, r4, r5)
+
+
+def probe_read_compat_str(vm: VMContext, r1: int, r2: int, r3: int, *_: int) -> int:
+    """bpf_probe_read_str: a user string below TASK_SIZE, else probe_read_kernel_str's."""
+    if r3 < TASK_SIZE and _user_env(vm, r3) is not None:
+        return probe_read_user_str(vm, r1, r2, r3)
+    return probe_read_kernel_str(vm, r1, r2, r3)
 
 
 # ---------------------------------------------------------------- context
