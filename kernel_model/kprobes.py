@@ -51,7 +51,10 @@ Symbols of a real 6.18 build that the model never runs (``kallsyms.real_count``)
 the probe gets a dormant site and never fires, as on a kernel where that path is idle.
 
 The model has no instructions, so a probe at ``sym+off`` (0 < off < size) fires at the entry
-with ``ip = sym + off``; return probes need ``off == 0`` (the kernel refuses others too).
+with ``ip = sym + off``; return probes need ``off == 0`` (the kernel refuses others too). An
+``off`` past the function's end names the address there: the probe goes to the symbol
+containing it (``_kprobe_addr``). ``list_text`` is debugfs's ``kprobes/list``; ``optimization``
+is the ``debug.kprobes-optimization`` sysctl.
 """
 from __future__ import annotations
 
