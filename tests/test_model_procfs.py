@@ -60,6 +60,7 @@ def test_kallsyms_lists_data_symbols_and_every_real_text_symbol() -> None:
     assert "ffffffff81000000 T _stext\n" in text
 
 
+@pytest.mark.fuse
 def test_proc_version_and_the_banner_in_memory(mnt: Path) -> None:
     version = cat(mnt, "/proc/version")
     assert re.fullmatch(r"Linux version 6\.18\.44\S* \(\S+@\S+\) \(.+\) #1 SMP .+\n", version)
@@ -79,6 +80,7 @@ def test_proc_version_and_the_banner_in_memory(mnt: Path) -> None:
     assert fields and m.group(1) % fields.groups() == version
 
 
+@pytest.mark.fuse
 def test_probe_on_a_data_symbol_is_refused(mnt: Path) -> None:
     done = sh("echo 'p:bad linux_proc_banner' > kprobe_events", mnt)
     assert "Invalid argument" in done.stderr
@@ -89,6 +91,7 @@ def list_lines(mnt: Path) -> list[str]:
     return cat(mnt, LIST).splitlines()
 
 
+@pytest.mark.fuse
 def test_kprobes_list_shows_armed_probes_with_their_state(mnt: Path) -> None:
     syms = kallsyms_of(mnt)
     clone, read = syms["kernel_clone"][0], syms["vfs_read"][0]
@@ -120,6 +123,7 @@ def test_kprobes_list_shows_armed_probes_with_their_state(mnt: Path) -> None:
     assert list_lines(mnt) == []
 
 
+@pytest.mark.fuse
 def test_probe_past_a_symbols_end_lands_in_the_next(mnt: Path) -> None:
     """_kprobe_addr: SYM+OFFS past SYM's end is the address there, in the next symbol."""
     text = tracesim("kallsyms").stdout.splitlines()
@@ -138,6 +142,7 @@ def test_probe_past_a_symbols_end_lands_in_the_next(mnt: Path) -> None:
     assert done.returncode != 0
 
 
+@pytest.mark.fuse
 def test_open_and_task_free_have_their_kernel_call_sites(mnt: Path) -> None:
     """An openat's getname/putname use names_cache; a task_struct goes back in free_task."""
     done = sh("echo 1 > events/kmem/kmem_cache_free/enable && echo 1 > "
@@ -187,6 +192,7 @@ def overlay(mnt: Path, tmp_path: Path) -> Iterator[list[str]]:
         server.wait(timeout=20)
 
 
+@pytest.mark.fuse
 def test_namespace_shows_the_models_files(mnt: Path, overlay: list[str]) -> None:
     script = ("cat /proc/version; grep -c . /proc/kallsyms; grep ' linux_proc_banner$' "
               "/proc/kallsyms; cat /proc/sys/debug/kprobes-optimization; "
