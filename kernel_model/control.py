@@ -27,6 +27,12 @@ takes it per batch).
     workload start|stop NAME | workload list
     sysctl kernel.stack_tracer_enabled[=0|1]
         The stack tracer's switch (/proc/sys/kernel/stack_tracer_enabled on Linux).
+    sysctl debug.kprobes-optimization[=0|1]
+        Whether kprobes are optimized (/proc/sys/debug/kprobes-optimization).
+    cat PATH
+        One of the model's files outside tracefs (``procfs.FILES``): /proc/version,
+        /proc/kallsyms, /proc/sys/debug/kprobes-optimization, /sys/kernel/debug/kprobes/list,
+        .../blacklist, .../enabled.
     btf
         The model's raw BTF (what ``/sys/kernel/btf/vmlinux`` holds) in base64, one line: what
         ``tracesim btf dump --mount DIR`` reads.
@@ -40,6 +46,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from tracesim.kernel_model import procfs
 from tracesim.kernel_model.net import core as netmod
 from tracesim.kernel_model.net import skb_bench, tun
 from tracesim.kernel_model.syscalls import USER_SOCKADDR
@@ -285,7 +292,7 @@ COMMANDS = ("send", "ping", "skb-bench", "dmesg", "workload")
 def usage() -> str:
     return ("commands: send DEV --len N [--proto udp|tcp|icmp] [--count K] [--ipv6] [--port P]; "
             "ping DEV [-c K] [-s SIZE]; skb-bench [N] [--dev DEV]; dmesg [-c|-C]; "
-            "workload start|stop NAME | workload list; btf\n")
+            "workload start|stop NAME | workload list; btf; sysctl NAME[=VALUE]; cat PATH\n")
 
 
 def run_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
@@ -293,8 +300,12 @@ def run_command(kernel: Kernel, argv: list[str]) -> tuple[int, str]:
     if argv[:1] == ["send"] and argv[1:2] and argv[1].startswith("tun"):   # send tun0 --src ...
         return tun.send_command(kernel, argv[1:])
     if argv[:1] == ["sysctl"]:
+        if argv[1:2] and argv[1].startswith(procfs.OPTIMIZATION_KEY):
+            return procfs.sysctl_command(kernel, argv[1:])
         from tracesim.kernel_model.trace.stack_tracer import sysctl_command
         return sysctl_command(kernel, argv[1:])
+    if argv[:1] == ["cat"]:
+        return procfs.cat_command(kernel, argv[1:])
     if argv == ["btf"]:     # the raw BTF (/sys/kernel/btf/vmlinux), base64: tracesim btf --mount
         from tracesim.kernel_model.model_btf import model_btf_bytes
         return 0, base64.b64encode(model_btf_bytes()).decode() + "\n"

@@ -17,7 +17,11 @@ names of every text symbol of a real 6.18 build ship as package data (``data/kal
 stand-in addresses after the modelled text (``REAL_ONLY_BASE``, ``REAL_ONLY_SIZE`` bytes each),
 so ``kprobe_events`` accepts any real symbol; the model never runs their code. ``real_count``
 says how many symbols of a real build carry a name (static functions repeat: ``NON_UNIQ``).
-Iterating a ``Kallsyms`` gives the modelled table only.
+Iterating a ``Kallsyms`` gives the modelled table only; ``listing()`` gives what
+``/proc/kallsyms`` shows: the modelled functions, every real 6.18 text symbol the model does not
+model (at its stand-in address, so a tool that reads an address there can probe it), and the
+data symbols the model keeps in memory (``DATA_SYMBOLS``: ``linux_banner`` and
+``linux_proc_banner`` in .rodata, ``version.py``).
 
 To add a modelled function, append a row to ``FUNCTIONS`` (before ``_etext``, or with its
 module after it); the order is the text layout, so appending never moves earlier addresses
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tracesim.kernel_model.mm.memory import KERNEL_TEXT_BASE, Memory
+from tracesim.kernel_model.version import LINUX_BANNER, LINUX_PROC_BANNER
 
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
 INT3 = 0xcc
@@ -228,6 +233,16 @@ REAL_SYMBOLS_FILE = Path(__file__).resolve().parent / "data" / "kallsyms_text.gz
 REAL_ONLY_BASE = KERNEL_TEXT_BASE + 0x0100_0000     # past any modelled text
 REAL_ONLY_SIZE = 0x40
 
+# .rodata, past the stand-in text of the real-only symbols (2 MiB aligned, as the kernel's
+# sections are); the data symbols the model has bytes for, in their layout order:
+# (name, type, bytes). Both are ``const char []`` (nm type R), aligned to 32 bytes as gcc
+# aligns arrays of that size on x86-64.
+RODATA_BASE = KERNEL_TEXT_BASE + 0x0180_0000
+DATA_SYMBOLS: tuple[tuple[str, str, bytes], ...] = (
+    ("linux_banner", "R", LINUX_BANNER.encode() + b"\0"),
+    ("linux_proc_banner", "R", LINUX_PROC_BANNER.encode() + b"\0"),
+)
+
 _real_names: tuple[list[str], list[str], dict[str, int], dict[str, int]] | None = None
 
 
@@ -276,6 +291,8 @@ class Kallsyms:
         self._symbols.sort()
         self._addrs = [s.addr for s in self._symbols]
         self._by_name = {s.name: s for s in self._symbols}
+        self._data = _place_data(mem)
+        self._data_by_name = {s.name: s for s in self._data}
 
     def _place(self, funcs: list, base: int, mem: Memory | None) -> None:
         """Lay ``funcs`` out from ``base``; with memory, map their text there."""
@@ -291,9 +308,9 @@ class Kallsyms:
             addr += (size + 15) & ~15
 
     def symbol(self, name: str) -> Symbol:
-        """The symbol called ``name`` (modelled, else of the real 6.18 list); KeyError if
-        there is none."""
-        s = self._by_name.get(name)
+        """The symbol called ``name`` (modelled, a data symbol, else of the real 6.18 list);
+        KeyError if there is none."""
+        s = self._by_name.get(name) or self._data_by_name.get(name)
         if s is None:
             s = self._real_symbol(name)
             if s is None:
@@ -317,15 +334,18 @@ class Kallsyms:
         return self._by_name[name].addr
 
     def __contains__(self, name: str) -> bool:
-        return name in self._by_name or self._real_symbol(name) is not None
+        return (name in self._by_name or name in self._data_by_name
+                or self._real_symbol(name) is not None)
 
     def address_of(self, name: str) -> int | None:
         """The address of ``name``, or None if there is no such symbol."""
-        s = self._by_name.get(name) or self._real_symbol(name)
+        s = self._by_name.get(name) or self._data_by_name.get(name) or self._real_symbol(name)
         return None if s is None else s.addr
 
     def find(self, addr: int) -> Symbol | None:
-        """The symbol of the function containing ``addr``, or None."""
+        """The symbol of the function (or data object) containing ``addr``, or None."""
+        if RODATA_BASE <= addr < MODULE_TEXT_BASE:
+            return next((s for s in self._data if s.addr <= addr < s.addr + s.size), None)
         if REAL_ONLY_BASE <= addr < MODULE_TEXT_BASE:
             i = (addr - REAL_ONLY_BASE) // REAL_ONLY_SIZE
             return _real_at(i) if i < len(real_text_symbols()[0]) else None
@@ -344,3 +364,39 @@ class Kallsyms:
 
     def __iter__(self) -> Iterator[Symbol]:
         return iter(self._symbols)
+
+    def listing(self) -> list[Symbol]:
+        """Every symbol ``/proc/kallsyms`` shows, in address order: the modelled ones, the
+        real 6.18 text symbols the model does not model (each at its stand-in address; a
+        real name the model has, and its ``__pfx_`` padding symbol, only once: the
+        model's), and the data symbols."""
+        return sorted((*self._symbols, *_real_only_listing(frozenset(self._by_name)),
+                       *self._data), key=lambda s: (s.addr, s.name))
+
+
+_real_listing: tuple[frozenset[str], list[Symbol]] | None = None
+
+
+def _real_only_listing(modelled: frozenset[str]) -> list[Symbol]:
+    """The real-only symbols for ``listing``, made once per process and table."""
+    global _real_listing
+    if _real_listing is None or _real_listing[0] != modelled:
+        names = real_text_symbols()[0]
+        _real_listing = (modelled, [
+            _real_at(i) for i, name in enumerate(names)
+            if name not in modelled and name.removeprefix("__pfx_") not in modelled])
+    return _real_listing[1]
+
+
+def _place_data(mem: Memory | None) -> list[Symbol]:
+    """Lay ``DATA_SYMBOLS`` out from ``RODATA_BASE``; with memory, map and fill them."""
+    out: list[Symbol] = []
+    addr = RODATA_BASE
+    for name, typ, data in DATA_SYMBOLS:
+        out.append(Symbol(addr, len(data), typ, name, None, None))
+        addr = (addr + len(data) + 31) & ~31
+    if mem is not None:
+        mem.map(addr - RODATA_BASE, "kernel rodata", at=RODATA_BASE)
+        for sym, (_name, _typ, data) in zip(out, DATA_SYMBOLS, strict=True):
+            mem.write(sym.addr, data)
+    return out

@@ -31,9 +31,9 @@ from tracesim.kernel_model.sched import Scheduler
 from tracesim.kernel_model.syscalls import Syscalls
 from tracesim.kernel_model.trace.printk import Printk
 from tracesim.kernel_model.trace.tracing import Tracing
+from tracesim.kernel_model.version import LINUX_BANNER
 from tracesim.kernel_model.workload import Workloads
 
-UTS_RELEASE = "6.18.0-tracesim"
 DEFAULT_DEVICES = ("lo", "eth0", "eth5")
 
 
@@ -53,10 +53,13 @@ class Kernel:
         self.kallsyms = Kallsyms(self.mem)
         self.kprobes = Kprobes(self.kallsyms, self.mem, cpus, self.machine.smp_processor_id)
         self.printk = Printk(self.clock.reader("local"))
-        self.printk.printk(f"Linux version {UTS_RELEASE} (tracesim) #1 SMP PREEMPT_DYNAMIC")
+        self.printk.printk(LINUX_BANNER.rstrip("\n"))      # start_kernel's first line
         self.tracing = Tracing(self)
         self.slab = Slab(self.mem, self.tracing.event, self.kprobes)
-        self.machine.attach_slab(self.slab, self.kallsyms.addr("dup_task_struct") + 0x4a)
+        # task_structs come from dup_task_struct and go back in free_task (free_task_struct
+        # is inline there): the kmem events' call sites
+        self.machine.attach_slab(self.slab, self.kallsyms.addr("dup_task_struct") + 0x4a,
+                                 self.kallsyms.symbol("free_task").addr + 0x33)
         self.init_task = self.machine.spawn("systemd")            # pid 1
         self.kthreadd = self.machine.spawn("kthreadd", kthread=True)
         self.ksoftirqd: list[Task] = []

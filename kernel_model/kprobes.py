@@ -51,7 +51,10 @@ Symbols of a real 6.18 build that the model never runs (``kallsyms.real_count``)
 the probe gets a dormant site and never fires, as on a kernel where that path is idle.
 
 The model has no instructions, so a probe at ``sym+off`` (0 < off < size) fires at the entry
-with ``ip = sym + off``; return probes need ``off == 0`` (the kernel refuses others too).
+with ``ip = sym + off``; return probes need ``off == 0`` (the kernel refuses others too). An
+``off`` past the function's end names the address there: the probe goes to the symbol
+containing it (``_kprobe_addr``). ``list_text`` is debugfs's ``kprobes/list``; ``optimization``
+is the ``debug.kprobes-optimization`` sysctl.
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from tracesim.kernel_model.kallsyms import Kallsyms
+from tracesim.kernel_model.kallsyms import NOTRACE, Kallsyms
 from tracesim.kernel_model.mm.memory import Memory
 
 ENOENT, EINVAL, EEXIST = 2, 22, 17
@@ -83,6 +86,14 @@ KERNEL_CS, KERNEL_DS = 0x10, 0x18
 X86_EFLAGS_IF = 0x200
 THREAD_SIZE = 16384
 MASK64 = (1 << 64) - 1
+KPROBE_HASH_BITS = 6
+GOLDEN_RATIO_64 = 0x61C8864680B583EB
+JMP32_INSN_SIZE = 5
+
+
+def _hash_ptr(value: int, bits: int) -> int:
+    """hash_ptr on 64-bit: hash_64 (multiply by GOLDEN_RATIO_64, keep the top ``bits``)."""
+    return ((value * GOLDEN_RATIO_64) & MASK64) >> (64 - bits)
 
 # within_kprobe_blacklist: NOKPROBE_SYMBOL() functions and the .kprobes.text / .entry.text /
 # .noinstr.text sections of a 6.18 x86-64 kernel (a sample of what /sys/kernel/debug/kprobes/
@@ -249,6 +260,11 @@ class Kprobe:
     @property
     def symbol(self) -> str:
         return self.site.name
+
+    @property
+    def addr(self) -> int:
+        """The probed address (``kprobe.addr``)."""
+        return self.site.addr + self.offset
 
 
 class KprobeSite:
@@ -419,6 +435,10 @@ class Kprobes:
             for s in kallsyms if s.nargs is not None}
         # sites of functions the model never runs (probes there are accepted and never fire)
         self.dormant: dict[str, KprobeSite] = {}
+        # every registered probe, oldest first (kprobes/list)
+        self.registered: list[Kprobe] = []
+        # sysctl debug.kprobes-optimization (1 on a kernel with CONFIG_OPTPROBES)
+        self.optimization = True
         # the return address of an outermost modelled function when no frame() names its
         # caller (0: unknown)
         self.return_address = 0
@@ -541,12 +561,24 @@ class Kprobes:
     def register_kprobe(self, symbol: str, handler: Callable[[Any], Any],
                         retprobe: bool = False, offset: int = 0, raw: bool = False) -> Kprobe:
         """Probe ``symbol+offset``; ``retprobe`` probes the return instead of the entry.
-        ``handler`` gets a ``PtRegs`` snapshot, or with ``raw`` the CPU's live pt_regs buffer."""
+        ``handler`` gets a ``PtRegs`` snapshot, or with ``raw`` the CPU's live pt_regs buffer.
+
+        As ``_kprobe_addr`` does, ``symbol+offset`` past the end of ``symbol`` is the address
+        it names: the probe goes to the symbol containing it (ENOENT where none does)."""
         if symbol in KPROBE_BLACKLIST:
             raise KprobeError(EINVAL, f"{symbol} is on the kprobe blacklist")
         site = self.sites.get(symbol) or self._dormant_site(symbol)
-        if offset < 0 or offset >= site.size:
-            raise KprobeError(EINVAL, f"offset 0x{offset:x} is outside {symbol} (size 0x{site.size:x})")
+        if offset < 0:
+            raise KprobeError(EINVAL, f"offset {offset} is before {symbol}")
+        if offset >= site.size:
+            addr = site.addr + offset
+            sym = self.kallsyms.find(addr)
+            if sym is None:
+                raise KprobeError(ENOENT, f"0x{addr:x} is in no symbol")
+            if sym.name in KPROBE_BLACKLIST:
+                raise KprobeError(EINVAL, f"{sym.name} is on the kprobe blacklist")
+            site = self._site_of(sym)
+            offset = addr - sym.addr
         if retprobe and offset:
             raise KprobeError(EINVAL, "a return probe must be at the function entry")
         probe = Kprobe(site, handler, retprobe, offset, raw)
@@ -554,10 +586,25 @@ class Kprobes:
             site.ret += (probe,)
         else:
             site.entry += (probe,)
+        self.registered.append(probe)
         site.refresh()
         if retprobe:                    # the caller's address needs complete stacks
             self.hold_call_stacks()
         return probe
+
+    def _site_of(self, sym: Any) -> KprobeSite:
+        """The site of the kallsyms symbol ``sym`` (a modelled function's, or a dormant one)."""
+        site = self.sites.get(sym.name)
+        if site is not None and site.addr == sym.addr:
+            return site
+        key = sym.name if self.kallsyms.address_of(sym.name) == sym.addr else \
+            f"{sym.name}@{sym.addr:x}"
+        site = self.dormant.get(key)
+        if site is None:
+            if sym.type not in "Tt" or not sym.size:
+                raise KprobeError(EINVAL, f"{sym.name} is not kernel text")
+            site = self.dormant[key] = KprobeSite(self, sym.name, sym.addr, sym.size, 0)
+        return site
 
     def _dormant_site(self, symbol: str) -> KprobeSite:
         """A site for a kernel function the model never runs: probes there never fire."""
@@ -567,10 +614,48 @@ class Kprobes:
                 sym = self.kallsyms.symbol(symbol)
             except KeyError:
                 raise KprobeError(ENOENT, f"symbol {symbol!r} not found") from None
-            if not sym.size:
-                raise KprobeError(EINVAL, f"{symbol} is not a function")
-            site = self.dormant[symbol] = KprobeSite(self, symbol, sym.addr, sym.size, 0)
+            site = self._site_of(sym)
         return site
+
+    # -- /sys/kernel/debug/kprobes/list ------------------------------------------------------
+    def optimized(self, probe: Kprobe) -> bool:
+        """kprobe_optimized on x86-64: the probe's int3 replaced by a jump. The model's
+        optimizer runs at once (the kernel's after OPTIMIZE_DELAY), for an entry probe off
+        the function's ftrace location (its entry) whose 5-byte jump fits in the function,
+        while ``optimization`` (sysctl debug.kprobes-optimization) is on. Every probe at one
+        address shares the state, as the kernel's aggregated probe does; a return probe's
+        probe is at the entry, where ftrace handles it."""
+        return (self.optimization and probe.offset != 0
+                and probe.site.size - probe.offset >= JMP32_INSN_SIZE)
+
+    def list_text(self) -> str:
+        """``kprobes/list`` (show_kprobe_addr / report_probe): the probes in kprobe_table
+        order (bucket ``hash_ptr(addr, KPROBE_HASH_BITS)``, the newest first in a bucket and
+        at an address), each ``ADDR  TYPE  SYM+0xOFF  MOD FLAGS``: TYPE ``k``, or ``r`` for
+        a return probe; FLAGS ``[OPTIMIZED]`` or ``[FTRACE]`` (a probe at a function's entry,
+        its ftrace location)."""
+        buckets: dict[int, list[Kprobe]] = {}
+        for probe in self.registered:
+            buckets.setdefault(_hash_ptr(probe.addr, KPROBE_HASH_BITS), []).append(probe)
+        lines = []
+        for bucket in sorted(buckets):
+            by_addr: dict[int, list[Kprobe]] = {}
+            for probe in reversed(buckets[bucket]):
+                by_addr.setdefault(probe.addr, []).append(probe)
+            for addr, probes in by_addr.items():
+                hit = self.kallsyms.find(addr)
+                ftrace = probes[0].offset == 0 and hit is not None and \
+                    hit.name not in NOTRACE
+                flags = ("[OPTIMIZED]" if self.optimized(probes[0]) else "") + \
+                    ("[FTRACE]" if ftrace else "")
+                for probe in probes:
+                    kind = "r" if probe.retprobe else "k"
+                    if hit is not None:
+                        where = f"{hit.name}+0x{addr - hit.addr:x}  {hit.module or ' '} "
+                    else:
+                        where = f"0x{addr:x} "
+                    lines.append(f"{addr:016x}  {kind}  {where}{flags}\n")
+        return "".join(lines)
 
     def unregister_kprobe(self, probe: Kprobe) -> None:
         site = probe.site
@@ -578,6 +663,7 @@ class Kprobes:
             site.ret = tuple(p for p in site.ret if p is not probe)
         else:
             site.entry = tuple(p for p in site.entry if p is not probe)
+        self.registered = [p for p in self.registered if p is not probe]
         site.refresh()
         if probe.retprobe:
             self.release_call_stacks()

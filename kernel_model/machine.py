@@ -200,6 +200,7 @@ class Machine:
         self._task_cache: KmemCache | None = None
         self._slab: Slab | None = None
         self._alloc_site = 0
+        self._free_site = 0
         ts = kernel_types().struct("task_struct")
         self._task_size = ts.size
         # 6.18 keeps a task's CPU in its thread_info (x86-64: THREAD_INFO_IN_TASK)
@@ -298,12 +299,14 @@ class Machine:
         self.current.need_resched = self.current.need_resched_lazy = False
 
     # ------------------------------------------------------------------ tasks
-    def attach_slab(self, slab: Slab, call_site: int = 0) -> None:
+    def attach_slab(self, slab: Slab, call_site: int = 0, free_site: int = 0) -> None:
         """From now on new tasks get their task_struct from the ``task_struct`` kmem_cache
-        (``call_site``: the return address in dup_task_struct the kmem events show)."""
+        (``call_site``: the return address in dup_task_struct the kmem events show;
+        ``free_site``: the one in free_task, where the task_struct goes back)."""
         from tracesim.kernel_model.mm.slab import SLAB_ACCOUNT, SLAB_HWCACHE_ALIGN, SLAB_PANIC
         self._slab = slab
         self._alloc_site = call_site
+        self._free_site = free_site
         self._task_cache = slab.kmem_cache_create(
             "task_struct", self._task_size, 64, SLAB_HWCACHE_ALIGN | SLAB_PANIC | SLAB_ACCOUNT)
 
@@ -337,7 +340,7 @@ class Machine:
             raise ValueError(f"{task!r} is running")
         del self.tasks[task.pid]
         if task.addr and self._slab is not None and self._task_cache is not None:
-            self._slab.kmem_cache_free(self._task_cache, task.addr)
+            self._slab.kmem_cache_free(self._task_cache, task.addr, self._free_site)
             task.addr = 0
         for hook in list(self.exit_hooks):
             hook(task)

@@ -8,7 +8,11 @@ from typing import Any
 
 
 def kallsyms_text(symbols: Iterable[Any]) -> str:
-    """The file's text for ``symbols`` (``Kallsyms`` or any iterable of its ``Symbol``)."""
+    """The file's text for ``symbols``: a ``Kallsyms`` (its ``listing()``: every symbol the
+    model's kernel has) or any iterable of its ``Symbol``."""
+    listing = getattr(symbols, "listing", None)
+    if listing is not None:
+        symbols = listing()
     lines = []
     for s in sorted(symbols, key=lambda s: (s.addr, s.name)):
         module = f"\t[{s.module}]" if s.module else ""

@@ -19,6 +19,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tracesim.kernel_model.mm.slab import GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_PANIC
 from tracesim.kernel_model.sched import SIGCHLD_CLONE, call
 from tracesim.kernel_model.trace.events.syscalls import INT32_TYPES, SYSCALLS
 
@@ -44,6 +45,7 @@ D_NAME = 32                        # its d_name: struct qstr {hash, len; name}
 F_PATH_DENTRY = 72                 # struct file's f_path.dentry
 MAX_BACKED_FDS = 256               # fds whose struct file is in memory
 DENTRY_SLOT = 0x200                # a dentry and its name, per fd
+PATH_MAX = 4096
 
 Chain = Sequence[tuple[str, Sequence[Any]]]
 
@@ -66,6 +68,16 @@ class Syscalls:
         self.sites = kernel.kprobes.sites
         self._dentries: dict[int, int] = {}            # fd -> its file's dentry
         self._dentry_region: int | None = None
+        # getname/putname: an openat copies its path into a names_cache object
+        # (vfs_caches_init's cache of PATH_MAX-byte buffers) and frees it before returning
+        slab = kernel.slab
+        self._names_cache = slab.kmem_cache_create("names_cache", PATH_MAX, 0,
+                                                   SLAB_HWCACHE_ALIGN | SLAB_PANIC)
+        syms, kps = kernel.kallsyms, kernel.kprobes
+        self._getname_site, self._putname_site = (
+            sym.addr + kps.call_offset(sym, "kmem_cache_" + op)
+            for sym, op in ((syms.symbol("getname_flags"), "alloc"),
+                            (syms.symbol("putname"), "free")))
 
     def call(self, name: str, args: Sequence[int], body: Callable[[], int],
              chain: Chain = ()) -> int:
@@ -104,7 +116,15 @@ class Syscalls:
         probes read it)."""
         if path is not None:
             self.store_user(path_addr, path + b"\0")
-        return self.call("openat", (dfd, path_addr, flags, mode), body,
+        slab, cache = self.kernel.slab, self._names_cache
+
+        def opening() -> int:           # do_sys_openat2: getname, do_filp_open, putname
+            name = slab.kmem_cache_alloc(cache, GFP_KERNEL, self._getname_site)
+            try:
+                return body()
+            finally:
+                slab.kmem_cache_free(cache, name, self._putname_site)
+        return self.call("openat", (dfd, path_addr, flags, mode), opening,
                          (("do_sys_openat2", (dfd, path_addr, USER_BUF)),))
 
     def store_user(self, addr: int, data: bytes) -> None:

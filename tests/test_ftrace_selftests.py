@@ -6,9 +6,11 @@ The suite comes from Debian's linux-source package (`make test` installs it as r
 the ftrace folder, tools/selftests.sh); elsewhere these tests skip, naming the package.
 
 ftracetest finds tracefs in /proc/mounts by its type, which a FUSE mount does not have, so a copy
-of the suite is pointed at the mount by its TRACING_DIR line. The stack tracer's tests switch it
-with /proc/sys/kernel/stack_tracer_enabled: the suite runs in a private mount namespace where
-/proc/sys/kernel is the host's plus that file, the model's sysctl (tests/proc_sys_overlay.py).
+of the suite is pointed at the mount by its TRACING_DIR line. Some tests read kernel files outside
+tracefs: the stack tracer's switch /proc/sys/kernel/stack_tracer_enabled, /proc/kallsyms (a
+function's address, a data symbol), /proc/version, /proc/sys/debug/kprobes-optimization and
+debugfs's kprobes/list. The suite runs in a private mount namespace where those paths are the
+model's (tests/proc_overlay.py, served from the mount's control socket).
 """
 from __future__ import annotations
 
@@ -46,8 +48,6 @@ FAIL_OK: dict[str, str] = {
         "remounts tracefs with gid=: a FUSE mount's options are its own",
     "Test file and directory ownership changes for eventfs":
         "remounts tracefs with gid=: a FUSE mount's options are its own",
-    "event filter function - test event filtering on functions":
-        "looks the function's address up in the host's /proc/kallsyms, not the model's",
     "event tracing - restricts events based on pid":
         "counts sched_switch events of tasks other than the shell and its children; the "
         "shell's `ping`/`sleep` never call into the mount, so the model never sees them run",
@@ -58,10 +58,6 @@ FAIL_OK: dict[str, str] = {
         "probes the shell's open of /dev/null and ln's symlink in $TMPDIR, which never reach "
         "the mount: a host process's syscalls reach the model only as its FUSE requests "
         "(:ustring and +u themselves work: tests/test_user_memory.py)",
-    "Register/unregister optimized probe":
-        "reads the host's /proc/sys/debug/kprobes-optimization and debugfs kprobes/list",
-    "Kprobe events - probe points":
-        "probes at the address of a function in the host's /proc/kallsyms",
     "event filter - reject incomplete logical expressions":
         "tests a filter-parser change newer than 6.18.44, which accepts `len == 100 ||` "
         "(../shared/reference/linux-6.18/filter_behaviour)",
@@ -70,9 +66,6 @@ FAIL_OK: dict[str, str] = {
 # Tests ftracetest may leave UNRESOLVED on the model, with the reason: they load a kernel module
 # (the model has none to load), which a distribution kernel without the test modules also can't.
 UNRESOLVED_OK: dict[str, str] = {
-    "Kprobe event symbol argument":
-        "requires a data symbol (linux_proc_banner) in the host's /proc/kallsyms and compares "
-        "it with the host's /proc/version",
     "Generic dynamic event - add/remove tracepoint probe events on module": "loads a module",
     "Kprobe dynamic event - probing module": "loads a module",
     "Test trace_printk from module": "loads a module",
@@ -127,14 +120,22 @@ def _cases(suite: Path, entries: tuple[str, ...]) -> list[str]:
 
 
 @contextlib.contextmanager
-def proc_sys_kernel(mnt: Path, where: Path) -> Iterator[list[str]]:
-    """The command prefix that runs a command with the model's stack_tracer_enabled in
-    /proc/sys/kernel (empty where the overlay or unshare cannot work)."""
+def model_proc(mnt: Path, where: Path) -> Iterator[list[str]]:
+    """The command prefix that runs a command in a private mount namespace where the model's
+    files outside tracefs are at the kernel's paths (tests/proc_overlay.py: /proc/kallsyms,
+    /proc/version, the model's sysctl files in /proc/sys/kernel and /proc/sys/debug, debugfs
+    with kprobes/); empty where the overlay or unshare cannot work."""
+    overlay = Path(__file__).with_name("proc_overlay.py")
+    sys.path.insert(0, str(overlay.parent))
+    try:
+        from proc_overlay import mount_commands
+    finally:
+        sys.path.remove(str(overlay.parent))
     unshare = shutil.which("unshare")
     where.mkdir()
-    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("proc_sys_overlay.py")),
-                               str(where), str(mnt)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, str(overlay), str(where), str(mnt)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
         while not os.path.ismount(where) and server.poll() is None and time.monotonic() < deadline:
@@ -143,7 +144,7 @@ def proc_sys_kernel(mnt: Path, where: Path) -> Iterator[list[str]]:
             yield []
             return
         yield [unshare, "-m", "--propagation", "private", "sh", "-c",
-               'mount --bind "$0" /proc/sys/kernel && exec "$@"', str(where)]
+               mount_commands(str(where)) + ' && exec "$@"', "sh"]
     finally:
         if os.path.ismount(where):
             subprocess.run(["umount", str(where)], capture_output=True)
@@ -170,7 +171,7 @@ def test_ftrace_selftest_group_passes(group: str, mnt: Path, tmp_path: Path) -> 
     cases = _cases(suite, GROUPS[group])
     assert cases, f"no selftests matched {GROUPS[group]}"
     env = _model_programs(tmp_path / "bin", mnt)
-    with proc_sys_kernel(mnt, tmp_path / "proc_sys_kernel") as prefix:
+    with model_proc(mnt, tmp_path / "model_proc") as prefix:
         out = subprocess.run([*prefix, "bash", str(runner), "-l", str(tmp_path / "logs"),
                               *cases], cwd=suite, capture_output=True, text=True, timeout=900,
                              stdin=subprocess.DEVNULL, env=env)

@@ -312,9 +312,8 @@ class KprobeEvents:
         if not syms.is_modelled(symbol) and syms.real_count(symbol) > 1:
             # validate_probe_symbol: static functions of several files share the name
             raise ProbeError("NON_UNIQ_SYMBOL", 1, 0, errno.EADDRNOTAVAIL)
-        hit = syms.lookup(addr)
         if is_return and offset:
             raise ProbeError("BAD_RETPROBE", 1, 0)
-        if hit is not None and offset >= max(hit[2], 1):
-            raise ProbeError("BAD_PROBE_ADDR", 1, 0)
+        # an offset past the symbol's end names the address there (_kprobe_addr): the
+        # registration finds the symbol containing it, or fails with ENOENT
         return symbol, offset, is_return
