@@ -362,6 +362,7 @@ def _dataflow(insns, blocks, entry_state: list) -> dict[int, list]:
 # lays each loop out contiguously, so spans are its natural loops; anything else still runs
 # correctly, merged into fewer, larger loops.)
 
+MAX_UNTESTED_TRIPS = 4096   # a loop whose jump back skips the budget test ends within this many
 MAX_LOOP_NEST = 16     # Python allows 20 nested loop/try blocks in one function
 MAX_INDENT = 80        # and 100 indentation levels: deeper fall-throughs get a guard instead
 
@@ -468,7 +469,10 @@ class _Gen:
         self.fused_line(depth, whole, dst, f"r{dst} {op}= {_render(rhs)}" if op else None)
 
     def test(self, depth: int, cond: str, negate: bool = False) -> None:
-        """``if cond:`` (``if not (cond):``), cond with register slots: always plain."""
+        """``if cond:`` (``if not (cond):``), cond with register slots: always plain.  A test
+        of one operand against zero (``x == 0``, negated, or ``x != 0``) is the operand's truth."""
+        if cond.endswith((" == 0", " != 0")) and negate == cond.endswith(" == 0"):
+            cond, negate = cond[:-5], False
         self.fused_line(depth, f"not ({cond})" if negate else cond, None, None)
 
     def fused_line(self, depth: int, expr: str, dst: int | None, as_is: str | None) -> None:
@@ -568,12 +572,16 @@ class _Gen:
         """The jumps back that need no budget test: the only jump back to the first block of
         their loop, conditional on ``rX < K`` (or ``<=``, signed ones on values known to be
         non-negative), where rX is written once in the loop, by an ``rX += c`` (c > 0, no
-        wrap) in the jumping block before the jump.  Every iteration that goes round adds c
-        to rX and rX stays at most K, so the loop ends: the next block that does something
-        visible tests the budget, as after a block that only changes registers."""
+        wrap) in the jumping block before the jump, K at most MAX_UNTESTED_TRIPS and no loop
+        inside.  Every
+        iteration that goes round adds c to rX and rX stays at most K, so the loop ends soon:
+        the next block that does something visible tests the budget, as after a block that only
+        changes registers."""
         insns, blocks = self.insns, self.blocks
         found = set()
         for loop in _walk(top):
+            if any(isinstance(item, _Loop) for item in loop.items):
+                continue                  # innermost loops only: untested trips do not multiply
             head = blocks[loop.first][0]
             back = [pc for b in range(loop.first, loop.last + 1) if blocks[b][0] in self.states
                     for pc in slots(insns, *blocks[b])
@@ -592,7 +600,8 @@ class _Gen:
                     step = (pc, list(state))
                 _transfer(insns[pc], state)
             bound = _compared(jump, state)
-            if bound is None or bound[0] != jump.dst or step is None:
+            if bound is None or bound[0] != jump.dst or bound[1] > MAX_UNTESTED_TRIPS \
+                    or step is None:
                 continue
             reg = jump.dst
             pc_i, before = step
