@@ -3,7 +3,10 @@
 Each BPF function (the entry and every bpf-to-bpf callee) becomes one Python function whose
 registers are locals.  Values stay canonical (0 <= v < 2**64) and a mask is emitted only where the
 value could leave that range: a small forward dataflow tracks, per register, either "context + k",
-"frame pointer + k", "context/frame pointer + something" or an upper bound on its bit width.
+"frame pointer + k", "context/frame pointer + something" or an upper bound on its bit width;
+a conditional jump that bounds a register from above (``i < 8``, ``i s<= n`` on a value known to
+be non-negative) narrows its width on the edge where the bound holds, so loop counters, indexes
+and stack addresses lose their masks and signed compares of non-negative values are plain ones.
 Loads and stores whose base is provably the context or the frame pointer at an in-bounds constant
 offset read the context buffer / the stack bytearray directly; those off the context or frame
 pointer at an unknown offset test the region inline; every other access goes through the memory
@@ -17,7 +20,9 @@ its last source) is its own ``while True`` holding only its blocks: a jump back 
 a jump out is ``break`` followed by a small dispatch in the enclosing loop.  Functions with loops
 (and programs with calls) count executed instructions per block against the budget, in a local
 ``n``: a block that only changes registers leaves the test to the next one that can do more
-(store, call, exit, jump back), so nothing visible happens past the budget.
+(store, call, exit, jump back), so nothing visible happens past the budget.  The jump back of an
+innermost counted loop (``rX += c`` once per trip, ``if rX < K goto head``, K <= 4096) is not
+a test either: the loop ends within K trips and the next block that can do more tests.
 """
 from __future__ import annotations
 
