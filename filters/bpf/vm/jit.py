@@ -3,7 +3,10 @@
 Each BPF function (the entry and every bpf-to-bpf callee) becomes one Python function whose
 registers are locals.  Values stay canonical (0 <= v < 2**64) and a mask is emitted only where the
 value could leave that range: a small forward dataflow tracks, per register, either "context + k",
-"frame pointer + k", "context/frame pointer + something" or an upper bound on its bit width.
+"frame pointer + k", "context/frame pointer + something" or an upper bound on its bit width;
+a conditional jump that bounds a register from above (``i < 8``, ``i s<= n`` on a value known to
+be non-negative) narrows its width on the edge where the bound holds, so loop counters, indexes
+and stack addresses lose their masks and signed compares of non-negative values are plain ones.
 Loads and stores whose base is provably the context or the frame pointer at an in-bounds constant
 offset read the context buffer / the stack bytearray directly; those off the context or frame
 pointer at an unknown offset test the region inline; every other access goes through the memory
@@ -17,7 +20,9 @@ its last source) is its own ``while True`` holding only its blocks: a jump back 
 a jump out is ``break`` followed by a small dispatch in the enclosing loop.  Functions with loops
 (and programs with calls) count executed instructions per block against the budget, in a local
 ``n``: a block that only changes registers leaves the test to the next one that can do more
-(store, call, exit, jump back), so nothing visible happens past the budget.
+(store, call, exit, jump back), so nothing visible happens past the budget.  The jump back of an
+innermost counted loop (``rX += c`` once per trip, ``if rX < K goto head``, K <= 4096) is not
+a test either: the loop ends within K trips and the next block that can do more tests.
 """
 from __future__ import annotations
 
@@ -105,12 +110,47 @@ def _atom(expr: str) -> bool:
     return expr.isdigit() or (expr.startswith("\0") and expr.endswith("\0") and expr.count("\0") == 2)
 
 
+# ``(A << k) >> k`` is A for any Python int A: what a sign extension of a value known to be
+# non-negative leaves after the masks are gone (A an atom or a parenthesized group without
+# parentheses inside; the whole a parenthesized group or the whole expression).
+_UNSHIFT = re.compile(r"(?:^|(?<=\())\((\([^()]*\)|\0\d+\0|\d+) << (\d+)\) >> (\d+)(?=\)|$)")
+
+
+def _unshift(expr: str) -> str:
+    while True:
+        new = _UNSHIFT.sub(lambda m: m[1] if m[2] == m[3] else m[0], expr)
+        if new == expr:
+            return expr
+        expr = new
+
+
 def _bits(v: int) -> int:
     return v.bit_length()
 
 
+def _span(a) -> tuple[int, int] | None:
+    """(lowest, highest) value a register known as the context or frame pointer + k can hold:
+    the context is at CTX_BASE, the frame pointer within the stack (a callee's is below its
+    caller's)."""
+    if a[0] == "ctx":
+        return CTX_BASE + a[1], CTX_BASE + a[1]
+    if a[0] == "fp":
+        return STACK_BASE + a[1], STACK_TOP + a[1]
+    return None
+
+
 def _width(a) -> int:
-    return a[1] if a[0] == "w" else 64
+    """Bits the register's value fits in (64: unknown)."""
+    if a[0] == "w":
+        return a[1]
+    span = _span(a)
+    return _bits(span[1]) if span is not None and span[0] >= 0 and span[1] < S64 else 64
+
+
+def _stays(a, delta: int) -> bool:
+    """Does the context/frame pointer + k in ``a`` plus ``delta`` stay in 0 .. 2**63 - 1?"""
+    span = _span(a)
+    return span is not None and span[0] + delta >= 0 and span[1] + delta < S64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,17 +189,30 @@ def _transfer(insn: isa.Insn, state: list) -> None:
     if cls in (isa.ALU, isa.ALU64):
         code, x = op & 0xF0, op & isa.X
         if cls == isa.ALU:
+            # the operands are the low 32 bits: below 2**aw and 2**bw
+            aw = min(32, _width(state[d]))
+            bw = min(32, _width(state[s])) if x else _bits(insn.imm & M32)
             w = 32
             if code == isa.AND and not x:
-                w = min(32, _bits(insn.imm & M32))
+                w = min(aw, bw)
             elif code == isa.MOV and not x and not insn.off:
-                w = _bits(insn.imm & M32)
+                w = bw
             elif code == isa.RSH and not x:
-                w = 32 - (insn.imm & 31)
+                w = max(0, aw - (insn.imm & 31))
             elif code in (isa.AND, isa.MOV) and x and not insn.off:
-                w = min(32, _width(state[s]), _width(state[d]) if code == isa.AND else 64)
+                w = min(bw, aw if code == isa.AND else 32)
             elif code == isa.END:             # le16/le32/be16/be32 truncate; be64, le64 do not
                 w = insn.imm if insn.imm < 64 else 64
+            elif code == isa.ADD:
+                w = min(32, max(aw, bw) + 1)
+            elif code in (isa.OR, isa.XOR):
+                w = max(aw, bw)
+            elif code == isa.LSH and not x:
+                w = min(32, aw + (insn.imm & 31))
+            elif code == isa.MUL:
+                w = min(32, aw + bw)
+            elif code in (isa.DIV, isa.MOD) and not insn.off:
+                w = aw                        # at most the dividend (or 0)
             state[d] = ("w", w)
             return
         a = state[d]
@@ -216,6 +269,64 @@ def _transfer(insn: isa.Insn, state: list) -> None:
                 state[r] = UNKNOWN
 
 
+def _nonneg(a, wide: bool) -> bool:
+    """Is the compared value (all 64 bits, or the low 32 of a value below 2**32) non-negative
+    as a signed number?"""
+    return _width(a) <= (63 if wide else 31)
+
+
+def _compared(insn: isa.Insn, state: list) -> tuple[int, int] | None:
+    """(the register a conditional jump compares, the largest value it has when the jump is
+    taken), from a comparison against a constant or a register of known width: None when the
+    jump says nothing useful (or about values the widths do not describe)."""
+    op, wide = insn.opcode & 0xF0, insn.opcode & 7 == isa.JMP
+    d = insn.dst
+    a = state[d]
+    if a[0] != "w" or not wide and a[1] > 32:
+        return None
+    if insn.opcode & isa.X:
+        b = state[insn.src]
+        if b[0] != "w" or not wide and b[1] > 32:
+            return None
+        if op == isa.JLT or op == isa.JSLT and _nonneg(a, wide) and _nonneg(b, wide):
+            return d, (1 << b[1]) - 2 if b[1] else -1
+        if op == isa.JLE or op == isa.JSLE and _nonneg(a, wide) and _nonneg(b, wide):
+            return d, (1 << b[1]) - 1
+        return None
+    k = insn.imm & (M64 if wide else M32)
+    sign = S64 if wide else S32
+    if op in (isa.JSLT, isa.JSLE):
+        if not _nonneg(a, wide) or k >= sign:
+            return None
+        op = isa.JLT if op == isa.JSLT else isa.JLE
+    if op == isa.JLT:
+        return d, k - 1
+    if op in (isa.JLE, isa.JEQ):
+        return d, k
+    return None
+
+
+def _refine(insn: isa.Insn, state: list, taken: bool) -> list:
+    """The register state along one edge of a conditional jump: a comparison that bounds a
+    register from above narrows its width on the edge where the bound holds."""
+    op = insn.opcode & 0xF0
+    inverse = {isa.JGT: isa.JLE, isa.JGE: isa.JLT, isa.JNE: isa.JEQ,
+               isa.JSGT: isa.JSLE, isa.JSGE: isa.JSLT}
+    if not taken:
+        if op not in inverse or insn.opcode & isa.X:
+            return list(state)
+        insn = isa.Insn(insn.opcode & 0x0F | inverse[op], insn.dst, insn.src, insn.off, insn.imm)
+    found = _compared(insn, state)
+    if found is None:
+        return list(state)
+    reg, top = found
+    out = list(state)
+    if top < 0:
+        return out                             # the edge is never taken: keep it simple
+    out[reg] = ("w", min(_width(out[reg]), _bits(top)))
+    return out
+
+
 def _dataflow(insns, blocks, entry_state: list) -> dict[int, list]:
     index = {b[0]: i for i, b in enumerate(blocks)}
     states: dict[int, list] = {blocks[0][0]: list(entry_state)}
@@ -228,18 +339,20 @@ def _dataflow(insns, blocks, entry_state: list) -> dict[int, list]:
         for pc in slots(insns, start, end):
             insn = insns[pc]
             if isa.is_jump(insn):
-                succs.append(isa.jump_target(pc, insn))
                 if insn.opcode in (isa.OP_JA, isa.OP_JA32):
+                    succs.append((isa.jump_target(pc, insn), state))
                     break
+                succs.append((isa.jump_target(pc, insn), _refine(insn, state, True)))
+                state = _refine(insn, state, False)
             elif insn.opcode == isa.OP_EXIT:
                 break
             _transfer(insn, state)
         else:
             if end in index:
-                succs.append(end)
-        for succ in succs:
+                succs.append((end, state))
+        for succ, edge in succs:
             old = states.get(succ)
-            new = list(state) if old is None else [_join(a, b) for a, b in zip(old, state, strict=False)]
+            new = list(edge) if old is None else [_join(a, b) for a, b in zip(old, edge, strict=False)]
             if new != old:
                 states[succ] = new
                 work.append(succ)
@@ -254,6 +367,7 @@ def _dataflow(insns, blocks, entry_state: list) -> dict[int, list]:
 # lays each loop out contiguously, so spans are its natural loops; anything else still runs
 # correctly, merged into fewer, larger loops.)
 
+MAX_UNTESTED_TRIPS = 4096   # a loop whose jump back skips the budget test ends within this many
 MAX_LOOP_NEST = 16     # Python allows 20 nested loop/try blocks in one function
 MAX_INDENT = 80        # and 100 indentation levels: deeper fall-throughs get a guard instead
 
@@ -360,7 +474,10 @@ class _Gen:
         self.fused_line(depth, whole, dst, f"r{dst} {op}= {_render(rhs)}" if op else None)
 
     def test(self, depth: int, cond: str, negate: bool = False) -> None:
-        """``if cond:`` (``if not (cond):``), cond with register slots: always plain."""
+        """``if cond:`` (``if not (cond):``), cond with register slots: always plain.  A test
+        of one operand against zero (``x == 0``, negated, or ``x != 0``) is the operand's truth."""
+        if cond.endswith((" == 0", " != 0")) and negate == cond.endswith(" == 0"):
+            cond, negate = cond[:-5], False
         self.fused_line(depth, f"not ({cond})" if negate else cond, None, None)
 
     def fused_line(self, depth: int, expr: str, dst: int | None, as_is: str | None) -> None:
@@ -383,6 +500,7 @@ class _Gen:
             lines.pop()
             del plain[len(lines)]
             as_is = None
+        expr = _unshift(expr)
         if dst is None:
             lines.append(f"{indent}if {_render(expr)}:")
             return
@@ -433,6 +551,7 @@ class _Gen:
             self.fp, self.sb = "fp", "sb"
             body = 1
         self.states = _dataflow(insns, blocks, entry)
+        self.bounded = self.bounded_back_edges(top)
         exit_uses = (ALL_REGS if self.capture else frozenset({0})) if main else frozenset(range(6))
         self.live_after = analysis.reg_liveness(insns, blocks, exit_uses)
         self.targets = {blocks[t][0] for _, _, t in jumps}
@@ -453,6 +572,61 @@ class _Gen:
             self.emit(1, "except (IndexError, _StructError):")
             self.emit(2, "raise _Fault(0, 0, False, 'context shorter than the program expects')")
         self.emit(0, "")
+
+    def bounded_back_edges(self, top: list) -> set[int]:
+        """The jumps back that need no budget test: the only jump back to the first block of
+        their loop, conditional on ``rX < K`` (or ``<=``, signed ones on values known to be
+        non-negative), where rX is written once in the loop, by an ``rX += c`` (c > 0, no
+        wrap) in the jumping block before the jump, K at most MAX_UNTESTED_TRIPS and no loop
+        inside.  Every
+        iteration that goes round adds c to rX and rX stays at most K, so the loop ends soon:
+        the next block that does something visible tests the budget, as after a block that only
+        changes registers."""
+        insns, blocks = self.insns, self.blocks
+        found = set()
+        for loop in _walk(top):
+            if any(isinstance(item, _Loop) for item in loop.items):
+                continue                  # innermost loops only: untested trips do not multiply
+            head = blocks[loop.first][0]
+            back = [pc for b in range(loop.first, loop.last + 1) if blocks[b][0] in self.states
+                    for pc in slots(insns, *blocks[b])
+                    if isa.is_jump(insns[pc]) and isa.jump_target(pc, insns[pc]) == head]
+            if len(back) != 1:
+                continue
+            pc_j = back[0]
+            jump = insns[pc_j]
+            if jump.opcode in (isa.OP_JA, isa.OP_JA32):
+                continue
+            latch = next(b for b in blocks if b[0] <= pc_j < b[1])
+            state = list(self.states[latch[0]])
+            step = None                 # (pc of the last write to rX, the state before it)
+            for pc in slots(insns, latch[0], pc_j):
+                if jump.dst in self.writes(insns[pc]):
+                    step = (pc, list(state))
+                _transfer(insns[pc], state)
+            bound = _compared(jump, state)
+            if bound is None or bound[0] != jump.dst or bound[1] > MAX_UNTESTED_TRIPS \
+                    or step is None:
+                continue
+            reg = jump.dst
+            pc_i, before = step
+            inc = insns[pc_i]
+            if inc.opcode not in (isa.ALU64 | isa.ADD | isa.K, isa.ALU | isa.ADD | isa.K) \
+                    or inc.imm <= 0:
+                continue
+            limit = 63 if inc.opcode & 7 == isa.ALU64 else 32
+            if before[reg][0] != "w" or max(_width(before[reg]), _bits(inc.imm)) + 1 > limit:
+                continue
+            writers = [pc for b in range(loop.first, loop.last + 1)
+                       for pc in slots(insns, *blocks[b]) if reg in self.writes(insns[pc])]
+            if writers == [pc_i]:
+                found.add(pc_j)
+        return found
+
+    @staticmethod
+    def writes(insn: isa.Insn) -> frozenset[int]:
+        """The registers an instruction may change (a helper call: r0 only, as generated)."""
+        return analysis.reg_uses_defs(insn, frozenset())[1]
 
     def analyse_loops(self, top: list, jumps: list) -> None:
         """Per loop: whether its first block needs a guard, and where control goes on leaving."""
@@ -669,7 +843,7 @@ class _Gen:
             insn = self.insns[pc]
             cls = insn.opcode & 7
             if isa.is_jump(insn):
-                return isa.jump_target(pc, insn) <= pc
+                return isa.jump_target(pc, insn) <= pc and pc not in self.bounded
             if cls == isa.LDX and insn.opcode & 0xE0 in (isa.MEM, isa.MEMSX):
                 base = state[insn.src]
                 k = base[1] + insn.off if base[0] == "fp" else 1
@@ -728,6 +902,10 @@ class _Gen:
         sym = {isa.JEQ: "==", isa.JNE: "!=", isa.JGT: ">", isa.JGE: ">=", isa.JLT: "<",
                isa.JLE: "<=", isa.JSGT: ">", isa.JSGE: ">=", isa.JSLT: "<", isa.JSLE: "<="}[op]
         if op in (isa.JSGT, isa.JSGE, isa.JSLT, isa.JSLE):
+            # both sides non-negative as signed numbers: the unsigned comparison is the same
+            if _nonneg(state[insn.dst], wide) and (
+                    _nonneg(state[insn.src], wide) if x else insn.imm & mask < sign):
+                return f"{a} {sym} {operand(insn.src) if x else insn.imm & mask}"
             b = f"({operand(insn.src)} ^ {sign})" if x else str((insn.imm & mask) ^ sign)
             return f"({a} ^ {sign}) {sym} {b}"
         return f"{a} {sym} {operand(insn.src) if x else insn.imm & mask}"
@@ -790,13 +968,13 @@ class _Gen:
         if name == "mov":
             return "", b, True
         if name == "add":
-            if not x and a[0] in ("ctx", "fp") and 0 <= a[1] + insn.imm < (1 << 40):
+            if not x and _stays(a, insn.imm):
                 return ("+", str(insn.imm), True) if insn.imm >= 0 else ("-", str(-insn.imm), True)
             if not x and insn.imm < 0:
                 return "", f"({rd} - {-insn.imm}) & M64", True
             return ("+", b, True) if max(aw, bw) < 64 else ("", f"({rd} + {b}) & M64", True)
         if name == "sub":
-            if not x and a[0] in ("ctx", "fp") and 0 <= a[1] - insn.imm < (1 << 40):
+            if not x and _stays(a, -insn.imm):
                 return ("-", str(insn.imm), True) if insn.imm >= 0 else ("+", str(-insn.imm), True)
             return "", f"({rd} - {b}) & M64", True
         if name == "mul":
@@ -848,8 +1026,9 @@ class _Gen:
         aw = min(32, _width(state[d]))
         if name in ("add", "sub", "mul"):
             sym = {"add": "+", "sub": "-", "mul": "*"}[name]
-            if name == "add" and not x and max(aw, _bits(insn.imm & M32)) < 32:
-                return "", f"{a} + {b}", True
+            bw = min(32, _width(state[insn.src])) if x else _bits(insn.imm & M32)
+            if name == "add" and max(aw, bw) < 32 or name == "mul" and aw + bw <= 32:
+                return "", f"{a} {sym} {b}", True
             return "", f"({a} {sym} {b}) & {M32}", True
         if name in ("or", "and", "xor"):
             return "", f"{a} {_BITOPS[name]} {b}", True
