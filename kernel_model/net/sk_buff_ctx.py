@@ -16,6 +16,13 @@ SK_BUFF_FIELDS = {"len": 0, "pkt_type": 4, "mark": 8, "queue_mapping": 12, "prot
                   "ingress_ifindex": 36, "ifindex": 40, "tc_index": 44, "cb": 48, "hash": 68}
 
 _U32 = 0xFFFF_FFFF
+_LEADING_FIELDS = struct.Struct("<18I")
+assert _LEADING_FIELDS.size == SK_BUFF_FIELDS["hash"] + 4
+
+
+def _be16(value: int) -> int:
+    """A 16-bit value in network order, read back as the little-endian u32 the field holds."""
+    return ((value & 0xFF) << 8) | ((value >> 8) & 0xFF)
 
 
 class SkbData(Protocol):
@@ -32,15 +39,14 @@ def sk_buff_context(skb: SkbData, *, protocol: int = 0, queue_mapping: int = 0, 
     """The ``struct __sk_buff`` a socket filter sees for ``skb`` (``cb`` cleared, as
     ``bpf_prog_run_clear_cb`` does).  ``protocol`` is in network order, as the kernel keeps it."""
     ctx = bytearray(SK_BUFF_CTX_SIZE)
-    f = SK_BUFF_FIELDS
-    struct.pack_into("<I", ctx, f["len"], len(skb.data))
-    struct.pack_into("<I", ctx, f["mark"], mark & _U32)
-    struct.pack_into("<I", ctx, f["queue_mapping"], queue_mapping & 0xFFFF)
-    struct.pack_into("<I", ctx, f["protocol"],
-                     int.from_bytes((protocol & 0xFFFF).to_bytes(2, "big"), "little"))
-    if vlan_tci is not None:
-        struct.pack_into("<III", ctx, f["vlan_present"], 1, vlan_tci & 0xFFFF,
-                         int.from_bytes((vlan_proto & 0xFFFF).to_bytes(2, "big"), "little"))
-    struct.pack_into("<II", ctx, f["ingress_ifindex"], ingress_ifindex & _U32, ifindex & _U32)
-    struct.pack_into("<I", ctx, f["hash"], skb_hash & _U32)
+    if vlan_tci is None:
+        vlan_present = vlan_tci = vlan_proto = 0
+    else:
+        vlan_present = 1
+    # one pack of the fields through ``hash`` (18 u32 words; pkt_type, priority, tc_index and
+    # cb stay 0): a steering hook builds this once per packet, so it is part of each run's cost
+    _LEADING_FIELDS.pack_into(ctx, 0, len(skb.data), 0, mark & _U32, queue_mapping & 0xFFFF,
+                              _be16(protocol), vlan_present, vlan_tci & 0xFFFF, _be16(vlan_proto),
+                              0, ingress_ifindex & _U32, ifindex & _U32, 0, 0, 0, 0, 0, 0,
+                              skb_hash & _U32)
     return ctx
