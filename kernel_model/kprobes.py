@@ -181,39 +181,62 @@ def _call_regs_writer(nargs: int) -> Callable[[bytearray, int, tuple], None]:
 def _one_probe_call_maker(nargs: int) -> Callable[..., Callable[..., Any]]:
     """``KprobeSite._one_probe_call``'s closure with the pt_regs writer of ``nargs``
     arguments inline (``_call_regs_writer``'s one ``pack_into``) and the CPU read as
-    ``machine.current.id``; fewer arguments than ``nargs`` go through the writer for them."""
+    ``machine.current.id``. The C arguments are named parameters (no tuple built and taken
+    apart per call); a call with fewer than ``nargs`` goes through the writer for them, the
+    model's own extra arguments pass through ``more``."""
     slot = {reg: i for i, reg in enumerate(ARG_REGS[:nargs])}
     values = ["addr" if reg == "ip" else
               f"(a{slot[reg]} & MASK64 if type(a{slot[reg]}) is int else "
               f"g if (g := getattr(a{slot[reg]}, 'addr', None)) is not None "
               f"else reg_value(a{slot[reg]}))"
               if reg in slot else "0" for reg in _CALL_REGS]
-    unpack = "".join(f"                a{i} = args[{i}]\n" for i in range(nargs))
+    params = "".join(f", a{i}=MISSING" for i in range(nargs))
+    names = ", ".join(f"a{i}" for i in range(nargs))
+    given = f"({names}{',' if nargs == 1 else ''})" if nargs else "()"
+    last = f"a{nargs - 1} is MISSING" if nargs else "False"
     source = (
         "def make(kps, probe, all_regs, machine, addr, call_probed, writers):\n"
-        "    def call(func, *args):\n"
+        f"    def call(func{params}, *more):\n"
+        f"        if {last}:            # fewer arguments than the function's C ones\n"
+        f"            args = tuple(a for a in {given} if a is not MISSING)\n"
+        "            if kps.ftrace is not None:\n"
+        "                return call_probed(func, *args)\n"
+        "            if kps.in_handler:\n"
+        "                probe.nmissed += 1\n"
+        "            else:\n"
+        "                kps.in_handler = True\n"
+        "                try:\n"
+        "                    regs = all_regs[machine.current.id]\n"
+        "                    writers[len(args)](regs, addr, args)\n"
+        "                    probe.nhit += 1\n"
+        "                    probe.handler(regs)\n"
+        "                finally:\n"
+        "                    kps.in_handler = False\n"
+        "            return func(*args)\n"
         "        if kps.ftrace is not None:\n"
-        "            return call_probed(func, *args)\n"
+        f"            return call_probed(func, {names}{', ' if nargs else ''}*more)\n"
         "        if kps.in_handler:\n"
         "            probe.nmissed += 1\n"
         "        else:\n"
         "            regs = all_regs[machine.current.id]\n"
-        f"            if len(args) >= {nargs}:\n"
-        + unpack +
-        f"                pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})\n"
-        "            else:\n"
-        "                writers[len(args)](regs, addr, args)\n"
+        f"            pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})\n"
         "            kps.in_handler = True\n"
         "            try:\n"
         "                probe.nhit += 1\n"
         "                probe.handler(regs)\n"
         "            finally:\n"
         "                kps.in_handler = False\n"
-        "        return func(*args)\n"
+        "        if more:\n"
+        f"            return func({names}{', ' if nargs else ''}*more)\n"
+        f"        return func({names})\n"
         "    return call\n")
-    env: dict[str, Any] = {"pack": _CALL_REGS_PACK, "reg_value": reg_value, "MASK64": MASK64}
+    env: dict[str, Any] = {"pack": _CALL_REGS_PACK, "reg_value": reg_value, "MASK64": MASK64,
+                           "MISSING": _MISSING}
     exec(compile(source, f"<kprobe call {nargs}>", "exec"), env)
     return env["make"]
+
+
+_MISSING: Any = object()       # an argument the caller did not pass
 
 
 def _plain_cpu_id_owner(this_cpu_id: Callable[[], int]) -> Any:

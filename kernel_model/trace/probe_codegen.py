@@ -17,15 +17,20 @@ that:
   the header's 27 bits, the event fits), packs the event header and the fixed part in one
   ``pack_into`` at the page's write offset and copies the strings after it: the kernel's
   reserve/commit with no record object in between;
-* with a predicate, runs it on the record as written in the page (a memoryview of it) and
-  discards (the bytes cleared, the page untouched: ``CpuBuffer.discard``) when it fails;
+* with a predicate, does what the kernel does while an event has a filter
+  (``trace_buffered_event``): builds the record off the ring buffer (one ``pack`` of the fixed
+  part and the strings), runs the predicate on it, and only when it passes reads the clock
+  and copies it into the page; a failing event leaves the buffer untouched (nothing to
+  discard);
+* without one, packs the header, the fixed part and a single string in one ``pack_into``
+  (a ``Struct`` per string length, made once);
 * commits: the page's and CPU's counters, the comm, waking readers.
 
 Anything else takes the general path with the record built as bytes: an argument the generator
 does not know (BTF names, arrays, bitfields, nested dereferences, immediates, symbols ...) is
 fetched by its own closure over a ``PtRegs`` of the hit; a page switch, a time extend or a
-reader inside the buffer (``RingBuffer.others``) hands the bytes to ``fallback`` (the emitter
-``committer``/``filtered_committer`` made), so overwrite, producer-drop, locking and the
+reader inside the buffer (``RingBuffer.others``) hands the bytes to ``fallback`` (the file's
+``committer``: any predicate has passed by then), so overwrite, producer-drop, locking and the
 accounting stay in one place (ring_buffer.py). The record bytes are the same on both paths
 (``tests/test_probe_codegen.py`` compares them on hostile values).
 """
@@ -60,7 +65,6 @@ _U64 = struct.Struct("<Q").unpack_from
 _INT_TYPES = {t for t, (_, _, decl, _) in FETCH_TYPES.items()
               if not decl.startswith("__data_loc") and t != "symbol"}
 _DEREF = re.compile(r"^([+-])(u?)(0[xX][0-9a-fA-F]+|\d+)\(%([a-z0-9]+)\)$")
-ZEROS = bytes(4096)
 
 
 def _reg_offset(expr: str) -> int | None:
@@ -163,9 +167,9 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
         "TS_MASK": TS_MASK, "pack": ev._fixed.pack,
         "pack_small": struct.Struct("<I" + fmt[1:]).pack_into,
         "pack_big": struct.Struct("<II" + fmt[1:]).pack_into,
-        "pack_ext": struct.Struct("<II").pack_into,
+        "pack_ext": struct.Struct("<II").pack_into, "pack_u32": struct.Struct("<I").pack_into,
         "kpages_get": ev.owner.kernel.mem.pages.get, "probe_read": ev.owner.kernel.mem.probe_read,
-        "PtRegs": PtRegs, "reg_value": reg_value, "ZEROS": ZEROS, "memoryview": memoryview,
+        "PtRegs": PtRegs, "reg_value": reg_value,
         "cmdlines": tracing.cmdlines, "saved": tracing.cmdlines.map, "tgids": tracing.tgids,
         "fallback": fallback, "match": match, "prog": prog,
     }
@@ -248,14 +252,11 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
                   f"    s{i} = None",
                   f"    if g{i} is not None:",
                   f"        o{i} = p{i} - g{i}.base",
-                  "        try:",
-                  f"            z{i} = g{i}.buf.index(0, o{i}, o{i} + {MAX_STRING_SIZE - 1})",
-                  "        except ValueError:",
-                  f"            z{i} = -1",
+                  f"        z{i} = g{i}.buf.find(0, o{i}, o{i} + {MAX_STRING_SIZE - 1})",
                   f"        if z{i} >= 0:",
                   f"            lv{i} = g{i}.live",
-                  f"            if lv{i} is None or (o{i} // g{i}.obj_size == z{i} // g{i}.obj_size"
-                  f" and lv{i}[o{i} // g{i}.obj_size]):",
+                  f"            if lv{i} is None or ((j{i} := o{i} // g{i}.obj_size) =="
+                  f" z{i} // g{i}.obj_size and lv{i}[j{i}]):",
                   f"                s{i} = g{i}.buf[o{i}:z{i} + 1]",
                   f"    if s{i} is None:"]
             L += generic(i, a, "        ")
@@ -266,14 +267,26 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
             strings.append(f"s{i}")
         else:
             values.append(f"v{i}")
-    args = ", ".join(["ev.id", "flags", "depth", "task.pid"] + values)
+    args = ", ".join([str(ev.id), "flags", "depth", "task.pid"] + values)
     n_expr = " + ".join([str(fixed)] + [f"l{s[1:]}" for s in strings])
     L += [f"    n = {n_expr}",
-          "    length = LENGTHS[n] if n < 512 else event_length(n)",
-          "    clock = array.clock",
-          "    ts = perf_counter_ns() - real_clock.__self__._real_origin if clock is real_clock"
-          " else clock()",
-          "    done = False",
+          "    length = LENGTHS[n] if n < 512 else event_length(n)"]
+    clock = ["    clock = array.clock",
+             "    ts = perf_counter_ns() - real_clock.__self__._real_origin if clock is real_clock"
+             " else clock()"]
+    if match is None:
+        L += clock
+    else:
+        # the kernel's buffered event (trace_buffered_event): with a filter the fields are
+        # written to a per-CPU scratch record first and the filter runs there; a failing
+        # event is dropped without the ring buffer being touched, a passing one is copied in
+        # (ring_buffer_write)
+        rec = " + ".join([f"pack({args})"] + [f"bytes({s})" if i == 0 else s
+                                               for i, s in enumerate(strings)])
+        L += [f"    rec = {rec}",
+              "    if not match(rec, cpu.id, task.comm):",
+              "        return"] + clock      # the time is read when the record goes in
+    L += ["    done = False",
           "    rb.writing = True",
           "    try:",
           "        if not rb.others and not cpus[cpu.id].record_disabled:",
@@ -298,21 +311,45 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
           f"                    pack_ext(buf, o, {TYPE_TIME_EXTEND} | (delta & TS_MASK) << 5,"
           f" delta >> {TS_SHIFT})",
           f"                    o += {RB_LEN_TIME_EXTEND}",
-          "                    delta = 0",
-          f"                if length > {RB_MAX_SMALL_DATA + 4}:",
-          f"                    pack_big(buf, o, delta << 5, length - 4, {args})",
-          "                    d = o + 8",
-          "                else:",
-          f"                    pack_small(buf, o, (length - 4) >> 2 | delta << 5, {args})",
-          "                    d = o + 4"]
-    at = f"d + {fixed}"
-    for s in strings:
-        L.append(f"                buf[{at}:{at} + l{s[1:]}] = {s}")
-        at += f" + l{s[1:]}"
+          "                    delta = 0"]
+    if match is not None:           # the record is built: the header, then its bytes
+        L += [f"                if length > {RB_MAX_SMALL_DATA + 4}:",
+              "                    pack_ext(buf, o, delta << 5, length - 4)",
+              "                    buf[o + 8:o + 8 + n] = rec",
+              "                else:",
+              "                    pack_u32(buf, o, (length - 4) >> 2 | delta << 5)",
+              "                    buf[o + 4:o + 4 + n] = rec"]
+    elif len(strings) == 1 and ev._fixed.size == fixed:   # header, fields, string: one pack
+        small: dict[int, Any] = {}
+        env["small_packers"] = small
+        head = "<I" + fmt[1:]
+
+        def small_packer(n: int, small: dict = small, head: str = head) -> Any:
+            pk = small[n] = struct.Struct(f"{head}{n}s").pack_into
+            return pk
+        env["small_packer"] = small_packer
+        s0 = strings[0]
+        L += [f"                if length > {RB_MAX_SMALL_DATA + 4}:",
+              f"                    pack_big(buf, o, delta << 5, length - 4, {args})",
+              f"                    buf[o + {8 + fixed}:o + {8 + fixed} + l{s0[1:]}] = {s0}",
+              "                else:",
+              f"                    (small_packers.get(l{s0[1:]}) or small_packer(l{s0[1:]}))("
+              f"buf, o, (length - 4) >> 2 | delta << 5, {args}, {s0})"]
+    else:
+        L += [f"                if length > {RB_MAX_SMALL_DATA + 4}:",
+              f"                    pack_big(buf, o, delta << 5, length - 4, {args})",
+              "                    d = o + 8",
+              "                else:",
+              f"                    pack_small(buf, o, (length - 4) >> 2 | delta << 5, {args})",
+              "                    d = o + 4"]
+        at = f"d + {fixed}"
+        for s in strings:
+            L.append(f"                buf[{at}:{at} + l{s[1:]}] = {s}")
+            at += f" + l{s[1:]}"
     if match is not None:
-        L += ["                if not match(memoryview(buf)[d:d + n], cpu.id, task.comm):",
-              f"                    buf[{PAGE_HEADER} + w:{PAGE_HEADER} + w + need] = ZEROS[:need]",
-              "                    return"]
+        record = "rec"
+    else:
+        record = f"pack({args}){''.join(f' + bytes({s})' for s in strings)}"
     L += ["                page.write = w + need",
           "                page.last_ts = ts",
           "                page.entries += 1",
@@ -323,7 +360,7 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
           "    finally:",
           "        rb.writing = False",
           "    if not done:",
-          f"        fallback(pack({args}){''.join(f' + bytes({s})' for s in strings)}, cpu, ctx, ts)",
+          f"        fallback({record}, cpu, ctx, ts)",
           "        return",
           "    if array.record_cmd and saved.get(task.pid) != task.comm:",
           "        cmdlines.record(task.pid, task.comm)",
