@@ -104,6 +104,7 @@ def arg_plan(arg: Any) -> tuple[str, int, int] | None:
 
 
 _U64_READ = re.compile(r"u64\(ctx, (\d+)\)\[0\]")
+_CTX = re.compile(r"\bctx\b")
 
 
 def _one_register_read(lines: list[str], env: dict[str, Any]) -> list[str]:
@@ -368,9 +369,65 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
           "        tgids[task.pid] = task.tgid",
           "    if rb.waiters:",
           "        rb.wake_waiters()"]
+    args_lines = _args_form(ev, L, env) if prog is None else None
     L = _one_register_read(L, env)
     source = "\n".join(L) + "\n"
     exec(compile(source, f"<kprobe hit {ev.system}:{ev.name}>", "exec"), env)  # noqa: S102
     hit = env["hit"]
     hit.source = source
+    if args_lines is not None:
+        args_source = "\n".join(args_lines) + "\n"
+        exec(compile(args_source, f"<kprobe hit {ev.system}:{ev.name} (args)>", "exec"),  # noqa: S102
+             env)
+        hit.args_hit = env["hit_args"]
+        hit.args_hit.source = args_source
     return hit
+
+
+def _args_form(ev: Any, lines: list[str], env: dict[str, Any]) -> list[str] | None:
+    """The same hit as ``hit_args(a0, ..)``, taking the probed function's C arguments as the
+    kprobe site has them (``Kprobe.args_handler``): the register values it reads are the
+    arguments' (``reg_value``), ``ip`` the function's address, so the site writes no pt_regs
+    for it. Only for an entry probe at the function's start whose fields read argument
+    registers and ``ip`` (no BPF program); an argument fetched by its own closure gets the
+    CPU's pt_regs written then, as the site would have (``KprobeSite._write_regs``). None when
+    the event is not such a one."""
+    kprobes = ev.owner.kernel.kprobes
+    site = kprobes.sites.get(getattr(ev, "symbol", None))
+    if site is None or ev.is_return or getattr(ev, "offset", 0):
+        return None
+    nargs = site.nargs
+    arg_offs = {_REG[r]: i for i, r in enumerate(_ARG_REGS)}
+    offs = sorted({int(m) for line in lines for m in _U64_READ.findall(line)})
+    values = {}
+    for off in offs:
+        if off == _IP_OFF:
+            values[off] = str(site.addr)
+        elif off in arg_offs:
+            i = arg_offs[off]
+            values[off] = (f"(a{i} & {M64:#x} if type(a{i}) is int else g if (g := getattr(a{i},"
+                           f" 'addr', None)) is not None else reg_value(a{i}))"
+                           if i < nargs else "0")
+        else:
+            return None
+    params = ", ".join(f"a{i}" for i in range(nargs))
+    site_regs, write_regs, addr = kprobes.regs, site._write_regs, site.addr
+
+    def fill_regs(cpu: Any, args: tuple) -> bytearray:
+        """The CPU's pt_regs as the site writes them for a call with ``args``."""
+        regs = site_regs[cpu.id]
+        write_regs(regs, addr, args)
+        return regs
+    env["fill_regs"] = fill_regs
+    given = f"({params}{',' if nargs == 1 else ''})"
+    out = [f"def hit_args({params}):"]
+    for line in lines[1:]:
+        line = _U64_READ.sub(lambda m: f"x{m.group(1)}", line)
+        line = line.replace("PtRegs(ctx, ", f"PtRegs(fill_regs(cpu, {given}), ")
+        line = line.replace(", cpu, ctx, ts)", ", cpu, None, ts)")
+        if _CTX.search(line):
+            return None
+        out.append(line)
+        if line == "    task = cpu.task":
+            out += [f"    x{off} = {v}" for off, v in values.items()]
+    return out
