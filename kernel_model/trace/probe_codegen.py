@@ -282,8 +282,7 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
         # written to a per-CPU scratch record first and the filter runs there; a failing
         # event is dropped without the ring buffer being touched, a passing one is copied in
         # (ring_buffer_write)
-        rec = " + ".join([f"pack({args})"] + [f"bytes({s})" if i == 0 else s
-                                               for i, s in enumerate(strings)])
+        rec = " + ".join([f"pack({args})", *strings])   # bytes + a buffer is bytes
         L += [f"    rec = {rec}",
               "    if not match(rec, cpu.id, task.comm):",
               "        return"] + clock      # the time is read when the record goes in
