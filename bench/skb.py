@@ -19,7 +19,8 @@ phase's spread, the table also the two target ratios taken within each repeat):
 
 1. ``off``        no tracing
 2. ``enabled``    kprobe event on ``__netdev_alloc_skb`` with ``name=+280(%di):string``, enabled
-3. ``predicate``  plus the text filter ``name == "eth5"`` (the record is written, then discarded)
+3. ``predicate``  plus the text filter ``name == "eth5"`` (the record is built and tested off the
+                  ring buffer, as the kernel's ``trace_buffered_event``; none passes)
 4. ``bpf_jit``    ``eth5_filter.o`` instead (JIT): runs before anything is reserved
 5. ``bpf_interp`` the same program on the interpreter (``bpf-engine interp``, loaded again)
 6. ``off_again``  the event disabled and the filter removed

@@ -18,7 +18,10 @@ BPF kprobe program gets as its context), a snapshot they may keep. Return handle
 ``func`` (the probed address) and ``ret_ip``. A handler registered with ``raw=True`` gets the
 CPU's live pt_regs ``bytearray`` instead (no copy: the hot path of kprobe events and their BPF
 programs); it is valid during the call only and must not be written; ``PtRegs(bytes(regs), func,
-ret_ip)`` makes a snapshot of it. A handler that re-enters a probed function from inside a
+ret_ip)`` makes a snapshot of it. A raw entry probe may also have an ``args_handler``
+(``Kprobe.set_handler``): the same work from the function's C arguments, which a site with that
+probe alone at the function's start runs instead of writing pt_regs (a kprobe event whose fields
+read only argument registers and ``ip``). A handler that re-enters a probed function from inside a
 handler is not run again: the hit counts as missed (``nmissed``), as the kernel does with
 recursion.
 
@@ -192,38 +195,91 @@ def _call_regs_writer(nargs: int) -> Callable[[bytearray, int, tuple], None]:
 def _one_probe_call_maker(nargs: int) -> Callable[..., Callable[..., Any]]:
     """``KprobeSite._one_probe_call``'s closure with the pt_regs writer of ``nargs``
     arguments inline (``_call_regs_writer``'s one ``pack_into``) and the CPU read as
-    ``machine.current.id``; fewer arguments than ``nargs`` go through the writer for them."""
+    ``machine.current.id``. The C arguments are named parameters (no tuple built and taken
+    apart per call); a call with fewer than ``nargs`` goes through the writer for them, the
+    model's own extra arguments pass through ``more``."""
     slot = {reg: i for i, reg in enumerate(ARG_REGS[:nargs])}
     values = ["addr" if reg == "ip" else
               f"(a{slot[reg]} & MASK64 if type(a{slot[reg]}) is int else "
               f"g if (g := getattr(a{slot[reg]}, 'addr', None)) is not None "
               f"else reg_value(a{slot[reg]}))"
               if reg in slot else "0" for reg in _CALL_REGS]
-    unpack = "".join(f"                a{i} = args[{i}]\n" for i in range(nargs))
+    params = "".join(f", a{i}=MISSING" for i in range(nargs))
+    names = ", ".join(f"a{i}" for i in range(nargs))
+    given = f"({names}{',' if nargs == 1 else ''})" if nargs else "()"
+    last = f"a{nargs - 1} is MISSING" if nargs else "False"
     source = (
         "def make(kps, probe, all_regs, machine, addr, call_probed, writers):\n"
-        "    def call(func, *args):\n"
+        f"    def call(func{params}, *more):\n"
+        f"        if {last}:            # fewer arguments than the function's C ones\n"
+        f"            args = tuple(a for a in {given} if a is not MISSING)\n"
+        "            if kps.ftrace is not None:\n"
+        "                return call_probed(func, *args)\n"
+        "            if kps.in_handler:\n"
+        "                probe.nmissed += 1\n"
+        "            else:\n"
+        "                kps.in_handler = True\n"
+        "                try:\n"
+        "                    regs = all_regs[machine.current.id]\n"
+        "                    writers[len(args)](regs, addr, args)\n"
+        "                    probe.nhit += 1\n"
+        "                    probe.handler(regs)\n"
+        "                finally:\n"
+        "                    kps.in_handler = False\n"
+        "            return func(*args)\n"
         "        if kps.ftrace is not None:\n"
-        "            return call_probed(func, *args)\n"
+        f"            return call_probed(func, {names}{', ' if nargs else ''}*more)\n"
         "        if kps.in_handler:\n"
         "            probe.nmissed += 1\n"
         "        else:\n"
         "            regs = all_regs[machine.current.id]\n"
-        f"            if len(args) >= {nargs}:\n"
-        + unpack +
-        f"                pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})\n"
-        "            else:\n"
-        "                writers[len(args)](regs, addr, args)\n"
+        f"            pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})\n"
         "            kps.in_handler = True\n"
         "            try:\n"
         "                probe.nhit += 1\n"
         "                probe.handler(regs)\n"
         "            finally:\n"
         "                kps.in_handler = False\n"
-        "        return func(*args)\n"
+        "        if more:\n"
+        f"            return func({names}{', ' if nargs else ''}*more)\n"
+        f"        return func({names})\n"
         "    return call\n")
-    env: dict[str, Any] = {"pack": _CALL_REGS_PACK, "reg_value": reg_value, "MASK64": MASK64}
+    env: dict[str, Any] = {"pack": _CALL_REGS_PACK, "reg_value": reg_value, "MASK64": MASK64,
+                           "MISSING": _MISSING}
     exec(compile(source, f"<kprobe call {nargs}>", "exec"), env)
+    return env["make"]
+
+
+_MISSING: Any = object()       # an argument the caller did not pass
+
+
+def _args_probe_call_maker(nargs: int) -> Callable[..., Callable[..., Any]]:
+    """``call`` for a site whose one probe has an ``args_handler``: the handler gets the C
+    arguments, no pt_regs is written. Anything unusual (fewer arguments, a function tracer
+    hooked in, the args handler gone) is ``regs_call``'s (``_one_probe_call_maker``)."""
+    params = "".join(f", a{i}=MISSING" for i in range(nargs))
+    names = ", ".join(f"a{i}" for i in range(nargs))
+    last = f"a{nargs - 1} is MISSING or " if nargs else ""
+    source = (
+        "def make(kps, probe, regs_call):\n"
+        f"    def call(func{params}, *more):\n"
+        f"        if {last}kps.ftrace is not None or (handler := probe.args_handler) is None:\n"
+        f"            return regs_call(func, {names}{', ' if nargs else ''}*more)\n"
+        "        if kps.in_handler:\n"
+        "            probe.nmissed += 1\n"
+        "        else:\n"
+        "            kps.in_handler = True\n"
+        "            try:\n"
+        "                probe.nhit += 1\n"
+        f"                handler({names})\n"
+        "            finally:\n"
+        "                kps.in_handler = False\n"
+        "        if more:\n"
+        f"            return func({names}{', ' if nargs else ''}*more)\n"
+        f"        return func({names})\n"
+        "    return call\n")
+    env: dict[str, Any] = {"MISSING": _MISSING}
+    exec(compile(source, f"<kprobe args call {nargs}>", "exec"), env)
     return env["make"]
 
 
@@ -240,12 +296,14 @@ def _plain_cpu_id_owner(this_cpu_id: Callable[[], int]) -> Any:
 
 _CALL_REGS_WRITERS = tuple(_call_regs_writer(n) for n in range(len(ARG_REGS) + 1))
 _ONE_PROBE_CALLS = tuple(_one_probe_call_maker(n) for n in range(len(ARG_REGS) + 1))
+_ARGS_PROBE_CALLS = tuple(_args_probe_call_maker(n) for n in range(len(ARG_REGS) + 1))
 
 
 class Kprobe:
     """A registered probe (what ``register_kprobe`` returns; pass it to ``unregister_kprobe``)."""
 
-    __slots__ = ("site", "handler", "retprobe", "offset", "raw", "nhit", "nmissed")
+    __slots__ = ("site", "handler", "retprobe", "offset", "raw", "nhit", "nmissed",
+                 "args_handler")
 
     def __init__(self, site: KprobeSite, handler: Callable[[Any], Any], retprobe: bool,
                  offset: int, raw: bool = False) -> None:
@@ -256,6 +314,9 @@ class Kprobe:
         self.raw = raw
         self.nhit = 0
         self.nmissed = 0
+        # the same handler taking the function's C arguments instead of pt_regs (see
+        # ``set_handler``); None: the handler reads pt_regs
+        self.args_handler: Callable[..., Any] | None = None
 
     @property
     def symbol(self) -> str:
@@ -265,6 +326,17 @@ class Kprobe:
     def addr(self) -> int:
         """The probed address (``kprobe.addr``)."""
         return self.site.addr + self.offset
+
+    def set_handler(self, handler: Callable[[Any], Any],
+                    args_handler: Callable[..., Any] | None = None) -> None:
+        """Replace the handler. ``args_handler(arg0, .., argN-1)``, when given, does what
+        ``handler`` does from the probed function's C arguments (what it reads of pt_regs is
+        those arguments' registers and ``ip``; it writes the CPU's pt_regs itself should it need
+        them): a raw entry probe alone at the function's start then runs it without the site
+        writing pt_regs for every call."""
+        self.handler = handler
+        self.args_handler = args_handler if self.raw and not self.retprobe else None
+        self.site.refresh()
 
 
 class KprobeSite:
@@ -318,8 +390,11 @@ class KprobeSite:
         this_cpu_id = kps.this_cpu_id
         machine = _plain_cpu_id_owner(this_cpu_id)
         if machine is not None:         # the machine's smp_processor_id and the writer, inline
-            return _ONE_PROBE_CALLS[nargs](kps, probe, all_regs, machine, addr, call_probed,
-                                           _CALL_REGS_WRITERS)
+            regs_call = _ONE_PROBE_CALLS[nargs](kps, probe, all_regs, machine, addr, call_probed,
+                                                _CALL_REGS_WRITERS)
+            if probe.args_handler is None:
+                return regs_call
+            return _ARGS_PROBE_CALLS[nargs](kps, probe, regs_call)
 
         def call(func: Callable[..., Any], *args: Any) -> Any:
             if kps.ftrace is not None:

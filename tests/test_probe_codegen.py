@@ -247,3 +247,49 @@ def test_bpf_probe_read_fast_path_agrees_with_the_interpreter(system: Any) -> No
         tree.echo("/events/kprobes/rdev/filter", "0")
     assert system.control(["bpf-engine", "jit"])[0] == 0
     assert kept["jit"] == kept["interp"] == [1, 0, 0, 1, 0, 1, 0, 0, 0]
+
+
+ALLOC = ("p:alloc __netdev_alloc_skb name=+280(%di):string len=%si:u32 gfp=$arg3:x32 "
+         "dev=%di:x64 cx=%cx:u64 where=+0(%di):string")
+
+
+def alloc_pages(args_form: bool, flt: str | None) -> tuple[list[bytes], str]:
+    """Real alloc/free calls through the ``__netdev_alloc_skb`` site with a kprobe event on
+    it, its hit run from the C arguments (``Kprobe.args_handler``) or from pt_regs."""
+    kernel = Kernel(cpus=2, seed=1, clock="virtual")
+    tr = kernel.tracing
+    tr.kprobes.write(ALLOC + "\n")
+    f = tr.top.file("kprobes", "alloc")
+    if flt is not None:
+        from tracesim.filters.predicate import compile_filter
+        f.set_filter(compile_filter(flt, tr.event("kprobes", "alloc").all_fields), flt)
+    f.set_enabled(True)
+    probe = tr.event("kprobes", "alloc")._probe
+    assert probe.args_handler is not None          # the usual case takes the arguments
+    if not args_form:
+        probe.set_handler(probe.handler)            # the site writes pt_regs again
+    assert ("args call" in probe.site.call.__code__.co_filename) == args_form
+    net = kernel.net
+    devs = [net.device(n) for n in ("lo", "eth0", "eth5")]
+    gaps = [1000, 5, TS_MASK + 17, 3, 0, 1 << 40]
+    with kernel.machine.running(kernel.user_task("codegen")):
+        for i in range(400):
+            kernel.clock.advance(gaps[i % len(gaps)])
+            net.kfree_skb(net.netdev_alloc_skb(devs[i % 3], 64 + i % 200), 2, 0)
+    pages = []
+    for cb in tr.top.buffer.cpus:
+        pages += [bytes(p.buf[:16 + p.write]) + struct.pack("<qqq", p.ts, p.last_ts, p.entries)
+                  for p in cb.pages]
+        pages.append(struct.pack("<qqq", cb.entries, cb.bytes, cb.dropped_events))
+    return pages, trace_output.trace_text(tr.top)
+
+
+@pytest.mark.parametrize("flt", [None, 'name == "eth5"', 'name ~ "eth*" && len > 100'])
+def test_hit_from_the_arguments_writes_what_the_pt_regs_hit_writes(flt: str | None) -> None:
+    """The site hands a kprobe event's hit the C arguments instead of writing pt_regs: the
+    pages (page switches, time extends, predicates) are those of the pt_regs form."""
+    fast, fast_text = alloc_pages(True, flt)
+    slow, slow_text = alloc_pages(False, flt)
+    assert fast == slow and fast_text == slow_text
+    assert 'name="eth5"' in fast_text and " cx=0 " in fast_text
+    assert (fast_text.count('name="lo"') > 100) == (flt is None)

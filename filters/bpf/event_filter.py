@@ -408,27 +408,22 @@ def _bind_fast_helpers(jp: JitProgram, env: TraceEnv) -> None:
     environment) is the helper's own path (``helpers_tracing.probe_read_kernel``), so the
     result is the same."""
     general = helpers_tracing.probe_read_kernel
-    regions = jp.vm.mem.regions
+    stack = jp.vm.mem.regions[0]       # the JIT code's stack: bound once, never rebound
+    sbuf, sstart, slen = stack.buf, stack.start, stack.end - stack.start
     kpages_get = env.kpages.get
 
     def probe_read_kernel(vm: Any, r1: int, r2: int, r3: int, r4: int = 0, r5: int = 0) -> int:
-        stack = regions[0]
-        start = r1 - stack.start
-        if start >= 0 and r1 + r2 <= stack.end and r3 >= KERNEL_HALF and r2 > 0 \
-                and vm.env is env:
-            region = kpages_get(r3 >> PAGE_SHIFT)
-            if region is not None:
-                off = r3 - region.base
-                end = off + r2
-                if end <= region.size:
-                    live = region.live
-                    if live is None:
-                        stack.buf[start:start + r2] = region.buf[off:end]
-                        return 0
-                    first = off // region.obj_size
-                    if first == (end - 1) // region.obj_size < len(live) and live[first]:
-                        stack.buf[start:start + r2] = region.buf[off:end]
-                        return 0
+        region = kpages_get(r3 >> PAGE_SHIFT)
+        if region is not None and vm.env is env and r2 > 0:
+            start = r1 - sstart
+            off = r3 - region.base
+            end = off + r2
+            if 0 <= start <= slen - r2 and end <= region.size and r3 >= KERNEL_HALF:
+                live = region.live
+                if live is None or ((first := off // region.obj_size)
+                                    == (end - 1) // region.obj_size < len(live) and live[first]):
+                    sbuf[start:start + r2] = region.buf[off:end]
+                    return 0
         return general(vm, r1, r2, r3, r4, r5)
 
     for fn in jp.functions.values():

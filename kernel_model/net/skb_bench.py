@@ -13,7 +13,8 @@ kprobe site they contain) in the context of an ``insmod`` task on the current CP
 is wall-clock time (``time.perf_counter_ns``) whatever the trace clock mode, because what is
 measured is the cost of the model itself; ``clock="cpu"`` times the loop with the CPU time of
 the thread running it instead (``time.thread_time_ns``: the same cost without the time other
-processes of a busy machine take). The log line goes to printk.
+processes of a busy machine take). The log line goes to printk. The Python collector runs
+once before the loop (not timed), so each load starts from the same heap state.
 
 The count is said the way a module with an ``iterations`` parameter would print it with integer
 arithmetic: a multiple of a million as ``<n/10^6>M`` (1,000,000 → ``1M``, 3,000,000 → ``3M``),
@@ -22,6 +23,7 @@ else the plain number (``1234 skb alloc/free ...``).
 """
 from __future__ import annotations
 
+import gc
 import time
 from typing import TYPE_CHECKING
 
@@ -62,6 +64,10 @@ def run(kernel: Kernel, iterations: int = DEFAULT_ITERATIONS, dev: str = DEFAULT
     location = kernel.kallsyms.addr("skb_bench_run") + KFREE_SKB_RET_OFFSET
     alloc, free = net.netdev_alloc_skb, net.kfree_skb
     reason = SKB_DROP_REASON_NOT_SPECIFIED
+    # every load starts from the same collector state, whoever loads it (the in-process bench
+    # or a mount's control socket): a young generation left full by the previous commands
+    # (a filter compiled, a program loaded) would be collected inside the timed loop
+    gc.collect()
     with kernel.machine.running(kernel.user_task("insmod")), kernel.kprobes.frame("skb_bench_run"):
         start = now()
         for _ in range(iterations):

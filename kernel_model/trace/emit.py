@@ -21,7 +21,9 @@ Without triggers, soft mode or pid lists the file's ``emitter()`` is a leaner fo
 steps (``update_event`` asks again after every state change, as the kernel flips static keys and
 file flags): the BPF program gating ``emit_filtered`` (steps 5, 7, 8), and without a predicate
 either, ``committer`` (steps 5 and 8 in one ``ring_buffer_write``); with a predicate,
-``filtered_committer`` (steps 5, 7, 8). Those two write without the buffer's lock while no
+``filtered_committer`` (steps 7, then 5 and 8 for a record that passes: the kernel's
+``trace_buffered_event``, the filter run on a scratch copy, so a failing record never touches
+the ring buffer). Those two write without the buffer's lock while no
 reader is in the buffer (``RingBuffer.write_unlocked`` / ``reserve_unlocked``). For a kprobe
 event the emitter also carries ``direct``, the event's generated hit (probe_codegen.py: steps
 4, 5, 7 and 8 in one function, the fields fetched from pt_regs and written into the tail page
@@ -107,9 +109,11 @@ class EventFile:
         if self.triggers or self.soft_refs or not self.enabled or self.array.pid_filtered:
             return self.sink
         prog = self.prog
-        write = filtered_committer(self) if self.filter is not None else committer(self)
-        # a kprobe event's generated hit: fetch, write into the page, filter, commit
-        direct = direct_hit(self.event, self, write,
+        plain = committer(self)
+        write = filtered_committer(self) if self.filter is not None else plain
+        # a kprobe event's generated hit: fetch, filter, write into the page, commit (it
+        # filters before it hands a record on, so what it hands on is written as it is)
+        direct = direct_hit(self.event, self, plain,
                             self.filter.match if self.filter is not None else None, prog) \
             if isinstance(self.event, KprobeEvent) else None
         if prog is None:
@@ -217,43 +221,23 @@ def committer(file: EventFile) -> Emitter:
 
 
 def filtered_committer(file: EventFile) -> Emitter:
-    """Steps 5, 7 and 8 for a file with a predicate and no triggers or soft mode: reserve
-    (the record written), the predicate on the written record, commit or discard, as
-    ``emit_filtered`` does, without the buffer's lock while nobody else is in the buffer
-    (``reserve_unlocked``; otherwise ``emit_filtered`` under the lock)."""
+    """Steps 5, 7 and 8 for a file with a predicate and no triggers or soft mode, the way the
+    kernel does them while an event has a filter (``trace_buffered_event``): the record is
+    written to a per-CPU scratch buffer (here: the record built), the predicate tests it
+    there, and only a record that passes is written into the ring buffer (``ring_buffer_write``,
+    as ``committer``); a failing one never touches the buffer, so nothing is left to discard."""
     array = file.array
-    buf = array.buffer
-    reserve, end = buf.reserve_unlocked, buf.end_unlocked
-    tracing = array.tracing
-    cmdlines, tgids = tracing.cmdlines, tracing.tgids
-    saved = cmdlines.map
     from_ctx = getattr(file.event, "record_from_ctx", None)
     match = file.filter.match
+    write: Callable[..., None] = committer(file)    # takes the time a caller read
 
     def commit(record: bytes | None, cpu: Any, ctx: Buffer, ts: int | None = None) -> None:
         if not array.tracing_on:
             return
         if record is None:
             record = from_ctx(ctx, cpu)
-        cpu_id = cpu.id
-        res = reserve(cpu_id, array.clock() if ts is None else ts, record)   # 5
-        if not res:
-            if res is False:           # a reader is in the buffer: the locked path
-                emit_filtered(file, record, cpu, ctx)
-            return
-        task = cpu.task
-        keep = False
-        try:
-            keep = match(record, cpu_id, task.comm)                  # 7
-        finally:
-            end(cpu_id, res, keep)                                   # 8 or discard
-        if keep:
-            if array.record_cmd and saved.get(task.pid) != task.comm:
-                cmdlines.record(task.pid, task.comm)
-            if array.record_tgid:
-                tgids[task.pid] = task.tgid
-            if buf.waiters:
-                buf.wake_waiters()
+        if match(record, cpu.id, cpu.task.comm):                     # 7
+            write(record, cpu, ctx, array.clock() if ts is None else ts)   # 5, 8
     return commit
 
 

@@ -104,7 +104,8 @@ class KprobeEvent(ProbeEvent):
             kprobes.unregister_kprobe(self._probe)
             self._probe = None
         if self._probe is not None:
-            self._probe.handler = self._handler()
+            handler = self._handler()
+            self._probe.set_handler(handler, getattr(handler, "args_hit", None))
         for sibling in self.siblings:
             sibling.enabled, sibling.sinks = self.enabled, self.sinks
             sibling.on_enabled_changed()

@@ -18,15 +18,20 @@ that:
   the header's 27 bits, the event fits), packs the event header and the fixed part in one
   ``pack_into`` at the page's write offset and copies the strings after it: the kernel's
   reserve/commit with no record object in between;
-* with a predicate, runs it on the record as written in the page (a memoryview of it) and
-  discards (the bytes cleared, the page untouched: ``CpuBuffer.discard``) when it fails;
+* with a predicate, does what the kernel does while an event has a filter
+  (``trace_buffered_event``): builds the record off the ring buffer (one ``pack`` of the fixed
+  part and the strings), runs the predicate on it, and only when it passes reads the clock
+  and copies it into the page; a failing event leaves the buffer untouched (nothing to
+  discard);
+* without one, packs the header, the fixed part and a single string in one ``pack_into``
+  (a ``Struct`` per string length, made once);
 * commits: the page's and CPU's counters, the comm, waking readers.
 
 Anything else takes the general path with the record built as bytes: an argument the generator
 does not know (BTF names, arrays, bitfields, nested dereferences, immediates, symbols ...) is
 fetched by its own closure over a ``PtRegs`` of the hit; a page switch, a time extend or a
-reader inside the buffer (``RingBuffer.others``) hands the bytes to ``fallback`` (the emitter
-``committer``/``filtered_committer`` made), so overwrite, producer-drop, locking and the
+reader inside the buffer (``RingBuffer.others``) hands the bytes to ``fallback`` (the file's
+``committer``: any predicate has passed by then), so overwrite, producer-drop, locking and the
 accounting stay in one place (ring_buffer.py). The record bytes are the same on both paths
 (``tests/test_probe_codegen.py`` compares them on hostile values).
 """
@@ -61,7 +66,6 @@ _U64 = struct.Struct("<Q").unpack_from
 _INT_TYPES = {t for t, (_, _, decl, _) in FETCH_TYPES.items()
               if not decl.startswith("__data_loc") and t != "symbol"}
 _DEREF = re.compile(r"^([+-])(u?)(0[xX][0-9a-fA-F]+|\d+)\(%([a-z0-9]+)\)$")
-ZEROS = bytes(4096)
 
 
 def _reg_offset(expr: str) -> int | None:
@@ -101,6 +105,7 @@ def arg_plan(arg: Any) -> tuple[str, int, int] | None:
 
 
 _U64_READ = re.compile(r"u64\(ctx, (\d+)\)\[0\]")
+_CTX = re.compile(r"\bctx\b")
 
 
 def _one_register_read(lines: list[str], env: dict[str, Any]) -> list[str]:
@@ -164,9 +169,9 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
         "TS_MASK": TS_MASK, "pack": ev._fixed.pack,
         "pack_small": struct.Struct("<I" + fmt[1:]).pack_into,
         "pack_big": struct.Struct("<II" + fmt[1:]).pack_into,
-        "pack_ext": struct.Struct("<II").pack_into,
+        "pack_ext": struct.Struct("<II").pack_into, "pack_u32": struct.Struct("<I").pack_into,
         "kpages_get": ev.owner.kernel.mem.pages.get, "probe_read": ev.owner.kernel.mem.probe_mem_read,
-        "PtRegs": PtRegs, "reg_value": reg_value, "ZEROS": ZEROS, "memoryview": memoryview,
+        "PtRegs": PtRegs, "reg_value": reg_value,
         "cmdlines": tracing.cmdlines, "saved": tracing.cmdlines.map, "tgids": tracing.tgids,
         "fallback": fallback, "match": match, "prog": prog,
     }
@@ -249,14 +254,11 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
                   f"    s{i} = None",
                   f"    if g{i} is not None:",
                   f"        o{i} = p{i} - g{i}.base",
-                  "        try:",
-                  f"            z{i} = g{i}.buf.index(0, o{i}, o{i} + {MAX_STRING_SIZE - 1})",
-                  "        except ValueError:",
-                  f"            z{i} = -1",
+                  f"        z{i} = g{i}.buf.find(0, o{i}, o{i} + {MAX_STRING_SIZE - 1})",
                   f"        if z{i} >= 0:",
                   f"            lv{i} = g{i}.live",
-                  f"            if lv{i} is None or (o{i} // g{i}.obj_size == z{i} // g{i}.obj_size"
-                  f" and lv{i}[o{i} // g{i}.obj_size]):",
+                  f"            if lv{i} is None or ((j{i} := o{i} // g{i}.obj_size) =="
+                  f" z{i} // g{i}.obj_size and lv{i}[j{i}]):",
                   f"                s{i} = g{i}.buf[o{i}:z{i} + 1]",
                   f"    if s{i} is None:"]
             L += generic(i, a, "        ")
@@ -267,18 +269,29 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
             strings.append(f"s{i}")
         else:
             values.append(f"v{i}")
-    args = ", ".join(["ev.id", "flags", "depth", "task.pid"] + values)
+    args = ", ".join([str(ev.id), "flags", "depth", "task.pid"] + values)
     n_expr = " + ".join([str(fixed)] + [f"l{s[1:]}" for s in strings])
     L += [f"    n = {n_expr}",
-          "    length = LENGTHS[n] if n < 512 else event_length(n)",
-          "    clock = array.clock",
-          "    ts = perf_counter_ns() - real_clock.__self__._real_origin if clock is real_clock"
-          " else clock()",
-          "    done = False",
+          "    length = LENGTHS[n] if n < 512 else event_length(n)"]
+    clock = ["    clock = array.clock",
+             "    ts = perf_counter_ns() - real_clock.__self__._real_origin if clock is real_clock"
+             " else clock()"]
+    if match is None:
+        L += clock
+    else:
+        # the kernel's buffered event (trace_buffered_event): with a filter the fields are
+        # written to a per-CPU scratch record first and the filter runs there; a failing
+        # event is dropped without the ring buffer being touched, a passing one is copied in
+        # (ring_buffer_write)
+        rec = " + ".join([f"pack({args})", *strings])   # bytes + a buffer is bytes
+        L += [f"    rec = {rec}",
+              "    if not match(rec, cpu.id, task.comm):",
+              "        return"] + clock      # the time is read when the record goes in
+    L += ["    done = False",
           "    rb.writing = True",
+          "    cb = cpus[cpu.id]",
           "    try:",
-          "        if not rb.others and not cpus[cpu.id].record_disabled:",
-          "            cb = cpus[cpu.id]",
+          "        if not rb.others and not cb.record_disabled:",
           "            page = cb.pages[-1]",
           "            w = page.write",
           "            need = length",
@@ -299,21 +312,45 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
           f"                    pack_ext(buf, o, {TYPE_TIME_EXTEND} | (delta & TS_MASK) << 5,"
           f" delta >> {TS_SHIFT})",
           f"                    o += {RB_LEN_TIME_EXTEND}",
-          "                    delta = 0",
-          f"                if length > {RB_MAX_SMALL_DATA + 4}:",
-          f"                    pack_big(buf, o, delta << 5, length - 4, {args})",
-          "                    d = o + 8",
-          "                else:",
-          f"                    pack_small(buf, o, (length - 4) >> 2 | delta << 5, {args})",
-          "                    d = o + 4"]
-    at = f"d + {fixed}"
-    for s in strings:
-        L.append(f"                buf[{at}:{at} + l{s[1:]}] = {s}")
-        at += f" + l{s[1:]}"
+          "                    delta = 0"]
+    if match is not None:           # the record is built: the header, then its bytes
+        L += [f"                if length > {RB_MAX_SMALL_DATA + 4}:",
+              "                    pack_ext(buf, o, delta << 5, length - 4)",
+              "                    buf[o + 8:o + 8 + n] = rec",
+              "                else:",
+              "                    pack_u32(buf, o, (length - 4) >> 2 | delta << 5)",
+              "                    buf[o + 4:o + 4 + n] = rec"]
+    elif len(strings) == 1 and ev._fixed.size == fixed:   # header, fields, string: one pack
+        small: dict[int, Any] = {}
+        env["small_packers"] = small
+        head = "<I" + fmt[1:]
+
+        def small_packer(n: int, small: dict = small, head: str = head) -> Any:
+            pk = small[n] = struct.Struct(f"{head}{n}s").pack_into
+            return pk
+        env["small_packer"] = small_packer
+        s0 = strings[0]
+        L += [f"                if length > {RB_MAX_SMALL_DATA + 4}:",
+              f"                    pack_big(buf, o, delta << 5, length - 4, {args})",
+              f"                    buf[o + {8 + fixed}:o + {8 + fixed} + l{s0[1:]}] = {s0}",
+              "                else:",
+              f"                    (small_packers.get(l{s0[1:]}) or small_packer(l{s0[1:]}))("
+              f"buf, o, (length - 4) >> 2 | delta << 5, {args}, {s0})"]
+    else:
+        L += [f"                if length > {RB_MAX_SMALL_DATA + 4}:",
+              f"                    pack_big(buf, o, delta << 5, length - 4, {args})",
+              "                    d = o + 8",
+              "                else:",
+              f"                    pack_small(buf, o, (length - 4) >> 2 | delta << 5, {args})",
+              "                    d = o + 4"]
+        at = f"d + {fixed}"
+        for s in strings:
+            L.append(f"                buf[{at}:{at} + l{s[1:]}] = {s}")
+            at += f" + l{s[1:]}"
     if match is not None:
-        L += ["                if not match(memoryview(buf)[d:d + n], cpu.id, task.comm):",
-              f"                    buf[{PAGE_HEADER} + w:{PAGE_HEADER} + w + need] = ZEROS[:need]",
-              "                    return"]
+        record = "rec"
+    else:
+        record = f"pack({args}){''.join(f' + bytes({s})' for s in strings)}"
     L += ["                page.write = w + need",
           "                page.last_ts = ts",
           "                page.entries += 1",
@@ -324,7 +361,7 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
           "    finally:",
           "        rb.writing = False",
           "    if not done:",
-          f"        fallback(pack({args}){''.join(f' + bytes({s})' for s in strings)}, cpu, ctx, ts)",
+          f"        fallback({record}, cpu, ctx, ts)",
           "        return",
           "    if array.record_cmd and saved.get(task.pid) != task.comm:",
           "        cmdlines.record(task.pid, task.comm)",
@@ -332,9 +369,65 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
           "        tgids[task.pid] = task.tgid",
           "    if rb.waiters:",
           "        rb.wake_waiters()"]
+    args_lines = _args_form(ev, L, env) if prog is None else None
     L = _one_register_read(L, env)
     source = "\n".join(L) + "\n"
     exec(compile(source, f"<kprobe hit {ev.system}:{ev.name}>", "exec"), env)  # noqa: S102
     hit = env["hit"]
     hit.source = source
+    if args_lines is not None:
+        args_source = "\n".join(args_lines) + "\n"
+        exec(compile(args_source, f"<kprobe hit {ev.system}:{ev.name} (args)>", "exec"),  # noqa: S102
+             env)
+        hit.args_hit = env["hit_args"]
+        hit.args_hit.source = args_source
     return hit
+
+
+def _args_form(ev: Any, lines: list[str], env: dict[str, Any]) -> list[str] | None:
+    """The same hit as ``hit_args(a0, ..)``, taking the probed function's C arguments as the
+    kprobe site has them (``Kprobe.args_handler``): the register values it reads are the
+    arguments' (``reg_value``), ``ip`` the function's address, so the site writes no pt_regs
+    for it. Only for an entry probe at the function's start whose fields read argument
+    registers and ``ip`` (no BPF program); an argument fetched by its own closure gets the
+    CPU's pt_regs written then, as the site would have (``KprobeSite._write_regs``). None when
+    the event is not such a one."""
+    kprobes = ev.owner.kernel.kprobes
+    site = kprobes.sites.get(getattr(ev, "symbol", None))
+    if site is None or ev.is_return or getattr(ev, "offset", 0):
+        return None
+    nargs = site.nargs
+    arg_offs = {_REG[r]: i for i, r in enumerate(_ARG_REGS)}
+    offs = sorted({int(m) for line in lines for m in _U64_READ.findall(line)})
+    values = {}
+    for off in offs:
+        if off == _IP_OFF:
+            values[off] = str(site.addr)
+        elif off in arg_offs:
+            i = arg_offs[off]
+            values[off] = (f"(a{i} & {M64:#x} if type(a{i}) is int else g if (g := getattr(a{i},"
+                           f" 'addr', None)) is not None else reg_value(a{i}))"
+                           if i < nargs else "0")
+        else:
+            return None
+    params = ", ".join(f"a{i}" for i in range(nargs))
+    site_regs, write_regs, addr = kprobes.regs, site._write_regs, site.addr
+
+    def fill_regs(cpu: Any, args: tuple) -> bytearray:
+        """The CPU's pt_regs as the site writes them for a call with ``args``."""
+        regs = site_regs[cpu.id]
+        write_regs(regs, addr, args)
+        return regs
+    env["fill_regs"] = fill_regs
+    given = f"({params}{',' if nargs == 1 else ''})"
+    out = [f"def hit_args({params}):"]
+    for line in lines[1:]:
+        line = _U64_READ.sub(lambda m: f"x{m.group(1)}", line)
+        line = line.replace("PtRegs(ctx, ", f"PtRegs(fill_regs(cpu, {given}), ")
+        line = line.replace(", cpu, ctx, ts)", ", cpu, None, ts)")
+        if _CTX.search(line):
+            return None
+        out.append(line)
+        if line == "    task = cpu.task":
+            out += [f"    x{off} = {v}" for off, v in values.items()]
+    return out
