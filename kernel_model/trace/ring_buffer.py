@@ -184,6 +184,10 @@ def page_events(buf: bytes | bytearray, stamp: int, start: int,
     ts = stamp
     off = start
     base = PAGE_HEADER
+    if type(buf) is not bytes:
+        # one copy of the page, so each payload is one slice (a bytearray's slice is another
+        # bytearray to copy again)
+        buf = bytes(buf[:base + end])
     while off + 4 <= end:
         (hdr,) = unpack(buf, base + off)
         type_len = hdr & 31
@@ -695,6 +699,20 @@ class RingBuffer:
         gives them (earliest timestamp first, the lower CPU on ties), as (cpu, ts, payload,
         lost). One lock hold, and each page's events decoded in one pass."""
         out: list[tuple[int, int, bytes, int]] = []
+        append = out.append
+        for c, lost, events in self.consume_runs(cpu, limit):
+            for _, ts, payload in events:
+                append((c, ts, payload, lost))
+                lost = 0
+        return out
+
+    def consume_runs(self, cpu: int | None = None,
+                     limit: int = 256) -> list[tuple[int, int, list[tuple[int, int, bytes]]]]:
+        """``consume_batch`` in runs of one CPU's consecutive events: (cpu, events lost before
+        the run, [(next offset, ts, payload), ...]), what a reader formatting a run at a time
+        takes without a tuple per event."""
+        out: list[tuple[int, int, list[tuple[int, int, bytes]]]] = []
+        taken_total = 0
         with self.exclusive:
             runs: list[list[Any]] = []  # [cpu buffer, head page events, next index, taken]
             for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
@@ -702,7 +720,7 @@ class RingBuffer:
                 if events:
                     runs.append([cb, events, 0, 0])
             append = out.append
-            while runs and len(out) < limit:
+            while runs and taken_total < limit:
                 best = runs[0]
                 if len(runs) > 1:
                     best_ts = best[1][best[2]][1]
@@ -721,15 +739,18 @@ class RingBuffer:
                     cut = (bisect.bisect_left if before else bisect.bisect_right)(
                         events, other_ts, i, stop, key=_event_ts)
                     stop = min(stop, cut)
-                stop = min(stop, i + limit - len(out))
+                stop = min(stop, i + limit - taken_total)
                 lost = cb.take_lost() if cb.overrun != cb.last_overrun else 0
-                for nxt, ts, payload in events[i:stop]:  # noqa: B007 - last nxt/ts used below
-                    append((cb.cpu, ts, payload, lost))
-                    lost = 0
+                append((cb.cpu, lost, events[i:stop] if i or stop < len(events) else events))
+                taken_total += stop - i
                 best[2] = stop
                 best[3] = taken + stop - i
                 if stop == len(events):
+                    nxt, ts, _ = events[-1]
                     cb.advance(nxt, ts, best[3])
+                    if taken_total >= limit:    # done: the next page is decoded next time
+                        runs.remove(best)
+                        break
                     more = cb.head_events()
                     if more:
                         best[1], best[2], best[3] = more, 0, 0
