@@ -64,6 +64,18 @@ DEFAULT_BUFFER_BYTES = 1_441_792                    # trace_buf_size default →
 _U32 = struct.Struct("<I")
 _U32X2 = struct.Struct("<II")
 _PAGE_HDR = struct.Struct("<Qq")
+_U64 = struct.Struct("<Q")
+_ZEROS: dict[int, bytes] = {}
+
+
+def _zeros(n: int) -> bytes:
+    """``n`` zero bytes (remembered: the tail of a read page)."""
+    z = _ZEROS.get(n)
+    if z is None:
+        z = bytes(n)
+        if len(_ZEROS) < 4096:
+            _ZEROS[n] = z
+    return z
 
 def page_header_text(data_size: int = BUF_PAGE_SIZE) -> str:
     """``events/header_page`` (ring_buffer_print_page_header): the data size is the buffer's
@@ -806,16 +818,18 @@ class RingBuffer:
                 cb.read_off = page.write
                 cb.read_stamp = page.last_ts
             lost = cb.take_lost()
-            out = bytearray(PAGE_HEADER + cb.data_size)
-            out[PAGE_HEADER:PAGE_HEADER + len(data)] = data
-            commit = len(data)
+            size = len(data)
+            commit = size
+            tail = b""
             if lost:
                 commit |= RB_MISSED_EVENTS
-                if len(data) + 8 <= cb.data_size:
-                    struct.pack_into("<Q", out, PAGE_HEADER + len(data), lost)
+                if size + 8 <= cb.data_size:
+                    tail = _U64.pack(lost)
                     commit |= RB_MISSED_STORED
-            _PAGE_HDR.pack_into(out, 0, stamp, commit)
-            return bytes(out)
+            # the page in one copy: header, the data, the lost count, zeros to its end
+            out = b"".join((_PAGE_HDR.pack(stamp, commit), data, tail,
+                            _zeros(cb.data_size - size - len(tail))))
+            return out
 
     # -- statistics
     def stats(self, cpu: int, now: int) -> dict[str, int]:
