@@ -87,6 +87,9 @@ def test_random_records_of_every_event_type_print_alike():
         assert len(printed) > 400
         twice = printed + printed                  # the memos' second look
         assert output.format_lines(array, twice) == general(array, twice)
+        views = [(c, ts, (bytearray, memoryview)[i % 2](data), lost)
+                 for i, (c, ts, data, lost) in enumerate(printed)]
+        assert output.format_lines(array, views) == general(array, printed)
         system.tree.echo("/options/hash-ptr", "0")     # %p prints raw addresses now
         assert output.format_lines(array, twice) == general(array, twice)
         system.tree.echo("/options/hash-ptr", "1")

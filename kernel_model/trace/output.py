@@ -141,7 +141,7 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]],
             run: list[tuple[int, int, bytes]] = []
             runs.append((cpu, lost, run))
             last = cpu
-        run.append((0, ts, data))
+        run.append((0, ts, data if type(data) is bytes else bytes(data)))
     return _format_runs_default(array, runs)
 
 

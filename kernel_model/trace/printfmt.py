@@ -649,7 +649,12 @@ def _generate(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str
             if f.name not in used:
                 continue
             kind = _field_kind(f)
-            if f.type.startswith("__data_loc"):
+            if f.type.startswith("__data_loc") and context:
+                # the memo first, the record being bytes (what the readers hand out)
+                body.append(f"    _o = f_{f.name} & 0xffff")
+                body.append(f"    f_{f.name} = _strs.get(rec[_o:_o + (f_{f.name} >> 16)]) "
+                            f"or _data_loc_str(rec, f_{f.name})")
+            elif f.type.startswith("__data_loc"):
                 body.append(f"    f_{f.name} = _data_loc_str(rec, f_{f.name})")
             elif kind == "str":
                 body.append(f"    f_{f.name} = _cstr(f_{f.name})")
@@ -666,6 +671,7 @@ def _generate(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str
         "_data_loc_str": _data_loc_str, "_ptr_hashed": _ptr_hashed,
         "_ptr_sym_off": _ptr_sym_off, "_ptr_sym": _ptr_sym, "_div": _div, "_mod": _mod,
         "_ptr_hashed_memo": _ptr_hashed_memo, "_ptr_sym_off_memo": _ptr_sym_off_memo,
+        "_strs": _STR_MEMO,
         **helpers,
         **{f"_ptr_ip_{ext}": _ptr_ip(ext) for ext in re.findall(r"_ptr_ip_(\w+)\(", source)},
     }
@@ -685,7 +691,8 @@ def context_printer(printer: Callable[[Buffer, Any], str]) -> Callable[..., str]
     symbols)`` (``ts`` in ns, rounded to the microsecond), generated once and kept on the
     printer. It looks hashed (``%p``) and symbolic (``%pS``) pointer texts up in
     ``symbols.ptr_texts``/``symbols.sym_texts`` first (a :class:`~tracesim.kernel_model.trace.
-    symbols.Symbols` keeps them). None for printers written by hand."""
+    symbols.Symbols` keeps them), and ``__data_loc`` strings in the decoded-string memo, so
+    the record must be ``bytes``. None for printers written by hand."""
     line = getattr(printer, "context", None)
     if line is not None:
         return line
