@@ -162,19 +162,23 @@ def _default_layout(array: Any) -> bool:
 
 
 def _format_runs_default(array: Any, runs: list[Run]) -> str:
-    """The lines of runs of events in the default layout: per CPU, the line of a record is
-    found by its first 8 bytes (type, flags, preempt count, pid), which give the context
-    columns (comm-pid [cpu] flags, the comm looked up once per batch) and the event's line
-    printer; generated printers print the whole line with the timestamp in one operation
-    (``printfmt.context_printer``)."""
+    """The lines of runs of events in the default layout. Per CPU, a record's first 8 bytes
+    (type, flags, preempt count, pid) give its context columns (comm-pid [cpu] flags, the
+    comm looked up once per batch) and its event's line printer; generated printers print
+    the whole line with the timestamp in one operation (``printfmt.context_printer``).
+    A generated printer's text is a function of the record's bytes alone, so a record seen
+    before in the batch on that CPU (a stream repeats the same skb, slab object and call
+    site over and over) takes the text printed then, after its own timestamp."""
     tracing = array.tracing
     by_id = tracing.by_id
     symbols = tracing.symbols
     find = tracing.cmdlines.find
     opts = array.options
     unpack = _HEADER.unpack_from
-    lines: dict[int, Callable[[Buffer, Any, str, int], str]] = {}   # by event type
-    per_cpu: dict[int, dict[bytes, tuple[str, Callable[[Buffer, Any, str, int], str]]]] = {}
+    lines: dict[int, tuple[Callable[[Buffer, Any, str, int], str], bool]] = {}  # by type
+    per_cpu: dict[int, tuple[dict[bytes, tuple[str, Callable[[Buffer, Any, str, int], str],
+                                                bool]],
+                             dict[bytes, tuple[str, str]]]] = {}
     out: list[str] = []
     append = out.append
     for cpu, lost, events in runs:
@@ -182,38 +186,53 @@ def _format_runs_default(array: Any, runs: list[Run]) -> str:
             append(f"CPU:{cpu} [LOST {lost} EVENTS]\n")
         known = per_cpu.get(cpu)
         if known is None:
-            known = per_cpu[cpu] = {}
+            known = per_cpu[cpu] = ({}, {})
+        heads, texts = known
         for _, ts, data in events:
+            seen = texts.get(data)
+            if seen is not None:
+                us = (ts + 500) // 1000
+                append("%s%5d.%06d: %s" % (seen[0], us // 1000000, us % 1000000, seen[1]))
+                continue
             key = data[:8]
-            hit = known.get(key)
+            hit = heads.get(key)
             if hit is None:
                 etype, flags, pc, pid = unpack(data, 0)
-                line = lines.get(etype)
-                if line is None:
-                    line = lines[etype] = _default_line(etype, by_id.get(etype), opts)
-                hit = known[key] = ("%16s-%-7d [%03d] %s " % (find(pid), pid, cpu,
-                                                              _lat_text(flags, pc)), line)
-            head, line = hit
-            append(line(data, symbols, head, ts))
+                kind = lines.get(etype)
+                if kind is None:
+                    kind = lines[etype] = _default_line(etype, by_id.get(etype), opts)
+                hit = heads[key] = ("%16s-%-7d [%03d] %s " % (find(pid), pid, cpu,
+                                                              _lat_text(flags, pc)), *kind)
+            head, line, pure = hit
+            text = line(data, symbols, head, ts)
+            append(text)
+            if pure:
+                # what follows `` %5lu.%06lu: `` (seconds of 5 digits or more)
+                sec = (ts + 500) // 1000 // 1000000
+                cut = len(head) + (9 + 5 if sec < 100000 else 9 + len(str(sec)))
+                texts[data] = (head, text[cut:])
     return "".join(out)
 
 
-def _default_line(etype: int, ev: Any, opts: Any) -> Callable[[Buffer, Any, str, int], str]:
+def _default_line(etype: int, ev: Any,
+                  opts: Any) -> tuple[Callable[[Buffer, Any, str, int], str], bool]:
     """``line(record, symbols, head, ts)``: a trace line in the default layout after the
-    context columns ``head``: the timestamp, then the event's text."""
+    context columns ``head``: the timestamp, then the event's text; and whether the text
+    after the timestamp depends on the record's bytes alone (a generated printer's does)."""
     if etype == TRACE_FN:
-        return lambda rec, syms, head, ts: head + _ts_text(ts) + fn_line(rec, syms, opts)
+        return (lambda rec, syms, head, ts: head + _ts_text(ts) + fn_line(rec, syms, opts),
+                False)
     if etype == TRACE_FUNC_REPEATS:
-        return lambda rec, syms, head, ts: head + _ts_text(ts) + repeats_line(
-            bytes(rec), syms, opts, lambda delta: " " + ns2usecs_text(ts - delta))
+        return (lambda rec, syms, head, ts: head + _ts_text(ts) + repeats_line(
+            bytes(rec), syms, opts, lambda delta: " " + ns2usecs_text(ts - delta)), False)
     if ev is None:
         text = f"Unknown type {etype}\n"
-        return lambda rec, syms, head, ts: head + _ts_text(ts) + text
+        return (lambda rec, syms, head, ts: head + _ts_text(ts) + text), False
     printer = ev.line_printer
     line = context_printer(printer)
     if line is not None:
-        return line
-    return lambda rec, syms, head, ts: head + _ts_text(ts) + printer(rec, syms)
+        return line, True
+    return (lambda rec, syms, head, ts: head + _ts_text(ts) + printer(rec, syms)), False
 
 
 def _ts_text(ts: int) -> str:
