@@ -40,6 +40,7 @@ import bisect
 import heapq
 import operator
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -192,37 +193,50 @@ def page_events(buf: bytes | bytearray, stamp: int, start: int,
     take a page's events at a time."""
     out: list[tuple[int, int, bytes]] = []
     append = out.append
-    unpack = _U32.unpack_from
-    ts = stamp
-    off = start
-    base = PAGE_HEADER
-    if type(buf) is not bytes:
+    if type(buf) is not bytes or len(buf) & 3:
         # one copy of the page, so each payload is one slice (a bytearray's slice is another
-        # bytearray to copy again)
-        buf = bytes(buf[:base + end])
-    while off + 4 <= end:
-        (hdr,) = unpack(buf, base + off)
+        # bytearray to copy again), whole 32-bit words
+        buf = bytes(buf[:PAGE_HEADER + end]) + bytes(-(PAGE_HEADER + end) & 3)
+    # the header words read as machine integers (the page is little-endian, as x86's)
+    words: Any = memoryview(buf).cast("I") if _LITTLE else _WordsLE(buf)
+    ts = stamp
+    off = PAGE_HEADER + start
+    stop = PAGE_HEADER + end
+    while off + 4 <= stop:
+        hdr = words[off >> 2]
         type_len = hdr & 31
         if 0 < type_len <= TYPE_DATA_MAX:
             ts += hdr >> 5
-            nxt = off + 4 + type_len * 4
-            append((nxt, ts, bytes(buf[base + off + 4:base + nxt])))
+            nxt = off + 4 + (type_len << 2)
+            append((nxt - PAGE_HEADER, ts, buf[off + 4:nxt]))
             off = nxt
         elif type_len == 0:
             ts += hdr >> 5
-            (length,) = unpack(buf, base + off + 4)
-            nxt = off + 4 + length
-            append((nxt, ts, bytes(buf[base + off + 8:base + nxt])))
+            nxt = off + 4 + words[(off >> 2) + 1]
+            append((nxt - PAGE_HEADER, ts, buf[off + 8:nxt]))
             off = nxt
         elif type_len == TYPE_PADDING:
             if hdr >> 5 == 0:
                 break
-            off += 4 + unpack(buf, base + off + 4)[0]
+            off += 4 + words[(off >> 2) + 1]
         else:
-            (hi,) = unpack(buf, base + off + 4)
-            ts = (ts if type_len == TYPE_TIME_EXTEND else 0) + (hdr >> 5) + (hi << TS_SHIFT)
+            ts = ((ts if type_len == TYPE_TIME_EXTEND else 0) + (hdr >> 5)
+                  + (words[(off >> 2) + 1] << TS_SHIFT))
             off += 8
     return out
+
+
+_LITTLE = sys.byteorder == "little"
+
+
+class _WordsLE:
+    """``memoryview.cast("I")`` of a little-endian buffer on a big-endian machine."""
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+
+    def __getitem__(self, i: int) -> int:
+        return int(_U32.unpack_from(self.buf, i << 2)[0])
 
 
 def decode_page(page: bytes | bytearray) -> tuple[int, int, int, list[tuple[int, bytes]]]:
