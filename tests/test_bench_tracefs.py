@@ -22,6 +22,8 @@ def test_json_output(capsys, tmp_path_factory):
     assert result["raw_drain_events"] == 300
     assert len(result["drain_runs"]) >= 1 and len(result["raw_runs"]) >= 1
     assert result["drain_events_per_s"] > 0 and result["raw_events_per_s"] > 0
+    for key in ("drain_events_per_mount_cpu_s", "raw_events_per_mount_cpu_s"):
+        assert result[key] is None or result[key] > 0      # None: under one clock tick
     assert set(result["targets"]) == set(result["targets_met"]) == set(result["spread"]) == \
         {"drain_events_per_s", "raw_events_per_s"}
     assert result["events_per_s"] > 0 and result["produced_events_per_s"] > 0
