@@ -15,10 +15,17 @@ pytestmark = pytest.mark.fuse
 def test_json_output(capsys, tmp_path_factory):
     need_fuse(tmp_path_factory.getbasetemp())
     assert bench.run(["--seconds", "0.5", "--drain-packets", "300", "--events",
-                      "net:netif_receive_skb",
+                      "net:netif_receive_skb", "--repeat", "1",
                       "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["drain_events"] == 300                   # one netif_receive_skb per packet
+    assert result["raw_drain_events"] == 300
+    assert len(result["drain_runs"]) >= 1 and len(result["raw_runs"]) >= 1
+    assert result["drain_events_per_s"] > 0 and result["raw_events_per_s"] > 0
+    for key in ("drain_events_per_mount_cpu_s", "raw_events_per_mount_cpu_s"):
+        assert result[key] is None or result[key] > 0      # None: under one clock tick
+    assert set(result["targets"]) == set(result["targets_met"]) == set(result["spread"]) == \
+        {"drain_events_per_s", "raw_events_per_s"}
     assert result["events_per_s"] > 0 and result["produced_events_per_s"] > 0
     assert result["limited_by"] in ("producer", "consumer")
     assert result["mount_cpu_s"] > 0 and result["events_per_mount_cpu_s"] > 0

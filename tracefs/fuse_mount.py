@@ -21,7 +21,14 @@ through FUSE:
 * a 1 ms interpreter switch interval (default 5 ms): a FUSE worker answers each request with
   the interpreter lock and gives it up between requests, so with a workload thread running
   flat out it waited up to one interval per ``trace_pipe`` read - the reader fell behind and
-  lines arrived hundreds of ms late instead of a few ms.
+  lines arrived hundreds of ms late instead of a few ms;
+* each libfuse worker keeps its Python thread state between requests (``_keep_thread_state``):
+  a ctypes callback from a thread Python did not start otherwise makes a thread state and
+  frees it again on every request (with its frame stack: an mmap and an munmap, which in a
+  threaded process flushes every CPU's TLB), half the cost of a one-page
+  ``trace_pipe_raw`` read;
+* reads skip fusepy's generic dispatch (``_Fuse.read``): the open file's handle is found by
+  its fh and its bytes copied into libfuse's buffer, nothing else.
 
 Importing this module imports fusepy, which raises OSError("Unable to find libfuse") when
 libfuse2 is missing: callers catch that and say so.
@@ -44,7 +51,7 @@ from tracesim.tracefs.blocking import set_interrupt_check
 from tracesim.tracefs.caller import proc_comm, set_caller_lookup
 from tracesim.tracefs.errors import FsError
 from tracesim.tracefs.handles import Handle, LazyTextHandle, SeqHandle
-from tracesim.tracefs.host_tasks import HostTasks, ProcForks, caller_pid_valid
+from tracesim.tracefs.host_tasks import STREAMS, HostTasks, ProcForks, caller_pid_valid
 from tracesim.tracefs.nodes import Attr
 from tracesim.tracefs.tree import Tree
 
@@ -52,6 +59,40 @@ MAX_WRITE = 131072
 SWITCH_INTERVAL = 0.001
 # how long rmdir waits for the RELEASE of files already closed (see rmdir)
 RELEASE_WAIT_S = 0.5
+
+_kept = threading.local()
+
+
+def _keep_thread_state() -> None:
+    """Give the calling libfuse worker a thread state that outlives the request: one more
+    PyGILState_Ensure (this thread holds the interpreter lock, so it only counts), never
+    released, so the callback's own Release leaves the state in place and the next request
+    on this thread reuses it (see the module docstring)."""
+    ensure = ctypes.pythonapi.PyGILState_Ensure
+    ensure.restype = ctypes.c_int
+    ensure.argtypes = []
+    ensure()
+    _kept.on = True
+
+
+class _Fuse(fuse.FUSE):
+    """fusepy's FUSE with the two changes the module docstring describes."""
+
+    @staticmethod
+    def _wrapper(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not getattr(_kept, "on", False):
+            _keep_thread_state()
+        return fuse.FUSE._wrapper(func, *args, **kwargs)
+
+    def read(self, path: Any, buf: Any, size: int, offset: int, fip: Any) -> int:
+        data = self.operations.read(None, size, offset, fip.contents)
+        if not data:
+            return 0
+        n = len(data)
+        if n > size:                    # fusepy's assertion: EINVAL
+            raise FsError(errno.EINVAL)
+        ctypes.memmove(buf, data, n)
+        return n
 
 
 def _request_must_end() -> Callable[[], bool]:
@@ -92,6 +133,7 @@ class TracefsOperations(fuse.Operations):
                               ) if host_tasks else None
         self._handles: dict[int, Handle] = {}
         self._paths: dict[int, str] = {}        # fh -> path it was opened by (files and dirs)
+        self._streams: set[int] = set()         # fhs of trace_pipe/trace_pipe_raw files
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
         # fh closed by close(2) (FLUSH seen) whose RELEASE has not arrived yet; see rmdir
@@ -116,6 +158,8 @@ class TracefsOperations(fuse.Operations):
             fh = next(self._next_fh)
             if handle is not None:
                 self._handles[fh] = handle
+                if path.rsplit("/", 1)[-1] in STREAMS:
+                    self._streams.add(fh)
             self._paths[fh] = path
         return fh
 
@@ -230,14 +274,19 @@ class TracefsOperations(fuse.Operations):
         fi.direct_io = 1
         return 0
 
-    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
-        handle = self._handle(fi)
+    def read(self, path: str | None, size: int, offset: int, fi: Any) -> bytes:
+        fh = fi.fh
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise FsError(errno.EBADF)
         # The request carries the file's current flags: O_NONBLOCK may have been set by fcntl
         # after open (libtracefs does so before flushing trace_pipe_raw).
         handle.nonblock = bool(fi.flags & os.O_NONBLOCK)
+        if self.host is None or fh in self._streams:
+            return handle.read(size, offset)     # host tasks read the streams as themselves
         pid = self._caller()
         if pid:
-            return self.host.read(pid, fi.fh, self._paths.get(fi.fh, ""), size,
+            return self.host.read(pid, fh, self._paths.get(fh, ""), size,
                                   lambda: handle.read(size, offset),
                                   seq_file=isinstance(handle, SeqHandle | LazyTextHandle))
         return handle.read(size, offset)
@@ -277,6 +326,7 @@ class TracefsOperations(fuse.Operations):
         with self._lock:
             handle = self._handles.pop(fi.fh, None)
             self._paths.pop(fi.fh, None)
+            self._streams.discard(fi.fh)
         try:
             if handle is None:
                 return
@@ -314,8 +364,8 @@ def serve(tree: Tree, mountpoint: str, *, on_ready: Callable[[], None] | None = 
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
     codecs.register(_path_codec)
-    fuse.FUSE(TracefsOperations(tree, on_ready, host_tasks, mountpoint), mountpoint,
-              raw_fi=True, foreground=True, encoding=PATH_ENCODING,
+    _Fuse(TracefsOperations(tree, on_ready, host_tasks, mountpoint), mountpoint,
+          raw_fi=True, foreground=True, encoding=PATH_ENCODING,
               nothreads=False, debug=debug, fsname="tracesim", subtype="tracesim",
               default_permissions=True, atomic_o_trunc=True, big_writes=True,
               max_write=MAX_WRITE, entry_timeout=0, attr_timeout=0, negative_timeout=0)

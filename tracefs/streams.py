@@ -12,6 +12,16 @@ from typing import Any
 from tracesim.tracefs.handles import StreamHandle
 
 
+def _split(source: _PipeSource | _RawSource, size: int) -> bytes:
+    """Up to ``size`` bytes of ``source.pending``, the rest kept (no copy when all fit)."""
+    pending = source.pending
+    if len(pending) <= size:
+        source.pending = b""
+        return pending
+    source.pending = pending[size:]
+    return pending[:size]
+
+
 class _PipeSource:
     def __init__(self, array: Any, cpu: int | None) -> None:
         from tracesim.kernel_model.trace.output import PipeReader
@@ -32,9 +42,8 @@ class _PipeSource:
                 if self.has_read and not self.array.tracing_on:
                     return None
                 return b""
-        out, self.pending = self.pending[:size], self.pending[size:]
         self.has_read = True
-        return out
+        return _split(self, size)
 
     def wait(self, timeout: float) -> None:
         self.array.buffer.wait(self.cpu, timeout)
@@ -54,8 +63,7 @@ class _RawSource:
             if page is None:
                 return b""
             self.pending = page
-        out, self.pending = self.pending[:size], self.pending[size:]
-        return out
+        return _split(self, size)
 
     def wait(self, timeout: float) -> None:
         self.array.buffer.wait(self.cpu, timeout)

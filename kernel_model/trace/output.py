@@ -31,6 +31,7 @@ from tracesim.kernel_model.trace.event import (
 from tracesim.kernel_model.trace.events.ftrace import fn_line, repeats_line
 from tracesim.kernel_model.trace.functions import TRACE_FN, TRACE_FUNC_REPEATS
 from tracesim.kernel_model.trace.graph_output import GraphPrinter, graph_header
+from tracesim.kernel_model.trace.printfmt import context_printer
 
 if TYPE_CHECKING:
     from tracesim.kernel_model.trace.printfmt import Buffer
@@ -117,6 +118,11 @@ def _lat_text(flags: int, pc: int) -> str:
     return text
 
 
+# One CPU's consecutive events, as RingBuffer.consume_runs gives them: (cpu, events lost
+# before the first, [(next offset, ts, record), ...]).
+Run = tuple[int, int, list[tuple[int, int, bytes]]]
+
+
 def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]],
                  graph: GraphPrinter | None = None) -> str:
     """The text of several events given as (cpu, ts, record, lost), as ``trace``/``trace_pipe``
@@ -126,18 +132,128 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]],
     prints every entry (a leaf needs the return that follows it in the batch)."""
     if _tracer(array) == "function_graph":       # ``graph``: a reader's printer state
         return "".join((graph or GraphPrinter(array)).lines(events))
+    if not _default_layout(array):
+        return format_lines_general(array, events)
+    runs: list[Run] = []
+    last = -1
+    for cpu, ts, data, lost in events:
+        if cpu != last or lost:
+            run: list[tuple[int, int, bytes]] = []
+            runs.append((cpu, lost, run))
+            last = cpu
+        run.append((0, ts, data if type(data) is bytes else bytes(data)))
+    return _format_runs_default(array, runs)
+
+
+def format_runs(array: Any, runs: list[Run], graph: GraphPrinter | None = None) -> str:
+    """:func:`format_lines` of events given in runs (``RingBuffer.consume_runs``)."""
+    if _tracer(array) == "function_graph" or not _default_layout(array):
+        return format_lines(array, ((cpu, ts, data, lost if i == 0 else 0)
+                                    for cpu, lost, events in runs
+                                    for i, (_, ts, data) in enumerate(events)), graph)
+    return _format_runs_default(array, runs)
+
+
+def _default_layout(array: Any) -> bool:
+    """Lines in the default layout: context and irq-info on, record-tgid off, a ns clock."""
+    opts = array.options
+    return (opts.get("context-info", True) and opts.get("irq-info", True)
+            and not opts.get("record-tgid", False) and array.clock_in_ns)
+
+
+def _format_runs_default(array: Any, runs: list[Run]) -> str:
+    """The lines of runs of events in the default layout. Per CPU, a record's first 8 bytes
+    (type, flags, preempt count, pid) give its context columns (comm-pid [cpu] flags, the
+    comm looked up once per batch) and its event's line printer; generated printers print
+    the whole line with the timestamp in one operation (``printfmt.context_printer``).
+    A generated printer's text is a function of the record's bytes alone, so a record seen
+    before in the batch on that CPU (a stream repeats the same skb, slab object and call
+    site over and over) takes the text printed then, after its own timestamp."""
     tracing = array.tracing
     by_id = tracing.by_id
     symbols = tracing.symbols
     find = tracing.cmdlines.find
     opts = array.options
+    unpack = _HEADER.unpack_from
+    lines: dict[int, tuple[Callable[[Buffer, Any, str, int], str], bool]] = {}  # by type
+    per_cpu: dict[int, tuple[dict[bytes, tuple[str, Callable[[Buffer, Any, str, int], str],
+                                                bool]],
+                             dict[bytes, tuple[str, str]]]] = {}
+    out: list[str] = []
+    append = out.append
+    for cpu, lost, events in runs:
+        if lost:
+            append(f"CPU:{cpu} [LOST {lost} EVENTS]\n")
+        known = per_cpu.get(cpu)
+        if known is None:
+            known = per_cpu[cpu] = ({}, {})
+        heads, texts = known
+        for _, ts, data in events:
+            seen = texts.get(data)
+            if seen is not None:
+                us = (ts + 500) // 1000
+                append("%s%5d.%06d: %s" % (seen[0], us // 1000000, us % 1000000, seen[1]))
+                continue
+            key = data[:8]
+            hit = heads.get(key)
+            if hit is None:
+                etype, flags, pc, pid = unpack(data, 0)
+                kind = lines.get(etype)
+                if kind is None:
+                    kind = lines[etype] = _default_line(etype, by_id.get(etype), opts)
+                hit = heads[key] = ("%16s-%-7d [%03d] %s " % (find(pid), pid, cpu,
+                                                              _lat_text(flags, pc)), *kind)
+            head, line, pure = hit
+            text = line(data, symbols, head, ts)
+            append(text)
+            if pure:
+                # what follows `` %5lu.%06lu: `` (seconds of 5 digits or more)
+                sec = (ts + 500) // 1000 // 1000000
+                cut = len(head) + (9 + 5 if sec < 100000 else 9 + len(str(sec)))
+                texts[data] = (head, text[cut:])
+    return "".join(out)
+
+
+def _default_line(etype: int, ev: Any,
+                  opts: Any) -> tuple[Callable[[Buffer, Any, str, int], str], bool]:
+    """``line(record, symbols, head, ts)``: a trace line in the default layout after the
+    context columns ``head``: the timestamp, then the event's text; and whether the text
+    after the timestamp depends on the record's bytes alone (a generated printer's does)."""
+    if etype == TRACE_FN:
+        return (lambda rec, syms, head, ts: head + _ts_text(ts) + fn_line(rec, syms, opts),
+                False)
+    if etype == TRACE_FUNC_REPEATS:
+        return (lambda rec, syms, head, ts: head + _ts_text(ts) + repeats_line(
+            bytes(rec), syms, opts, lambda delta: " " + ns2usecs_text(ts - delta)), False)
+    if ev is None:
+        text = f"Unknown type {etype}\n"
+        return (lambda rec, syms, head, ts: head + _ts_text(ts) + text), False
+    printer = ev.line_printer
+    line = context_printer(printer)
+    if line is not None:
+        return line, True
+    return (lambda rec, syms, head, ts: head + _ts_text(ts) + printer(rec, syms)), False
+
+
+def _ts_text(ts: int) -> str:
+    """`` %5lu.%06lu: `` after the flags (no leading space: the head ends with one)."""
+    us = (ts + 500) // 1000
+    return "%5d.%06d: " % (us // 1_000_000, us % 1_000_000)
+
+
+def format_lines_general(array: Any, events: Iterable[tuple[int, int, bytes, int]]) -> str:
+    """:func:`format_lines` one event at a time for any options (not function_graph): the
+    context columns as the options say, then the event's line printer. The reference the
+    default layout's batch formatter is checked against."""
+    tracing = array.tracing
+    by_id = tracing.by_id
+    symbols = tracing.symbols
+    opts = array.options
     context = opts.get("context-info", True)
     tgid = context and opts.get("record-tgid", False)
     irq = context and opts.get("irq-info", True)
     in_ns = array.clock_in_ns
-    default = context and irq and in_ns and not tgid
     unpack = _HEADER.unpack_from
-    heads: dict[tuple[int, int, int, int], str] = {}     # comm-pid [cpu] flags, per batch
     printers: dict[int, Callable[[Buffer, Any], str] | None] = {
         TRACE_FN: lambda record, syms: fn_line(record, syms, opts)}
     out: list[str] = []
@@ -146,15 +262,7 @@ def format_lines(array: Any, events: Iterable[tuple[int, int, bytes, int]],
         if lost:
             append(f"CPU:{cpu} [LOST {lost} EVENTS]\n")
         etype, flags, pc, pid = unpack(data, 0)
-        if default:
-            key = (pid, cpu, flags, pc)
-            head = heads.get(key)
-            if head is None:
-                head = heads[key] = "%16s-%-7d [%03d] %s " % (find(pid), pid, cpu,
-                                                              _lat_text(flags, pc))
-            us = (ts + 500) // 1000
-            append(head + "%5d.%06d: " % (us // 1_000_000, us % 1_000_000))
-        elif context:
+        if context:
             append(_context_columns(tracing, cpu, ts, pid, flags, pc, tgid, irq, in_ns))
         if etype == TRACE_FUNC_REPEATS:
             append(repeats_line(data, symbols, opts,
@@ -252,19 +360,20 @@ class PipeReader:
         size = len(self.pending)
         if size >= max_bytes:
             return
-        consume = self.array.buffer.consume_batch
+        consume = self.array.buffer.consume_runs
         parts = [self.pending]
         while size < max_bytes:
             limit = max(1, min(PIPE_BATCH_MAX, int((max_bytes - size) / self.line_estimate)))
-            batch = consume(self.cpu, limit)
-            if not batch:
+            runs = consume(self.cpu, limit)
+            if not runs:
                 break
             if self.graph is None and _tracer(self.array) == "function_graph":
                 self.graph = GraphPrinter(self.array)
-            text = format_lines(self.array, batch, self.graph)
+            text = format_runs(self.array, runs, self.graph)
             parts.append(text)
             size += len(text)
-            self.line_estimate = 0.75 * self.line_estimate + 0.25 * (len(text) / len(batch))
+            count = sum(len(events) for _, _, events in runs)
+            self.line_estimate = 0.75 * self.line_estimate + 0.25 * (len(text) / count)
         self.pending = "".join(parts)
 
     def read(self, max_bytes: int = 65536, nonblock: bool = False) -> str:

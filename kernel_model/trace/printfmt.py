@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import re
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,7 @@ _TYPE_WORDS = {"void", "char", "short", "int", "long", "unsigned", "signed", "co
 _ULONG = 0xFFFFFFFFFFFFFFFF
 _ERR_PTR_MIN = _ULONG + 1 - 4095            # (unsigned long)-MAX_ERRNO
 _MEMO_MAX = 4096                             # texts remembered per flag table, data_loc strings
+_PTR_MEMO_MAX = 65536                        # %p/%pS texts remembered per Symbols
 
 
 @dataclass(frozen=True)
@@ -390,6 +392,25 @@ def _ptr_sym_off(v: int, s: Any) -> str:
     return f"{name}+0x{off:x}/0x{size:x}"
 
 
+def _ptr_hashed_memo(v: int, s: Any) -> str:
+    """``_ptr_hashed``, the text remembered in ``s.ptr_texts`` (what context printers look up
+    first: the same skb and slab addresses print on line after line)."""
+    memo = s.ptr_texts           # first: ``hash_raw`` switched later replaces the memo
+    text = _ptr_hashed(v, s)
+    if len(memo) < _PTR_MEMO_MAX:
+        memo[v] = text
+    return text
+
+
+def _ptr_sym_off_memo(v: int, s: Any) -> str:
+    """``_ptr_sym_off``, the text remembered in ``s.sym_texts`` (call sites repeat)."""
+    text = _ptr_sym_off(v, s)
+    memo = s.sym_texts
+    if len(memo) < _PTR_MEMO_MAX:
+        memo[v] = text
+    return text
+
+
 def _ptr_sym(v: int, s: Any) -> str:
     hit = s.lookup(v)
     return f"0x{v:x}" if hit is None else hit[0]
@@ -521,8 +542,14 @@ _BITS = {"hh": 8, "h": 16, None: 32, "l": 64, "ll": 64, "L": 64, "z": 64, "t": 6
 _PTR_HELPERS = {"S": "_ptr_sym_off", "B": "_ptr_sym_off", "s": "_ptr_sym"}
 
 
-def _conversion(m: re.Match, ext: str, arg: _Code) -> tuple[str, str]:
-    """One C conversion as (Python % directive, argument source)."""
+# The memo each pointer helper has in a context printer (see ``context_printer``): the local
+# name it is bound to and the Symbols attribute holding it.
+_PTR_MEMOS = {"_ptr_hashed": ("_hp", "ptr_texts"), "_ptr_sym_off": ("_sp", "sym_texts")}
+
+
+def _conversion(m: re.Match, ext: str, arg: _Code, memo: bool = False) -> tuple[str, str]:
+    """One C conversion as (Python % directive, argument source); with ``memo`` a hashed or
+    symbolic pointer's text is looked up in the printing Symbols' memo first."""
     conv = m.group("conv")
     spec = (m.group("flags") or "") + (m.group("width") or "")
     if m.group("prec") is not None:
@@ -536,6 +563,8 @@ def _conversion(m: re.Match, ext: str, arg: _Code) -> tuple[str, str]:
                 raise ValueError(f"print fmt: %p{ext} needs an address array field")
             return f"%{spec}s", f"_ptr_ip_{ext}({arg.src}, s)"
         fn = _PTR_HELPERS.get(ext[:1], "_ptr_hashed")
+        if memo and fn in _PTR_MEMOS:
+            return f"%{spec}s", f"({_PTR_MEMOS[fn][0]}.get({arg.src}) or {fn}_memo({arg.src}, s))"
         return f"%{spec}s", f"{fn}({arg.src}, s)"
     if conv == "s":
         return f"%{spec}s", arg.src
@@ -545,7 +574,7 @@ def _conversion(m: re.Match, ext: str, arg: _Code) -> tuple[str, str]:
     return f"%{spec}{'d' if conv in 'diu' else conv}", converted.src
 
 
-def _plan(fmt: str, args: Sequence[_Code]) -> tuple[str, list[str]]:
+def _plan(fmt: str, args: Sequence[_Code], memo: bool = False) -> tuple[str, list[str]]:
     """The Python format string and the argument sources of a C format and its arguments."""
     out: list[str] = []
     srcs: list[str] = []
@@ -564,7 +593,7 @@ def _plan(fmt: str, args: Sequence[_Code]) -> tuple[str, list[str]]:
                 pos += 1
         if argi >= len(args):
             raise ValueError(f"print fmt: more conversions than the {len(args)} arguments")
-        directive, src = _conversion(m, ext, args[argi])
+        directive, src = _conversion(m, ext, args[argi], memo)
         out.append(directive)
         srcs.append(src)
         argi += 1
@@ -578,6 +607,17 @@ def _plan(fmt: str, args: Sequence[_Code]) -> tuple[str, list[str]]:
 def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
            suffix: str, constants: tuple[tuple[str, int], ...] = ()) -> Callable[[Buffer, Any], str]:
     """Generate and compile the printer (cached: every Kernel declares the same events)."""
+    printer = _generate(text, fields, fixed_format, prefix, suffix, constants, context=False)
+    printer.build_args = (  # type: ignore[attr-defined]
+        text, fields, fixed_format, prefix, suffix, constants)
+    return printer
+
+
+def _generate(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
+              suffix: str, constants: tuple[tuple[str, int], ...],
+              context: bool) -> Callable[..., str]:
+    """The printer's source, compiled: ``printer(rec, s)``, or with ``context`` the whole trace
+    line ``printer(rec, s, head, ts)`` (see :func:`context_printer`)."""
     fmt, arg_tokens = _split_args(_tokenize(text))
     by_name = {f.name: f for f in fields}
     helpers: dict[str, Any] = {}
@@ -588,9 +628,18 @@ def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
         args.append(p.expr())
         if p.i != len(toks):
             raise ValueError(f"print fmt: trailing tokens in argument {toks!r}")
-    pyfmt, srcs = _plan(fmt, args)
+    pyfmt, srcs = _plan(fmt, args, memo=context)
     pyfmt = prefix.replace("%", "%%") + pyfmt + suffix.replace("%", "%%")
     body = []
+    if context:
+        # ``head`` is comm-pid [cpu] flags and a space; then `` %5lu.%06lu: `` of the
+        # timestamp rounded to the microsecond (ns2usecs), as output.format_lines prints them
+        pyfmt = "%s%5d.%06d: " + pyfmt
+        srcs = ["head", "_us // 1000000", "_us % 1000000", *srcs]
+        body.append("    _us = (ts + 500) // 1000")
+        for fn, (local, attr) in _PTR_MEMOS.items():
+            if any(f"{fn}_memo(" in src for src in srcs):
+                body.append(f"    {local} = s.{attr}")
     if used:
         # the fixed part unpacks to every field but a trailing flexible array, in order
         names = [f"f_{f.name}" if f.name in used else "_" for f in fields
@@ -600,7 +649,12 @@ def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
             if f.name not in used:
                 continue
             kind = _field_kind(f)
-            if f.type.startswith("__data_loc"):
+            if f.type.startswith("__data_loc") and context:
+                # the memo first, the record being bytes (what the readers hand out)
+                body.append(f"    _o = f_{f.name} & 0xffff")
+                body.append(f"    f_{f.name} = _strs.get(rec[_o:_o + (f_{f.name} >> 16)]) "
+                            f"or _data_loc_str(rec, f_{f.name})")
+            elif f.type.startswith("__data_loc"):
                 body.append(f"    f_{f.name} = _data_loc_str(rec, f_{f.name})")
             elif kind == "str":
                 body.append(f"    f_{f.name} = _cstr(f_{f.name})")
@@ -610,18 +664,48 @@ def _build(text: str, fields: tuple[Any, ...], fixed_format: str, prefix: str,
         body.append(f"    return {pyfmt!r} % ({', '.join(srcs)},)")
     else:
         body.append(f"    return {(pyfmt % ())!r}")
-    source = "def printer(rec, s):\n" + "\n".join(body) + "\n"
+    params = "rec, s, head, ts" if context else "rec, s"
+    source = f"def printer({params}):\n" + "\n".join(body) + "\n"
     namespace: dict[str, Any] = {
         "_unpack": struct.Struct(fixed_format).unpack_from, "_cstr": _cstr,
         "_data_loc_str": _data_loc_str, "_ptr_hashed": _ptr_hashed,
         "_ptr_sym_off": _ptr_sym_off, "_ptr_sym": _ptr_sym, "_div": _div, "_mod": _mod,
+        "_ptr_hashed_memo": _ptr_hashed_memo, "_ptr_sym_off_memo": _ptr_sym_off_memo,
+        "_strs": _STR_MEMO,
         **helpers,
         **{f"_ptr_ip_{ext}": _ptr_ip(ext) for ext in re.findall(r"_ptr_ip_(\w+)\(", source)},
     }
-    exec(compile(source, f"<print fmt {prefix or text[:40]}>", "exec"), namespace)
+    kind = "context " if context else ""
+    exec(compile(source, f"<print fmt {kind}{prefix or text[:40]}>", "exec"), namespace)
     printer = namespace["printer"]
     printer.source = source                    # for tests and for reading what was generated
     return printer
+
+
+_context_lock = threading.Lock()
+
+
+def context_printer(printer: Callable[[Buffer, Any], str]) -> Callable[..., str] | None:
+    """For a printer made by :func:`compile_print_fmt`: the same text as a whole trace line in
+    the default layout, ``line(rec, symbols, head, ts) == head + "%5lu.%06lu: " + printer(rec,
+    symbols)`` (``ts`` in ns, rounded to the microsecond), generated once and kept on the
+    printer. It looks hashed (``%p``) and symbolic (``%pS``) pointer texts up in
+    ``symbols.ptr_texts``/``symbols.sym_texts`` first (a :class:`~tracesim.kernel_model.trace.
+    symbols.Symbols` keeps them), and ``__data_loc`` strings in the decoded-string memo, so
+    the record must be ``bytes``. None for printers written by hand."""
+    line = getattr(printer, "context", None)
+    if line is not None:
+        return line
+    args = getattr(printer, "build_args", None)
+    if args is None:
+        return None
+    with _context_lock:
+        line = getattr(printer, "context", None)
+        if line is None:
+            text, fields, fixed_format, prefix, suffix, constants = args
+            line = _generate(text, fields, fixed_format, prefix, suffix, constants, True)
+            printer.context = line          # type: ignore[attr-defined]
+    return line
 
 
 def compile_print_fmt(text: str, event: Any, prefix: str = "",

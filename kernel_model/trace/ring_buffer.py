@@ -40,6 +40,7 @@ import bisect
 import heapq
 import operator
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +65,18 @@ DEFAULT_BUFFER_BYTES = 1_441_792                    # trace_buf_size default →
 _U32 = struct.Struct("<I")
 _U32X2 = struct.Struct("<II")
 _PAGE_HDR = struct.Struct("<Qq")
+_U64 = struct.Struct("<Q")
+_ZEROS: dict[int, bytes] = {}
+
+
+def _zeros(n: int) -> bytes:
+    """``n`` zero bytes (remembered: the tail of a read page)."""
+    z = _ZEROS.get(n)
+    if z is None:
+        z = bytes(n)
+        if len(_ZEROS) < 4096:
+            _ZEROS[n] = z
+    return z
 
 def page_header_text(data_size: int = BUF_PAGE_SIZE) -> str:
     """``events/header_page`` (ring_buffer_print_page_header): the data size is the buffer's
@@ -180,33 +193,50 @@ def page_events(buf: bytes | bytearray, stamp: int, start: int,
     take a page's events at a time."""
     out: list[tuple[int, int, bytes]] = []
     append = out.append
-    unpack = _U32.unpack_from
+    if type(buf) is not bytes or len(buf) & 3:
+        # one copy of the page, so each payload is one slice (a bytearray's slice is another
+        # bytearray to copy again), whole 32-bit words
+        buf = bytes(buf[:PAGE_HEADER + end]) + bytes(-(PAGE_HEADER + end) & 3)
+    # the header words read as machine integers (the page is little-endian, as x86's)
+    words: Any = memoryview(buf).cast("I") if _LITTLE else _WordsLE(buf)
     ts = stamp
-    off = start
-    base = PAGE_HEADER
-    while off + 4 <= end:
-        (hdr,) = unpack(buf, base + off)
+    off = PAGE_HEADER + start
+    stop = PAGE_HEADER + end
+    while off + 4 <= stop:
+        hdr = words[off >> 2]
         type_len = hdr & 31
         if 0 < type_len <= TYPE_DATA_MAX:
             ts += hdr >> 5
-            nxt = off + 4 + type_len * 4
-            append((nxt, ts, bytes(buf[base + off + 4:base + nxt])))
+            nxt = off + 4 + (type_len << 2)
+            append((nxt - PAGE_HEADER, ts, buf[off + 4:nxt]))
             off = nxt
         elif type_len == 0:
             ts += hdr >> 5
-            (length,) = unpack(buf, base + off + 4)
-            nxt = off + 4 + length
-            append((nxt, ts, bytes(buf[base + off + 8:base + nxt])))
+            nxt = off + 4 + words[(off >> 2) + 1]
+            append((nxt - PAGE_HEADER, ts, buf[off + 8:nxt]))
             off = nxt
         elif type_len == TYPE_PADDING:
             if hdr >> 5 == 0:
                 break
-            off += 4 + unpack(buf, base + off + 4)[0]
+            off += 4 + words[(off >> 2) + 1]
         else:
-            (hi,) = unpack(buf, base + off + 4)
-            ts = (ts if type_len == TYPE_TIME_EXTEND else 0) + (hdr >> 5) + (hi << TS_SHIFT)
+            ts = ((ts if type_len == TYPE_TIME_EXTEND else 0) + (hdr >> 5)
+                  + (words[(off >> 2) + 1] << TS_SHIFT))
             off += 8
     return out
+
+
+_LITTLE = sys.byteorder == "little"
+
+
+class _WordsLE:
+    """``memoryview.cast("I")`` of a little-endian buffer on a big-endian machine."""
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+
+    def __getitem__(self, i: int) -> int:
+        return int(_U32.unpack_from(self.buf, i << 2)[0])
 
 
 def decode_page(page: bytes | bytearray) -> tuple[int, int, int, list[tuple[int, bytes]]]:
@@ -695,6 +725,20 @@ class RingBuffer:
         gives them (earliest timestamp first, the lower CPU on ties), as (cpu, ts, payload,
         lost). One lock hold, and each page's events decoded in one pass."""
         out: list[tuple[int, int, bytes, int]] = []
+        append = out.append
+        for c, lost, events in self.consume_runs(cpu, limit):
+            for _, ts, payload in events:
+                append((c, ts, payload, lost))
+                lost = 0
+        return out
+
+    def consume_runs(self, cpu: int | None = None,
+                     limit: int = 256) -> list[tuple[int, int, list[tuple[int, int, bytes]]]]:
+        """``consume_batch`` in runs of one CPU's consecutive events: (cpu, events lost before
+        the run, [(next offset, ts, payload), ...]), what a reader formatting a run at a time
+        takes without a tuple per event."""
+        out: list[tuple[int, int, list[tuple[int, int, bytes]]]] = []
+        taken_total = 0
         with self.exclusive:
             runs: list[list[Any]] = []  # [cpu buffer, head page events, next index, taken]
             for cb in (self.cpus if cpu is None else [self.cpus[cpu]]):
@@ -702,7 +746,7 @@ class RingBuffer:
                 if events:
                     runs.append([cb, events, 0, 0])
             append = out.append
-            while runs and len(out) < limit:
+            while runs and taken_total < limit:
                 best = runs[0]
                 if len(runs) > 1:
                     best_ts = best[1][best[2]][1]
@@ -721,15 +765,18 @@ class RingBuffer:
                     cut = (bisect.bisect_left if before else bisect.bisect_right)(
                         events, other_ts, i, stop, key=_event_ts)
                     stop = min(stop, cut)
-                stop = min(stop, i + limit - len(out))
+                stop = min(stop, i + limit - taken_total)
                 lost = cb.take_lost() if cb.overrun != cb.last_overrun else 0
-                for nxt, ts, payload in events[i:stop]:  # noqa: B007 - last nxt/ts used below
-                    append((cb.cpu, ts, payload, lost))
-                    lost = 0
+                append((cb.cpu, lost, events[i:stop] if i or stop < len(events) else events))
+                taken_total += stop - i
                 best[2] = stop
                 best[3] = taken + stop - i
                 if stop == len(events):
+                    nxt, ts, _ = events[-1]
                     cb.advance(nxt, ts, best[3])
+                    if taken_total >= limit:    # done: the next page is decoded next time
+                        runs.remove(best)
+                        break
                     more = cb.head_events()
                     if more:
                         best[1], best[2], best[3] = more, 0, 0
@@ -785,16 +832,18 @@ class RingBuffer:
                 cb.read_off = page.write
                 cb.read_stamp = page.last_ts
             lost = cb.take_lost()
-            out = bytearray(PAGE_HEADER + cb.data_size)
-            out[PAGE_HEADER:PAGE_HEADER + len(data)] = data
-            commit = len(data)
+            size = len(data)
+            commit = size
+            tail = b""
             if lost:
                 commit |= RB_MISSED_EVENTS
-                if len(data) + 8 <= cb.data_size:
-                    struct.pack_into("<Q", out, PAGE_HEADER + len(data), lost)
+                if size + 8 <= cb.data_size:
+                    tail = _U64.pack(lost)
                     commit |= RB_MISSED_STORED
-            _PAGE_HDR.pack_into(out, 0, stamp, commit)
-            return bytes(out)
+            # the page in one copy: header, the data, the lost count, zeros to its end
+            out = b"".join((_PAGE_HDR.pack(stamp, commit), data, tail,
+                            _zeros(cb.data_size - size - len(tail))))
+            return out
 
     # -- statistics
     def stats(self, cpu: int, now: int) -> dict[str, int]:

@@ -13,14 +13,29 @@ class Symbols:
     def __init__(self, kernel: Any, key: bytes) -> None:
         self.kallsyms = getattr(kernel, "kallsyms", None)
         self.key = key
-        self.hash_raw = False
+        self._hash_raw = False
         self._cache: dict[int, int] = {}
         self._lookups: dict[int, tuple[str, int, int] | None] = {}
+        # Texts of ``%p`` and ``%pS`` pointers already printed, by value (filled and read by
+        # the context printers of printfmt.py; ``%p``'s depend on ``hash_raw``)
+        self.ptr_texts: dict[int, str] = {}
+        self.sym_texts: dict[int, str] = {}
+
+    @property
+    def hash_raw(self) -> bool:
+        """``%p`` prints the raw address (the top-level ``hash-ptr`` option off)."""
+        return self._hash_raw
+
+    @hash_raw.setter
+    def hash_raw(self, raw: bool) -> None:
+        # a new memo after the switch: a printer that took the old one before stores there
+        self._hash_raw = raw
+        self.ptr_texts = {}
 
     def hash_ptr(self, addr: int) -> int:
         """ptr_to_id: a keyed hash of the pointer, masked to 32 bits (CONFIG_64BIT); the raw
         address with the top-level ``hash-ptr`` option off."""
-        if self.hash_raw:
+        if self._hash_raw:
             return addr
         h = self._cache.get(addr)
         if h is None:
