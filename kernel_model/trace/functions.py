@@ -25,10 +25,11 @@ The per-call path (the kernel's patched mcount call): while one array's ``functi
 function's ``call`` is that tracer's own closure (``site_call``, picked by
 ``Kprobes.set_ftrace``/``unprobed_call`` whenever the hook or the stack holds change). It tests
 the usual case per call (tracing on, the function traced, no pid lists or per-call options)
-and packs the entry straight into the CPU's tail page with ``ring_buffer.fixed_writer`` (no
-lock while no reader is in the buffer, ip/parent_ip packed once per caller, a real-mode clock
-read inline); anything else goes through ``_function_entry`` / ``_graph_entry`` / ``exit``,
-which write the same bytes with the same clock reads (``tests/test_function_tracer_fastpath.py``).
+and packs the entry straight into the CPU's tail page (``fixed_writer``'s write inlined into the
+closure's source: no lock while no reader is in the buffer, ip/parent_ip packed once per caller,
+a real-mode clock read inline); anything else goes through ``_function_entry`` /
+``_graph_entry`` / ``exit``, which write the same bytes with the same clock reads
+(``tests/test_function_tracer_fastpath.py``).
 """
 from __future__ import annotations
 
@@ -41,7 +42,11 @@ from typing import Any
 from tracesim.kernel_model.trace.errlog import os_error
 from tracesim.kernel_model.trace.event import HARDIRQ_MASK, trace_ctx
 from tracesim.kernel_model.trace.events.ftrace import stack_record
-from tracesim.kernel_model.trace.ring_buffer import fixed_writer
+from tracesim.kernel_model.trace.ring_buffer import (
+    PAGE_HEADER,
+    TS_SHIFT,
+    event_length,
+)
 
 TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_FUNC_REPEATS = 1, 4, 10, 11, 20
 FN_RECORD = struct.Struct("<HBBiQQ")              # struct ftrace_entry (args[] empty)
@@ -399,17 +404,20 @@ class FunctionTracing:
 
 
 _FN_PACK = FN_RECORD.pack
-# The entries as the fast path packs them: the same bytes as FN_RECORD / GRAPH_*_RECORD with
-# the function's address (and for TRACE_FN the parent's) as precomputed bytes, so the
-# per-event pack converts only small ints.
-_FN_WIRE = struct.Struct("<HBBi16s")               # ip, parent_ip as one 16-byte field
-_GRAPH_ENT_WIRE = struct.Struct("<HBBi8sI4x")
-_GRAPH_RET_WIRE = struct.Struct("<HBBi8sIIQQ")
+# The entries as the fast path packs them: the same bytes as FN_RECORD / GRAPH_*_RECORD, with
+# type, flags and preempt count as one little-endian u32 word (``type | flags << 16 | pc <<
+# 24``: the type itself while the CPU's context is plain), the function's address (and for
+# TRACE_FN the parent's) as bytes made once, and for TRACE_GRAPH_RET depth and overrun (0) as
+# one u64; ``_*_EVENT`` put the ring buffer's event header in front.
+_FN_WIRE = struct.Struct("<Ii16s")                 # word, pid, ip + parent_ip
+_GRAPH_ENT_WIRE = struct.Struct("<Ii8sI4x")        # word, pid, func, depth
+_GRAPH_RET_WIRE = struct.Struct("<Ii8sQQQ")        # word, pid, func, depth + overrun, times
+_FN_EVENT, _GRAPH_ENT_EVENT, _GRAPH_RET_EVENT = (
+    struct.Struct("<I" + wire.format[1:]) for wire in (_FN_WIRE, _GRAPH_ENT_WIRE, _GRAPH_RET_WIRE))
+_FN_LENGTH, _GRAPH_ENT_LENGTH, _GRAPH_RET_LENGTH = (
+    event_length(wire.size) for wire in (_FN_WIRE, _GRAPH_ENT_WIRE, _GRAPH_RET_WIRE))
 _IP = struct.Struct("<Q")
 _IP_PAIR = struct.Struct("<QQ")
-_FN_WRITE = fixed_writer(_FN_WIRE)
-_GRAPH_ENT_WRITE = fixed_writer(_GRAPH_ENT_WIRE)
-_GRAPH_RET_WRITE = fixed_writer(_GRAPH_RET_WIRE)
 
 
 def _fast_clock(array: Any) -> tuple[Any, int]:
@@ -422,114 +430,151 @@ def _fast_clock(array: Any) -> tuple[Any, int]:
     return clock.base_ns, clock._real_origin
 
 
-def _function_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
-    """The function tracer's ``call`` of ``site`` (function_trace_call): the usual entry
-    (tracing on, the function traced, no pid lists, neither ``func_stack_trace`` nor
-    ``func-no-repeats``) packed straight into the CPU's ring buffer page without the lock
-    while no reader is in the buffer (``fixed_writer``), ip and parent_ip as bytes made once
-    per caller; anything else through ``_function_entry``. The entry's bytes and clock reads
-    are ``_function_entry``'s."""
-    array = state.array
-    machine = state._machine
-    kps = state._kprobes
-    stacks = kps.stacks
-    caller_address = kps.caller_address
-    buf = array.buffer
-    tracing = array.tracing
-    cmdlines, tgids = tracing.cmdlines, tracing.tgids
-    saved = cmdlines.map
-    options = array.options
-    general = state._function_entry
-    name, addr = site.name, site.addr
-    write, wire = _FN_WRITE, _FN_WIRE.pack
-    real_base, origin = _fast_clock(array)
-    now = time.perf_counter_ns
-    ips: dict[Any, bytes] = {}            # ip and parent_ip packed, by caller frame
+def _inline_write(indent: str, length: int, pack: str, fields: str, wire: str, cpu_id: str,
+                  ts: str, task: str) -> str:
+    """Source of ``ring_buffer.fixed_writer``'s write, inlined into a fast path: one
+    ``length``-byte event at ``ts`` on CPU ``cpu_id``, packed in place (``pack(page.buf,
+    offset, header, fields)``) when it is the usual event, else ``cb._place`` of the record
+    ``wire``; lock-free while no one else is in the buffer (``write_unlocked``'s handshake),
+    else ``after_write`` writes it under the lock. Then a written entry's saved comm, tgid and
+    wake-up. The bytes and counters are ``CpuBuffer.write``'s."""
+    lines = f"""\
+buf.writing = True
+if buf.others:
+    buf.writing = False
+    after_write(array, buf, {task}, {cpu_id}, {ts}, {wire})
+else:
+    try:
+        cb = cpus[{cpu_id}]
+        page = cb.pages[-1]
+        w = page.write
+        delta = {ts} - page.last_ts
+        if (w and not delta >> {TS_SHIFT} and w <= cb.data_size - {length}
+                and not cb.record_disabled):
+            {pack}(page.buf, {PAGE_HEADER} + w, {(length - 4) >> 2} | delta << 5, {fields})
+            page.write = w + {length}
+            page.last_ts = {ts}
+            page.entries += 1
+            page.bytes += {length}
+            cb.bytes += {length}
+            cb.entries += 1
+            written = True
+        else:
+            written = cb._place({ts}, {wire})
+            if written:
+                cb.entries += 1
+    finally:
+        buf.writing = False
+    if written:
+        if array.record_cmd and saved_get({task}.pid) != {task}.comm:
+            cmdlines.record({task}.pid, {task}.comm)
+        if array.record_tgid:
+            tgids[{task}.pid] = {task}.tgid
+        if buf.waiters:
+            buf.wake_waiters()
+"""
+    return "".join(indent + line + "\n" for line in lines.splitlines())
 
-    def call(func: Callable[..., Any], *args: Any) -> Any:
+
+def _write_locked(array: Any, buf: Any, task: Any, cpu_id: int, ts: int, record: bytes) -> None:
+    """A fast path's entry while someone is in the buffer: written under the lock, then the
+    comm, tgid and wake-up as after a lock-free write."""
+    with buf.exclusive:
+        written = buf.cpus[cpu_id].write(ts, record)
+    if written:
+        tracing = array.tracing
+        if array.record_cmd and tracing.cmdlines.map.get(task.pid) != task.comm:
+            tracing.cmdlines.record(task.pid, task.comm)
+        if array.record_tgid:
+            tracing.tgids[task.pid] = task.tgid
+        if buf.waiters:
+            buf.wake_waiters()
+
+
+# What every fast path binds (``_fast_env``), then the per-function ``call`` of each tracer, as
+# source compiled once (``make`` binds it to a site). The CPU's id and call stack stay in the
+# closure until the CPU changes.
+_COMMON_PARAMS = ("state, site, machine, stacks, buf, array, tracing, options, cmdlines, "
+                  "saved_get, tgids, real_base, origin, now, ctx_of, after_write")
+_CTX_WORD = """\
+if (cpu.preempt_count or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
+        or cpu.need_resched_lazy):
+    flags, pc = ctx_of(cpu)
+    {word} = {type} | flags << 16 | pc << 24
+else:
+    {word} = {type}
+{ts} = now() - origin if array.clock is real_base else array.clock()
+"""
+
+
+def _indented(indent: str, text: str) -> str:
+    return "".join(indent + line + "\n" for line in text.splitlines())
+
+
+_FUNCTION_CALL_SOURCE = f"""\
+def make({_COMMON_PARAMS}, general, caller_address, kps, ips, pair_pack, wire, pack_event):
+    name, addr = site.name, site.addr
+    cpus = buf.cpus
+    cur_cpu = cur_id = cur_stack = None
+
+    def call(func, *args):
+        nonlocal cur_cpu, cur_id, cur_stack
         cpu = machine.current
-        cpu_id = cpu.id
-        stack = stacks[cpu_id]
+        if cpu is not cur_cpu:
+            cur_id = cpu.id
+            cur_stack = stacks[cur_id]
+            cur_cpu = cpu
+        stack = cur_stack
         traced = state._traced
         if array.tracing_on and (traced is None or name in traced):
             if (state.pids or state.notrace_pids or options["func-no-repeats"]
                     or options["func_stack_trace"]):
-                general(site, stack, cpu_id)
+                general(site, stack, cur_id)
             else:
                 if stack:
                     caller = stack[-1]
                     pair = ips.get(caller)
                     if pair is None:
-                        pair = ips[caller] = _IP_PAIR.pack(addr, caller_address(stack, site))
+                        pair = ips[caller] = pair_pack(addr, caller_address(stack, site))
                 else:
-                    pair = _IP_PAIR.pack(addr, kps.return_address)
+                    pair = pair_pack(addr, kps.return_address)
                 task = cpu.task
-                pid = task.pid
-                pc = cpu.preempt_count
-                if (pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
-                        or cpu.need_resched_lazy):
-                    flags, pc = _ctx_of(cpu)
-                else:
-                    flags = 0
-                clock = array.clock
-                ts = now() - origin if clock is real_base else clock()
-                written = write(buf, cpu_id, ts, TRACE_FN, flags, pc, pid, pair)
-                if written is None:            # a reader is in the buffer: under the lock
-                    with buf.exclusive:
-                        written = buf.cpus[cpu_id].write(ts, wire(TRACE_FN, flags, pc, pid,
-                                                                  pair))
-                if written:
-                    if array.record_cmd and saved.get(pid) != task.comm:
-                        cmdlines.record(pid, task.comm)
-                    if array.record_tgid:
-                        tgids[pid] = task.tgid
-                    if buf.waiters:
-                        buf.wake_waiters()
+{_indented(" " * 16, _CTX_WORD.format(word="word", type=TRACE_FN, ts="ts"))}\
+{_inline_write(" " * 16, _FN_LENGTH, "pack_event", "word, task.pid, pair",
+               "wire(word, task.pid, pair)", "cur_id", "ts", "task")}\
         stack.append(site)
         try:
             return func(*args)
         finally:
             stack.pop()
     return call
+"""
 
+_GRAPH_CALL_SOURCE = f"""\
+def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
+         pack_ent, pack_ret):
+    name = site.name
+    cpus = buf.cpus
+    cur_cpu = cur_id = cur_stack = None
 
-def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
-    """The function_graph tracer's ``call`` of ``site``: in the usual case (no graph or pid
-    lists, under the depth limits, tracing on, the function traced, not a hardirq with
-    ``funcgraph-irqs`` off, no ``tracing_thresh``) the entry and return records packed
-    straight into the ring buffer page (``fixed_writer``, the address as bytes made once),
-    the depth kept in locals; else ``_graph_entry`` / ``exit``. Bytes and clock reads are
-    theirs."""
-    array = state.array
-    machine = state._machine
-    stacks = state._kprobes.stacks
-    buf = array.buffer
-    tracing = array.tracing
-    cmdlines, tgids = tracing.cmdlines, tracing.tgids
-    saved = cmdlines.map
-    options = array.options
-    general_entry, general_exit = state._graph_entry, state.exit
-    name, addr = site.name, site.addr
-    ent_write, ret_write = _GRAPH_ENT_WRITE, _GRAPH_RET_WRITE
-    ip = _IP.pack(addr)
-    if not hasattr(tracing, "tracing_thresh"):   # read per call below: plain attribute
-        tracing.tracing_thresh = 0
-    real_base, origin = _fast_clock(array)
-    now = time.perf_counter_ns
-
-    def call(func: Callable[..., Any], *args: Any) -> Any:
+    def call(func, *args):
+        nonlocal cur_cpu, cur_id, cur_stack
         cpu = machine.current
-        cpu_id = cpu.id
-        stack = stacks[cpu_id]
+        if cpu is not cur_cpu:
+            cur_id = cpu.id
+            cur_stack = stacks[cur_id]
+            cur_cpu = cpu
+        cpu_id = cur_id
+        stack = cur_stack
         depths = state._depth
         depth = depths[cpu_id]
         limit = state.max_graph_depth
         traced = state._traced
         if (state._hidden[cpu_id] or state.graph_notrace or state.graph_functions
                 or state.pids or state.notrace_pids or (limit and depth >= limit)
-                or depth >= MAX_GRAPH_DEPTH_LIMIT or (traced is not None and name not in traced)
+                or depth >= {MAX_GRAPH_DEPTH_LIMIT} or (traced is not None and name not in traced)
                 or not array.tracing_on or tracing.tracing_thresh
-                or (cpu.preempt_count & HARDIRQ_MASK and not options["funcgraph-irqs"])):
+                or (cpu.preempt_count & {HARDIRQ_MASK} and not options["funcgraph-irqs"])):
             token = general_entry(site, stack, cpu_id)
             stack.append(site)
             try:
@@ -540,26 +585,9 @@ def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
                 general_exit(site, stack, cpu_id, token)
             return result
         task = cpu.task
-        pid = task.pid
-        pc = cpu.preempt_count
-        if pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable or cpu.need_resched_lazy:
-            flags, pc = _ctx_of(cpu)
-        else:
-            flags = 0
-        clock = array.clock
-        calltime = now() - origin if clock is real_base else clock()
-        written = ent_write(buf, cpu_id, calltime, TRACE_GRAPH_ENT, flags, pc, pid, ip, depth)
-        if written is None:
-            with buf.exclusive:
-                written = buf.cpus[cpu_id].write(calltime, GRAPH_ENT_RECORD.pack(
-                    TRACE_GRAPH_ENT, flags, pc, pid, addr, depth))
-        if written:
-            if array.record_cmd and saved.get(pid) != task.comm:
-                cmdlines.record(pid, task.comm)
-            if array.record_tgid:
-                tgids[pid] = task.tgid
-            if buf.waiters:
-                buf.wake_waiters()
+{_indented(" " * 8, _CTX_WORD.format(word="word", type=TRACE_GRAPH_ENT, ts="calltime"))}\
+{_inline_write(" " * 8, _GRAPH_ENT_LENGTH, "pack_ent", "word, task.pid, ip, depth",
+               "ent_wire(word, task.pid, ip, depth)", "cpu_id", "calltime", "task")}\
         depths[cpu_id] = depth + 1
         stack.append(site)
         try:
@@ -570,31 +598,65 @@ def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
         thresh = tracing.tracing_thresh
         if array.tracing_on and not (thresh and array.clock() - calltime < thresh):
             cpu = machine.current
+            cpu_id = cpu.id
             task = cpu.task
-            pid = task.pid
-            pc = cpu.preempt_count
-            if (pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
-                    or cpu.need_resched_lazy):
-                flags, pc = _ctx_of(cpu)
-            else:
-                flags = 0
-            clock = array.clock
-            rettime = now() - origin if clock is real_base else clock()
-            written = ret_write(buf, cpu.id, rettime, TRACE_GRAPH_RET, flags, pc, pid, ip,
-                                depth, 0, calltime, rettime)
-            if written is None:
-                with buf.exclusive:
-                    written = buf.cpus[cpu.id].write(rettime, GRAPH_RET_RECORD.pack(
-                        TRACE_GRAPH_RET, flags, pc, pid, addr, depth, 0, calltime, rettime))
-            if written:
-                if array.record_cmd and saved.get(pid) != task.comm:
-                    cmdlines.record(pid, task.comm)
-                if array.record_tgid:
-                    tgids[pid] = task.tgid
-                if buf.waiters:
-                    buf.wake_waiters()
+{_indented(" " * 12, _CTX_WORD.format(word="word", type=TRACE_GRAPH_RET, ts="rettime"))}\
+{_inline_write(" " * 12, _GRAPH_RET_LENGTH, "pack_ret",
+               "word, task.pid, ip, depth, calltime, rettime",
+               "ret_wire(word, task.pid, ip, depth, calltime, rettime)", "cpu_id", "rettime",
+               "task")}\
         return result
     return call
+"""
+
+
+def _compiled(source: str, name: str) -> Callable[..., Any]:
+    env: dict[str, Any] = {}
+    exec(compile(source, f"<{name}>", "exec"), env)
+    maker: Callable[..., Any] = env["make"]
+    return maker
+
+
+_MAKE_FUNCTION_CALL = _compiled(_FUNCTION_CALL_SOURCE, "function tracer call")
+_MAKE_GRAPH_CALL = _compiled(_GRAPH_CALL_SOURCE, "function_graph tracer call")
+
+
+def _fast_env(state: FunctionTracing, site: Any) -> tuple[Any, ...]:
+    """The values every fast path binds, in ``_COMMON_PARAMS`` order."""
+    array = state.array
+    tracing = array.tracing
+    if not hasattr(tracing, "tracing_thresh"):   # read per call: a plain attribute
+        tracing.tracing_thresh = 0
+    real_base, origin = _fast_clock(array)
+    return (state, site, state._machine, state._kprobes.stacks, array.buffer, array, tracing,
+            array.options, tracing.cmdlines, tracing.cmdlines.map.get, tracing.tgids,
+            real_base, origin, time.perf_counter_ns, _ctx_of, _write_locked)
+
+
+def _function_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
+    """The function tracer's ``call`` of ``site`` (function_trace_call): the usual entry
+    (tracing on, the function traced, no pid lists, neither ``func_stack_trace`` nor
+    ``func-no-repeats``) packed straight into the CPU's ring buffer page without the lock
+    while no reader is in the buffer (``_inline_write``), ip and parent_ip as bytes made once
+    per caller; anything else through ``_function_entry``. The entry's bytes and clock reads
+    are ``_function_entry``'s."""
+    kps = state._kprobes
+    return _MAKE_FUNCTION_CALL(*_fast_env(state, site), state._function_entry,
+                               kps.caller_address, kps, {}, _IP_PAIR.pack, _FN_WIRE.pack,
+                               _FN_EVENT.pack_into)
+
+
+def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
+    """The function_graph tracer's ``call`` of ``site``: in the usual case (no graph or pid
+    lists, under the depth limits, tracing on, the function traced, not a hardirq with
+    ``funcgraph-irqs`` off, no ``tracing_thresh``) the entry and return records packed
+    straight into the ring buffer page (``_inline_write``, the address as bytes made once),
+    the depth kept in locals; else ``_graph_entry`` / ``exit``. Bytes and clock reads are
+    theirs."""
+    return _MAKE_GRAPH_CALL(*_fast_env(state, site), state._graph_entry, state.exit,
+                            _IP.pack(site.addr), _GRAPH_ENT_WIRE.pack,
+                            _GRAPH_RET_WIRE.pack, _GRAPH_ENT_EVENT.pack_into,
+                            _GRAPH_RET_EVENT.pack_into)
 
 
 _CTX: dict[tuple[int, bool, bool, bool, int], tuple[int, int]] = {}
