@@ -512,14 +512,15 @@ def _indented(indent: str, text: str) -> str:
 
 
 _FUNCTION_CALL_SOURCE = f"""\
-def make({_COMMON_PARAMS}, general, caller_address, kps, ips, pair_pack, wire, pack_event):
+def make({_COMMON_PARAMS}, general, caller_address, kps, ips, pair_pack, wire, pack_event, varargs, learn):
     name, addr = site.name, site.addr
     cpus = buf.cpus
     cur_cpu = cur_id = cur_stack = None
+    learned = False
 
-    def call(func, *args):
+    def call(func, @SIG@):
         nonlocal cur_cpu, cur_id, cur_stack
-        cpu = machine.current
+@PROLOGUE@        cpu = machine.current
         if cpu is not cur_cpu:
             cur_id = cpu.id
             cur_stack = stacks[cur_id]
@@ -544,7 +545,7 @@ def make({_COMMON_PARAMS}, general, caller_address, kps, ips, pair_pack, wire, p
                "wire(word, task.pid, pair)", "cur_id", "ts", "task")}\
         stack.append(site)
         try:
-            return func(*args)
+            return func(@ARGS@)
         finally:
             stack.pop()
     return call
@@ -552,14 +553,15 @@ def make({_COMMON_PARAMS}, general, caller_address, kps, ips, pair_pack, wire, p
 
 _GRAPH_CALL_SOURCE = f"""\
 def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
-         pack_ent, pack_ret):
+         pack_ent, pack_ret, varargs, learn):
     name = site.name
     cpus = buf.cpus
     cur_cpu = cur_id = cur_stack = None
+    learned = False
 
-    def call(func, *args):
+    def call(func, @SIG@):
         nonlocal cur_cpu, cur_id, cur_stack
-        cpu = machine.current
+@PROLOGUE@        cpu = machine.current
         if cpu is not cur_cpu:
             cur_id = cpu.id
             cur_stack = stacks[cur_id]
@@ -578,7 +580,7 @@ def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
             token = general_entry(site, stack, cpu_id)
             stack.append(site)
             try:
-                result = func(*args)
+                result = func(@ARGS@)
             finally:
                 stack.pop()
             if token is not None:
@@ -591,7 +593,7 @@ def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
         depths[cpu_id] = depth + 1
         stack.append(site)
         try:
-            result = func(*args)
+            result = func(@ARGS@)
         finally:
             stack.pop()
         state._depth[cpu_id] = depth
@@ -610,15 +612,62 @@ def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
 """
 
 
-def _compiled(source: str, name: str) -> Callable[..., Any]:
-    env: dict[str, Any] = {}
-    exec(compile(source, f"<{name}>", "exec"), env)
-    maker: Callable[..., Any] = env["make"]
+# Each function's ``call`` starts with ``*args`` (``varargs``) and, at its first call, learns
+# the count of arguments its callers pass: the site's ``call`` becomes the form taking that many
+# (``func(a0, a1)``: no tuple built, an exact call), which hands any other count to ``varargs``.
+_MAX_ARITY = 8
+_VARARGS_PROLOGUE = """\
+        if not learned:
+            learn(call, len(args))
+"""
+
+
+def _arity_source(template: str, arity: int | None) -> str:
+    if arity is None:
+        sig, args, prologue = "*args", "*args", _VARARGS_PROLOGUE
+    else:
+        names = ", ".join(f"a{i}" for i in range(arity))
+        sig = "".join(f"a{i}=_N, " for i in range(arity)) + "*rest"
+        args = names
+        missing = f"rest or a{arity - 1} is _N" if arity else "rest"
+        prologue = (f"        if {missing}:\n"
+                    f"            return varargs(func, *[a for a in ({names}{',' if arity else ''}) "
+                    "if a is not _N], *rest)\n")
+    source = template.replace("@SIG@", sig).replace("@ARGS@", args).replace("@PROLOGUE@", prologue)
+    if arity is None:
+        source = source.replace("if not learned:\n", "if not learned:\n            learned = True\n"
+                                ).replace("nonlocal cur_cpu, cur_id, cur_stack\n",
+                                          "nonlocal cur_cpu, cur_id, cur_stack, learned\n")
+    return source
+
+
+class _Missing:
+    """An argument the caller did not pass (``_N`` in the sources)."""
+
+
+_MAKERS: dict[tuple[str, int | None], Callable[..., Any]] = {}
+_TEMPLATES = {"function": _FUNCTION_CALL_SOURCE, "function_graph": _GRAPH_CALL_SOURCE}
+
+
+def _maker(tracer: str, arity: int | None) -> Callable[..., Any]:
+    """``make`` of ``tracer``'s call taking ``arity`` arguments (None: ``*args``)."""
+    maker = _MAKERS.get((tracer, arity))
+    if maker is None:
+        env: dict[str, Any] = {"_N": _Missing()}
+        exec(compile(_arity_source(_TEMPLATES[tracer], arity),
+                     f"<{tracer} tracer call/{arity}>", "exec"), env)
+        maker = _MAKERS[tracer, arity] = env["make"]
     return maker
 
 
-_MAKE_FUNCTION_CALL = _compiled(_FUNCTION_CALL_SOURCE, "function tracer call")
-_MAKE_GRAPH_CALL = _compiled(_GRAPH_CALL_SOURCE, "function_graph tracer call")
+def _site_call(tracer: str, site: Any, params: tuple[Any, ...]) -> Callable[..., Any]:
+    """The ``*args`` call of ``site``; its first call sets the site's ``call`` to the form
+    taking as many arguments as that call passed (unless something replaced it meanwhile)."""
+    def learn(varargs: Callable[..., Any], arity: int) -> None:
+        if arity <= _MAX_ARITY and site.call is varargs:
+            site.call = _maker(tracer, arity)(*params, varargs, None)
+    call: Callable[..., Any] = _maker(tracer, None)(*params, None, learn)
+    return call
 
 
 def _fast_env(state: FunctionTracing, site: Any) -> tuple[Any, ...]:
@@ -641,9 +690,9 @@ def _function_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
     per caller; anything else through ``_function_entry``. The entry's bytes and clock reads
     are ``_function_entry``'s."""
     kps = state._kprobes
-    return _MAKE_FUNCTION_CALL(*_fast_env(state, site), state._function_entry,
-                               kps.caller_address, kps, {}, _IP_PAIR.pack, _FN_WIRE.pack,
-                               _FN_EVENT.pack_into)
+    return _site_call(FUNCTION, site, (*_fast_env(state, site), state._function_entry,
+                                       kps.caller_address, kps, {}, _IP_PAIR.pack,
+                                       _FN_WIRE.pack, _FN_EVENT.pack_into))
 
 
 def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
@@ -653,10 +702,10 @@ def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
     straight into the ring buffer page (``_inline_write``, the address as bytes made once),
     the depth kept in locals; else ``_graph_entry`` / ``exit``. Bytes and clock reads are
     theirs."""
-    return _MAKE_GRAPH_CALL(*_fast_env(state, site), state._graph_entry, state.exit,
-                            _IP.pack(site.addr), _GRAPH_ENT_WIRE.pack,
-                            _GRAPH_RET_WIRE.pack, _GRAPH_ENT_EVENT.pack_into,
-                            _GRAPH_RET_EVENT.pack_into)
+    return _site_call(FUNCTION_GRAPH, site, (
+        *_fast_env(state, site), state._graph_entry, state.exit, _IP.pack(site.addr),
+        _GRAPH_ENT_WIRE.pack, _GRAPH_RET_WIRE.pack, _GRAPH_ENT_EVENT.pack_into,
+        _GRAPH_RET_EVENT.pack_into))
 
 
 _CTX: dict[tuple[int, bool, bool, bool, int], tuple[int, int]] = {}
