@@ -36,6 +36,7 @@ from __future__ import annotations
 import errno
 import struct
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -442,7 +443,7 @@ def _inline_write(indent: str, length: int, pack: str, fields: str, wire: str, c
 buf.writing = True
 if buf.others:
     buf.writing = False
-    after_write(array, buf, {task}, {cpu_id}, {ts}, {wire})
+    rare.after_write(array, buf, {task}, {cpu_id}, {ts}, {wire})
 else:
     try:
         cb = cpus[{cpu_id}]
@@ -467,7 +468,7 @@ else:
         buf.writing = False
     if written:
         if array.record_cmd and saved_get({task}.pid) != {task}.comm:
-            cmdlines.record({task}.pid, {task}.comm)
+            rare.cmdlines.record({task}.pid, {task}.comm)
         if array.record_tgid:
             tgids[{task}.pid] = {task}.tgid
         if buf.waiters:
@@ -499,7 +500,7 @@ _COMMON_PARAMS = ("state, site, machine, stacks, buf, array, tracing, options, c
 _CTX_WORD = """\
 if (cpu.preempt_count or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
         or cpu.need_resched_lazy):
-    flags, pc = ctx_of(cpu)
+    flags, pc = rare.ctx_of(cpu)
     {word} = {type} | flags << 16 | pc << 24
 else:
     {word} = {type}
@@ -515,6 +516,10 @@ _FUNCTION_CALL_SOURCE = f"""\
 def make({_COMMON_PARAMS}, general, caller_address, kps, ips, pair_pack, wire, pack_event, varargs, learn):
     name, addr = site.name, site.addr
     cpus = buf.cpus
+    rare = Rare(after_write=after_write, cmdlines=cmdlines, ctx_of=ctx_of, stacks=stacks,
+                general=general, wire=wire,
+                pair=lambda stack: pair_pack(addr, caller_address(stack, site) if stack
+                                             else kps.return_address))
     cur_cpu = cur_id = cur_stack = None
     learned = False
 
@@ -523,26 +528,26 @@ def make({_COMMON_PARAMS}, general, caller_address, kps, ips, pair_pack, wire, p
 @PROLOGUE@        cpu = machine.current
         if cpu is not cur_cpu:
             cur_id = cpu.id
-            cur_stack = stacks[cur_id]
+            cur_stack = rare.stacks[cur_id]
             cur_cpu = cpu
         stack = cur_stack
         traced = state._traced
         if array.tracing_on and (traced is None or name in traced):
             if (state.pids or state.notrace_pids or options["func-no-repeats"]
                     or options["func_stack_trace"]):
-                general(site, stack, cur_id)
+                rare.general(site, stack, cur_id)
             else:
                 if stack:
                     caller = stack[-1]
                     pair = ips.get(caller)
                     if pair is None:
-                        pair = ips[caller] = pair_pack(addr, caller_address(stack, site))
+                        pair = ips[caller] = rare.pair(stack)
                 else:
-                    pair = pair_pack(addr, kps.return_address)
+                    pair = rare.pair(stack)
                 task = cpu.task
 {_indented(" " * 16, _CTX_WORD.format(word="word", type=TRACE_FN, ts="ts"))}\
 {_inline_write(" " * 16, _FN_LENGTH, "pack_event", "word, task.pid, pair",
-               "wire(word, task.pid, pair)", "cur_id", "ts", "task")}\
+               "rare.wire(word, task.pid, pair)", "cur_id", "ts", "task")}\
         stack.append(site)
         try:
             return func(@ARGS@)
@@ -556,6 +561,9 @@ def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
          pack_ent, pack_ret, varargs, learn):
     name = site.name
     cpus = buf.cpus
+    rare = Rare(after_write=after_write, cmdlines=cmdlines, ctx_of=ctx_of, stacks=stacks,
+                general_entry=general_entry, general_exit=general_exit, ent_wire=ent_wire,
+                ret_wire=ret_wire)
     cur_cpu = cur_id = cur_stack = None
     learned = False
 
@@ -564,7 +572,7 @@ def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
 @PROLOGUE@        cpu = machine.current
         if cpu is not cur_cpu:
             cur_id = cpu.id
-            cur_stack = stacks[cur_id]
+            cur_stack = rare.stacks[cur_id]
             cur_cpu = cpu
         cpu_id = cur_id
         stack = cur_stack
@@ -577,19 +585,19 @@ def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
                 or depth >= {MAX_GRAPH_DEPTH_LIMIT} or (traced is not None and name not in traced)
                 or not array.tracing_on or tracing.tracing_thresh
                 or (cpu.preempt_count & {HARDIRQ_MASK} and not options["funcgraph-irqs"])):
-            token = general_entry(site, stack, cpu_id)
+            token = rare.general_entry(site, stack, cpu_id)
             stack.append(site)
             try:
                 result = func(@ARGS@)
             finally:
                 stack.pop()
             if token is not None:
-                general_exit(site, stack, cpu_id, token)
+                rare.general_exit(site, stack, cpu_id, token)
             return result
         task = cpu.task
 {_indented(" " * 8, _CTX_WORD.format(word="word", type=TRACE_GRAPH_ENT, ts="calltime"))}\
 {_inline_write(" " * 8, _GRAPH_ENT_LENGTH, "pack_ent", "word, task.pid, ip, depth",
-               "ent_wire(word, task.pid, ip, depth)", "cpu_id", "calltime", "task")}\
+               "rare.ent_wire(word, task.pid, ip, depth)", "cpu_id", "calltime", "task")}\
         depths[cpu_id] = depth + 1
         stack.append(site)
         try:
@@ -605,7 +613,7 @@ def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
 {_indented(" " * 12, _CTX_WORD.format(word="word", type=TRACE_GRAPH_RET, ts="rettime"))}\
 {_inline_write(" " * 12, _GRAPH_RET_LENGTH, "pack_ret",
                "word, task.pid, ip, depth, calltime, rettime",
-               "ret_wire(word, task.pid, ip, depth, calltime, rettime)", "cpu_id", "rettime",
+               "rare.ret_wire(word, task.pid, ip, depth, calltime, rettime)", "cpu_id", "rettime",
                "task")}\
         return result
     return call
@@ -653,7 +661,7 @@ def _maker(tracer: str, arity: int | None) -> Callable[..., Any]:
     """``make`` of ``tracer``'s call taking ``arity`` arguments (None: ``*args``)."""
     maker = _MAKERS.get((tracer, arity))
     if maker is None:
-        env: dict[str, Any] = {"_N": _Missing()}
+        env: dict[str, Any] = {"_N": _Missing(), "Rare": types.SimpleNamespace}
         exec(compile(_arity_source(_TEMPLATES[tracer], arity),
                      f"<{tracer} tracer call/{arity}>", "exec"), env)
         maker = _MAKERS[tracer, arity] = env["make"]
