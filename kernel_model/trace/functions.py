@@ -43,11 +43,7 @@ from typing import Any
 from tracesim.kernel_model.trace.errlog import os_error
 from tracesim.kernel_model.trace.event import HARDIRQ_MASK, trace_ctx
 from tracesim.kernel_model.trace.events.ftrace import stack_record
-from tracesim.kernel_model.trace.ring_buffer import (
-    PAGE_HEADER,
-    TS_SHIFT,
-    event_length,
-)
+from tracesim.kernel_model.trace.ring_buffer import event_length, fixed_write_source
 
 TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_FUNC_REPEATS = 1, 4, 10, 11, 20
 FN_RECORD = struct.Struct("<HBBiQQ")              # struct ftrace_entry (args[] empty)
@@ -431,14 +427,17 @@ def _fast_clock(array: Any) -> tuple[Any, int]:
     return clock.base_ns, clock._real_origin
 
 
+def _indented(indent: str, text: str) -> str:
+    return "".join(indent + line + "\n" for line in text.splitlines())
+
+
 def _inline_write(indent: str, length: int, pack: str, fields: str, wire: str, cpu_id: str,
                   ts: str, task: str) -> str:
-    """Source of ``ring_buffer.fixed_writer``'s write, inlined into a fast path: one
-    ``length``-byte event at ``ts`` on CPU ``cpu_id``, packed in place (``pack(page.buf,
-    offset, header, fields)``) when it is the usual event, else ``cb._place`` of the record
-    ``wire``; lock-free while no one else is in the buffer (``write_unlocked``'s handshake),
-    else ``after_write`` writes it under the lock. Then a written entry's saved comm, tgid and
-    wake-up. The bytes and counters are ``CpuBuffer.write``'s."""
+    """Source of a fast path's write (``ring_buffer.fixed_write_source``, as ``fixed_writer``
+    runs it): one ``length``-byte event at ``ts`` on CPU ``cpu_id``, lock-free while no one
+    else is in the buffer (``write_unlocked``'s handshake), else ``after_write`` writes the
+    record ``wire`` under the lock. Then a written entry's saved comm, tgid and wake-up."""
+    place = fixed_write_source(length, pack, fields, wire, "cpus", cpu_id, ts)
     lines = f"""\
 buf.writing = True
 if buf.others:
@@ -446,24 +445,7 @@ if buf.others:
     rare.after_write(array, buf, {task}, {cpu_id}, {ts}, {wire})
 else:
     try:
-        cb = cpus[{cpu_id}]
-        page = cb.pages[-1]
-        w = page.write
-        delta = {ts} - page.last_ts
-        if (w and not delta >> {TS_SHIFT} and w <= cb.data_size - {length}
-                and not cb.record_disabled):
-            {pack}(page.buf, {PAGE_HEADER} + w, {(length - 4) >> 2} | delta << 5, {fields})
-            page.write = w + {length}
-            page.last_ts = {ts}
-            page.entries += 1
-            page.bytes += {length}
-            cb.bytes += {length}
-            cb.entries += 1
-            written = True
-        else:
-            written = cb._place({ts}, {wire})
-            if written:
-                cb.entries += 1
+{_indented(" " * 8, place)}\
     finally:
         buf.writing = False
     if written:
@@ -474,7 +456,7 @@ else:
         if buf.waiters:
             buf.wake_waiters()
 """
-    return "".join(indent + line + "\n" for line in lines.splitlines())
+    return _indented(indent, lines)
 
 
 def _write_locked(array: Any, buf: Any, task: Any, cpu_id: int, ts: int, record: bytes) -> None:
@@ -506,10 +488,6 @@ else:
     {word} = {type}
 {ts} = now() - origin if array.clock is real_base else array.clock()
 """
-
-
-def _indented(indent: str, text: str) -> str:
-    return "".join(indent + line + "\n" for line in text.splitlines())
 
 
 _FUNCTION_CALL_SOURCE = f"""\
