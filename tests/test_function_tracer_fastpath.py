@@ -6,6 +6,7 @@ the same ``trace`` text, the same raw pages and the same buffer statistics."""
 from __future__ import annotations
 
 import errno
+import re
 import struct
 
 import pytest
@@ -27,7 +28,7 @@ def _raw(tree, cpu: int) -> bytes:
         return b""
 
 
-def _traced_run(tracer: str, general: bool) -> dict[str, str | bytes]:
+def _traced_run(tracer: str, general: bool, scenario: str = "plain") -> dict[str, str | bytes]:
     system = System.boot(cpus=2, seed=1, clock="virtual")
     try:
         tree = system.tree
@@ -35,12 +36,26 @@ def _traced_run(tracer: str, general: bool) -> dict[str, str | bytes]:
             # pid 1 never runs in this workload: the pid list changes no entry, but every
             # call goes through the general hook
             tree.echo("/set_ftrace_notrace_pid", "1")
+        if scenario == "full":           # producer-drop mode: the buffer fills, then drops
+            tree.echo("/options/overwrite", "0")
+            tree.echo("/buffer_size_kb", "4")
         tree.echo("/current_tracer", tracer)
         kernel = system.kernel
         lo = kernel.net.device("lo")
-        with kernel.machine.running(kernel.user_task("ping")):
-            for i in range(3):
-                kernel.net.xmit_frame(lo, netmod.packet_frame(lo, "udp", 100, seq=i))
+        buffer = kernel.tracing.top.buffer
+        if scenario == "reader":         # someone is in the buffer: every write takes the lock
+            buffer.others += 1
+        try:
+            with kernel.machine.running(kernel.user_task("ping")):
+                for i in range(3):
+                    if scenario == "extend":     # a gap longer than an event header's delta
+                        kernel.clock.advance(3 << 27)
+                    kernel.net.xmit_frame(lo, netmod.packet_frame(lo, "udp", 100, seq=i))
+        finally:
+            if scenario == "reader":
+                buffer.others -= 1
+        if scenario == "cpumask":        # CPU 0, where the workload runs, no longer recorded
+            tree.echo("/tracing_cpumask", "2")
         status, text = system.control(["skb-bench", "40"])
         assert status == 0, text
         out: dict[str, str | bytes] = {"trace": tree.read_text("/trace")}
@@ -58,6 +73,20 @@ def test_fast_path_writes_what_the_general_hook_writes(tracer):
     assert fast["trace"].count("\n") > 300
     for key in fast:
         assert fast[key] == general[key], key
+
+
+@pytest.mark.parametrize("scenario", ["full", "cpumask", "extend", "reader"])
+@pytest.mark.parametrize("tracer", ["function", "function_graph"])
+def test_fast_path_off_its_usual_event(tracer, scenario):
+    """Where the fast path's inline write does not take its usual event (a full buffer in
+    producer-drop mode, a CPU left out by tracing_cpumask, a time extend, someone in the
+    buffer), it still writes what the general hook writes."""
+    fast, general = _traced_run(tracer, False, scenario), _traced_run(tracer, True, scenario)
+    for key in fast:
+        assert fast[key] == general[key], key
+    if scenario == "full":
+        dropped = re.findall(r"^dropped events: (\d+)$", fast["stats0"] + fast["stats1"], re.M)
+        assert sum(map(int, dropped)) > 0
 
 
 def _events(rb: RingBuffer) -> list[tuple[int, int, bytes]]:

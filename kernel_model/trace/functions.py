@@ -25,23 +25,25 @@ The per-call path (the kernel's patched mcount call): while one array's ``functi
 function's ``call`` is that tracer's own closure (``site_call``, picked by
 ``Kprobes.set_ftrace``/``unprobed_call`` whenever the hook or the stack holds change). It tests
 the usual case per call (tracing on, the function traced, no pid lists or per-call options)
-and packs the entry straight into the CPU's tail page with ``ring_buffer.fixed_writer`` (no
-lock while no reader is in the buffer, ip/parent_ip packed once per caller, a real-mode clock
-read inline); anything else goes through ``_function_entry`` / ``_graph_entry`` / ``exit``,
-which write the same bytes with the same clock reads (``tests/test_function_tracer_fastpath.py``).
+and packs the entry straight into the CPU's tail page (``fixed_writer``'s write inlined into the
+closure's source: no lock while no reader is in the buffer, ip/parent_ip packed once per caller,
+a real-mode clock read inline); anything else goes through ``_function_entry`` /
+``_graph_entry`` / ``exit``, which write the same bytes with the same clock reads
+(``tests/test_function_tracer_fastpath.py``).
 """
 from __future__ import annotations
 
 import errno
 import struct
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
 from tracesim.kernel_model.trace.errlog import os_error
 from tracesim.kernel_model.trace.event import HARDIRQ_MASK, trace_ctx
 from tracesim.kernel_model.trace.events.ftrace import stack_record
-from tracesim.kernel_model.trace.ring_buffer import fixed_writer
+from tracesim.kernel_model.trace.ring_buffer import event_length, fixed_write_source
 
 TRACE_FN, TRACE_STACK, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_FUNC_REPEATS = 1, 4, 10, 11, 20
 FN_RECORD = struct.Struct("<HBBiQQ")              # struct ftrace_entry (args[] empty)
@@ -399,17 +401,20 @@ class FunctionTracing:
 
 
 _FN_PACK = FN_RECORD.pack
-# The entries as the fast path packs them: the same bytes as FN_RECORD / GRAPH_*_RECORD with
-# the function's address (and for TRACE_FN the parent's) as precomputed bytes, so the
-# per-event pack converts only small ints.
-_FN_WIRE = struct.Struct("<HBBi16s")               # ip, parent_ip as one 16-byte field
-_GRAPH_ENT_WIRE = struct.Struct("<HBBi8sI4x")
-_GRAPH_RET_WIRE = struct.Struct("<HBBi8sIIQQ")
+# The entries as the fast path packs them: the same bytes as FN_RECORD / GRAPH_*_RECORD, with
+# type, flags and preempt count as one little-endian u32 word (``type | flags << 16 | pc <<
+# 24``: the type itself while the CPU's context is plain), the function's address (and for
+# TRACE_FN the parent's) as bytes made once, and for TRACE_GRAPH_RET depth and overrun (0) as
+# one u64; ``_*_EVENT`` put the ring buffer's event header in front.
+_FN_WIRE = struct.Struct("<Ii16s")                 # word, pid, ip + parent_ip
+_GRAPH_ENT_WIRE = struct.Struct("<Ii8sI4x")        # word, pid, func, depth
+_GRAPH_RET_WIRE = struct.Struct("<Ii8sQQQ")        # word, pid, func, depth + overrun, times
+_FN_EVENT, _GRAPH_ENT_EVENT, _GRAPH_RET_EVENT = (
+    struct.Struct("<I" + wire.format[1:]) for wire in (_FN_WIRE, _GRAPH_ENT_WIRE, _GRAPH_RET_WIRE))
+_FN_LENGTH, _GRAPH_ENT_LENGTH, _GRAPH_RET_LENGTH = (
+    event_length(wire.size) for wire in (_FN_WIRE, _GRAPH_ENT_WIRE, _GRAPH_RET_WIRE))
 _IP = struct.Struct("<Q")
 _IP_PAIR = struct.Struct("<QQ")
-_FN_WRITE = fixed_writer(_FN_WIRE)
-_GRAPH_ENT_WRITE = fixed_writer(_GRAPH_ENT_WIRE)
-_GRAPH_RET_WRITE = fixed_writer(_GRAPH_RET_WIRE)
 
 
 def _fast_clock(array: Any) -> tuple[Any, int]:
@@ -422,179 +427,271 @@ def _fast_clock(array: Any) -> tuple[Any, int]:
     return clock.base_ns, clock._real_origin
 
 
-def _function_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
-    """The function tracer's ``call`` of ``site`` (function_trace_call): the usual entry
-    (tracing on, the function traced, no pid lists, neither ``func_stack_trace`` nor
-    ``func-no-repeats``) packed straight into the CPU's ring buffer page without the lock
-    while no reader is in the buffer (``fixed_writer``), ip and parent_ip as bytes made once
-    per caller; anything else through ``_function_entry``. The entry's bytes and clock reads
-    are ``_function_entry``'s."""
-    array = state.array
-    machine = state._machine
-    kps = state._kprobes
-    stacks = kps.stacks
-    caller_address = kps.caller_address
-    buf = array.buffer
-    tracing = array.tracing
-    cmdlines, tgids = tracing.cmdlines, tracing.tgids
-    saved = cmdlines.map
-    options = array.options
-    general = state._function_entry
-    name, addr = site.name, site.addr
-    write, wire = _FN_WRITE, _FN_WIRE.pack
-    real_base, origin = _fast_clock(array)
-    now = time.perf_counter_ns
-    ips: dict[Any, bytes] = {}            # ip and parent_ip packed, by caller frame
+def _indented(indent: str, text: str) -> str:
+    return "".join(indent + line + "\n" for line in text.splitlines())
 
-    def call(func: Callable[..., Any], *args: Any) -> Any:
-        cpu = machine.current
-        cpu_id = cpu.id
-        stack = stacks[cpu_id]
+
+def _inline_write(indent: str, length: int, pack: str, fields: str, wire: str, cpu_id: str,
+                  ts: str, task: str) -> str:
+    """Source of a fast path's write (``ring_buffer.fixed_write_source``, as ``fixed_writer``
+    runs it): one ``length``-byte event at ``ts`` on CPU ``cpu_id``, lock-free while no one
+    else is in the buffer (``write_unlocked``'s handshake), else ``after_write`` writes the
+    record ``wire`` under the lock. Then a written entry's saved comm, tgid and wake-up."""
+    place = fixed_write_source(length, pack, fields, wire, "cpus", cpu_id, ts)
+    lines = f"""\
+buf.writing = True
+if buf.others:
+    buf.writing = False
+    rare.after_write(array, buf, {task}, {cpu_id}, {ts}, {wire})
+else:
+    try:
+{_indented(" " * 8, place)}\
+    finally:
+        buf.writing = False
+    if written:
+        if array.record_cmd and saved_get({task}.pid) != {task}.comm:
+            rare.cmdlines.record({task}.pid, {task}.comm)
+        if array.record_tgid:
+            tgids[{task}.pid] = {task}.tgid
+        if buf.waiters:
+            buf.wake_waiters()
+"""
+    return _indented(indent, lines)
+
+
+def _write_locked(array: Any, buf: Any, task: Any, cpu_id: int, ts: int, record: bytes) -> None:
+    """A fast path's entry while someone is in the buffer: written under the lock, then the
+    comm, tgid and wake-up as after a lock-free write."""
+    with buf.exclusive:
+        written = buf.cpus[cpu_id].write(ts, record)
+    if written:
+        tracing = array.tracing
+        if array.record_cmd and tracing.cmdlines.map.get(task.pid) != task.comm:
+            tracing.cmdlines.record(task.pid, task.comm)
+        if array.record_tgid:
+            tracing.tgids[task.pid] = task.tgid
+        if buf.waiters:
+            buf.wake_waiters()
+
+
+# What every fast path binds (``_fast_env``), then the per-function ``call`` of each tracer, as
+# source compiled once (``make`` binds it to a site). The CPU's id and call stack stay in the
+# closure until the CPU changes.
+_COMMON_PARAMS = ("state, site, machine, stacks, buf, array, tracing, options, cmdlines, "
+                  "saved_get, tgids, real_base, origin, now, ctx_of, after_write")
+_CTX_WORD = """\
+if (cpu.preempt_count or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
+        or cpu.need_resched_lazy):
+    flags, pc = rare.ctx_of(cpu)
+    {word} = {type} | flags << 16 | pc << 24
+else:
+    {word} = {type}
+{ts} = now() - origin if array.clock is real_base else array.clock()
+"""
+
+
+_FUNCTION_CALL_SOURCE = f"""\
+def make({_COMMON_PARAMS}, general, caller_address, kps, ips, pair_pack, wire, pack_event, varargs, learn):
+    name, addr = site.name, site.addr
+    cpus = buf.cpus
+    rare = Rare(after_write=after_write, cmdlines=cmdlines, ctx_of=ctx_of, stacks=stacks,
+                general=general, wire=wire,
+                pair=lambda stack: pair_pack(addr, caller_address(stack, site) if stack
+                                             else kps.return_address))
+    cur_cpu = cur_id = cur_stack = None
+    learned = False
+
+    def call(func, @SIG@):
+        nonlocal cur_cpu, cur_id, cur_stack
+@PROLOGUE@        cpu = machine.current
+        if cpu is not cur_cpu:
+            cur_id = cpu.id
+            cur_stack = rare.stacks[cur_id]
+            cur_cpu = cpu
+        stack = cur_stack
         traced = state._traced
         if array.tracing_on and (traced is None or name in traced):
             if (state.pids or state.notrace_pids or options["func-no-repeats"]
                     or options["func_stack_trace"]):
-                general(site, stack, cpu_id)
+                rare.general(site, stack, cur_id)
             else:
                 if stack:
                     caller = stack[-1]
                     pair = ips.get(caller)
                     if pair is None:
-                        pair = ips[caller] = _IP_PAIR.pack(addr, caller_address(stack, site))
+                        pair = ips[caller] = rare.pair(stack)
                 else:
-                    pair = _IP_PAIR.pack(addr, kps.return_address)
+                    pair = rare.pair(stack)
                 task = cpu.task
-                pid = task.pid
-                pc = cpu.preempt_count
-                if (pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
-                        or cpu.need_resched_lazy):
-                    flags, pc = _ctx_of(cpu)
-                else:
-                    flags = 0
-                clock = array.clock
-                ts = now() - origin if clock is real_base else clock()
-                written = write(buf, cpu_id, ts, TRACE_FN, flags, pc, pid, pair)
-                if written is None:            # a reader is in the buffer: under the lock
-                    with buf.exclusive:
-                        written = buf.cpus[cpu_id].write(ts, wire(TRACE_FN, flags, pc, pid,
-                                                                  pair))
-                if written:
-                    if array.record_cmd and saved.get(pid) != task.comm:
-                        cmdlines.record(pid, task.comm)
-                    if array.record_tgid:
-                        tgids[pid] = task.tgid
-                    if buf.waiters:
-                        buf.wake_waiters()
+{_indented(" " * 16, _CTX_WORD.format(word="word", type=TRACE_FN, ts="ts"))}\
+{_inline_write(" " * 16, _FN_LENGTH, "pack_event", "word, task.pid, pair",
+               "rare.wire(word, task.pid, pair)", "cur_id", "ts", "task")}\
         stack.append(site)
         try:
-            return func(*args)
+            return func(@ARGS@)
         finally:
             stack.pop()
     return call
+"""
 
+_GRAPH_CALL_SOURCE = f"""\
+def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
+         pack_ent, pack_ret, varargs, learn):
+    name = site.name
+    cpus = buf.cpus
+    rare = Rare(after_write=after_write, cmdlines=cmdlines, ctx_of=ctx_of, stacks=stacks,
+                general_entry=general_entry, general_exit=general_exit, ent_wire=ent_wire,
+                ret_wire=ret_wire)
+    cur_cpu = cur_id = cur_stack = None
+    learned = False
 
-def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
-    """The function_graph tracer's ``call`` of ``site``: in the usual case (no graph or pid
-    lists, under the depth limits, tracing on, the function traced, not a hardirq with
-    ``funcgraph-irqs`` off, no ``tracing_thresh``) the entry and return records packed
-    straight into the ring buffer page (``fixed_writer``, the address as bytes made once),
-    the depth kept in locals; else ``_graph_entry`` / ``exit``. Bytes and clock reads are
-    theirs."""
-    array = state.array
-    machine = state._machine
-    stacks = state._kprobes.stacks
-    buf = array.buffer
-    tracing = array.tracing
-    cmdlines, tgids = tracing.cmdlines, tracing.tgids
-    saved = cmdlines.map
-    options = array.options
-    general_entry, general_exit = state._graph_entry, state.exit
-    name, addr = site.name, site.addr
-    ent_write, ret_write = _GRAPH_ENT_WRITE, _GRAPH_RET_WRITE
-    ip = _IP.pack(addr)
-    if not hasattr(tracing, "tracing_thresh"):   # read per call below: plain attribute
-        tracing.tracing_thresh = 0
-    real_base, origin = _fast_clock(array)
-    now = time.perf_counter_ns
-
-    def call(func: Callable[..., Any], *args: Any) -> Any:
-        cpu = machine.current
-        cpu_id = cpu.id
-        stack = stacks[cpu_id]
+    def call(func, @SIG@):
+        nonlocal cur_cpu, cur_id, cur_stack
+@PROLOGUE@        cpu = machine.current
+        if cpu is not cur_cpu:
+            cur_id = cpu.id
+            cur_stack = rare.stacks[cur_id]
+            cur_cpu = cpu
+        cpu_id = cur_id
+        stack = cur_stack
         depths = state._depth
         depth = depths[cpu_id]
         limit = state.max_graph_depth
         traced = state._traced
         if (state._hidden[cpu_id] or state.graph_notrace or state.graph_functions
                 or state.pids or state.notrace_pids or (limit and depth >= limit)
-                or depth >= MAX_GRAPH_DEPTH_LIMIT or (traced is not None and name not in traced)
+                or depth >= {MAX_GRAPH_DEPTH_LIMIT} or (traced is not None and name not in traced)
                 or not array.tracing_on or tracing.tracing_thresh
-                or (cpu.preempt_count & HARDIRQ_MASK and not options["funcgraph-irqs"])):
-            token = general_entry(site, stack, cpu_id)
+                or (cpu.preempt_count & {HARDIRQ_MASK} and not options["funcgraph-irqs"])):
+            token = rare.general_entry(site, stack, cpu_id)
             stack.append(site)
             try:
-                result = func(*args)
+                result = func(@ARGS@)
             finally:
                 stack.pop()
             if token is not None:
-                general_exit(site, stack, cpu_id, token)
+                rare.general_exit(site, stack, cpu_id, token)
             return result
         task = cpu.task
-        pid = task.pid
-        pc = cpu.preempt_count
-        if pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable or cpu.need_resched_lazy:
-            flags, pc = _ctx_of(cpu)
-        else:
-            flags = 0
-        clock = array.clock
-        calltime = now() - origin if clock is real_base else clock()
-        written = ent_write(buf, cpu_id, calltime, TRACE_GRAPH_ENT, flags, pc, pid, ip, depth)
-        if written is None:
-            with buf.exclusive:
-                written = buf.cpus[cpu_id].write(calltime, GRAPH_ENT_RECORD.pack(
-                    TRACE_GRAPH_ENT, flags, pc, pid, addr, depth))
-        if written:
-            if array.record_cmd and saved.get(pid) != task.comm:
-                cmdlines.record(pid, task.comm)
-            if array.record_tgid:
-                tgids[pid] = task.tgid
-            if buf.waiters:
-                buf.wake_waiters()
+{_indented(" " * 8, _CTX_WORD.format(word="word", type=TRACE_GRAPH_ENT, ts="calltime"))}\
+{_inline_write(" " * 8, _GRAPH_ENT_LENGTH, "pack_ent", "word, task.pid, ip, depth",
+               "rare.ent_wire(word, task.pid, ip, depth)", "cpu_id", "calltime", "task")}\
         depths[cpu_id] = depth + 1
         stack.append(site)
         try:
-            result = func(*args)
+            result = func(@ARGS@)
         finally:
             stack.pop()
         state._depth[cpu_id] = depth
         thresh = tracing.tracing_thresh
         if array.tracing_on and not (thresh and array.clock() - calltime < thresh):
             cpu = machine.current
+            cpu_id = cpu.id
             task = cpu.task
-            pid = task.pid
-            pc = cpu.preempt_count
-            if (pc or cpu.irqs_off or cpu.need_resched or cpu.migrate_disable
-                    or cpu.need_resched_lazy):
-                flags, pc = _ctx_of(cpu)
-            else:
-                flags = 0
-            clock = array.clock
-            rettime = now() - origin if clock is real_base else clock()
-            written = ret_write(buf, cpu.id, rettime, TRACE_GRAPH_RET, flags, pc, pid, ip,
-                                depth, 0, calltime, rettime)
-            if written is None:
-                with buf.exclusive:
-                    written = buf.cpus[cpu.id].write(rettime, GRAPH_RET_RECORD.pack(
-                        TRACE_GRAPH_RET, flags, pc, pid, addr, depth, 0, calltime, rettime))
-            if written:
-                if array.record_cmd and saved.get(pid) != task.comm:
-                    cmdlines.record(pid, task.comm)
-                if array.record_tgid:
-                    tgids[pid] = task.tgid
-                if buf.waiters:
-                    buf.wake_waiters()
+{_indented(" " * 12, _CTX_WORD.format(word="word", type=TRACE_GRAPH_RET, ts="rettime"))}\
+{_inline_write(" " * 12, _GRAPH_RET_LENGTH, "pack_ret",
+               "word, task.pid, ip, depth, calltime, rettime",
+               "rare.ret_wire(word, task.pid, ip, depth, calltime, rettime)", "cpu_id", "rettime",
+               "task")}\
         return result
     return call
+"""
+
+
+# Each function's ``call`` starts with ``*args`` (``varargs``) and, at its first call, learns
+# the count of arguments its callers pass: the site's ``call`` becomes the form taking that many
+# (``func(a0, a1)``: no tuple built, an exact call), which hands any other count to ``varargs``.
+_MAX_ARITY = 8
+_VARARGS_PROLOGUE = """\
+        if not learned:
+            learn(call, len(args))
+"""
+
+
+def _arity_source(template: str, arity: int | None) -> str:
+    if arity is None:
+        sig, args, prologue = "*args", "*args", _VARARGS_PROLOGUE
+    else:
+        names = ", ".join(f"a{i}" for i in range(arity))
+        sig = "".join(f"a{i}=_N, " for i in range(arity)) + "*rest"
+        args = names
+        missing = f"rest or a{arity - 1} is _N" if arity else "rest"
+        prologue = (f"        if {missing}:\n"
+                    f"            return varargs(func, *[a for a in ({names}{',' if arity else ''}) "
+                    "if a is not _N], *rest)\n")
+    source = template.replace("@SIG@", sig).replace("@ARGS@", args).replace("@PROLOGUE@", prologue)
+    if arity is None:
+        source = source.replace("if not learned:\n", "if not learned:\n            learned = True\n"
+                                ).replace("nonlocal cur_cpu, cur_id, cur_stack\n",
+                                          "nonlocal cur_cpu, cur_id, cur_stack, learned\n")
+    return source
+
+
+class _Missing:
+    """An argument the caller did not pass (``_N`` in the sources)."""
+
+
+_MAKERS: dict[tuple[str, int | None], Callable[..., Any]] = {}
+_TEMPLATES = {"function": _FUNCTION_CALL_SOURCE, "function_graph": _GRAPH_CALL_SOURCE}
+
+
+def _maker(tracer: str, arity: int | None) -> Callable[..., Any]:
+    """``make`` of ``tracer``'s call taking ``arity`` arguments (None: ``*args``)."""
+    maker = _MAKERS.get((tracer, arity))
+    if maker is None:
+        env: dict[str, Any] = {"_N": _Missing(), "Rare": types.SimpleNamespace}
+        exec(compile(_arity_source(_TEMPLATES[tracer], arity),
+                     f"<{tracer} tracer call/{arity}>", "exec"), env)
+        maker = _MAKERS[tracer, arity] = env["make"]
+    return maker
+
+
+def _site_call(tracer: str, site: Any, params: tuple[Any, ...]) -> Callable[..., Any]:
+    """The ``*args`` call of ``site``; its first call sets the site's ``call`` to the form
+    taking as many arguments as that call passed (unless something replaced it meanwhile)."""
+    def learn(varargs: Callable[..., Any], arity: int) -> None:
+        if arity <= _MAX_ARITY and site.call is varargs:
+            site.call = _maker(tracer, arity)(*params, varargs, None)
+    call: Callable[..., Any] = _maker(tracer, None)(*params, None, learn)
+    return call
+
+
+def _fast_env(state: FunctionTracing, site: Any) -> tuple[Any, ...]:
+    """The values every fast path binds, in ``_COMMON_PARAMS`` order."""
+    array = state.array
+    tracing = array.tracing
+    if not hasattr(tracing, "tracing_thresh"):   # read per call: a plain attribute
+        tracing.tracing_thresh = 0
+    real_base, origin = _fast_clock(array)
+    return (state, site, state._machine, state._kprobes.stacks, array.buffer, array, tracing,
+            array.options, tracing.cmdlines, tracing.cmdlines.map.get, tracing.tgids,
+            real_base, origin, time.perf_counter_ns, _ctx_of, _write_locked)
+
+
+def _function_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
+    """The function tracer's ``call`` of ``site`` (function_trace_call): the usual entry
+    (tracing on, the function traced, no pid lists, neither ``func_stack_trace`` nor
+    ``func-no-repeats``) packed straight into the CPU's ring buffer page without the lock
+    while no reader is in the buffer (``_inline_write``), ip and parent_ip as bytes made once
+    per caller; anything else through ``_function_entry``. The entry's bytes and clock reads
+    are ``_function_entry``'s."""
+    kps = state._kprobes
+    return _site_call(FUNCTION, site, (*_fast_env(state, site), state._function_entry,
+                                       kps.caller_address, kps, {}, _IP_PAIR.pack,
+                                       _FN_WIRE.pack, _FN_EVENT.pack_into))
+
+
+def _graph_call(state: FunctionTracing, site: Any) -> Callable[..., Any]:
+    """The function_graph tracer's ``call`` of ``site``: in the usual case (no graph or pid
+    lists, under the depth limits, tracing on, the function traced, not a hardirq with
+    ``funcgraph-irqs`` off, no ``tracing_thresh``) the entry and return records packed
+    straight into the ring buffer page (``_inline_write``, the address as bytes made once),
+    the depth kept in locals; else ``_graph_entry`` / ``exit``. Bytes and clock reads are
+    theirs."""
+    return _site_call(FUNCTION_GRAPH, site, (
+        *_fast_env(state, site), state._graph_entry, state.exit, _IP.pack(site.addr),
+        _GRAPH_ENT_WIRE.pack, _GRAPH_RET_WIRE.pack, _GRAPH_ENT_EVENT.pack_into,
+        _GRAPH_RET_EVENT.pack_into))
 
 
 _CTX: dict[tuple[int, bool, bool, bool, int], tuple[int, int]] = {}

@@ -469,51 +469,67 @@ class CpuBuffer:
         return 0
 
 
+def fixed_write_source(length: int, pack: str, fields: str, record: str, cpus: str, cpu: str,
+                       ts: str) -> str:
+    """Source lines (not indented) of ``CpuBuffer.write`` of one event of ``length`` bytes at
+    ``ts`` on ``{cpus}[{cpu}]``, for writers that inline it (``fixed_writer``, the function
+    tracers' per-function calls): the usual event (the tail page has room, the time delta fits
+    the header, no time extend) packed straight into the page with its header,
+    ``{pack}(page.buf, offset, header, {fields})``, and the counters moved; any other event
+    is ``{record}`` (an expression making the record's bytes) through ``CpuBuffer._place``.
+    Leaves ``written`` True or False (dropped) and the bytes and counters ``write`` leaves
+    (``prev_ts``, which only a reservation's discard reads, is not kept). The caller holds the
+    buffer (``exclusive``, or ``write_unlocked``'s handshake)."""
+    if event_length(length - 4) != length or length > RB_MAX_SMALL_DATA + 4:
+        raise ValueError("fixed_write_source takes whole events of the small form")
+    return f"""\
+cb = {cpus}[{cpu}]
+page = cb.pages[-1]
+w = page.write
+delta = {ts} - page.last_ts
+if (w and not delta >> {TS_SHIFT} and w <= cb.data_size - {length}
+        and not cb.record_disabled):
+    {pack}(page.buf, {PAGE_HEADER} + w, {(length - 4) >> 2} | delta << 5, {fields})
+    page.write = w + {length}
+    page.last_ts = {ts}
+    page.entries += 1
+    page.bytes += {length}
+    cb.bytes += {length}
+    cb.entries += 1
+    written = True
+elif cb._place({ts}, {record}):
+    cb.entries += 1
+    written = True
+else:
+    written = False
+"""
+
+
 def fixed_writer(record: struct.Struct) -> Callable[..., bool | None]:
     """A writer of fixed-size records of layout ``record`` (``ring_buffer_write`` of one
-    ``struct``, the function tracers' entries), for the hot path:
+    ``struct``), for hot paths:
 
         write(rb, cpu, ts, *fields) -> True written, False dropped, None someone is in the
         buffer (nothing written: the caller writes under ``rb.exclusive``)
 
-    Lock-free as ``RingBuffer.write_unlocked``. The usual event (the tail page has room, the
-    time delta fits the header, no time extend) has its precomputed header and the fields
-    packed straight into the page (one ``pack_into``, no record object); any other goes
-    through ``CpuBuffer._place``. The bytes and counters are those ``_place`` and ``write``
-    leave (``prev_ts``, which only a reservation's discard reads, is not kept)."""
+    Lock-free as ``RingBuffer.write_unlocked``; the write is ``fixed_write_source``'s (one
+    ``pack_into`` of the header and the fields for the usual event, no record object)."""
     n = record.size
     length = event_length(n)
     if length > RB_MAX_SMALL_DATA + 4:
         raise ValueError("fixed_writer takes records of the small event form")
     event = struct.Struct("<I" + record.format.lstrip("<=!@>"))
     args = ", ".join(f"a{i}" for i in range(len(record.unpack(bytes(n)))))
-    source = f"""\
-def write(rb, cpu, ts, {args}):
-    rb.writing = True
-    try:
-        if rb.others:
-            return None
-        cb = rb.cpus[cpu]
-        page = cb.pages[-1]
-        w = page.write
-        delta = ts - page.last_ts
-        if w and not delta >> {TS_SHIFT} and w <= cb.data_size - {length} \
-                and not cb.record_disabled:
-            pack_event(page.buf, {PAGE_HEADER} + w, {(length - 4) >> 2} | delta << 5, {args})
-            page.write = w + {length}
-            page.last_ts = ts
-            page.entries += 1
-            page.bytes += {length}
-            cb.bytes += {length}
-            cb.entries += 1
-            return True
-        if cb._place(ts, pack({args})):
-            cb.entries += 1
-            return True
-        return False
-    finally:
-        rb.writing = False
-"""
+    body = fixed_write_source(length, "pack_event", args, f"pack({args})", "rb.cpus", "cpu", "ts")
+    source = (f"def write(rb, cpu, ts, {args}):\n"
+              "    rb.writing = True\n"
+              "    try:\n"
+              "        if rb.others:\n"
+              "            return None\n"
+              + "".join(" " * 8 + line + "\n" for line in body.splitlines())
+              + "        return written\n"
+              "    finally:\n"
+              "        rb.writing = False\n")
     env: dict[str, Any] = {"pack_event": event.pack_into, "pack": record.pack}
     exec(compile(source, f"<ring buffer writer {record.format}>", "exec"), env)
     writer: Callable[..., bool | None] = env["write"]
