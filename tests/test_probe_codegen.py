@@ -159,7 +159,9 @@ def test_generated_hit_lines(kernel: Kernel) -> None:
     lines = [ln.split(": ", 2)[-1] for ln in trace_output.trace_text(tr.top).splitlines()
              if not ln.startswith("#")]
     assert lines[0].endswith('a="hello" b="endnext" c=(fault) d=(fault)')
-    assert f'a="{"x" * 4095}" b="abc" c="abc" d=(fault)' in lines[1]
+    # the second record (a 4095-byte string and more) is longer than a page's max_data_size:
+    # ring_buffer_lock_reserve refuses it, so the kernel traces nothing for that hit
+    assert len(lines) == 1 and sum(cb.entries for cb in tr.top.buffer.cpus) == 1
 
 
 def test_reader_in_the_buffer_takes_the_locked_path(kernel: Any) -> None:

@@ -331,6 +331,10 @@ class CpuBuffer:
         if self.record_disabled:
             return 0
         n = len(record)
+        if n > self.data_size - 8:
+            # ring_buffer_lock_reserve: a record longer than a sub-buffer's max_data_size
+            # (its data size less two u32 words) is refused, and counted nowhere
+            return 0
         length = _LENGTHS[n] if n < 512 else event_length(n)
         page = self.pages[-1]
         w = start = page.write
