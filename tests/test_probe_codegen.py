@@ -164,6 +164,20 @@ def test_generated_hit_lines(kernel: Kernel) -> None:
     assert len(lines) == 1 and sum(cb.entries for cb in tr.top.buffer.cpus) == 1
 
 
+def test_empty_string_and_fault_print_apart(kernel: Kernel) -> None:
+    """print_type_string: "" is a string (length 1, its NUL), a fault has length 0."""
+    tr = kernel.tracing
+    tr.kprobes.write(DEFS[0] + "\n")
+    tr.top.file("kprobes", "strs").set_enabled(True)
+    m = layout(kernel)
+    h = tr.event("kprobes", "strs")._probe.handler
+    with kernel.machine.running(kernel.user_task("codegen")):
+        # a: "hello"; b: the NUL right after it (""); c: unmapped (fault); d: "" again
+        h(regs(di=m["plain"], si=m["plain"] + 5 - 8, dx=m["unmapped"] + 8, cx=m["plain"] + 5))
+    lines = [ln for ln in trace_output.trace_text(tr.top).splitlines() if not ln.startswith("#")]
+    assert lines[0].endswith('a="hello" b="" c=(fault) d=""')
+
+
 def test_reader_in_the_buffer_takes_the_locked_path(kernel: Any) -> None:
     """A hit while someone holds the buffer (a reader, a control write) is written under the
     lock by the general path, after the holder leaves; nothing is lost or doubled."""

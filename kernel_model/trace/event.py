@@ -284,7 +284,8 @@ class TraceEvent:
         off = self.data_offset
         for i in self._dyn_index:
             v = vals[i]
-            raw = (v.encode() if type(v) is str else bytes(v)) + b"\0"
+            # None: a probe's string fetch that faulted, stored with length 0
+            raw = b"" if v is None else (v.encode() if type(v) is str else bytes(v)) + b"\0"
             vals[i] = len(raw) << 16 | off
             off += len(raw)
             pieces.append(raw)
@@ -375,8 +376,8 @@ def _dynamic_builder(ev: TraceEvent) -> Callable[[Sequence[Any], int, int, int],
     strings = []
     for i in range(n):
         if i in ev._dyn_index:
-            lines.append(f"    d{i} = (v{i}.encode() if type(v{i}) is str else bytes(v{i}))"
-                         " + b'\\0'")
+            lines.append(f"    d{i} = b'' if v{i} is None else (v{i}.encode() if type(v{i}) is str"
+                         f" else bytes(v{i})) + b'\\0'")
             lines.append(f"    v{i} = len(d{i}) << 16 | ({' + '.join(at)})")
             at.append(f"len(d{i})")
             strings.append(f"d{i}")

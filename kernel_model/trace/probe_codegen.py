@@ -220,7 +220,7 @@ def direct_hit(ev: Any, file: Any, fallback: Callable[..., None],
         env[f"f{i}"] = a.fetch
         out = need_regs(ind) + [f"{ind}v{i} = f{i}(regs, cpu)"]
         if a.is_string:
-            return out + [f"{ind}s{i} = b'\\0' if v{i} is None else "
+            return out + [f"{ind}s{i} = b'' if v{i} is None else "
                           f"(v{i}.encode() if type(v{i}) is str else bytes(v{i})) + b'\\0'"]
         size, signed = FETCH_TYPES[a.type_name][:2]
         if a.count:

@@ -44,12 +44,13 @@ class ProbeEvent(TraceEvent):
         return f"({symbol_text(vals['__probe_ip'], symbols, True)})"
 
     def arg_values(self, src: Any, cpu: Any) -> list[Any]:
-        """The record values of the arguments (a fault stores 0, or an empty string)."""
+        """The record values of the arguments (a fault stores 0, or a string of length 0:
+        None, which the record builder stores with no bytes, not even the NUL)."""
         out: list[Any] = []
         for a in self.args:
             v = a.fetch(src, cpu)
             if a.is_string:
-                out.append(b"" if v is None else v)
+                out.append(v)
             elif a.count:
                 size = FETCH_TYPES[a.type_name][0]
                 items = v if v is not None else (0,) * a.count
@@ -87,10 +88,14 @@ def _probe_printer(ev: TraceEvent) -> Callable[[bytes, Any], str]:
     (trace_probe_print_args); a string that faulted prints ``(fault)``."""
     assert isinstance(ev, ProbeEvent)
 
-    def one(a: ProbeArg, v: Any, symbols: Any) -> str:
+    # print_type_string: a string's __data_loc length 0 is a fetch that faulted ("" is 1)
+    loc_offset = {f.name: f.offset for f in ev.fields if f.is_data_loc}
+
+    def one(a: ProbeArg, v: Any, symbols: Any, record: bytes = b"") -> str:
         t = a.type_name
         if a.is_string:
-            return f'"{v}"' if v != "" else "(fault)"
+            at = loc_offset[a.name]
+            return f'"{v}"' if record[at + 2:at + 4] != b"\0\0" else "(fault)"
         if t == "symbol":
             return symbol_text(v, symbols, True)
         if t == "char":
@@ -111,6 +116,6 @@ def _probe_printer(ev: TraceEvent) -> Callable[[bytes, Any], str]:
                          for i in range(0, size * a.count, size)]
                 parts.append(f"{a.name}={{" + ",".join(one(a, x, symbols) for x in items) + "}")
             else:
-                parts.append(f"{a.name}={one(a, v, symbols)}")
+                parts.append(f"{a.name}={one(a, v, symbols, record)}")
         return " ".join(parts)
     return printer
