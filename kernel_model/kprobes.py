@@ -192,6 +192,27 @@ def _call_regs_writer(nargs: int) -> Callable[[bytearray, int, tuple], None]:
     return env["write"]
 
 
+def _handler_then_func(setup: list[str], handler_call: str, names: str) -> str:
+    """The tail of a generated site call: the probe's handler run once unless a handler is
+    already running on the way (then a miss, as kprobe_running()), then the function itself
+    with the C arguments ``names`` and the model's extra ones."""
+    sep = ", " if names else ""
+    return ("        if kps.in_handler:\n"
+            "            probe.nmissed += 1\n"
+            "        else:\n"
+            + "".join(f"            {line}\n" for line in setup)
+            + "            kps.in_handler = True\n"
+            "            try:\n"
+            "                probe.nhit += 1\n"
+            f"                {handler_call}\n"
+            "            finally:\n"
+            "                kps.in_handler = False\n"
+            "        if more:\n"
+            f"            return func({names}{sep}*more)\n"
+            f"        return func({names})\n"
+            "    return call\n")
+
+
 def _one_probe_call_maker(nargs: int) -> Callable[..., Callable[..., Any]]:
     """``KprobeSite._one_probe_call``'s closure with the pt_regs writer of ``nargs``
     arguments inline (``_call_regs_writer``'s one ``pack_into``) and the CPU read as
@@ -229,21 +250,9 @@ def _one_probe_call_maker(nargs: int) -> Callable[..., Callable[..., Any]]:
         "            return func(*args)\n"
         "        if kps.ftrace is not None:\n"
         f"            return call_probed(func, {names}{', ' if nargs else ''}*more)\n"
-        "        if kps.in_handler:\n"
-        "            probe.nmissed += 1\n"
-        "        else:\n"
-        "            regs = all_regs[machine.current.id]\n"
-        f"            pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})\n"
-        "            kps.in_handler = True\n"
-        "            try:\n"
-        "                probe.nhit += 1\n"
-        "                probe.handler(regs)\n"
-        "            finally:\n"
-        "                kps.in_handler = False\n"
-        "        if more:\n"
-        f"            return func({names}{', ' if nargs else ''}*more)\n"
-        f"        return func({names})\n"
-        "    return call\n")
+        + _handler_then_func(["regs = all_regs[machine.current.id]",
+                              f"pack(regs, {_CALL_REGS_OFFSET}, {', '.join(values)})"],
+                             "probe.handler(regs)", names))
     env: dict[str, Any] = {"pack": _CALL_REGS_PACK, "reg_value": reg_value, "MASK64": MASK64,
                            "MISSING": _MISSING}
     exec(compile(source, f"<kprobe call {nargs}>", "exec"), env)
@@ -265,19 +274,7 @@ def _args_probe_call_maker(nargs: int) -> Callable[..., Callable[..., Any]]:
         f"    def call(func{params}, *more):\n"
         f"        if {last}kps.ftrace is not None or (handler := probe.args_handler) is None:\n"
         f"            return regs_call(func, {names}{', ' if nargs else ''}*more)\n"
-        "        if kps.in_handler:\n"
-        "            probe.nmissed += 1\n"
-        "        else:\n"
-        "            kps.in_handler = True\n"
-        "            try:\n"
-        "                probe.nhit += 1\n"
-        f"                handler({names})\n"
-        "            finally:\n"
-        "                kps.in_handler = False\n"
-        "        if more:\n"
-        f"            return func({names}{', ' if nargs else ''}*more)\n"
-        f"        return func({names})\n"
-        "    return call\n")
+        + _handler_then_func([], f"handler({names})", names))
     env: dict[str, Any] = {"MISSING": _MISSING}
     exec(compile(source, f"<kprobe args call {nargs}>", "exec"), env)
     return env["make"]

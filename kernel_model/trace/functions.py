@@ -490,6 +490,15 @@ else:
 """
 
 
+# Both tracers' calls: the CPU and its call stack, looked up again only when the CPU changed
+_CURRENT_CPU = """\
+        cpu = machine.current
+        if cpu is not cur_cpu:
+            cur_id = cpu.id
+            cur_stack = rare.stacks[cur_id]
+            cur_cpu = cpu
+"""
+
 _FUNCTION_CALL_SOURCE = f"""\
 def make({_COMMON_PARAMS}, general, caller_address, kps, ips, pair_pack, wire, pack_event, varargs, learn):
     name, addr = site.name, site.addr
@@ -503,12 +512,7 @@ def make({_COMMON_PARAMS}, general, caller_address, kps, ips, pair_pack, wire, p
 
     def call(func, @SIG@):
         nonlocal cur_cpu, cur_id, cur_stack
-@PROLOGUE@        cpu = machine.current
-        if cpu is not cur_cpu:
-            cur_id = cpu.id
-            cur_stack = rare.stacks[cur_id]
-            cur_cpu = cpu
-        stack = cur_stack
+@PROLOGUE@{_CURRENT_CPU}        stack = cur_stack
         traced = state._traced
         if array.tracing_on and (traced is None or name in traced):
             if (state.pids or state.notrace_pids or options["func-no-repeats"]
@@ -547,12 +551,7 @@ def make({_COMMON_PARAMS}, general_entry, general_exit, ip, ent_wire, ret_wire,
 
     def call(func, @SIG@):
         nonlocal cur_cpu, cur_id, cur_stack
-@PROLOGUE@        cpu = machine.current
-        if cpu is not cur_cpu:
-            cur_id = cpu.id
-            cur_stack = rare.stacks[cur_id]
-            cur_cpu = cpu
-        cpu_id = cur_id
+@PROLOGUE@{_CURRENT_CPU}        cpu_id = cur_id
         stack = cur_stack
         depths = state._depth
         depth = depths[cpu_id]
